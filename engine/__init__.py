@@ -1,0 +1,1 @@
+"""blueprint-crm: a low-code CRM engine driven by YAML blueprints."""

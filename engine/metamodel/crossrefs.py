@@ -1,0 +1,149 @@
+"""Cross-reference checks: every name a blueprint uses must exist, in the place it is used.
+
+Runs per entity document after the JSON Schema passed, with the source document at hand
+so each error points at the exact line of the offending name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from typing import Any
+
+from .errors import BlueprintError, did_you_mean
+from .model import EntitySpec, Expression, FieldSpec, FieldType
+from .schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
+from .source import PathKey, SourceDocument
+
+SYSTEM_FIELDS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
+TEXT_TYPES = frozenset({FieldType.STRING, FieldType.TEXT, FieldType.PHONE, FieldType.EMAIL, FieldType.URL})
+# Names an expression may read besides the entity's fields.
+EXPRESSION_CONSTANTS = frozenset({"True", "False", "None", "true", "false", "null"})
+
+
+def check_entity(doc: SourceDocument, entity: EntitySpec, *, known_entities: Collection[str],
+                 functions: Collection[str]) -> list[BlueprintError]:
+    """Every problem with the names `entity` uses, each at the line where it is used."""
+    checker = _EntityChecker(doc, entity, known_entities, functions)
+    checker.run()
+    return checker.errors
+
+
+class _EntityChecker:
+    def __init__(self, doc: SourceDocument, entity: EntitySpec, known_entities: Collection[str],
+                 functions: Collection[str]) -> None:
+        self.doc = doc
+        self.entity = entity
+        self.known_entities = known_entities
+        self.functions = functions
+        self.errors: list[BlueprintError] = []
+        self.names = set(entity.field_names()) | set(SYSTEM_FIELDS)
+
+    def error(self, path: PathKey, message: str, hint: str, *, key: bool = False,
+              severity: str = "error") -> None:
+        where = self.doc.where_key(path) if key else self.doc.where(path)
+        self.errors.append(BlueprintError(where, path, message, hint, severity))
+
+    def run(self) -> None:
+        data = self.doc.data
+        for spec in self.entity.fields:
+            self.check_field(spec, data["fields"][spec.name])
+        self.check_names(("title",), [data["title"]] if "title" in data else [], "title field")
+        self.check_names(("search",), data.get("search") or [], "search field")
+        for index, item in enumerate(data.get("indexes") or []):
+            self.check_names(("indexes", index, "fields"), item["fields"], "indexed field")
+        for index, item in enumerate(data.get("validations") or []):
+            if "field" in item:
+                self.check_names(("validations", index), [item["field"]], "validation field", key="field")
+        checks = {spec.check.location: spec.check for spec in self.entity.validations}
+        for index in range(len(data.get("validations") or [])):
+            path = ("validations", index, "check")
+            if self.doc.where(path) in checks:
+                self.check_expression(path, checks[self.doc.where(path)])
+        if "dedup" in data:
+            for index, key in enumerate(data["dedup"]["keys"]):
+                names = [key] if isinstance(key, str) else key
+                self.check_names(("dedup", "keys", index), names, "dedup key")
+        views = data.get("views") or {}
+        for view_name, view in (views.get("list") or {}).items():
+            base: PathKey = ("views", "list", view_name)
+            self.check_names(base + ("columns",), view.get("columns") or [], "column")
+            self.check_names(base + ("filters",), view.get("filters") or [], "filter")
+            sort = view.get("sort")
+            sorts = [sort] if isinstance(sort, str) else (sort or [])
+            stripped = [item.strip().lstrip("+-") for item in sorts]
+            self.check_names(base + ("sort",), stripped, "sort field")
+        form = views.get("form")
+        if form:
+            placed: dict[str, PathKey] = {}
+            for index, section in enumerate(form["sections"]):
+                path = ("views", "form", "sections", index, "fields")
+                self.check_names(path, section["fields"], "form field", system_ok=False)
+                for position, name in enumerate(section["fields"]):
+                    if name in placed:
+                        self.error(path + (position,), f"field '{name}' is placed twice in the form",
+                                   "keep it in one section")
+                    placed[name] = path + (position,)
+
+    def check_names(self, path: PathKey, names: list[Any], what: str, *, key: str | None = None,
+                    system_ok: bool = True) -> None:
+        known = self.names if system_ok else set(self.entity.field_names())
+        for position, name in enumerate(names):
+            if name not in known:
+                item = path + (position,)
+                where = path + (key,) if key else (item if item in self.doc.values else path)
+                self.error(where, f"unknown {what} '{name}' on entity '{self.entity.name}'",
+                           f"{did_you_mean(str(name), known)} Declare it under {self.entity.name}.fields "
+                           "or correct the name.")
+
+    def check_field(self, spec: FieldSpec, data: dict[str, Any]) -> None:
+        path: PathKey = ("fields", spec.name)
+        if spec.name in SYSTEM_FIELDS:
+            self.error(path, f"'{spec.name}' is a system field that every record already has",
+                       "choose another name; system fields: " + ", ".join(SYSTEM_FIELDS), key=True)
+        allowed = COMMON_OPTIONS | TYPE_OPTIONS[spec.type]
+        for option in data:
+            if option not in allowed:
+                users = sorted(kind.value for kind, options in TYPE_OPTIONS.items() if option in options)
+                self.error(path + (option,), f"option '{option}' does not apply to a {spec.type.value} field",
+                           f"it applies to: {', '.join(users)}" if users else "remove it", key=True)
+        for option in REQUIRED_OPTIONS.get(spec.type, ()):
+            if option not in data:
+                self.error(path, f"a {spec.type.value} field needs '{option}'",
+                           f"add '{option}:' under fields.{spec.name}", key=True)
+        if spec.type is FieldType.LINK and spec.link_entity and spec.link_entity not in self.known_entities:
+            self.error(path + ("entity",), f"link to unknown entity '{spec.link_entity}'",
+                       did_you_mean(spec.link_entity, self.known_entities))
+        if spec.pattern is not None:
+            try:
+                re.compile(spec.pattern)
+            except re.error as exc:
+                self.error(path + ("pattern",), f"pattern is not a valid regular expression: {exc}",
+                           "escape special characters with a backslash")
+        if spec.default is not None and spec.choices:
+            defaults = spec.default if isinstance(spec.default, list) else [spec.default]
+            for value in defaults:
+                if str(value) not in spec.choice_values():
+                    self.error(path + ("default",), f"default '{value}' is not one of the options",
+                               did_you_mean(str(value), spec.choice_values()))
+        if spec.default_expression is not None:
+            self.check_expression(path + ("default",), spec.default_expression)
+        if spec.expression is not None:
+            self.check_expression(path + ("expression",), spec.expression, exclude=spec.name)
+        if spec.minimum is not None and spec.maximum is not None:
+            try:
+                if spec.minimum > spec.maximum:
+                    self.error(path + ("min",), f"min {spec.minimum} is greater than max {spec.maximum}",
+                               "swap them")
+            except TypeError:
+                pass
+
+    def check_expression(self, path: PathKey, expression: Expression, *, exclude: str | None = None) -> None:
+        names = (self.names - {exclude}) | EXPRESSION_CONSTANTS
+        for name in sorted(expression.names - names):
+            self.error(path, f"expression uses unknown field '{name}'",
+                       f"{did_you_mean(name, self.names - {exclude} if exclude else self.names)} "
+                       f"Fields of {self.entity.name} can be used by name.")
+        for function in sorted(expression.functions - set(self.functions)):
+            self.error(path, f"expression calls unknown function '{function}'",
+                       f"{did_you_mean(function, self.functions)} See docs/expressions.md for the functions.")

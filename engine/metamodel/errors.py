@@ -1,0 +1,57 @@
+"""Located blueprint errors: every problem names file:line:column, what is wrong and a fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintError:
+    location: Location
+    path: tuple[str | int, ...]
+    message: str
+    hint: str = ""
+    severity: str = "error"  # "error" stops loading; "warning" is reported and loading goes on
+
+    def __str__(self) -> str:
+        where = ".".join(str(part) for part in self.path)
+        text = f"{self.location}: {self.severity}: {self.message}"
+        if where:
+            text += f"\n    at {where}"
+        if self.hint:
+            text += f"\n    {self.hint}"
+        return text
+
+
+class BlueprintInvalid(Exception):
+    """The blueprint has errors; all of them, sorted by place, are in `errors`."""
+
+    def __init__(self, errors: Sequence[BlueprintError]) -> None:
+        self.errors = tuple(sorted(errors, key=lambda e: (e.location, e.message)))
+        count = len(self.errors)
+        super().__init__(f"{count} error{'s' if count != 1 else ''} in the blueprint:\n"
+                         + "\n".join(str(error) for error in self.errors))
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A hint naming the closest known name, or listing the known names."""
+    candidates = sorted(set(known))
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if not candidates:
+        return "none are declared"
+    shown = ", ".join(candidates[:12]) + (", …" if len(candidates) > 12 else "")
+    return f"known: {shown}"

@@ -1,0 +1,249 @@
+"""Load a blueprint: read YAML with locations, check each document's shape, build the
+frozen metamodel, then check cross-references. All errors are collected and raised
+together as `BlueprintInvalid`, sorted by file and line."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .builder import build_entity, build_settings
+from .crossrefs import check_entity
+from .errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
+from .model import Label, Metamodel
+from .schema import DOCUMENT_SCHEMAS
+from .source import SourceDocument, read_documents
+
+_VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in DOCUMENT_SCHEMAS.items()}
+
+
+def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] = ()) -> Metamodel:
+    """Load the blueprint at `path` (an app file or a folder holding `app.yaml`).
+
+    `functions` are the expression function names the caller can evaluate; an expression
+    calling anything else is an error. Raises `BlueprintInvalid` with every problem found.
+    """
+    app_path = _app_file(Path(path))
+    errors: list[BlueprintError] = []
+    documents = _read(app_path, errors)
+    app_docs = [doc for doc in documents if _kind(doc) == "app"]
+    if not app_docs:
+        raise BlueprintInvalid([BlueprintError(Location(_display(app_path), 1, 1), (),
+                                               "this file is not an app file",
+                                               "start it with 'app: <name>' and list entity files under 'include:'")])
+    app = app_docs[0]
+    for doc in _included(app, app_path, errors):
+        documents.append(doc)
+
+    valid: list[tuple[str, SourceDocument]] = []
+    seen_entities: set[str] = set()
+    for doc in documents:
+        kind = _kind(doc)
+        if kind is None:
+            first = next(iter(doc.data), None) if isinstance(doc.data, dict) else None
+            errors.append(BlueprintError(doc.where(()), (), "unknown kind of document"
+                                         + (f" (it starts with '{first}')" if first else ""),
+                                         f"a blueprint file starts with one of: {', '.join(DOCUMENT_SCHEMAS)}"))
+            continue
+        if kind == "entity" and isinstance(doc.data.get("entity"), str):
+            seen_entities.add(doc.data["entity"])
+        schema_errors = [_explain(doc, error) for error in _VALIDATORS[kind].iter_errors(doc.data)]
+        errors.extend(schema_errors)
+        if not schema_errors:
+            valid.append((kind, doc))
+        elif kind == "entity":
+            pruned = _prune(doc, schema_errors)
+            if pruned is not None:
+                valid.append((kind, pruned))
+
+    entities = []
+    names: dict[str, Location] = {}
+    for kind, doc in valid:
+        if kind != "entity":
+            continue
+        entity = build_entity(doc, errors)
+        errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=functions))
+        if entity.name in names:
+            errors.append(BlueprintError(entity.location, ("entity",),
+                                         f"entity '{entity.name}' is declared twice (also at {names[entity.name]})",
+                                         "rename one of them or remove the copy"))
+            continue
+        names[entity.name] = entity.location
+        entities.append(entity)
+
+    app_data = app.data if isinstance(app.data, dict) else {}
+    model = Metamodel(
+        name=str(app_data.get("app", "app")),
+        label=Label.of(app_data.get("label"), str(app_data.get("app", "app"))),
+        entities=tuple(entities),
+        settings=build_settings(app_data.get("settings") or {}),
+    )
+    blocking = [error for error in errors if error.severity == "error"]
+    if blocking:
+        raise BlueprintInvalid(errors)
+    warnings = tuple(sorted((e for e in errors if e.severity != "error"), key=lambda e: e.location))
+    return Metamodel(model.name, model.label, model.entities, model.settings, warnings)
+
+
+_STAND_INS: dict[str, Any] = {"indexes": {"fields": ["id"]}, "validations": {"check": "True", "message": "-"}}
+_PRUNE_DEPTH = {"fields": 2, "indexes": 2, "validations": 2, "views": 3, "dedup": 1, "search": 1}
+
+
+def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocument | None:
+    """A copy of an entity document without the parts that failed the schema, so the rest
+    can still be cross-checked and every error reported in one run. A pruned field keeps
+    its name (as a plain string field) so that uses of it are not reported again."""
+    import copy
+    data = copy.deepcopy(doc.data)
+    for problem in problems:
+        path = problem.path
+        if not path or path[0] not in _PRUNE_DEPTH or len(path) < _PRUNE_DEPTH[path[0]]:
+            if path and path[0] not in ("entity", "fields"):
+                data.pop(path[0], None)
+                continue
+            return None
+        cut = path[:_PRUNE_DEPTH[path[0]]]
+        parent = data
+        for part in cut[:-1]:
+            parent = parent[part] if isinstance(parent, (dict, list)) else None
+            if parent is None:
+                break
+        if cut[0] == "fields" and isinstance(parent, dict):
+            parent[cut[-1]] = {"type": "json"}
+        elif isinstance(parent, dict):
+            parent.pop(cut[-1], None)
+        elif isinstance(parent, list) and isinstance(cut[-1], int) and cut[-1] < len(parent):
+            # keep positions (and so locations) of later items: put a harmless stand-in here
+            parent[cut[-1]] = _STAND_INS[cut[0]]
+    if list(_VALIDATORS["entity"].iter_errors(data)):
+        return None
+    return SourceDocument(doc.file, data, doc.values, doc.keys)
+
+
+def _app_file(path: Path) -> Path:
+    if path.is_dir():
+        return path / "app.yaml"
+    return path
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path, errors: list[BlueprintError]) -> list[SourceDocument]:
+    documents, problems = read_documents(path, _display(path))
+    errors.extend(problems)
+    return documents
+
+
+def _kind(doc: SourceDocument) -> str | None:
+    if not isinstance(doc.data, dict):
+        return None
+    for key in doc.data:
+        if key in DOCUMENT_SCHEMAS:
+            return key
+    return None
+
+
+def _included(app: SourceDocument, app_path: Path, errors: list[BlueprintError]) -> list[SourceDocument]:
+    base = app_path.parent
+    patterns = app.data.get("include") or []
+    documents: list[SourceDocument] = []
+    seen: set[Path] = {app_path.resolve()}
+    if not isinstance(patterns, list):
+        return documents
+    for index, pattern in enumerate(patterns):
+        if not isinstance(pattern, str):
+            continue
+        matches = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
+        if not matches:
+            errors.append(BlueprintError(app.where(("include", index)), ("include", index),
+                                         f"include '{pattern}' matches no file",
+                                         f"paths are relative to {_display(base) or '.'}; check the spelling"))
+        for match in matches:
+            if match.resolve() in seen:
+                continue
+            seen.add(match.resolve())
+            documents.extend(_read(match, errors))
+    return documents
+
+
+def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> BlueprintError:
+    """Turn a jsonschema error into a located message with a hint."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) > len(error.absolute_path):
+            return _explain(doc, deepest)
+    path = tuple(error.absolute_path)
+    instance = error.instance
+    where = doc.where(path)
+    if error.validator == "additionalProperties":
+        allowed = list((error.schema.get("properties") or {}).keys())
+        if len(path) == 2 and path[0] == "fields" and isinstance(instance, dict):
+            allowed = _field_options(instance.get("type"), allowed)
+        extra = [key for key in instance if key not in allowed] if isinstance(instance, dict) else []
+        key = extra[0] if extra else "?"
+        return BlueprintError(doc.where_key(path + (key,)), path + (key,), f"unknown option '{key}'",
+                              did_you_mean(key, allowed))
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return BlueprintError(where, path, f"missing required option '{missing}'",
+                              f"add '{missing}:' here")
+    if error.validator == "enum":
+        allowed = [str(v) for v in error.validator_value]
+        return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
+                              did_you_mean(str(instance), allowed))
+    if error.validator == "propertyNames":
+        return BlueprintError(where, path, f"'{instance}' is not a valid name here",
+                              "names use lowercase letters, digits and _ and start with a letter")
+    if error.validator == "pattern" and error.schema.get("pattern") == "^[a-z][a-z0-9_]*$":
+        return BlueprintError(where, path, f"'{instance}' is not a valid name",
+                              "names use lowercase letters, digits and _ and start with a letter, e.g. 'next_follow_up'")
+    if error.validator == "type":
+        expected = error.validator_value
+        expected_text = " or ".join(expected) if isinstance(expected, list) else expected
+        return BlueprintError(where, path, f"expected {_article(expected_text)}, got {_describe(instance)}",
+                              "check the indentation: a nested block needs two more spaces")
+    if error.validator == "oneOf" and error.schema is not None and error.schema.get("oneOf") == \
+            _label_alternatives():
+        return BlueprintError(where, path, f"a label must be text or {{zh: …, en: …}}, got {_describe(instance)}",
+                              "write e.g. label: {zh: 线索, en: Lead}")
+    return BlueprintError(where, path, error.message, "see docs/blueprint-reference.md for this option")
+
+
+def _field_options(kind: Any, every: list[str]) -> list[str]:
+    from .model import FieldType
+    from .schema import COMMON_OPTIONS, TYPE_OPTIONS
+    try:
+        return sorted(COMMON_OPTIONS | TYPE_OPTIONS[FieldType(kind)])
+    except ValueError:
+        return every
+
+
+def _label_alternatives() -> Any:
+    from .schema import LABEL
+    return LABEL["oneOf"]
+
+
+def _article(text: str) -> str:
+    article = {"object": "a block of options", "array": "a list", "string": "text",
+               "integer": "a whole number", "number": "a number", "boolean": "true or false"}
+    return article.get(text, text)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a block of options"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"'{value}'"

@@ -1,0 +1,237 @@
+"""Evaluate blueprint expressions with simpleeval and a curated, side-effect-free function library.
+
+Expressions were already parsed and name-checked by the metamodel; here they are compiled
+once and evaluated against a read-only mapping of field values. Nothing passed in can
+reach the database, the file system or Python internals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import operator
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import simpleeval
+
+from engine.metamodel.model import Expression
+
+from .clock import Clock
+
+MAX_POWER = 1000
+MAX_STRING_LENGTH = 100_000
+MAX_REGEX_LENGTH = 200
+MAX_REGEX_INPUT = 10_000
+# Nested quantifiers such as (a+)+ or (a*)* backtrack exponentially; they are refused.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}]\)\s*[+*{]")
+
+
+class ExpressionError(ValueError):
+    """An expression could not be evaluated; the message says why in plain words."""
+
+
+def _regex_matches(text: Any, pattern: Any) -> bool:
+    if not isinstance(pattern, str) or len(pattern) > MAX_REGEX_LENGTH:
+        raise ExpressionError(f"matches(): the pattern must be text of at most {MAX_REGEX_LENGTH} characters")
+    if _NESTED_QUANTIFIER.search(pattern):
+        raise ExpressionError("matches(): nested repetition like (a+)+ is not allowed")
+    if text is None:
+        return False
+    value = str(text)
+    if len(value) > MAX_REGEX_INPUT:
+        raise ExpressionError(f"matches(): the text is longer than {MAX_REGEX_INPUT} characters")
+    return re.search(pattern, value) is not None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _contains(haystack: Any, needle: Any) -> bool:
+    if haystack is None:
+        return False
+    if isinstance(haystack, (list, tuple, set, frozenset)):
+        return needle in haystack
+    return _text(needle) in _text(haystack)
+
+
+def _any_of(value: Any, *options: Any) -> bool:
+    choices = options[0] if len(options) == 1 and isinstance(options[0], (list, tuple)) else options
+    if isinstance(value, (list, tuple)):
+        return any(item in choices for item in value)
+    return value in choices
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _coalesce(*values: Any) -> Any:
+    return next((value for value in values if not _is_empty(value)), None)
+
+
+def _number(value: Any) -> decimal.Decimal:
+    if value is None or value == "":
+        return decimal.Decimal(0)
+    return decimal.Decimal(str(value))
+
+
+def _date(value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return dt.date.fromisoformat(str(value))
+
+
+def _safe_len(value: Any) -> int:
+    return 0 if value is None else len(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionDoc:
+    signature: str
+    summary: str
+
+
+# The documented library. Every entry is pure: it reads its arguments and the clock only.
+FUNCTION_DOCS: dict[str, FunctionDoc] = {
+    "now": FunctionDoc("now()", "the current date and time (in the app's time zone)"),
+    "today": FunctionDoc("today()", "today's date (in the app's time zone)"),
+    "days": FunctionDoc("days(n)", "a duration of n days, to add to a date: today() + days(2)"),
+    "hours": FunctionDoc("hours(n)", "a duration of n hours: now() + hours(2)"),
+    "minutes": FunctionDoc("minutes(n)", "a duration of n minutes"),
+    "date": FunctionDoc("date(text)", "a date from 'YYYY-MM-DD' text"),
+    "days_between": FunctionDoc("days_between(a, b)", "whole days from date a to date b"),
+    "len": FunctionDoc("len(x)", "length of a text or list; 0 for empty"),
+    "lower": FunctionDoc("lower(text)", "text in lower case"),
+    "upper": FunctionDoc("upper(text)", "text in upper case"),
+    "trim": FunctionDoc("trim(text)", "text without surrounding spaces"),
+    "contains": FunctionDoc("contains(x, part)", "text contains part, or list contains item"),
+    "startswith": FunctionDoc("startswith(text, prefix)", "text starts with prefix"),
+    "endswith": FunctionDoc("endswith(text, suffix)", "text ends with suffix"),
+    "matches": FunctionDoc("matches(text, pattern)", "regular-expression search (pattern ≤ 200 chars, "
+                                                     "no nested repetition)"),
+    "any_of": FunctionDoc("any_of(x, a, b, …)", "x (or any item of list x) is one of the values"),
+    "is_empty": FunctionDoc("is_empty(x)", "x is missing, empty text or an empty list"),
+    "coalesce": FunctionDoc("coalesce(a, b, …)", "the first value that is not empty"),
+    "number": FunctionDoc("number(x)", "x as an exact decimal number (empty ⇒ 0)"),
+    "round": FunctionDoc("round(x, digits)", "x rounded to digits decimals"),
+    "abs": FunctionDoc("abs(x)", "absolute value"),
+    "min": FunctionDoc("min(a, b, …)", "the smallest value"),
+    "max": FunctionDoc("max(a, b, …)", "the largest value"),
+}
+FUNCTION_NAMES = frozenset(FUNCTION_DOCS)
+
+
+def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]]:
+    """The function table for one engine: clock-bound date functions plus the pure ones."""
+    zone = ZoneInfo(timezone)
+
+    def now() -> dt.datetime:
+        return clock.now().astimezone(zone)
+
+    def days_between(first: Any, second: Any) -> int:
+        a, b = _date(first), _date(second)
+        return 0 if a is None or b is None else (b - a).days
+
+    table: dict[str, Callable[..., Any]] = {
+        "now": now,
+        "today": lambda: now().date(),
+        "days": lambda n: dt.timedelta(days=float(n)),
+        "hours": lambda n: dt.timedelta(hours=float(n)),
+        "minutes": lambda n: dt.timedelta(minutes=float(n)),
+        "date": _date,
+        "days_between": days_between,
+        "len": _safe_len,
+        "lower": lambda s: _text(s).lower(),
+        "upper": lambda s: _text(s).upper(),
+        "trim": lambda s: _text(s).strip(),
+        "contains": _contains,
+        "startswith": lambda s, p: _text(s).startswith(_text(p)),
+        "endswith": lambda s, p: _text(s).endswith(_text(p)),
+        "matches": _regex_matches,
+        "any_of": _any_of,
+        "is_empty": _is_empty,
+        "coalesce": _coalesce,
+        "number": _number,
+        "round": lambda x, digits=0: round(_number(x), int(digits)),
+        "abs": abs,
+        "min": min,
+        "max": max,
+    }
+    assert set(table) == FUNCTION_NAMES, "every function must be documented"
+    return table
+
+
+def _safe_power(base: Any, exponent: Any) -> Any:
+    if abs(exponent) > MAX_POWER or abs(base) > 10**6 and abs(exponent) > 10:
+        raise ExpressionError(f"power too large (exponent limit {MAX_POWER})")
+    return operator.pow(base, exponent)
+
+
+def _safe_mult(left: Any, right: Any) -> Any:
+    if isinstance(left, (str, list, tuple)) or isinstance(right, (str, list, tuple)):
+        count = right if isinstance(left, (str, list, tuple)) else left
+        size = len(left) if isinstance(left, (str, list, tuple)) else len(right)
+        if isinstance(count, int) and size * count > MAX_STRING_LENGTH:
+            raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
+    return operator.mul(left, right)
+
+
+def _safe_add(left: Any, right: Any) -> Any:
+    if isinstance(left, (str, list)) and isinstance(right, type(left)) and len(left) + len(right) > MAX_STRING_LENGTH:
+        raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
+    if isinstance(left, decimal.Decimal) and isinstance(right, float) or \
+            isinstance(right, decimal.Decimal) and isinstance(left, float):
+        return _number(left) + _number(right)
+    return operator.add(left, right)
+
+
+_OPERATORS = dict(simpleeval.DEFAULT_OPERATORS)
+_OPERATORS.update({
+    simpleeval.ast.Pow: _safe_power,
+    simpleeval.ast.Mult: _safe_mult,
+    simpleeval.ast.Add: _safe_add,
+})
+for _unsafe in (simpleeval.ast.BitOr, simpleeval.ast.BitAnd, simpleeval.ast.BitXor,
+                simpleeval.ast.LShift, simpleeval.ast.RShift, simpleeval.ast.Invert):
+    _OPERATORS.pop(_unsafe, None)
+
+_CONSTANTS = {"True": True, "False": False, "None": None, "true": True, "false": False, "null": None}
+
+
+class Evaluator:
+    """Compiles expressions once and evaluates them against record values."""
+
+    def __init__(self, clock: Clock, timezone: str = "Asia/Shanghai") -> None:
+        self.functions = build_functions(clock, timezone)
+        self._compiled: dict[str, Any] = {}
+        self._local = threading.local()
+
+    def _interpreter(self) -> simpleeval.EvalWithCompoundTypes:
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            interpreter = simpleeval.EvalWithCompoundTypes(operators=_OPERATORS, functions=self.functions)
+            self._local.interpreter = interpreter
+        return interpreter
+
+    def evaluate(self, expression: Expression, values: Mapping[str, Any]) -> Any:
+        """The value of `expression` with `values` as the names it may read."""
+        parsed = self._compiled.get(expression.source)
+        interpreter = self._interpreter()
+        interpreter.names = {**_CONSTANTS, **{name: values.get(name) for name in expression.names}}
+        if parsed is None:
+            parsed = interpreter.parse(expression.source)
+            self._compiled[expression.source] = parsed
+        try:
+            return interpreter.eval(expression.source, previously_parsed=parsed)
+        except ExpressionError:
+            raise
+        except (simpleeval.InvalidExpression, ArithmeticError, TypeError, ValueError, OverflowError) as exc:
+            raise ExpressionError(f"{expression.source}: {exc}") from None
