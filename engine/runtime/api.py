@@ -1,0 +1,218 @@
+"""The JSON API under /api/: generic routes for every entity, all writes through RecordService.
+
+Errors are always JSON: {"code": machine code, "message": for people, "field": the
+offending field or null, "errors": [...] when several fields are wrong}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .actors import SYSTEM, Actor
+from .errors import RecordError
+from .events import read_events
+from .openapi import build_openapi
+from .queries import parse_list_query
+from .runtime import Runtime
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+class JSONError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def _record_id(request: Request) -> int:
+    raw = request.path_params["record_id"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise JSONError(404, "not_found", f"'{raw}' is not a record id", "id") from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JSONError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise JSONError(422, "invalid_body", "the request body must be a JSON object of field values")
+    return payload
+
+
+def _expected_version(request: Request, payload: dict[str, Any] | None = None) -> int | None:
+    raw = (payload or {}).pop("version", None)
+    if raw is None:
+        raw = request.headers.get("if-match") or request.query_params.get("version")
+    if raw is None:
+        return None
+    try:
+        return int(str(raw).strip('"W/ '))
+    except ValueError:
+        raise JSONError(422, "invalid_version", f"version '{raw}' is not a whole number", "version") from None
+
+
+class JsonApi:
+    """Route handlers bound to one runtime; `actor_for` decides who a request acts as."""
+
+    def __init__(self, runtime: Runtime, actor_for: Callable[[Request], Actor] | None = None) -> None:
+        self.runtime = runtime
+        self.records = runtime.records
+        self.actor_for = actor_for or (lambda request: SYSTEM)
+        self._openapi: dict[str, Any] | None = None
+
+    def routes(self) -> list[Route]:
+        handle = self._handle
+        return [
+            Route("/api/openapi.json", handle(self.openapi), methods=["GET"]),
+            Route("/api/", handle(self.index), methods=["GET"]),
+            Route("/api/files", handle(self.upload_file), methods=["POST"]),
+            Route("/api/files/{file_id:int}", handle(self.download_file), methods=["GET"]),
+            Route("/api/{entity}", handle(self.list_records), methods=["GET"]),
+            Route("/api/{entity}", handle(self.create_record), methods=["POST"]),
+            Route("/api/{entity}/{record_id}", handle(self.get_record), methods=["GET"]),
+            Route("/api/{entity}/{record_id}", handle(self.update_record), methods=["PATCH"]),
+            Route("/api/{entity}/{record_id}", handle(self.delete_record), methods=["DELETE"]),
+            Route("/api/{entity}/{record_id}/events", handle(self.record_events), methods=["GET"]),
+            Route("/api/{entity}/{record_id}/transition", handle(self.transition), methods=["POST"]),
+        ]
+
+    def _handle(self, endpoint: Endpoint) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except RecordError as error:
+                return error_response(error.status, error.as_dict())
+            except JSONError as error:
+                return error_response(error.status, {"code": error.code, "message": error.message,
+                                                     "field": error.field})
+            except sa.exc.IntegrityError:
+                return error_response(409, {"code": "conflict", "field": None,
+                                            "message": "the change conflicts with another record written at "
+                                                       "the same moment; retry it"})
+        return wrapped
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = build_openapi(self.runtime.model)
+        return JSONResponse(self._openapi)
+
+    async def index(self, request: Request) -> Response:
+        model = self.runtime.model
+        return JSONResponse({"app": model.name, "label": model.label.as_dict(), "entities": [
+            {"name": e.name, "label": e.label.as_dict(), "url": f"/api/{e.name}"} for e in model.entities]})
+
+    async def list_records(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        query = parse_list_query(entity, request.query_params)
+        actor = self.actor_for(request)
+        page = await run_in_threadpool(self.records.list, entity.name, query, actor=actor)
+        return JSONResponse({"items": [self.records.to_json(entity.name, item) for item in page.items],
+                             "total": page.total, "page": page.page, "per_page": page.per_page,
+                             "pages": page.pages})
+
+    async def create_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        payload = await _json_object(request)
+        result = await run_in_threadpool(self.records.create, entity.name, payload, actor=self.actor_for(request))
+        body = self.records.to_json(entity.name, result.record)
+        status = 200 if result.outcome == "merged" else 201
+        return JSONResponse(body, status_code=status, headers={
+            "Location": f"/api/{entity.name}/{result.record['id']}", "X-CRM-Outcome": result.outcome,
+            "ETag": f'"{result.record["version"]}"'})
+
+    async def get_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record = await run_in_threadpool(self.records.get, entity.name, _record_id(request),
+                                         actor=self.actor_for(request))
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def update_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        payload = await _json_object(request)
+        version = _expected_version(request, payload)
+        record = await run_in_threadpool(self.records.update, entity.name, record_id, payload,
+                                         actor=self.actor_for(request), expected_version=version)
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def delete_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        await run_in_threadpool(self.records.delete, entity.name, record_id, actor=self.actor_for(request),
+                                expected_version=_expected_version(request))
+        return Response(status_code=204)
+
+    async def record_events(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+
+        def load() -> list[dict[str, Any]]:
+            self.records.get(entity.name, record_id, actor=self.actor_for(request))
+            with self.runtime.db.read() as connection:
+                return [event.as_json() for event in read_events(connection, self.runtime.schema,
+                                                                 entity.name, record_id)]
+        return JSONResponse({"items": await run_in_threadpool(load)})
+
+    async def transition(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        payload = await _json_object(request)
+        version = _expected_version(request, payload)
+        field, target = payload.get("field"), payload.get("to")
+        if not isinstance(target, str) or not target:
+            raise JSONError(422, "invalid_body", "give the target value as \"to\"", "to")
+        record = await run_in_threadpool(self.records.transition, entity.name, record_id, target,
+                                         field=field, actor=self.actor_for(request), expected_version=version)
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def upload_file(self, request: Request) -> Response:
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise JSONError(422, "missing_file", "send the file as multipart form field 'file'", "file")
+        content = await upload.read(MAX_FILE_BYTES + 1)
+        if len(content) > MAX_FILE_BYTES:
+            raise JSONError(413, "file_too_large", f"files are limited to {MAX_FILE_BYTES // 1024 // 1024} MB",
+                            "file")
+        actor = self.actor_for(request)
+        name = (upload.filename or "file")[:255]
+        content_type = (upload.content_type or "application/octet-stream")[:128]
+        stored = await run_in_threadpool(self.runtime.records.store_file, name, content_type, content, actor=actor)
+        return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
+
+    async def download_file(self, request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        files = self.runtime.schema.files
+
+        def load() -> Any:
+            with self.runtime.db.read() as connection:
+                return connection.execute(sa.select(files).where(files.c.id == file_id)).first()
+        row = await run_in_threadpool(load)
+        if row is None:
+            raise JSONError(404, "not_found", f"file {file_id} does not exist", "id")
+        disposition = "attachment; filename*=UTF-8''" + _quote(row.name)
+        return Response(row.content, media_type=row.content_type,
+                        headers={"Content-Disposition": disposition, "ETag": f'"{row.sha256}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+    return quote(name, safe="")

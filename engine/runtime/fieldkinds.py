@@ -1,0 +1,438 @@
+"""What each field type means at runtime: its columns, how input is coerced, how it reads back.
+
+One class per `FieldType`, registered in `KINDS`; nothing else compares type names.
+`coerce` turns API/form input into the stored Python value or raises `FieldError` with a
+message a user can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import phonenumbers
+import sqlalchemy as sa
+
+from engine.metamodel import FieldSpec, FieldType
+
+UTC = dt.timezone.utc
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+_TRUE = {"true", "1", "yes", "y", "on", "是"}
+_FALSE = {"false", "0", "no", "n", "off", "否", ""}
+
+
+class FieldError(ValueError):
+    """One field's value is wrong: `code` for machines, `message` for people."""
+
+    def __init__(self, field: str | None, code: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code
+        self.message = message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+def _invalid(spec: FieldSpec, message: str, code: str = "invalid") -> FieldError:
+    return FieldError(spec.name, code, f"{spec.name}: {message}")
+
+
+class Kind:
+    """Base behaviour: one column, values pass through."""
+
+    column_type: ClassVar[Callable[[FieldSpec], sa.types.TypeEngine[Any]]] = staticmethod(
+        lambda spec: sa.String(255))
+    is_text: ClassVar[bool] = False
+    is_orderable: ClassVar[bool] = True
+
+    def columns(self, spec: FieldSpec) -> list[sa.Column[Any]]:
+        return [sa.Column(spec.name, self.column_type(spec), nullable=True)]
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        return value
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        return value
+
+    def from_row(self, spec: FieldSpec, row: Any) -> Any:
+        return row[spec.name]
+
+    def to_row(self, spec: FieldSpec, value: Any) -> dict[str, Any]:
+        return {spec.name: value}
+
+    def check_range(self, spec: FieldSpec, value: Any) -> None:
+        bounds = [(spec.minimum, "at least", lambda v, b: v >= b), (spec.maximum, "at most", lambda v, b: v <= b)]
+        for bound, words, ok in bounds:
+            if bound is None or value is None:
+                continue
+            limit = self.coerce(spec, bound)
+            if not ok(value, limit):
+                raise _invalid(spec, f"must be {words} {self.to_json(spec, limit)}", "out_of_range")
+
+
+class StringKind(Kind):
+    column_type = staticmethod(lambda spec: sa.String(spec.length or 255))
+    is_text = True
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, (dict, list)):
+            raise _invalid(spec, "expected text")
+        text = str(value).strip()
+        limit = spec.length or (None if spec.type is FieldType.TEXT else 255)
+        if limit is not None and len(text) > limit:
+            raise _invalid(spec, f"is {len(text)} characters long; at most {limit} allowed", "too_long")
+        if spec.pattern and text and re.fullmatch(spec.pattern, text) is None:
+            raise _invalid(spec, f"'{text}' does not match the required pattern {spec.pattern}", "pattern")
+        return text or None
+
+
+class TextKind(StringKind):
+    column_type = staticmethod(lambda spec: sa.Text())
+    is_orderable = False
+
+
+class IntegerKind(Kind):
+    column_type = staticmethod(lambda spec: sa.BigInteger())
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _invalid(spec, "expected a whole number, got true/false")
+        if isinstance(value, int):
+            result = value
+        else:
+            try:
+                number = decimal.Decimal(str(value).strip().replace(",", ""))
+            except decimal.InvalidOperation:
+                raise _invalid(spec, f"'{value}' is not a whole number") from None
+            if number != number.to_integral_value():
+                raise _invalid(spec, f"'{value}' is not a whole number")
+            result = int(number)
+        if abs(result) > 2**62:
+            raise _invalid(spec, "number is too large", "out_of_range")
+        self.check_range(spec, result)
+        return result
+
+
+class DecimalKind(Kind):
+    column_type = staticmethod(lambda spec: sa.Numeric(20, spec.scale))
+
+    def parse(self, spec: FieldSpec, value: Any) -> decimal.Decimal:
+        if isinstance(value, bool):
+            raise _invalid(spec, "expected a number, got true/false")
+        try:
+            number = decimal.Decimal(str(value).strip().replace(",", ""))
+        except decimal.InvalidOperation:
+            raise _invalid(spec, f"'{value}' is not a number") from None
+        if not number.is_finite() or abs(number) >= decimal.Decimal(10) ** (20 - spec.scale):
+            raise _invalid(spec, f"'{value}' is out of range", "out_of_range")
+        return number.quantize(decimal.Decimal(1).scaleb(-spec.scale), rounding=decimal.ROUND_HALF_UP)
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        number = self.parse(spec, value)
+        self.check_range(spec, number)
+        return number
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        return None if value is None else str(value)
+
+    def from_row(self, spec: FieldSpec, row: Any) -> Any:
+        value = row[spec.name]
+        return None if value is None else decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-spec.scale))
+
+
+class MoneyKind(DecimalKind):
+    """An amount with its currency: stored as `<name>` and `<name>_currency`."""
+
+    def columns(self, spec: FieldSpec) -> list[sa.Column[Any]]:
+        return [sa.Column(spec.name, sa.Numeric(20, 2), nullable=True),
+                sa.Column(f"{spec.name}_currency", sa.String(3), nullable=True)]
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        currency = spec.currency
+        if isinstance(value, dict):
+            if "amount" not in value:
+                raise _invalid(spec, "expected {\"amount\": …, \"currency\": \"CNY\"}")
+            currency = str(value.get("currency") or currency).upper()
+            if not re.fullmatch(r"[A-Z]{3}", currency):
+                raise _invalid(spec, f"currency '{currency}' is not a 3-letter code such as CNY")
+            value = value["amount"]
+        amount = self.parse(spec, value)
+        bounds_spec = spec
+        self.check_range(bounds_spec, (amount, currency))
+        return (amount, currency)
+
+    def check_range(self, spec: FieldSpec, value: Any) -> None:
+        amount = value[0]
+        for bound, words in ((spec.minimum, "at least"), (spec.maximum, "at most")):
+            if bound is None:
+                continue
+            limit = self.parse(spec, bound)
+            if (amount < limit) if words == "at least" else (amount > limit):
+                raise _invalid(spec, f"must be {words} {limit}", "out_of_range")
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        if value is None:
+            return None
+        amount, currency = value
+        return {"amount": str(amount), "currency": currency}
+
+    def from_row(self, spec: FieldSpec, row: Any) -> Any:
+        amount = row[spec.name]
+        if amount is None:
+            return None
+        return (decimal.Decimal(amount).quantize(decimal.Decimal("0.01")), row[f"{spec.name}_currency"] or spec.currency)
+
+    def to_row(self, spec: FieldSpec, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {spec.name: None, f"{spec.name}_currency": None}
+        return {spec.name: value[0], f"{spec.name}_currency": value[1]}
+
+
+class BooleanKind(Kind):
+    column_type = staticmethod(lambda spec: sa.Boolean())
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _invalid(spec, f"'{value}' is not true or false")
+
+
+class DateKind(Kind):
+    column_type = staticmethod(lambda spec: sa.Date())
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            result = value.date()
+        elif isinstance(value, dt.date):
+            result = value
+        else:
+            try:
+                result = dt.date.fromisoformat(str(value).strip()[:10])
+            except ValueError:
+                raise _invalid(spec, f"'{value}' is not a date; write it as YYYY-MM-DD") from None
+        self.check_range(spec, result)
+        return result
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        return None if value is None else value.isoformat()
+
+
+class DateTimeKind(Kind):
+    """Stored as naive UTC on every database; read back as aware UTC."""
+
+    column_type = staticmethod(lambda spec: sa.DateTime())
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            moment = value
+        else:
+            text = str(value).strip().replace("Z", "+00:00")
+            try:
+                moment = dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise _invalid(spec, f"'{value}' is not a date and time; write it as "
+                                     "YYYY-MM-DDTHH:MM:SS+08:00") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
+        result = moment.astimezone(UTC)
+        self.check_range(spec, result)
+        return result
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        return None if value is None else value.isoformat()
+
+    def from_row(self, spec: FieldSpec, row: Any) -> Any:
+        return as_utc(row[spec.name])
+
+    def to_row(self, spec: FieldSpec, value: Any) -> dict[str, Any]:
+        return {spec.name: None if value is None else value.astimezone(UTC).replace(tzinfo=None)}
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ChoiceKind(Kind):
+    column_type = staticmethod(lambda spec: sa.String(64))
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        text = str(value).strip()
+        if text == "":
+            return None
+        if text not in spec.choice_values():
+            raise _invalid(spec, f"'{text}' is not one of the options ({', '.join(spec.choice_values())})",
+                           "invalid_choice")
+        return text
+
+
+class ListKind(Kind):
+    """multichoice and tags: a JSON list of distinct strings."""
+
+    column_type = staticmethod(lambda spec: sa.JSON())
+    is_orderable = False
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise _invalid(spec, "expected a list of values")
+        result: list[str] = []
+        for item in items:
+            text = str(item).strip()
+            if not text or text in result:
+                continue
+            if spec.type is FieldType.MULTICHOICE and text not in spec.choice_values():
+                raise _invalid(spec, f"'{text}' is not one of the options ({', '.join(spec.choice_values())})",
+                               "invalid_choice")
+            if len(text) > 64:
+                raise _invalid(spec, f"'{text[:20]}…' is longer than 64 characters", "too_long")
+            result.append(text)
+        if len(result) > 100:
+            raise _invalid(spec, "at most 100 values", "too_long")
+        return result or None
+
+
+class PhoneKind(Kind):
+    column_type = staticmethod(lambda spec: sa.String(32))
+    is_text = True
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        return normalize_phone(str(value), spec.phone_region, field=spec.name)
+
+
+def normalize_phone(text: str, region: str, *, field: str | None = None) -> str | None:
+    """E.164 form of a phone number (`+8613800138000`), or FieldError when it is not one."""
+    raw = text.strip()
+    if not raw:
+        return None
+    digits = re.sub(r"[^\d+]", "", raw)
+    candidates = [raw]
+    if digits.startswith("86") and len(digits) == 13 and not digits.startswith("+"):
+        candidates.insert(0, "+" + digits)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    raise FieldError(field, "invalid_phone", f"{field or 'phone'}: '{raw}' is not a valid phone number "
+                                             f"(for {region} write e.g. 13800138000 or +86 138 0013 8000)")
+
+
+class EmailKind(Kind):
+    column_type = staticmethod(lambda spec: sa.String(254))
+    is_text = True
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        text = str(value).strip().lower()
+        if not text:
+            return None
+        if len(text) > 254 or not _EMAIL.match(text):
+            raise _invalid(spec, f"'{text}' is not an email address", "invalid_email")
+        return text
+
+
+class UrlKind(Kind):
+    column_type = staticmethod(lambda spec: sa.String(2048))
+    is_text = True
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        text = str(value).strip()
+        if not text:
+            return None
+        if "://" not in text:
+            text = "https://" + text
+        if len(text) > 2048 or not _URL.match(text):
+            raise _invalid(spec, f"'{value}' is not a web address", "invalid_url")
+        return text
+
+
+class ReferenceKind(Kind):
+    """link, user and attachment: the id of a row elsewhere (existence is checked by RecordService)."""
+
+    column_type = staticmethod(lambda spec: sa.Integer())
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, dict) and "id" in value:
+            value = value["id"]
+        if isinstance(value, bool):
+            raise _invalid(spec, "expected a record id")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise _invalid(spec, f"'{value}' is not a record id (a whole number)") from None
+        if number <= 0 or number > 2**31:
+            raise _invalid(spec, f"'{value}' is not a record id")
+        return number
+
+
+class JsonKind(Kind):
+    column_type = staticmethod(lambda spec: sa.JSON())
+    is_orderable = False
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        return value
+
+
+class ComputedKind(Kind):
+    """Stored like its result type; its value is always recomputed, never accepted as input."""
+
+    def _result(self, spec: FieldSpec) -> Kind:
+        return KINDS[spec.value_type]
+
+    def columns(self, spec: FieldSpec) -> list[sa.Column[Any]]:
+        return self._result(spec).columns(spec)
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        return self._result(spec).coerce(spec, value)
+
+    def to_json(self, spec: FieldSpec, value: Any) -> Any:
+        return self._result(spec).to_json(spec, value)
+
+    def from_row(self, spec: FieldSpec, row: Any) -> Any:
+        return self._result(spec).from_row(spec, row)
+
+    def to_row(self, spec: FieldSpec, value: Any) -> dict[str, Any]:
+        return self._result(spec).to_row(spec, value)
+
+
+KINDS: dict[FieldType, Kind] = {
+    FieldType.STRING: StringKind(),
+    FieldType.TEXT: TextKind(),
+    FieldType.INTEGER: IntegerKind(),
+    FieldType.DECIMAL: DecimalKind(),
+    FieldType.MONEY: MoneyKind(),
+    FieldType.BOOLEAN: BooleanKind(),
+    FieldType.DATE: DateKind(),
+    FieldType.DATETIME: DateTimeKind(),
+    FieldType.CHOICE: ChoiceKind(),
+    FieldType.MULTICHOICE: ListKind(),
+    FieldType.TAGS: ListKind(),
+    FieldType.PHONE: PhoneKind(),
+    FieldType.EMAIL: EmailKind(),
+    FieldType.URL: UrlKind(),
+    FieldType.LINK: ReferenceKind(),
+    FieldType.USER: ReferenceKind(),
+    FieldType.ATTACHMENT: ReferenceKind(),
+    FieldType.JSON: JsonKind(),
+    FieldType.COMPUTED: ComputedKind(),
+}
+assert set(KINDS) == set(FieldType), "every field type needs a runtime kind"
+
+
+def kind_of(spec: FieldSpec) -> Kind:
+    return KINDS[spec.type]

@@ -1,0 +1,172 @@
+"""An OpenAPI 3.1 document generated from the metamodel: one schema and five paths per entity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.metamodel import EntitySpec, FieldSpec, FieldType, Metamodel
+
+DECIMAL = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal as text"}
+MONEY_OUT = {"type": "object", "properties": {"amount": DECIMAL, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+             "required": ["amount", "currency"]}
+_SIMPLE: dict[FieldType, dict[str, Any]] = {
+    FieldType.TEXT: {"type": "string"},
+    FieldType.INTEGER: {"type": "integer"},
+    FieldType.DECIMAL: DECIMAL,
+    FieldType.MONEY: MONEY_OUT,
+    FieldType.BOOLEAN: {"type": "boolean"},
+    FieldType.DATE: {"type": "string", "format": "date"},
+    FieldType.DATETIME: {"type": "string", "format": "date-time"},
+    FieldType.PHONE: {"type": "string", "description": "E.164, e.g. +8613800138000"},
+    FieldType.EMAIL: {"type": "string", "format": "email"},
+    FieldType.URL: {"type": "string", "format": "uri"},
+    FieldType.LINK: {"type": "integer", "minimum": 1},
+    FieldType.USER: {"type": "integer", "minimum": 1},
+    FieldType.ATTACHMENT: {"type": "integer", "minimum": 1, "description": "id from POST /api/files"},
+    FieldType.JSON: {},
+    FieldType.TAGS: {"type": "array", "items": {"type": "string"}},
+}
+ERROR = {
+    "type": "object", "required": ["code", "message", "field"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "field": {"type": ["string", "null"]},
+                   "errors": {"type": "array", "items": {"type": "object", "properties": {
+                       "code": {"type": "string"}, "message": {"type": "string"},
+                       "field": {"type": ["string", "null"]}}}}},
+}
+
+
+def _value_schema(spec: FieldSpec, kind: FieldType) -> dict[str, Any]:
+    if kind is FieldType.STRING:
+        return {"type": "string", "maxLength": spec.length or 255}
+    if kind is FieldType.CHOICE:
+        return {"type": "string", "enum": list(spec.choice_values())}
+    if kind is FieldType.MULTICHOICE:
+        return {"type": "array", "items": {"type": "string", "enum": list(spec.choice_values())}}
+    return dict(_SIMPLE.get(kind, {"type": "string"}))
+
+
+def field_schema(spec: FieldSpec, *, for_input: bool) -> dict[str, Any]:
+    kind = spec.value_type
+    schema = _value_schema(spec, kind)
+    if for_input and kind is FieldType.MONEY:
+        schema = {"oneOf": [{"type": "number"}, DECIMAL, {"type": "object", "required": ["amount"], "properties": {
+            "amount": {"type": ["number", "string"]}, "currency": {"type": "string"}}}]}
+    elif for_input and kind is FieldType.DECIMAL:
+        schema = {"type": ["number", "string"]}
+    schema["title"] = spec.label.text("en")
+    description = spec.label.text("zh")
+    if spec.help.texts:
+        description += " — " + spec.help.text("en")
+    schema["description"] = description
+    if spec.type is FieldType.COMPUTED:
+        schema["readOnly"] = True
+    if kind is not FieldType.JSON:
+        schema = {"anyOf": [schema, {"type": "null"}]} if not for_input or not spec.is_required else schema
+    return schema
+
+
+def _entity_schemas(entity: EntitySpec) -> dict[str, Any]:
+    system = {"id": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
+              "updated_at": {"type": "string", "format": "date-time"},
+              "created_by": {"type": ["integer", "null"]}, "owner": {"type": ["integer", "null"]},
+              "version": {"type": "integer"}}
+    output = {"type": "object", "properties": {**system, **{spec.name: field_schema(spec, for_input=False)
+                                                             for spec in entity.fields}}}
+    if entity.dedup is not None:
+        output["properties"]["duplicate_of"] = {"type": ["integer", "null"]}
+    writable = [spec for spec in entity.fields if spec.type is not FieldType.COMPUTED]
+    input_ = {"type": "object", "additionalProperties": False,
+              "properties": {"owner": {"type": ["integer", "null"]},
+                             **{spec.name: field_schema(spec, for_input=True) for spec in writable}}}
+    create = dict(input_)
+    required = [spec.name for spec in writable if spec.is_required and spec.default is None
+                and spec.default_expression is None]
+    if required:
+        create["required"] = required
+    patch = {**input_, "properties": {**input_["properties"], "version": {"type": "integer"}}}
+    name = entity.name.capitalize()
+    return {name: output, f"{name}Create": create, f"{name}Patch": patch,
+            f"{name}Page": {"type": "object", "properties": {
+                "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
+                "total": {"type": "integer"}, "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                "pages": {"type": "integer"}}}}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    words = {400: "malformed request", 404: "no such record", 409: "version conflict, duplicate or still linked",
+             422: "invalid input: every bad field is listed"}
+    return {str(status): _json("#/components/schemas/Error", words[status]) for status in statuses}
+
+
+def _entity_paths(entity: EntitySpec) -> dict[str, Any]:
+    name = entity.name.capitalize()
+    ref = f"#/components/schemas/{name}"
+    record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    filters = [{"name": spec_name, "in": "query", "required": False, "schema": {"type": "string"},
+                "description": f"equals; also {spec_name}__in, __gte, __lte, __gt, __lt, __ne, __contains, __isnull"}
+               for spec_name in ("id", "owner", *entity.field_names())]
+    paging = [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
+              for n, t, d in (("q", "string", "free-text search"), ("sort", "string", "e.g. -created_at,name"),
+                              ("page", "integer", "1-based page"), ("per_page", "integer", "rows per page (≤ 500)"))]
+    tag = [entity.name]
+    return {
+        f"/api/{entity.name}": {
+            "get": {"tags": tag, "summary": f"List {entity.plural.text('en')}", "operationId": f"list_{entity.name}",
+                    "parameters": paging + filters,
+                    "responses": {"200": _json(f"#/components/schemas/{name}Page", "one page"), **_errors(422)}},
+            "post": {"tags": tag, "summary": f"Create a {entity.label.text('en')}", "operationId": f"create_{entity.name}",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": f"#/components/schemas/{name}Create"}}}},
+                     "responses": {"201": _json(ref, "created"),
+                                   "200": _json(ref, "merged into an existing duplicate"),
+                                   **_errors(400, 409, 422)}},
+        },
+        f"/api/{entity.name}/{{record_id}}": {
+            "parameters": [record_id],
+            "get": {"tags": tag, "summary": f"Read a {entity.label.text('en')}", "operationId": f"get_{entity.name}",
+                    "responses": {"200": _json(ref, "the record"), **_errors(404)}},
+            "patch": {"tags": tag, "summary": f"Change a {entity.label.text('en')}",
+                      "operationId": f"update_{entity.name}",
+                      "requestBody": {"required": True, "content": {"application/json": {
+                          "schema": {"$ref": f"#/components/schemas/{name}Patch"}}}},
+                      "responses": {"200": _json(ref, "the changed record"), **_errors(400, 404, 409, 422)}},
+            "delete": {"tags": tag, "summary": f"Delete a {entity.label.text('en')}",
+                       "operationId": f"delete_{entity.name}",
+                       "responses": {"204": {"description": "deleted"}, **_errors(404, 409)}},
+        },
+        f"/api/{entity.name}/{{record_id}}/transition": {
+            "parameters": [record_id],
+            "post": {"tags": tag, "summary": "Move the record's stage", "operationId": f"transition_{entity.name}",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["to"], "properties": {
+                             "to": {"type": "string"}, "field": {"type": "string"}, "version": {"type": "integer"}}}}}},
+                     "responses": {"200": _json(ref, "the moved record"), **_errors(404, 409, 422)}},
+        },
+        f"/api/{entity.name}/{{record_id}}/events": {
+            "parameters": [record_id],
+            "get": {"tags": tag, "summary": "The record's change history", "operationId": f"events_{entity.name}",
+                    "responses": {"200": {"description": "events, oldest first", "content": {"application/json": {
+                        "schema": {"type": "object"}}}}, **_errors(404)}},
+        },
+    }
+
+
+def build_openapi(model: Metamodel) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every entity's routes."""
+    schemas: dict[str, Any] = {"Error": ERROR}
+    paths: dict[str, Any] = {}
+    for entity in model.entities:
+        schemas.update(_entity_schemas(entity))
+        paths.update(_entity_paths(entity))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{model.label.text('en')} API", "version": "1",
+                 "description": "Generated from the blueprint. Errors are JSON {code, message, field}."},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

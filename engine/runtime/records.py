@@ -1,0 +1,362 @@
+"""RecordService: the only way a record is created, changed or deleted.
+
+Every write runs the same steps in one transaction — coerce and validate, check links,
+uniqueness and duplicates, write the row, append the event — so no entry point (API,
+screens, webhooks, import, rules, timers) can skip one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDelete
+from engine.rules import Clock, Evaluator
+
+from .actors import Actor
+from .database import Database
+from .errors import (DuplicateRecord, NotFound, RecordReferenced, UnknownEntity, ValidationFailed,
+                     VersionConflict)
+from .events import append_event, diff, value_json
+from .fieldkinds import FieldError, as_utc, kind_of
+from .queries import ListQuery, Page, build_list_statements
+from .tables import Schema
+from .values import (apply_defaults, check_required, check_validations, coerce_input, compute_fields,
+                     is_empty, references)
+
+SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
+
+    record: dict[str, Any]
+    outcome: str = "created"
+
+
+class RecordService:
+    def __init__(self, schema: Schema, db: Database, clock: Clock, evaluator: Evaluator) -> None:
+        self.schema = schema
+        self.model: Metamodel = schema.model
+        self.db = db
+        self.clock = clock
+        self.evaluator = evaluator
+        self._incoming = self._incoming_links()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def entity(self, name: str) -> EntitySpec:
+        if not self.model.has_entity(name):
+            raise UnknownEntity(f"there is no entity '{name}' (known: {', '.join(self.model.entity_names())})")
+        return self.model.entity(name)
+
+    def get(self, entity_name: str, record_id: int, *, actor: Actor) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        with self.db.read() as connection:
+            return self._fetch(connection, entity, record_id)
+
+    def list(self, entity_name: str, query: ListQuery, *, actor: Actor) -> Page:
+        entity = self.entity(entity_name)
+        table = self.schema.table(entity.name)
+        page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name)
+        with self.db.read() as connection:
+            rows = connection.execute(page_query).mappings().all()
+            total = int(connection.execute(count_query).scalar_one())
+        return Page([self.record_from_row(entity, row) for row in rows], total, query.page, query.per_page)
+
+    def to_json(self, entity_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The API form of a record: decimals as strings, money as {amount, currency}, times in ISO 8601."""
+        entity = self.entity(entity_name)
+        return {name: value_json(entity, name, value) for name, value in record.items()}
+
+    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
+        record["created_at"] = as_utc(record["created_at"])
+        record["updated_at"] = as_utc(record["updated_at"])
+        for spec in entity.fields:
+            record[spec.name] = kind_of(spec).from_row(spec, row)
+        if entity.dedup is not None:
+            record["duplicate_of"] = row["duplicate_of"]
+        return record
+
+    def _fetch(self, connection: sa.Connection, entity: EntitySpec, record_id: int) -> dict[str, Any]:
+        table = self.schema.table(entity.name)
+        row = connection.execute(sa.select(table).where(table.c.id == record_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{entity.name} {record_id} does not exist (it may have been deleted)", field="id")
+        return self.record_from_row(entity, row)
+
+    def _fetch_current(self, connection: sa.Connection, entity: EntitySpec, record_id: int,
+                       expected_version: int | None) -> dict[str, Any]:
+        """The record about to be changed; VersionConflict if the caller saw an older version."""
+        current = self._fetch(connection, entity, record_id)
+        if expected_version is not None and current["version"] != expected_version:
+            raise VersionConflict(
+                f"{entity.name} {record_id} was changed by someone else (your version {expected_version}, "
+                f"current {current['version']}); reload it and apply your change again",
+                field="version", current_version=current["version"])
+        return current
+
+    # -- creating ------------------------------------------------------------------------
+
+    def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor) -> WriteResult:
+        """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says."""
+        entity = self.entity(entity_name)
+        data, errors = coerce_input(entity, values)
+        provided = set(data)
+        errors += apply_defaults(entity, data, self.evaluator)
+        errors += compute_fields(entity, data, self.evaluator)
+        errors += check_required(entity, data)
+        if not errors:
+            errors += check_validations(entity, data, self.evaluator)
+        if errors:
+            raise ValidationFailed(errors)
+        if "owner" not in data and not actor.is_system:
+            data["owner"] = actor.id
+        now = self.clock.now()
+        with self.db.write() as connection:
+            self._check_references(connection, entity, data)
+            self._lock_dedup_keys(connection, entity, data)
+            match = self._find_duplicate(connection, entity, data)
+            if match is not None:
+                existing, key = match
+                if entity.dedup.on_match is DedupAction.UPDATE:  # type: ignore[union-attr]
+                    incoming = {name: data[name] for name in provided if not is_empty(data[name])}
+                    record = self._update_row(connection, entity, existing, incoming, actor, now, kind="merged",
+                                              event_data={"matched_on": list(key),
+                                                          "incoming": self._json_values(entity, incoming)},
+                                              always_log=True)
+                    return WriteResult(record, "merged")
+                if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
+                    raise DuplicateRecord(
+                        f"a {entity.name} with the same {' + '.join(key)} already exists (id {existing['id']})",
+                        field=key[0], existing_id=existing["id"])
+                data["duplicate_of"] = existing["id"]
+            self._check_unique(connection, entity, data, None)
+            record = self._insert(connection, entity, data, actor, now)
+            if record.get("duplicate_of"):
+                append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
+                             kind="duplicate_flagged", actor_id=actor.id, at=now,
+                             data={"duplicate_of": record["duplicate_of"]})
+                return WriteResult(record, "flagged")
+            return WriteResult(record, "created")
+
+    def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
+                now: dt.datetime) -> dict[str, Any]:
+        table = self.schema.table(entity.name)
+        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        row: dict[str, Any] = {"created_at": stamp, "updated_at": stamp, "created_by": actor.id,
+                               "owner": data.get("owner"), "version": 1}
+        for spec in entity.fields:
+            row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
+        if entity.dedup is not None:
+            row["duplicate_of"] = data.get("duplicate_of")
+        record_id = connection.execute(table.insert().values(row)).inserted_primary_key[0]
+        record = {"id": record_id, "created_at": as_utc(stamp), "updated_at": as_utc(stamp),
+                  "created_by": actor.id, "owner": data.get("owner"), "version": 1}
+        record.update({spec.name: data.get(spec.name) for spec in entity.fields})
+        if entity.dedup is not None:
+            record["duplicate_of"] = row["duplicate_of"]
+        append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind="created",
+                     actor_id=actor.id, at=now, changes=diff(entity, None, record))
+        return record
+
+    # -- updating ------------------------------------------------------------------------
+
+    def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
+               expected_version: int | None = None) -> dict[str, Any]:
+        """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
+        entity = self.entity(entity_name)
+        data, errors = coerce_input(entity, changes)
+        if errors:
+            raise ValidationFailed(errors)
+        now = self.clock.now()
+        with self.db.write() as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            return self._update_row(connection, entity, current, data, actor, now)
+
+    def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
+                    data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: str = "updated",
+                    event_data: dict[str, Any] | None = None, always_log: bool = False) -> dict[str, Any]:
+        merged = {**current, **data}
+        errors = compute_fields(entity, merged, self.evaluator)
+        errors += check_required(entity, merged, set(data))
+        if not errors:
+            errors += check_validations(entity, merged, self.evaluator)
+        if errors:
+            raise ValidationFailed(errors)
+        changes = diff(entity, current, merged)
+        if not changes:
+            if always_log:
+                append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
+                             actor_id=actor.id, at=now, data=event_data)
+            return current
+        changed = {name: merged[name] for name in changes}
+        self._check_references(connection, entity, changed)
+        self._check_unique(connection, entity, changed, current["id"])
+        table = self.schema.table(entity.name)
+        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        row: dict[str, Any] = {"updated_at": stamp, "version": current["version"] + 1}
+        for name, value in changed.items():
+            if name == "owner":
+                row["owner"] = value
+            else:
+                spec = entity.field(name)
+                row.update(kind_of(spec).to_row(spec, value))
+        result = connection.execute(table.update()
+                                    .where(table.c.id == current["id"], table.c.version == current["version"])
+                                    .values(row))
+        if result.rowcount != 1:
+            raise VersionConflict(f"{entity.name} {current['id']} was changed by someone else while saving; "
+                                  "reload it and apply your change again", field="version")
+        merged.update(updated_at=as_utc(stamp), version=current["version"] + 1)
+        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
+                     actor_id=actor.id, at=now, changes=changes, data=event_data)
+        if "owner" in changes:
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="assigned",
+                         actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
+        return merged
+
+    def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,
+                   actor: Actor, expected_version: int | None = None) -> dict[str, Any]:
+        """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`."""
+        entity = self.entity(entity_name)
+        name = field or next((n for n in ("stage", "status") if entity.has_field(n)), None)
+        if name is None or not entity.has_field(name) or entity.field(name).type is not FieldType.CHOICE:
+            raise ValidationFailed([FieldError(name or "field", "not_a_stage",
+                                               f"{entity.name} has no choice field '{name or 'stage'}' to move")])
+        data, errors = coerce_input(entity, {name: target})
+        if errors:
+            raise ValidationFailed(errors)
+        now = self.clock.now()
+        with self.db.write() as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            return self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
+                                    event_data={"field": name, "from": current[name], "to": data[name]})
+
+    def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor) -> dict[str, Any]:
+        """Keep an uploaded file; attachment fields hold the returned id."""
+        now = self.clock.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
+        digest = hashlib.sha256(content).hexdigest()
+        with self.db.write() as connection:
+            file_id = connection.execute(self.schema.files.insert().values(
+                name=name, content_type=content_type, size=len(content), sha256=digest, content=content,
+                created_by=actor.id, created_at=now)).inserted_primary_key[0]
+        return {"id": file_id, "name": name, "content_type": content_type, "size": len(content), "sha256": digest}
+
+    # -- deleting ------------------------------------------------------------------------
+
+    def delete(self, entity_name: str, record_id: int, *, actor: Actor, expected_version: int | None = None) -> None:
+        """Delete a record; records linking to it are blocked, unlinked or deleted per their on_delete."""
+        entity = self.entity(entity_name)
+        now = self.clock.now()
+        with self.db.write() as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            self._delete_row(connection, entity, current, actor, now)
+
+    def _delete_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any], actor: Actor,
+                    now: dt.datetime) -> None:
+        for source, field_name, on_delete in self._incoming.get(entity.name, ()):
+            table = self.schema.table(source.name)
+            linked = connection.execute(sa.select(table).where(table.c[field_name] == current["id"])
+                                        .order_by(table.c.id)).mappings().all()
+            if not linked:
+                continue
+            if on_delete is OnDelete.RESTRICT:
+                raise RecordReferenced(
+                    f"cannot delete {entity.name} {current['id']}: {len(linked)} {source.name} record(s) link to it "
+                    f"through '{field_name}'; delete or relink them first", field="id",
+                    referencing_entity=source.name, count=len(linked))
+            for row in linked:
+                record = self.record_from_row(source, row)
+                if on_delete is OnDelete.CASCADE:
+                    self._delete_row(connection, source, record, actor, now)
+                else:
+                    self._update_row(connection, source, record, {field_name: None}, actor, now)
+        table = self.schema.table(entity.name)
+        connection.execute(table.delete().where(table.c.id == current["id"]))
+        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="deleted",
+                     actor_id=actor.id, at=now, changes=diff(entity, current, None))
+
+    def _incoming_links(self) -> dict[str, list[tuple[EntitySpec, str, OnDelete]]]:
+        incoming: dict[str, list[tuple[EntitySpec, str, OnDelete]]] = {}
+        for source in self.model.entities:
+            for spec in source.fields:
+                if spec.type is FieldType.LINK and spec.link_entity:
+                    incoming.setdefault(spec.link_entity, []).append((source, spec.name, spec.on_delete))
+        return incoming
+
+    # -- checks that need the database ---------------------------------------------------
+
+    def _check_references(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any]) -> None:
+        errors = []
+        for spec, target, record_id in references(entity, data):
+            name = spec.name if spec else "owner"
+            if target == "user":
+                users = self.schema.users
+                row = connection.execute(sa.select(users.c.is_active).where(users.c.id == record_id)).first()
+                if row is None:
+                    errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}"))
+                elif not row.is_active:
+                    errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled"))
+                continue
+            table = self.schema.files if target == "file" else self.schema.table(target)
+            if connection.execute(sa.select(table.c.id).where(table.c.id == record_id)).first() is None:
+                what = "file" if target == "file" else target
+                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}"))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def _check_unique(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
+                      record_id: int | None) -> None:
+        table = self.schema.table(entity.name)
+        errors = []
+        for spec in entity.fields:
+            value = data.get(spec.name)
+            if not spec.is_unique or value is None:
+                continue
+            query = sa.select(table.c.id).where(table.c[spec.name] == value)
+            if record_id is not None:
+                query = query.where(table.c.id != record_id)
+            existing = connection.execute(query.limit(1)).scalar()
+            if existing is not None:
+                errors.append(FieldError(spec.name, "not_unique",
+                                         f"{spec.name}: '{value}' is already used by {entity.name} {existing}"))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def _dedup_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], dict]]:
+        if entity.dedup is None:
+            return []
+        return [(key, {name: data[name] for name in key}) for key in entity.dedup.keys
+                if all(data.get(name) is not None for name in key)]
+
+    def _lock_dedup_keys(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any]) -> None:
+        """On PostgreSQL, serialise concurrent creates of the same person (SQLite writes are serial)."""
+        if self.db.is_sqlite:
+            return
+        for key, values in self._dedup_values(entity, data):
+            text = f"{entity.name}|" + "|".join(f"{name}={values[name]}" for name in key)
+            lock_id = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+    def _find_duplicate(self, connection: sa.Connection, entity: EntitySpec,
+                        data: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+        table = self.schema.table(entity.name)
+        for key, values in self._dedup_values(entity, data):
+            conditions = [table.c[name] == kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
+                          for name, value in values.items()]
+            row = connection.execute(sa.select(table).where(*conditions).order_by(table.c.id).limit(1)) \
+                .mappings().first()
+            if row is not None:
+                return self.record_from_row(entity, row), key
+        return None
+
+    def _json_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: value_json(entity, name, value) for name, value in data.items()}

@@ -1,0 +1,217 @@
+"""SQLAlchemy Core tables from the metamodel: one table per entity plus the system tables.
+
+Indexes come from three places: what the analyst declared (`indexes`, `unique`, `index`),
+what list views need (their filters followed by their default sort, so a filtered, sorted
+page is an index range scan), and what the engine itself looks up (links, owner, dedup keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
+
+from .fieldkinds import kind_of
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_files", "crm_timers",
+                                                "crm_outbox", "crm_tables")
+_ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
+_REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The database shape of one metamodel."""
+
+    model: Metamodel
+    metadata: sa.MetaData
+    tables: dict[str, sa.Table]
+
+    def table(self, entity: str) -> sa.Table:
+        return self.tables[entity]
+
+    @property
+    def users(self) -> sa.Table:
+        return self.metadata.tables[USERS]
+
+    @property
+    def events(self) -> sa.Table:
+        return self.metadata.tables[EVENTS]
+
+    @property
+    def files(self) -> sa.Table:
+        return self.metadata.tables[FILES]
+
+    @property
+    def timers(self) -> sa.Table:
+        return self.metadata.tables[TIMERS]
+
+    @property
+    def outbox(self) -> sa.Table:
+        return self.metadata.tables[OUTBOX]
+
+
+def _index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
+    name = f"{'uq' if unique else 'ix'}_{table}_{'_'.join(columns)}"
+    if len(name) <= 60:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:51]}_{digest}"
+
+
+def _system_tables(metadata: sa.MetaData) -> None:
+    sa.Table(
+        USERS, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("username", sa.String(64), nullable=False, unique=True),
+        sa.Column("display_name", sa.String(128)),
+        sa.Column("email", sa.String(254)),
+        sa.Column("phone", sa.String(32)),
+        sa.Column("role", sa.String(64)),
+        sa.Column("team", sa.String(64)),
+        sa.Column("manager_id", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="SET NULL")),
+        sa.Column("language", sa.String(8)),
+        sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("password_hash", sa.String(255)),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        EVENTS, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("entity", sa.String(48), nullable=False),
+        sa.Column("record_id", sa.Integer, nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("actor_id", sa.Integer),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("changes", sa.JSON),
+        sa.Column("data", sa.JSON),
+        sa.Index("ix_crm_events_record", "entity", "record_id", "id"),
+        sa.Index("ix_crm_events_kind_at", "kind", "at"),
+    )
+    sa.Table(
+        FILES, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("content_type", sa.String(128), nullable=False),
+        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("content", sa.LargeBinary, nullable=False),
+        sa.Column("created_by", sa.Integer),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        TIMERS, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("kind", sa.String(48), nullable=False),
+        sa.Column("key", sa.String(255), nullable=False, unique=True),
+        sa.Column("entity", sa.String(48)),
+        sa.Column("record_id", sa.Integer),
+        sa.Column("due_at", sa.DateTime, nullable=False),
+        sa.Column("payload", sa.JSON),
+        sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("claimed_by", sa.String(64)),
+        sa.Column("claimed_until", sa.DateTime),
+        sa.Column("fired_at", sa.DateTime),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Index("ix_crm_timers_due", "status", "due_at"),
+        sa.Index("ix_crm_timers_record", "entity", "record_id"),
+    )
+    sa.Table(
+        OUTBOX, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("channel", sa.String(64), nullable=False),
+        sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
+        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", sa.DateTime, nullable=False),
+        sa.Column("last_error", sa.Text),
+        sa.Column("entity", sa.String(48)),
+        sa.Column("record_id", sa.Integer),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("delivered_at", sa.DateTime),
+        sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
+    )
+    sa.Table(TABLES, metadata, sa.Column("name", sa.String(64), primary_key=True))
+
+
+def _entity_table(entity: EntitySpec, metadata: sa.MetaData) -> sa.Table:
+    columns: list[Any] = [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("created_by", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="SET NULL")),
+        sa.Column("owner", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="SET NULL")),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    ]
+    for spec in entity.fields:
+        for column in kind_of(spec).columns(spec):
+            target = spec.link_entity if spec.type is FieldType.LINK else _REFERENCE_TABLE.get(spec.type)
+            if target is not None:
+                column = sa.Column(column.name, column.type,
+                                   sa.ForeignKey(f"{target}.id", ondelete=_ON_DELETE[spec.on_delete]),
+                                   nullable=True)
+            columns.append(column)
+    if entity.dedup is not None:
+        columns.append(sa.Column("duplicate_of", sa.Integer))
+    table = sa.Table(entity.name, metadata, *columns)
+    for columns_, unique in entity_indexes(entity):
+        sa.Index(_index_name(entity.name, columns_, unique), *(table.c[name] for name in columns_), unique=unique)
+    return table
+
+
+def entity_indexes(entity: EntitySpec) -> list[tuple[tuple[str, ...], bool]]:
+    """Every index the entity's table gets, de-duplicated, without ones a longer index covers."""
+    wanted: list[tuple[tuple[str, ...], bool]] = [(("owner",), False)]
+    for spec in entity.fields:
+        if spec.is_unique:
+            wanted.append(((spec.name,), True))
+        elif spec.has_index or spec.type in (FieldType.LINK, FieldType.USER):
+            wanted.append(((spec.name,), False))
+    for index in entity.indexes:
+        wanted.append((index.fields, index.is_unique))
+    if entity.dedup is not None:
+        wanted.extend((key, False) for key in entity.dedup.keys)
+    for view in entity.list_views:
+        sort = tuple(key.field for key in view.sort[:1])
+        filters = tuple(name for name in view.filters if _is_indexable(entity, name))
+        if filters:
+            wanted.append((filters + sort, False))
+            wanted.extend(((name,) + sort, False) for name in filters[1:])
+        elif sort and sort != ("id",):
+            wanted.append((sort, False))
+    result: list[tuple[tuple[str, ...], bool]] = []
+    for columns, unique in wanted:
+        columns = tuple(dict.fromkeys(columns))
+        if (columns, unique) in result:
+            continue
+        result.append((columns, unique))
+    return [(columns, unique) for columns, unique in result
+            if unique or not any(other != columns and other[:len(columns)] == columns for other, _ in result)]
+
+
+def _is_indexable(entity: EntitySpec, name: str) -> bool:
+    if not entity.has_field(name):
+        return True  # a system column
+    spec = entity.field(name)
+    return spec.type not in (FieldType.TEXT, FieldType.JSON, FieldType.MULTICHOICE, FieldType.TAGS)
+
+
+def build_schema(model: Metamodel) -> Schema:
+    """The tables for `model`, on a fresh MetaData."""
+    metadata = sa.MetaData(naming_convention=NAMING)
+    _system_tables(metadata)
+    # Entities may link to each other in any order; create all tables, then foreign keys resolve.
+    tables = {entity.name: _entity_table(entity, metadata) for entity in model.entities}
+    return Schema(model, metadata, tables)
