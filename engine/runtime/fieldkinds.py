@@ -53,8 +53,15 @@ class Kind:
     def columns(self, spec: FieldSpec) -> list[sa.Column[Any]]:
         return [sa.Column(spec.name, self.column_type(spec), nullable=True)]
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
+        """Input → stored value, or FieldError."""
         return value
+
+    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+        """Parse and check the declared min/max."""
+        result = self.parse(spec, value)
+        self.check_range(spec, result)
+        return result
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
         return value
@@ -70,7 +77,7 @@ class Kind:
         for bound, words, ok in bounds:
             if bound is None or value is None:
                 continue
-            limit = self.coerce(spec, bound)
+            limit = self.parse(spec, bound)
             if not ok(value, limit):
                 raise _invalid(spec, f"must be {words} {self.to_json(spec, limit)}", "out_of_range")
 
@@ -79,7 +86,7 @@ class StringKind(Kind):
     column_type = staticmethod(lambda spec: sa.String(spec.length or 255))
     is_text = True
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, (dict, list)):
             raise _invalid(spec, "expected text")
         text = str(value).strip()
@@ -99,7 +106,7 @@ class TextKind(StringKind):
 class IntegerKind(Kind):
     column_type = staticmethod(lambda spec: sa.BigInteger())
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, bool):
             raise _invalid(spec, "expected a whole number, got true/false")
         if isinstance(value, int):
@@ -114,7 +121,6 @@ class IntegerKind(Kind):
             result = int(number)
         if abs(result) > 2**62:
             raise _invalid(spec, "number is too large", "out_of_range")
-        self.check_range(spec, result)
         return result
 
 
@@ -132,11 +138,6 @@ class DecimalKind(Kind):
             raise _invalid(spec, f"'{value}' is out of range", "out_of_range")
         return number.quantize(decimal.Decimal(1).scaleb(-spec.scale), rounding=decimal.ROUND_HALF_UP)
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
-        number = self.parse(spec, value)
-        self.check_range(spec, number)
-        return number
-
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
         return None if value is None else str(value)
 
@@ -152,7 +153,7 @@ class MoneyKind(DecimalKind):
         return [sa.Column(spec.name, sa.Numeric(20, 2), nullable=True),
                 sa.Column(f"{spec.name}_currency", sa.String(3), nullable=True)]
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         currency = spec.currency
         if isinstance(value, dict):
             if "amount" not in value:
@@ -161,19 +162,10 @@ class MoneyKind(DecimalKind):
             if not re.fullmatch(r"[A-Z]{3}", currency):
                 raise _invalid(spec, f"currency '{currency}' is not a 3-letter code such as CNY")
             value = value["amount"]
-        amount = self.parse(spec, value)
-        bounds_spec = spec
-        self.check_range(bounds_spec, (amount, currency))
-        return (amount, currency)
+        return (super().parse(spec, value), currency)
 
     def check_range(self, spec: FieldSpec, value: Any) -> None:
-        amount = value[0]
-        for bound, words in ((spec.minimum, "at least"), (spec.maximum, "at most")):
-            if bound is None:
-                continue
-            limit = self.parse(spec, bound)
-            if (amount < limit) if words == "at least" else (amount > limit):
-                raise _invalid(spec, f"must be {words} {limit}", "out_of_range")
+        _AMOUNT.check_range(spec, value[0])
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
         if value is None:
@@ -193,10 +185,13 @@ class MoneyKind(DecimalKind):
         return {spec.name: value[0], f"{spec.name}_currency": value[1]}
 
 
+_AMOUNT = DecimalKind()
+
+
 class BooleanKind(Kind):
     column_type = staticmethod(lambda spec: sa.Boolean())
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
@@ -210,7 +205,7 @@ class BooleanKind(Kind):
 class DateKind(Kind):
     column_type = staticmethod(lambda spec: sa.Date())
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             result = value.date()
         elif isinstance(value, dt.date):
@@ -220,7 +215,6 @@ class DateKind(Kind):
                 result = dt.date.fromisoformat(str(value).strip()[:10])
             except ValueError:
                 raise _invalid(spec, f"'{value}' is not a date; write it as YYYY-MM-DD") from None
-        self.check_range(spec, result)
         return result
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
@@ -232,7 +226,7 @@ class DateTimeKind(Kind):
 
     column_type = staticmethod(lambda spec: sa.DateTime())
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             moment = value
         else:
@@ -245,7 +239,6 @@ class DateTimeKind(Kind):
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
         result = moment.astimezone(UTC)
-        self.check_range(spec, result)
         return result
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
@@ -269,7 +262,7 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 class ChoiceKind(Kind):
     column_type = staticmethod(lambda spec: sa.String(64))
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         text = str(value).strip()
         if text == "":
             return None
@@ -285,7 +278,7 @@ class ListKind(Kind):
     column_type = staticmethod(lambda spec: sa.JSON())
     is_orderable = False
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise _invalid(spec, "expected a list of values")
@@ -309,7 +302,7 @@ class PhoneKind(Kind):
     column_type = staticmethod(lambda spec: sa.String(32))
     is_text = True
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         return normalize_phone(str(value), spec.phone_region, field=spec.name)
 
 
@@ -337,7 +330,7 @@ class EmailKind(Kind):
     column_type = staticmethod(lambda spec: sa.String(254))
     is_text = True
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         text = str(value).strip().lower()
         if not text:
             return None
@@ -350,7 +343,7 @@ class UrlKind(Kind):
     column_type = staticmethod(lambda spec: sa.String(2048))
     is_text = True
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         text = str(value).strip()
         if not text:
             return None
@@ -366,7 +359,7 @@ class ReferenceKind(Kind):
 
     column_type = staticmethod(lambda spec: sa.Integer())
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, dict) and "id" in value:
             value = value["id"]
         if isinstance(value, bool):
@@ -384,7 +377,7 @@ class JsonKind(Kind):
     column_type = staticmethod(lambda spec: sa.JSON())
     is_orderable = False
 
-    def coerce(self, spec: FieldSpec, value: Any) -> Any:
+    def parse(self, spec: FieldSpec, value: Any) -> Any:
         return value
 
 
