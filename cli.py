@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from engine.io.demo import seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
+from engine.runtime.database import Database
+from engine.runtime.migrations import apply_migration, plan_migration
+from engine.runtime.runtime import Runtime, open_runtime
+from engine.runtime.tables import build_schema
+from engine.runtime.web import create_app
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -62,6 +67,84 @@ def validate(path: str) -> None:
             extras.append("links " + ", ".join(links))
         click.echo(f"  {entity.name:<14} {entity.label.text('zh')} / {entity.label.text('en')}: "
                    f"{len(entity.fields)} fields" + ("; " + "; ".join(extras) if extras else ""))
+
+
+def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Runtime:
+    """Load the blueprint and connect; safe schema changes apply, refused ones are reported."""
+    model = load_or_exit(blueprint)
+    runtime = open_runtime(model, db_url, migrate=migrate)
+    if runtime.migration and runtime.migration.refused:
+        click.echo(runtime.migration.describe(), err=True)
+    return runtime
+
+
+@main.command()
+@_db_option
+@_blueprint_option
+@click.option("--plan", "plan_only", is_flag=True, help="Print what would change and change nothing.")
+@click.option("--allow-destructive", is_flag=True, help="Also drop columns/tables and narrow types (after a backup!).")
+def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: bool) -> None:
+    """Bring the database in line with the blueprint."""
+    model = load_or_exit(blueprint)
+    schema = build_schema(model)
+    db = Database(db_url)
+    try:
+        if plan_only:
+            plan = plan_migration(db, schema)
+            click.echo(plan.describe())
+            if plan.destructive:
+                click.echo(f"{len(plan.destructive)} destructive step(s) need --allow-destructive.")
+            return
+        outcome = apply_migration(db, schema, allow_destructive=allow_destructive)
+        click.echo(outcome.describe())
+        if outcome.refused:
+            sys.exit(1)
+    finally:
+        db.dispose()
+
+
+def _serve(runtime: Runtime, host: str, port: int) -> None:
+    import uvicorn
+    click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
+               f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
+    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+
+
+@main.command()
+@_db_option
+@_blueprint_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(db_url: str, blueprint: str, host: str, port: int) -> None:
+    """Serve the screens and the JSON API."""
+    _serve(_open(db_url, blueprint), host, port)
+
+
+@main.command()
+@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default="sqlite:///crm-demo.sqlite",
+              show_default=True, help="Where the demo data goes.")
+@_blueprint_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--leads", default=600, show_default=True, type=int, help="How many demo leads.")
+@click.option("--fresh", is_flag=True, help="Delete an existing demo SQLite file first.")
+@click.option("--no-serve", is_flag=True, help="Only create the data.")
+def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: bool, no_serve: bool) -> None:
+    """Create a SQLite file with realistic demo data and serve it."""
+    if fresh and db_url.startswith("sqlite:///"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    runtime = _open(db_url, blueprint)
+    try:
+        summary = seed_demo(runtime, leads=leads)
+    except ValueError:
+        click.echo("Demo data is already there; serving it (use --fresh to start over).")
+    else:
+        counts = ", ".join(f"{count} {entity}" for entity, count in summary.counts.items())
+        click.echo(f"Demo data created in {db_url}: {counts}.")
+        click.echo("Demo users: " + ", ".join(f"{user.username} ({user.role})" for user in summary.users))
+    if not no_serve:
+        _serve(runtime, host, port)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,46 @@ def test_crm_validate_exits_nonzero_with_errors_and_prints_a_summary_when_valid(
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr
     assert "shop" in result.stdout and "1 entities — valid" in result.stdout and "account" in result.stdout
+
+
+def test_meaning_errors_are_caught_at_load(tmp_path: Path) -> None:
+    errors = _errors(tmp_path, {"app.yaml": APP, "entities/account.yaml": ACCOUNT, "entities/deal.yaml": """
+        entity: deal
+        search: [amount]
+        fields:
+          amount: {type: money, min: "zero"}
+          size: {type: integer, default: "abc"}
+          account: {type: link, entity: account, required: true, on_delete: set_null}
+          total: {type: computed, expression: "amount * 2", result: decimal, required: true}
+          notes: {type: text}
+          code: {type: string, pattern: "(a)\\\\1"}
+        views:
+          list:
+            default: {columns: [amount], sort: notes}
+    """})
+    joined = "\n".join(errors)
+    deal = str(Path("bp/entities/deal.yaml"))
+    for line, text in ((2, "search field 'amount' is not text"), (4, "min 'zero' does not fit a money field"),
+                       (5, "default 'abc' does not fit a integer field"),
+                       (6, "a required link cannot be emptied"), (7, "a computed field cannot have 'required'"),
+                       (9, "bad pattern"), (12, "cannot sort by 'notes'")):
+        assert any(f"{deal}:{line}:" in error and text in error for error in errors), (line, text, joined)
+
+
+def test_yes_and_no_option_keys_stay_words(tmp_path: Path) -> None:
+    model = load(write_blueprint(tmp_path / "bp", {"app.yaml": APP, "entities/account.yaml": """
+        entity: account
+        fields:
+          agreed: {type: choice, options: {yes: 是, no: 否}}
+    """}))
+    assert model.entity("account").field("agreed").choice_values() == ("yes", "no")
+
+
+def test_app_settings_give_fields_their_currency_and_phone_region(tmp_path: Path) -> None:
+    model = load(write_blueprint(tmp_path / "bp", {
+        "app.yaml": "app: shop\ninclude: [entities/*.yaml]\n"
+                    "settings: {currency: USD, phone_region: US, timezone: America/New_York}\n",
+        "entities/account.yaml": "entity: account\nfields:\n  revenue: {type: money}\n  phone: {type: phone}\n"}))
+    account = model.entity("account")
+    assert account.field("revenue").currency == "USD" and account.field("phone").phone_region == "US"
+    assert account.field("revenue").timezone == "America/New_York"

@@ -147,3 +147,17 @@ def test_rebuilding_a_parent_table_on_sqlite_does_not_cascade_into_children(make
                            "entities/contact.yaml": child}, folder="p2", allow_destructive=True)
     with second.db.read() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM contact")).scalar_one() == 1
+
+
+def test_entities_that_link_each_other_both_ways_can_be_created(make_runtime: Any) -> None:
+    runtime = make_runtime({**APP,
+                            "entities/lead.yaml": "entity: lead\nfields:\n  name: {type: string}\n"
+                                                  "  opportunity: {type: link, entity: opportunity, on_delete: set_null}\n",
+                            "entities/opportunity.yaml": "entity: opportunity\nfields:\n  name: {type: string}\n"
+                                                         "  lead: {type: link, entity: lead, on_delete: set_null}\n"})
+    lead = runtime.records.create("lead", {"name": "甲"}, actor=SYSTEM).record
+    deal = runtime.records.create("opportunity", {"name": "甲-设备采购", "lead": lead["id"]}, actor=SYSTEM).record
+    runtime.records.update("lead", lead["id"], {"opportunity": deal["id"]}, actor=SYSTEM)
+    runtime.records.delete("opportunity", deal["id"], actor=SYSTEM)
+    assert runtime.records.get("lead", lead["id"], actor=SYSTEM)["opportunity"] is None
+    assert plan_migration(runtime.db, runtime.schema).is_empty

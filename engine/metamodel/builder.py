@@ -36,7 +36,8 @@ def _expression(doc: SourceDocument, path: PathKey, source: str,
         return None
 
 
-def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: list[BlueprintError]) -> FieldSpec:
+def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: list[BlueprintError],
+                settings: Settings) -> FieldSpec:
     path: PathKey = ("fields", name)
     kind = FieldType(data["type"])
     default = data.get("default")
@@ -69,13 +70,14 @@ def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: li
         length=data.get("length"),
         pattern=data.get("pattern"),
         choices=choices,
-        currency=data.get("currency", "CNY"),
+        currency=data.get("currency", settings.currency),
         scale=int(data.get("scale", 2)),
         link_entity=data.get("entity"),
         on_delete=OnDelete(data.get("on_delete", "set_null" if kind is FieldType.USER else "restrict")),
         expression=expression,
         result_type=result,
-        phone_region=data.get("region", "CN"),
+        phone_region=data.get("region", settings.phone_region),
+        timezone=settings.timezone,
     )
 
 
@@ -90,10 +92,10 @@ def _sort_keys(value: str | list[str] | None) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
-def build_entity(doc: SourceDocument, errors: list[BlueprintError]) -> EntitySpec:
+def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Settings) -> EntitySpec:
     data = doc.data
     name = data["entity"]
-    fields = tuple(build_field(doc, field_name, field_data, errors)
+    fields = tuple(build_field(doc, field_name, field_data, errors, settings)
                    for field_name, field_data in data["fields"].items())
     validations = []
     for index, item in enumerate(data.get("validations") or []):

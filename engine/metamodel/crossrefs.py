@@ -6,17 +6,31 @@ so each error points at the exact line of the offending name.
 
 from __future__ import annotations
 
-import re
+import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
 from .errors import BlueprintError, did_you_mean
+from .patterns import PatternError, compile_pattern
 from .model import EntitySpec, Expression, FieldSpec, FieldType
 from .schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
 from .source import PathKey, SourceDocument
 
 SYSTEM_FIELDS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 TEXT_TYPES = frozenset({FieldType.STRING, FieldType.TEXT, FieldType.PHONE, FieldType.EMAIL, FieldType.URL})
+UNSORTABLE_TYPES = frozenset({FieldType.TEXT, FieldType.JSON, FieldType.TAGS, FieldType.MULTICHOICE})
+# What a literal default, min or max must look like, per field type.
+_LITERALS: dict[FieldType, tuple[tuple[type, ...], str]] = {
+    FieldType.INTEGER: ((int,), "a whole number"),
+    FieldType.DECIMAL: ((int, float), "a number"),
+    FieldType.MONEY: ((int, float), "a number"),
+    FieldType.BOOLEAN: ((bool,), "true or false"),
+    FieldType.DATE: ((dt.date, str), "a date like 2026-01-31"),
+    FieldType.DATETIME: ((dt.datetime, str), "a date and time like 2026-01-31T09:00"),
+    FieldType.STRING: ((str, int, float), "text"),
+    FieldType.TAGS: ((list,), "a list"),
+    FieldType.MULTICHOICE: ((list,), "a list of options"),
+}
 # Names an expression may read besides the entity's fields.
 EXPRESSION_CONSTANTS = frozenset({"True", "False", "None", "true", "false", "null"})
 
@@ -50,6 +64,10 @@ class _EntityChecker:
             self.check_field(spec, data["fields"][spec.name])
         self.check_names(("title",), [data["title"]] if "title" in data else [], "title field")
         self.check_names(("search",), data.get("search") or [], "search field")
+        for position, name in enumerate(data.get("search") or []):
+            if self.entity.has_field(name) and self.entity.field(name).value_type not in TEXT_TYPES:
+                self.error(("search", position), f"search field '{name}' is not text",
+                           "free-text search reads string, text, phone, email or url fields")
         for index, item in enumerate(data.get("indexes") or []):
             self.check_names(("indexes", index, "fields"), item["fields"], "indexed field")
         for index, item in enumerate(data.get("validations") or []):
@@ -73,6 +91,15 @@ class _EntityChecker:
             sorts = [sort] if isinstance(sort, str) else (sort or [])
             stripped = [item.strip().lstrip("+-") for item in sorts]
             self.check_names(base + ("sort",), stripped, "sort field")
+            for name in stripped:
+                if self.entity.has_field(name) and self.entity.field(name).value_type in UNSORTABLE_TYPES:
+                    self.error(base + ("sort",), f"cannot sort by '{name}': it is a "
+                               f"{self.entity.field(name).value_type.value} field",
+                               "sort by a field holding one short value (text up to 255, number, date, choice)")
+            for position, name in enumerate(view.get("filters") or []):
+                if self.entity.has_field(name) and self.entity.field(name).value_type is FieldType.JSON:
+                    self.error(base + ("filters", position), f"cannot filter by '{name}': it is a json field",
+                               "filter by a field with a plain value")
         form = views.get("form")
         if form:
             placed: dict[str, PathKey] = {}
@@ -116,16 +143,26 @@ class _EntityChecker:
                        did_you_mean(spec.link_entity, self.known_entities))
         if spec.pattern is not None:
             try:
-                re.compile(spec.pattern)
-            except re.error as exc:
-                self.error(path + ("pattern",), f"pattern is not a valid regular expression: {exc}",
-                           "escape special characters with a backslash")
+                compile_pattern(spec.pattern)
+            except PatternError as exc:
+                self.error(path + ("pattern",), f"bad pattern: {exc}",
+                           "escape special characters with a backslash, e.g. \\. for a dot")
         if spec.default is not None and spec.choices:
             defaults = spec.default if isinstance(spec.default, list) else [spec.default]
             for value in defaults:
                 if str(value) not in spec.choice_values():
                     self.error(path + ("default",), f"default '{value}' is not one of the options",
                                did_you_mean(str(value), spec.choice_values()))
+        if spec.type is FieldType.LINK and spec.is_required and spec.on_delete.value == "set_null":
+            self.error(path + ("on_delete",), "a required link cannot be emptied when its target is deleted",
+                       "use on_delete: restrict (refuse the delete) or cascade (delete this record too)")
+        if spec.type is FieldType.COMPUTED:
+            for option in ("default", "required"):
+                if option in data:
+                    self.error(path + (option,), f"a computed field cannot have '{option}'",
+                               "its value always comes from its expression; remove the option", key=True)
+        for option, value in (("default", spec.default), ("min", spec.minimum), ("max", spec.maximum)):
+            self.check_literal(path + (option,), spec, option, value)
         if spec.default_expression is not None:
             self.check_expression(path + ("default",), spec.default_expression)
         if spec.expression is not None:
@@ -137,6 +174,22 @@ class _EntityChecker:
                                "swap them")
             except TypeError:
                 pass
+
+    def check_literal(self, path: PathKey, spec: FieldSpec, option: str, value: Any) -> None:
+        """A literal default/min/max must have the field's type (dates as YYYY-MM-DD text)."""
+        expected = _LITERALS.get(spec.value_type)
+        if value is None or expected is None:
+            return
+        types, words = expected
+        wrong = not isinstance(value, types) or isinstance(value, bool) and bool not in types
+        if not wrong and isinstance(value, str) and spec.value_type in (FieldType.DATE, FieldType.DATETIME):
+            try:
+                (dt.date if spec.value_type is FieldType.DATE else dt.datetime).fromisoformat(value)
+            except ValueError:
+                wrong = True
+        if wrong:
+            self.error(path, f"{option} {value!r} does not fit a {spec.type.value} field: expected {words}",
+                       "for a computed default write it as an expression starting with '=', e.g. '=today()'")
 
     def check_expression(self, path: PathKey, expression: Expression, *, exclude: str | None = None) -> None:
         names = (self.names - {exclude}) | EXPRESSION_CONSTANTS

@@ -15,7 +15,7 @@ import jsonschema
 from .builder import build_entity, build_settings
 from .crossrefs import check_entity
 from .errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
-from .model import Label, Metamodel
+from .model import Label, Metamodel, Settings
 from .schema import DOCUMENT_SCHEMAS
 from .source import SourceDocument, read_documents
 
@@ -61,12 +61,14 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
             if pruned is not None:
                 valid.append((kind, pruned))
 
+    app_data = app.data if isinstance(app.data, dict) else {}
+    settings = build_settings(app_data.get("settings") or {}) if not _has_errors_at(errors, app) else Settings()
     entities = []
     names: dict[str, Location] = {}
     for kind, doc in valid:
         if kind != "entity":
             continue
-        entity = build_entity(doc, errors)
+        entity = build_entity(doc, errors, settings)
         errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=functions))
         if entity.name in names:
             errors.append(BlueprintError(entity.location, ("entity",),
@@ -76,12 +78,11 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         names[entity.name] = entity.location
         entities.append(entity)
 
-    app_data = app.data if isinstance(app.data, dict) else {}
     model = Metamodel(
         name=str(app_data.get("app", "app")),
         label=Label.of(app_data.get("label"), str(app_data.get("app", "app"))),
         entities=tuple(entities),
-        settings=build_settings(app_data.get("settings") or {}),
+        settings=settings,
     )
     blocking = [error for error in errors if error.severity == "error"]
     if blocking:
@@ -123,6 +124,10 @@ def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocumen
     if list(_VALIDATORS["entity"].iter_errors(data)):
         return None
     return SourceDocument(doc.file, data, doc.values, doc.keys)
+
+
+def _has_errors_at(errors: list[BlueprintError], doc: SourceDocument) -> bool:
+    return any(error.location.file == doc.file for error in errors)
 
 
 def _app_file(path: Path) -> Path:

@@ -118,11 +118,14 @@ class FieldSpec:
     expression: Expression | None = None
     result_type: FieldType | None = None
     phone_region: str = "CN"
+    timezone: str = "Asia/Shanghai"
 
     @property
     def value_type(self) -> FieldType:
         """The type of the stored value: a computed field stores its result type."""
-        return self.result_type or FieldType.STRING if self.type is FieldType.COMPUTED else self.type
+        if self.type is FieldType.COMPUTED:
+            return self.result_type or FieldType.STRING
+        return self.type
 
     def choice_values(self) -> tuple[str, ...]:
         return tuple(choice.value for choice in self.choices)

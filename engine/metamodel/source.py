@@ -56,7 +56,7 @@ def _build(doc: SourceDocument, node: yaml.Node, path: PathKey, errors: list[Blu
                 errors.append(BlueprintError(_location(doc.file, key_node), path,
                                              "a key must be a plain word", "write the key as a simple name"))
                 continue
-            key = str(_constructor.construct_object(key_node))
+            key = str(key_node.value)  # as written: `yes:` stays "yes", not True
             if key in result:
                 first = doc.keys[path + (key,)]
                 errors.append(BlueprintError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import operator
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 import simpleeval
 
 from engine.metamodel.model import Expression
+from engine.metamodel.patterns import PatternError, compile_pattern
 
 from .clock import Clock
 
@@ -27,8 +27,6 @@ MAX_POWER = 1000
 MAX_STRING_LENGTH = 100_000
 MAX_REGEX_LENGTH = 200
 MAX_REGEX_INPUT = 10_000
-# Nested quantifiers such as (a+)+ or (a*)* backtrack exponentially; they are refused.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}]\)\s*[+*{]")
 
 
 class ExpressionError(ValueError):
@@ -38,14 +36,16 @@ class ExpressionError(ValueError):
 def _regex_matches(text: Any, pattern: Any) -> bool:
     if not isinstance(pattern, str) or len(pattern) > MAX_REGEX_LENGTH:
         raise ExpressionError(f"matches(): the pattern must be text of at most {MAX_REGEX_LENGTH} characters")
-    if _NESTED_QUANTIFIER.search(pattern):
-        raise ExpressionError("matches(): nested repetition like (a+)+ is not allowed")
+    try:
+        compiled = compile_pattern(pattern)
+    except PatternError as exc:
+        raise ExpressionError(f"matches(): {exc}") from None
     if text is None:
         return False
     value = str(text)
     if len(value) > MAX_REGEX_INPUT:
         raise ExpressionError(f"matches(): the text is longer than {MAX_REGEX_INPUT} characters")
-    return re.search(pattern, value) is not None
+    return compiled.search(value) is not None
 
 
 def _text(value: Any) -> str:
@@ -78,7 +78,17 @@ def _coalesce(*values: Any) -> Any:
 def _number(value: Any) -> decimal.Decimal:
     if value is None or value == "":
         return decimal.Decimal(0)
-    return decimal.Decimal(str(value))
+    if isinstance(value, bool):
+        raise ExpressionError(f"number(): {value} is true/false, not a number")
+    try:
+        return decimal.Decimal(str(value).replace(",", ""))
+    except decimal.InvalidOperation:
+        raise ExpressionError(f"number(): '{value}' is not a number") from None
+
+
+def _round(value: Any, digits: Any = 0) -> decimal.Decimal:
+    """Rounds half away from zero, as people (and invoices) expect: round(2.5) is 3."""
+    return _number(value).quantize(decimal.Decimal(1).scaleb(-int(digits)), rounding=decimal.ROUND_HALF_UP)
 
 
 def _date(value: Any) -> dt.date | None:
@@ -115,13 +125,13 @@ FUNCTION_DOCS: dict[str, FunctionDoc] = {
     "contains": FunctionDoc("contains(x, part)", "text contains part, or list contains item"),
     "startswith": FunctionDoc("startswith(text, prefix)", "text starts with prefix"),
     "endswith": FunctionDoc("endswith(text, suffix)", "text ends with suffix"),
-    "matches": FunctionDoc("matches(text, pattern)", "regular-expression search (pattern ≤ 200 chars, "
-                                                     "no nested repetition)"),
+    "matches": FunctionDoc("matches(text, pattern)", "regular-expression search (RE2 syntax, pattern ≤ 200 "
+                                                     "chars, text ≤ 10,000 chars; runs in linear time)"),
     "any_of": FunctionDoc("any_of(x, a, b, …)", "x (or any item of list x) is one of the values"),
     "is_empty": FunctionDoc("is_empty(x)", "x is missing, empty text or an empty list"),
     "coalesce": FunctionDoc("coalesce(a, b, …)", "the first value that is not empty"),
     "number": FunctionDoc("number(x)", "x as an exact decimal number (empty ⇒ 0)"),
-    "round": FunctionDoc("round(x, digits)", "x rounded to digits decimals"),
+    "round": FunctionDoc("round(x, digits)", "x rounded to digits decimals, halves away from zero"),
     "abs": FunctionDoc("abs(x)", "absolute value"),
     "min": FunctionDoc("min(a, b, …)", "the smallest value"),
     "max": FunctionDoc("max(a, b, …)", "the largest value"),
@@ -136,8 +146,13 @@ def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]
     def now() -> dt.datetime:
         return clock.now().astimezone(zone)
 
+    def local_date(value: Any) -> dt.date | None:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(zone).date()
+        return _date(value)
+
     def days_between(first: Any, second: Any) -> int:
-        a, b = _date(first), _date(second)
+        a, b = local_date(first), local_date(second)
         return 0 if a is None or b is None else (b - a).days
 
     table: dict[str, Callable[..., Any]] = {
@@ -146,7 +161,7 @@ def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]
         "days": lambda n: dt.timedelta(days=float(n)),
         "hours": lambda n: dt.timedelta(hours=float(n)),
         "minutes": lambda n: dt.timedelta(minutes=float(n)),
-        "date": _date,
+        "date": local_date,
         "days_between": days_between,
         "len": _safe_len,
         "lower": lambda s: _text(s).lower(),
@@ -160,7 +175,7 @@ def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]
         "is_empty": _is_empty,
         "coalesce": _coalesce,
         "number": _number,
-        "round": lambda x, digits=0: round(_number(x), int(digits)),
+        "round": _round,
         "abs": abs,
         "min": min,
         "max": max,
@@ -187,18 +202,27 @@ def _safe_mult(left: Any, right: Any) -> Any:
 def _safe_add(left: Any, right: Any) -> Any:
     if isinstance(left, (str, list)) and isinstance(right, type(left)) and len(left) + len(right) > MAX_STRING_LENGTH:
         raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
-    if isinstance(left, decimal.Decimal) and isinstance(right, float) or \
-            isinstance(right, decimal.Decimal) and isinstance(left, float):
-        return _number(left) + _number(right)
     return operator.add(left, right)
 
 
+def _exact(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Let exact decimals (money, decimal fields) and written numbers like 0.3 mix: the float
+    becomes the decimal it was written as, so amount * 0.3 is exact."""
+    def apply(left: Any, right: Any) -> Any:
+        if isinstance(left, decimal.Decimal) and isinstance(right, float):
+            right = decimal.Decimal(repr(right))
+        elif isinstance(right, decimal.Decimal) and isinstance(left, float):
+            left = decimal.Decimal(repr(left))
+        return function(left, right)
+    return apply
+
+
 _OPERATORS = dict(simpleeval.DEFAULT_OPERATORS)
-_OPERATORS.update({
-    simpleeval.ast.Pow: _safe_power,
-    simpleeval.ast.Mult: _safe_mult,
-    simpleeval.ast.Add: _safe_add,
-})
+_OPERATORS.update({simpleeval.ast.Pow: _safe_power, simpleeval.ast.Mult: _safe_mult, simpleeval.ast.Add: _safe_add})
+for _node in (simpleeval.ast.Add, simpleeval.ast.Sub, simpleeval.ast.Mult, simpleeval.ast.Div, simpleeval.ast.FloorDiv,
+              simpleeval.ast.Mod, simpleeval.ast.Pow, simpleeval.ast.Gt, simpleeval.ast.GtE, simpleeval.ast.Lt,
+              simpleeval.ast.LtE, simpleeval.ast.Eq, simpleeval.ast.NotEq):
+    _OPERATORS[_node] = _exact(_OPERATORS[_node])
 for _unsafe in (simpleeval.ast.BitOr, simpleeval.ast.BitAnd, simpleeval.ast.BitXor,
                 simpleeval.ast.LShift, simpleeval.ast.RShift, simpleeval.ast.Invert):
     _OPERATORS.pop(_unsafe, None)

@@ -12,11 +12,13 @@ import decimal
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import sqlalchemy as sa
 
 from engine.metamodel import FieldSpec, FieldType
+from engine.metamodel.patterns import compile_pattern
 
 UTC = dt.timezone.utc
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -93,7 +95,7 @@ class StringKind(Kind):
         limit = spec.length or (None if spec.type is FieldType.TEXT else 255)
         if limit is not None and len(text) > limit:
             raise _invalid(spec, f"is {len(text)} characters long; at most {limit} allowed", "too_long")
-        if spec.pattern and text and re.fullmatch(spec.pattern, text) is None:
+        if spec.pattern and text and compile_pattern(spec.pattern).fullmatch(text) is None:
             raise _invalid(spec, f"'{text}' does not match the required pattern {spec.pattern}", "pattern")
         return text or None
 
@@ -235,9 +237,9 @@ class DateTimeKind(Kind):
                 moment = dt.datetime.fromisoformat(text)
             except ValueError:
                 raise _invalid(spec, f"'{value}' is not a date and time; write it as "
-                                     "YYYY-MM-DDTHH:MM:SS+08:00") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
+                                     "YYYY-MM-DD HH:MM (local time) or with an offset, e.g. 2026-11-20T09:30+08:00") from None
+        if moment.tzinfo is None:  # a wall-clock time in the app's time zone
+            moment = moment.replace(tzinfo=ZoneInfo(spec.timezone))
         result = moment.astimezone(UTC)
         return result
 

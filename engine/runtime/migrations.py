@@ -210,11 +210,16 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
         refused = () if allow_destructive else plan.destructive
         applied = tuple(step for step in plan.steps if step not in refused)
         operations = Operations(_context(connection, schema))
+        new_tables = [schema.metadata.tables[step.table] for step in applied
+                      if isinstance(step.operation, ops.CreateTableOp)]
+        # create_all orders new tables by their links and defers constraints that form cycles
+        schema.metadata.create_all(connection, tables=new_tables, checkfirst=False)
+        created = {table.name for table in new_tables}
         by_table: dict[str, list[Step]] = {}
         for step in applied:
-            if isinstance(step.operation, (ops.CreateTableOp, ops.DropTableOp)):
+            if isinstance(step.operation, ops.DropTableOp):
                 operations.invoke(step.operation)
-            else:
+            elif step.table not in created:  # a new table's indexes came with create_all
                 by_table.setdefault(step.table, []).append(step)
         for table, steps in by_table.items():
             if db.is_sqlite:

@@ -112,7 +112,7 @@ class RecordService:
         provided = set(data)
         errors += apply_defaults(entity, data, self.evaluator)
         errors += compute_fields(entity, data, self.evaluator)
-        errors += check_required(entity, data)
+        errors += check_required(entity, data, already_wrong=errors)
         if not errors:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
@@ -135,7 +135,8 @@ class RecordService:
                     return WriteResult(record, "merged")
                 if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
                     raise DuplicateRecord(
-                        f"a {entity.name} with the same {' + '.join(key)} already exists (id {existing['id']})",
+                        f"{entity.name} {existing['id']} already has the same {' + '.join(key)}; "
+                        "update that record instead", 
                         field=key[0], existing_id=existing["id"])
                 data["duplicate_of"] = existing["id"]
             self._check_unique(connection, entity, data, None)

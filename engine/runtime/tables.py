@@ -159,8 +159,11 @@ def _entity_table(entity: EntitySpec, metadata: sa.MetaData) -> sa.Table:
         for column in kind_of(spec).columns(spec):
             target = spec.link_entity if spec.type is FieldType.LINK else _REFERENCE_TABLE.get(spec.type)
             if target is not None:
+                # Entities may link each other both ways; use_alter lets PostgreSQL add such
+                # constraints after both tables exist (SQLite declares them inline).
                 column = sa.Column(column.name, column.type,
-                                   sa.ForeignKey(f"{target}.id", ondelete=_ON_DELETE[spec.on_delete]),
+                                   sa.ForeignKey(f"{target}.id", ondelete=_ON_DELETE[spec.on_delete],
+                                                 use_alter=spec.type is FieldType.LINK),
                                    nullable=True)
             columns.append(column)
     if entity.dedup is not None:

@@ -5,7 +5,7 @@ nothing here touches the database."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType
@@ -118,10 +118,15 @@ def _expression_values(entity: EntitySpec, data: Mapping[str, Any]) -> dict[str,
     return values
 
 
-def check_required(entity: EntitySpec, data: Mapping[str, Any], names: set[str] | None = None) -> list[FieldError]:
-    """Required fields that are empty; only those in `names` when given (an update)."""
+def check_required(entity: EntitySpec, data: Mapping[str, Any], names: set[str] | None = None,
+                   *, already_wrong: Collection[FieldError] = ()) -> list[FieldError]:
+    """Required fields that are empty; only those in `names` when given (an update). A field
+    that already has an error (its input could not be read) is not reported twice."""
     errors = []
+    skip = {error.field for error in already_wrong}
     for spec in entity.fields:
+        if spec.name in skip:
+            continue
         if spec.is_required and (names is None or spec.name in names) and is_empty(data.get(spec.name)):
             errors.append(FieldError(spec.name, "required", f"{spec.name}: is required ({spec.label.text('en')})"))
     return errors

@@ -1,0 +1,1 @@
+"""Moving data in and out: demo data now; import and export later."""

@@ -1,0 +1,312 @@
+"""Realistic demo data for the shipped CRM blueprint, written through RecordService.
+
+Deterministic (seeded) so screenshots and demos look the same every time. Records are
+backdated over the last 120 days by running the writes on a clock set to each record's
+moment, so the event log and every later metric see a believable history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.rules import FakeClock
+from engine.runtime.actors import SYSTEM, Actor
+from engine.runtime.runtime import Runtime
+from engine.runtime.users import NewUser, add_user
+
+USERS = (
+    NewUser("admin", "系统管理员 Admin", "admin", None, None, "admin@demo.example", "13900000000"),
+    NewUser("manager", "周经理 Zhou (Sales manager)", "sales_manager", "east", None, "zhou@demo.example",
+            "13900000001"),
+    NewUser("wang", "王磊 Wang (Sales rep)", "sales_rep", "east", "manager", "wang@demo.example", "13900000002"),
+    NewUser("li", "李娜 Li (Sales rep)", "sales_rep", "east", "manager", "li@demo.example", "13900000003"),
+    NewUser("chen", "陈静 Chen (Service agent)", "service_agent", "service", None, "chen@demo.example",
+            "13900000004"),
+)
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "强", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "霞",
+         "平", "刚", "桂英", "建华", "晓东", "志强", "海燕", "丽华", "文博", "思远", "子涵", "雨桐"]
+CITIES = {"east": [("上海", "上海"), ("江苏", "苏州"), ("浙江", "杭州"), ("山东", "青岛"), ("江苏", "南京")],
+          "south": [("广东", "深圳"), ("广东", "广州"), ("福建", "厦门"), ("广西", "南宁")],
+          "north": [("北京", "北京"), ("天津", "天津"), ("河北", "石家庄")],
+          "central": [("湖北", "武汉"), ("湖南", "长沙"), ("河南", "郑州")],
+          "southwest": [("四川", "成都"), ("重庆", "重庆"), ("云南", "昆明")],
+          "northwest": [("陕西", "西安"), ("甘肃", "兰州")],
+          "northeast": [("辽宁", "沈阳"), ("黑龙江", "哈尔滨")]}
+COMPANY_WORDS = ["华东", "精工", "恒通", "瑞康", "智联", "远航", "鼎盛", "新锐", "博远", "天成", "宏达", "安泰", "明德",
+                 "云启", "金桥", "海纳", "中科", "汇丰", "启明", "卓越"]
+INDUSTRY_SUFFIX = {"manufacturing": "机械制造有限公司", "medical_devices": "医疗器械有限公司", "saas": "软件科技有限公司",
+                   "education": "教育科技有限公司", "logistics": "供应链管理有限公司", "retail": "商贸有限公司",
+                   "finance": "融资租赁有限公司", "other": "实业有限公司"}
+
+
+@dataclass
+class DemoSummary:
+    users: list[Actor]
+    counts: dict[str, int]
+
+
+class _Writer:
+    """Creates records as a given user at a given moment."""
+
+    def __init__(self, runtime: Runtime, clock: FakeClock, rng: random.Random, now: dt.datetime) -> None:
+        self.runtime, self.clock, self.rng, self.now = runtime, clock, rng, now
+        self.counts: dict[str, int] = {}
+
+    def create(self, entity: str, values: dict[str, Any], actor: Actor, days_ago: float) -> dict[str, Any]:
+        self.clock.set(self.now - dt.timedelta(days=days_ago))
+        record = self.runtime.records.create(entity, values, actor=actor).record
+        self.counts[entity] = self.counts.get(entity, 0) + 1
+        return record
+
+    def update(self, entity: str, record: dict[str, Any], values: dict[str, Any], actor: Actor,
+               days_ago: float) -> dict[str, Any]:
+        self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
+        return self.runtime.records.update(entity, record["id"], values, actor=actor)
+
+
+def _person(rng: random.Random) -> str:
+    return rng.choice(SURNAMES) + rng.choice(GIVEN)
+
+
+def _mobile(rng: random.Random, used: set[str]) -> str:
+    while True:
+        number = rng.choice(["139", "138", "137", "136", "135", "150", "151", "158", "186", "188", "199"]) + \
+            f"{rng.randrange(10**8):08d}"
+        if number not in used:
+            used.add(number)
+            return number
+
+
+def _weighted(rng: random.Random, options: dict[str, float]) -> str:
+    return rng.choices(list(options), weights=list(options.values()))[0]
+
+
+def seed_demo(runtime: Runtime, *, leads: int = 600, seed: int = 7, now: dt.datetime | None = None) -> DemoSummary:
+    """Fill an empty database with users, products, accounts, contacts, leads, opportunities,
+    activities, orders and tickets. Refuses a database that already has leads."""
+    with runtime.db.read() as connection:
+        if connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("lead"))).scalar_one():
+            raise ValueError("the database already holds leads; demo data goes into an empty database")
+    now = now or runtime.clock.now()
+    clock = FakeClock(now)
+    seeding = Runtime(runtime.model, runtime.schema, runtime.db, clock,
+                      type(runtime.records)(runtime.schema, runtime.db, clock, runtime.records.evaluator))
+    rng = random.Random(seed)
+    users = [add_user(runtime, user) for user in USERS]
+    reps = [user for user in users if user.role in ("sales_rep", "sales_manager")]
+    agent = next(user for user in users if user.role == "service_agent")
+    writer = _Writer(seeding, clock, rng, now)
+    phones: set[str] = set()
+
+    products = _products(writer, users[0])
+    accounts = _accounts(writer, reps, phones)
+    contacts = _contacts(writer, accounts, phones)
+    _leads(writer, reps, phones, leads)
+    opportunities = _opportunities(writer, accounts, contacts, reps)
+    _activities(writer, opportunities, reps)
+    _orders(writer, opportunities, products)
+    _tickets(writer, accounts, contacts, products, agent, phones)
+    return DemoSummary(users, writer.counts)
+
+
+def _products(writer: _Writer, admin: Actor) -> list[dict[str, Any]]:
+    catalogue = [("数控加工中心 VMC-850", "VMC-850", "equipment", 268000), ("激光切割机 LC-3015", "LC-3015", "equipment", 415000),
+                 ("超声诊断仪 US-60", "US-60", "equipment", 189000), ("监护仪 PM-12", "PM-12", "equipment", 36800),
+                 ("刀具套装 TS-200", "TS-200", "consumable", 2600), ("过滤芯 FC-10", "FC-10", "consumable", 380),
+                 ("主轴电机 SP-7.5", "SP-7.5", "spare_part", 12800), ("探头 PR-3C", "PR-3C", "spare_part", 9600),
+                 ("设备物联网平台 IoT-Cloud", "IOT-CLOUD", "software", 58000), ("维保服务包 MS-1Y", "MS-1Y", "service", 18000),
+                 ("安装调试服务 INST", "INST-STD", "service", 6000), ("操作培训 TRN", "TRN-2D", "service", 4500)]
+    return [writer.create("product", {"name": name, "model_code": code, "category": category, "price": price},
+                          admin, 120) for name, code, category, price in catalogue]
+
+
+def _accounts(writer: _Writer, reps: list[Actor], phones: set[str]) -> list[dict[str, Any]]:
+    rng = writer.rng
+    accounts: list[dict[str, Any]] = []
+    for index in range(80):
+        region = _weighted(rng, {"east": 5, "south": 4, "north": 3, "central": 2, "southwest": 2, "northwest": 1,
+                                 "northeast": 1})
+        province, city = rng.choice(CITIES[region])
+        industry = _weighted(rng, {"manufacturing": 5, "medical_devices": 3, "saas": 2, "education": 2,
+                                   "logistics": 2, "retail": 1, "finance": 1, "other": 1})
+        word = COMPANY_WORDS[index % len(COMPANY_WORDS)] + ("" if index < len(COMPANY_WORDS) else str(index // 20))
+        parent = accounts[rng.randrange(len(accounts))]["id"] if index > 20 and rng.random() < 0.15 else None
+        capital = rng.choice([500_000, 1_000_000, 3_000_000, 5_000_000, 8_000_000, 20_000_000, 50_000_000])
+        values = {
+            "name": f"{city}{word}{INDUSTRY_SUFFIX[industry]}", "short_name": f"{word}{city}",
+            "industry": industry, "region": region, "province": province, "city": city,
+            "grade": _weighted(rng, {"S": 1, "A": 3, "B": 4, "C": 2}),
+            "lifecycle": _weighted(rng, {"prospect": 3, "customer": 5, "key_account": 1, "dormant": 1}),
+            "registered_capital": capital, "employee_count": rng.choice([30, 80, 150, 400, 1200, 3000]),
+            "hiring_recently": rng.random() < 0.4, "has_tenders": rng.random() < 0.3,
+            "phone": _mobile(rng, phones), "health_score": rng.randint(20, 98), "parent": parent,
+            "source": _weighted(rng, {"website": 3, "expo": 2, "referral": 2, "cold_call": 1, "wecom": 1}),
+        }
+        accounts.append(writer.create("account", values, rng.choice(reps), rng.uniform(60, 120)))
+    return accounts
+
+
+def _contacts(writer: _Writer, accounts: list[dict[str, Any]], phones: set[str]) -> list[dict[str, Any]]:
+    rng = writer.rng
+    contacts = []
+    titles = [("总经理", "decision_maker"), ("采购经理", "procurement"), ("设备部主管", "technical"),
+              ("财务总监", "finance"), ("生产厂长", "influencer"), ("工程师", "user")]
+    for account in accounts:
+        for position in range(rng.randint(1, 3)):
+            title, role = titles[position] if position < 2 else rng.choice(titles)
+            values = {"name": _person(rng), "account": account["id"], "job_title": title, "role": role,
+                      "phone": _mobile(rng, phones), "is_primary": position == 0,
+                      "email": f"contact{len(contacts) + 1}@{['corp', 'group', 'tech'][position % 3]}.example.cn"}
+            contacts.append(writer.create("contact", values, _as_owner(account), rng.uniform(50, 110)))
+    return contacts
+
+
+def _as_owner(record: dict[str, Any]) -> Actor:
+    """Write as the record owner's account when it has one, else as the system."""
+    owner = record.get("owner")
+    return Actor(owner, "owner") if owner else SYSTEM
+
+
+def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int) -> None:
+    rng = writer.rng
+    sources = {"website": 30, "wecom": 20, "douyin": 15, "baidu": 8, "form_builder": 8, "expo": 10, "referral": 5,
+               "cold_call": 3, "csv_import": 1}
+    statuses = {"new": 30, "contacted": 25, "qualified": 15, "converted": 8, "disqualified": 12, "paused": 10}
+    for index in range(count):
+        region = _weighted(rng, {"east": 5, "south": 4, "north": 3, "central": 2, "southwest": 2, "northwest": 1,
+                                 "northeast": 1})
+        province, city = rng.choice(CITIES[region])
+        industry = _weighted(rng, {"manufacturing": 5, "medical_devices": 3, "saas": 2, "education": 2,
+                                   "logistics": 2, "retail": 1, "finance": 1})
+        status = _weighted(rng, statuses)
+        capital = rng.choice([None, 300_000, 1_000_000, 2_000_000, 5_000_000, 6_000_000, 10_000_000, 30_000_000])
+        hiring, tenders = rng.random() < 0.35, rng.random() < 0.25
+        grade = "S" if capital and capital > 5_000_000 and hiring and tenders else \
+            _weighted(rng, {"A": 2, "B": 4, "C": 3})
+        days_ago = rng.uniform(0, 120) ** 1.15 / 120 ** 0.15  # more leads recently
+        name = _person(rng)
+        values: dict[str, Any] = {
+            "name": name, "company": f"{city}{rng.choice(COMPANY_WORDS)}{INDUSTRY_SUFFIX[industry]}",
+            "job_title": rng.choice(["采购经理", "总经理", "设备主管", "技术总监", "行政"]),
+            "phone": _mobile(rng, phones) if rng.random() < 0.9 else None,
+            "email": f"lead{index + 1}@example.cn" if rng.random() < 0.5 else None,
+            "source": _weighted(rng, sources), "region": region, "province": province, "city": city,
+            "industry": industry, "registered_capital": capital, "hiring_recently": hiring, "has_tenders": tenders,
+            "grade": grade, "demand_level": _weighted(rng, {"A": 2, "B": 5, "C": 3}),
+            "contact_role": rng.choice(["decision_maker", "influencer", "technical", "procurement", "user"]),
+            "score": rng.randint(5, 95), "status": status,
+            "owner": rng.choice(reps).id if status != "new" or rng.random() < 0.7 else None,
+            "next_follow_up": (writer.now - dt.timedelta(days=days_ago) + dt.timedelta(days=rng.randint(1, 5))).date(),
+        }
+        if rng.random() < 0.4:
+            values["tags"] = rng.sample(["budget_ok", "comparing", "trial_requested", "high_budget", "tender"],
+                                        rng.randint(1, 2))
+        if status == "paused":
+            values["pause_reason"] = rng.choice(["客户预算冻结至下季度", "等待客户内部立项", "决策人出差两周"])
+        if status == "disqualified":
+            values["disqualify_reason"] = rng.choice(["spam", "unreachable", "no_need", "competitor"])
+        writer.create("lead", values, rng.choice(reps), days_ago)
+
+
+def _opportunities(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dict[str, Any]],
+                   reps: list[Actor]) -> list[dict[str, Any]]:
+    rng = writer.rng
+    stages = {"qualify": 20, "needs_analysis": 18, "demo": 15, "proposal": 12, "quote": 12, "negotiation": 8,
+              "won": 10, "lost": 8}
+    probability = {"qualify": 10, "needs_analysis": 20, "demo": 35, "proposal": 50, "quote": 60, "negotiation": 75,
+                   "won": 100, "lost": 0}
+    by_account: dict[int, list[dict[str, Any]]] = {}
+    for contact in contacts:
+        by_account.setdefault(contact["account"], []).append(contact)
+    opportunities = []
+    for index in range(150):
+        account = rng.choice(accounts)
+        people = by_account.get(account["id"], [])
+        stage = _weighted(rng, stages)
+        days_ago = rng.uniform(3, 100)
+        values: dict[str, Any] = {
+            "name": f"{account['short_name']}-{rng.choice(['产线升级', '设备采购', '年度维保', '新院区建设', '数字化改造'])}"
+                    f"-{index + 1:03d}",
+            "account": account["id"], "contact": people[0]["id"] if people else None, "stage": stage,
+            "amount": rng.choice([38000, 86000, 150000, 268000, 415000, 800000, 1200000]),
+            "probability": probability[stage], "owner": account["owner"] or rng.choice(reps).id,
+            "expected_close": (writer.now + dt.timedelta(days=rng.randint(-10, 90))).date(),
+            "source": rng.choice(["website", "expo", "referral", "existing_customer"]),
+        }
+        if stage == "lost":
+            values["loss_reason"] = rng.choice(["price", "competitor", "no_budget", "no_decision"])
+        if stage in ("quote", "negotiation", "won"):
+            values["comparison_sheet_sent"] = rng.random() < 0.7
+            values["customer_questions"] = "关注交期与售后响应时间;要求提供同行业案例"
+        if len(people) > 1:
+            values["decision_influencer"] = people[1]["id"]
+        opportunities.append(writer.create("opportunity", values, _as_owner(values), days_ago))
+    return opportunities
+
+
+def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list[Actor]) -> None:
+    rng = writer.rng
+    subjects = {"call": "电话沟通需求", "visit": "上门拜访", "wechat": "微信发送资料", "email": "邮件发送报价",
+                "meeting": "方案评审会", "demo": "产品演示"}
+    for _ in range(400):
+        opportunity = rng.choice(opportunities)
+        kind = rng.choice(list(subjects))
+        done = rng.random() < 0.7
+        values: dict[str, Any] = {"subject": subjects[kind], "kind": kind, "opportunity": opportunity["id"],
+                                  "account": opportunity["account"], "done": done,
+                                  "duration_minutes": rng.choice([5, 15, 30, 60, 90])}
+        if done:
+            values["outcome"] = rng.choice(["reached", "interested", "next_step_agreed", "no_answer"])
+            values["notes"] = rng.choice(["客户确认预算,约下周演示", "对交期有顾虑", "需要补充案例资料", "已发送对比表"])
+        writer.create("activity", values, _as_owner(opportunity), rng.uniform(0, 90))
+
+
+def _orders(writer: _Writer, opportunities: list[dict[str, Any]], products: list[dict[str, Any]]) -> None:
+    rng = writer.rng
+    won = [o for o in opportunities if o["stage"] == "won"] or opportunities[:5]
+    for index in range(60):
+        opportunity = rng.choice(won)
+        product = rng.choice(products)
+        quantity = rng.randint(1, 5)
+        price = product["price"][0]
+        status = _weighted(rng, {"confirmed": 2, "contract_signed": 2, "paid": 3, "delivering": 1, "delivered": 2})
+        days_ago = rng.uniform(1, 80)
+        values: dict[str, Any] = {"order_no": f"SO{20260000 + index + 1}", "account": opportunity["account"],
+                                  "opportunity": opportunity["id"], "product": product["id"], "quantity": quantity,
+                                  "unit_price": price, "amount": price * quantity, "status": status,
+                                  "order_date": (writer.now - dt.timedelta(days=days_ago)).date()}
+        if status in ("paid", "delivering", "delivered"):
+            values["paid_at"] = (writer.now - dt.timedelta(days=days_ago / 2)).isoformat()
+        writer.create("order", values, _as_owner(opportunity), days_ago)
+
+
+def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dict[str, Any]],
+             products: list[dict[str, Any]], agent: Actor, phones: set[str]) -> None:
+    rng = writer.rng
+    faults = ["E-101", "E-205", "M-310", "P-42", "S-900"]
+    equipment = [p for p in products if p["category"] in ("equipment", "spare_part")]
+    for index in range(120):
+        account = rng.choice(accounts)
+        product = rng.choice(equipment)
+        status = _weighted(rng, {"new": 2, "open": 3, "waiting_customer": 1, "resolved": 3, "closed": 3})
+        category = _weighted(rng, {"fault": 6, "installation": 1, "delivery": 1, "usage": 2, "quality": 1})
+        values: dict[str, Any] = {
+            "subject": f"{product['name']} {rng.choice(['报警停机', '无法开机', '精度异常', '噪音过大', '安装咨询'])}",
+            "customer": account["id"], "product": product["id"], "product_model": product["model_code"],
+            "category": category, "region": account["region"], "priority": _weighted(rng, {"P1": 1, "P2": 3, "P3": 5, "P4": 2}),
+            "status": status, "channel": rng.choice(["hotline", "wecom", "email", "web"]),
+            "reporter_phone": _mobile(rng, phones), "owner": agent.id,
+        }
+        if category == "fault":
+            values["fault_code"] = rng.choice(faults)
+        if status in ("resolved", "closed"):
+            values["resolution"] = rng.choice(["更换主轴轴承后恢复", "远程指导重置参数", "现场校准完成"])
+            values["root_cause"] = rng.choice(["hardware", "software", "operation"])
+        writer.create("ticket", values, agent, rng.uniform(0, 60))
+

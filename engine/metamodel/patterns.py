@@ -1,0 +1,34 @@
+"""Regular expressions from blueprints and expressions, compiled with RE2.
+
+RE2 matches in time linear in the input, so no pattern an analyst writes and no value a
+user types can make a match run for minutes (catastrophic backtracking). The price is no
+backreferences or look-arounds; such patterns are refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import re2
+
+MAX_PATTERN_LENGTH = 500
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+
+
+class PatternError(ValueError):
+    """The pattern is not a regular expression we can run safely; the message says why."""
+
+
+@functools.lru_cache(maxsize=512)
+def compile_pattern(pattern: str) -> Any:
+    """The compiled pattern, or PatternError naming what to change."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise PatternError(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise PatternError(f"not a supported regular expression ({detail}); backreferences and "
+                           "look-arounds are not available") from None

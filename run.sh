@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The two commands of the quick start:
+#   ./run.sh demo   install what is needed, then start the CRM on SQLite with the shipped blueprint and demo data
+#   ./run.sh test   install what is needed, then run the whole test suite (SQLite and PostgreSQL)
+# Extra arguments go to `crm demo` or to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python_bin() {
+  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "run.sh: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+# Create .venv and install the project (with the given extra) unless pyproject.toml is unchanged since.
+ensure_installed() {
+  local extra="$1" stamp=".venv/.installed-${1:-base}"
+  if [ ! -x .venv/bin/python ]; then
+    "$(python_bin)" -m venv .venv
+  fi
+  local want
+  want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    ensure_installed ""
+    shift
+    exec .venv/bin/crm demo "$@"
+    ;;
+  test)
+    ensure_installed test
+    shift
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh demo [crm demo options] | ./run.sh test [pytest options]" >&2
+    exit 2
+    ;;
+esac

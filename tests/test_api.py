@@ -1,0 +1,172 @@
+"""The JSON API on SQLite and PostgreSQL: status codes, error bodies, and that failures change nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from openapi_spec_validator import validate
+
+from engine.runtime.runtime import Runtime
+from engine.runtime.web import create_app
+from tests.conftest import SHIPPED_CRM
+from tests.test_records import BLUEPRINT
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runtime(make_runtime: Any) -> Runtime:
+    return make_runtime(BLUEPRINT)
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> TestClient:
+    return TestClient(create_app(runtime))
+
+
+def _counts(runtime: Runtime) -> tuple[int, int]:
+    with runtime.db.read() as connection:
+        leads = connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("lead"))).scalar_one()
+        events = connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.events)).scalar_one()
+    return leads, events
+
+
+def test_invalid_payload_gets_422_naming_each_bad_field_and_nothing_changes(client: TestClient,
+                                                                           runtime: Runtime) -> None:
+    client.post("/api/lead", json={"name": "已有线索"})
+    before = _counts(runtime)
+    response = client.post("/api/lead", json={"name": "x" * 51, "phone": "123", "employees": "many",
+                                              "source": "tv", "next_follow_up": "31/12/2026"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "validation_failed" and body["field"] == "name"
+    assert {error["field"]: error["code"] for error in body["errors"]} == {
+        "name": "too_long", "phone": "invalid_phone", "employees": "invalid", "source": "invalid_choice",
+        "next_follow_up": "invalid"}
+    assert "YYYY-MM-DD" in next(e["message"] for e in body["errors"] if e["field"] == "next_follow_up")
+    assert _counts(runtime) == before
+
+
+def test_create_read_update_delete_with_versions(client: TestClient) -> None:
+    created = client.post("/api/lead", json={"name": "张伟", "capital": {"amount": "1200.5", "currency": "usd"},
+                                             "tags": "vip, expo"})
+    assert created.status_code == 201 and created.headers["X-CRM-Outcome"] == "created"
+    lead = created.json()
+    assert lead["capital"] == {"amount": "1200.50", "currency": "USD"} and lead["tags"] == ["vip", "expo"]
+    assert created.headers["Location"] == f"/api/lead/{lead['id']}"
+    assert client.get(f"/api/lead/{lead['id']}").json()["name"] == "张伟"
+
+    first = client.patch(f"/api/lead/{lead['id']}", json={"company": "甲公司", "version": 1})
+    second = client.patch(f"/api/lead/{lead['id']}", json={"company": "乙公司"}, headers={"If-Match": '"1"'})
+    assert first.status_code == 200 and first.json()["version"] == 2
+    assert second.status_code == 409 and second.json()["code"] == "version_conflict"
+    assert second.json()["current_version"] == 2
+    assert client.get(f"/api/lead/{lead['id']}").json()["company"] == "甲公司"
+
+    history = client.get(f"/api/lead/{lead['id']}/events").json()["items"]
+    assert [event["kind"] for event in history] == ["created", "updated"]
+    assert history[1]["changes"] == {"company": [None, "甲公司"]}
+
+    moved = client.post(f"/api/lead/{lead['id']}/transition", json={"to": "won", "field": "status"})
+    assert moved.status_code == 200 and moved.json()["status"] == "won"
+
+    assert client.delete(f"/api/lead/{lead['id']}").status_code == 204
+    gone = client.get(f"/api/lead/{lead['id']}")
+    assert gone.status_code == 404 and gone.json() == {
+        "code": "not_found", "message": f"lead {lead['id']} does not exist (it may have been deleted)", "field": "id"}
+
+
+def test_same_phone_posted_twice_gives_one_lead_and_a_merge(client: TestClient, runtime: Runtime) -> None:
+    first = client.post("/api/lead", json={"name": "李雷", "phone": "+86 138-0013-8000"})
+    second = client.post("/api/lead", json={"name": "李雷", "phone": "13800138000", "company": "华东机械"})
+    assert first.status_code == 201 and second.status_code == 200
+    assert second.headers["X-CRM-Outcome"] == "merged" and second.json()["id"] == first.json()["id"]
+    listing = client.get("/api/lead").json()
+    assert listing["total"] == 1 and listing["items"][0]["company"] == "华东机械"
+    kinds = [e["kind"] for e in client.get(f"/api/lead/{first.json()['id']}/events").json()["items"]]
+    assert kinds.count("merged") == 1
+
+
+def test_list_filters_and_errors(client: TestClient) -> None:
+    for name, source in (("甲", "website"), ("乙", "expo"), ("丙", "expo")):
+        client.post("/api/lead", json={"name": name, "source": source})
+    page = client.get("/api/lead", params={"source": "expo", "sort": "name", "per_page": 1}).json()
+    assert page["total"] == 2 and page["pages"] == 2 and [i["name"] for i in page["items"]] == ["丙"]
+    bad = client.get("/api/lead", params={"sorce": "expo"})
+    assert bad.status_code == 422 and bad.json()["field"] == "sorce" and "did you mean 'source'" in bad.json()["message"]
+    assert client.get("/api/leads").status_code == 404
+    assert client.get("/api/leads").json()["code"] == "unknown_entity"
+
+
+def test_malformed_bodies_are_refused_with_a_code(client: TestClient, runtime: Runtime) -> None:
+    before = _counts(runtime)
+    assert client.post("/api/lead", content=b"{not json").json()["code"] == "invalid_json"
+    assert client.post("/api/lead", json=[1, 2]).status_code == 422
+    assert client.patch("/api/lead/abc", json={}).status_code == 404
+    assert _counts(runtime) == before
+
+
+def test_files_upload_and_attach(client: TestClient, make_runtime: Any) -> None:
+    uploaded = client.post("/api/files", files={"file": ("报价单.pdf", b"%PDF-1.4 demo", "application/pdf")})
+    assert uploaded.status_code == 201
+    file_id = uploaded.json()["id"]
+    downloaded = client.get(f"/api/files/{file_id}")
+    assert downloaded.content == b"%PDF-1.4 demo" and downloaded.headers["content-type"] == "application/pdf"
+
+
+def test_openapi_document_is_valid_and_describes_every_entity(client: TestClient, runtime: Runtime) -> None:
+    document = client.get("/api/openapi.json").json()
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    for entity in runtime.model.entity_names():
+        assert f"/api/{entity}" in document["paths"] and f"/api/{entity}/{{record_id}}" in document["paths"]
+    lead = document["components"]["schemas"]["Lead"]["properties"]
+    assert lead["source"]["anyOf"][0]["enum"] == ["website", "expo", "douyin"]
+    assert document["components"]["schemas"]["LeadCreate"]["required"] == ["name"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "CRM_BLUEPRINT": str(SHIPPED_CRM)}
+    process = subprocess.Popen([sys.executable, "-m", "cli", "demo", "--db", f"sqlite:///{tmp_path / 'demo.sqlite'}",
+                                "--port", str(port), "--leads", "520"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/lead", params={"per_page": 1}, timeout=2)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("crm demo did not start:\n" + (process.stdout.read() if process.stdout else ""))
+                time.sleep(0.3)
+        assert response.status_code == 200 and response.json()["total"] == 520
+        regions = {httpx.get(f"http://127.0.0.1:{port}/api/lead", params={"region": region, "per_page": 1}).json()["total"]
+                   for region in ("east", "south", "north")}
+        assert all(count > 0 for count in regions)
+        for entity in ("account", "contact", "opportunity", "ticket", "activity", "order", "product"):
+            assert httpx.get(f"http://127.0.0.1:{port}/api/{entity}").json()["total"] > 0, entity
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
