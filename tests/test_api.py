@@ -170,3 +170,16 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_runtime: Any) -> None:
+    from engine.io.demo import seed_demo
+    runtime = make_runtime(SHIPPED_CRM)
+    summary = seed_demo(runtime, leads=40)
+    assert summary.counts["lead"] == 40 and summary.counts["ticket"] == 120
+    client = TestClient(create_app(runtime))
+    page = client.get("/api/lead", params={"region": "east", "source": "website", "sort": "-created_at"}).json()
+    assert page["total"] == sum(1 for item in client.get("/api/lead", params={"per_page": 500}).json()["items"]
+                                if item["region"] == "east" and item["source"] == "website")
+    assert client.get("/api/account", params={"q": "华东"}).json()["total"] > 0
+    validate(client.get("/api/openapi.json").json())
