@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
-from engine.io.demo import seed_demo
+from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
+from engine.runtime.auth import create_token, set_password
 from engine.runtime.database import Database
 from engine.runtime.migrations import apply_migration, plan_migration
 from engine.runtime.runtime import Runtime, open_runtime
 from engine.runtime.tables import build_schema
+from engine.runtime.users import NewUser, add_user, list_users, update_user
 from engine.runtime.web import create_app
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
@@ -142,9 +144,133 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
     else:
         counts = ", ".join(f"{count} {entity}" for entity, count in summary.counts.items())
         click.echo(f"Demo data created in {db_url}: {counts}.")
-        click.echo("Demo users: " + ", ".join(f"{user.username} ({user.role})" for user in summary.users))
+        click.echo("Demo sign-ins (username / password — role):")
+        for user in summary.users:
+            click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
         _serve(runtime, host, port)
+
+
+@main.group()
+def user() -> None:
+    """Manage users: add, list, set-role, disable, enable, leave, token, password."""
+
+
+def _user_runtime(db_url: str, blueprint: str) -> Runtime:
+    return _open(db_url, blueprint)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@user.command("add")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.option("--role", required=True, help="A role declared in the blueprint.")
+@click.option("--name", "display_name", default=None, help="Display name (default: the username).")
+@click.option("--team", default=None)
+@click.option("--manager", default=None, help="Username of the manager.")
+@click.option("--email", default=None)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="CRM_NEW_PASSWORD")
+def user_add(db_url: str, blueprint: str, username: str, role: str, display_name: str | None, team: str | None,
+             manager: str | None, email: str | None, password: str) -> None:
+    """Add a user who signs in with USERNAME."""
+    runtime = _user_runtime(db_url, blueprint)
+    try:
+        actor = add_user(runtime, NewUser(username, display_name or username, role, team, manager, email,
+                                          password=password))
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"added user {username} (id {actor.id}, role {role})")
+
+
+@user.command("list")
+@_db_option
+@_blueprint_option
+def user_list(db_url: str, blueprint: str) -> None:
+    """List users with role, team and state."""
+    for row in list_users(_user_runtime(db_url, blueprint)):
+        state = "active" if row.is_active else "disabled"
+        if row.on_leave:
+            state += ", on leave"
+        click.echo(f"{row.id:>4}  {row.username:<16} {row.role or '-':<16} {row.team or '-':<10} {state:<18} "
+                   f"{row.display_name or ''}")
+
+
+@user.command("set-role")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.argument("role")
+def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None:
+    """Give USERNAME the role ROLE (it applies at their next request)."""
+    _change_user(db_url, blueprint, username, f"{username} now has role {role}", role=role)
+
+
+def _change_user(db_url: str, blueprint: str, username: str, done: str, **values: object) -> None:
+    try:
+        update_user(_user_runtime(db_url, blueprint), username, **values)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(done)
+
+
+@user.command("disable")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+def user_disable(db_url: str, blueprint: str, username: str) -> None:
+    """Stop USERNAME from signing in or using tokens (their records stay)."""
+    _change_user(db_url, blueprint, username, f"{username} is disabled", is_active=False)
+
+
+@user.command("enable")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+def user_enable(db_url: str, blueprint: str, username: str) -> None:
+    """Let a disabled user sign in again."""
+    _change_user(db_url, blueprint, username, f"{username} is enabled", is_active=True)
+
+
+@user.command("leave")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.option("--back", is_flag=True, help="The user is back from leave.")
+def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
+    """Mark USERNAME on leave (routing skips them) or back."""
+    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}", on_leave=not back)
+
+
+@user.command("token")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.option("--name", default="api", show_default=True, help="What the token is for.")
+def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
+    """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
+    try:
+        click.echo(create_token(_user_runtime(db_url, blueprint), username, name))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@user.command("password")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="CRM_NEW_PASSWORD")
+def user_password(db_url: str, blueprint: str, username: str, password: str) -> None:
+    """Set USERNAME's password."""
+    try:
+        set_password(_user_runtime(db_url, blueprint), username, password)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"password of {username} changed")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 from openapi_spec_validator import validate
 
+from engine.runtime.auth import create_token
 from engine.runtime.runtime import Runtime
+from engine.runtime.users import NewUser, add_user, find_user
 from engine.runtime.web import create_app
 from tests.conftest import SHIPPED_CRM
 from tests.test_records import BLUEPRINT
@@ -33,9 +35,16 @@ def runtime(make_runtime: Any) -> Runtime:
     return make_runtime(BLUEPRINT)
 
 
+def signed_in_client(runtime: Runtime, username: str = "admin", role: str = "admin", team: str | None = None) -> TestClient:
+    """A client carrying an API token of a (new) user with `role`."""
+    if find_user(runtime, username) is None:
+        add_user(runtime, NewUser(username, username, role, team, password="correct horse"))
+    return TestClient(create_app(runtime), headers={"Authorization": f"Bearer {create_token(runtime, username)}"})
+
+
 @pytest.fixture
 def client(runtime: Runtime) -> TestClient:
-    return TestClient(create_app(runtime))
+    return signed_in_client(runtime)
 
 
 def _counts(runtime: Runtime) -> tuple[int, int]:
@@ -151,6 +160,7 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
     process = subprocess.Popen([sys.executable, "-m", "cli", "demo", "--db", f"sqlite:///{tmp_path / 'demo.sqlite'}",
                                 "--port", str(port), "--leads", "520"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    token = None
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -161,12 +171,17 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError("crm demo did not start:\n" + (process.stdout.read() if process.stdout else ""))
                 time.sleep(0.3)
-        assert response.status_code == 200 and response.json()["total"] == 520
-        regions = {httpx.get(f"http://127.0.0.1:{port}/api/lead", params={"region": region, "per_page": 1}).json()["total"]
+        assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
+        token = subprocess.run([sys.executable, "-m", "cli", "user", "token", "admin", "--db",
+                                f"sqlite:///{tmp_path / 'demo.sqlite'}"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+        assert api.get("/api/lead", params={"per_page": 1}).json()["total"] == 520
+        regions = {api.get("/api/lead", params={"region": region, "per_page": 1}).json()["total"]
                    for region in ("east", "south", "north")}
         assert all(count > 0 for count in regions)
         for entity in ("account", "contact", "opportunity", "ticket", "activity", "order", "product"):
-            assert httpx.get(f"http://127.0.0.1:{port}/api/{entity}").json()["total"] > 0, entity
+            assert api.get(f"/api/{entity}").json()["total"] > 0, entity
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -177,7 +192,7 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_runtime: An
     runtime = make_runtime(SHIPPED_CRM)
     summary = seed_demo(runtime, leads=40)
     assert summary.counts["lead"] == 40 and summary.counts["ticket"] == 120
-    client = TestClient(create_app(runtime))
+    client = signed_in_client(runtime, "boss")
     page = client.get("/api/lead", params={"region": "east", "source": "website", "sort": "-created_at"}).json()
     assert page["total"] == sum(1 for item in client.get("/api/lead", params={"per_page": 500}).json()["items"]
                                 if item["region"] == "east" and item["source"] == "website")

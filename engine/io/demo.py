@@ -7,6 +7,7 @@ moment, so the event log and every later metric see a believable history.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from dataclasses import dataclass
@@ -19,15 +20,22 @@ from engine.runtime.actors import SYSTEM, Actor
 from engine.runtime.runtime import Runtime
 from engine.runtime.users import NewUser, add_user
 
+# Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
 USERS = (
     NewUser("admin", "系统管理员 Admin", "admin", None, None, "admin@demo.example", "13900000000"),
     NewUser("manager", "周经理 Zhou (Sales manager)", "sales_manager", "east", None, "zhou@demo.example",
             "13900000001"),
     NewUser("wang", "王磊 Wang (Sales rep)", "sales_rep", "east", "manager", "wang@demo.example", "13900000002"),
     NewUser("li", "李娜 Li (Sales rep)", "sales_rep", "east", "manager", "li@demo.example", "13900000003"),
+    NewUser("zhao", "赵敏 Zhao (Sales rep, south)", "sales_rep", "south", None, "zhao@demo.example",
+            "13900000005"),
     NewUser("chen", "陈静 Chen (Service agent)", "service_agent", "service", None, "chen@demo.example",
             "13900000004"),
 )
+
+
+def demo_password(username: str) -> str:
+    return f"demo-{username}!"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "强", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "霞",
          "平", "刚", "桂英", "建华", "晓东", "志强", "海燕", "丽华", "文博", "思远", "子涵", "雨桐"]
@@ -59,15 +67,17 @@ class _Writer:
         self.counts: dict[str, int] = {}
 
     def create(self, entity: str, values: dict[str, Any], actor: Actor, days_ago: float) -> dict[str, Any]:
+        """Create as `actor` with system rights (the loader assigns freely), owned by them by default."""
         self.clock.set(self.now - dt.timedelta(days=days_ago))
-        record = self.runtime.records.create(entity, values, actor=actor).record
+        acting = dataclasses.replace(actor, is_system=True)
+        record = self.runtime.records.create(entity, {"owner": actor.id, **values}, actor=acting).record
         self.counts[entity] = self.counts.get(entity, 0) + 1
         return record
 
     def update(self, entity: str, record: dict[str, Any], values: dict[str, Any], actor: Actor,
                days_ago: float) -> dict[str, Any]:
         self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
-        return self.runtime.records.update(entity, record["id"], values, actor=actor)
+        return self.runtime.records.update(entity, record["id"], values, actor=dataclasses.replace(actor, is_system=True))
 
 
 def _person(rng: random.Random) -> str:
@@ -98,7 +108,8 @@ def seed_demo(runtime: Runtime, *, leads: int = 600, seed: int = 7, now: dt.date
     seeding = Runtime(runtime.model, runtime.schema, runtime.db, clock,
                       type(runtime.records)(runtime.schema, runtime.db, clock, runtime.records.evaluator))
     rng = random.Random(seed)
-    users = [add_user(runtime, user) for user in USERS]
+    users = [add_user(runtime, dataclasses.replace(user, password=demo_password(user.username))) for user in USERS
+             if runtime.model.has_role(user.role)]
     reps = [user for user in users if user.role in ("sales_rep", "sales_manager")]
     agent = next(user for user in users if user.role == "service_agent")
     writer = _Writer(seeding, clock, rng, now)

@@ -6,12 +6,28 @@ from typing import Any
 
 from .errors import BlueprintError
 from .expressions import ExpressionSyntaxError, parse_expression
-from .model import (Choice, DedupAction, DedupSpec, EntitySpec, Expression, FieldSpec, FieldType,
-                    FormSection, FormViewSpec, IndexSpec, Label, ListViewSpec, OnDelete, Settings,
+from .model import (BoardSpec, Choice, DedupAction, DedupSpec, EntitySpec, Expression, FieldSpec, FieldType,
+                    FormSection, FormViewSpec, IndexSpec, Label, ListViewSpec, MenuGroup, OnDelete, Settings,
                     SortKey, ValidationSpec)
 from .source import PathKey, SourceDocument
 
 EXPRESSION_PREFIX = "="
+
+
+def build_menu(items: list[Any], entity_names: list[str]) -> tuple[MenuGroup, ...]:
+    """Menu groups from the app's `menu:`; without one, every entity in declaration order."""
+    if not items:
+        return (MenuGroup(Label.of({"zh": "菜单", "en": "Menu"}), tuple(entity_names)),)
+    groups: list[MenuGroup] = []
+    loose: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            loose.append(item)
+        else:
+            groups.append(MenuGroup(Label.of(item.get("label")), tuple(item["items"])))
+    if loose:
+        groups.insert(0, MenuGroup(Label.of({"zh": "菜单", "en": "Menu"}), tuple(loose)))
+    return tuple(groups)
 
 
 def build_settings(data: dict[str, Any]) -> Settings:
@@ -119,6 +135,11 @@ def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Se
         )
         for view_name, view in (views.get("list") or {}).items()
     )
+    board = None
+    if "board" in views:
+        spec = views["board"]
+        board = BoardSpec(spec["field"], Label.of(spec.get("label"), "Board"),
+                          tuple(spec.get("card") or [f.name for f in fields[:3]]))
     form = None
     if "form" in views:
         form = FormViewSpec(tuple(FormSection(Label.of(section.get("label")), tuple(section["fields"]))
@@ -140,4 +161,5 @@ def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Se
         search=tuple(data.get("search") or ()),
         list_views=list_views,
         form=form,
+        board=board,
     )

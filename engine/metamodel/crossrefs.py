@@ -100,6 +100,13 @@ class _EntityChecker:
                 if self.entity.has_field(name) and self.entity.field(name).value_type is FieldType.JSON:
                     self.error(base + ("filters", position), f"cannot filter by '{name}': it is a json field",
                                "filter by a field with a plain value")
+        board = views.get("board")
+        if board:
+            self.check_names(("views", "board", "field"), [board["field"]], "board field")
+            if self.entity.has_field(board["field"]) and self.entity.field(board["field"]).type is not FieldType.CHOICE:
+                self.error(("views", "board", "field"), f"board field '{board['field']}' is not a choice field",
+                           "a board has one column per option, so it needs a choice field such as stage")
+            self.check_names(("views", "board", "card"), board.get("card") or [], "card field")
         form = views.get("form")
         if form:
             placed: dict[str, PathKey] = {}

@@ -4,6 +4,7 @@ together as `BlueprintInvalid`, sorted by file and line."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Collection
@@ -12,14 +13,16 @@ from typing import Any
 
 import jsonschema
 
-from .builder import build_entity, build_settings
+from .builder import build_entity, build_menu, build_settings
 from .crossrefs import check_entity
 from .errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
 from .model import Label, Metamodel, Settings
+from .kinds import SECONDARY_KINDS
 from .schema import DOCUMENT_SCHEMAS
 from .source import SourceDocument, read_documents
 
-_VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in DOCUMENT_SCHEMAS.items()}
+_SCHEMAS = {**DOCUMENT_SCHEMAS, **{kind.key: kind.schema for kind in SECONDARY_KINDS}}
+_VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in _SCHEMAS.items()}
 
 
 def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] = ()) -> Metamodel:
@@ -48,7 +51,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
             first = next(iter(doc.data), None) if isinstance(doc.data, dict) else None
             errors.append(BlueprintError(doc.where(()), (), "unknown kind of document"
                                          + (f" (it starts with '{first}')" if first else ""),
-                                         f"a blueprint file starts with one of: {', '.join(DOCUMENT_SCHEMAS)}"))
+                                         f"a blueprint file starts with one of: {', '.join(_SCHEMAS)}"))
             continue
         if kind == "entity" and isinstance(doc.data.get("entity"), str):
             seen_entities.add(doc.data["entity"])
@@ -78,17 +81,36 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         names[entity.name] = entity.location
         entities.append(entity)
 
+    menu = build_menu(app_data.get("menu") or [], [entity.name for entity in entities])
+    errors.extend(_check_menu(app, menu, names))
     model = Metamodel(
         name=str(app_data.get("app", "app")),
         label=Label.of(app_data.get("label"), str(app_data.get("app", "app"))),
         entities=tuple(entities),
         settings=settings,
+        menu=menu,
     )
+    for kind in SECONDARY_KINDS:
+        fields, problems = kind.build([doc for key, doc in valid if key == kind.key], model, functions)
+        errors.extend(problems)
+        model = dataclasses.replace(model, **fields)
     blocking = [error for error in errors if error.severity == "error"]
     if blocking:
         raise BlueprintInvalid(errors)
     warnings = tuple(sorted((e for e in errors if e.severity != "error"), key=lambda e: e.location))
-    return Metamodel(model.name, model.label, model.entities, model.settings, warnings)
+    return dataclasses.replace(model, warnings=warnings)
+
+
+def _check_menu(app: SourceDocument, menu: tuple[Any, ...], entities: dict[str, Location]) -> list[BlueprintError]:
+    errors = []
+    for index, item in enumerate(app.data.get("menu") or []):
+        names = [item] if isinstance(item, str) else item.get("items", [])
+        for position, name in enumerate(names):
+            if name not in entities:
+                path = ("menu", index) if isinstance(item, str) else ("menu", index, "items", position)
+                errors.append(BlueprintError(app.where(path), path, f"menu item '{name}' is not an entity",
+                                             did_you_mean(name, entities)))
+    return errors
 
 
 _STAND_INS: dict[str, Any] = {"indexes": {"fields": ["id"]}, "validations": {"check": "True", "message": "-"}}
@@ -153,7 +175,7 @@ def _kind(doc: SourceDocument) -> str | None:
     if not isinstance(doc.data, dict):
         return None
     for key in doc.data:
-        if key in DOCUMENT_SCHEMAS:
+        if key in _SCHEMAS:
             return key
     return None
 

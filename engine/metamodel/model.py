@@ -191,6 +191,15 @@ class FormViewSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BoardSpec:
+    """A kanban board: one column per option of a choice field, cards showing `card` fields."""
+
+    field: str
+    label: Label
+    card: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EntitySpec:
     name: str
     label: Label
@@ -204,6 +213,7 @@ class EntitySpec:
     search: tuple[str, ...] = ()
     list_views: tuple[ListViewSpec, ...] = ()
     form: FormViewSpec | None = None
+    board: BoardSpec | None = None
 
     def field(self, name: str) -> FieldSpec:
         for spec in self.fields:
@@ -237,12 +247,35 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class MenuGroup:
+    label: Label
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Metamodel:
+    """Everything a blueprint says. Kinds beyond entities are built by their own modules
+    (roles.py, automation.py) and stored here as tuples of their frozen specs."""
+
     name: str
     label: Label
     entities: tuple[EntitySpec, ...]
     settings: Settings = Settings()
     warnings: tuple[Any, ...] = field(default=(), compare=False)
+    menu: tuple[MenuGroup, ...] = ()
+    roles: tuple[Any, ...] = ()       # RoleSpec, see roles.py
+    rules: tuple[Any, ...] = ()       # RuleSpec, see automation.py
+    routing: tuple[Any, ...] = ()     # RoutingPolicySpec, see automation.py
+    sources: tuple[Any, ...] = ()     # SourceSpec (inbound webhooks), see automation.py
+
+    def role(self, name: str) -> Any:
+        for spec in self.roles:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no role '{name}' (known: {', '.join(r.name for r in self.roles)})")
+
+    def has_role(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.roles)
 
     def entity(self, name: str) -> EntitySpec:
         for spec in self.entities:

@@ -115,6 +115,8 @@ ENTITY_SCHEMA: dict[str, Any] = {
                 "type": "object", "additionalProperties": False, "properties": {
                     "label": LABEL, "columns": {**NAME_LIST, "minItems": 1}, "filters": NAME_LIST,
                     "sort": SORT, "page_size": {"type": "integer", "minimum": 1, "maximum": 500}}}},
+            "board": {"type": "object", "required": ["field"], "additionalProperties": False,
+                      "properties": {"field": NAME, "label": LABEL, "card": NAME_LIST}},
             "form": {"type": "object", "required": ["sections"], "additionalProperties": False,
                      "properties": {"sections": {"type": "array", "minItems": 1, "items": {
                          "type": "object", "required": ["fields"], "additionalProperties": False,
@@ -133,6 +135,9 @@ APP_SCHEMA: dict[str, Any] = {
         "description": LABEL,
         "version": {"type": ["integer", "string"]},
         "include": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "menu": {"type": "array", "items": {"oneOf": [NAME, {
+            "type": "object", "required": ["items"], "additionalProperties": False,
+            "properties": {"label": LABEL, "items": {**NAME_LIST, "minItems": 1}}}]}},
         "settings": {"type": "object", "additionalProperties": False, "properties": {
             "phone_region": {"type": "string", "pattern": "^[A-Z]{2}$"},
             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},

@@ -16,9 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .actors import SYSTEM, Actor
+from .actors import Actor
 from .errors import RecordError
-from .events import read_events
 from .openapi import build_openapi
 from .queries import parse_list_query
 from .runtime import Runtime
@@ -33,8 +32,8 @@ class JSONError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def error_response(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _record_id(request: Request) -> int:
@@ -71,17 +70,25 @@ def _expected_version(request: Request, payload: dict[str, Any] | None = None) -
 class JsonApi:
     """Route handlers bound to one runtime; `actor_for` decides who a request acts as."""
 
-    def __init__(self, runtime: Runtime, actor_for: Callable[[Request], Actor] | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.records = runtime.records
-        self.actor_for = actor_for or (lambda request: SYSTEM)
         self._openapi: dict[str, Any] | None = None
+
+    @staticmethod
+    def actor_for(request: Request) -> Actor:
+        """The signed-in user (session or bearer token); 401 when there is none."""
+        actor = getattr(request.state, "actor", None)
+        if actor is None:
+            raise JSONError(401, "unauthenticated", "sign in, or send 'Authorization: Bearer <token>' "
+                                                    "(create one with `crm user token USERNAME`)")
+        return actor
 
     def routes(self) -> list[Route]:
         handle = self._handle
         return [
-            Route("/api/openapi.json", handle(self.openapi), methods=["GET"]),
-            Route("/api/", handle(self.index), methods=["GET"]),
+            Route("/api/openapi.json", handle(self.openapi, public=True), methods=["GET"]),
+            Route("/api/", handle(self.index, public=True), methods=["GET"]),
             Route("/api/files", handle(self.upload_file), methods=["POST"]),
             Route("/api/files/{file_id:int}", handle(self.download_file), methods=["GET"]),
             Route("/api/{entity}", handle(self.list_records), methods=["GET"]),
@@ -93,15 +100,18 @@ class JsonApi:
             Route("/api/{entity}/{record_id}/transition", handle(self.transition), methods=["POST"]),
         ]
 
-    def _handle(self, endpoint: Endpoint) -> Endpoint:
+    def _handle(self, endpoint: Endpoint, *, public: bool = False) -> Endpoint:
         async def wrapped(request: Request) -> Response:
             try:
+                if not public:
+                    self.actor_for(request)
                 return await endpoint(request)
             except RecordError as error:
                 return error_response(error.status, error.as_dict())
             except JSONError as error:
                 return error_response(error.status, {"code": error.code, "message": error.message,
-                                                     "field": error.field})
+                                                     "field": error.field},
+                                      headers={"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
             except sa.exc.IntegrityError:
                 return error_response(409, {"code": "conflict", "field": None,
                                             "message": "the change conflicts with another record written at "
@@ -164,10 +174,8 @@ class JsonApi:
         record_id = _record_id(request)
 
         def load() -> list[dict[str, Any]]:
-            self.records.get(entity.name, record_id, actor=self.actor_for(request))
-            with self.runtime.db.read() as connection:
-                return [event.as_json() for event in read_events(connection, self.runtime.schema,
-                                                                 entity.name, record_id)]
+            return [event.as_json() for event in self.records.events(entity.name, record_id,
+                                                                     actor=self.actor_for(request))]
         return JSONResponse({"items": await run_in_threadpool(load)})
 
     async def transition(self, request: Request) -> Response:

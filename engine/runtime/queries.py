@@ -7,7 +7,7 @@ The query-string form is `field=value` (equals), `field__in=a,b`, `field__gte=â€
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,8 +163,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _search(entity: EntitySpec, table: sa.Table, text: str) -> sa.ColumnElement[bool]:
-    names = entity.search or (entity.title_field,)
+def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str]) -> sa.ColumnElement[bool]:
+    names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable]
     pattern = f"%{_escape_like(text)}%"
     conditions: list[sa.ColumnElement[bool]] = []
     for name in names:
@@ -182,12 +182,16 @@ def _search(entity: EntitySpec, table: sa.Table, text: str) -> sa.ColumnElement[
     return sa.or_(*conditions) if conditions else sa.false()
 
 
-def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery,
-                          dialect: str) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page query and the matching count query."""
+def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
+                          scope: Any = None, unsearchable: Collection[str] = ()
+                          ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page query and the matching count query; `scope` limits rows to what the actor
+    may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
     conditions = [_condition(entity, table, item, dialect) for item in query.filters]
+    if scope is not None:
+        conditions.append(scope)
     if query.search:
-        conditions.append(_search(entity, table, query.search))
+        conditions.append(_search(entity, table, query.search, unsearchable))
     order = []
     for key in query.sort:
         column = _column(entity, table, key.field, "sort")

@@ -7,6 +7,7 @@ screens, webhooks, import, rules, timers) can skip one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
@@ -22,8 +23,9 @@ from .actors import Actor
 from .database import Database
 from .errors import (DuplicateRecord, NotFound, RecordReferenced, UnknownEntity, ValidationFailed,
                      VersionConflict)
-from .events import append_event, diff, value_json
+from .events import Event, append_event, diff, read_events, value_json
 from .fieldkinds import FieldError, as_utc, kind_of
+from .permissions import Access, Forbidden
 from .queries import ListQuery, Page, build_list_statements
 from .tables import Schema
 from .values import (apply_defaults, check_required, check_validations, coerce_input, compute_fields,
@@ -48,6 +50,7 @@ class RecordService:
         self.clock = clock
         self.evaluator = evaluator
         self._incoming = self._incoming_links()
+        self.access = Access(self.model, schema)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -57,18 +60,44 @@ class RecordService:
         return self.model.entity(name)
 
     def get(self, entity_name: str, record_id: int, *, actor: Actor) -> dict[str, Any]:
+        """One record as the actor may see it; Forbidden (403) when it lies outside their scope."""
         entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "read")
         with self.db.read() as connection:
-            return self._fetch(connection, entity, record_id)
+            record = self._fetch(connection, entity, record_id)
+            self.access.check_record(connection, actor, entity.name, "read", record)
+        return self.access.redact(actor, entity.name, record)
 
-    def list(self, entity_name: str, query: ListQuery, *, actor: Actor) -> Page:
+    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read") -> Page:
+        """A page of the records within the actor's scope for `action` (read, or export)."""
         entity = self.entity(entity_name)
         table = self.schema.table(entity.name)
-        page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name)
+        if action != "read":
+            self.access.require(actor, entity.name, action)
+        scope = self.access.row_condition(actor, entity.name, "read", table)
+        self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
+                                   [key.field for key in query.sort])
+        hidden = self.access.permissions(actor, entity.name).hidden
+        page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
+                                                        scope=scope, unsearchable=hidden)
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())
-        return Page([self.record_from_row(entity, row) for row in rows], total, query.page, query.per_page)
+        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
+        return Page(items, total, query.page, query.per_page)
+
+    def events(self, entity_name: str, record_id: int, *, actor: Actor) -> list[Event]:
+        """The record's history, oldest first, without values of fields hidden from the actor."""
+        entity = self.entity(entity_name)
+        self.get(entity.name, record_id, actor=actor)
+        hidden = self.access.permissions(actor, entity.name).hidden
+        with self.db.read() as connection:
+            events = read_events(connection, self.schema, entity.name, record_id)
+        if not hidden:
+            return events
+        return [dataclasses.replace(event, changes={k: v for k, v in event.changes.items() if k not in hidden},
+                                    data={k: v for k, v in event.data.items() if k != "incoming"})
+                for event in events]
 
     def to_json(self, entity_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """The API form of a record: decimals as strings, money as {amount, currency}, times in ISO 8601."""
@@ -108,6 +137,8 @@ class RecordService:
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says."""
         entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "create")
+        self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
         data, errors = coerce_input(entity, values)
         provided = set(data)
         errors += apply_defaults(entity, data, self.evaluator)
@@ -121,18 +152,20 @@ class RecordService:
             data["owner"] = actor.id
         now = self.clock.now()
         with self.db.write() as connection:
+            self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
             self._check_references(connection, entity, data)
             self._lock_dedup_keys(connection, entity, data)
             match = self._find_duplicate(connection, entity, data)
             if match is not None:
                 existing, key = match
                 if entity.dedup.on_match is DedupAction.UPDATE:  # type: ignore[union-attr]
+                    self._check_may_merge(connection, actor, entity, existing, key)
                     incoming = {name: data[name] for name in provided if not is_empty(data[name])}
                     record = self._update_row(connection, entity, existing, incoming, actor, now, kind="merged",
                                               event_data={"matched_on": list(key),
                                                           "incoming": self._json_values(entity, incoming)},
                                               always_log=True)
-                    return WriteResult(record, "merged")
+                    return WriteResult(self.access.redact(actor, entity.name, record), "merged")
                 if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
                     raise DuplicateRecord(
                         f"{entity.name} {existing['id']} already has the same {' + '.join(key)}; "
@@ -145,8 +178,18 @@ class RecordService:
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind="duplicate_flagged", actor_id=actor.id, at=now,
                              data={"duplicate_of": record["duplicate_of"]})
-                return WriteResult(record, "flagged")
-            return WriteResult(record, "created")
+                return WriteResult(self.access.redact(actor, entity.name, record), "flagged")
+            return WriteResult(self.access.redact(actor, entity.name, record), "created")
+
+    def _check_may_merge(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
+                         existing: dict[str, Any], key: tuple[str, ...]) -> None:
+        """Merging changes the existing record, so it needs update rights on it; without them the
+        create is refused as a duplicate (revealing nothing of the other record)."""
+        try:
+            self.access.check_record(connection, actor, entity.name, "update", existing)
+        except Forbidden:
+            raise DuplicateRecord(f"a {entity.name} with the same {' + '.join(key)} already exists and belongs "
+                                  "to someone else; ask its owner or a manager", field=key[0]) from None
 
     def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
                 now: dt.datetime) -> dict[str, Any]:
@@ -174,13 +217,24 @@ class RecordService:
                expected_version: int | None = None) -> dict[str, Any]:
         """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
         entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "update")
+        self.access.check_writable(actor, entity.name, [name for name in changes if name != "owner"])
         data, errors = coerce_input(entity, changes)
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
         with self.db.write() as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
-            return self._update_row(connection, entity, current, data, actor, now)
+            self._check_may_update(connection, actor, entity, current, data)
+            record = self._update_row(connection, entity, current, data, actor, now)
+        return self.access.redact(actor, entity.name, record)
+
+    def _check_may_update(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
+                          current: dict[str, Any], data: Mapping[str, Any]) -> None:
+        self.access.check_record(connection, actor, entity.name, "update", current)
+        if "owner" in data and data["owner"] != current["owner"]:
+            self.access.check_record(connection, actor, entity.name, "assign", current)
+            self.access.check_assignee(connection, actor, entity.name, data["owner"])
 
     def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
                     data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: str = "updated",
@@ -232,14 +286,18 @@ class RecordService:
         if name is None or not entity.has_field(name) or entity.field(name).type is not FieldType.CHOICE:
             raise ValidationFailed([FieldError(name or "field", "not_a_stage",
                                                f"{entity.name} has no choice field '{name or 'stage'}' to move")])
+        self.access.require(actor, entity.name, "update")
+        self.access.check_writable(actor, entity.name, [name])
         data, errors = coerce_input(entity, {name: target})
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
         with self.db.write() as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
-            return self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
-                                    event_data={"field": name, "from": current[name], "to": data[name]})
+            self._check_may_update(connection, actor, entity, current, data)
+            record = self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
+                                      event_data={"field": name, "from": current[name], "to": data[name]})
+        return self.access.redact(actor, entity.name, record)
 
     def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor) -> dict[str, Any]:
         """Keep an uploaded file; attachment fields hold the returned id."""
@@ -256,9 +314,11 @@ class RecordService:
     def delete(self, entity_name: str, record_id: int, *, actor: Actor, expected_version: int | None = None) -> None:
         """Delete a record; records linking to it are blocked, unlinked or deleted per their on_delete."""
         entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "delete")
         now = self.clock.now()
         with self.db.write() as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
+            self.access.check_record(connection, actor, entity.name, "delete", current)
             self._delete_row(connection, entity, current, actor, now)
 
     def _delete_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any], actor: Actor,

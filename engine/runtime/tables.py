@@ -25,6 +25,7 @@ NAMING = {
 }
 USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_files", "crm_timers",
                                                 "crm_outbox", "crm_tables")
+TOKENS, LOGINS, SETTINGS = "crm_api_tokens", "crm_login_attempts", "crm_settings"
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -82,6 +83,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("manager_id", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="SET NULL")),
         sa.Column("language", sa.String(8)),
         sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("on_leave", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("password_hash", sa.String(255)),
         sa.Column("created_at", sa.DateTime, nullable=False),
     )
@@ -144,6 +146,28 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
     )
     sa.Table(TABLES, metadata, sa.Column("name", sa.String(64), primary_key=True))
+    sa.Table(
+        TOKENS, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("last_used_at", sa.DateTime),
+        sa.Column("revoked_at", sa.DateTime),
+    )
+    sa.Table(
+        LOGINS, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("client", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("succeeded", sa.Boolean, nullable=False),
+        sa.Index("ix_crm_login_attempts_username_at", "username", "at"),
+        sa.Index("ix_crm_login_attempts_client_at", "client", "at"),
+    )
+    sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
+             sa.Column("value", sa.Text, nullable=False))
 
 
 def _entity_table(entity: EntitySpec, metadata: sa.MetaData) -> sa.Table:

@@ -6,7 +6,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Route
+
 from .api import JsonApi
+from .auth import SESSION_MAX_AGE, AuthMiddleware, session_secret
 from .runtime import Runtime
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
@@ -23,13 +28,17 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(runtime: Runtime) -> Starlette:
-    """The web application for one runtime."""
+    """The web application for one runtime: sessions, then the actor, then the routes."""
     api = JsonApi(runtime)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/api/")
 
-    from starlette.routing import Route
     routes = [Route("/", home), *api.routes()]
-    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _method_not_allowed},
-                     max_body_size=MAX_BODY_BYTES)
+    middleware = [
+        Middleware(SessionMiddleware, secret_key=session_secret(runtime), session_cookie="crm_session",
+                   max_age=SESSION_MAX_AGE, same_site="lax", https_only=False),
+        Middleware(AuthMiddleware, runtime=runtime),
+    ]
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers={404: _not_found, 405: _method_not_allowed}, max_body_size=MAX_BODY_BYTES)

@@ -1,0 +1,31 @@
+"""Document kinds beyond `app` and `entity`.
+
+Each kind names the key a document starts with, its JSON Schema, and a builder that runs
+after all entities are known and returns the Metamodel fields it fills (plus located
+errors). A new kind of blueprint document is one more entry in `SECONDARY_KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BlueprintError
+from .model import Metamodel
+from .roles import ROLES_SCHEMA, build_roles
+from .source import SourceDocument
+
+Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKind:
+    key: str
+    schema: dict[str, Any]
+    build: Builder
+
+
+SECONDARY_KINDS: tuple[DocumentKind, ...] = (
+    DocumentKind("roles", ROLES_SCHEMA, build_roles),
+)
