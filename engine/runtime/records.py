@@ -7,10 +7,11 @@ screens, webhooks, import, rules, timers) can skip one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,16 @@ class RecordService:
         self.evaluator = evaluator
         self._incoming = self._incoming_links()
         self.access = Access(self.model, schema)
+
+    @contextlib.contextmanager
+    def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's transaction when given (a timer, a rule action), else a new write transaction."""
+        if within is not None:
+            with within.begin_nested():
+                yield within
+        else:
+            with self.db.write() as connection:
+                yield connection
 
     # -- reading -------------------------------------------------------------------------
 
@@ -134,7 +145,8 @@ class RecordService:
 
     # -- creating ------------------------------------------------------------------------
 
-    def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor) -> WriteResult:
+    def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
+               within: sa.Connection | None = None) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "create")
@@ -151,7 +163,7 @@ class RecordService:
         if "owner" not in data and not actor.is_system:
             data["owner"] = actor.id
         now = self.clock.now()
-        with self.db.write() as connection:
+        with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
             self._check_references(connection, entity, data)
             self._lock_dedup_keys(connection, entity, data)
@@ -214,7 +226,7 @@ class RecordService:
     # -- updating ------------------------------------------------------------------------
 
     def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
-               expected_version: int | None = None) -> dict[str, Any]:
+               expected_version: int | None = None, within: sa.Connection | None = None) -> dict[str, Any]:
         """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "update")
@@ -223,7 +235,7 @@ class RecordService:
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
-        with self.db.write() as connection:
+        with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
             record = self._update_row(connection, entity, current, data, actor, now)
@@ -279,7 +291,8 @@ class RecordService:
         return merged
 
     def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,
-                   actor: Actor, expected_version: int | None = None) -> dict[str, Any]:
+                   actor: Actor, expected_version: int | None = None,
+                   within: sa.Connection | None = None) -> dict[str, Any]:
         """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`."""
         entity = self.entity(entity_name)
         name = field or next((n for n in ("stage", "status") if entity.has_field(n)), None)
@@ -292,18 +305,19 @@ class RecordService:
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
-        with self.db.write() as connection:
+        with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
             record = self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
                                       event_data={"field": name, "from": current[name], "to": data[name]})
         return self.access.redact(actor, entity.name, record)
 
-    def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor) -> dict[str, Any]:
+    def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor,
+                   within: sa.Connection | None = None) -> dict[str, Any]:
         """Keep an uploaded file; attachment fields hold the returned id."""
         now = self.clock.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
         digest = hashlib.sha256(content).hexdigest()
-        with self.db.write() as connection:
+        with self._writing(within) as connection:
             file_id = connection.execute(self.schema.files.insert().values(
                 name=name, content_type=content_type, size=len(content), sha256=digest, content=content,
                 created_by=actor.id, created_at=now)).inserted_primary_key[0]
@@ -311,12 +325,13 @@ class RecordService:
 
     # -- deleting ------------------------------------------------------------------------
 
-    def delete(self, entity_name: str, record_id: int, *, actor: Actor, expected_version: int | None = None) -> None:
+    def delete(self, entity_name: str, record_id: int, *, actor: Actor, expected_version: int | None = None,
+               within: sa.Connection | None = None) -> None:
         """Delete a record; records linking to it are blocked, unlinked or deleted per their on_delete."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "delete")
         now = self.clock.now()
-        with self.db.write() as connection:
+        with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self.access.check_record(connection, actor, entity.name, "delete", current)
             self._delete_row(connection, entity, current, actor, now)

@@ -25,7 +25,7 @@ NAMING = {
 }
 USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_files", "crm_timers",
                                                 "crm_outbox", "crm_tables")
-TOKENS, LOGINS, SETTINGS = "crm_api_tokens", "crm_login_attempts", "crm_settings"
+TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "crm_settings", "crm_job_runs"
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -60,6 +60,10 @@ class Schema:
     @property
     def outbox(self) -> sa.Table:
         return self.metadata.tables[OUTBOX]
+
+    @property
+    def job_runs(self) -> sa.Table:
+        return self.metadata.tables[JOB_RUNS]
 
 
 def _index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
@@ -122,8 +126,8 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("payload", sa.JSON),
         sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("claimed_by", sa.String(64)),
-        sa.Column("claimed_until", sa.DateTime),
+        sa.Column("last_error", sa.Text),
+        sa.Column("fired_by", sa.String(64)),
         sa.Column("fired_at", sa.DateTime),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Index("ix_crm_timers_due", "status", "due_at"),
@@ -139,11 +143,25 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("next_attempt_at", sa.DateTime, nullable=False),
         sa.Column("last_error", sa.Text),
+        sa.Column("claimed_by", sa.String(64)),
+        sa.Column("claimed_until", sa.DateTime),
         sa.Column("entity", sa.String(48)),
         sa.Column("record_id", sa.Integer),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("delivered_at", sa.DateTime),
         sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
+    )
+    sa.Table(
+        JOB_RUNS, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("job", sa.String(64), nullable=False),
+        sa.Column("scheduled_for", sa.DateTime, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("worker", sa.String(64), nullable=False),
+        sa.Column("started_at", sa.DateTime, nullable=False),
+        sa.Column("finished_at", sa.DateTime),
+        sa.Column("output", sa.Text),
+        sa.UniqueConstraint("job", "scheduled_for", name="uq_crm_job_runs_job_scheduled_for"),
     )
     sa.Table(TABLES, metadata, sa.Column("name", sa.String(64), primary_key=True))
     sa.Table(

@@ -1,0 +1,114 @@
+"""The outbox: messages written in the transaction that caused them, delivered after commit.
+
+A rolled-back change leaves no row, so it notifies nobody. Delivery happens outside any
+database transaction (an HTTP call must not hold the SQLite write lock): a worker claims a
+batch with a lease, delivers, and records the outcome. A worker that dies mid-delivery
+leaves its lease to expire and the rows are claimed again; receivers get the row's
+idempotency key, so a message delivered twice by such a crash can be recognised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .database import Database
+from .fieldkinds import as_utc
+from .tables import Schema
+
+LEASE = dt.timedelta(minutes=2)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    channel: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    entity: str | None
+    record_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt did: delivered, or failed (retryable or not) with the reason."""
+
+    ok: bool
+    retryable: bool = True
+    error: str = ""
+
+
+def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
+            now: dt.datetime, entity: str | None = None, record_id: int | None = None) -> None:
+    """Add a message in the caller's transaction; the same key twice is one message."""
+    table = schema.outbox
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
+    connection.execute(insert.values(channel=channel, idempotency_key=key, payload=payload, status="pending",
+                                     attempts=0, next_attempt_at=_naive(now), entity=entity, record_id=record_id,
+                                     created_at=_naive(now)).on_conflict_do_nothing(index_elements=[table.c.idempotency_key]))
+
+
+def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str, limit: int = 100) -> list[OutboxMessage]:
+    """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
+    table = schema.outbox
+    due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= _naive(now)),
+                 sa.and_(table.c.status == "sending", table.c.claimed_until < _naive(now)))
+    with db.write() as connection:
+        query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = connection.execute(query).all()
+        if rows:
+            connection.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(
+                status="sending", claimed_by=worker, claimed_until=_naive(now + LEASE)))
+    return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
+                          row.record_id) for row in rows]
+
+
+def record_outcome(db: Database, schema: Schema, message: OutboxMessage, outcome: Outcome, now: dt.datetime, *,
+                   worker: str, next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> str:
+    """Store a delivery's outcome; returns the new status (delivered, pending or dead)."""
+    table = schema.outbox
+    attempts = message.attempts + 1
+    if outcome.ok:
+        values: dict[str, Any] = {"status": "delivered", "delivered_at": _naive(now), "last_error": None}
+    else:
+        retry_at = next_attempt(attempts, now) if outcome.retryable else None
+        values = {"status": "pending" if retry_at else "dead", "last_error": outcome.error[:2000],
+                  "next_attempt_at": _naive(retry_at or now)}
+    values.update(attempts=attempts, claimed_by=None, claimed_until=None)
+    with db.write() as connection:
+        connection.execute(table.update().where(table.c.id == message.id, table.c.claimed_by == worker)
+                           .values(values))
+    return str(values["status"])
+
+
+def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:
+    """Put dead messages (one, or all) back in the queue; returns how many."""
+    table = schema.outbox
+    condition = table.c.status == "dead"
+    if message_id is not None:
+        condition = sa.and_(condition, table.c.id == message_id)
+    with db.write() as connection:
+        result = connection.execute(table.update().where(condition).values(
+            status="pending", next_attempt_at=_naive(now), attempts=0))
+    return int(result.rowcount or 0)
+
+
+def list_messages(db: Database, schema: Schema, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    table = schema.outbox
+    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(table.c.status == status)
+    with db.read() as connection:
+        return [{**row._mapping, "created_at": as_utc(row.created_at)} for row in connection.execute(query)]

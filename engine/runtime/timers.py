@@ -1,0 +1,108 @@
+"""Timer rows in the database and firing them exactly once.
+
+A timer is fired inside one transaction that also marks it fired: the handler's effect
+and the mark commit together or not at all. On PostgreSQL the due rows are taken with
+`FOR UPDATE SKIP LOCKED`, so several workers share the work without ever taking the same
+row; on SQLite the write transaction itself is the single writer. A worker killed mid-tick
+leaves its transaction uncommitted, so its timers are still pending for the next tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.rules.timers import DueTimer, TimerRequest
+
+from .database import Database
+from .fieldkinds import as_utc
+from .tables import Schema
+
+TimerHandler = Callable[[sa.Connection, DueTimer, dt.datetime], None]
+MAX_ATTEMPTS = 5
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class FireReport:
+    fired: int
+    failed: int
+    remaining_due: bool
+
+
+class SqlTimerStore:
+    """The TimerStore port on the engine's own table."""
+
+    def __init__(self, schema: Schema, clock_now: Callable[[], dt.datetime]) -> None:
+        self.table = schema.timers
+        self.now = clock_now
+
+    def schedule(self, connection: sa.Connection, request: TimerRequest) -> None:
+        values = {"kind": request.kind, "key": request.key, "entity": request.entity,
+                  "record_id": request.record_id, "due_at": _naive(request.due_at), "payload": request.payload,
+                  "status": "pending", "attempts": 0, "created_at": _naive(self.now())}
+        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(self.table)
+        statement = insert.values(values).on_conflict_do_update(
+            index_elements=[self.table.c.key],
+            set_={"due_at": values["due_at"], "payload": values["payload"], "kind": values["kind"],
+                  "status": "pending", "attempts": 0, "last_error": None},
+            where=self.table.c.status != "fired")
+        connection.execute(statement)
+
+    def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
+        pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        result = connection.execute(self.table.update()
+                                    .where(self.table.c.key.like(pattern, escape="\\"),
+                                           self.table.c.status == "pending")
+                                    .values(status="cancelled"))
+        return int(result.rowcount or 0)
+
+
+def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> sa.Select[Any]:
+    query = (sa.select(table).where(table.c.status == "pending", table.c.due_at <= _naive(now))
+             .order_by(table.c.due_at, table.c.id).limit(limit))
+    if dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+def _timer(row: Any) -> DueTimer:
+    return DueTimer(row.id, row.kind, row.key, as_utc(row.due_at) or row.due_at, row.entity, row.record_id,
+                    dict(row.payload or {}), row.attempts)
+
+
+def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHandler], now: dt.datetime, *,
+                    worker: str, limit: int = 500) -> FireReport:
+    """Fire up to `limit` due timers, oldest first, each exactly once; a handler that raises
+    leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept)."""
+    table = schema.timers
+    fired = failed = 0
+    with db.write() as connection:
+        rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
+        for row in rows:
+            timer = _timer(row)
+            handler = handlers.get(timer.kind)
+            try:
+                if handler is None:
+                    raise LookupError(f"no handler for timer kind '{timer.kind}'")
+                with connection.begin_nested():
+                    handler(connection, timer, now)
+                    connection.execute(table.update().where(table.c.id == timer.id)
+                                       .values(status="fired", fired_at=_naive(now), fired_by=worker))
+                fired += 1
+            except Exception as exc:  # the handler's failure is recorded, not lost
+                failed += 1
+                attempts = timer.attempts + 1
+                connection.execute(table.update().where(table.c.id == timer.id).values(
+                    attempts=attempts, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    due_at=_naive(now + dt.timedelta(minutes=2 ** attempts)),
+                    status="dead" if attempts >= MAX_ATTEMPTS else "pending"))
+    return FireReport(fired, failed, len(rows) == limit)

@@ -1,0 +1,160 @@
+"""The worker: a tick that fires due timers, delivers the outbox and runs scheduled jobs.
+
+APScheduler only drives the tick (every second by default); all durable state lives in our
+own tables, so any number of workers can run against one PostgreSQL database, and a worker
+that was down fires what came due meanwhile, once, oldest first, when it returns.
+Scheduled jobs run once per scheduled moment across all workers: the first worker to insert
+the (job, moment) row into crm_job_runs — a unique key — runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from apscheduler.triggers.cron import CronTrigger
+
+from .outbox import OutboxMessage, Outcome, claim, record_outcome
+from .runtime import Runtime
+from .timers import FireReport, TimerHandler, fire_due_timers
+
+Deliver = Callable[[OutboxMessage], Outcome]
+NextAttempt = Callable[[int, dt.datetime], "dt.datetime | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledJob:
+    """Run `run(runtime, moment)` at every moment matched by the crontab `cron` in `timezone`."""
+
+    name: str
+    cron: str
+    run: Callable[[Runtime, dt.datetime], str]
+    timezone: str = "Asia/Shanghai"
+
+    def trigger(self) -> CronTrigger:
+        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+
+
+@dataclass
+class TickReport:
+    fired: int = 0
+    failed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    jobs: list[str] = field(default_factory=list)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
+    """Exponential backoff: 10 s, 20 s, 40 s … capped at 30 min; dead after 8 attempts."""
+    if attempts >= 8:
+        return None
+    return now + dt.timedelta(seconds=min(10 * 2 ** (attempts - 1), 1800))
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
+                 deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
+                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500) -> None:
+        self.runtime = runtime
+        self.handlers = dict(handlers or {})
+        self.deliver = deliver
+        self.next_attempt = next_attempt
+        self.jobs = tuple(jobs)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.batch = batch
+
+    def tick(self, *, budget_seconds: float = 5.0) -> TickReport:
+        """One round: timers until none are due (or the budget is spent), one outbox batch, due jobs."""
+        report = TickReport()
+        started = time.monotonic()
+        while True:
+            result: FireReport = fire_due_timers(self.runtime.db, self.runtime.schema, self.handlers,
+                                                 self.runtime.clock.now(), worker=self.name, limit=self.batch)
+            report.fired += result.fired
+            report.failed += result.failed
+            if not result.remaining_due or time.monotonic() - started > budget_seconds:
+                break
+        if self.deliver is not None:
+            self._deliver_outbox(report)
+        for job in self.jobs:
+            if self._run_job_if_due(job):
+                report.jobs.append(job.name)
+        return report
+
+    def _deliver_outbox(self, report: TickReport) -> None:
+        runtime = self.runtime
+        for message in claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name):
+            try:
+                outcome = self.deliver(message) if self.deliver else Outcome(False, True, "no deliverer")
+            except Exception as exc:  # a channel bug must not lose the message
+                outcome = Outcome(False, True, f"{type(exc).__name__}: {exc}")
+            status = record_outcome(runtime.db, runtime.schema, message, outcome, runtime.clock.now(),
+                                    worker=self.name, next_attempt=self.next_attempt)
+            if status == "delivered":
+                report.delivered += 1
+            elif status == "dead":
+                report.dead += 1
+            else:
+                report.retried += 1
+
+    def _run_job_if_due(self, job: ScheduledJob) -> bool:
+        runtime = self.runtime
+        runs = runtime.schema.job_runs
+        now = runtime.clock.now()
+        with runtime.db.read() as connection:
+            last = connection.execute(sa.select(sa.func.max(runs.c.scheduled_for)).where(runs.c.job == job.name)).scalar()
+        since = (last.replace(tzinfo=dt.timezone.utc) if last else now - dt.timedelta(days=1))
+        moment = self._latest_fire_time(job, since, now)
+        if moment is None:
+            return False
+        try:
+            with runtime.db.write() as connection:
+                connection.execute(runs.insert().values(job=job.name, scheduled_for=_naive(moment), status="running",
+                                                        worker=self.name, started_at=_naive(now)))
+        except sa.exc.IntegrityError:
+            return False  # another worker holds this run
+        status, output = "succeeded", ""
+        try:
+            output = job.run(runtime, moment) or ""
+        except Exception as exc:  # recorded in the run log, visible to admins
+            status, output = "failed", f"{type(exc).__name__}: {exc}"
+        with runtime.db.write() as connection:
+            connection.execute(runs.update().where(runs.c.job == job.name, runs.c.scheduled_for == _naive(moment))
+                               .values(status=status, output=output[:10000], finished_at=_naive(runtime.clock.now())))
+        return True
+
+    @staticmethod
+    def _latest_fire_time(job: ScheduledJob, since: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+        """The last scheduled moment after `since` and not after `now` (missed runs coalesce into one)."""
+        trigger = job.trigger()
+        moment: Any = trigger.get_next_fire_time(None, since + dt.timedelta(seconds=1))
+        latest = None
+        while moment is not None and moment <= now:
+            latest = moment
+            moment = trigger.get_next_fire_time(moment, moment + dt.timedelta(seconds=1))
+        return latest.astimezone(dt.timezone.utc) if latest else None
+
+    def run_forever(self, interval: float = 1.0) -> None:
+        """Tick every `interval` seconds until stopped (SIGINT/SIGTERM)."""
+        from apscheduler.schedulers.blocking import BlockingScheduler
+        scheduler = BlockingScheduler()
+        scheduler.add_job(self.tick, "interval", seconds=interval, max_instances=1, coalesce=True,
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
+        import signal
+        signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            pass

@@ -1,0 +1,37 @@
+"""A real worker process for the crash and concurrency tests.
+
+usage: python -m tests.support.timer_worker DB_URL BLUEPRINT NAME SLEEP_MS BATCH
+Fires every due `mark` timer by appending an event (in the timer's own transaction), sleeping
+SLEEP_MS per timer so a test can kill it mid-batch, and exits when nothing is due.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from engine.metamodel import load_blueprint
+from engine.rules import FUNCTION_NAMES
+from engine.runtime.events import append_event
+from engine.runtime.runtime import open_runtime
+from engine.runtime.worker import Worker
+
+
+def main() -> None:
+    db_url, blueprint, name, sleep_ms, batch = sys.argv[1:6]
+    runtime = open_runtime(load_blueprint(blueprint, functions=FUNCTION_NAMES), db_url, migrate=False)
+
+    def mark(connection, timer, now):  # type: ignore[no-untyped-def]
+        time.sleep(int(sleep_ms) / 1000)
+        append_event(connection, runtime.schema, entity=timer.entity or "lead", record_id=timer.record_id or 0,
+                     kind="timer_fired", actor_id=None, at=now, data={"key": timer.key, "worker": name})
+
+    worker = Worker(runtime, handlers={"mark": mark}, name=name, batch=int(batch))
+    print("ready", flush=True)
+    while worker.tick().fired:
+        pass
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
