@@ -70,10 +70,10 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
 def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: str,
                  actor_id: int | None, at: dt.datetime, changes: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None) -> None:
-    connection.execute(schema.events.insert().values(
-        entity=entity, record_id=record_id, kind=kind, actor_id=actor_id,
-        at=at.astimezone(dt.timezone.utc).replace(tzinfo=None),
-        changes=dict(changes or {}), data=dict(data or {})))
+    connection.execute(schema.events.insert(), {
+        "entity": entity, "record_id": record_id, "kind": kind, "actor_id": actor_id,
+        "at": at.astimezone(dt.timezone.utc).replace(tzinfo=None),
+        "changes": dict(changes or {}), "data": dict(data or {})})
 
 
 def read_events(connection: sa.Connection, schema: Schema, entity: str, record_id: int) -> list[Event]:

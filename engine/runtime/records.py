@@ -35,6 +35,44 @@ from .values import (apply_defaults, check_required, check_validations, coerce_i
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 
 
+class Statements:
+    """Statements the write path runs on every call, built once with bound parameters so
+    SQLAlchemy compiles each a single time."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def _get(self, key: tuple[str, ...], build: Any) -> Any:
+        statement = self._cache.get(key)
+        if statement is None:
+            statement = self._cache[key] = build()
+        return statement
+
+    def by_id(self, entity: str) -> Any:
+        table = self.schema.table(entity)
+        return self._get(("by_id", entity), lambda: sa.select(table).where(table.c.id == sa.bindparam("id")))
+
+    def user_active(self) -> Any:
+        users = self.schema.users
+        return self._get(("user",), lambda: sa.select(users.c.is_active).where(users.c.id == sa.bindparam("id")))
+
+    def exists(self, target: str) -> Any:
+        table = self.schema.files if target == "file" else self.schema.table(target)
+        return self._get(("exists", target), lambda: sa.select(table.c.id).where(table.c.id == sa.bindparam("id")))
+
+    def same_value(self, entity: str, field: str) -> Any:
+        table = self.schema.table(entity)
+        return self._get(("same", entity, field), lambda: sa.select(table.c.id).where(
+            table.c[field] == sa.bindparam("value"), table.c.id != sa.bindparam("id")).limit(1))
+
+    def matching(self, entity: str, key: tuple[str, ...]) -> Any:
+        """The oldest record whose `key` fields all equal the bound values."""
+        table = self.schema.table(entity)
+        return self._get(("match", entity, *key), lambda: sa.select(table).where(
+            *(table.c[name] == sa.bindparam(name) for name in key)).order_by(table.c.id).limit(1))
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
@@ -52,6 +90,7 @@ class RecordService:
         self.evaluator = evaluator
         self._incoming = self._incoming_links()
         self.access = Access(self.model, schema)
+        self._statements = Statements(schema)
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -126,8 +165,7 @@ class RecordService:
         return record
 
     def _fetch(self, connection: sa.Connection, entity: EntitySpec, record_id: int) -> dict[str, Any]:
-        table = self.schema.table(entity.name)
-        row = connection.execute(sa.select(table).where(table.c.id == record_id)).mappings().first()
+        row = connection.execute(self._statements.by_id(entity.name), {"id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} does not exist (it may have been deleted)", field="id")
         return self.record_from_row(entity, row)
@@ -165,7 +203,7 @@ class RecordService:
         now = self.clock.now()
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
-            self._check_references(connection, entity, data)
+            self._check_references(connection, entity, data, actor)
             self._lock_dedup_keys(connection, entity, data)
             match = self._find_duplicate(connection, entity, data)
             if match is not None:
@@ -213,7 +251,7 @@ class RecordService:
             row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
         if entity.dedup is not None:
             row["duplicate_of"] = data.get("duplicate_of")
-        record_id = connection.execute(table.insert().values(row)).inserted_primary_key[0]
+        record_id = connection.execute(table.insert(), row).inserted_primary_key[0]
         record = {"id": record_id, "created_at": as_utc(stamp), "updated_at": as_utc(stamp),
                   "created_by": actor.id, "owner": data.get("owner"), "version": 1}
         record.update({spec.name: data.get(spec.name) for spec in entity.fields})
@@ -265,7 +303,7 @@ class RecordService:
                              actor_id=actor.id, at=now, data=event_data)
             return current
         changed = {name: merged[name] for name in changes}
-        self._check_references(connection, entity, changed)
+        self._check_references(connection, entity, changed, actor)
         self._check_unique(connection, entity, changed, current["id"])
         table = self.schema.table(entity.name)
         stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
@@ -370,20 +408,23 @@ class RecordService:
 
     # -- checks that need the database ---------------------------------------------------
 
-    def _check_references(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any]) -> None:
+    def _check_references(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
+                          actor: Actor | None = None) -> None:
+        """Every link, user and file the values name must exist (and a user be active). The acting
+        user needs no look-up: they were authenticated as an active user for this request."""
         errors = []
         for spec, target, record_id in references(entity, data):
             name = spec.name if spec else "owner"
+            if target == "user" and actor is not None and not actor.is_system and record_id == actor.id:
+                continue
             if target == "user":
-                users = self.schema.users
-                row = connection.execute(sa.select(users.c.is_active).where(users.c.id == record_id)).first()
+                row = connection.execute(self._statements.user_active(), {"id": record_id}).first()
                 if row is None:
                     errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}"))
                 elif not row.is_active:
                     errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled"))
                 continue
-            table = self.schema.files if target == "file" else self.schema.table(target)
-            if connection.execute(sa.select(table.c.id).where(table.c.id == record_id)).first() is None:
+            if connection.execute(self._statements.exists(target), {"id": record_id}).first() is None:
                 what = "file" if target == "file" else target
                 errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}"))
         if errors:
@@ -397,10 +438,8 @@ class RecordService:
             value = data.get(spec.name)
             if not spec.is_unique or value is None:
                 continue
-            query = sa.select(table.c.id).where(table.c[spec.name] == value)
-            if record_id is not None:
-                query = query.where(table.c.id != record_id)
-            existing = connection.execute(query.limit(1)).scalar()
+            existing = connection.execute(self._statements.same_value(entity.name, spec.name),
+                                          {"value": value, "id": record_id or 0}).scalar()
             if existing is not None:
                 errors.append(FieldError(spec.name, "not_unique",
                                          f"{spec.name}: '{value}' is already used by {entity.name} {existing}"))
@@ -424,14 +463,24 @@ class RecordService:
 
     def _find_duplicate(self, connection: sa.Connection, entity: EntitySpec,
                         data: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-        table = self.schema.table(entity.name)
         for key, values in self._dedup_values(entity, data):
-            conditions = [table.c[name] == kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
-                          for name, value in values.items()]
-            row = connection.execute(sa.select(table).where(*conditions).order_by(table.c.id).limit(1)) \
-                .mappings().first()
+            params = {name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
+                      for name, value in values.items()}
+            row = connection.execute(self._statements.matching(entity.name, key), params).mappings().first()
             if row is not None:
                 return self.record_from_row(entity, row), key
+        return None
+        params: dict[str, Any] = {}
+        for _, values in keys:
+            params.update({name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
+                           for name, value in values.items()})
+        # one query for all keys; the first key (in blueprint order) that matches decides
+        rows = connection.execute(self._statements.matching(entity.name, tuple(key for key, _ in keys)),
+                                  params).mappings().all()
+        for key, values in keys:
+            for row in rows:
+                if all(row[name] == params[name] for name in key):
+                    return self.record_from_row(entity, row), key
         return None
 
     def _json_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
