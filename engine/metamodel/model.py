@@ -119,6 +119,7 @@ class FieldSpec:
     result_type: FieldType | None = None
     phone_region: str = "CN"
     timezone: str = "Asia/Shanghai"
+    widget: str | None = None
 
     @property
     def value_type(self) -> FieldType:
@@ -215,15 +216,21 @@ class EntitySpec:
     form: FormViewSpec | None = None
     board: BoardSpec | None = None
 
+    _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a lookup table built once; the write path asks for fields by name many times per record
+        object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.fields})
+
     def field(self, name: str) -> FieldSpec:
-        for spec in self.fields:
-            if spec.name == name:
-                return spec
-        raise KeyError(f"entity '{self.name}' has no field '{name}' "
-                       f"(known: {', '.join(self.field_names())})")
+        spec = self._by_name.get(name)
+        if spec is None:
+            raise KeyError(f"entity '{self.name}' has no field '{name}' "
+                           f"(known: {', '.join(self.field_names())})")
+        return spec
 
     def has_field(self, name: str) -> bool:
-        return any(spec.name == name for spec in self.fields)
+        return name in self._by_name
 
     def field_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.fields)

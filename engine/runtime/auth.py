@@ -59,12 +59,28 @@ def actor_of(row: Any) -> Actor:
     return Actor(row.id, row.username, row.role, row.team)
 
 
-def load_actor(runtime: Runtime, user_id: int) -> Actor | None:
-    """The active user with this id as an actor, or None."""
-    users = runtime.schema.users
-    with runtime.db.read() as connection:
-        row = connection.execute(sa.select(users).where(users.c.id == user_id, users.c.is_active)).first()
-    return None if row is None else actor_of(row)
+class UserLookups:
+    """The two look-ups every request makes, built once with bound parameters."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        users, tokens = runtime.schema.users, runtime.schema.metadata.tables[TOKENS]
+        self.runtime = runtime
+        self._by_id = sa.select(users).where(users.c.id == sa.bindparam("id"), users.c.is_active)
+        self._by_token = sa.select(users).join(tokens, tokens.c.user_id == users.c.id).where(
+            tokens.c.token_sha256 == sa.bindparam("digest"), tokens.c.revoked_at.is_(None), users.c.is_active)
+
+    def by_id(self, user_id: int) -> Actor | None:
+        """The active user with this id as an actor, or None."""
+        with self.runtime.db.read() as connection:
+            row = connection.execute(self._by_id, {"id": user_id}).first()
+        return None if row is None else actor_of(row)
+
+    def by_token(self, token: str) -> Actor | None:
+        """The active user an unrevoked API token belongs to, or None."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self.runtime.db.read() as connection:
+            row = connection.execute(self._by_token, {"digest": digest}).first()
+        return None if row is None else actor_of(row)
 
 
 def set_password(runtime: Runtime, username: str, password: str) -> None:
@@ -121,15 +137,6 @@ def create_token(runtime: Runtime, username: str, name: str = "api") -> str:
     return token
 
 
-def actor_for_token(runtime: Runtime, token: str) -> Actor | None:
-    users, tokens = runtime.schema.users, runtime.schema.metadata.tables[TOKENS]
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    with runtime.db.read() as connection:
-        row = connection.execute(sa.select(users).join(tokens, tokens.c.user_id == users.c.id).where(
-            tokens.c.token_sha256 == digest, tokens.c.revoked_at.is_(None), users.c.is_active)).first()
-    return None if row is None else actor_of(row)
-
-
 def session_secret(runtime: Runtime) -> str:
     """The cookie-signing key: CRM_SECRET_KEY, else one generated once and kept in the database
     so every web process of an installation signs alike."""
@@ -151,7 +158,7 @@ class AuthMiddleware:
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
-        self.runtime = runtime
+        self.lookups = UserLookups(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -160,9 +167,9 @@ class AuthMiddleware:
             actor: Actor | None = None
             header = connection.headers.get("authorization", "")
             if header.lower().startswith("bearer "):
-                actor = await run_in_threadpool(actor_for_token, self.runtime, header[7:].strip())
+                actor = await run_in_threadpool(self.lookups.by_token, header[7:].strip())
             elif "session" in scope and isinstance(scope["session"].get("user_id"), int):
-                actor = await run_in_threadpool(load_actor, self.runtime, scope["session"]["user_id"])
+                actor = await run_in_threadpool(self.lookups.by_id, scope["session"]["user_id"])
                 if actor is None:
                     scope["session"].clear()
             scope.setdefault("state", {})["actor"] = actor

@@ -26,6 +26,7 @@ NAMING = {
 USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_files", "crm_timers",
                                                 "crm_outbox", "crm_tables")
 TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "crm_settings", "crm_job_runs"
+DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -60,6 +61,14 @@ class Schema:
     @property
     def outbox(self) -> sa.Table:
         return self.metadata.tables[OUTBOX]
+
+    @property
+    def deliveries(self) -> sa.Table:
+        return self.metadata.tables[DELIVERIES]
+
+    @property
+    def source_events(self) -> sa.Table:
+        return self.metadata.tables[SOURCE_EVENTS]
 
     @property
     def job_runs(self) -> sa.Table:
@@ -183,6 +192,29 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("succeeded", sa.Boolean, nullable=False),
         sa.Index("ix_crm_login_attempts_username_at", "username", "at"),
         sa.Index("ix_crm_login_attempts_client_at", "client", "at"),
+    )
+    sa.Table(
+        DELIVERIES, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("received_at", sa.DateTime, nullable=False),
+        sa.Column("headers", sa.JSON, nullable=False),
+        sa.Column("query", sa.Text, nullable=False, server_default=""),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("event_id", sa.String(255)),
+        sa.Column("entity", sa.String(48)),
+        sa.Column("record_id", sa.Integer),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+        sa.Index("ix_crm_deliveries_source_status", "source", "status", "id"),
+    )
+    sa.Table(
+        SOURCE_EVENTS, metadata,
+        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("event_id", sa.String(255), primary_key=True),
+        sa.Column("delivery_id", sa.Integer, nullable=False),
+        sa.Column("record_id", sa.Integer),
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))
