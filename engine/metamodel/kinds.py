@@ -11,6 +11,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from .automation import (ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA, build_routing, build_rules,
+                         build_sources)
 from .errors import BlueprintError
 from .model import Metamodel
 from .roles import ROLES_SCHEMA, build_roles
@@ -28,4 +30,7 @@ class DocumentKind:
 
 SECONDARY_KINDS: tuple[DocumentKind, ...] = (
     DocumentKind("roles", ROLES_SCHEMA, build_roles),
+    DocumentKind("routing", ROUTING_SCHEMA, build_routing),
+    DocumentKind("sources", SOURCES_SCHEMA, build_sources),
+    DocumentKind("rules", RULES_SCHEMA, build_rules),
 )

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import chinese_calendar  # type: ignore[import-untyped]  # ships no type hints
+
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _ONE_US = dt.timedelta(microseconds=1)
@@ -164,8 +166,6 @@ class ChineseCalendarProvider:
         self.label = f"chinese-calendar {_package_version('chinese-calendar')}"
 
     def year_days(self, year: int) -> Mapping[dt.date, tuple[bool, str]] | None:
-        import chinese_calendar
-
         try:
             chinese_calendar.is_workday(dt.date(year, 1, 1))
         except NotImplementedError:  # the package's own "no data for year" signal
@@ -186,10 +186,10 @@ class HolidaysPackageProvider:
     """Statutory CN holidays from `holidays`: computed by rule, so an estimate, and never make-up workdays."""
 
     def __init__(self) -> None:
-        self.label = f"holidays {_package_version('holidays')} (estimated)"
+        self.label = f"holidays {_package_version('holidays')} (statutory estimate)"
 
     def year_days(self, year: int) -> Mapping[dt.date, tuple[bool, str]] | None:
-        import holidays
+        import holidays  # imported only when a year needs the fallback: the package is large
 
         found = holidays.country_holidays("CN", years=year, language="en_US")
         return {day: (False, str(name)) for day, name in sorted(found.items()) if day.year == year}
@@ -240,6 +240,12 @@ class BusinessCalendar:
             return DayInfo(day, _kind(working, weekday_hours), name, coverage.source)
         return DayInfo(day, DayKind.WORKDAY if weekday_hours else DayKind.REST_DAY, "", "weekly hours")
 
+    @property
+    def working_day_length(self) -> dt.timedelta:
+        """The working time of an ordinary full day (the first weekday with hours): a "business day" target."""
+        periods = next((periods for periods in self.spec.week if periods), ())
+        return dt.timedelta(minutes=sum(period.end_minute - period.start_minute for period in periods))
+
     def working_periods(self, day: dt.date) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
         """The working periods of a local date, as UTC datetimes."""
         return tuple((_from_us(start), _from_us(end)) for start, end in self._day_periods(day))
@@ -247,17 +253,18 @@ class BusinessCalendar:
     # --- working-time arithmetic -----------------------------------------------------------
     def is_working_time(self, moment: dt.datetime) -> bool:
         """Whether someone is at work at `moment` (period starts count, ends do not)."""
+        day = self._local_date(moment)
         point = _to_us(moment)
-        return any(start <= point < end for start, end in self._day_periods(self._local_date(moment)))
+        return any(start <= point < end for start, end in self._day_periods(day))
 
     def add_business_time(self, start: dt.datetime, duration: dt.timedelta) -> dt.datetime:
         """The moment `duration` of working time after `start` (UTC); ends exactly at a period end if due there."""
         if duration < dt.timedelta(0):
             raise CalendarError("add_business_time needs a duration of zero or more")
+        day = self._local_date(start)
         point, remaining = _to_us(start), duration // _ONE_US
         if remaining == 0:
             return start.astimezone(_UTC)
-        day = self._local_date(start)
         for _ in range(MAX_SEARCH_DAYS):
             for period_start, period_end in self._day_periods(day):
                 if period_end <= point:
@@ -271,10 +278,10 @@ class BusinessCalendar:
 
     def business_time_between(self, first: dt.datetime, second: dt.datetime) -> dt.timedelta:
         """Working time from `first` to `second`; negative when `second` is earlier."""
+        day, last = self._local_date(first), self._local_date(second)
         if second < first:
             return -self.business_time_between(second, first)
-        low, high = _to_us(first), _to_us(second)
-        total, day, last = 0, self._local_date(first), self._local_date(second)
+        low, high, total = _to_us(first), _to_us(second), 0
         while day <= last:
             for period_start, period_end in self._day_periods(day):
                 overlap = min(period_end, high) - max(period_start, low)
@@ -285,7 +292,8 @@ class BusinessCalendar:
 
     def next_working_moment(self, moment: dt.datetime) -> dt.datetime:
         """`moment` itself if it is working time, else the start of the next working period (UTC)."""
-        point, day = _to_us(moment), self._local_date(moment)
+        day = self._local_date(moment)
+        point = _to_us(moment)
         for _ in range(MAX_SEARCH_DAYS):
             for period_start, period_end in self._day_periods(day):
                 if period_end > point:
@@ -295,7 +303,7 @@ class BusinessCalendar:
 
     # --- internals ---------------------------------------------------------------------------
     def _local_date(self, moment: dt.datetime) -> dt.date:
-        if moment.tzinfo is None or moment.utcoffset() is None:
+        if moment.tzinfo is None:
             raise CalendarError(f"{moment!r} has no time zone; calendars only accept aware datetimes")
         return moment.astimezone(self._zone).date()
 
@@ -345,10 +353,7 @@ class BusinessCalendar:
         )
         if spec.fallback is FallbackRule.HOLIDAYS_PACKAGE:
             days = self._fallback.year_days(year) or {}
-            assumed = (
-                f"assumed the statutory holidays estimated by {self._fallback.label} "
-                f"({len(days)} days off) and NO make-up workdays"
-            )
+            assumed = f"assumed {len(days)} days off from {self._fallback.label} and NO make-up workdays"
             source = self._fallback.label
         else:
             days, assumed, source = {}, "assumed NO public holidays and NO make-up workdays (weekends only)", "weekends"
@@ -402,8 +407,7 @@ def _format_minute(minute: int) -> str:
 
 
 def _to_us(moment: dt.datetime) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise CalendarError(f"{moment!r} has no time zone; calendars only accept aware datetimes")
+    """Microseconds since the epoch of an aware datetime (callers checked awareness via _local_date)."""
     return (moment - _EPOCH) // _ONE_US
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -74,6 +74,34 @@ class Statements:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteContext:
+    """One write as observers see it, inside its transaction. `after` holds the candidate
+    values in `before_write` and the stored record in `after_write`."""
+
+    connection: sa.Connection
+    entity: EntitySpec
+    change: str                      # created, updated or deleted
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any]
+    actor: Actor
+    now: dt.datetime
+    origin: str = "user"             # user, webhook, import, rule, timer
+    source: str | None = None        # the webhook source, for origin webhook
+
+
+class WriteObserver(Protocol):
+    """Something that takes part in every write: rules, SLA clocks, cadences."""
+
+    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
+        """Field changes to make before the row is written (e.g. a rule setting the grade)."""
+        ...
+
+    def after_write(self, context: WriteContext) -> None:
+        """Effects in the same transaction once the row is written: timers, outbox rows, related records."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
 
@@ -91,6 +119,7 @@ class RecordService:
         self._incoming = self._incoming_links()
         self.access = Access(self.model, schema)
         self._statements = Statements(schema)
+        self.observers: list[WriteObserver] = []
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -184,7 +213,7 @@ class RecordService:
     # -- creating ------------------------------------------------------------------------
 
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
-               within: sa.Connection | None = None) -> WriteResult:
+               within: sa.Connection | None = None, origin: str = "user", source: str | None = None) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "create")
@@ -214,7 +243,7 @@ class RecordService:
                     record = self._update_row(connection, entity, existing, incoming, actor, now, kind="merged",
                                               event_data={"matched_on": list(key),
                                                           "incoming": self._json_values(entity, incoming)},
-                                              always_log=True)
+                                              always_log=True, origin=origin, source=source)
                     return WriteResult(self.access.redact(actor, entity.name, record), "merged")
                 if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
                     raise DuplicateRecord(
@@ -223,7 +252,7 @@ class RecordService:
                         field=key[0], existing_id=existing["id"])
                 data["duplicate_of"] = existing["id"]
             self._check_unique(connection, entity, data, None)
-            record = self._insert(connection, entity, data, actor, now)
+            record = self._insert(connection, entity, data, actor, now, origin, source)
             if record.get("duplicate_of"):
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind="duplicate_flagged", actor_id=actor.id, at=now,
@@ -242,7 +271,9 @@ class RecordService:
                                   "to someone else; ask its owner or a manager", field=key[0]) from None
 
     def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
-                now: dt.datetime) -> dict[str, Any]:
+                now: dt.datetime, origin: str = "user", source: str | None = None) -> dict[str, Any]:
+        if self.observers:
+            data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source))
         table = self.schema.table(entity.name)
         stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": stamp, "updated_at": stamp, "created_by": actor.id,
@@ -259,12 +290,35 @@ class RecordService:
             record["duplicate_of"] = row["duplicate_of"]
         append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind="created",
                      actor_id=actor.id, at=now, changes=diff(entity, None, record))
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "created", None, record, actor, now, origin, source))
         return record
+
+    def _observed(self, context: WriteContext) -> dict[str, Any]:
+        """The candidate values with every observer's changes applied, recomputed and re-validated."""
+        data = dict(context.after)
+        for observer in self.observers:
+            changes = observer.before_write(dataclasses.replace(context, after=data))
+            if not changes:
+                continue
+            typed, errors = coerce_input(context.entity, {name: value for name, value in changes.items()
+                                                          if name not in ("duplicate_of",)}, trusted=True)
+            if errors:
+                raise ValidationFailed([FieldError(error.field, error.code, f"{error.message} (set by a rule)")
+                                        for error in errors])
+            data.update(typed)
+        if data != context.after:
+            errors = compute_fields(context.entity, data, self.evaluator)
+            errors += check_validations(context.entity, data, self.evaluator)
+            if errors:
+                raise ValidationFailed(errors)
+        return data
 
     # -- updating ------------------------------------------------------------------------
 
     def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
-               expected_version: int | None = None, within: sa.Connection | None = None) -> dict[str, Any]:
+               expected_version: int | None = None, within: sa.Connection | None = None,
+               origin: str = "user") -> dict[str, Any]:
         """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "update")
@@ -276,7 +330,7 @@ class RecordService:
         with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
-            record = self._update_row(connection, entity, current, data, actor, now)
+            record = self._update_row(connection, entity, current, data, actor, now, origin=origin)
         return self.access.redact(actor, entity.name, record)
 
     def _check_may_update(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
@@ -288,8 +342,12 @@ class RecordService:
 
     def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
                     data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: str = "updated",
-                    event_data: dict[str, Any] | None = None, always_log: bool = False) -> dict[str, Any]:
+                    event_data: dict[str, Any] | None = None, always_log: bool = False, origin: str = "user",
+                    source: str | None = None) -> dict[str, Any]:
         merged = {**current, **data}
+        if self.observers and diff(entity, current, merged):
+            merged = self._observed(WriteContext(connection, entity, "updated", current, merged, actor, now,
+                                                 origin, source))
         errors = compute_fields(entity, merged, self.evaluator)
         errors += check_required(entity, merged, set(data))
         if not errors:
@@ -326,6 +384,8 @@ class RecordService:
         if "owner" in changes:
             append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="assigned",
                          actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "updated", current, merged, actor, now, origin, source))
         return merged
 
     def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,
@@ -397,6 +457,8 @@ class RecordService:
         connection.execute(table.delete().where(table.c.id == current["id"]))
         append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="deleted",
                      actor_id=actor.id, at=now, changes=diff(entity, current, None))
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "deleted", current, current, actor, now))
 
     def _incoming_links(self) -> dict[str, list[tuple[EntitySpec, str, OnDelete]]]:
         incoming: dict[str, list[tuple[EntitySpec, str, OnDelete]]] = {}

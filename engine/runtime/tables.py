@@ -27,6 +27,7 @@ USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_
                                                 "crm_outbox", "crm_tables")
 TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "crm_settings", "crm_job_runs"
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
+TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -69,6 +70,14 @@ class Schema:
     @property
     def source_events(self) -> sa.Table:
         return self.metadata.tables[SOURCE_EVENTS]
+
+    @property
+    def traces(self) -> sa.Table:
+        return self.metadata.tables[TRACES]
+
+    @property
+    def routing_state(self) -> sa.Table:
+        return self.metadata.tables[ROUTING_STATE]
 
     @property
     def job_runs(self) -> sa.Table:
@@ -215,6 +224,24 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("event_id", sa.String(255), primary_key=True),
         sa.Column("delivery_id", sa.Integer, nullable=False),
         sa.Column("record_id", sa.Integer),
+    )
+    sa.Table(
+        TRACES, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("entity", sa.String(48), nullable=False),
+        sa.Column("record_id", sa.Integer, nullable=False),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("change", sa.String(16), nullable=False),
+        sa.Column("origin", sa.String(16), nullable=False),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("decisions", sa.JSON, nullable=False),
+        sa.Index("ix_crm_traces_record", "entity", "record_id", "id"),
+    )
+    sa.Table(
+        ROUTING_STATE, metadata,
+        sa.Column("policy", sa.String(64), primary_key=True),
+        sa.Column("state", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))

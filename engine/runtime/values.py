@@ -23,12 +23,14 @@ def is_empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
 
-def coerce_input(entity: EntitySpec, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
-    """Typed values for the fields in `values`, and every problem found along the way."""
+def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *,
+                 trusted: bool = False) -> tuple[dict[str, Any], list[FieldError]]:
+    """Typed values for the fields in `values`, and every problem found along the way.
+    `trusted` input (from the engine's own rules) may also set computed-free engine fields."""
     data: dict[str, Any] = {}
     errors: list[FieldError] = []
     for name, raw in values.items():
-        if name in _SYSTEM_READONLY or name == "duplicate_of":
+        if (name in _SYSTEM_READONLY or name == "duplicate_of") and not trusted:
             errors.append(FieldError(name, "read_only", f"{name}: is maintained by the engine and cannot be set"))
             continue
         if name == "owner":
