@@ -12,11 +12,14 @@ from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
 from engine.runtime.auth import create_token, set_password
 from engine.runtime.database import Database
+from engine.runtime.doctor import diagnose
+from engine.runtime.doctor import explain as explain_record
 from engine.runtime.migrations import apply_migration, plan_migration
 from engine.runtime.runtime import Runtime, open_runtime
 from engine.runtime.tables import build_schema
 from engine.runtime.users import NewUser, add_user, list_users, update_user
 from engine.runtime.web import create_app
+from engine.runtime.webhooks import list_deliveries, replay_delivery
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -149,6 +152,67 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
             click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
         _serve(runtime, host, port)
+
+
+@main.command()
+@_db_option
+@_blueprint_option
+@click.argument("entity")
+@click.argument("record_id", type=int)
+def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
+    """Why ENTITY RECORD_ID is as it is: every rule evaluated, the values each condition saw,
+    the actions taken or why none, and each routing decision with who was skipped."""
+    runtime = _open(db_url, blueprint)
+    click.echo(explain_record(runtime, entity, record_id))
+
+
+@main.command()
+@_db_option
+@_blueprint_option
+def doctor(db_url: str, blueprint: str) -> None:
+    """Check the installation for the usual causes of records stuck unassigned; exit 1 on errors."""
+    runtime = _open(db_url, blueprint)
+    findings = diagnose(runtime)
+    for finding in findings:
+        click.echo(str(finding))
+    errors = sum(1 for finding in findings if finding.severity == "error")
+    click.echo(f"{errors} error(s), {len(findings) - errors} other finding(s).")
+    if errors:
+        sys.exit(1)
+
+
+@main.group()
+def hooks() -> None:
+    """Inbound webhook deliveries: list them, replay one."""
+
+
+@hooks.command("list")
+@_db_option
+@_blueprint_option
+@click.option("--source", default=None)
+@click.option("--status", default=None, help="received, processed, duplicate, rejected or failed")
+@click.option("--limit", default=50, show_default=True)
+def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | None, limit: int) -> None:
+    """The latest deliveries, newest first, with their outcome."""
+    for row in list_deliveries(_open(db_url, blueprint), source=source, status=status, limit=limit):
+        target = f"{row.entity} {row.record_id}" if row.record_id else "-"
+        click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<16} {row.status:<10} "
+                   f"{target:<14} {row.error or ''}")
+
+
+@hooks.command("replay")
+@_db_option
+@_blueprint_option
+@click.argument("delivery_id", type=int)
+def hooks_replay(db_url: str, blueprint: str, delivery_id: int) -> None:
+    """Process a logged delivery again (after fixing the mapping or the blueprint)."""
+    try:
+        result = replay_delivery(_open(db_url, blueprint), delivery_id)
+    except LookupError as exc:
+        _fail(str(exc))
+    click.echo(f"{result.outcome}: {result.message}")
+    if result.outcome in ("rejected", "failed"):
+        sys.exit(1)
 
 
 @main.group()

@@ -87,6 +87,7 @@ class WriteContext:
     now: dt.datetime
     origin: str = "user"             # user, webhook, import, rule, timer
     source: str | None = None        # the webhook source, for origin webhook
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared by before and after of one write
 
 
 class WriteObserver(Protocol):
@@ -213,8 +214,11 @@ class RecordService:
     # -- creating ------------------------------------------------------------------------
 
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
-               within: sa.Connection | None = None, origin: str = "user", source: str | None = None) -> WriteResult:
-        """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says."""
+               within: sa.Connection | None = None, origin: str = "user", source: str | None = None,
+               created_at: dt.datetime | None = None) -> WriteResult:
+        """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
+        `created_at` (intake and import only: a system actor) backdates the record to when the
+        customer actually submitted it."""
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "create")
         self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
@@ -252,7 +256,8 @@ class RecordService:
                         field=key[0], existing_id=existing["id"])
                 data["duplicate_of"] = existing["id"]
             self._check_unique(connection, entity, data, None)
-            record = self._insert(connection, entity, data, actor, now, origin, source)
+            record = self._insert(connection, entity, data, actor, now, origin, source,
+                                  created_at if actor.is_system else None)
             if record.get("duplicate_of"):
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind="duplicate_flagged", actor_id=actor.id, at=now,
@@ -271,19 +276,23 @@ class RecordService:
                                   "to someone else; ask its owner or a manager", field=key[0]) from None
 
     def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
-                now: dt.datetime, origin: str = "user", source: str | None = None) -> dict[str, Any]:
+                now: dt.datetime, origin: str = "user", source: str | None = None,
+                created_at: dt.datetime | None = None) -> dict[str, Any]:
+        notes: dict[str, Any] = {}
         if self.observers:
-            data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source))
+            data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source,
+                                               notes))
         table = self.schema.table(entity.name)
         stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        row: dict[str, Any] = {"created_at": stamp, "updated_at": stamp, "created_by": actor.id,
+        created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
                                "owner": data.get("owner"), "version": 1}
         for spec in entity.fields:
             row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
         if entity.dedup is not None:
             row["duplicate_of"] = data.get("duplicate_of")
         record_id = connection.execute(table.insert(), row).inserted_primary_key[0]
-        record = {"id": record_id, "created_at": as_utc(stamp), "updated_at": as_utc(stamp),
+        record = {"id": record_id, "created_at": as_utc(created), "updated_at": as_utc(stamp),
                   "created_by": actor.id, "owner": data.get("owner"), "version": 1}
         record.update({spec.name: data.get(spec.name) for spec in entity.fields})
         if entity.dedup is not None:
@@ -291,7 +300,8 @@ class RecordService:
         append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind="created",
                      actor_id=actor.id, at=now, changes=diff(entity, None, record))
         for observer in self.observers:
-            observer.after_write(WriteContext(connection, entity, "created", None, record, actor, now, origin, source))
+            observer.after_write(WriteContext(connection, entity, "created", None, record, actor, now, origin, source,
+                                              notes))
         return record
 
     def _observed(self, context: WriteContext) -> dict[str, Any]:
@@ -345,9 +355,10 @@ class RecordService:
                     event_data: dict[str, Any] | None = None, always_log: bool = False, origin: str = "user",
                     source: str | None = None) -> dict[str, Any]:
         merged = {**current, **data}
+        notes: dict[str, Any] = {}
         if self.observers and diff(entity, current, merged):
             merged = self._observed(WriteContext(connection, entity, "updated", current, merged, actor, now,
-                                                 origin, source))
+                                                 origin, source, notes))
         errors = compute_fields(entity, merged, self.evaluator)
         errors += check_required(entity, merged, set(data))
         if not errors:
@@ -385,7 +396,8 @@ class RecordService:
             append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="assigned",
                          actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
         for observer in self.observers:
-            observer.after_write(WriteContext(connection, entity, "updated", current, merged, actor, now, origin, source))
+            observer.after_write(WriteContext(connection, entity, "updated", current, merged, actor, now, origin, source,
+                                              notes))
         return merged
 
     def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,

@@ -34,4 +34,9 @@ def open_runtime(model: Metamodel, db_url: str, *, clock: Clock | None = None, m
     db = Database(db_url)
     outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
     evaluator = Evaluator(clock, model.settings.timezone)
-    return Runtime(model, schema, db, clock, RecordService(schema, db, clock, evaluator), outcome)
+    runtime = Runtime(model, schema, db, clock, RecordService(schema, db, clock, evaluator), outcome)
+    from .automation import install_rules  # automation imports Runtime: installed once it exists
+    install_rules(runtime)
+    from .timekeeping import install_timekeeping  # SLA clocks and cadences on every write
+    install_timekeeping(runtime)
+    return runtime

@@ -28,6 +28,7 @@ USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_
 TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "crm_settings", "crm_job_runs"
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
+CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -82,6 +83,10 @@ class Schema:
     @property
     def job_runs(self) -> sa.Table:
         return self.metadata.tables[JOB_RUNS]
+
+    @property
+    def clocks(self) -> sa.Table:
+        return self.metadata.tables[CLOCKS]
 
 
 def _index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
@@ -239,9 +244,27 @@ def _system_tables(metadata: sa.MetaData) -> None:
     )
     sa.Table(
         ROUTING_STATE, metadata,
-        sa.Column("policy", sa.String(64), primary_key=True),
+        sa.Column("cursor_key", sa.String(255), primary_key=True),
         sa.Column("state", sa.JSON, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        CLOCKS, metadata,
+        sa.Column("kind", sa.String(16), primary_key=True),      # sla | cadence
+        sa.Column("entity", sa.String(48), primary_key=True),
+        sa.Column("record_id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(64), primary_key=True),      # the policy or cadence
+        sa.Column("started_at", sa.DateTime, nullable=False),    # the cycle; part of every timer key
+        sa.Column("tier", sa.String(64)),
+        sa.Column("pauses", sa.JSON, nullable=False),            # [[start, end | null], ...] ISO UTC
+        sa.Column("state", sa.String(16), nullable=False),       # running | paused | stopped | cancelled | done
+        sa.Column("due_at", sa.DateTime),                        # the breach (or next step) moment
+        sa.Column("breached_at", sa.DateTime),
+        sa.Column("stopped_at", sa.DateTime),
+        sa.Column("met", sa.Boolean),
+        sa.Column("reason", sa.String(255)),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Index("ix_crm_clocks_due", "entity", "kind", "state", "due_at"),
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))

@@ -97,7 +97,7 @@ def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluato
     for spec in entity.fields:
         if spec.type is not FieldType.COMPUTED or spec.expression is None:
             continue
-        values = _expression_values(entity, data)
+        values = expression_values(entity, data)
         try:
             value = evaluator.evaluate(spec.expression, values)
             data[spec.name] = None if is_empty(value) else kind_of(spec).coerce(spec, _plain(value))
@@ -110,7 +110,7 @@ def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluato
     return errors
 
 
-def _expression_values(entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
+def expression_values(entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
     """Record values as expressions see them: a money field is its amount."""
     values = dict(data)
     for spec in entity.fields:
@@ -138,7 +138,7 @@ def check_validations(entity: EntitySpec, data: Mapping[str, Any], evaluator: Ev
                       lang: str = "en") -> list[FieldError]:
     """The blueprint's validation rules that the record breaks."""
     errors = []
-    values = _expression_values(entity, data)
+    values = expression_values(entity, data)
     for rule in entity.validations:
         try:
             passed = bool(evaluator.evaluate(rule.check, values))

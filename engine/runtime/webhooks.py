@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -25,6 +26,7 @@ from engine.metamodel.automation import AuthKind, SourceSpec
 
 from .actors import Actor
 from .errors import RecordError, ValidationFailed
+from .fieldkinds import FieldError
 from .runtime import Runtime
 
 MAX_BODY = 1024 * 1024
@@ -150,7 +152,8 @@ def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, heade
     event_id = None if event_id in (None, "") else str(event_id)[:255]
     values = source.map_payload(payload)
     try:
-        return _create(runtime, source, delivery_id, event_id, values)
+        submitted = _submitted_at(values.pop("created_at", None), runtime.model.settings.timezone)
+        return _create(runtime, source, delivery_id, event_id, values, submitted)
     except ValidationFailed as failed:
         errors = tuple(error.as_dict() for error in failed.errors)
         _finish(runtime, delivery_id, "failed", failed.message, event_id=event_id, entity=source.entity)
@@ -160,8 +163,22 @@ def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, heade
         return IntakeResult(error.status, "failed", delivery_id, error.message)
 
 
+def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:
+    """The customer's submit time from the payload (ISO 8601, or unix seconds/milliseconds)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)) or str(value).isdigit():
+        seconds = float(value)
+        return dt.datetime.fromtimestamp(seconds / 1000 if seconds > 1e12 else seconds, dt.timezone.utc)
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed([FieldError("created_at", "invalid", f"created_at: '{value}' is not a time")]) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
+
+
 def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: str | None,
-            values: dict[str, Any]) -> IntakeResult:
+            values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
     events, deliveries = runtime.schema.source_events, runtime.schema.deliveries
     with runtime.db.write() as connection:
         if event_id is not None:
@@ -172,7 +189,8 @@ def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: st
                     status="duplicate", event_id=event_id, entity=source.entity, record_id=seen.record_id))
                 return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
                                     seen.record_id)
-        result = runtime.records.create(source.entity, values, actor=source_actor(source.name), within=connection)
+        result = runtime.records.create(source.entity, values, actor=source_actor(source.name), within=connection,
+                                        origin="webhook", source=source.name, created_at=submitted)
         record_id = result.record["id"]
         if event_id is not None:
             connection.execute(events.insert(), {"source": source.name, "event_id": event_id,

@@ -1,0 +1,311 @@
+"""Rules and routing inside the write transaction, with a stored trace of every decision.
+
+The pure parts decide (engine.rules.decisions, engine.rules.routing); this module gives them
+what they need from the database — the reps' state, their open records, the routing cursor,
+locked — and applies their decisions: field changes and the owner before the row is
+written; related records, outbox messages and the trace after, all in the same transaction.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextvars
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.metamodel.automation import RoutingPolicySpec, policies_for, policy_named, rules_for
+from engine.rules.decisions import (Assign, CallWebhook, Change, CreateRelated, Decision, Notify, Origin,
+                                    RuleApplication, Transition, TriggerEvent, evaluate_condition,
+                                    evaluate_rules, find_rule_loop, planned_changes)
+from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
+                                  route_record, select_policy)
+from engine.rules.trace import RoutingStep, Trace, render_trace, trace_to_json
+
+from .actors import Actor
+from .errors import RecordError
+from .events import append_event, value_json
+from .outbox import enqueue
+from .records import WriteContext
+from .runtime import Runtime
+from .values import expression_values
+
+
+@dataclass
+class _Pending:
+    """What before_write decided, kept for after_write of the same write."""
+
+    event: TriggerEvent
+    decisions: tuple[Decision, ...]
+    routing: list[RoutingStep] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    alerts: list[RoutingDecision] = field(default_factory=list)
+
+
+_chain: contextvars.ContextVar[tuple[RuleApplication, ...]] = contextvars.ContextVar("crm_rules_chain", default=())
+
+
+class RuleFailed(RecordError):
+    """A rule could not be applied (e.g. it re-triggers itself); the write is refused whole."""
+
+    status = 422
+    code = "rule_failed"
+
+
+def rule_actor(rule: str) -> Actor:
+    return Actor(None, f"rule:{rule}", role="system", is_system=True)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+class RulesObserver:
+    """The blueprint's rules and routing, as a RecordService write observer."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.model = runtime.model
+        self.evaluator = runtime.records.evaluator
+
+    # -- before the row is written ---------------------------------------------------------
+
+    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
+        if context.change == "deleted":
+            return {}
+        rules = rules_for(self.model, context.entity.name)
+        flags = self._intake_flags(context)
+        if not rules and not flags:
+            return {}
+        record_id = context.before.get("id") if context.before else None
+        event = TriggerEvent(Change.CREATED if context.change == "created" else Change.UPDATED, context.entity.name,
+                             record_id, Origin(context.origin), context.source)
+        entity = context.entity
+        before = expression_values(entity, context.before) if context.before is not None else None
+        after = expression_values(entity, context.after)  # as expressions see them: money is its amount
+        decisions = evaluate_rules(rules, event, before, after, self.evaluator, context.now)
+        pending = _Pending(event, decisions, flags=flags)
+        context.notes["rules"] = pending
+        changes = dict(planned_changes(decisions, after))
+        values = {**after, **changes}
+        for decision in decisions:
+            for action in decision.actions if decision.matched else ():
+                if isinstance(action, Transition):
+                    changes[action.field] = values[action.field] = action.to
+                elif isinstance(action, Assign):
+                    owner = self._route(context, decision.rule, action, values, pending)
+                    if owner is not None:
+                        changes["owner"] = values["owner"] = owner
+        return changes
+
+    def _intake_flags(self, context: WriteContext) -> list[str]:
+        """Test and spam filters of the webhook source the record arrived through."""
+        if context.origin != "webhook" or context.source is None:
+            return []
+        source = next((s for s in self.model.sources if s.name == context.source), None)
+        flags = []
+        for label, expression in (("test", source.test_filter if source else None),
+                                  ("spam", source.spam_filter if source else None)):
+            result = (evaluate_condition(expression, expression_values(context.entity, context.after), self.evaluator)
+                      if expression else None)
+            if result is not None and result.is_true:
+                flags.append(f"caught by the {label} filter of source {context.source} ({expression.source}): "
+                             "not routed")
+        return flags
+
+    def _route(self, context: WriteContext, rule: str, action: Assign, values: Mapping[str, Any],
+               pending: _Pending) -> int | None:
+        if pending.flags:
+            pending.routing.append(RoutingStep(rule, action.policy, note="skipped: " + "; ".join(pending.flags)))
+            return None
+        selection = None
+        if action.policy is None:
+            selection = select_policy(policies_for(self.model, context.entity.name), context.entity.name, values,
+                                      self.evaluator)
+            if selection.policy is None:
+                pending.routing.append(RoutingStep(rule, None, selection, note=selection.reason))
+                return None
+        policy = policy_named(self.model, action.policy or selection.policy)  # type: ignore[arg-type]
+        choice = choose_pool(policy, values)
+        cursor = self._lock_cursor(context.connection, choice.cursor_key)
+        decision = route_record(policy, values, self._reps(context.connection, policy), cursor)
+        self._store_cursor(context.connection, decision.cursor_key, decision.cursor, context.now)
+        pending.routing.append(RoutingStep(rule, policy.name, selection, decision))
+        if decision.outcome in (RoutingOutcome.QUEUED, RoutingOutcome.UNASSIGNED):
+            pending.alerts.append(decision)
+        if decision.username is None:
+            return None
+        users = self.runtime.schema.users
+        return context.connection.execute(sa.select(users.c.id).where(users.c.username == decision.username)).scalar()
+
+    def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
+        """Every user as a routing candidate, with open-record counts when the policy needs them."""
+        users = self.runtime.schema.users
+        rows = connection.execute(sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
+                                            users.c.is_active, users.c.on_leave)).all()
+        counts = self._open_counts(connection, policy) if _needs_counts(policy) else {}
+        return [Rep(row.username,
+                    RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
+                    row.team, row.role, counts.get(row.id, 0)) for row in rows]
+
+    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec) -> dict[int, int]:
+        table = self.runtime.schema.table(policy.entity)
+        condition = expression_to_sql(policy.open_when.source, table)
+        if condition is not None:
+            query = (sa.select(table.c.owner, sa.func.count()).where(table.c.owner.is_not(None), condition)
+                     .group_by(table.c.owner))
+            return {owner: count for owner, count in connection.execute(query).all()}
+        # an open_when too rich for SQL: evaluate it per owned record
+        entity = self.model.entity(policy.entity)
+        counts: dict[int, int] = {}
+        for row in connection.execute(sa.select(table).where(table.c.owner.is_not(None))).mappings():
+            record = self.runtime.records.record_from_row(entity, row)
+            if evaluate_condition(policy.open_when, record, self.evaluator).is_true:
+                counts[row["owner"]] = counts.get(row["owner"], 0) + 1
+        return counts
+
+    def _lock_cursor(self, connection: sa.Connection, key: str) -> CursorState:
+        """The pool's cursor, locked for this transaction (SQLite: the write lock already is)."""
+        table = self.runtime.schema.routing_state
+        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
+        connection.execute(insert.values(cursor_key=key, state={}, updated_at=dt.datetime(2000, 1, 1))
+                           .on_conflict_do_nothing(index_elements=[table.c.cursor_key]))
+        query = sa.select(table.c.state).where(table.c.cursor_key == key)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return CursorState.from_json(connection.execute(query).scalar())
+
+    def _store_cursor(self, connection: sa.Connection, key: str, cursor: CursorState, now: dt.datetime) -> None:
+        table = self.runtime.schema.routing_state
+        connection.execute(table.update().where(table.c.cursor_key == key)
+                           .values(state=cursor.as_json(), updated_at=_naive(now)))
+
+    # -- after the row is written ----------------------------------------------------------
+
+    def after_write(self, context: WriteContext) -> None:
+        pending = context.notes.pop("rules", None)
+        if context.change == "deleted" or pending is None:
+            return
+        record = context.after
+        record_id = int(record["id"])
+        for decision in pending.decisions:
+            for action in decision.actions if decision.matched else ():
+                self._apply(context, decision.rule, action, record)
+        for decision in pending.alerts:
+            self._alert(context, record_id, decision)
+        self._store_trace(context, record_id, pending)
+
+    def _apply(self, context: WriteContext, rule: str, action: Any, record: Mapping[str, Any]) -> None:
+        entity, record_id, connection = context.entity, int(record["id"]), context.connection
+        if isinstance(action, CreateRelated):
+            chain = (*_chain.get(), RuleApplication(rule, entity.name, record_id))
+            loop = find_rule_loop(chain)
+            if loop is not None:
+                raise RuleFailed(f"{loop.message}; nothing was saved — change the rule so it stops re-triggering "
+                                 "itself", field=None)
+            token = _chain.set(chain)
+            try:
+                self.runtime.records.create(action.entity, {**dict(action.values), action.link_field: record_id},
+                                            actor=rule_actor(rule), within=connection, origin="rule")
+            finally:
+                _chain.reset(token)
+        elif isinstance(action, Notify):
+            enqueue(connection, self.runtime.schema, channel=action.channel,
+                    key=f"rule:{rule}:{entity.name}:{record_id}:{record.get('version')}:{action.channel}",
+                    payload={"text": action.text, "to": list(action.to), "entity": entity.name,
+                             "record_id": record_id, "rule": rule}, now=context.now, entity=entity.name,
+                    record_id=record_id)
+        elif isinstance(action, CallWebhook):
+            payload = {key: value_json(entity, key, value) if entity.has_field(key) else _plain(value)
+                       for key, value in action.payload}
+            enqueue(connection, self.runtime.schema, channel="webhook",
+                    key=f"rule:{rule}:{entity.name}:{record_id}:{record.get('version')}:webhook",
+                    payload={"url": action.url, "url_env": action.url_env, "secret_env": action.secret_env,
+                             "data": payload, "entity": entity.name, "record_id": record_id, "rule": rule},
+                    now=context.now, entity=entity.name, record_id=record_id)
+
+    def _alert(self, context: WriteContext, record_id: int, decision: RoutingDecision) -> None:
+        """A record no rep could take is queued or left unassigned — loudly, never silently."""
+        entity = context.entity.name
+        append_event(context.connection, self.runtime.schema, entity=entity, record_id=record_id,
+                     kind="routing_" + decision.outcome.value, actor_id=None, at=context.now,
+                     data={"policy": decision.policy, "pool": decision.pool, "queue": decision.queue,
+                           "reason": decision.reason})
+        if decision.alert:
+            enqueue(context.connection, self.runtime.schema, channel=decision.alert,
+                    key=f"routing:{entity}:{record_id}:{_naive(context.now).isoformat()}",
+                    payload={"text": decision.alert_text or decision.reason, "to": [], "entity": entity,
+                             "record_id": record_id, "policy": decision.policy},
+                    now=context.now, entity=entity, record_id=record_id)
+
+    def _store_trace(self, context: WriteContext, record_id: int, pending: _Pending) -> None:
+        event = TriggerEvent(pending.event.change, pending.event.entity, record_id, pending.event.origin,
+                             pending.event.source)
+        trace = Trace(context.entity.name, record_id, event, context.now, pending.decisions,
+                      tuple(pending.routing), tuple(pending.flags))
+        if pending.flags:
+            append_event(context.connection, self.runtime.schema, entity=context.entity.name, record_id=record_id,
+                         kind="intake_flagged", actor_id=None, at=context.now, data={"flags": pending.flags})
+        context.connection.execute(self.runtime.schema.traces.insert(), {
+            "entity": context.entity.name, "record_id": record_id, "at": _naive(context.now),
+            "change": event.change.value, "origin": event.origin.value, "text": render_trace(trace),
+            "decisions": trace_to_json(trace)})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if hasattr(value, "is_finite"):  # Decimal
+        return str(value)
+    return value
+
+
+def _needs_counts(policy: RoutingPolicySpec) -> bool:
+    from engine.metamodel.automation import Strategy
+    return policy.cap is not None or bool(policy.caps) or Strategy.LEAST_LOADED in (policy.strategy, policy.within)
+
+
+def expression_to_sql(source: str, table: sa.Table) -> Any:
+    """A SQL condition equal to a simple expression (comparisons of fields with literals joined
+    by and/or/not), or None when the expression is richer than that."""
+    try:
+        return _to_sql(ast.parse(source, mode="eval").body, table)
+    except (ValueError, KeyError, SyntaxError):
+        return None
+
+
+def _literal(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(item) for item in node.elts]
+    raise ValueError("not a literal")
+
+
+def _to_sql(node: ast.AST, table: sa.Table) -> Any:
+    if isinstance(node, ast.BoolOp):
+        parts = [_to_sql(value, table) for value in node.values]
+        return sa.and_(*parts) if isinstance(node.op, ast.And) else sa.or_(*parts)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return sa.not_(_to_sql(node.operand, table))
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.left, ast.Name):
+        column, value, op = table.c[node.left.id], _literal(node.comparators[0]), node.ops[0]
+        operations = {ast.Eq: lambda: column == value, ast.NotEq: lambda: column != value,
+                      ast.In: lambda: column.in_(value), ast.NotIn: lambda: column.not_in(value),
+                      ast.Gt: lambda: column > value, ast.GtE: lambda: column >= value,
+                      ast.Lt: lambda: column < value, ast.LtE: lambda: column <= value}
+        if type(op) in operations:
+            return operations[type(op)]()
+    if isinstance(node, ast.Name):
+        return table.c[node.id].is_(True)
+    raise ValueError("unsupported")
+
+
+def install_rules(runtime: Runtime) -> None:
+    """Make every write of this runtime run the blueprint's rules and routing."""
+    if runtime.model.rules or runtime.model.sources:
+        runtime.records.observers.append(RulesObserver(runtime))

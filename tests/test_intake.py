@@ -1,0 +1,227 @@
+"""Leads arriving by webhook and by API are graded, routed and explained — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from engine.runtime.actors import SYSTEM
+from engine.runtime.doctor import diagnose, explain
+from engine.runtime.outbox import list_messages
+from engine.runtime.runtime import Runtime, open_runtime
+from engine.runtime.users import NewUser, add_user, update_user
+from tests.conftest import load, write_blueprint
+from tests.support.intake_blueprint import ACTIVITY, ROUTING, RULES, files
+from tests.test_api import TestClient, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+REPS = (NewUser("wang", "王", "sales_rep", "east"), NewUser("li", "李", "sales_rep", "east"),
+        NewUser("zhou", "周", "sales_rep", "east"), NewUser("zhao", "赵", "sales_rep", "south"))
+
+
+@pytest.fixture
+def intake(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    monkeypatch.setenv("TEST_WEBSITE_TOKEN", "s3cret-token")
+    monkeypatch.setenv("TEST_DOUYIN_SECRET", "douyin-key")
+    runtime = make_runtime(files())
+    for rep in REPS:
+        add_user(runtime, rep)
+    return runtime
+
+
+def _owners(runtime: Runtime) -> Counter[str | None]:
+    users, leads = runtime.schema.users, runtime.schema.table("lead")
+    with runtime.db.read() as connection:
+        rows = connection.execute(sa.select(users.c.username).select_from(
+            leads.outerjoin(users, users.c.id == leads.c.owner))).all()
+    return Counter(row.username for row in rows)
+
+
+def _lead(runtime: Runtime, index: int, region: str = "east", **extra: Any) -> dict[str, Any]:
+    return runtime.records.create("lead", {"name": f"客户{index}", "phone": f"1390000{index:04d}",
+                                           "region": region, "source": "website", **extra}, actor=SYSTEM).record
+
+
+def test_round_robin_is_fair_across_a_restart_and_skips_reps_on_leave(intake: Runtime, make_runtime: Any) -> None:
+    for index in range(6):
+        _lead(intake, index)
+    intake.close()
+    restarted = make_runtime(files(), folder="again")  # a new process would see only the database
+    for index in range(6, 9):
+        _lead(restarted, index)
+    assert _owners(restarted) == Counter({"wang": 3, "li": 3, "zhou": 3})
+    update_user(restarted, "li", on_leave=True)
+    for index in range(9, 13):
+        _lead(restarted, index)
+    assert _owners(restarted) == Counter({"wang": 5, "li": 3, "zhou": 5})
+    _lead(restarted, 13, region="south")
+    assert _owners(restarted)["zhao"] == 1
+
+
+def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: Runtime) -> None:
+    lead = _lead(intake, 1, company="华东机械", registered_capital=6_000_000, hiring_recently=True, has_tenders=True)
+    assert lead["grade"] == "S" and lead["next_follow_up"] is not None and lead["owner"] is not None
+    tasks = intake.records.list("activity", __import__("engine.runtime.queries", fromlist=["ListQuery"]).ListQuery(),
+                                actor=SYSTEM).items
+    assert [(task["subject"], task["lead"]) for task in tasks] == [("华东机械 首次电话", lead["id"])]
+    messages = list_messages(intake.db, intake.schema)
+    assert [(m["channel"], m["payload"]["text"]) for m in messages] == [("wecom_sales", "S级线索 华东机械")]
+    ordinary = _lead(intake, 2, company="小作坊")
+    assert ordinary["grade"] is None and len(list_messages(intake.db, intake.schema)) == 1
+
+
+def test_a_write_that_fails_after_the_rules_leaves_no_task_and_no_notification(intake: Runtime) -> None:
+    intake.records.create("lead", {"name": "甲", "phone": "13900000001", "region": "east"}, actor=SYSTEM)
+    with pytest.raises(Exception):
+        intake.records.create("lead", {"name": "乙", "email": "not-an-email", "registered_capital": 6_000_000,
+                                       "hiring_recently": True, "has_tenders": True}, actor=SYSTEM)
+    assert list_messages(intake.db, intake.schema) == []
+
+
+def _post(client: TestClient, source: str, payload: dict[str, Any], **headers: str) -> Any:
+    return client.post(f"/hooks/{source}", content=json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
+
+
+def _deliveries(runtime: Runtime) -> list[tuple[str, str]]:
+    table = runtime.schema.deliveries
+    with runtime.db.read() as connection:
+        return [(row.status, row.error or "") for row in
+                connection.execute(sa.select(table.c.status, table.c.error).order_by(table.c.id))]
+
+
+def test_webhook_with_the_token_creates_once_per_event_and_maps_the_channel_values(intake: Runtime) -> None:
+    client = TestClient(create_app(intake))
+    payload = {"submission_id": "f-1001", "submitted_at": "2026-11-19T10:00:00+08:00",
+               "contact": {"name": "王芳", "company": "华东机械", "mobile": "+86 138-0013-8000"},
+               "answers": {"region": "华东"}}
+    first = _post(client, "website_form", payload, **{"X-Webhook-Token": "s3cret-token"})
+    again = _post(client, "website_form", payload, **{"X-Webhook-Token": "s3cret-token"})
+    assert first.status_code == 201 and again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    lead = intake.records.get("lead", first.json()["record_id"], actor=SYSTEM)
+    assert (lead["name"], lead["region"], lead["source"], lead["phone"]) == ("王芳", "east", "website", "+8613800138000")
+    assert lead["created_at"] == dt.datetime(2026, 11, 19, 2, 0, tzinfo=dt.timezone.utc)
+    assert lead["owner"] is not None
+    assert [status for status, _ in _deliveries(intake)] == ["processed", "duplicate"]
+    wrong = _post(client, "website_form", {**payload, "submission_id": "f-2"}, **{"X-Webhook-Token": "guess"})
+    assert wrong.status_code == 401 and _deliveries(intake)[-1] == ("rejected", "missing or wrong token")
+
+
+def _signed(body: bytes, secret: str, stamp: str) -> str:
+    return hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def test_signed_webhook_refuses_a_wrong_signature_and_an_old_timestamp_and_logs_both(intake: Runtime,
+                                                                                     clock: Any) -> None:
+    client = TestClient(create_app(intake))
+    body = json.dumps({"lead_id": "dy-77", "nickname": "小李", "telephone": "13912345678"}).encode()
+    now = str(int(clock.now().timestamp()))
+    old = str(int(clock.now().timestamp()) - 3600)
+    refused = client.post("/hooks/douyin", content=body,
+                          headers={"X-Timestamp": now, "X-Signature": _signed(body, "wrong-key", now)})
+    stale = client.post("/hooks/douyin", content=body,
+                        headers={"X-Timestamp": old, "X-Signature": _signed(body, "douyin-key", old)})
+    good = client.post("/hooks/douyin", content=body,
+                       headers={"X-Timestamp": now, "X-Signature": _signed(body, "douyin-key", now)})
+    assert (refused.status_code, stale.status_code, good.status_code) == (401, 401, 201)
+    statuses = _deliveries(intake)
+    assert statuses[0] == ("rejected", "signature does not match the body")
+    assert statuses[1][0] == "rejected" and "timestamp" in statuses[1][1]
+    assert statuses[2][0] == "processed"
+    assert sum(_owners(intake).values()) == 1
+
+
+def test_a_malformed_delivery_is_kept_and_can_be_replayed(intake: Runtime) -> None:
+    client = TestClient(create_app(intake))
+    response = client.post("/hooks/website_form", content=b'{"contact": {"name": ',
+                           headers={"X-Webhook-Token": "s3cret-token"})
+    assert response.status_code == 400 and _deliveries(intake) == [("rejected", response.json()["message"])]
+    table = intake.schema.deliveries
+    with intake.db.read() as connection:
+        assert connection.execute(sa.select(table.c.body)).scalar_one() == b'{"contact": {"name": '
+
+
+def test_spam_filter_flags_the_lead_and_keeps_it_out_of_routing(intake: Runtime) -> None:
+    client = TestClient(create_app(intake))
+    response = _post(client, "website_form", {"submission_id": "s-1", "contact": {"name": "test"}},
+                     **{"X-Webhook-Token": "s3cret-token"})
+    lead = intake.records.get("lead", response.json()["record_id"], actor=SYSTEM)
+    assert lead["owner"] is None
+    assert "caught by the spam filter of source website_form" in explain(intake, "lead", lead["id"])
+
+
+OUTAGE_ROUTING = ROUTING + """
+  expo_vip:
+    entity: lead
+    strategy: round_robin
+    priority: 5
+    match: "matches(source, 'web|expo')"
+    pool: {team: expo_team}
+    open_when: "status in ['new', 'contacted']"
+    fallback_queue: expo_queue
+"""
+
+
+def test_product_point_13_outage_is_named_by_doctor_and_explain(make_runtime: Any) -> None:
+    """A new rule's pattern meant for expo leads also matches 'website' and routes them to an
+    empty pool; an intern in the pool's team cannot read leads."""
+    runtime = make_runtime(files(**{"routing.yaml": OUTAGE_ROUTING}))
+    for rep in REPS:
+        add_user(runtime, rep)
+    lead = _lead(runtime, 1)
+    assert lead["owner"] is None
+    trace = explain(runtime, "lead", lead["id"])
+    assert "assign_new_lead" in trace and "expo_vip" in trace and "expo_queue" in trace
+    findings = "\n".join(str(finding) for finding in diagnose(runtime))
+    assert "routing policy 'expo_vip', pool" in findings and "has no active member" in findings
+    assert "1 records parked by routing policy 'expo_vip'" in findings
+    add_user(runtime, NewUser("xiao", "实习生", "intern", "expo_team"))
+    findings = "\n".join(str(finding) for finding in diagnose(runtime))
+    assert "xiao receives lead records but cannot see them" in findings
+
+
+def test_two_processes_routing_at_once_on_postgresql_share_fairly(pg_url: str, clock: Any, tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path / "bp", files())
+    runtime = open_runtime(load(blueprint), pg_url, clock=clock)
+    try:
+        for rep in REPS:
+            add_user(runtime, rep)
+        script = ("import sys\nfrom engine.metamodel import load_blueprint\nfrom engine.rules import FUNCTION_NAMES\n"
+                  "from engine.runtime.runtime import open_runtime\nfrom engine.runtime.actors import SYSTEM\n"
+                  "rt = open_runtime(load_blueprint(sys.argv[1], functions=FUNCTION_NAMES), sys.argv[2], migrate=False)\n"
+                  "for i in range(int(sys.argv[3]), int(sys.argv[3]) + 30):\n"
+                  "    rt.records.create('lead', {'name': f'客户{i}', 'phone': f'1391000{i:04d}', 'region': 'east'},"
+                  " actor=SYSTEM)\n")
+        processes = [subprocess.Popen([sys.executable, "-c", script, str(blueprint), pg_url, str(start)], cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)}) for start in (0, 1000)]
+        assert [process.wait(timeout=180) for process in processes] == [0, 0]
+        assert _owners(runtime) == Counter({"wang": 20, "li": 20, "zhou": 20})
+    finally:
+        runtime.close()
+
+
+def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None:
+    looping = RULES + """
+  - name: echo
+    entity: activity
+    trigger: created
+    actions:
+      - create_related: {entity: activity, link: follows, values: {subject: again}}
+"""
+    activity = ACTIVITY + "  follows: {type: link, entity: activity, on_delete: set_null}\n"
+    runtime = make_runtime(files(**{"rules.yaml": looping, "entities/activity.yaml": activity}))
+    lead = _lead(runtime, 1)
+    with pytest.raises(Exception, match="echo"):
+        runtime.records.create("activity", {"subject": "first", "lead": lead["id"]}, actor=SYSTEM)
+    with runtime.db.read() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("activity"))).scalar() == 0
