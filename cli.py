@@ -72,6 +72,13 @@ def validate(path: str) -> None:
             extras.append("links " + ", ".join(links))
         click.echo(f"  {entity.name:<14} {entity.label.text('zh')} / {entity.label.text('en')}: "
                    f"{len(entity.fields)} fields" + ("; " + "; ".join(extras) if extras else ""))
+    parts = [(len(model.roles), "roles"), (len(model.rules), "rules"), (len(model.routing), "routing policies"),
+             (len(model.sources), "webhook sources")]
+    for kind in ("calendars", "slas", "channels", "cadences", "jobs"):
+        parts.append((len(getattr(model, kind, ())), kind))
+    click.echo("  " + ", ".join(f"{count} {what}" for count, what in parts if count))
+    if model.warnings:
+        click.echo(f"  {len(model.warnings)} warning(s) above; they do not stop the CRM but deserve a look.")
 
 
 def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Runtime:
@@ -335,6 +342,95 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"password of {username} changed")
+
+
+
+# --- timekeeping: the worker, the outbox, scheduled-job runs (engine/runtime/timekeeping.py) ---
+
+@main.command()
+@_db_option
+@_blueprint_option
+@click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds between ticks.")
+@click.option("--once", is_flag=True, help="Run one tick, print what it did and exit.")
+def worker(db_url: str, blueprint: str, interval: float, once: bool) -> None:
+    """Fire due SLA and cadence timers, deliver the outbox, run scheduled jobs (Ctrl+C stops it)."""
+    from engine.runtime.notifications import channel_warnings
+    from engine.runtime.timekeeping import build_worker
+
+    runtime = _open(db_url, blueprint)
+    for warning in channel_warnings(runtime.model):
+        click.echo(f"warning: {warning} — its messages will be retried, then dead-lettered", err=True)
+    running = build_worker(runtime)
+    if once:
+        report = running.tick()
+        click.echo(f"fired {report.fired} timer(s) ({report.failed} failed); delivered {report.delivered}, "
+                   f"retrying {report.retried}, dead {report.dead}; jobs run: {', '.join(report.jobs) or 'none'}")
+        return
+    click.echo(f"worker {running.name} ticking every {interval:g} s on {db_url} — Ctrl+C stops it")
+    running.run_forever(interval)
+
+
+@main.group()
+def outbox() -> None:
+    """Outgoing notifications: list them (e.g. the dead letters), retry dead ones."""
+
+
+@outbox.command("list")
+@_db_option
+@_blueprint_option
+@click.option("--status", default=None, help="pending, sending, delivered or dead")
+@click.option("--limit", default=50, show_default=True)
+def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> None:
+    """The latest messages, newest first, with attempts and the last error."""
+    from engine.runtime.outbox import list_messages
+
+    runtime = _open(db_url, blueprint)
+    rows = list_messages(runtime.db, runtime.schema, status=status, limit=limit)
+    for row in rows:
+        target = f"{row['entity']} {row['record_id']}" if row["record_id"] else "-"
+        click.echo(f"{row['id']:>6}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['channel']:<20} "
+                   f"{row['status']:<9} {row['attempts']:>2}x  {target:<14} {row['last_error'] or ''}")
+    if not rows:
+        click.echo("no messages" + (f" with status {status}" if status else ""))
+
+
+@outbox.command("retry")
+@_db_option
+@_blueprint_option
+@click.argument("message_id", type=int, required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead message.")
+def outbox_retry(db_url: str, blueprint: str, message_id: int | None, retry_all: bool) -> None:
+    """Put dead message MESSAGE_ID (or --all of them) back in the queue for the worker."""
+    from engine.runtime.outbox import retry_dead
+
+    if (message_id is None) == (not retry_all):
+        _fail("give a message id or --all")
+    runtime = _open(db_url, blueprint)
+    count = retry_dead(runtime.db, runtime.schema, runtime.clock.now(), None if retry_all else message_id)
+    if message_id is not None and count == 0:
+        _fail(f"message {message_id} is not dead (see: crm outbox list --status dead)")
+    click.echo(f"{count} message(s) queued again")
+
+
+@main.command("jobs")
+@_db_option
+@_blueprint_option
+@click.option("--limit", default=20, show_default=True)
+def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
+    """The blueprint's scheduled jobs and their latest runs (from crm_job_runs)."""
+    import sqlalchemy as sa
+
+    runtime = _open(db_url, blueprint)
+    for job in runtime.model.jobs:
+        click.echo(f"{job.name:<28} cron '{job.cron}' ({job.timezone}) → {job.channel}"
+                   + (f", working days of {job.calendar}" if job.calendar else ""))
+    runs = runtime.schema.job_runs
+    with runtime.db.read() as connection:
+        rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+    for row in rows:
+        first_line = (row.output or "").splitlines()[0] if row.output else ""
+        click.echo(f"{row.scheduled_for:%Y-%m-%d %H:%M} UTC  {row.job:<28} {row.status:<10} {row.worker:<24} "
+                   f"{first_line[:80]}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from engine.rules.decisions import (Assign, CallWebhook, Change, CreateRelated, 
                                     evaluate_rules, find_rule_loop, planned_changes)
 from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
                                   route_record, select_policy)
-from engine.rules.trace import RoutingStep, Trace, render_trace, trace_to_json
+from engine.rules.trace import RoutingStep, Trace, render_trace
 
 from .actors import Actor
 from .errors import RecordError
@@ -71,6 +71,19 @@ class RulesObserver:
         self.runtime = runtime
         self.model = runtime.model
         self.evaluator = runtime.records.evaluator
+        schema = runtime.schema
+        users, state = schema.users, schema.routing_state
+        # statements every routed write runs, built once with bound parameters
+        self._users = sa.select(users.c.id, users.c.username, users.c.team, users.c.role, users.c.is_active,
+                                users.c.on_leave)
+        self._user_id = sa.select(users.c.id).where(users.c.username == sa.bindparam("username"))
+        self._read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
+        self._write_cursor = state.update().where(state.c.cursor_key == sa.bindparam("key")).values(
+            state=sa.bindparam("state"), updated_at=sa.bindparam("at"))
+        self._new_cursor = {dialect: (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
+                            .on_conflict_do_nothing(index_elements=[state.c.cursor_key])
+                            for dialect in ("postgresql", "sqlite")}
+        self._counts: dict[str, Any] = {}
 
     # -- before the row is written ---------------------------------------------------------
 
@@ -139,14 +152,11 @@ class RulesObserver:
             pending.alerts.append(decision)
         if decision.username is None:
             return None
-        users = self.runtime.schema.users
-        return context.connection.execute(sa.select(users.c.id).where(users.c.username == decision.username)).scalar()
+        return context.connection.execute(self._user_id, {"username": decision.username}).scalar()
 
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
         """Every user as a routing candidate, with open-record counts when the policy needs them."""
-        users = self.runtime.schema.users
-        rows = connection.execute(sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
-                                            users.c.is_active, users.c.on_leave)).all()
+        rows = connection.execute(self._users).all()
         counts = self._open_counts(connection, policy) if _needs_counts(policy) else {}
         return [Rep(row.username,
                     RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
@@ -154,10 +164,13 @@ class RulesObserver:
 
     def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec) -> dict[int, int]:
         table = self.runtime.schema.table(policy.entity)
-        condition = expression_to_sql(policy.open_when.source, table)
-        if condition is not None:
-            query = (sa.select(table.c.owner, sa.func.count()).where(table.c.owner.is_not(None), condition)
-                     .group_by(table.c.owner))
+        if policy.name not in self._counts:
+            condition = expression_to_sql(policy.open_when.source, table)
+            self._counts[policy.name] = None if condition is None else (
+                sa.select(table.c.owner, sa.func.count()).where(table.c.owner.is_not(None), condition)
+                .group_by(table.c.owner))
+        query = self._counts[policy.name]
+        if query is not None:
             return {owner: count for owner, count in connection.execute(query).all()}
         # an open_when too rich for SQL: evaluate it per owned record
         entity = self.model.entity(policy.entity)
@@ -170,19 +183,15 @@ class RulesObserver:
 
     def _lock_cursor(self, connection: sa.Connection, key: str) -> CursorState:
         """The pool's cursor, locked for this transaction (SQLite: the write lock already is)."""
-        table = self.runtime.schema.routing_state
-        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
-        connection.execute(insert.values(cursor_key=key, state={}, updated_at=dt.datetime(2000, 1, 1))
-                           .on_conflict_do_nothing(index_elements=[table.c.cursor_key]))
-        query = sa.select(table.c.state).where(table.c.cursor_key == key)
+        connection.execute(self._new_cursor[connection.dialect.name],
+                           {"cursor_key": key, "state": {}, "updated_at": dt.datetime(2000, 1, 1)})
+        query = self._read_cursor
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
-        return CursorState.from_json(connection.execute(query).scalar())
+        return CursorState.from_json(connection.execute(query, {"key": key}).scalar())
 
     def _store_cursor(self, connection: sa.Connection, key: str, cursor: CursorState, now: dt.datetime) -> None:
-        table = self.runtime.schema.routing_state
-        connection.execute(table.update().where(table.c.cursor_key == key)
-                           .values(state=cursor.as_json(), updated_at=_naive(now)))
+        connection.execute(self._write_cursor, {"key": key, "state": cursor.as_json(), "at": _naive(now)})
 
     # -- after the row is written ----------------------------------------------------------
 
@@ -253,7 +262,17 @@ class RulesObserver:
         context.connection.execute(self.runtime.schema.traces.insert(), {
             "entity": context.entity.name, "record_id": record_id, "at": _naive(context.now),
             "change": event.change.value, "origin": event.origin.value, "text": render_trace(trace),
-            "decisions": trace_to_json(trace)})
+            "decisions": _summary(trace)})
+
+
+def _summary(trace: Trace) -> dict[str, Any]:
+    """A compact, queryable digest of the trace (the full explanation is its text)."""
+    return {"rules": [{"rule": d.rule, "matched": d.matched, "why_none": d.why_none, "error": d.error}
+                      for d in trace.decisions],
+            "routing": [{"rule": step.rule, "policy": step.policy, "note": step.note,
+                         "outcome": step.decision.outcome.value if step.decision else None,
+                         "username": step.decision.username if step.decision else None} for step in trace.routing],
+            "flags": list(trace.flags)}
 
 
 def _plain(value: Any) -> Any:

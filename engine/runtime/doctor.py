@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from engine.metamodel.automation import SetAction
 from engine.metamodel.roles import Scope
 from engine.rules.routing import Rep, RepStatus, pool_members
-from engine.rules.trace import render_traces, trace_from_json
 
 from .actors import Actor
 from .runtime import Runtime
@@ -154,12 +153,12 @@ def explain(runtime: Runtime, entity: str, record_id: int) -> str:
     """Every stored decision about one record, oldest first, as text."""
     table = runtime.schema.traces
     with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(table.c.decisions).where(table.c.entity == entity,
-                                                                     table.c.record_id == record_id)
+        rows = connection.execute(sa.select(table.c.text).where(table.c.entity == entity,
+                                                                table.c.record_id == record_id)
                                   .order_by(table.c.id)).all()
     if not rows:
         return f"No rule has evaluated {entity} {record_id} (no trace stored)."
-    return render_traces([trace_from_json(row.decisions) for row in rows])
+    return "\n\n".join(row.text for row in rows)
 
 
 def explain_rows(runtime: Runtime, entity: str, record_id: int) -> list[Any]:

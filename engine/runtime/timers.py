@@ -44,18 +44,26 @@ class SqlTimerStore:
     def __init__(self, schema: Schema, clock_now: Callable[[], dt.datetime]) -> None:
         self.table = schema.timers
         self.now = clock_now
+        self._statements: dict[str, Any] = {}
 
     def schedule(self, connection: sa.Connection, request: TimerRequest) -> None:
-        values = {"kind": request.kind, "key": request.key, "entity": request.entity,
+        params = {"kind": request.kind, "key": request.key, "entity": request.entity,
                   "record_id": request.record_id, "due_at": _naive(request.due_at), "payload": request.payload,
                   "status": "pending", "attempts": 0, "created_at": _naive(self.now())}
-        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(self.table)
-        statement = insert.values(values).on_conflict_do_update(
-            index_elements=[self.table.c.key],
-            set_={"due_at": values["due_at"], "payload": values["payload"], "kind": values["kind"],
-                  "status": "pending", "attempts": 0, "last_error": None},
-            where=self.table.c.status != "fired")
-        connection.execute(statement)
+        connection.execute(self._upsert(connection.dialect.name), params)
+
+    def _upsert(self, dialect: str) -> Any:
+        """Insert, or move a timer that has not fired yet; built once per dialect (bound parameters)."""
+        statement = self._statements.get(dialect)
+        if statement is None:
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
+            statement = insert.on_conflict_do_update(
+                index_elements=[self.table.c.key],
+                set_={"due_at": insert.excluded.due_at, "payload": insert.excluded.payload,
+                      "kind": insert.excluded.kind, "status": "pending", "attempts": 0, "last_error": None},
+                where=self.table.c.status != "fired")
+            self._statements[dialect] = statement
+        return statement
 
     def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
