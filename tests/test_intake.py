@@ -225,3 +225,23 @@ def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None
         runtime.records.create("activity", {"subject": "first", "lead": lead["id"]}, actor=SYSTEM)
     with runtime.db.read() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("activity"))).scalar() == 0
+
+
+def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any) -> None:
+    rules = RULES + """
+  - name: busy_lead
+    entity: lead
+    trigger: updated
+    when: "count_related('activity', 'lead') >= 2 and in_territory(region, 'east_china')"
+    actions:
+      - set: {grade: A}
+"""
+    app = ("app: intake\nsettings: {territories: {east_china: [east]}}\n"
+           "include: [entities/*.yaml, roles.yaml, routing.yaml, sources.yaml, rules.yaml]\n")
+    runtime = make_runtime(files(**{"rules.yaml": rules, "app.yaml": app}))
+    lead = _lead(runtime, 1)
+    for subject in ("电话", "拜访"):
+        runtime.records.update("lead", lead["id"], {"company": subject}, actor=SYSTEM)
+        assert runtime.records.get("lead", lead["id"], actor=SYSTEM)["grade"] is None
+        runtime.records.create("activity", {"subject": subject, "lead": lead["id"]}, actor=SYSTEM)
+    assert runtime.records.update("lead", lead["id"], {"company": "华东机械"}, actor=SYSTEM)["grade"] == "A"

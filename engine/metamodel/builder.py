@@ -38,6 +38,8 @@ def build_settings(data: dict[str, Any]) -> Settings:
         timezone=data.get("timezone", defaults.timezone),
         languages=tuple(data.get("languages", defaults.languages)),
         default_language=data.get("default_language", defaults.default_language),
+        territories=tuple((name, tuple(str(v) for v in values))
+                          for name, values in (data.get("territories") or {}).items()),
     )
 
 
@@ -94,6 +96,7 @@ def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: li
         result_type=result,
         phone_region=data.get("region", settings.phone_region),
         timezone=settings.timezone,
+        widget=data.get("widget"),
     )
 
 

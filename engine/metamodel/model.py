@@ -251,6 +251,8 @@ class Settings:
     timezone: str = "Asia/Shanghai"
     languages: tuple[str, ...] = ("zh", "en")
     default_language: str = "zh"
+    # named territories: territory → the region values it covers, for in_territory(region, 'name')
+    territories: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,12 @@ class Metamodel:
     rules: tuple[Any, ...] = ()       # RuleSpec, see automation.py
     routing: tuple[Any, ...] = ()     # RoutingPolicySpec, see automation.py
     sources: tuple[Any, ...] = ()     # SourceSpec (inbound webhooks), see automation.py
+    calendars: tuple[Any, ...] = ()   # CalendarDecl, see timekeeping.py
+    slas: tuple[Any, ...] = ()        # SlaSpec, see timekeeping.py
+    channels: tuple[Any, ...] = ()    # ChannelSpec, see timekeeping.py
+    templates: tuple[Any, ...] = ()   # MessageTemplateSpec (in channels documents), see timekeeping.py
+    cadences: tuple[Any, ...] = ()    # CadenceSpec, see timekeeping.py
+    jobs: tuple[Any, ...] = ()        # JobSpec, see timekeeping.py
 
     def role(self, name: str) -> Any:
         for spec in self.roles:

@@ -47,10 +47,11 @@ FIELD_OPTIONS: dict[str, Any] = {
     "expression": EXPRESSION,
     "result": {"enum": ["string", "integer", "decimal", "boolean", "date", "datetime"]},
     "region": {"type": "string", "pattern": "^[A-Z]{2}$"},
+    "widget": NAME,  # a screen widget by name (built-in or from a plugin); checked when the app starts
 }
 
 # Which options make sense for which type; anything else is reported by crossrefs.
-COMMON_OPTIONS = frozenset({"type", "label", "help", "required", "readonly", "index", "default"})
+COMMON_OPTIONS = frozenset({"type", "label", "help", "required", "readonly", "index", "default", "widget"})
 TYPE_OPTIONS: dict[FieldType, frozenset[str]] = {
     FieldType.STRING: frozenset({"unique", "length", "pattern"}),
     FieldType.TEXT: frozenset({"length"}),
@@ -144,6 +145,8 @@ APP_SCHEMA: dict[str, Any] = {
             "timezone": {"type": "string"},
             "languages": {"type": "array", "items": {"enum": ["zh", "en"]}, "minItems": 1},
             "default_language": {"enum": ["zh", "en"]},
+            "territories": {"type": "object", "additionalProperties": {
+                "type": "array", "items": {"type": "string"}, "minItems": 1}},
         }},
     },
 }

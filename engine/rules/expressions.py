@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import operator
+import contextvars
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -135,13 +136,35 @@ FUNCTION_DOCS: dict[str, FunctionDoc] = {
     "abs": FunctionDoc("abs(x)", "absolute value"),
     "min": FunctionDoc("min(a, b, …)", "the smallest value"),
     "max": FunctionDoc("max(a, b, …)", "the largest value"),
+    "in_territory": FunctionDoc("in_territory(region, 'name')", "region is one of the territory's regions "
+                                                                "(app settings: territories)"),
+    "count_related": FunctionDoc("count_related('entity', 'link_field')",
+                                 "how many `entity` records link to this record through `link_field` "
+                                 "(counted by the engine before the rule runs; 0 for a new record)"),
 }
 FUNCTION_NAMES = frozenset(FUNCTION_DOCS)
 
 
-def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]]:
+# Counts of related records for the evaluation under way: the runtime computes them before it
+# evaluates (expressions never reach the database) and hands them in with the values.
+RELATED_COUNTS = "__related__"
+_related: contextvars.ContextVar[Mapping[tuple[str, str], int]] = contextvars.ContextVar("crm_related", default={})
+
+
+def _count_related(entity: Any, link_field: Any) -> int:
+    return int(_related.get().get((str(entity), str(link_field)), 0))
+
+
+def build_functions(clock: Clock, timezone: str,
+                    territories: Mapping[str, Sequence[str]] | None = None) -> dict[str, Callable[..., Any]]:
     """The function table for one engine: clock-bound date functions plus the pure ones."""
     zone = ZoneInfo(timezone)
+    regions_of = {name: frozenset(regions) for name, regions in (territories or {}).items()}
+
+    def in_territory(region: Any, name: Any) -> bool:
+        if str(name) not in regions_of:
+            raise ExpressionError(f"in_territory(): no territory '{name}' (declared: {', '.join(regions_of) or 'none'})")
+        return region in regions_of[str(name)]
 
     def now() -> dt.datetime:
         return clock.now().astimezone(zone)
@@ -179,6 +202,8 @@ def build_functions(clock: Clock, timezone: str) -> dict[str, Callable[..., Any]
         "abs": abs,
         "min": min,
         "max": max,
+        "in_territory": in_territory,
+        "count_related": _count_related,
     }
     assert set(table) == FUNCTION_NAMES, "every function must be documented"
     return table
@@ -233,8 +258,9 @@ _CONSTANTS = {"True": True, "False": False, "None": None, "true": True, "false":
 class Evaluator:
     """Compiles expressions once and evaluates them against record values."""
 
-    def __init__(self, clock: Clock, timezone: str = "Asia/Shanghai") -> None:
-        self.functions = build_functions(clock, timezone)
+    def __init__(self, clock: Clock, timezone: str = "Asia/Shanghai",
+                 territories: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.functions = build_functions(clock, timezone, territories)
         self._compiled: dict[str, Any] = {}
         self._local = threading.local()
 
@@ -250,6 +276,7 @@ class Evaluator:
         parsed = self._compiled.get(expression.source)
         interpreter = self._interpreter()
         interpreter.names = {**_CONSTANTS, **{name: values.get(name) for name in expression.names}}
+        token = _related.set(values.get(RELATED_COUNTS) or {}) if "count_related" in expression.functions else None
         if parsed is None:
             parsed = interpreter.parse(expression.source)
             self._compiled[expression.source] = parsed
@@ -259,3 +286,6 @@ class Evaluator:
             raise
         except (simpleeval.InvalidExpression, ArithmeticError, TypeError, ValueError, OverflowError) as exc:
             raise ExpressionError(f"{expression.source}: {exc}") from None
+        finally:
+            if token is not None:
+                _related.reset(token)

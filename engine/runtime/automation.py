@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel.automation import RoutingPolicySpec, policies_for, policy_named, rules_for
+from engine.rules.expressions import RELATED_COUNTS
 from engine.rules.decisions import (Assign, CallWebhook, Change, CreateRelated, Decision, Notify, Origin,
                                     RuleApplication, Transition, TriggerEvent, evaluate_condition,
                                     evaluate_rules, find_rule_loop, planned_changes)
@@ -84,6 +85,7 @@ class RulesObserver:
                             .on_conflict_do_nothing(index_elements=[state.c.cursor_key])
                             for dialect in ("postgresql", "sqlite")}
         self._counts: dict[str, Any] = {}
+        self._related = {entity.name: related_pairs(self.model, entity.name) for entity in self.model.entities}
 
     # -- before the row is written ---------------------------------------------------------
 
@@ -100,10 +102,12 @@ class RulesObserver:
         entity = context.entity
         before = expression_values(entity, context.before) if context.before is not None else None
         after = expression_values(entity, context.after)  # as expressions see them: money is its amount
+        if self._related[entity.name]:
+            after[RELATED_COUNTS] = self._count_related(context.connection, self._related[entity.name], record_id)
         decisions = evaluate_rules(rules, event, before, after, self.evaluator, context.now)
         pending = _Pending(event, decisions, flags=flags)
         context.notes["rules"] = pending
-        changes = dict(planned_changes(decisions, after))
+        changes = {name: value for name, value in planned_changes(decisions, after).items() if name != RELATED_COUNTS}
         values = {**after, **changes}
         for decision in decisions:
             for action in decision.actions if decision.matched else ():
@@ -153,6 +157,18 @@ class RulesObserver:
         if decision.username is None:
             return None
         return context.connection.execute(self._user_id, {"username": decision.username}).scalar()
+
+    def _count_related(self, connection: sa.Connection, pairs: frozenset[tuple[str, str]],
+                       record_id: int | None) -> dict[tuple[str, str], int]:
+        """What count_related() answers for this record: computed here, so expressions stay pure."""
+        if record_id is None:
+            return {}
+        counts = {}
+        for entity, link in pairs:
+            table = self.runtime.schema.table(entity)
+            counts[(entity, link)] = int(connection.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c[link] == record_id)).scalar_one())
+        return counts
 
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
         """Every user as a routing candidate, with open-record counts when the policy needs them."""
@@ -322,6 +338,29 @@ def _to_sql(node: ast.AST, table: sa.Table) -> Any:
     if isinstance(node, ast.Name):
         return table.c[node.id].is_(True)
     raise ValueError("unsupported")
+
+
+def related_pairs(model: Any, entity: str) -> frozenset[tuple[str, str]]:
+    """The (entity, link field) pairs the entity's rules ask count_related() about; each must be a
+    link from that entity to this one (checked when the CRM starts)."""
+    pairs: set[tuple[str, str]] = set()
+    for rule in rules_for(model, entity):
+        expressions = [rule.when] + [value.expression for action in rule.actions
+                                     for _, value in getattr(action, "values", ()) if hasattr(value, "expression")]
+        for expression in filter(None, expressions):
+            if "count_related" not in expression.functions:
+                continue
+            for node in ast.walk(ast.parse(expression.source, mode="eval")):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "count_related":
+                    args = [arg.value for arg in node.args if isinstance(arg, ast.Constant)]
+                    if len(args) != 2 or not model.has_entity(args[0]) or \
+                            not model.entity(args[0]).has_field(args[1]) or \
+                            model.entity(args[0]).field(args[1]).link_entity != entity:
+                        raise ValueError(f"{expression.location}: count_related() needs two quoted names: an entity "
+                                         f"and its link field pointing at {entity}, e.g. count_related('activity', "
+                                         f"'lead') — got {expression.source}")
+                    pairs.add((args[0], args[1]))
+    return frozenset(pairs)
 
 
 def install_rules(runtime: Runtime) -> None:

@@ -33,7 +33,7 @@ def open_runtime(model: Metamodel, db_url: str, *, clock: Clock | None = None, m
     schema = build_schema(model)
     db = Database(db_url)
     outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
-    evaluator = Evaluator(clock, model.settings.timezone)
+    evaluator = Evaluator(clock, model.settings.timezone, dict(model.settings.territories))
     runtime = Runtime(model, schema, db, clock, RecordService(schema, db, clock, evaluator), outcome)
     from .automation import install_rules  # automation imports Runtime: installed once it exists
     install_rules(runtime)
