@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .actors import Actor
+from .auth import UserLookups
 from .errors import RecordError
 from .openapi import build_openapi
 from .queries import parse_list_query
@@ -73,16 +74,27 @@ class JsonApi:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.records = runtime.records
+        self.lookups = UserLookups(runtime)
         self._openapi: dict[str, Any] | None = None
 
-    @staticmethod
-    def actor_for(request: Request) -> Actor:
-        """The signed-in user (session or bearer token); 401 when there is none."""
+    def actor_for(self, request: Request) -> Actor:
+        """The signed-in user (session, or bearer token looked up here); 401 when there is none.
+        May query the database: call it from a worker thread (see `_call`)."""
         actor = getattr(request.state, "actor", None)
+        token = getattr(request.state, "bearer", None)
+        if actor is None and token:
+            actor = self.lookups.by_token(token)
+            request.state.actor = actor
         if actor is None:
             raise JSONError(401, "unauthenticated", "sign in, or send 'Authorization: Bearer <token>' "
                                                     "(create one with `crm user token USERNAME`)")
         return actor
+
+    async def _call(self, request: Request, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `function(*args, actor=…, **kwargs)` in a worker thread, resolving the actor there too."""
+        def work() -> Any:
+            return function(*args, actor=self.actor_for(request), **kwargs)
+        return await run_in_threadpool(work)
 
     def routes(self) -> list[Route]:
         handle = self._handle
@@ -103,8 +115,9 @@ class JsonApi:
     def _handle(self, endpoint: Endpoint, *, public: bool = False) -> Endpoint:
         async def wrapped(request: Request) -> Response:
             try:
-                if not public:
-                    self.actor_for(request)
+                if not public and getattr(request.state, "actor", None) is None and \
+                        not getattr(request.state, "bearer", None):
+                    self.actor_for(request)  # no credentials at all: 401 without touching the database
                 return await endpoint(request)
             except RecordError as error:
                 return error_response(error.status, error.as_dict())
@@ -131,8 +144,7 @@ class JsonApi:
     async def list_records(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         query = parse_list_query(entity, request.query_params)
-        actor = self.actor_for(request)
-        page = await run_in_threadpool(self.records.list, entity.name, query, actor=actor)
+        page = await self._call(request, self.records.list, entity.name, query)
         return JSONResponse({"items": [self.records.to_json(entity.name, item) for item in page.items],
                              "total": page.total, "page": page.page, "per_page": page.per_page,
                              "pages": page.pages})
@@ -140,7 +152,7 @@ class JsonApi:
     async def create_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         payload = await _json_object(request)
-        result = await run_in_threadpool(self.records.create, entity.name, payload, actor=self.actor_for(request))
+        result = await self._call(request, self.records.create, entity.name, payload)
         body = self.records.to_json(entity.name, result.record)
         status = 200 if result.outcome == "merged" else 201
         return JSONResponse(body, status_code=status, headers={
@@ -149,8 +161,7 @@ class JsonApi:
 
     async def get_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
-        record = await run_in_threadpool(self.records.get, entity.name, _record_id(request),
-                                         actor=self.actor_for(request))
+        record = await self._call(request, self.records.get, entity.name, _record_id(request))
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
 
     async def update_record(self, request: Request) -> Response:
@@ -158,25 +169,23 @@ class JsonApi:
         record_id = _record_id(request)
         payload = await _json_object(request)
         version = _expected_version(request, payload)
-        record = await run_in_threadpool(self.records.update, entity.name, record_id, payload,
-                                         actor=self.actor_for(request), expected_version=version)
+        record = await self._call(request, self.records.update, entity.name, record_id, payload,
+                                  expected_version=version)
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
 
     async def delete_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         record_id = _record_id(request)
-        await run_in_threadpool(self.records.delete, entity.name, record_id, actor=self.actor_for(request),
-                                expected_version=_expected_version(request))
+        await self._call(request, self.records.delete, entity.name, record_id,
+                         expected_version=_expected_version(request))
         return Response(status_code=204)
 
     async def record_events(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         record_id = _record_id(request)
 
-        def load() -> list[dict[str, Any]]:
-            return [event.as_json() for event in self.records.events(entity.name, record_id,
-                                                                     actor=self.actor_for(request))]
-        return JSONResponse({"items": await run_in_threadpool(load)})
+        events = await self._call(request, self.records.events, entity.name, record_id)
+        return JSONResponse({"items": [event.as_json() for event in events]})
 
     async def transition(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
@@ -186,8 +195,8 @@ class JsonApi:
         field, target = payload.get("field"), payload.get("to")
         if not isinstance(target, str) or not target:
             raise JSONError(422, "invalid_body", "give the target value as \"to\"", "to")
-        record = await run_in_threadpool(self.records.transition, entity.name, record_id, target,
-                                         field=field, actor=self.actor_for(request), expected_version=version)
+        record = await self._call(request, self.records.transition, entity.name, record_id, target,
+                                  field=field, expected_version=version)
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
 
     async def upload_file(self, request: Request) -> Response:
@@ -199,20 +208,19 @@ class JsonApi:
         if len(content) > MAX_FILE_BYTES:
             raise JSONError(413, "file_too_large", f"files are limited to {MAX_FILE_BYTES // 1024 // 1024} MB",
                             "file")
-        actor = self.actor_for(request)
         name = (upload.filename or "file")[:255]
         content_type = (upload.content_type or "application/octet-stream")[:128]
-        stored = await run_in_threadpool(self.runtime.records.store_file, name, content_type, content, actor=actor)
+        stored = await self._call(request, self.runtime.records.store_file, name, content_type, content)
         return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
 
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
         files = self.runtime.schema.files
 
-        def load() -> Any:
+        def load(actor: Actor) -> Any:
             with self.runtime.db.read() as connection:
                 return connection.execute(sa.select(files).where(files.c.id == file_id)).first()
-        row = await run_in_threadpool(load)
+        row = await self._call(request, load)
         if row is None:
             raise JSONError(404, "not_found", f"file {file_id} does not exist", "id")
         disposition = "attachment; filename*=UTF-8''" + _quote(row.name)

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.metamodel.automation import RoutingPolicySpec, policies_for, policy_named, rules_for
+from engine.metamodel.automation import (CreateRelatedAction, RoutingPolicySpec, SetAction, policies_for,
+                                         policy_named, rules_for)
 from engine.rules.expressions import RELATED_COUNTS
 from engine.rules.decisions import (Assign, CallWebhook, Change, CreateRelated, Decision, Notify, Origin,
                                     RuleApplication, Transition, TriggerEvent, evaluate_condition,
@@ -346,7 +347,8 @@ def related_pairs(model: Any, entity: str) -> frozenset[tuple[str, str]]:
     pairs: set[tuple[str, str]] = set()
     for rule in rules_for(model, entity):
         expressions = [rule.when] + [value.expression for action in rule.actions
-                                     for _, value in getattr(action, "values", ()) if hasattr(value, "expression")]
+                                     if isinstance(action, (SetAction, CreateRelatedAction))
+                                     for _, value in action.values]
         for expression in filter(None, expressions):
             if "count_related" not in expression.functions:
                 continue
