@@ -14,15 +14,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, SortKey
+from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
 from engine.metamodel.errors import did_you_mean
 
 from .errors import QueryInvalid
-from .fieldkinds import FieldError, ListKind, PhoneKind, kind_of, normalize_phone
+from .fieldkinds import KINDS, FieldError, ListKind, PhoneKind, kind_of, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
 MAX_PER_PAGE = 500
 RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view"})
+# created_at / updated_at filters parse like a datetime field of the app
+_SYSTEM_TIME = KINDS[FieldType.DATETIME]
+_SYSTEM_TIME_SPEC = FieldSpec("created_at", FieldType.DATETIME, Label(()))
 _SYSTEM_TYPES = {"id": sa.Integer, "version": sa.Integer, "owner": sa.Integer, "created_by": sa.Integer,
                  "created_at": sa.DateTime, "updated_at": sa.DateTime, "duplicate_of": sa.Integer}
 
@@ -101,7 +104,7 @@ def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
             if _SYSTEM_TYPES.get(name) is sa.Integer:
                 return int(raw)
             if _SYSTEM_TYPES.get(name) is sa.DateTime:
-                return kind_of_datetime(raw)
+                return _SYSTEM_TIME.parse(_SYSTEM_TIME_SPEC, raw).replace(tzinfo=None)
         except (TypeError, ValueError):
             raise QueryInvalid(f"'{raw}' is not a valid value for {name}", field=name) from None
         return raw
@@ -117,13 +120,6 @@ def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
     if hasattr(value, "tzinfo") and getattr(value, "tzinfo", None) is not None:
         return value.replace(tzinfo=None)
     return value
-
-
-def kind_of_datetime(raw: Any) -> Any:
-    from .fieldkinds import DateTimeKind
-    from engine.metamodel import FieldSpec, Label
-    spec = FieldSpec("at", FieldType.DATETIME, Label(()))
-    return DateTimeKind().coerce(spec, raw).replace(tzinfo=None)
 
 
 def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str) -> sa.ColumnElement[bool]:
