@@ -41,6 +41,15 @@ case "${1:-}" in
     ;;
   test)
     ensure_installed test
+    # The example widget plugin is exercised by tests/test_widgets_plugin.py.
+    if ! .venv/bin/python -c 'import sys, importlib.metadata as m; sys.exit("star_rating" not in
+        {e.name for e in m.entry_points(group="blueprint_crm")})' 2>/dev/null; then
+      .venv/bin/python -m pip install --quiet -e examples/crm-star-rating
+    fi
+    # Browser tests drive Debian's Chromium (never a downloaded one); CI installs it when absent.
+    if [ "${CI:-}" = "true" ] && [ ! -x /usr/bin/chromium ]; then
+      apt-get update && apt-get install -y chromium fonts-wqy-microhei
+    fi
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;

@@ -27,14 +27,15 @@ sys.path.insert(0, str(HERE.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
-from bench_api import (BLUEPRINT, REGIONS, SOURCES, LeadFactory, bulk_load, generate_rows,  # noqa: E402
-                       prepare_engine_db)
+from bench_api import (BENCH_USER, BLUEPRINT, REGIONS, SOURCES, LeadFactory, bulk_load,  # noqa: E402
+                       generate_rows, prepare_engine_db)
 from engine.metamodel import load_blueprint  # noqa: E402
 from engine.rules import FUNCTION_NAMES  # noqa: E402
-from engine.runtime.actors import SYSTEM  # noqa: E402
+from engine.runtime.actors import Actor  # noqa: E402
 from engine.runtime.fieldkinds import normalize_phone  # noqa: E402
 from engine.runtime.queries import parse_list_query  # noqa: E402
 from engine.runtime.runtime import Runtime, open_runtime  # noqa: E402
+from engine.runtime.users import find_user  # noqa: E402
 
 
 def top(profile: cProfile.Profile, sort: str, count: int, pattern: str = "") -> str:
@@ -45,14 +46,14 @@ def top(profile: cProfile.Profile, sort: str, count: int, pattern: str = "") -> 
     return text[text.find("   ncalls"):]
 
 
-def profile_create(runtime: Runtime, creates: int, count: int) -> None:
+def profile_create(runtime: Runtime, actor: Actor, creates: int, count: int) -> None:
     factory = LeadFactory(11)
     for _ in range(200):
-        runtime.records.create("lead", factory.payload(), actor=SYSTEM)
+        runtime.records.create("lead", factory.payload(), actor=actor)
     payloads = [factory.payload() for _ in range(2 * creates)]
     started = time.perf_counter()
     for payload in payloads[:creates]:
-        result = runtime.records.create("lead", payload, actor=SYSTEM)
+        result = runtime.records.create("lead", payload, actor=actor)
         runtime.records.to_json("lead", result.record)
     plain = (time.perf_counter() - started) / creates
     print(f"RecordService.create + to_json, sequential, no profiler: {plain * 1e6:,.0f} µs per lead "
@@ -60,7 +61,7 @@ def profile_create(runtime: Runtime, creates: int, count: int) -> None:
     profile = cProfile.Profile()
     profile.enable()
     for payload in payloads[creates:]:
-        result = runtime.records.create("lead", payload, actor=SYSTEM)
+        result = runtime.records.create("lead", payload, actor=actor)
         runtime.records.to_json("lead", result.record)
     profile.disable()
     print("== create: engine functions by cumulative time ==")
@@ -91,13 +92,13 @@ def micro(runtime: Runtime, n: int = 3000) -> None:
             connection.execute(prebuilt[name], {"v": value}).mappings().first()
 
     cases = [
-        ("lead insert: connection.execute(table.insert().values(row))  [engine today]",
+        ("lead insert: connection.execute(table.insert().values(row))  [per-call .values()]",
          lambda c: c.execute(table.insert().values(row))),
         ("lead insert: connection.execute(prebuilt insert, row)",
          lambda c: c.execute(insert, row)),
-        ("2 dedup selects built per call  [engine today]", dedup_per_call),
+        ("2 dedup selects built per call", dedup_per_call),
         ("2 dedup selects prebuilt with bindparam", dedup_prebuilt),
-        ("event insert: events.insert().values(...)  [engine today]",
+        ("event insert: events.insert().values(...) per call",
          lambda c: c.execute(events.insert().values(**event_row))),
         ("event insert: connection.execute(prebuilt insert, params)",
          lambda c: c.execute(insert_event, event_row)),
@@ -121,7 +122,7 @@ def micro(runtime: Runtime, n: int = 3000) -> None:
           f"{(time.perf_counter() - started) / n * 1e6:7.1f} µs\n")
 
 
-def profile_list(runtime: Runtime, requests: int, count: int) -> None:
+def profile_list(runtime: Runtime, actor: Actor, requests: int, count: int) -> None:
     entity = runtime.records.entity("lead")
     r = random.Random(3)
     pairs = [(r.choice(REGIONS), r.choice(SOURCES)) for _ in range(requests)]
@@ -129,7 +130,7 @@ def profile_list(runtime: Runtime, requests: int, count: int) -> None:
     def one(region: str, source: str) -> None:
         query = parse_list_query(entity, {"region": region, "source": source, "sort": "-created_at",
                                           "per_page": "50"})
-        page = runtime.records.list("lead", query, actor=SYSTEM)
+        page = runtime.records.list("lead", query, actor=actor)
         [runtime.records.to_json("lead", item) for item in page.items]
 
     for pair in pairs[:64]:
@@ -159,16 +160,18 @@ def main() -> None:
     args = parser.parse_args()
     model = load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES)
     with tempfile.TemporaryDirectory(prefix="crm-profile-") as folder:
+        prepare_engine_db(Path(folder) / "create.sqlite")  # tables + the api_client user
         runtime = open_runtime(model, f"sqlite:///{folder}/create.sqlite")
+        actor = find_user(runtime, BENCH_USER)
         micro(runtime)
-        profile_create(runtime, args.creates, args.top)
+        profile_create(runtime, actor, args.creates, args.top)
         runtime.close()
         if args.list_rows:
             db = Path(folder) / "list.sqlite"
             prepare_engine_db(db)
             bulk_load(db, generate_rows(args.list_rows))
             runtime = open_runtime(model, f"sqlite:///{db}")
-            profile_list(runtime, args.list_requests, args.top)
+            profile_list(runtime, find_user(runtime, BENCH_USER), args.list_requests, args.top)
             runtime.close()
 
 

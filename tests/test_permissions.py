@@ -124,3 +124,17 @@ def test_repeated_failed_sign_ins_are_throttled(crm: tuple[Runtime, dict[str, An
         login(runtime, "li", "li-pass12", "10.1.1.1")
     clock.advance(minutes=16)
     assert login(runtime, "li", "li-pass12", "10.1.1.1").username == "li"
+
+
+def test_a_browser_session_must_send_its_csrf_token_to_write_through_the_api(
+        crm: tuple[Runtime, dict[str, Any]]) -> None:
+    runtime, _ = crm
+    browser = TestClient(create_app(runtime))
+    page = browser.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    signed_in = browser.post("/login", data={"username": "wang", "password": "wang-pass1", "csrf_token": token},
+                             follow_redirects=False)
+    assert signed_in.status_code in (302, 303)
+    refused = browser.post("/api/lead", json={"name": "跨站请求", "source": "website"})
+    assert refused.status_code == 403 and refused.json()["code"] == "csrf_refused"
+    assert browser.get("/api/lead").json()["total"] == 0

@@ -18,12 +18,14 @@ from starlette.routing import Route
 
 from .actors import Actor
 from .auth import UserLookups
+from .screens.security import CSRF_HEADER, CsrfRefused, check_csrf
 from .errors import RecordError
 from .openapi import build_openapi
 from .queries import parse_list_query
 from .runtime import Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
@@ -118,6 +120,8 @@ class JsonApi:
                 if not public and getattr(request.state, "actor", None) is None and \
                         not getattr(request.state, "bearer", None):
                     self.actor_for(request)  # no credentials at all: 401 without touching the database
+                if request.method not in SAFE_METHODS and not getattr(request.state, "bearer", None):
+                    self._check_csrf(request)
                 return await endpoint(request)
             except RecordError as error:
                 return error_response(error.status, error.as_dict())
@@ -130,6 +134,16 @@ class JsonApi:
                                             "message": "the change conflicts with another record written at "
                                                        "the same moment; retry it"})
         return wrapped
+
+    @staticmethod
+    def _check_csrf(request: Request) -> None:
+        """A browser session writing through the API must send its CSRF token (X-CSRF-Token);
+        bearer-token clients are not exposed to cross-site requests and need none."""
+        try:
+            check_csrf(request, request.headers.get(CSRF_HEADER))
+        except CsrfRefused:
+            raise JSONError(403, "csrf_refused", "a signed-in browser must send its X-CSRF-Token header; "
+                                                 "API clients use 'Authorization: Bearer <token>'") from None
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:

@@ -316,8 +316,8 @@ def entity_indexes(entity: EntitySpec) -> list[tuple[tuple[str, ...], bool]]:
         if filters:
             wanted.append((filters + sort, False))
             wanted.extend(((name,) + sort, False) for name in filters[1:])
-        elif sort and sort != ("id",):
-            wanted.append((sort, False))
+        if sort and sort != ("id",):
+            wanted.append((sort, False))  # the unfiltered first page, newest first
     result: list[tuple[tuple[str, ...], bool]] = []
     for columns, unique in wanted:
         columns = tuple(dict.fromkeys(columns))

@@ -1,0 +1,10 @@
+"""The plugin mechanism: one pluggy project, `blueprint_crm`, shared by the engine's own
+extensions and third-party packages (entry point group "blueprint_crm").
+
+Imports nothing of the engine except `engine.metamodel`, so rules and runtime can both use it.
+"""
+
+from .hookspecs import PROJECT, hookimpl, hookspec
+from .manager import ENTRY_POINT_GROUP, plugin_manager
+
+__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "hookimpl", "hookspec", "plugin_manager"]

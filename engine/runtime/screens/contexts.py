@@ -1,0 +1,260 @@
+"""What each screen renders: one documented, frozen context per template.
+
+Handlers build these from RecordService answers; templates only read them. Cell and input
+markup comes from widgets as `Markup` (already escaped); every other text is escaped by Jinja.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+
+@dataclass(frozen=True, slots=True)
+class MenuLink:
+    label: str
+    url: str
+    is_current: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MenuSection:
+    label: str
+    links: tuple[MenuLink, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chrome:
+    """Around every page: app name, navigation from the blueprint's menu, who is signed in,
+    the language switch, the CSRF token for forms and one-time messages."""
+
+    app_label: str
+    title: str
+    lang: str
+    languages: tuple[str, ...]
+    csrf: str
+    here: str                      # this page's path and query, for "come back here" links
+    user_name: str | None = None
+    is_admin: bool = False
+    menu: tuple[MenuSection, ...] = ()
+    flashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    value: str
+    label: str
+    is_selected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FilterControl:
+    """One filter of a list view: a select (choice or user field) or a date range."""
+
+    name: str
+    label: str
+    kind: str                      # "select" or "date_range"
+    options: tuple[Choice, ...] = ()
+    value_from: str = ""
+    value_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    label: str
+    sort_url: str | None           # None when the column cannot be sorted
+    sorted: str = ""               # "asc", "desc" or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    url: str
+    cells: tuple[Markup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListContext:
+    """A list view: columns, filters, search, sort, pagination with totals, bulk actions.
+    `query` is the cleaned query string — the saved filter every link here preserves."""
+
+    entity: str
+    title: str
+    views: tuple[MenuLink, ...]
+    view: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    filters: tuple[FilterControl, ...]
+    search: str
+    total: int
+    page: int
+    pages: int
+    query: str
+    prev_url: str | None = None
+    next_url: str | None = None
+    can_create: bool = False
+    can_export: bool = False
+    can_assign: bool = False
+    has_board: bool = False
+    assignees: tuple[Choice, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayItem:
+    label: str
+    value: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class DisplaySection:
+    label: str
+    items: tuple[DisplayItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedList:
+    """Records of another entity linking to this one (e.g. an account's contacts)."""
+
+    label: str
+    total: int
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+    more_url: str
+    new_url: str | None = None
+    refusal: str | None = None     # shown instead of rows when the user may not read them
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    label: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: str
+    who: str
+    action: str
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordContext:
+    """The 360° page of one record: its fields by section, related lists and history."""
+
+    entity: str
+    entity_label: str
+    record_id: int
+    title: str
+    version: int
+    sections: tuple[DisplaySection, ...]
+    related: tuple[RelatedList, ...]
+    timeline: tuple[TimelineEntry, ...]
+    list_url: str
+    edit_url: str | None = None
+    delete_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    name: str
+    label: str
+    help: str
+    is_required: bool
+    control: Markup
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FormSectionContext:
+    label: str
+    fields: tuple[FormField, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FormContext:
+    """A new or edit form: one widget per field, required marks, errors next to fields, and
+    the record version it was loaded at (so a concurrent change is detected on save)."""
+
+    entity: str
+    title: str
+    action_url: str
+    cancel_url: str
+    sections: tuple[FormSectionContext, ...]
+    version: int | None = None
+    message: str | None = None
+    is_multipart: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    id: int
+    url: str
+    title: str
+    version: int
+    lines: tuple[Markup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardColumn:
+    value: str
+    label: str
+    total: int
+    cards: tuple[Card, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardContext:
+    """A kanban of one choice field: a column per option; cards move by drag and drop."""
+
+    entity: str
+    title: str
+    field: str
+    field_label: str
+    fields: tuple[Choice, ...]
+    columns: tuple[BoardColumn, ...]
+    move_url: str
+    list_url: str
+    can_move: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    id: int
+    username: str
+    display_name: str
+    role: str
+    team: str
+    manager: str
+    is_active: bool
+    on_leave: bool
+    is_self: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsersContext:
+    """The administrator's list of users with role, team and state."""
+
+    users: tuple[UserView, ...]
+    roles: tuple[Choice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LoginContext:
+    username: str = ""
+    next_url: str = "/"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """A 403 or 404 page saying what is missing, never an empty screen."""
+
+    status: int
+    title: str
+    message: str
+    detail: str = ""

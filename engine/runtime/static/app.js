@@ -1,0 +1,113 @@
+// Small behaviours for the server-rendered screens. No inline scripts (the CSP forbids them).
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  // "Select all" box in a list header ticks every row box of the same name.
+  document.querySelectorAll("[data-select-all]").forEach((box) => {
+    box.addEventListener("change", () => {
+      const name = box.getAttribute("data-select-all");
+      box.form.querySelectorAll(`input[name="${name}"]`).forEach((row) => { row.checked = box.checked; });
+    });
+  });
+
+  // A select that submits its form when changed (e.g. the board's field picker).
+  document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+    select.addEventListener("change", () => select.form.submit());
+  });
+
+  // Forms that ask before doing something irreversible.
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
+  document.querySelectorAll(".board[data-can-move]").forEach(setUpBoard);
+});
+
+function setUpBoard(board) {
+  const message = document.querySelector(".board-error");
+  let dragged = null;
+
+  board.querySelectorAll(".kanban-card").forEach((card) => {
+    card.addEventListener("dragstart", (event) => {
+      dragged = card;
+      card.classList.add("dragging");
+      event.dataTransfer.effectAllowed = "move";
+      event.dataTransfer.setData("text/plain", card.dataset.id);
+    });
+    card.addEventListener("dragend", () => { card.classList.remove("dragging"); });
+  });
+
+  // The per-card "move to" select (phones and keyboards): moves at once, like a drop.
+  board.querySelectorAll(".card-move").forEach((form) => {
+    const select = form.querySelector("select");
+    form.querySelector("button").hidden = true;
+    select.addEventListener("change", () => {
+      const card = form.closest(".kanban-card");
+      const column = board.querySelector(`.column[data-value="${CSS.escape(select.value)}"]`);
+      if (column) moveCard(board, card, column, message);
+    });
+  });
+
+  board.querySelectorAll(".column").forEach((column) => {
+    column.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      column.classList.add("over");
+    });
+    column.addEventListener("dragleave", () => column.classList.remove("over"));
+    column.addEventListener("drop", (event) => {
+      event.preventDefault();
+      column.classList.remove("over");
+      if (dragged) moveCard(board, dragged, column, message);
+      dragged = null;
+    });
+  });
+}
+
+function adjustCount(column, delta) {
+  const count = column.querySelector("h2 .count");
+  if (count) count.textContent = String(Number(count.textContent) + delta);
+}
+
+async function moveCard(board, card, column, message) {
+  const from = card.closest(".column");
+  if (from === column) return;
+  const next = card.nextElementSibling;
+  column.querySelector(".cards").prepend(card);
+  adjustCount(from, -1);
+  adjustCount(column, 1);
+  card.classList.add("saving");
+  const select = card.querySelector(".card-move select");
+  if (select) select.value = column.dataset.value;
+  const putBack = (text) => {
+    from.querySelector(".cards").insertBefore(card, next);
+    if (select) select.value = from.dataset.value;
+    adjustCount(from, 1);
+    adjustCount(column, -1);
+    message.textContent = text;
+    message.hidden = false;
+  };
+  try {
+    const response = await fetch(board.dataset.moveUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": board.dataset.csrf},
+      body: JSON.stringify({id: card.dataset.id, field: board.dataset.field, to: column.dataset.value,
+                            version: card.dataset.version}),
+    });
+    const answer = await response.json().catch(() => ({ok: false, message: response.statusText}));
+    if (response.ok && answer.ok) {
+      card.dataset.version = String(answer.version);
+      const version = card.querySelector('.card-move input[name="version"]');
+      if (version) version.value = String(answer.version);
+      message.hidden = true;
+    } else {
+      putBack(answer.message || response.statusText);
+    }
+  } catch (error) {
+    putBack(String(error));
+  } finally {
+    card.classList.remove("saving");
+  }
+}

@@ -1,0 +1,218 @@
+"""The screens in a real browser: Playwright driving Debian's Chromium against the app served
+by uvicorn over a SQLite file with the shipped blueprint and the demo data.
+
+Each step asserts what the user sees. Screenshots of the main screens go to test-artifacts/.
+Without Chromium or Playwright the tests skip with the reason — except in CI (CI=true),
+where they fail: `./run.sh test` installs both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.io.demo import seed_demo
+from engine.metamodel import load_blueprint
+from engine.rules import FUNCTION_NAMES
+from engine.runtime.actors import SYSTEM
+from engine.runtime.runtime import Runtime, open_runtime
+from engine.runtime.users import find_user
+from engine.runtime.web import create_app
+from tests.conftest import IN_CI, SHIPPED_CRM
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Runtime]]:
+    """The app on 127.0.0.1 at a free port, in a background thread, over a demo SQLite file."""
+    problem = _missing()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"{problem} — CI=true, so browser tests must run")
+        pytest.skip(problem)
+    import uvicorn
+    path = tmp_path_factory.mktemp("browser") / "crm.sqlite"
+    runtime = open_runtime(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
+    seed_demo(runtime, leads=40)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", runtime
+    server.should_exit = True
+    thread.join(timeout=10)
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def browser(served: Any) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    yield tab
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, base: str, username: str) -> None:
+    page.goto(f"{base}/lead")
+    assert "/login" in page.url
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(f"demo-{username}!")
+    shot(page, "01-login")
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(re.compile(r"/lead$"))
+
+
+def test_rep_creates_a_lead_fixing_an_invalid_field_then_finds_and_opens_it(served: Any, page: Any) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    sign_in(page, base, "wang")
+    expect(page.get_by_role("heading", name="全部线索")).to_be_visible()
+    expect(page.locator(".who")).to_contain_text("王磊")
+    shot(page, "02-lead-list")
+
+    page.get_by_role("link", name="新建").click()
+    expect(page.get_by_role("heading", name="新建 线索")).to_be_visible()
+    page.get_by_label("客户姓名").fill("浏览器测试客户")
+    page.get_by_label("公司名称").fill("浏览器精工有限公司")
+    page.get_by_label("手机").fill("12345")
+    page.get_by_label("来源渠道").select_option("expo")
+    page.get_by_role("button", name="保存").click()
+
+    phone = page.locator('[data-field="phone"]')
+    expect(phone.locator(".field-error")).to_contain_text("not a valid phone number")
+    expect(page.get_by_label("手机")).to_have_value("12345")
+    expect(page.get_by_label("客户姓名")).to_have_value("浏览器测试客户")
+    shot(page, "03-form-with-error")
+
+    page.get_by_label("手机").fill("13912345678")
+    page.get_by_role("button", name="保存").click()
+    expect(page.get_by_role("heading", name="浏览器测试客户")).to_be_visible()
+    expect(page.locator(".flash")).to_contain_text("已创建")
+
+    page.get_by_role("link", name="线索", exact=True).first.click()
+    page.get_by_role("searchbox").fill("浏览器精工")
+    page.get_by_role("button", name="筛选").click()
+    expect(page.locator(".totals")).to_contain_text("共 1 条")
+    row = page.locator("table.records tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("+8613912345678")
+    assert "q=" in page.url  # the search is in the URL: bookmarking it saves the filter
+    row.get_by_role("link", name="浏览器测试客户").click()
+    expect(page.get_by_role("heading", name="浏览器测试客户")).to_be_visible()
+    expect(page.locator(".timeline")).to_contain_text("王磊")
+    expect(page.locator(".timeline")).to_contain_text("创建了记录")
+    shot(page, "04-record-page")
+
+
+def test_rep_moves_an_opportunity_on_the_board_and_sees_a_refused_move_explained(served: Any, page: Any) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    wang = find_user(runtime, "wang")
+    assert wang is not None
+    account = runtime.records.create("account", {"name": "看板测试客户", "owner": wang.id}, actor=SYSTEM).record
+    deal = runtime.records.create("opportunity", {
+        "name": "看板拖拽测试商机", "stage": "qualify", "account": account["id"], "owner": wang.id, "amount": {"amount": "88000"},
+        "next_follow_up": (dt.date.today() + dt.timedelta(days=3)).isoformat()}, actor=SYSTEM).record
+    sign_in(page, base, "wang")
+    page.goto(f"{base}/opportunity/board")
+    card = page.locator(f'.kanban-card[data-id="{deal["id"]}"]')
+    expect(page.locator('.column[data-value="qualify"]').locator(card)).to_have_count(1)
+    shot(page, "05-board")
+
+    card.drag_to(page.locator('.column[data-value="needs_analysis"]'), source_position={"x": 3, "y": 3})
+    expect(page.locator('.column[data-value="needs_analysis"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
+    expect(card).not_to_have_class(re.compile("saving"))
+    deadline = time.monotonic() + 5
+    while runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] != "needs_analysis":
+        assert time.monotonic() < deadline, "the move did not reach the database"
+        time.sleep(0.1)
+
+    card.drag_to(page.locator('.column[data-value="lost"]'), source_position={"x": 3, "y": 3})
+    alert = page.locator(".board-error")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("无法移动：输单时必须选择输单原因")
+    expect(page.locator('.column[data-value="needs_analysis"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
+    assert runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] == "needs_analysis"
+    shot(page, "06-board-refused-move")
+
+    # On a phone (no drag and drop) the card's "move to" select does the same.
+    card.locator("select").select_option("demo")
+    expect(page.locator('.column[data-value="demo"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
+    deadline = time.monotonic() + 5
+    while runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] != "demo":
+        assert time.monotonic() < deadline, "the select move did not reach the database"
+        time.sleep(0.1)
+
+
+def test_language_switch_and_phone_width(served: Any, page: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+    base, _ = served
+    sign_in(page, base, "manager")
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", name="All leads")).to_be_visible()
+    expect(page.get_by_role("link", name="Opportunities")).to_be_visible()
+    expect(page.get_by_role("link", name="Export CSV")).to_be_visible()
+    page.goto(f"{base}/opportunity")
+    expect(page.get_by_role("heading", name="All opportunities")).to_be_visible()
+    shot(page, "07-english-list")
+    page.get_by_role("button", name="中文").click()
+    expect(page.get_by_role("heading", name="全部商机")).to_be_visible()
+
+    phone = browser.new_context(viewport={"width": 375, "height": 800}, locale="zh-CN", is_mobile=True,
+                                has_touch=True)
+    small = phone.new_page()
+    try:
+        sign_in(small, base, "li")
+        expect(small.get_by_role("heading", name="全部线索")).to_be_visible()
+        width = small.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"the list page is {width}px wide on a 375px phone"
+        shot(small, "08-phone-list")
+        small.locator("table.records tbody tr a").first.click()
+        assert small.evaluate("document.documentElement.scrollWidth") <= 375
+        shot(small, "09-phone-record")
+    finally:
+        phone.close()
