@@ -48,7 +48,7 @@ case "${1:-}" in
     fi
     # Browser tests drive Debian's Chromium (never a downloaded one); CI installs it when absent.
     if [ "${CI:-}" = "true" ] && [ ! -x /usr/bin/chromium ]; then
-      apt-get update && apt-get install -y chromium fonts-wqy-microhei
+      DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei
     fi
     shift
     exec .venv/bin/python -m pytest "$@"

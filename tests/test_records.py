@@ -264,3 +264,16 @@ def test_bad_list_queries_name_the_field(crm: Runtime) -> None:
         with pytest.raises(QueryInvalid) as caught:
             crm.records.list("lead", parse_list_query(entity, params), actor=SYSTEM)
         assert caught.value.field == field
+
+
+def test_a_record_breaking_a_rule_can_still_be_edited_elsewhere_until_the_rule_fields_change(crm: Runtime) -> None:
+    record = crm.records.create("lead", {"name": "A", "status": "paused", "pause_reason": "预算冻结"},
+                                actor=SYSTEM).record
+    table = crm.schema.table("lead")
+    with crm.db.write() as connection:  # data from before the rule existed: paused without a reason
+        connection.execute(table.update().where(table.c.id == record["id"]).values(pause_reason=None))
+    assert crm.records.update("lead", record["id"], {"company": "华东机械"}, actor=SYSTEM)["company"] == "华东机械"
+    fresh = crm.records.create("lead", {"name": "B"}, actor=SYSTEM).record
+    with pytest.raises(ValidationFailed) as caught:  # the rule's own fields change: it applies
+        crm.records.update("lead", fresh["id"], {"status": "paused"}, actor=SYSTEM)
+    assert caught.value.errors[0].field == "pause_reason"

@@ -362,7 +362,7 @@ class RecordService:
         errors = compute_fields(entity, merged, self.evaluator)
         errors += check_required(entity, merged, set(data))
         if not errors:
-            errors += check_validations(entity, merged, self.evaluator)
+            errors += check_validations(entity, merged, self.evaluator, before=current)
         if errors:
             raise ValidationFailed(errors)
         changes = diff(entity, current, merged)

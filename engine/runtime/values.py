@@ -135,11 +135,16 @@ def check_required(entity: EntitySpec, data: Mapping[str, Any], names: set[str] 
 
 
 def check_validations(entity: EntitySpec, data: Mapping[str, Any], evaluator: Evaluator,
-                      lang: str = "en") -> list[FieldError]:
-    """The blueprint's validation rules that the record breaks."""
+                      lang: str = "en", *, before: Mapping[str, Any] | None = None) -> list[FieldError]:
+    """The blueprint's validation rules that the record breaks. On an update (`before` given), a
+    rule none of whose fields the update touches does not block it: a record that broke a rule
+    added later can still be edited in other respects (the rule bites once its fields change)."""
     errors = []
     values = expression_values(entity, data)
+    old = expression_values(entity, before) if before is not None else None
     for rule in entity.validations:
+        if old is not None and all(old.get(name) == values.get(name) for name in rule.check.names):
+            continue
         try:
             passed = bool(evaluator.evaluate(rule.check, values))
         except ExpressionError as error:
