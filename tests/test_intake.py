@@ -245,3 +245,13 @@ def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any
         assert runtime.records.get("lead", lead["id"], actor=SYSTEM)["grade"] is None
         runtime.records.create("activity", {"subject": subject, "lead": lead["id"]}, actor=SYSTEM)
     assert runtime.records.update("lead", lead["id"], {"company": "华东机械"}, actor=SYSTEM)["grade"] == "A"
+
+
+def test_record_page_shows_admins_why_a_lead_went_where_it_went(intake: Runtime) -> None:
+    lead = _lead(intake, 1)
+    add_user(intake, NewUser("boss", "管理员", "admin", password="boss-pass1"))
+    browser = TestClient(create_app(intake))
+    login = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+    browser.post("/login", data={"username": "boss", "password": "boss-pass1", "csrf_token": login})
+    page = browser.get(f"/lead/{lead['id']}")
+    assert page.status_code == 200 and "assign_new_lead" in page.text and "by_region" in page.text

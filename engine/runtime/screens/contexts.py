@@ -157,6 +157,7 @@ class RecordContext:
     list_url: str
     edit_url: str | None = None
     delete_url: str | None = None
+    explanation: str | None = None  # for admins: every rule and routing decision about this record
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "next": ("下一页", "Next"),
     "no_records": ("没有符合条件的记录。", "No records match."),
     "timeline": ("动态", "Timeline"),
+    "explanation": ("规则与分配说明（管理员可见）", "Why: rules and routing (admins only)"),
     "related": ("相关记录", "Related"),
     "show_all": ("查看全部 {total} 条", "Show all {total}"),
     "forbidden_related": ("你没有查看{entity}的权限。", "You lack permission to read {entity}."),

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from engine.metamodel import EntitySpec, FieldType
 
 from ..actors import Actor
+from ..doctor import explain
 from ..events import Event
 from ..permissions import Forbidden
 from ..queries import Filter, ListQuery
@@ -45,8 +46,13 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
                                  lang)),
         list_url=f"/{entity.name}",
         edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record) else None,
-        delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None)
+        delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None,
+        explanation=explain(site.runtime, entity.name, record_id) if _is_admin(site, actor) else None)
     return site.render(request, actor, "record.html", context, title)
+
+
+def _is_admin(site: Site, actor: Actor) -> bool:
+    return actor.role == "admin" or (site.model.has_role(actor.role or "") and site.model.role(actor.role).is_admin)
 
 
 def _sections(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str
