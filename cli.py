@@ -18,6 +18,7 @@ from engine.runtime.migrations import apply_migration, plan_migration
 from engine.runtime.runtime import Runtime, open_runtime
 from engine.runtime.tables import build_schema
 from engine.runtime.users import NewUser, add_user, list_users, update_user
+from engine.runtime.timekeeping import start_background_worker
 from engine.runtime.web import create_app
 from engine.runtime.webhooks import list_deliveries, replay_delivery
 
@@ -115,11 +116,20 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
         db.dispose()
 
 
-def _serve(runtime: Runtime, host: str, port: int) -> None:
+def _serve(runtime: Runtime, host: str, port: int, with_worker: bool | None = None) -> None:
+    """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too."""
     import uvicorn
+    run_worker = runtime.db.is_sqlite if with_worker is None else with_worker
     click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
                f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+    if run_worker:
+        click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
+    stop = start_background_worker(runtime) if run_worker else None
+    try:
+        uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+    finally:
+        if stop is not None:
+            stop()
 
 
 @main.command()
@@ -127,9 +137,11 @@ def _serve(runtime: Runtime, host: str, port: int) -> None:
 @_blueprint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(db_url: str, blueprint: str, host: str, port: int) -> None:
-    """Serve the screens and the JSON API."""
-    _serve(_open(db_url, blueprint), host, port)
+@click.option("--worker/--no-worker", "with_worker", default=None,
+              help="Run the worker in this process [default: on for SQLite, off for PostgreSQL].")
+def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None) -> None:
+    """Serve the screens, the JSON API and the webhooks."""
+    _serve(_open(db_url, blueprint), host, port, with_worker)
 
 
 @main.command()

@@ -17,6 +17,8 @@ from .errors import BlueprintError
 from .model import Metamodel
 from .roles import ROLES_SCHEMA, build_roles
 from .source import SourceDocument
+from .timekeeping import CADENCES_SCHEMA, CALENDARS_SCHEMA, CHANNELS_SCHEMA, JOBS_SCHEMA, SLA_SCHEMA
+from .timekeeping_builders import build_cadences, build_calendars, build_channels, build_jobs, build_slas
 
 Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
 
@@ -33,4 +35,9 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (
     DocumentKind("routing", ROUTING_SCHEMA, build_routing),
     DocumentKind("sources", SOURCES_SCHEMA, build_sources),
     DocumentKind("rules", RULES_SCHEMA, build_rules),
+    DocumentKind("calendars", CALENDARS_SCHEMA, build_calendars),
+    DocumentKind("channels", CHANNELS_SCHEMA, build_channels),
+    DocumentKind("sla", SLA_SCHEMA, build_slas),
+    DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
+    DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
 )

@@ -36,6 +36,7 @@ import base64
 import datetime as dt
 import email.utils
 import enum
+import functools
 import hashlib
 import hmac
 import json
@@ -566,11 +567,9 @@ def _environment(autoescape: bool) -> _MessageEnvironment:
     return env
 
 
-def render_message(template_text: str, context: Mapping[str, Any], *, name: str = "message",
-                   autoescape: bool = False) -> str:
-    """Render a blueprint message template in the sandbox; any failure names the template and line."""
-    if len(template_text) > MAX_TEMPLATE_CHARS:
-        raise TemplateRenderError(f"template {name!r} is {len(template_text)} characters; the limit is {MAX_TEMPLATE_CHARS}")
+@functools.lru_cache(maxsize=512)
+def _compiled(template_text: str, name: str, autoescape: bool) -> jinja2.Template:
+    """Check and compile a template once (the worker renders the same few templates thousands of times)."""
     env = _environment(autoescape)
     try:
         tree = env.parse(template_text)
@@ -585,6 +584,15 @@ def render_message(template_text: str, context: Mapping[str, Any], *, name: str 
         template = env.from_string(template_text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateRenderError(f"template {name!r} line {exc.lineno}: {exc.message}") from None
+    return template
+
+
+def render_message(template_text: str, context: Mapping[str, Any], *, name: str = "message",
+                   autoescape: bool = False) -> str:
+    """Render a blueprint message template in the sandbox; any failure names the template and line."""
+    if len(template_text) > MAX_TEMPLATE_CHARS:
+        raise TemplateRenderError(f"template {name!r} is {len(template_text)} characters; the limit is {MAX_TEMPLATE_CHARS}")
+    template = _compiled(template_text, name, autoescape)
     chunks: list[str] = []
     size = 0
     try:

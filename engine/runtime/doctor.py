@@ -44,7 +44,7 @@ def _naive(moment: dt.datetime) -> dt.datetime:
 def diagnose(runtime: Runtime) -> list[Finding]:
     """Every finding, most serious first."""
     findings = [*_blueprint_findings(runtime), *_pool_findings(runtime), *_delivery_findings(runtime),
-                *_record_findings(runtime)]
+                *_record_findings(runtime), *_time_findings(runtime)]
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(findings, key=lambda finding: order[finding.severity])
 
@@ -147,6 +147,19 @@ def _record_findings(runtime: Runtime) -> list[Finding]:
                                 f"`crm explain ENTITY ID` on one of them shows each rule and the pool; "
                                 f"check policy '{policy}'"))
     return findings
+
+
+def _time_findings(runtime: Runtime) -> list[Finding]:
+    """Holiday calendars the packages do not cover yet, and channels without their secrets."""
+    from .clocks import calendar_warnings
+    from .notifications import channel_warnings
+    today = runtime.clock.now().date()
+    return ([Finding("warning", "holiday calendar not covered", text,
+                     "enter the official schedule under the calendar's holidays/workdays") for text in
+             calendar_warnings(runtime.model, today)] +
+            [Finding("warning", "notification channel not ready", text,
+                     "set the environment variable or the CRM_SECRETS_FILE key it names")
+             for text in channel_warnings(runtime.model)])
 
 
 def explain(runtime: Runtime, entity: str, record_id: int) -> str:

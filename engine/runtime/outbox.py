@@ -10,7 +10,8 @@ idempotency key, so a message delivered twice by such a crash can be recognised.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +52,16 @@ class Outcome:
 def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
             now: dt.datetime, entity: str | None = None, record_id: int | None = None) -> None:
     """Add a message in the caller's transaction; the same key twice is one message."""
-    table = schema.outbox
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
-    connection.execute(insert.values(channel=channel, idempotency_key=key, payload=payload, status="pending",
-                                     attempts=0, next_attempt_at=_naive(now), entity=entity, record_id=record_id,
-                                     created_at=_naive(now)).on_conflict_do_nothing(index_elements=[table.c.idempotency_key]))
+    connection.execute(_insert_once(schema.outbox, connection.dialect.name), {
+        "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
+        "next_attempt_at": _naive(now), "entity": entity, "record_id": record_id, "created_at": _naive(now)})
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_once(table: sa.Table, dialect: str) -> Any:
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING, built once per table and dialect (bound parameters)."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return insert.on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
 
 
 def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str, limit: int = 100) -> list[OutboxMessage]:
@@ -78,19 +84,29 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str, limit:
 def record_outcome(db: Database, schema: Schema, message: OutboxMessage, outcome: Outcome, now: dt.datetime, *,
                    worker: str, next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> str:
     """Store a delivery's outcome; returns the new status (delivered, pending or dead)."""
+    return record_outcomes(db, schema, [(message, outcome)], now, worker=worker, next_attempt=next_attempt)[0]
+
+
+def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[OutboxMessage, Outcome]],
+                    now: dt.datetime, *, worker: str,
+                    next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> list[str]:
+    """Store a batch of delivery outcomes in one transaction; returns each new status."""
     table = schema.outbox
-    attempts = message.attempts + 1
-    if outcome.ok:
-        values: dict[str, Any] = {"status": "delivered", "delivered_at": _naive(now), "last_error": None}
-    else:
-        retry_at = next_attempt(attempts, now) if outcome.retryable else None
-        values = {"status": "pending" if retry_at else "dead", "last_error": outcome.error[:2000],
-                  "next_attempt_at": _naive(retry_at or now)}
-    values.update(attempts=attempts, claimed_by=None, claimed_until=None)
+    statuses = []
     with db.write() as connection:
-        connection.execute(table.update().where(table.c.id == message.id, table.c.claimed_by == worker)
-                           .values(values))
-    return str(values["status"])
+        for message, outcome in results:
+            attempts = message.attempts + 1
+            if outcome.ok:
+                values: dict[str, Any] = {"status": "delivered", "delivered_at": _naive(now), "last_error": None}
+            else:
+                retry_at = next_attempt(attempts, now) if outcome.retryable else None
+                values = {"status": "pending" if retry_at else "dead", "last_error": outcome.error[:2000],
+                          "next_attempt_at": _naive(retry_at or now)}
+            values.update(attempts=attempts, claimed_by=None, claimed_until=None)
+            connection.execute(table.update().where(table.c.id == message.id, table.c.claimed_by == worker)
+                               .values(values))
+            statuses.append(str(values["status"]))
+    return statuses
 
 
 def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:

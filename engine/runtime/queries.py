@@ -22,7 +22,7 @@ from .fieldkinds import KINDS, FieldError, ListKind, PhoneKind, kind_of, normali
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
 MAX_PER_PAGE = 500
-RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view"})
+RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla"})
 # created_at / updated_at filters parse like a datetime field of the app
 _SYSTEM_TIME = KINDS[FieldType.DATETIME]
 _SYSTEM_TIME_SPEC = FieldSpec("created_at", FieldType.DATETIME, Label(()))
@@ -44,6 +44,7 @@ class ListQuery:
     sort: tuple[SortKey, ...] = ()
     page: int = 1
     per_page: int = 50
+    sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,8 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
         raise QueryInvalid("page and per_page must be whole numbers", field="page") from None
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
-    return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page)
+    return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
+                     (params.get("sla") or "").strip() or None)
 
 
 def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from engine.rules import Clock, Evaluator
 
 from .actors import Actor
 from .database import Database
-from .errors import (DuplicateRecord, NotFound, RecordReferenced, UnknownEntity, ValidationFailed,
+from .errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity, ValidationFailed,
                      VersionConflict)
 from .events import Event, append_event, diff, read_events, value_json
 from .fieldkinds import FieldError, as_utc, kind_of
@@ -121,6 +121,8 @@ class RecordService:
         self.access = Access(self.model, schema)
         self._statements = Statements(schema)
         self.observers: list[WriteObserver] = []
+        # named list filters other components add: name → (entity, table, value, now) → condition
+        self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -158,6 +160,8 @@ class RecordService:
         self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
                                    [key.field for key in query.sort])
         hidden = self.access.permissions(actor, entity.name).hidden
+        if query.sla is not None:
+            scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         scope=scope, unsearchable=hidden)
         with self.db.read() as connection:
@@ -165,6 +169,16 @@ class RecordService:
             total = int(connection.execute(count_query).scalar_one())
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
         return Page(items, total, query.page, query.per_page)
+
+    def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
+        """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""
+        build = self.list_filters.get(name)
+        if build is None:
+            raise QueryInvalid(f"this installation has no '{name}' filter", field=name)
+        try:
+            return build(entity.name, table, value, self.clock.now())
+        except ValueError as error:
+            raise QueryInvalid(str(error), field=name) from None
 
     def events(self, entity_name: str, record_id: int, *, actor: Actor) -> list[Event]:
         """The record's history, oldest first, without values of fields hidden from the actor."""

@@ -39,4 +39,7 @@ def open_runtime(model: Metamodel, db_url: str, *, clock: Clock | None = None, m
     install_rules(runtime)
     from .timekeeping import install_timekeeping  # SLA clocks and cadences on every write
     install_timekeeping(runtime)
+    from .clocks import sla_condition
+    runtime.records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(runtime, entity, table,
+                                                                                           value, now)
     return runtime

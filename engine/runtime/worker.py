@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from .outbox import OutboxMessage, Outcome, claim, record_outcome
+from .outbox import OutboxMessage, Outcome, claim, record_outcomes
 from .runtime import Runtime
 from .timers import FireReport, TimerHandler, fire_due_timers
 
@@ -66,7 +67,8 @@ def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
 class Worker:
     def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
-                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500) -> None:
+                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
+                 concurrency: int = 8) -> None:
         self.runtime = runtime
         self.handlers = dict(handlers or {})
         self.deliver = deliver
@@ -74,6 +76,8 @@ class Worker:
         self.jobs = tuple(jobs)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.batch = batch
+        self.concurrency = concurrency  # outbox deliveries in flight at once (HTTP waits, not CPU)
+        self._pool: ThreadPoolExecutor | None = None
 
     def tick(self, *, budget_seconds: float = 5.0) -> TickReport:
         """One round: timers until none are due (or the budget is spent), one outbox batch, due jobs."""
@@ -94,20 +98,32 @@ class Worker:
         return report
 
     def _deliver_outbox(self, report: TickReport) -> None:
+        """Deliver one claimed batch: HTTP calls side by side (`concurrency` threads), outcomes in one transaction."""
         runtime = self.runtime
-        for message in claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name):
-            try:
-                outcome = self.deliver(message) if self.deliver else Outcome(False, True, "no deliverer")
-            except Exception as exc:  # a channel bug must not lose the message
-                outcome = Outcome(False, True, f"{type(exc).__name__}: {exc}")
-            status = record_outcome(runtime.db, runtime.schema, message, outcome, runtime.clock.now(),
-                                    worker=self.name, next_attempt=self.next_attempt)
+        messages = claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name)
+        if not messages:
+            return
+        if self.concurrency > 1 and len(messages) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox")
+            outcomes = list(self._pool.map(self._attempt, messages))
+        else:
+            outcomes = [self._attempt(message) for message in messages]
+        statuses = record_outcomes(runtime.db, runtime.schema, list(zip(messages, outcomes)), runtime.clock.now(),
+                                   worker=self.name, next_attempt=self.next_attempt)
+        for status in statuses:
             if status == "delivered":
                 report.delivered += 1
             elif status == "dead":
                 report.dead += 1
             else:
                 report.retried += 1
+
+    def _attempt(self, message: OutboxMessage) -> Outcome:
+        try:
+            return self.deliver(message) if self.deliver else Outcome(False, True, "no deliverer")
+        except Exception as exc:  # a channel bug must not lose the message
+            return Outcome(False, True, f"{type(exc).__name__}: {exc}")
 
     def _run_job_if_due(self, job: ScheduledJob) -> bool:
         runtime = self.runtime

@@ -158,6 +158,7 @@ class RecordContext:
     edit_url: str | None = None
     delete_url: str | None = None
     explanation: str | None = None  # for admins: every rule and routing decision about this record
+    clocks: tuple[str, ...] = ()    # SLA and cadence state, one line each
 
 
 @dataclass(frozen=True, slots=True)

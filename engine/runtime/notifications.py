@@ -1,0 +1,234 @@
+"""Notifications from the blueprint: render into the outbox, deliver from it.
+
+`enqueue_notification` runs inside the transaction that caused the message (a timer
+firing, a scheduled job): it resolves the recipients, renders the blueprint's Jinja2
+template in the sandbox and writes one outbox row. A template that fails to render does
+not fail the write: the row carries the error and dies at its first delivery attempt,
+visible in `crm outbox list --status dead`.
+
+`OutboxDeliverer` is the worker's `deliver`: channel config → the vendor's request (built
+at every attempt, so signatures are fresh) → httpx → an outbox `Outcome`. A missing
+secret is a retryable failure naming the variable, so it ends dead-lettered — never a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from engine.metamodel import Metamodel
+from engine.metamodel.timekeeping import ChannelSpec, MessageTemplateSpec, SecretValue
+from engine.rules.channels import (DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message, MessageFormat,
+                                   RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook,
+                                   TemplateRenderError, WeComRobot, deliver, next_attempt_at, render_message,
+                                   resolve_secret)
+
+from .outbox import OutboxMessage, Outcome, enqueue
+from .tables import Schema
+
+NOBODY = {"id": None, "username": "", "display_name": "(unassigned)", "phone": "", "email": "", "role": "",
+          "team": ""}
+
+
+def channel_named(model: Metamodel, name: str) -> ChannelSpec | None:
+    return next((spec for spec in model.channels if spec.name == name), None)
+
+
+def template_named(model: Metamodel, name: str) -> MessageTemplateSpec | None:
+    return next((spec for spec in model.templates if spec.name == name), None)
+
+
+def _person(row: Any) -> dict[str, Any]:
+    if row is None:
+        return dict(NOBODY)
+    return {"id": row.id, "username": row.username, "display_name": row.display_name or row.username,
+            "phone": row.phone or "", "email": row.email or "", "role": row.role or "", "team": row.team or ""}
+
+
+@functools.lru_cache(maxsize=16)
+def _user_by_id(users: sa.Table) -> Any:
+    return sa.select(users).where(users.c.id == sa.bindparam("id"))
+
+
+def load_user(connection: sa.Connection, schema: Schema, user_id: int | None,
+              seen: dict[int, Any] | None = None) -> Any:
+    """One user row (None for no id); `seen` memoises look-ups within one timer's work."""
+    if user_id is None:
+        return None
+    if seen is not None and user_id in seen:
+        return seen[user_id]
+    row = connection.execute(_user_by_id(schema.users), {"id": user_id}).first()
+    if seen is not None:
+        seen[user_id] = row
+    return row
+
+
+def people_context(connection: sa.Connection, schema: Schema, owner_id: int | None,
+                   seen: dict[int, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """`owner` and `manager` for templates (empty placeholders when missing, so templates never fail on them)."""
+    owner = load_user(connection, schema, owner_id, seen)
+    manager = load_user(connection, schema, owner.manager_id, seen) if owner is not None else None
+    return {"owner": _person(owner), "manager": _person(manager)}
+
+
+def resolve_recipients(connection: sa.Connection, schema: Schema, to: Sequence[str],
+                       owner_id: int | None, backup: str | None = None,
+                       seen: dict[int, Any] | None = None) -> tuple[list[Any], bool]:
+    """The user rows named by `to` (owner, owner.manager, manager, backup, role:X, team:X, user:X) and 'all'."""
+    users = schema.users
+    found: dict[int, Any] = {}
+    mention_all = False
+    owner = load_user(connection, schema, owner_id, seen)
+    for person in to:
+        rows: list[Any] = []
+        if person == "all":
+            mention_all = True
+        elif person == "owner" and owner is not None:
+            rows = [owner]
+        elif person in ("owner.manager", "manager") and owner is not None and owner.manager_id is not None:
+            rows = [load_user(connection, schema, owner.manager_id, seen)]
+        elif person == "backup" and backup:
+            rows = list(connection.execute(sa.select(users).where(users.c.username == backup)))
+        elif ":" in person:
+            what, name = person.split(":", 1)
+            column = {"role": users.c.role, "team": users.c.team, "user": users.c.username}[what]
+            rows = list(connection.execute(sa.select(users).where(column == name, users.c.is_active.is_(True))))
+        for row in rows:
+            if row is not None:
+                found.setdefault(row.id, row)
+    return list(found.values()), mention_all
+
+
+def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metamodel, *, channel: str,
+                         template: str, to: Sequence[str], owner_id: int | None, context: Mapping[str, Any],
+                         key: str, now: dt.datetime, entity: str | None = None, record_id: int | None = None,
+                         backup: str | None = None, seen: dict[int, Any] | None = None) -> None:
+    """Render `template` for `channel` and add the message to the outbox in the caller's transaction."""
+    spec = channel_named(model, channel)
+    language = spec.language if spec is not None else model.settings.default_language
+    recipients, mention_all = resolve_recipients(connection, schema, to, owner_id, backup, seen)
+    payload: dict[str, Any] = {
+        "format": spec.format if spec is not None else "text",
+        "mention_mobiles": sorted({row.phone for row in recipients if row.phone}),
+        "mention_all": mention_all,
+        "recipients": sorted({row.email for row in recipients if row.email}),
+        "to": [row.username for row in recipients]}
+    found = template_named(model, template)
+    try:
+        if found is None:
+            raise TemplateRenderError(f"there is no message template '{template}'")
+        title = found.pick("title", language)
+        payload["title"] = render_message(title, context, name=f"{template}.title") if title else ""
+        payload["text"] = render_message(found.pick("text", language), context, name=template)
+    except TemplateRenderError as exc:
+        payload["error"] = str(exc)
+    enqueue(connection, schema, channel=channel, key=key, payload=payload, now=now, entity=entity, record_id=record_id)
+
+
+# --------------------------------------------------------------------------- delivery
+
+def retry_policy(model: Metamodel) -> RetryPolicy:
+    """The blueprint's retry settings (the first channels document's `retry:`), else the defaults."""
+    spec = model.channels[0].retry if model.channels else None
+    if spec is None:
+        return RetryPolicy()
+    return RetryPolicy(max_attempts=spec.max_attempts, base_delay=spec.first_delay, max_delay=spec.max_delay)
+
+
+def next_attempt_for(model: Metamodel) -> Callable[[int, dt.datetime], dt.datetime | None]:
+    """The worker's backoff: exponential with jitter, dead after max_attempts."""
+    policy = retry_policy(model)
+    return lambda attempts, now: next_attempt_at(attempts, now, policy)
+
+
+def _secret(value: SecretValue | None, environ: Mapping[str, str], secrets_file: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.literal is not None:
+        return value.literal
+    return resolve_secret(SecretRef(env=value.env, key=value.key), environ, secrets_file)
+
+
+def message_from_payload(payload: Mapping[str, Any], key: str) -> Message:
+    """The outbox payload as a channel `Message` (rules' notifications may carry only text and title)."""
+    fmt = MessageFormat.MARKDOWN if payload.get("format") == "markdown" else MessageFormat.TEXT
+    return Message(text=str(payload.get("text", "")), title=str(payload.get("title", "")), format=fmt,
+                   mention_mobiles=tuple(payload.get("mention_mobiles") or ()),
+                   mention_user_ids=tuple(payload.get("mention_user_ids") or ()),
+                   mention_all=bool(payload.get("mention_all", False)), idempotency_key=key,
+                   data=dict(payload.get("data") or {}), recipients=tuple(payload.get("recipients") or ()))
+
+
+class OutboxDeliverer:
+    """The worker's `deliver`: one outbox message to its channel, judged the vendor's way."""
+
+    def __init__(self, model: Metamodel, now: Callable[[], dt.datetime], *, environ: Mapping[str, str] | None = None,
+                 client: httpx.Client | None = None, timeout: float = 10.0) -> None:
+        self.model = model
+        self.now = now
+        self.environ = environ if environ is not None else os.environ
+        self.client = client or httpx.Client(timeout=timeout)
+
+    def __call__(self, message: OutboxMessage) -> Outcome:
+        spec = channel_named(self.model, message.channel)
+        if spec is None and message.channel == "webhook" and ({"url", "url_env"} & set(message.payload)):
+            return self._rule_webhook(message)
+        if spec is None:
+            known = ", ".join(c.name for c in self.model.channels) or "none"
+            return Outcome(False, False, f"there is no channel '{message.channel}' in the blueprint (known: {known})")
+        if "error" in message.payload:
+            return Outcome(False, False, str(message.payload["error"]))
+        secrets_file = self.environ.get("CRM_SECRETS_FILE")
+        try:
+            result = self._send(spec, message_from_payload(message.payload, message.idempotency_key), secrets_file)
+        except SecretError as exc:
+            return Outcome(False, True, f"channel {spec.name}: {exc}")
+        return Outcome(result.ok, result.retryable, result.error)
+
+    def _rule_webhook(self, message: OutboxMessage) -> Outcome:
+        """A rule's `webhook` action: a SignedWebhook to its url (or url_env), signed with secret_env."""
+        payload = message.payload
+        try:
+            url = payload.get("url") or resolve_secret(SecretRef(env=str(payload["url_env"])), self.environ)
+            secret = resolve_secret(SecretRef(env=str(payload["secret_env"])), self.environ) \
+                if payload.get("secret_env") else None
+        except SecretError as exc:
+            return Outcome(False, True, f"webhook: {exc}")
+        body = Message(text="", title=str(payload.get("rule", "")), idempotency_key=message.idempotency_key,
+                       data=dict(payload.get("data") or {}))
+        result = deliver(SignedWebhook(str(url)).build_request(body, secret, self.now()), self.client)
+        return Outcome(result.ok, result.retryable, result.error)
+
+    def _send(self, spec: ChannelSpec, message: Message, secrets_file: str | None) -> DeliveryResult:
+        now = self.now()
+        if spec.type == "mail":
+            mail = MailChannel(spec.host, spec.port, spec.sender, username=spec.username,
+                               starttls=spec.tls == "starttls", implicit_tls=spec.tls == "implicit")
+            if not message.recipients:
+                return DeliveryResult(False, None, False, "the mail has no recipient with an e-mail address")
+            return mail.send(mail.build_email(message, now), _secret(spec.password, self.environ, secrets_file))
+        url = _secret(spec.url, self.environ, secrets_file) or ""
+        secret = _secret(spec.secret, self.environ, secrets_file)
+        channel: Any = {"dingtalk": DingTalkRobot, "wecom": WeComRobot, "slack": SlackWebhook,
+                        "webhook": SignedWebhook}.get(spec.type)
+        robot = FeishuBot(url, rich=spec.rich) if spec.type == "feishu" else channel(url)
+        return deliver(robot.build_request(message, secret, now), self.client)
+
+
+def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None) -> list[str]:
+    """A line per channel whose webhook address or secret cannot be found (for `crm doctor`); never a value."""
+    environ = environ if environ is not None else os.environ
+    problems = []
+    for spec in model.channels:
+        for option in (spec.url, spec.secret, spec.password):
+            try:
+                _secret(option, environ, environ.get("CRM_SECRETS_FILE"))
+            except SecretError as exc:
+                problems.append(f"channel '{spec.name}': {exc}")
+    return problems

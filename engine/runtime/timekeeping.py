@@ -1,0 +1,350 @@
+"""Timekeeping in the engine: SLA clocks and cadences on every write, their timers, and the worker.
+
+`install_timekeeping(runtime)` registers one write observer. On each write it asks the
+pure deciders (engine/rules/cadences.py) what happens to each SLA clock and cadence of
+the record, then — in the write's own transaction — schedules, moves or cancels timer
+rows and updates the crm_clocks row. A rolled-back write leaves no timer and no message.
+
+The worker's timer handlers ("sla", "cadence") re-check the clock at fire time and run the
+blueprint's actions in the timer's transaction: notify (outbox), reassign, set, tag,
+create a related record — all through RecordService with a system actor and origin "timer".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.metamodel.model import EntitySpec, Expression
+from engine.metamodel.timekeeping import (CadenceSpec, CreateStep, NotifyStep, ReassignStep, SetStep, SlaSpec,
+                                          TagStep, TimeAction)
+from engine.rules.cadences import (ClockDecision, ClockSnapshot, Move, decide_cadence, decide_sla, reply_stops,
+                                   step_offset)
+from engine.rules.calendars import BusinessCalendar
+from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key, checkpoint_key_prefix, sla_checkpoints, sla_state
+from engine.rules.timers import DueTimer, TimerRequest
+
+from .actors import SYSTEM
+from .clocks import (build_calendar, build_policy, cadence_prefix, load_clock, mark_breached, save_clock)
+from .events import append_event
+from .notifications import enqueue_notification, people_context
+from .records import WriteContext
+from .runtime import Runtime
+from .timers import SqlTimerStore
+
+log = logging.getLogger(__name__)
+_CHECKPOINT_EVENTS = {"warning": "sla_warning", "breach": "sla_breached", "escalation": "sla_escalated"}
+
+
+class Timekeeping:
+    """The write observer and timer handlers for one runtime's SLA policies and cadences."""
+
+    def __init__(self, runtime: Runtime, *, base_url: str = "") -> None:
+        self.runtime = runtime
+        self.model = runtime.model
+        self.schema = runtime.schema
+        self.store = SqlTimerStore(runtime.schema, runtime.clock.now)
+        self.base_url = base_url.rstrip("/")
+        self._calendars = {decl.name: build_calendar(decl) for decl in self.model.calendars}
+        self._slas = {spec.name: spec for spec in self.model.slas}
+        self._cadences = {spec.name: spec for spec in self.model.cadences}
+        self._policies = {spec.name: build_policy(spec, self.calendar(spec.calendar)) for spec in self.model.slas}
+        self.handlers = {"sla": self.fire_sla, "cadence": self.fire_cadence}
+
+    # -- look-ups --------------------------------------------------------------------------
+    def calendar(self, name: str | None) -> BusinessCalendar | None:
+        return self._calendars.get(name) if name else None
+
+    def sla(self, name: str) -> SlaSpec | None:
+        return self._slas.get(name)
+
+    def _evaluate(self, expression: Expression, values: Mapping[str, Any]) -> Any:
+        return self.runtime.records.evaluator.evaluate(expression, values)
+
+    # -- the write observer -----------------------------------------------------------------
+    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
+        return {}
+
+    def after_write(self, context: WriteContext) -> None:
+        """Start, move, pause or stop this record's clocks, and stop cadences a reply ends."""
+        entity, after = context.entity.name, context.after
+        record_id = int(after["id"])
+        for spec in self._slas.values():
+            if spec.entity == entity:
+                current = load_clock(context.connection, self.schema, "sla", entity, record_id, spec.name)
+                decision = decide_sla(spec, current, context.change, context.before, after, context.now,
+                                      self._evaluate)
+                if decision.move is not Move.NONE:
+                    self._apply_sla(context.connection, spec, record_id, current, decision, context.now)
+        for cadence in self._cadences.values():
+            if cadence.entity == entity:
+                current = load_clock(context.connection, self.schema, "cadence", entity, record_id, cadence.name)
+                decision = decide_cadence(cadence, current, context.change, context.before, after, context.now,
+                                          self._evaluate)
+                if decision.move is not Move.NONE:
+                    self._apply_cadence(context.connection, cadence, record_id, current, decision, context.now)
+            target = reply_stops(cadence, entity, context.change, context.before, after, self._evaluate)
+            if target is not None:
+                self._stop_cadence(context.connection, cadence, target, context.now, f"customer replied ({entity})")
+
+    # -- SLA effects ------------------------------------------------------------------------
+    def _apply_sla(self, connection: sa.Connection, spec: SlaSpec, record_id: int, current: ClockSnapshot | None,
+                   decision: ClockDecision, now: dt.datetime) -> None:
+        move, clock = decision.move, decision.clock
+        if current is not None and move in (Move.RESTART, Move.PAUSE, Move.STOP, Move.CANCEL):
+            self.store.cancel(connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, current.started_at))
+        if clock is None:  # the record is gone
+            connection.execute(self.schema.clocks.delete().where(
+                self.schema.clocks.c.kind == "sla", self.schema.clocks.c.entity == spec.entity,
+                self.schema.clocks.c.record_id == record_id, self.schema.clocks.c.name == spec.name))
+            return
+        due_at = None
+        if clock.state == "running" and move in (Move.START, Move.RESTART, Move.RESUME, Move.RETIER):
+            due_at = self._schedule_checkpoints(connection, spec, record_id, clock)
+        met = clock.breached_at is None if move is Move.STOP else None
+        save_clock(connection, self.schema, "sla", spec.entity, record_id, spec.name, clock, now, due_at=due_at,
+                   reason=decision.reason, met=met)
+        if move is Move.RESTART and spec.starts.kind == "updated":
+            return  # "silent overdue" restarts on every change; the change itself is the timeline entry
+        append_event(connection, self.schema, entity=spec.entity, record_id=record_id, kind=f"sla_{move.value}",
+                     actor_id=None, at=now, data={"policy": spec.name, "reason": decision.reason,
+                                                  "due_at": due_at.isoformat() if due_at else None,
+                                                  **({"met": met} if met is not None else {})})
+
+    def _schedule_checkpoints(self, connection: sa.Connection, spec: SlaSpec, record_id: int,
+                              clock: ClockSnapshot) -> dt.datetime | None:
+        checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
+                                                        clock.pauses, self.calendar(spec.calendar))
+        for checkpoint in checkpoints:
+            key = checkpoint_key(spec.name, spec.entity, record_id, clock.started_at, checkpoint)
+            self.store.schedule(connection, TimerRequest(
+                "sla", key, checkpoint.due_at, spec.entity, record_id,
+                {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": clock.started_at.isoformat()}))
+        return next((c.due_at for c in checkpoints if c.kind.value == "breach"), None)
+
+    def fire_sla(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
+        """An SLA checkpoint came due: re-check the clock, then record it and run its actions once."""
+        spec = self._slas.get(str(timer.payload.get("policy")))
+        if spec is None or timer.record_id is None:
+            return  # the policy left the blueprint; nothing to do
+        clock = load_clock(connection, self.schema, "sla", spec.entity, timer.record_id, spec.name)
+        if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
+            return  # paused, stopped or restarted since it was scheduled
+        kind, _, percent = str(timer.payload["checkpoint"]).partition("-")
+        calendar = self.calendar(spec.calendar)
+        status = sla_state(now, self._policies[spec.name], clock.started_at, clock.tier, clock.pauses, calendar)
+        if status.elapsed + dt.timedelta(seconds=1) < status.target * int(percent) / 100:
+            log.warning("SLA timer %s fired before its checkpoint; skipped", timer.key)
+            return
+        record = self._record(connection, spec.entity, timer.record_id)
+        if record is None:
+            return
+        if kind == "breach":
+            mark_breached(connection, self.schema, spec.entity, timer.record_id, spec.name, now)
+        # a warning that comes due only after the breach (the worker was down) is recorded, not sent
+        late = kind == "warning" and status.elapsed >= status.target
+        append_event(connection, self.schema, entity=spec.entity, record_id=timer.record_id,
+                     kind=_CHECKPOINT_EVENTS[kind], actor_id=None, at=now,
+                     data={"policy": spec.name, "checkpoint": timer.payload["checkpoint"],
+                           "due_at": status.due_at.isoformat() if status.due_at else None,
+                           **({"skipped": "already breached"} if late else {})})
+        if late:
+            return
+        actions = {"warning": spec.on_warning, "breach": spec.on_breach, "escalation": spec.on_escalation}[kind]
+        extra = {"sla": self._sla_context(spec, status, percent)}
+        self.run_actions(connection, spec.entity, record, actions, now, key=timer.key, extra=extra)
+
+    def _sla_context(self, spec: SlaSpec, status: SlaStatus, percent: str) -> dict[str, Any]:
+        return {"policy": spec.name, "label": spec.label.text("zh"), "state": status.state.value,
+                "due_at": status.due_at, "remaining": status.remaining, "target": status.target,
+                "elapsed": status.elapsed, "percent": int(percent)}
+
+    # -- cadence effects --------------------------------------------------------------------
+    def _apply_cadence(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int,
+                       current: ClockSnapshot | None, decision: ClockDecision, now: dt.datetime) -> None:
+        if current is not None and decision.move in (Move.RESTART, Move.STOP, Move.CANCEL):
+            self.store.cancel(connection, cadence_prefix(cadence.name, cadence.entity, record_id, current.started_at))
+        clock = decision.clock or ClockSnapshot(now, "cancelled")
+        next_due = None
+        if decision.move in (Move.START, Move.RESTART):
+            next_due = self._schedule_steps(connection, cadence, record_id, clock.started_at)
+        save_clock(connection, self.schema, "cadence", cadence.entity, record_id, cadence.name, clock, now,
+                   due_at=next_due, reason=decision.reason)
+        append_event(connection, self.schema, entity=cadence.entity, record_id=record_id,
+                     kind=f"cadence_{decision.move.value}", actor_id=None, at=now,
+                     data={"cadence": cadence.name, "reason": decision.reason})
+
+    def _schedule_steps(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int,
+                        started_at: dt.datetime) -> dt.datetime | None:
+        calendar = self.calendar(cadence.calendar) if cadence.business_time else None
+        prefix = cadence_prefix(cadence.name, cadence.entity, record_id, started_at)
+        first = None
+        for index, step in enumerate(cadence.steps):
+            offset = step_offset(step.after, calendar.working_day_length if calendar else dt.timedelta(days=1))
+            due = calendar.add_business_time(started_at, offset) if calendar else started_at + offset
+            first = first or due
+            self.store.schedule(connection, TimerRequest(
+                "cadence", f"{prefix}{index}:{step.name}", due, cadence.entity, record_id,
+                {"cadence": cadence.name, "step": step.name, "index": index, "cycle": started_at.isoformat()}))
+        return first
+
+    def _stop_cadence(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int, now: dt.datetime,
+                      reason: str) -> None:
+        current = load_clock(connection, self.schema, "cadence", cadence.entity, record_id, cadence.name)
+        if current is not None and current.state == "running":
+            self._apply_cadence(connection, cadence, record_id, current,
+                                ClockDecision(Move.STOP, ClockSnapshot(current.started_at, "stopped"), reason), now)
+
+    def fire_cadence(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
+        """A cadence step came due: run its actions unless the run stopped; the last step completes it."""
+        cadence = self._cadences.get(str(timer.payload.get("cadence")))
+        if cadence is None or timer.record_id is None:
+            return
+        clock = load_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name)
+        if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
+            return
+        record = self._record(connection, cadence.entity, timer.record_id)
+        if record is None:
+            return
+        index = int(timer.payload["index"])
+        step = cadence.steps[index]
+        append_event(connection, self.schema, entity=cadence.entity, record_id=timer.record_id, kind="cadence_step",
+                     actor_id=None, at=now, data={"cadence": cadence.name, "step": step.name})
+        self.run_actions(connection, cadence.entity, record, step.actions, now, key=timer.key,
+                         extra={"cadence": {"name": cadence.name, "step": step.name}})
+        if index == len(cadence.steps) - 1:
+            later = load_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name)
+            if later is not None and later.state == "running" and later.started_at == clock.started_at:
+                save_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name,
+                           ClockSnapshot(clock.started_at, "done"), now, reason="all steps done")
+
+    # -- actions ----------------------------------------------------------------------------
+    def run_actions(self, connection: sa.Connection, entity: str, record: dict[str, Any],
+                    actions: Sequence[TimeAction], now: dt.datetime, *, key: str, extra: Mapping[str, Any]) -> None:
+        """Run a checkpoint's or step's actions; one that fails is logged as an event, the rest still run."""
+        owner_before = record.get("owner")
+        for index, action in enumerate(actions):
+            if isinstance(action, NotifyStep):  # only writes to the outbox: needs no savepoint of its own
+                self._run_action(connection, entity, record, action, now, f"{key}:{index}", extra, owner_before)
+                continue
+            try:
+                with connection.begin_nested():
+                    self._run_action(connection, entity, record, action, now, f"{key}:{index}", extra, owner_before)
+            except Exception as exc:  # e.g. a validation rule refusing the change: visible in the timeline
+                append_event(connection, self.schema, entity=entity, record_id=record["id"], kind="action_failed",
+                             actor_id=None, at=now, data={"action": type(action).__name__, "timer": key,
+                                                          "error": f"{type(exc).__name__}: {exc}"[:1000]})
+
+    def _run_action(self, connection: sa.Connection, entity: str, record: dict[str, Any], action: TimeAction,
+                    now: dt.datetime, key: str, extra: Mapping[str, Any], owner_id: int | None) -> None:
+        records = self.runtime.records
+        if isinstance(action, NotifyStep):
+            seen: dict[int, Any] = {}
+            context = {"record": record, "now": now, "url": f"{self.base_url}/{entity}/{record['id']}",
+                       **people_context(connection, self.schema, owner_id, seen), **extra}
+            enqueue_notification(connection, self.schema, self.model, channel=action.channel,
+                                 template=action.template, to=action.to, owner_id=owner_id, context=context,
+                                 key=key, now=now, entity=entity, record_id=record["id"], seen=seen)
+        elif isinstance(action, SetStep):
+            records.update(entity, record["id"], dict(action.values), actor=SYSTEM, within=connection, origin="timer")
+        elif isinstance(action, TagStep):
+            current = list(record.get(action.field) or [])
+            records.update(entity, record["id"], {action.field: current + [t for t in action.add if t not in current]},
+                           actor=SYSTEM, within=connection, origin="timer")
+        elif isinstance(action, ReassignStep):
+            self._reassign(connection, entity, record, action, now)
+        elif isinstance(action, CreateStep):
+            values = {action.link: record["id"], **dict(action.values)}
+            if record.get("owner") is not None:
+                values["owner"] = record["owner"]
+            records.create(action.entity, values, actor=SYSTEM, within=connection, origin="timer")
+
+    def _reassign(self, connection: sa.Connection, entity: str, record: dict[str, Any], action: ReassignStep,
+                  now: dt.datetime) -> None:
+        """To the named backup when active and not on leave, else to the owner's manager."""
+        users = self.schema.users
+        target = None
+        if action.backup:
+            target = connection.execute(sa.select(users.c.id).where(
+                users.c.username == action.backup, users.c.is_active.is_(True), users.c.on_leave.is_(False))).scalar()
+        if target is None and record.get("owner") is not None:
+            target = connection.execute(sa.select(users.c.manager_id).where(users.c.id == record["owner"])).scalar()
+            if target is not None and not connection.execute(sa.select(users.c.is_active).where(
+                    users.c.id == target)).scalar():
+                target = None
+        if target is None or target == record.get("owner"):
+            append_event(connection, self.schema, entity=entity, record_id=record["id"], kind="reassign_skipped",
+                         actor_id=None, at=now, data={"reason": "no active backup or manager to take it"})
+            return
+        self.runtime.records.update(entity, record["id"], {"owner": target}, actor=SYSTEM, within=connection,
+                                    origin="timer")
+
+    def _record(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:
+        entity: EntitySpec = self.model.entity(entity_name)
+        row = connection.execute(_by_id(self.schema.table(entity_name)), {"id": record_id}).mappings().first()
+        return None if row is None else self.runtime.records.record_from_row(entity, row)
+
+
+@functools.lru_cache(maxsize=64)
+def _by_id(table: sa.Table) -> Any:
+    return sa.select(table).where(table.c.id == sa.bindparam("id"))
+
+
+# --------------------------------------------------------------------------- wiring
+
+def install_timekeeping(runtime: Runtime, *, base_url: str | None = None) -> Timekeeping:
+    """Register the SLA/cadence observer on the runtime's RecordService (idempotent)."""
+    import os
+
+    existing = timekeeping_of(runtime)
+    if existing is not None:
+        return existing
+    keeper = Timekeeping(runtime, base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""))
+    if keeper.model.slas or keeper.model.cadences:
+        runtime.records.observers.append(keeper)
+    else:
+        runtime.__dict__["_timekeeping"] = keeper
+    return keeper
+
+
+def timekeeping_of(runtime: Any) -> Timekeeping | None:
+    found = next((o for o in runtime.records.observers if isinstance(o, Timekeeping)), None)
+    return found or runtime.__dict__.get("_timekeeping")
+
+
+def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None, client: Any = None,
+                 name: str | None = None, extra_handlers: Mapping[str, Any] | None = None) -> Any:
+    """A Worker with the SLA and cadence handlers, the channel deliverer, blueprint retries and jobs."""
+    from .notifications import OutboxDeliverer, next_attempt_for
+    from .reports import scheduled_jobs
+    from .worker import Worker
+
+    keeper = install_timekeeping(runtime)
+    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ, client=client)
+    return Worker(runtime, handlers={**keeper.handlers, **(extra_handlers or {})}, deliver=deliver,
+                  next_attempt=next_attempt_for(runtime.model), jobs=scheduled_jobs(runtime), name=name)
+
+
+def start_background_worker(runtime: Runtime, *, interval: float = 1.0,
+                            environ: Mapping[str, str] | None = None) -> Callable[[], None]:
+    """Tick the worker in this process (APScheduler BackgroundScheduler); returns a function that stops it."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    worker = build_worker(runtime, environ=environ)
+    scheduler = BackgroundScheduler()
+
+    def tick() -> None:
+        try:
+            worker.tick()
+        except Exception:  # a failing tick must not kill the web process; the next tick tries again
+            log.exception("background worker tick failed")
+
+    scheduler.add_job(tick, "interval", seconds=interval, max_instances=1, coalesce=True,
+                      next_run_time=dt.datetime.now(dt.timezone.utc))
+    scheduler.start()
+    return lambda: scheduler.shutdown(wait=False)

@@ -1,0 +1,290 @@
+"""Notifications end to end: an SLA breach → outbox → worker → a real HTTP receiver on 127.0.0.1.
+
+The receiver plays DingTalk, WeCom, Feishu and Slack; each test checks the body and the
+signature the way the vendor documents them, computed here independently.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from engine.runtime.actors import SYSTEM
+from engine.runtime.outbox import list_messages, retry_dead
+from engine.runtime.runtime import Runtime
+from engine.runtime.timekeeping import build_worker
+from engine.runtime.users import NewUser, add_user
+
+DINGTALK_SECRET = "SEC0123456789abcdef"
+FEISHU_SECRET = "feishu-secret-xyz"
+
+BLUEPRINT = {
+    "app.yaml": "app: t\ninclude: ['*.yaml']\n",
+    "lead.yaml": """
+        entity: lead
+        fields:
+          name: {type: string}
+          status: {type: choice, options: {new: New, done: Done}, default: new}
+    """,
+    "channels.yaml": """
+        channels:
+          dingtalk: {type: dingtalk, url: {env: DT_URL}, secret: {env: DT_SECRET}, format: markdown}
+          wecom: {type: wecom, url: {env: WECOM_URL}, format: text}
+          feishu: {type: feishu, url: {env: FEISHU_URL}, secret: {env: FEISHU_SECRET}, format: text}
+          slack: {type: slack, url: {key: slack.webhook}, format: text, language: en}
+        retry: {max_attempts: 4, first_delay: 10s, max_delay: 1min}
+        templates:
+          breach:
+            title: {zh: "线索超时", en: "Lead overdue"}
+            text:
+              zh: "线索 {{ record.name }} 已超时，负责人 {{ owner.display_name }}"
+              en: "Lead {{ record.name }} is overdue, owner {{ owner.display_name }}"
+    """,
+    "sla.yaml": """
+        sla: first_call
+        entity: lead
+        default_target: 30min
+        business_time: false
+        starts: assigned
+        warn_at: []
+        stops: [{status_in: [done]}]
+        on_breach:
+          - notify: {channel: dingtalk, to: [owner], template: breach}
+          - notify: {channel: wecom, to: [owner], template: breach}
+          - notify: {channel: feishu, to: [owner], template: breach}
+          - notify: {channel: slack, to: [owner], template: breach}
+    """,
+}
+
+
+@dataclass
+class Received:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    failures_left: dict[str, int] = field(default_factory=dict)
+
+    def on(self, vendor: str) -> list[Received]:
+        return [request for request in self.requests if request.path == f"/{vendor}"]
+
+
+_REPLIES = {"/dingtalk": b'{"errcode":0,"errmsg":"ok"}', "/wecom": b'{"errcode":0,"errmsg":"ok"}',
+            "/feishu": b'{"code":0,"msg":"success","data":{}}', "/slack": b"ok"}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            parsed = urllib.parse.urlsplit(self.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if state.failures_left.get(parsed.path, 0) > 0:
+                state.failures_left[parsed.path] -= 1
+                self.send_response(503)
+                self.end_headers()
+                return
+            state.requests.append(Received(parsed.path, dict(urllib.parse.parse_qsl(parsed.query)),
+                                           dict(self.headers.items()), body))
+            reply = _REPLIES.get(parsed.path, b"{}")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def environ(receiver: Receiver, tmp_path: Any) -> dict[str, str]:
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(f"slack:\n  webhook: {receiver.url}/slack\n", encoding="utf-8")
+    return {"DT_URL": f"{receiver.url}/dingtalk?access_token=tok", "DT_SECRET": DINGTALK_SECRET,
+            "WECOM_URL": f"{receiver.url}/wecom?key=wk", "FEISHU_URL": f"{receiver.url}/feishu",
+            "FEISHU_SECRET": FEISHU_SECRET, "CRM_SECRETS_FILE": str(secrets)}
+
+
+def _breached_lead(make_runtime: Any, clock: Any) -> Runtime:
+    runtime = make_runtime(BLUEPRINT)
+    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001"))
+    runtime.records.create("lead", {"name": "ACME", "owner": owner.id}, actor=SYSTEM)
+    clock.advance(minutes=31)
+    return runtime
+
+
+def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_runtime: Any, clock: Any,
+                                                                       receiver: Receiver,
+                                                                       environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock)
+    report = build_worker(runtime, environ=environ).tick()
+    assert (report.fired, report.delivered, report.dead) == (1, 4, 0)
+
+    (ding,) = receiver.on("dingtalk")
+    timestamp = ding.query["timestamp"]
+    assert abs(int(timestamp) - int(clock.now().timestamp() * 1000)) < 1000
+    expected = base64.b64encode(hmac.new(DINGTALK_SECRET.encode(), f"{timestamp}\n{DINGTALK_SECRET}".encode(),
+                                         hashlib.sha256).digest()).decode()
+    assert ding.query["sign"] == expected and ding.query["access_token"] == "tok"
+    body = ding.json()
+    assert body["msgtype"] == "markdown" and body["markdown"]["title"] == "线索超时"
+    assert body["markdown"]["text"].startswith("线索 ACME 已超时，负责人 Wang Wei")
+    assert body["at"]["atMobiles"] == ["13900000001"] and "@13900000001" in body["markdown"]["text"]
+
+    (wecom,) = receiver.on("wecom")
+    assert wecom.query == {"key": "wk"}
+    assert wecom.json() == {"msgtype": "text", "text": {"content": "线索 ACME 已超时，负责人 Wang Wei",
+                                                        "mentioned_mobile_list": ["13900000001"]}}
+
+    (feishu,) = receiver.on("feishu")
+    message = feishu.json()
+    string_to_sign = f"{message['timestamp']}\n{FEISHU_SECRET}"
+    assert message["sign"] == base64.b64encode(hmac.new(string_to_sign.encode(), b"", hashlib.sha256).digest()).decode()
+    assert message["msg_type"] == "text" and message["content"]["text"] == "线索 ACME 已超时，负责人 Wang Wei"
+
+    (slack,) = receiver.on("slack")
+    assert slack.json() == {"text": "Lead overdue\nLead ACME is overdue, owner Wang Wei"}
+    assert all(r.headers["Content-Type"].startswith("application/json") for r in receiver.requests)
+
+    assert build_worker(runtime, environ=environ).tick().delivered == 0  # each message went out once
+    assert len(receiver.requests) == 4
+
+
+def test_a_receiver_failing_three_times_gets_the_message_once(make_runtime: Any, clock: Any, receiver: Receiver,
+                                                              environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock)
+    receiver.failures_left["/wecom"] = 3
+    worker = build_worker(runtime, environ=environ)
+    worker.tick()
+    for _ in range(3):
+        clock.advance(minutes=2)  # past the backoff (10 s, 20 s, 40 s, ±20 %)
+        worker.tick()
+    assert len(receiver.on("wecom")) == 1
+    assert {m["status"] for m in list_messages(runtime.db, runtime.schema)} == {"delivered"}
+
+
+def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_runtime: Any, clock: Any,
+                                                                          receiver: Receiver,
+                                                                          environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock)
+    broken = {key: value for key, value in environ.items() if key != "FEISHU_SECRET"}
+    worker = build_worker(runtime, environ=broken)
+    for _ in range(6):
+        worker.tick()
+        clock.advance(minutes=2)
+    (dead,) = list_messages(runtime.db, runtime.schema, status="dead")
+    assert dead["channel"] == "feishu" and "FEISHU_SECRET" in dead["last_error"]
+    assert FEISHU_SECRET not in dead["last_error"]
+    assert receiver.on("feishu") == []
+    assert retry_dead(runtime.db, runtime.schema, clock.now(), dead["id"]) == 1
+    assert build_worker(runtime, environ=environ).tick().delivered == 1
+    assert len(receiver.on("feishu")) == 1
+
+
+def test_a_rolled_back_breach_sends_nothing(make_runtime: Any, clock: Any, receiver: Receiver,
+                                            environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock)
+    worker = build_worker(runtime, environ=environ)
+    sla_handler = worker.handlers["sla"]
+
+    def failing(connection: sa.Connection, timer: Any, now: dt.datetime) -> None:
+        sla_handler(connection, timer, now)  # enqueues four messages …
+        raise RuntimeError("… then the timer's transaction fails")
+
+    worker.handlers["sla"] = failing
+    assert worker.tick().failed == 1
+    assert list_messages(runtime.db, runtime.schema) == [] and receiver.requests == []
+    worker.handlers["sla"] = sla_handler
+    clock.advance(minutes=3)  # the timer is retried after its backoff and then sends once
+    assert worker.tick().delivered == 4
+
+
+JOBS = {
+    "calendars.yaml": """
+        calendars:
+          office: {hours: {mon-fri: ["09:00-18:00"]}}
+    """,
+    "jobs.yaml": """
+        jobs:
+          board:
+            cron: "0 8 * * *"
+            timezone: Asia/Shanghai
+            calendar: office
+            channel: wecom
+            template: board
+          weekly:
+            cron: "0 9 * * mon"
+            channel: slack
+            template: board
+    """,
+    "templates.yaml": """
+        channels: {}
+        templates:
+          board:
+            text: "新线索 {{ counts.new_24h }}，未分配 {{ counts.unassigned }}，超时 {{ counts.overdue }}：{% for l in lists.late %}{{ l.name }} {% endfor %}"
+    """,
+}
+
+
+def test_the_morning_board_runs_once_on_workdays_with_real_numbers(make_runtime: Any, clock: Any,
+                                                                     receiver: Receiver,
+                                                                     environ: dict[str, str]) -> None:
+    files = {**BLUEPRINT, **JOBS}
+    files["jobs.yaml"] = files["jobs.yaml"].replace("template: board\n          weekly", "template: board\n"
+                                                    "            counts:\n"
+                                                    "              new_24h: {entity: lead, created_within: 24h}\n"
+                                                    "              unassigned: {entity: lead, where: {owner: null}}\n"
+                                                    "              overdue: {entity: lead, sla: overdue}\n"
+                                                    "              late: {entity: lead, sla: overdue, list: 5}\n"
+                                                    "          weekly")
+    runtime = make_runtime(files)
+    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin"))
+    clock.set(dt.datetime(2026, 11, 22, 23, 0, tzinfo=dt.timezone.utc))  # Monday 07:00 in Shanghai
+    runtime.records.create("lead", {"name": "Late Co"}, actor=SYSTEM)
+    runtime.records.create("lead", {"name": "Overdue Co", "owner": owner.id}, actor=SYSTEM)
+    first, second = build_worker(runtime, environ=environ, name="w1"), build_worker(runtime, environ=environ, name="w2")
+    first.tick(), second.tick()  # catches up Sunday's 08:00 (skipped: rest day)
+    clock.set(dt.datetime(2026, 11, 23, 0, 0, 5, tzinfo=dt.timezone.utc))  # Monday 08:00:05
+    reports = [first.tick(), second.tick()]
+    assert sorted(sum((r.jobs for r in reports), [])) == ["board"]  # once across the two workers
+    second.tick()
+    board_rows = [m for m in list_messages(runtime.db, runtime.schema) if m["idempotency_key"].startswith("job:board:")]
+    assert [(m["status"], m["last_error"]) for m in board_rows] == [("delivered", None)]
+    boards = [r.json()["text"]["content"] for r in receiver.on("wecom")]
+    assert [text for text in boards if text.startswith("新线索")] == ["新线索 2，未分配 1，超时 1：Overdue Co "]
+    runs = runtime.schema.job_runs
+    with runtime.db.read() as connection:
+        log = [(row.job, row.status, row.output) for row in connection.execute(sa.select(runs).order_by(runs.c.id))]
+    assert log[0][:2] == ("board", "succeeded") and "not a working day" in str(log[0][2])
+    assert log[-1][:2] == ("board", "succeeded") and "超时 1" in str(log[-1][2])
