@@ -24,4 +24,3 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def crm_widgets() -> Sequence[Any]:
     """Return field widgets (objects with `name`, `field_types`, `render_form`, `render_display`, `parse`)."""
-    raise NotImplementedError
