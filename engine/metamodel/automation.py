@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import enum
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -587,22 +587,32 @@ def _texts(value: Any) -> tuple[str, ...]:
     return tuple(str(item) for item in (value if isinstance(value, list) else [value]))
 
 
+# --------------------------------------------------------------------------- builders
+
+def _build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, functions: Collection[str],
+                 build_one: Callable[..., Any]) -> tuple[list[Any], list[BlueprintError]]:
+    """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`,
+    with duplicate names reported where they stand."""
+    errors: list[BlueprintError] = []
+    items: list[Any] = []
+    seen: dict[str, Location] = {}
+    for doc in documents:
+        checker = _Checker(doc, model, functions, errors)
+        for name, data, path in _named_items(key, doc.data[key]):
+            if _duplicate(checker, seen, name, path, what):
+                continue
+            item = build_one(checker, name, data, path, len(items))
+            if item is not None:
+                items.append(item)
+    return items, errors
+
+
 # --------------------------------------------------------------------------- routing builder
 
 def build_routing(documents: list[SourceDocument], model: Metamodel,
                   functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
     """RoutingPolicySpecs from every `routing:` document, then checks across policies."""
-    errors: list[BlueprintError] = []
-    policies: list[RoutingPolicySpec] = []
-    seen: dict[str, Location] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data, path in _named_items("routing", doc.data["routing"]):
-            if _duplicate(checker, seen, name, path, "routing policy"):
-                continue
-            policy = _build_policy(checker, name, data, path, len(policies))
-            if policy is not None:
-                policies.append(policy)
+    policies, errors = _build_items("routing", "routing policy", documents, model, functions, _build_policy)
     errors.extend(_check_policy_overlaps(policies))
     return {"routing": tuple(policies)}, errors
 
@@ -811,17 +821,8 @@ def parse_payload_path(text: str) -> PayloadPath:
 def build_sources(documents: list[SourceDocument], model: Metamodel,
                   functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
     """SourceSpecs (inbound webhooks) from every `sources:` document."""
-    errors: list[BlueprintError] = []
-    sources: list[SourceSpec] = []
-    seen: dict[str, Location] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data, path in _named_items("sources", doc.data["sources"]):
-            if _duplicate(checker, seen, name, path, "source"):
-                continue
-            source = _build_source(checker, name, data, path)
-            if source is not None:
-                sources.append(source)
+    sources, errors = _build_items("sources", "source", documents, model, functions,
+                                   lambda checker, name, data, path, _: _build_source(checker, name, data, path))
     return {"sources": tuple(sources)}, errors
 
 
@@ -902,17 +903,7 @@ def _build_auth(checker: _Checker, name: str, data: dict[str, Any], path: PathKe
 def build_rules(documents: list[SourceDocument], model: Metamodel,
                 functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
     """RuleSpecs from every `rules:` document, in run order. Needs routing and sources built first."""
-    errors: list[BlueprintError] = []
-    rules: list[RuleSpec] = []
-    seen: dict[str, Location] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data, path in _named_items("rules", doc.data["rules"]):
-            if _duplicate(checker, seen, name, path, "rule"):
-                continue
-            rule = _build_rule(checker, name, data, path, len(rules))
-            if rule is not None:
-                rules.append(rule)
+    rules, errors = _build_items("rules", "rule", documents, model, functions, _build_rule)
     return {"rules": tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))}, errors
 
 
