@@ -311,3 +311,4 @@ def test_record_page_shows_the_sla_due_time(crm: Runtime, clock: Any) -> None:
     browser.post("/login", data={"username": "chief", "password": "chief-pass1", "csrf_token": token})
     page = browser.get(f"/lead/{lead['id']}").text
     assert "SLA" in page and "2026-11-23 10:30" in page  # grade A: 30 business minutes
+    assert "开始计时（SLA）" in page and "sla_start" not in page  # the timeline speaks the user's language
