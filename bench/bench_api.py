@@ -87,20 +87,23 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--profile", help="write merged cProfile stats (all threads) here on exit")
     parser.add_argument("--diag", default="", help="engine diagnostics (not engine changes): comma-separated "
                         "'inline' (the JSON API and AuthMiddleware call the engine on the event loop instead of "
-                        "run_in_threadpool), "
+                        "Database.run / run_in_threadpool), "
                         "'switch=SECONDS' (sys.setswitchinterval)")
     args = parser.parse_args(argv)
     import uvicorn
 
     for item in filter(None, args.diag.split(",")):
         if item == "inline":
-            import engine.runtime.api as api_module
-
             import starlette.concurrency
+
+            from engine.runtime.database import Database
 
             async def run_inline(func: Any, *args_: Any, **kwargs: Any) -> Any:
                 return func(*args_, **kwargs)
-            api_module.run_in_threadpool = run_inline
+
+            async def db_run_inline(self: Any, func: Any, *args_: Any, write: bool = False, **kwargs: Any) -> Any:
+                return func(*args_, **kwargs)
+            Database.run = db_run_inline  # type: ignore[method-assign]
             starlette.concurrency.run_in_threadpool = run_inline  # AuthMiddleware imports it per call
         elif item.startswith("switch="):
             sys.setswitchinterval(float(item.partition("=")[2]))

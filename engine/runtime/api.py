@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -92,11 +91,13 @@ class JsonApi:
                                                     "(create one with `crm user token USERNAME`)")
         return actor
 
-    async def _call(self, request: Request, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `function(*args, actor=…, **kwargs)` in a worker thread, resolving the actor there too."""
+    async def _call(self, request: Request, function: Callable[..., Any], *args: Any, write: bool = False,
+                    **kwargs: Any) -> Any:
+        """Run `function(*args, actor=…, **kwargs)` off the event loop (see `Database.run`),
+        resolving the actor in the same call."""
         def work() -> Any:
             return function(*args, actor=self.actor_for(request), **kwargs)
-        return await run_in_threadpool(work)
+        return await self.runtime.db.run(work, write=write)
 
     def routes(self) -> list[Route]:
         handle = self._handle
@@ -166,7 +167,7 @@ class JsonApi:
     async def create_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         payload = await _json_object(request)
-        result = await self._call(request, self.records.create, entity.name, payload)
+        result = await self._call(request, self.records.create, entity.name, payload, write=True)
         body = self.records.to_json(entity.name, result.record)
         status = 200 if result.outcome == "merged" else 201
         return JSONResponse(body, status_code=status, headers={
@@ -183,14 +184,14 @@ class JsonApi:
         record_id = _record_id(request)
         payload = await _json_object(request)
         version = _expected_version(request, payload)
-        record = await self._call(request, self.records.update, entity.name, record_id, payload,
+        record = await self._call(request, self.records.update, entity.name, record_id, payload, write=True,
                                   expected_version=version)
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
 
     async def delete_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         record_id = _record_id(request)
-        await self._call(request, self.records.delete, entity.name, record_id,
+        await self._call(request, self.records.delete, entity.name, record_id, write=True,
                          expected_version=_expected_version(request))
         return Response(status_code=204)
 
@@ -209,7 +210,7 @@ class JsonApi:
         field, target = payload.get("field"), payload.get("to")
         if not isinstance(target, str) or not target:
             raise JSONError(422, "invalid_body", "give the target value as \"to\"", "to")
-        record = await self._call(request, self.records.transition, entity.name, record_id, target,
+        record = await self._call(request, self.records.transition, entity.name, record_id, target, write=True,
                                   field=field, expected_version=version)
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
 
@@ -224,7 +225,7 @@ class JsonApi:
                             "file")
         name = (upload.filename or "file")[:255]
         content_type = (upload.content_type or "application/octet-stream")[:128]
-        stored = await self._call(request, self.runtime.records.store_file, name, content_type, content)
+        stored = await self._call(request, self.runtime.records.store_file, name, content_type, content, write=True)
         return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
 
     async def download_file(self, request: Request) -> Response:

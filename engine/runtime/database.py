@@ -4,18 +4,38 @@
 process-wide lock and starts with BEGIN IMMEDIATE, so concurrent writers queue instead of
 failing with "database is locked"; on PostgreSQL it is a plain transaction and row locks,
 `version` checks and advisory locks keep concurrent writers correct.
+
+`Database.run(function, write=...)` is how the web app runs database work off its event
+loop. Reads go to Starlette's thread pool. On SQLite a write is first tried on the event
+loop itself, without waiting: if no other thread or process is writing at that moment
+(the usual case: a single-record write takes a millisecond or two), it runs right there;
+otherwise it queues on one dedicated writer thread. Handing short SQLite writes to pool
+threads costs more than the write: every statement releases the interpreter lock and the
+threads ping-pong for it (bench/RESULTS.md: about 40 % of a create's CPU time). A write
+that would wait never blocks the loop: the attempt gives up before its first statement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from starlette.concurrency import run_in_threadpool
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 30_000
+
+
+class WriteBusy(Exception):
+    """Someone else is writing right now; raised only by a no-wait attempt, before any work."""
 
 
 def _json_dumps(value: Any) -> str:
@@ -46,6 +66,8 @@ class Database:
             options["pool_pre_ping"] = True
         self.engine = sa.create_engine(self.url, **options)
         self._write_lock = threading.RLock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._attempt = threading.local()  # .nowait: the next write() must not wait for the lock
         if self.is_sqlite:
             self._configure_sqlite()
 
@@ -55,23 +77,44 @@ class Database:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                           "busy_timeout=30000", "cache_size=-65536", "temp_store=MEMORY"):
+                           f"busy_timeout={BUSY_TIMEOUT_MS}", "cache_size=-65536", "temp_store=MEMORY"):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(connection: sa.Connection) -> None:
-            immediate = connection.get_execution_options().get("crm_write", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = connection.get_execution_options()
+            if not options.get("crm_write", False):
+                connection.exec_driver_sql("BEGIN")
+            elif not options.get("crm_nowait", False):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:  # another process may hold the write lock: ask once instead of waiting
+                cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                cursor.execute("PRAGMA busy_timeout=0")
+                try:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                except sa.exc.OperationalError as error:
+                    if "locked" in str(error) or "busy" in str(error):
+                        raise WriteBusy() from None
+                    raise
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    cursor.close()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         if self.is_sqlite:
-            with self._write_lock:
-                with self.engine.connect().execution_options(crm_write=True) as connection:
+            nowait = getattr(self._attempt, "nowait", False)
+            self._attempt.nowait = False  # only the first write of a no-wait attempt may give up
+            if not self._write_lock.acquire(blocking=not nowait):
+                raise WriteBusy()
+            try:
+                with self.engine.connect().execution_options(crm_write=True, crm_nowait=nowait) as connection:
                     with connection.begin():
                         yield connection
+            finally:
+                self._write_lock.release()
         else:
             with self.engine.begin() as connection:
                 yield connection
@@ -83,5 +126,27 @@ class Database:
             with connection.begin():
                 yield connection
 
+    async def run(self, function: Callable[..., T], *args: Any, write: bool = False, **kwargs: Any) -> T:
+        """Run `function` from async code without blocking the event loop on the database.
+        SQLite writes run inline when the write lock is free at once, else on the writer
+        thread; the rest runs in the thread pool. A `write` function must do nothing but
+        reads before its first `write()`: a busy attempt is retried from the start."""
+        if not (write and self.is_sqlite):
+            return await run_in_threadpool(function, *args, **kwargs)
+        self._attempt.nowait = True
+        try:
+            return function(*args, **kwargs)
+        except WriteBusy:
+            pass
+        finally:
+            self._attempt.nowait = False
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._writer,
+                                                                functools.partial(function, *args, **kwargs))
+
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         self.engine.dispose()

@@ -558,18 +558,6 @@ class RecordService:
             if row is not None:
                 return self.record_from_row(entity, row), key
         return None
-        params: dict[str, Any] = {}
-        for _, values in keys:
-            params.update({name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
-                           for name, value in values.items()})
-        # one query for all keys; the first key (in blueprint order) that matches decides
-        rows = connection.execute(self._statements.matching(entity.name, tuple(key for key, _ in keys)),
-                                  params).mappings().all()
-        for key, values in keys:
-            for row in rows:
-                if all(row[name] == params[name] for name in key):
-                    return self.record_from_row(entity, row), key
-        return None
 
     def _json_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
         return {name: value_json(entity, name, value) for name, value in data.items()}

@@ -230,7 +230,6 @@ def list_deliveries(runtime: Runtime, *, source: str | None = None, status: str 
 
 def webhook_routes(runtime: Runtime) -> list[Any]:
     """The /hooks/{source} route; answers JSON with the outcome and the delivery id."""
-    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -242,9 +241,10 @@ def webhook_routes(runtime: Runtime) -> list[Any]:
             return JSONResponse({"outcome": "rejected", "message": f"body larger than {MAX_BODY} bytes"},
                                 status_code=413)
         headers = dict(request.headers)
-        delivery_id = await run_in_threadpool(log_delivery, runtime, source, headers, request.url.query, body)
-        result = await run_in_threadpool(process_delivery, runtime, source, delivery_id, headers,
-                                         dict(request.query_params), body)
+        delivery_id = await runtime.db.run(log_delivery, runtime, source, headers, request.url.query, body,
+                                           write=True)
+        result = await runtime.db.run(process_delivery, runtime, source, delivery_id, headers,
+                                      dict(request.query_params), body, write=True)
         return JSONResponse(result.body(), status_code=result.status)
 
     return [Route("/hooks/{source}", receive, methods=["POST"])]

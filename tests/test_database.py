@@ -1,0 +1,107 @@
+"""Database.run: SQLite writes from the web app run at once when nobody else is writing,
+and wait off the event loop when someone is — another thread or another process."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from engine.runtime.database import Database
+
+NOTES = sa.Table("notes", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
+
+
+def _database(tmp_path: Path) -> tuple[Database, Path]:
+    path = tmp_path / "run.sqlite"
+    db = Database(f"sqlite:///{path}")
+    NOTES.metadata.create_all(db.engine)
+    return db, path
+
+
+def _add_note(db: Database, text: str) -> str:
+    with db.write() as connection:
+        connection.execute(NOTES.insert(), {"text": text})
+    return threading.current_thread().name
+
+
+def _texts(db: Database) -> list[str]:
+    with db.read() as connection:
+        return [row.text for row in connection.execute(sa.select(NOTES.c.text).order_by(NOTES.c.id))]
+
+
+async def _loop_stays_free(task: asyncio.Task[str], seconds: float) -> int:
+    """How many 10 ms sleeps the loop completed while `task` waited (0 would mean it was blocked)."""
+    ticks = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        ticks += 1
+        assert not task.done(), "the write finished although the database was busy"
+    return ticks
+
+
+def test_a_write_when_nobody_else_writes_is_done_at_once(tmp_path: Path) -> None:
+    db, _ = _database(tmp_path)
+    try:
+        async def main() -> str:
+            return await db.run(_add_note, db, "first", write=True)
+        thread = asyncio.run(main())
+        assert thread == threading.main_thread().name  # no hand-off: done on the event loop's own thread
+        assert _texts(db) == ["first"]
+    finally:
+        db.dispose()
+
+
+def test_a_write_waits_off_the_loop_while_another_process_holds_the_database(tmp_path: Path) -> None:
+    db, path = _database(tmp_path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO notes (text) VALUES ('from the other process')")
+
+        async def main() -> tuple[int, str]:
+            task = asyncio.ensure_future(db.run(_add_note, db, "queued", write=True))
+            ticks = await _loop_stays_free(task, 0.5)
+            other.execute("COMMIT")
+            return ticks, await asyncio.wait_for(task, 30)
+        ticks, thread = asyncio.run(main())
+        assert ticks >= 20  # the loop kept serving while the write waited
+        assert thread.startswith("sqlite-writer")
+        assert _texts(db) == ["from the other process", "queued"]  # written once, after the other commit
+    finally:
+        other.close()
+        db.dispose()
+
+
+def test_a_write_waits_off_the_loop_while_another_thread_writes(tmp_path: Path) -> None:
+    db, _ = _database(tmp_path)
+    holding, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        with db.write() as connection:
+            connection.execute(NOTES.insert(), {"text": "long"})
+            holding.set()
+            release.wait(10)
+    worker = threading.Thread(target=long_write)
+    worker.start()
+    try:
+        assert holding.wait(10)
+
+        async def main() -> tuple[int, str]:
+            task = asyncio.ensure_future(db.run(_add_note, db, "after", write=True))
+            ticks = await _loop_stays_free(task, 0.3)
+            release.set()
+            return ticks, await asyncio.wait_for(task, 30)
+        ticks, thread = asyncio.run(main())
+        assert ticks >= 10
+        assert thread.startswith("sqlite-writer")
+        assert _texts(db) == ["long", "after"]
+    finally:
+        release.set()
+        worker.join()
+        db.dispose()
