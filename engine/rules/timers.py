@@ -38,8 +38,8 @@ class DueTimer:
 
 
 class TimerStore(Protocol):
-    def schedule(self, connection: Any, request: TimerRequest) -> None:
-        """Create or move the timer with `request.key` (a fired timer is never re-armed)."""
+    def schedule(self, connection: Any, *requests: TimerRequest) -> None:
+        """Create or move the timer with each request's key (a fired timer is never re-armed)."""
         ...
 
     def cancel(self, connection: Any, key_prefix: str) -> int:

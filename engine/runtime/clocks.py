@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
 from engine.metamodel.timekeeping import CalendarDecl, DurationSpec, SlaSpec, parse_duration
@@ -95,15 +96,23 @@ def load_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str
 def save_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str, record_id: int, name: str,
                clock: ClockSnapshot, now: dt.datetime, *, due_at: dt.datetime | None = None,
                reason: str = "", met: bool | None = None) -> None:
-    """Write the clock's current cycle (update, or insert the first time)."""
-    table = schema.clocks
-    values = {"started_at": naive(clock.started_at), "tier": clock.tier, "pauses": _pauses_json(clock.pauses),
-              "state": clock.state, "due_at": naive(due_at), "breached_at": naive(clock.breached_at),
-              "stopped_at": naive(now) if clock.state in ("stopped", "cancelled", "done") else None,
-              "met": met, "reason": reason[:255], "updated_at": naive(now)}
-    key = (table.c.kind == kind, table.c.entity == entity, table.c.record_id == record_id, table.c.name == name)
-    if connection.execute(table.update().where(*key).values(values)).rowcount == 0:
-        connection.execute(table.insert().values(kind=kind, entity=entity, record_id=record_id, name=name, **values))
+    """Write the clock's current cycle (insert the first time, else update)."""
+    connection.execute(_clock_upsert(schema.clocks, connection.dialect.name), {
+        "kind": kind, "entity": entity, "record_id": record_id, "name": name,
+        "started_at": naive(clock.started_at), "tier": clock.tier, "pauses": _pauses_json(clock.pauses),
+        "state": clock.state, "due_at": naive(due_at), "breached_at": naive(clock.breached_at),
+        "stopped_at": naive(now) if clock.state in ("stopped", "cancelled", "done") else None,
+        "met": met, "reason": reason[:255], "updated_at": naive(now)})
+
+
+@functools.lru_cache(maxsize=16)
+def _clock_upsert(table: sa.Table, dialect: str) -> Any:
+    """INSERT … ON CONFLICT (the clock's key) DO UPDATE, built once per table and dialect."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    key = ("kind", "entity", "record_id", "name")
+    return insert.on_conflict_do_update(index_elements=[table.c[name] for name in key],
+                                        set_={column.name: insert.excluded[column.name] for column in table.columns
+                                              if column.name not in key})
 
 
 def mark_breached(connection: sa.Connection, schema: Schema, entity: str, record_id: int, name: str,

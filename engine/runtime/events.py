@@ -7,6 +7,7 @@ the source every process metric is later computed from.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,10 +71,15 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
 def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: str,
                  actor_id: int | None, at: dt.datetime, changes: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None) -> None:
-    connection.execute(schema.events.insert(), {
+    connection.execute(_insert(schema.events), {
         "entity": entity, "record_id": record_id, "kind": kind, "actor_id": actor_id,
         "at": at.astimezone(dt.timezone.utc).replace(tzinfo=None),
         "changes": dict(changes or {}), "data": dict(data or {})})
+
+
+@functools.lru_cache(maxsize=16)
+def _insert(table: sa.Table) -> Any:
+    return table.insert()
 
 
 def read_events(connection: sa.Connection, schema: Schema, entity: str, record_id: int) -> list[Event]:

@@ -91,22 +91,43 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
                     now: dt.datetime, *, worker: str,
                     next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> list[str]:
     """Store a batch of delivery outcomes in one transaction; returns each new status."""
-    table = schema.outbox
-    statuses = []
+    statuses, delivered, failed = [], [], []
+    for message, outcome in results:
+        attempts = message.attempts + 1
+        if outcome.ok:
+            delivered.append({"message_id": message.id, "attempts": attempts})
+            statuses.append("delivered")
+            continue
+        retry_at = next_attempt(attempts, now) if outcome.retryable else None
+        failed.append({"message_id": message.id, "attempts": attempts, "status": "pending" if retry_at else "dead",
+                       "last_error": outcome.error[:2000], "next_attempt_at": _naive(retry_at or now)})
+        statuses.append(failed[-1]["status"])
+    statements = _outcome_statements(schema.outbox)
     with db.write() as connection:
-        for message, outcome in results:
-            attempts = message.attempts + 1
-            if outcome.ok:
-                values: dict[str, Any] = {"status": "delivered", "delivered_at": _naive(now), "last_error": None}
-            else:
-                retry_at = next_attempt(attempts, now) if outcome.retryable else None
-                values = {"status": "pending" if retry_at else "dead", "last_error": outcome.error[:2000],
-                          "next_attempt_at": _naive(retry_at or now)}
-            values.update(attempts=attempts, claimed_by=None, claimed_until=None)
-            connection.execute(table.update().where(table.c.id == message.id, table.c.claimed_by == worker)
-                               .values(values))
-            statuses.append(str(values["status"]))
+        if delivered:
+            connection.execute(statements.delivered,
+                               [{**row, "worker": worker, "delivered_at": _naive(now)} for row in delivered])
+        if failed:
+            connection.execute(statements.failed, [{**row, "worker": worker} for row in failed])
     return statuses
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomeStatements:
+    delivered: Any
+    failed: Any
+
+
+@functools.lru_cache(maxsize=16)
+def _outcome_statements(table: sa.Table) -> _OutcomeStatements:
+    """Recording outcomes (only for rows this worker still holds), built once with bound parameters."""
+    mine = table.update().where(table.c.id == sa.bindparam("message_id"), table.c.claimed_by == sa.bindparam("worker"))
+    released = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
+    return _OutcomeStatements(
+        delivered=mine.values(status="delivered", last_error=None, delivered_at=sa.bindparam("delivered_at"),
+                              **released),
+        failed=mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),
+                           next_attempt_at=sa.bindparam("next_attempt_at"), **released))
 
 
 def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:

@@ -74,16 +74,19 @@ class Timekeeping:
         """Start, move, pause or stop this record's clocks, and stop cadences a reply ends."""
         entity, after = context.entity.name, context.after
         record_id = int(after["id"])
+        is_new = context.change == "created"  # a record written just now has no clocks yet
         for spec in self._slas.values():
             if spec.entity == entity:
-                current = load_clock(context.connection, self.schema, "sla", entity, record_id, spec.name)
+                current = None if is_new else load_clock(context.connection, self.schema, "sla", entity, record_id,
+                                                         spec.name)
                 decision = decide_sla(spec, current, context.change, context.before, after, context.now,
                                       self._evaluate)
                 if decision.move is not Move.NONE:
                     self._apply_sla(context.connection, spec, record_id, current, decision, context.now)
         for cadence in self._cadences.values():
             if cadence.entity == entity:
-                current = load_clock(context.connection, self.schema, "cadence", entity, record_id, cadence.name)
+                current = None if is_new else load_clock(context.connection, self.schema, "cadence", entity,
+                                                         record_id, cadence.name)
                 decision = decide_cadence(cadence, current, context.change, context.before, after, context.now,
                                           self._evaluate)
                 if decision.move is not Move.NONE:
@@ -120,11 +123,11 @@ class Timekeeping:
                               clock: ClockSnapshot) -> dt.datetime | None:
         checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
                                                         clock.pauses, self.calendar(spec.calendar))
-        for checkpoint in checkpoints:
-            key = checkpoint_key(spec.name, spec.entity, record_id, clock.started_at, checkpoint)
-            self.store.schedule(connection, TimerRequest(
-                "sla", key, checkpoint.due_at, spec.entity, record_id,
-                {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": clock.started_at.isoformat()}))
+        self.store.schedule(connection, *(TimerRequest(
+            "sla", checkpoint_key(spec.name, spec.entity, record_id, clock.started_at, checkpoint), checkpoint.due_at,
+            spec.entity, record_id,
+            {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": clock.started_at.isoformat()})
+            for checkpoint in checkpoints))
         return next((c.due_at for c in checkpoints if c.kind.value == "breach"), None)
 
     def fire_sla(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
@@ -183,15 +186,15 @@ class Timekeeping:
                         started_at: dt.datetime) -> dt.datetime | None:
         calendar = self.calendar(cadence.calendar) if cadence.business_time else None
         prefix = cadence_prefix(cadence.name, cadence.entity, record_id, started_at)
-        first = None
+        requests = []
         for index, step in enumerate(cadence.steps):
             offset = step_offset(step.after, calendar.working_day_length if calendar else dt.timedelta(days=1))
             due = calendar.add_business_time(started_at, offset) if calendar else started_at + offset
-            first = first or due
-            self.store.schedule(connection, TimerRequest(
+            requests.append(TimerRequest(
                 "cadence", f"{prefix}{index}:{step.name}", due, cadence.entity, record_id,
                 {"cadence": cadence.name, "step": step.name, "index": index, "cycle": started_at.isoformat()}))
-        return first
+        self.store.schedule(connection, *requests)
+        return requests[0].due_at if requests else None
 
     def _stop_cadence(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int, now: dt.datetime,
                       reason: str) -> None:

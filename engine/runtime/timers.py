@@ -10,6 +10,7 @@ leaves its transaction uncommitted, so its timers are still pending for the next
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +47,14 @@ class SqlTimerStore:
         self.now = clock_now
         self._statements: dict[str, Any] = {}
 
-    def schedule(self, connection: sa.Connection, request: TimerRequest) -> None:
-        params = {"kind": request.kind, "key": request.key, "entity": request.entity,
-                  "record_id": request.record_id, "due_at": _naive(request.due_at), "payload": request.payload,
-                  "status": "pending", "attempts": 0, "created_at": _naive(self.now())}
-        connection.execute(self._upsert(connection.dialect.name), params)
+    def schedule(self, connection: sa.Connection, *requests: TimerRequest) -> None:
+        if not requests:
+            return
+        created = _naive(self.now())
+        connection.execute(self._upsert(connection.dialect.name), [
+            {"kind": request.kind, "key": request.key, "entity": request.entity, "record_id": request.record_id,
+             "due_at": _naive(request.due_at), "payload": request.payload, "status": "pending", "attempts": 0,
+             "created_at": created} for request in requests])
 
     def _upsert(self, dialect: str) -> Any:
         """Insert, or move a timer that has not fired yet; built once per dialect (bound parameters)."""
@@ -67,11 +71,12 @@ class SqlTimerStore:
 
     def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        result = connection.execute(self.table.update()
-                                    .where(self.table.c.key.like(pattern, escape="\\"),
-                                           self.table.c.status == "pending")
-                                    .values(status="cancelled"))
-        return int(result.rowcount or 0)
+        statement = self._statements.get("cancel")
+        if statement is None:
+            statement = self._statements["cancel"] = (
+                self.table.update().where(self.table.c.key.like(sa.bindparam("pattern"), escape="\\"),
+                                          self.table.c.status == "pending").values(status="cancelled"))
+        return int(connection.execute(statement, {"pattern": pattern}).rowcount or 0)
 
 
 def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> sa.Select[Any]:
@@ -92,6 +97,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
     """Fire up to `limit` due timers, oldest first, each exactly once; a handler that raises
     leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept)."""
     table = schema.timers
+    statements = _firing_statements(table)
     fired = failed = 0
     with db.write() as connection:
         rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
@@ -103,14 +109,30 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                     raise LookupError(f"no handler for timer kind '{timer.kind}'")
                 with connection.begin_nested():
                     handler(connection, timer, now)
-                    connection.execute(table.update().where(table.c.id == timer.id)
-                                       .values(status="fired", fired_at=_naive(now), fired_by=worker))
+                    connection.execute(statements.fired, {"timer_id": timer.id, "fired_at": _naive(now),
+                                                          "fired_by": worker})
                 fired += 1
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
                 attempts = timer.attempts + 1
-                connection.execute(table.update().where(table.c.id == timer.id).values(
-                    attempts=attempts, last_error=f"{type(exc).__name__}: {exc}"[:2000],
-                    due_at=_naive(now + dt.timedelta(minutes=2 ** attempts)),
-                    status="dead" if attempts >= MAX_ATTEMPTS else "pending"))
+                connection.execute(statements.failed, {
+                    "timer_id": timer.id, "attempts": attempts, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
+                    "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
+                    "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
     return FireReport(fired, failed, len(rows) == limit)
+
+
+@dataclass(frozen=True, slots=True)
+class _FiringStatements:
+    fired: Any
+    failed: Any
+
+
+@functools.lru_cache(maxsize=16)
+def _firing_statements(table: sa.Table) -> _FiringStatements:
+    """Marking a timer fired or failed, built once with bound parameters."""
+    by_id = table.update().where(table.c.id == sa.bindparam("timer_id"))
+    return _FiringStatements(
+        fired=by_id.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
+        failed=by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
+                            due_at=sa.bindparam("due_at"), status=sa.bindparam("status")))
