@@ -312,12 +312,17 @@ def match_triggers(triggers: Sequence[TriggerSpec], event: TriggerEvent, before:
     return TriggerMatch(False, describe_triggers(triggers), "; ".join(misses))
 
 
+_NEEDS_CHANGES = frozenset({TriggerKind.UPDATED, TriggerKind.FIELD_CHANGED, TriggerKind.STAGE_CHANGED,
+                            TriggerKind.ASSIGNED})
+
+
 def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str, Any] | None,
                   after: Mapping[str, Any]) -> TriggerMatch:
     """Does this change fire `trigger`? On creation every non-empty field counts as changed."""
     name = describe_triggers((trigger,))
-    changed = changed_fields(before if event.change is Change.UPDATED else None, after)
     kind = trigger.kind
+    changed = (changed_fields(before if event.change is Change.UPDATED else None, after)
+               if kind in _NEEDS_CHANGES else set())
     if kind is TriggerKind.CREATED:
         fired = event.change is Change.CREATED
         return TriggerMatch(fired, name, "the record was created" if fired else "the record was not created now")
