@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -28,6 +29,7 @@ from .actors import Actor
 from .errors import RecordError, ValidationFailed
 from .fieldkinds import FieldError
 from .runtime import Runtime
+from .tables import Schema
 
 MAX_BODY = 1024 * 1024
 _SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token"}
@@ -73,9 +75,8 @@ def source_actor(source: str) -> Actor:
 def log_delivery(runtime: Runtime, source: str, headers: Mapping[str, str], query: str, body: bytes) -> int:
     """Keep the raw delivery before anything can go wrong with it; secrets in headers are masked."""
     kept = {name.lower(): ("***" if name.lower() in _SECRET_HEADERS else value) for name, value in headers.items()}
-    table = runtime.schema.deliveries
     with runtime.db.write() as connection:
-        return int(connection.execute(table.insert(), {
+        return int(connection.execute(_statements(runtime.schema).log, {
             "source": source[:64], "received_at": _naive(runtime.clock.now()), "headers": kept, "query": query[:2000],
             "body": body, "status": "received", "attempts": 1}).inserted_primary_key[0])
 
@@ -120,10 +121,37 @@ def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, s
 
 
 def _finish(runtime: Runtime, delivery_id: int, status: str, error: str | None = None, **values: Any) -> None:
-    table = runtime.schema.deliveries
     with runtime.db.write() as connection:
-        connection.execute(table.update().where(table.c.id == delivery_id).values(status=status, error=error,
-                                                                                 **values))
+        _mark(connection, runtime.schema, delivery_id, status=status, error=error, **values)
+
+
+def _mark(connection: sa.Connection, schema: Schema, delivery_id: int, **values: Any) -> None:
+    """Set the delivery's outcome columns (`values`) in the caller's transaction."""
+    connection.execute(_statements(schema).mark, {"delivery_id": delivery_id, **values})
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    log: Any
+    mark: Any
+    seen: Any
+    remember: Any
+
+
+def _statements(schema: Schema) -> _Statements:
+    """The statements every delivery runs, built once with bound parameters (`mark` sets the
+    columns its parameters name)."""
+    return _built(schema.deliveries, schema.source_events)
+
+
+@functools.lru_cache(maxsize=16)
+def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
+    return _Statements(
+        log=deliveries.insert(),
+        mark=deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id")),
+        seen=sa.select(events.c.record_id).where(events.c.source == sa.bindparam("source"),
+                                                 events.c.event_id == sa.bindparam("event_id")),
+        remember=events.insert())
 
 
 def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, headers: Mapping[str, str],
@@ -179,24 +207,23 @@ def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:
 
 def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: str | None,
             values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
-    events, deliveries = runtime.schema.source_events, runtime.schema.deliveries
+    statements = _statements(runtime.schema)
     with runtime.db.write() as connection:
         if event_id is not None:
-            seen = connection.execute(sa.select(events.c.record_id).where(
-                events.c.source == source.name, events.c.event_id == event_id)).first()
+            seen = connection.execute(statements.seen, {"source": source.name, "event_id": event_id}).first()
             if seen is not None:
-                connection.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(
-                    status="duplicate", event_id=event_id, entity=source.entity, record_id=seen.record_id))
+                _mark(connection, runtime.schema, delivery_id, status="duplicate", event_id=event_id,
+                      entity=source.entity, record_id=seen.record_id)
                 return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
                                     seen.record_id)
         result = runtime.records.create(source.entity, values, actor=source_actor(source.name), within=connection,
                                         origin="webhook", source=source.name, created_at=submitted)
         record_id = result.record["id"]
         if event_id is not None:
-            connection.execute(events.insert(), {"source": source.name, "event_id": event_id,
-                                                 "delivery_id": delivery_id, "record_id": record_id})
-        connection.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(
-            status="processed", error=None, event_id=event_id, entity=source.entity, record_id=record_id))
+            connection.execute(statements.remember, {"source": source.name, "event_id": event_id,
+                                                     "delivery_id": delivery_id, "record_id": record_id})
+        _mark(connection, runtime.schema, delivery_id, status="processed", error=None, event_id=event_id,
+              entity=source.entity, record_id=record_id)
     merged = result.outcome == "merged"
     return IntakeResult(200 if merged else 201, "processed", delivery_id,
                         f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
