@@ -178,3 +178,22 @@ def test_business_time_policy_without_a_calendar_is_an_error():
 def test_policy_mistakes_are_refused_with_the_fix(options, message):
     with pytest.raises(SlaError, match=message):
         SlaPolicy(name="broken", **options)
+
+
+def test_a_view_stops_a_clock_only_through_a_matching_viewed_by_stop():
+    from engine.metamodel.model import Label
+    from engine.metamodel.timekeeping import ClockTrigger, SlaSpec, StopCondition
+    from engine.rules.cadences import ClockSnapshot, Move, decide_sla
+    now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
+    never = lambda *_: False  # noqa: E731
+
+    def spec(who: str) -> SlaSpec:
+        return SlaSpec("first_look", Label.of("first look"), "lead", (), None, ClockTrigger("assigned"),
+                       stops=(StopCondition("viewed_by", values=(who,)),))
+    record = {"id": 1, "owner": 7, "status": "new"}
+    running = ClockSnapshot(now, "running")
+    assert decide_sla(spec("owner"), running, "viewed", record, record, now, never, viewer=7).move is Move.STOP
+    assert decide_sla(spec("owner"), running, "viewed", record, record, now, never, viewer=8).move is Move.NONE
+    assert decide_sla(spec("anyone"), running, "viewed", record, record, now, never, viewer=8).move is Move.STOP
+    stopped = ClockSnapshot(now, "stopped")
+    assert decide_sla(spec("anyone"), stopped, "viewed", record, record, now, never, viewer=7).move is Move.NONE

@@ -312,3 +312,78 @@ def test_record_page_shows_the_sla_due_time(crm: Runtime, clock: Any) -> None:
     page = browser.get(f"/lead/{lead['id']}").text
     assert "SLA" in page and "2026-11-23 10:30" in page  # grade A: 30 business minutes
     assert "开始计时（SLA）" in page and "sla_start" not in page  # the timeline speaks the user's language
+
+
+FIRST_LOOK = {**LEAD_BLUEPRINT, "sla.yaml": """
+        sla: lead_first_look
+        entity: lead
+        applies_when: "status == 'new'"
+        default_target: 15min
+        business_time: false
+        starts: assigned
+        stops: [{viewed_by: owner}]
+        warn_at: []
+        on_breach:
+          - notify: {channel: dingtalk_sales, to: [owner.manager], template: breach}
+    """}
+
+
+def _sign_in(runtime: Runtime, username: str, password: str) -> Any:
+    from tests.test_api import TestClient, create_app
+    browser = TestClient(create_app(runtime))
+    token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+    browser.post("/login", data={"username": username, "password": password, "csrf_token": token})
+    return browser
+
+
+def test_a_viewed_by_owner_stop_ends_the_clock_when_the_owner_opens_the_lead(make_runtime: Any, clock: Any) -> None:
+    runtime = make_runtime(FIRST_LOOK)
+    add_user(runtime, NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
+    add_user(runtime, NewUser("wang", "Wang Wei", "sales_rep" if runtime.model.has_role("sales_rep") else "admin",
+                              manager="boss", password="wang-pass-1"))
+    add_user(runtime, NewUser("zhao", "Zhao Min", "admin", password="zhao-pass-1"))
+    clock.set(_local(2026, 11, 23, 10, 0))
+    lead = runtime.records.create("lead", {"name": "甲", "owner": _user_id(runtime, "wang")}, actor=SYSTEM).record
+    events = runtime.schema.events
+
+    def event_count() -> int:
+        with runtime.db.read() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+    # someone else opening the lead (page and API) neither stops the clock nor writes anything
+    zhao = _sign_in(runtime, "zhao", "zhao-pass-1")
+    before = event_count()
+    assert zhao.get(f"/lead/{lead['id']}").status_code == 200
+    assert zhao.get(f"/api/lead/{lead['id']}").status_code == 200
+    assert event_count() == before
+    assert sla_summary(runtime, "lead", lead["id"], clock.now())[0]["state"] == "on_track"
+
+    # the owner opening it five minutes later stops the clock: met, timer cancelled, on the timeline
+    clock.advance(minutes=5)
+    wang = _sign_in(runtime, "wang", "wang-pass-1")
+    page = wang.get(f"/lead/{lead['id']}").text
+    summary = sla_summary(runtime, "lead", lead["id"], clock.now())[0]
+    assert summary["state"] == "stopped" and summary["met"] is True
+    assert _events(runtime, "sla_stop") == [{"policy": "lead_first_look", "reason": "viewed by the owner",
+                                             "due_at": None, "met": True}]
+    assert "查看了记录" in page
+    viewed_before = len(_events(runtime, "viewed"))
+    assert wang.get(f"/api/lead/{lead['id']}").status_code == 200  # once stopped, views are not written again
+    assert len(_events(runtime, "viewed")) == viewed_before == 1
+
+    # the breach moment passes: nothing fires, nobody is told
+    clock.advance(minutes=30)
+    assert build_worker(runtime, environ={}).tick().fired == 0
+    assert list_messages(runtime.db, runtime.schema) == []
+
+
+def test_an_unopened_lead_breaches_and_tells_the_manager(make_runtime: Any, clock: Any) -> None:
+    runtime = make_runtime(FIRST_LOOK)
+    add_user(runtime, NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
+    add_user(runtime, NewUser("wang", "Wang Wei", "admin", manager="boss"))
+    clock.set(_local(2026, 11, 23, 10, 0))
+    runtime.records.create("lead", {"name": "乙", "owner": _user_id(runtime, "wang")}, actor=SYSTEM)
+    clock.advance(minutes=15)
+    assert build_worker(runtime, environ={}).tick().fired == 1
+    [message] = list_messages(runtime.db, runtime.schema)
+    assert message["payload"]["mention_mobiles"] == ["13800000000"]  # the manager, not the owner

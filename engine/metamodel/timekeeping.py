@@ -164,7 +164,8 @@ class ClockTrigger:
 @dataclass(frozen=True, slots=True)
 class StopCondition:
     """field_set (field), status_in (field, values), when (expression), stage_changed (field),
-    replied (entity, link, expression: a related record saying the customer answered)."""
+    replied (entity, link, expression: a related record saying the customer answered),
+    viewed_by (values: ("owner",) or ("anyone",): a person opened the record)."""
 
     kind: str
     field: str | None = None
@@ -273,6 +274,7 @@ _TRIGGER = {"oneOf": [{"enum": ["created", "assigned", "updated"]},
 _STOP = {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
     "field_set": NAME, "status_in": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "field": NAME, "when": EXPRESSION, "stage_changed": {"type": "boolean"},
+    "viewed_by": {"enum": ["owner", "anyone"]},
     "replied": {"type": "object", "required": ["entity", "link"], "additionalProperties": False,
                 "properties": {"entity": NAME, "link": NAME, "when": EXPRESSION}}}}
 _PERCENTS = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}

@@ -179,8 +179,11 @@ def _stops(checker: _Checker, path: PathKey, raw: list[dict[str, Any]], entity: 
             stops.append(StopCondition("stage_changed", field=item.get("field") or _stage_field(checker, where, entity)))
         elif "replied" in item:
             stops.append(_replied(checker, where + ("replied",), item["replied"], entity))
+        elif "viewed_by" in item:
+            stops.append(StopCondition("viewed_by", values=(item["viewed_by"],)))
         else:
-            checker.error(where, "a stop condition needs field_set, status_in, when, stage_changed or replied")
+            checker.error(where, "a stop condition needs field_set, status_in, when, stage_changed, replied "
+                                 "or viewed_by")
     return tuple(stops)
 
 

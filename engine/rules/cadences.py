@@ -113,6 +113,27 @@ def stop_reason(stops: Sequence[StopCondition], before: Mapping[str, Any] | None
     return None
 
 
+def view_stop_reason(stops: Sequence[StopCondition], record: Mapping[str, Any], viewer: int | None) -> str | None:
+    """The `viewed_by` stop that user `viewer` opening `record` meets (as text), or None."""
+    for stop in stops:
+        if stop.kind != "viewed_by" or viewer is None:
+            continue
+        if stop.values == ("anyone",):
+            return "viewed"
+        if record.get("owner") is not None and record.get("owner") == viewer:
+            return "viewed by the owner"
+    return None
+
+
+def _on_view(stops: Sequence[StopCondition], current: ClockSnapshot | None, is_active: bool,
+             record: Mapping[str, Any], viewer: int | None) -> ClockDecision:
+    """A view changes no field: it can only stop an active clock through a `viewed_by` stop."""
+    reason = view_stop_reason(stops, record, viewer)
+    if current is not None and is_active and reason is not None:
+        return ClockDecision(Move.STOP, replace(current, state="stopped"), reason)
+    return ClockDecision(Move.NONE, current)
+
+
 def tier_of(spec: SlaSpec, record: Mapping[str, Any]) -> str | None:
     value = record.get(spec.tier) if spec.tier else None
     return None if value is None else str(value)
@@ -123,9 +144,13 @@ def has_target(spec: SlaSpec, tier: str | None) -> bool:
 
 
 def decide_sla(spec: SlaSpec, current: ClockSnapshot | None, change: str, before: Mapping[str, Any] | None,
-               after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate) -> ClockDecision:
-    """What one write does to one record's clock for one SLA policy."""
+               after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate, *,
+               viewer: int | None = None) -> ClockDecision:
+    """What one write (or, for change "viewed", user `viewer` opening the record) does to
+    one record's clock for one SLA policy."""
     active = current is not None and current.is_active
+    if change == "viewed":
+        return _on_view(spec.stops, current, active, after, viewer)
     if change == "deleted":
         return ClockDecision(Move.CANCEL, None, "record deleted") if active else ClockDecision(Move.NONE, current)
     tier = tier_of(spec, after)
@@ -162,9 +187,12 @@ def _fresh(now: dt.datetime, tier: str | None, paused: bool) -> ClockSnapshot:
 
 
 def decide_cadence(spec: CadenceSpec, current: ClockSnapshot | None, change: str, before: Mapping[str, Any] | None,
-                   after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate) -> ClockDecision:
-    """What one write does to one record's run of a cadence."""
+                   after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate, *,
+                   viewer: int | None = None) -> ClockDecision:
+    """What one write (or a view, as in `decide_sla`) does to one record's run of a cadence."""
     running = current is not None and current.state == "running"
+    if change == "viewed":
+        return _on_view(spec.stops, current, running, after, viewer)
     if change == "deleted":
         return ClockDecision(Move.CANCEL, None, "record deleted") if running else ClockDecision(Move.NONE, current)
     stopped = stop_reason(spec.stops, before, after, evaluate)
@@ -188,7 +216,7 @@ def decide_cadence(spec: CadenceSpec, current: ClockSnapshot | None, change: str
 def reply_stops(spec: CadenceSpec, related_entity: str, change: str, before: Mapping[str, Any] | None,
                 after: Mapping[str, Any], evaluate: Evaluate) -> int | None:
     """The id of the record whose cadence a write of a related record stops ("customer replied"), or None."""
-    if change == "deleted":
+    if change in ("deleted", "viewed"):
         return None
     for stop in spec.stops:
         if stop.kind != "replied" or stop.entity != related_entity:

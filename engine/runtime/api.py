@@ -176,8 +176,14 @@ class JsonApi:
 
     async def get_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
-        record = await self._call(request, self.records.get, entity.name, _record_id(request))
+        record = await self._call(request, self._open, entity.name, _record_id(request))
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    def _open(self, entity_name: str, record_id: int, *, actor: Actor) -> dict[str, Any]:
+        """A record someone opened: read it, and let a `viewed_by` SLA stop see the view."""
+        record = self.records.get(entity_name, record_id, actor=actor)
+        self.records.record_view(entity_name, record, actor=actor)  # changes no field of the record
+        return record
 
     async def update_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])

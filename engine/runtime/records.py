@@ -91,7 +91,9 @@ class WriteContext:
 
 
 class WriteObserver(Protocol):
-    """Something that takes part in every write: rules, SLA clocks, cadences."""
+    """Something that takes part in every write: rules, SLA clocks, cadences. An observer
+    that also acts on views (an SLA that stops once the owner has looked) has a method
+    `wants_view(entity, record, actor) -> bool`; it then gets `after_write` with change "viewed"."""
 
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
         """Field changes to make before the row is written (e.g. a rule setting the grade)."""
@@ -149,6 +151,28 @@ class RecordService:
             record = self._fetch(connection, entity, record_id)
             self.access.check_record(connection, actor, entity.name, "read", record)
         return self.access.redact(actor, entity.name, record)
+
+    def record_view(self, entity_name: str, record: Mapping[str, Any], *, actor: Actor) -> bool:
+        """`actor` opened `record` (its record page, or GET on the API). When an observer acts
+        on that — an SLA with a `viewed_by` stop — the view is written like a change: a
+        `viewed` event on the timeline and the observers' effects, in one transaction.
+        Otherwise nothing is written. Returns whether the view was written."""
+        entity = self.entity(entity_name)
+        if actor.is_system or actor.id is None:
+            return False
+        watchers = [observer for observer in self.observers
+                    if getattr(observer, "wants_view", None) and observer.wants_view(entity, record, actor)]
+        if not watchers:
+            return False
+        now = self.clock.now()
+        with self.db.write() as connection:
+            current = self._fetch(connection, entity, int(record["id"]))
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="viewed",
+                         actor_id=actor.id, at=now)
+            context = WriteContext(connection, entity, "viewed", current, current, actor, now)
+            for observer in watchers:
+                observer.after_write(context)
+        return True
 
     def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read") -> Page:
         """A page of the records within the actor's scope for `action` (read, or export)."""

@@ -24,7 +24,7 @@ from engine.metamodel.model import EntitySpec, Expression
 from engine.metamodel.timekeeping import (CadenceSpec, CreateStep, NotifyStep, ReassignStep, SetStep, SlaSpec,
                                           TagStep, TimeAction)
 from engine.rules.cadences import (ClockDecision, ClockSnapshot, Move, decide_cadence, decide_sla, reply_stops,
-                                   step_offset)
+                                   step_offset, view_stop_reason)
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key, checkpoint_key_prefix, sla_checkpoints, sla_state
 from engine.rules.timers import DueTimer, TimerRequest
@@ -70,17 +70,32 @@ class Timekeeping:
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
         return {}
 
+    def wants_view(self, entity: EntitySpec, record: Mapping[str, Any], actor: Any) -> bool:
+        """Whether `actor` opening `record` would stop one of its clocks (a `viewed_by` stop)."""
+        watching = [(kind, spec) for kind, specs in (("sla", self._slas), ("cadence", self._cadences))
+                    for spec in specs.values()
+                    if spec.entity == entity.name and view_stop_reason(spec.stops, record, actor.id)]
+        if not watching:
+            return False
+        with self.runtime.db.read() as connection:
+            for kind, spec in watching:
+                clock = load_clock(connection, self.schema, kind, entity.name, int(record["id"]), spec.name)
+                if clock is not None and (clock.is_active if kind == "sla" else clock.state == "running"):
+                    return True
+        return False
+
     def after_write(self, context: WriteContext) -> None:
         """Start, move, pause or stop this record's clocks, and stop cadences a reply ends."""
         entity, after = context.entity.name, context.after
         record_id = int(after["id"])
         is_new = context.change == "created"  # a record written just now has no clocks yet
+        viewer = context.actor.id if context.change == "viewed" else None
         for spec in self._slas.values():
             if spec.entity == entity:
                 current = None if is_new else load_clock(context.connection, self.schema, "sla", entity, record_id,
                                                          spec.name)
                 decision = decide_sla(spec, current, context.change, context.before, after, context.now,
-                                      self._evaluate)
+                                      self._evaluate, viewer=viewer)
                 if decision.move is not Move.NONE:
                     self._apply_sla(context.connection, spec, record_id, current, decision, context.now)
         for cadence in self._cadences.values():
@@ -88,7 +103,7 @@ class Timekeeping:
                 current = None if is_new else load_clock(context.connection, self.schema, "cadence", entity,
                                                          record_id, cadence.name)
                 decision = decide_cadence(cadence, current, context.change, context.before, after, context.now,
-                                          self._evaluate)
+                                          self._evaluate, viewer=viewer)
                 if decision.move is not Move.NONE:
                     self._apply_cadence(context.connection, cadence, record_id, current, decision, context.now)
             target = reply_stops(cadence, entity, context.change, context.before, after, self._evaluate)

@@ -102,6 +102,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "event_assigned": ("分配了负责人", "assigned the owner"),
     "event_merged": ("合并了重复提交", "merged a duplicate submission"),
     "event_deleted": ("删除了记录", "deleted the record"),
+    "event_viewed": ("查看了记录", "opened the record"),
     "event_other": ("记录了 {kind}", "recorded {kind}"),
     "event_duplicate_flagged": ("标记为疑似重复", "flagged as a possible duplicate"),
     "event_intake_flagged": ("被进线过滤规则拦截（未分配）", "was caught by an intake filter (not routed)"),

@@ -38,6 +38,7 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
     record = site.records.get(entity.name, record_id, actor=actor)
+    site.records.record_view(entity.name, record, actor=actor)  # may stop a `viewed_by` SLA clock
     title = str(record.get(entity.title_field) or f"{entity.label.text(lang)} #{record_id}")
     context = RecordContext(
         entity=entity.name, entity_label=entity.label.text(lang), record_id=record_id, title=title,
