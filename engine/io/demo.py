@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from engine.rules import FakeClock
 from engine.runtime.actors import SYSTEM, Actor
 from engine.runtime.runtime import Runtime
+from engine.runtime.timekeeping import install_timekeeping
 from engine.runtime.users import NewUser, add_user
 
 # Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
@@ -107,6 +108,10 @@ def seed_demo(runtime: Runtime, *, leads: int = 600, seed: int = 7, now: dt.date
     clock = FakeClock(now)
     seeding = Runtime(runtime.model, runtime.schema, runtime.db, clock,
                       type(runtime.records)(runtime.schema, runtime.db, clock, runtime.records.evaluator))
+    # SLA clocks and cadences run as the history is written (at its past moments), so the demo
+    # opens with clocks on the record pages, overdue leads in the lists, and breaches for the
+    # worker to catch up on; the blueprint's rules do not (owners here are chosen by hand).
+    install_timekeeping(seeding)
     rng = random.Random(seed)
     users = [add_user(runtime, dataclasses.replace(user, password=demo_password(user.username))) for user in USERS
              if runtime.model.has_role(user.role)]
@@ -201,6 +206,8 @@ def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int) -> 
         grade = "S" if capital and capital > 5_000_000 and hiring and tenders else \
             _weighted(rng, {"A": 2, "B": 4, "C": 3})
         days_ago = rng.uniform(0, 120) ** 1.15 / 120 ** 0.15  # more leads recently
+        if status == "new":  # untouched leads are this week's arrivals: some on time, some overdue
+            days_ago = rng.uniform(0, 4)
         name = _person(rng)
         values: dict[str, Any] = {
             "name": name, "company": f"{city}{rng.choice(COMPANY_WORDS)}{INDUSTRY_SUFFIX[industry]}",
