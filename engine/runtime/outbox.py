@@ -102,32 +102,24 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
         failed.append({"message_id": message.id, "attempts": attempts, "status": "pending" if retry_at else "dead",
                        "last_error": outcome.error[:2000], "next_attempt_at": _naive(retry_at or now)})
         statuses.append(failed[-1]["status"])
-    statements = _outcome_statements(schema.outbox)
+    mark_delivered, mark_failed = _outcome_statements(schema.outbox)
     with db.write() as connection:
         if delivered:
-            connection.execute(statements.delivered,
+            connection.execute(mark_delivered,
                                [{**row, "worker": worker, "delivered_at": _naive(now)} for row in delivered])
         if failed:
-            connection.execute(statements.failed, [{**row, "worker": worker} for row in failed])
+            connection.execute(mark_failed, [{**row, "worker": worker} for row in failed])
     return statuses
 
 
-@dataclass(frozen=True, slots=True)
-class _OutcomeStatements:
-    delivered: Any
-    failed: Any
-
-
 @functools.lru_cache(maxsize=16)
-def _outcome_statements(table: sa.Table) -> _OutcomeStatements:
-    """Recording outcomes (only for rows this worker still holds), built once with bound parameters."""
+def _outcome_statements(table: sa.Table) -> tuple[Any, Any]:
+    """Recording a delivery, and a failure (only for rows this worker still holds), built once."""
     mine = table.update().where(table.c.id == sa.bindparam("message_id"), table.c.claimed_by == sa.bindparam("worker"))
     released = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
-    return _OutcomeStatements(
-        delivered=mine.values(status="delivered", last_error=None, delivered_at=sa.bindparam("delivered_at"),
-                              **released),
-        failed=mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),
-                           next_attempt_at=sa.bindparam("next_attempt_at"), **released))
+    return (mine.values(status="delivered", last_error=None, delivered_at=sa.bindparam("delivered_at"), **released),
+            mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),
+                        next_attempt_at=sa.bindparam("next_attempt_at"), **released))
 
 
 def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:

@@ -97,7 +97,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
     """Fire up to `limit` due timers, oldest first, each exactly once; a handler that raises
     leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept)."""
     table = schema.timers
-    statements = _firing_statements(table)
+    mark_fired, mark_failed = _firing_statements(table)
     fired = failed = 0
     with db.write() as connection:
         rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
@@ -109,30 +109,23 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                     raise LookupError(f"no handler for timer kind '{timer.kind}'")
                 with connection.begin_nested():
                     handler(connection, timer, now)
-                    connection.execute(statements.fired, {"timer_id": timer.id, "fired_at": _naive(now),
+                    connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now),
                                                           "fired_by": worker})
                 fired += 1
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
                 attempts = timer.attempts + 1
-                connection.execute(statements.failed, {
+                connection.execute(mark_failed, {
                     "timer_id": timer.id, "attempts": attempts, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
                     "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
     return FireReport(fired, failed, len(rows) == limit)
 
 
-@dataclass(frozen=True, slots=True)
-class _FiringStatements:
-    fired: Any
-    failed: Any
-
-
 @functools.lru_cache(maxsize=16)
-def _firing_statements(table: sa.Table) -> _FiringStatements:
-    """Marking a timer fired or failed, built once with bound parameters."""
+def _firing_statements(table: sa.Table) -> tuple[Any, Any]:
+    """Marking a timer fired, and failed, built once with bound parameters."""
     by_id = table.update().where(table.c.id == sa.bindparam("timer_id"))
-    return _FiringStatements(
-        fired=by_id.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
-        failed=by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
-                            due_at=sa.bindparam("due_at"), status=sa.bindparam("status")))
+    return (by_id.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
+            by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
+                         due_at=sa.bindparam("due_at"), status=sa.bindparam("status")))
