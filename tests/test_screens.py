@@ -312,13 +312,30 @@ def test_invalid_input_is_shown_next_to_its_field_and_kept(crm: tuple[Runtime, A
     assert response.status_code == 422
     block = response.text[response.text.index('data-field="phone"'):]
     block = block[:block.index("</div>")]
-    assert "field-error" in block and "not a valid phone number" in block and 'value="12345"' in block
+    assert "field-error" in block and "“12345”不是有效的电话号码" in block and 'value="12345"' in block
     assert 'value="钱总"' in response.text and 'value="新锐科技"' in response.text
     fixed = post_form(client, "/lead/new", "/lead/new", {"name": "钱总", "phone": "13800138000",
                                                          "source": "website", "status": "new"})
     assert fixed.status_code == 303
     created = client.get(fixed.headers["location"]).text
     assert "钱总" in created and "+8613800138000" in created
+
+
+def test_field_errors_speak_the_screen_language(crm: tuple[Runtime, Any]) -> None:
+    runtime, _ = crm
+    client = sign_in(runtime, "wang")
+    bad = {"name": "", "phone": "12345", "email": "qian@", "source": "website", "status": "new"}
+
+    def error_of(page: str, field: str) -> str:
+        block = page[page.index(f'data-field="{field}"'):]
+        return html.unescape(block[:block.index("</div>")])
+    chinese = post_form(client, "/lead/new", "/lead/new", bad).text
+    assert "必填" in error_of(chinese, "name")
+    assert "“qian@”不是有效的邮箱地址" in error_of(chinese, "email")
+    post_form(client, "/lead", "/language", {"lang": "en", "next": "/lead"})
+    english = post_form(client, "/lead/new", "/lead/new", bad).text
+    assert "is required" in error_of(english, "name") and "必填" not in english
+    assert "'12345' is not a valid phone number" in error_of(english, "phone")
 
 
 def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Runtime, Any]) -> None:

@@ -28,20 +28,23 @@ _FALSE = {"false", "0", "no", "n", "off", "否", ""}
 
 
 class FieldError(ValueError):
-    """One field's value is wrong: `code` for machines, `message` for people."""
+    """One field's value is wrong: `code` for machines, `message` for people (English, led by
+    the field name, as the API returns it), `zh` the same for Chinese screens (shown under
+    the field, so without its name) when there is one."""
 
-    def __init__(self, field: str | None, code: str, message: str) -> None:
+    def __init__(self, field: str | None, code: str, message: str, zh: str | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.code = code
         self.message = message
+        self.zh = zh
 
     def as_dict(self) -> dict[str, Any]:
         return {"field": self.field, "code": self.code, "message": self.message}
 
 
-def _invalid(spec: FieldSpec, message: str, code: str = "invalid") -> FieldError:
-    return FieldError(spec.name, code, f"{spec.name}: {message}")
+def _invalid(spec: FieldSpec, message: str, code: str = "invalid", zh: str | None = None) -> FieldError:
+    return FieldError(spec.name, code, f"{spec.name}: {message}", zh)
 
 
 class Kind:
@@ -81,7 +84,8 @@ class Kind:
                 continue
             limit = self.parse(spec, bound)
             if not ok(value, limit):
-                raise _invalid(spec, f"must be {words} {self.to_json(spec, limit)}", "out_of_range")
+                raise _invalid(spec, f"must be {words} {self.to_json(spec, limit)}", "out_of_range",
+                               f"应{'不小于' if words == 'at least' else '不大于'} {self.to_json(spec, limit)}")
 
 
 class StringKind(Kind):
@@ -90,13 +94,15 @@ class StringKind(Kind):
 
     def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, (dict, list)):
-            raise _invalid(spec, "expected text")
+            raise _invalid(spec, "expected text", zh="请填写文字")
         text = str(value).strip()
         limit = spec.length or (None if spec.type is FieldType.TEXT else 255)
         if limit is not None and len(text) > limit:
-            raise _invalid(spec, f"is {len(text)} characters long; at most {limit} allowed", "too_long")
+            raise _invalid(spec, f"is {len(text)} characters long; at most {limit} allowed", "too_long",
+                           f"共 {len(text)} 个字符，最多 {limit} 个")
         if spec.pattern and text and compile_pattern(spec.pattern).fullmatch(text) is None:
-            raise _invalid(spec, f"'{text}' does not match the required pattern {spec.pattern}", "pattern")
+            raise _invalid(spec, f"'{text}' does not match the required pattern {spec.pattern}", "pattern",
+                           f"“{text}”格式不对（应符合 {spec.pattern}）")
         return text or None
 
 
@@ -110,19 +116,19 @@ class IntegerKind(Kind):
 
     def parse(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, bool):
-            raise _invalid(spec, "expected a whole number, got true/false")
+            raise _invalid(spec, "expected a whole number, got true/false", zh="请填写整数")
         if isinstance(value, int):
             result = value
         else:
             try:
                 number = decimal.Decimal(str(value).strip().replace(",", ""))
             except decimal.InvalidOperation:
-                raise _invalid(spec, f"'{value}' is not a whole number") from None
+                raise _invalid(spec, f"'{value}' is not a whole number", zh=f"“{value}”不是整数") from None
             if number != number.to_integral_value():
-                raise _invalid(spec, f"'{value}' is not a whole number")
+                raise _invalid(spec, f"'{value}' is not a whole number", zh=f"“{value}”不是整数")
             result = int(number)
         if abs(result) > 2**62:
-            raise _invalid(spec, "number is too large", "out_of_range")
+            raise _invalid(spec, "number is too large", "out_of_range", "数字太大")
         return result
 
 
@@ -131,13 +137,13 @@ class DecimalKind(Kind):
 
     def parse(self, spec: FieldSpec, value: Any) -> decimal.Decimal:
         if isinstance(value, bool):
-            raise _invalid(spec, "expected a number, got true/false")
+            raise _invalid(spec, "expected a number, got true/false", zh="请填写数字")
         try:
             number = decimal.Decimal(str(value).strip().replace(",", ""))
         except decimal.InvalidOperation:
-            raise _invalid(spec, f"'{value}' is not a number") from None
+            raise _invalid(spec, f"'{value}' is not a number", zh=f"“{value}”不是数字") from None
         if not number.is_finite() or abs(number) >= decimal.Decimal(10) ** (20 - spec.scale):
-            raise _invalid(spec, f"'{value}' is out of range", "out_of_range")
+            raise _invalid(spec, f"'{value}' is out of range", "out_of_range", f"“{value}”超出范围")
         return number.quantize(decimal.Decimal(1).scaleb(-spec.scale), rounding=decimal.ROUND_HALF_UP)
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
@@ -159,10 +165,11 @@ class MoneyKind(DecimalKind):
         currency = spec.currency
         if isinstance(value, dict):
             if "amount" not in value:
-                raise _invalid(spec, "expected {\"amount\": …, \"currency\": \"CNY\"}")
+                raise _invalid(spec, "expected {\"amount\": …, \"currency\": \"CNY\"}", zh="请填写金额")
             currency = str(value.get("currency") or currency).upper()
             if not re.fullmatch(r"[A-Z]{3}", currency):
-                raise _invalid(spec, f"currency '{currency}' is not a 3-letter code such as CNY")
+                raise _invalid(spec, f"currency '{currency}' is not a 3-letter code such as CNY",
+                               zh=f"币种“{currency}”应为三个字母的代码，如 CNY")
             value = value["amount"]
         return (super().parse(spec, value), currency)
 
@@ -201,7 +208,7 @@ class BooleanKind(Kind):
             return True
         if text in _FALSE:
             return False
-        raise _invalid(spec, f"'{value}' is not true or false")
+        raise _invalid(spec, f"'{value}' is not true or false", zh=f"“{value}”应为“是”或“否”")
 
 
 class DateKind(Kind):
@@ -216,7 +223,8 @@ class DateKind(Kind):
             try:
                 result = dt.date.fromisoformat(str(value).strip()[:10])
             except ValueError:
-                raise _invalid(spec, f"'{value}' is not a date; write it as YYYY-MM-DD") from None
+                raise _invalid(spec, f"'{value}' is not a date; write it as YYYY-MM-DD",
+                               zh=f"“{value}”不是日期，请写成 2026-11-20 这样的格式") from None
         return result
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
@@ -237,7 +245,8 @@ class DateTimeKind(Kind):
                 moment = dt.datetime.fromisoformat(text)
             except ValueError:
                 raise _invalid(spec, f"'{value}' is not a date and time; write it as "
-                                     "YYYY-MM-DD HH:MM (local time) or with an offset, e.g. 2026-11-20T09:30+08:00") from None
+                                     "YYYY-MM-DD HH:MM (local time) or with an offset, e.g. 2026-11-20T09:30+08:00",
+                               zh=f"“{value}”不是日期时间，请写成 2026-11-20 09:30 这样的格式") from None
         if moment.tzinfo is None:  # a wall-clock time in the app's time zone
             moment = moment.replace(tzinfo=ZoneInfo(spec.timezone))
         result = moment.astimezone(UTC)
@@ -270,7 +279,8 @@ class ChoiceKind(Kind):
             return None
         if text not in spec.choice_values():
             raise _invalid(spec, f"'{text}' is not one of the options ({', '.join(spec.choice_values())})",
-                           "invalid_choice")
+                               zh=f"“{text}”不是可选项（{'、'.join(c.label.text('zh') for c in spec.choices)}）",
+                               code="invalid_choice")
         return text
 
 
@@ -283,7 +293,7 @@ class ListKind(Kind):
     def parse(self, spec: FieldSpec, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise _invalid(spec, "expected a list of values")
+            raise _invalid(spec, "expected a list of values", zh="请选择一项或多项")
         result: list[str] = []
         for item in items:
             text = str(item).strip()
@@ -291,12 +301,14 @@ class ListKind(Kind):
                 continue
             if spec.type is FieldType.MULTICHOICE and text not in spec.choice_values():
                 raise _invalid(spec, f"'{text}' is not one of the options ({', '.join(spec.choice_values())})",
-                               "invalid_choice")
+                               zh=f"“{text}”不是可选项（{'、'.join(c.label.text('zh') for c in spec.choices)}）",
+                               code="invalid_choice")
             if len(text) > 64:
-                raise _invalid(spec, f"'{text[:20]}…' is longer than 64 characters", "too_long")
+                raise _invalid(spec, f"'{text[:20]}…' is longer than 64 characters", "too_long",
+                               f"“{text[:20]}…”超过 64 个字符")
             result.append(text)
         if len(result) > 100:
-            raise _invalid(spec, "at most 100 values", "too_long")
+            raise _invalid(spec, "at most 100 values", "too_long", "最多 100 项")
         return result or None
 
 
@@ -325,7 +337,8 @@ def normalize_phone(text: str, region: str, *, field: str | None = None) -> str 
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     raise FieldError(field, "invalid_phone", f"{field or 'phone'}: '{raw}' is not a valid phone number "
-                                             f"(for {region} write e.g. 13800138000 or +86 138 0013 8000)")
+                                             f"(for {region} write e.g. 13800138000 or +86 138 0013 8000)",
+                     f"“{raw}”不是有效的电话号码（例如 13800138000 或 +86 138 0013 8000）")
 
 
 class EmailKind(Kind):
@@ -337,7 +350,7 @@ class EmailKind(Kind):
         if not text:
             return None
         if len(text) > 254 or not _EMAIL.match(text):
-            raise _invalid(spec, f"'{text}' is not an email address", "invalid_email")
+            raise _invalid(spec, f"'{text}' is not an email address", "invalid_email", f"“{text}”不是有效的邮箱地址")
         return text
 
 
@@ -352,7 +365,8 @@ class UrlKind(Kind):
         if "://" not in text:
             text = "https://" + text
         if len(text) > 2048 or not _URL.match(text):
-            raise _invalid(spec, f"'{value}' is not a web address", "invalid_url")
+            raise _invalid(spec, f"'{value}' is not a web address", "invalid_url",
+                           f"“{value}”不是网址，请以 http:// 或 https:// 开头")
         return text
 
 
@@ -365,13 +379,13 @@ class ReferenceKind(Kind):
         if isinstance(value, dict) and "id" in value:
             value = value["id"]
         if isinstance(value, bool):
-            raise _invalid(spec, "expected a record id")
+            raise _invalid(spec, "expected a record id", zh="请选择一条记录")
         try:
             number = int(str(value).strip())
         except ValueError:
-            raise _invalid(spec, f"'{value}' is not a record id (a whole number)") from None
+            raise _invalid(spec, f"'{value}' is not a record id (a whole number)", zh=f"“{value}”不是记录编号") from None
         if number <= 0 or number > 2**31:
-            raise _invalid(spec, f"'{value}' is not a record id")
+            raise _invalid(spec, f"'{value}' is not a record id", zh=f"“{value}”不是记录编号")
         return number
 
 

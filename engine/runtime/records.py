@@ -532,19 +532,21 @@ class RecordService:
             if target == "user":
                 row = connection.execute(self._statements.user_active(), {"id": record_id}).first()
                 if row is None:
-                    errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}"))
+                    errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}",
+                                             f"没有编号为 {record_id} 的用户"))
                 elif not row.is_active:
-                    errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled"))
+                    errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled",
+                                             "该用户已停用，请选择其他人"))
                 continue
             if connection.execute(self._statements.exists(target), {"id": record_id}).first() is None:
                 what = "file" if target == "file" else target
-                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}"))
+                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}",
+                                         f"所选记录（{record_id}）不存在，可能已被删除"))
         if errors:
             raise ValidationFailed(errors)
 
     def _check_unique(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
                       record_id: int | None) -> None:
-        table = self.schema.table(entity.name)
         errors = []
         for spec in entity.fields:
             value = data.get(spec.name)
@@ -554,7 +556,8 @@ class RecordService:
                                           {"value": value, "id": record_id or 0}).scalar()
             if existing is not None:
                 errors.append(FieldError(spec.name, "not_unique",
-                                         f"{spec.name}: '{value}' is already used by {entity.name} {existing}"))
+                                         f"{spec.name}: '{value}' is already used by {entity.name} {existing}",
+                                         f"“{value}”已被第 {existing} 条记录使用"))
         if errors:
             raise ValidationFailed(errors)
 

@@ -130,7 +130,8 @@ def check_required(entity: EntitySpec, data: Mapping[str, Any], names: set[str] 
         if spec.name in skip:
             continue
         if spec.is_required and (names is None or spec.name in names) and is_empty(data.get(spec.name)):
-            errors.append(FieldError(spec.name, "required", f"{spec.name}: is required ({spec.label.text('en')})"))
+            errors.append(FieldError(spec.name, "required", f"{spec.name}: is required ({spec.label.text('en')})",
+                                     "必填"))
     return errors
 
 

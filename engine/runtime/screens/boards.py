@@ -102,7 +102,7 @@ def _move(site: Site, request: Request, actor: Actor, entity_name: str, record_i
         record = site.records.transition(entity.name, record_id, target, field=field, actor=actor,
                                          expected_version=version)
     except ValidationFailed as failed:
-        reason = "; ".join(field_error_text(entity, error.field, error.code, error.message, lang)
+        reason = "; ".join(field_error_text(entity, error, lang)
                            for error in failed.errors)
         return False, failed.status, translate(lang, "move_refused", reason=reason)
     except RecordError as error:

@@ -103,7 +103,7 @@ def parse_post(site: Site, actor: Actor, entity: EntitySpec, form: Mapping[str, 
             continue
         field = FieldContext(spec, spec.label.text(lang))
         if f"{spec.name}__too_large" in form:
-            errors.setdefault(spec.name, []).append(f"{spec.name}: the file is larger than 20 MB")
+            errors.setdefault(spec.name, []).append(translate(lang, "file_too_large"))
             continue
         try:
             value = site.widgets.for_field(spec).parse(field, form)
@@ -136,7 +136,7 @@ def save_form(site: Site, request: Request, actor: Actor, entity_name: str, reco
         except ValidationFailed as failed:
             for error in failed.errors:
                 errors.setdefault(error.field or "", []).append(
-                    field_error_text(entity, error.field, error.code, error.message, lang))
+                    field_error_text(entity, error, lang))
         except VersionConflict as conflict:
             message = translate(lang, "version_conflict") + f" ({conflict.message})"
         except (Forbidden, DuplicateRecord) as refused:

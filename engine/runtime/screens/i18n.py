@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.metamodel import EntitySpec
 
 LANGUAGES = ("zh", "en")
@@ -103,6 +105,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "event_merged": ("合并了重复提交", "merged a duplicate submission"),
     "event_deleted": ("删除了记录", "deleted the record"),
     "event_viewed": ("查看了记录", "opened the record"),
+    "file_too_large": ("文件超过 20 MB", "the file is larger than 20 MB"),
     "event_other": ("记录了 {kind}", "recorded {kind}"),
     "event_duplicate_flagged": ("标记为疑似重复", "flagged as a possible duplicate"),
     "event_intake_flagged": ("被进线过滤规则拦截（未分配）", "was caught by an intake filter (not routed)"),
@@ -146,11 +149,14 @@ def permission_word(lang: str, action: str) -> str:
     return zh if lang == "zh" else en
 
 
-def field_error_text(entity: EntitySpec, field: str | None, code: str, message: str, lang: str) -> str:
-    """A RecordService field error for people: a blueprint validation in the user's language
-    (RecordService reports it in English), other messages without the leading "field: "."""
-    if code == "rule":
+def field_error_text(entity: EntitySpec, error: Any, lang: str) -> str:
+    """A RecordService field error for people, in the user's language where one is known: a
+    blueprint validation's own message, else the error's Chinese text on Chinese screens,
+    else its message without the leading "field: " (the form shows it under the field)."""
+    if error.code == "rule":
         for rule in entity.validations:
-            if rule.field == field and rule.message.text("en") == message:
+            if rule.field == error.field and rule.message.text("en") == error.message:
                 return rule.message.text(lang)
-    return message.removeprefix(f"{field}: ") if field else message
+    if lang == "zh" and getattr(error, "zh", None):
+        return str(error.zh)
+    return error.message.removeprefix(f"{error.field}: ") if error.field else error.message
