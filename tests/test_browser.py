@@ -123,7 +123,7 @@ def test_rep_creates_a_lead_fixing_an_invalid_field_then_finds_and_opens_it(serv
     page.get_by_role("button", name="保存").click()
 
     phone = page.locator('[data-field="phone"]')
-    expect(phone.locator(".field-error")).to_contain_text("not a valid phone number")
+    expect(phone.locator(".field-error")).to_contain_text("“12345”不是有效的电话号码")
     expect(page.get_by_label("手机")).to_have_value("12345")
     expect(page.get_by_label("客户姓名")).to_have_value("浏览器测试客户")
     shot(page, "03-form-with-error")
@@ -146,6 +146,31 @@ def test_rep_creates_a_lead_fixing_an_invalid_field_then_finds_and_opens_it(serv
     expect(page.locator(".timeline")).to_contain_text("王磊")
     expect(page.locator(".timeline")).to_contain_text("创建了记录")
     shot(page, "04-record-page")
+
+
+def test_linking_a_contact_to_an_old_account_by_typing_its_name(served: Any, page: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from playwright.sync_api import expect
+    import sqlalchemy as sa
+    import engine.runtime.screens.site as site_module
+    monkeypatch.setattr(site_module, "LINK_OPTIONS_LIMIT", 5)  # the select's newest-N no longer holds them all
+    base, runtime = served
+    accounts = runtime.schema.table("account")
+    with runtime.db.read() as connection:
+        oldest = connection.execute(sa.select(accounts.c.id, accounts.c.name).order_by(accounts.c.id).limit(1)).one()
+    sign_in(page, base, "admin")
+    page.goto(f"{base}/contact/new")
+    account = page.get_by_label("所属客户")
+    expect(account).to_have_attribute("data-link-search", "/api/account")
+    account.press_sequentially(oldest.name[:6], delay=30)
+    suggestion = page.locator(f'#l-account option[value="{oldest.name} (#{oldest.id})"]')
+    expect(suggestion).to_have_count(1)  # asked the API as the user typed
+    account.fill(f"{oldest.name} (#{oldest.id})")  # what choosing the suggestion puts in the box
+    page.get_by_label("姓名").fill("浏览器联系人")
+    page.get_by_role("button", name="保存").click()
+    expect(page.get_by_role("heading", name="浏览器联系人")).to_be_visible()
+    expect(page.locator(f'a[href="/account/{oldest.id}"]').first).to_be_visible()
+    shot(page, "05-contact-linked-by-search")
 
 
 def test_rep_moves_an_opportunity_on_the_board_and_sees_a_refused_move_explained(served: Any, page: Any) -> None:

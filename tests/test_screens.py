@@ -338,6 +338,38 @@ def test_field_errors_speak_the_screen_language(crm: tuple[Runtime, Any]) -> Non
     assert "'12345' is not a valid phone number" in error_of(english, "phone")
 
 
+def test_a_link_to_one_of_many_records_is_searched_not_picked_from_a_short_select(
+        crm: tuple[Runtime, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.runtime.screens.site as site_module
+    monkeypatch.setattr(site_module, "LINK_OPTIONS_LIMIT", 3)  # stands for the 200 newest of a big CRM
+    runtime, people = crm
+    accounts = {name: runtime.records.create("account", {"name": name, "owner": people["admin"].id},
+                                             actor=SYSTEM).record["id"] for name in ("远航", "鼎盛", "华东", "恒通", "瑞康")}
+    client = sign_in(runtime, "admin")
+    form = client.get("/contact/new").text
+    box = form[form.index('id="f-account"') - 20:]
+    box = html.unescape(box[:box.index("</datalist>")])
+    assert 'data-link-search="/api/account"' in box and "<select" not in box
+    assert f"瑞康 (#{accounts['瑞康']})" in box and "远航" not in box  # the newest are suggested, the oldest found
+
+    def save(account: str) -> Any:
+        return post_form(client, "/contact/new", "/contact/new", {"name": f"联系人{account}", "account": account})
+    typed = save("远航")  # the oldest account, its name typed in full
+    assert typed.status_code == 303
+    contact = client.get(typed.headers["location"]).text
+    assert f'href="/account/{accounts["远航"]}"' in contact
+    picked = save(f"鼎盛 (#{accounts['鼎盛']})")  # a suggestion chosen
+    assert f'href="/account/{accounts["鼎盛"]}"' in client.get(picked.headers["location"]).text
+
+    runtime.records.create("account", {"name": "华东", "owner": people["admin"].id}, actor=SYSTEM)
+    ambiguous = save("华东")
+    assert ambiguous.status_code == 422
+    assert "2 客户 / Account records are named '华东'" in html.unescape(ambiguous.text)
+    assert 'value="华东"' in ambiguous.text  # the input is kept
+    unknown = save("没有这家")
+    assert unknown.status_code == 422 and "no 客户 / Account is named '没有这家'" in html.unescape(unknown.text)
+
+
 def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Runtime, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "王的线索", score=40)

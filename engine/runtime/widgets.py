@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field as dataclass_field
 from typing import Any, ClassVar, Protocol
@@ -59,6 +60,8 @@ class FieldContext:
     is_readonly: bool = False
     titles: Mapping[Any, str] = dataclass_field(default_factory=dict)  # link/user id → display text
     link_base: str = ""  # URL prefix of the linked record's page, e.g. "/account/"
+    search_url: str = ""  # link fields with too many targets for a select: the JSON list to search
+    title_field: str = ""  # … and the target's title field in its items
 
     @property
     def name(self) -> str:
@@ -347,17 +350,52 @@ class TagsWidget(CheckboxGroupWidget):
         return [part.strip() for part in str(value).replace("，", ",").split(",") if part.strip()]
 
 
+_PICKED = re.compile(r"\(#(\d+)\)\s*$")
+
+
 class LinkSelectWidget(BaseWidget):
-    """link: a select of the target records' titles the user may read."""
+    """link: a select of the target records' titles the user may read; when there are too
+    many for a select (`field.search_url`), a search box instead: its suggestions read
+    "Title (#id)" and follow the typing (static/app.js asks the JSON API), and a title typed
+    in full is looked up when the form is saved."""
 
     name, field_types = "link_select", (FieldType.LINK,)
 
     def render_form(self, field: FieldContext, value: Any, errors: Sequence[str], lang: str) -> Markup:
+        if field.search_url:
+            return self._search_box(field, value, errors, lang)
         pairs = list(field.titles.items())
         if value not in (None, "") and str(value) not in {str(key) for key in field.titles}:
             pairs.append((value, f"#{value}"))
         return Markup('<select{}><option value="">—</option>{}</select>').format(
             _attrs(field, errors), _options(pairs, [] if value is None else [value]))
+
+    def _search_box(self, field: FieldContext, value: Any, errors: Sequence[str], lang: str) -> Markup:
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            text = f"{field.titles.get(int(value)) or ''} (#{value})".strip()
+        else:
+            text = _text(value)
+        suggestions = Markup("").join(Markup('<option value="{} (#{})">').format(title, key)
+                                      for key, title in field.titles.items())
+        placeholder = "输入名称搜索" if lang == "zh" else "type to search"
+        return Markup('<input type="text"{} list="l-{}" value="{}" autocomplete="off" placeholder="{}" '
+                      'data-link-search="{}" data-title-field="{}"><datalist id="l-{}">{}</datalist>').format(
+            _attrs(field, errors), field.name, text, placeholder, field.search_url, field.title_field, field.name,
+            suggestions)
+
+    def parse(self, field: FieldContext, form_values: FormValues) -> Any:
+        """The record id ("Title (#12)", "12" or "#12"), None when emptied, else the typed text
+        (the form looks a title up by name)."""
+        value = _last(form_values, field.name)
+        if value is NOT_SUBMITTED:
+            return NOT_SUBMITTED
+        text = str(value).strip()
+        picked = _PICKED.search(text)
+        if picked:
+            return int(picked.group(1))
+        if text.lstrip("#").isdigit():
+            return int(text.lstrip("#"))
+        return text or None
 
     def render_display(self, field: FieldContext, value: Any, lang: str) -> Markup:
         if value is None:

@@ -17,9 +17,9 @@ from engine.metamodel.roles import Scope
 
 from ..actors import Actor
 from ..permissions import Forbidden
-from ..queries import ListQuery
+from ..queries import Filter, ListQuery
 from ..runtime import Runtime
-from ..widgets import FieldContext, WidgetRegistry
+from ..widgets import FieldContext, InputError, WidgetRegistry
 from .contexts import Chrome, MenuLink, MenuSection
 from .i18n import LANGUAGES, translate
 from .security import csrf_token
@@ -144,31 +144,57 @@ class Site:
             return {row.id: row.name for row in connection.execute(
                 sa.select(files.c.id, files.c.name).where(files.c.id.in_(wanted)))}
 
-    def link_options(self, actor: Actor, target: str) -> dict[int, str]:
-        """Up to LINK_OPTIONS_LIMIT records of `target` the actor may read, newest first."""
+    def link_options(self, actor: Actor, target: str) -> tuple[dict[int, str], bool]:
+        """Up to LINK_OPTIONS_LIMIT records of `target` the actor may read, newest first, and
+        whether there are more (then a form offers a search box instead of a select)."""
         entity = self.model.entity(target)
         try:
             page = self.records.list(target, ListQuery(per_page=LINK_OPTIONS_LIMIT), actor=actor)
         except Forbidden:
-            return {}
-        return {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
+            return {}, False
+        titles = {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
+        return titles, page.total > len(page.items)
+
+    def link_by_title(self, actor: Actor, target: str, text: str) -> int:
+        """The one record of `target` the actor may read whose title is exactly `text`;
+        InputError naming what to do when none or several are."""
+        entity = self.model.entity(target)
+        lang_hint = f"{entity.label.text('zh')} / {entity.label.text('en')}"
+        if not entity.title_field or entity.title_field in self.records.access.permissions(actor, target).hidden:
+            raise InputError(f"'{text}': pick the record from the suggestions ({lang_hint})")
+        try:
+            page = self.records.list(target, ListQuery(filters=(Filter(entity.title_field, "eq", text),),
+                                                       per_page=2), actor=actor)
+        except Forbidden:
+            raise InputError(f"you may not read {lang_hint} records") from None
+        if page.total == 1:
+            return int(page.items[0]["id"])
+        if page.total == 0:
+            raise InputError(f"no {lang_hint} is named '{text}' — type part of the name and pick a suggestion")
+        raise InputError(f"{page.total} {lang_hint} records are named '{text}' — pick one from the suggestions "
+                         "(they show each record's number)")
 
     def field_context(self, actor: Actor, entity: EntitySpec, spec: FieldSpec, lang: str,
                       values: Iterable[Any] = (), *, for_form: bool = False) -> FieldContext:
         """The widget's view of one field; `values` are those about to be shown (for titles)."""
         titles: Mapping[Any, str] = {}
-        link_base = ""
+        link_base = search_url = title_field = ""
         if spec.type is FieldType.USER:
             titles = self.active_users() if for_form else self.user_names()
         elif spec.type is FieldType.LINK and spec.link_entity:
             link_base = f"/{spec.link_entity}/"
             titles = self.link_titles(actor, spec.link_entity, values)
             if for_form:
-                titles = {**self.link_options(actor, spec.link_entity), **titles}
+                options, more = self.link_options(actor, spec.link_entity)
+                titles = {**options, **titles}
+                if more:
+                    search_url = f"/api/{spec.link_entity}"
+                    title_field = self.model.entity(spec.link_entity).title_field or ""
         elif spec.type is FieldType.ATTACHMENT:
             titles = self.file_names(values)
         return FieldContext(spec, spec.label.text(lang), spec.help.text(lang), spec.is_required,
-                            spec.is_readonly or spec.type is FieldType.COMPUTED, titles, link_base)
+                            spec.is_readonly or spec.type is FieldType.COMPUTED, titles, link_base, search_url,
+                            title_field)
 
 
 def owner_spec(lang: str) -> FieldSpec:

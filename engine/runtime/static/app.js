@@ -23,7 +23,34 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   document.querySelectorAll(".board[data-can-move]").forEach(setUpBoard);
+  document.querySelectorAll("input[data-link-search]").forEach(setUpLinkSearch);
 });
+
+// A link field with more targets than a select can hold: as the user types, ask the JSON
+// API for matching records and offer them as "Title (#id)" suggestions.
+function setUpLinkSearch(input) {
+  const list = document.getElementById(input.getAttribute("list"));
+  const titleField = input.dataset.titleField;
+  let timer = null;
+  let asked = "";
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    const text = input.value.trim();
+    if (!text || /\(#\d+\)$/.test(text) || text === asked) return;
+    timer = setTimeout(async () => {
+      asked = text;
+      const url = `${input.dataset.linkSearch}?q=${encodeURIComponent(text)}&per_page=20`;
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok || input.value.trim() !== text) return;
+      const page = await response.json();
+      list.replaceChildren(...page.items.map((item) => {
+        const option = document.createElement("option");
+        option.value = `${item[titleField] ?? ""} (#${item.id})`.trim();
+        return option;
+      }));
+    }, 200);
+  });
+}
 
 function setUpBoard(board) {
   const message = document.querySelector(".board-error");
