@@ -387,3 +387,19 @@ def test_an_unopened_lead_breaches_and_tells_the_manager(make_runtime: Any, cloc
     assert build_worker(runtime, environ={}).tick().fired == 1
     [message] = list_messages(runtime.db, runtime.schema)
     assert message["payload"]["mention_mobiles"] == ["13800000000"]  # the manager, not the owner
+
+
+def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make_runtime: Any, clock: Any) -> None:
+    from tests.conftest import SHIPPED_CRM
+    runtime = make_runtime(SHIPPED_CRM)
+    add_user(runtime, NewUser("manager", "周经理", "sales_manager", "east"))
+    add_user(runtime, NewUser("wang", "王磊", "sales_rep", "east", "manager"))
+    clock.set(_local(2026, 11, 23, 10, 0))  # Monday, office hours
+    lead = runtime.records.create("lead", {"name": "钱总", "company": "新锐科技", "source": "expo", "grade": "A",
+                                           "owner": _user_id(runtime, "wang")}, actor=SYSTEM).record
+    [first_call] = [s for s in sla_summary(runtime, "lead", lead["id"], clock.now()) if s["policy"] == "lead_first_call"]
+    clock.set(first_call["due_at"] + dt.timedelta(minutes=1))  # the grade the rules gave it decides the target
+    build_worker(runtime, environ={}).tick()
+    breached = runtime.records.get("lead", lead["id"], actor=SYSTEM)
+    assert "sla_breached" in (breached["tags"] or [])
+    assert breached["owner"] == _user_id(runtime, "manager")
