@@ -99,6 +99,23 @@ def test_a_failing_handler_keeps_its_timer_and_records_why(runtime: Runtime, clo
     assert row.status == "pending" and row.attempts == 1 and "no handler for timer kind" in row.last_error
 
 
+def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_them_back(runtime: Runtime,
+                                                                                      clock: Any) -> None:
+    _schedule(runtime, 3, clock.now() - dt.timedelta(seconds=10))
+    mark = _marker(runtime)
+
+    def flaky(connection: sa.Connection, timer: Any, now: dt.datetime) -> None:
+        mark(connection, timer, now)  # its effect must not survive its failure
+        if timer.key == "test:00001":
+            raise RuntimeError("the receiver of this one is broken")
+    report = Worker(runtime, handlers={"mark": flaky}).tick()
+    assert (report.fired, report.failed) == (2, 1)
+    assert _fired_keys(runtime) == ["test:00000", "test:00002"]  # once each, in order
+    with runtime.db.read() as connection:
+        statuses = {row.key: (row.status, row.attempts) for row in connection.execute(sa.select(runtime.schema.timers))}
+    assert statuses == {"test:00000": ("fired", 0), "test:00001": ("pending", 1), "test:00002": ("fired", 0)}
+
+
 def _start_worker(db_url: str, blueprint: Path, name: str, sleep_ms: int, batch: int) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, "-m", "tests.support.timer_worker", db_url, str(blueprint), name,
                                 str(sleep_ms), str(batch)], cwd=ROOT, stdout=subprocess.PIPE, text=True,

@@ -95,22 +95,28 @@ def _timer(row: Any) -> DueTimer:
 def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHandler], now: dt.datetime, *,
                     worker: str, limit: int = 500) -> FireReport:
     """Fire up to `limit` due timers, oldest first, each exactly once; a handler that raises
-    leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept)."""
+    leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept).
+
+    The batch is first fired under one savepoint; only if a handler raises is it rolled back
+    and fired again one savepoint per timer, so the failure is isolated and recorded. (A
+    savepoint per timer costs two statements each — on PostgreSQL, two round trips.)"""
     table = schema.timers
     mark_fired, mark_failed = _firing_statements(table)
-    fired = failed = 0
     with db.write() as connection:
         rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
-        for row in rows:
-            timer = _timer(row)
-            handler = handlers.get(timer.kind)
+        timers = [_timer(row) for row in rows]
+        try:
+            with connection.begin_nested():
+                for timer in timers:
+                    _fire(connection, timer, handlers, now, worker, mark_fired)
+            return FireReport(len(timers), 0, len(rows) == limit)
+        except Exception:  # noqa: BLE001 — some handler failed: isolate it below
+            pass
+        fired = failed = 0
+        for timer in timers:
             try:
-                if handler is None:
-                    raise LookupError(f"no handler for timer kind '{timer.kind}'")
                 with connection.begin_nested():
-                    handler(connection, timer, now)
-                    connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now),
-                                                          "fired_by": worker})
+                    _fire(connection, timer, handlers, now, worker, mark_fired)
                 fired += 1
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
@@ -120,6 +126,15 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                     "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
     return FireReport(fired, failed, len(rows) == limit)
+
+
+def _fire(connection: sa.Connection, timer: DueTimer, handlers: Mapping[str, TimerHandler], now: dt.datetime,
+          worker: str, mark_fired: Any) -> None:
+    handler = handlers.get(timer.kind)
+    if handler is None:
+        raise LookupError(f"no handler for timer kind '{timer.kind}'")
+    handler(connection, timer, now)
+    connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker})
 
 
 @functools.lru_cache(maxsize=16)
