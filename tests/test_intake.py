@@ -255,3 +255,26 @@ def test_record_page_shows_admins_why_a_lead_went_where_it_went(intake: Runtime)
     browser.post("/login", data={"username": "boss", "password": "boss-pass1", "csrf_token": login})
     page = browser.get(f"/lead/{lead['id']}")
     assert page.status_code == 200 and "assign_new_lead" in page.text and "by_region" in page.text
+
+
+def test_a_returning_customer_merges_into_a_lead_that_predates_a_validation_rule(make_runtime: Any,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lead written before 'an open lead needs a follow-up date' existed breaks that rule; the
+    customer's next form submission must still merge into it (the rules re-score it meanwhile),
+    because the merge does not touch the rule's fields."""
+    from tests.conftest import SHIPPED_CRM
+    monkeypatch.setenv("CRM_WEBSITE_FORM_TOKEN", "form-token")
+    runtime = make_runtime(SHIPPED_CRM)
+    rep = add_user(runtime, NewUser("wang", "王", "sales_rep", "east"))
+    now = dt.datetime(2026, 11, 20, 2, 0)
+    with runtime.db.write() as connection:  # as an older version of the blueprint left it
+        old_id = connection.execute(runtime.schema.table("lead").insert(), {
+            "created_at": now, "updated_at": now, "version": 1, "name": "钱总", "phone": "+8613800138000",
+            "source": "expo", "status": "new", "owner": rep.id, "score": 0, "hiring_recently": False,
+            "has_tenders": False}).inserted_primary_key[0]
+    response = _post(TestClient(create_app(runtime)), "website_form", {
+        "submission_id": "f-77", "contact": {"name": "钱总", "company": "新锐科技", "mobile": "13800138000"},
+        "answers": {"region": "华东", "budget": 2000000, "request": "报价"}}, **{"X-Webhook-Token": "form-token"})
+    assert response.status_code == 200 and response.json()["record_id"] == old_id, response.json()
+    merged = runtime.records.get("lead", old_id, actor=SYSTEM)
+    assert merged["company"] == "新锐科技" and merged["status"] == "new" and merged["next_follow_up"] is None

@@ -357,7 +357,7 @@ class RecordService:
             data.update(typed)
         if data != context.after:
             errors = compute_fields(context.entity, data, self.evaluator)
-            errors += check_validations(context.entity, data, self.evaluator)
+            errors += check_validations(context.entity, data, self.evaluator, before=context.before)
             if errors:
                 raise ValidationFailed(errors)
         return data
