@@ -788,7 +788,7 @@ def main() -> None:
             "`bench/baseline_app.py` over the table `build_schema` generates for the same blueprint (identical "
             "columns and indexes), own SQLite file, same pragmas (WAL, synchronous=NORMAL, 64 MiB cache), "
             "writes behind a process lock with BEGIN IMMEDIATE. `baseline-threadpool` runs its DB calls via "
-            "`run_in_threadpool` (like the engine), `baseline-inline` runs them on the event loop.",
+            "`run_in_threadpool` (as the engine does for reads), `baseline-inline` runs them on the event loop (as the engine does for a SQLite write when the database is free: `Database.run`).",
             "- Client: raw asyncio HTTP/1.1 over keep-alive connections (one per concurrent client), in the "
             "harness process; the same client for every server. Servers are measured one after another.",
             *[f"- {note}" for note in notes],
