@@ -205,6 +205,11 @@ def test_lists_filter_by_sla_state(crm: Runtime, clock: Any) -> None:
     assert [item["name"] for item in listed.items] == ["early"] and listed.total == 1
     with pytest.raises(QueryInvalid, match="unknown SLA filter"):
         crm.records.list("lead", parse_list_query(entity, {"sla": "late-ish"}), actor=SYSTEM)
+    # … and on the list screen, where the filter bar offers it
+    add_user(crm, NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    page = _sign_in(crm, "chief", "chief-pass1").get("/lead", params={"sla": "overdue"}).text
+    assert '<option value="overdue" selected>已超时</option>' in page
+    assert ">early<" in page and ">late<" not in page
 
 
 def test_a_rolled_back_write_leaves_no_timer_and_no_notification(crm: Runtime, clock: Any) -> None:

@@ -157,6 +157,11 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
             label = entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
             yield FilterControl(name, label, "date_range", value_from=given.get(f"{name}__gte", "")[:10],
                                 value_to=given.get(f"{name}__lte", "")[:10])
+    if any(policy.entity == entity.name for policy in site.model.slas):  # records by the state of their clocks
+        states = [("overdue", "overdue"), ("due_within:1h", "due_1h"), ("due_within:24h", "due_1d"),
+                  ("running", "running"), ("paused", "paused")]
+        yield _select("sla", translate(lang, "sla_filter"),
+                      [(value, translate(lang, f"sla_filter_{key}")) for value, key in states], given.get("sla", ""))
 
 
 def _select(name: str, label: str, options: list[tuple[str, str]], current: str) -> FilterControl:
