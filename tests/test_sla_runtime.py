@@ -408,3 +408,32 @@ def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make
     breached = runtime.records.get("lead", lead["id"], actor=SYSTEM)
     assert "sla_breached" in (breached["tags"] or [])
     assert breached["owner"] == _user_id(runtime, "manager")
+
+
+def test_shipped_ticket_resolution_sla_counts_hotline_hours_and_pauses_for_the_customer(make_runtime: Any,
+                                                                                      clock: Any) -> None:
+    from tests.conftest import SHIPPED_SERVICE
+    runtime = make_runtime(SHIPPED_SERVICE)
+    add_user(runtime, NewUser("chen", "陈静", "service_agent", "service"))
+    clock.set(_local(2026, 11, 23, 18, 0))  # Monday 18:00; the hotline's hours are 08:00–20:00
+    customer = runtime.records.create("account", {"name": "华东精工"}, actor=SYSTEM).record
+    ticket = runtime.records.create("ticket", {"subject": "主轴异响", "customer": customer["id"], "priority": "P1",
+                                               "owner": _user_id(runtime, "chen")}, actor=SYSTEM).record
+
+    def resolution() -> dict[str, Any]:
+        return next(s for s in sla_summary(runtime, "ticket", ticket["id"], clock.now())
+                    if s["policy"] == "ticket_resolution")
+    assert resolution()["due_at"] == _local(2026, 11, 24, 10, 0)  # 2 h tonight + 2 h from 08:00
+    clock.set(_local(2026, 11, 24, 8, 30))
+    current = runtime.records.get("ticket", ticket["id"], actor=SYSTEM)
+    current = runtime.records.update("ticket", ticket["id"], {"status": "waiting_customer"}, actor=SYSTEM,
+                                     expected_version=current["version"])
+    clock.set(_local(2026, 11, 24, 9, 30))  # the customer answers an hour later
+    current = runtime.records.update("ticket", ticket["id"], {"status": "open"}, actor=SYSTEM,
+                                     expected_version=current["version"])
+    assert resolution()["due_at"] == _local(2026, 11, 24, 11, 0)  # the hour of waiting does not count
+    clock.set(_local(2026, 11, 24, 10, 45))
+    runtime.records.update("ticket", ticket["id"], {"status": "resolved", "resolution": "更换主轴轴承"},
+                           actor=SYSTEM, expected_version=current["version"])
+    done = resolution()
+    assert done["state"] == "stopped" and done["met"] is True
