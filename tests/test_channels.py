@@ -542,3 +542,37 @@ def test_html_mail_templates_escape_record_values():
 def test_templates_see_only_their_context_not_jinja_globals(name):
     with pytest.raises(TemplateRenderError, match=f"'{name}' is undefined"):
         render_message(f"{{{{ {name} }}}}", {}, name="globals")
+
+
+def test_a_blueprint_template_with_html_sends_mail_with_an_escaped_html_part(smtp_sink, make_runtime):
+    """From the blueprint to the mailbox: the template's `html:` is rendered with autoescaping
+    (a record value cannot inject markup) and arrives as the mail's HTML alternative."""
+    from engine.runtime.actors import SYSTEM
+    from engine.runtime.notifications import enqueue_notification
+    from engine.runtime.timekeeping import build_worker
+    from engine.runtime.users import NewUser, add_user
+    runtime = make_runtime({
+        "app.yaml": "app: t\ninclude: ['*.yaml']\n",
+        "lead.yaml": "entity: lead\nfields:\n  name: {type: string}\n",
+        "channels.yaml": f"""
+channels:
+  office_mail: {{type: mail, host: 127.0.0.1, port: {smtp_sink.port}, sender: crm@example.com, tls: none}}
+templates:
+  overdue:
+    title: "线索超时：{{{{ record.name }}}}"
+    text: "线索 {{{{ record.name }}}} 已超时"
+    html: "<p>线索 <b>{{{{ record.name }}}}</b> 已超时</p>"
+"""})
+    boss = add_user(runtime, NewUser("boss", "Boss", "admin", email="boss@example.com"))
+    lead = runtime.records.create("lead", {"name": "<script>x</script>钱总", "owner": boss.id}, actor=SYSTEM).record
+    with runtime.db.write() as connection:
+        enqueue_notification(connection, runtime.schema, runtime.model, channel="office_mail", template="overdue",
+                             to=["owner"], owner_id=boss.id, context={"record": lead}, key="mail-1",
+                             now=runtime.clock.now())
+    assert build_worker(runtime, environ={}).tick().delivered == 1
+    ((_, recipients, data),) = smtp_sink.mails
+    mail = email.message_from_bytes(data, policy=email.policy.default)
+    assert recipients == ["boss@example.com"] and mail["Subject"] == "线索超时：<script>x</script>钱总"
+    assert mail.get_body(("plain",)).get_content().strip() == "线索 <script>x</script>钱总 已超时"
+    assert mail.get_body(("html",)).get_content().strip() == \
+        "<p>线索 <b>&lt;script&gt;x&lt;/script&gt;钱总</b> 已超时</p>"

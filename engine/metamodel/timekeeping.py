@@ -102,15 +102,17 @@ class ChannelSpec:
 
 @dataclass(frozen=True, slots=True)
 class MessageTemplateSpec:
-    """Jinja2 title and text per language ("*" = any); rendered in the sandbox at send time."""
+    """Jinja2 title and text per language ("*" = any), and optionally an HTML body for mail
+    (rendered with autoescaping); rendered in the sandbox when the message is queued."""
 
     name: str
     title: tuple[tuple[str, str], ...]
     text: tuple[tuple[str, str], ...]
     location: Location = NOWHERE
+    html: tuple[tuple[str, str], ...] = ()
 
     def pick(self, part: str, language: str) -> str:
-        texts = dict(self.title if part == "title" else self.text)
+        texts = dict({"title": self.title, "html": self.html}.get(part, self.text))
         for key in (language, "*", "zh", "en"):
             if key in texts:
                 return texts[key]
@@ -307,7 +309,7 @@ CHANNELS_SCHEMA: dict[str, Any] = {
             "first_delay": _DURATION_SCHEMA, "max_delay": _DURATION_SCHEMA}},
         "templates": {"type": "object", "propertyNames": NAME, "additionalProperties": {
             "type": "object", "required": ["text"], "additionalProperties": False,
-            "properties": {"title": _TEXTS, "text": _TEXTS}}}}}
+            "properties": {"title": _TEXTS, "text": _TEXTS, "html": _TEXTS}}}}}
 SLA_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["sla", "entity"], "additionalProperties": False, "properties": {
         "sla": NAME, "label": LABEL, "description": {"type": "string"}, "entity": NAME,

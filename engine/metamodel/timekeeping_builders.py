@@ -99,11 +99,11 @@ def build_channels(documents: list[SourceDocument], model: Metamodel, functions:
             if name in templates:
                 checker.error(path, f"template '{name}' is declared twice", key=True)
                 continue
-            for part in ("title", "text"):
+            for part in ("title", "text", "html"):
                 for lang, text in _texts(data.get(part)):
                     _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
             templates[name] = MessageTemplateSpec(name, _texts(data.get("title")), _texts(data["text"]),
-                                                  doc.where_key(path))
+                                                  doc.where_key(path), _texts(data.get("html")))
     return {"channels": tuple(channels.values()), "templates": tuple(templates.values())}, errors
 
 

@@ -126,6 +126,9 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
         title = found.pick("title", language)
         payload["title"] = render_message(title, context, name=f"{template}.title") if title else ""
         payload["text"] = render_message(found.pick("text", language), context, name=template)
+        if found.html and (spec is None or spec.type == "mail"):  # values are escaped in the HTML body
+            payload["html"] = render_message(found.pick("html", language), context, name=f"{template}.html",
+                                             autoescape=True)
     except TemplateRenderError as exc:
         payload["error"] = str(exc)
     enqueue(connection, schema, channel=channel, key=key, payload=payload, now=now, entity=entity, record_id=record_id)
@@ -162,7 +165,8 @@ def message_from_payload(payload: Mapping[str, Any], key: str) -> Message:
                    mention_mobiles=tuple(payload.get("mention_mobiles") or ()),
                    mention_user_ids=tuple(payload.get("mention_user_ids") or ()),
                    mention_all=bool(payload.get("mention_all", False)), idempotency_key=key,
-                   data=dict(payload.get("data") or {}), recipients=tuple(payload.get("recipients") or ()))
+                   data=dict(payload.get("data") or {}), recipients=tuple(payload.get("recipients") or ()),
+                   html=str(payload["html"]) if payload.get("html") is not None else None)
 
 
 class OutboxDeliverer:
