@@ -17,7 +17,7 @@ from engine.runtime.doctor import explain as explain_record
 from engine.runtime.migrations import apply_migration, plan_migration
 from engine.runtime.runtime import Runtime, open_runtime
 from engine.runtime.tables import build_schema
-from engine.runtime.users import NewUser, add_user, list_users, update_user
+from engine.runtime.users import NewUser, add_user, list_users, parse_im_ids, update_user
 from engine.runtime.timekeeping import start_background_worker
 from engine.runtime.web import create_app
 from engine.runtime.webhooks import list_deliveries, replay_delivery
@@ -236,7 +236,7 @@ def hooks_replay(db_url: str, blueprint: str, delivery_id: int) -> None:
 
 @main.group()
 def user() -> None:
-    """Manage users: add, list, set-role, disable, enable, leave, token, password."""
+    """Manage users: add, list, set-role, im, disable, enable, leave, token, password."""
 
 
 def _user_runtime(db_url: str, blueprint: str) -> Runtime:
@@ -257,14 +257,17 @@ def _fail(message: str) -> None:
 @click.option("--team", default=None)
 @click.option("--manager", default=None, help="Username of the manager.")
 @click.option("--email", default=None)
+@click.option("--phone", default=None, help="Mobile number (DingTalk and WeCom robots @mention by it).")
+@click.option("--im", "im", multiple=True, metavar="TYPE=ID",
+              help="Chat id for @mentions, repeatable: feishu=ou_…, slack=U…, dingtalk=…, wecom=….")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="CRM_NEW_PASSWORD")
 def user_add(db_url: str, blueprint: str, username: str, role: str, display_name: str | None, team: str | None,
-             manager: str | None, email: str | None, password: str) -> None:
+             manager: str | None, email: str | None, phone: str | None, im: tuple[str, ...], password: str) -> None:
     """Add a user who signs in with USERNAME."""
     runtime = _user_runtime(db_url, blueprint)
     try:
-        actor = add_user(runtime, NewUser(username, display_name or username, role, team, manager, email,
-                                          password=password))
+        actor = add_user(runtime, NewUser(username, display_name or username, role, team, manager, email, phone,
+                                          password=password, im_ids=parse_im_ids(im)))
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"added user {username} (id {actor.id}, role {role})")
@@ -291,6 +294,27 @@ def user_list(db_url: str, blueprint: str) -> None:
 def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None:
     """Give USERNAME the role ROLE (it applies at their next request)."""
     _change_user(db_url, blueprint, username, f"{username} now has role {role}", role=role)
+
+
+@user.command("im")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.argument("ids", nargs=-1, required=True, metavar="TYPE=ID...")
+def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) -> None:
+    """Set USERNAME's chat ids for @mentions, e.g. feishu=ou_… slack=U… (TYPE= clears one)."""
+    runtime = _user_runtime(db_url, blueprint)
+    try:
+        changes = parse_im_ids(ids)
+        current = next((dict(row.im_ids or {}) for row in list_users(runtime) if row.username == username), None)
+        if current is None:
+            raise ValueError(f"there is no user '{username}'")
+        merged = {kind: value for kind, value in {**current, **changes}.items() if value}
+        update_user(runtime, username, im_ids=merged or None)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"{username}: " + (", ".join(f"{kind}={value}" for kind, value in sorted(merged.items())) or
+                                  "no chat ids"))
 
 
 def _change_user(db_url: str, blueprint: str, username: str, done: str, **values: object) -> None:

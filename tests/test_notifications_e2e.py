@@ -136,9 +136,9 @@ def environ(receiver: Receiver, tmp_path: Any) -> dict[str, str]:
             "FEISHU_SECRET": FEISHU_SECRET, "CRM_SECRETS_FILE": str(secrets)}
 
 
-def _breached_lead(make_runtime: Any, clock: Any) -> Runtime:
+def _breached_lead(make_runtime: Any, clock: Any, **im_ids: str) -> Runtime:
     runtime = make_runtime(BLUEPRINT)
-    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001"))
+    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids=im_ids or None))
     runtime.records.create("lead", {"name": "ACME", "owner": owner.id}, actor=SYSTEM)
     clock.advance(minutes=31)
     return runtime
@@ -179,6 +179,24 @@ def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_runti
 
     assert build_worker(runtime, environ=environ).tick().delivered == 0  # each message went out once
     assert len(receiver.requests) == 4
+
+
+def test_people_with_chat_ids_are_mentioned_by_id_where_a_bot_needs_one(make_runtime: Any, clock: Any,
+                                                                         receiver: Receiver,
+                                                                         environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock, feishu="ou_7d8a6e6df7621556ce0d21922b676706",
+                             slack="U024BE7LH", wecom="WangWei", dingtalk="manager4585")
+    assert build_worker(runtime, environ=environ).tick().delivered == 4
+    (feishu,) = receiver.on("feishu")
+    assert feishu.json()["content"]["text"] == \
+        '线索 ACME 已超时，负责人 Wang Wei <at user_id="ou_7d8a6e6df7621556ce0d21922b676706"></at>'
+    (slack,) = receiver.on("slack")
+    assert slack.json()["text"].endswith("<@U024BE7LH>")
+    (wecom,) = receiver.on("wecom")
+    assert wecom.json()["text"]["mentioned_list"] == ["WangWei"]
+    assert wecom.json()["text"]["mentioned_mobile_list"] == ["13900000001"]
+    (ding,) = receiver.on("dingtalk")
+    assert ding.json()["at"]["atUserIds"] == ["manager4585"] and ding.json()["at"]["atMobiles"] == ["13900000001"]
 
 
 def test_a_receiver_failing_three_times_gets_the_message_once(make_runtime: Any, clock: Any, receiver: Receiver,
@@ -288,3 +306,19 @@ def test_the_morning_board_runs_once_on_workdays_with_real_numbers(make_runtime:
         log = [(row.job, row.status, row.output) for row in connection.execute(sa.select(runs).order_by(runs.c.id))]
     assert log[0][:2] == ("board", "succeeded") and "not a working day" in str(log[0][2])
     assert log[-1][:2] == ("board", "succeeded") and "超时 1" in str(log[-1][2])
+
+
+def test_chat_ids_are_set_with_the_cli_and_a_wrong_type_is_named(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    import cli
+    from tests.conftest import SHIPPED_CRM
+    db = ["--db", f"sqlite:///{tmp_path / 'crm.sqlite'}", "--blueprint", str(SHIPPED_CRM)]
+    runner = CliRunner()
+    added = runner.invoke(cli.main, ["user", "add", "wang", "--role", "sales_rep", "--phone", "13900000001",
+                                     "--im", "feishu=ou_1", *db], env={"CRM_NEW_PASSWORD": "wang-pass-1"})
+    assert added.exit_code == 0, added.output
+    changed = runner.invoke(cli.main, ["user", "im", "wang", "slack=U024BE7LH", "feishu=", *db])
+    assert changed.exit_code == 0 and changed.output.strip() == "wang: slack=U024BE7LH"  # feishu= cleared it
+    wrong = runner.invoke(cli.main, ["user", "im", "wang", "teams=42", *db])
+    assert wrong.exit_code == 1 and "'teams=42'" in wrong.output and "feishu" in wrong.output

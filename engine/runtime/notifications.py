@@ -115,7 +115,11 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
     recipients, mention_all = resolve_recipients(connection, schema, to, owner_id, backup, seen)
     payload: dict[str, Any] = {
         "format": spec.format if spec is not None else "text",
-        "mention_mobiles": sorted({row.phone for row in recipients if row.phone}),
+        # WeCom markdown cannot @ a mobile number (only text can); the others ignore what they cannot use
+        "mention_mobiles": sorted({row.phone for row in recipients if row.phone})
+        if spec is None or not (spec.type == "wecom" and spec.format == "markdown") else [],
+        "mention_user_ids": sorted({(row.im_ids or {}).get(spec.type) for row in recipients
+                                    if spec is not None and (row.im_ids or {}).get(spec.type)}),
         "mention_all": mention_all,
         "recipients": sorted({row.email for row in recipients if row.email}),
         "to": [row.username for row in recipients]}

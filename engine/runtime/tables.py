@@ -113,6 +113,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("on_leave", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("password_hash", sa.String(255)),
         sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("im_ids", sa.JSON),  # chat ids per channel type, for @mentions: {"feishu": "ou_…", "slack": "U…"}
     )
     sa.Table(
         EVENTS, metadata,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,23 @@ class NewUser:
     phone: str | None = None
     language: str = "zh"
     password: str | None = None
+    im_ids: Mapping[str, str] | None = None  # channel type → the person's id there, for @mentions
+
+
+CHAT_TYPES = ("dingtalk", "wecom", "feishu", "slack")
+
+
+def parse_im_ids(pairs: Iterable[str]) -> dict[str, str]:
+    """`feishu=ou_3a…`, `slack=U024BE7LH` … as a mapping; ValueError naming what is wrong."""
+    ids: dict[str, str] = {}
+    for pair in pairs:
+        kind, sep, value = pair.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in CHAT_TYPES:
+            raise ValueError(f"'{pair}': write TYPE=ID with TYPE one of {', '.join(CHAT_TYPES)} "
+                             "(e.g. feishu=ou_7d8a6e6df7621556ce0d21922b676706)")
+        ids[kind] = value.strip()
+    return ids
 
 
 def _require_role(runtime: Runtime, role: str) -> None:
@@ -50,7 +68,7 @@ def add_user(runtime: Runtime, user: NewUser) -> Actor:
         user_id = connection.execute(users.insert().values(
             username=user.username, display_name=user.display_name, role=user.role, team=user.team,
             manager_id=manager_id, email=user.email, phone=user.phone, language=user.language,
-            is_active=True, on_leave=False, created_at=now,
+            is_active=True, on_leave=False, created_at=now, im_ids=dict(user.im_ids or {}) or None,
             password_hash=hash_password(user.password) if user.password else None)).inserted_primary_key[0]
     return Actor(user_id, user.username, user.role, user.team)
 
