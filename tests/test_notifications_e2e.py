@@ -322,3 +322,22 @@ def test_chat_ids_are_set_with_the_cli_and_a_wrong_type_is_named(tmp_path: Any) 
     assert changed.exit_code == 0 and changed.output.strip() == "wang: slack=U024BE7LH"  # feishu= cleared it
     wrong = runner.invoke(cli.main, ["user", "im", "wang", "teams=42", *db])
     assert wrong.exit_code == 1 and "'teams=42'" in wrong.output and "feishu" in wrong.output
+
+
+def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phone(make_runtime: Any, clock: Any,
+                                                                                  receiver: Receiver,
+                                                                                  environ: dict[str, str]) -> None:
+    """WeCom markdown cannot @ a mobile; the message goes out mentioning by userid only
+    (it used to be refused and dead-lettered)."""
+    files = {**BLUEPRINT, "channels.yaml": BLUEPRINT["channels.yaml"].replace(
+        "wecom: {type: wecom, url: {env: WECOM_URL}, format: text}",
+        "wecom: {type: wecom, url: {env: WECOM_URL}, format: markdown}")}
+    runtime = make_runtime(files)
+    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids={"wecom": "WangWei"}))
+    runtime.records.create("lead", {"name": "ACME", "owner": owner.id}, actor=SYSTEM)
+    clock.advance(minutes=31)
+    report = build_worker(runtime, environ=environ).tick()
+    assert report.dead == 0 and report.delivered == 4
+    (wecom,) = receiver.on("wecom")
+    assert wecom.json() == {"msgtype": "markdown",
+                            "markdown": {"content": "线索 ACME 已超时，负责人 Wang Wei\n<@WangWei>"}}
