@@ -251,9 +251,27 @@ def test_list_filters_search_sort_and_totals(crm: Runtime, clock: Any) -> None:
     assert names(company__contains="丙") == (["丙"], 1)
     assert names(tags__contains="vip", sort="name") == (["乙", "甲"], 2)
     assert names(q="+86 138 0000 0001") == (["甲"], 1)
+    assert names(q="0001") == (["甲"], 1)  # part of a number: still found, by substring
     assert names(q="丁公") == (["丁"], 1)
     assert names(per_page="3") == (["丁", "丙", "乙"], 4)
     assert names(per_page="3", page="2") == (["甲"], 4)
+
+
+def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Runtime) -> None:
+    """Finding a caller by number must not scan the table: on SQLite the plan uses the phone
+    index (the dedup key's), for every way the number may be typed."""
+    from engine.runtime.queries import build_list_statements
+    crm.records.create("lead", {"name": "甲", "phone": "13800000001", "email": "jia@example.cn"}, actor=SYSTEM)
+    entity, table = crm.model.entity("lead"), crm.schema.table("lead")
+    for typed in ("13800000001", "+86 138-0000-0001", "8613800000001"):
+        page = crm.records.list("lead", parse_list_query(entity, {"q": typed}), actor=SYSTEM)
+        assert [item["name"] for item in page.items] == ["甲"], typed
+        if crm.db.is_sqlite:
+            _, count = build_list_statements(entity, table, parse_list_query(entity, {"q": typed}), "sqlite")
+            with crm.db.read() as connection:
+                plan = " ".join(str(row[-1]) for row in connection.execute(
+                    sa.text("EXPLAIN QUERY PLAN " + str(count.compile(compile_kwargs={"literal_binds": True})))))
+            assert "USING" in plan and "INDEX" in plan and "phone" in plan, plan
 
 
 def test_bad_list_queries_name_the_field(crm: Runtime) -> None:

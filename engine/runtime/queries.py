@@ -7,6 +7,7 @@ The query-string form is `field=value` (equals), `field__in=a,b`, `field__gte=�
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,27 +158,45 @@ def _json_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+_WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str]) -> sa.ColumnElement[bool]:
-    names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable]
+    """Every searchable field containing `text`. A query that is a whole phone number or e-mail
+    address is what someone types to find that person: it then matches the phone (normalised
+    to E.164) or e-mail fields exactly — an index look-up — instead of scanning every field."""
+    names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable and name in table.c]
+    specs = [entity.field(name) for name in names if entity.has_field(name)]
+    exact = _exact_lookup(specs, table, text.strip())
+    if exact is not None:
+        return exact
     pattern = f"%{_escape_like(text)}%"
-    conditions: list[sa.ColumnElement[bool]] = []
-    for name in names:
-        if name not in table.c:
-            continue
-        spec = entity.field(name) if entity.has_field(name) else None
-        if spec is not None and isinstance(kind_of(spec), PhoneKind):
-            try:
-                phone = normalize_phone(text, spec.phone_region)
-            except FieldError:
-                phone = None
-            conditions.append(table.c[name] == phone if phone else table.c[name].like(pattern, escape="\\"))
-        else:
-            conditions.append(table.c[name].ilike(pattern, escape="\\"))
+    phones = {spec.name for spec in specs if isinstance(kind_of(spec), PhoneKind)}  # digits: no case to fold
+    conditions = [(table.c[name].like if name in phones else table.c[name].ilike)(pattern, escape="\\")
+                  for name in names]
     return sa.or_(*conditions) if conditions else sa.false()
+
+
+def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str) -> sa.ColumnElement[bool] | None:
+    """Equality on the phone or e-mail fields when `text` is a whole number or address, else None."""
+    phones = [spec for spec in specs if isinstance(kind_of(spec), PhoneKind)]
+    emails = [spec for spec in specs if spec.type is FieldType.EMAIL]
+    if phones and sum(char.isdigit() for char in text) >= 7:
+        numbers = set()
+        for spec in phones:
+            try:
+                numbers.add((spec.name, normalize_phone(text, spec.phone_region)))
+            except FieldError:
+                pass
+        if numbers:
+            return sa.or_(*(table.c[name] == number for name, number in numbers))
+    if emails and _WHOLE_EMAIL.fullmatch(text):
+        return sa.or_(*(table.c[spec.name] == text.lower() for spec in emails))
+    return None
 
 
 def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
