@@ -490,3 +490,21 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Runtim
                                      "csrf_token": token}).status_code == 401
 
     assert sign_in(runtime, "wang").get("/admin/users").status_code == 403
+
+
+def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Runtime, Any]) -> None:
+    from engine.runtime.users import list_users
+    runtime, people = crm
+    admin = sign_in(runtime, "admin")
+
+    def ids_of(username: str) -> Any:
+        return next(row.im_ids for row in list_users(runtime) if row.username == username)
+    post_form(admin, "/admin/users", f"/admin/users/{people['wang'].id}",
+              {"action": "im", "im_ids": "feishu=ou_7d8a6e6d, slack=U024BE7LH"})
+    assert ids_of("wang") == {"feishu": "ou_7d8a6e6d", "slack": "U024BE7LH"}
+    row = admin.get("/admin/users").text
+    row = row[row.index('data-username="wang"'):]
+    assert 'value="feishu=ou_7d8a6e6d slack=U024BE7LH"' in row[:row.index("</tr>")]
+    post_form(admin, "/admin/users", f"/admin/users/{people['wang'].id}", {"action": "im", "im_ids": "teams=42"})
+    assert "'teams=42'" in html.unescape(admin.get("/admin/users").text)  # the flash says what is wrong
+    assert ids_of("wang") == {"feishu": "ou_7d8a6e6d", "slack": "U024BE7LH"}  # and nothing changed

@@ -1,4 +1,5 @@
-"""The administrator's users screen: role, team and state of everyone; change role, disable, enable."""
+"""The administrator's users screen: role, team and state of everyone; change role, chat ids
+for @mentions, disable, enable."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ..actors import Actor
 from ..errors import NotFound
 from ..permissions import Forbidden
-from ..users import list_users, update_user
+from ..users import list_users, parse_im_ids, update_user
 from .contexts import Choice, UsersContext, UserView
 from .i18n import translate
 from .site import Site, is_admin
@@ -30,7 +31,9 @@ def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     context = UsersContext(
         users=tuple(UserView(row.id, row.username, row.display_name or "", row.role or "", row.team or "",
                              names.get(row.manager_id, "") if row.manager_id else "", bool(row.is_active),
-                             bool(row.on_leave), row.id == actor.id) for row in rows),
+                             bool(row.on_leave), row.id == actor.id,
+                             " ".join(f"{kind}={value}" for kind, value in sorted((row.im_ids or {}).items())))
+                      for row in rows),
         roles=tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles))
     return site.render(request, actor, "users.html", context, translate(lang, "users"))
 
@@ -50,6 +53,9 @@ def change_user(site: Site, request: Request, actor: Actor, user_id: int, form: 
                 site.flash(request, translate(lang, "cannot_disable_self"))
                 return RedirectResponse("/admin/users", status_code=303)
             update_user(site.runtime, row.username, is_active=action == "enable")
+        elif action == "im":
+            ids = parse_im_ids(str(form.get("im_ids", "")).replace(",", " ").replace("，", " ").split())
+            update_user(site.runtime, row.username, im_ids={k: v for k, v in ids.items() if v} or None)
         site.flash(request, translate(lang, "user_updated", username=row.username))
     except ValueError as error:
         site.flash(request, str(error))

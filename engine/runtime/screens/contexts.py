@@ -235,6 +235,7 @@ class UserView:
     is_active: bool
     on_leave: bool
     is_self: bool
+    im_ids: str = ""  # "feishu=ou_… slack=U…", for @mentions
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "disable": ("停用", "Disable"),
     "enable": ("启用", "Enable"),
     "change_role": ("修改角色", "Change role"),
+    "chat_ids": ("@提醒账号", "Chat ids (@mentions)"),
     "user_updated": ("用户 {username} 已更新。", "User {username} updated."),
     "cannot_disable_self": ("不能停用自己的账号。", "You cannot disable your own account."),
     "language": ("语言", "Language"),
