@@ -364,10 +364,10 @@ def test_a_link_to_one_of_many_records_is_searched_not_picked_from_a_short_selec
     runtime.records.create("account", {"name": "华东", "owner": people["admin"].id}, actor=SYSTEM)
     ambiguous = save("华东")
     assert ambiguous.status_code == 422
-    assert "2 客户 / Account records are named '华东'" in html.unescape(ambiguous.text)
+    assert "有 2 条客户名为“华东”" in html.unescape(ambiguous.text)
     assert 'value="华东"' in ambiguous.text  # the input is kept
     unknown = save("没有这家")
-    assert unknown.status_code == 422 and "no 客户 / Account is named '没有这家'" in html.unescape(unknown.text)
+    assert unknown.status_code == 422 and "没有名为“没有这家”的客户" in html.unescape(unknown.text)
 
 
 def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Runtime, Any]) -> None:

@@ -109,7 +109,7 @@ def parse_post(site: Site, actor: Actor, entity: EntitySpec, form: Mapping[str, 
             value = site.widgets.for_field(spec).parse(field, form)
             if spec.type is FieldType.LINK and spec.link_entity and isinstance(value, str) and \
                     not value.strip().isdigit():
-                value = site.link_by_title(actor, spec.link_entity, value)  # a title typed in full
+                value = site.link_by_title(actor, spec.link_entity, value, lang)  # a title typed in full
         except InputError as error:
             errors.setdefault(spec.name, []).append(str(error))
             unread[spec.name] = form[spec.name][-1] if form.get(spec.name) else None

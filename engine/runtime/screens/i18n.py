@@ -113,6 +113,13 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "event_deleted": ("删除了记录", "deleted the record"),
     "event_viewed": ("查看了记录", "opened the record"),
     "file_too_large": ("文件超过 20 MB", "the file is larger than 20 MB"),
+    "link_pick": ("“{text}”：请从建议中选择{entity}", "'{text}': pick the {entity} from the suggestions"),
+    "link_forbidden": ("你没有查看{entity}的权限", "you may not read {entity} records"),
+    "link_none": ("没有名为“{text}”的{entity}：输入名称的一部分，再从建议中选择",
+                  "no {entity} is named '{text}' — type part of the name and pick a suggestion"),
+    "link_several": ("有 {count} 条{entity}名为“{text}”：请从建议中选择（建议里带有编号）",
+                     "{count} {entity} records are named '{text}' — pick one from the suggestions "
+                     "(they show each record's number)"),
     "event_other": ("记录了 {kind}", "recorded {kind}"),
     "event_duplicate_flagged": ("标记为疑似重复", "flagged as a possible duplicate"),
     "event_intake_flagged": ("被进线过滤规则拦截（未分配）", "was caught by an intake filter (not routed)"),

@@ -155,24 +155,22 @@ class Site:
         titles = {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
         return titles, page.total > len(page.items)
 
-    def link_by_title(self, actor: Actor, target: str, text: str) -> int:
+    def link_by_title(self, actor: Actor, target: str, text: str, lang: str) -> int:
         """The one record of `target` the actor may read whose title is exactly `text`;
-        InputError naming what to do when none or several are."""
+        InputError saying what to do when none or several are."""
         entity = self.model.entity(target)
-        lang_hint = f"{entity.label.text('zh')} / {entity.label.text('en')}"
+        what = entity.label.text(lang)
         if not entity.title_field or entity.title_field in self.records.access.permissions(actor, target).hidden:
-            raise InputError(f"'{text}': pick the record from the suggestions ({lang_hint})")
+            raise InputError(translate(lang, "link_pick", text=text, entity=what))
         try:
             page = self.records.list(target, ListQuery(filters=(Filter(entity.title_field, "eq", text),),
                                                        per_page=2), actor=actor)
         except Forbidden:
-            raise InputError(f"you may not read {lang_hint} records") from None
+            raise InputError(translate(lang, "link_forbidden", entity=what)) from None
         if page.total == 1:
             return int(page.items[0]["id"])
-        if page.total == 0:
-            raise InputError(f"no {lang_hint} is named '{text}' — type part of the name and pick a suggestion")
-        raise InputError(f"{page.total} {lang_hint} records are named '{text}' — pick one from the suggestions "
-                         "(they show each record's number)")
+        key = "link_none" if page.total == 0 else "link_several"
+        raise InputError(translate(lang, key, text=text, entity=what, count=page.total))
 
     def field_context(self, actor: Actor, entity: EntitySpec, spec: FieldSpec, lang: str,
                       values: Iterable[Any] = (), *, for_form: bool = False) -> FieldContext:
