@@ -341,3 +341,14 @@ def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phon
     (wecom,) = receiver.on("wecom")
     assert wecom.json() == {"msgtype": "markdown",
                             "markdown": {"content": "线索 ACME 已超时，负责人 Wang Wei\n<@WangWei>"}}
+
+
+def test_doctor_names_people_a_feishu_or_slack_bot_cannot_mention(make_runtime: Any) -> None:
+    from engine.runtime.doctor import diagnose
+    runtime = make_runtime(BLUEPRINT)
+    add_user(runtime, NewUser("wang", "Wang Wei", "admin", im_ids={"feishu": "ou_1", "slack": "U1"}))
+    add_user(runtime, NewUser("li", "Li Na", "admin", im_ids={"slack": "U2"}))
+    findings = {finding.title: finding for finding in diagnose(runtime)}
+    feishu = findings["1 active user(s) have no feishu id"]
+    assert "li" in feishu.detail and "wang" not in feishu.detail and "crm user im" in feishu.hint
+    assert not any("no slack id" in title for title in findings)

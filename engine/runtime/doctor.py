@@ -159,7 +159,27 @@ def _time_findings(runtime: Runtime) -> list[Finding]:
              calendar_warnings(runtime.model, today)] +
             [Finding("warning", "notification channel not ready", text,
                      "set the environment variable or the CRM_SECRETS_FILE key it names")
-             for text in channel_warnings(runtime.model)])
+             for text in channel_warnings(runtime.model)] + _mention_findings(runtime))
+
+
+def _mention_findings(runtime: Runtime) -> list[Finding]:
+    """Feishu and Slack bots can only @mention people by their chat id: name who has none."""
+    kinds = sorted({spec.type for spec in runtime.model.channels if spec.type in ("feishu", "slack")})
+    if not kinds:
+        return []
+    users = runtime.schema.users
+    with runtime.db.read() as connection:
+        rows = connection.execute(sa.select(users.c.username, users.c.im_ids).where(users.c.is_active.is_(True))
+                                  .order_by(users.c.username)).all()
+    findings = []
+    for kind in kinds:
+        missing = [row.username for row in rows if not (row.im_ids or {}).get(kind)]
+        if missing:
+            findings.append(Finding("info", f"{len(missing)} active user(s) have no {kind} id",
+                                    f"{kind} messages cannot @mention them: {', '.join(missing[:10])}"
+                                    + (" …" if len(missing) > 10 else ""),
+                                    f"crm user im USERNAME {kind}=… (or the admin users screen)"))
+    return findings
 
 
 def explain(runtime: Runtime, entity: str, record_id: int) -> str:
