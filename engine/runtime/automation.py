@@ -86,6 +86,7 @@ class RulesObserver:
                             .on_conflict_do_nothing(index_elements=[state.c.cursor_key])
                             for dialect in ("postgresql", "sqlite")}
         self._counts: dict[str, Any] = {}
+        self._related_counts: dict[tuple[str, str], Any] = {}  # count_related statements, built once
         self._related = {entity.name: related_pairs(self.model, entity.name) for entity in self.model.entities}
 
     # -- before the row is written ---------------------------------------------------------
@@ -166,9 +167,12 @@ class RulesObserver:
             return {}
         counts = {}
         for entity, link in pairs:
-            table = self.runtime.schema.table(entity)
-            counts[(entity, link)] = int(connection.execute(
-                sa.select(sa.func.count()).select_from(table).where(table.c[link] == record_id)).scalar_one())
+            statement = self._related_counts.get((entity, link))
+            if statement is None:
+                table = self.runtime.schema.table(entity)
+                statement = self._related_counts[(entity, link)] = (
+                    sa.select(sa.func.count()).select_from(table).where(table.c[link] == sa.bindparam("record_id")))
+            counts[(entity, link)] = int(connection.execute(statement, {"record_id": record_id}).scalar_one())
         return counts
 
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
