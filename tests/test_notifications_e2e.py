@@ -230,6 +230,51 @@ def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_r
     assert len(receiver.on("feishu")) == 1
 
 
+def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_retries_it(
+        make_runtime: Any, clock: Any, receiver: Receiver, environ: dict[str, str]) -> None:
+    import html
+    import re
+    from tests.test_api import TestClient, create_app
+    runtime = _breached_lead(make_runtime, clock)
+    broken = {key: value for key, value in environ.items() if key != "FEISHU_SECRET"}
+    worker = build_worker(runtime, environ=broken)
+    for _ in range(6):
+        worker.tick()
+        clock.advance(minutes=2)
+    add_user(runtime, NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    browser = TestClient(create_app(runtime))
+
+    def csrf(page: str) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    browser.post("/login", data={"username": "chief", "password": "chief-pass1",
+                                 "csrf_token": csrf(browser.get("/login").text)})
+    page = html.unescape(browser.get("/admin/outbox", params={"status": "dead"}).text)
+    assert "发送失败" in page and "FEISHU_SECRET" in page and "feishu" in page
+    assert "全部失败消息重新发送（1）" in page
+    (dead,) = list_messages(runtime.db, runtime.schema, status="dead")
+    retried = browser.post("/admin/outbox/retry", data={"message_id": str(dead["id"]), "csrf_token": csrf(page)})
+    assert "已重新排队 1 条消息" in retried.text  # the redirect lands on the waiting messages, with the flash
+    assert [m["status"] for m in list_messages(runtime.db, runtime.schema) if m["id"] == dead["id"]] == ["pending"]
+    assert build_worker(runtime, environ=environ).tick().delivered == 1
+
+
+def test_the_outbox_screen_is_for_administrators_only(make_runtime: Any) -> None:
+    import re
+    from tests.test_api import TestClient, create_app
+    roles = """
+        roles:
+          admin: {label: Administrator, admin: true}
+          rep: {label: Sales rep, entities: {lead: {read: own, create: all, update: own}}}
+    """
+    runtime = make_runtime({**BLUEPRINT, "roles.yaml": roles})  # app.yaml includes every *.yaml
+    add_user(runtime, NewUser("rep", "销售", "rep", password="rep-pass-12"))
+    browser = TestClient(create_app(runtime))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)  # type: ignore
+    browser.post("/login", data={"username": "rep", "password": "rep-pass-12", "csrf_token": token})
+    assert browser.get("/admin/outbox").status_code == 403
+    assert browser.post("/admin/outbox/retry", data={"csrf_token": token}).status_code == 403
+
+
 def test_a_rolled_back_breach_sends_nothing(make_runtime: Any, clock: Any, receiver: Receiver,
                                             environ: dict[str, str]) -> None:
     runtime = _breached_lead(make_runtime, clock)

@@ -134,6 +134,13 @@ def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int |
     return int(result.rowcount or 0)
 
 
+def count_messages(db: Database, schema: Schema, status: str) -> int:
+    table = schema.outbox
+    with db.read() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)
+                                      .where(table.c.status == status)).scalar_one())
+
+
 def list_messages(db: Database, schema: Schema, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     table = schema.outbox
     query = sa.select(table).order_by(table.c.id.desc()).limit(limit)

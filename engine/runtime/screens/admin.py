@@ -1,5 +1,6 @@
-"""The administrator's users screen: role, team and state of everyone; change role, chat ids
-for @mentions, disable, enable."""
+"""The administrator's screens: users (role, team and state of everyone; change role, chat ids
+for @mentions, disable, enable) and the notification outbox (what went out, what waits, what
+was dead-lettered and why; retry)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from ..actors import Actor
 from ..errors import NotFound
 from ..permissions import Forbidden
 from ..users import list_users, parse_im_ids, update_user
-from .contexts import Choice, UsersContext, UserView
+from ..outbox import count_messages, list_messages, retry_dead
+from .contexts import Choice, MessageView, OutboxContext, UsersContext, UserView
 from .i18n import translate
+from ..widgets import local_time
 from .site import Site, is_admin
 
 
@@ -60,3 +63,37 @@ def change_user(site: Site, request: Request, actor: Actor, user_id: int, form: 
     except ValueError as error:
         site.flash(request, str(error))
     return RedirectResponse("/admin/users", status_code=303)
+
+
+OUTBOX_STATUSES = ("pending", "sending", "dead", "delivered")
+
+
+def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
+    require_admin(site, actor)
+    lang = site.lang(request)
+    status = request.query_params.get("status") or None
+    if status not in (None, *OUTBOX_STATUSES):
+        status = None
+    zone = site.model.settings.timezone
+    rows = list_messages(site.runtime.db, site.runtime.schema, status, limit=200)
+    dead = count_messages(site.runtime.db, site.runtime.schema, "dead")
+    context = OutboxContext(
+        messages=tuple(MessageView(
+            row["id"], row["channel"], row["status"], row["attempts"],
+            str((row["payload"] or {}).get("title") or (row["payload"] or {}).get("text") or "")[:200],
+            row["last_error"] or "", f"{local_time(row['created_at'], zone):%Y-%m-%d %H:%M}",
+            f"/{row['entity']}/{row['record_id']}" if row["entity"] and row["record_id"] else None) for row in rows),
+        statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
+                       for value in OUTBOX_STATUSES),
+        dead=dead)
+    return site.render(request, actor, "outbox.html", context, translate(lang, "outbox"))
+
+
+def retry_messages(site: Site, request: Request, actor: Actor, form: Any) -> Response:
+    """Put one dead message (`message_id`) or all of them back in the queue."""
+    require_admin(site, actor)
+    raw = str(form.get("message_id", "")).strip()
+    count = retry_dead(site.runtime.db, site.runtime.schema, site.runtime.clock.now(),
+                       int(raw) if raw.isdigit() else None)
+    site.flash(request, translate(site.lang(request), "outbox_retried", count=count))
+    return RedirectResponse("/admin/outbox?status=pending", status_code=303)

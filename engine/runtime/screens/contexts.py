@@ -247,6 +247,27 @@ class UsersContext:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageView:
+    id: int
+    channel: str
+    status: str
+    attempts: int
+    text: str
+    last_error: str
+    created_at: str
+    record_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxContext:
+    """The administrator's view of the notification outbox: what went out, what waits, what died."""
+
+    messages: tuple[MessageView, ...]
+    statuses: tuple[Choice, ...]
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoginContext:
     username: str = ""
     next_url: str = "/"

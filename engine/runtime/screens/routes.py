@@ -64,6 +64,8 @@ class ScreenRoutes:
             Route("/language", self._public(self.language, check=True), methods=["POST"]),
             Route("/admin/users", screen(self.users), methods=["GET"]),
             Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
+            Route("/admin/outbox", screen(self.outbox), methods=["GET"]),
+            Route("/admin/outbox/retry", screen(self.retry_outbox), methods=["POST"]),
             Route("/{entity}", screen(self.list), methods=["GET"]),
             Route("/{entity}/export", screen(self.export), methods=["GET"]),
             Route("/{entity}/board", screen(self.board), methods=["GET"]),
@@ -156,6 +158,13 @@ class ScreenRoutes:
         form = await request.form()
         return await run_in_threadpool(admin.change_user, self.site, request, actor,
                                        request.path_params["user_id"], form)
+
+    async def outbox(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.outbox_screen, self.site, request, actor)
+
+    async def retry_outbox(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(admin.retry_messages, self.site, request, actor, form)
 
     async def list(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(lists.list_screen, self.site, request, actor, request.path_params["entity"])
