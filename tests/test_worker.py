@@ -116,6 +116,28 @@ def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_the
     assert statuses == {"test:00000": ("fired", 0), "test:00001": ("pending", 1), "test:00002": ("fired", 0)}
 
 
+def test_a_timer_moved_by_an_earlier_timer_of_the_same_batch_fires_at_its_new_time(runtime: Runtime,
+                                                                                   clock: Any) -> None:
+    """A breach that re-grades the record moves its escalation later; the escalation, already
+    claimed in the same batch, must wait for its new time instead of being spent now."""
+    _schedule(runtime, 2, clock.now() - dt.timedelta(minutes=5))
+    store = SqlTimerStore(runtime.schema, runtime.clock.now)
+    mark = _marker(runtime)
+
+    def moving(connection: sa.Connection, timer: Any, now: dt.datetime) -> None:
+        mark(connection, timer, now)
+        if timer.key == "test:00000":
+            store.schedule(connection, TimerRequest("mark", "test:00001", now + dt.timedelta(hours=1), "lead", 1))
+    worker = Worker(runtime, handlers={"mark": moving})
+    assert worker.tick().fired == 1
+    assert _fired_keys(runtime) == ["test:00000"]
+    clock.advance(minutes=59)
+    assert worker.tick().fired == 0
+    clock.advance(minutes=1)
+    assert worker.tick().fired == 1
+    assert _fired_keys(runtime) == ["test:00000", "test:00001"]
+
+
 def _start_worker(db_url: str, blueprint: Path, name: str, sleep_ms: int, batch: int) -> subprocess.Popen[str]:
     process = subprocess.Popen([sys.executable, "-m", "tests.support.timer_worker", db_url, str(blueprint), name,
                                 str(sleep_ms), str(batch)], cwd=ROOT, stdout=subprocess.PIPE, text=True,

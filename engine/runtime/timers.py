@@ -99,7 +99,9 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
 
     The batch is first fired under one savepoint; only if a handler raises is it rolled back
     and fired again one savepoint per timer, so the failure is isolated and recorded. (A
-    savepoint per timer costs two statements each — on PostgreSQL, two round trips.)"""
+    savepoint per timer costs two statements each — on PostgreSQL, two round trips.)
+    A timer that an earlier timer of the same batch moved or cancelled (a breach re-grading
+    the record re-schedules its escalation) is not fired now: it keeps its new time."""
     table = schema.timers
     mark_fired, mark_failed = _firing_statements(table)
     with db.write() as connection:
@@ -107,17 +109,15 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
         timers = [_timer(row) for row in rows]
         try:
             with connection.begin_nested():
-                for timer in timers:
-                    _fire(connection, timer, handlers, now, worker, mark_fired)
-            return FireReport(len(timers), 0, len(rows) == limit)
+                fired = sum(_fire(connection, timer, handlers, now, worker, mark_fired) for timer in timers)
+            return FireReport(fired, 0, len(rows) == limit)
         except Exception:  # noqa: BLE001 — some handler failed: isolate it below
             pass
         fired = failed = 0
         for timer in timers:
             try:
                 with connection.begin_nested():
-                    _fire(connection, timer, handlers, now, worker, mark_fired)
-                fired += 1
+                    fired += _fire(connection, timer, handlers, now, worker, mark_fired)
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
                 attempts = timer.attempts + 1
@@ -129,18 +129,25 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
 
 
 def _fire(connection: sa.Connection, timer: DueTimer, handlers: Mapping[str, TimerHandler], now: dt.datetime,
-          worker: str, mark_fired: Any) -> None:
+          worker: str, mark_fired: Any) -> bool:
+    """Mark the timer fired — only if it is still pending and due as stored now — then run its
+    handler (in the caller's savepoint: a failing handler undoes the mark). False if skipped."""
     handler = handlers.get(timer.kind)
     if handler is None:
         raise LookupError(f"no handler for timer kind '{timer.kind}'")
+    marked = connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker,
+                                             "now": _naive(now)})
+    if marked.rowcount != 1:
+        return False
     handler(connection, timer, now)
-    connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker})
+    return True
 
 
 @functools.lru_cache(maxsize=16)
 def _firing_statements(table: sa.Table) -> tuple[Any, Any]:
-    """Marking a timer fired, and failed, built once with bound parameters."""
+    """Marking a timer fired (if still pending and due), and failed, built once with bound parameters."""
     by_id = table.update().where(table.c.id == sa.bindparam("timer_id"))
-    return (by_id.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
+    still_due = by_id.where(table.c.status == "pending", table.c.due_at <= sa.bindparam("now"))
+    return (still_due.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
             by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
                          due_at=sa.bindparam("due_at"), status=sa.bindparam("status")))
