@@ -276,3 +276,15 @@ def test_a_scheduled_job_runs_once_per_schedule_across_workers(runtime: Runtime,
     clock.set(dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc))  # Saturday: no new run since Friday's
     first.tick()
     assert len(runs) == 3 and runs[-1].isoformat() == "2026-11-27T00:00:00+00:00"
+
+
+def test_a_tick_skipped_while_the_previous_one_runs_is_not_logged_as_a_warning(caplog: pytest.LogCaptureFixture
+                                                                               ) -> None:
+    import logging
+    from engine.runtime.worker import quiet_busy_ticks
+    quiet_busy_ticks()
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    with caplog.at_level(logging.WARNING, logger="apscheduler.scheduler"):
+        scheduler_log.warning('Execution of job "tick" skipped: maximum number of running instances reached (1)')
+        scheduler_log.warning('Run time of job "tick" was missed by 0:00:05')
+    assert [record.getMessage() for record in caplog.records] == ['Run time of job "tick" was missed by 0:00:05']

@@ -353,7 +353,10 @@ def start_background_worker(runtime: Runtime, *, interval: float = 1.0,
     """Tick the worker in this process (APScheduler BackgroundScheduler); returns a function that stops it."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    from .worker import quiet_busy_ticks
+
     worker = build_worker(runtime, environ=environ)
+    quiet_busy_ticks()
     scheduler = BackgroundScheduler()
 
     def tick() -> None:

@@ -10,6 +10,7 @@ the (job, moment) row into crm_job_runs — a unique key — runs it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import time
@@ -28,6 +29,20 @@ from .timers import FireReport, TimerHandler, fire_due_timers
 
 Deliver = Callable[[OutboxMessage], Outcome]
 NextAttempt = Callable[[int, dt.datetime], "dt.datetime | None"]
+
+
+class _BusyTickFilter(logging.Filter):
+    """A tick still running when the next is due is skipped (max_instances=1, coalesced): that
+    is the design while the worker catches up, not something to warn about every second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+def quiet_busy_ticks() -> None:
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(existing, _BusyTickFilter) for existing in scheduler_log.filters):
+        scheduler_log.addFilter(_BusyTickFilter())
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,7 @@ class Worker:
     def run_forever(self, interval: float = 1.0) -> None:
         """Tick every `interval` seconds until stopped (SIGINT/SIGTERM)."""
         from apscheduler.schedulers.blocking import BlockingScheduler
+        quiet_busy_ticks()
         scheduler = BlockingScheduler()
         scheduler.add_job(self.tick, "interval", seconds=interval, max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.timezone.utc))
