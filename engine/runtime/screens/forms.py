@@ -21,7 +21,7 @@ from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.roles import Scope
 
 from ..actors import Actor
-from ..errors import DuplicateRecord, RecordError, ValidationFailed, VersionConflict
+from ..errors import DuplicateRecord, ValidationFailed, VersionConflict
 from ..permissions import Forbidden
 from ..values import apply_defaults, coerce_input
 from ..widgets import NOT_SUBMITTED, FieldContext, InputError
