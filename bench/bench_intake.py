@@ -49,7 +49,6 @@ def _free_port() -> int:
 def prepare(db: Path, existing: int) -> tuple[str, list[str]]:
     """The shipped blueprint's tables, the demo users, an admin token and `existing` leads
     (most closed, some open per rep under the routing caps); returns the token and the phones."""
-    import sqlalchemy as sa
     from engine.io.demo import USERS
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
