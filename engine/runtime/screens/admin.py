@@ -11,12 +11,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..actors import Actor
 from ..errors import NotFound
+from ..outbox import count_messages, list_messages, retry_dead
 from ..permissions import Forbidden
 from ..users import list_users, parse_im_ids, update_user
-from ..outbox import count_messages, list_messages, retry_dead
+from ..widgets import local_time
 from .contexts import Choice, MessageView, OutboxContext, UsersContext, UserView
 from .i18n import translate
-from ..widgets import local_time
 from .site import Site, is_admin
 
 
