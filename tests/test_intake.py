@@ -117,6 +117,19 @@ def test_webhook_with_the_token_creates_once_per_event_and_maps_the_channel_valu
     assert wrong.status_code == 401 and _deliveries(intake)[-1] == ("rejected", "missing or wrong token")
 
 
+def test_a_delivery_the_record_refuses_is_logged_failed_with_the_field_and_creates_nothing(intake: Runtime) -> None:
+    client = TestClient(create_app(intake))
+    payload = {"submission_id": "f-9", "contact": {"name": "钱总", "mobile": "12345"}, "answers": {"region": "华东"}}
+    response = _post(client, "website_form", payload, **{"X-Webhook-Token": "s3cret-token"})
+    assert response.status_code == 422 and response.json()["outcome"] == "failed"
+    assert response.json()["errors"][0]["field"] == "phone"
+    assert _deliveries(intake) == [("failed", response.json()["message"])] and "phone" in response.json()["message"]
+    assert sum(_owners(intake).values()) == 0  # no lead
+    fixed = _post(client, "website_form", {**payload, "contact": {"name": "钱总", "mobile": "13800138000"}},
+                  **{"X-Webhook-Token": "s3cret-token"})
+    assert fixed.status_code == 201  # the event id was not spent by the failed delivery
+
+
 def _signed(body: bytes, secret: str, stamp: str) -> str:
     return hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 

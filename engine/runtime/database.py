@@ -130,7 +130,8 @@ class Database:
         """Run `function` from async code without blocking the event loop on the database.
         SQLite writes run inline when the write lock is free at once, else on the writer
         thread; the rest runs in the thread pool. A `write` function must do nothing but
-        reads before its first `write()`: a busy attempt is retried from the start."""
+        reads before its first `write()` (a busy attempt is retried from the start), and
+        should write once: a second `write()` in the same call would wait on the loop."""
         if not (write and self.is_sqlite):
             return await run_in_threadpool(function, *args, **kwargs)
         self._attempt.nowait = True

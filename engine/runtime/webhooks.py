@@ -181,14 +181,15 @@ def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, heade
     values = source.map_payload(payload)
     try:
         submitted = _submitted_at(values.pop("created_at", None), runtime.model.settings.timezone)
-        return _create(runtime, source, delivery_id, event_id, values, submitted)
     except ValidationFailed as failed:
-        errors = tuple(error.as_dict() for error in failed.errors)
         _finish(runtime, delivery_id, "failed", failed.message, event_id=event_id, entity=source.entity)
-        return IntakeResult(422, "failed", delivery_id, failed.message, errors=errors)
-    except RecordError as error:
-        _finish(runtime, delivery_id, "failed", error.message, event_id=event_id, entity=source.entity)
-        return IntakeResult(error.status, "failed", delivery_id, error.message)
+        return _failed(delivery_id, failed)
+    return _create(runtime, source, delivery_id, event_id, values, submitted)
+
+
+def _failed(delivery_id: int, error: RecordError) -> IntakeResult:
+    errors = tuple(e.as_dict() for e in error.errors) if isinstance(error, ValidationFailed) else ()
+    return IntakeResult(error.status, "failed", delivery_id, error.message, errors=errors)
 
 
 def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:
@@ -216,8 +217,14 @@ def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: st
                       entity=source.entity, record_id=seen.record_id)
                 return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
                                     seen.record_id)
-        result = runtime.records.create(source.entity, values, actor=source_actor(source.name), within=connection,
-                                        origin="webhook", source=source.name, created_at=submitted)
+        try:  # within a savepoint: a refused record leaves the transaction usable for the log
+            result = runtime.records.create(source.entity, values, actor=source_actor(source.name),
+                                            within=connection, origin="webhook", source=source.name,
+                                            created_at=submitted)
+        except RecordError as error:  # recorded in the same transaction: one write per delivery
+            _mark(connection, runtime.schema, delivery_id, status="failed", error=error.message, event_id=event_id,
+                  entity=source.entity)
+            return _failed(delivery_id, error)
         record_id = result.record["id"]
         if event_id is not None:
             connection.execute(statements.remember, {"source": source.name, "event_id": event_id,
