@@ -161,18 +161,8 @@ def run(kind: str, url: str, open_total: int, due: int, repeats: int) -> dict[st
         clock.advance(minutes=31)
         claim_ms, found = _claim_ms(runtime, clock.now(), due, repeats)
         worker = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url})
-        worker.deliver, deliver = None, worker.deliver  # time firing alone first
-        started = time.perf_counter()
-        fired = 0
-        while fired < due:
-            fired += worker.tick().fired
-        fire_s = time.perf_counter() - started
-        worker.deliver = deliver
-        started = time.perf_counter()
-        while received[0] < due:
-            worker.tick()
-        deliver_s = time.perf_counter() - started
-        delivered = received[0]
+        fire_s, deliver_s = _fire_then_deliver(worker, due, received)
+        fired = delivered = due
         plain = _plain_timers(runtime, worker, clock, due, received)
     finally:
         server.terminate()
@@ -182,22 +172,8 @@ def run(kind: str, url: str, open_total: int, due: int, repeats: int) -> dict[st
             "end_to_end_per_s": due / (fire_s + deliver_s), **plain}
 
 
-def _plain_timers(runtime: Any, worker: Any, clock: FakeClock, due: int, received: Any) -> dict[str, float]:
-    """The timer machinery alone: `due` timers whose handler writes one ready message to the outbox."""
-    from engine.rules.timers import TimerRequest
-    from engine.runtime.outbox import enqueue
-    from engine.runtime.timers import SqlTimerStore
-
-    store = SqlTimerStore(runtime.schema, clock.now)
-    with runtime.db.write() as connection:
-        for index in range(due):
-            store.schedule(connection, TimerRequest("plain", f"plain:{index}", clock.now(), "lead", index))
-
-    def handler(connection: Any, timer: Any, now: dt.datetime) -> None:
-        enqueue(connection, runtime.schema, channel="slack", key=timer.key, now=now,
-                payload={"text": f"timer {timer.key} fired", "format": "text"})
-
-    worker.handlers["plain"] = handler
+def _fire_then_deliver(worker: Any, due: int, received: Any) -> tuple[float, float]:
+    """Seconds to fire `due` timers with delivery off, then to deliver their messages."""
     before = received[0]
     worker.deliver, deliver = None, worker.deliver
     started = time.perf_counter()
@@ -209,7 +185,26 @@ def _plain_timers(runtime: Any, worker: Any, clock: FakeClock, due: int, receive
     started = time.perf_counter()
     while received[0] - before < due:
         worker.tick()
-    deliver_s = time.perf_counter() - started
+    return fire_s, time.perf_counter() - started
+
+
+def _plain_timers(runtime: Any, worker: Any, clock: FakeClock, due: int, received: Any) -> dict[str, float]:
+    """The timer machinery alone: `due` timers whose handler writes one ready message to the outbox."""
+    from engine.rules.timers import TimerRequest
+    from engine.runtime.outbox import enqueue
+    from engine.runtime.timers import SqlTimerStore
+
+    store = SqlTimerStore(runtime.schema, clock.now)
+    with runtime.db.write() as connection:
+        store.schedule(connection, *(TimerRequest("plain", f"plain:{index}", clock.now(), "lead", index)
+                                     for index in range(due)))
+
+    def handler(connection: Any, timer: Any, now: dt.datetime) -> None:
+        enqueue(connection, runtime.schema, channel="slack", key=timer.key, now=now,
+                payload={"text": f"timer {timer.key} fired", "format": "text"})
+
+    worker.handlers["plain"] = handler
+    fire_s, deliver_s = _fire_then_deliver(worker, due, received)
     return {"plain_fire_per_s": due / fire_s, "plain_end_to_end_per_s": due / (fire_s + deliver_s)}
 
 

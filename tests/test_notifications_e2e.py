@@ -212,15 +212,21 @@ def test_a_receiver_failing_three_times_gets_the_message_once(make_runtime: Any,
     assert {m["status"] for m in list_messages(runtime.db, runtime.schema)} == {"delivered"}
 
 
-def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_runtime: Any, clock: Any,
-                                                                          receiver: Receiver,
-                                                                          environ: dict[str, str]) -> None:
+def _feishu_dead_lettered(make_runtime: Any, clock: Any, environ: dict[str, str]) -> Runtime:
+    """A breached lead whose Feishu message ran out of attempts: FEISHU_SECRET was never set."""
     runtime = _breached_lead(make_runtime, clock)
     broken = {key: value for key, value in environ.items() if key != "FEISHU_SECRET"}
     worker = build_worker(runtime, environ=broken)
     for _ in range(6):
         worker.tick()
         clock.advance(minutes=2)
+    return runtime
+
+
+def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_runtime: Any, clock: Any,
+                                                                          receiver: Receiver,
+                                                                          environ: dict[str, str]) -> None:
+    runtime = _feishu_dead_lettered(make_runtime, clock, environ)
     (dead,) = list_messages(runtime.db, runtime.schema, status="dead")
     assert dead["channel"] == "feishu" and "FEISHU_SECRET" in dead["last_error"]
     assert FEISHU_SECRET not in dead["last_error"]
@@ -235,12 +241,7 @@ def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_re
     import html
     import re
     from tests.test_api import TestClient, create_app
-    runtime = _breached_lead(make_runtime, clock)
-    broken = {key: value for key, value in environ.items() if key != "FEISHU_SECRET"}
-    worker = build_worker(runtime, environ=broken)
-    for _ in range(6):
-        worker.tick()
-        clock.advance(minutes=2)
+    runtime = _feishu_dead_lettered(make_runtime, clock, environ)
     add_user(runtime, NewUser("chief", "管理员", "admin", password="chief-pass1"))
     browser = TestClient(create_app(runtime))
 

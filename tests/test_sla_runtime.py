@@ -261,6 +261,28 @@ def test_blueprint_mistakes_are_reported_at_their_line(tmp_path: Any) -> None:
     assert 'calendars.yaml:3:' in text and '"13:30-12:00" must start before they end' in text
 
 
+def test_a_calendar_or_template_declared_in_two_files_is_reported_at_the_second_name(tmp_path: Any) -> None:
+    from engine.metamodel import BlueprintInvalid
+    from tests.conftest import load, write_blueprint
+
+    files = {**LEAD_BLUEPRINT, "more.yaml": """
+        calendars:
+          china_office:
+            hours: {mon-fri: ["09:00-18:00"]}
+        ---
+        channels:
+          slack_ops: {type: slack, url: {env: OPS_SLACK}}
+        templates:
+          warn: {text: "again"}
+    """}
+    with pytest.raises(BlueprintInvalid) as caught:
+        load(write_blueprint(tmp_path / "bp", files))
+    text = str(caught.value)
+    assert "more.yaml:2:3: error: calendar 'china_office' is declared twice" in text
+    assert "calendars.yaml:2:3; rename one" in text  # where the first one stands
+    assert "more.yaml:8:3: error: template 'warn' is declared twice" in text
+
+
 def test_shipped_blueprints_declare_the_circuit_breaker_and_the_ticket_sla() -> None:
     from engine.metamodel.timekeeping import sla_named
     from tests.conftest import SHIPPED_CRM, SHIPPED_SERVICE, load

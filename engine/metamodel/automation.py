@@ -574,8 +574,9 @@ def _named_items(root: str, items: Any) -> Iterator[tuple[str, dict[str, Any], P
 
 
 def _duplicate(checker: _Checker, seen: dict[str, Location], name: str, path: PathKey, what: str) -> bool:
-    if name in seen:
-        checker.error(path, f"{what} '{name}' is declared twice", f"the first is at {seen[name]}; rename one")
+    if name in seen:  # a mapping item is reported at its name, a list item where it starts
+        checker.error(path, f"{what} '{name}' is declared twice", f"the first is at {seen[name]}; rename one",
+                      key=isinstance(path[-1], str))
         return True
     seen[name] = checker.doc.where_key(path)
     return False
@@ -591,14 +592,14 @@ def _texts(value: Any) -> tuple[str, ...]:
 
 def _build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, functions: Collection[str],
                  build_one: Callable[..., Any]) -> tuple[list[Any], list[BlueprintError]]:
-    """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`,
-    with duplicate names reported where they stand."""
+    """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`
+    (None: left out, its errors reported), with duplicate names reported where they stand."""
     errors: list[BlueprintError] = []
     items: list[Any] = []
     seen: dict[str, Location] = {}
     for doc in documents:
         checker = _Checker(doc, model, functions, errors)
-        for name, data, path in _named_items(key, doc.data[key]):
+        for name, data, path in _named_items(key, doc.data.get(key) or {}):
             if _duplicate(checker, seen, name, path, what):
                 continue
             item = build_one(checker, name, data, path, len(items))

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 
-from .automation import _Checker
+from .automation import _build_items, _Checker
 from .errors import BlueprintError, did_you_mean
 from .model import EntitySpec, Expression, FieldType, Metamodel
 from .source import PathKey, SourceDocument
@@ -32,79 +32,63 @@ Built = tuple[dict[str, Any], list[BlueprintError]]
 
 def build_calendars(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CalendarDecls from every `calendars:` document: weekdays, periods, dates and zones checked."""
-    errors: list[BlueprintError] = []
-    calendars: dict[str, CalendarDecl] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data in doc.data["calendars"].items():
-            path: PathKey = ("calendars", name)
-            if name in calendars:
-                checker.error(path, f"calendar '{name}' is declared twice",
-                              f"the first is at {calendars[name].location}", key=True)
-                continue
-            timezone = data.get("timezone", model.settings.timezone)
-            _zone(checker, path + ("timezone",), timezone)
-            for key, periods in data["hours"].items():
-                if (problem := _check_weekday_key(key)) is not None:
-                    checker.error(path + ("hours", key), problem, key=True)
-                for index, text in enumerate(periods):
-                    if (problem := _check_period(text)) is not None:
-                        checker.error(path + ("hours", key, index), problem, "overnight shifts are two periods")
-            for index, text in enumerate(data.get("makeup_day_hours") or ()):
-                if (problem := _check_period(text)) is not None:
-                    checker.error(path + ("makeup_day_hours", index), problem)
-            holidays = _days(data.get("holidays") or {}, checker, path + ("holidays",))
-            workdays = _days(data.get("workdays") or {}, checker, path + ("workdays",))
-            clash = sorted({day for day, _ in holidays} & {day for day, _ in workdays})
-            if clash:
-                checker.error(path, f"calendar '{name}' lists {clash[0]} as both a holiday and a workday",
-                              "keep it under one of holidays/workdays")
-            makeup = data.get("makeup_day_hours")
-            calendars[name] = CalendarDecl(
-                name, _label(data, name), timezone,
-                tuple((key, tuple(periods)) for key, periods in data["hours"].items()),
-                tuple(makeup) if makeup is not None else None, data.get("public_holidays", "china"),
-                data.get("uncovered_years", "holidays"), tuple(holidays), tuple(workdays),
-                tuple(data.get("official_years") or ()), doc.where_key(path))
-    return {"calendars": tuple(calendars.values())}, errors
+    calendars, errors = _build_items("calendars", "calendar", documents, model, functions, _build_calendar)
+    return {"calendars": tuple(calendars)}, errors
+
+
+def _build_calendar(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CalendarDecl:
+    timezone = data.get("timezone", checker.model.settings.timezone)
+    _zone(checker, path + ("timezone",), timezone)
+    for key, periods in data["hours"].items():
+        if (problem := _check_weekday_key(key)) is not None:
+            checker.error(path + ("hours", key), problem, key=True)
+        for index, text in enumerate(periods):
+            if (problem := _check_period(text)) is not None:
+                checker.error(path + ("hours", key, index), problem, "overnight shifts are two periods")
+    for index, text in enumerate(data.get("makeup_day_hours") or ()):
+        if (problem := _check_period(text)) is not None:
+            checker.error(path + ("makeup_day_hours", index), problem)
+    holidays = _days(data.get("holidays") or {}, checker, path + ("holidays",))
+    workdays = _days(data.get("workdays") or {}, checker, path + ("workdays",))
+    clash = sorted({day for day, _ in holidays} & {day for day, _ in workdays})
+    if clash:
+        checker.error(path, f"calendar '{name}' lists {clash[0]} as both a holiday and a workday",
+                      "keep it under one of holidays/workdays")
+    makeup = data.get("makeup_day_hours")
+    return CalendarDecl(
+        name, _label(data, name), timezone, tuple((key, tuple(periods)) for key, periods in data["hours"].items()),
+        tuple(makeup) if makeup is not None else None, data.get("public_holidays", "china"),
+        data.get("uncovered_years", "holidays"), tuple(holidays), tuple(workdays),
+        tuple(data.get("official_years") or ()), checker.doc.where_key(path))
 
 
 def build_channels(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
-    errors: list[BlueprintError] = []
-    channels: dict[str, ChannelSpec] = {}
-    templates: dict[str, MessageTemplateSpec] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        retry_raw = doc.data.get("retry") or {}
-        retry = RetryDecl(retry_raw.get("max_attempts", 8),
-                          parse_duration(retry_raw.get("first_delay", "30s")).fixed,
-                          parse_duration(retry_raw.get("max_delay", "1h")).fixed)
-        for name, data in (doc.data.get("channels") or {}).items():
-            path: PathKey = ("channels", name)
-            if name in channels:
-                checker.error(path, f"channel '{name}' is declared twice",
-                              f"the first is at {channels[name].location}", key=True)
-                continue
-            _check_channel(checker, path, data)
-            channels[name] = ChannelSpec(
-                name, data["type"], _label(data, name), _secret(data.get("url")), _secret(data.get("secret")),
-                data.get("format", "text"), data.get("language", model.settings.default_language),
-                data.get("rich", "interactive"), data.get("host", ""),
-                int(data.get("port", 465 if data.get("tls") == "implicit" else 25)), data.get("tls", "none"),
-                data.get("sender", ""), data.get("username"), _secret(data.get("password")), retry,
-                doc.where_key(path))
-        for name, data in (doc.data.get("templates") or {}).items():
-            path = ("templates", name)
-            if name in templates:
-                checker.error(path, f"template '{name}' is declared twice", key=True)
-                continue
-            for part in ("title", "text", "html"):
-                for lang, text in _texts(data.get(part)):
-                    _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
-            templates[name] = MessageTemplateSpec(name, _texts(data.get("title")), _texts(data["text"]),
-                                                  doc.where_key(path), _texts(data.get("html")))
-    return {"channels": tuple(channels.values()), "templates": tuple(templates.values())}, errors
+    channels, errors = _build_items("channels", "channel", documents, model, functions, _build_channel)
+    templates, template_errors = _build_items("templates", "template", documents, model, functions, _build_template)
+    return {"channels": tuple(channels), "templates": tuple(templates)}, errors + template_errors
+
+
+def _build_channel(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ChannelSpec:
+    _check_channel(checker, path, data)
+    retry = checker.doc.data.get("retry") or {}  # one retry policy per channels document
+    return ChannelSpec(
+        name, data["type"], _label(data, name), _secret(data.get("url")), _secret(data.get("secret")),
+        data.get("format", "text"), data.get("language", checker.model.settings.default_language),
+        data.get("rich", "interactive"), data.get("host", ""),
+        int(data.get("port", 465 if data.get("tls") == "implicit" else 25)), data.get("tls", "none"),
+        data.get("sender", ""), data.get("username"), _secret(data.get("password")),
+        RetryDecl(retry.get("max_attempts", 8), parse_duration(retry.get("first_delay", "30s")).fixed,
+                  parse_duration(retry.get("max_delay", "1h")).fixed),
+        checker.doc.where_key(path))
+
+
+def _build_template(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
+    for part in ("title", "text", "html"):
+        for lang, text in _texts(data.get(part)):
+            _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
+    return MessageTemplateSpec(name, _texts(data.get("title")), _texts(data["text"]), checker.doc.where_key(path),
+                               _texts(data.get("html")))
 
 
 def _check_channel(checker: _Checker, path: PathKey, data: dict[str, Any]) -> None:
@@ -313,68 +297,58 @@ def _expression(checker: _Checker, path: PathKey, source: str | None, entity: En
 
 def build_cadences(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CadenceSpecs: a start trigger, ordered steps with delays and actions, stop conditions."""
-    errors: list[BlueprintError] = []
-    cadences: dict[str, CadenceSpec] = {}
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data in doc.data["cadences"].items():
-            path: PathKey = ("cadences", name)
-            if name in cadences:
-                checker.error(path, f"cadence '{name}' is declared twice", key=True)
-                continue
-            entity = checker.entity(path + ("entity",), data["entity"], f"cadence '{name}'")
-            if entity is None:
-                continue
-            business_time = bool(data.get("business_time", False))
-            steps, seen = [], set()
-            for index, step in enumerate(data["steps"]):
-                where = path + ("steps", index)
-                if step["name"] in seen:
-                    checker.error(where + ("name",), f"step '{step['name']}' appears twice in cadence '{name}'")
-                seen.add(step["name"])
-                steps.append(CadenceStepSpec(step["name"], _duration(checker, where + ("after",), step["after"]),
-                                             _actions(checker, where + ("actions",), step["actions"], entity)))
-            cadences[name] = CadenceSpec(
-                name, _label(data, name), entity.name, _trigger(checker, path + ("starts",), data["starts"], entity),
-                tuple(steps), _stops(checker, path + ("stops",), data.get("stops") or [], entity),
-                bool(data.get("restart_on_update", False)), business_time,
-                _calendar_ref(checker, path, data.get("calendar"), business_time), doc.where_key(path))
-    return {"cadences": tuple(cadences.values())}, errors
+    cadences, errors = _build_items("cadences", "cadence", documents, model, functions, _build_cadence)
+    return {"cadences": tuple(cadences)}, errors
+
+
+def _build_cadence(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CadenceSpec | None:
+    entity = checker.entity(path + ("entity",), data["entity"], f"cadence '{name}'")
+    if entity is None:
+        return None
+    business_time = bool(data.get("business_time", False))
+    steps, seen = [], set()
+    for index, step in enumerate(data["steps"]):
+        where = path + ("steps", index)
+        if step["name"] in seen:
+            checker.error(where + ("name",), f"step '{step['name']}' appears twice in cadence '{name}'")
+        seen.add(step["name"])
+        steps.append(CadenceStepSpec(step["name"], _duration(checker, where + ("after",), step["after"]),
+                                     _actions(checker, where + ("actions",), step["actions"], entity)))
+    return CadenceSpec(
+        name, _label(data, name), entity.name, _trigger(checker, path + ("starts",), data["starts"], entity),
+        tuple(steps), _stops(checker, path + ("stops",), data.get("stops") or [], entity),
+        bool(data.get("restart_on_update", False)), business_time,
+        _calendar_ref(checker, path, data.get("calendar"), business_time), checker.doc.where_key(path))
 
 
 def build_jobs(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """JobSpecs: a valid crontab and zone, a known channel and template, counts over known fields."""
-    errors: list[BlueprintError] = []
-    jobs: dict[str, JobSpec] = {}
-    channels = {spec.name for spec in model.channels}  # type: ignore[attr-defined]
-    templates = {spec.name for spec in model.templates}  # type: ignore[attr-defined]
-    for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
-        for name, data in doc.data["jobs"].items():
-            path: PathKey = ("jobs", name)
-            if name in jobs:
-                checker.error(path, f"job '{name}' is declared twice", key=True)
-                continue
-            timezone = data.get("timezone", model.settings.timezone)
-            _zone(checker, path + ("timezone",), timezone)
-            try:
-                CronTrigger.from_crontab(data["cron"], timezone=ZoneInfo(timezone))
-            except (ValueError, ZoneInfoNotFoundError) as exc:
-                checker.error(path + ("cron",), f"bad cron expression '{data['cron']}': {exc}",
-                              'five fields: minute hour day month weekday, e.g. "0 8 * * mon-fri"')
-            if data["channel"] not in channels:
-                checker.error(path + ("channel",), f"unknown channel '{data['channel']}'",
-                              did_you_mean(data["channel"], channels))
-            if data["template"] not in templates:
-                checker.error(path + ("template",), f"unknown message template '{data['template']}'",
-                              did_you_mean(data["template"], templates))
-            if data.get("calendar"):
-                _calendar_ref(checker, path, data["calendar"], True)
-            counts = tuple(c for key, raw in (data.get("counts") or {}).items()
-                           if (c := _count(checker, path + ("counts", key), key, raw)) is not None)
-            jobs[name] = JobSpec(name, _label(data, name), data["cron"], timezone, data["channel"], data["template"],
-                                 counts, data.get("calendar"), doc.where_key(path))
-    return {"jobs": tuple(jobs.values())}, errors
+    jobs, errors = _build_items("jobs", "job", documents, model, functions, _build_job)
+    return {"jobs": tuple(jobs)}, errors
+
+
+def _build_job(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> JobSpec:
+    channels = {spec.name for spec in checker.model.channels}  # type: ignore[attr-defined]
+    templates = {spec.name for spec in checker.model.templates}  # type: ignore[attr-defined]
+    timezone = data.get("timezone", checker.model.settings.timezone)
+    _zone(checker, path + ("timezone",), timezone)
+    try:
+        CronTrigger.from_crontab(data["cron"], timezone=ZoneInfo(timezone))
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        checker.error(path + ("cron",), f"bad cron expression '{data['cron']}': {exc}",
+                      'five fields: minute hour day month weekday, e.g. "0 8 * * mon-fri"')
+    if data["channel"] not in channels:
+        checker.error(path + ("channel",), f"unknown channel '{data['channel']}'",
+                      did_you_mean(data["channel"], channels))
+    if data["template"] not in templates:
+        checker.error(path + ("template",), f"unknown message template '{data['template']}'",
+                      did_you_mean(data["template"], templates))
+    if data.get("calendar"):
+        _calendar_ref(checker, path, data["calendar"], True)
+    counts = tuple(c for key, raw in (data.get("counts") or {}).items()
+                   if (c := _count(checker, path + ("counts", key), key, raw)) is not None)
+    return JobSpec(name, _label(data, name), data["cron"], timezone, data["channel"], data["template"], counts,
+                   data.get("calendar"), checker.doc.where_key(path))
 
 
 def _count(checker: _Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:

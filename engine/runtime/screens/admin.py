@@ -78,15 +78,19 @@ def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     rows = list_messages(site.runtime.db, site.runtime.schema, status, limit=200)
     dead = count_messages(site.runtime.db, site.runtime.schema, "dead")
     context = OutboxContext(
-        messages=tuple(MessageView(
-            row["id"], row["channel"], row["status"], row["attempts"],
-            str((row["payload"] or {}).get("title") or (row["payload"] or {}).get("text") or "")[:200],
-            row["last_error"] or "", f"{local_time(row['created_at'], zone):%Y-%m-%d %H:%M}",
-            f"/{row['entity']}/{row['record_id']}" if row["entity"] and row["record_id"] else None) for row in rows),
+        messages=tuple(_message_view(row, zone) for row in rows),
         statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
                        for value in OUTBOX_STATUSES),
         dead=dead)
     return site.render(request, actor, "outbox.html", context, translate(lang, "outbox"))
+
+
+def _message_view(row: Any, zone: str) -> MessageView:
+    payload = row["payload"] or {}
+    return MessageView(row["id"], row["channel"], row["status"], row["attempts"],
+                       str(payload.get("title") or payload.get("text") or "")[:200], row["last_error"] or "",
+                       f"{local_time(row['created_at'], zone):%Y-%m-%d %H:%M}",
+                       f"/{row['entity']}/{row['record_id']}" if row["entity"] and row["record_id"] else None)
 
 
 def retry_messages(site: Site, request: Request, actor: Actor, form: Any) -> Response:

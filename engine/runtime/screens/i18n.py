@@ -185,6 +185,6 @@ def field_error_text(entity: EntitySpec, error: Any, lang: str) -> str:
         for rule in entity.validations:
             if rule.field == error.field and rule.message.text("en") == error.message:
                 return rule.message.text(lang)
-    if lang == "zh" and getattr(error, "zh", None):
+    if lang == "zh" and error.zh:
         return str(error.zh)
     return error.message.removeprefix(f"{error.field}: ") if error.field else error.message
