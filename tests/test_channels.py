@@ -14,12 +14,13 @@ import json
 import socket
 import socketserver
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from engine.rules.channels import (
@@ -41,6 +42,7 @@ from engine.rules.channels import (
     WeComRobot,
     backoff_bounds,
     deliver,
+    deliver_all,
     judge_response,
     next_attempt_at,
     plan_after_attempt,
@@ -119,12 +121,6 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5, trust_env=False) as http:  # no proxy: the receiver is on loopback
-        yield http
-
-
 def independent_hmac(key: str, message: str) -> bytes:
     return hmac.new(key.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).digest()
 
@@ -132,10 +128,10 @@ def independent_hmac(key: str, message: str) -> bytes:
 # --- DingTalk --------------------------------------------------------------------------------------
 
 
-def test_dingtalk_text_with_mentions_is_signed_the_documented_way(receiver, client):
+def test_dingtalk_text_with_mentions_is_signed_the_documented_way(receiver):
     robot = DingTalkRobot(f"{receiver.url}/robot/send?access_token=tok123")
     message = Message("S级线索「华东精密」已超时，请立即跟进", mention_mobiles=("13800138000",))
-    result = deliver(robot.build_request(message, SECRET, NOW), client)
+    result = deliver(robot.build_request(message, SECRET, NOW))
 
     assert result == DeliveryResult(ok=True, status=200, retryable=False)
     (request,) = receiver.requests
@@ -153,10 +149,10 @@ def test_dingtalk_text_with_mentions_is_signed_the_documented_way(receiver, clie
     }
 
 
-def test_dingtalk_markdown_to_everyone(receiver, client):
+def test_dingtalk_markdown_to_everyone(receiver):
     robot = DingTalkRobot(f"{receiver.url}/robot/send?access_token=tok123")
     message = Message("### 超时\n- 线索：华东精密", title="SLA 超时", format=MessageFormat.MARKDOWN, mention_all=True)
-    assert deliver(robot.build_request(message, None, NOW), client).ok
+    assert deliver(robot.build_request(message, None, NOW)).ok
     (request,) = receiver.requests
     assert "sign" not in request.query and "timestamp" not in request.query  # no secret: keyword security
     assert request.json == {
@@ -171,9 +167,9 @@ def test_dingtalk_markdown_to_everyone(receiver, client):
     (b'{"errcode":310000,"errmsg":"sign not match"}', False),
     (b"<html>gateway</html>", True),
 ])
-def test_dingtalk_http_200_with_an_error_code_is_a_failed_delivery(receiver, client, reply, retryable):
+def test_dingtalk_http_200_with_an_error_code_is_a_failed_delivery(receiver, reply, retryable):
     receiver.reply_with((200, reply))
-    result = deliver(DingTalkRobot(f"{receiver.url}/robot/send?access_token=t").build_request(Message("hi"), SECRET, NOW), client)
+    result = deliver(DingTalkRobot(f"{receiver.url}/robot/send?access_token=t").build_request(Message("hi"), SECRET, NOW))
     assert not result.ok and result.status == 200 and result.retryable is retryable
     assert "access_token" not in result.error
 
@@ -181,21 +177,21 @@ def test_dingtalk_http_200_with_an_error_code_is_a_failed_delivery(receiver, cli
 # --- WeCom -----------------------------------------------------------------------------------------
 
 
-def test_wecom_text_mentions_by_mobile(receiver, client):
+def test_wecom_text_mentions_by_mobile(receiver):
     robot = WeComRobot(f"{receiver.url}/cgi-bin/webhook/send?key=abc-123")
     message = Message("工单 T-1024 首次响应即将超时", mention_mobiles=("13900139000",), mention_all=True)
-    assert deliver(robot.build_request(message, None, NOW), client).ok
+    assert deliver(robot.build_request(message, None, NOW)).ok
     (request,) = receiver.requests
     assert request.path == "/cgi-bin/webhook/send" and request.query == {"key": ["abc-123"]}
     assert request.json == {"msgtype": "text", "text": {
         "content": "工单 T-1024 首次响应即将超时", "mentioned_list": ["@all"], "mentioned_mobile_list": ["13900139000"]}}
 
 
-def test_wecom_markdown_and_its_rate_limit(receiver, client):
+def test_wecom_markdown_and_its_rate_limit(receiver):
     robot = WeComRobot(f"{receiver.url}/cgi-bin/webhook/send?key=abc-123")
     receiver.reply_with((200, b'{"errcode":45009,"errmsg":"api freq out of limit"}'))
     message = Message("**超时** <font color=\"warning\">P1</font>", format=MessageFormat.MARKDOWN, mention_user_ids=("zhangsan",))
-    result = deliver(robot.build_request(message, None, NOW), client)
+    result = deliver(robot.build_request(message, None, NOW))
     assert not result.ok and result.retryable and "45009" in result.error
     assert receiver.requests[0].json == {"msgtype": "markdown",
                                          "markdown": {"content": "**超时** <font color=\"warning\">P1</font>\n<@zhangsan>"}}
@@ -212,11 +208,11 @@ def test_wecom_text_is_cut_to_2048_bytes_and_markdown_cannot_mention_mobiles():
 # --- Feishu ----------------------------------------------------------------------------------------
 
 
-def test_feishu_text_carries_timestamp_and_signature_in_the_body(receiver, client):
+def test_feishu_text_carries_timestamp_and_signature_in_the_body(receiver):
     receiver.reply_with((200, b'{"code":0,"data":{},"msg":"success"}'))
     bot = FeishuBot(f"{receiver.url}/open-apis/bot/v2/hook/hook-id")
     message = Message("线索已分配给你", mention_user_ids=("ou_abc",))
-    assert deliver(bot.build_request(message, SECRET, NOW), client).ok
+    assert deliver(bot.build_request(message, SECRET, NOW)).ok
     (request,) = receiver.requests
     body = request.json
     assert request.path == "/open-apis/bot/v2/hook/hook-id"
@@ -229,11 +225,11 @@ def test_feishu_text_carries_timestamp_and_signature_in_the_body(receiver, clien
     assert body["content"] == {"text": '线索已分配给你 <at user_id="ou_abc"></at>'}
 
 
-def test_feishu_markdown_goes_as_an_interactive_card(receiver, client):
+def test_feishu_markdown_goes_as_an_interactive_card(receiver):
     receiver.reply_with((200, b'{"Extra":null,"StatusCode":0,"StatusMessage":"success"}'))
     bot = FeishuBot(f"{receiver.url}/open-apis/bot/v2/hook/hook-id")
     message = Message("**P1** 工单超时", title="SLA 超时", format=MessageFormat.MARKDOWN, mention_all=True)
-    assert deliver(bot.build_request(message, None, NOW), client).ok
+    assert deliver(bot.build_request(message, None, NOW)).ok
     assert receiver.requests[0].json == {"msg_type": "interactive", "card": {
         "header": {"title": {"tag": "plain_text", "content": "SLA 超时"}},
         "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": "**P1** 工单超时\n<at id=all></at>"}}]}}
@@ -246,21 +242,21 @@ def test_feishu_post_message_lines():
         [{"tag": "text", "text": "第一行"}], [{"tag": "text", "text": "第二行"}]]}}}}
 
 
-def test_feishu_signature_failure_is_not_retried(receiver, client):
+def test_feishu_signature_failure_is_not_retried(receiver):
     receiver.reply_with((200, b'{"code":19021,"data":{},"msg":"sign match fail or timestamp is not within one hour"}'))
-    result = deliver(FeishuBot(f"{receiver.url}/hook").build_request(Message("x"), "wrong", NOW), client)
+    result = deliver(FeishuBot(f"{receiver.url}/hook").build_request(Message("x"), "wrong", NOW))
     assert not result.ok and not result.retryable and "19021" in result.error
 
 
 # --- Slack -----------------------------------------------------------------------------------------
 
 
-def test_slack_text_and_markdown_blocks(receiver, client):
+def test_slack_text_and_markdown_blocks(receiver):
     receiver.reply_with((200, b"ok"))
     hook = SlackWebhook(f"{receiver.url}/services/T000/B000/XXXX")
-    assert deliver(hook.build_request(Message("Lead Acme is overdue"), None, NOW), client).ok
+    assert deliver(hook.build_request(Message("Lead Acme is overdue"), None, NOW)).ok
     message = Message("*Acme* waited 2 h", title="SLA breached", format=MessageFormat.MARKDOWN, mention_user_ids=("U123",))
-    assert deliver(hook.build_request(message, None, NOW), client).ok
+    assert deliver(hook.build_request(message, None, NOW)).ok
     assert receiver.requests[0].json == {"text": "Lead Acme is overdue"}
     assert receiver.requests[1].json == {
         "text": "SLA breached\n*Acme* waited 2 h\n<@U123>",
@@ -269,10 +265,10 @@ def test_slack_text_and_markdown_blocks(receiver, client):
     }
 
 
-def test_slack_errors_and_rate_limit(receiver, client):
+def test_slack_errors_and_rate_limit(receiver):
     hook = SlackWebhook(f"{receiver.url}/services/T000/B000/XXXX")
     receiver.reply_with((400, b"invalid_payload"), (429, b"rate_limited", {"Retry-After": "30"}), (500, b"rollup_error"))
-    invalid, limited, broken = (deliver(hook.build_request(Message("x"), None, NOW), client) for _ in range(3))
+    invalid, limited, broken = (deliver(hook.build_request(Message("x"), None, NOW)) for _ in range(3))
     assert not invalid.ok and not invalid.retryable and "invalid_payload" in invalid.error
     assert limited.retryable and limited.retry_after == dt.timedelta(seconds=30)
     assert broken.retryable and broken.status == 500
@@ -281,11 +277,11 @@ def test_slack_errors_and_rate_limit(receiver, client):
 # --- generic signed webhook ------------------------------------------------------------------------
 
 
-def test_signed_webhook_headers_let_the_receiver_verify_and_deduplicate(receiver, client):
+def test_signed_webhook_headers_let_the_receiver_verify_and_deduplicate(receiver):
     receiver.reply_with((204, b""))
     message = Message("breached", title="SLA", idempotency_key="sla:lead_follow_up:lead:7:x:breach-100",
                       data={"entity": "lead", "id": 7})
-    assert deliver(SignedWebhook(f"{receiver.url}/crm-events").build_request(message, "hook-secret", NOW), client).ok
+    assert deliver(SignedWebhook(f"{receiver.url}/crm-events").build_request(message, "hook-secret", NOW)).ok
     (request,) = receiver.requests
     assert request.headers["x-crm-timestamp"] == NOW_S
     assert request.headers["x-crm-idempotency-key"] == "sla:lead_follow_up:lead:7:x:breach-100"
@@ -298,12 +294,12 @@ def test_signed_webhook_headers_let_the_receiver_verify_and_deduplicate(receiver
 # --- retries: delivered exactly once, or dead --------------------------------------------------------
 
 
-def run_outbox_row(prepare, client, policy: RetryPolicy, now: dt.datetime):
+def run_outbox_row(prepare, policy: RetryPolicy, now: dt.datetime):
     """What the worker does with one outbox row: attempt, plan, wait (on a fake clock), repeat."""
     attempts, plans = 0, []
     while True:
         attempts += 1
-        plan = plan_after_attempt(deliver(prepare(now), client), attempts, now, policy, rand=lambda: 0.5)
+        plan = plan_after_attempt(deliver(prepare(now)), attempts, now, policy, rand=lambda: 0.5)
         plans.append(plan)
         if plan.state is not DeliveryState.RETRY:
             return plans
@@ -311,11 +307,11 @@ def run_outbox_row(prepare, client, policy: RetryPolicy, now: dt.datetime):
         now = plan.next_attempt_at
 
 
-def test_a_receiver_failing_three_times_then_succeeding_gets_the_message_once(receiver, client):
+def test_a_receiver_failing_three_times_then_succeeding_gets_the_message_once(receiver):
     receiver.reply_with((503, b"busy"), (200, b'{"errcode":-1,"errmsg":"system busy"}'), (502, b""), (200, OK_ERRCODE))
     robot = DingTalkRobot(f"{receiver.url}/robot/send?access_token=t")
     message = Message("S级线索超时")
-    plans = run_outbox_row(lambda now: robot.build_request(message, SECRET, now), client, RetryPolicy(max_attempts=5), NOW)
+    plans = run_outbox_row(lambda now: robot.build_request(message, SECRET, now), RetryPolicy(max_attempts=5), NOW)
 
     assert [plan.state for plan in plans] == [DeliveryState.RETRY] * 3 + [DeliveryState.DELIVERED]
     assert len(receiver.requests) == 4 and receiver.accepted == 1
@@ -325,32 +321,97 @@ def test_a_receiver_failing_three_times_then_succeeding_gets_the_message_once(re
     assert len(set(timestamps)) == 4  # each attempt is signed afresh
 
 
-def test_a_receiver_that_always_fails_ends_dead_after_max_attempts(receiver, client):
+def test_a_receiver_that_always_fails_ends_dead_after_max_attempts(receiver):
     receiver.reply_with((500, b"down"))
     hook = SignedWebhook(f"{receiver.url}/crm-events")
     message = Message("x", idempotency_key="k-1")
-    plans = run_outbox_row(lambda now: hook.build_request(message, "s", now), client, RetryPolicy(max_attempts=5), NOW)
+    plans = run_outbox_row(lambda now: hook.build_request(message, "s", now), RetryPolicy(max_attempts=5), NOW)
     assert [plan.state for plan in plans] == [DeliveryState.RETRY] * 4 + [DeliveryState.DEAD]
     assert "gave up after 5 attempts" in plans[-1].error and "HTTP 500" in plans[-1].error
     assert len(receiver.requests) == 5 and receiver.accepted == 0
     assert {request.headers["x-crm-idempotency-key"] for request in receiver.requests} == {"k-1"}
 
 
-def test_a_permanent_error_is_dead_at_once(receiver, client):
+def test_a_permanent_error_is_dead_at_once(receiver):
     receiver.reply_with((200, b'{"errcode":310000,"errmsg":"keywords not in content"}'))
     robot = DingTalkRobot(f"{receiver.url}/robot/send?access_token=t")
-    plans = run_outbox_row(lambda now: robot.build_request(Message("x"), None, now), client, RetryPolicy(), NOW)
+    plans = run_outbox_row(lambda now: robot.build_request(Message("x"), None, now), RetryPolicy(), NOW)
     assert [plan.state for plan in plans] == [DeliveryState.DEAD] and len(receiver.requests) == 1
 
 
-def test_an_unreachable_receiver_is_retried_without_leaking_the_url(client):
+def test_an_unreachable_receiver_is_retried_without_leaking_the_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
     result = deliver(DingTalkRobot(f"http://127.0.0.1:{port}/robot/send?access_token=secret-token")
-                     .build_request(Message("x"), None, NOW), client)
+                     .build_request(Message("x"), None, NOW))
     assert not result.ok and result.retryable and result.status is None
     assert "secret-token" not in result.error
+
+
+class _GateHandler(BaseHTTPRequestHandler):
+    """Answers only once `gate` requests are in flight together (a sequential sender would wait in vain)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/slow":
+            time.sleep(1.0)
+        try:
+            self.server.gate.wait()  # type: ignore[attr-defined]
+            status, reply = (400, b"invalid_payload") if self.path == "/bad" else (200, b"ok")
+        except threading.BrokenBarrierError:
+            status, reply = 503, b"nobody else came"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gate_server() -> Iterator[Any]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GateHandler)
+    server.gate = threading.Barrier(3, timeout=3)  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_batch_goes_out_side_by_side_and_each_result_stays_with_its_request(gate_server):
+    url = f"http://127.0.0.1:{gate_server.server_address[1]}"
+
+    def broken_mail() -> DeliveryResult:
+        raise RuntimeError("smtp exploded")
+
+    jobs = [SlackWebhook(f"{url}/a").build_request(Message("one"), None, NOW), broken_mail,
+            SlackWebhook(f"{url}/bad").build_request(Message("two"), None, NOW),
+            SlackWebhook(f"{url}/c").build_request(Message("three"), None, NOW)]
+    first, mail, bad, third = deliver_all(jobs, concurrency=3)
+    assert first.ok and third.ok  # three requests were in flight together, or the gate would have answered 503
+    assert not bad.ok and not bad.retryable and bad.status == 400
+    assert not mail.ok and mail.retryable and "RuntimeError: smtp exploded" in mail.error
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_retryable_failure(gate_server):
+    url = f"http://127.0.0.1:{gate_server.server_address[1]}"
+    result = deliver(SlackWebhook(f"{url}/slow").build_request(Message("x"), None, NOW), timeout=0.3)
+    assert not result.ok and result.retryable and result.status is None and result.error.startswith("timed out")
+
+
+def test_a_proxy_from_the_environment_carries_the_request(receiver, monkeypatch):
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", receiver.url)  # a company proxy; nothing listens at the vendor address
+    receiver.reply_with((200, b"ok"))
+    result = deliver(SlackWebhook("http://127.0.0.2:9/services/T1/B2").build_request(Message("via proxy"), None, NOW))
+    assert result.ok and [r.path for r in receiver.requests] == ["/services/T1/B2"]
 
 
 def test_backoff_grows_exponentially_within_jitter_bounds_and_is_capped():

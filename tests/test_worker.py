@@ -24,7 +24,7 @@ from engine.runtime.events import append_event
 from engine.runtime.outbox import Outcome, enqueue, list_messages, retry_dead
 from engine.runtime.runtime import Runtime
 from engine.runtime.timers import SqlTimerStore
-from engine.runtime.worker import ScheduledJob, Worker
+from engine.runtime.worker import ScheduledJob, Worker, one_at_a_time
 from engine.runtime.runtime import open_runtime
 from tests.conftest import load, write_blueprint
 
@@ -232,7 +232,7 @@ def test_outbox_retries_until_delivered_once_and_dead_letters_are_retryable(runt
         enqueue(connection, runtime.schema, channel="webhook", key="lead:1:created", payload={"text": "dup"},
                 now=clock.now())
     receiver["fail"] = 3
-    worker = Worker(runtime, deliver=_http_deliver(receiver["url"]),
+    worker = Worker(runtime, deliver=one_at_a_time(_http_deliver(receiver["url"])),
                     next_attempt=lambda attempts, now: now + dt.timedelta(seconds=10) if attempts < 5 else None)
     for _ in range(4):
         worker.tick()

@@ -2,7 +2,7 @@
 
 A channel turns a rendered `Message` into the exact HTTP request its vendor documents
 (`build_request`, pure: the same message, secret and time give the same bytes), and the
-shared `deliver` sends it with an httpx client and reads the vendor's answer — an HTTP 200
+shared `deliver_all` sends a batch with aiohttp, a few at a time, and reads the vendor's answer — an HTTP 200
 whose body says ``errcode: 130101`` is a failed delivery, not a success. Mail goes through
 `MailChannel` and smtplib. The worker keeps the outbox row; this module only decides:
 `plan_after_attempt` says delivered, retry at a time (exponential backoff with jitter), or
@@ -32,6 +32,7 @@ Vendor documentation relied on (wording checked through mirrors of the official 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -46,16 +47,18 @@ import smtplib
 import traceback
 import types
 import urllib.parse
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import jinja2
 import jinja2.nodes
 import yaml
+import yarl
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 # --- messages and requests -----------------------------------------------------------------
@@ -287,15 +290,75 @@ RETRYABLE_CODES: Mapping[ChannelKind, frozenset[int]] = types.MappingProxyType({
 })
 
 
-def deliver(prepared: PreparedRequest, client: httpx.Client) -> DeliveryResult:
-    """POST a prepared request and judge the reply the way its vendor documents success."""
+# A job is a prepared HTTP request, or a blocking call that delivers by other means (SMTP).
+DeliveryJob = PreparedRequest | Callable[[], DeliveryResult]
+
+
+def deliver(prepared: PreparedRequest, *, timeout: float = 10.0) -> DeliveryResult:
+    """POST one prepared request and judge the reply the way its vendor documents success."""
+    return deliver_all([prepared], timeout=timeout)[0]
+
+
+def deliver_all(jobs: Sequence[DeliveryJob], *, concurrency: int = 8, timeout: float = 10.0) -> list[DeliveryResult]:
+    """Run every job, `concurrency` at once, and return their results in order; never raises.
+
+    HTTP goes through one aiohttp session (keep-alive, C parser): measured on the 2-core
+    benchmark machine against a local receiver, 8 in flight, it sends ~3,300 requests/s at
+    0.28 ms of CPU each, where httpx managed ~670/s with 8 threads (1.4 ms each; bench/RESULTS.md).
+    Blocking jobs run in threads under the same limit."""
+    if not jobs:
+        return []
+    return asyncio.run(_deliver_all(jobs, concurrency, timeout))
+
+
+async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: float) -> list[DeliveryResult]:
+    slots = asyncio.Semaphore(max(1, concurrency))  # taken before the request, so waiting never eats the timeout
+    connector = aiohttp.TCPConnector(limit=max(1, concurrency))
+    proxies = _proxies_for(job.url for job in jobs if isinstance(job, PreparedRequest))
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        async def run(job: DeliveryJob) -> DeliveryResult:
+            async with slots:
+                if isinstance(job, PreparedRequest):
+                    return await _post(session, job, proxies.get(_origin(job.url)))
+                try:
+                    return await asyncio.to_thread(job)
+                except Exception as exc:  # a channel bug must not lose the message: retried, then dead-lettered
+                    return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(run(job) for job in jobs)))
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _proxies_for(urls: Iterable[str]) -> dict[tuple[str, str], str]:
+    """The proxy per origin from HTTPS_PROXY/HTTP_PROXY/NO_PROXY, looked up once per batch
+    (aiohttp's own trust_env looks them up, and .netrc, at every request: half the CPU of a send)."""
+    configured = urllib.request.getproxies()
+    found = {}
+    for origin in {_origin(url) for url in urls}:
+        scheme, netloc = origin
+        proxy = configured.get(scheme)
+        if proxy and not urllib.request.proxy_bypass(netloc.rsplit("@", 1)[-1].split(":")[0]):
+            found[origin] = proxy
+    return found
+
+
+async def _post(session: aiohttp.ClientSession, prepared: PreparedRequest, proxy: str | None) -> DeliveryResult:
     try:
-        response = client.post(prepared.url, content=prepared.body, headers=dict(prepared.headers))
-    except httpx.TimeoutException as exc:  # the vendor may have received it: a retry can duplicate
+        # encoded=True: the URL goes out byte for byte (DingTalk's sign is already percent-encoded);
+        # redirects are not followed — a vendor webhook that redirects is misconfigured.
+        async with session.post(yarl.URL(prepared.url, encoded=True), data=prepared.body, proxy=proxy,
+                                headers=dict(prepared.headers), allow_redirects=False) as response:
+            body = await response.read()
+            status, retry_after = response.status, response.headers.get("Retry-After")
+    except TimeoutError as exc:  # the vendor may have received it: a retry can duplicate
         return DeliveryResult(False, None, True, f"timed out ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # connection refused, reset, bad URL …: worth another try later
         return DeliveryResult(False, None, True, f"{type(exc).__name__}: {_without(str(exc), prepared.url)}")
-    return judge_response(prepared.kind, response.status_code, response.content, response.headers.get("Retry-After"))
+    return judge_response(prepared.kind, status, body, retry_after)
 
 
 def judge_response(kind: ChannelKind, status: int, body: bytes, retry_after: str | None = None) -> DeliveryResult:

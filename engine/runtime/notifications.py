@@ -7,7 +7,7 @@ not fail the write: the row carries the error and dies at its first delivery att
 visible in `crm outbox list --status dead`.
 
 `OutboxDeliverer` is the worker's `deliver`: channel config → the vendor's request (built
-at every attempt, so signatures are fresh) → httpx → an outbox `Outcome`. A missing
+at every attempt, so signatures are fresh) → aiohttp, a batch at a time → outbox `Outcome`s. A missing
 secret is a retryable failure naming the variable, so it ends dead-lettered — never a crash.
 """
 
@@ -19,14 +19,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from engine.metamodel import Metamodel
 from engine.metamodel.timekeeping import ChannelSpec, MessageTemplateSpec, SecretValue
-from engine.rules.channels import (DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message, MessageFormat,
-                                   RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook,
-                                   TemplateRenderError, WeComRobot, deliver, next_attempt_at, render_message,
+from engine.rules.channels import (DeliveryJob, DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message,
+                                   MessageFormat, RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook,
+                                   TemplateRenderError, WeComRobot, deliver_all, next_attempt_at, render_message,
                                    resolve_secret)
 
 from .outbox import OutboxMessage, Outcome, enqueue
@@ -174,32 +173,46 @@ def message_from_payload(payload: Mapping[str, Any], key: str) -> Message:
 
 
 class OutboxDeliverer:
-    """The worker's `deliver`: one outbox message to its channel, judged the vendor's way."""
+    """The worker's `deliver`: a claimed batch of outbox messages to their channels, judged the vendor's way.
+
+    Each message becomes a job (a prepared request, or a mail to send) or, when it cannot be
+    sent at all (unknown channel, render error, missing secret), an immediate outcome; the
+    jobs then run side by side, `concurrency` at once (`deliver_all`)."""
 
     def __init__(self, model: Metamodel, now: Callable[[], dt.datetime], *, environ: Mapping[str, str] | None = None,
-                 client: httpx.Client | None = None, timeout: float = 10.0) -> None:
+                 concurrency: int = 8, timeout: float = 10.0) -> None:
         self.model = model
         self.now = now
         self.environ = environ if environ is not None else os.environ
-        self.client = client or httpx.Client(timeout=timeout)
+        self.concurrency = concurrency
+        self.timeout = timeout
 
-    def __call__(self, message: OutboxMessage) -> Outcome:
-        spec = channel_named(self.model, message.channel)
-        if spec is None and message.channel == "webhook" and ({"url", "url_env"} & set(message.payload)):
-            return self._rule_webhook(message)
-        if spec is None:
-            known = ", ".join(c.name for c in self.model.channels) or "none"
-            return Outcome(False, False, f"there is no channel '{message.channel}' in the blueprint (known: {known})")
-        if "error" in message.payload:
-            return Outcome(False, False, str(message.payload["error"]))
-        secrets_file = self.environ.get("CRM_SECRETS_FILE")
+    def __call__(self, messages: Sequence[OutboxMessage]) -> list[Outcome]:
+        planned = [self._job(message) for message in messages]
+        jobs = [job for job in planned if not isinstance(job, DeliveryResult)]
+        results = iter(deliver_all(jobs, concurrency=self.concurrency, timeout=self.timeout))
+        return [_outcome(job if isinstance(job, DeliveryResult) else next(results)) for job in planned]
+
+    def _job(self, message: OutboxMessage) -> DeliveryJob | DeliveryResult:
         try:
-            result = self._send(spec, message_from_payload(message.payload, message.idempotency_key), secrets_file)
-        except SecretError as exc:
-            return Outcome(False, True, f"channel {spec.name}: {exc}")
-        return Outcome(result.ok, result.retryable, result.error)
+            spec = channel_named(self.model, message.channel)
+            if spec is None and message.channel == "webhook" and ({"url", "url_env"} & set(message.payload)):
+                return self._rule_webhook(message)
+            if spec is None:
+                known = ", ".join(c.name for c in self.model.channels) or "none"
+                return _failed(f"there is no channel '{message.channel}' in the blueprint (known: {known})")
+            if "error" in message.payload:
+                return _failed(str(message.payload["error"]))
+            secrets_file = self.environ.get("CRM_SECRETS_FILE")
+            try:
+                return self._channel_job(spec, message_from_payload(message.payload, message.idempotency_key),
+                                         secrets_file)
+            except SecretError as exc:
+                return DeliveryResult(False, None, True, f"channel {spec.name}: {exc}")
+        except Exception as exc:  # a channel bug must not lose the message (nor the rest of the batch)
+            return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
 
-    def _rule_webhook(self, message: OutboxMessage) -> Outcome:
+    def _rule_webhook(self, message: OutboxMessage) -> DeliveryJob | DeliveryResult:
         """A rule's `webhook` action: a SignedWebhook to its url (or url_env), signed with secret_env."""
         payload = message.payload
         try:
@@ -207,26 +220,35 @@ class OutboxDeliverer:
             secret = resolve_secret(SecretRef(env=str(payload["secret_env"])), self.environ) \
                 if payload.get("secret_env") else None
         except SecretError as exc:
-            return Outcome(False, True, f"webhook: {exc}")
+            return DeliveryResult(False, None, True, f"webhook: {exc}")
         body = Message(text="", title=str(payload.get("rule", "")), idempotency_key=message.idempotency_key,
                        data=dict(payload.get("data") or {}))
-        result = deliver(SignedWebhook(str(url)).build_request(body, secret, self.now()), self.client)
-        return Outcome(result.ok, result.retryable, result.error)
+        return SignedWebhook(str(url)).build_request(body, secret, self.now())
 
-    def _send(self, spec: ChannelSpec, message: Message, secrets_file: str | None) -> DeliveryResult:
+    def _channel_job(self, spec: ChannelSpec, message: Message, secrets_file: str | None) -> DeliveryJob | DeliveryResult:
         now = self.now()
         if spec.type == "mail":
             mail = MailChannel(spec.host, spec.port, spec.sender, username=spec.username,
                                starttls=spec.tls == "starttls", implicit_tls=spec.tls == "implicit")
             if not message.recipients:
-                return DeliveryResult(False, None, False, "the mail has no recipient with an e-mail address")
-            return mail.send(mail.build_email(message, now), _secret(spec.password, self.environ, secrets_file))
+                return _failed("the mail has no recipient with an e-mail address")
+            email, password = mail.build_email(message, now), _secret(spec.password, self.environ, secrets_file)
+            return functools.partial(mail.send, email, password)
         url = _secret(spec.url, self.environ, secrets_file) or ""
         secret = _secret(spec.secret, self.environ, secrets_file)
         channel: Any = {"dingtalk": DingTalkRobot, "wecom": WeComRobot, "slack": SlackWebhook,
                         "webhook": SignedWebhook}.get(spec.type)
         robot = FeishuBot(url, rich=spec.rich) if spec.type == "feishu" else channel(url)
-        return deliver(robot.build_request(message, secret, now), self.client)
+        return robot.build_request(message, secret, now)
+
+
+def _failed(error: str) -> DeliveryResult:
+    """A message that no attempt can deliver (it goes dead at once)."""
+    return DeliveryResult(False, None, False, error)
+
+
+def _outcome(result: DeliveryResult) -> Outcome:
+    return Outcome(result.ok, result.retryable, result.error)
 
 
 def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None) -> list[str]:

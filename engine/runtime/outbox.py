@@ -22,7 +22,10 @@ from .database import Database
 from .fieldkinds import as_utc
 from .tables import Schema
 
-LEASE = dt.timedelta(minutes=2)
+# A claimed batch must be delivered before its lease ends, or another worker may send it again:
+# CLAIM_BATCH messages, 8 in flight, at most 10 s each (the deliverer's timeout) take ≤ 250 s.
+CLAIM_BATCH = 200
+LEASE = dt.timedelta(minutes=5)
 
 
 def _naive(moment: dt.datetime) -> dt.datetime:
@@ -64,7 +67,8 @@ def _insert_once(table: sa.Table, dialect: str) -> Any:
     return insert.on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
 
 
-def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str, limit: int = 100) -> list[OutboxMessage]:
+def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
+          limit: int = CLAIM_BATCH) -> list[OutboxMessage]:
     """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
     table = schema.outbox
     due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= _naive(now)),

@@ -335,7 +335,7 @@ def timekeeping_of(runtime: Any) -> Timekeeping | None:
     return found or runtime.__dict__.get("_timekeeping")
 
 
-def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None, client: Any = None,
+def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None,
                  name: str | None = None, extra_handlers: Mapping[str, Any] | None = None) -> Any:
     """A Worker with the SLA and cadence handlers, the channel deliverer, blueprint retries and jobs."""
     from .notifications import OutboxDeliverer, next_attempt_for
@@ -343,7 +343,7 @@ def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None, 
     from .worker import Worker
 
     keeper = install_timekeeping(runtime)
-    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ, client=client)
+    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ)
     return Worker(runtime, handlers={**keeper.handlers, **(extra_handlers or {})}, deliver=deliver,
                   next_attempt=next_attempt_for(runtime.model), jobs=scheduled_jobs(runtime), name=name)
 

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,8 +26,21 @@ from .outbox import OutboxMessage, Outcome, claim, record_outcomes
 from .runtime import Runtime
 from .timers import FireReport, TimerHandler, fire_due_timers
 
-Deliver = Callable[[OutboxMessage], Outcome]
+Deliver = Callable[[Sequence[OutboxMessage]], list[Outcome]]  # a claimed batch in, an outcome per message out
 NextAttempt = Callable[[int, dt.datetime], "dt.datetime | None"]
+
+
+def one_at_a_time(deliver_one: Callable[[OutboxMessage], Outcome]) -> Deliver:
+    """A `Deliver` from a function that sends one message (simple channels, tests)."""
+    def attempt(message: OutboxMessage) -> Outcome:
+        try:
+            return deliver_one(message)
+        except Exception as exc:  # one broken message must not hold up the others
+            return Outcome(False, True, f"{type(exc).__name__}: {exc}")
+
+    def deliver(messages: Sequence[OutboxMessage]) -> list[Outcome]:
+        return [attempt(message) for message in messages]
+    return deliver
 
 
 class _BusyTickFilter(logging.Filter):
@@ -82,8 +94,7 @@ def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
 class Worker:
     def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
-                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
-                 concurrency: int = 8) -> None:
+                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500) -> None:
         self.runtime = runtime
         self.handlers = dict(handlers or {})
         self.deliver = deliver
@@ -91,8 +102,6 @@ class Worker:
         self.jobs = tuple(jobs)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.batch = batch
-        self.concurrency = concurrency  # outbox deliveries in flight at once (HTTP waits, not CPU)
-        self._pool: ThreadPoolExecutor | None = None
 
     def tick(self, *, budget_seconds: float = 5.0) -> TickReport:
         """One round: timers until none are due (or the budget is spent), one outbox batch, due jobs."""
@@ -113,17 +122,17 @@ class Worker:
         return report
 
     def _deliver_outbox(self, report: TickReport) -> None:
-        """Deliver one claimed batch: HTTP calls side by side (`concurrency` threads), outcomes in one transaction."""
+        """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
         runtime = self.runtime
         messages = claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name)
         if not messages:
             return
-        if self.concurrency > 1 and len(messages) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox")
-            outcomes = list(self._pool.map(self._attempt, messages))
-        else:
-            outcomes = [self._attempt(message) for message in messages]
+        try:
+            outcomes = list(self.deliver(messages))
+        except Exception as exc:  # a deliverer bug must not lose the batch: every message is retried
+            outcomes = [Outcome(False, True, f"{type(exc).__name__}: {exc}")] * len(messages)
+        if len(outcomes) != len(messages):
+            outcomes = [Outcome(False, True, "the deliverer gave no outcome for this message")] * len(messages)
         statuses = record_outcomes(runtime.db, runtime.schema, list(zip(messages, outcomes)), runtime.clock.now(),
                                    worker=self.name, next_attempt=self.next_attempt)
         for status in statuses:
@@ -133,12 +142,6 @@ class Worker:
                 report.dead += 1
             else:
                 report.retried += 1
-
-    def _attempt(self, message: OutboxMessage) -> Outcome:
-        try:
-            return self.deliver(message) if self.deliver else Outcome(False, True, "no deliverer")
-        except Exception as exc:  # a channel bug must not lose the message
-            return Outcome(False, True, f"{type(exc).__name__}: {exc}")
 
     def _run_job_if_due(self, job: ScheduledJob) -> bool:
         runtime = self.runtime
