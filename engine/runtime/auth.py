@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .actors import Actor
+from .prepared import Prepared
 from .runtime import Runtime
 from .tables import LOGINS, SETTINGS, TOKENS
 
@@ -65,21 +66,19 @@ class UserLookups:
     def __init__(self, runtime: Runtime) -> None:
         users, tokens = runtime.schema.users, runtime.schema.metadata.tables[TOKENS]
         self.runtime = runtime
-        self._by_id = sa.select(users).where(users.c.id == sa.bindparam("id"), users.c.is_active)
-        self._by_token = sa.select(users).join(tokens, tokens.c.user_id == users.c.id).where(
-            tokens.c.token_sha256 == sa.bindparam("digest"), tokens.c.revoked_at.is_(None), users.c.is_active)
+        self._by_id = Prepared(sa.select(users).where(users.c.id == sa.bindparam("id"), users.c.is_active))
+        self._by_token = Prepared(sa.select(users).join(tokens, tokens.c.user_id == users.c.id).where(
+            tokens.c.token_sha256 == sa.bindparam("digest"), tokens.c.revoked_at.is_(None), users.c.is_active))
 
     def by_id(self, user_id: int) -> Actor | None:
         """The active user with this id as an actor, or None."""
-        with self.runtime.db.read() as connection:
-            row = connection.execute(self._by_id, {"id": user_id}).first()
+        row = self.runtime.db.lookup(self._by_id, {"id": user_id})
         return None if row is None else actor_of(row)
 
     def by_token(self, token: str) -> Actor | None:
         """The active user an unrevoked API token belongs to, or None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with self.runtime.db.read() as connection:
-            row = connection.execute(self._by_token, {"digest": digest}).first()
+        row = self.runtime.db.lookup(self._by_token, {"digest": digest})
         return None if row is None else actor_of(row)
 
 

@@ -24,6 +24,7 @@ from engine.rules.calendars import (BusinessCalendar, CalendarSpec, DayOverride,
 from engine.rules.sla import Pause, SlaPolicy, sla_state
 
 from .fieldkinds import as_utc
+from .prepared import Prepared
 from .tables import Schema
 
 _UTC = dt.timezone.utc
@@ -78,15 +79,15 @@ def _pauses(raw: Any) -> tuple[Pause, ...]:
 
 
 @functools.lru_cache(maxsize=16)
-def _clock_row(table: sa.Table) -> Any:
-    return sa.select(table).where(*(table.c[name] == sa.bindparam(name) for name in ("kind", "entity", "record_id",
-                                                                                       "name")))
+def _clock_row(table: sa.Table) -> Prepared:
+    return Prepared(sa.select(table).where(*(table.c[name] == sa.bindparam(name)
+                                             for name in ("kind", "entity", "record_id", "name"))))
 
 
 def load_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str, record_id: int,
                name: str) -> ClockSnapshot | None:
-    row = connection.execute(_clock_row(schema.clocks), {"kind": kind, "entity": entity, "record_id": record_id,
-                                                         "name": name}).first()
+    row = _clock_row(schema.clocks).first(connection, {"kind": kind, "entity": entity, "record_id": record_id,
+                                                       "name": name})
     if row is None:
         return None
     return ClockSnapshot(as_utc(row.started_at), row.state, row.tier, _pauses(row.pauses),  # type: ignore[arg-type]
@@ -97,7 +98,7 @@ def save_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str
                clock: ClockSnapshot, now: dt.datetime, *, due_at: dt.datetime | None = None,
                reason: str = "", met: bool | None = None) -> None:
     """Write the clock's current cycle (insert the first time, else update)."""
-    connection.execute(_clock_upsert(schema.clocks, connection.dialect.name), {
+    _clock_upsert(schema.clocks, connection.dialect.name).run(connection, {
         "kind": kind, "entity": entity, "record_id": record_id, "name": name,
         "started_at": naive(clock.started_at), "tier": clock.tier, "pauses": _pauses_json(clock.pauses),
         "state": clock.state, "due_at": naive(due_at), "breached_at": naive(clock.breached_at),
@@ -110,22 +111,23 @@ def _clock_upsert(table: sa.Table, dialect: str) -> Any:
     """INSERT … ON CONFLICT (the clock's key) DO UPDATE, built once per table and dialect."""
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     key = ("kind", "entity", "record_id", "name")
-    return insert.on_conflict_do_update(index_elements=[table.c[name] for name in key],
-                                        set_={column.name: insert.excluded[column.name] for column in table.columns
-                                              if column.name not in key})
+    values = [column.name for column in table.columns if column.name not in key and column.name != "id"]
+    return Prepared(insert.on_conflict_do_update(index_elements=[table.c[name] for name in key],
+                                                 set_={name: insert.excluded[name] for name in values}),
+                    columns=(*key, *values))
 
 
 def mark_breached(connection: sa.Connection, schema: Schema, entity: str, record_id: int, name: str,
                   now: dt.datetime) -> None:
-    connection.execute(_breach_update(schema.clocks), {"b_entity": entity, "b_record_id": record_id, "b_name": name,
-                                                       "breached_at": naive(now)})
+    _breach_update(schema.clocks).run(connection, {"b_entity": entity, "b_record_id": record_id, "b_name": name,
+                                                   "breached_at": naive(now)})
 
 
 @functools.lru_cache(maxsize=16)
-def _breach_update(table: sa.Table) -> Any:
-    return table.update().where(table.c.kind == "sla", table.c.entity == sa.bindparam("b_entity"),
-                                table.c.record_id == sa.bindparam("b_record_id"),
-                                table.c.name == sa.bindparam("b_name"))
+def _breach_update(table: sa.Table) -> Prepared:
+    return Prepared(table.update().where(table.c.kind == "sla", table.c.entity == sa.bindparam("b_entity"),
+                                         table.c.record_id == sa.bindparam("b_record_id"),
+                                         table.c.name == sa.bindparam("b_name")), columns=("breached_at",))
 
 
 # --------------------------------------------------------------------------- lists and the record page

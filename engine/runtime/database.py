@@ -22,13 +22,15 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
+
+from .prepared import Prepared
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
@@ -125,6 +127,12 @@ class Database:
         with self.engine.connect() as connection:
             with connection.begin():
                 yield connection
+
+    def lookup(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
+        """The first row of one prepared SELECT, outside any transaction (a single statement reads a
+        consistent snapshot by itself): the per-request user and token look-ups."""
+        with self.engine.connect() as connection:
+            return statement.first(connection, params)
 
     async def run(self, function: Callable[..., T], *args: Any, write: bool = False, **kwargs: Any) -> T:
         """Run `function` from async code without blocking the event loop on the database.

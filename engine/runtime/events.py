@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from engine.metamodel import EntitySpec
 
 from .fieldkinds import as_utc, kind_of
+from .prepared import Prepared
 from .tables import Schema
 
 
@@ -71,15 +72,15 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
 def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: str,
                  actor_id: int | None, at: dt.datetime, changes: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None) -> None:
-    connection.execute(_insert(schema.events), {
+    _insert(schema.events).run(connection, {
         "entity": entity, "record_id": record_id, "kind": kind, "actor_id": actor_id,
         "at": at.astimezone(dt.timezone.utc).replace(tzinfo=None),
         "changes": dict(changes or {}), "data": dict(data or {})})
 
 
 @functools.lru_cache(maxsize=16)
-def _insert(table: sa.Table) -> Any:
-    return table.insert()
+def _insert(table: sa.Table) -> Prepared:
+    return Prepared(table.insert(), columns=("entity", "record_id", "kind", "actor_id", "at", "changes", "data"))
 
 
 def read_events(connection: sa.Connection, schema: Schema, entity: str, record_id: int) -> list[Event]:

@@ -29,6 +29,7 @@ from engine.rules.channels import (DeliveryJob, DeliveryResult, DingTalkRobot, F
                                    resolve_secret)
 
 from .outbox import OutboxMessage, Outcome, enqueue
+from .prepared import Prepared
 from .tables import Schema
 
 NOBODY = {"id": None, "username": "", "display_name": "(unassigned)", "phone": "", "email": "", "role": "",
@@ -51,8 +52,8 @@ def _person(row: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=16)
-def _user_by_id(users: sa.Table) -> Any:
-    return sa.select(users).where(users.c.id == sa.bindparam("id"))
+def _user_by_id(users: sa.Table) -> Prepared:
+    return Prepared(sa.select(users).where(users.c.id == sa.bindparam("id")))
 
 
 def load_user(connection: sa.Connection, schema: Schema, user_id: int | None,
@@ -62,7 +63,7 @@ def load_user(connection: sa.Connection, schema: Schema, user_id: int | None,
         return None
     if seen is not None and user_id in seen:
         return seen[user_id]
-    row = connection.execute(_user_by_id(schema.users), {"id": user_id}).first()
+    row = _user_by_id(schema.users).first(connection, {"id": user_id})
     if seen is not None:
         seen[user_id] = row
     return row

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .database import Database
 from .fieldkinds import as_utc
+from .prepared import Prepared
 from .tables import Schema
 
 # A claimed batch must be delivered before its lease ends, or another worker may send it again:
@@ -55,7 +56,7 @@ class Outcome:
 def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
             now: dt.datetime, entity: str | None = None, record_id: int | None = None) -> None:
     """Add a message in the caller's transaction; the same key twice is one message."""
-    connection.execute(_insert_once(schema.outbox, connection.dialect.name), {
+    _insert_once(schema.outbox, connection.dialect.name).run(connection, {
         "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
         "next_attempt_at": _naive(now), "entity": entity, "record_id": record_id, "created_at": _naive(now)})
 
@@ -64,7 +65,11 @@ def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str
 def _insert_once(table: sa.Table, dialect: str) -> Any:
     """INSERT … ON CONFLICT (idempotency_key) DO NOTHING, built once per table and dialect (bound parameters)."""
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return insert.on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
+    return Prepared(insert.on_conflict_do_nothing(index_elements=[table.c.idempotency_key]), columns=_ENQUEUED)
+
+
+_ENQUEUED = ("channel", "idempotency_key", "payload", "status", "attempts", "next_attempt_at", "entity", "record_id",
+             "created_at")
 
 
 def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,

@@ -27,6 +27,7 @@ from .errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, 
 from .events import Event, append_event, diff, read_events, value_json
 from .fieldkinds import FieldError, as_utc, kind_of
 from .permissions import Access, Forbidden
+from .prepared import Prepared
 from .queries import ListQuery, Page, build_list_statements
 from .tables import Schema
 from .values import (apply_defaults, check_required, check_validations, coerce_input, compute_fields,
@@ -36,37 +37,41 @@ SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "vers
 
 
 class Statements:
-    """Statements the write path runs on every call, built once with bound parameters so
-    SQLAlchemy compiles each a single time."""
+    """Statements the write path runs on every call, prepared once (engine/runtime/prepared.py)."""
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._cache: dict[tuple[str, ...], Any] = {}
 
-    def _get(self, key: tuple[str, ...], build: Any) -> Any:
+    def _get(self, key: tuple[str, ...], build: Any, columns: tuple[str, ...] = ()) -> Prepared:
         statement = self._cache.get(key)
         if statement is None:
-            statement = self._cache[key] = build()
+            statement = self._cache[key] = Prepared(build(), columns)
         return statement
 
-    def by_id(self, entity: str) -> Any:
+    def by_id(self, entity: str) -> Prepared:
         table = self.schema.table(entity)
         return self._get(("by_id", entity), lambda: sa.select(table).where(table.c.id == sa.bindparam("id")))
 
-    def user_active(self) -> Any:
+    def user_active(self) -> Prepared:
         users = self.schema.users
         return self._get(("user",), lambda: sa.select(users.c.is_active).where(users.c.id == sa.bindparam("id")))
 
-    def exists(self, target: str) -> Any:
+    def exists(self, target: str) -> Prepared:
         table = self.schema.files if target == "file" else self.schema.table(target)
         return self._get(("exists", target), lambda: sa.select(table.c.id).where(table.c.id == sa.bindparam("id")))
 
-    def same_value(self, entity: str, field: str) -> Any:
+    def same_value(self, entity: str, field: str) -> Prepared:
         table = self.schema.table(entity)
         return self._get(("same", entity, field), lambda: sa.select(table.c.id).where(
             table.c[field] == sa.bindparam("value"), table.c.id != sa.bindparam("id")).limit(1))
 
-    def matching(self, entity: str, key: tuple[str, ...]) -> Any:
+    def insert(self, entity: str, columns: tuple[str, ...]) -> Prepared:
+        """INSERT of these columns, returning the new id."""
+        table = self.schema.table(entity)
+        return self._get(("insert", entity, *columns), lambda: table.insert().returning(table.c.id), columns)
+
+    def matching(self, entity: str, key: tuple[str, ...]) -> Prepared:
         """The oldest record whose `key` fields all equal the bound values."""
         table = self.schema.table(entity)
         return self._get(("match", entity, *key), lambda: sa.select(table).where(
@@ -232,11 +237,16 @@ class RecordService:
             record["duplicate_of"] = row["duplicate_of"]
         return record
 
+    def find(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:
+        """The stored record in the caller's transaction, unredacted (for the engine's own work), or None."""
+        row = self._statements.by_id(entity_name).mapping(connection, {"id": record_id})
+        return None if row is None else self.record_from_row(self.entity(entity_name), row)
+
     def _fetch(self, connection: sa.Connection, entity: EntitySpec, record_id: int) -> dict[str, Any]:
-        row = connection.execute(self._statements.by_id(entity.name), {"id": record_id}).mappings().first()
-        if row is None:
+        record = self.find(connection, entity.name, record_id)
+        if record is None:
             raise NotFound(f"{entity.name} {record_id} does not exist (it may have been deleted)", field="id")
-        return self.record_from_row(entity, row)
+        return record
 
     def _fetch_current(self, connection: sa.Connection, entity: EntitySpec, record_id: int,
                        expected_version: int | None) -> dict[str, Any]:
@@ -320,7 +330,6 @@ class RecordService:
         if self.observers:
             data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source,
                                                notes))
-        table = self.schema.table(entity.name)
         stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
         created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
@@ -329,7 +338,7 @@ class RecordService:
             row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
         if entity.dedup is not None:
             row["duplicate_of"] = data.get("duplicate_of")
-        record_id = connection.execute(table.insert(), row).inserted_primary_key[0]
+        record_id = self._statements.insert(entity.name, tuple(row)).scalar(connection, row)
         record = {"id": record_id, "created_at": as_utc(created), "updated_at": as_utc(stamp),
                   "created_by": actor.id, "owner": data.get("owner"), "version": 1}
         record.update({spec.name: data.get(spec.name) for spec in entity.fields})
@@ -530,7 +539,7 @@ class RecordService:
             if target == "user" and actor is not None and not actor.is_system and record_id == actor.id:
                 continue
             if target == "user":
-                row = connection.execute(self._statements.user_active(), {"id": record_id}).first()
+                row = self._statements.user_active().first(connection, {"id": record_id})
                 if row is None:
                     errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}",
                                              f"没有编号为 {record_id} 的用户"))
@@ -538,7 +547,7 @@ class RecordService:
                     errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled",
                                              "该用户已停用，请选择其他人"))
                 continue
-            if connection.execute(self._statements.exists(target), {"id": record_id}).first() is None:
+            if self._statements.exists(target).first(connection, {"id": record_id}) is None:
                 what = "file" if target == "file" else target
                 errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}",
                                          f"所选记录（{record_id}）不存在，可能已被删除"))
@@ -552,8 +561,8 @@ class RecordService:
             value = data.get(spec.name)
             if not spec.is_unique or value is None:
                 continue
-            existing = connection.execute(self._statements.same_value(entity.name, spec.name),
-                                          {"value": value, "id": record_id or 0}).scalar()
+            existing = self._statements.same_value(entity.name, spec.name).scalar(
+                connection, {"value": value, "id": record_id or 0})
             if existing is not None:
                 errors.append(FieldError(spec.name, "not_unique",
                                          f"{spec.name}: '{value}' is already used by {entity.name} {existing}",
@@ -581,7 +590,7 @@ class RecordService:
         for key, values in self._dedup_values(entity, data):
             params = {name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
                       for name, value in values.items()}
-            row = connection.execute(self._statements.matching(entity.name, key), params).mappings().first()
+            row = self._statements.matching(entity.name, key).mapping(connection, params)
             if row is not None:
                 return self.record_from_row(entity, row), key
         return None

@@ -13,7 +13,6 @@ create a related record — all through RecordService with a system actor and or
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -303,14 +302,7 @@ class Timekeeping:
                                     origin="timer")
 
     def _record(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:
-        entity: EntitySpec = self.model.entity(entity_name)
-        row = connection.execute(_by_id(self.schema.table(entity_name)), {"id": record_id}).mappings().first()
-        return None if row is None else self.runtime.records.record_from_row(entity, row)
-
-
-@functools.lru_cache(maxsize=64)
-def _by_id(table: sa.Table) -> Any:
-    return sa.select(table).where(table.c.id == sa.bindparam("id"))
+        return self.runtime.records.find(connection, entity_name, record_id)
 
 
 # --------------------------------------------------------------------------- wiring

@@ -22,6 +22,7 @@ from engine.rules.timers import DueTimer, TimerRequest
 
 from .database import Database
 from .fieldkinds import as_utc
+from .prepared import Prepared
 from .tables import Schema
 
 TimerHandler = Callable[[sa.Connection, DueTimer, dt.datetime], None]
@@ -45,27 +46,28 @@ class SqlTimerStore:
     def __init__(self, schema: Schema, clock_now: Callable[[], dt.datetime]) -> None:
         self.table = schema.timers
         self.now = clock_now
-        self._statements: dict[str, Any] = {}
+        self._statements: dict[str, Prepared] = {}
 
     def schedule(self, connection: sa.Connection, *requests: TimerRequest) -> None:
         if not requests:
             return
         created = _naive(self.now())
-        connection.execute(self._upsert(connection.dialect.name), [
+        self._upsert(connection.dialect.name).run_many(connection, [
             {"kind": request.kind, "key": request.key, "entity": request.entity, "record_id": request.record_id,
              "due_at": _naive(request.due_at), "payload": request.payload, "status": "pending", "attempts": 0,
              "created_at": created} for request in requests])
 
-    def _upsert(self, dialect: str) -> Any:
+    def _upsert(self, dialect: str) -> Prepared:
         """Insert, or move a timer that has not fired yet; built once per dialect (bound parameters)."""
         statement = self._statements.get(dialect)
         if statement is None:
             insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
-            statement = insert.on_conflict_do_update(
+            statement = Prepared(insert.on_conflict_do_update(
                 index_elements=[self.table.c.key],
                 set_={"due_at": insert.excluded.due_at, "payload": insert.excluded.payload,
                       "kind": insert.excluded.kind, "status": "pending", "attempts": 0, "last_error": None},
-                where=self.table.c.status != "fired")
+                where=self.table.c.status != "fired"),
+                columns=("kind", "key", "entity", "record_id", "due_at", "payload", "status", "attempts", "created_at"))
             self._statements[dialect] = statement
         return statement
 
@@ -73,10 +75,10 @@ class SqlTimerStore:
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         statement = self._statements.get("cancel")
         if statement is None:
-            statement = self._statements["cancel"] = (
+            statement = self._statements["cancel"] = Prepared(
                 self.table.update().where(self.table.c.key.like(sa.bindparam("pattern"), escape="\\"),
                                           self.table.c.status == "pending").values(status="cancelled"))
-        return int(connection.execute(statement, {"pattern": pattern}).rowcount or 0)
+        return statement.run(connection, {"pattern": pattern})
 
 
 def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> sa.Select[Any]:
@@ -121,7 +123,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
                 attempts = timer.attempts + 1
-                connection.execute(mark_failed, {
+                mark_failed.run(connection, {
                     "timer_id": timer.id, "attempts": attempts, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
                     "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
@@ -129,25 +131,26 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
 
 
 def _fire(connection: sa.Connection, timer: DueTimer, handlers: Mapping[str, TimerHandler], now: dt.datetime,
-          worker: str, mark_fired: Any) -> bool:
+          worker: str, mark_fired: Prepared) -> bool:
     """Mark the timer fired — only if it is still pending and due as stored now — then run its
     handler (in the caller's savepoint: a failing handler undoes the mark). False if skipped."""
     handler = handlers.get(timer.kind)
     if handler is None:
         raise LookupError(f"no handler for timer kind '{timer.kind}'")
-    marked = connection.execute(mark_fired, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker,
-                                             "now": _naive(now)})
-    if marked.rowcount != 1:
+    marked = mark_fired.run(connection, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker,
+                                         "now": _naive(now)})
+    if marked != 1:
         return False
     handler(connection, timer, now)
     return True
 
 
 @functools.lru_cache(maxsize=16)
-def _firing_statements(table: sa.Table) -> tuple[Any, Any]:
+def _firing_statements(table: sa.Table) -> tuple[Prepared, Prepared]:
     """Marking a timer fired (if still pending and due), and failed, built once with bound parameters."""
     by_id = table.update().where(table.c.id == sa.bindparam("timer_id"))
     still_due = by_id.where(table.c.status == "pending", table.c.due_at <= sa.bindparam("now"))
-    return (still_due.values(status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by")),
-            by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
-                         due_at=sa.bindparam("due_at"), status=sa.bindparam("status")))
+    return (Prepared(still_due.values(status="fired", fired_at=sa.bindparam("fired_at"),
+                                      fired_by=sa.bindparam("fired_by"))),
+            Prepared(by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
+                                  due_at=sa.bindparam("due_at"), status=sa.bindparam("status"))))

@@ -1,0 +1,158 @@
+"""Prepared statements for the hottest paths, run on the driver's own cursor.
+
+A statement run per record or per timer (the audit event, the outbox row, a clock, a user or a
+dedup look-up) spends ~50 µs in SQLAlchemy's execution machinery around a ~8 µs SQLite call
+(measured on the benchmark machine, bench/RESULTS.md). `Prepared` compiles a Core statement
+once per dialect with SQLAlchemy and then executes the SQL text on the DBAPI cursor of the
+caller's connection — inside the caller's transaction — converting parameters and results with
+the very type processors SQLAlchemy would use, so what is stored and read is identical.
+Driver errors are re-raised as SQLAlchemy's (`sa.exc.IntegrityError`, …), as callers expect.
+
+Limits, checked when compiling: no expanding (IN-list) parameters, no Python-side column
+defaults that the statement would need (pass every value explicitly).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+@dataclass(slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]                        # parameter order (positional) or keys (named)
+    positional: bool
+    fixed: Mapping[str, Any]                      # values written into the statement (`.values(status="x")`)
+    binders: tuple[tuple[str, Callable[[Any], Any]], ...]
+    columns: tuple[str, ...]                      # names of the result columns
+    types: tuple[Any, ...]                        # their SQLAlchemy types
+    row_type: Any                                 # a namedtuple of the result columns, or None
+    readers: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None  # known after the first fetch
+
+
+class Prepared:
+    """One statement, compiled once per dialect; see the module's docstring. An INSERT or
+    UPDATE names the `columns` it sets from parameters (those not fixed in `.values()`)."""
+
+    def __init__(self, statement: sa.Executable, columns: Sequence[str] = ()) -> None:
+        self.statement = statement
+        self.columns = tuple(columns)
+        self._compiled: dict[Dialect, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect)
+        if compiled is None:
+            compiled = self._compiled[dialect] = _compile(self.statement, self.columns, dialect)
+        return compiled
+
+    def _execute(self, connection: sa.Connection, params: Mapping[str, Any] | None, fetch: bool,
+                 as_dict: bool = False) -> Any:
+        compiled = self._for(connection.dialect)
+        values = _bound(compiled, params or {})
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(compiled.sql, values)
+            if not fetch:
+                return cursor.rowcount
+            if compiled.readers is None:  # PostgreSQL's processors depend on the column type codes
+                compiled.readers = _readers(compiled, cursor.description, connection.dialect)
+            rows = [_values(compiled, raw) for raw in cursor.fetchall()]
+            if as_dict:
+                return [dict(zip(compiled.columns, row)) for row in rows]
+            return [compiled.row_type._make(row) for row in rows]
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(error, compiled, values, connection.dialect) from error
+        finally:
+            cursor.close()
+
+    def rows(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every result row, with attribute access by column name (like SQLAlchemy's Row)."""
+        return self._execute(connection, params, fetch=True)
+
+    def first(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> Any:
+        rows = self._execute(connection, params, fetch=True)
+        return rows[0] if rows else None
+
+    def mapping(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The first row as a dict keyed by column name (any name, even one Python reserves), or None."""
+        rows = self._execute(connection, params, fetch=True, as_dict=True)
+        return rows[0] if rows else None
+
+    def scalar(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.first(connection, params)
+        return None if row is None else row[0]
+
+    def run(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> int:
+        """Execute a statement without results; the number of rows it changed."""
+        return self._execute(connection, params, fetch=False)
+
+    def run_many(self, connection: sa.Connection, batch: Sequence[Mapping[str, Any]]) -> None:
+        if not batch:
+            return
+        compiled = self._for(connection.dialect)
+        values = [_bound(compiled, params) for params in batch]
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(compiled.sql, values)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(error, compiled, values[0], connection.dialect) from error
+        finally:
+            cursor.close()
+
+
+def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialect) -> _Compiled:
+    compiled: Any = statement.compile(dialect=dialect, column_keys=list(columns) or None)
+    binds = compiled.bind_names  # BindParameter → the name in the SQL
+    if any(getattr(bind, "expanding", False) for bind in binds):
+        raise ValueError("Prepared does not take expanding (IN-list) parameters; use connection.execute")
+    fixed = {name: bind.effective_value for bind, name in binds.items() if not bind.required}
+    positional = bool(dialect.positional)
+    names = tuple(compiled.positiontup) if positional else tuple(binds.values())
+    escaped = getattr(compiled, "escaped_bind_names", None) or {}
+    if escaped and not positional:
+        raise ValueError("Prepared needs plain parameter names")
+    binders = tuple((name, process) for name, process in compiled._bind_processors.items() if process is not None)
+    columns = tuple(column[0] for column in compiled._result_columns)
+    types = tuple(column[3] for column in compiled._result_columns)
+    row_type = collections.namedtuple("Row", columns, rename=True) if columns else None  # type: ignore[misc]
+    return _Compiled(compiled.string, names, positional, fixed, binders, columns, types, row_type)
+
+
+def _readers(compiled: _Compiled, description: Any, dialect: Dialect) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    readers = []
+    for index, type_ in enumerate(compiled.types):
+        process = type_._cached_result_processor(dialect, description[index][1] if description else None)
+        if process is not None:
+            readers.append((index, process))
+    return tuple(readers)
+
+
+def _bound(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+    values = {**compiled.fixed, **params} if compiled.fixed else dict(params)
+    for name, process in compiled.binders:
+        if name in values:
+            values[name] = process(values[name])
+    if compiled.positional:
+        try:
+            return tuple(values[name] for name in compiled.names)
+        except KeyError as missing:
+            raise sa.exc.ArgumentError(f"a value is required for the parameter {missing}") from None
+    return values
+
+
+def _values(compiled: _Compiled, raw: Sequence[Any]) -> Sequence[Any]:
+    if compiled.readers:
+        raw = list(raw)
+        for index, process in compiled.readers:
+            raw[index] = process(raw[index])
+    return raw
+
+
+def _wrapped(error: Exception, compiled: _Compiled, values: Any, dialect: Dialect) -> Exception:
+    return sa.exc.DBAPIError.instance(compiled.sql, values, error, dialect.loaded_dbapi.Error, dialect=dialect)
