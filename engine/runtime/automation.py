@@ -32,6 +32,7 @@ from .actors import Actor
 from .errors import RecordError
 from .events import append_event, value_json
 from .outbox import enqueue
+from .prepared import Prepared
 from .records import WriteContext
 from .runtime import Runtime
 from .values import expression_values
@@ -75,18 +76,23 @@ class RulesObserver:
         self.evaluator = runtime.records.evaluator
         schema = runtime.schema
         users, state = schema.users, schema.routing_state
-        # statements every routed write runs, built once with bound parameters
-        self._users = sa.select(users.c.id, users.c.username, users.c.team, users.c.role, users.c.is_active,
-                                users.c.on_leave)
-        self._user_id = sa.select(users.c.id).where(users.c.username == sa.bindparam("username"))
-        self._read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
-        self._write_cursor = state.update().where(state.c.cursor_key == sa.bindparam("key")).values(
-            state=sa.bindparam("state"), updated_at=sa.bindparam("at"))
-        self._new_cursor = {dialect: (postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
-                            .on_conflict_do_nothing(index_elements=[state.c.cursor_key])
+        # statements every routed write runs, prepared once (engine/runtime/prepared.py)
+        self._users = Prepared(sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
+                                         users.c.is_active, users.c.on_leave))
+        self._user_id = Prepared(sa.select(users.c.id).where(users.c.username == sa.bindparam("username")))
+        read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
+        self._read_cursor = {"sqlite": Prepared(read_cursor),  # SQLite: the write lock already serialises
+                             "postgresql": Prepared(read_cursor.with_for_update())}
+        self._write_cursor = Prepared(state.update().where(state.c.cursor_key == sa.bindparam("key")).values(
+            state=sa.bindparam("state"), updated_at=sa.bindparam("at")))
+        self._new_cursor = {dialect: Prepared((postgresql.insert if dialect == "postgresql" else sqlite.insert)(state)
+                                              .on_conflict_do_nothing(index_elements=[state.c.cursor_key]),
+                                              columns=("cursor_key", "state", "updated_at"))
                             for dialect in ("postgresql", "sqlite")}
+        self._trace = Prepared(schema.traces.insert(),
+                               columns=("entity", "record_id", "at", "change", "origin", "text", "decisions"))
         self._counts: dict[str, Any] = {}
-        self._related_counts: dict[tuple[str, str], Any] = {}  # count_related statements, built once
+        self._related_counts: dict[tuple[str, str], Prepared] = {}  # count_related statements, built once
         self._related = {entity.name: related_pairs(self.model, entity.name) for entity in self.model.entities}
 
     # -- before the row is written ---------------------------------------------------------
@@ -158,7 +164,7 @@ class RulesObserver:
             pending.alerts.append(decision)
         if decision.username is None:
             return None
-        return context.connection.execute(self._user_id, {"username": decision.username}).scalar()
+        return self._user_id.scalar(context.connection, {"username": decision.username})
 
     def _count_related(self, connection: sa.Connection, pairs: frozenset[tuple[str, str]],
                        record_id: int | None) -> dict[tuple[str, str], int]:
@@ -170,14 +176,14 @@ class RulesObserver:
             statement = self._related_counts.get((entity, link))
             if statement is None:
                 table = self.runtime.schema.table(entity)
-                statement = self._related_counts[(entity, link)] = (
+                statement = self._related_counts[(entity, link)] = Prepared(
                     sa.select(sa.func.count()).select_from(table).where(table.c[link] == sa.bindparam("record_id")))
-            counts[(entity, link)] = int(connection.execute(statement, {"record_id": record_id}).scalar_one())
+            counts[(entity, link)] = int(statement.scalar(connection, {"record_id": record_id}))
         return counts
 
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
         """Every user as a routing candidate, with open-record counts when the policy needs them."""
-        rows = connection.execute(self._users).all()
+        rows = self._users.rows(connection)
         counts = self._open_counts(connection, policy) if _needs_counts(policy) else {}
         return [Rep(row.username,
                     RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
@@ -204,15 +210,12 @@ class RulesObserver:
 
     def _lock_cursor(self, connection: sa.Connection, key: str) -> CursorState:
         """The pool's cursor, locked for this transaction (SQLite: the write lock already is)."""
-        connection.execute(self._new_cursor[connection.dialect.name],
-                           {"cursor_key": key, "state": {}, "updated_at": dt.datetime(2000, 1, 1)})
-        query = self._read_cursor
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        return CursorState.from_json(connection.execute(query, {"key": key}).scalar())
+        self._new_cursor[connection.dialect.name].run(
+            connection, {"cursor_key": key, "state": {}, "updated_at": dt.datetime(2000, 1, 1)})
+        return CursorState.from_json(self._read_cursor[connection.dialect.name].scalar(connection, {"key": key}))
 
     def _store_cursor(self, connection: sa.Connection, key: str, cursor: CursorState, now: dt.datetime) -> None:
-        connection.execute(self._write_cursor, {"key": key, "state": cursor.as_json(), "at": _naive(now)})
+        self._write_cursor.run(connection, {"key": key, "state": cursor.as_json(), "at": _naive(now)})
 
     # -- after the row is written ----------------------------------------------------------
 
@@ -280,7 +283,7 @@ class RulesObserver:
         if pending.flags:
             append_event(context.connection, self.runtime.schema, entity=context.entity.name, record_id=record_id,
                          kind="intake_flagged", actor_id=None, at=context.now, data={"flags": pending.flags})
-        context.connection.execute(self.runtime.schema.traces.insert(), {
+        self._trace.run(context.connection, {
             "entity": context.entity.name, "record_id": record_id, "at": _naive(context.now),
             "change": event.change.value, "origin": event.origin.value, "text": render_trace(trace),
             "decisions": _summary(trace)})

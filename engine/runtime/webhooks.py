@@ -28,6 +28,7 @@ from engine.metamodel.automation import AuthKind, SourceSpec
 from .actors import Actor
 from .errors import RecordError, ValidationFailed
 from .fieldkinds import FieldError
+from .prepared import Prepared
 from .runtime import Runtime
 from .tables import Schema
 
@@ -76,9 +77,9 @@ def log_delivery(runtime: Runtime, source: str, headers: Mapping[str, str], quer
     """Keep the raw delivery before anything can go wrong with it; secrets in headers are masked."""
     kept = {name.lower(): ("***" if name.lower() in _SECRET_HEADERS else value) for name, value in headers.items()}
     with runtime.db.write() as connection:
-        return int(connection.execute(_statements(runtime.schema).log, {
+        return int(_statements(runtime.schema).log.scalar(connection, {
             "source": source[:64], "received_at": _naive(runtime.clock.now()), "headers": kept, "query": query[:2000],
-            "body": body, "status": "received", "attempts": 1}).inserted_primary_key[0])
+            "body": body, "status": "received", "attempts": 1}))
 
 
 def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, str], body: bytes,
@@ -127,31 +128,34 @@ def _finish(runtime: Runtime, delivery_id: int, status: str, error: str | None =
 
 def _mark(connection: sa.Connection, schema: Schema, delivery_id: int, **values: Any) -> None:
     """Set the delivery's outcome columns (`values`) in the caller's transaction."""
-    connection.execute(_statements(schema).mark, {"delivery_id": delivery_id, **values})
+    _mark_statement(schema.deliveries, tuple(values)).run(connection, {"delivery_id": delivery_id, **values})
+
+
+@functools.lru_cache(maxsize=64)
+def _mark_statement(deliveries: sa.Table, columns: tuple[str, ...]) -> Prepared:
+    return Prepared(deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id")), columns=columns)
 
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    log: Any
-    mark: Any
-    seen: Any
-    remember: Any
+    log: Prepared
+    seen: Prepared
+    remember: Prepared
 
 
 def _statements(schema: Schema) -> _Statements:
-    """The statements every delivery runs, built once with bound parameters (`mark` sets the
-    columns its parameters name)."""
+    """The statements every delivery runs, prepared once (engine/runtime/prepared.py)."""
     return _built(schema.deliveries, schema.source_events)
 
 
 @functools.lru_cache(maxsize=16)
 def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
     return _Statements(
-        log=deliveries.insert(),
-        mark=deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id")),
-        seen=sa.select(events.c.record_id).where(events.c.source == sa.bindparam("source"),
-                                                 events.c.event_id == sa.bindparam("event_id")),
-        remember=events.insert())
+        log=Prepared(deliveries.insert().returning(deliveries.c.id),
+                     columns=("source", "received_at", "headers", "query", "body", "status", "attempts")),
+        seen=Prepared(sa.select(events.c.record_id).where(events.c.source == sa.bindparam("source"),
+                                                          events.c.event_id == sa.bindparam("event_id"))),
+        remember=Prepared(events.insert(), columns=("source", "event_id", "delivery_id", "record_id")))
 
 
 def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, headers: Mapping[str, str],
@@ -211,7 +215,7 @@ def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: st
     statements = _statements(runtime.schema)
     with runtime.db.write() as connection:
         if event_id is not None:
-            seen = connection.execute(statements.seen, {"source": source.name, "event_id": event_id}).first()
+            seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
             if seen is not None:
                 _mark(connection, runtime.schema, delivery_id, status="duplicate", event_id=event_id,
                       entity=source.entity, record_id=seen.record_id)
@@ -227,8 +231,8 @@ def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: st
             return _failed(delivery_id, error)
         record_id = result.record["id"]
         if event_id is not None:
-            connection.execute(statements.remember, {"source": source.name, "event_id": event_id,
-                                                     "delivery_id": delivery_id, "record_id": record_id})
+            statements.remember.run(connection, {"source": source.name, "event_id": event_id,
+                                                 "delivery_id": delivery_id, "record_id": record_id})
         _mark(connection, runtime.schema, delivery_id, status="processed", error=None, event_id=event_id,
               entity=source.entity, record_id=record_id)
     merged = result.outcome == "merged"
