@@ -302,10 +302,11 @@ def deliver(prepared: PreparedRequest, *, timeout: float = 10.0) -> DeliveryResu
 def deliver_all(jobs: Sequence[DeliveryJob], *, concurrency: int = 8, timeout: float = 10.0) -> list[DeliveryResult]:
     """Run every job, `concurrency` at once, and return their results in order; never raises.
 
-    HTTP goes through one aiohttp session (keep-alive, C parser): measured on the 2-core
-    benchmark machine against a local receiver, 8 in flight, it sends ~3,300 requests/s at
-    0.28 ms of CPU each, where httpx managed ~670/s with 8 threads (1.4 ms each; bench/RESULTS.md).
-    Blocking jobs run in threads under the same limit."""
+    HTTP goes through one aiohttp session (keep-alive, C parser), not httpx: on the 2-core
+    benchmark machine, 8 in flight against a local receiver, it sends ~5,600 requests/s at
+    0.17 ms of CPU each, where httpx managed ~970/s sequentially (0.8 ms each), ~760/s with 8
+    threads and ~410/s async (bench/bench_http_clients.py) — too slow for a worker that must
+    fire and deliver 1,000 notifications/s. Blocking jobs run in threads under the same limit."""
     if not jobs:
         return []
     return asyncio.run(_deliver_all(jobs, concurrency, timeout))
