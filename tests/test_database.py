@@ -1,5 +1,6 @@
 """Database.run: SQLite writes from the web app run at once when nobody else is writing,
-and wait off the event loop when someone is — another thread or another process."""
+and wait off the event loop when someone is — another thread or another process. The
+connections the database keeps (for writes, for per-request look-ups) stay correct."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from engine.runtime.database import Database
+from engine.runtime.prepared import Prepared
 
 NOTES = sa.Table("notes", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
 
@@ -104,4 +107,32 @@ def test_a_write_waits_off_the_loop_while_another_thread_writes(tmp_path: Path) 
     finally:
         release.set()
         worker.join()
+        db.dispose()
+
+
+def test_a_failed_write_leaves_the_kept_write_connection_usable(tmp_path: Path) -> None:
+    db, _ = _database(tmp_path)
+    try:
+        with pytest.raises(sa.exc.IntegrityError):
+            with db.write() as connection:
+                connection.execute(NOTES.insert(), {"id": 1, "text": "first"})
+                connection.execute(NOTES.insert(), {"id": 1, "text": "same id"})
+        _add_note(db, "after the failure")
+        assert _texts(db) == ["after the failure"]  # the failed transaction left nothing behind
+    finally:
+        db.dispose()
+
+
+def test_a_look_up_sees_what_another_process_committed_a_moment_ago(tmp_path: Path) -> None:
+    db, path = _database(tmp_path)
+    by_id = Prepared(sa.select(NOTES.c.text).where(NOTES.c.id == sa.bindparam("id")))
+    try:
+        _add_note(db, "token for wang")
+        assert db.lookup(by_id, {"id": 1}).text == "token for wang"
+        other = sqlite3.connect(path)  # e.g. `crm user token --revoke` in another process
+        with other:
+            other.execute("UPDATE notes SET text = 'revoked' WHERE id = 1")
+        other.close()
+        assert db.lookup(by_id, {"id": 1}).text == "revoked"  # the kept connection holds no old snapshot
+    finally:
         db.dispose()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,11 @@ class Database:
         self._write_lock = threading.RLock()
         self._writer: ThreadPoolExecutor | None = None
         self._attempt = threading.local()  # .nowait: the next write() must not wait for the lock
+        # SQLite: one connection kept for all writes (they are serial anyway): checking a pooled
+        # connection out and back in for every write cost more than the write's own statements.
+        self._write_connection: sa.Connection | None = None
+        self._lookups = threading.local()  # SQLite: .connection, this thread's own for `lookup`
+        self._lookup_connections: list[Any] = []
         if self.is_sqlite:
             self._configure_sqlite()
 
@@ -88,19 +94,22 @@ class Database:
             options = connection.get_execution_options()
             if not options.get("crm_write", False):
                 connection.exec_driver_sql("BEGIN")
-            elif not options.get("crm_nowait", False):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            else:  # another process may hold the write lock: ask once instead of waiting
+            else:  # on the driver's cursor: through exec_driver_sql this cost as much as an INSERT
                 cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                cursor.execute("PRAGMA busy_timeout=0")
                 try:
-                    connection.exec_driver_sql("BEGIN IMMEDIATE")
-                except sa.exc.OperationalError as error:
-                    if "locked" in str(error) or "busy" in str(error):
-                        raise WriteBusy() from None
-                    raise
+                    if not options.get("crm_nowait", False):
+                        cursor.execute("BEGIN IMMEDIATE")
+                        return
+                    cursor.execute("PRAGMA busy_timeout=0")  # another process may hold the lock: ask once
+                    try:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as error:
+                        if "locked" in str(error) or "busy" in str(error):
+                            raise WriteBusy() from None
+                        raise
+                    finally:
+                        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 finally:
-                    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     cursor.close()
 
     @contextlib.contextmanager
@@ -112,9 +121,18 @@ class Database:
             if not self._write_lock.acquire(blocking=not nowait):
                 raise WriteBusy()
             try:
-                with self.engine.connect().execution_options(crm_write=True, crm_nowait=nowait) as connection:
+                connection = self._write_connection
+                if connection is None or connection.invalidated:
+                    connection = self._write_connection = self.engine.connect()
+                elif connection.in_transaction():  # a write inside a write on this thread: as before, its own
+                    connection = self.engine.connect()
+                connection.execution_options(crm_write=True, crm_nowait=nowait)
+                try:
                     with connection.begin():
                         yield connection
+                finally:
+                    if connection is not self._write_connection:
+                        connection.close()
             finally:
                 self._write_lock.release()
         else:
@@ -130,9 +148,25 @@ class Database:
 
     def lookup(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
         """The first row of one prepared SELECT, outside any transaction (a single statement reads a
-        consistent snapshot by itself): the per-request user and token look-ups."""
-        with self.engine.connect() as connection:
-            return statement.first(connection, params)
+        consistent snapshot by itself): the per-request user and token look-ups. On SQLite each
+        thread keeps a connection of its own for them, outside the pool (so they never crowd out
+        the pool's), and a look-up is one statement and nothing else."""
+        if not self.is_sqlite:
+            with self.engine.connect() as connection:
+                return statement.first(connection, params)
+        connection = getattr(self._lookups, "connection", None)
+        if connection is None:
+            pooled = self.engine.raw_connection()  # configured by the connect event (pragmas)
+            connection = self._lookups.connection = pooled.dbapi_connection
+            pooled.detach()
+            with self._write_lock:
+                self._lookup_connections.append(connection)
+        try:
+            rows = statement.on_driver(connection, self.engine.dialect, params)
+        except sa.exc.DBAPIError:
+            self._lookups.connection = None  # a broken connection is replaced at the next look-up
+            raise
+        return rows[0] if rows else None
 
     async def run(self, function: Callable[..., T], *args: Any, write: bool = False, **kwargs: Any) -> T:
         """Run `function` from async code without blocking the event loop on the database.
@@ -158,4 +192,10 @@ class Database:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
+        with self._write_lock:
+            for connection in [self._write_connection, *self._lookup_connections]:
+                if connection is not None:
+                    connection.close()
+            self._write_connection, self._lookup_connections = None, []
+            self._lookups = threading.local()
         self.engine.dispose()

@@ -15,7 +15,8 @@ defaults that the statement would need (pass every value explicitly).
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,23 +54,24 @@ class Prepared:
 
     def _execute(self, connection: sa.Connection, params: Mapping[str, Any] | None, fetch: bool,
                  as_dict: bool = False) -> Any:
-        compiled = self._for(connection.dialect)
+        return self.on_driver(connection.connection.dbapi_connection, connection.dialect, params, fetch,
+                              as_dict)
+
+    def on_driver(self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any] | None,
+                  fetch: bool = True, as_dict: bool = False) -> Any:
+        """Run on a bare DBAPI connection of this dialect: rows (or the row count when not `fetch`)."""
+        compiled = self._for(dialect)
         values = _bound(compiled, params or {})
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _driver_cursor(dbapi_connection, dialect, compiled, values) as cursor:
             cursor.execute(compiled.sql, values)
             if not fetch:
                 return cursor.rowcount
             if compiled.readers is None:  # PostgreSQL's processors depend on the column type codes
-                compiled.readers = _readers(compiled, cursor.description, connection.dialect)
+                compiled.readers = _readers(compiled, cursor.description, dialect)
             rows = [_values(compiled, raw) for raw in cursor.fetchall()]
-            if as_dict:
-                return [dict(zip(compiled.columns, row)) for row in rows]
-            return [compiled.row_type._make(row) for row in rows]
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(error, compiled, values, connection.dialect) from error
-        finally:
-            cursor.close()
+        if as_dict:
+            return [dict(zip(compiled.columns, row)) for row in rows]
+        return [compiled.row_type._make(row) for row in rows]
 
     def rows(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Every result row, with attribute access by column name (like SQLAlchemy's Row)."""
@@ -97,13 +99,22 @@ class Prepared:
             return
         compiled = self._for(connection.dialect)
         values = [_bound(compiled, params) for params in batch]
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _driver_cursor(connection.connection.dbapi_connection, connection.dialect, compiled,
+                            values[0]) as cursor:
             cursor.executemany(compiled.sql, values)
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(error, compiled, values[0], connection.dialect) from error
-        finally:
-            cursor.close()
+
+
+@contextlib.contextmanager
+def _driver_cursor(dbapi_connection: Any, dialect: Dialect, compiled: _Compiled, shown: Any) -> Iterator[Any]:
+    """A cursor on a DBAPI connection; driver errors come out as SQLAlchemy's."""
+    cursor = dbapi_connection.cursor()
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as error:
+        raise sa.exc.DBAPIError.instance(compiled.sql, shown, error, dialect.loaded_dbapi.Error,
+                                         dialect=dialect) from error
+    finally:
+        cursor.close()
 
 
 def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialect) -> _Compiled:
@@ -152,7 +163,3 @@ def _values(compiled: _Compiled, raw: Sequence[Any]) -> Sequence[Any]:
         for index, process in compiled.readers:
             raw[index] = process(raw[index])
     return raw
-
-
-def _wrapped(error: Exception, compiled: _Compiled, values: Any, dialect: Dialect) -> Exception:
-    return sa.exc.DBAPIError.instance(compiled.sql, values, error, dialect.loaded_dbapi.Error, dialect=dialect)
