@@ -42,6 +42,10 @@ class Label:
 class FieldType(enum.Enum):
     """Every kind of field a blueprint may declare."""
 
+    # Members are singletons compared by identity, so identity is a valid hash — and a C-level
+    # one: Enum's own __hash__ is Python code, run for every field of every record written.
+    __hash__ = object.__hash__
+
     STRING = "string"
     TEXT = "text"
     INTEGER = "integer"

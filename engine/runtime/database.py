@@ -126,7 +126,9 @@ class Database:
                     connection = self._write_connection = self.engine.connect()
                 elif connection.in_transaction():  # a write inside a write on this thread: as before, its own
                     connection = self.engine.connect()
-                connection.execution_options(crm_write=True, crm_nowait=nowait)
+                options = connection.get_execution_options()
+                if options.get("crm_write") is not True or options.get("crm_nowait") is not nowait:
+                    connection.execution_options(crm_write=True, crm_nowait=nowait)  # costs as much as a look-up
                 try:
                     with connection.begin():
                         yield connection

@@ -31,6 +31,7 @@ class _Compiled:
     positional: bool
     fixed: Mapping[str, Any]                      # values written into the statement (`.values(status="x")`)
     binders: tuple[tuple[str, Callable[[Any], Any]], ...]
+    slots: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # positional: each parameter and its processor
     columns: tuple[str, ...]                      # names of the result columns
     types: tuple[Any, ...]                        # their SQLAlchemy types
     row_type: Any                                 # a namedtuple of the result columns, or None
@@ -132,7 +133,9 @@ def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialec
     columns = tuple(column[0] for column in compiled._result_columns)
     types = tuple(column[3] for column in compiled._result_columns)
     row_type = collections.namedtuple("Row", columns, rename=True) if columns else None  # type: ignore[misc]
-    return _Compiled(compiled.string, names, positional, fixed, binders, columns, types, row_type)
+    processors = dict(binders)
+    slots = tuple((name, processors.get(name)) for name in names) if positional else ()
+    return _Compiled(compiled.string, names, positional, fixed, binders, slots, columns, types, row_type)
 
 
 def _readers(compiled: _Compiled, description: Any, dialect: Dialect) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
@@ -145,15 +148,21 @@ def _readers(compiled: _Compiled, description: Any, dialect: Dialect) -> tuple[t
 
 
 def _bound(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+    if compiled.positional:  # SQLite: a tuple in placeholder order, each value through its processor
+        fixed, values = compiled.fixed, []
+        for name, process in compiled.slots:
+            if name in params:
+                value = params[name]
+            elif name in fixed:
+                value = fixed[name]
+            else:
+                raise sa.exc.ArgumentError(f"a value is required for the parameter '{name}'")
+            values.append(value if process is None else process(value))
+        return tuple(values)
     values = {**compiled.fixed, **params} if compiled.fixed else dict(params)
     for name, process in compiled.binders:
         if name in values:
             values[name] = process(values[name])
-    if compiled.positional:
-        try:
-            return tuple(values[name] for name in compiled.names)
-        except KeyError as missing:
-            raise sa.exc.ArgumentError(f"a value is required for the parameter {missing}") from None
     return values
 
 
