@@ -127,7 +127,8 @@ def _populate(runtime: Any, due: int, open_total: int, clock: FakeClock) -> None
         for start in range(0, len(rows), 5000):
             connection.execute(table.insert(), rows[start:start + 5000])
     with runtime.db.write() as connection:
-        if connection.dialect.name == "postgresql":  # every table: unanalysed, crm_clocks picks a scan (0.8 ms a look-up)
+        if connection.dialect.name == "postgresql":
+            # every table: unanalysed, the crm_clocks look-up picks a scan (0.8 ms instead of 0.03)
             for table in runtime.schema.metadata.sorted_tables:
                 connection.execute(sa.text(f'ANALYZE "{table.name}"'))
         else:

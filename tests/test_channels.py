@@ -87,7 +87,20 @@ class Receiver:
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
-class _VendorHandler(BaseHTTPRequestHandler):
+class _QuietHandler(BaseHTTPRequestHandler):
+    def answer(self, status: int, reply: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _VendorHandler(_QuietHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         parts = urllib.parse.urlsplit(self.path)
@@ -97,15 +110,7 @@ class _VendorHandler(BaseHTTPRequestHandler):
         status, reply, headers = receiver.next_reply()
         if status == 200 and b'"errcode":0' in reply or reply in (b"ok", b'{"code":0}') or status == 204:
             receiver.accepted += 1
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(status, reply, headers)
 
 
 @pytest.fixture
@@ -169,7 +174,8 @@ def test_dingtalk_markdown_to_everyone(receiver):
 ])
 def test_dingtalk_http_200_with_an_error_code_is_a_failed_delivery(receiver, reply, retryable):
     receiver.reply_with((200, reply))
-    result = deliver(DingTalkRobot(f"{receiver.url}/robot/send?access_token=t").build_request(Message("hi"), SECRET, NOW))
+    robot = DingTalkRobot(f"{receiver.url}/robot/send?access_token=t")
+    result = deliver(robot.build_request(Message("hi"), SECRET, NOW))
     assert not result.ok and result.status == 200 and result.retryable is retryable
     assert "access_token" not in result.error
 
@@ -349,7 +355,7 @@ def test_an_unreachable_receiver_is_retried_without_leaking_the_url():
     assert "secret-token" not in result.error
 
 
-class _GateHandler(BaseHTTPRequestHandler):
+class _GateHandler(_QuietHandler):
     """Answers only once `gate` requests are in flight together (a sequential sender would wait in vain)."""
 
     protocol_version = "HTTP/1.1"
@@ -363,13 +369,7 @@ class _GateHandler(BaseHTTPRequestHandler):
             status, reply = (400, b"invalid_payload") if self.path == "/bad" else (200, b"ok")
         except threading.BrokenBarrierError:
             status, reply = 503, b"nobody else came"
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(status, reply)
 
 
 @pytest.fixture

@@ -226,7 +226,8 @@ class OutboxDeliverer:
                        data=dict(payload.get("data") or {}))
         return SignedWebhook(str(url)).build_request(body, secret, self.now())
 
-    def _channel_job(self, spec: ChannelSpec, message: Message, secrets_file: str | None) -> DeliveryJob | DeliveryResult:
+    def _channel_job(self, spec: ChannelSpec, message: Message,
+                     secrets_file: str | None) -> DeliveryJob | DeliveryResult:
         now = self.now()
         if spec.type == "mail":
             mail = MailChannel(spec.host, spec.port, spec.sender, username=spec.username,
