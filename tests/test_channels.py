@@ -405,10 +405,11 @@ def test_a_receiver_slower_than_the_timeout_is_a_retryable_failure(gate_server):
     assert not result.ok and result.retryable and result.status is None and result.error.startswith("timed out")
 
 
-def test_a_proxy_from_the_environment_carries_the_request(receiver, monkeypatch):
-    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+@pytest.mark.parametrize("variable", ["http_proxy", "ALL_PROXY"])
+def test_a_proxy_from_the_environment_carries_the_request(receiver, monkeypatch, variable):
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", receiver.url)  # a company proxy; nothing listens at the vendor address
+    monkeypatch.setenv(variable, receiver.url)  # a company proxy; nothing listens at the vendor address
     receiver.reply_with((200, b"ok"))
     result = deliver(SlackWebhook("http://127.0.0.2:9/services/T1/B2").build_request(Message("via proxy"), None, NOW))
     assert result.ok and [r.path for r in receiver.requests] == ["/services/T1/B2"]

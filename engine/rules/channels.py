@@ -335,13 +335,13 @@ def _origin(url: str) -> tuple[str, str]:
 
 
 def _proxies_for(urls: Iterable[str]) -> dict[tuple[str, str], str]:
-    """The proxy per origin from HTTPS_PROXY/HTTP_PROXY/NO_PROXY, looked up once per batch
+    """The proxy per origin from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY, looked up once per batch
     (aiohttp's own trust_env looks them up, and .netrc, at every request: half the CPU of a send)."""
     configured = urllib.request.getproxies()
     found = {}
     for origin in {_origin(url) for url in urls}:
         scheme, netloc = origin
-        proxy = configured.get(scheme)
+        proxy = configured.get(scheme) or configured.get("all")
         if proxy and not urllib.request.proxy_bypass(netloc.rsplit("@", 1)[-1].split(":")[0]):
             found[origin] = proxy
     return found
