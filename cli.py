@@ -388,7 +388,10 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
 @_blueprint_option
 @click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds between ticks.")
 @click.option("--once", is_flag=True, help="Run one tick, print what it did and exit.")
-def worker(db_url: str, blueprint: str, interval: float, once: bool) -> None:
+@click.option("--role", type=click.Choice(["all", "timers", "outbox"]), default="all", show_default=True,
+              help="Split the work between processes: 'timers' fires timers and runs jobs, 'outbox' only "
+                   "delivers notifications (run one of each, or several of either).")
+def worker(db_url: str, blueprint: str, interval: float, once: bool, role: str) -> None:
     """Fire due SLA and cadence timers, deliver the outbox, run scheduled jobs (Ctrl+C stops it)."""
     from engine.runtime.notifications import channel_warnings
     from engine.runtime.timekeeping import build_worker
@@ -396,13 +399,13 @@ def worker(db_url: str, blueprint: str, interval: float, once: bool) -> None:
     runtime = _open(db_url, blueprint)
     for warning in channel_warnings(runtime.model):
         click.echo(f"warning: {warning} — its messages will be retried, then dead-lettered", err=True)
-    running = build_worker(runtime)
+    running = build_worker(runtime, role=role)
     if once:
         report = running.tick()
         click.echo(f"fired {report.fired} timer(s) ({report.failed} failed); delivered {report.delivered}, "
                    f"retrying {report.retried}, dead {report.dead}; jobs run: {', '.join(report.jobs) or 'none'}")
         return
-    click.echo(f"worker {running.name} ticking every {interval:g} s on {db_url} — Ctrl+C stops it")
+    click.echo(f"worker {running.name} ({role}) ticking every {interval:g} s on {db_url} — Ctrl+C stops it")
     running.run_forever(interval)
 
 

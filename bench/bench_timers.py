@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.metamodel import load_blueprint  # noqa: E402
 from engine.rules import FUNCTION_NAMES, FakeClock  # noqa: E402
 from engine.runtime.actors import SYSTEM  # noqa: E402
+from engine.runtime.prepared import Prepared  # noqa: E402
 from engine.runtime.runtime import open_runtime  # noqa: E402
 from engine.runtime.timekeeping import build_worker  # noqa: E402
 from engine.runtime.timers import _due_query  # noqa: E402
@@ -168,13 +169,14 @@ def run(kind: str, url: str, open_total: int, due: int, repeats: int) -> dict[st
         worker = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url})
         fire_s, deliver_s = _fire_then_deliver(worker, due, received)
         fired = delivered = due
+        pipelined = _pipelined(runtime, url, folder, receiver_url, clock, due, received)
         plain = _plain_timers(runtime, worker, clock, due, received)
     finally:
         server.terminate()
         runtime.close()
     return {"db": kind, "setup_s": setup_s, "claim_ms": claim_ms, "found": found, "fired": fired,
             "fire_per_s": fired / fire_s, "deliver_per_s": delivered / deliver_s,
-            "end_to_end_per_s": due / (fire_s + deliver_s), **plain}
+            "end_to_end_per_s": due / (fire_s + deliver_s), "pipelined_per_s": pipelined, **plain}
 
 
 def _fire_then_deliver(worker: Any, due: int, received: Any) -> tuple[float, float]:
@@ -191,6 +193,47 @@ def _fire_then_deliver(worker: Any, due: int, received: Any) -> tuple[float, flo
     while received[0] - before < due:
         worker.tick()
     return fire_s, time.perf_counter() - started
+
+
+def _outbox_worker(url: str, folder: str, receiver_url: str, stop: Any) -> None:
+    """A second process: `crm worker --role outbox` on the real clock (the fake one is in the past)."""
+    runtime = open_runtime(load_blueprint(Path(folder), functions=FUNCTION_NAMES), url)
+    worker = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url}, name="outbox", role="outbox")
+    while not stop.is_set():
+        if worker.tick().delivered == 0:
+            time.sleep(0.005)
+    runtime.close()
+
+
+def _pipelined(runtime: Any, url: str, folder: Path, receiver_url: str, clock: FakeClock, due: int,
+               received: Any) -> float:
+    """Timers/s from the first firing until the last message arrived, with one process firing
+    (role timers) while a second delivers (role outbox): `due` new SLA breaches."""
+    import multiprocessing
+
+    owner = runtime.db.lookup(Prepared(sa.select(runtime.schema.users.c.id)), {}).id
+    with runtime.db.write() as connection:
+        for index in range(due):
+            runtime.records.create("lead", {"name": f"Pipelined {index}", "owner": owner}, actor=SYSTEM,
+                                   within=connection)
+    clock.advance(minutes=31)
+    firing = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url}, name="timers", role="timers")
+    firing.batch = 100  # shorter write transactions: the delivering process waits less for the lock
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    delivering = context.Process(target=_outbox_worker, args=(url, str(folder), receiver_url, stop), daemon=True)
+    delivering.start()
+    time.sleep(3)  # let it start and reach its idle loop before the clock runs
+    before, fired = received[0], 0
+    started = time.perf_counter()
+    while fired < due:
+        fired += firing.tick().fired
+    while received[0] - before < due:
+        time.sleep(0.001)
+    seconds = time.perf_counter() - started
+    stop.set()
+    delivering.join(30)
+    return due / seconds
 
 
 def _plain_timers(runtime: Any, worker: Any, clock: FakeClock, due: int, received: Any) -> dict[str, float]:
@@ -256,14 +299,18 @@ def main() -> None:
         "- plain timers = the same machinery with a minimal handler (one ready message into the outbox per "
         "timer), fired and delivered to the same receiver",
         "",
+        "- pipelined = one process fires (`--role timers`) while a second delivers (`--role outbox`), "
+        f"{args.due:,} more SLA breaches, from the first firing until the last message arrived",
+        "",
         "| database | claim 1,000 of 100,000 (median; target ≤ 50 ms) | SLA breach: firing | delivery | "
-        "end to end | plain timers: firing | end to end (target ≥ 1,000/s) |",
-        "|---|---|---|---|---|---|---|",
+        "end to end | SLA breach, pipelined over two worker processes | plain timers: firing | end to end |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(f"| {r['db']} | {r['claim_ms']:.1f} ms ({r['found']} rows) | "
                      f"{r['fire_per_s']:,.0f} timers/s | {r['deliver_per_s']:,.0f} msg/s | "
-                     f"{r['end_to_end_per_s']:,.0f} timers/s | {r['plain_fire_per_s']:,.0f} timers/s | "
+                     f"{r['end_to_end_per_s']:,.0f} timers/s | {r['pipelined_per_s']:,.0f} timers/s | "
+                     f"{r['plain_fire_per_s']:,.0f} timers/s | "
                      f"{r['plain_end_to_end_per_s']:,.0f} timers/s |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -181,6 +181,18 @@ def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_runti
     assert len(receiver.requests) == 4
 
 
+def test_a_timers_worker_and_an_outbox_worker_split_the_work(make_runtime: Any, clock: Any, receiver: Receiver,
+                                                             environ: dict[str, str]) -> None:
+    runtime = _breached_lead(make_runtime, clock)
+    outbox_only = build_worker(runtime, environ=environ, name="outbox", role="outbox")
+    assert (outbox_only.tick().fired, len(receiver.requests)) == (0, 0)  # the breach timer is not its job
+    timers_only = build_worker(runtime, environ=environ, name="timers", role="timers")
+    assert (timers_only.tick().fired, len(receiver.requests)) == (1, 0)  # fired; the messages wait in the outbox
+    assert outbox_only.tick().delivered == 4 and len(receiver.requests) == 4
+    with pytest.raises(ValueError, match="unknown worker role 'mail'"):
+        build_worker(runtime, environ=environ, role="mail")
+
+
 def test_people_with_chat_ids_are_mentioned_by_id_where_a_bot_needs_one(make_runtime: Any, clock: Any,
                                                                          receiver: Receiver,
                                                                          environ: dict[str, str]) -> None:

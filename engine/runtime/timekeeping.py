@@ -327,17 +327,27 @@ def timekeeping_of(runtime: Any) -> Timekeeping | None:
     return found or runtime.__dict__.get("_timekeeping")
 
 
+WORKER_ROLES = ("all", "timers", "outbox")
+
+
 def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None,
-                 name: str | None = None, extra_handlers: Mapping[str, Any] | None = None) -> Any:
-    """A Worker with the SLA and cadence handlers, the channel deliverer, blueprint retries and jobs."""
+                 name: str | None = None, extra_handlers: Mapping[str, Any] | None = None,
+                 role: str = "all") -> Any:
+    """A Worker with the SLA and cadence handlers, the channel deliverer, blueprint retries and jobs.
+    `role` splits the work between processes: "timers" fires timers and runs jobs, "outbox"
+    only delivers notifications, "all" does both."""
+    if role not in WORKER_ROLES:
+        raise ValueError(f"unknown worker role '{role}': choose one of {', '.join(WORKER_ROLES)}")
     from .notifications import OutboxDeliverer, next_attempt_for
     from .reports import scheduled_jobs
     from .worker import Worker
 
     keeper = install_timekeeping(runtime)
-    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ)
+    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ) if role != "timers" else None
     return Worker(runtime, handlers={**keeper.handlers, **(extra_handlers or {})}, deliver=deliver,
-                  next_attempt=next_attempt_for(runtime.model), jobs=scheduled_jobs(runtime), name=name)
+                  next_attempt=next_attempt_for(runtime.model),
+                  jobs=scheduled_jobs(runtime) if role != "outbox" else (), name=name, fire_timers=role != "outbox")
+
 
 
 def start_background_worker(runtime: Runtime, *, interval: float = 1.0,

@@ -94,8 +94,10 @@ def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
 class Worker:
     def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
-                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500) -> None:
+                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
+                 fire_timers: bool = True) -> None:
         self.runtime = runtime
+        self.fire_timers = fire_timers  # False: an outbox-only worker, beside others that fire timers
         self.handlers = dict(handlers or {})
         self.deliver = deliver
         self.next_attempt = next_attempt
@@ -107,7 +109,7 @@ class Worker:
         """One round: timers until none are due (or the budget is spent), one outbox batch, due jobs."""
         report = TickReport()
         started = time.monotonic()
-        while True:
+        while self.fire_timers:
             result: FireReport = fire_due_timers(self.runtime.db, self.runtime.schema, self.handlers,
                                                  self.runtime.clock.now(), worker=self.name, limit=self.batch)
             report.fired += result.fired
