@@ -339,11 +339,11 @@ def _proxies_for(urls: Iterable[str]) -> dict[tuple[str, str], str]:
     (aiohttp's own trust_env looks them up, and .netrc, at every request: half the CPU of a send)."""
     configured = urllib.request.getproxies()
     found = {}
-    for origin in {_origin(url) for url in urls}:
-        scheme, netloc = origin
-        proxy = configured.get(scheme) or configured.get("all")
-        if proxy and not urllib.request.proxy_bypass(netloc.rsplit("@", 1)[-1].split(":")[0]):
-            found[origin] = proxy
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        proxy = configured.get(parts.scheme) or configured.get("all")
+        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            found[parts.scheme, parts.netloc] = proxy
     return found
 
 

@@ -27,10 +27,9 @@ from sqlalchemy.engine import Dialect
 @dataclass(slots=True)
 class _Compiled:
     sql: str
-    names: tuple[str, ...]                        # parameter order (positional) or keys (named)
     positional: bool
     fixed: Mapping[str, Any]                      # values written into the statement (`.values(status="x")`)
-    binders: tuple[tuple[str, Callable[[Any], Any]], ...]
+    binders: tuple[tuple[str, Callable[[Any], Any]], ...]  # named parameters (PostgreSQL) with a processor
     slots: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # positional: each parameter and its processor
     columns: tuple[str, ...]                      # names of the result columns
     types: tuple[Any, ...]                        # their SQLAlchemy types
@@ -125,7 +124,6 @@ def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialec
         raise ValueError("Prepared does not take expanding (IN-list) parameters; use connection.execute")
     fixed = {name: bind.effective_value for bind, name in binds.items() if not bind.required}
     positional = bool(dialect.positional)
-    names = tuple(compiled.positiontup) if positional else tuple(binds.values())
     escaped = getattr(compiled, "escaped_bind_names", None) or {}
     if escaped and not positional:
         raise ValueError("Prepared needs plain parameter names")
@@ -134,8 +132,8 @@ def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialec
     types = tuple(column[3] for column in compiled._result_columns)
     row_type = collections.namedtuple("Row", columns, rename=True) if columns else None  # type: ignore[misc]
     processors = dict(binders)
-    slots = tuple((name, processors.get(name)) for name in names) if positional else ()
-    return _Compiled(compiled.string, names, positional, fixed, binders, slots, columns, types, row_type)
+    slots = tuple((name, processors.get(name)) for name in compiled.positiontup) if positional else ()
+    return _Compiled(compiled.string, positional, fixed, binders, slots, columns, types, row_type)
 
 
 def _readers(compiled: _Compiled, description: Any, dialect: Dialect) -> tuple[tuple[int, Callable[[Any], Any]], ...]:

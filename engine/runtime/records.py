@@ -41,7 +41,7 @@ class Statements:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._cache: dict[tuple[str, ...], Any] = {}
+        self._cache: dict[tuple[str, ...], Prepared] = {}
 
     def _get(self, key: tuple[str, ...], build: Any, columns: tuple[str, ...] = ()) -> Prepared:
         statement = self._cache.get(key)

@@ -343,11 +343,11 @@ def build_worker(runtime: Runtime, *, environ: Mapping[str, str] | None = None,
     from .worker import Worker
 
     keeper = install_timekeeping(runtime)
-    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ) if role != "timers" else None
+    timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
+    deliver = OutboxDeliverer(runtime.model, runtime.clock.now, environ=environ) if outbox else None
     return Worker(runtime, handlers={**keeper.handlers, **(extra_handlers or {})}, deliver=deliver,
-                  next_attempt=next_attempt_for(runtime.model),
-                  jobs=scheduled_jobs(runtime) if role != "outbox" else (), name=name, fire_timers=role != "outbox")
-
+                  next_attempt=next_attempt_for(runtime.model), jobs=scheduled_jobs(runtime) if timers else (),
+                  name=name, fire_timers=timers)
 
 
 def start_background_worker(runtime: Runtime, *, interval: float = 1.0,
