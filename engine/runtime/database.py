@@ -13,6 +13,14 @@ otherwise it queues on one dedicated writer thread. Handing short SQLite writes 
 threads costs more than the write: every statement releases the interpreter lock and the
 threads ping-pong for it (bench/RESULTS.md: about 40 % of a create's CPU time). A write
 that would wait never blocks the loop: the attempt gives up before its first statement.
+
+Group commit (SQLite): the writes that run on the event loop during one turn of the loop —
+the requests that arrived together — share one transaction, each in a savepoint of its own,
+and one COMMIT at the start of the next turn; every request waits for that commit before it
+answers, so a response still means "stored". A request that fails rolls back to its own
+savepoint and leaves the others alone; a failed COMMIT fails every request of the group
+(none of their writes is kept). While a group is open, reads and writes on the loop's
+thread see and join it, so requests still behave as if they ran one after another.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ import contextlib
 import functools
 import json
 import sqlite3
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -35,6 +45,7 @@ from .prepared import Prepared
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
+_BUSY: Any = object()  # Database.run: the no-wait attempt found the database busy
 
 
 class WriteBusy(Exception):
@@ -43,6 +54,38 @@ class WriteBusy(Exception):
 
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(eq=False)
+class _Group:
+    """Writes of one turn of the event loop, committed together (see the module's docstring)."""
+
+    connection: sa.Connection
+    transaction: sa.RootTransaction
+    thread: int
+    done: asyncio.Future[None]
+
+
+_savepoint_names = itertools.count()
+
+
+@contextlib.contextmanager
+def savepoint(connection: sa.Connection) -> Iterator[sa.Connection]:
+    """A savepoint around the block: released when it ends, rolled back to if it raises.
+    Issued on the driver's cursor: SQLAlchemy's begin_nested() costs as much as an INSERT."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    name = f"crm_sp{next(_savepoint_names)}"
+    cursor.execute(f"SAVEPOINT {name}")
+    try:
+        yield connection
+    except BaseException:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    else:
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
+    finally:
+        cursor.close()
 
 
 def normalize_url(url: str) -> str:
@@ -70,7 +113,9 @@ class Database:
         self.engine = sa.create_engine(self.url, **options)
         self._write_lock = threading.RLock()
         self._writer: ThreadPoolExecutor | None = None
-        self._attempt = threading.local()  # .nowait: the next write() must not wait for the lock
+        self._attempt = threading.local()  # .nowait: the next write() must not wait for the lock;
+        # .loop: a write may open a group on this loop; .group: the group this attempt wrote in
+        self._group: _Group | None = None  # SQLite: the open group commit, if any
         # SQLite: one connection kept for all writes (they are serial anyway): checking a pooled
         # connection out and back in for every write cost more than the write's own statements.
         self._write_connection: sa.Connection | None = None
@@ -116,8 +161,16 @@ class Database:
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         if self.is_sqlite:
-            nowait = getattr(self._attempt, "nowait", False)
-            self._attempt.nowait = False  # only the first write of a no-wait attempt may give up
+            attempt = self._attempt
+            nowait = getattr(attempt, "nowait", False)
+            attempt.nowait = False  # only the first write of a no-wait attempt may give up
+            group = self._group
+            if group is not None and group.thread == threading.get_ident():  # this loop's open group: join it
+                if getattr(attempt, "loop", None) is not None:
+                    attempt.group = group
+                with savepoint(group.connection):
+                    yield group.connection
+                return
             if not self._write_lock.acquire(blocking=not nowait):
                 raise WriteBusy()
             try:
@@ -129,6 +182,13 @@ class Database:
                 options = connection.get_execution_options()
                 if options.get("crm_write") is not True or options.get("crm_nowait") is not nowait:
                     connection.execution_options(crm_write=True, crm_nowait=nowait)  # costs as much as a look-up
+                loop = getattr(attempt, "loop", None)
+                if loop is not None and connection is self._write_connection:
+                    group = self._open_group(connection, loop)
+                    attempt.group = group
+                    with savepoint(connection):
+                        yield connection
+                    return
                 try:
                     with connection.begin():
                         yield connection
@@ -141,9 +201,35 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
 
+    def _open_group(self, connection: sa.Connection, loop: asyncio.AbstractEventLoop) -> _Group:
+        """Begin the transaction a turn of `loop` writes in (the caller holds the write lock; the
+        group takes a hold of its own, which its commit gives back), committed next turn."""
+        group = _Group(connection, connection.begin(), threading.get_ident(), loop.create_future())
+        self._write_lock.acquire()
+        self._group = group
+        loop.call_soon(self._commit_group, group)
+        return group
+
+    def _commit_group(self, group: _Group) -> None:
+        try:
+            group.transaction.commit()
+        except BaseException as error:  # e.g. a deferred constraint, a full disk: no write of the group is kept
+            group.connection.invalidate()  # closes the driver's connection, which rolls back; the next write reconnects
+            group.done.set_exception(error)
+        else:
+            group.done.set_result(None)
+        finally:
+            self._group = None
+            self._write_lock.release()
+
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A read-only transaction (a consistent snapshot on both databases)."""
+        """A read-only transaction (a consistent snapshot on both databases). On the thread of
+        an open group commit, the group's own connection (it sees the writes not yet committed)."""
+        group = self._group
+        if group is not None and group.thread == threading.get_ident():
+            yield group.connection
+            return
         with self.engine.connect() as connection:
             with connection.begin():
                 yield connection
@@ -172,19 +258,29 @@ class Database:
 
     async def run(self, function: Callable[..., T], *args: Any, write: bool = False, **kwargs: Any) -> T:
         """Run `function` from async code without blocking the event loop on the database.
-        SQLite writes run inline when the write lock is free at once, else on the writer
-        thread; the rest runs in the thread pool. A `write` function must do nothing but
-        reads before its first `write()` (a busy attempt is retried from the start), and
-        should write once: a second `write()` in the same call would wait on the loop."""
+        SQLite writes run inline when the write lock is free at once (joining this turn's group
+        commit, and returning once it committed), else on the writer thread; the rest runs in
+        the thread pool. A `write` function must do nothing but reads before its first
+        `write()` (a busy attempt is retried from the start)."""
         if not (write and self.is_sqlite):
             return await run_in_threadpool(function, *args, **kwargs)
-        self._attempt.nowait = True
+        attempt = self._attempt
+        attempt.nowait, attempt.loop, attempt.group = True, asyncio.get_running_loop(), None
         try:
-            return function(*args, **kwargs)
+            result, error = function(*args, **kwargs), None
         except WriteBusy:
-            pass
+            result, error = _BUSY, None
+        except BaseException as failure:  # re-raised once what the call did write is committed
+            result, error = None, failure
         finally:
-            self._attempt.nowait = False
+            group = attempt.group
+            attempt.nowait, attempt.loop, attempt.group = False, None, None
+        if group is not None:
+            await group.done
+        if error is not None:
+            raise error
+        if result is not _BUSY:
+            return result
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         return await asyncio.get_running_loop().run_in_executor(self._writer,

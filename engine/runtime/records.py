@@ -21,7 +21,7 @@ from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDe
 from engine.rules import Clock, Evaluator
 
 from .actors import Actor
-from .database import Database
+from .database import Database, savepoint
 from .errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity, ValidationFailed,
                      VersionConflict)
 from .events import Event, append_event, diff, read_events, value_json
@@ -135,7 +135,7 @@ class RecordService:
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
         """The caller's transaction when given (a timer, a rule action), else a new write transaction."""
         if within is not None:
-            with within.begin_nested():
+            with savepoint(within):
                 yield within
         else:
             with self.db.write() as connection:

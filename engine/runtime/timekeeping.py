@@ -30,6 +30,7 @@ from engine.rules.timers import DueTimer, TimerRequest
 
 from .actors import SYSTEM
 from .clocks import (build_calendar, build_policy, cadence_prefix, load_clock, mark_breached, save_clock)
+from .database import savepoint
 from .events import append_event
 from .notifications import enqueue_notification, people_context
 from .records import WriteContext
@@ -250,7 +251,7 @@ class Timekeeping:
                 self._run_action(connection, entity, record, action, now, f"{key}:{index}", extra, owner_before)
                 continue
             try:
-                with connection.begin_nested():
+                with savepoint(connection):
                     self._run_action(connection, entity, record, action, now, f"{key}:{index}", extra, owner_before)
             except Exception as exc:  # e.g. a validation rule refusing the change: visible in the timeline
                 append_event(connection, self.schema, entity=entity, record_id=record["id"], kind="action_failed",

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.rules.timers import DueTimer, TimerRequest
 
-from .database import Database
+from .database import Database, savepoint
 from .fieldkinds import as_utc
 from .prepared import Prepared
 from .tables import Schema
@@ -110,7 +110,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
         rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
         timers = [_timer(row) for row in rows]
         try:
-            with connection.begin_nested():
+            with savepoint(connection):
                 fired = sum(_fire(connection, timer, handlers, now, worker, mark_fired) for timer in timers)
             return FireReport(fired, 0, len(rows) == limit)
         except Exception:  # noqa: BLE001 — some handler failed: isolate it below
@@ -118,7 +118,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
         fired = failed = 0
         for timer in timers:
             try:
-                with connection.begin_nested():
+                with savepoint(connection):
                     fired += _fire(connection, timer, handlers, now, worker, mark_fired)
             except Exception as exc:  # the handler's failure is recorded, not lost
                 failed += 1
