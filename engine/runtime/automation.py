@@ -184,25 +184,28 @@ class RulesObserver:
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
         """Every user as a routing candidate, with open-record counts when the policy needs them."""
         rows = self._users.rows(connection)
-        counts = self._open_counts(connection, policy) if _needs_counts(policy) else {}
+        counts = (self._open_counts(connection, policy, [row.id for row in rows if row.is_active])
+                  if _needs_counts(policy) else {})
         return [Rep(row.username,
                     RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
                     row.team, row.role, counts.get(row.id, 0)) for row in rows]
 
-    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec) -> dict[int, int]:
+    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec, owners: list[int]) -> dict[int, int]:
+        """Open records per active user. Counted for the given owners only: with the (owner, …)
+        index that is a few index seeks per rep, where counting every owner read the whole index."""
         table = self.runtime.schema.table(policy.entity)
         if policy.name not in self._counts:
             condition = expression_to_sql(policy.open_when.source, table)
             self._counts[policy.name] = None if condition is None else (
-                sa.select(table.c.owner, sa.func.count()).where(table.c.owner.is_not(None), condition)
-                .group_by(table.c.owner))
+                sa.select(table.c.owner, sa.func.count())
+                .where(table.c.owner.in_(sa.bindparam("owners", expanding=True)), condition).group_by(table.c.owner))
         query = self._counts[policy.name]
         if query is not None:
-            return {owner: count for owner, count in connection.execute(query).all()}
+            return {owner: count for owner, count in connection.execute(query, {"owners": owners}).all()} if owners else {}
         # an open_when too rich for SQL: evaluate it per owned record
         entity = self.model.entity(policy.entity)
         counts: dict[int, int] = {}
-        for row in connection.execute(sa.select(table).where(table.c.owner.is_not(None))).mappings():
+        for row in connection.execute(sa.select(table).where(table.c.owner.in_(owners))).mappings():
             record = self.runtime.records.record_from_row(entity, row)
             if evaluate_condition(policy.open_when, record, self.evaluator).is_true:
                 counts[row["owner"]] = counts.get(row["owner"], 0) + 1

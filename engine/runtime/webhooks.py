@@ -278,11 +278,13 @@ def webhook_routes(runtime: Runtime) -> list[Any]:
         if len(body) > MAX_BODY:
             return JSONResponse({"outcome": "rejected", "message": f"body larger than {MAX_BODY} bytes"},
                                 status_code=413)
-        headers = dict(request.headers)
-        delivery_id = await runtime.db.run(log_delivery, runtime, source, headers, request.url.query, body,
-                                           write=True)
-        result = await runtime.db.run(process_delivery, runtime, source, delivery_id, headers,
-                                      dict(request.query_params), body, write=True)
+        headers, query = dict(request.headers), request.url.query
+
+        def log_and_process() -> IntakeResult:
+            """The raw delivery is written on its own first: it is kept even if processing it fails."""
+            delivery_id = log_delivery(runtime, source, headers, query, body)
+            return process_delivery(runtime, source, delivery_id, headers, dict(request.query_params), body)
+        result = await runtime.db.run(log_and_process, write=True)
         return JSONResponse(result.body(), status_code=result.status)
 
     return [Route("/hooks/{source}", receive, methods=["POST"])]
