@@ -9,8 +9,8 @@ import decimal
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.database import Database
-from engine.runtime.prepared import Prepared
+from engine.runtime.database import Database, savepoint
+from engine.runtime.prepared import Prepared, deferring
 
 metadata = sa.MetaData()
 things = sa.Table(
@@ -68,3 +68,28 @@ def test_statements_join_the_callers_transaction_and_errors_are_sqlalchemys(db: 
     with db.read() as connection:
         names = [row.name for row in connection.execute(sa.select(things.c.name).order_by(things.c.name))]
     assert names == ["a", "c"]
+
+
+def test_held_back_writes_go_out_together_and_a_rolled_back_savepoint_drops_its_own(db: Database) -> None:
+    add = Prepared(things.insert().values(status="new"), columns=("name",))
+
+    def names(connection: sa.Connection) -> list[str]:
+        return [row.name for row in connection.execute(sa.select(things.c.name).order_by(things.c.id))]
+    with db.write() as connection:
+        with deferring(connection):
+            add.run_later(connection, {"name": "first"})
+            assert names(connection) == []  # held back
+            with pytest.raises(RuntimeError):
+                with savepoint(connection):  # what was held back before it is sent first
+                    add.run_later(connection, {"name": "inside a failed step"})
+                    raise RuntimeError("the step fails")
+            assert names(connection) == ["first"]
+            add.run_later(connection, {"name": "second"})
+            add.run_later(connection, {"name": "third"})
+        assert names(connection) == ["first", "second", "third"]  # sent when the block ended
+        with pytest.raises(RuntimeError):
+            with deferring(connection):
+                add.run_later(connection, {"name": "never sent"})
+                raise RuntimeError("the batch fails")
+    with db.read() as connection:
+        assert names(connection) == ["first", "second", "third"]

@@ -140,6 +140,39 @@ def test_s_lead_assigned_before_qingming_breaches_at_the_right_business_minute(c
     assert _events(crm, "sla_restart")[-1]["policy"] == "lead_first_call"
 
 
+def test_breaches_fired_in_one_batch_each_act_once_in_timeline_order(crm: Runtime, clock: Any) -> None:
+    """The worker fires a due batch together (read ahead, events and messages sent together):
+    every lead must still get its own checkpoints once, its owner and manager in the message,
+    and a timeline in the order things happened."""
+    clock.set(_local(2026, 11, 23, 9, 0))  # Monday
+    wang = _user_id(crm, "wang")
+    leads = [crm.records.create("lead", {"name": f"客户{n:02d}", "grade": "S", "owner": wang}, actor=SYSTEM).record
+             for n in range(25)]
+    worker = build_worker(crm, environ={})
+    clock.set(_local(2026, 11, 23, 11, 0))  # both warnings and the breach of every lead are due at once
+    assert worker.tick().fired == 75
+
+    zhao = _user_id(crm, "zhao")
+    texts = sorted(m["payload"]["text"] for m in list_messages(crm.db, crm.schema))
+    assert texts == sorted(f"客户{n:02d} 超时，负责人 Wang Wei，经理 Boss Liu" for n in range(25))  # late warnings: not sent
+    events = crm.schema.events
+    with crm.db.read() as connection:
+        rows = connection.execute(sa.select(events.c.record_id, events.c.kind, events.c.changes, events.c.data)
+                                  .where(events.c.kind != "created").order_by(events.c.id)).all()
+    for lead in leads:
+        assert crm.records.get("lead", lead["id"], actor=SYSTEM)["owner"] == zhao
+        timeline = [(row.kind, sorted(row.changes or {}), (row.data or {}).get("checkpoint"))
+                    for row in rows if row.record_id == lead["id"]]
+        assert timeline[timeline.index(("sla_warning", [], "warning-50")):] == [
+            ("sla_warning", [], "warning-50"), ("sla_warning", [], "warning-80"), ("sla_breached", [], "breach-100"),
+            ("updated", ["tags"], None), ("updated", ["owner"], None), ("assigned", ["owner"], None),
+            ("sla_restart", [], None)]  # the same as when each was fired on its own (checked against e3ee2c2)
+
+    clock.set(_local(2026, 11, 23, 14, 10))  # the backup's fresh 2 h clock started at 11:00: due 14:30
+    assert worker.tick().fired == 50  # its two warnings each; the breach is not due yet
+    assert len(_events(crm, "sla_breached")) == 25
+
+
 def test_pausing_and_resuming_shifts_the_due_time(crm: Runtime, clock: Any) -> None:
     clock.set(_local(2026, 11, 23, 10, 0))  # a Monday
     lead = crm.records.create("lead", {"name": "Beta", "grade": "A", "owner": _user_id(crm, "wang")},

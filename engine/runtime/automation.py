@@ -190,7 +190,8 @@ class RulesObserver:
                     RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
                     row.team, row.role, counts.get(row.id, 0)) for row in rows]
 
-    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec, owners: list[int]) -> dict[int, int]:
+    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec,
+                     owners: list[int]) -> dict[int, int]:
         """Open records per active user. Counted for the given owners only: with the (owner, …)
         index that is a few index seeks per rep, where counting every owner read the whole index."""
         table = self.runtime.schema.table(policy.entity)
@@ -201,7 +202,7 @@ class RulesObserver:
                 .where(table.c.owner.in_(sa.bindparam("owners", expanding=True)), condition).group_by(table.c.owner))
         query = self._counts[policy.name]
         if query is not None:
-            return {owner: count for owner, count in connection.execute(query, {"owners": owners}).all()} if owners else {}
+            return dict(connection.execute(query, {"owners": owners}).tuples().all()) if owners else {}
         # an open_when too rich for SQL: evaluate it per owned record
         entity = self.model.entity(policy.entity)
         counts: dict[int, int] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,8 +89,19 @@ def load_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str
                name: str) -> ClockSnapshot | None:
     row = _clock_row(schema.clocks).first(connection, {"kind": kind, "entity": entity, "record_id": record_id,
                                                        "name": name})
-    if row is None:
-        return None
+    return None if row is None else _snapshot(row)
+
+
+def load_clocks(connection: sa.Connection, schema: Schema, kind: str, entity: str,
+                record_ids: Iterable[int]) -> dict[tuple[int, str], ClockSnapshot]:
+    """Every `kind` clock of these records, in one statement: (record id, name) → clock."""
+    table = schema.clocks
+    rows = connection.execute(sa.select(table).where(table.c.kind == kind, table.c.entity == entity,
+                                                     table.c.record_id.in_(sorted(set(record_ids)))))
+    return {(row.record_id, row.name): _snapshot(row) for row in rows}
+
+
+def _snapshot(row: Any) -> ClockSnapshot:
     return ClockSnapshot(as_utc(row.started_at), row.state, row.tier, _pauses(row.pauses),  # type: ignore[arg-type]
                          as_utc(row.breached_at))
 
@@ -119,7 +131,8 @@ def _clock_upsert(table: sa.Table, dialect: str) -> Any:
 
 def mark_breached(connection: sa.Connection, schema: Schema, entity: str, record_id: int, name: str,
                   now: dt.datetime) -> None:
-    _breach_update(schema.clocks).run(connection, {"b_entity": entity, "b_record_id": record_id, "b_name": name,
+    """Note the breach moment on the SLA clock (held back while the caller defers writes)."""
+    _breach_update(schema.clocks).run_later(connection, {"b_entity": entity, "b_record_id": record_id, "b_name": name,
                                                    "breached_at": naive(now)})
 
 

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
-from .prepared import Prepared
+from .prepared import Prepared, discard_deferred, flush_deferred
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
@@ -72,13 +72,17 @@ _savepoint_names = itertools.count()
 @contextlib.contextmanager
 def savepoint(connection: sa.Connection) -> Iterator[sa.Connection]:
     """A savepoint around the block: released when it ends, rolled back to if it raises.
-    Issued on the driver's cursor: SQLAlchemy's begin_nested() costs as much as an INSERT."""
+    Issued on the driver's cursor: SQLAlchemy's begin_nested() costs as much as an INSERT.
+    Writes held back on the connection (prepared.deferring) are sent first, and those held
+    back inside the block are dropped with it when it rolls back."""
+    flush_deferred(connection)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     name = f"crm_sp{next(_savepoint_names)}"
     cursor.execute(f"SAVEPOINT {name}")
     try:
         yield connection
     except BaseException:
+        discard_deferred(connection)
         cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
         cursor.execute(f"RELEASE SAVEPOINT {name}")
         raise

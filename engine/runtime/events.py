@@ -72,7 +72,8 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
 def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: str,
                  actor_id: int | None, at: dt.datetime, changes: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None) -> None:
-    _insert(schema.events).run(connection, {
+    """One event row in the caller's transaction (held back while the caller defers writes)."""
+    _insert(schema.events).run_later(connection, {
         "entity": entity, "record_id": record_id, "kind": kind, "actor_id": actor_id,
         "at": at.astimezone(dt.timezone.utc).replace(tzinfo=None),
         "changes": dict(changes or {}), "data": dict(data or {})})

@@ -55,8 +55,9 @@ class Outcome:
 
 def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
             now: dt.datetime, entity: str | None = None, record_id: int | None = None) -> None:
-    """Add a message in the caller's transaction; the same key twice is one message."""
-    _insert_once(schema.outbox, connection.dialect.name).run(connection, {
+    """Add a message in the caller's transaction (held back while the caller defers writes);
+    the same key twice is one message."""
+    _insert_once(schema.outbox, connection.dialect.name).run_later(connection, {
         "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
         "next_attempt_at": _naive(now), "entity": entity, "record_id": record_id, "created_at": _naive(now)})
 

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -241,6 +241,13 @@ class RecordService:
         """The stored record in the caller's transaction, unredacted (for the engine's own work), or None."""
         row = self._statements.by_id(entity_name).mapping(connection, {"id": record_id})
         return None if row is None else self.record_from_row(self.entity(entity_name), row)
+
+    def find_many(self, connection: sa.Connection, entity_name: str,
+                  record_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """`find` for many records in one statement: id → record, for those that exist."""
+        entity, table = self.entity(entity_name), self.schema.table(entity_name)
+        rows = connection.execute(sa.select(table).where(table.c.id.in_(sorted(set(record_ids))))).mappings()
+        return {row["id"]: self.record_from_row(entity, row) for row in rows}
 
     def _fetch(self, connection: sa.Connection, entity: EntitySpec, record_id: int) -> dict[str, Any]:
         record = self.find(connection, entity.name, record_id)

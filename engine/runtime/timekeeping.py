@@ -12,9 +12,12 @@ create a related record — all through RecordService with a system actor and or
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,16 +32,31 @@ from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key, checkpoint_k
 from engine.rules.timers import DueTimer, TimerRequest
 
 from .actors import SYSTEM
-from .clocks import (build_calendar, build_policy, cadence_prefix, load_clock, mark_breached, save_clock)
+from .clocks import (build_calendar, build_policy, cadence_prefix, load_clock, load_clocks, mark_breached,
+                     save_clock)
 from .database import savepoint
 from .events import append_event
 from .notifications import enqueue_notification, people_context
 from .records import WriteContext
 from .runtime import Runtime
-from .timers import SqlTimerStore
+from .timers import BatchedHandler, SqlTimerStore
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_EVENTS = {"warning": "sla_warning", "breach": "sla_breached", "escalation": "sla_escalated"}
+
+
+@dataclasses.dataclass(eq=False)
+class _ReadAhead:
+    """What a batch of timers reads, read in a few statements before the first one fires
+    (`Timekeeping.batch`); an entry is dropped when the batch writes what it holds."""
+
+    connection: sa.Connection
+    clocks: dict[tuple[str, str, int, str], ClockSnapshot | None]
+    records: dict[tuple[str, int], dict[str, Any] | None]
+    users: dict[int, Any]
+
+
+_read_ahead: contextvars.ContextVar[_ReadAhead | None] = contextvars.ContextVar("crm_read_ahead", default=None)
 
 
 class Timekeeping:
@@ -54,7 +72,8 @@ class Timekeeping:
         self._slas = {spec.name: spec for spec in self.model.slas}
         self._cadences = {spec.name: spec for spec in self.model.cadences}
         self._policies = {spec.name: build_policy(spec, self.calendar(spec.calendar)) for spec in self.model.slas}
-        self.handlers = {"sla": self.fire_sla, "cadence": self.fire_cadence}
+        self.handlers = {"sla": BatchedHandler(self.fire_sla, self.batch),
+                         "cadence": BatchedHandler(self.fire_cadence, self.batch)}
 
     # -- look-ups --------------------------------------------------------------------------
     def calendar(self, name: str | None) -> BusinessCalendar | None:
@@ -88,6 +107,9 @@ class Timekeeping:
         """Start, move, pause or stop this record's clocks, and stop cadences a reply ends."""
         entity, after = context.entity.name, context.after
         record_id = int(after["id"])
+        ahead = self._ahead(context.connection)
+        if ahead is not None:
+            ahead.records.pop((entity, record_id), None)
         is_new = context.change == "created"  # a record written just now has no clocks yet
         viewer = context.actor.id if context.change == "viewed" else None
         for spec in self._slas.values():
@@ -114,6 +136,7 @@ class Timekeeping:
     def _apply_sla(self, connection: sa.Connection, spec: SlaSpec, record_id: int, current: ClockSnapshot | None,
                    decision: ClockDecision, now: dt.datetime) -> None:
         move, clock = decision.move, decision.clock
+        self._forget_clock(connection, "sla", spec.entity, record_id, spec.name)
         if current is not None and move in (Move.RESTART, Move.PAUSE, Move.STOP, Move.CANCEL):
             self.store.cancel(connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, current.started_at))
         if clock is None:  # the record is gone
@@ -150,7 +173,7 @@ class Timekeeping:
         spec = self._slas.get(str(timer.payload.get("policy")))
         if spec is None or timer.record_id is None:
             return  # the policy left the blueprint; nothing to do
-        clock = load_clock(connection, self.schema, "sla", spec.entity, timer.record_id, spec.name)
+        clock = self._clock(connection, "sla", spec.entity, timer.record_id, spec.name)
         if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
             return  # paused, stopped or restarted since it was scheduled
         kind, _, percent = str(timer.payload["checkpoint"]).partition("-")
@@ -164,6 +187,10 @@ class Timekeeping:
             return
         if kind == "breach":
             mark_breached(connection, self.schema, spec.entity, timer.record_id, spec.name, now)
+            ahead = self._ahead(connection)
+            if ahead is not None:
+                ahead.clocks[("sla", spec.entity, timer.record_id, spec.name)] = dataclasses.replace(
+                    clock, breached_at=now)
         # a warning that comes due only after the breach (the worker was down) is recorded, not sent
         late = kind == "warning" and status.elapsed >= status.target
         append_event(connection, self.schema, entity=spec.entity, record_id=timer.record_id,
@@ -185,6 +212,7 @@ class Timekeeping:
     # -- cadence effects --------------------------------------------------------------------
     def _apply_cadence(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int,
                        current: ClockSnapshot | None, decision: ClockDecision, now: dt.datetime) -> None:
+        self._forget_clock(connection, "cadence", cadence.entity, record_id, cadence.name)
         if current is not None and decision.move in (Move.RESTART, Move.STOP, Move.CANCEL):
             self.store.cancel(connection, cadence_prefix(cadence.name, cadence.entity, record_id, current.started_at))
         clock = decision.clock or ClockSnapshot(now, "cancelled")
@@ -223,7 +251,7 @@ class Timekeeping:
         cadence = self._cadences.get(str(timer.payload.get("cadence")))
         if cadence is None or timer.record_id is None:
             return
-        clock = load_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name)
+        clock = self._clock(connection, "cadence", cadence.entity, timer.record_id, cadence.name)
         if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
             return
         record = self._record(connection, cadence.entity, timer.record_id)
@@ -236,8 +264,9 @@ class Timekeeping:
         self.run_actions(connection, cadence.entity, record, step.actions, now, key=timer.key,
                          extra={"cadence": {"name": cadence.name, "step": step.name}})
         if index == len(cadence.steps) - 1:
-            later = load_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name)
+            later = self._clock(connection, "cadence", cadence.entity, timer.record_id, cadence.name)
             if later is not None and later.state == "running" and later.started_at == clock.started_at:
+                self._forget_clock(connection, "cadence", cadence.entity, timer.record_id, cadence.name)
                 save_clock(connection, self.schema, "cadence", cadence.entity, timer.record_id, cadence.name,
                            ClockSnapshot(clock.started_at, "done"), now, reason="all steps done")
 
@@ -262,7 +291,8 @@ class Timekeeping:
                     now: dt.datetime, key: str, extra: Mapping[str, Any], owner_id: int | None) -> None:
         records = self.runtime.records
         if isinstance(action, NotifyStep):
-            seen: dict[int, Any] = {}
+            ahead = self._ahead(connection)
+            seen: dict[int, Any] = ahead.users if ahead is not None else {}
             context = {"record": record, "now": now, "url": f"{self.base_url}/{entity}/{record['id']}",
                        **people_context(connection, self.schema, owner_id, seen), **extra}
             enqueue_notification(connection, self.schema, self.model, channel=action.channel,
@@ -302,7 +332,69 @@ class Timekeeping:
         self.runtime.records.update(entity, record["id"], {"owner": target}, actor=SYSTEM, within=connection,
                                     origin="timer")
 
+    # -- reading ahead for a batch of timers -----------------------------------------------
+    @contextlib.contextmanager
+    def batch(self, connection: sa.Connection, timers: list[DueTimer], now: dt.datetime) -> Iterator[None]:
+        """Read what these timers' handlers will read — their clocks, records, owners and
+        managers — in a few statements, instead of a few per timer (on PostgreSQL each is a
+        round trip); the worker fires the batch inside this block."""
+        ahead = _ReadAhead(connection, {}, {}, {})
+        wanted: dict[tuple[str, str], set[int]] = {}
+        for timer in timers:
+            spec: Any = (self._slas.get(str(timer.payload.get("policy"))) if timer.kind == "sla"
+                         else self._cadences.get(str(timer.payload.get("cadence"))))
+            if spec is not None and timer.record_id is not None:
+                wanted.setdefault((timer.kind, spec.entity), set()).add(timer.record_id)
+                ahead.clocks[(timer.kind, spec.entity, timer.record_id, spec.name)] = None
+        records = self.runtime.records
+        for (kind, entity), ids in wanted.items():
+            for (record_id, name), clock in load_clocks(connection, self.schema, kind, entity, ids).items():
+                if (kind, entity, record_id, name) in ahead.clocks:
+                    ahead.clocks[(kind, entity, record_id, name)] = clock
+        by_entity: dict[str, set[int]] = {}
+        for (_, entity), ids in wanted.items():
+            by_entity.setdefault(entity, set()).update(ids)
+        for entity, ids in by_entity.items():
+            found = records.find_many(connection, entity, ids)
+            ahead.records.update({(entity, record_id): found.get(record_id) for record_id in ids})
+        owners = {record["owner"] for record in ahead.records.values() if record and record.get("owner")}
+        self._read_users(connection, owners, ahead.users)
+        self._read_users(connection, {row.manager_id for row in ahead.users.values() if row is not None}, ahead.users)
+        token = _read_ahead.set(ahead)
+        try:
+            yield
+        finally:
+            _read_ahead.reset(token)
+
+    def _read_users(self, connection: sa.Connection, ids: set[int | None], into: dict[int, Any]) -> None:
+        missing = sorted(user_id for user_id in ids if user_id is not None and user_id not in into)
+        if missing:
+            users = self.schema.users
+            found = {row.id: row for row in connection.execute(sa.select(users).where(users.c.id.in_(missing)))}
+            into.update({user_id: found.get(user_id) for user_id in missing})
+
+    @staticmethod
+    def _ahead(connection: sa.Connection) -> _ReadAhead | None:
+        ahead = _read_ahead.get()
+        return ahead if ahead is not None and ahead.connection is connection else None
+
+    def _clock(self, connection: sa.Connection, kind: str, entity: str, record_id: int,
+               name: str) -> ClockSnapshot | None:
+        ahead = self._ahead(connection)
+        if ahead is not None and (kind, entity, record_id, name) in ahead.clocks:
+            return ahead.clocks[(kind, entity, record_id, name)]
+        return load_clock(connection, self.schema, kind, entity, record_id, name)
+
+    def _forget_clock(self, connection: sa.Connection, kind: str, entity: str, record_id: int, name: str) -> None:
+        ahead = self._ahead(connection)
+        if ahead is not None:
+            ahead.clocks.pop((kind, entity, record_id, name), None)
+
     def _record(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:
+        ahead = self._ahead(connection)
+        if ahead is not None and (entity_name, record_id) in ahead.records:
+            record = ahead.records[(entity_name, record_id)]
+            return None if record is None else dict(record)
         return self.runtime.records.find(connection, entity_name, record_id)
 
 

@@ -9,11 +9,13 @@ leaves its transaction uncommitted, so its timers are still pending for the next
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,11 +24,38 @@ from engine.rules.timers import DueTimer, TimerRequest
 
 from .database import Database, savepoint
 from .fieldkinds import as_utc
-from .prepared import Prepared
+from .prepared import Prepared, deferring
 from .tables import Schema
 
 TimerHandler = Callable[[sa.Connection, DueTimer, dt.datetime], None]
+BatchHook = Callable[[sa.Connection, list[DueTimer], dt.datetime], ContextManager[None]]
 MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BatchedHandler:
+    """A timer handler with a hook that a batch of its timers is fired inside: it can read at
+    once, before the first timer fires, what each of them would read on its own."""
+
+    fire: TimerHandler
+    batch: BatchHook
+
+    def __call__(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
+        self.fire(connection, timer, now)
+
+
+@dataclass
+class _Touched:
+    """The timer keys that handlers of the batch being fired scheduled, and the prefixes they cancelled."""
+
+    keys: set[str] = field(default_factory=set)
+    prefixes: list[str] = field(default_factory=list)
+
+    def hits(self, key: str) -> bool:
+        return key in self.keys or any(key.startswith(prefix) for prefix in self.prefixes)
+
+
+_touched: contextvars.ContextVar[_Touched | None] = contextvars.ContextVar("crm_touched_timers", default=None)
 
 
 def _naive(moment: dt.datetime) -> dt.datetime:
@@ -51,6 +80,9 @@ class SqlTimerStore:
     def schedule(self, connection: sa.Connection, *requests: TimerRequest) -> None:
         if not requests:
             return
+        touched = _touched.get()
+        if touched is not None:
+            touched.keys.update(request.key for request in requests)
         created = _naive(self.now())
         self._upsert(connection.dialect.name).run_many(connection, [
             {"kind": request.kind, "key": request.key, "entity": request.entity, "record_id": request.record_id,
@@ -72,6 +104,9 @@ class SqlTimerStore:
         return statement
 
     def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
+        touched = _touched.get()
+        if touched is not None:
+            touched.prefixes.append(key_prefix)
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         statement = self._statements.get("cancel")
         if statement is None:
@@ -99,11 +134,12 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
     """Fire up to `limit` due timers, oldest first, each exactly once; a handler that raises
     leaves its timer pending for a later tick (dead after MAX_ATTEMPTS, with the error kept).
 
-    The batch is first fired under one savepoint; only if a handler raises is it rolled back
-    and fired again one savepoint per timer, so the failure is isolated and recorded. (A
-    savepoint per timer costs two statements each — on PostgreSQL, two round trips.)
-    A timer that an earlier timer of the same batch moved or cancelled (a breach re-grading
-    the record re-schedules its escalation) is not fired now: it keeps its new time."""
+    The batch is first fired under one savepoint, set-wise (`_fire_batch`); only if a handler
+    raises is it rolled back and fired again one savepoint per timer, so the failure is
+    isolated and recorded. (A savepoint per timer costs two statements each — on PostgreSQL,
+    two round trips.) A timer that an earlier timer of the same batch moved or cancelled (a
+    breach re-grading the record re-schedules its escalation) is not fired now: it keeps its
+    new time."""
     table = schema.timers
     mark_fired, mark_failed = _firing_statements(table)
     with db.write() as connection:
@@ -111,7 +147,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
         timers = [_timer(row) for row in rows]
         try:
             with savepoint(connection):
-                fired = sum(_fire(connection, timer, handlers, now, worker, mark_fired) for timer in timers)
+                fired = _fire_batch(connection, table, timers, handlers, now, worker, mark_fired)
             return FireReport(fired, 0, len(rows) == limit)
         except Exception:  # noqa: BLE001 — some handler failed: isolate it below
             pass
@@ -128,6 +164,43 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                     "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
     return FireReport(fired, failed, len(rows) == limit)
+
+
+def _fire_batch(connection: sa.Connection, table: sa.Table, timers: list[DueTimer],
+                handlers: Mapping[str, TimerHandler], now: dt.datetime, worker: str, mark_fired: Prepared) -> int:
+    """Fire a batch in few statements: each BatchedHandler's hook reads ahead for its timers,
+    events and messages are held back and sent together (prepared.deferring), and the timers
+    are marked fired together at the end — the rows are ours (locked on PostgreSQL, the
+    write lock on SQLite), so each is still pending and due unless a handler of this batch
+    scheduled or cancelled its key; such a timer is checked and marked on its own (`_fire`)."""
+    touched = _Touched()
+    token = _touched.set(touched)
+    fired, unmarked = 0, []
+    try:
+        with contextlib.ExitStack() as stack:
+            hooks: dict[BatchHook, list[DueTimer]] = {}
+            for timer in timers:
+                handler = handlers.get(timer.kind)
+                if isinstance(handler, BatchedHandler):
+                    hooks.setdefault(handler.batch, []).append(timer)
+            for hook, own in hooks.items():
+                stack.enter_context(hook(connection, own, now))
+            stack.enter_context(deferring(connection))  # left first: flushed before the hooks end
+            for timer in timers:
+                if touched.hits(timer.key):
+                    fired += _fire(connection, timer, handlers, now, worker, mark_fired)
+                    continue
+                handler = handlers.get(timer.kind)
+                if handler is None:
+                    raise LookupError(f"no handler for timer kind '{timer.kind}'")
+                handler(connection, timer, now)
+                unmarked.append(timer.id)
+                fired += 1
+    finally:
+        _touched.reset(token)
+    if unmarked:
+        connection.execute(_mark_all(table), {"ids": unmarked, "fired_at": _naive(now), "fired_by": worker})
+    return fired
 
 
 def _fire(connection: sa.Connection, timer: DueTimer, handlers: Mapping[str, TimerHandler], now: dt.datetime,
@@ -154,3 +227,10 @@ def _firing_statements(table: sa.Table) -> tuple[Prepared, Prepared]:
                                       fired_by=sa.bindparam("fired_by"))),
             Prepared(by_id.values(attempts=sa.bindparam("attempts"), last_error=sa.bindparam("last_error"),
                                   due_at=sa.bindparam("due_at"), status=sa.bindparam("status"))))
+
+
+@functools.lru_cache(maxsize=16)
+def _mark_all(table: sa.Table) -> sa.Update:
+    """Marking a batch's timers fired, by id (they are known to be pending and due: `_fire_batch`)."""
+    return table.update().where(table.c.id.in_(sa.bindparam("ids", expanding=True))).values(
+        status="fired", fired_at=sa.bindparam("fired_at"), fired_by=sa.bindparam("fired_by"))
