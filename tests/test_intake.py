@@ -69,6 +69,38 @@ def test_round_robin_is_fair_across_a_restart_and_skips_reps_on_leave(intake: Ru
     assert _owners(restarted)["zhao"] == 1
 
 
+def _give_open_leads(runtime: Runtime, counts: dict[str, tuple[int, int]]) -> None:
+    """Leads already owned before routing starts (as an import would leave them): (open, closed) per rep."""
+    users, leads = runtime.schema.users, runtime.schema.table("lead")
+    now = dt.datetime(2026, 11, 1)
+    with runtime.db.write() as connection:
+        ids = dict(connection.execute(sa.select(users.c.username, users.c.id)).all())
+        connection.execute(leads.insert(), [
+            {"name": f"{username}的老客户{n}", "status": "new" if n < open_ else "closed", "owner": ids[username],
+             "region": "east", "created_at": now, "updated_at": now, "version": 1}
+            for username, (open_, closed) in counts.items() for n in range(open_ + closed)])
+
+
+@pytest.mark.parametrize("cap", [3, None])
+def test_caps_and_least_loaded_count_each_reps_open_leads_in_the_database(make_runtime: Any, cap: int | None) -> None:
+    routing = ROUTING.replace("within: round_robin", "within: least_loaded" + (f"\n    cap: {cap}" if cap else ""))
+    runtime = make_runtime(files(**{"routing.yaml": routing}))
+    for rep in REPS:
+        add_user(runtime, rep)
+    _give_open_leads(runtime, {"wang": (5, 0), "li": (2, 6), "zhou": (0, 9)})
+    users = runtime.schema.users
+    with runtime.db.read() as connection:
+        names = dict(connection.execute(sa.select(users.c.id, users.c.username)).all())
+    new = [_lead(runtime, index) for index in range(5)]
+    got = Counter(names.get(lead["owner"]) for lead in new)
+    if cap is not None:  # zhou 0 → 3 and li 2 → 3 fill up to the cap; the fifth waits in the queue
+        assert got == Counter({"zhou": 3, "li": 1, None: 1})
+        assert "wang — at cap (" in explain(runtime, "lead", new[-1]["id"])
+    else:  # every open lead counts (closed ones do not): zhou first, then both until level
+        assert got["wang"] == 0 and got["li"] + got["zhou"] == 5
+        assert {2 + got["li"], got["zhou"]} == {3, 4}
+
+
 def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: Runtime) -> None:
     lead = _lead(intake, 1, company="华东机械", registered_capital=6_000_000, hiring_recently=True, has_tenders=True)
     assert lead["grade"] == "S" and lead["next_follow_up"] is not None and lead["owner"] is not None

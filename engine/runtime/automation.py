@@ -192,17 +192,31 @@ class RulesObserver:
 
     def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec,
                      owners: list[int]) -> dict[int, int]:
-        """Open records per active user. Counted for the given owners only: with the (owner, …)
-        index that is a few index seeks per rep, where counting every owner read the whole index."""
+        """Open records per active user, counted with index seeks per rep, and only up to the
+        highest cap when every rep has one (a rep at cap is at cap, however far over):
+        counting all of a busy team's open leads on every routed lead cost ~1 ms at 2,000."""
         table = self.runtime.schema.table(policy.entity)
+        limit = _count_limit(policy)
         if policy.name not in self._counts:
             condition = expression_to_sql(policy.open_when.source, table)
-            self._counts[policy.name] = None if condition is None else (
-                sa.select(table.c.owner, sa.func.count())
-                .where(table.c.owner.in_(sa.bindparam("owners", expanding=True)), condition).group_by(table.c.owner))
+            users = self.runtime.schema.users
+            if condition is None:
+                self._counts[policy.name] = None
+            elif limit is None:
+                self._counts[policy.name] = (
+                    sa.select(table.c.owner, sa.func.count()).group_by(table.c.owner)
+                    .where(table.c.owner.in_(sa.bindparam("owners", expanding=True)), condition))
+            else:
+                first_open = (sa.select(table.c.owner).where(table.c.owner == users.c.id, condition)
+                              .limit(sa.bindparam("limit")).correlate(users).subquery())
+                self._counts[policy.name] = sa.select(
+                    users.c.id, sa.select(sa.func.count()).select_from(first_open).scalar_subquery()
+                ).where(users.c.id.in_(sa.bindparam("owners", expanding=True)))
         query = self._counts[policy.name]
         if query is not None:
-            return dict(connection.execute(query, {"owners": owners}).tuples().all()) if owners else {}
+            if not owners:
+                return {}
+            return {owner: count for owner, count in connection.execute(query, {"owners": owners, "limit": limit})}
         # an open_when too rich for SQL: evaluate it per owned record
         entity = self.model.entity(policy.entity)
         counts: dict[int, int] = {}
@@ -309,6 +323,16 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "is_finite"):  # Decimal
         return str(value)
     return value
+
+
+def _count_limit(policy: RoutingPolicySpec) -> int | None:
+    """How far open records need counting: the highest cap, unless least-loaded routing must
+    compare reps who have no cap (then every open record counts)."""
+    from engine.metamodel.automation import Strategy
+    caps = [cap for cap in (policy.cap, *dict(policy.caps).values()) if cap is not None]
+    if not caps or (policy.cap is None and Strategy.LEAST_LOADED in (policy.strategy, policy.within)):
+        return None
+    return max(caps)
 
 
 def _needs_counts(policy: RoutingPolicySpec) -> bool:
