@@ -320,12 +320,23 @@ class PhoneKind(Kind):
         return normalize_phone(str(value), spec.phone_region, field=spec.name)
 
 
+_PLAIN_PHONE = re.compile(r"[\d\s+\-().]+")
+_CN_MOBILE = re.compile(r"(?:\+?86)?(1\d{10})")
+
+
 def normalize_phone(text: str, region: str, *, field: str | None = None) -> str | None:
     """E.164 form of a phone number (`+8613800138000`), or FieldError when it is not one."""
     raw = text.strip()
     if not raw:
         return None
     digits = re.sub(r"[^\d+]", "", raw)
+    if region == "CN" and _PLAIN_PHONE.fullmatch(raw):
+        # the usual case, a mainland mobile: what phonenumbers.parse would extract, without its
+        # 20 µs of parsing; validity is still phonenumbers' (tests compare the two paths)
+        mobile = _CN_MOBILE.fullmatch(digits)
+        if mobile is not None and phonenumbers.is_valid_number(
+                phonenumbers.PhoneNumber(country_code=86, national_number=int(mobile.group(1)))):
+            return "+86" + mobile.group(1)
     candidates = [raw]
     if digits.startswith("86") and len(digits) == 13 and not digits.startswith("+"):
         candidates.insert(0, "+" + digits)
