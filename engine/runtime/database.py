@@ -28,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import sqlite3
-import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -217,8 +217,8 @@ class Database:
     def _commit_group(self, group: _Group) -> None:
         try:
             group.transaction.commit()
-        except BaseException as error:  # e.g. a deferred constraint, a full disk: no write of the group is kept
-            group.connection.invalidate()  # closes the driver's connection, which rolls back; the next write reconnects
+        except BaseException as error:  # a deferred constraint, a full disk: no write of the group is kept
+            group.connection.invalidate()  # closing the driver's connection rolls back; the next write reconnects
             group.done.set_exception(error)
         else:
             group.done.set_result(None)
