@@ -203,3 +203,32 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_runtime: An
     overdue = client.get("/api/ticket", params={"sla": "overdue"}).json()["total"]
     assert running > 0 and overdue > 0
     validate(client.get("/api/openapi.json").json())
+
+
+def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Runtime) -> None:
+    """On SQLite the writes of requests that arrive together share one commit (group commit);
+    each must still see the ones before it: eight sign-ups of one person make one lead."""
+    import asyncio
+
+    add_user(runtime, NewUser("burst", "burst", "admin"))
+    app, token = create_app(runtime), create_token(runtime, "burst")
+    commits: list[int] = []
+    sa.event.listen(runtime.db.engine, "commit", lambda _connection: commits.append(1))
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://crm.test",
+                                     headers={"Authorization": f"Bearer {token}"}) as api:
+            return list(await asyncio.gather(*(api.post("/api/lead", json={"name": f"李雷{n}", "phone": "13800138000",
+                                                                           "company": f"公司{n}"})
+                                               for n in range(8))))
+    responses = asyncio.run(main())
+    assert sorted(response.status_code for response in responses) == [200] * 7 + [201]
+    assert len({response.json()["id"] for response in responses}) == 1
+    if runtime.db.is_sqlite:
+        assert len(commits) < 8  # the requests did share commits: the case this test is about
+    leads, _ = _counts(runtime)
+    assert leads == 1
+    with runtime.db.read() as connection:
+        events = runtime.schema.events
+        kinds = [row.kind for row in connection.execute(sa.select(events.c.kind).order_by(events.c.id))]
+    assert kinds == ["created"] + ["merged"] * 7
