@@ -1,6 +1,7 @@
 """Where an intake delivery's time goes, without HTTP: the webhook path in-process, timed and profiled.
 
     /work/main/.venv/bin/python bench/profile_intake.py [--existing 100000] [--deliveries 2000] [--top 30]
+        [--sort tottime|cumtime] [--no-profile]
 
 Prepares the same database as bench_intake.py (the shipped CRM blueprint, demo users, existing
 leads), then calls log_delivery + process_delivery — what POST /hooks/website_form runs in the
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--no-profile", action="store_true", help="time only (e.g. under py-spy, which cProfile would skew)")
     args = parser.parse_args()
     os.environ["CRM_WEBSITE_FORM_TOKEN"] = TOKEN
 
@@ -66,6 +68,9 @@ def main() -> None:
         plain = run(deliveries(200, args.deliveries))
         print(f"log_delivery + process_delivery: {plain * 1e6:,.0f} µs CPU per delivery "
               f"(≈ {1 / plain:,.0f} deliveries/s on one core, before HTTP)\n")
+        if args.no_profile:
+            runtime.close()
+            return
         profile = cProfile.Profile()
         bodies = deliveries(200 + args.deliveries, args.deliveries)
         profile.enable()
