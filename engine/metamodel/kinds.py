@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .automation import (ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA, build_routing, build_rules,
-                         build_sources)
+from .automation import ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA
+from .automation_builders import build_routing, build_rules, build_sources
 from .errors import BlueprintError
 from .model import Metamodel
 from .roles import ROLES_SCHEMA, build_roles

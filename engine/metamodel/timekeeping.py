@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .automation import _Checker
+from .checks import Checker
 from .errors import Location
 from .model import NOWHERE, Expression, Label, Metamodel
 from .schema import EXPRESSION, LABEL, NAME
@@ -379,7 +379,7 @@ def _check_weekday_key(key: str) -> str | None:
     return None
 
 
-def _days(raw: dict[str, str], checker: _Checker, path: PathKey) -> list[tuple[dt.date, str]]:
+def _days(raw: dict[str, str], checker: Checker, path: PathKey) -> list[tuple[dt.date, str]]:
     days: list[tuple[dt.date, str]] = []
     for key, name in raw.items():
         match = _DAY.match(str(key).strip())
@@ -399,7 +399,7 @@ def _days(raw: dict[str, str], checker: _Checker, path: PathKey) -> list[tuple[d
     return days
 
 
-def _zone(checker: _Checker, path: PathKey, name: str) -> None:
+def _zone(checker: Checker, path: PathKey, name: str) -> None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 
-from .automation import _build_items, _Checker
+from .checks import Checker, build_items
 from .errors import BlueprintError, did_you_mean
 from .model import EntitySpec, Expression, FieldType, Metamodel
 from .source import PathKey, SourceDocument
@@ -32,11 +32,11 @@ Built = tuple[dict[str, Any], list[BlueprintError]]
 
 def build_calendars(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CalendarDecls from every `calendars:` document: weekdays, periods, dates and zones checked."""
-    calendars, errors = _build_items("calendars", "calendar", documents, model, functions, _build_calendar)
+    calendars, errors = build_items("calendars", "calendar", documents, model, functions, _build_calendar)
     return {"calendars": tuple(calendars)}, errors
 
 
-def _build_calendar(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CalendarDecl:
+def _build_calendar(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CalendarDecl:
     timezone = data.get("timezone", checker.model.settings.timezone)
     _zone(checker, path + ("timezone",), timezone)
     for key, periods in data["hours"].items():
@@ -64,12 +64,12 @@ def _build_calendar(checker: _Checker, name: str, data: dict[str, Any], path: Pa
 
 def build_channels(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
-    channels, errors = _build_items("channels", "channel", documents, model, functions, _build_channel)
-    templates, template_errors = _build_items("templates", "template", documents, model, functions, _build_template)
+    channels, errors = build_items("channels", "channel", documents, model, functions, _build_channel)
+    templates, template_errors = build_items("templates", "template", documents, model, functions, _build_template)
     return {"channels": tuple(channels), "templates": tuple(templates)}, errors + template_errors
 
 
-def _build_channel(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ChannelSpec:
+def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ChannelSpec:
     _check_channel(checker, path, data)
     retry = checker.doc.data.get("retry") or {}  # one retry policy per channels document
     return ChannelSpec(
@@ -83,7 +83,7 @@ def _build_channel(checker: _Checker, name: str, data: dict[str, Any], path: Pat
         checker.doc.where_key(path))
 
 
-def _build_template(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
+def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
     for part in ("title", "text", "html"):
         for lang, text in _texts(data.get(part)):
             _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
@@ -91,7 +91,7 @@ def _build_template(checker: _Checker, name: str, data: dict[str, Any], path: Pa
                                _texts(data.get("html")))
 
 
-def _check_channel(checker: _Checker, path: PathKey, data: dict[str, Any]) -> None:
+def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> None:
     kind = data["type"]
     if kind == "mail":
         for option in ("host", "sender"):
@@ -107,7 +107,7 @@ def _check_channel(checker: _Checker, path: PathKey, data: dict[str, Any]) -> No
         checker.error(path, "secrets never stand in the blueprint", "write {env: VARIABLE} or {key: a.b}")
 
 
-def _check_jinja(checker: _Checker, path: PathKey, text: str, name: str) -> None:
+def _check_jinja(checker: Checker, path: PathKey, text: str, name: str) -> None:
     try:
         jinja2.Environment().parse(text)
     except jinja2.TemplateSyntaxError as exc:
@@ -115,7 +115,7 @@ def _check_jinja(checker: _Checker, path: PathKey, text: str, name: str) -> None
                       "templates are Jinja2: {{ record.name }}, {% if … %}…{% endif %}")
 
 
-def _duration(checker: _Checker, path: PathKey, text: str) -> DurationSpec:
+def _duration(checker: Checker, path: PathKey, text: str) -> DurationSpec:
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -123,7 +123,7 @@ def _duration(checker: _Checker, path: PathKey, text: str) -> DurationSpec:
         return DurationSpec(text, dt.timedelta(minutes=1))
 
 
-def _trigger(checker: _Checker, path: PathKey, raw: Any, entity: EntitySpec) -> ClockTrigger:
+def _trigger(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec) -> ClockTrigger:
     if raw is None:
         return ClockTrigger("created")
     if isinstance(raw, str):
@@ -137,14 +137,14 @@ def _trigger(checker: _Checker, path: PathKey, raw: Any, entity: EntitySpec) -> 
     return ClockTrigger("stage_entered", field=stage, value=str(raw["stage_entered"]))
 
 
-def _stage_field(checker: _Checker, path: PathKey, entity: EntitySpec) -> str | None:
+def _stage_field(checker: Checker, path: PathKey, entity: EntitySpec) -> str | None:
     name = next((n for n in ("stage", "status") if entity.has_field(n)), None)
     if name is None:
         checker.error(path, f"entity '{entity.name}' has no stage or status field to watch")
     return name
 
 
-def _stops(checker: _Checker, path: PathKey, raw: list[dict[str, Any]], entity: EntitySpec) -> tuple[StopCondition, ...]:
+def _stops(checker: Checker, path: PathKey, raw: list[dict[str, Any]], entity: EntitySpec) -> tuple[StopCondition, ...]:
     stops: list[StopCondition] = []
     for index, item in enumerate(raw):
         where = path + (index,)
@@ -171,7 +171,7 @@ def _stops(checker: _Checker, path: PathKey, raw: list[dict[str, Any]], entity: 
     return tuple(stops)
 
 
-def _replied(checker: _Checker, path: PathKey, raw: dict[str, Any], entity: EntitySpec) -> StopCondition:
+def _replied(checker: Checker, path: PathKey, raw: dict[str, Any], entity: EntitySpec) -> StopCondition:
     related = checker.entity(path + ("entity",), raw["entity"], "replied")
     expression = None
     if related is not None:
@@ -184,7 +184,7 @@ def _replied(checker: _Checker, path: PathKey, raw: dict[str, Any], entity: Enti
     return StopCondition("replied", field=raw["link"], expression=expression, entity=raw["entity"])
 
 
-def _actions(checker: _Checker, path: PathKey, raw: list[dict[str, Any]], entity: EntitySpec) -> tuple[TimeAction, ...]:
+def _actions(checker: Checker, path: PathKey, raw: list[dict[str, Any]], entity: EntitySpec) -> tuple[TimeAction, ...]:
     model = checker.model
     actions: list[TimeAction] = []
     for index, item in enumerate(raw):
@@ -233,7 +233,7 @@ def _actions(checker: _Checker, path: PathKey, raw: list[dict[str, Any]], entity
     return tuple(actions)
 
 
-def _calendar_ref(checker: _Checker, path: PathKey, name: str | None, business_time: bool) -> str | None:
+def _calendar_ref(checker: Checker, path: PathKey, name: str | None, business_time: bool) -> str | None:
     known = [spec.name for spec in checker.model.calendars]  # type: ignore[attr-defined]
     if name is None:
         if business_time and len(known) != 1:
@@ -250,7 +250,7 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Col
     errors: list[BlueprintError] = []
     slas: dict[str, SlaSpec] = {}
     for doc in documents:
-        checker = _Checker(doc, model, functions, errors)
+        checker = Checker(doc, model, functions, errors)
         data, name = doc.data, doc.data["sla"]
         if name in slas:
             checker.error(("sla",), f"SLA '{name}' is declared twice", f"the first is at {slas[name].location}")
@@ -291,17 +291,17 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Col
     return {"slas": tuple(slas.values())}, errors
 
 
-def _expression(checker: _Checker, path: PathKey, source: str | None, entity: EntitySpec) -> Expression | None:
+def _expression(checker: Checker, path: PathKey, source: str | None, entity: EntitySpec) -> Expression | None:
     return checker.expression(path, source, entity) if source else None
 
 
 def build_cadences(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CadenceSpecs: a start trigger, ordered steps with delays and actions, stop conditions."""
-    cadences, errors = _build_items("cadences", "cadence", documents, model, functions, _build_cadence)
+    cadences, errors = build_items("cadences", "cadence", documents, model, functions, _build_cadence)
     return {"cadences": tuple(cadences)}, errors
 
 
-def _build_cadence(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CadenceSpec | None:
+def _build_cadence(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CadenceSpec | None:
     entity = checker.entity(path + ("entity",), data["entity"], f"cadence '{name}'")
     if entity is None:
         return None
@@ -323,11 +323,11 @@ def _build_cadence(checker: _Checker, name: str, data: dict[str, Any], path: Pat
 
 def build_jobs(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """JobSpecs: a valid crontab and zone, a known channel and template, counts over known fields."""
-    jobs, errors = _build_items("jobs", "job", documents, model, functions, _build_job)
+    jobs, errors = build_items("jobs", "job", documents, model, functions, _build_job)
     return {"jobs": tuple(jobs)}, errors
 
 
-def _build_job(checker: _Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> JobSpec:
+def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> JobSpec:
     channels = {spec.name for spec in checker.model.channels}  # type: ignore[attr-defined]
     templates = {spec.name for spec in checker.model.templates}  # type: ignore[attr-defined]
     timezone = data.get("timezone", checker.model.settings.timezone)
@@ -351,7 +351,7 @@ def _build_job(checker: _Checker, name: str, data: dict[str, Any], path: PathKey
                    data.get("calendar"), checker.doc.where_key(path))
 
 
-def _count(checker: _Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:
+def _count(checker: Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:
     if "entity" not in raw:
         checker.error(path, f"count '{name}' needs an entity")
         return None

@@ -1,0 +1,165 @@
+"""Located checks shared by the builders of the automation and time documents (rules, routing,
+sources, calendars, channels, SLA policies, cadences, jobs): a `Checker` per document collects
+every error with its file:line, and `build_items` builds the named items of a document kind."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+from .automation import EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, TemplateSpec, ValueSpec
+from .crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
+from .errors import BlueprintError, Location, did_you_mean
+from .expressions import ExpressionSyntaxError, parse_expression
+from .model import EntitySpec, Expression, FieldSpec, FieldType, Metamodel
+from .source import PathKey, SourceDocument
+
+
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class Checker:
+    """Located checks shared by the three builders; collects errors for one document."""
+
+    def __init__(self, doc: SourceDocument, model: Metamodel, functions: Collection[str],
+                 errors: list[BlueprintError]) -> None:
+        self.doc = doc
+        self.model = model
+        self.functions = functions
+        self.errors = errors
+
+    def error(self, path: PathKey, message: str, hint: str = "", *, key: bool = False,
+              severity: str = "error") -> None:
+        where = self.doc.where_key(path) if key else self.doc.where(path)
+        self.errors.append(BlueprintError(where, path, message, hint, severity))
+
+    def entity(self, path: PathKey, name: str, what: str) -> EntitySpec | None:
+        if self.model.has_entity(name):
+            return self.model.entity(name)
+        self.error(path, f"{what} names unknown entity '{name}'", did_you_mean(name, self.model.entity_names()))
+        return None
+
+    def field(self, path: PathKey, entity: EntitySpec, name: str, what: str,
+              types: Collection[FieldType] = (), system_ok: bool = False) -> FieldSpec | None:
+        """The named field, or None after reporting it missing or of the wrong type."""
+        if not entity.has_field(name):
+            if system_ok and name in SYSTEM_FIELDS:
+                return None
+            known = [*entity.field_names(), *(SYSTEM_FIELDS if system_ok else ())]
+            self.error(path, f"{what} '{name}' is not a field of '{entity.name}'",
+                       f"{did_you_mean(name, known)} Declare it under {entity.name}.fields or correct the name.")
+            return None
+        spec = entity.field(name)
+        if types and spec.value_type not in types:
+            self.error(path, f"{what} '{name}' is a {spec.type.value} field",
+                       "it needs a " + " or ".join(sorted(kind.value for kind in types)) + " field")
+            return None
+        return spec
+
+    def option(self, path: PathKey, spec: FieldSpec | None, value: Any, what: str) -> None:
+        if spec is not None and spec.choices and str(value) not in spec.choice_values():
+            self.error(path, f"{what} '{value}' is not an option of {spec.name}",
+                       did_you_mean(str(value), spec.choice_values()))
+
+    def expression(self, path: PathKey, source: str, entity: EntitySpec) -> Expression | None:
+        """Parse and name-check an expression over the entity's fields and system fields."""
+        location = self.doc.where(path)
+        try:
+            expression = parse_expression(source, location)
+        except ExpressionSyntaxError as exc:
+            self.error(path, f"bad expression '{source}': {exc}",
+                       "see docs/expressions.md for what an expression may contain")
+            return None
+        known = set(entity.field_names()) | set(SYSTEM_FIELDS)
+        for name in sorted(expression.names - known - EXPRESSION_CONSTANTS):
+            self.error(path, f"expression uses unknown field '{name}'",
+                       f"{did_you_mean(name, known)} Fields of {entity.name} can be used by name.")
+        for function in sorted(expression.functions - set(self.functions)):
+            self.error(path, f"expression calls unknown function '{function}'",
+                       f"{did_you_mean(function, self.functions)} See docs/expressions.md for the functions.")
+        return expression
+
+    def value(self, path: PathKey, raw: Any, source: EntitySpec, target: FieldSpec | None) -> ValueSpec:
+        """A literal or '=expression' value; expressions read `source`, literals must fit `target`."""
+        if isinstance(raw, str) and raw.startswith(EXPRESSION_PREFIX):
+            return ValueSpec(expression=self.expression(path, raw[len(EXPRESSION_PREFIX):], source))
+        if target is not None:
+            self.check_literal(path, target, raw)
+        return ValueSpec(literal=tuple(raw) if isinstance(raw, list) else raw)
+
+    def check_literal(self, path: PathKey, spec: FieldSpec, raw: Any) -> None:
+        kind = spec.value_type
+        if raw is None:
+            return
+        if kind in (FieldType.TAGS, FieldType.MULTICHOICE):
+            for item in raw if isinstance(raw, list) else [raw]:
+                self.option(path, spec, item, "value")
+        elif kind is FieldType.CHOICE:
+            self.option(path, spec, raw, "value")
+        elif kind is FieldType.BOOLEAN and not isinstance(raw, bool):
+            self.error(path, f"{spec.name} is a yes/no field; '{raw}' is not true or false", "write true or false")
+        elif kind in (FieldType.INTEGER, FieldType.DECIMAL, FieldType.MONEY) and (
+                isinstance(raw, bool) or not isinstance(raw, (int, float))):
+            self.error(path, f"{spec.name} is a number field; '{raw}' is not a number",
+                       "write a number, or an expression starting with '='")
+
+    def template(self, path: PathKey, text: str, entity: EntitySpec) -> TemplateSpec:
+        names = set()
+        known = set(entity.field_names()) | set(SYSTEM_FIELDS)
+        for match in TEMPLATE_PLACEHOLDER.finditer(text):
+            name = match.group(1)
+            if name is None:
+                continue
+            if not _FIELD_NAME.match(name.strip()):
+                self.error(path, f"placeholder '{{{name}}}' is not a field name",
+                           "placeholders are plain field names like {name}; write {{ and }} for braces")
+            elif name.strip() not in known:
+                self.error(path, f"placeholder '{{{name}}}' is not a field of '{entity.name}'",
+                           did_you_mean(name.strip(), known))
+            else:
+                names.add(name.strip())
+        return TemplateSpec(text, frozenset(names))
+
+
+def named_items(root: str, items: Any) -> Iterator[tuple[str, dict[str, Any], PathKey]]:
+    """(name, item, path) for a list of named items or a mapping name → item."""
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            yield item["name"], item, (root, index)
+    else:
+        for name, item in items.items():
+            yield name, item, (root, name)
+
+
+def duplicate(checker: Checker, seen: dict[str, Location], name: str, path: PathKey, what: str) -> bool:
+    if name in seen:  # a mapping item is reported at its name, a list item where it starts
+        checker.error(path, f"{what} '{name}' is declared twice", f"the first is at {seen[name]}; rename one",
+                      key=isinstance(path[-1], str))
+        return True
+    seen[name] = checker.doc.where_key(path)
+    return False
+
+
+def texts(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(str(item) for item in (value if isinstance(value, list) else [value]))
+
+
+def build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, functions: Collection[str],
+                 build_one: Callable[..., Any]) -> tuple[list[Any], list[BlueprintError]]:
+    """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`
+    (None: left out, its errors reported), with duplicate names reported where they stand."""
+    errors: list[BlueprintError] = []
+    items: list[Any] = []
+    seen: dict[str, Location] = {}
+    for doc in documents:
+        checker = Checker(doc, model, functions, errors)
+        for name, data, path in named_items(key, doc.data.get(key) or {}):
+            if duplicate(checker, seen, name, path, what):
+                continue
+            item = build_one(checker, name, data, path, len(items))
+            if item is not None:
+                items.append(item)
+    return items, errors
