@@ -154,9 +154,8 @@ def flush_deferred(connection: sa.Connection) -> None:
     deferred = _deferred.get()
     if deferred is None or deferred.connection is not connection:
         return
-    while deferred.pending:
-        statement, batch = next(iter(deferred.pending.items()))
-        del deferred.pending[statement]
+    pending, deferred.pending = deferred.pending, {}
+    for statement, batch in pending.items():
         statement.run_many(connection, batch)
 
 

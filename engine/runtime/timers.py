@@ -49,10 +49,13 @@ class _Touched:
     """The timer keys that handlers of the batch being fired scheduled, and the prefixes they cancelled."""
 
     keys: set[str] = field(default_factory=set)
-    prefixes: list[str] = field(default_factory=list)
+    prefixes: set[str] = field(default_factory=set)
 
     def hits(self, key: str) -> bool:
-        return key in self.keys or any(key.startswith(prefix) for prefix in self.prefixes)
+        """Scheduled, or under a cancelled prefix (each of the key's own prefixes looked up: a
+        batch that cancels per record must not cost timers × cancellations)."""
+        return key in self.keys or bool(self.prefixes) and any(
+            key[:end] in self.prefixes for end in range(1, len(key) + 1))
 
 
 _touched: contextvars.ContextVar[_Touched | None] = contextvars.ContextVar("crm_touched_timers", default=None)
@@ -106,7 +109,7 @@ class SqlTimerStore:
     def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
         touched = _touched.get()
         if touched is not None:
-            touched.prefixes.append(key_prefix)
+            touched.prefixes.add(key_prefix)
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         statement = self._statements.get("cancel")
         if statement is None:
