@@ -22,7 +22,8 @@ from engine.runtime.outbox import list_messages
 from engine.runtime.runtime import Runtime, open_runtime
 from engine.runtime.users import NewUser, add_user, update_user
 from tests.conftest import load, write_blueprint
-from tests.support.intake_blueprint import ACTIVITY, ROUTING, RULES, files
+from engine.runtime.errors import ValidationFailed
+from tests.support.intake_blueprint import ACTIVITY, LEAD as LEAD_TEXT, ROUTING, RULES, files
 from tests.test_api import TestClient, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,6 +271,44 @@ def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None
         runtime.records.create("activity", {"subject": "first", "lead": lead["id"]}, actor=SYSTEM)
     with runtime.db.read() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("activity"))).scalar() == 0
+
+
+def test_a_value_a_rule_sets_must_pass_the_validation_rules_and_a_refused_lead_writes_nothing(
+        make_runtime: Any) -> None:
+    """Rules run after the input was validated; what they set is validated again (here: a rule
+    closes expo leads, and a closed lead needs a follow-up date)."""
+    lead = LEAD_TEXT + """validations:
+  - check: "status != 'closed' or not is_empty(next_follow_up)"
+    field: next_follow_up
+    message: a closed lead needs a follow-up date
+  - check: "is_empty(registered_capital) or registered_capital >= 0"
+    field: registered_capital
+    message: capital cannot be negative
+"""
+    rules = RULES + """
+  - name: close_expo_leads
+    entity: lead
+    trigger: created
+    when: "source == 'expo'"
+    actions:
+      - set: {status: closed}
+"""
+    runtime = make_runtime(files(**{"entities/lead.yaml": lead, "rules.yaml": rules}))
+    before = _counts(runtime)
+    with pytest.raises(ValidationFailed) as refused:
+        _lead(runtime, 1, source="expo")
+    assert [(error.field, error.code) for error in refused.value.errors] == [("next_follow_up", "rule")]
+    assert "set by a rule" not in str(refused.value) and _counts(runtime) == before
+    kept = _lead(runtime, 2, source="expo", next_follow_up="2026-12-01")
+    assert kept["status"] == "closed" and _counts(runtime)["lead"] == before["lead"] + 1
+
+
+def _counts(runtime: Runtime) -> dict[str, int]:
+    schema = runtime.schema
+    tables = {"lead": schema.table("lead"), "events": schema.events, "timers": schema.timers, "traces": schema.traces}
+    with runtime.db.read() as connection:
+        return {name: connection.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                for name, table in tables.items()}
 
 
 def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any) -> None:

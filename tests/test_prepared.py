@@ -54,6 +54,24 @@ def test_values_round_trip_exactly_as_sqlalchemy_stores_them(db: Database) -> No
                                                            VALUES["data"])
 
 
+@pytest.mark.parametrize("at, active", [
+    (dt.datetime(2026, 11, 22, 9, 30, 15), False),                      # no microseconds
+    (dt.datetime(999, 1, 2, 3, 4, 5, 6), None),                         # a three-digit year
+    (dt.datetime(2026, 11, 22, 9, 30, tzinfo=dt.timezone.utc), True),   # aware
+    (dt.date(2026, 11, 22), True),                                      # a date where a datetime goes
+])
+def test_stored_text_is_sqlalchemys_to_the_character(db: Database, at: dt.date, active: bool | None) -> None:
+    """Comparisons and sorts in SQL see the stored text: the fast paths must not change it."""
+    values = {**VALUES, "at": at, "active": active}
+    with db.write() as connection:
+        INSERT.run(connection, {"name": "mine", **values})
+        connection.execute(things.insert(), {"name": "reference", "status": "new", **values})
+    with db.read() as connection:
+        stored = connection.execute(sa.select(things.c.name, sa.cast(things.c.at, sa.String),
+                                              sa.cast(things.c.active, sa.String))).all()
+    assert len({(at_text, active_text) for _, at_text, active_text in stored}) == 1, stored
+
+
 def test_statements_join_the_callers_transaction_and_errors_are_sqlalchemys(db: Database) -> None:
     with pytest.raises(RuntimeError):
         with db.write() as connection:

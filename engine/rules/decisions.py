@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -169,17 +170,22 @@ def evaluate_rules(rules: Sequence[RuleSpec], trigger_event: TriggerEvent, befor
     decisions = []
     ordered = sorted((rule for rule in rules if rule.entity == trigger_event.entity),
                      key=lambda rule: (rule.priority, rule.position))
+    changed = None  # the names `current` changed, worked out once for the rules that need them
     for rule in ordered:
-        decision = evaluate_rule(rule, trigger_event, before, current, evaluator, now)
+        if changed is None and any(trigger.kind in _NEEDS_CHANGES for trigger in rule.triggers):
+            changed = changed_fields(before if trigger_event.change is Change.UPDATED else None, current)
+        decision = evaluate_rule(rule, trigger_event, before, current, evaluator, now, changed)
         decisions.append(decision)
-        if decision.matched:
-            current = apply_field_actions(current, decision.actions)
+        if decision.matched and any(isinstance(action, FIELD_ACTIONS) for action in decision.actions):
+            current, changed = apply_field_actions(current, decision.actions), None
     return tuple(decisions)
 
 
 def evaluate_rule(rule: RuleSpec, trigger_event: TriggerEvent, before: Mapping[str, Any] | None,
-                  after: Mapping[str, Any], evaluator: Evaluator, now: dt.datetime) -> Decision:
-    """One rule against one change: trigger, then condition, then the actions' values."""
+                  after: Mapping[str, Any], evaluator: Evaluator, now: dt.datetime,
+                  changed: set[str] | None = None) -> Decision:
+    """One rule against one change: trigger, then condition, then the actions' values.
+    `changed`: `changed_fields` of the change, when the caller has it already."""
     def decide(trigger: TriggerMatch, condition: ConditionResult, *, actions: tuple[Action, ...] = (),
                why_none: str = "", error: str = "") -> Decision:
         return Decision(rule.name, rule.entity, trigger_event.record_id, bool(actions) and not error, trigger,
@@ -189,7 +195,7 @@ def evaluate_rule(rule: RuleSpec, trigger_event: TriggerEvent, before: Mapping[s
     if not rule.is_enabled:
         return decide(TriggerMatch(False, describe_triggers(rule.triggers), "not checked"), not_evaluated,
                       why_none="the rule is disabled (enabled: false)")
-    trigger = match_triggers(rule.triggers, trigger_event, before, after)
+    trigger = match_triggers(rule.triggers, trigger_event, before, after, changed)
     if not trigger.matched:
         return decide(trigger, not_evaluated, why_none=f"its trigger did not fire: {trigger.reason}")
     condition = evaluate_condition(rule.when, after, evaluator)
@@ -301,11 +307,14 @@ def planned_changes(decisions: Sequence[Decision], after: Mapping[str, Any]) -> 
 # -- triggers --------------------------------------------------------------------------
 
 def match_triggers(triggers: Sequence[TriggerSpec], event: TriggerEvent, before: Mapping[str, Any] | None,
-                   after: Mapping[str, Any]) -> TriggerMatch:
-    """The first of the rule's triggers that fires, or why none did."""
+                   after: Mapping[str, Any], changed: set[str] | None = None) -> TriggerMatch:
+    """The first of the rule's triggers that fires, or why none did. `changed`: the names whose
+    value differs (`changed_fields`), when the caller already has them."""
     misses = []
     for trigger in triggers:
-        result = match_trigger(trigger, event, before, after)
+        if changed is None and trigger.kind in _NEEDS_CHANGES:
+            changed = changed_fields(before if event.change is Change.UPDATED else None, after)
+        result = match_trigger(trigger, event, before, after, changed)
         if result.matched:
             return result
         misses.append(result.reason)
@@ -317,12 +326,13 @@ _NEEDS_CHANGES = frozenset({TriggerKind.UPDATED, TriggerKind.FIELD_CHANGED, Trig
 
 
 def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str, Any] | None,
-                  after: Mapping[str, Any]) -> TriggerMatch:
+                  after: Mapping[str, Any], changed: set[str] | None = None) -> TriggerMatch:
     """Does this change fire `trigger`? On creation every non-empty field counts as changed."""
     name = describe_triggers((trigger,))
     kind = trigger.kind
-    changed = (changed_fields(before if event.change is Change.UPDATED else None, after)
-               if kind in _NEEDS_CHANGES else set())
+    if changed is None:
+        changed = (changed_fields(before if event.change is Change.UPDATED else None, after)
+                   if kind in _NEEDS_CHANGES else set())
     if kind is TriggerKind.CREATED:
         fired = event.change is Change.CREATED
         return TriggerMatch(fired, name, "the record was created" if fired else "the record was not created now")
@@ -370,7 +380,9 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
     return {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
 
 
-def describe_triggers(triggers: Sequence[TriggerSpec]) -> str:
+@functools.lru_cache(maxsize=4096)
+def describe_triggers(triggers: tuple[TriggerSpec, ...]) -> str:
+    """How the triggers read in a trace (cached: triggers are frozen specs)."""
     parts = []
     for trigger in triggers:
         text = trigger.kind.value

@@ -202,7 +202,14 @@ def sla_state(
 
 def checkpoint_key(policy_name: str, entity: str, record_id: object, started_at: dt.datetime, checkpoint: Checkpoint) -> str:
     """The timer row's unique key: the same for a checkpoint however often it is rescheduled."""
-    return f"{checkpoint_key_prefix(policy_name, entity, record_id, started_at)}{checkpoint.name}"
+    return checkpoint_keys(policy_name, entity, record_id, started_at, (checkpoint,))[0]
+
+
+def checkpoint_keys(policy_name: str, entity: str, record_id: object, started_at: dt.datetime,
+                    checkpoints: Sequence[Checkpoint]) -> list[str]:
+    """`checkpoint_key` of each of one cycle's checkpoints (the shared prefix formatted once)."""
+    prefix = checkpoint_key_prefix(policy_name, entity, record_id, started_at)
+    return [prefix + checkpoint.name for checkpoint in checkpoints]
 
 
 def checkpoint_key_prefix(policy_name: str, entity: str, record_id: object, started_at: dt.datetime | None = None) -> str:

@@ -79,7 +79,6 @@ class RulesObserver:
         # statements every routed write runs, prepared once (engine/runtime/prepared.py)
         self._users = Prepared(sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
                                          users.c.is_active, users.c.on_leave))
-        self._user_id = Prepared(sa.select(users.c.id).where(users.c.username == sa.bindparam("username")))
         read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
         self._read_cursor = {"sqlite": Prepared(read_cursor),  # SQLite: the write lock already serialises
                              "postgresql": Prepared(read_cursor.with_for_update())}
@@ -157,14 +156,15 @@ class RulesObserver:
         policy = policy_named(self.model, action.policy or selection.policy)  # type: ignore[arg-type]
         choice = choose_pool(policy, values)
         cursor = self._lock_cursor(context.connection, choice.cursor_key)
-        decision = route_record(policy, values, self._reps(context.connection, policy), cursor)
+        reps, user_ids = self._reps(context.connection, policy)
+        decision = route_record(policy, values, reps, cursor)
         self._store_cursor(context.connection, decision.cursor_key, decision.cursor, context.now)
         pending.routing.append(RoutingStep(rule, policy.name, selection, decision))
         if decision.outcome in (RoutingOutcome.QUEUED, RoutingOutcome.UNASSIGNED):
             pending.alerts.append(decision)
         if decision.username is None:
             return None
-        return self._user_id.scalar(context.connection, {"username": decision.username})
+        return user_ids[decision.username]
 
     def _count_related(self, connection: sa.Connection, pairs: frozenset[tuple[str, str]],
                        record_id: int | None) -> dict[tuple[str, str], int]:
@@ -181,27 +181,30 @@ class RulesObserver:
             counts[(entity, link)] = int(statement.scalar(connection, {"record_id": record_id}))
         return counts
 
-    def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> list[Rep]:
-        """Every user as a routing candidate, with open-record counts when the policy needs them."""
-        rows = self._users.rows(connection)
-        counts = (self._open_counts(connection, policy, [row.id for row in rows if row.is_active])
-                  if _needs_counts(policy) else {})
-        return [Rep(row.username,
-                    RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
-                    row.team, row.role, counts.get(row.id, 0)) for row in rows]
-
-    def _open_counts(self, connection: sa.Connection, policy: RoutingPolicySpec,
-                     owners: list[int]) -> dict[int, int]:
-        """Open records per active user (`owners`), counted with index seeks per user, and only
-        up to the highest cap when every rep has one (a rep at cap is at cap, however far
-        over): counting all of a busy team's open leads cost ~1 ms per routed lead at 2,000."""
+    def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> tuple[list[Rep], dict[str, int]]:
+        """Every user as a routing candidate, with open-record counts when the policy needs them
+        (one statement when open_when translates to SQL), and the user ids by username."""
         table = self.runtime.schema.table(policy.entity)
         if policy.name not in self._counts:
-            self._counts[policy.name] = self._count_statement(policy, table)
+            self._counts[policy.name] = self._count_statement(policy, table) if _needs_counts(policy) else None
         statement = self._counts[policy.name]
         if statement is not None:
-            return {row[0]: row[1] for row in statement.rows(connection, {"limit": _count_limit(policy)})}
-        # an open_when too rich for SQL: evaluate it per owned record
+            rows = statement.rows(connection, {"limit": _count_limit(policy)})
+            counts = {row.id: row.open for row in rows}
+        else:
+            rows = self._users.rows(connection)
+            counts = (self._count_in_python(connection, policy, [row.id for row in rows if row.is_active])
+                      if _needs_counts(policy) else {})
+        reps = [Rep(row.username,
+                    RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
+                    row.team, row.role, counts.get(row.id) or 0) for row in rows]
+        return reps, {row.username: row.id for row in rows}
+
+    def _count_in_python(self, connection: sa.Connection, policy: RoutingPolicySpec,
+                         owners: list[int]) -> dict[int, int]:
+        """Open records per active user (`owners`) for an open_when too rich for SQL: the
+        condition is evaluated on every record they own."""
+        table = self.runtime.schema.table(policy.entity)
         entity = self.model.entity(policy.entity)
         counts: dict[int, int] = {}
         for row in connection.execute(sa.select(table).where(table.c.owner.in_(owners))).mappings():
@@ -211,7 +214,10 @@ class RulesObserver:
         return counts
 
     def _count_statement(self, policy: RoutingPolicySpec, table: sa.Table) -> Prepared | None:
-        """(user id, open records) for every active user, or None when open_when is too rich for SQL."""
+        """Every user, as `_users` reads them, with `open`: the open records of each active user
+        counted with index seeks (and only up to the highest cap when every rep has one: a rep
+        at cap is at cap, however far over; counting all of a busy team's open leads cost ~1 ms
+        per routed lead at 2,000). None when open_when is too rich for SQL."""
         condition = expression_to_sql(policy.open_when.source, table)
         if condition is None:
             return None
@@ -219,14 +225,20 @@ class RulesObserver:
         open_ = sa.select(table.c.owner).where(table.c.owner == users.c.id, condition).correlate(users)
         if _count_limit(policy) is not None:
             open_ = open_.limit(sa.bindparam("limit"))
-        return Prepared(sa.select(users.c.id, sa.select(sa.func.count()).select_from(open_.subquery())
-                                  .scalar_subquery()).where(users.c.is_active.is_(True)))
+        count = sa.select(sa.func.count()).select_from(open_.subquery()).scalar_subquery()
+        return Prepared(self._users.statement.add_columns(
+            sa.case((users.c.is_active.is_(True), count), else_=0).label("open")))
 
     def _lock_cursor(self, connection: sa.Connection, key: str) -> CursorState:
-        """The pool's cursor, locked for this transaction (SQLite: the write lock already is)."""
-        self._new_cursor[connection.dialect.name].run(
-            connection, {"cursor_key": key, "state": {}, "updated_at": dt.datetime(2000, 1, 1)})
-        return CursorState.from_json(self._read_cursor[connection.dialect.name].scalar(connection, {"key": key}))
+        """The pool's cursor, locked for this transaction (SQLite: the write lock already is).
+        Its row is made the first time (rows are never deleted), then read again to lock it."""
+        read = self._read_cursor[connection.dialect.name]
+        row = read.first(connection, {"key": key})
+        if row is None:
+            self._new_cursor[connection.dialect.name].run(
+                connection, {"cursor_key": key, "state": {}, "updated_at": dt.datetime(2000, 1, 1)})
+            row = read.first(connection, {"key": key})
+        return CursorState.from_json(row[0])
 
     def _store_cursor(self, connection: sa.Connection, key: str, cursor: CursorState, now: dt.datetime) -> None:
         self._write_cursor.run(connection, {"key": key, "state": cursor.as_json(), "at": _naive(now)})

@@ -373,7 +373,8 @@ class RecordService:
             data.update(typed)
         if data != context.after:
             errors = compute_fields(context.entity, data, self.evaluator)
-            errors += check_validations(context.entity, data, self.evaluator, before=context.before)
+            # the candidate passed (or was spared) every rule already: re-check those whose fields changed
+            errors += check_validations(context.entity, data, self.evaluator, before=context.after)
             if errors:
                 raise ValidationFailed(errors)
         return data

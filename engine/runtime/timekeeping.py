@@ -28,7 +28,7 @@ from engine.metamodel.timekeeping import (CadenceSpec, CreateStep, NotifyStep, R
 from engine.rules.cadences import (ClockDecision, ClockSnapshot, Move, decide_cadence, decide_sla, reply_stops,
                                    step_offset, view_stop_reason)
 from engine.rules.calendars import BusinessCalendar
-from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key, checkpoint_key_prefix, sla_checkpoints, sla_state
+from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key_prefix, checkpoint_keys, sla_checkpoints, sla_state
 from engine.rules.timers import DueTimer, TimerRequest
 
 from .actors import SYSTEM
@@ -161,11 +161,12 @@ class Timekeeping:
                               clock: ClockSnapshot) -> dt.datetime | None:
         checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
                                                         clock.pauses, self.calendar(spec.calendar))
+        keys, cycle = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, checkpoints), \
+            clock.started_at.isoformat()
         self.store.schedule(connection, *(TimerRequest(
-            "sla", checkpoint_key(spec.name, spec.entity, record_id, clock.started_at, checkpoint), checkpoint.due_at,
-            spec.entity, record_id,
-            {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": clock.started_at.isoformat()})
-            for checkpoint in checkpoints))
+            "sla", key, checkpoint.due_at, spec.entity, record_id,
+            {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": cycle})
+            for key, checkpoint in zip(keys, checkpoints)))
         return next((c.due_at for c in checkpoints if c.kind.value == "breach"), None)
 
     def fire_sla(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
