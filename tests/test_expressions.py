@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from decimal import Decimal
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.metamodel import Location
+from engine.metamodel.model import Expression
 from engine.metamodel.expressions import ExpressionSyntaxError, parse_expression
 from engine.rules import FUNCTION_NAMES, Evaluator, ExpressionError, FakeClock
 
@@ -74,3 +76,79 @@ def test_resource_exhaustion_is_refused_or_answered_fast(source: str, values: di
     except ExpressionError:
         pass
     assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.parametrize(("source", "values", "expected"), [
+    ("a if true else b", {"a": "A", "b": "B"}, "A"),
+    ("x == null", {"x": None}, True),
+    ("false or x", {"x": 7}, 7),
+    ("True and 1", {}, 1),
+])
+def test_true_false_and_null_are_constants_not_field_values(source: str, values: dict[str, Any],
+                                                          expected: Any) -> None:
+    assert evaluate(source, values) == expected
+
+
+def _shipped_expressions() -> list[str]:
+    """Every expression in the shipped blueprints (rules, defaults, validations, SLAs, routing…)."""
+    from tests.conftest import SHIPPED_CRM, load
+    found: set[str] = set()
+
+    def walk(value: Any, seen: set[int]) -> None:
+        if id(value) in seen or isinstance(value, (str, bytes, int, float, Decimal, dt.date)) or value is None:
+            return
+        seen.add(id(value))
+        if isinstance(value, Expression):
+            found.add(value.source)
+        elif dataclasses.is_dataclass(value):
+            for item in dataclasses.fields(value):
+                walk(getattr(value, item.name), seen)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item, seen)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                walk(item, seen)
+
+    for folder in (SHIPPED_CRM, SHIPPED_CRM.parent / "service"):
+        walk(load(folder), set())
+    return sorted(found)
+
+
+SAMPLES = [None, "", 0, 1, -3, 60, 5000001, Decimal("6000000.00"), Decimal("0.5"), True, False, "new", "paused",
+           "converted", "manufacturing", "S", "website", "测试 test", "+8613800138000", ["trial_requested", "vip"],
+           [], dt.date(2026, 11, 20), dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)]
+
+
+def test_every_shipped_expression_evaluates_as_simpleeval_would() -> None:
+    """The compiled closures against simpleeval's own evaluator (same operators, same library),
+    over random field values: the same value, or an error from both."""
+    import random
+    import simpleeval
+    from engine.rules.expressions import _CONSTANTS, _OPERATORS
+    sources = _shipped_expressions()
+    assert len(sources) >= 40, sources  # the walk found the blueprints' expressions
+    evaluator = Evaluator(FakeClock(dt.datetime(2026, 11, 20, 17, 30, tzinfo=dt.timezone.utc)))
+    reference = simpleeval.EvalWithCompoundTypes(operators=_OPERATORS, functions=evaluator.functions)
+    rng = random.Random(7)
+    compared = 0
+    for source in sources + ["1 < x < 3 < y", "x and y or not z", "[x, -y, +1]", "(x, y)", "x in [1, 'new'] != y"]:
+        expression = parse_expression(source, HERE)
+        for _ in range(60):
+            values = {name: rng.choice(SAMPLES) for name in expression.names}
+            reference.names = {**values, **_CONSTANTS}
+            try:
+                expected: Any = reference.eval(source)
+            except Exception as error:  # noqa: BLE001 — any failure must be a failure here too
+                expected = error
+            try:
+                got: Any = evaluator.evaluate(expression, values)
+            except ExpressionError as error:
+                got = error
+            if isinstance(expected, Exception):
+                assert isinstance(got, Exception), (source, values, got, expected)
+            else:
+                assert not isinstance(got, Exception) and got == expected and type(got) is type(expected), \
+                    (source, values, got, expected)
+                compared += 1
+    assert compared > len(sources) * 10  # most draws give a value, not an error

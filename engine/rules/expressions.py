@@ -1,17 +1,25 @@
-"""Evaluate blueprint expressions with simpleeval and a curated, side-effect-free function library.
+"""Evaluate blueprint expressions with a curated, side-effect-free function library.
 
-Expressions were already parsed and name-checked by the metamodel; here they are compiled
-once and evaluated against a read-only mapping of field values. Nothing passed in can
-reach the database, the file system or Python internals.
+Expressions were already parsed and name-checked by the metamodel (engine/metamodel/
+expressions.py admits only literals, names, arithmetic, comparisons, and/or/not, x if c else y,
+lists and calls of plain function names). Here each one is compiled once into a tree of small
+Python closures and evaluated against a read-only mapping of field values. The operators are
+simpleeval's table with our bounded power, multiplication and addition; the node semantics
+(short-circuit and/or returning the deciding value, chained comparisons, lists) are
+simpleeval's too, and tests/test_expressions.py checks every shipped expression against
+simpleeval's own evaluator. A closure tree evaluates ~4× faster than simpleeval's per-node
+dispatch (bench/RESULTS.md). Nothing passed in can reach the database, the file system or
+Python internals: there is no attribute access, names only read the values mapping, and only
+the functions of the library can be called.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import decimal
 import operator
 import contextvars
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -261,31 +269,100 @@ class Evaluator:
     def __init__(self, clock: Clock, timezone: str = "Asia/Shanghai",
                  territories: Mapping[str, Sequence[str]] | None = None) -> None:
         self.functions = build_functions(clock, timezone, territories)
-        self._compiled: dict[str, Any] = {}
-        self._local = threading.local()
-
-    def _interpreter(self) -> simpleeval.EvalWithCompoundTypes:
-        interpreter = getattr(self._local, "interpreter", None)
-        if interpreter is None:
-            interpreter = simpleeval.EvalWithCompoundTypes(operators=_OPERATORS, functions=self.functions)
-            self._local.interpreter = interpreter
-        return interpreter
+        self._compiled: dict[str, _Node] = {}
 
     def evaluate(self, expression: Expression, values: Mapping[str, Any]) -> Any:
         """The value of `expression` with `values` as the names it may read."""
-        parsed = self._compiled.get(expression.source)
-        interpreter = self._interpreter()
-        interpreter.names = {**_CONSTANTS, **{name: values.get(name) for name in expression.names}}
+        compiled = self._compiled.get(expression.source)
+        if compiled is None:
+            compiled = self._compiled[expression.source] = compile_expression(expression.source, self.functions)
         token = _related.set(values.get(RELATED_COUNTS) or {}) if "count_related" in expression.functions else None
-        if parsed is None:
-            parsed = interpreter.parse(expression.source)
-            self._compiled[expression.source] = parsed
         try:
-            return interpreter.eval(expression.source, previously_parsed=parsed)
+            return compiled(values)
         except ExpressionError:
             raise
-        except (simpleeval.InvalidExpression, ArithmeticError, TypeError, ValueError, OverflowError) as exc:
+        except (ArithmeticError, TypeError, ValueError, OverflowError) as exc:
             raise ExpressionError(f"{expression.source}: {exc}") from None
         finally:
             if token is not None:
                 _related.reset(token)
+
+
+_Node = Callable[[Mapping[str, Any]], Any]
+
+
+def compile_expression(source: str, functions: Mapping[str, Callable[..., Any]]) -> _Node:
+    """`source` as a closure over the values mapping. Only the node kinds the metamodel admits
+    compile; anything else (which the metamodel never lets through) is refused here as well."""
+    return _compile(ast.parse(source.strip(), mode="eval").body, functions)
+
+
+def _compile(node: ast.AST, functions: Mapping[str, Callable[..., Any]]) -> _Node:  # noqa: C901 — one case per node kind
+    if isinstance(node, ast.Constant):
+        constant = node.value
+        return lambda values: constant
+    if isinstance(node, ast.Name):
+        if node.id in _CONSTANTS:  # true/false/null are the documented constants, never field values
+            constant = _CONSTANTS[node.id]
+            return lambda values: constant
+        name = node.id
+        return lambda values: values.get(name)
+    if isinstance(node, ast.BinOp):
+        binary, left, right = _operator(node.op), _compile(node.left, functions), _compile(node.right, functions)
+        return lambda values: binary(left(values), right(values))
+    if isinstance(node, ast.UnaryOp):
+        unary, operand = _operator(node.op), _compile(node.operand, functions)
+        return lambda values: unary(operand(values))
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile(value, functions) for value in node.values]
+        if isinstance(node.op, ast.And):
+            def all_of(values: Mapping[str, Any]) -> Any:
+                for part in parts:
+                    result = part(values)
+                    if not result:
+                        return result
+                return result
+            return all_of
+
+        def any_of(values: Mapping[str, Any]) -> Any:
+            for part in parts:
+                result = part(values)
+                if result:
+                    return result
+            return result
+        return any_of
+    if isinstance(node, ast.Compare):
+        first = _compile(node.left, functions)
+        steps = [(_operator(op), _compile(comparator, functions)) for op, comparator in zip(node.ops, node.comparators)]
+        if len(steps) == 1:
+            (compare, second), = steps
+            return lambda values: compare(first(values), second(values))
+
+        def chain(values: Mapping[str, Any]) -> Any:  # a < b < c: each pair in turn, stopping at a false one
+            right, result = first(values), True
+            for compare, following in steps:
+                left, right = right, following(values)
+                result = compare(left, right)
+                if not result:
+                    break
+            return result
+        return chain
+    if isinstance(node, ast.IfExp):
+        test, body, orelse = (_compile(part, functions) for part in (node.test, node.body, node.orelse))
+        return lambda values: body(values) if test(values) else orelse(values)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        if node.func.id not in functions:
+            raise ExpressionError(f"unknown function '{node.func.id}'")
+        function, arguments = functions[node.func.id], [_compile(argument, functions) for argument in node.args]
+        return lambda values: function(*[argument(values) for argument in arguments])
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items, kind = [_compile(item, functions) for item in node.elts], list if isinstance(node, ast.List) else tuple
+        return lambda values: kind([item(values) for item in items])
+    raise ExpressionError(f"'{type(node).__name__}' is not allowed in an expression")
+
+
+def _operator(op: ast.AST) -> Callable[..., Any]:
+    try:
+        return _OPERATORS[type(op)]
+    except KeyError:
+        raise ExpressionError(f"the operator '{type(op).__name__}' is not allowed") from None
