@@ -90,6 +90,33 @@ def test_rescheduling_moves_a_timer_and_a_fired_timer_is_never_rearmed(runtime: 
     assert worker.tick().fired == 0 and _fired_keys(runtime) == [request.key]
 
 
+def test_cancelling_a_records_timers_leaves_every_other_timer_and_finds_them_by_the_record(
+        runtime: Runtime, clock: Any) -> None:
+    """Cancelling one lead's SLA cycle (a rep called it back) must not walk every pending timer:
+    at 100,000 pending that took 21 ms per cancel on SQLite; by the record's index, 0.05 ms."""
+    store = SqlTimerStore(runtime.schema, runtime.clock.now)
+    due = clock.now() + dt.timedelta(hours=1)
+    with runtime.db.write() as connection:
+        store.schedule(connection, *(TimerRequest("mark", f"sla:first_call:lead:{lead}:c1:{step}", due, "lead", lead)
+                                     for lead in (1, 2, 10, 11) for step in ("warning-50", "breach-100")))
+        store.schedule(connection, TimerRequest("mark", "sla:first_call:lead:1:c0:breach-100", due, "lead", 1))
+        assert store.cancel(connection, "sla:first_call:lead:1:c1:", "lead", 1) == 2
+        assert store.cancel(connection, "sla:first_call:lead:1:c1:", "lead", 1) == 0  # already cancelled
+        assert store.cancel(connection, "sla:first_call:lead:1:", "lead", 11) == 0    # another record's prefix
+    with runtime.db.read() as connection:
+        pending = sorted(connection.execute(sa.select(runtime.schema.timers.c.key)
+                                            .where(runtime.schema.timers.c.status == "pending")).scalars())
+    assert pending == sorted([f"sla:first_call:lead:{lead}:c1:{step}" for lead in (2, 10, 11)
+                              for step in ("warning-50", "breach-100")] + ["sla:first_call:lead:1:c0:breach-100"])
+    if runtime.db.is_sqlite:
+        from engine.runtime.prepared import _bound
+        with runtime.db.read() as connection:
+            cancel = store._statements["cancel:True"]._for(connection.dialect)
+            plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + cancel.sql, tuple(_bound(cancel, {
+                "pattern": "x%", "c_entity": "lead", "c_record_id": 1}))).all()
+        assert "ix_crm_timers_record" in str(plan), plan
+
+
 def test_a_failing_handler_keeps_its_timer_and_records_why(runtime: Runtime, clock: Any) -> None:
     _schedule(runtime, 1, clock.now(), kind="unknown_kind")
     report = Worker(runtime, handlers={}).tick()
@@ -138,9 +165,12 @@ def test_a_timer_moved_by_an_earlier_timer_of_the_same_batch_fires_at_its_new_ti
     assert _fired_keys(runtime) == ["test:00000", "test:00001"]
 
 
-def _start_worker(db_url: str, blueprint: Path, name: str, sleep_ms: int, batch: int) -> subprocess.Popen[str]:
+def _start_worker(db_url: str, blueprint: Path, name: str, sleep_ms: int, batch: int,
+                  wait: bool = False) -> subprocess.Popen[str]:
+    """A worker process, loaded and ready; with `wait` it starts firing only when told (`_go`)."""
     process = subprocess.Popen([sys.executable, "-m", "tests.support.timer_worker", db_url, str(blueprint), name,
-                                str(sleep_ms), str(batch)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                str(sleep_ms), str(batch), *(["--wait"] if wait else [])], cwd=ROOT,
+                               stdin=subprocess.PIPE if wait else None, stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
@@ -174,7 +204,11 @@ def test_two_workers_on_postgresql_fire_each_of_1000_timers_exactly_once(pg_url:
     runtime = open_runtime(load(blueprint), pg_url, clock=clock)
     try:
         _schedule(runtime, 1000, clock.now() - dt.timedelta(minutes=10), step=dt.timedelta(0))
-        workers = [_start_worker(pg_url, blueprint, name, sleep_ms=1, batch=25) for name in ("a", "b")]
+        workers = [_start_worker(pg_url, blueprint, name, sleep_ms=1, batch=25, wait=True) for name in ("a", "b")]
+        for worker in workers:  # both loaded: let them go together (else the first may fire all before the second starts)
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.close()
         assert [worker.wait(timeout=180) for worker in workers] == [0, 0]
         keys = _fired_keys(runtime)
         assert len(keys) == 1000 and len(set(keys)) == 1000

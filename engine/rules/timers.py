@@ -42,6 +42,7 @@ class TimerStore(Protocol):
         """Create or move the timer with each request's key (a fired timer is never re-armed)."""
         ...
 
-    def cancel(self, connection: Any, key_prefix: str) -> int:
-        """Cancel pending timers whose key starts with `key_prefix`; returns how many."""
+    def cancel(self, connection: Any, key_prefix: str, entity: str | None = None, record_id: int | None = None) -> int:
+        """Cancel pending timers whose key starts with `key_prefix` (of the record `entity`
+        `record_id`, when given: a store can then find them by record); returns how many."""
         ...

@@ -138,7 +138,8 @@ class Timekeeping:
         move, clock = decision.move, decision.clock
         self._forget_clock(connection, "sla", spec.entity, record_id, spec.name)
         if current is not None and move in (Move.RESTART, Move.PAUSE, Move.STOP, Move.CANCEL):
-            self.store.cancel(connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, current.started_at))
+            self.store.cancel(connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, current.started_at),
+                              spec.entity, record_id)
         if clock is None:  # the record is gone
             connection.execute(self.schema.clocks.delete().where(
                 self.schema.clocks.c.kind == "sla", self.schema.clocks.c.entity == spec.entity,
@@ -215,7 +216,8 @@ class Timekeeping:
                        current: ClockSnapshot | None, decision: ClockDecision, now: dt.datetime) -> None:
         self._forget_clock(connection, "cadence", cadence.entity, record_id, cadence.name)
         if current is not None and decision.move in (Move.RESTART, Move.STOP, Move.CANCEL):
-            self.store.cancel(connection, cadence_prefix(cadence.name, cadence.entity, record_id, current.started_at))
+            self.store.cancel(connection, cadence_prefix(cadence.name, cadence.entity, record_id, current.started_at),
+                              cadence.entity, record_id)
         clock = decision.clock or ClockSnapshot(now, "cancelled")
         next_due = None
         if decision.move in (Move.START, Move.RESTART):

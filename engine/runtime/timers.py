@@ -106,17 +106,29 @@ class SqlTimerStore:
             self._statements[dialect] = statement
         return statement
 
-    def cancel(self, connection: sa.Connection, key_prefix: str) -> int:
+    def cancel(self, connection: sa.Connection, key_prefix: str, entity: str | None = None,
+               record_id: int | None = None) -> int:
+        """Cancel pending timers whose key starts with `key_prefix`. Give the record the keys
+        belong to: the timers are then found through the record's index. A key prefix alone is
+        matched against every pending timer (21 ms per cancel at 100,000 pending, bench/RESULTS.md)."""
         touched = _touched.get()
         if touched is not None:
             touched.prefixes.add(key_prefix)
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        statement = self._statements.get("cancel")
+        by_record = entity is not None and record_id is not None
+        statement = self._statements.get(f"cancel:{by_record}")
         if statement is None:
-            statement = self._statements["cancel"] = Prepared(
-                self.table.update().where(self.table.c.key.like(sa.bindparam("pattern"), escape="\\"),
-                                          self.table.c.status == "pending").values(status="cancelled"))
-        return statement.run(connection, {"pattern": pattern})
+            table = self.table
+            where = [table.c.key.like(sa.bindparam("pattern"), escape="\\")]
+            if by_record:  # (status wrapped: SQLite would rather walk every pending timer by ix_crm_timers_due)
+                where += [table.c.entity == sa.bindparam("c_entity"), table.c.record_id == sa.bindparam("c_record_id"),
+                          sa.func.coalesce(table.c.status, "") == "pending"]
+            else:
+                where.append(table.c.status == "pending")
+            statement = self._statements[f"cancel:{by_record}"] = Prepared(
+                table.update().where(*where).values(status="cancelled"))
+        params = {"pattern": pattern, **({"c_entity": entity, "c_record_id": record_id} if by_record else {})}
+        return statement.run(connection, params)
 
 
 def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> sa.Select[Any]:

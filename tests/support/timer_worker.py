@@ -1,8 +1,10 @@
 """A real worker process for the crash and concurrency tests.
 
-usage: python -m tests.support.timer_worker DB_URL BLUEPRINT NAME SLEEP_MS BATCH
+usage: python -m tests.support.timer_worker DB_URL BLUEPRINT NAME SLEEP_MS BATCH [--wait]
 Fires every due `mark` timer by appending an event (in the timer's own transaction), sleeping
-SLEEP_MS per timer so a test can kill it mid-batch, and exits when nothing is due.
+SLEEP_MS per timer so a test can kill it mid-batch, and exits when nothing is due. With
+--wait it prints "ready" and starts only when it reads a line on stdin, so several workers
+can be let go at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main() -> None:
 
     worker = Worker(runtime, handlers={"mark": mark}, name=name, batch=int(batch))
     print("ready", flush=True)
+    if "--wait" in sys.argv[6:]:
+        sys.stdin.readline()
     while worker.tick().fired:
         pass
     print("done", flush=True)
