@@ -12,13 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .actors import Actor
 from .auth import UserLookups
 from .screens.security import CSRF_HEADER, CsrfRefused, check_csrf
 from .errors import RecordError
+from .jsontext import JSONResponse
 from .openapi import build_openapi
 from .queries import parse_list_query
 from .runtime import Runtime

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +41,7 @@ from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
 from .prepared import Prepared, discard_deferred, flush_deferred
+from . import jsontext
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
@@ -50,10 +50,6 @@ _BUSY: Any = object()  # Database.run: the no-wait attempt found the database bu
 
 class WriteBusy(Exception):
     """Someone else is writing right now; raised only by a no-wait attempt, before any work."""
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(eq=False)
@@ -104,7 +100,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        options: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
+        options: dict[str, Any] = {"echo": echo, "json_serializer": jsontext.dumps,
+                                   "json_deserializer": jsontext.loads}
         if self.is_sqlite:
             options["connect_args"] = {"check_same_thread": False, "timeout": 30}
             options["poolclass"] = sa.pool.QueuePool

@@ -6,11 +6,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from .api import JsonApi
 from .auth import SESSION_MAX_AGE, AuthMiddleware, session_secret
+from .jsontext import JSONResponse
 from .runtime import Runtime
 from .webhooks import webhook_routes
 from .screens import ScreenRoutes, SecurityHeadersMiddleware, not_found_page

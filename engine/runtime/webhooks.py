@@ -28,6 +28,7 @@ from engine.metamodel.automation import AuthKind, SourceSpec
 from .actors import Actor
 from .errors import RecordError, ValidationFailed
 from .fieldkinds import FieldError
+from .jsontext import JSONResponse
 from .prepared import Prepared
 from .runtime import Runtime
 from .tables import Schema
@@ -269,7 +270,6 @@ def list_deliveries(runtime: Runtime, *, source: str | None = None, status: str 
 def webhook_routes(runtime: Runtime) -> list[Any]:
     """The /hooks/{source} route; answers JSON with the outcome and the delivery id."""
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     async def receive(request: Request) -> JSONResponse:
