@@ -1,6 +1,7 @@
 """Intake benchmark: the whole webhook path over HTTP against 100,000 existing leads.
 
-    /work/main/.venv/bin/python bench/bench_intake.py [--existing 100000] [--requests 4000] [--out bench/results-intake.md]
+    /work/main/.venv/bin/python bench/bench_intake.py [--existing 100000] [--requests 4000] [--server auto|h11]
+        [--out bench/results-intake.md]
 
 One engine server (uvicorn, SQLite, the shipped CRM blueprint with its sources, rules and
 routing) receives website-form deliveries at /hooks/website_form from 8 concurrent clients:
@@ -79,7 +80,10 @@ def prepare(db: Path, existing: int) -> tuple[str, list[str]]:
     return token, phones
 
 
-def serve(db: str, port: int) -> None:
+SERVERS = {"auto": ("auto", "auto"), "h11": ("asyncio", "h11")}  # (loop, http) as uvicorn takes them
+
+
+def serve(db: str, port: int, server: str) -> None:
     import uvicorn
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
@@ -87,14 +91,14 @@ def serve(db: str, port: int) -> None:
     from engine.runtime.web import create_app
     runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                loop=os.environ.get("BENCH_LOOP", "asyncio"), http=os.environ.get("BENCH_HTTP", "h11"), lifespan="off")
+                loop=SERVERS[server][0], http=SERVERS[server][1], lifespan="off")
 
 
-def start_server(db: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(db: Path, log: Path, server: str = "auto") -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = {**os.environ, "CRM_WEBSITE_FORM_TOKEN": TOKEN}
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, __file__, "serve", str(db), str(port)], stdout=out,
+        process = subprocess.Popen([sys.executable, __file__, "serve", str(db), str(port), server], stdout=out,
                                    stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -132,20 +136,23 @@ def request(port: int, path: str, body: dict[str, Any], headers: str) -> bytes:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]))
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--existing", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", default=str(HERE / "results-intake.md"))
+    parser.add_argument("--server", choices=sorted(SERVERS), default="auto",
+                        help="uvicorn's event loop and HTTP parser: auto (what `crm serve` runs: uvloop and "
+                             "httptools) or h11 (asyncio and h11, as the earlier sessions measured)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="crm-intake-"))
     db = workdir / "intake.sqlite"
     started = time.perf_counter()
     token, phones = prepare(db, args.existing)
     prepared = time.perf_counter() - started
-    process, port = start_server(db, workdir / "server.log")
+    process, port = start_server(db, workdir / "server.log", args.server)
     rng = random.Random(5)
     try:
         def payloads(offset: int) -> list[dict[str, Any]]:
@@ -188,6 +195,7 @@ def write_results(args: argparse.Namespace, results: dict[str, LoadResult], prep
         "## Intake over HTTP (issue 4)", "",
         f"`{' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
         *machine_info(), "",
+        f"Server: one uvicorn process, loop/http {'/'.join(SERVERS[args.server])} (`--server {args.server}`). "
         f"{args.existing:,} existing leads; {args.requests:,} deliveries per scenario, {args.concurrency} concurrent "
         f"clients (10 % of intake deliveries are people already in the database and merge).", "",
         "| path | req/s | p50 ms | p99 ms | server CPU ms/req | statuses | target | result |",
