@@ -19,6 +19,7 @@ specs, with every check) are in automation_builders.py, on the located checks of
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ class TriggerSpec:
     from_values: tuple[str, ...] = ()
     to_values: tuple[str, ...] = ()
     source: str | None = None
+    text: str = dataclasses.field(init=False, compare=False, repr=False)  # how a trace names it
+
+    def __post_init__(self) -> None:
+        text = self.kind.value
+        if self.fields:
+            text += " [" + ", ".join(self.fields) + "]"
+        if self.kind is TriggerKind.STAGE_CHANGED:
+            text += f" {self.field}" + (f" from {'/'.join(self.from_values)}" if self.from_values else "") \
+                + (f" to {'/'.join(self.to_values)}" if self.to_values else "")
+        if self.source:
+            text += f" from '{self.source}'"
+        object.__setattr__(self, "text", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
-import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -380,21 +379,9 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
     return {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
 
 
-@functools.lru_cache(maxsize=4096)
-def describe_triggers(triggers: tuple[TriggerSpec, ...]) -> str:
-    """How the triggers read in a trace (cached: triggers are frozen specs)."""
-    parts = []
-    for trigger in triggers:
-        text = trigger.kind.value
-        if trigger.fields:
-            text += " [" + ", ".join(trigger.fields) + "]"
-        if trigger.kind is TriggerKind.STAGE_CHANGED:
-            text += f" {trigger.field}" + (f" from {'/'.join(trigger.from_values)}" if trigger.from_values else "") \
-                + (f" to {'/'.join(trigger.to_values)}" if trigger.to_values else "")
-        if trigger.source:
-            text += f" from '{trigger.source}'"
-        parts.append(text)
-    return " or ".join(parts)
+def describe_triggers(triggers: Sequence[TriggerSpec]) -> str:
+    """How the triggers read in a trace."""
+    return " or ".join(trigger.text for trigger in triggers)
 
 
 def _change_text(field: str, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str:

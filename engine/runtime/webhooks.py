@@ -278,7 +278,7 @@ def webhook_routes(runtime: Runtime) -> list[Any]:
         if len(body) > MAX_BODY:
             return JSONResponse({"outcome": "rejected", "message": f"body larger than {MAX_BODY} bytes"},
                                 status_code=413)
-        headers, query = dict(request.headers), request.url.query
+        headers, query = dict(request.headers), request.scope["query_string"].decode("latin-1")
 
         def log_and_process() -> IntakeResult:
             """The raw delivery is written on its own first: it is kept even if processing it fails."""
