@@ -221,10 +221,13 @@ class EntitySpec:
     board: BoardSpec | None = None
 
     _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+    money_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # names of the money fields
 
     def __post_init__(self) -> None:
-        # a lookup table built once; the write path asks for fields by name many times per record
+        # lookups built once; the write path asks for fields by name many times per record
         object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.fields})
+        object.__setattr__(self, "money_fields", tuple(spec.name for spec in self.fields
+                                                       if spec.type is FieldType.MONEY))
 
     def field(self, name: str) -> FieldSpec:
         spec = self._by_name.get(name)

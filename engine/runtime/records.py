@@ -43,9 +43,13 @@ class Statements:
         self.schema = schema
         self._cache: dict[tuple[str, ...], Prepared] = {}
 
+    MAX_CACHED = 4096  # inserts and updates are prepared per set of columns: bounded, the oldest goes
+
     def _get(self, key: tuple[str, ...], build: Any, columns: tuple[str, ...] = ()) -> Prepared:
         statement = self._cache.get(key)
         if statement is None:
+            if len(self._cache) >= self.MAX_CACHED:
+                del self._cache[next(iter(self._cache))]
             statement = self._cache[key] = Prepared(build(), columns)
         return statement
 
@@ -70,6 +74,12 @@ class Statements:
         """INSERT of these columns, returning the new id."""
         table = self.schema.table(entity)
         return self._get(("insert", entity, *columns), lambda: table.insert().returning(table.c.id), columns)
+
+    def update(self, entity: str, columns: tuple[str, ...]) -> Prepared:
+        """UPDATE of these columns of the row with id `u_id`, only while its version is `u_version`."""
+        table = self.schema.table(entity)
+        return self._get(("update", entity, *columns), lambda: table.update().where(
+            table.c.id == sa.bindparam("u_id"), table.c.version == sa.bindparam("u_version")), columns)
 
     def matching(self, entity: str, key: tuple[str, ...]) -> Prepared:
         """The oldest record whose `key` fields all equal the bound values."""
@@ -429,7 +439,6 @@ class RecordService:
         changed = {name: merged[name] for name in changes}
         self._check_references(connection, entity, changed, actor)
         self._check_unique(connection, entity, changed, current["id"])
-        table = self.schema.table(entity.name)
         stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"updated_at": stamp, "version": current["version"] + 1}
         for name, value in changed.items():
@@ -438,10 +447,9 @@ class RecordService:
             else:
                 spec = entity.field(name)
                 row.update(kind_of(spec).to_row(spec, value))
-        result = connection.execute(table.update()
-                                    .where(table.c.id == current["id"], table.c.version == current["version"])
-                                    .values(row))
-        if result.rowcount != 1:
+        updated = self._statements.update(entity.name, tuple(row)).run(
+            connection, {**row, "u_id": current["id"], "u_version": current["version"]})
+        if updated != 1:
             raise VersionConflict(f"{entity.name} {current['id']} was changed by someone else while saving; "
                                   "reload it and apply your change again", field="version")
         merged.update(updated_at=as_utc(stamp), version=current["version"] + 1)

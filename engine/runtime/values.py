@@ -113,10 +113,10 @@ def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluato
 def expression_values(entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
     """Record values as expressions see them: a money field is its amount."""
     values = dict(data)
-    for spec in entity.fields:
-        value = values.get(spec.name)
-        if spec.type is FieldType.MONEY and isinstance(value, tuple):
-            values[spec.name] = value[0]
+    for name in entity.money_fields:
+        value = values.get(name)
+        if isinstance(value, tuple):
+            values[name] = value[0]
     return values
 
 
