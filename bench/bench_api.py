@@ -537,7 +537,7 @@ def _check_statuses(server: Server, what: str, result: LoadResult, ok: set[int])
 
 # ----------------------------------------------------------------------------- report
 
-def machine_info() -> list[str]:
+def machine_info(server: str = "h11, asyncio loop") -> list[str]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as handle:
         for line in handle:
@@ -557,7 +557,7 @@ def machine_info() -> list[str]:
     return [f"- CPU: {cpu}, nproc = {nproc}", f"- RAM: {mem}",
             f"- Python {platform.python_version()} ({platform.python_implementation()}), "
             f"SQLite {sqlite3.sqlite_version}, SQLAlchemy {sqlalchemy.__version__}, "
-            f"Starlette {starlette.__version__}, uvicorn {uvicorn.__version__} (h11, asyncio loop)",
+            f"Starlette {starlette.__version__}, uvicorn {uvicorn.__version__} ({server})",
             f"- OS: {platform.platform()}"]
 
 

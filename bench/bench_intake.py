@@ -194,8 +194,9 @@ def write_results(args: argparse.Namespace, results: dict[str, LoadResult], prep
     lines = [
         "## Intake over HTTP (issue 4)", "",
         f"`{' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-        *machine_info(), "",
-        f"Server: one uvicorn process, loop/http {'/'.join(SERVERS[args.server])} (`--server {args.server}`). "
+        *machine_info("loop/http " + "/".join(SERVERS[args.server]) + ("" if args.server == "h11" else
+                                                                      ": uvloop and httptools when installed")), "",
+        f"Server: one uvicorn process (`--server {args.server}`). "
         f"{args.existing:,} existing leads; {args.requests:,} deliveries per scenario, {args.concurrency} concurrent "
         f"clients (10 % of intake deliveries are people already in the database and merge).", "",
         "| path | req/s | p50 ms | p99 ms | server CPU ms/req | statuses | target | result |",
