@@ -162,8 +162,8 @@ class Timekeeping:
                               clock: ClockSnapshot) -> dt.datetime | None:
         checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
                                                         clock.pauses, self.calendar(spec.calendar))
-        keys, cycle = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, checkpoints), \
-            clock.started_at.isoformat()
+        keys = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, checkpoints)
+        cycle = clock.started_at.isoformat()
         self.store.schedule(connection, *(TimerRequest(
             "sla", key, checkpoint.due_at, spec.entity, record_id,
             {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": cycle})
