@@ -235,10 +235,8 @@ class Server:
         raise RuntimeError(f"{self.label} server did not start; see {self.log}")
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process (every thread), from /proc."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def load(self, requests: list[bytes], concurrency: int, keep_bodies: bool = False) -> LoadResult:
         before = self.cpu_seconds()
@@ -335,6 +333,12 @@ async def _load(port: int, requests: list[bytes], concurrency: int, keep_bodies:
     for _, writer in connections:
         writer.close()
     return LoadResult(latencies, wall, statuses, bodies)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(port: int, requests: list[bytes], concurrency: int, keep_bodies: bool = False) -> LoadResult:

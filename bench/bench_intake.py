@@ -32,7 +32,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from bench_api import LoadResult, machine_info, run_load  # noqa: E402
+from bench_api import LoadResult, cpu_seconds, machine_info, run_load  # noqa: E402
 
 BLUEPRINT = ROOT / "blueprints" / "crm"
 TOKEN = "bench-website-token"
@@ -110,12 +110,6 @@ def start_server(db: Path, log: Path, server: str = "auto") -> tuple[subprocess.
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (every thread), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def form_payload(index: int, rng: random.Random, phone: str) -> dict[str, Any]:

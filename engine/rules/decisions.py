@@ -172,7 +172,7 @@ def evaluate_rules(rules: Sequence[RuleSpec], trigger_event: TriggerEvent, befor
     changed = None  # the names `current` changed, worked out once for the rules that need them
     for rule in ordered:
         if changed is None and any(trigger.kind in _NEEDS_CHANGES for trigger in rule.triggers):
-            changed = changed_fields(before if trigger_event.change is Change.UPDATED else None, current)
+            changed = _changed_by(trigger_event, before, current)
         decision = evaluate_rule(rule, trigger_event, before, current, evaluator, now, changed)
         decisions.append(decision)
         if decision.matched and any(isinstance(action, FIELD_ACTIONS) for action in decision.actions):
@@ -312,8 +312,8 @@ def match_triggers(triggers: Sequence[TriggerSpec], event: TriggerEvent, before:
     misses = []
     for trigger in triggers:
         if changed is None and trigger.kind in _NEEDS_CHANGES:
-            changed = changed_fields(before if event.change is Change.UPDATED else None, after)
-        result = match_trigger(trigger, event, before, after, changed)
+            changed = _changed_by(event, before, after)
+        result = match_trigger(trigger, event, before, after, set() if changed is None else changed)
         if result.matched:
             return result
         misses.append(result.reason)
@@ -324,14 +324,16 @@ _NEEDS_CHANGES = frozenset({TriggerKind.UPDATED, TriggerKind.FIELD_CHANGED, Trig
                             TriggerKind.ASSIGNED})
 
 
+def _changed_by(event: TriggerEvent, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> set[str]:
+    return changed_fields(before if event.change is Change.UPDATED else None, after)
+
+
 def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str, Any] | None,
-                  after: Mapping[str, Any], changed: set[str] | None = None) -> TriggerMatch:
-    """Does this change fire `trigger`? On creation every non-empty field counts as changed."""
+                  after: Mapping[str, Any], changed: set[str]) -> TriggerMatch:
+    """Does this change fire `trigger`? `changed`: the names the change changed (`_changed_by`;
+    on creation every non-empty field counts as changed)."""
     name = describe_triggers((trigger,))
     kind = trigger.kind
-    if changed is None:
-        changed = (changed_fields(before if event.change is Change.UPDATED else None, after)
-                   if kind in _NEEDS_CHANGES else set())
     if kind is TriggerKind.CREATED:
         fired = event.change is Change.CREATED
         return TriggerMatch(fired, name, "the record was created" if fired else "the record was not created now")

@@ -19,21 +19,22 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS  # {1: …} becomes {"1": …}, as json.dumps
 
 def dumps(value: Any) -> str:
     """Compact JSON text of `value` (what json.dumps(…, ensure_ascii=False, separators=(",", ":")) gives)."""
-    try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _encoded(value).decode()
 
 
 def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+def _encoded(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class JSONResponse(_StarletteJSONResponse):
     """Starlette's JSONResponse with the body written by orjson."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content, option=_OPTIONS)
-        except TypeError:
-            return super().render(content)
+        return _encoded(content)

@@ -236,7 +236,7 @@ def _readers(compiled: _Compiled, description: Any, dialect: Dialect) -> tuple[t
 
 
 def _bound(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
-    if compiled.positional:  # SQLite: a tuple in placeholder order, each value through its processor
+    if compiled.positional:  # SQLite: a list in parameter order, each value through its processor
         if compiled.fixed:
             params = {**compiled.fixed, **params}
         try:
