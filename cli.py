@@ -10,17 +10,17 @@ import click
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.auth import create_token, set_password
-from engine.runtime.database import Database
-from engine.runtime.doctor import diagnose
-from engine.runtime.doctor import explain as explain_record
-from engine.runtime.migrations import apply_migration, plan_migration
-from engine.runtime.runtime import Runtime, open_runtime
-from engine.runtime.tables import build_schema
-from engine.runtime.users import NewUser, add_user, list_users, parse_im_ids, update_user
-from engine.runtime.timekeeping import start_background_worker
-from engine.runtime.web import create_app
-from engine.runtime.webhooks import list_deliveries, replay_delivery
+from engine.runtime.web.auth import create_token, set_password
+from engine.runtime.storage.database import Database
+from engine.runtime.ops.doctor import diagnose
+from engine.runtime.ops.doctor import explain as explain_record
+from engine.runtime.storage.migrations import apply_migration, plan_migration
+from engine.engine import Runtime, open_runtime
+from engine.runtime.storage.tables import build_schema
+from engine.runtime.ops.users import NewUser, add_user, list_users, parse_im_ids, update_user
+from engine.runtime.automation.sla import start_background_worker
+from engine.runtime.web.app import create_app
+from engine.runtime.automation.sources import list_deliveries, replay_delivery
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -393,8 +393,8 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
                    "delivers notifications (run one of each, or several of either).")
 def worker(db_url: str, blueprint: str, interval: float, once: bool, role: str) -> None:
     """Fire due SLA and cadence timers, deliver the outbox, run scheduled jobs (Ctrl+C stops it)."""
-    from engine.runtime.notifications import channel_warnings
-    from engine.runtime.timekeeping import build_worker
+    from engine.runtime.background.delivery import channel_warnings
+    from engine.runtime.automation.sla import build_worker
 
     runtime = _open(db_url, blueprint)
     for warning in channel_warnings(runtime.model):
@@ -421,7 +421,7 @@ def outbox() -> None:
 @click.option("--limit", default=50, show_default=True)
 def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> None:
     """The latest messages, newest first, with attempts and the last error."""
-    from engine.runtime.outbox import list_messages
+    from engine.runtime.background.outbox import list_messages
 
     runtime = _open(db_url, blueprint)
     rows = list_messages(runtime.db, runtime.schema, status=status, limit=limit)
@@ -440,7 +440,7 @@ def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> 
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead message.")
 def outbox_retry(db_url: str, blueprint: str, message_id: int | None, retry_all: bool) -> None:
     """Put dead message MESSAGE_ID (or --all of them) back in the queue for the worker."""
-    from engine.runtime.outbox import retry_dead
+    from engine.runtime.background.outbox import retry_dead
 
     if (message_id is None) == (not retry_all):
         _fail("give a message id or --all")

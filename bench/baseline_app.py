@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.tables import build_schema
+from engine.runtime.storage.tables import build_schema
 
 BLUEPRINT = Path(__file__).resolve().parent / "blueprint"
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000",

@@ -96,7 +96,7 @@ def serve(argv: list[str]) -> None:
         if item == "inline":
             import starlette.concurrency
 
-            from engine.runtime.database import Database
+            from engine.runtime.storage.database import Database
 
             async def run_inline(func: Any, *args_: Any, **kwargs: Any) -> Any:
                 return func(*args_, **kwargs)
@@ -114,8 +114,8 @@ def serve(argv: list[str]) -> None:
     if args.kind == "engine":
         from engine.metamodel import load_blueprint
         from engine.rules import FUNCTION_NAMES
-        from engine.runtime.runtime import open_runtime
-        from engine.runtime.web import create_app
+        from engine.engine import open_runtime
+        from engine.runtime.web.app import create_app
         if args.profile:
             _install_thread_profiler(args.profile, wrap_threads="inline" not in args.diag.split(","))
         runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), url)
@@ -137,7 +137,7 @@ def _install_thread_profiler(out: str, wrap_threads: bool = True) -> None:
 
     import starlette.concurrency
 
-    import engine.runtime.api as api_module
+    import engine.runtime.web.api as api_module
     original = starlette.concurrency.run_in_threadpool
 
     profiles: list[cProfile.Profile] = []
@@ -436,9 +436,9 @@ def prepare_engine_db(db: Path) -> str:
     API client's user (role api_client: read/create/update every lead) and its bearer token."""
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.auth import create_token
-    from engine.runtime.runtime import open_runtime
-    from engine.runtime.users import NewUser, add_user
+    from engine.runtime.web.auth import create_token
+    from engine.engine import open_runtime
+    from engine.runtime.ops.users import NewUser, add_user
     runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     try:
         add_user(runtime, NewUser(BENCH_USER, "Benchmark API client", "api_client"))

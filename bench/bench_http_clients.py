@@ -54,7 +54,7 @@ def httpx_async(url: str, n: int) -> None:
 
 
 def aiohttp_in_flight(url: str, n: int) -> None:
-    from engine.rules.channels import ChannelKind, PreparedRequest, deliver_all
+    from engine.channels import ChannelKind, PreparedRequest, deliver_all
     request = PreparedRequest(ChannelKind.SLACK, url, tuple(HEADERS.items()), BODY)
     deliver_all([request] * n, concurrency=8)  # what the worker runs
 

@@ -53,9 +53,9 @@ def prepare(db: Path, existing: int) -> tuple[str, list[str]]:
     from engine.io.demo import USERS
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.auth import create_token
-    from engine.runtime.runtime import open_runtime
-    from engine.runtime.users import add_user
+    from engine.runtime.web.auth import create_token
+    from engine.engine import open_runtime
+    from engine.runtime.ops.users import add_user
 
     runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     actors = [add_user(runtime, user) for user in USERS]
@@ -87,8 +87,8 @@ def serve(db: str, port: int, server: str) -> None:
     import uvicorn
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.runtime import open_runtime
-    from engine.runtime.web import create_app
+    from engine.engine import open_runtime
+    from engine.runtime.web.app import create_app
     runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop=SERVERS[server][0], http=SERVERS[server][1], lifespan="off")

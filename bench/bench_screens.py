@@ -47,8 +47,8 @@ TARGET_P99_MS = 100.0
 def set_password(db: Path) -> None:
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.auth import set_password as store
-    from engine.runtime.runtime import open_runtime
+    from engine.runtime.web.auth import set_password as store
+    from engine.engine import open_runtime
     runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     try:
         store(runtime, BENCH_USER, PASSWORD)

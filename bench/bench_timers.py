@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.metamodel import load_blueprint  # noqa: E402
 from engine.rules import FUNCTION_NAMES, FakeClock  # noqa: E402
-from engine.runtime.actors import SYSTEM  # noqa: E402
-from engine.runtime.prepared import Prepared  # noqa: E402
-from engine.runtime.runtime import open_runtime  # noqa: E402
-from engine.runtime.timekeeping import build_worker  # noqa: E402
-from engine.runtime.timers import _due_query  # noqa: E402
-from engine.runtime.users import NewUser, add_user  # noqa: E402
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.storage.prepared import Prepared
+from engine.engine import open_runtime
+from engine.runtime.automation.sla import build_worker
+from engine.runtime.background.timers import _due_query
+from engine.runtime.ops.users import NewUser, add_user
 
 PG_ADMIN_URL = os.environ.get("CRM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FILES = {
@@ -239,8 +239,8 @@ def _pipelined(runtime: Any, url: str, folder: Path, receiver_url: str, clock: F
 def _plain_timers(runtime: Any, worker: Any, clock: FakeClock, due: int, received: Any) -> dict[str, float]:
     """The timer machinery alone: `due` timers whose handler writes one ready message to the outbox."""
     from engine.rules.timers import TimerRequest
-    from engine.runtime.outbox import enqueue
-    from engine.runtime.timers import SqlTimerStore
+    from engine.runtime.background.outbox import enqueue
+    from engine.runtime.background.timers import SqlTimerStore
 
     store = SqlTimerStore(runtime.schema, clock.now)
     with runtime.db.write() as connection:

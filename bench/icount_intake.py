@@ -43,8 +43,8 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
     assert Path(engine.__file__).resolve().is_relative_to(tree.resolve()), engine.__file__
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.runtime import open_runtime
-    from engine.runtime.webhooks import log_delivery, process_delivery
+    from engine.engine import open_runtime
+    from engine.runtime.automation.sources import log_delivery, process_delivery
 
     class TickingClock:
         def __init__(self) -> None:

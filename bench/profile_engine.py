@@ -31,11 +31,11 @@ from bench_api import (BENCH_USER, BLUEPRINT, REGIONS, SOURCES, LeadFactory, bul
                        generate_rows, prepare_engine_db)
 from engine.metamodel import load_blueprint  # noqa: E402
 from engine.rules import FUNCTION_NAMES  # noqa: E402
-from engine.runtime.actors import Actor  # noqa: E402
-from engine.runtime.fieldkinds import normalize_phone  # noqa: E402
-from engine.runtime.queries import parse_list_query  # noqa: E402
-from engine.runtime.runtime import Runtime, open_runtime  # noqa: E402
-from engine.runtime.users import find_user  # noqa: E402
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.fieldkinds import normalize_phone
+from engine.runtime.records.queries import parse_list_query
+from engine.engine import Runtime, open_runtime
+from engine.runtime.ops.users import find_user
 
 
 def top(profile: cProfile.Profile, sort: str, count: int, pattern: str = "") -> str:

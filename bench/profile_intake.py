@@ -41,8 +41,8 @@ def main() -> None:
 
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.runtime import open_runtime
-    from engine.runtime.webhooks import log_delivery, process_delivery
+    from engine.engine import open_runtime
+    from engine.runtime.automation.sources import log_delivery, process_delivery
 
     with tempfile.TemporaryDirectory() as workdir:
         db = Path(workdir) / "intake.db"

@@ -23,10 +23,10 @@ import pytest
 from engine.io.demo import seed_demo
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.actors import SYSTEM
-from engine.runtime.runtime import Runtime, open_runtime
-from engine.runtime.users import find_user
-from engine.runtime.web import create_app
+from engine.runtime.records.actors import SYSTEM
+from engine.engine import Runtime, open_runtime
+from engine.runtime.ops.users import find_user
+from engine.runtime.web.app import create_app
 from tests.conftest import IN_CI, SHIPPED_CRM
 
 CHROMIUM = "/usr/bin/chromium"
@@ -152,7 +152,7 @@ def test_linking_a_contact_to_an_old_account_by_typing_its_name(served: Any, pag
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect
     import sqlalchemy as sa
-    import engine.runtime.screens.site as site_module
+    import engine.runtime.web.screens.site as site_module
     monkeypatch.setattr(site_module, "LINK_OPTIONS_LIMIT", 5)  # the select's newest-N no longer holds them all
     base, runtime = served
     accounts = runtime.schema.table("account")

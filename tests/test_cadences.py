@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from engine.metamodel.timekeeping import cadence_named
 from engine.rules import FakeClock
 from engine.rules.cadences import ClockSnapshot, Move, decide_cadence
-from engine.runtime.actors import SYSTEM
-from engine.runtime.clocks import cadence_summary
-from engine.runtime.outbox import list_messages
-from engine.runtime.runtime import Runtime
-from engine.runtime.timekeeping import build_worker
-from engine.runtime.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.automation.clocks import cadence_summary
+from engine.runtime.background.outbox import list_messages
+from engine.engine import Runtime
+from engine.runtime.automation.sla import build_worker
+from engine.runtime.ops.users import NewUser, add_user
 from tests.conftest import load, write_blueprint
 
 BLUEPRINT = {

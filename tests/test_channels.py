@@ -23,32 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.rules.channels import (
-    ChannelError,
-    ChannelKind,
-    DeliveryResult,
-    DeliveryState,
-    DingTalkRobot,
-    FeishuBot,
-    MailChannel,
-    Message,
-    MessageFormat,
-    RetryPolicy,
-    SecretError,
-    SecretRef,
-    SignedWebhook,
-    SlackWebhook,
-    TemplateRenderError,
-    WeComRobot,
-    backoff_bounds,
-    deliver,
-    deliver_all,
-    judge_response,
-    next_attempt_at,
-    plan_after_attempt,
-    render_message,
-    resolve_secret,
-)
+from engine.channels import (ChannelError, ChannelKind, DeliveryResult, DeliveryState, DingTalkRobot, FeishuBot,
+                             MailChannel, Message, MessageFormat, RetryPolicy, SecretError, SecretRef, SignedWebhook,
+                             SlackWebhook, TemplateRenderError, WeComRobot, backoff_bounds, deliver, deliver_all,
+                             judge_response, next_attempt_at, plan_after_attempt, render_message, resolve_secret)
 
 NOW = dt.datetime(2026, 4, 3, 9, 30, 15, 123000, tzinfo=dt.timezone.utc)
 NOW_MS, NOW_S = "1775208615123", "1775208615"
@@ -609,10 +587,10 @@ def test_templates_see_only_their_context_not_jinja_globals(name):
 def test_a_blueprint_template_with_html_sends_mail_with_an_escaped_html_part(smtp_sink, make_runtime):
     """From the blueprint to the mailbox: the template's `html:` is rendered with autoescaping
     (a record value cannot inject markup) and arrives as the mail's HTML alternative."""
-    from engine.runtime.actors import SYSTEM
-    from engine.runtime.notifications import enqueue_notification
-    from engine.runtime.timekeeping import build_worker
-    from engine.runtime.users import NewUser, add_user
+    from engine.runtime.records.actors import SYSTEM
+    from engine.runtime.background.delivery import enqueue_notification
+    from engine.runtime.automation.sla import build_worker
+    from engine.runtime.ops.users import NewUser, add_user
     runtime = make_runtime({
         "app.yaml": "app: t\ninclude: ['*.yaml']\n",
         "lead.yaml": "entity: lead\nfields:\n  name: {type: string}\n",

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.database import Database
-from engine.runtime.prepared import Prepared
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.prepared import Prepared
 
 NOTES = sa.Table("notes", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
 

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.doctor import diagnose, explain
-from engine.runtime.outbox import list_messages
-from engine.runtime.runtime import Runtime, open_runtime
-from engine.runtime.users import NewUser, add_user, update_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.ops.doctor import diagnose, explain
+from engine.runtime.background.outbox import list_messages
+from engine.engine import Runtime, open_runtime
+from engine.runtime.ops.users import NewUser, add_user, update_user
 from tests.conftest import load, write_blueprint
-from engine.runtime.errors import ValidationFailed
+from engine.runtime.records.errors import ValidationFailed
 from tests.support.intake_blueprint import ACTIVITY, LEAD as LEAD_TEXT, ROUTING, RULES, files
 from tests.test_api import TestClient, create_app
 
@@ -105,7 +105,7 @@ def test_caps_and_least_loaded_count_each_reps_open_leads_in_the_database(make_r
 def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: Runtime) -> None:
     lead = _lead(intake, 1, company="华东机械", registered_capital=6_000_000, hiring_recently=True, has_tenders=True)
     assert lead["grade"] == "S" and lead["next_follow_up"] is not None and lead["owner"] is not None
-    tasks = intake.records.list("activity", __import__("engine.runtime.queries", fromlist=["ListQuery"]).ListQuery(),
+    tasks = intake.records.list("activity", __import__("engine.runtime.records.queries", fromlist=["ListQuery"]).ListQuery(),
                                 actor=SYSTEM).items
     assert [(task["subject"], task["lead"]) for task in tasks] == [("华东机械 首次电话", lead["id"])]
     messages = list_messages(intake.db, intake.schema)
@@ -243,7 +243,7 @@ def test_two_processes_routing_at_once_on_postgresql_share_fairly(pg_url: str, c
         for rep in REPS:
             add_user(runtime, rep)
         script = ("import sys\nfrom engine.metamodel import load_blueprint\nfrom engine.rules import FUNCTION_NAMES\n"
-                  "from engine.runtime.runtime import open_runtime\nfrom engine.runtime.actors import SYSTEM\n"
+                  "from engine.engine import open_runtime\nfrom engine.runtime.records.actors import SYSTEM\n"
                   "rt = open_runtime(load_blueprint(sys.argv[1], functions=FUNCTION_NAMES), sys.argv[2], migrate=False)\n"
                   "for i in range(int(sys.argv[3]), int(sys.argv[3]) + 30):\n"
                   "    rt.records.create('lead', {'name': f'客户{i}', 'phone': f'1391000{i:04d}', 'region': 'east'},"

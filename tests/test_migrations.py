@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.migrations import apply_migration, plan_migration
-from engine.runtime.tables import build_schema
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.storage.migrations import apply_migration, plan_migration
+from engine.runtime.storage.tables import build_schema
 from tests.conftest import load, write_blueprint
 
 APP = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n"}

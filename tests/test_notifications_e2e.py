@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.outbox import list_messages, retry_dead
-from engine.runtime.runtime import Runtime
-from engine.runtime.timekeeping import build_worker
-from engine.runtime.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.background.outbox import list_messages, retry_dead
+from engine.engine import Runtime
+from engine.runtime.automation.sla import build_worker
+from engine.runtime.ops.users import NewUser, add_user
 
 DINGTALK_SECRET = "SEC0123456789abcdef"
 FEISHU_SECRET = "feishu-secret-xyz"
@@ -402,7 +402,7 @@ def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phon
 
 
 def test_doctor_names_people_a_feishu_or_slack_bot_cannot_mention(make_runtime: Any) -> None:
-    from engine.runtime.doctor import diagnose
+    from engine.runtime.ops.doctor import diagnose
     runtime = make_runtime(BLUEPRINT)
     add_user(runtime, NewUser("wang", "Wang Wei", "admin", im_ids={"feishu": "ou_1", "slack": "U1"}))
     add_user(runtime, NewUser("li", "Li Na", "admin", im_ids={"slack": "U2"}))

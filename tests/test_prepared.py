@@ -9,8 +9,8 @@ import decimal
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.database import Database, savepoint
-from engine.runtime.prepared import Prepared, deferring
+from engine.runtime.storage.database import Database, savepoint
+from engine.runtime.storage.prepared import Prepared, deferring
 
 metadata = sa.MetaData()
 things = sa.Table(

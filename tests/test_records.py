@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.errors import (DuplicateRecord, NotFound, RecordReferenced, ValidationFailed,
-                                   VersionConflict)
-from engine.runtime.queries import parse_list_query
-from engine.runtime.runtime import Runtime
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.records.errors import DuplicateRecord, NotFound, RecordReferenced, ValidationFailed, VersionConflict
+from engine.runtime.records.queries import parse_list_query
+from engine.engine import Runtime
 
 APP = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n"}
 LEAD = """
@@ -260,7 +259,7 @@ def test_list_filters_search_sort_and_totals(crm: Runtime, clock: Any) -> None:
 def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Runtime) -> None:
     """Finding a caller by number must not scan the table: on SQLite the plan uses the phone
     index (the dedup key's), for every way the number may be typed."""
-    from engine.runtime.queries import build_list_statements
+    from engine.runtime.records.queries import build_list_statements
     crm.records.create("lead", {"name": "甲", "phone": "13800000001", "email": "jia@example.cn"}, actor=SYSTEM)
     entity, table = crm.model.entity("lead"), crm.schema.table("lead")
     for typed in ("13800000001", "+86 138-0000-0001", "8613800000001"):
@@ -275,7 +274,7 @@ def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Runti
 
 
 def test_bad_list_queries_name_the_field(crm: Runtime) -> None:
-    from engine.runtime.errors import QueryInvalid
+    from engine.runtime.records.errors import QueryInvalid
     entity = crm.model.entity("lead")
     for params, field in (({"sorce": "x"}, "sorce"), ({"source": "tv"}, "source"), ({"sort": "-nme"}, "nme"),
                           ({"employees__gte": "many"}, "employees")):
@@ -304,7 +303,7 @@ def test_mainland_numbers_normalise_exactly_as_phonenumbers_decides() -> None:
 
     import phonenumbers
 
-    from engine.runtime.fieldkinds import FieldError, normalize_phone
+    from engine.runtime.records.fieldkinds import FieldError, normalize_phone
 
     def reference(text: str) -> str | None:  # what normalize_phone did before it had a fast path
         digits = "".join(c for c in text if c.isdigit() or c == "+")

@@ -14,9 +14,8 @@ import pytest
 from engine.metamodel import Metamodel
 from engine.metamodel.automation import policy_named
 from engine.rules import Evaluator, FakeClock
-from engine.rules.decisions import (AddTags, Assign, Change, CreateRelated, Notify, Origin, Outcome, RuleApplication,
-                                    SetField, Transition, TriggerEvent, evaluate_rules, find_rule_loop,
-                                    planned_changes)
+from engine.rules.rules import (AddTags, Assign, Change, CreateRelated, Notify, Origin, Outcome, RuleApplication,
+                                SetField, Transition, TriggerEvent, evaluate_rules, find_rule_loop, planned_changes)
 from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record, select_policy
 from engine.rules.trace import RoutingStep, Trace, render_trace, trace_from_json, trace_to_json
 from tests.test_automation_blueprint import load_automation

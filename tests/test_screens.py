@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.runtime import Runtime
-from engine.runtime.users import NewUser, add_user
-from engine.runtime.web import create_app
+from engine.runtime.records.actors import SYSTEM
+from engine.engine import Runtime
+from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.web.app import create_app
 from tests.conftest import SHIPPED_CRM
 
 PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),
@@ -340,7 +340,7 @@ def test_field_errors_speak_the_screen_language(crm: tuple[Runtime, Any]) -> Non
 
 def test_a_link_to_one_of_many_records_is_searched_not_picked_from_a_short_select(
         crm: tuple[Runtime, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.runtime.screens.site as site_module
+    import engine.runtime.web.screens.site as site_module
     monkeypatch.setattr(site_module, "LINK_OPTIONS_LIMIT", 3)  # stands for the 200 newest of a big CRM
     runtime, people = crm
     accounts = {name: runtime.records.create("account", {"name": name, "owner": people["admin"].id},
@@ -493,7 +493,7 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Runtim
 
 
 def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Runtime, Any]) -> None:
-    from engine.runtime.users import list_users
+    from engine.runtime.ops.users import list_users
     runtime, people = crm
     admin = sign_in(runtime, "admin")
 

@@ -11,17 +11,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.runtime.errors import QueryInvalid
-from engine.runtime.queries import parse_list_query
+from engine.runtime.records.errors import QueryInvalid
+from engine.runtime.records.queries import parse_list_query
 import sqlalchemy as sa
 
-from engine.runtime.actors import SYSTEM
-from engine.runtime.clocks import sla_condition, sla_summary
-from engine.runtime.notifications import enqueue_notification
-from engine.runtime.outbox import list_messages
-from engine.runtime.runtime import Runtime
-from engine.runtime.timekeeping import build_worker
-from engine.runtime.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.automation.clocks import sla_condition, sla_summary
+from engine.runtime.background.delivery import enqueue_notification
+from engine.runtime.background.outbox import list_messages
+from engine.engine import Runtime
+from engine.runtime.automation.sla import build_worker
+from engine.runtime.ops.users import NewUser, add_user
 
 CST = ZoneInfo("Asia/Shanghai")
 

@@ -18,12 +18,12 @@ from starlette.testclient import TestClient
 
 from engine.metamodel import FieldType
 from engine.plugins import ENTRY_POINT_GROUP, hookimpl, hookspecs, plugin_manager
-from engine.runtime import widgets as builtin_widgets
-from engine.runtime.actors import SYSTEM
-from engine.runtime.runtime import Runtime
-from engine.runtime.users import NewUser, add_user
-from engine.runtime.web import create_app
-from engine.runtime.widgets import NOT_SUBMITTED, WidgetConfigError, load_widgets
+from engine.runtime.web import widgets as builtin_widgets
+from engine.runtime.records.actors import SYSTEM
+from engine.engine import Runtime
+from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.web.app import create_app
+from engine.runtime.web.widgets import NOT_SUBMITTED, WidgetConfigError, load_widgets
 from tests.conftest import IN_CI
 from tests.test_screens import csrf_of
 

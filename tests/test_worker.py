@@ -20,12 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 from engine.rules.timers import TimerRequest
-from engine.runtime.events import append_event
-from engine.runtime.outbox import Outcome, enqueue, list_messages, retry_dead
-from engine.runtime.runtime import Runtime
-from engine.runtime.timers import SqlTimerStore
-from engine.runtime.worker import ScheduledJob, Worker, one_at_a_time
-from engine.runtime.runtime import open_runtime
+from engine.runtime.records.events import append_event
+from engine.runtime.background.outbox import Outcome, enqueue, list_messages, retry_dead
+from engine.engine import Runtime
+from engine.runtime.background.timers import SqlTimerStore
+from engine.runtime.background.worker import ScheduledJob, Worker, one_at_a_time
+from engine.engine import open_runtime
 from tests.conftest import load, write_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def test_cancelling_a_records_timers_leaves_every_other_timer_and_finds_them_by_
     assert pending == sorted([f"sla:first_call:lead:{lead}:c1:{step}" for lead in (2, 10, 11)
                               for step in ("warning-50", "breach-100")] + ["sla:first_call:lead:1:c0:breach-100"])
     if runtime.db.is_sqlite:
-        from engine.runtime.prepared import _bound
+        from engine.runtime.storage.prepared import _bound
         with runtime.db.read() as connection:
             cancel = store._statements["cancel:True"]._for(connection.dialect)
             plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + cancel.sql, tuple(_bound(cancel, {
@@ -315,7 +315,7 @@ def test_a_scheduled_job_runs_once_per_schedule_across_workers(runtime: Runtime,
 def test_a_tick_skipped_while_the_previous_one_runs_is_not_logged_as_a_warning(caplog: pytest.LogCaptureFixture
                                                                                ) -> None:
     import logging
-    from engine.runtime.worker import quiet_busy_ticks
+    from engine.runtime.background.worker import quiet_busy_ticks
     quiet_busy_ticks()
     scheduler_log = logging.getLogger("apscheduler.scheduler")
     with caplog.at_level(logging.WARNING, logger="apscheduler.scheduler"):

@@ -16,10 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.rules import FakeClock
-from engine.runtime.actors import SYSTEM, Actor
-from engine.runtime.runtime import Runtime
-from engine.runtime.timekeeping import install_timekeeping
-from engine.runtime.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM, Actor
+from engine.engine import Runtime
+from engine.runtime.automation.sla import install_timekeeping
+from engine.runtime.ops.users import NewUser, add_user
 
 # Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
 USERS = (

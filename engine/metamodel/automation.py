@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import Location
-from .model import NOWHERE, Expression, Label, Metamodel
-from .schema import EXPRESSION, LABEL, NAME
+from engine.metamodel.errors import Location
+from engine.metamodel.model import NOWHERE, Expression, Label, Metamodel
+from engine.metamodel.schema import EXPRESSION, LABEL, NAME
 
 EXPRESSION_PREFIX = "="
 DEFAULT_PRIORITY = 100

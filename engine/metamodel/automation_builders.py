@@ -9,15 +9,16 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from .automation import (ANY_VALUE, CLOSED_LIKE, DEFAULT_PRIORITY, AddTagsAction, AssignAction, AuthKind, AuthSpec,
-                         CreateRelatedAction, FieldMapping, NotifyAction, PayloadPath, PoolSpec, RemoveTagsAction,
-                         RoutingPolicySpec, RuleSpec, SetAction, SourceSpec, Strategy, TransitionAction, TriggerKind,
-                         TriggerSpec, WebhookAction)
-from .checks import Checker, build_items, texts
-from .crossrefs import SYSTEM_FIELDS
-from .errors import BlueprintError, did_you_mean
-from .model import EntitySpec, Expression, FieldType, Label, Metamodel
-from .source import PathKey, SourceDocument
+from engine.metamodel.automation import (ANY_VALUE, CLOSED_LIKE, DEFAULT_PRIORITY, AddTagsAction, AssignAction,
+                                         AuthKind, AuthSpec, CreateRelatedAction, FieldMapping, NotifyAction,
+                                         PayloadPath, PoolSpec, RemoveTagsAction, RoutingPolicySpec, RuleSpec,
+                                         SetAction, SourceSpec, Strategy, TransitionAction, TriggerKind, TriggerSpec,
+                                         WebhookAction)
+from engine.metamodel.checks import Checker, build_items, texts
+from engine.metamodel.crossrefs import SYSTEM_FIELDS
+from engine.metamodel.errors import BlueprintError, did_you_mean
+from engine.metamodel.model import EntitySpec, Expression, FieldType, Label, Metamodel
+from engine.metamodel.source import PathKey, SourceDocument
 
 
 # --------------------------------------------------------------------------- routing builder

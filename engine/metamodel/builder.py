@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BlueprintError
-from .expressions import ExpressionSyntaxError, parse_expression
-from .model import (BoardSpec, Choice, DedupAction, DedupSpec, EntitySpec, Expression, FieldSpec, FieldType,
-                    FormSection, FormViewSpec, IndexSpec, Label, ListViewSpec, MenuGroup, OnDelete, Settings,
-                    SortKey, ValidationSpec)
-from .source import PathKey, SourceDocument
+from engine.metamodel.errors import BlueprintError
+from engine.metamodel.expressions import ExpressionSyntaxError, parse_expression
+from engine.metamodel.model import (BoardSpec, Choice, DedupAction, DedupSpec, EntitySpec, Expression, FieldSpec,
+                                    FieldType, FormSection, FormViewSpec, IndexSpec, Label, ListViewSpec, MenuGroup,
+                                    OnDelete, Settings, SortKey, ValidationSpec)
+from engine.metamodel.source import PathKey, SourceDocument
 
 EXPRESSION_PREFIX = "="
 

@@ -8,12 +8,12 @@ import re
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
-from .automation import EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, TemplateSpec, ValueSpec
-from .crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
-from .errors import BlueprintError, Location, did_you_mean
-from .expressions import ExpressionSyntaxError, parse_expression
-from .model import EntitySpec, Expression, FieldSpec, FieldType, Metamodel
-from .source import PathKey, SourceDocument
+from engine.metamodel.automation import EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, TemplateSpec, ValueSpec
+from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
+from engine.metamodel.errors import BlueprintError, Location, did_you_mean
+from engine.metamodel.expressions import ExpressionSyntaxError, parse_expression
+from engine.metamodel.model import EntitySpec, Expression, FieldSpec, FieldType, Metamodel
+from engine.metamodel.source import PathKey, SourceDocument
 
 
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -10,11 +10,11 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
-from .errors import BlueprintError, did_you_mean
-from .patterns import PatternError, compile_pattern
-from .model import EntitySpec, Expression, FieldSpec, FieldType
-from .schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
-from .source import PathKey, SourceDocument
+from engine.metamodel.errors import BlueprintError, did_you_mean
+from engine.metamodel.patterns import PatternError, compile_pattern
+from engine.metamodel.model import EntitySpec, Expression, FieldSpec, FieldType
+from engine.metamodel.schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
+from engine.metamodel.source import PathKey, SourceDocument
 
 SYSTEM_FIELDS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 TEXT_TYPES = frozenset({FieldType.STRING, FieldType.TEXT, FieldType.PHONE, FieldType.EMAIL, FieldType.URL})

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ast
 
-from .errors import Location
-from .model import Expression
+from engine.metamodel.errors import Location
+from engine.metamodel.model import Expression
 
 MAX_EXPRESSION_LENGTH = 1000
 MAX_EXPRESSION_NODES = 300

@@ -11,14 +11,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .automation import ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA
-from .automation_builders import build_routing, build_rules, build_sources
-from .errors import BlueprintError
-from .model import Metamodel
-from .roles import ROLES_SCHEMA, build_roles
-from .source import SourceDocument
-from .timekeeping import CADENCES_SCHEMA, CALENDARS_SCHEMA, CHANNELS_SCHEMA, JOBS_SCHEMA, SLA_SCHEMA
-from .timekeeping_builders import build_cadences, build_calendars, build_channels, build_jobs, build_slas
+from engine.metamodel.automation import ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA
+from engine.metamodel.automation_builders import build_routing, build_rules, build_sources
+from engine.metamodel.errors import BlueprintError
+from engine.metamodel.model import Metamodel
+from engine.metamodel.roles import ROLES_SCHEMA, build_roles
+from engine.metamodel.source import SourceDocument
+from engine.metamodel.timekeeping import CADENCES_SCHEMA, CALENDARS_SCHEMA, CHANNELS_SCHEMA, JOBS_SCHEMA, SLA_SCHEMA
+from engine.metamodel.timekeeping_builders import (build_cadences, build_calendars, build_channels, build_jobs,
+                                                   build_slas)
 
 Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import jsonschema
 
-from .builder import build_entity, build_menu, build_settings
-from .crossrefs import check_entity
-from .errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
-from .model import Label, Metamodel, Settings
-from .kinds import SECONDARY_KINDS
-from .schema import DOCUMENT_SCHEMAS
-from .source import SourceDocument, read_documents
+from engine.metamodel.builder import build_entity, build_menu, build_settings
+from engine.metamodel.crossrefs import check_entity
+from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
+from engine.metamodel.model import Label, Metamodel, Settings
+from engine.metamodel.kinds import SECONDARY_KINDS
+from engine.metamodel.schema import DOCUMENT_SCHEMAS
+from engine.metamodel.source import SourceDocument, read_documents
 
 _SCHEMAS = {**DOCUMENT_SCHEMAS, **{kind.key: kind.schema for kind in SECONDARY_KINDS}}
 _VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in _SCHEMAS.items()}
@@ -247,8 +247,8 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
 
 
 def _field_options(kind: Any, every: list[str]) -> list[str]:
-    from .model import FieldType
-    from .schema import COMMON_OPTIONS, TYPE_OPTIONS
+    from engine.metamodel.model import FieldType
+    from engine.metamodel.schema import COMMON_OPTIONS, TYPE_OPTIONS
     try:
         return sorted(COMMON_OPTIONS | TYPE_OPTIONS[FieldType(kind)])
     except ValueError:
@@ -256,7 +256,7 @@ def _field_options(kind: Any, every: list[str]) -> list[str]:
 
 
 def _label_alternatives() -> Any:
-    from .schema import LABEL
+    from engine.metamodel.schema import LABEL
     return LABEL["oneOf"]
 
 

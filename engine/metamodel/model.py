@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Location
+from engine.metamodel.errors import Location
 
 NOWHERE = Location("<engine>", 0, 0)
 

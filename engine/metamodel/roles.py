@@ -23,9 +23,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BlueprintError, Location, did_you_mean
-from .model import NOWHERE, Label, Metamodel
-from .source import SourceDocument
+from engine.metamodel.errors import BlueprintError, Location, did_you_mean
+from engine.metamodel.model import NOWHERE, Label, Metamodel
+from engine.metamodel.source import SourceDocument
 
 ACTIONS = ("read", "create", "update", "delete", "assign", "export")
 

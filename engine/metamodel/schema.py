@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import DedupAction, FieldType, OnDelete
+from engine.metamodel.model import DedupAction, FieldType, OnDelete
 
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 48}
 LABEL: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import BlueprintError, Location
+from engine.metamodel.errors import BlueprintError, Location
 
 PathKey = tuple[str | int, ...]
 

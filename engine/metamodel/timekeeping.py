@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .checks import Checker
-from .errors import Location
-from .model import NOWHERE, Expression, Label, Metamodel
-from .schema import EXPRESSION, LABEL, NAME
-from .source import PathKey
+from engine.metamodel.checks import Checker
+from engine.metamodel.errors import Location
+from engine.metamodel.model import NOWHERE, Expression, Label, Metamodel
+from engine.metamodel.schema import EXPRESSION, LABEL, NAME
+from engine.metamodel.source import PathKey
 
 _DURATION = re.compile(r"^\s*(?:\d+\s*(?:bd|d|h|min|s)\s*)+$")
 _DURATION_PART = re.compile(r"(\d+)\s*(bd|d|h|min|s)")

@@ -16,15 +16,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 
-from .checks import Checker, build_items
-from .errors import BlueprintError, did_you_mean
-from .model import EntitySpec, Expression, FieldType, Metamodel
-from .source import PathKey, SourceDocument
-from .timekeeping import (RECIPIENT, CadenceSpec, CadenceStepSpec, CalendarDecl, ChannelSpec, ClockTrigger,
-                          CountSpec, CreateStep, DurationSpec, JobSpec, MessageTemplateSpec, NotifyStep,
-                          ReassignStep, RetryDecl, SetStep, SlaSpec, StopCondition, TagStep, TimeAction,
-                          _check_period, _check_weekday_key, _days, _label, _secret, _texts, _zone,
-                          parse_duration)
+from engine.metamodel.checks import Checker, build_items
+from engine.metamodel.errors import BlueprintError, did_you_mean
+from engine.metamodel.model import EntitySpec, Expression, FieldType, Metamodel
+from engine.metamodel.source import PathKey, SourceDocument
+from engine.metamodel.timekeeping import (RECIPIENT, CadenceSpec, CadenceStepSpec, CalendarDecl, ChannelSpec,
+                                          ClockTrigger, CountSpec, CreateStep, DurationSpec, JobSpec,
+                                          MessageTemplateSpec, NotifyStep, ReassignStep, RetryDecl, SetStep, SlaSpec,
+                                          StopCondition, TagStep, TimeAction, _check_period, _check_weekday_key, _days,
+                                          _label, _secret, _texts, _zone, parse_duration)
 
 
 Built = tuple[dict[str, Any], list[BlueprintError]]

@@ -4,7 +4,7 @@ extensions and third-party packages (entry point group "blueprint_crm").
 Imports nothing of the engine except `engine.metamodel`, so rules and runtime can both use it.
 """
 
-from .hookspecs import PROJECT, hookimpl, hookspec
-from .manager import ENTRY_POINT_GROUP, plugin_manager
+from engine.plugins.hookspecs import PROJECT, hookimpl, hookspec
+from engine.plugins.manager import ENTRY_POINT_GROUP, plugin_manager
 
 __all__ = ["ENTRY_POINT_GROUP", "PROJECT", "hookimpl", "hookspec", "plugin_manager"]

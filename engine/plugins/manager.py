@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from . import hookspecs
+from engine.plugins import hookspecs
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 

@@ -18,7 +18,7 @@ from typing import Any
 from engine.metamodel.model import Expression
 from engine.metamodel.timekeeping import CadenceSpec, ClockTrigger, DurationSpec, SlaSpec, StopCondition
 
-from .sla import Pause
+from engine.rules.sla import Pause
 
 Evaluate = Callable[[Expression, Mapping[str, Any]], Any]
 ACTIVE = ("running", "paused")

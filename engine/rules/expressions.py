@@ -30,7 +30,7 @@ import simpleeval
 from engine.metamodel.model import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
 
-from .clock import Clock
+from engine.rules.clock import Clock
 
 MAX_POWER = 1000
 MAX_STRING_LENGTH = 100_000

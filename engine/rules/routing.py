@@ -17,8 +17,8 @@ from typing import Any
 
 from engine.metamodel.automation import ANY_VALUE, PoolSpec, RoutingPolicySpec, Strategy
 
-from .decisions import ConditionResult, evaluate_condition, show_value
-from .expressions import Evaluator
+from engine.rules.rules import ConditionResult, evaluate_condition, show_value
+from engine.rules.expressions import Evaluator
 
 
 class RepStatus(enum.Enum):

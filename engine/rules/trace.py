@@ -19,9 +19,10 @@ from typing import Any
 
 from engine.metamodel.automation import Strategy
 
-from .decisions import (AddTags, Assign, CallWebhook, Change, ConditionResult, CreateRelated, Decision, Notify,
-                        Origin, Outcome, RemoveTags, SetField, Transition, TriggerEvent, TriggerMatch, show_value)
-from .routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
+from engine.rules.rules import (AddTags, Assign, CallWebhook, Change, ConditionResult, CreateRelated, Decision, Notify,
+                                Origin, Outcome, RemoveTags, SetField, Transition, TriggerEvent, TriggerMatch,
+                                show_value)
+from engine.rules.routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
 
 
 @dataclass(frozen=True, slots=True)

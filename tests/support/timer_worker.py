@@ -14,9 +14,9 @@ import time
 
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.events import append_event
-from engine.runtime.runtime import open_runtime
-from engine.runtime.worker import Worker
+from engine.runtime.records.events import append_event
+from engine.engine import open_runtime
+from engine.runtime.background.worker import Worker
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from engine.metamodel import FieldType
 from engine.plugins import hookimpl
-from engine.runtime.widgets import NOT_SUBMITTED, FieldContext, InputError
+from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError
 
 STARS = 5
 

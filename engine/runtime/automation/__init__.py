@@ -1,0 +1,1 @@
+"""Automation: rule, routing, SLA, cadence and intake decisions applied inside the write that caused them."""

@@ -1,0 +1,1 @@
+"""Background work: the worker tick, timers fired exactly once, the outbox and its delivery, scheduled jobs."""

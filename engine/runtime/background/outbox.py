@@ -1,0 +1,160 @@
+"""The outbox: messages written in the transaction that caused them, delivered after commit.
+
+A rolled-back change leaves no row, so it notifies nobody. Delivery happens outside any
+database transaction (an HTTP call must not hold the SQLite write lock): a worker claims a
+batch with a lease, delivers, and records the outcome. A worker that dies mid-delivery
+leaves its lease to expire and the rows are claimed again; receivers get the row's
+idempotency key, so a message delivered twice by such a crash can be recognised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.runtime.storage.database import Database
+from engine.runtime.records.fieldkinds import as_utc
+from engine.runtime.storage.prepared import Prepared
+from engine.runtime.storage.tables import Schema
+
+# A claimed batch must be delivered before its lease ends, or another worker may send it again:
+# CLAIM_BATCH messages, 8 in flight, at most 10 s each (the deliverer's timeout) take ≤ 250 s.
+CLAIM_BATCH = 200
+LEASE = dt.timedelta(minutes=5)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    channel: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    entity: str | None
+    record_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt did: delivered, or failed (retryable or not) with the reason."""
+
+    ok: bool
+    retryable: bool = True
+    error: str = ""
+
+
+def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
+            now: dt.datetime, entity: str | None = None, record_id: int | None = None) -> None:
+    """Add a message in the caller's transaction (held back while the caller defers writes);
+    the same key twice is one message."""
+    _insert_once(schema.outbox, connection.dialect.name).run_later(connection, {
+        "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
+        "next_attempt_at": _naive(now), "entity": entity, "record_id": record_id, "created_at": _naive(now)})
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_once(table: sa.Table, dialect: str) -> Any:
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING, built once per table and dialect (bound parameters)."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return Prepared(insert.on_conflict_do_nothing(index_elements=[table.c.idempotency_key]), columns=_ENQUEUED)
+
+
+_ENQUEUED = ("channel", "idempotency_key", "payload", "status", "attempts", "next_attempt_at", "entity", "record_id",
+             "created_at")
+
+
+def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
+          limit: int = CLAIM_BATCH) -> list[OutboxMessage]:
+    """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
+    table = schema.outbox
+    due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= _naive(now)),
+                 sa.and_(table.c.status == "sending", table.c.claimed_until < _naive(now)))
+    with db.write() as connection:
+        query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = connection.execute(query).all()
+        if rows:
+            connection.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(
+                status="sending", claimed_by=worker, claimed_until=_naive(now + LEASE)))
+    return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
+                          row.record_id) for row in rows]
+
+
+def record_outcome(db: Database, schema: Schema, message: OutboxMessage, outcome: Outcome, now: dt.datetime, *,
+                   worker: str, next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> str:
+    """Store a delivery's outcome; returns the new status (delivered, pending or dead)."""
+    return record_outcomes(db, schema, [(message, outcome)], now, worker=worker, next_attempt=next_attempt)[0]
+
+
+def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[OutboxMessage, Outcome]],
+                    now: dt.datetime, *, worker: str,
+                    next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> list[str]:
+    """Store a batch of delivery outcomes in one transaction; returns each new status."""
+    statuses, delivered, failed = [], [], []
+    for message, outcome in results:
+        attempts = message.attempts + 1
+        if outcome.ok:
+            delivered.append({"message_id": message.id, "attempts": attempts})
+            statuses.append("delivered")
+            continue
+        retry_at = next_attempt(attempts, now) if outcome.retryable else None
+        failed.append({"message_id": message.id, "attempts": attempts, "status": "pending" if retry_at else "dead",
+                       "last_error": outcome.error[:2000], "next_attempt_at": _naive(retry_at or now)})
+        statuses.append(failed[-1]["status"])
+    mark_delivered, mark_failed = _outcome_statements(schema.outbox)
+    with db.write() as connection:
+        if delivered:
+            connection.execute(mark_delivered,
+                               [{**row, "worker": worker, "delivered_at": _naive(now)} for row in delivered])
+        if failed:
+            connection.execute(mark_failed, [{**row, "worker": worker} for row in failed])
+    return statuses
+
+
+@functools.lru_cache(maxsize=16)
+def _outcome_statements(table: sa.Table) -> tuple[Any, Any]:
+    """Recording a delivery, and a failure (only for rows this worker still holds), built once."""
+    mine = table.update().where(table.c.id == sa.bindparam("message_id"), table.c.claimed_by == sa.bindparam("worker"))
+    released = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
+    return (mine.values(status="delivered", last_error=None, delivered_at=sa.bindparam("delivered_at"), **released),
+            mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),
+                        next_attempt_at=sa.bindparam("next_attempt_at"), **released))
+
+
+def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:
+    """Put dead messages (one, or all) back in the queue; returns how many."""
+    table = schema.outbox
+    condition = table.c.status == "dead"
+    if message_id is not None:
+        condition = sa.and_(condition, table.c.id == message_id)
+    with db.write() as connection:
+        result = connection.execute(table.update().where(condition).values(
+            status="pending", next_attempt_at=_naive(now), attempts=0))
+    return int(result.rowcount or 0)
+
+
+def count_messages(db: Database, schema: Schema, status: str) -> int:
+    table = schema.outbox
+    with db.read() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)
+                                      .where(table.c.status == status)).scalar_one())
+
+
+def list_messages(db: Database, schema: Schema, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    table = schema.outbox
+    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(table.c.status == status)
+    with db.read() as connection:
+        return [{**row._mapping, "created_at": as_utc(row.created_at)} for row in connection.execute(query)]

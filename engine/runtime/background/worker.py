@@ -1,0 +1,197 @@
+"""The worker: a tick that fires due timers, delivers the outbox and runs scheduled jobs.
+
+APScheduler only drives the tick (every second by default); all durable state lives in our
+own tables, so any number of workers can run against one PostgreSQL database, and a worker
+that was down fires what came due meanwhile, once, oldest first, when it returns.
+Scheduled jobs run once per scheduled moment across all workers: the first worker to insert
+the (job, moment) row into crm_job_runs — a unique key — runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from apscheduler.triggers.cron import CronTrigger
+
+from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
+from engine.engine import Runtime
+from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
+
+Deliver = Callable[[Sequence[OutboxMessage]], list[Outcome]]  # a claimed batch in, an outcome per message out
+NextAttempt = Callable[[int, dt.datetime], "dt.datetime | None"]
+
+
+def one_at_a_time(deliver_one: Callable[[OutboxMessage], Outcome]) -> Deliver:
+    """A `Deliver` from a function that sends one message (simple channels, tests)."""
+    def attempt(message: OutboxMessage) -> Outcome:
+        try:
+            return deliver_one(message)
+        except Exception as exc:  # one broken message must not hold up the others
+            return Outcome(False, True, f"{type(exc).__name__}: {exc}")
+
+    def deliver(messages: Sequence[OutboxMessage]) -> list[Outcome]:
+        return [attempt(message) for message in messages]
+    return deliver
+
+
+class _BusyTickFilter(logging.Filter):
+    """A tick still running when the next is due is skipped (max_instances=1, coalesced): that
+    is the design while the worker catches up, not something to warn about every second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+def quiet_busy_ticks() -> None:
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(existing, _BusyTickFilter) for existing in scheduler_log.filters):
+        scheduler_log.addFilter(_BusyTickFilter())
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledJob:
+    """Run `run(runtime, moment)` at every moment matched by the crontab `cron` in `timezone`."""
+
+    name: str
+    cron: str
+    run: Callable[[Runtime, dt.datetime], str]
+    timezone: str = "Asia/Shanghai"
+
+    def trigger(self) -> CronTrigger:
+        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+
+
+@dataclass
+class TickReport:
+    fired: int = 0
+    failed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    jobs: list[str] = field(default_factory=list)
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
+    """Exponential backoff: 10 s, 20 s, 40 s … capped at 30 min; dead after 8 attempts."""
+    if attempts >= 8:
+        return None
+    return now + dt.timedelta(seconds=min(10 * 2 ** (attempts - 1), 1800))
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
+                 deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
+                 jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
+                 fire_timers: bool = True) -> None:
+        self.runtime = runtime
+        self.fire_timers = fire_timers  # False: an outbox-only worker, beside others that fire timers
+        self.handlers = dict(handlers or {})
+        self.deliver = deliver
+        self.next_attempt = next_attempt
+        self.jobs = tuple(jobs)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.batch = batch
+
+    def tick(self, *, budget_seconds: float = 5.0) -> TickReport:
+        """One round: timers until none are due (or the budget is spent), one outbox batch, due jobs."""
+        report = TickReport()
+        started = time.monotonic()
+        while self.fire_timers:
+            result: FireReport = fire_due_timers(self.runtime.db, self.runtime.schema, self.handlers,
+                                                 self.runtime.clock.now(), worker=self.name, limit=self.batch)
+            report.fired += result.fired
+            report.failed += result.failed
+            if not result.remaining_due or time.monotonic() - started > budget_seconds:
+                break
+        if self.deliver is not None:
+            self._deliver_outbox(report)
+        for job in self.jobs:
+            if self._run_job_if_due(job):
+                report.jobs.append(job.name)
+        return report
+
+    def _deliver_outbox(self, report: TickReport) -> None:
+        """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
+        runtime = self.runtime
+        messages = claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name)
+        if not messages:
+            return
+        try:
+            outcomes = list(self.deliver(messages))
+        except Exception as exc:  # a deliverer bug must not lose the batch: every message is retried
+            outcomes = [Outcome(False, True, f"{type(exc).__name__}: {exc}")] * len(messages)
+        if len(outcomes) != len(messages):
+            outcomes = [Outcome(False, True, "the deliverer gave no outcome for this message")] * len(messages)
+        statuses = record_outcomes(runtime.db, runtime.schema, list(zip(messages, outcomes)), runtime.clock.now(),
+                                   worker=self.name, next_attempt=self.next_attempt)
+        for status in statuses:
+            if status == "delivered":
+                report.delivered += 1
+            elif status == "dead":
+                report.dead += 1
+            else:
+                report.retried += 1
+
+    def _run_job_if_due(self, job: ScheduledJob) -> bool:
+        runtime = self.runtime
+        runs = runtime.schema.job_runs
+        now = runtime.clock.now()
+        with runtime.db.read() as connection:
+            last = connection.execute(sa.select(sa.func.max(runs.c.scheduled_for)).where(runs.c.job == job.name)).scalar()
+        since = (last.replace(tzinfo=dt.timezone.utc) if last else now - dt.timedelta(days=1))
+        moment = self._latest_fire_time(job, since, now)
+        if moment is None:
+            return False
+        try:
+            with runtime.db.write() as connection:
+                connection.execute(runs.insert().values(job=job.name, scheduled_for=_naive(moment), status="running",
+                                                        worker=self.name, started_at=_naive(now)))
+        except sa.exc.IntegrityError:
+            return False  # another worker holds this run
+        status, output = "succeeded", ""
+        try:
+            output = job.run(runtime, moment) or ""
+        except Exception as exc:  # recorded in the run log, visible to admins
+            status, output = "failed", f"{type(exc).__name__}: {exc}"
+        with runtime.db.write() as connection:
+            connection.execute(runs.update().where(runs.c.job == job.name, runs.c.scheduled_for == _naive(moment))
+                               .values(status=status, output=output[:10000], finished_at=_naive(runtime.clock.now())))
+        return True
+
+    @staticmethod
+    def _latest_fire_time(job: ScheduledJob, since: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+        """The last scheduled moment after `since` and not after `now` (missed runs coalesce into one)."""
+        trigger = job.trigger()
+        moment: Any = trigger.get_next_fire_time(None, since + dt.timedelta(seconds=1))
+        latest = None
+        while moment is not None and moment <= now:
+            latest = moment
+            moment = trigger.get_next_fire_time(moment, moment + dt.timedelta(seconds=1))
+        return latest.astimezone(dt.timezone.utc) if latest else None
+
+    def run_forever(self, interval: float = 1.0) -> None:
+        """Tick every `interval` seconds until stopped (SIGINT/SIGTERM)."""
+        from apscheduler.schedulers.blocking import BlockingScheduler
+        quiet_busy_ticks()
+        scheduler = BlockingScheduler()
+        scheduler.add_job(self.tick, "interval", seconds=interval, max_instances=1, coalesce=True,
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
+        import signal
+        signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            pass

@@ -1,0 +1,1 @@
+"""Operations: users, `crm doctor` and `crm explain`."""

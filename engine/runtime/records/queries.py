@@ -1,0 +1,224 @@
+"""List queries: filters, free-text search, sort and pagination, checked against the metamodel.
+
+The query-string form is `field=value` (equals), `field__in=a,b`, `field__gte=…`,
+`field__lte=…`, `field__gt`, `field__lt`, `field__ne`, `field__contains=…`,
+`field__isnull=true|false`, plus `q=` (search), `sort=-created_at,name`, `page=`, `per_page=`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
+from engine.metamodel.errors import did_you_mean
+
+from engine.runtime.records.errors import QueryInvalid
+from engine.runtime.records.fieldkinds import KINDS, FieldError, ListKind, PhoneKind, kind_of, normalize_phone
+
+OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
+MAX_PER_PAGE = 500
+RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla"})
+# created_at / updated_at filters parse like a datetime field of the app
+_SYSTEM_TIME = KINDS[FieldType.DATETIME]
+_SYSTEM_TIME_SPEC = FieldSpec("created_at", FieldType.DATETIME, Label(()))
+_SYSTEM_TYPES = {"id": sa.Integer, "version": sa.Integer, "owner": sa.Integer, "created_by": sa.Integer,
+                 "created_at": sa.DateTime, "updated_at": sa.DateTime, "duplicate_of": sa.Integer}
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    field: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    filters: tuple[Filter, ...] = ()
+    search: str = ""
+    sort: tuple[SortKey, ...] = ()
+    page: int = 1
+    per_page: int = 50
+    sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+    page: int
+    per_page: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def _known(entity: EntitySpec) -> list[str]:
+    return [*entity.field_names(), *SYSTEM_FIELDS]
+
+
+def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> ListQuery:
+    """A `ListQuery` from query-string parameters; unknown fields or bad values raise QueryInvalid."""
+    items = params.multi_items() if hasattr(params, "multi_items") else list(params.items())
+    filters: list[Filter] = []
+    for key, raw in items:
+        if key in RESERVED_PARAMS:
+            continue
+        name, _, op = key.partition("__")
+        op = op or "eq"
+        if op not in OPERATORS:
+            raise QueryInvalid(f"unknown filter operator '{op}' in '{key}'; use one of {', '.join(OPERATORS)}",
+                               field=name)
+        filters.append(Filter(name, op, raw.split(",") if op == "in" else raw))
+    view = entity.list_view(params.get("view") or "default")
+    sort_text = params.get("sort")
+    sort = tuple(SortKey(part[1:], True) if part.startswith("-") else SortKey(part)
+                 for part in (sort_text.split(",") if sort_text else []) if part) or view.sort
+    try:
+        page = int(params.get("page") or 1)
+        per_page = int(params.get("per_page") or view.page_size)
+    except ValueError:
+        raise QueryInvalid("page and per_page must be whole numbers", field="page") from None
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
+    return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
+                     (params.get("sla") or "").strip() or None)
+
+
+def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:
+    if name in table.c and (name in SYSTEM_FIELDS or name == "duplicate_of" or entity.has_field(name)):
+        return table.c[name]
+    raise QueryInvalid(f"cannot {purpose} by '{name}': {entity.name} has no such field; "
+                       f"{did_you_mean(name, _known(entity))}", field=name)
+
+
+def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
+    """A filter value converted like the field's input (so '2026-01-01' compares as a date)."""
+    if not entity.has_field(name):
+        try:
+            if _SYSTEM_TYPES.get(name) is sa.Integer:
+                return int(raw)
+            if _SYSTEM_TYPES.get(name) is sa.DateTime:
+                return _SYSTEM_TIME.parse(_SYSTEM_TIME_SPEC, raw).replace(tzinfo=None)
+        except (TypeError, ValueError):
+            raise QueryInvalid(f"'{raw}' is not a valid value for {name}", field=name) from None
+        return raw
+    spec = entity.field(name)
+    try:
+        value = kind_of(spec).coerce(spec, raw)
+    except FieldError as error:
+        raise QueryInvalid(error.message, field=name) from None
+    if spec.type is FieldType.MONEY:
+        return value[0]
+    if isinstance(value, list):
+        return value[0] if value else None
+    if hasattr(value, "tzinfo") and getattr(value, "tzinfo", None) is not None:
+        return value.replace(tzinfo=None)
+    return value
+
+
+def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str) -> sa.ColumnElement[bool]:
+    column = _column(entity, table, item.field, "filter")
+    spec = entity.field(item.field) if entity.has_field(item.field) else None
+    if item.op == "isnull":
+        wanted = str(item.value).lower() in ("true", "1", "yes")
+        return column.is_(None) if wanted else column.is_not(None)
+    if spec is not None and isinstance(kind_of(spec), ListKind):
+        if item.op not in ("contains", "eq", "in"):
+            raise QueryInvalid(f"{item.field} is a list; filter it with contains or in", field=item.field)
+        values = item.value if isinstance(item.value, list) else [item.value]
+        return sa.or_(*(_list_contains(column, str(v).strip(), dialect) for v in values))
+    if item.op == "contains":
+        return column.ilike(f"%{_escape_like(str(item.value))}%", escape="\\")
+    if item.op == "in":
+        return column.in_([_typed(entity, item.field, v) for v in item.value if str(v).strip() != ""])
+    value = _typed(entity, item.field, item.value)
+    comparisons = {"eq": column.__eq__, "ne": column.__ne__, "gt": column.__gt__, "gte": column.__ge__,
+                   "lt": column.__lt__, "lte": column.__le__}
+    return comparisons[item.op](value)
+
+
+def _list_contains(column: Any, value: str, dialect: str) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":
+        return sa.cast(column, postgresql.JSONB).contains(sa.cast(sa.literal(f'["{_json_escape(value)}"]'),
+                                                                   postgresql.JSONB))
+    each = sa.func.json_each(column).table_valued("value")
+    return sa.exists(sa.select(1).select_from(each).where(each.c.value == value))
+
+
+def _json_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+_WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str]) -> sa.ColumnElement[bool]:
+    """Every searchable field containing `text`. A query that is a whole phone number or e-mail
+    address is what someone types to find that person: it then matches the phone (normalised
+    to E.164) or e-mail fields exactly — an index look-up — instead of scanning every field."""
+    names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable and name in table.c]
+    specs = [entity.field(name) for name in names if entity.has_field(name)]
+    exact = _exact_lookup(specs, table, text.strip())
+    if exact is not None:
+        return exact
+    pattern = f"%{_escape_like(text)}%"
+    phones = {spec.name for spec in specs if isinstance(kind_of(spec), PhoneKind)}  # digits: no case to fold
+    conditions = [(table.c[name].like if name in phones else table.c[name].ilike)(pattern, escape="\\")
+                  for name in names]
+    return sa.or_(*conditions) if conditions else sa.false()
+
+
+def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str) -> sa.ColumnElement[bool] | None:
+    """Equality on the phone or e-mail fields when `text` is a whole number or address, else None."""
+    phones = [spec for spec in specs if isinstance(kind_of(spec), PhoneKind)]
+    emails = [spec for spec in specs if spec.type is FieldType.EMAIL]
+    if phones and sum(char.isdigit() for char in text) >= 7:
+        numbers = set()
+        for spec in phones:
+            try:
+                numbers.add((spec.name, normalize_phone(text, spec.phone_region)))
+            except FieldError:
+                pass
+        if numbers:
+            return sa.or_(*(table.c[name] == number for name, number in numbers))
+    if emails and _WHOLE_EMAIL.fullmatch(text):
+        return sa.or_(*(table.c[spec.name] == text.lower() for spec in emails))
+    return None
+
+
+def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
+                          scope: Any = None, unsearchable: Collection[str] = ()
+                          ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page query and the matching count query; `scope` limits rows to what the actor
+    may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
+    conditions = [_condition(entity, table, item, dialect) for item in query.filters]
+    if scope is not None:
+        conditions.append(scope)
+    if query.search:
+        conditions.append(_search(entity, table, query.search, unsearchable))
+    order = []
+    for key in query.sort:
+        column = _column(entity, table, key.field, "sort")
+        if entity.has_field(key.field) and not kind_of(entity.field(key.field)).is_orderable:
+            raise QueryInvalid(f"cannot sort by '{key.field}': it holds text or a list", field=key.field)
+        order.append(column.desc() if key.descending else column.asc())
+    if not any(key.field == "id" for key in query.sort):
+        last_descending = query.sort[-1].descending if query.sort else True
+        order.append(table.c.id.desc() if last_descending else table.c.id.asc())
+    page = (sa.select(table).where(*conditions).order_by(*order)
+            .limit(query.per_page).offset((query.page - 1) * query.per_page))
+    count = sa.select(sa.func.count()).select_from(table).where(*conditions)
+    return page, count

@@ -1,0 +1,615 @@
+"""RecordService: the only way a record is created, changed or deleted.
+
+Every write runs the same steps in one transaction — coerce and validate, check links,
+uniqueness and duplicates, write the row, append the event — so no entry point (API,
+screens, webhooks, import, rules, timers) can skip one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDelete
+from engine.rules import Clock, Evaluator
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.storage.database import Database, savepoint
+from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity,
+                                           ValidationFailed, VersionConflict)
+from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
+from engine.runtime.records.fieldkinds import FieldError, as_utc, kind_of
+from engine.runtime.records.permissions import Access, Forbidden
+from engine.runtime.storage.prepared import Prepared
+from engine.runtime.records.queries import ListQuery, Page, build_list_statements
+from engine.runtime.storage.tables import Schema
+from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
+                                           compute_fields, is_empty, references)
+
+SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
+
+
+class Statements:
+    """Statements the write path runs on every call, prepared once (engine/runtime/prepared.py)."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._cache: dict[tuple[str, ...], Prepared] = {}
+
+    MAX_CACHED = 4096  # inserts and updates are prepared per set of columns: bounded, the oldest goes
+
+    def _get(self, key: tuple[str, ...], build: Any, columns: tuple[str, ...] = ()) -> Prepared:
+        statement = self._cache.get(key)
+        if statement is None:
+            if len(self._cache) >= self.MAX_CACHED:
+                del self._cache[next(iter(self._cache))]
+            statement = self._cache[key] = Prepared(build(), columns)
+        return statement
+
+    def by_id(self, entity: str) -> Prepared:
+        table = self.schema.table(entity)
+        return self._get(("by_id", entity), lambda: sa.select(table).where(table.c.id == sa.bindparam("id")))
+
+    def user_active(self) -> Prepared:
+        users = self.schema.users
+        return self._get(("user",), lambda: sa.select(users.c.is_active).where(users.c.id == sa.bindparam("id")))
+
+    def exists(self, target: str) -> Prepared:
+        table = self.schema.files if target == "file" else self.schema.table(target)
+        return self._get(("exists", target), lambda: sa.select(table.c.id).where(table.c.id == sa.bindparam("id")))
+
+    def same_value(self, entity: str, field: str) -> Prepared:
+        table = self.schema.table(entity)
+        return self._get(("same", entity, field), lambda: sa.select(table.c.id).where(
+            table.c[field] == sa.bindparam("value"), table.c.id != sa.bindparam("id")).limit(1))
+
+    def insert(self, entity: str, columns: tuple[str, ...]) -> Prepared:
+        """INSERT of these columns, returning the new id."""
+        table = self.schema.table(entity)
+        return self._get(("insert", entity, *columns), lambda: table.insert().returning(table.c.id), columns)
+
+    def update(self, entity: str, columns: tuple[str, ...]) -> Prepared:
+        """UPDATE of these columns of the row with id `u_id`, only while its version is `u_version`."""
+        table = self.schema.table(entity)
+        return self._get(("update", entity, *columns), lambda: table.update().where(
+            table.c.id == sa.bindparam("u_id"), table.c.version == sa.bindparam("u_version")), columns)
+
+    def matching(self, entity: str, key: tuple[str, ...]) -> Prepared:
+        """The oldest record whose `key` fields all equal the bound values."""
+        table = self.schema.table(entity)
+        return self._get(("match", entity, *key), lambda: sa.select(table).where(
+            *(table.c[name] == sa.bindparam(name) for name in key)).order_by(table.c.id).limit(1))
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """One write as observers see it, inside its transaction. `after` holds the candidate
+    values in `before_write` and the stored record in `after_write`."""
+
+    connection: sa.Connection
+    entity: EntitySpec
+    change: str                      # created, updated or deleted
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any]
+    actor: Actor
+    now: dt.datetime
+    origin: str = "user"             # user, webhook, import, rule, timer
+    source: str | None = None        # the webhook source, for origin webhook
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared by before and after of one write
+
+
+class WriteObserver(Protocol):
+    """Something that takes part in every write: rules, SLA clocks, cadences. An observer
+    that also acts on views (an SLA that stops once the owner has looked) has a method
+    `wants_view(entity, record, actor) -> bool`; it then gets `after_write` with change "viewed"."""
+
+    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
+        """Field changes to make before the row is written (e.g. a rule setting the grade)."""
+        ...
+
+    def after_write(self, context: WriteContext) -> None:
+        """Effects in the same transaction once the row is written: timers, outbox rows, related records."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
+
+    record: dict[str, Any]
+    outcome: str = "created"
+
+
+class RecordService:
+    def __init__(self, schema: Schema, db: Database, clock: Clock, evaluator: Evaluator) -> None:
+        self.schema = schema
+        self.model: Metamodel = schema.model
+        self.db = db
+        self.clock = clock
+        self.evaluator = evaluator
+        self._incoming = self._incoming_links()
+        self.access = Access(self.model, schema)
+        self._statements = Statements(schema)
+        self.observers: list[WriteObserver] = []
+        # named list filters other components add: name → (entity, table, value, now) → condition
+        self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
+
+    @contextlib.contextmanager
+    def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's transaction when given (a timer, a rule action), else a new write transaction."""
+        if within is not None:
+            with savepoint(within):
+                yield within
+        else:
+            with self.db.write() as connection:
+                yield connection
+
+    # -- reading -------------------------------------------------------------------------
+
+    def entity(self, name: str) -> EntitySpec:
+        if not self.model.has_entity(name):
+            raise UnknownEntity(f"there is no entity '{name}' (known: {', '.join(self.model.entity_names())})")
+        return self.model.entity(name)
+
+    def get(self, entity_name: str, record_id: int, *, actor: Actor) -> dict[str, Any]:
+        """One record as the actor may see it; Forbidden (403) when it lies outside their scope."""
+        entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "read")
+        with self.db.read() as connection:
+            record = self._fetch(connection, entity, record_id)
+            self.access.check_record(connection, actor, entity.name, "read", record)
+        return self.access.redact(actor, entity.name, record)
+
+    def record_view(self, entity_name: str, record: Mapping[str, Any], *, actor: Actor) -> bool:
+        """`actor` opened `record` (its record page, or GET on the API). When an observer acts
+        on that — an SLA with a `viewed_by` stop — the view is written like a change: a
+        `viewed` event on the timeline and the observers' effects, in one transaction.
+        Otherwise nothing is written. Returns whether the view was written."""
+        entity = self.entity(entity_name)
+        if actor.is_system or actor.id is None:
+            return False
+        watchers = [observer for observer in self.observers
+                    if getattr(observer, "wants_view", None) and observer.wants_view(entity, record, actor)]
+        if not watchers:
+            return False
+        now = self.clock.now()
+        with self.db.write() as connection:
+            current = self._fetch(connection, entity, int(record["id"]))
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="viewed",
+                         actor_id=actor.id, at=now)
+            context = WriteContext(connection, entity, "viewed", current, current, actor, now)
+            for observer in watchers:
+                observer.after_write(context)
+        return True
+
+    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read") -> Page:
+        """A page of the records within the actor's scope for `action` (read, or export)."""
+        entity = self.entity(entity_name)
+        table = self.schema.table(entity.name)
+        if action != "read":
+            self.access.require(actor, entity.name, action)
+        scope = self.access.row_condition(actor, entity.name, "read", table)
+        self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
+                                   [key.field for key in query.sort])
+        hidden = self.access.permissions(actor, entity.name).hidden
+        if query.sla is not None:
+            scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
+        page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
+                                                        scope=scope, unsearchable=hidden)
+        with self.db.read() as connection:
+            rows = connection.execute(page_query).mappings().all()
+            total = int(connection.execute(count_query).scalar_one())
+        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
+        return Page(items, total, query.page, query.per_page)
+
+    def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
+        """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""
+        build = self.list_filters.get(name)
+        if build is None:
+            raise QueryInvalid(f"this installation has no '{name}' filter", field=name)
+        try:
+            return build(entity.name, table, value, self.clock.now())
+        except ValueError as error:
+            raise QueryInvalid(str(error), field=name) from None
+
+    def events(self, entity_name: str, record_id: int, *, actor: Actor) -> list[Event]:
+        """The record's history, oldest first, without values of fields hidden from the actor."""
+        entity = self.entity(entity_name)
+        self.get(entity.name, record_id, actor=actor)
+        hidden = self.access.permissions(actor, entity.name).hidden
+        with self.db.read() as connection:
+            events = read_events(connection, self.schema, entity.name, record_id)
+        if not hidden:
+            return events
+        return [dataclasses.replace(event, changes={k: v for k, v in event.changes.items() if k not in hidden},
+                                    data={k: v for k, v in event.data.items() if k != "incoming"})
+                for event in events]
+
+    def to_json(self, entity_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The API form of a record: decimals as strings, money as {amount, currency}, times in ISO 8601."""
+        entity = self.entity(entity_name)
+        return {name: value_json(entity, name, value) for name, value in record.items()}
+
+    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
+        record["created_at"] = as_utc(record["created_at"])
+        record["updated_at"] = as_utc(record["updated_at"])
+        for spec in entity.fields:
+            record[spec.name] = kind_of(spec).from_row(spec, row)
+        if entity.dedup is not None:
+            record["duplicate_of"] = row["duplicate_of"]
+        return record
+
+    def find(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:
+        """The stored record in the caller's transaction, unredacted (for the engine's own work), or None."""
+        row = self._statements.by_id(entity_name).mapping(connection, {"id": record_id})
+        return None if row is None else self.record_from_row(self.entity(entity_name), row)
+
+    def find_many(self, connection: sa.Connection, entity_name: str,
+                  record_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """`find` for many records in one statement: id → record, for those that exist."""
+        entity, table = self.entity(entity_name), self.schema.table(entity_name)
+        rows = connection.execute(sa.select(table).where(table.c.id.in_(sorted(set(record_ids))))).mappings()
+        return {row["id"]: self.record_from_row(entity, row) for row in rows}
+
+    def _fetch(self, connection: sa.Connection, entity: EntitySpec, record_id: int) -> dict[str, Any]:
+        record = self.find(connection, entity.name, record_id)
+        if record is None:
+            raise NotFound(f"{entity.name} {record_id} does not exist (it may have been deleted)", field="id")
+        return record
+
+    def _fetch_current(self, connection: sa.Connection, entity: EntitySpec, record_id: int,
+                       expected_version: int | None) -> dict[str, Any]:
+        """The record about to be changed; VersionConflict if the caller saw an older version."""
+        current = self._fetch(connection, entity, record_id)
+        if expected_version is not None and current["version"] != expected_version:
+            raise VersionConflict(
+                f"{entity.name} {record_id} was changed by someone else (your version {expected_version}, "
+                f"current {current['version']}); reload it and apply your change again",
+                field="version", current_version=current["version"])
+        return current
+
+    # -- creating ------------------------------------------------------------------------
+
+    def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
+               within: sa.Connection | None = None, origin: str = "user", source: str | None = None,
+               created_at: dt.datetime | None = None) -> WriteResult:
+        """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
+        `created_at` (intake and import only: a system actor) backdates the record to when the
+        customer actually submitted it."""
+        entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "create")
+        self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
+        data, errors = coerce_input(entity, values)
+        provided = set(data)
+        errors += apply_defaults(entity, data, self.evaluator)
+        errors += compute_fields(entity, data, self.evaluator)
+        errors += check_required(entity, data, already_wrong=errors)
+        if not errors:
+            errors += check_validations(entity, data, self.evaluator)
+        if errors:
+            raise ValidationFailed(errors)
+        if "owner" not in data and not actor.is_system:
+            data["owner"] = actor.id
+        now = self.clock.now()
+        with self._writing(within) as connection:
+            self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
+            self._check_references(connection, entity, data, actor)
+            self._lock_dedup_keys(connection, entity, data)
+            match = self._find_duplicate(connection, entity, data)
+            if match is not None:
+                existing, key = match
+                if entity.dedup.on_match is DedupAction.UPDATE:  # type: ignore[union-attr]
+                    self._check_may_merge(connection, actor, entity, existing, key)
+                    incoming = {name: data[name] for name in provided if not is_empty(data[name])}
+                    record = self._update_row(connection, entity, existing, incoming, actor, now, kind="merged",
+                                              event_data={"matched_on": list(key),
+                                                          "incoming": self._json_values(entity, incoming)},
+                                              always_log=True, origin=origin, source=source)
+                    return WriteResult(self.access.redact(actor, entity.name, record), "merged")
+                if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
+                    raise DuplicateRecord(
+                        f"{entity.name} {existing['id']} already has the same {' + '.join(key)}; "
+                        "update that record instead", 
+                        field=key[0], existing_id=existing["id"])
+                data["duplicate_of"] = existing["id"]
+            self._check_unique(connection, entity, data, None)
+            record = self._insert(connection, entity, data, actor, now, origin, source,
+                                  created_at if actor.is_system else None)
+            if record.get("duplicate_of"):
+                append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
+                             kind="duplicate_flagged", actor_id=actor.id, at=now,
+                             data={"duplicate_of": record["duplicate_of"]})
+                return WriteResult(self.access.redact(actor, entity.name, record), "flagged")
+            return WriteResult(self.access.redact(actor, entity.name, record), "created")
+
+    def _check_may_merge(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
+                         existing: dict[str, Any], key: tuple[str, ...]) -> None:
+        """Merging changes the existing record, so it needs update rights on it; without them the
+        create is refused as a duplicate (revealing nothing of the other record)."""
+        try:
+            self.access.check_record(connection, actor, entity.name, "update", existing)
+        except Forbidden:
+            raise DuplicateRecord(f"a {entity.name} with the same {' + '.join(key)} already exists and belongs "
+                                  "to someone else; ask its owner or a manager", field=key[0]) from None
+
+    def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
+                now: dt.datetime, origin: str = "user", source: str | None = None,
+                created_at: dt.datetime | None = None) -> dict[str, Any]:
+        notes: dict[str, Any] = {}
+        if self.observers:
+            data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source,
+                                               notes))
+        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
+                               "owner": data.get("owner"), "version": 1}
+        for spec in entity.fields:
+            row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
+        if entity.dedup is not None:
+            row["duplicate_of"] = data.get("duplicate_of")
+        record_id = self._statements.insert(entity.name, tuple(row)).scalar(connection, row)
+        record = {"id": record_id, "created_at": as_utc(created), "updated_at": as_utc(stamp),
+                  "created_by": actor.id, "owner": data.get("owner"), "version": 1}
+        record.update({spec.name: data.get(spec.name) for spec in entity.fields})
+        if entity.dedup is not None:
+            record["duplicate_of"] = row["duplicate_of"]
+        append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind="created",
+                     actor_id=actor.id, at=now, changes=diff(entity, None, record))
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "created", None, record, actor, now, origin, source,
+                                              notes))
+        return record
+
+    def _observed(self, context: WriteContext) -> dict[str, Any]:
+        """The candidate values with every observer's changes applied, recomputed and re-validated."""
+        data = dict(context.after)
+        for observer in self.observers:
+            changes = observer.before_write(dataclasses.replace(context, after=data))
+            if not changes:
+                continue
+            typed, errors = coerce_input(context.entity, {name: value for name, value in changes.items()
+                                                          if name not in ("duplicate_of",)}, trusted=True)
+            if errors:
+                raise ValidationFailed([FieldError(error.field, error.code, f"{error.message} (set by a rule)")
+                                        for error in errors])
+            data.update(typed)
+        if data != context.after:
+            errors = compute_fields(context.entity, data, self.evaluator)
+            # the candidate passed (or was spared) every rule already: re-check those whose fields changed
+            errors += check_validations(context.entity, data, self.evaluator, before=context.after)
+            if errors:
+                raise ValidationFailed(errors)
+        return data
+
+    # -- updating ------------------------------------------------------------------------
+
+    def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
+               expected_version: int | None = None, within: sa.Connection | None = None,
+               origin: str = "user") -> dict[str, Any]:
+        """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
+        entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "update")
+        self.access.check_writable(actor, entity.name, [name for name in changes if name != "owner"])
+        data, errors = coerce_input(entity, changes)
+        if errors:
+            raise ValidationFailed(errors)
+        now = self.clock.now()
+        with self._writing(within) as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            self._check_may_update(connection, actor, entity, current, data)
+            record = self._update_row(connection, entity, current, data, actor, now, origin=origin)
+        return self.access.redact(actor, entity.name, record)
+
+    def _check_may_update(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
+                          current: dict[str, Any], data: Mapping[str, Any]) -> None:
+        self.access.check_record(connection, actor, entity.name, "update", current)
+        if "owner" in data and data["owner"] != current["owner"]:
+            self.access.check_record(connection, actor, entity.name, "assign", current)
+            self.access.check_assignee(connection, actor, entity.name, data["owner"])
+
+    def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
+                    data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: str = "updated",
+                    event_data: dict[str, Any] | None = None, always_log: bool = False, origin: str = "user",
+                    source: str | None = None) -> dict[str, Any]:
+        merged = {**current, **data}
+        notes: dict[str, Any] = {}
+        if self.observers and diff(entity, current, merged):
+            merged = self._observed(WriteContext(connection, entity, "updated", current, merged, actor, now,
+                                                 origin, source, notes))
+        errors = compute_fields(entity, merged, self.evaluator)
+        errors += check_required(entity, merged, set(data))
+        if not errors:
+            errors += check_validations(entity, merged, self.evaluator, before=current)
+        if errors:
+            raise ValidationFailed(errors)
+        changes = diff(entity, current, merged)
+        if not changes:
+            if always_log:
+                append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
+                             actor_id=actor.id, at=now, data=event_data)
+            return current
+        changed = {name: merged[name] for name in changes}
+        self._check_references(connection, entity, changed, actor)
+        self._check_unique(connection, entity, changed, current["id"])
+        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        row: dict[str, Any] = {"updated_at": stamp, "version": current["version"] + 1}
+        for name, value in changed.items():
+            if name == "owner":
+                row["owner"] = value
+            else:
+                spec = entity.field(name)
+                row.update(kind_of(spec).to_row(spec, value))
+        updated = self._statements.update(entity.name, tuple(row)).run(
+            connection, {**row, "u_id": current["id"], "u_version": current["version"]})
+        if updated != 1:
+            raise VersionConflict(f"{entity.name} {current['id']} was changed by someone else while saving; "
+                                  "reload it and apply your change again", field="version")
+        merged.update(updated_at=as_utc(stamp), version=current["version"] + 1)
+        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
+                     actor_id=actor.id, at=now, changes=changes, data=event_data)
+        if "owner" in changes:
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="assigned",
+                         actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "updated", current, merged, actor, now, origin, source,
+                                              notes))
+        return merged
+
+    def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,
+                   actor: Actor, expected_version: int | None = None,
+                   within: sa.Connection | None = None) -> dict[str, Any]:
+        """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`."""
+        entity = self.entity(entity_name)
+        name = field or next((n for n in ("stage", "status") if entity.has_field(n)), None)
+        if name is None or not entity.has_field(name) or entity.field(name).type is not FieldType.CHOICE:
+            raise ValidationFailed([FieldError(name or "field", "not_a_stage",
+                                               f"{entity.name} has no choice field '{name or 'stage'}' to move")])
+        self.access.require(actor, entity.name, "update")
+        self.access.check_writable(actor, entity.name, [name])
+        data, errors = coerce_input(entity, {name: target})
+        if errors:
+            raise ValidationFailed(errors)
+        now = self.clock.now()
+        with self._writing(within) as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            self._check_may_update(connection, actor, entity, current, data)
+            record = self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
+                                      event_data={"field": name, "from": current[name], "to": data[name]})
+        return self.access.redact(actor, entity.name, record)
+
+    def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor,
+                   within: sa.Connection | None = None) -> dict[str, Any]:
+        """Keep an uploaded file; attachment fields hold the returned id."""
+        now = self.clock.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
+        digest = hashlib.sha256(content).hexdigest()
+        with self._writing(within) as connection:
+            file_id = connection.execute(self.schema.files.insert().values(
+                name=name, content_type=content_type, size=len(content), sha256=digest, content=content,
+                created_by=actor.id, created_at=now)).inserted_primary_key[0]
+        return {"id": file_id, "name": name, "content_type": content_type, "size": len(content), "sha256": digest}
+
+    # -- deleting ------------------------------------------------------------------------
+
+    def delete(self, entity_name: str, record_id: int, *, actor: Actor, expected_version: int | None = None,
+               within: sa.Connection | None = None) -> None:
+        """Delete a record; records linking to it are blocked, unlinked or deleted per their on_delete."""
+        entity = self.entity(entity_name)
+        self.access.require(actor, entity.name, "delete")
+        now = self.clock.now()
+        with self._writing(within) as connection:
+            current = self._fetch_current(connection, entity, record_id, expected_version)
+            self.access.check_record(connection, actor, entity.name, "delete", current)
+            self._delete_row(connection, entity, current, actor, now)
+
+    def _delete_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any], actor: Actor,
+                    now: dt.datetime) -> None:
+        for source, field_name, on_delete in self._incoming.get(entity.name, ()):
+            table = self.schema.table(source.name)
+            linked = connection.execute(sa.select(table).where(table.c[field_name] == current["id"])
+                                        .order_by(table.c.id)).mappings().all()
+            if not linked:
+                continue
+            if on_delete is OnDelete.RESTRICT:
+                raise RecordReferenced(
+                    f"cannot delete {entity.name} {current['id']}: {len(linked)} {source.name} record(s) link to it "
+                    f"through '{field_name}'; delete or relink them first", field="id",
+                    referencing_entity=source.name, count=len(linked))
+            for row in linked:
+                record = self.record_from_row(source, row)
+                if on_delete is OnDelete.CASCADE:
+                    self._delete_row(connection, source, record, actor, now)
+                else:
+                    self._update_row(connection, source, record, {field_name: None}, actor, now)
+        table = self.schema.table(entity.name)
+        connection.execute(table.delete().where(table.c.id == current["id"]))
+        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="deleted",
+                     actor_id=actor.id, at=now, changes=diff(entity, current, None))
+        for observer in self.observers:
+            observer.after_write(WriteContext(connection, entity, "deleted", current, current, actor, now))
+
+    def _incoming_links(self) -> dict[str, list[tuple[EntitySpec, str, OnDelete]]]:
+        incoming: dict[str, list[tuple[EntitySpec, str, OnDelete]]] = {}
+        for source in self.model.entities:
+            for spec in source.fields:
+                if spec.type is FieldType.LINK and spec.link_entity:
+                    incoming.setdefault(spec.link_entity, []).append((source, spec.name, spec.on_delete))
+        return incoming
+
+    # -- checks that need the database ---------------------------------------------------
+
+    def _check_references(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
+                          actor: Actor | None = None) -> None:
+        """Every link, user and file the values name must exist (and a user be active). The acting
+        user needs no look-up: they were authenticated as an active user for this request."""
+        errors = []
+        for spec, target, record_id in references(entity, data):
+            name = spec.name if spec else "owner"
+            if target == "user" and actor is not None and not actor.is_system and record_id == actor.id:
+                continue
+            if target == "user":
+                row = self._statements.user_active().first(connection, {"id": record_id})
+                if row is None:
+                    errors.append(FieldError(name, "unknown_user", f"{name}: there is no user {record_id}",
+                                             f"没有编号为 {record_id} 的用户"))
+                elif not row.is_active:
+                    errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled",
+                                             "该用户已停用，请选择其他人"))
+                continue
+            if self._statements.exists(target).first(connection, {"id": record_id}) is None:
+                what = "file" if target == "file" else target
+                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}",
+                                         f"所选记录（{record_id}）不存在，可能已被删除"))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def _check_unique(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
+                      record_id: int | None) -> None:
+        errors = []
+        for spec in entity.fields:
+            value = data.get(spec.name)
+            if not spec.is_unique or value is None:
+                continue
+            existing = self._statements.same_value(entity.name, spec.name).scalar(
+                connection, {"value": value, "id": record_id or 0})
+            if existing is not None:
+                errors.append(FieldError(spec.name, "not_unique",
+                                         f"{spec.name}: '{value}' is already used by {entity.name} {existing}",
+                                         f"“{value}”已被第 {existing} 条记录使用"))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def _dedup_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], dict]]:
+        if entity.dedup is None:
+            return []
+        return [(key, {name: data[name] for name in key}) for key in entity.dedup.keys
+                if all(data.get(name) is not None for name in key)]
+
+    def _lock_dedup_keys(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any]) -> None:
+        """On PostgreSQL, serialise concurrent creates of the same person (SQLite writes are serial)."""
+        if self.db.is_sqlite:
+            return
+        for key, values in self._dedup_values(entity, data):
+            text = f"{entity.name}|" + "|".join(f"{name}={values[name]}" for name in key)
+            lock_id = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+    def _find_duplicate(self, connection: sa.Connection, entity: EntitySpec,
+                        data: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+        for key, values in self._dedup_values(entity, data):
+            params = {name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
+                      for name, value in values.items()}
+            row = self._statements.matching(entity.name, key).mapping(connection, params)
+            if row is not None:
+                return self.record_from_row(entity, row), key
+        return None
+
+    def _json_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: value_json(entity, name, value) for name, value in data.items()}

@@ -1,0 +1,1 @@
+"""Storage: connections (SQLite WAL with group commit, PostgreSQL), prepared statements, tables, migrations."""

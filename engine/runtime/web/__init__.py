@@ -1,0 +1,1 @@
+"""The web: the Starlette application, JSON API, OpenAPI, authentication, webhooks route, widgets and screens."""

@@ -1,0 +1,256 @@
+"""The JSON API under /api/: generic routes for every entity, all writes through RecordService.
+
+Errors are always JSON: {"code": machine code, "message": for people, "field": the
+offending field or null, "errors": [...] when several fields are wrong}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.web.auth import UserLookups
+from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_csrf
+from engine.runtime.records.errors import RecordError
+from engine.runtime.storage.jsontext import JSONResponse
+from engine.runtime.web.openapi import build_openapi
+from engine.runtime.records.queries import parse_list_query
+from engine.engine import Runtime
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+class JSONError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _record_id(request: Request) -> int:
+    raw = request.path_params["record_id"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise JSONError(404, "not_found", f"'{raw}' is not a record id", "id") from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        payload = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JSONError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise JSONError(422, "invalid_body", "the request body must be a JSON object of field values")
+    return payload
+
+
+def _expected_version(request: Request, payload: dict[str, Any] | None = None) -> int | None:
+    raw = (payload or {}).pop("version", None)
+    if raw is None:
+        raw = request.headers.get("if-match") or request.query_params.get("version")
+    if raw is None:
+        return None
+    try:
+        return int(str(raw).strip('"W/ '))
+    except ValueError:
+        raise JSONError(422, "invalid_version", f"version '{raw}' is not a whole number", "version") from None
+
+
+class JsonApi:
+    """Route handlers bound to one runtime; `actor_for` decides who a request acts as."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.records = runtime.records
+        self.lookups = UserLookups(runtime)
+        self._openapi: dict[str, Any] | None = None
+
+    def actor_for(self, request: Request) -> Actor:
+        """The signed-in user (session, or bearer token looked up here); 401 when there is none.
+        May query the database: call it from a worker thread (see `_call`)."""
+        actor = getattr(request.state, "actor", None)
+        token = getattr(request.state, "bearer", None)
+        if actor is None and token:
+            actor = self.lookups.by_token(token)
+            request.state.actor = actor
+        if actor is None:
+            raise JSONError(401, "unauthenticated", "sign in, or send 'Authorization: Bearer <token>' "
+                                                    "(create one with `crm user token USERNAME`)")
+        return actor
+
+    async def _call(self, request: Request, function: Callable[..., Any], *args: Any, write: bool = False,
+                    **kwargs: Any) -> Any:
+        """Run `function(*args, actor=…, **kwargs)` off the event loop (see `Database.run`),
+        resolving the actor in the same call."""
+        def work() -> Any:
+            return function(*args, actor=self.actor_for(request), **kwargs)
+        return await self.runtime.db.run(work, write=write)
+
+    def routes(self) -> list[Route]:
+        handle = self._handle
+        return [
+            Route("/api/openapi.json", handle(self.openapi, public=True), methods=["GET"]),
+            Route("/api/", handle(self.index, public=True), methods=["GET"]),
+            Route("/api/files", handle(self.upload_file), methods=["POST"]),
+            Route("/api/files/{file_id:int}", handle(self.download_file), methods=["GET"]),
+            Route("/api/{entity}", handle(self.list_records), methods=["GET"]),
+            Route("/api/{entity}", handle(self.create_record), methods=["POST"]),
+            Route("/api/{entity}/{record_id}", handle(self.get_record), methods=["GET"]),
+            Route("/api/{entity}/{record_id}", handle(self.update_record), methods=["PATCH"]),
+            Route("/api/{entity}/{record_id}", handle(self.delete_record), methods=["DELETE"]),
+            Route("/api/{entity}/{record_id}/events", handle(self.record_events), methods=["GET"]),
+            Route("/api/{entity}/{record_id}/transition", handle(self.transition), methods=["POST"]),
+        ]
+
+    def _handle(self, endpoint: Endpoint, *, public: bool = False) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                if not public and getattr(request.state, "actor", None) is None and \
+                        not getattr(request.state, "bearer", None):
+                    self.actor_for(request)  # no credentials at all: 401 without touching the database
+                if request.method not in SAFE_METHODS and not getattr(request.state, "bearer", None):
+                    self._check_csrf(request)
+                return await endpoint(request)
+            except RecordError as error:
+                return error_response(error.status, error.as_dict())
+            except JSONError as error:
+                return error_response(error.status, {"code": error.code, "message": error.message,
+                                                     "field": error.field},
+                                      headers={"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
+            except sa.exc.IntegrityError:
+                return error_response(409, {"code": "conflict", "field": None,
+                                            "message": "the change conflicts with another record written at "
+                                                       "the same moment; retry it"})
+        return wrapped
+
+    @staticmethod
+    def _check_csrf(request: Request) -> None:
+        """A browser session writing through the API must send its CSRF token (X-CSRF-Token);
+        bearer-token clients are not exposed to cross-site requests and need none."""
+        try:
+            check_csrf(request, request.headers.get(CSRF_HEADER))
+        except CsrfRefused:
+            raise JSONError(403, "csrf_refused", "a signed-in browser must send its X-CSRF-Token header; "
+                                                 "API clients use 'Authorization: Bearer <token>'") from None
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = build_openapi(self.runtime.model)
+        return JSONResponse(self._openapi)
+
+    async def index(self, request: Request) -> Response:
+        model = self.runtime.model
+        return JSONResponse({"app": model.name, "label": model.label.as_dict(), "entities": [
+            {"name": e.name, "label": e.label.as_dict(), "url": f"/api/{e.name}"} for e in model.entities]})
+
+    async def list_records(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        query = parse_list_query(entity, request.query_params)
+        page = await self._call(request, self.records.list, entity.name, query)
+        return JSONResponse({"items": [self.records.to_json(entity.name, item) for item in page.items],
+                             "total": page.total, "page": page.page, "per_page": page.per_page,
+                             "pages": page.pages})
+
+    async def create_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        payload = await _json_object(request)
+        result = await self._call(request, self.records.create, entity.name, payload, write=True)
+        body = self.records.to_json(entity.name, result.record)
+        status = 200 if result.outcome == "merged" else 201
+        return JSONResponse(body, status_code=status, headers={
+            "Location": f"/api/{entity.name}/{result.record['id']}", "X-CRM-Outcome": result.outcome,
+            "ETag": f'"{result.record["version"]}"'})
+
+    async def get_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record = await self._call(request, self._open, entity.name, _record_id(request))
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    def _open(self, entity_name: str, record_id: int, *, actor: Actor) -> dict[str, Any]:
+        """A record someone opened: read it, and let a `viewed_by` SLA stop see the view."""
+        record = self.records.get(entity_name, record_id, actor=actor)
+        self.records.record_view(entity_name, record, actor=actor)  # changes no field of the record
+        return record
+
+    async def update_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        payload = await _json_object(request)
+        version = _expected_version(request, payload)
+        record = await self._call(request, self.records.update, entity.name, record_id, payload, write=True,
+                                  expected_version=version)
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def delete_record(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        await self._call(request, self.records.delete, entity.name, record_id, write=True,
+                         expected_version=_expected_version(request))
+        return Response(status_code=204)
+
+    async def record_events(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+
+        events = await self._call(request, self.records.events, entity.name, record_id)
+        return JSONResponse({"items": [event.as_json() for event in events]})
+
+    async def transition(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id = _record_id(request)
+        payload = await _json_object(request)
+        version = _expected_version(request, payload)
+        field, target = payload.get("field"), payload.get("to")
+        if not isinstance(target, str) or not target:
+            raise JSONError(422, "invalid_body", "give the target value as \"to\"", "to")
+        record = await self._call(request, self.records.transition, entity.name, record_id, target, write=True,
+                                  field=field, expected_version=version)
+        return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def upload_file(self, request: Request) -> Response:
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise JSONError(422, "missing_file", "send the file as multipart form field 'file'", "file")
+        content = await upload.read(MAX_FILE_BYTES + 1)
+        if len(content) > MAX_FILE_BYTES:
+            raise JSONError(413, "file_too_large", f"files are limited to {MAX_FILE_BYTES // 1024 // 1024} MB",
+                            "file")
+        name = (upload.filename or "file")[:255]
+        content_type = (upload.content_type or "application/octet-stream")[:128]
+        stored = await self._call(request, self.runtime.records.store_file, name, content_type, content, write=True)
+        return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
+
+    async def download_file(self, request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        files = self.runtime.schema.files
+
+        def load(actor: Actor) -> Any:
+            with self.runtime.db.read() as connection:
+                return connection.execute(sa.select(files).where(files.c.id == file_id)).first()
+        row = await self._call(request, load)
+        if row is None:
+            raise JSONError(404, "not_found", f"file {file_id} does not exist", "id")
+        disposition = "attachment; filename*=UTF-8''" + _quote(row.name)
+        return Response(row.content, media_type=row.content_type,
+                        headers={"Content-Disposition": disposition, "ETag": f'"{row.sha256}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+    return quote(name, safe="")

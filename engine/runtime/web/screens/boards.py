@@ -1,0 +1,110 @@
+"""The board: a kanban of one choice field; dropping a card on a column calls RecordService.transition."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from engine.metamodel import EntitySpec, FieldType
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.errors import RecordError, ValidationFailed
+from engine.runtime.records.queries import Filter, ListQuery
+from engine.runtime.web.screens.contexts import BoardColumn, BoardContext, Card, Choice
+from engine.runtime.web.screens.i18n import field_error_text, translate
+from engine.runtime.web.screens.lists import cell_renderer
+from engine.runtime.web.screens.site import Site
+
+CARDS_PER_COLUMN = 50
+
+
+def board_field(entity: EntitySpec, requested: str | None) -> str:
+    """`?field=` when it names a choice field, else the blueprint's board field, else the first choice field."""
+    choices = [spec.name for spec in entity.fields if spec.type is FieldType.CHOICE]
+    if requested is not None and requested in choices:
+        return requested
+    if entity.board is not None:
+        return entity.board.field
+    if not choices:
+        raise RecordError(f"{entity.name} has no choice field to show as a board", field="field")
+    return choices[0]
+
+
+def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -> HTMLResponse:
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    name = board_field(entity, request.query_params.get("field"))
+    spec = entity.field(name)
+    hidden = site.records.access.permissions(actor, entity.name).hidden
+    card_fields = [n for n in (entity.board.card if entity.board and entity.board.field == name
+                               else entity.list_view().columns[:4]) if n not in hidden and n != entity.title_field]
+    sort = entity.list_view().sort
+    pages = [(choice, site.records.list(entity.name, ListQuery(filters=(Filter(name, "eq", choice.value),),
+                                                               sort=sort, per_page=CARDS_PER_COLUMN), actor=actor))
+             for choice in spec.choices]
+    items = [item for _, page in pages for item in page.items]
+    renderers = {n: cell_renderer(site, actor, entity, n, [item.get(n) for item in items], lang) for n in card_fields}
+    columns = tuple(BoardColumn(choice.value, choice.label.text(lang), page.total, tuple(
+        Card(item["id"], f"/{entity.name}/{item['id']}", str(item.get(entity.title_field) or f"#{item['id']}"),
+             item["version"], tuple(renderers[n](item.get(n)) for n in card_fields if item.get(n) not in (None, "")))
+        for item in page.items)) for choice, page in pages)
+    context = BoardContext(
+        entity=entity.name, title=f"{entity.plural.text(lang)} · {spec.label.text(lang)}", field=name,
+        field_label=spec.label.text(lang),
+        fields=tuple(Choice(s.name, s.label.text(lang), s.name == name) for s in entity.fields
+                     if s.type is FieldType.CHOICE and s.name not in hidden),
+        columns=columns, move_url=f"/{entity.name}/move", list_url=f"/{entity.name}",
+        can_move=site.may(actor, entity.name, "update") and name not in
+        site.records.access.permissions(actor, entity.name).readonly)
+    return site.render(request, actor, "board.html", context, context.title)
+
+
+def move_card(site: Site, request: Request, actor: Actor, entity_name: str, body: bytes) -> JSONResponse:
+    """Answer a drop: {ok, version} or {ok: false, message} with the server's reason."""
+    try:
+        payload: Any = json.loads(body or b"{}")
+        record_id, target, field = int(payload["id"]), str(payload["to"]), str(payload["field"])
+        version = int(payload["version"]) if payload.get("version") is not None else None
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"ok": False, "message": "send {id, field, to, version}"}, status_code=400)
+    ok, status, answer = _move(site, request, actor, entity_name, record_id, field, target, version)
+    return JSONResponse({"ok": True, "version": answer} if ok else {"ok": False, "message": answer},
+                        status_code=status)
+
+
+def move_card_form(site: Site, request: Request, actor: Actor, entity_name: str, form: Any) -> Response:
+    """The same move from the per-card select (phones, keyboards, no JavaScript): back to the board."""
+    entity = site.records.entity(entity_name)
+    field = str(form.get("field", ""))
+    version = str(form.get("version", ""))
+    try:
+        record_id = int(str(form.get("id", "")))
+    except ValueError:
+        return RedirectResponse(f"/{entity.name}/board", status_code=303)
+    ok, _, answer = _move(site, request, actor, entity.name, record_id, field, str(form.get("to", "")),
+                          int(version) if version.isdigit() else None)
+    lang = site.lang(request)
+    if ok and entity.has_field(field):
+        answer = translate(lang, "moved", label=entity.field(field).choice_label(str(form.get("to", "")), lang))
+    site.flash(request, str(answer))
+    return RedirectResponse(f"/{entity.name}/board?field={field}", status_code=303)
+
+
+def _move(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, field: str, target: str,
+          version: int | None) -> tuple[bool, int, Any]:
+    """(moved?, HTTP status, new version or the reason in the user's language)."""
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    try:
+        record = site.records.transition(entity.name, record_id, target, field=field, actor=actor,
+                                         expected_version=version)
+    except ValidationFailed as failed:
+        reason = "; ".join(field_error_text(entity, error, lang)
+                           for error in failed.errors)
+        return False, failed.status, translate(lang, "move_refused", reason=reason)
+    except RecordError as error:
+        return False, error.status, translate(lang, "move_refused", reason=error.message)
+    return True, 200, record["version"]

@@ -1,0 +1,265 @@
+"""The list screen: a blueprint list view with filters, search, sort, pages, bulk assign and CSV export.
+
+The query string is the saved filter: it is the same language as the JSON API
+(`status=new&region__in=east,south&q=…&sort=-created_at&page=2`), every link on the page
+keeps it, and bookmarking the URL saves the filter.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from markupsafe import escape
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, ListViewSpec
+from engine.metamodel.roles import Scope
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.errors import QueryInvalid, RecordError
+from engine.runtime.records.fieldkinds import kind_of
+from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_query
+from engine.runtime.web.widgets import local_time
+from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
+from engine.runtime.web.screens.i18n import translate
+from engine.runtime.web.screens.site import Site, system_label
+
+Params = list[tuple[str, str]]
+_DATE_TYPES = (FieldType.DATE, FieldType.DATETIME)
+
+
+def clean_params(request: Request) -> Params:
+    """The query string without empty values (an untouched filter select sends `field=`)."""
+    return [(key, value) for key, value in request.query_params.multi_items() if value.strip() != ""]
+
+
+def url_with(path: str, params: Params, **changes: str | None) -> str:
+    kept = [(key, value) for key, value in params if key not in changes]
+    kept += [(key, value) for key, value in changes.items() if value is not None]
+    return path + ("?" + urlencode(kept) if kept else "")
+
+
+def _query_params(entity: EntitySpec, params: Params) -> QueryParams:
+    """Date-range ends written as days include the whole day for datetime fields."""
+    adjusted = []
+    for key, value in params:
+        name, _, op = key.partition("__")
+        is_datetime = name in ("created_at", "updated_at") or (entity.has_field(name) and
+                                                               entity.field(name).type is FieldType.DATETIME)
+        if op == "lte" and is_datetime and len(value) == 10:
+            try:
+                value = (dt.date.fromisoformat(value) + dt.timedelta(days=1)).isoformat()
+                key = f"{name}__lt"
+            except ValueError:
+                pass
+        adjusted.append((key, value))
+    return QueryParams(adjusted)
+
+
+def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) -> HTMLResponse:
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    params = clean_params(request)
+    view = entity.list_view(dict(params).get("view") or "default")
+    error = None
+    try:
+        query = parse_list_query(entity, _query_params(entity, params))
+        page = site.records.list(entity.name, query, actor=actor)
+    except QueryInvalid as invalid:
+        error = translate(lang, "bad_query", reason=invalid.message)
+        query = parse_list_query(entity, QueryParams({"view": view.name}))
+        page = site.records.list(entity.name, query, actor=actor)
+    hidden = site.records.access.permissions(actor, entity.name).hidden
+    columns = [name for name in view.columns if name not in hidden]
+    context = ListContext(
+        entity=entity.name, title=view.label.text(lang) if len(entity.list_views) > 1 else entity.plural.text(lang),
+        views=tuple(MenuLink(v.label.text(lang), f"/{entity.name}?view={v.name}", v.name == view.name)
+                    for v in entity.list_views),
+        view=view.name,
+        columns=tuple(_column(entity, name, lang, query, request.url.path, params) for name in columns),
+        rows=tuple(render_rows(site, actor, entity, columns, page.items, lang)),
+        filters=tuple(_filters(site, actor, entity, view, params, lang, hidden)),
+        search=dict(params).get("q", ""), total=page.total, page=page.page, pages=page.pages,
+        query=urlencode([(k, v) for k, v in params if k != "page"]),
+        prev_url=url_with(request.url.path, params, page=str(page.page - 1)) if page.page > 1 else None,
+        next_url=url_with(request.url.path, params, page=str(page.page + 1)) if page.page < page.pages else None,
+        can_create=site.scope(actor, entity.name, "create") is not Scope.NONE,
+        can_export=site.scope(actor, entity.name, "export") is not Scope.NONE,
+        can_assign=site.scope(actor, entity.name, "assign") is not Scope.NONE,
+        has_board=entity.board is not None,
+        assignees=_assignees(site, actor, entity.name), error=error)
+    return site.render(request, actor, "list.html", context, context.title)
+
+
+def _column(entity: EntitySpec, name: str, lang: str, query: ListQuery, path: str, params: Params) -> Column:
+    label = entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
+    sortable = name in SYSTEM_FIELDS or (entity.has_field(name) and kind_of(entity.field(name)).is_orderable)
+    current = query.sort[0] if query.sort else None
+    state = "" if current is None or current.field != name else ("desc" if current.descending else "asc")
+    target = f"-{name}" if state == "asc" else name
+    return Column(name, label, url_with(path, params, sort=target, page=None) if sortable else None, state)
+
+
+def render_rows(site: Site, actor: Actor, entity: EntitySpec, columns: Sequence[str],
+                items: Sequence[dict[str, Any]], lang: str) -> Iterator[Row]:
+    """Table rows of widget-rendered cells; linked titles and user names are fetched once per column."""
+    renderers = [cell_renderer(site, actor, entity, name, [item.get(name) for item in items], lang)
+                 for name in columns]
+    for item in items:
+        yield Row(item["id"], f"/{entity.name}/{item['id']}",
+                  tuple(render(item.get(name)) for render, name in zip(renderers, columns)))
+
+
+def cell_renderer(site: Site, actor: Actor, entity: EntitySpec, name: str, values: Sequence[Any], lang: str) -> Any:
+    if entity.has_field(name):
+        spec = entity.field(name)
+        widget = site.widgets.for_field(spec)
+        field = site.field_context(actor, entity, spec, lang, values)
+        return lambda value: widget.render_display(field, value, lang)
+    if name in ("owner", "created_by"):
+        names = site.user_names()
+        return lambda value: escape(names.get(value, "") if value is not None else "")
+    if name in ("created_at", "updated_at"):
+        zone = site.model.settings.timezone
+        return lambda value: escape(local_time(value, zone).strftime("%Y-%m-%d %H:%M") if value else "")
+    return lambda value: escape("" if value is None else str(value))
+
+
+def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, params: Params, lang: str,
+             hidden: frozenset[str]) -> Iterator[FilterControl]:
+    given = dict(params)
+    for name in view.filters:
+        if name in hidden:
+            continue
+        if name == "owner" or (entity.has_field(name) and entity.field(name).type is FieldType.USER):
+            label = system_label(name, lang) if name == "owner" else entity.field(name).label.text(lang)
+            options = [(str(key), text) for key, text in site.user_names().items()]
+            yield _select(name, label, options, given.get(name, ""))
+        elif entity.has_field(name) and entity.field(name).type in (FieldType.CHOICE, FieldType.MULTICHOICE,
+                                                                    FieldType.TAGS):
+            spec = entity.field(name)
+            yield _select(name, spec.label.text(lang), [(c.value, c.label.text(lang)) for c in spec.choices],
+                          given.get(name, ""))
+        elif entity.has_field(name) and entity.field(name).type is FieldType.BOOLEAN:
+            spec = entity.field(name)
+            yes_no = [("true", "是" if lang == "zh" else "Yes"), ("false", "否" if lang == "zh" else "No")]
+            yield _select(name, spec.label.text(lang), yes_no, given.get(name, ""))
+        elif (entity.has_field(name) and entity.field(name).type in _DATE_TYPES) or name in ("created_at",
+                                                                                             "updated_at"):
+            label = entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
+            yield FilterControl(name, label, "date_range", value_from=given.get(f"{name}__gte", "")[:10],
+                                value_to=given.get(f"{name}__lte", "")[:10])
+    if any(policy.entity == entity.name for policy in site.model.slas):  # records by the state of their clocks
+        states = [("overdue", "overdue"), ("due_within:1h", "due_1h"), ("due_within:24h", "due_1d"),
+                  ("running", "running"), ("paused", "paused")]
+        yield _select("sla", translate(lang, "sla_filter"),
+                      [(value, translate(lang, f"sla_filter_{key}")) for value, key in states], given.get("sla", ""))
+
+
+def _select(name: str, label: str, options: list[tuple[str, str]], current: str) -> FilterControl:
+    return FilterControl(name, label, "select", tuple(Choice(value, text, value == current)
+                                                      for value, text in options))
+
+
+def _assignees(site: Site, actor: Actor, entity: str) -> tuple[Choice, ...]:
+    scope = site.scope(actor, entity, "assign")
+    if scope is Scope.NONE:
+        return ()
+    teams = site.user_teams()
+    return tuple(Choice(str(user_id), name) for user_id, name in site.active_users().items()
+                 if scope is Scope.ALL or user_id == actor.id or (scope is Scope.TEAM and actor.team
+                                                                    and teams.get(user_id) == actor.team))
+
+
+def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, form: Any) -> Response:
+    """Give the ticked records to one user; each change goes through RecordService (and its checks)."""
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    back = f"/{entity.name}?{form.get('back', '')}".rstrip("?")
+    ids = [int(value) for value in form.getlist("ids") if str(value).isdigit()]
+    owner = str(form.get("owner", ""))
+    if not ids or not owner.isdigit():
+        site.flash(request, translate(lang, "nothing_selected"))
+        return RedirectResponse(back, status_code=303)
+    site.records.access.require(actor, entity.name, "assign")
+    done, refusals = 0, []
+    for record_id in ids:
+        try:
+            site.records.update(entity.name, record_id, {"owner": int(owner)}, actor=actor)
+            done += 1
+        except RecordError as error:
+            refusals.append(error.message)
+    site.flash(request, translate(lang, "assigned", count=done))
+    if refusals:
+        site.flash(request, translate(lang, "assign_failed", count=len(refusals), reason=refusals[0]))
+    return RedirectResponse(back, status_code=303)
+
+
+def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> Response:
+    """Every matching record the actor may export, as UTF-8 CSV with a BOM (so Excel reads Chinese)."""
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    params = [(k, v) for k, v in clean_params(request) if k not in ("page", "per_page")]
+    query = parse_list_query(entity, _query_params(entity, params + [("per_page", str(MAX_PER_PAGE))]))
+    first = site.records.list(entity.name, query, actor=actor, action="export")  # 403 before streaming starts
+    hidden = site.records.access.permissions(actor, entity.name).hidden
+    names = [spec.name for spec in entity.fields if spec.name not in hidden]
+    header = ["id", *[entity.field(n).label.text(lang) for n in names],
+              *(system_label(n, lang) for n in ("owner", "created_at", "updated_at"))]
+    users = site.user_names()
+    zone = site.model.settings.timezone
+
+    def rows() -> Iterator[str]:
+        yield "\ufeff" + _csv_line(header)
+        page, current = first, query
+        while True:
+            for item in page.items:
+                yield _csv_line([item["id"], *(_plain(entity, n, item.get(n), lang, users, zone) for n in names),
+                                 users.get(item.get("owner") or 0, ""), _plain(entity, "created_at",
+                                                                                item["created_at"], lang, users, zone),
+                                 _plain(entity, "updated_at", item["updated_at"], lang, users, zone)])
+            if page.page >= page.pages:
+                return
+            current = ListQuery(current.filters, current.search, current.sort, current.page + 1, current.per_page)
+            page = site.records.list(entity.name, current, actor=actor, action="export")
+
+    stamp = site.runtime.clock.now().strftime("%Y%m%d-%H%M")
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{entity.name}-{stamp}.csv"'})
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()
+
+
+def _plain(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str], zone: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return local_time(value, zone).strftime("%Y-%m-%d %H:%M")
+    if not entity.has_field(name):
+        return str(value)
+    spec = entity.field(name)
+    if spec.type is FieldType.CHOICE:
+        return spec.choice_label(value, lang)
+    if spec.type in (FieldType.MULTICHOICE, FieldType.TAGS):
+        return ", ".join(spec.choice_label(item, lang) for item in value)
+    if spec.type is FieldType.USER:
+        return users.get(value, str(value))
+    if spec.type is FieldType.MONEY:
+        return f"{value[0]} {value[1]}"
+    if isinstance(value, bool):
+        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

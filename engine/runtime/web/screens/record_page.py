@@ -1,0 +1,172 @@
+"""The record page: fields by form section, related lists from incoming links, the timeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from engine.metamodel import EntitySpec, FieldType
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.automation.clocks import cadence_summary, sla_summary
+from engine.runtime.ops.doctor import explain
+from engine.runtime.records.events import Event
+from engine.runtime.records.permissions import Forbidden
+from engine.runtime.records.queries import Filter, ListQuery
+from engine.runtime.web.widgets import local_time
+from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySection, RecordContext, RelatedList,
+                                                 TimelineEntry)
+from engine.runtime.web.screens.i18n import translate
+from engine.runtime.web.screens.lists import cell_renderer, render_rows
+from engine.runtime.web.screens.site import Site, system_label
+
+RELATED_ROWS = 10
+RELATED_COLUMNS = 4
+
+
+def sections_of(entity: EntitySpec, lang: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The blueprint's form sections, or one section of every field."""
+    if entity.form is not None:
+        return [(section.label.text(lang), section.fields) for section in entity.form.sections]
+    return [("", entity.field_names())]
+
+
+def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int) -> HTMLResponse:
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    record = site.records.get(entity.name, record_id, actor=actor)
+    site.records.record_view(entity.name, record, actor=actor)  # may stop a `viewed_by` SLA clock
+    title = str(record.get(entity.title_field) or f"{entity.label.text(lang)} #{record_id}")
+    context = RecordContext(
+        entity=entity.name, entity_label=entity.label.text(lang), record_id=record_id, title=title,
+        version=record["version"], sections=tuple(_sections(site, actor, entity, record, lang)),
+        related=tuple(_related(site, actor, entity, record_id, lang)),
+        timeline=tuple(_timeline(site, actor, entity, site.records.events(entity.name, record_id, actor=actor),
+                                 lang)),
+        list_url=f"/{entity.name}",
+        edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record) else None,
+        delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None,
+        explanation=explain(site.runtime, entity.name, record_id) if _is_admin(site, actor) else None,
+        clocks=tuple(_clock_lines(site, entity.name, record_id, lang)))
+    return site.render(request, actor, "record.html", context, title)
+
+
+def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:
+    """The record's SLA clocks (state, due time, how late) and cadences (next step), as lines."""
+    now = site.runtime.clock.now()
+    for sla in sla_summary(site.runtime, entity, record_id, now):
+        label = sla["label"].text(lang) if hasattr(sla["label"], "text") else str(sla["label"] or sla["policy"])
+        due = f"{local_time(sla['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if sla["due_at"] else "—"
+        yield f"SLA {label}: {translate(lang, 'sla_' + sla['state'])} · {translate(lang, 'due')} {due}" + \
+            (f" · {sla['percent']}%" if sla["state"] not in ("stopped",) else "")
+    for cadence in cadence_summary(site.runtime, entity, record_id):
+        pending = [step for step in cadence["steps"] if step["status"] == "pending"]
+        nxt = f"{local_time(pending[0]['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if pending else "—"
+        yield f"{translate(lang, 'cadence')} {cadence['cadence']}: {cadence['state']} · {translate(lang, 'next_step')} {nxt}"
+
+
+def _is_admin(site: Site, actor: Actor) -> bool:
+    return actor.role == "admin" or (site.model.has_role(actor.role or "") and site.model.role(actor.role).is_admin)
+
+
+def _sections(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str
+              ) -> Iterator[DisplaySection]:
+    for label, names in sections_of(entity, lang):
+        items = []
+        for name in names:
+            if name not in record:  # hidden from this user
+                continue
+            spec = entity.field(name)
+            field = site.field_context(actor, entity, spec, lang, [record[name]])
+            items.append(DisplayItem(field.label, site.widgets.for_field(spec).render_display(field, record[name],
+                                                                                              lang)))
+        if items:
+            yield DisplaySection(label, tuple(items))
+    system = [(name, cell_renderer(site, actor, entity, name, [record[name]], lang)(record[name]))
+              for name in ("owner", "created_by", "created_at", "updated_at")]
+    yield DisplaySection(translate(lang, "system_fields"),
+                         tuple(DisplayItem(system_label(name, lang), value) for name, value in system))
+
+
+def _related(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang: str) -> Iterator[RelatedList]:
+    for source in site.model.entities:
+        links = [spec for spec in source.fields if spec.type is FieldType.LINK and spec.link_entity == entity.name]
+        for spec in links:
+            label = source.plural.text(lang) + (f" · {spec.label.text(lang)}" if len(links) > 1 else "")
+            more_url = f"/{source.name}?{spec.name}={record_id}"
+            new_url = f"/{source.name}/new?{spec.name}={record_id}" if site.may(actor, source.name, "create") else None
+            query = ListQuery(filters=(Filter(spec.name, "eq", str(record_id)),), per_page=RELATED_ROWS,
+                              sort=source.list_view().sort)
+            try:
+                page = site.records.list(source.name, query, actor=actor)
+            except Forbidden:
+                yield RelatedList(label, 0, (), (), more_url, None,
+                                  translate(lang, "forbidden_related", entity=source.plural.text(lang)))
+                continue
+            hidden = site.records.access.permissions(actor, source.name).hidden
+            columns = [name for name in source.list_view().columns if name != spec.name and name not in hidden]
+            columns = columns[:RELATED_COLUMNS]
+            headers = tuple(source.field(n).label.text(lang) if source.has_field(n) else system_label(n, lang)
+                            for n in columns)
+            yield RelatedList(label, page.total, headers, tuple(render_rows(site, actor, source, columns,
+                                                                            page.items, lang)), more_url, new_url)
+
+
+def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event], lang: str) -> Iterator[TimelineEntry]:
+    names = site.user_names()
+    zone = site.model.settings.timezone
+    for event in reversed(events):
+        who = names.get(event.actor_id, f"#{event.actor_id}") if event.actor_id else translate(lang, "system")
+        key = f"event_{event.kind}"
+        try:
+            action = translate(lang, key)
+        except KeyError:
+            action = translate(lang, "event_other", kind=event.kind)
+        shown = {} if event.kind == "created" else event.changes  # the page shows what it was created with
+        changes = tuple(Change(_label(entity, name, lang), _value(entity, name, before, lang, names),
+                               _value(entity, name, after, lang, names))
+                        for name, (before, after) in shown.items())
+        yield TimelineEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), who, action, changes)
+
+
+def _label(entity: EntitySpec, name: str, lang: str) -> str:
+    return entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
+
+
+def _value(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str]) -> str:
+    """An event value (JSON form) as a person reads it."""
+    if value is None or value == "" or value == []:
+        return "—"
+    spec = entity.field(name) if entity.has_field(name) else None
+    if name == "owner" or (spec is not None and spec.type is FieldType.USER):
+        return users.get(value, f"#{value}")
+    if spec is not None and spec.type is FieldType.CHOICE:
+        return spec.choice_label(str(value), lang)
+    if spec is not None and spec.type in (FieldType.MULTICHOICE, FieldType.TAGS) and isinstance(value, list):
+        return ", ".join(spec.choice_label(str(item), lang) for item in value)
+    if isinstance(value, bool):
+        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
+    if isinstance(value, dict) and "amount" in value:
+        return f"{value['amount']} {value.get('currency', '')}"
+    if spec is not None and spec.type is FieldType.DATETIME and isinstance(value, str):
+        try:
+            return local_time(dt.datetime.fromisoformat(value), spec.timezone).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            return value
+    if spec is not None and spec.type is FieldType.LINK:
+        return f"#{value}"
+    return str(value)
+
+
+def delete_record(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, form: Any
+                  ) -> Response:
+    entity = site.records.entity(entity_name)
+    version = str(form.get("version", ""))
+    site.records.delete(entity.name, record_id, actor=actor,
+                        expected_version=int(version) if version.isdigit() else None)
+    site.flash(request, translate(site.lang(request), "deleted"))
+    return RedirectResponse(f"/{entity.name}", status_code=303)

@@ -1,0 +1,221 @@
+"""The screens' routes, and the one wrapper every screen goes through: sign-in required,
+CSRF checked on every POST, RecordService refusals turned into 403 and 404 pages."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
+from engine.runtime.records.permissions import Forbidden
+from engine.engine import Runtime
+from engine.runtime.web.widgets import WidgetRegistry
+from engine.runtime.web.screens import accounts, admin, boards, forms, lists, record_page
+from engine.runtime.web.screens.contexts import ErrorContext
+from engine.runtime.web.screens.i18n import permission_word, translate
+from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
+from engine.runtime.web.screens.site import TEMPLATES, Site
+
+STATIC = TEMPLATES.parent / "static"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error_page(site: Site, request: Request, actor: Actor | None, error: Exception) -> HTMLResponse:
+    """A 403 page naming the missing permission, or a 404 page; never an empty list."""
+    lang = site.lang(request)
+    if isinstance(error, CsrfRefused):
+        context = ErrorContext(403, translate(lang, "forbidden_title"), translate(lang, "csrf_refused"))
+    elif isinstance(error, Forbidden):
+        entity = str(error.details.get("entity") or "")
+        label = site.model.entity(entity).plural.text(lang) if site.model.has_entity(entity) else entity
+        context = ErrorContext(403, translate(lang, "forbidden_title"), translate(
+            lang, "forbidden_text", permission=permission_word(lang, str(error.details.get("permission", ""))),
+            entity=label), error.message)
+    elif isinstance(error, (NotFound, UnknownEntity)) or not isinstance(error, RecordError):
+        context = ErrorContext(404, translate(lang, "not_found_title"), translate(lang, "not_found_text"),
+                               getattr(error, "message", ""))
+    else:
+        context = ErrorContext(error.status, translate(lang, "problem_title"), error.message)
+    return site.render(request, actor, "error.html", context, context.title, status=context.status)
+
+
+class ScreenRoutes:
+    """Route table of the screens for one runtime; `routes()` is mounted by create_app."""
+
+    def __init__(self, runtime: Runtime, widgets: WidgetRegistry) -> None:
+        self.site = Site(runtime, widgets)
+
+    def routes(self) -> list[Any]:
+        screen = self._screen
+        return [
+            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+            Route("/", screen(self.home), methods=["GET"]),
+            Route("/login", self._public(self.login_page), methods=["GET"]),
+            Route("/login", self._public(self.login_post, check=True), methods=["POST"]),
+            Route("/logout", self._public(self.logout, check=True), methods=["POST"]),
+            Route("/language", self._public(self.language, check=True), methods=["POST"]),
+            Route("/admin/users", screen(self.users), methods=["GET"]),
+            Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
+            Route("/admin/outbox", screen(self.outbox), methods=["GET"]),
+            Route("/admin/outbox/retry", screen(self.retry_outbox), methods=["POST"]),
+            Route("/{entity}", screen(self.list), methods=["GET"]),
+            Route("/{entity}/export", screen(self.export), methods=["GET"]),
+            Route("/{entity}/board", screen(self.board), methods=["GET"]),
+            Route("/{entity}/new", screen(self.new), methods=["GET"]),
+            Route("/{entity}/new", screen(self.create), methods=["POST"]),
+            Route("/{entity}/assign", screen(self.assign), methods=["POST"]),
+            Route("/{entity}/move", screen(self.move), methods=["POST"]),
+            Route("/{entity}/{record_id:int}", screen(self.record), methods=["GET"]),
+            Route("/{entity}/{record_id:int}/edit", screen(self.edit), methods=["GET"]),
+            Route("/{entity}/{record_id:int}/edit", screen(self.update), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/delete", screen(self.delete), methods=["POST"]),
+        ]
+
+    # -- wrappers --------------------------------------------------------------------------
+
+    def _public(self, handler: Callable[[Request], Awaitable[Response]], *, check: bool = False) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            if check:
+                try:
+                    form = await request.form()
+                    check_csrf(request, str(form.get(CSRF_FIELD, "")))
+                except CsrfRefused as refused:
+                    return await run_in_threadpool(error_page, self.site, request, None, refused)
+            return await handler(request)
+        return endpoint
+
+    def _screen(self, handler: Callable[[Request, Actor], Awaitable[Response]]) -> Endpoint:
+        site = self.site
+
+        async def endpoint(request: Request) -> Response:
+            actor: Actor | None = getattr(request.state, "actor", None)
+            if actor is None:
+                return self._to_login(request)
+            try:
+                if request.method == "POST":
+                    submitted = request.headers.get(CSRF_HEADER)
+                    if submitted is None and "form" in request.headers.get("content-type", ""):
+                        submitted = str((await request.form(max_files=20, max_fields=1000)).get(CSRF_FIELD, ""))
+                    check_csrf(request, submitted)
+                return await handler(request, actor)
+            except (Forbidden, NotFound, UnknownEntity, CsrfRefused) as error:
+                if request.headers.get(CSRF_HEADER) is not None:
+                    message = getattr(error, "message", translate(site.lang(request), "csrf_refused"))
+                    return JSONResponse({"ok": False, "message": message},
+                                        status_code=404 if isinstance(error, (NotFound, UnknownEntity)) else 403)
+                return await run_in_threadpool(error_page, site, request, actor, error)
+            except RecordError as error:  # e.g. a delete refused because other records link here
+                if request.method != "POST":
+                    return await run_in_threadpool(error_page, site, request, actor, error)
+                site.flash(request, error.message)
+                referer = urlsplit(request.headers.get("referer", "/"))
+                return RedirectResponse(accounts.safe_next(referer.path + (f"?{referer.query}" if referer.query
+                                                                            else "")), status_code=303)
+        return endpoint
+
+    def _to_login(self, request: Request) -> Response:
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        expired = "&expired=1" if "crm_session" in request.cookies and not request.session else ""
+        if request.method != "GET":
+            return RedirectResponse("/login" + expired.replace("&", "?"), status_code=303)
+        return RedirectResponse(f"/login?next={quote(here, safe='')}{expired}", status_code=303)
+
+    # -- handlers (each runs its synchronous screen function in the thread pool) -------------
+
+    async def login_page(self, request: Request) -> Response:
+        if getattr(request.state, "actor", None) is not None:
+            return RedirectResponse(accounts.safe_next(request.query_params.get("next")), status_code=303)
+        return await run_in_threadpool(accounts.login_screen, self.site, request)
+
+    async def login_post(self, request: Request) -> Response:
+        return await run_in_threadpool(accounts.sign_in, self.site, request, await request.form())
+
+    async def logout(self, request: Request) -> Response:
+        return accounts.sign_out(request)
+
+    async def language(self, request: Request) -> Response:
+        return accounts.switch_language(self.site, request, await request.form())
+
+    async def home(self, request: Request, actor: Actor) -> Response:
+        first = next((link.url for section in self.site.menu(actor, "en", "/") for link in section.links), None)
+        if first is None:
+            return await run_in_threadpool(error_page, self.site, request, actor, Forbidden(
+                "your role may read none of the entities", field=None, permission="read", entity=""))
+        return RedirectResponse(first, status_code=303)
+
+    async def users(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.users_screen, self.site, request, actor)
+
+    async def change_user(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(admin.change_user, self.site, request, actor,
+                                       request.path_params["user_id"], form)
+
+    async def outbox(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.outbox_screen, self.site, request, actor)
+
+    async def retry_outbox(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(admin.retry_messages, self.site, request, actor, form)
+
+    async def list(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(lists.list_screen, self.site, request, actor, request.path_params["entity"])
+
+    async def export(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(lists.export_csv, self.site, request, actor, request.path_params["entity"])
+
+    async def board(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(boards.board_screen, self.site, request, actor, request.path_params["entity"])
+
+    async def move(self, request: Request, actor: Actor) -> Response:
+        if "form" in request.headers.get("content-type", ""):
+            form = await request.form()
+            return await run_in_threadpool(boards.move_card_form, self.site, request, actor,
+                                           request.path_params["entity"], form)
+        body = await request.body()
+        return await run_in_threadpool(boards.move_card, self.site, request, actor, request.path_params["entity"],
+                                       body)
+
+    async def assign(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(lists.bulk_assign, self.site, request, actor, request.path_params["entity"],
+                                       form)
+
+    async def record(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(record_page.record_screen, self.site, request, actor,
+                                       request.path_params["entity"], request.path_params["record_id"])
+
+    async def delete(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(record_page.delete_record, self.site, request, actor,
+                                       request.path_params["entity"], request.path_params["record_id"], form)
+
+    async def new(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(forms.new_form, self.site, request, actor, request.path_params["entity"])
+
+    async def edit(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(forms.edit_form, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"])
+
+    async def create(self, request: Request, actor: Actor) -> Response:
+        form = await forms.read_form(request, self.site, actor)
+        return await run_in_threadpool(forms.save_form, self.site, request, actor, request.path_params["entity"],
+                                       None, form)
+
+    async def update(self, request: Request, actor: Actor) -> Response:
+        form = await forms.read_form(request, self.site, actor)
+        return await run_in_threadpool(forms.save_form, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+
+async def not_found_page(site: Site, request: Request) -> HTMLResponse:
+    actor = getattr(request.state, "actor", None)
+    return await run_in_threadpool(error_page, site, request, actor, NotFound(f"no page at {request.url.path}"))
