@@ -7,20 +7,19 @@ from pathlib import Path
 
 import click
 
+from engine.engine import Runtime, open_runtime
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.web.auth import create_token, set_password
-from engine.runtime.storage.database import Database
-from engine.runtime.ops.doctor import diagnose
-from engine.runtime.ops.doctor import explain as explain_record
-from engine.runtime.storage.migrations import apply_migration, plan_migration
-from engine.engine import Runtime, open_runtime
-from engine.runtime.storage.tables import build_schema
-from engine.runtime.ops.users import NewUser, add_user, list_users, parse_im_ids, update_user
 from engine.runtime.automation.sla import start_background_worker
-from engine.runtime.web.app import create_app
 from engine.runtime.automation.sources import list_deliveries, replay_delivery
+from engine.runtime.ops.doctor import diagnose, explain as explain_record
+from engine.runtime.ops.users import NewUser, add_user, list_users, parse_im_ids, update_user
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.migrations import apply_migration, plan_migration
+from engine.runtime.storage.tables import build_schema
+from engine.runtime.web.app import create_app
+from engine.runtime.web.auth import create_token, set_password
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -378,7 +377,6 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"password of {username} changed")
-
 
 
 # --- timekeeping: the worker, the outbox, scheduled-job runs (engine/runtime/timekeeping.py) ---

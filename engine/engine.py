@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
-
+from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, apply_migration
-from engine.runtime.records.service import RecordService
 from engine.runtime.storage.tables import Schema, build_schema
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from engine.engine import Runtime, open_runtime
 from engine.metamodel import Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES, FakeClock
-from engine.engine import Runtime, open_runtime
 
 PG_ADMIN_URL = os.environ.get("CRM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

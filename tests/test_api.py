@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from openapi_spec_validator import validate
 
-from engine.runtime.web.auth import create_token
 from engine.engine import Runtime
 from engine.runtime.ops.users import NewUser, add_user, find_user
 from engine.runtime.web.app import create_app
+from engine.runtime.web.auth import create_token
 from tests.conftest import SHIPPED_CRM
 from tests.test_records import BLUEPRINT
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from engine.metamodel import BlueprintInvalid, Metamodel
-from engine.metamodel.automation import (AddTagsAction, AssignAction, AuthKind, CreateRelatedAction, SetAction,
-                                         Strategy, TriggerKind, policy_named, rules_for, source_named)
+from engine.metamodel.actions import AddTagsAction, AssignAction, CreateRelatedAction, SetAction
+from engine.metamodel.routing import Strategy
+from engine.metamodel.rules import TriggerKind
+from engine.metamodel.sources import AuthKind
 from tests.conftest import SHIPPED_CRM, load, write_blueprint
 
 APP = """
@@ -105,19 +107,19 @@ def load_errors(tmp_path: Path, automation: str) -> list[str]:
 def test_a_correct_blueprint_loads_rules_policies_and_sources(tmp_path: Path) -> None:
     model = load_automation(tmp_path, GOOD)
 
-    assert [rule.name for rule in rules_for(model, "lead")] == ["grade_s", "assign_new"], "smaller priority first"
-    grade_s = rules_for(model, "lead")[0]
+    assert [rule.name for rule in model.rules_for("lead")] == ["grade_s", "assign_new"], "smaller priority first"
+    grade_s = model.rules_for("lead")[0]
     assert grade_s.triggers[0].kind is TriggerKind.FIELD_CHANGED
     assert [type(action) for action in grade_s.actions] == [SetAction, AddTagsAction, CreateRelatedAction]
     assert grade_s.when is not None and grade_s.when.names == {"registered_capital", "hiring_recently",
                                                                 "has_tenders"}
-    assign = rules_for(model, "lead")[1].actions[0]
+    assign = model.rules_for("lead")[1].actions[0]
     assert isinstance(assign, AssignAction) and assign.policy == "east_team"
-    policy = policy_named(model, "east_team")
+    policy = model.policy("east_team")
     assert policy.strategy is Strategy.TERRITORY and policy.within is Strategy.ROUND_ROBIN
     assert [pool.key for pool in policy.pools] == ["east", "*"]
     assert "converted" in policy.open_when.source and "disqualified" in policy.open_when.source
-    source = source_named(model, "website_form")
+    source = model.source("website_form")
     assert source.auth.kind is AuthKind.TOKEN
     payload = {"submission": {"id": "s-1"}, "contact": {"name": "王芳"}, "answers": {"region": "华南"}}
     assert source.event_id is not None and source.event_id.read(payload) == "s-1"

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from engine.engine import Runtime, open_runtime
 from engine.io.demo import seed_demo
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.records.actors import SYSTEM
-from engine.engine import Runtime, open_runtime
 from engine.runtime.ops.users import find_user
+from engine.runtime.records.actors import SYSTEM
 from engine.runtime.web.app import create_app
 from tests.conftest import IN_CI, SHIPPED_CRM
 

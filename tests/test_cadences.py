@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.metamodel.timekeeping import cadence_named
+from engine.engine import Runtime
 from engine.rules import FakeClock
 from engine.rules.cadences import ClockSnapshot, Move, decide_cadence
-from engine.runtime.records.actors import SYSTEM
 from engine.runtime.automation.clocks import cadence_summary
-from engine.runtime.background.outbox import list_messages
-from engine.engine import Runtime
 from engine.runtime.automation.sla import build_worker
+from engine.runtime.background.outbox import list_messages
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
 from tests.conftest import load, write_blueprint
 
 BLUEPRINT = {
@@ -155,7 +154,7 @@ def test_quote_idle_reminder_restarts_on_every_update(crm: Runtime, clock: FakeC
 
 def test_decisions_are_pure(tmp_path: Path) -> None:
     model = load(write_blueprint(tmp_path / "bp", BLUEPRINT))
-    spec = cadence_named(model, "after_quote")
+    spec = model.cadence("after_quote")
     now = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
     never = lambda *_: False  # noqa: E731
     started = decide_cadence(spec, None, "updated", {"stage": "proposal"}, {"stage": "quote"}, now, never)

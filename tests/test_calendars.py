@@ -11,17 +11,8 @@ from zoneinfo import ZoneInfo
 import chinese_calendar
 import pytest
 
-from engine.rules.calendars import (
-    BusinessCalendar,
-    CalendarError,
-    CalendarSpec,
-    DayKind,
-    DayOverride,
-    FallbackRule,
-    HolidaySource,
-    WorkPeriod,
-    weekly_hours,
-)
+from engine.rules.calendars import (BusinessCalendar, CalendarError, CalendarSpec, DayKind, DayOverride, FallbackRule,
+                                    HolidaySource, WorkPeriod, weekly_hours)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OFFICE_HOURS = weekly_hours({"mon-fri": ["09:00-12:00", "13:30-18:00"]})

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from engine.metamodel import Location
-from engine.metamodel.model import Expression
-from engine.metamodel.expressions import ExpressionSyntaxError, parse_expression
+from engine.metamodel.expressions import Expression, ExpressionSyntaxError, parse_expression
 from engine.rules import FUNCTION_NAMES, Evaluator, ExpressionError, FakeClock
 
 HERE = Location("test.yaml", 1, 1)

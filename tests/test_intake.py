@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.records.actors import SYSTEM
-from engine.runtime.ops.doctor import diagnose, explain
-from engine.runtime.background.outbox import list_messages
 from engine.engine import Runtime, open_runtime
+from engine.runtime.background.outbox import list_messages
+from engine.runtime.ops.doctor import diagnose, explain
 from engine.runtime.ops.users import NewUser, add_user, update_user
-from tests.conftest import load, write_blueprint
+from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import ValidationFailed
+from tests.conftest import load, write_blueprint
 from tests.support.intake_blueprint import ACTIVITY, LEAD as LEAD_TEXT, ROUTING, RULES, files
 from tests.test_api import TestClient, create_app
 

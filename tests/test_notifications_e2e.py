@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.runtime.records.actors import SYSTEM
-from engine.runtime.background.outbox import list_messages, retry_dead
 from engine.engine import Runtime
 from engine.runtime.automation.sla import build_worker
+from engine.runtime.background.outbox import list_messages, retry_dead
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
 
 DINGTALK_SECRET = "SEC0123456789abcdef"
 FEISHU_SECRET = "feishu-secret-xyz"

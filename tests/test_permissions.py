@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from engine.runtime.records.actors import SYSTEM
-from engine.runtime.web.auth import LoginRefused, create_token, login
-from engine.runtime.records.permissions import Forbidden
-from engine.runtime.records.queries import ListQuery
 from engine.engine import Runtime
 from engine.runtime.ops.users import NewUser, add_user, update_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.records.permissions import Forbidden
+from engine.runtime.records.queries import ListQuery
+from engine.runtime.web.auth import LoginRefused, create_token, login
 from tests.conftest import SHIPPED_CRM
 from tests.test_api import TestClient, create_app
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from engine.engine import Runtime
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import DuplicateRecord, NotFound, RecordReferenced, ValidationFailed, VersionConflict
 from engine.runtime.records.queries import parse_list_query
-from engine.engine import Runtime
 
 APP = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n"}
 LEAD = """

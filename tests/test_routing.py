@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.metamodel.automation import RoutingPolicySpec, policy_named
+from engine.metamodel.routing import RoutingPolicySpec
 from engine.rules import Evaluator, FakeClock
 from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
                                   route_record, select_policy)
@@ -55,7 +55,7 @@ def team(*names: str, **states: RepStatus) -> dict[str, Rep]:
 
 
 def policy(tmp_path: Path, yaml: str, name: str = "p") -> RoutingPolicySpec:
-    return policy_named(load_automation(tmp_path, yaml), name)
+    return load_automation(tmp_path, yaml).policy(name)
 
 
 LEADS = [{"name": f"lead {n}", "region": "east"} for n in range(12)]

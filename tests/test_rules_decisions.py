@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from engine.metamodel import Metamodel
-from engine.metamodel.automation import policy_named
 from engine.rules import Evaluator, FakeClock
+from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record, select_policy
 from engine.rules.rules import (AddTags, Assign, Change, CreateRelated, Notify, Origin, Outcome, RuleApplication,
                                 SetField, Transition, TriggerEvent, evaluate_rules, find_rule_loop, planned_changes)
-from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record, select_policy
 from engine.rules.trace import RoutingStep, Trace, render_trace, trace_from_json, trace_to_json
 from tests.test_automation_blueprint import load_automation
 
@@ -240,7 +239,7 @@ def test_the_outage_story_a_pattern_matching_the_website_routes_to_an_empty_pool
     asked = [(d.rule, action) for d in decisions if d.matched for action in d.actions if isinstance(action, Assign)]
     assert asked == [("douyin_leads_to_special_pool", Assign("douyin_special_pool"))]
     rule, action = asked[0]
-    policy = policy_named(model, action.policy or "")
+    policy = model.policy(action.policy or "")
     routed = route_record(policy, website_lead, [Rep("wang"), Rep("li")], CursorState())
     assert routed.outcome is RoutingOutcome.QUEUED and routed.queue == "unassigned_leads"
     assert routed.alert == "sales_managers" and "douyin_special_pool" in routed.alert_text
@@ -266,7 +265,7 @@ def test_automatic_assign_trace_lists_every_policy_tried(tmp_path: Path, evaluat
     decisions = evaluate_rules(model.rules, CREATED, None, lead(), evaluator, NOW)
     assert decisions[0].actions == (Assign(None),)
     selection = select_policy(model.routing, "lead", lead(), evaluator)
-    routed = route_record(policy_named(model, selection.policy or ""), lead(), [Rep("wang")], CursorState())
+    routed = route_record(model.policy(selection.policy or ""), lead(), [Rep("wang")], CursorState())
     text = render_trace(Trace("lead", 7, CREATED, NOW, decisions,
                               (RoutingStep("assign_new", None, selection, routed),)))
     assert "tried 'douyin': match source == 'douyin' → false (source = 'website')" in text

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
-from engine.runtime.records.actors import SYSTEM
 from engine.engine import Runtime
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
 from engine.runtime.web.app import create_app
 from tests.conftest import SHIPPED_CRM
 

@@ -9,18 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from engine.rules.calendars import BusinessCalendar, CalendarSpec, weekly_hours
-from engine.rules.sla import (
-    CheckpointKind,
-    Pause,
-    SlaError,
-    SlaPolicy,
-    SlaStateKind,
-    checkpoint_key,
-    checkpoint_key_prefix,
-    shift_for_pause,
-    sla_checkpoints,
-    sla_state,
-)
+from engine.rules.sla import (CheckpointKind, Pause, SlaError, SlaPolicy, SlaStateKind, checkpoint_key,
+                              checkpoint_key_prefix, shift_for_pause, sla_checkpoints, sla_state)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 H, MIN = dt.timedelta(hours=1), dt.timedelta(minutes=1)
@@ -181,8 +171,9 @@ def test_policy_mistakes_are_refused_with_the_fix(options, message):
 
 
 def test_a_view_stops_a_clock_only_through_a_matching_viewed_by_stop():
-    from engine.metamodel.model import Label
-    from engine.metamodel.timekeeping import ClockTrigger, SlaSpec, StopCondition
+    from engine.metamodel.labels import Label
+    from engine.metamodel.clocks import ClockTrigger, StopCondition
+    from engine.metamodel.sla import SlaSpec
     from engine.rules.cadences import ClockSnapshot, Move, decide_sla
     now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
     never = lambda *_: False  # noqa: E731

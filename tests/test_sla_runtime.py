@@ -10,18 +10,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from engine.runtime.records.errors import QueryInvalid
-from engine.runtime.records.queries import parse_list_query
 import sqlalchemy as sa
 
-from engine.runtime.records.actors import SYSTEM
+from engine.engine import Runtime
 from engine.runtime.automation.clocks import sla_condition, sla_summary
+from engine.runtime.automation.sla import build_worker
 from engine.runtime.background.delivery import enqueue_notification
 from engine.runtime.background.outbox import list_messages
-from engine.engine import Runtime
-from engine.runtime.automation.sla import build_worker
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.records.errors import QueryInvalid
+from engine.runtime.records.queries import parse_list_query
 
 CST = ZoneInfo("Asia/Shanghai")
 
@@ -317,15 +316,14 @@ def test_a_calendar_or_template_declared_in_two_files_is_reported_at_the_second_
 
 
 def test_shipped_blueprints_declare_the_circuit_breaker_and_the_ticket_sla() -> None:
-    from engine.metamodel.timekeeping import sla_named
     from tests.conftest import SHIPPED_CRM, SHIPPED_SERVICE, load
 
     crm_model, service = load(SHIPPED_CRM), load(SHIPPED_SERVICE)
-    breaker = sla_named(crm_model, "lead_first_call")
+    breaker = crm_model.sla("lead_first_call")
     assert dict((t, d.text) for t, d in breaker.targets) == {"S": "2h", "A": "30min", "B": "2h", "C": "1bd"}
     assert breaker.warn_at == (50, 80) and breaker.calendar == "china_office"
-    assert sla_named(crm_model, "lead_silent_overdue").starts.kind == "updated"
-    ticket = sla_named(service, "ticket_first_response")
+    assert crm_model.sla("lead_silent_overdue").starts.kind == "updated"
+    ticket = service.sla("ticket_first_response")
     assert {d.text for _, d in ticket.targets} == {"15min"} and ticket.calendar == "service_desk"
     assert {job.name for job in crm_model.jobs} == {"lead_timeliness_board", "weekly_process_health"}
     assert {cadence.name for cadence in crm_model.cadences} == {"after_quote", "quote_idle"}

@@ -16,12 +16,12 @@ import pytest
 from markupsafe import Markup
 from starlette.testclient import TestClient
 
+from engine.engine import Runtime
 from engine.metamodel import FieldType
 from engine.plugins import ENTRY_POINT_GROUP, hookimpl, hookspecs, plugin_manager
-from engine.runtime.web import widgets as builtin_widgets
-from engine.runtime.records.actors import SYSTEM
-from engine.engine import Runtime
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.web import widgets as builtin_widgets
 from engine.runtime.web.app import create_app
 from engine.runtime.web.widgets import NOT_SUBMITTED, WidgetConfigError, load_widgets
 from tests.conftest import IN_CI

@@ -19,13 +19,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from engine.engine import Runtime, open_runtime
 from engine.rules.timers import TimerRequest
-from engine.runtime.records.events import append_event
 from engine.runtime.background.outbox import Outcome, enqueue, list_messages, retry_dead
-from engine.engine import Runtime
 from engine.runtime.background.timers import SqlTimerStore
 from engine.runtime.background.worker import ScheduledJob, Worker, one_at_a_time
-from engine.engine import open_runtime
+from engine.runtime.records.events import append_event
 from tests.conftest import load, write_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent

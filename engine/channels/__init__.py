@@ -36,13 +36,13 @@ channel, and mail), `delivery` (deliver_all, judge_response), `retries`, `secret
 
 from __future__ import annotations
 
+from engine.channels.delivery import RETRYABLE_CODES, DeliveryJob, deliver, deliver_all, judge_response
 from engine.channels.messages import ChannelError, ChannelKind, DeliveryResult, Message, MessageFormat, PreparedRequest
-from engine.channels.vendors import DingTalkRobot, FeishuBot, MailChannel, SignedWebhook, SlackWebhook, WeComRobot
-from engine.channels.delivery import DeliveryJob, RETRYABLE_CODES, deliver, deliver_all, judge_response
 from engine.channels.retries import (DeliveryPlan, DeliveryState, RetryPolicy, backoff_bounds, next_attempt_at,
                                      plan_after_attempt)
 from engine.channels.secrets import SecretError, SecretRef, resolve_secret
 from engine.channels.templates import MAX_OUTPUT_CHARS, MAX_TEMPLATE_CHARS, TemplateRenderError, render_message
+from engine.channels.vendors import DingTalkRobot, FeishuBot, MailChannel, SignedWebhook, SlackWebhook, WeComRobot
 
 __all__ = [
     "ChannelError", "ChannelKind", "DeliveryJob", "DeliveryPlan", "DeliveryResult", "DeliveryState",

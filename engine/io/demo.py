@@ -15,11 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.rules import FakeClock
-from engine.runtime.records.actors import SYSTEM, Actor
 from engine.engine import Runtime
+from engine.rules import FakeClock
 from engine.runtime.automation.sla import install_timekeeping
 from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.records.actors import SYSTEM, Actor
 
 # Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
 USERS = (

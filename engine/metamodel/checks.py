@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.automation import EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, TemplateSpec, ValueSpec
 from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
+from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, Location, did_you_mean
-from engine.metamodel.expressions import ExpressionSyntaxError, parse_expression
-from engine.metamodel.model import EntitySpec, Expression, FieldSpec, FieldType, Metamodel
+from engine.metamodel.expressions import (EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, Expression, ExpressionSyntaxError,
+                                          TemplateSpec, ValueSpec, parse_expression)
+from engine.metamodel.labels import Label
 from engine.metamodel.source import PathKey, SourceDocument
+
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
 
 
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -163,3 +168,18 @@ def build_items(key: str, what: str, documents: list[SourceDocument], model: Met
             if item is not None:
                 items.append(item)
     return items, errors
+
+
+Built = tuple[dict[str, Any], list[BlueprintError]]
+
+
+def default_label(data: dict[str, Any], name: str) -> Label:
+    return Label.of(data.get("label"), name.replace("_", " ").capitalize())
+
+
+def language_texts(raw: Any) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (("*", raw),)
+    return tuple((str(lang), str(text)) for lang, text in raw.items())

@@ -10,9 +10,10 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
+from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, did_you_mean
+from engine.metamodel.expressions import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
-from engine.metamodel.model import EntitySpec, Expression, FieldSpec, FieldType
 from engine.metamodel.schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
 from engine.metamodel.source import PathKey, SourceDocument
 

@@ -55,3 +55,6 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
         return "none are declared"
     shown = ", ".join(candidates[:12]) + (", …" if len(candidates) > 12 else "")
     return f"known: {shown}"
+
+
+NOWHERE = Location("<engine>", 0, 0)

@@ -10,10 +10,14 @@ the functions it calls are returned for the cross-reference checks.
 from __future__ import annotations
 
 import ast
+import re
+from dataclasses import dataclass
+from typing import Any
 
 from engine.metamodel.errors import Location
-from engine.metamodel.model import Expression
 
+
+EXPRESSION_PREFIX = "="  # a blueprint value written "=…" is an expression
 MAX_EXPRESSION_LENGTH = 1000
 MAX_EXPRESSION_NODES = 300
 MAX_LITERAL_LENGTH = 500
@@ -82,3 +86,37 @@ def parse_expression(source: str, location: Location) -> Expression:
         if isinstance(node, ast.Name) and id(node) not in called:
             names.add(node.id)
     return Expression(source.strip(), location, frozenset(names), frozenset(functions))
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A checked blueprint expression: its source, where it was written and the names it uses."""
+
+    source: str
+    location: Location
+    names: frozenset[str]
+    functions: frozenset[str]
+
+
+# Placeholders in notification texts: {field}; {{ and }} stand for literal braces.
+TEMPLATE_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSpec:
+    """A value an action writes: a literal, or an expression (written with a leading '=')."""
+
+    literal: Any = None
+    expression: Expression | None = None
+
+    @property
+    def is_expression(self) -> bool:
+        return self.expression is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSpec:
+    """Text with {field} placeholders, checked against the entity's fields at load."""
+
+    text: str
+    names: frozenset[str] = frozenset()

@@ -11,15 +11,18 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from engine.metamodel.automation import ROUTING_SCHEMA, RULES_SCHEMA, SOURCES_SCHEMA
-from engine.metamodel.automation_builders import build_routing, build_rules, build_sources
+from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
+from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
+from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.errors import BlueprintError
+from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
+from engine.metamodel.routing import ROUTING_SCHEMA, build_routing
+from engine.metamodel.rules import RULES_SCHEMA, build_rules
+from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
-from engine.metamodel.timekeeping import CADENCES_SCHEMA, CALENDARS_SCHEMA, CHANNELS_SCHEMA, JOBS_SCHEMA, SLA_SCHEMA
-from engine.metamodel.timekeeping_builders import (build_cadences, build_calendars, build_channels, build_jobs,
-                                                   build_slas)
+from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 
 Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
 

@@ -13,11 +13,13 @@ from typing import Any
 
 import jsonschema
 
-from engine.metamodel.builder import build_entity, build_menu, build_settings
+from engine.metamodel.app import Settings, build_menu, build_settings
 from engine.metamodel.crossrefs import check_entity
+from engine.metamodel.entities import build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
-from engine.metamodel.model import Label, Metamodel, Settings
 from engine.metamodel.kinds import SECONDARY_KINDS
+from engine.metamodel.labels import Label
+from engine.metamodel.model import Metamodel
 from engine.metamodel.schema import DOCUMENT_SCHEMAS
 from engine.metamodel.source import SourceDocument, read_documents
 
@@ -247,7 +249,7 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
 
 
 def _field_options(kind: Any, every: list[str]) -> list[str]:
-    from engine.metamodel.model import FieldType
+    from engine.metamodel.entities import FieldType
     from engine.metamodel.schema import COMMON_OPTIONS, TYPE_OPTIONS
     try:
         return sorted(COMMON_OPTIONS | TYPE_OPTIONS[FieldType(kind)])

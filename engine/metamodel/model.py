@@ -1,312 +1,120 @@
-"""The immutable metamodel: what a loaded blueprint means, with no YAML or dicts left in it."""
+"""The immutable metamodel: what a loaded blueprint means, with no YAML or dicts left in it.
+
+One `Metamodel` holds every kind of blueprint document as a tuple of its frozen specs, each
+built by the module named for its YAML key (entities.py, roles.py, rules.py, routing.py,
+sources.py, calendars.py, channels.py, sla.py, cadences.py, jobs.py). Look-ups are methods
+that fail clearly: `model.entity("lead")`, `model.sla("first_call")` name what is known.
+"""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
-from engine.metamodel.errors import Location
+from engine.metamodel.app import MenuGroup, Settings
+from engine.metamodel.cadences import CadenceSpec
+from engine.metamodel.calendars import CalendarDecl
+from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
+from engine.metamodel.entities import EntitySpec
+from engine.metamodel.errors import BlueprintError
+from engine.metamodel.jobs import JobSpec
+from engine.metamodel.labels import Label
+from engine.metamodel.roles import RoleSpec
+from engine.metamodel.routing import RoutingPolicySpec
+from engine.metamodel.rules import RuleSpec
+from engine.metamodel.sla import SlaSpec
+from engine.metamodel.sources import SourceSpec
 
-NOWHERE = Location("<engine>", 0, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Label:
-    """Text in one or more languages; `text(lang)` falls back to any language present."""
-
-    texts: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def of(cls, value: str | dict[str, str] | None, fallback: str = "") -> Label:
-        if value is None:
-            return cls((("en", fallback),)) if fallback else cls(())
-        if isinstance(value, str):
-            return cls((("*", value),))
-        return cls(tuple((lang, str(text)) for lang, text in value.items()))
-
-    def text(self, lang: str = "en") -> str:
-        texts = dict(self.texts)
-        for key in (lang, "*", "en", "zh"):
-            if key in texts:
-                return texts[key]
-        return next(iter(texts.values()), "")
-
-    def as_dict(self) -> dict[str, str]:
-        texts = dict(self.texts)
-        if "*" in texts:
-            return {"zh": texts["*"], "en": texts["*"]}
-        return texts
+_Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec)
 
 
-class FieldType(enum.Enum):
-    """Every kind of field a blueprint may declare."""
-
-    # Members are singletons compared by identity, so identity is a valid hash — and a C-level
-    # one: Enum's own __hash__ is Python code, run for every field of every record written.
-    __hash__ = object.__hash__
-
-    STRING = "string"
-    TEXT = "text"
-    INTEGER = "integer"
-    DECIMAL = "decimal"
-    MONEY = "money"
-    BOOLEAN = "boolean"
-    DATE = "date"
-    DATETIME = "datetime"
-    CHOICE = "choice"
-    MULTICHOICE = "multichoice"
-    TAGS = "tags"
-    PHONE = "phone"
-    EMAIL = "email"
-    URL = "url"
-    LINK = "link"
-    USER = "user"
-    ATTACHMENT = "attachment"
-    JSON = "json"
-    COMPUTED = "computed"
-
-
-class OnDelete(enum.Enum):
-    """What happens to records linking to a record that is deleted."""
-
-    RESTRICT = "restrict"
-    SET_NULL = "set_null"
-    CASCADE = "cascade"
-
-
-class DedupAction(enum.Enum):
-    UPDATE = "update"
-    REJECT = "reject"
-    FLAG = "flag"
-
-
-@dataclass(frozen=True, slots=True)
-class Expression:
-    """A checked blueprint expression: its source, where it was written and the names it uses."""
-
-    source: str
-    location: Location
-    names: frozenset[str]
-    functions: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    value: str
-    label: Label
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    name: str
-    type: FieldType
-    label: Label
-    location: Location = NOWHERE
-    help: Label = Label(())
-    is_required: bool = False
-    is_unique: bool = False
-    is_readonly: bool = False
-    has_index: bool = False
-    default: Any = None
-    default_expression: Expression | None = None
-    minimum: Any = None
-    maximum: Any = None
-    length: int | None = None
-    pattern: str | None = None
-    choices: tuple[Choice, ...] = ()
-    currency: str = "CNY"
-    scale: int = 2
-    link_entity: str | None = None
-    on_delete: OnDelete = OnDelete.RESTRICT
-    expression: Expression | None = None
-    result_type: FieldType | None = None
-    phone_region: str = "CN"
-    timezone: str = "Asia/Shanghai"
-    widget: str | None = None
-
-    @property
-    def value_type(self) -> FieldType:
-        """The type of the stored value: a computed field stores its result type."""
-        if self.type is FieldType.COMPUTED:
-            return self.result_type or FieldType.STRING
-        return self.type
-
-    def choice_values(self) -> tuple[str, ...]:
-        return tuple(choice.value for choice in self.choices)
-
-    def choice_label(self, value: str, lang: str = "en") -> str:
-        for choice in self.choices:
-            if choice.value == value:
-                return choice.label.text(lang)
-        return value
-
-
-@dataclass(frozen=True, slots=True)
-class IndexSpec:
-    fields: tuple[str, ...]
-    is_unique: bool = False
-    location: Location = NOWHERE
-    reason: str = "declared"
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationSpec:
-    check: Expression
-    message: Label
-    field: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DedupSpec:
-    keys: tuple[tuple[str, ...], ...]
-    on_match: DedupAction
-    location: Location = NOWHERE
-
-
-@dataclass(frozen=True, slots=True)
-class SortKey:
-    field: str
-    descending: bool = False
-
-    def __str__(self) -> str:
-        return ("-" if self.descending else "") + self.field
-
-
-@dataclass(frozen=True, slots=True)
-class ListViewSpec:
-    name: str
-    label: Label
-    columns: tuple[str, ...]
-    filters: tuple[str, ...]
-    sort: tuple[SortKey, ...]
-    page_size: int = 50
-    location: Location = NOWHERE
-
-
-@dataclass(frozen=True, slots=True)
-class FormSection:
-    label: Label
-    fields: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FormViewSpec:
-    sections: tuple[FormSection, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BoardSpec:
-    """A kanban board: one column per option of a choice field, cards showing `card` fields."""
-
-    field: str
-    label: Label
-    card: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EntitySpec:
-    name: str
-    label: Label
-    plural: Label
-    title_field: str
-    fields: tuple[FieldSpec, ...]
-    location: Location = NOWHERE
-    indexes: tuple[IndexSpec, ...] = ()
-    validations: tuple[ValidationSpec, ...] = ()
-    dedup: DedupSpec | None = None
-    search: tuple[str, ...] = ()
-    list_views: tuple[ListViewSpec, ...] = ()
-    form: FormViewSpec | None = None
-    board: BoardSpec | None = None
-
-    _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
-    money_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # names of the money fields
-
-    def __post_init__(self) -> None:
-        # lookups built once; the write path asks for fields by name many times per record
-        object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.fields})
-        object.__setattr__(self, "money_fields", tuple(spec.name for spec in self.fields
-                                                       if spec.type is FieldType.MONEY))
-
-    def field(self, name: str) -> FieldSpec:
-        spec = self._by_name.get(name)
-        if spec is None:
-            raise KeyError(f"entity '{self.name}' has no field '{name}' "
-                           f"(known: {', '.join(self.field_names())})")
-        return spec
-
-    def has_field(self, name: str) -> bool:
-        return name in self._by_name
-
-    def field_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.fields)
-
-    def list_view(self, name: str = "default") -> ListViewSpec:
-        for view in self.list_views:
-            if view.name == name:
-                return view
-        if self.list_views:
-            return self.list_views[0]
-        return ListViewSpec("default", self.plural, self.field_names()[:6], (), (SortKey("id", True),))
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    phone_region: str = "CN"
-    currency: str = "CNY"
-    timezone: str = "Asia/Shanghai"
-    languages: tuple[str, ...] = ("zh", "en")
-    default_language: str = "zh"
-    # named territories: territory → the region values it covers, for in_territory(region, 'name')
-    territories: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class MenuGroup:
-    label: Label
-    items: tuple[str, ...]
+def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(f"no {what} '{name}' (known: {', '.join(item.name for item in items) or 'none'})")
 
 
 @dataclass(frozen=True, slots=True)
 class Metamodel:
-    """Everything a blueprint says. Kinds beyond entities are built by their own modules
-    (roles.py, automation.py) and stored here as tuples of their frozen specs."""
+    """Everything a blueprint says, kind by kind."""
 
     name: str
     label: Label
     entities: tuple[EntitySpec, ...]
     settings: Settings = Settings()
-    warnings: tuple[Any, ...] = field(default=(), compare=False)
+    warnings: tuple[BlueprintError, ...] = field(default=(), compare=False)
     menu: tuple[MenuGroup, ...] = ()
-    roles: tuple[Any, ...] = ()       # RoleSpec, see roles.py
-    rules: tuple[Any, ...] = ()       # RuleSpec, see automation.py
-    routing: tuple[Any, ...] = ()     # RoutingPolicySpec, see automation.py
-    sources: tuple[Any, ...] = ()     # SourceSpec (inbound webhooks), see automation.py
-    calendars: tuple[Any, ...] = ()   # CalendarDecl, see timekeeping.py
-    slas: tuple[Any, ...] = ()        # SlaSpec, see timekeeping.py
-    channels: tuple[Any, ...] = ()    # ChannelSpec, see timekeeping.py
-    templates: tuple[Any, ...] = ()   # MessageTemplateSpec (in channels documents), see timekeeping.py
-    cadences: tuple[Any, ...] = ()    # CadenceSpec, see timekeeping.py
-    jobs: tuple[Any, ...] = ()        # JobSpec, see timekeeping.py
+    roles: tuple[RoleSpec, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
+    routing: tuple[RoutingPolicySpec, ...] = ()
+    sources: tuple[SourceSpec, ...] = ()          # inbound webhooks
+    calendars: tuple[CalendarDecl, ...] = ()
+    slas: tuple[SlaSpec, ...] = ()
+    channels: tuple[ChannelSpec, ...] = ()
+    templates: tuple[MessageTemplateSpec, ...] = ()  # message templates, declared in channels documents
+    cadences: tuple[CadenceSpec, ...] = ()
+    jobs: tuple[JobSpec, ...] = ()
 
-    def role(self, name: str) -> Any:
-        for spec in self.roles:
-            if spec.name == name:
-                return spec
-        raise KeyError(f"no role '{name}' (known: {', '.join(r.name for r in self.roles)})")
-
-    def has_role(self, name: str) -> bool:
-        return any(spec.name == name for spec in self.roles)
-
+    # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
-        for spec in self.entities:
-            if spec.name == name:
-                return spec
-        raise KeyError(f"no entity '{name}' (known: {', '.join(self.entity_names())})")
+        return _named(self.entities, name, "entity")
 
     def has_entity(self, name: str) -> bool:
         return any(spec.name == name for spec in self.entities)
 
     def entity_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.entities)
+
+    # -- roles ---------------------------------------------------------------------------------
+    def role(self, name: str) -> RoleSpec:
+        return _named(self.roles, name, "role")
+
+    def has_role(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.roles)
+
+    # -- automation ------------------------------------------------------------------------------
+    def rules_for(self, entity: str) -> tuple[RuleSpec, ...]:
+        """The entity's rules in the order they run: priority (smaller first), then as written."""
+        rules = [rule for rule in self.rules if rule.entity == entity]
+        return tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))
+
+    def policy(self, name: str) -> RoutingPolicySpec:
+        return _named(self.routing, name, "routing policy")
+
+    def policies_for(self, entity: str) -> tuple[RoutingPolicySpec, ...]:
+        """The entity's routing policies in the order they are tried: priority, then as written."""
+        policies = [policy for policy in self.routing if policy.entity == entity]
+        return tuple(sorted(policies, key=lambda policy: (policy.priority, policy.position)))
+
+    def source(self, name: str) -> SourceSpec:
+        return _named(self.sources, name, "source")
+
+    def has_source(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.sources)
+
+    # -- time and notifications -----------------------------------------------------------------------
+    def calendar(self, name: str) -> CalendarDecl:
+        return _named(self.calendars, name, "calendar")
+
+    def sla(self, name: str) -> SlaSpec:
+        return _named(self.slas, name, "SLA")
+
+    def cadence(self, name: str) -> CadenceSpec:
+        return _named(self.cadences, name, "cadence")
+
+    def channel(self, name: str) -> ChannelSpec:
+        return _named(self.channels, name, "channel")
+
+    def has_channel(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.channels)
+
+    def template(self, name: str) -> MessageTemplateSpec:
+        return _named(self.templates, name, "message template")
+
+    def has_template(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.templates)
+
+    def job(self, name: str) -> JobSpec:
+        return _named(self.jobs, name, "job")

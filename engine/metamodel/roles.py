@@ -21,11 +21,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.errors import BlueprintError, Location, did_you_mean
-from engine.metamodel.model import NOWHERE, Label, Metamodel
+from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
+from engine.metamodel.labels import Label
 from engine.metamodel.source import SourceDocument
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
 
 ACTIONS = ("read", "create", "update", "delete", "assign", "export")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.metamodel.model import DedupAction, FieldType, OnDelete
+from engine.metamodel.entities import DedupAction, FieldType, OnDelete
+
 
 NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 48}
 LABEL: dict[str, Any] = {
@@ -152,3 +153,36 @@ APP_SCHEMA: dict[str, Any] = {
 }
 
 DOCUMENT_SCHEMAS: dict[str, dict[str, Any]] = {"app": APP_SCHEMA, "entity": ENTITY_SCHEMA}
+
+
+def either(kind: str, then: dict[str, Any], otherwise: dict[str, Any]) -> dict[str, Any]:
+    """`then` for a value of JSON type `kind`, else `otherwise` — unlike oneOf, errors stay precise."""
+    return {"if": {"type": kind}, "then": then, "else": otherwise}
+
+
+SCALAR = {"type": ["string", "number", "boolean"]}
+
+
+TEXT_OR_LIST = either("array", {"type": "array", "items": SCALAR, "minItems": 1}, SCALAR)
+
+
+USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9_.@-]+$", "maxLength": 64}
+
+
+ENV_NAME = {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"}
+
+
+HEADER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9-]+$"}
+
+
+COMMON = {"name": NAME, "label": LABEL, "description": {"type": "string"}, "entity": NAME}
+
+
+VALUES = {"type": "object", "minProperties": 1, "propertyNames": NAME}
+
+
+def named_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """Items as a list (each with `name`) or as a mapping name → item."""
+    listed = {**item, "required": [*item["required"], "name"]}
+    return either("array", {"type": "array", "items": listed, "minItems": 1},
+                   {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": item})

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.metamodel.model import Expression
-from engine.metamodel.timekeeping import CadenceSpec, ClockTrigger, DurationSpec, SlaSpec, StopCondition
-
+from engine.metamodel.cadences import CadenceSpec
+from engine.metamodel.clocks import ClockTrigger, StopCondition
+from engine.metamodel.durations import DurationSpec
+from engine.metamodel.expressions import Expression
+from engine.metamodel.sla import SlaSpec
 from engine.rules.sla import Pause
 
 Evaluate = Callable[[Expression, Mapping[str, Any]], Any]

@@ -16,10 +16,10 @@ the functions of the library can be called.
 from __future__ import annotations
 
 import ast
+import contextvars
 import datetime as dt
 import decimal
 import operator
-import contextvars
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +27,8 @@ from zoneinfo import ZoneInfo
 
 import simpleeval
 
-from engine.metamodel.model import Expression
+from engine.metamodel.expressions import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
-
 from engine.rules.clock import Clock
 
 MAX_POWER = 1000

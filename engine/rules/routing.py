@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.metamodel.automation import ANY_VALUE, PoolSpec, RoutingPolicySpec, Strategy
-
-from engine.rules.rules import ConditionResult, evaluate_condition, show_value
+from engine.metamodel.routing import PoolSpec, RoutingPolicySpec, Strategy
+from engine.metamodel.sources import ANY_VALUE
 from engine.rules.expressions import Evaluator
+from engine.rules.rules import ConditionResult, evaluate_condition, show_value
 
 
 class RepStatus(enum.Enum):

@@ -18,11 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from engine.metamodel.automation import (TEMPLATE_PLACEHOLDER, AddTagsAction, AssignAction, CreateRelatedAction,
-                                         NotifyAction, RemoveTagsAction, RuleSpec, SetAction, TemplateSpec,
-                                         TransitionAction, TriggerKind, TriggerSpec, ValueSpec, WebhookAction)
-from engine.metamodel.model import Expression
-
+from engine.metamodel.actions import (AddTagsAction, AssignAction, CreateRelatedAction, NotifyAction, RemoveTagsAction,
+                                      SetAction, TemplateSpec, TransitionAction, ValueSpec, WebhookAction)
+from engine.metamodel.expressions import TEMPLATE_PLACEHOLDER, Expression
+from engine.metamodel.rules import RuleSpec, TriggerKind, TriggerSpec
 from engine.rules.expressions import Evaluator, ExpressionError
 
 MAX_TEXT_LENGTH = 4000

@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.metamodel.automation import Strategy
-
+from engine.metamodel.routing import Strategy
+from engine.rules.routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
 from engine.rules.rules import (AddTags, Assign, CallWebhook, Change, ConditionResult, CreateRelated, Decision, Notify,
                                 Origin, Outcome, RemoveTags, SetField, Transition, TriggerEvent, TriggerMatch,
                                 show_value)
-from engine.rules.routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
 
 
 @dataclass(frozen=True, slots=True)

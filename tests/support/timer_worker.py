@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 import time
 
+from engine.engine import open_runtime
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.records.events import append_event
-from engine.engine import open_runtime
 from engine.runtime.background.worker import Worker
+from engine.runtime.records.events import append_event
 
 
 def main() -> None:

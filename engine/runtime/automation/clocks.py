@@ -18,12 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
-from engine.metamodel.timekeeping import CalendarDecl, DurationSpec, SlaSpec, parse_duration
+from engine.metamodel.calendars import CalendarDecl
+from engine.metamodel.durations import DurationSpec, parse_duration
+from engine.metamodel.sla import SlaSpec
 from engine.rules.cadences import ClockSnapshot
 from engine.rules.calendars import (BusinessCalendar, CalendarSpec, DayOverride, FallbackRule, HolidaySource,
                                     WorkPeriod, weekly_hours)
 from engine.rules.sla import Pause, SlaPolicy, sla_state
-
 from engine.runtime.records.fieldkinds import as_utc
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema

@@ -18,24 +18,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.metamodel.automation import (CreateRelatedAction, RoutingPolicySpec, SetAction, policies_for,
-                                         policy_named, rules_for)
+from engine.engine import Runtime
+from engine.metamodel.actions import CreateRelatedAction, SetAction
+from engine.metamodel.routing import RoutingPolicySpec
 from engine.rules.expressions import RELATED_COUNTS
+from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
+                                  route_record, select_policy)
 from engine.rules.rules import (Assign, CallWebhook, Change, CreateRelated, Decision, Notify, Origin, RuleApplication,
                                 Transition, TriggerEvent, evaluate_condition, evaluate_rules, find_rule_loop,
                                 planned_changes)
-from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
-                                  route_record, select_policy)
 from engine.rules.trace import RoutingStep, Trace, render_trace
-
+from engine.runtime.background.outbox import enqueue
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.records.events import append_event, value_json
-from engine.runtime.background.outbox import enqueue
-from engine.runtime.storage.prepared import Prepared
 from engine.runtime.records.service import WriteContext
-from engine.engine import Runtime
 from engine.runtime.records.values import expression_values
+from engine.runtime.storage.prepared import Prepared
 
 
 @dataclass
@@ -99,7 +98,7 @@ class RulesObserver:
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
         if context.change == "deleted":
             return {}
-        rules = rules_for(self.model, context.entity.name)
+        rules = self.model.rules_for(context.entity.name)
         flags = self._intake_flags(context)
         if not rules and not flags:
             return {}
@@ -148,12 +147,12 @@ class RulesObserver:
             return None
         selection = None
         if action.policy is None:
-            selection = select_policy(policies_for(self.model, context.entity.name), context.entity.name, values,
+            selection = select_policy(self.model.policies_for(context.entity.name), context.entity.name, values,
                                       self.evaluator)
             if selection.policy is None:
                 pending.routing.append(RoutingStep(rule, None, selection, note=selection.reason))
                 return None
-        policy = policy_named(self.model, action.policy or selection.policy)  # type: ignore[arg-type]
+        policy = self.model.policy(action.policy or selection.policy)  # type: ignore[arg-type]
         choice = choose_pool(policy, values)
         cursor = self._lock_cursor(context.connection, choice.cursor_key)
         reps, user_ids = self._reps(context.connection, policy)
@@ -336,7 +335,7 @@ def _plain(value: Any) -> Any:
 def _count_limit(policy: RoutingPolicySpec) -> int | None:
     """How far open records need counting: the highest cap, unless least-loaded routing must
     compare reps who have no cap (then every open record counts)."""
-    from engine.metamodel.automation import Strategy
+    from engine.metamodel.routing import Strategy
     caps = [cap for cap in (policy.cap, *dict(policy.caps).values()) if cap is not None]
     if not caps or (policy.cap is None and Strategy.LEAST_LOADED in (policy.strategy, policy.within)):
         return None
@@ -344,7 +343,7 @@ def _count_limit(policy: RoutingPolicySpec) -> int | None:
 
 
 def _needs_counts(policy: RoutingPolicySpec) -> bool:
-    from engine.metamodel.automation import Strategy
+    from engine.metamodel.routing import Strategy
     return policy.cap is not None or bool(policy.caps) or Strategy.LEAST_LOADED in (policy.strategy, policy.within)
 
 
@@ -391,7 +390,7 @@ def related_pairs(model: Any, entity: str) -> frozenset[tuple[str, str]]:
     """The (entity, link field) pairs the entity's rules ask count_related() about; each must be a
     link from that entity to this one (checked when the CRM starts)."""
     pairs: set[tuple[str, str]] = set()
-    for rule in rules_for(model, entity):
+    for rule in model.rules_for(entity):
         expressions = [rule.when] + [value.expression for action in rule.actions
                                      if isinstance(action, (SetAction, CreateRelatedAction))
                                      for _, value in action.values]

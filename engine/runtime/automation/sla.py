@@ -22,24 +22,25 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel.model import EntitySpec, Expression
-from engine.metamodel.timekeeping import (CadenceSpec, CreateStep, NotifyStep, ReassignStep, SetStep, SlaSpec,
-                                          TagStep, TimeAction)
+from engine.engine import Runtime
+from engine.metamodel.actions import CreateStep, NotifyStep, ReassignStep, SetStep, TagStep, TimeAction
+from engine.metamodel.cadences import CadenceSpec
+from engine.metamodel.entities import EntitySpec
+from engine.metamodel.expressions import Expression
+from engine.metamodel.sla import SlaSpec
 from engine.rules.cadences import (ClockDecision, ClockSnapshot, Move, decide_cadence, decide_sla, reply_stops,
                                    step_offset, view_stop_reason)
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.sla import Checkpoint, SlaStatus, checkpoint_key_prefix, checkpoint_keys, sla_checkpoints, sla_state
 from engine.rules.timers import DueTimer, TimerRequest
-
-from engine.runtime.records.actors import SYSTEM
 from engine.runtime.automation.clocks import (build_calendar, build_policy, cadence_prefix, load_clock, load_clocks,
                                               mark_breached, save_clock)
-from engine.runtime.storage.database import savepoint
-from engine.runtime.records.events import append_event
 from engine.runtime.background.delivery import enqueue_notification, people_context
-from engine.runtime.records.service import WriteContext
-from engine.engine import Runtime
 from engine.runtime.background.timers import BatchedHandler, SqlTimerStore
+from engine.runtime.records.actors import SYSTEM
+from engine.runtime.records.events import append_event
+from engine.runtime.records.service import WriteContext
+from engine.runtime.storage.database import savepoint
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_EVENTS = {"warning": "sla_warning", "breach": "sla_breached", "escalation": "sla_escalated"}

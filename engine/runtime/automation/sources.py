@@ -23,14 +23,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from engine.metamodel.automation import AuthKind, SourceSpec
-
+from engine.engine import Runtime
+from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.jsontext import JSONResponse
 from engine.runtime.storage.prepared import Prepared
-from engine.engine import Runtime
 from engine.runtime.storage.tables import Schema
 
 MAX_BODY = 1024 * 1024

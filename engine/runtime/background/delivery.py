@@ -21,12 +21,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel import Metamodel
-from engine.metamodel.timekeeping import ChannelSpec, MessageTemplateSpec, SecretValue
 from engine.channels import (DeliveryJob, DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message, MessageFormat,
                              RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook, TemplateRenderError,
                              WeComRobot, deliver_all, next_attempt_at, render_message, resolve_secret)
-
+from engine.metamodel import Metamodel
+from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec, SecretValue
 from engine.runtime.background.outbox import OutboxMessage, Outcome, enqueue
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema

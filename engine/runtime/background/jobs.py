@@ -15,11 +15,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from engine.metamodel.timekeeping import CountSpec, JobSpec
-
+from engine.engine import Runtime
+from engine.metamodel.jobs import CountSpec, JobSpec
 from engine.runtime.automation.clocks import build_calendar, naive, sla_condition
 from engine.runtime.background.delivery import channel_named, enqueue_notification
-from engine.engine import Runtime
 from engine.runtime.background.worker import ScheduledJob
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.runtime.storage.database import Database
 from engine.runtime.records.fieldkinds import as_utc
+from engine.runtime.storage.database import Database
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 

@@ -21,9 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.rules.timers import DueTimer, TimerRequest
-
-from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.records.fieldkinds import as_utc
+from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.storage.prepared import Prepared, deferring
 from engine.runtime.storage.tables import Schema
 

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
 from engine.engine import Runtime
+from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
 
 Deliver = Callable[[Sequence[OutboxMessage]], list[Outcome]]  # a claimed batch in, an outcome per message out

@@ -15,12 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel.automation import SetAction
+from engine.engine import Runtime
+from engine.metamodel.actions import SetAction
 from engine.metamodel.roles import Scope
 from engine.rules.routing import Rep, RepStatus, pool_members
-
 from engine.runtime.records.actors import Actor
-from engine.engine import Runtime
 
 RECENT = dt.timedelta(days=7)
 

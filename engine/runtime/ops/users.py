@@ -9,9 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.engine import Runtime
 from engine.runtime.records.actors import Actor
 from engine.runtime.web.auth import hash_password
-from engine.engine import Runtime
 
 
 @dataclass(frozen=True, slots=True)

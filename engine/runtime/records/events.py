@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec
-
 from engine.runtime.records.fieldkinds import as_utc, kind_of
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema

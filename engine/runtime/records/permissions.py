@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from engine.metamodel import Metamodel
 from engine.metamodel.roles import ADMIN_ROLE, FULL, EntityPermissions, Scope
-
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.storage.tables import Schema

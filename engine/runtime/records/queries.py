@@ -17,7 +17,6 @@ from sqlalchemy.dialects import postgresql
 
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
 from engine.metamodel.errors import did_you_mean
-
 from engine.runtime.records.errors import QueryInvalid
 from engine.runtime.records.fieldkinds import KINDS, FieldError, ListKind, PhoneKind, kind_of, normalize_phone
 

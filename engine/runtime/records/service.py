@@ -19,19 +19,18 @@ import sqlalchemy as sa
 
 from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDelete
 from engine.rules import Clock, Evaluator
-
 from engine.runtime.records.actors import Actor
-from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity,
                                            ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
 from engine.runtime.records.fieldkinds import FieldError, as_utc, kind_of
 from engine.runtime.records.permissions import Access, Forbidden
-from engine.runtime.storage.prepared import Prepared
 from engine.runtime.records.queries import ListQuery, Page, build_list_statements
-from engine.runtime.storage.tables import Schema
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, references)
+from engine.runtime.storage.database import Database, savepoint
+from engine.runtime.storage.prepared import Prepared
+from engine.runtime.storage.tables import Schema
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 

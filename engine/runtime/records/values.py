@@ -11,7 +11,6 @@ from typing import Any
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.rules import Evaluator, ExpressionError
-
 from engine.runtime.records.fieldkinds import FieldError, as_utc, kind_of
 
 # System fields a caller may set; the rest are maintained by the engine.

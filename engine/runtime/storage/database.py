@@ -40,8 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
-from engine.runtime.storage.prepared import Prepared, discard_deferred, flush_deferred
 from engine.runtime.storage import jsontext
+from engine.runtime.storage.prepared import Prepared, discard_deferred, flush_deferred
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000

@@ -14,7 +14,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
-
 from engine.runtime.records.fieldkinds import kind_of
 
 NAMING = {

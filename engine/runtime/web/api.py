@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.runtime.records.actors import Actor
-from engine.runtime.web.auth import UserLookups
-from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_csrf
-from engine.runtime.records.errors import RecordError
-from engine.runtime.storage.jsontext import JSONResponse
-from engine.runtime.web.openapi import build_openapi
-from engine.runtime.records.queries import parse_list_query
 from engine.engine import Runtime
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.errors import RecordError
+from engine.runtime.records.queries import parse_list_query
+from engine.runtime.storage.jsontext import JSONResponse
+from engine.runtime.web.auth import UserLookups
+from engine.runtime.web.openapi import build_openapi
+from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_csrf
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from engine.runtime.web.api import JsonApi
-from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, session_secret
-from engine.runtime.storage.jsontext import JSONResponse
 from engine.engine import Runtime
 from engine.runtime.automation.sources import webhook_routes
+from engine.runtime.storage.jsontext import JSONResponse
+from engine.runtime.web.api import JsonApi
+from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, session_secret
 from engine.runtime.web.screens import ScreenRoutes, SecurityHeadersMiddleware, not_found_page
 from engine.runtime.web.widgets import WidgetRegistry, load_widgets
 

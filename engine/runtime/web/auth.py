@@ -20,9 +20,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.engine import Runtime
 from engine.runtime.records.actors import Actor
 from engine.runtime.storage.prepared import Prepared
-from engine.engine import Runtime
 from engine.runtime.storage.tables import LOGINS, SETTINGS, TOKENS
 
 MAX_FAILURES = 5

@@ -9,15 +9,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from engine.runtime.background.outbox import count_messages, list_messages, retry_dead
+from engine.runtime.ops.users import list_users, parse_im_ids, update_user
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound
-from engine.runtime.background.outbox import count_messages, list_messages, retry_dead
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.ops.users import list_users, parse_im_ids, update_user
-from engine.runtime.web.widgets import local_time
-from engine.runtime.web.screens.contexts import Choice, MessageView, OutboxContext, UsersContext, UserView
+from engine.runtime.web.screens.contexts import Choice, MessageView, OutboxContext, UserView, UsersContext
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, is_admin
+from engine.runtime.web.widgets import local_time
 
 
 def require_admin(site: Site, actor: Actor) -> None:

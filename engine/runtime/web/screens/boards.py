@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from engine.metamodel import EntitySpec, FieldType
-
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, ValidationFailed
 from engine.runtime.records.queries import Filter, ListQuery

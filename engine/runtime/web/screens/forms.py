@@ -19,16 +19,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.roles import Scope
-
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import DuplicateRecord, ValidationFailed, VersionConflict
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.values import apply_defaults, coerce_input
-from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError
 from engine.runtime.web.screens.contexts import FormContext, FormField, FormSectionContext
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.record_page import sections_of
 from engine.runtime.web.screens.site import Site, owner_spec
+from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError
 
 Errors = dict[str, list[str]]
 UPLOAD_LIMIT = 20 * 1024 * 1024

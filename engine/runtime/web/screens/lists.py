@@ -22,15 +22,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, ListViewSpec
 from engine.metamodel.roles import Scope
-
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
 from engine.runtime.records.fieldkinds import kind_of
 from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_query
-from engine.runtime.web.widgets import local_time
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
+from engine.runtime.web.widgets import local_time
 
 Params = list[tuple[str, str]]
 _DATE_TYPES = (FieldType.DATE, FieldType.DATETIME)

@@ -10,19 +10,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.metamodel import EntitySpec, FieldType
-
-from engine.runtime.records.actors import Actor
 from engine.runtime.automation.clocks import cadence_summary, sla_summary
 from engine.runtime.ops.doctor import explain
+from engine.runtime.records.actors import Actor
 from engine.runtime.records.events import Event
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
-from engine.runtime.web.widgets import local_time
 from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySection, RecordContext, RelatedList,
                                                  TimelineEntry)
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
 from engine.runtime.web.screens.site import Site, system_label
+from engine.runtime.web.widgets import local_time
 
 RELATED_ROWS = 10
 RELATED_COLUMNS = 4

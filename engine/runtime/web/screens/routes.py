@@ -13,16 +13,16 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from engine.engine import Runtime
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
-from engine.engine import Runtime
-from engine.runtime.web.widgets import WidgetRegistry
 from engine.runtime.web.screens import accounts, admin, boards, forms, lists, record_page
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
 from engine.runtime.web.screens.site import TEMPLATES, Site
+from engine.runtime.web.widgets import WidgetRegistry
 
 STATIC = TEMPLATES.parent / "static"
 Endpoint = Callable[[Request], Awaitable[Response]]

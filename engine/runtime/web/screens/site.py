@@ -12,17 +12,16 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from engine.engine import Runtime
 from engine.metamodel import EntitySpec, FieldSpec, FieldType, Label
 from engine.metamodel.roles import Scope
-
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
-from engine.engine import Runtime
-from engine.runtime.web.widgets import FieldContext, InputError, WidgetRegistry
 from engine.runtime.web.screens.contexts import Chrome, MenuLink, MenuSection
 from engine.runtime.web.screens.i18n import LANGUAGES, translate
 from engine.runtime.web.screens.security import csrf_token
+from engine.runtime.web.widgets import FieldContext, InputError, WidgetRegistry
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LINK_OPTIONS_LIMIT = 200

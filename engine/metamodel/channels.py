@@ -1,0 +1,177 @@
+"""`channels:` documents: where notifications go (DingTalk, WeCom, Feishu, Slack, mail, webhook),
+their retry policy, and the named message templates (Jinja2, checked at load).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from engine.metamodel.checks import Built, Checker, build_items, default_label, language_texts
+from engine.metamodel.durations import DURATION_SCHEMA, parse_duration
+from engine.metamodel.errors import NOWHERE, Location
+from engine.metamodel.labels import Label
+from engine.metamodel.schema import LABEL, NAME
+from engine.metamodel.source import PathKey, SourceDocument
+
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
+
+
+CHANNEL_TYPES = ("dingtalk", "wecom", "feishu", "slack", "webhook", "mail")
+
+
+RECIPIENT = re.compile(r"^(owner|owner\.manager|manager|backup|all|(role|user|team):[A-Za-z0-9_.@-]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    """A channel option: a literal (not secret), or where to read it: env var or secrets-file key."""
+
+    literal: str | None = None
+    env: str | None = None
+    key: str | None = None
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"secrets-file key {self.key}" if self.key else "literal"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecl:
+    max_attempts: int = 8
+    first_delay: dt.timedelta = dt.timedelta(seconds=30)
+    max_delay: dt.timedelta = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    name: str
+    type: str
+    label: Label
+    url: SecretValue | None = None
+    secret: SecretValue | None = None
+    format: str = "text"
+    language: str = "zh"
+    rich: str = "interactive"
+    host: str = ""
+    port: int = 25
+    tls: str = "none"
+    sender: str = ""
+    username: str | None = None
+    password: SecretValue | None = None
+    retry: RetryDecl = RetryDecl()
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplateSpec:
+    """Jinja2 title and text per language ("*" = any), and optionally an HTML body for mail
+    (rendered with autoescaping); rendered in the sandbox when the message is queued."""
+
+    name: str
+    title: tuple[tuple[str, str], ...]
+    text: tuple[tuple[str, str], ...]
+    location: Location = NOWHERE
+    html: tuple[tuple[str, str], ...] = ()
+
+    def pick(self, part: str, language: str) -> str:
+        texts = dict({"title": self.title, "html": self.html}.get(part, self.text))
+        for key in (language, "*", "zh", "en"):
+            if key in texts:
+                return texts[key]
+        return next(iter(texts.values()), "")
+
+
+_TEXTS = {"oneOf": [{"type": "string"}, {"type": "object", "minProperties": 1,
+                                         "additionalProperties": {"type": "string"}}]}
+
+
+_SECRET = {"oneOf": [{"type": "string", "minLength": 1},
+                     {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                      "properties": {"env": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+                                     "key": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}}}]}
+
+
+CHANNELS_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["channels"], "additionalProperties": False, "properties": {
+        "channels": {"type": "object", "propertyNames": NAME, "additionalProperties": {
+            "type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+                "type": {"enum": list(CHANNEL_TYPES)}, "label": LABEL, "description": {"type": "string"},
+                "url": _SECRET, "secret": _SECRET, "format": {"enum": ["text", "markdown"]},
+                "language": {"type": "string"}, "rich": {"enum": ["interactive", "post"]},
+                "host": {"type": "string"}, "port": {"type": "integer"},
+                "tls": {"enum": ["implicit", "starttls", "none"]}, "sender": {"type": "string"},
+                "username": {"type": "string"}, "password": _SECRET}}},
+        "retry": {"type": "object", "additionalProperties": False, "properties": {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
+            "first_delay": DURATION_SCHEMA, "max_delay": DURATION_SCHEMA}},
+        "templates": {"type": "object", "propertyNames": NAME, "additionalProperties": {
+            "type": "object", "required": ["text"], "additionalProperties": False,
+            "properties": {"title": _TEXTS, "text": _TEXTS, "html": _TEXTS}}}}}
+
+
+def secret_value(raw: Any) -> SecretValue | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return SecretValue(literal=raw)
+    return SecretValue(env=raw.get("env"), key=raw.get("key"))
+
+
+def build_channels(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+    """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
+    channels, errors = build_items("channels", "channel", documents, model, functions, _build_channel)
+    templates, template_errors = build_items("templates", "template", documents, model, functions, _build_template)
+    return {"channels": tuple(channels), "templates": tuple(templates)}, errors + template_errors
+
+
+def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ChannelSpec:
+    _check_channel(checker, path, data)
+    retry = checker.doc.data.get("retry") or {}  # one retry policy per channels document
+    return ChannelSpec(
+        name, data["type"], default_label(data, name), secret_value(data.get("url")), secret_value(data.get("secret")),
+        data.get("format", "text"), data.get("language", checker.model.settings.default_language),
+        data.get("rich", "interactive"), data.get("host", ""),
+        int(data.get("port", 465 if data.get("tls") == "implicit" else 25)), data.get("tls", "none"),
+        data.get("sender", ""), data.get("username"), secret_value(data.get("password")),
+        RetryDecl(retry.get("max_attempts", 8), parse_duration(retry.get("first_delay", "30s")).fixed,
+                  parse_duration(retry.get("max_delay", "1h")).fixed),
+        checker.doc.where_key(path))
+
+
+def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
+    for part in ("title", "text", "html"):
+        for lang, text in language_texts(data.get(part)):
+            _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
+    return MessageTemplateSpec(name, language_texts(data.get("title")), language_texts(data["text"]), checker.doc.where_key(path),
+                               language_texts(data.get("html")))
+
+
+def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> None:
+    kind = data["type"]
+    if kind == "mail":
+        for option in ("host", "sender"):
+            if not data.get(option):
+                checker.error(path, f"mail channel needs '{option}'", "e.g. host: smtp.exmail.qq.com, sender: crm@…")
+        return
+    if "url" not in data:
+        checker.error(path, f"{kind} channel needs 'url'", "write url: {env: VARIABLE} holding the webhook address")
+    elif isinstance(data["url"], str) and kind != "webhook":
+        checker.error(path + ("url",), f"the {kind} webhook address carries its token, so it must not stand in the "
+                      "blueprint", "write url: {env: VARIABLE} or url: {key: secrets.file.key}")
+    if isinstance(data.get("secret"), str) or isinstance(data.get("password"), str):
+        checker.error(path, "secrets never stand in the blueprint", "write {env: VARIABLE} or {key: a.b}")
+
+
+def _check_jinja(checker: Checker, path: PathKey, text: str, name: str) -> None:
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        checker.error(path, f"template '{name}' line {exc.lineno}: {exc.message}",
+                      "templates are Jinja2: {{ record.name }}, {% if … %}…{% endif %}")

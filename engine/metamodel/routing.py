@@ -1,0 +1,310 @@
+"""`routing:` documents: who gets a record — policies with a strategy (territory, industry pool,
+round robin, least loaded, weighted), pools of reps, caps, a backup and a fallback queue.
+Overlapping policies and empty pools are reported at load.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.metamodel.checks import Checker, build_items
+from engine.metamodel.entities import EntitySpec
+from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
+from engine.metamodel.expressions import Expression
+from engine.metamodel.labels import Label
+from engine.metamodel.rules import DEFAULT_PRIORITY
+from engine.metamodel.schema import COMMON, EXPRESSION, NAME, USERNAME, either, named_schema
+from engine.metamodel.source import PathKey, SourceDocument
+from engine.metamodel.sources import ANY_VALUE
+
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
+
+
+# Choice values that mean "this record is finished" when a policy does not say `open_when`.
+CLOSED_LIKE = ("converted", "disqualified", "closed", "won", "lost", "closed_won", "closed_lost",
+               "resolved", "cancelled", "canceled", "done", "archived", "rejected", "invalid")
+
+
+class Strategy(enum.Enum):
+    TERRITORY = "territory"
+    INDUSTRY_POOL = "industry_pool"
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOADED = "least_loaded"
+    WEIGHTED = "weighted"
+
+    @property
+    def is_by_field(self) -> bool:
+        """Territory and industry pools pick a pool by a field's value, then a rep inside it."""
+        return self in (Strategy.TERRITORY, Strategy.INDUSTRY_POOL)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """Who may receive records: listed usernames and/or everyone of a team (optionally one role)."""
+
+    key: str
+    members: tuple[str, ...] = ()
+    weights: tuple[tuple[str, int], ...] = ()
+    team: str | None = None
+    role: str | None = None
+    location: Location = NOWHERE
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.members and self.team is None
+
+    def weight(self, username: str) -> int:
+        return dict(self.weights).get(username, 1)
+
+    def describe(self) -> str:
+        parts = []
+        if self.members:
+            parts.append("members " + ", ".join(self.members))
+        if self.team is not None:
+            parts.append(f"team {self.team}" + (f" ({self.role} only)" if self.role else ""))
+        return "; ".join(parts) or "no members"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicySpec:
+    name: str
+    entity: str
+    strategy: Strategy
+    pools: tuple[PoolSpec, ...]
+    within: Strategy
+    open_when: Expression
+    match: Expression | None = None
+    field: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    position: int = 0
+    cap: int | None = None
+    caps: tuple[tuple[str, int], ...] = ()
+    skip_on_leave: bool = True
+    backup: str | None = None
+    fallback_queue: str | None = None
+    alert: str | None = None
+    label: Label = Label(())
+    description: str = ""
+    location: Location = NOWHERE
+
+    def pool(self, key: str) -> PoolSpec | None:
+        return next((pool for pool in self.pools if pool.key == key), None)
+
+    def cap_for(self, username: str) -> int | None:
+        return dict(self.caps).get(username, self.cap)
+
+
+_MEMBER_LIST = {"type": "array", "items": USERNAME, "uniqueItems": True}
+
+
+_POOL = either("array", _MEMBER_LIST, {
+    "type": "object", "additionalProperties": False, "properties": {
+        "members": either("array", _MEMBER_LIST, {
+            "type": "object", "propertyNames": USERNAME, "additionalProperties": {"type": "integer", "minimum": 1}}),
+        "team": {"type": "string", "minLength": 1}, "role": NAME}})
+
+
+_POLICY = {"type": "object", "required": ["entity", "strategy"], "additionalProperties": False,
+           "properties": {
+               **COMMON, "strategy": {"enum": [strategy.value for strategy in Strategy]}, "match": EXPRESSION,
+               "priority": {"type": "integer"}, "field": NAME, "pool": _POOL,
+               "pools": {"type": "object", "minProperties": 1, "additionalProperties": _POOL},
+               "within": {"enum": ["round_robin", "least_loaded", "weighted"]},
+               "cap": {"type": "integer", "minimum": 1},
+               "caps": {"type": "object", "propertyNames": USERNAME,
+                        "additionalProperties": {"type": "integer", "minimum": 0}},
+               "open_when": EXPRESSION, "skip_on_leave": {"type": "boolean"}, "backup": USERNAME,
+               "fallback_queue": NAME, "alert": NAME}}
+
+
+ROUTING_SCHEMA: dict[str, Any] = {"type": "object", "required": ["routing"], "additionalProperties": False,
+                                  "properties": {"routing": named_schema(_POLICY)}}
+
+
+def build_routing(documents: list[SourceDocument], model: Metamodel,
+                  functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+    """RoutingPolicySpecs from every `routing:` document, then checks across policies."""
+    policies, errors = build_items("routing", "routing policy", documents, model, functions, _build_policy)
+    errors.extend(_check_policy_overlaps(policies))
+    return {"routing": tuple(policies)}, errors
+
+
+def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
+                  position: int) -> RoutingPolicySpec | None:
+    entity = checker.entity(path + ("entity",), data["entity"], f"routing policy '{name}'")
+    if entity is None:
+        return None
+    strategy = Strategy(data["strategy"])
+    within = Strategy(data.get("within", "round_robin")) if strategy.is_by_field else strategy
+    if "within" in data and not strategy.is_by_field:
+        checker.error(path + ("within",), f"'within' does not apply to a {strategy.value} policy",
+                      "it says how to choose inside the pool of a territory or industry_pool policy", key=True)
+    pools = _build_pools(checker, name, data, path, entity, strategy)
+    if within is Strategy.WEIGHTED:
+        for pool in pools:
+            if pool.members and not pool.weights:
+                checker.error(path, f"policy '{name}' is weighted but pool '{pool.key}' gives no weights",
+                              "write members as a mapping username → weight, e.g. members: {wang: 3, li: 1}")
+    match = checker.expression(path + ("match",), data["match"], entity) if "match" in data else None
+    open_when = _open_when(checker, data, path, entity, strategy, name)
+    if "backup" not in data and "fallback_queue" not in data:
+        checker.error(path, f"policy '{name}' has neither a backup rep nor a fallback queue",
+                      "when nobody in the pool can take a record it would stay unassigned; add "
+                      "'fallback_queue: <name>' and 'alert: <channel>'", key=True, severity="warning")
+    return RoutingPolicySpec(
+        name=name, entity=entity.name, strategy=strategy, pools=pools, within=within, open_when=open_when,
+        match=match, field=data.get("field"), priority=int(data.get("priority", DEFAULT_PRIORITY)),
+        position=position, cap=data.get("cap"), caps=tuple((data.get("caps") or {}).items()),
+        skip_on_leave=bool(data.get("skip_on_leave", True)), backup=data.get("backup"),
+        fallback_queue=data.get("fallback_queue"), alert=data.get("alert"),
+        label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
+        description=str(data.get("description", "")), location=checker.doc.where_key(path))
+
+
+def _build_pools(checker: Checker, name: str, data: dict[str, Any], path: PathKey, entity: EntitySpec,
+                 strategy: Strategy) -> tuple[PoolSpec, ...]:
+    if strategy.is_by_field:
+        for option in ("field", "pools"):
+            if option not in data:
+                checker.error(path, f"a {strategy.value} policy needs '{option}'",
+                              "e.g. field: region and pools: {east: {team: east}, '*': [wang]}", key=True)
+        if "pool" in data:
+            checker.error(path + ("pool",), f"a {strategy.value} policy has 'pools' (one per value), not 'pool'",
+                          "move the members under pools: {<value>: ..., '*': ...}", key=True)
+        spec = checker.field(path + ("field",), entity, data["field"], "routing field") if "field" in data else None
+        pools = []
+        for key, raw in (data.get("pools") or {}).items():
+            if key != ANY_VALUE:
+                checker.option(path + ("pools", key), spec, key, "pool for value")
+            pools.append(_pool(checker, name, str(key), raw, path + ("pools", key), data))
+        return tuple(pools)
+    if "pools" in data or "field" in data:
+        option = "pools" if "pools" in data else "field"
+        checker.error(path + (option,), f"'{option}' applies to territory and industry_pool policies",
+                      "a round_robin, least_loaded or weighted policy has one 'pool'", key=True)
+    if "pool" not in data:
+        checker.error(path, f"policy '{name}' needs a 'pool'", "e.g. pool: {team: east} or pool: [wang, li]",
+                      key=True)
+        return ()
+    return (_pool(checker, name, ANY_VALUE, data["pool"], path + ("pool",), data),)
+
+
+def _pool(checker: Checker, policy: str, key: str, raw: Any, path: PathKey, data: dict[str, Any]) -> PoolSpec:
+    raw = {"members": raw} if isinstance(raw, list) else raw
+    members = raw.get("members") or []
+    weights = tuple(members.items()) if isinstance(members, dict) else ()
+    pool = PoolSpec(key, tuple(members), weights, raw.get("team"), raw.get("role"), checker.doc.where(path))
+    roles = [role.name for role in checker.model.roles]
+    if pool.role is not None and len(roles) > 1 and pool.role not in roles:
+        checker.error(path + ("role",), f"pool '{key}' of policy '{policy}' names unknown role '{pool.role}'",
+                      did_you_mean(pool.role, roles))
+    if pool.is_empty:
+        label = f"pool '{key}' of policy '{policy}'" if key != ANY_VALUE else f"the pool of policy '{policy}'"
+        has_fallback = "backup" in data or "fallback_queue" in data
+        checker.error(path, f"{label} has no members",
+                      "records routed here go to the backup rep or the fallback queue" if has_fallback else
+                      "records routed here would stay unassigned: add members, a team, or a fallback_queue",
+                      severity="warning" if has_fallback else "error")
+    return pool
+
+
+def _open_when(checker: Checker, data: dict[str, Any], path: PathKey, entity: EntitySpec,
+               strategy: Strategy, name: str) -> Expression:
+    """The declared `open_when`, or an explicit default built from the status/stage options."""
+    if "open_when" in data:
+        expression = checker.expression(path + ("open_when",), data["open_when"], entity)
+        if expression is not None:
+            return expression
+    status = next((entity.field(n) for n in ("status", "stage") if entity.has_field(n)), None)
+    closed = [value for value in (status.choice_values() if status else ()) if value in CLOSED_LIKE]
+    source = f"{status.name} not in {closed!r}" if status is not None and closed else "True"
+    uses_load = strategy is Strategy.LEAST_LOADED or data.get("within") == "least_loaded" or "cap" in data
+    if source == "True" and uses_load and "open_when" not in data:
+        checker.error(path, f"policy '{name}' counts open records but cannot tell which records are open",
+                      "add open_when: \"<expression>\", e.g. open_when: \"status in ['new', 'contacted']\"",
+                      key=True, severity="warning")
+    return Expression(source, checker.doc.where_key(path), frozenset({status.name} if status and closed else ()),
+                      frozenset())
+
+
+def _check_policy_overlaps(policies: list[RoutingPolicySpec]) -> list[BlueprintError]:
+    """Two policies of one entity with the same priority whose `match` can both hold are ambiguous;
+    a policy after a catch-all (no `match`) of smaller priority is never used."""
+    errors = []
+    for index, first in enumerate(policies):
+        for second in policies[index + 1:]:
+            if first.entity != second.entity:
+                continue
+            if first.priority == second.priority and not _are_exclusive(first.match, second.match):
+                errors.append(BlueprintError(
+                    second.location, ("routing", second.name),
+                    f"routing policies '{first.name}' and '{second.name}' for {first.entity} have the same "
+                    f"priority {first.priority} and both can match the same record",
+                    f"give one a smaller priority (it is tried first) or make their match conditions exclusive, "
+                    f"e.g. source == 'douyin' vs source != 'douyin' (the other is at {first.location})"))
+            for earlier, later in ((first, second), (second, first)):
+                if earlier.match is None and earlier.priority < later.priority:
+                    errors.append(BlueprintError(
+                        later.location, ("routing", later.name),
+                        f"routing policy '{later.name}' is never used: '{earlier.name}' (priority "
+                        f"{earlier.priority}) has no match condition and takes every {earlier.entity} first",
+                        f"give '{later.name}' a smaller priority than {earlier.priority}", severity="warning"))
+    return errors
+
+
+def _are_exclusive(first: Expression | None, second: Expression | None) -> bool:
+    """True only when the two conditions provably never hold together (conservative)."""
+    if first is None or second is None:
+        return False
+    a, b = _constraints(first), _constraints(second)
+    for name in set(a) & set(b):
+        (values_a, negated_a), (values_b, negated_b) = a[name], b[name]
+        if not negated_a and not negated_b and not values_a & values_b:
+            return True
+        if negated_a != negated_b and (values_b <= values_a if negated_a else values_a <= values_b):
+            return True
+    return False
+
+
+def _constraints(expression: Expression) -> dict[str, tuple[frozenset[Any], bool]]:
+    """name → (values, negated) for the `name == v`, `name in [..]`, `any_of(name, ..)`,
+    `!=` and `not in` parts of a top-level `and`; anything else says nothing."""
+    body = ast.parse(expression.source, mode="eval").body
+    parts = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+    found: dict[str, tuple[frozenset[Any], bool]] = {}
+    for part in parts:
+        constraint = _constraint(part)
+        if constraint is not None and constraint[0] not in found:
+            found[constraint[0]] = constraint[1:]
+    return found
+
+
+def _constraint(node: ast.expr) -> tuple[str, frozenset[Any], bool] | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "any_of" and node.args:
+        name, rest = node.args[0], node.args[1:]
+        values = _literals(*rest[0].elts) if len(rest) == 1 and isinstance(rest[0], ast.List) else _literals(*rest)
+        return (name.id, values, False) if isinstance(name, ast.Name) and values is not None else None
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return None
+    left, right, op = node.left, node.comparators[0], node.ops[0]
+    if isinstance(right, ast.Name) and isinstance(op, (ast.Eq, ast.NotEq)):
+        left, right = right, left
+    if not isinstance(left, ast.Name):
+        return None
+    values = _literals(*(right.elts if isinstance(right, (ast.List, ast.Tuple)) else [right])) \
+        if isinstance(op, (ast.In, ast.NotIn)) else _literals(right)
+    if values is None or not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
+        return None
+    return left.id, values, isinstance(op, (ast.NotEq, ast.NotIn))
+
+
+def _literals(*nodes: ast.expr) -> frozenset[Any] | None:
+    if not nodes or not all(isinstance(node, ast.Constant) for node in nodes):
+        return None
+    return frozenset(node.value for node in nodes if isinstance(node, ast.Constant))

@@ -1,0 +1,248 @@
+"""`sources:` documents: how an inbound webhook becomes a record — authentication, event id,
+field mapping with value maps, defaults, and test/spam filters.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.metamodel.checks import Checker, build_items
+from engine.metamodel.errors import NOWHERE, BlueprintError, Location
+from engine.metamodel.expressions import Expression
+from engine.metamodel.labels import Label
+from engine.metamodel.schema import COMMON, ENV_NAME, EXPRESSION, HEADER_NAME, NAME, either, named_schema
+from engine.metamodel.source import PathKey, SourceDocument
+
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
+
+
+ANY_VALUE = "*"
+
+
+class AuthKind(enum.Enum):
+    NONE = "none"
+    TOKEN = "token"
+    HMAC = "hmac"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSpec:
+    """How a delivery proves where it comes from. Secrets live in environment variables.
+
+    token: the secret must equal the `header` value (an optional 'Bearer ' is accepted) or
+    the `query` parameter. hmac: `header` holds HMAC-`algorithm` of the body (or of
+    `timestamp + "." + body` when `timestamp_header` is set), `encoding` hex or base64,
+    optionally after `prefix` (e.g. 'sha256='); the timestamp (unix seconds) may differ
+    from now by at most `max_skew_seconds`.
+    """
+
+    kind: AuthKind
+    secret_env: str | None = None
+    header: str | None = None
+    query: str | None = None
+    algorithm: str = "sha256"
+    encoding: str = "hex"
+    prefix: str = ""
+    timestamp_header: str | None = None
+    max_skew_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadPath:
+    """A path into a JSON payload: '$' (all of it), 'a.b', '$.a.b', 'items[0].value' or 'items.0'."""
+
+    text: str
+    parts: tuple[str | int, ...]
+
+    def read(self, payload: Any) -> Any:
+        """The value at this path, or None when any step is missing."""
+        value = payload
+        for part in self.parts:
+            if isinstance(part, int) and isinstance(value, list) and -len(value) <= part < len(value):
+                value = value[part]
+            elif isinstance(value, dict) and str(part) in value:
+                value = value[str(part)]
+            else:
+                return None
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping:
+    """One target field from the payload: `map` translates values ('*' catches the rest);
+    `default` is used when the payload has no value."""
+
+    field: str
+    path: PayloadPath
+    value_map: tuple[tuple[str, Any], ...] = ()
+    default: Any = None
+    location: Location = NOWHERE
+
+    def value_from(self, payload: Any) -> Any:
+        value = self.path.read(payload)
+        if value is None or value == "":
+            return self.default
+        if self.value_map and not isinstance(value, (dict, list)):
+            table = dict(self.value_map)
+            value = table.get(str(value), table.get(ANY_VALUE, value))
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    name: str
+    entity: str
+    auth: AuthSpec
+    mapping: tuple[FieldMapping, ...]
+    event_id: PayloadPath | None = None
+    defaults: tuple[tuple[str, Any], ...] = ()
+    test_filter: Expression | None = None
+    spam_filter: Expression | None = None
+    is_enabled: bool = True
+    label: Label = Label(())
+    description: str = ""
+    location: Location = NOWHERE
+
+    def map_payload(self, payload: Any) -> dict[str, Any]:
+        """Field values for a new record: defaults, overlaid by every mapped value present."""
+        values = dict(self.defaults)
+        for mapping in self.mapping:
+            value = mapping.value_from(payload)
+            if value is not None:
+                values[mapping.field] = value
+        return values
+
+
+_PATH = {"type": "string", "minLength": 1}
+
+
+_MAPPING_ITEM = either("string", _PATH, {"type": "object", "required": ["path"], "additionalProperties": False,
+                                          "properties": {"path": _PATH, "map": {"type": "object"}, "default": {}}})
+
+
+_SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additionalProperties": False,
+           "properties": {
+               **COMMON, "enabled": {"type": "boolean"},
+               "auth": {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+                   "type": {"enum": [kind.value for kind in AuthKind]}, "secret_env": ENV_NAME, "header": HEADER_NAME,
+                   "query": NAME, "algorithm": {"enum": ["sha256", "sha1", "sha512"]},
+                   "encoding": {"enum": ["hex", "base64"]}, "prefix": {"type": "string"},
+                   "timestamp_header": HEADER_NAME, "max_skew_seconds": {"type": "integer", "minimum": 1}}},
+               "event_id": _PATH,
+               "mapping": {"type": "object", "minProperties": 1, "additionalProperties": _MAPPING_ITEM},
+               "defaults": {"type": "object"},
+               "test_filter": EXPRESSION, "spam_filter": EXPRESSION}}
+
+
+SOURCES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["sources"], "additionalProperties": False,
+                                  "properties": {"sources": named_schema(_SOURCE)}}
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_payload_path(text: str) -> PayloadPath:
+    """'$.a.b', 'a.b', 'items[0].id' or 'items.0.id' → PayloadPath; ValueError when malformed."""
+    rest = text.strip()
+    rest = rest[1:] if rest.startswith("$") else rest
+    rest = rest[1:] if rest.startswith(".") else rest
+    parts: list[str | int] = []
+    position = 0
+    while position < len(rest):
+        match = _PATH_PART.match(rest, position)
+        if match is None:
+            raise ValueError(f"cannot read '{text}' as a path")
+        name, index = match.groups()
+        parts.append(int(index) if index is not None else int(name) if name.isdigit() else name)
+        position = match.end()
+        if position < len(rest) and rest[position] == ".":
+            position += 1
+            if position == len(rest):
+                raise ValueError(f"'{text}' ends with a dot")
+    return PayloadPath(text, tuple(parts))
+
+
+def build_sources(documents: list[SourceDocument], model: Metamodel,
+                  functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+    """SourceSpecs (inbound webhooks) from every `sources:` document."""
+    sources, errors = build_items("sources", "source", documents, model, functions,
+                                   lambda checker, name, data, path, _: _build_source(checker, name, data, path))
+    return {"sources": tuple(sources)}, errors
+
+
+def _path(checker: Checker, path: PathKey, text: str) -> PayloadPath | None:
+    try:
+        return parse_payload_path(text)
+    except ValueError as exc:
+        checker.error(path, str(exc), "write a path like $.event.id, contact.mobile or items[0].value")
+        return None
+
+
+def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathKey) -> SourceSpec | None:
+    entity = checker.entity(path + ("entity",), data["entity"], f"source '{name}'")
+    if entity is None:
+        return None
+    auth = _build_auth(checker, name, data["auth"], path + ("auth",))
+    mapping = []
+    for field, raw in data["mapping"].items():
+        item_path = path + ("mapping", field)
+        raw = {"path": raw} if isinstance(raw, str) else raw
+        spec = checker.field(item_path, entity, field, "mapped field") if field != "created_at" else None
+        payload_path = _path(checker, item_path + ("path",) if "path" in raw else item_path, raw["path"])
+        for original, value in (raw.get("map") or {}).items():
+            if spec is not None:
+                checker.check_literal(item_path + ("map", original), spec, value)
+        if raw.get("default") is not None and spec is not None:
+            checker.check_literal(item_path + ("default",), spec, raw["default"])
+        if payload_path is not None:
+            mapping.append(FieldMapping(field, payload_path, tuple((str(k), v) for k, v in (raw.get("map") or {}).items()),
+                                        raw.get("default"), checker.doc.where_key(item_path)))
+    for field, value in (data.get("defaults") or {}).items():
+        spec = checker.field(path + ("defaults", field), entity, field, "default field")
+        if spec is not None:
+            checker.check_literal(path + ("defaults", field), spec, value)
+    event_id = _path(checker, path + ("event_id",), data["event_id"]) if "event_id" in data else None
+    if "event_id" not in data:
+        checker.error(path, f"source '{name}' has no event_id",
+                      "without it a re-delivered event is recognised only by the entity's dedup keys; "
+                      "add event_id: <path to the sender's event or submission id>", key=True, severity="warning")
+    filters = {option: checker.expression(path + (option,), data[option], entity)
+               for option in ("test_filter", "spam_filter") if option in data}
+    return SourceSpec(
+        name=name, entity=entity.name, auth=auth, mapping=tuple(mapping), event_id=event_id,
+        defaults=tuple((data.get("defaults") or {}).items()), test_filter=filters.get("test_filter"),
+        spam_filter=filters.get("spam_filter"), is_enabled=bool(data.get("enabled", True)),
+        label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
+        description=str(data.get("description", "")), location=checker.doc.where_key(path))
+
+
+def _build_auth(checker: Checker, name: str, data: dict[str, Any], path: PathKey) -> AuthSpec:
+    kind = AuthKind(data["type"])
+    if kind is AuthKind.NONE:
+        checker.error(path, f"source '{name}' accepts deliveries from anyone who knows its URL",
+                      "use type: token or type: hmac with a secret_env", severity="warning")
+        return AuthSpec(kind)
+    if "secret_env" not in data:
+        checker.error(path, f"{kind.value} authentication needs 'secret_env'",
+                      "name the environment variable holding the secret, e.g. secret_env: CRM_DOUYIN_SECRET")
+    if kind is AuthKind.TOKEN and "header" not in data and "query" not in data:
+        checker.error(path, "token authentication needs 'header' or 'query'",
+                      "say where the token comes: header: X-Token, or query: token for ?token=…")
+    if kind is AuthKind.HMAC:
+        if "header" not in data:
+            checker.error(path, "hmac authentication needs 'header' (where the signature comes)",
+                          "e.g. header: X-Signature")
+        if "query" in data:
+            checker.error(path + ("query",), "'query' applies to token authentication", "remove it", key=True)
+    elif any(option in data for option in ("timestamp_header", "algorithm", "encoding", "prefix")):
+        checker.error(path, "timestamp_header, algorithm, encoding and prefix apply to hmac authentication",
+                      "use type: hmac, or remove them", key=True)
+    return AuthSpec(kind, data.get("secret_env"), data.get("header"), data.get("query"),
+                    data.get("algorithm", "sha256"), data.get("encoding", "hex"), data.get("prefix", ""),
+                    data.get("timestamp_header"), int(data.get("max_skew_seconds", 300)))
