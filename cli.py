@@ -7,19 +7,14 @@ from pathlib import Path
 
 import click
 
-from engine.engine import Runtime, open_runtime
+from engine.engine import Engine, open_engine
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.automation.sla import start_background_worker
-from engine.runtime.automation.sources import list_deliveries, replay_delivery
-from engine.runtime.ops.doctor import diagnose, explain as explain_record
-from engine.runtime.ops.users import NewUser, add_user, list_users, parse_im_ids, update_user
+from engine.runtime.ops.users import NewUser, parse_im_ids
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
-from engine.runtime.web.app import create_app
-from engine.runtime.web.auth import create_token, set_password
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -81,13 +76,13 @@ def validate(path: str) -> None:
         click.echo(f"  {len(model.warnings)} warning(s) above; they do not stop the CRM but deserve a look.")
 
 
-def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Runtime:
+def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Engine:
     """Load the blueprint and connect; safe schema changes apply, refused ones are reported."""
     model = load_or_exit(blueprint)
-    runtime = open_runtime(model, db_url, migrate=migrate)
-    if runtime.migration and runtime.migration.refused:
-        click.echo(runtime.migration.describe(), err=True)
-    return runtime
+    engine = open_engine(model, db_url, migrate=migrate)
+    if engine.migration and engine.migration.refused:
+        click.echo(engine.migration.describe(), err=True)
+    return engine
 
 
 @main.command()
@@ -115,17 +110,17 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
         db.dispose()
 
 
-def _serve(runtime: Runtime, host: str, port: int, with_worker: bool | None = None) -> None:
+def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None) -> None:
     """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too."""
     import uvicorn
-    run_worker = runtime.db.is_sqlite if with_worker is None else with_worker
+    run_worker = engine.db.is_sqlite if with_worker is None else with_worker
     click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
                f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
     if run_worker:
         click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
-    stop = start_background_worker(runtime) if run_worker else None
+    stop = engine.start_background_worker() if run_worker else None
     try:
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+        uvicorn.run(engine.web_app(), host=host, port=port, log_level="info")
     finally:
         if stop is not None:
             stop()
@@ -157,9 +152,9 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
     if fresh and db_url.startswith("sqlite:///"):
         for suffix in ("", "-wal", "-shm"):
             Path(db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
-    runtime = _open(db_url, blueprint)
+    engine = _open(db_url, blueprint)
     try:
-        summary = seed_demo(runtime, leads=leads)
+        summary = seed_demo(engine, leads=leads)
     except ValueError:
         click.echo("Demo data is already there; serving it (use --fresh to start over).")
     else:
@@ -169,7 +164,7 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
         for user in summary.users:
             click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
-        _serve(runtime, host, port)
+        _serve(engine, host, port)
 
 
 @main.command()
@@ -180,8 +175,8 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
 def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
     """Why ENTITY RECORD_ID is as it is: every rule evaluated, the values each condition saw,
     the actions taken or why none, and each routing decision with who was skipped."""
-    runtime = _open(db_url, blueprint)
-    click.echo(explain_record(runtime, entity, record_id))
+    engine = _open(db_url, blueprint)
+    click.echo(engine.doctor.explain(entity, record_id))
 
 
 @main.command()
@@ -189,8 +184,8 @@ def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
 @_blueprint_option
 def doctor(db_url: str, blueprint: str) -> None:
     """Check the installation for the usual causes of records stuck unassigned; exit 1 on errors."""
-    runtime = _open(db_url, blueprint)
-    findings = diagnose(runtime)
+    engine = _open(db_url, blueprint)
+    findings = engine.doctor.diagnose()
     for finding in findings:
         click.echo(str(finding))
     errors = sum(1 for finding in findings if finding.severity == "error")
@@ -212,7 +207,7 @@ def hooks() -> None:
 @click.option("--limit", default=50, show_default=True)
 def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | None, limit: int) -> None:
     """The latest deliveries, newest first, with their outcome."""
-    for row in list_deliveries(_open(db_url, blueprint), source=source, status=status, limit=limit):
+    for row in _open(db_url, blueprint).intake.deliveries(source=source, status=status, limit=limit):
         target = f"{row.entity} {row.record_id}" if row.record_id else "-"
         click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<16} {row.status:<10} "
                    f"{target:<14} {row.error or ''}")
@@ -225,7 +220,7 @@ def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | No
 def hooks_replay(db_url: str, blueprint: str, delivery_id: int) -> None:
     """Process a logged delivery again (after fixing the mapping or the blueprint)."""
     try:
-        result = replay_delivery(_open(db_url, blueprint), delivery_id)
+        result = _open(db_url, blueprint).intake.replay(delivery_id)
     except LookupError as exc:
         _fail(str(exc))
     click.echo(f"{result.outcome}: {result.message}")
@@ -238,7 +233,7 @@ def user() -> None:
     """Manage users: add, list, set-role, im, disable, enable, leave, token, password."""
 
 
-def _user_runtime(db_url: str, blueprint: str) -> Runtime:
+def _user_runtime(db_url: str, blueprint: str) -> Engine:
     return _open(db_url, blueprint)
 
 
@@ -263,9 +258,9 @@ def _fail(message: str) -> None:
 def user_add(db_url: str, blueprint: str, username: str, role: str, display_name: str | None, team: str | None,
              manager: str | None, email: str | None, phone: str | None, im: tuple[str, ...], password: str) -> None:
     """Add a user who signs in with USERNAME."""
-    runtime = _user_runtime(db_url, blueprint)
+    engine = _user_runtime(db_url, blueprint)
     try:
-        actor = add_user(runtime, NewUser(username, display_name or username, role, team, manager, email, phone,
+        actor = engine.users.add(NewUser(username, display_name or username, role, team, manager, email, phone,
                                           password=password, im_ids=parse_im_ids(im)))
     except ValueError as exc:
         _fail(str(exc))
@@ -277,7 +272,7 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
 @_blueprint_option
 def user_list(db_url: str, blueprint: str) -> None:
     """List users with role, team and state."""
-    for row in list_users(_user_runtime(db_url, blueprint)):
+    for row in _user_runtime(db_url, blueprint).users.all():
         state = "active" if row.is_active else "disabled"
         if row.on_leave:
             state += ", on leave"
@@ -302,14 +297,14 @@ def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None
 @click.argument("ids", nargs=-1, required=True, metavar="TYPE=ID...")
 def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) -> None:
     """Set USERNAME's chat ids for @mentions, e.g. feishu=ou_… slack=U… (TYPE= clears one)."""
-    runtime = _user_runtime(db_url, blueprint)
+    engine = _user_runtime(db_url, blueprint)
     try:
         changes = parse_im_ids(ids)
-        current = next((dict(row.im_ids or {}) for row in list_users(runtime) if row.username == username), None)
+        current = next((dict(row.im_ids or {}) for row in engine.users.all() if row.username == username), None)
         if current is None:
             raise ValueError(f"there is no user '{username}'")
         merged = {kind: value for kind, value in {**current, **changes}.items() if value}
-        update_user(runtime, username, im_ids=merged or None)
+        engine.users.update(username, im_ids=merged or None)
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"{username}: " + (", ".join(f"{kind}={value}" for kind, value in sorted(merged.items())) or
@@ -318,7 +313,7 @@ def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) ->
 
 def _change_user(db_url: str, blueprint: str, username: str, done: str, **values: object) -> None:
     try:
-        update_user(_user_runtime(db_url, blueprint), username, **values)
+        _user_runtime(db_url, blueprint).users.update(username, **values)
     except ValueError as exc:
         _fail(str(exc))
     click.echo(done)
@@ -360,7 +355,7 @@ def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
 def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
     """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
     try:
-        click.echo(create_token(_user_runtime(db_url, blueprint), username, name))
+        click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name))
     except ValueError as exc:
         _fail(str(exc))
 
@@ -373,13 +368,13 @@ def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
 def user_password(db_url: str, blueprint: str, username: str, password: str) -> None:
     """Set USERNAME's password."""
     try:
-        set_password(_user_runtime(db_url, blueprint), username, password)
+        _user_runtime(db_url, blueprint).users.set_password(username, password)
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"password of {username} changed")
 
 
-# --- timekeeping: the worker, the outbox, scheduled-job runs (engine/runtime/timekeeping.py) ---
+# --- the worker, the outbox, scheduled-job runs (engine/engine/background/) ---
 
 @main.command()
 @_db_option
@@ -392,12 +387,11 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
 def worker(db_url: str, blueprint: str, interval: float, once: bool, role: str) -> None:
     """Fire due SLA and cadence timers, deliver the outbox, run scheduled jobs (Ctrl+C stops it)."""
     from engine.runtime.background.delivery import channel_warnings
-    from engine.runtime.automation.sla import build_worker
 
-    runtime = _open(db_url, blueprint)
-    for warning in channel_warnings(runtime.model):
+    engine = _open(db_url, blueprint)
+    for warning in channel_warnings(engine.model):
         click.echo(f"warning: {warning} — its messages will be retried, then dead-lettered", err=True)
-    running = build_worker(runtime, role=role)
+    running = engine.worker(role=role)
     if once:
         report = running.tick()
         click.echo(f"fired {report.fired} timer(s) ({report.failed} failed); delivered {report.delivered}, "
@@ -421,8 +415,8 @@ def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> 
     """The latest messages, newest first, with attempts and the last error."""
     from engine.runtime.background.outbox import list_messages
 
-    runtime = _open(db_url, blueprint)
-    rows = list_messages(runtime.db, runtime.schema, status=status, limit=limit)
+    engine = _open(db_url, blueprint)
+    rows = list_messages(engine.db, engine.schema, status=status, limit=limit)
     for row in rows:
         target = f"{row['entity']} {row['record_id']}" if row["record_id"] else "-"
         click.echo(f"{row['id']:>6}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['channel']:<20} "
@@ -442,8 +436,8 @@ def outbox_retry(db_url: str, blueprint: str, message_id: int | None, retry_all:
 
     if (message_id is None) == (not retry_all):
         _fail("give a message id or --all")
-    runtime = _open(db_url, blueprint)
-    count = retry_dead(runtime.db, runtime.schema, runtime.clock.now(), None if retry_all else message_id)
+    engine = _open(db_url, blueprint)
+    count = retry_dead(engine.db, engine.schema, engine.clock.now(), None if retry_all else message_id)
     if message_id is not None and count == 0:
         _fail(f"message {message_id} is not dead (see: crm outbox list --status dead)")
     click.echo(f"{count} message(s) queued again")
@@ -457,12 +451,12 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
     """The blueprint's scheduled jobs and their latest runs (from crm_job_runs)."""
     import sqlalchemy as sa
 
-    runtime = _open(db_url, blueprint)
-    for job in runtime.model.jobs:
+    engine = _open(db_url, blueprint)
+    for job in engine.model.jobs:
         click.echo(f"{job.name:<28} cron '{job.cron}' ({job.timezone}) → {job.channel}"
                    + (f", working days of {job.calendar}" if job.calendar else ""))
-    runs = runtime.schema.job_runs
-    with runtime.db.read() as connection:
+    runs = engine.schema.job_runs
+    with engine.db.read() as connection:
         rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
     for row in rows:
         first_line = (row.output or "").splitlines()[0] if row.output else ""

@@ -114,12 +114,11 @@ def serve(argv: list[str]) -> None:
     if args.kind == "engine":
         from engine.metamodel import load_blueprint
         from engine.rules import FUNCTION_NAMES
-        from engine.engine import open_runtime
-        from engine.runtime.web.app import create_app
+        from engine.engine import open_engine
         if args.profile:
             _install_thread_profiler(args.profile, wrap_threads="inline" not in args.diag.split(","))
-        runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), url)
-        app = create_app(runtime)
+        runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), url)
+        app = runtime.web_app()
     else:
         from baseline_app import create_baseline_app
         app = create_baseline_app(url, mode=args.mode)
@@ -436,13 +435,12 @@ def prepare_engine_db(db: Path) -> str:
     API client's user (role api_client: read/create/update every lead) and its bearer token."""
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.web.auth import create_token
-    from engine.engine import open_runtime
-    from engine.runtime.ops.users import NewUser, add_user
-    runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
+    from engine.engine import open_engine
+    from engine.runtime.ops.users import NewUser
+    runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     try:
-        add_user(runtime, NewUser(BENCH_USER, "Benchmark API client", "api_client"))
-        return create_token(runtime, BENCH_USER, "bench")
+        runtime.users.add(NewUser(BENCH_USER, "Benchmark API client", "api_client"))
+        return runtime.users.create_token(BENCH_USER, "bench")
     finally:
         runtime.close()
 
@@ -788,7 +786,7 @@ def main() -> None:
             "## Method", "",
             "- Each server is its own process: `uvicorn.run(app, host='127.0.0.1', port=<free>, "
             "log_level='warning', access_log=False, http='h11', loop='asyncio')`, 1 worker. Engine: "
-            "`open_runtime(load_blueprint('bench/blueprint'), 'sqlite:///…')` + `create_app`. Baseline: "
+            "`open_engine(load_blueprint('bench/blueprint'), 'sqlite:///…')` + `create_app`. Baseline: "
             "`bench/baseline_app.py` over the table `build_schema` generates for the same blueprint (identical "
             "columns and indexes), own SQLite file, same pragmas (WAL, synchronous=NORMAL, 64 MiB cache), "
             "writes behind a process lock with BEGIN IMMEDIATE. `baseline-threadpool` runs its DB calls via "

@@ -53,13 +53,11 @@ def prepare(db: Path, existing: int) -> tuple[str, list[str]]:
     from engine.io.demo import USERS
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.runtime.web.auth import create_token
-    from engine.engine import open_runtime
-    from engine.runtime.ops.users import add_user
+    from engine.engine import open_engine
 
-    runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
-    actors = [add_user(runtime, user) for user in USERS]
-    token = create_token(runtime, "admin", "bench")
+    runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
+    actors = [runtime.users.add(user) for user in USERS]
+    token = runtime.users.create_token("admin", "bench")
     rng = random.Random(11)
     phones = [f"+86139{number:08d}" for number in rng.sample(range(10 ** 8), existing)]
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -87,10 +85,9 @@ def serve(db: str, port: int, server: str) -> None:
     import uvicorn
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.engine import open_runtime
-    from engine.runtime.web.app import create_app
-    runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
-    uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+    from engine.engine import open_engine
+    runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
+    uvicorn.run(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop=SERVERS[server][0], http=SERVERS[server][1], lifespan="off")
 
 

@@ -48,8 +48,8 @@ def set_password(db: Path) -> None:
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
     from engine.runtime.web.auth import set_password as store
-    from engine.engine import open_runtime
-    runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
+    from engine.engine import open_engine
+    runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
     try:
         store(runtime, BENCH_USER, PASSWORD)
     finally:
@@ -112,7 +112,7 @@ def main() -> None:
     db = workdir / "engine.sqlite"
     print(f"preparing {args.rows:,} leads in {db}", flush=True)
     token = prepare_engine_db(db)
-    set_password(db)
+    db.users.set_password()
     load_seconds = bulk_load(db, generate_rows(args.rows))
     print(f"  bulk load {load_seconds:.1f} s", flush=True)
     server = Server("engine", "engine", db, token=token)

@@ -40,10 +40,9 @@ from engine.metamodel import load_blueprint  # noqa: E402
 from engine.rules import FUNCTION_NAMES, FakeClock  # noqa: E402
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.storage.prepared import Prepared
-from engine.engine import open_runtime
-from engine.runtime.automation.sla import build_worker
+from engine.engine import open_engine
 from engine.runtime.background.timers import _due_query
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 
 PG_ADMIN_URL = os.environ.get("CRM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FILES = {
@@ -113,7 +112,7 @@ def _receiver() -> tuple[Any, str, _Count]:
 
 
 def _populate(runtime: Any, due: int, open_total: int, clock: FakeClock) -> None:
-    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin"))
+    owner = runtime.users.add(NewUser("wang", "Wang Wei", "admin"))
     with runtime.db.write() as connection:
         for index in range(due):
             runtime.records.create("lead", {"name": f"Lead {index}", "owner": owner.id}, actor=SYSTEM,
@@ -158,7 +157,7 @@ def run(kind: str, url: str, open_total: int, due: int, repeats: int) -> dict[st
     for name, text in FILES.items():
         (folder / name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     clock = FakeClock()
-    runtime = open_runtime(load_blueprint(folder, functions=FUNCTION_NAMES), url, clock=clock)
+    runtime = open_engine(load_blueprint(folder, functions=FUNCTION_NAMES), url, clock=clock)
     server, receiver_url, received = _receiver()
     try:
         started = time.perf_counter()
@@ -166,7 +165,7 @@ def run(kind: str, url: str, open_total: int, due: int, repeats: int) -> dict[st
         setup_s = time.perf_counter() - started
         clock.advance(minutes=31)
         claim_ms, found = _claim_ms(runtime, clock.now(), due, repeats)
-        worker = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url})
+        worker = runtime.worker(environ={"BENCH_SLACK_URL": receiver_url})
         fire_s, deliver_s = _fire_then_deliver(worker, due, received)
         fired = delivered = due
         pipelined = _pipelined(runtime, url, folder, receiver_url, clock, due, received)
@@ -197,8 +196,8 @@ def _fire_then_deliver(worker: Any, due: int, received: Any) -> tuple[float, flo
 
 def _outbox_worker(url: str, folder: str, receiver_url: str, stop: Any) -> None:
     """A second process: `crm worker --role outbox` on the real clock (the fake one is in the past)."""
-    runtime = open_runtime(load_blueprint(Path(folder), functions=FUNCTION_NAMES), url)
-    worker = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url}, name="outbox", role="outbox")
+    runtime = open_engine(load_blueprint(Path(folder), functions=FUNCTION_NAMES), url)
+    worker = runtime.worker(environ={"BENCH_SLACK_URL": receiver_url}, name="outbox", role="outbox")
     while not stop.is_set():
         if worker.tick().delivered == 0:
             time.sleep(0.005)
@@ -217,7 +216,7 @@ def _pipelined(runtime: Any, url: str, folder: Path, receiver_url: str, clock: F
             runtime.records.create("lead", {"name": f"Pipelined {index}", "owner": owner}, actor=SYSTEM,
                                    within=connection)
     clock.advance(minutes=31)
-    firing = build_worker(runtime, environ={"BENCH_SLACK_URL": receiver_url}, name="timers", role="timers")
+    firing = runtime.worker(environ={"BENCH_SLACK_URL": receiver_url}, name="timers", role="timers")
     firing.batch = 100  # shorter write transactions: the delivering process waits less for the lock
     context = multiprocessing.get_context("spawn")
     stop = context.Event()

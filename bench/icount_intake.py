@@ -43,8 +43,7 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
     assert Path(engine.__file__).resolve().is_relative_to(tree.resolve()), engine.__file__
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.engine import open_runtime
-    from engine.runtime.automation.sources import log_delivery, process_delivery
+    from engine.engine import open_engine
 
     class TickingClock:
         def __init__(self) -> None:
@@ -60,7 +59,7 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
     db = work / "intake.db"
     shutil.copy(template, db)
     phones = [row[0] for row in sqlite3.connect(template).execute("select phone from lead order by id limit 2000")]
-    runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}", clock=TickingClock())
+    runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}", clock=TickingClock())
     rng = random.Random(5)
     headers = {"content-type": "application/json", "x-webhook-token": TOKEN}
 
@@ -69,8 +68,8 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
         return json.dumps(form_payload(index, rng, phone), ensure_ascii=False).encode()
 
     def one(raw: bytes) -> None:
-        delivery = log_delivery(runtime, "website_form", headers, "", raw)
-        result = process_delivery(runtime, "website_form", delivery, headers, {}, raw)
+        delivery = runtime.intake.log_delivery("website_form", headers, "", raw)
+        result = runtime.intake.process("website_form", delivery, headers, {}, raw)
         assert result.status in (200, 201), result.body()
 
     async def run(start: int, n: int) -> None:

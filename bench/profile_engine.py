@@ -34,8 +34,7 @@ from engine.rules import FUNCTION_NAMES  # noqa: E402
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.fieldkinds import normalize_phone
 from engine.runtime.records.queries import parse_list_query
-from engine.engine import Runtime, open_runtime
-from engine.runtime.ops.users import find_user
+from engine.engine import Engine, open_engine
 
 
 def top(profile: cProfile.Profile, sort: str, count: int, pattern: str = "") -> str:
@@ -46,7 +45,7 @@ def top(profile: cProfile.Profile, sort: str, count: int, pattern: str = "") -> 
     return text[text.find("   ncalls"):]
 
 
-def profile_create(runtime: Runtime, actor: Actor, creates: int, count: int) -> None:
+def profile_create(runtime: Engine, actor: Actor, creates: int, count: int) -> None:
     factory = LeadFactory(11)
     for _ in range(200):
         runtime.records.create("lead", factory.payload(), actor=actor)
@@ -70,7 +69,7 @@ def profile_create(runtime: Runtime, actor: Actor, creates: int, count: int) -> 
     print(top(profile, "tottime", count))
 
 
-def micro(runtime: Runtime, n: int = 3000) -> None:
+def micro(runtime: Engine, n: int = 3000) -> None:
     table, events = runtime.schema.table("lead"), runtime.schema.events
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     row = dict(created_at=now, updated_at=now, created_by=None, owner=None, version=1, name="王伟",
@@ -122,7 +121,7 @@ def micro(runtime: Runtime, n: int = 3000) -> None:
           f"{(time.perf_counter() - started) / n * 1e6:7.1f} µs\n")
 
 
-def profile_list(runtime: Runtime, actor: Actor, requests: int, count: int) -> None:
+def profile_list(runtime: Engine, actor: Actor, requests: int, count: int) -> None:
     entity = runtime.records.entity("lead")
     r = random.Random(3)
     pairs = [(r.choice(REGIONS), r.choice(SOURCES)) for _ in range(requests)]
@@ -161,8 +160,8 @@ def main() -> None:
     model = load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES)
     with tempfile.TemporaryDirectory(prefix="crm-profile-") as folder:
         prepare_engine_db(Path(folder) / "create.sqlite")  # tables + the api_client user
-        runtime = open_runtime(model, f"sqlite:///{folder}/create.sqlite")
-        actor = find_user(runtime, BENCH_USER)
+        runtime = open_engine(model, f"sqlite:///{folder}/create.sqlite")
+        actor = runtime.users.find(BENCH_USER)
         micro(runtime)
         profile_create(runtime, actor, args.creates, args.top)
         runtime.close()
@@ -170,8 +169,8 @@ def main() -> None:
             db = Path(folder) / "list.sqlite"
             prepare_engine_db(db)
             bulk_load(db, generate_rows(args.list_rows))
-            runtime = open_runtime(model, f"sqlite:///{db}")
-            profile_list(runtime, find_user(runtime, BENCH_USER), args.list_requests, args.top)
+            runtime = open_engine(model, f"sqlite:///{db}")
+            profile_list(runtime, runtime.users.find(BENCH_USER), args.list_requests, args.top)
             runtime.close()
 
 

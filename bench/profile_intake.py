@@ -41,13 +41,12 @@ def main() -> None:
 
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    from engine.engine import open_runtime
-    from engine.runtime.automation.sources import log_delivery, process_delivery
+    from engine.engine import open_engine
 
     with tempfile.TemporaryDirectory() as workdir:
         db = Path(workdir) / "intake.db"
         _, phones = prepare(db, args.existing)
-        runtime = open_runtime(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
+        runtime = open_engine(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES), f"sqlite:///{db}")
         rng = random.Random(5)
         headers = {"content-type": "application/json", "x-webhook-token": TOKEN}
 
@@ -59,8 +58,8 @@ def main() -> None:
         def run(bodies: list[bytes]) -> float:
             started = time.process_time()
             for body in bodies:
-                delivery_id = log_delivery(runtime, "website_form", headers, "", body)
-                result = process_delivery(runtime, "website_form", delivery_id, headers, {}, body)
+                delivery_id = runtime.intake.log_delivery("website_form", headers, "", body)
+                result = runtime.intake.process("website_form", delivery_id, headers, {}, body)
                 assert result.status in (200, 201), result.body()
             return (time.process_time() - started) / len(bodies)
 

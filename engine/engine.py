@@ -1,44 +1,160 @@
-"""Wiring: one `Runtime` holds the metamodel, the database, the clock and the RecordService."""
+"""The composition root: `open_engine` builds one `Engine` from a blueprint and a database URL.
+
+This is the only module that knows every component; each component receives the
+collaborators it uses and nothing imports this module back (cli.py and the tests do,
+engine/io receives an Engine). The order below is the order of a write:
+
+    RecordService ─ observers: rules (RulesObserver) → SLA clocks (SlaClocks) → cadences (CadenceClocks)
+                    all applying actions through one ActionExecutor, which routes with the Router
+    Worker        ─ timer handlers of the SLA clocks and cadences, the outbox deliverer, scheduled jobs
+    web app       ─ WebServices: records, users, intake, doctor, clocks
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from starlette.applications import Starlette
 
 from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
+from engine.rules.calendars import BusinessCalendar, build_calendar
+from engine.runtime.automation.actions import ActionExecutor
+from engine.runtime.automation.cadences import CadenceClocks
+from engine.runtime.automation.clocks import ClockStore, sla_condition
+from engine.runtime.automation.routing import Router
+from engine.runtime.automation.rules import RulesObserver
+from engine.runtime.automation.sla import SlaClocks
+from engine.runtime.automation.sources import Intake
+from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for
+from engine.runtime.background.jobs import Jobs
+from engine.runtime.background.timers import SqlTimerStore, TimerHandler
+from engine.runtime.background.worker import Worker, quiet_busy_ticks
+from engine.runtime.ops.doctor import Doctor
+from engine.runtime.ops.users import Users
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, apply_migration
 from engine.runtime.storage.tables import Schema, build_schema
+from engine.runtime.web.app import create_app
+from engine.runtime.web.services import WebServices
+from engine.runtime.web.widgets import WidgetRegistry
+
+log = logging.getLogger(__name__)
+WORKER_ROLES = ("all", "timers", "outbox")
 
 
 @dataclass
-class Runtime:
+class Engine:
+    """One blueprint running on one database: the write path and everything wired into it."""
+
     model: Metamodel
     schema: Schema
     db: Database
     clock: Clock
     records: RecordService
+    evaluator: Evaluator
+    calendars: Mapping[str, BusinessCalendar]
+    router: Router
+    actions: ActionExecutor
+    slas: SlaClocks
+    cadences: CadenceClocks
+    users: Users
+    intake: Intake
+    doctor: Doctor
+    base_url: str = ""
     migration: MigrationOutcome | None = None
+
+    @property
+    def timer_handlers(self) -> dict[str, TimerHandler]:
+        return {**self.slas.handlers, **self.cadences.handlers}
+
+    def worker(self, *, role: str = "all", environ: Mapping[str, str] | None = None, name: str | None = None,
+               extra_handlers: Mapping[str, TimerHandler] | None = None, batch: int = 500) -> Worker:
+        """A worker with the SLA and cadence handlers, the channel deliverer, the blueprint's retries
+        and jobs. `role` splits the work between processes: "timers" fires timers and runs jobs,
+        "outbox" only delivers notifications, "all" does both."""
+        if role not in WORKER_ROLES:
+            raise ValueError(f"unknown worker role '{role}': choose one of {', '.join(WORKER_ROLES)}")
+        timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
+        deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ) if outbox else None
+        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars)
+        return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
+                      deliver=deliver, next_attempt=next_attempt_for(self.model),
+                      jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers)
+
+    def start_background_worker(self, *, interval: float = 1.0,
+                                environ: Mapping[str, str] | None = None) -> Callable[[], None]:
+        """Tick a worker in this process (APScheduler BackgroundScheduler); returns a function that stops it."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        worker = self.worker(environ=environ)
+        quiet_busy_ticks()
+        scheduler = BackgroundScheduler()
+
+        def tick() -> None:
+            try:
+                worker.tick()
+            except Exception:  # a failing tick must not kill the web process; the next tick tries again
+                log.exception("background worker tick failed")
+
+        scheduler.add_job(tick, "interval", seconds=interval, max_instances=1, coalesce=True,
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
+        scheduler.start()
+        return lambda: scheduler.shutdown(wait=False)
+
+    def web_app(self, *, widgets: WidgetRegistry | None = None) -> Starlette:
+        """The Starlette application: screens, JSON API and webhooks."""
+        services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
+                               self.doctor, self.slas, self.cadences)
+        return create_app(services, widgets=widgets)
+
+    def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
+        """The same engine on the same database, writing at `clock`'s time (the demo writes its
+        history at past moments); `rules=False` leaves the blueprint's rules out of its writes."""
+        return _assemble(self.model, self.schema, self.db, clock, self.users.hasher, base_url=self.base_url,
+                         rules=rules, migration=self.migration)
 
     def close(self) -> None:
         self.db.dispose()
 
 
-def open_runtime(model: Metamodel, db_url: str, *, clock: Clock | None = None, migrate: bool = True,
-                 allow_destructive: bool = False) -> Runtime:
+def open_engine(model: Metamodel, db_url: str, *, clock: Clock | None = None, migrate: bool = True,
+                allow_destructive: bool = False, base_url: str | None = None,
+                password_hasher: PasswordHasher | None = None) -> Engine:
     """Connect to `db_url` and, unless told not to, apply the blueprint's safe schema changes."""
-    clock = clock or SystemClock()
     schema = build_schema(model)
     db = Database(db_url)
     outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
+    return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(),
+                     base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""),
+                     migration=outcome)
+
+
+def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hasher: PasswordHasher, *,
+              base_url: str, rules: bool = True, migration: MigrationOutcome | None = None) -> Engine:
     evaluator = Evaluator(clock, model.settings.timezone, dict(model.settings.territories))
-    runtime = Runtime(model, schema, db, clock, RecordService(schema, db, clock, evaluator), outcome)
-    from engine.runtime.automation.rules import install_rules
-    install_rules(runtime)
-    from engine.runtime.automation.sla import install_timekeeping
-    install_timekeeping(runtime)
-    from engine.runtime.automation.clocks import sla_condition
-    runtime.records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(runtime, entity, table,
-                                                                                           value, now)
-    return runtime
+    records = RecordService(schema, db, clock, evaluator)
+    calendars = {decl.name: build_calendar(decl) for decl in model.calendars}
+    router = Router(model, schema, records, evaluator)
+    actions = ActionExecutor(model, schema, records, router, evaluator, base_url=base_url)
+    clocks = ClockStore(schema, records)
+    timers = SqlTimerStore(schema, clock.now)
+    slas = SlaClocks(model, db, clocks, timers, calendars, evaluator, actions)
+    cadences = CadenceClocks(model, db, clocks, timers, calendars, evaluator, actions)
+    if rules and (model.rules or model.sources):
+        records.observers.append(RulesObserver(model, schema, evaluator, actions))
+    if model.slas:
+        records.observers.append(slas)
+    if model.cadences:
+        records.observers.append(cadences)
+    records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
+    return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
+                  Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
+                  Doctor(model, schema, db, clock, records), base_url, migration)
+

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime, open_runtime
+from engine.engine import Engine, open_engine
 from engine.metamodel import Metamodel, load_blueprint
 from engine.rules import FUNCTION_NAMES, FakeClock
 
@@ -91,13 +91,13 @@ def load(folder: Path) -> Metamodel:
 
 
 @pytest.fixture
-def make_runtime(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+def make_engine(db_url: str, clock: FakeClock, tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     """Build a runtime from inline blueprint files (or a blueprint path) on this test's database."""
-    opened: list[Runtime] = []
+    opened: list[Engine] = []
 
-    def make(files: dict[str, str] | Path, *, folder: str = "bp", **options: object) -> Runtime:
+    def make(files: dict[str, str] | Path, *, folder: str = "bp", **options: object) -> Engine:
         path = files if isinstance(files, Path) else write_blueprint(tmp_path / folder, files)
-        runtime = open_runtime(load(path), db_url, clock=clock, **options)  # type: ignore[arg-type]
+        runtime = open_engine(load(path), db_url, clock=clock, **options)  # type: ignore[arg-type]
         opened.append(runtime)
         return runtime
 

@@ -16,10 +16,8 @@ import pytest
 import sqlalchemy as sa
 from openapi_spec_validator import validate
 
-from engine.engine import Runtime
-from engine.runtime.ops.users import NewUser, add_user, find_user
-from engine.runtime.web.app import create_app
-from engine.runtime.web.auth import create_token
+from engine.engine import Engine
+from engine.runtime.ops.users import NewUser
 from tests.conftest import SHIPPED_CRM
 from tests.test_records import BLUEPRINT
 
@@ -31,23 +29,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def runtime(make_runtime: Any) -> Runtime:
-    return make_runtime(BLUEPRINT)
+def runtime(make_engine: Any) -> Engine:
+    return make_engine(BLUEPRINT)
 
 
-def signed_in_client(runtime: Runtime, username: str = "admin", role: str = "admin", team: str | None = None) -> TestClient:
+def signed_in_client(runtime: Engine, username: str = "admin", role: str = "admin", team: str | None = None) -> TestClient:
     """A client carrying an API token of a (new) user with `role`."""
-    if find_user(runtime, username) is None:
-        add_user(runtime, NewUser(username, username, role, team, password="correct horse"))
-    return TestClient(create_app(runtime), headers={"Authorization": f"Bearer {create_token(runtime, username)}"})
+    if runtime.users.find(username) is None:
+        runtime.users.add(NewUser(username, username, role, team, password="correct horse"))
+    return TestClient(runtime.web_app(), headers={"Authorization": f"Bearer {runtime.users.create_token(username)}"})
 
 
 @pytest.fixture
-def client(runtime: Runtime) -> TestClient:
+def client(runtime: Engine) -> TestClient:
     return signed_in_client(runtime)
 
 
-def _counts(runtime: Runtime) -> tuple[int, int]:
+def _counts(runtime: Engine) -> tuple[int, int]:
     with runtime.db.read() as connection:
         leads = connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("lead"))).scalar_one()
         events = connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.events)).scalar_one()
@@ -55,7 +53,7 @@ def _counts(runtime: Runtime) -> tuple[int, int]:
 
 
 def test_invalid_payload_gets_422_naming_each_bad_field_and_nothing_changes(client: TestClient,
-                                                                           runtime: Runtime) -> None:
+                                                                           runtime: Engine) -> None:
     client.post("/api/lead", json={"name": "已有线索"})
     before = _counts(runtime)
     response = client.post("/api/lead", json={"name": "x" * 51, "phone": "123", "employees": "many",
@@ -99,7 +97,7 @@ def test_create_read_update_delete_with_versions(client: TestClient) -> None:
         "code": "not_found", "message": f"lead {lead['id']} does not exist (it may have been deleted)", "field": "id"}
 
 
-def test_same_phone_posted_twice_gives_one_lead_and_a_merge(client: TestClient, runtime: Runtime) -> None:
+def test_same_phone_posted_twice_gives_one_lead_and_a_merge(client: TestClient, runtime: Engine) -> None:
     first = client.post("/api/lead", json={"name": "李雷", "phone": "+86 138-0013-8000"})
     second = client.post("/api/lead", json={"name": "李雷", "phone": "13800138000", "company": "华东机械"})
     assert first.status_code == 201 and second.status_code == 200
@@ -121,7 +119,7 @@ def test_list_filters_and_errors(client: TestClient) -> None:
     assert client.get("/api/leads").json()["code"] == "unknown_entity"
 
 
-def test_malformed_bodies_are_refused_with_a_code(client: TestClient, runtime: Runtime) -> None:
+def test_malformed_bodies_are_refused_with_a_code(client: TestClient, runtime: Engine) -> None:
     before = _counts(runtime)
     assert client.post("/api/lead", content=b"{not json").json()["code"] == "invalid_json"
     assert client.post("/api/lead", json=[1, 2]).status_code == 422
@@ -129,7 +127,7 @@ def test_malformed_bodies_are_refused_with_a_code(client: TestClient, runtime: R
     assert _counts(runtime) == before
 
 
-def test_files_upload_and_attach(client: TestClient, make_runtime: Any) -> None:
+def test_files_upload_and_attach(client: TestClient, make_engine: Any) -> None:
     uploaded = client.post("/api/files", files={"file": ("报价单.pdf", b"%PDF-1.4 demo", "application/pdf")})
     assert uploaded.status_code == 201
     file_id = uploaded.json()["id"]
@@ -137,7 +135,7 @@ def test_files_upload_and_attach(client: TestClient, make_runtime: Any) -> None:
     assert downloaded.content == b"%PDF-1.4 demo" and downloaded.headers["content-type"] == "application/pdf"
 
 
-def test_openapi_document_is_valid_and_describes_every_entity(client: TestClient, runtime: Runtime) -> None:
+def test_openapi_document_is_valid_and_describes_every_entity(client: TestClient, runtime: Engine) -> None:
     document = client.get("/api/openapi.json").json()
     validate(document)
     assert document["openapi"] == "3.1.0"
@@ -187,9 +185,9 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
         process.wait(timeout=20)
 
 
-def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_runtime: Any) -> None:
+def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_engine: Any) -> None:
     from engine.io.demo import seed_demo
-    runtime = make_runtime(SHIPPED_CRM)
+    runtime = make_engine(SHIPPED_CRM)
     summary = seed_demo(runtime, leads=40)
     assert summary.counts["lead"] == 40 and summary.counts["ticket"] == 120
     client = signed_in_client(runtime, "boss")
@@ -205,13 +203,13 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_runtime: An
     validate(client.get("/api/openapi.json").json())
 
 
-def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Runtime) -> None:
+def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engine) -> None:
     """On SQLite the writes of requests that arrive together share one commit (group commit);
     each must still see the ones before it: eight sign-ups of one person make one lead."""
     import asyncio
 
-    add_user(runtime, NewUser("burst", "burst", "admin"))
-    app, token = create_app(runtime), create_token(runtime, "burst")
+    runtime.users.add(NewUser("burst", "burst", "admin"))
+    app, token = runtime.web_app(), runtime.users.create_token("burst")
     commits: list[int] = []
     sa.event.listen(runtime.db.engine, "commit", lambda _connection: commits.append(1))
 

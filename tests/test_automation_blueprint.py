@@ -20,9 +20,14 @@ from tests.conftest import SHIPPED_CRM, load, write_blueprint
 
 APP = """
     app: shop
-    include: [entities/*.yaml, automation.yaml]
+    include: [entities/*.yaml, channels.yaml, automation.yaml]
 """
 
+CHANNELS = """
+    channels:
+      wecom: {type: wecom, url: {env: WECOM_URL}}
+      wecom_sales: {type: wecom, url: {env: WECOM_SALES_URL}}
+"""
 LEAD = """
     entity: lead
     fields:
@@ -95,7 +100,7 @@ def load_automation(tmp_path: Path, automation: str, *, folder: str = "bp") -> M
     """A small blueprint (lead, activity) plus the given rules/routing/sources documents."""
     return load(write_blueprint(tmp_path / folder, {
         "app.yaml": APP, "entities/lead.yaml": LEAD, "entities/activity.yaml": ACTIVITY,
-        "automation.yaml": automation}))
+        "channels.yaml": CHANNELS, "automation.yaml": automation}))
 
 
 def load_errors(tmp_path: Path, automation: str) -> list[str]:
@@ -264,7 +269,7 @@ def test_actions_must_fit_the_fields_they_change(tmp_path: Path) -> None:
               - add_tags: {field: grade, values: [tender]}
               - transition: {field: status, to: won}
               - set: {grade: X, hiring_recently: "yes"}
-              - notify: {channel: wecom, template: "New lead {name} from {compnay} {name.__class__}"}
+              - notify: {channel: wecom, text: "New lead {{ record.name }} from {{ record.compnay }} {{ record.name.__class__ }}"}
               - create_related: {entity: activity, link: lead}
     """)
     text = "\n".join(errors)
@@ -272,8 +277,8 @@ def test_actions_must_fit_the_fields_they_change(tmp_path: Path) -> None:
     assert "target stage 'won' is not an option of status" in text
     assert "value 'X' is not an option of grade" in text
     assert "'yes' is not true or false" in text
-    assert "placeholder '{compnay}'" in text and "did you mean 'company'?" in text
-    assert "placeholder '{name.__class__}' is not a field name" in text
+    assert "placeholder '{{ record.compnay }}' is not a field of 'lead'" in text and "did you mean 'company'?" in text
+    assert "placeholder reads '__class__', which a message may not" in text
     assert "activity requires 'subject'" in text
 
 

@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 
-from engine.engine import Runtime, open_runtime
+from engine.engine import Engine, open_engine
 from engine.io.demo import seed_demo
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
-from engine.runtime.ops.users import find_user
 from engine.runtime.records.actors import SYSTEM
-from engine.runtime.web.app import create_app
 from tests.conftest import IN_CI, SHIPPED_CRM
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,7 +44,7 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Runtime]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine]]:
     """The app on 127.0.0.1 at a free port, in a background thread, over a demo SQLite file."""
     problem = _missing()
     if problem:
@@ -55,12 +53,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Runt
         pytest.skip(problem)
     import uvicorn
     path = tmp_path_factory.mktemp("browser") / "crm.sqlite"
-    runtime = open_runtime(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
+    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
     seed_demo(runtime, leads=40)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -176,7 +174,7 @@ def test_linking_a_contact_to_an_old_account_by_typing_its_name(served: Any, pag
 def test_rep_moves_an_opportunity_on_the_board_and_sees_a_refused_move_explained(served: Any, page: Any) -> None:
     from playwright.sync_api import expect
     base, runtime = served
-    wang = find_user(runtime, "wang")
+    wang = runtime.users.find("wang")
     assert wang is not None
     account = runtime.records.create("account", {"name": "看板测试客户", "owner": wang.id}, actor=SYSTEM).record
     deal = runtime.records.create("opportunity", {

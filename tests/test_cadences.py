@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime
+from engine.engine import Engine
 from engine.rules import FakeClock
 from engine.rules.cadences import ClockSnapshot, Move, decide_cadence
-from engine.runtime.automation.clocks import cadence_summary
-from engine.runtime.automation.sla import build_worker
 from engine.runtime.background.outbox import list_messages
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from tests.conftest import load, write_blueprint
 
@@ -58,7 +56,7 @@ BLUEPRINT = {
               - name: comparison_sheet
                 after: 1d
                 actions:
-                  - create: {entity: activity, link: opportunity, values: {subject: Send the comparison sheet}}
+                  - create_related: {entity: activity, link: opportunity, values: {subject: Send the comparison sheet}}
                   - notify: {channel: dingtalk_sales, template: day1}
               - name: case_video
                 after: 3d
@@ -76,25 +74,25 @@ BLUEPRINT = {
 
 
 @pytest.fixture
-def crm(make_runtime: Any) -> Runtime:
-    runtime = make_runtime(BLUEPRINT)
-    add_user(runtime, NewUser("wang", "Wang Wei", "admin"))
+def crm(make_engine: Any) -> Engine:
+    runtime = make_engine(BLUEPRINT)
+    runtime.users.add(NewUser("wang", "Wang Wei", "admin"))
     return runtime
 
 
-def _texts(runtime: Runtime) -> list[str]:
+def _texts(runtime: Engine) -> list[str]:
     return [m["payload"]["text"] for m in reversed(list_messages(runtime.db, runtime.schema))]
 
 
-def _quote(runtime: Runtime) -> int:
+def _quote(runtime: Engine) -> int:
     opportunity = runtime.records.create("opportunity", {"name": "ACME", "owner": 1}, actor=SYSTEM).record
     runtime.records.update("opportunity", opportunity["id"], {"stage": "quote"}, actor=SYSTEM)
     return int(opportunity["id"])
 
 
-def test_steps_fire_on_day_one_and_day_three(crm: Runtime, clock: FakeClock) -> None:
+def test_steps_fire_on_day_one_and_day_three(crm: Engine, clock: FakeClock) -> None:
     opportunity = _quote(crm)
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     clock.advance(hours=23, minutes=59)
     worker.tick()
     assert _texts(crm) == []
@@ -108,40 +106,40 @@ def test_steps_fire_on_day_one_and_day_three(crm: Runtime, clock: FakeClock) -> 
     clock.advance(days=2)
     worker.tick()
     assert _texts(crm)[-1] == "Day 3: send ACME the case video"
-    (run,) = [c for c in cadence_summary(crm, "opportunity", opportunity) if c["cadence"] == "after_quote"]
+    (run,) = [c for c in crm.cadences.summary("opportunity", opportunity) if c["cadence"] == "after_quote"]
     assert run["state"] == "done" and [s["status"] for s in run["steps"]] == ["fired", "fired"]
 
 
-def test_a_customer_reply_stops_the_remaining_steps(crm: Runtime, clock: FakeClock) -> None:
+def test_a_customer_reply_stops_the_remaining_steps(crm: Engine, clock: FakeClock) -> None:
     opportunity = _quote(crm)
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     clock.advance(days=1, minutes=1)
     worker.tick()
     crm.records.create("activity", {"subject": "Call", "done": True, "outcome": "no_answer",
                                     "opportunity": opportunity}, actor=SYSTEM)
-    assert cadence_summary(crm, "opportunity", opportunity)[0]["state"] == "running"  # no answer is no reply
+    assert crm.cadences.summary("opportunity", opportunity)[0]["state"] == "running"  # no answer is no reply
     crm.records.create("activity", {"subject": "Call back", "done": True, "outcome": "reached",
                                     "opportunity": opportunity}, actor=SYSTEM)
     clock.advance(days=5)
     worker.tick()
     assert "Day 3: send ACME the case video" not in _texts(crm)
-    (run,) = [c for c in cadence_summary(crm, "opportunity", opportunity) if c["cadence"] == "after_quote"]
+    (run,) = [c for c in crm.cadences.summary("opportunity", opportunity) if c["cadence"] == "after_quote"]
     assert run["state"] == "stopped" and run["reason"] == "customer replied (activity)"
     assert [s["status"] for s in run["steps"]] == ["fired", "cancelled"]
 
 
-def test_leaving_the_quote_stage_stops_every_cadence(crm: Runtime, clock: FakeClock) -> None:
+def test_leaving_the_quote_stage_stops_every_cadence(crm: Engine, clock: FakeClock) -> None:
     opportunity = _quote(crm)
     clock.advance(hours=5)
     crm.records.update("opportunity", opportunity, {"stage": "negotiation"}, actor=SYSTEM)
     clock.advance(days=5)
-    assert build_worker(crm, environ={}).tick().fired == 0
-    assert {c["state"] for c in cadence_summary(crm, "opportunity", opportunity)} == {"stopped"}
+    assert crm.worker(environ={}).tick().fired == 0
+    assert {c["state"] for c in crm.cadences.summary("opportunity", opportunity)} == {"stopped"}
 
 
-def test_quote_idle_reminder_restarts_on_every_update(crm: Runtime, clock: FakeClock) -> None:
+def test_quote_idle_reminder_restarts_on_every_update(crm: Engine, clock: FakeClock) -> None:
     opportunity = _quote(crm)
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     clock.advance(hours=40)
     crm.records.update("opportunity", opportunity, {"name": "ACME Ltd"}, actor=SYSTEM)
     clock.advance(hours=47)

@@ -584,14 +584,13 @@ def test_templates_see_only_their_context_not_jinja_globals(name):
         render_message(f"{{{{ {name} }}}}", {}, name="globals")
 
 
-def test_a_blueprint_template_with_html_sends_mail_with_an_escaped_html_part(smtp_sink, make_runtime):
+def test_a_blueprint_template_with_html_sends_mail_with_an_escaped_html_part(smtp_sink, make_engine):
     """From the blueprint to the mailbox: the template's `html:` is rendered with autoescaping
     (a record value cannot inject markup) and arrives as the mail's HTML alternative."""
     from engine.runtime.records.actors import SYSTEM
-    from engine.runtime.background.delivery import enqueue_notification
-    from engine.runtime.automation.sla import build_worker
-    from engine.runtime.ops.users import NewUser, add_user
-    runtime = make_runtime({
+    from engine.runtime.automation.notify import enqueue_notification
+    from engine.runtime.ops.users import NewUser
+    runtime = make_engine({
         "app.yaml": "app: t\ninclude: ['*.yaml']\n",
         "lead.yaml": "entity: lead\nfields:\n  name: {type: string}\n",
         "channels.yaml": f"""
@@ -603,13 +602,13 @@ templates:
     text: "线索 {{{{ record.name }}}} 已超时"
     html: "<p>线索 <b>{{{{ record.name }}}}</b> 已超时</p>"
 """})
-    boss = add_user(runtime, NewUser("boss", "Boss", "admin", email="boss@example.com"))
+    boss = runtime.users.add(NewUser("boss", "Boss", "admin", email="boss@example.com"))
     lead = runtime.records.create("lead", {"name": "<script>x</script>钱总", "owner": boss.id}, actor=SYSTEM).record
     with runtime.db.write() as connection:
         enqueue_notification(connection, runtime.schema, runtime.model, channel="office_mail", template="overdue",
                              to=["owner"], owner_id=boss.id, context={"record": lead}, key="mail-1",
                              now=runtime.clock.now())
-    assert build_worker(runtime, environ={}).tick().delivered == 1
+    assert runtime.worker(environ={}).tick().delivered == 1
     ((_, recipients, data),) = smtp_sink.mails
     mail = email.message_from_bytes(data, policy=email.policy.default)
     assert recipients == ["boss@example.com"] and mail["Subject"] == "线索超时：<script>x</script>钱总"

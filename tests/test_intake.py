@@ -16,15 +16,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime, open_runtime
+from engine.engine import Engine, open_engine
 from engine.runtime.background.outbox import list_messages
-from engine.runtime.ops.doctor import diagnose, explain
-from engine.runtime.ops.users import NewUser, add_user, update_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import ValidationFailed
 from tests.conftest import load, write_blueprint
 from tests.support.intake_blueprint import ACTIVITY, LEAD as LEAD_TEXT, ROUTING, RULES, files
-from tests.test_api import TestClient, create_app
+from tests.test_api import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
 REPS = (NewUser("wang", "王", "sales_rep", "east"), NewUser("li", "李", "sales_rep", "east"),
@@ -32,16 +31,16 @@ REPS = (NewUser("wang", "王", "sales_rep", "east"), NewUser("li", "李", "sales
 
 
 @pytest.fixture
-def intake(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+def intake(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setenv("TEST_WEBSITE_TOKEN", "s3cret-token")
     monkeypatch.setenv("TEST_DOUYIN_SECRET", "douyin-key")
-    runtime = make_runtime(files())
+    runtime = make_engine(files())
     for rep in REPS:
-        add_user(runtime, rep)
+        runtime.users.add(rep)
     return runtime
 
 
-def _owners(runtime: Runtime) -> Counter[str | None]:
+def _owners(runtime: Engine) -> Counter[str | None]:
     users, leads = runtime.schema.users, runtime.schema.table("lead")
     with runtime.db.read() as connection:
         rows = connection.execute(sa.select(users.c.username).select_from(
@@ -49,20 +48,20 @@ def _owners(runtime: Runtime) -> Counter[str | None]:
     return Counter(row.username for row in rows)
 
 
-def _lead(runtime: Runtime, index: int, region: str = "east", **extra: Any) -> dict[str, Any]:
+def _lead(runtime: Engine, index: int, region: str = "east", **extra: Any) -> dict[str, Any]:
     return runtime.records.create("lead", {"name": f"客户{index}", "phone": f"1390000{index:04d}",
                                            "region": region, "source": "website", **extra}, actor=SYSTEM).record
 
 
-def test_round_robin_is_fair_across_a_restart_and_skips_reps_on_leave(intake: Runtime, make_runtime: Any) -> None:
+def test_round_robin_is_fair_across_a_restart_and_skips_reps_on_leave(intake: Engine, make_engine: Any) -> None:
     for index in range(6):
         _lead(intake, index)
     intake.close()
-    restarted = make_runtime(files(), folder="again")  # a new process would see only the database
+    restarted = make_engine(files(), folder="again")  # a new process would see only the database
     for index in range(6, 9):
         _lead(restarted, index)
     assert _owners(restarted) == Counter({"wang": 3, "li": 3, "zhou": 3})
-    update_user(restarted, "li", on_leave=True)
+    restarted.users.update("li", on_leave=True)
     for index in range(9, 13):
         _lead(restarted, index)
     assert _owners(restarted) == Counter({"wang": 5, "li": 3, "zhou": 5})
@@ -70,7 +69,7 @@ def test_round_robin_is_fair_across_a_restart_and_skips_reps_on_leave(intake: Ru
     assert _owners(restarted)["zhao"] == 1
 
 
-def _give_open_leads(runtime: Runtime, counts: dict[str, tuple[int, int]]) -> None:
+def _give_open_leads(runtime: Engine, counts: dict[str, tuple[int, int]]) -> None:
     """Leads already owned before routing starts (as an import would leave them): (open, closed) per rep."""
     users, leads = runtime.schema.users, runtime.schema.table("lead")
     now = dt.datetime(2026, 11, 1)
@@ -83,11 +82,11 @@ def _give_open_leads(runtime: Runtime, counts: dict[str, tuple[int, int]]) -> No
 
 
 @pytest.mark.parametrize("cap", [3, None])
-def test_caps_and_least_loaded_count_each_reps_open_leads_in_the_database(make_runtime: Any, cap: int | None) -> None:
+def test_caps_and_least_loaded_count_each_reps_open_leads_in_the_database(make_engine: Any, cap: int | None) -> None:
     routing = ROUTING.replace("within: round_robin", "within: least_loaded" + (f"\n    cap: {cap}" if cap else ""))
-    runtime = make_runtime(files(**{"routing.yaml": routing}))
+    runtime = make_engine(files(**{"routing.yaml": routing}))
     for rep in REPS:
-        add_user(runtime, rep)
+        runtime.users.add(rep)
     _give_open_leads(runtime, {"wang": (5, 0), "li": (2, 6), "zhou": (0, 9)})
     users = runtime.schema.users
     with runtime.db.read() as connection:
@@ -96,13 +95,13 @@ def test_caps_and_least_loaded_count_each_reps_open_leads_in_the_database(make_r
     got = Counter(names.get(lead["owner"]) for lead in new)
     if cap is not None:  # zhou 0 → 3 and li 2 → 3 fill up to the cap; the fifth waits in the queue
         assert got == Counter({"zhou": 3, "li": 1, None: 1})
-        assert "wang — at cap (" in explain(runtime, "lead", new[-1]["id"])
+        assert "wang — at cap (" in runtime.doctor.explain("lead", new[-1]["id"])
     else:  # every open lead counts (closed ones do not): zhou first, then both until level
         assert got["wang"] == 0 and got["li"] + got["zhou"] == 5
         assert {2 + got["li"], got["zhou"]} == {3, 4}
 
 
-def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: Runtime) -> None:
+def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: Engine) -> None:
     lead = _lead(intake, 1, company="华东机械", registered_capital=6_000_000, hiring_recently=True, has_tenders=True)
     assert lead["grade"] == "S" and lead["next_follow_up"] is not None and lead["owner"] is not None
     tasks = intake.records.list("activity", __import__("engine.runtime.records.queries", fromlist=["ListQuery"]).ListQuery(),
@@ -114,7 +113,7 @@ def test_s_grade_rule_creates_the_call_task_and_queues_the_notification(intake: 
     assert ordinary["grade"] is None and len(list_messages(intake.db, intake.schema)) == 1
 
 
-def test_a_write_that_fails_after_the_rules_leaves_no_task_and_no_notification(intake: Runtime) -> None:
+def test_a_write_that_fails_after_the_rules_leaves_no_task_and_no_notification(intake: Engine) -> None:
     intake.records.create("lead", {"name": "甲", "phone": "13900000001", "region": "east"}, actor=SYSTEM)
     with pytest.raises(Exception):
         intake.records.create("lead", {"name": "乙", "email": "not-an-email", "registered_capital": 6_000_000,
@@ -126,15 +125,15 @@ def _post(client: TestClient, source: str, payload: dict[str, Any], **headers: s
     return client.post(f"/hooks/{source}", content=json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
 
-def _deliveries(runtime: Runtime) -> list[tuple[str, str]]:
+def _deliveries(runtime: Engine) -> list[tuple[str, str]]:
     table = runtime.schema.deliveries
     with runtime.db.read() as connection:
         return [(row.status, row.error or "") for row in
                 connection.execute(sa.select(table.c.status, table.c.error).order_by(table.c.id))]
 
 
-def test_webhook_with_the_token_creates_once_per_event_and_maps_the_channel_values(intake: Runtime) -> None:
-    client = TestClient(create_app(intake))
+def test_webhook_with_the_token_creates_once_per_event_and_maps_the_channel_values(intake: Engine) -> None:
+    client = TestClient(intake.web_app())
     payload = {"submission_id": "f-1001", "submitted_at": "2026-11-19T10:00:00+08:00",
                "contact": {"name": "王芳", "company": "华东机械", "mobile": "+86 138-0013-8000"},
                "answers": {"region": "华东"}}
@@ -150,8 +149,8 @@ def test_webhook_with_the_token_creates_once_per_event_and_maps_the_channel_valu
     assert wrong.status_code == 401 and _deliveries(intake)[-1] == ("rejected", "missing or wrong token")
 
 
-def test_a_delivery_the_record_refuses_is_logged_failed_with_the_field_and_creates_nothing(intake: Runtime) -> None:
-    client = TestClient(create_app(intake))
+def test_a_delivery_the_record_refuses_is_logged_failed_with_the_field_and_creates_nothing(intake: Engine) -> None:
+    client = TestClient(intake.web_app())
     payload = {"submission_id": "f-9", "contact": {"name": "钱总", "mobile": "12345"}, "answers": {"region": "华东"}}
     response = _post(client, "website_form", payload, **{"X-Webhook-Token": "s3cret-token"})
     assert response.status_code == 422 and response.json()["outcome"] == "failed"
@@ -167,9 +166,9 @@ def _signed(body: bytes, secret: str, stamp: str) -> str:
     return hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def test_signed_webhook_refuses_a_wrong_signature_and_an_old_timestamp_and_logs_both(intake: Runtime,
+def test_signed_webhook_refuses_a_wrong_signature_and_an_old_timestamp_and_logs_both(intake: Engine,
                                                                                      clock: Any) -> None:
-    client = TestClient(create_app(intake))
+    client = TestClient(intake.web_app())
     body = json.dumps({"lead_id": "dy-77", "nickname": "小李", "telephone": "13912345678"}).encode()
     now = str(int(clock.now().timestamp()))
     old = str(int(clock.now().timestamp()) - 3600)
@@ -187,8 +186,8 @@ def test_signed_webhook_refuses_a_wrong_signature_and_an_old_timestamp_and_logs_
     assert sum(_owners(intake).values()) == 1
 
 
-def test_a_malformed_delivery_is_kept_and_can_be_replayed(intake: Runtime) -> None:
-    client = TestClient(create_app(intake))
+def test_a_malformed_delivery_is_kept_and_can_be_replayed(intake: Engine) -> None:
+    client = TestClient(intake.web_app())
     response = client.post("/hooks/website_form", content=b'{"contact": {"name": ',
                            headers={"X-Webhook-Token": "s3cret-token"})
     assert response.status_code == 400 and _deliveries(intake) == [("rejected", response.json()["message"])]
@@ -197,13 +196,13 @@ def test_a_malformed_delivery_is_kept_and_can_be_replayed(intake: Runtime) -> No
         assert connection.execute(sa.select(table.c.body)).scalar_one() == b'{"contact": {"name": '
 
 
-def test_spam_filter_flags_the_lead_and_keeps_it_out_of_routing(intake: Runtime) -> None:
-    client = TestClient(create_app(intake))
+def test_spam_filter_flags_the_lead_and_keeps_it_out_of_routing(intake: Engine) -> None:
+    client = TestClient(intake.web_app())
     response = _post(client, "website_form", {"submission_id": "s-1", "contact": {"name": "test"}},
                      **{"X-Webhook-Token": "s3cret-token"})
     lead = intake.records.get("lead", response.json()["record_id"], actor=SYSTEM)
     assert lead["owner"] is None
-    assert "caught by the spam filter of source website_form" in explain(intake, "lead", lead["id"])
+    assert "caught by the spam filter of source website_form" in intake.doctor.explain("lead", lead["id"])
 
 
 OUTAGE_ROUTING = ROUTING + """
@@ -218,33 +217,33 @@ OUTAGE_ROUTING = ROUTING + """
 """
 
 
-def test_product_point_13_outage_is_named_by_doctor_and_explain(make_runtime: Any) -> None:
+def test_product_point_13_outage_is_named_by_doctor_and_explain(make_engine: Any) -> None:
     """A new rule's pattern meant for expo leads also matches 'website' and routes them to an
     empty pool; an intern in the pool's team cannot read leads."""
-    runtime = make_runtime(files(**{"routing.yaml": OUTAGE_ROUTING}))
+    runtime = make_engine(files(**{"routing.yaml": OUTAGE_ROUTING}))
     for rep in REPS:
-        add_user(runtime, rep)
+        runtime.users.add(rep)
     lead = _lead(runtime, 1)
     assert lead["owner"] is None
-    trace = explain(runtime, "lead", lead["id"])
+    trace = runtime.doctor.explain("lead", lead["id"])
     assert "assign_new_lead" in trace and "expo_vip" in trace and "expo_queue" in trace
-    findings = "\n".join(str(finding) for finding in diagnose(runtime))
+    findings = "\n".join(str(finding) for finding in runtime.doctor.diagnose())
     assert "routing policy 'expo_vip', pool" in findings and "has no active member" in findings
     assert "1 records parked by routing policy 'expo_vip'" in findings
-    add_user(runtime, NewUser("xiao", "实习生", "intern", "expo_team"))
-    findings = "\n".join(str(finding) for finding in diagnose(runtime))
+    runtime.users.add(NewUser("xiao", "实习生", "intern", "expo_team"))
+    findings = "\n".join(str(finding) for finding in runtime.doctor.diagnose())
     assert "xiao receives lead records but cannot see them" in findings
 
 
 def test_two_processes_routing_at_once_on_postgresql_share_fairly(pg_url: str, clock: Any, tmp_path: Path) -> None:
     blueprint = write_blueprint(tmp_path / "bp", files())
-    runtime = open_runtime(load(blueprint), pg_url, clock=clock)
+    runtime = open_engine(load(blueprint), pg_url, clock=clock)
     try:
         for rep in REPS:
-            add_user(runtime, rep)
+            runtime.users.add(rep)
         script = ("import sys\nfrom engine.metamodel import load_blueprint\nfrom engine.rules import FUNCTION_NAMES\n"
-                  "from engine.engine import open_runtime\nfrom engine.runtime.records.actors import SYSTEM\n"
-                  "rt = open_runtime(load_blueprint(sys.argv[1], functions=FUNCTION_NAMES), sys.argv[2], migrate=False)\n"
+                  "from engine.engine import open_engine\nfrom engine.runtime.records.actors import SYSTEM\n"
+                  "rt = open_engine(load_blueprint(sys.argv[1], functions=FUNCTION_NAMES), sys.argv[2], migrate=False)\n"
                   "for i in range(int(sys.argv[3]), int(sys.argv[3]) + 30):\n"
                   "    rt.records.create('lead', {'name': f'客户{i}', 'phone': f'1391000{i:04d}', 'region': 'east'},"
                   " actor=SYSTEM)\n")
@@ -256,7 +255,7 @@ def test_two_processes_routing_at_once_on_postgresql_share_fairly(pg_url: str, c
         runtime.close()
 
 
-def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None:
+def test_a_rule_that_keeps_creating_itself_is_stopped(make_engine: Any) -> None:
     looping = RULES + """
   - name: echo
     entity: activity
@@ -265,7 +264,7 @@ def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None
       - create_related: {entity: activity, link: follows, values: {subject: again}}
 """
     activity = ACTIVITY + "  follows: {type: link, entity: activity, on_delete: set_null}\n"
-    runtime = make_runtime(files(**{"rules.yaml": looping, "entities/activity.yaml": activity}))
+    runtime = make_engine(files(**{"rules.yaml": looping, "entities/activity.yaml": activity}))
     lead = _lead(runtime, 1)
     with pytest.raises(Exception, match="echo"):
         runtime.records.create("activity", {"subject": "first", "lead": lead["id"]}, actor=SYSTEM)
@@ -274,7 +273,7 @@ def test_a_rule_that_keeps_creating_itself_is_stopped(make_runtime: Any) -> None
 
 
 def test_a_value_a_rule_sets_must_pass_the_validation_rules_and_a_refused_lead_writes_nothing(
-        make_runtime: Any) -> None:
+        make_engine: Any) -> None:
     """Rules run after the input was validated; what they set is validated again (here: a rule
     closes expo leads, and a closed lead needs a follow-up date)."""
     lead = LEAD_TEXT + """validations:
@@ -293,7 +292,7 @@ def test_a_value_a_rule_sets_must_pass_the_validation_rules_and_a_refused_lead_w
     actions:
       - set: {status: closed}
 """
-    runtime = make_runtime(files(**{"entities/lead.yaml": lead, "rules.yaml": rules}))
+    runtime = make_engine(files(**{"entities/lead.yaml": lead, "rules.yaml": rules}))
     before = _counts(runtime)
     with pytest.raises(ValidationFailed) as refused:
         _lead(runtime, 1, source="expo")
@@ -303,7 +302,7 @@ def test_a_value_a_rule_sets_must_pass_the_validation_rules_and_a_refused_lead_w
     assert kept["status"] == "closed" and _counts(runtime)["lead"] == before["lead"] + 1
 
 
-def _counts(runtime: Runtime) -> dict[str, int]:
+def _counts(runtime: Engine) -> dict[str, int]:
     schema = runtime.schema
     tables = {"lead": schema.table("lead"), "events": schema.events, "timers": schema.timers, "traces": schema.traces}
     with runtime.db.read() as connection:
@@ -311,7 +310,7 @@ def _counts(runtime: Runtime) -> dict[str, int]:
                 for name, table in tables.items()}
 
 
-def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any) -> None:
+def test_count_related_and_in_territory_are_available_to_rules(make_engine: Any) -> None:
     rules = RULES + """
   - name: busy_lead
     entity: lead
@@ -321,8 +320,8 @@ def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any
       - set: {grade: A}
 """
     app = ("app: intake\nsettings: {territories: {east_china: [east]}}\n"
-           "include: [entities/*.yaml, roles.yaml, routing.yaml, sources.yaml, rules.yaml]\n")
-    runtime = make_runtime(files(**{"rules.yaml": rules, "app.yaml": app}))
+           "include: [entities/*.yaml, roles.yaml, channels.yaml, routing.yaml, sources.yaml, rules.yaml]\n")
+    runtime = make_engine(files(**{"rules.yaml": rules, "app.yaml": app}))
     lead = _lead(runtime, 1)
     for subject in ("电话", "拜访"):
         runtime.records.update("lead", lead["id"], {"company": subject}, actor=SYSTEM)
@@ -331,32 +330,32 @@ def test_count_related_and_in_territory_are_available_to_rules(make_runtime: Any
     assert runtime.records.update("lead", lead["id"], {"company": "华东机械"}, actor=SYSTEM)["grade"] == "A"
 
 
-def test_record_page_shows_admins_why_a_lead_went_where_it_went(intake: Runtime) -> None:
+def test_record_page_shows_admins_why_a_lead_went_where_it_went(intake: Engine) -> None:
     lead = _lead(intake, 1)
-    add_user(intake, NewUser("boss", "管理员", "admin", password="boss-pass1"))
-    browser = TestClient(create_app(intake))
+    intake.users.add(NewUser("boss", "管理员", "admin", password="boss-pass1"))
+    browser = TestClient(intake.web_app())
     login = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
     browser.post("/login", data={"username": "boss", "password": "boss-pass1", "csrf_token": login})
     page = browser.get(f"/lead/{lead['id']}")
     assert page.status_code == 200 and "assign_new_lead" in page.text and "by_region" in page.text
 
 
-def test_a_returning_customer_merges_into_a_lead_that_predates_a_validation_rule(make_runtime: Any,
+def test_a_returning_customer_merges_into_a_lead_that_predates_a_validation_rule(make_engine: Any,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A lead written before 'an open lead needs a follow-up date' existed breaks that rule; the
     customer's next form submission must still merge into it (the rules re-score it meanwhile),
     because the merge does not touch the rule's fields."""
     from tests.conftest import SHIPPED_CRM
     monkeypatch.setenv("CRM_WEBSITE_FORM_TOKEN", "form-token")
-    runtime = make_runtime(SHIPPED_CRM)
-    rep = add_user(runtime, NewUser("wang", "王", "sales_rep", "east"))
+    runtime = make_engine(SHIPPED_CRM)
+    rep = runtime.users.add(NewUser("wang", "王", "sales_rep", "east"))
     now = dt.datetime(2026, 11, 20, 2, 0)
     with runtime.db.write() as connection:  # as an older version of the blueprint left it
         old_id = connection.execute(runtime.schema.table("lead").insert(), {
             "created_at": now, "updated_at": now, "version": 1, "name": "钱总", "phone": "+8613800138000",
             "source": "expo", "status": "new", "owner": rep.id, "score": 0, "hiring_recently": False,
             "has_tenders": False}).inserted_primary_key[0]
-    response = _post(TestClient(create_app(runtime)), "website_form", {
+    response = _post(TestClient(runtime.web_app()), "website_form", {
         "submission_id": "f-77", "contact": {"name": "钱总", "company": "新锐科技", "mobile": "13800138000"},
         "answers": {"region": "华东", "budget": 2000000, "request": "报价"}}, **{"X-Webhook-Token": "form-token"})
     assert response.status_code == 200 and response.json()["record_id"] == old_id, response.json()

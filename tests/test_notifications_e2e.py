@@ -21,10 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime
-from engine.runtime.automation.sla import build_worker
+from engine.engine import Engine
 from engine.runtime.background.outbox import list_messages, retry_dead
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 
 DINGTALK_SECRET = "SEC0123456789abcdef"
@@ -136,19 +135,19 @@ def environ(receiver: Receiver, tmp_path: Any) -> dict[str, str]:
             "FEISHU_SECRET": FEISHU_SECRET, "CRM_SECRETS_FILE": str(secrets)}
 
 
-def _breached_lead(make_runtime: Any, clock: Any, **im_ids: str) -> Runtime:
-    runtime = make_runtime(BLUEPRINT)
-    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids=im_ids or None))
+def _breached_lead(make_engine: Any, clock: Any, **im_ids: str) -> Engine:
+    runtime = make_engine(BLUEPRINT)
+    owner = runtime.users.add(NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids=im_ids or None))
     runtime.records.create("lead", {"name": "ACME", "owner": owner.id}, actor=SYSTEM)
     clock.advance(minutes=31)
     return runtime
 
 
-def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_runtime: Any, clock: Any,
+def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_engine: Any, clock: Any,
                                                                        receiver: Receiver,
                                                                        environ: dict[str, str]) -> None:
-    runtime = _breached_lead(make_runtime, clock)
-    report = build_worker(runtime, environ=environ).tick()
+    runtime = _breached_lead(make_engine, clock)
+    report = runtime.worker(environ=environ).tick()
     assert (report.fired, report.delivered, report.dead) == (1, 4, 0)
 
     (ding,) = receiver.on("dingtalk")
@@ -177,28 +176,28 @@ def test_an_sla_breach_reaches_dingtalk_wecom_feishu_and_slack_signed(make_runti
     assert slack.json() == {"text": "Lead overdue\nLead ACME is overdue, owner Wang Wei"}
     assert all(r.headers["Content-Type"].startswith("application/json") for r in receiver.requests)
 
-    assert build_worker(runtime, environ=environ).tick().delivered == 0  # each message went out once
+    assert runtime.worker(environ=environ).tick().delivered == 0  # each message went out once
     assert len(receiver.requests) == 4
 
 
-def test_a_timers_worker_and_an_outbox_worker_split_the_work(make_runtime: Any, clock: Any, receiver: Receiver,
+def test_a_timers_worker_and_an_outbox_worker_split_the_work(make_engine: Any, clock: Any, receiver: Receiver,
                                                              environ: dict[str, str]) -> None:
-    runtime = _breached_lead(make_runtime, clock)
-    outbox_only = build_worker(runtime, environ=environ, name="outbox", role="outbox")
+    runtime = _breached_lead(make_engine, clock)
+    outbox_only = runtime.worker(environ=environ, name="outbox", role="outbox")
     assert (outbox_only.tick().fired, len(receiver.requests)) == (0, 0)  # the breach timer is not its job
-    timers_only = build_worker(runtime, environ=environ, name="timers", role="timers")
+    timers_only = runtime.worker(environ=environ, name="timers", role="timers")
     assert (timers_only.tick().fired, len(receiver.requests)) == (1, 0)  # fired; the messages wait in the outbox
     assert outbox_only.tick().delivered == 4 and len(receiver.requests) == 4
     with pytest.raises(ValueError, match="unknown worker role 'mail'"):
-        build_worker(runtime, environ=environ, role="mail")
+        runtime.worker(environ=environ, role="mail")
 
 
-def test_people_with_chat_ids_are_mentioned_by_id_where_a_bot_needs_one(make_runtime: Any, clock: Any,
+def test_people_with_chat_ids_are_mentioned_by_id_where_a_bot_needs_one(make_engine: Any, clock: Any,
                                                                          receiver: Receiver,
                                                                          environ: dict[str, str]) -> None:
-    runtime = _breached_lead(make_runtime, clock, feishu="ou_7d8a6e6df7621556ce0d21922b676706",
+    runtime = _breached_lead(make_engine, clock, feishu="ou_7d8a6e6df7621556ce0d21922b676706",
                              slack="U024BE7LH", wecom="WangWei", dingtalk="manager4585")
-    assert build_worker(runtime, environ=environ).tick().delivered == 4
+    assert runtime.worker(environ=environ).tick().delivered == 4
     (feishu,) = receiver.on("feishu")
     assert feishu.json()["content"]["text"] == \
         '线索 ACME 已超时，负责人 Wang Wei <at user_id="ou_7d8a6e6df7621556ce0d21922b676706"></at>'
@@ -211,11 +210,11 @@ def test_people_with_chat_ids_are_mentioned_by_id_where_a_bot_needs_one(make_run
     assert ding.json()["at"]["atUserIds"] == ["manager4585"] and ding.json()["at"]["atMobiles"] == ["13900000001"]
 
 
-def test_a_receiver_failing_three_times_gets_the_message_once(make_runtime: Any, clock: Any, receiver: Receiver,
+def test_a_receiver_failing_three_times_gets_the_message_once(make_engine: Any, clock: Any, receiver: Receiver,
                                                               environ: dict[str, str]) -> None:
-    runtime = _breached_lead(make_runtime, clock)
+    runtime = _breached_lead(make_engine, clock)
     receiver.failures_left["/wecom"] = 3
-    worker = build_worker(runtime, environ=environ)
+    worker = runtime.worker(environ=environ)
     worker.tick()
     for _ in range(3):
         clock.advance(minutes=2)  # past the backoff (10 s, 20 s, 40 s, ±20 %)
@@ -224,38 +223,38 @@ def test_a_receiver_failing_three_times_gets_the_message_once(make_runtime: Any,
     assert {m["status"] for m in list_messages(runtime.db, runtime.schema)} == {"delivered"}
 
 
-def _feishu_dead_lettered(make_runtime: Any, clock: Any, environ: dict[str, str]) -> Runtime:
+def _feishu_dead_lettered(make_engine: Any, clock: Any, environ: dict[str, str]) -> Engine:
     """A breached lead whose Feishu message ran out of attempts: FEISHU_SECRET was never set."""
-    runtime = _breached_lead(make_runtime, clock)
+    runtime = _breached_lead(make_engine, clock)
     broken = {key: value for key, value in environ.items() if key != "FEISHU_SECRET"}
-    worker = build_worker(runtime, environ=broken)
+    worker = runtime.worker(environ=broken)
     for _ in range(6):
         worker.tick()
         clock.advance(minutes=2)
     return runtime
 
 
-def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_runtime: Any, clock: Any,
+def test_a_missing_variable_dead_letters_with_its_name_and_retry_delivers(make_engine: Any, clock: Any,
                                                                           receiver: Receiver,
                                                                           environ: dict[str, str]) -> None:
-    runtime = _feishu_dead_lettered(make_runtime, clock, environ)
+    runtime = _feishu_dead_lettered(make_engine, clock, environ)
     (dead,) = list_messages(runtime.db, runtime.schema, status="dead")
     assert dead["channel"] == "feishu" and "FEISHU_SECRET" in dead["last_error"]
     assert FEISHU_SECRET not in dead["last_error"]
     assert receiver.on("feishu") == []
     assert retry_dead(runtime.db, runtime.schema, clock.now(), dead["id"]) == 1
-    assert build_worker(runtime, environ=environ).tick().delivered == 1
+    assert runtime.worker(environ=environ).tick().delivered == 1
     assert len(receiver.on("feishu")) == 1
 
 
 def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_retries_it(
-        make_runtime: Any, clock: Any, receiver: Receiver, environ: dict[str, str]) -> None:
+        make_engine: Any, clock: Any, receiver: Receiver, environ: dict[str, str]) -> None:
     import html
     import re
-    from tests.test_api import TestClient, create_app
-    runtime = _feishu_dead_lettered(make_runtime, clock, environ)
-    add_user(runtime, NewUser("chief", "管理员", "admin", password="chief-pass1"))
-    browser = TestClient(create_app(runtime))
+    from tests.test_api import TestClient
+    runtime = _feishu_dead_lettered(make_engine, clock, environ)
+    runtime.users.add(NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    browser = TestClient(runtime.web_app())
 
     def csrf(page: str) -> str:
         return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
@@ -268,30 +267,30 @@ def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_re
     retried = browser.post("/admin/outbox/retry", data={"message_id": str(dead["id"]), "csrf_token": csrf(page)})
     assert "已重新排队 1 条消息" in retried.text  # the redirect lands on the waiting messages, with the flash
     assert [m["status"] for m in list_messages(runtime.db, runtime.schema) if m["id"] == dead["id"]] == ["pending"]
-    assert build_worker(runtime, environ=environ).tick().delivered == 1
+    assert runtime.worker(environ=environ).tick().delivered == 1
 
 
-def test_the_outbox_screen_is_for_administrators_only(make_runtime: Any) -> None:
+def test_the_outbox_screen_is_for_administrators_only(make_engine: Any) -> None:
     import re
-    from tests.test_api import TestClient, create_app
+    from tests.test_api import TestClient
     roles = """
         roles:
           admin: {label: Administrator, admin: true}
           rep: {label: Sales rep, entities: {lead: {read: own, create: all, update: own}}}
     """
-    runtime = make_runtime({**BLUEPRINT, "roles.yaml": roles})  # app.yaml includes every *.yaml
-    add_user(runtime, NewUser("rep", "销售", "rep", password="rep-pass-12"))
-    browser = TestClient(create_app(runtime))
+    runtime = make_engine({**BLUEPRINT, "roles.yaml": roles})  # app.yaml includes every *.yaml
+    runtime.users.add(NewUser("rep", "销售", "rep", password="rep-pass-12"))
+    browser = TestClient(runtime.web_app())
     token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)  # type: ignore
     browser.post("/login", data={"username": "rep", "password": "rep-pass-12", "csrf_token": token})
     assert browser.get("/admin/outbox").status_code == 403
     assert browser.post("/admin/outbox/retry", data={"csrf_token": token}).status_code == 403
 
 
-def test_a_rolled_back_breach_sends_nothing(make_runtime: Any, clock: Any, receiver: Receiver,
+def test_a_rolled_back_breach_sends_nothing(make_engine: Any, clock: Any, receiver: Receiver,
                                             environ: dict[str, str]) -> None:
-    runtime = _breached_lead(make_runtime, clock)
-    worker = build_worker(runtime, environ=environ)
+    runtime = _breached_lead(make_engine, clock)
+    worker = runtime.worker(environ=environ)
     sla_handler = worker.handlers["sla"]
 
     def failing(connection: sa.Connection, timer: Any, now: dt.datetime) -> None:
@@ -333,7 +332,7 @@ JOBS = {
 }
 
 
-def test_the_morning_board_runs_once_on_workdays_with_real_numbers(make_runtime: Any, clock: Any,
+def test_the_morning_board_runs_once_on_workdays_with_real_numbers(make_engine: Any, clock: Any,
                                                                      receiver: Receiver,
                                                                      environ: dict[str, str]) -> None:
     files = {**BLUEPRINT, **JOBS}
@@ -344,12 +343,12 @@ def test_the_morning_board_runs_once_on_workdays_with_real_numbers(make_runtime:
                                                     "              overdue: {entity: lead, sla: overdue}\n"
                                                     "              late: {entity: lead, sla: overdue, list: 5}\n"
                                                     "          weekly")
-    runtime = make_runtime(files)
-    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin"))
+    runtime = make_engine(files)
+    owner = runtime.users.add(NewUser("wang", "Wang Wei", "admin"))
     clock.set(dt.datetime(2026, 11, 22, 23, 0, tzinfo=dt.timezone.utc))  # Monday 07:00 in Shanghai
     runtime.records.create("lead", {"name": "Late Co"}, actor=SYSTEM)
     runtime.records.create("lead", {"name": "Overdue Co", "owner": owner.id}, actor=SYSTEM)
-    first, second = build_worker(runtime, environ=environ, name="w1"), build_worker(runtime, environ=environ, name="w2")
+    first, second = runtime.worker(environ=environ, name="w1"), runtime.worker(environ=environ, name="w2")
     first.tick(), second.tick()  # catches up Sunday's 08:00 (skipped: rest day)
     clock.set(dt.datetime(2026, 11, 23, 0, 0, 5, tzinfo=dt.timezone.utc))  # Monday 08:00:05
     reports = [first.tick(), second.tick()]
@@ -382,7 +381,7 @@ def test_chat_ids_are_set_with_the_cli_and_a_wrong_type_is_named(tmp_path: Any) 
     assert wrong.exit_code == 1 and "'teams=42'" in wrong.output and "feishu" in wrong.output
 
 
-def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phone(make_runtime: Any, clock: Any,
+def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phone(make_engine: Any, clock: Any,
                                                                                   receiver: Receiver,
                                                                                   environ: dict[str, str]) -> None:
     """WeCom markdown cannot @ a mobile; the message goes out mentioning by userid only
@@ -390,23 +389,22 @@ def test_a_wecom_markdown_group_gets_the_message_though_its_recipient_has_a_phon
     files = {**BLUEPRINT, "channels.yaml": BLUEPRINT["channels.yaml"].replace(
         "wecom: {type: wecom, url: {env: WECOM_URL}, format: text}",
         "wecom: {type: wecom, url: {env: WECOM_URL}, format: markdown}")}
-    runtime = make_runtime(files)
-    owner = add_user(runtime, NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids={"wecom": "WangWei"}))
+    runtime = make_engine(files)
+    owner = runtime.users.add(NewUser("wang", "Wang Wei", "admin", phone="13900000001", im_ids={"wecom": "WangWei"}))
     runtime.records.create("lead", {"name": "ACME", "owner": owner.id}, actor=SYSTEM)
     clock.advance(minutes=31)
-    report = build_worker(runtime, environ=environ).tick()
+    report = runtime.worker(environ=environ).tick()
     assert report.dead == 0 and report.delivered == 4
     (wecom,) = receiver.on("wecom")
     assert wecom.json() == {"msgtype": "markdown",
                             "markdown": {"content": "线索 ACME 已超时，负责人 Wang Wei\n<@WangWei>"}}
 
 
-def test_doctor_names_people_a_feishu_or_slack_bot_cannot_mention(make_runtime: Any) -> None:
-    from engine.runtime.ops.doctor import diagnose
-    runtime = make_runtime(BLUEPRINT)
-    add_user(runtime, NewUser("wang", "Wang Wei", "admin", im_ids={"feishu": "ou_1", "slack": "U1"}))
-    add_user(runtime, NewUser("li", "Li Na", "admin", im_ids={"slack": "U2"}))
-    findings = {finding.title: finding for finding in diagnose(runtime)}
+def test_doctor_names_people_a_feishu_or_slack_bot_cannot_mention(make_engine: Any) -> None:
+    runtime = make_engine(BLUEPRINT)
+    runtime.users.add(NewUser("wang", "Wang Wei", "admin", im_ids={"feishu": "ou_1", "slack": "U1"}))
+    runtime.users.add(NewUser("li", "Li Na", "admin", im_ids={"slack": "U2"}))
+    findings = {finding.title: finding for finding in runtime.doctor.diagnose()}
     feishu = findings["1 active user(s) have no feishu id"]
     assert "li" in feishu.detail and "wang" not in feishu.detail and "crm user im" in feishu.hint
     assert not any("no slack id" in title for title in findings)

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from engine.engine import Runtime
-from engine.runtime.ops.users import NewUser, add_user, update_user
+from engine.engine import Engine
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import ListQuery
-from engine.runtime.web.auth import LoginRefused, create_token, login
+from engine.runtime.ops.users import LoginRefused
 from tests.conftest import SHIPPED_CRM
-from tests.test_api import TestClient, create_app
+from tests.test_api import TestClient
 
 PEOPLE = (NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass"),
           NewUser("wang", "王磊", "sales_rep", "east", "manager", password="wang-pass1"),
@@ -23,22 +23,22 @@ PEOPLE = (NewUser("manager", "周经理", "sales_manager", "east", password="man
 
 
 @pytest.fixture
-def crm(make_runtime: Any) -> tuple[Runtime, dict[str, Any]]:
-    runtime = make_runtime(SHIPPED_CRM)
-    actors = {person.username: add_user(runtime, person) for person in PEOPLE}
+def crm(make_engine: Any) -> tuple[Engine, dict[str, Any]]:
+    runtime = make_engine(SHIPPED_CRM)
+    actors = {person.username: runtime.users.add(person) for person in PEOPLE}
     return runtime, actors
 
 
-def _lead(runtime: Runtime, owner: Any, name: str) -> dict[str, Any]:
+def _lead(runtime: Engine, owner: Any, name: str) -> dict[str, Any]:
     return runtime.records.create("lead", {"name": name, "source": "website", "owner": owner.id,
                                            "raw_payload": {"ip": "10.0.0.1"}, "score": 40}, actor=SYSTEM).record
 
 
-def _names(runtime: Runtime, actor: Any) -> set[str]:
+def _names(runtime: Engine, actor: Any) -> set[str]:
     return {item["name"] for item in runtime.records.list("lead", ListQuery(per_page=100), actor=actor).items}
 
 
-def test_reps_see_their_own_managers_their_team(crm: tuple[Runtime, dict[str, Any]]) -> None:
+def test_reps_see_their_own_managers_their_team(crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
     _lead(runtime, people["wang"], "王的线索")
     _lead(runtime, people["li"], "李的线索")
@@ -53,7 +53,7 @@ def test_reps_see_their_own_managers_their_team(crm: tuple[Runtime, dict[str, An
     assert runtime.records.get("lead", south["id"], actor=people["zhao"])["name"] == "赵的线索"
 
 
-def test_a_role_without_read_gets_403_not_an_empty_list(crm: tuple[Runtime, dict[str, Any]]) -> None:
+def test_a_role_without_read_gets_403_not_an_empty_list(crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
     _lead(runtime, people["wang"], "王的线索")
     with pytest.raises(Forbidden) as refused:
@@ -61,10 +61,10 @@ def test_a_role_without_read_gets_403_not_an_empty_list(crm: tuple[Runtime, dict
     assert refused.value.status == 403 and "you lack permission 'read' on lead" in refused.value.message
 
 
-def test_hidden_field_never_appears_and_readonly_field_cannot_be_changed(crm: tuple[Runtime, dict[str, Any]]) -> None:
+def test_hidden_field_never_appears_and_readonly_field_cannot_be_changed(crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
     lead = _lead(runtime, people["wang"], "王的线索")
-    client = TestClient(create_app(runtime), headers={"Authorization": f"Bearer {create_token(runtime, 'wang')}"})
+    client = TestClient(runtime.web_app(), headers={"Authorization": f"Bearer {runtime.users.create_token('wang')}"})
     assert "raw_payload" not in client.get(f"/api/lead/{lead['id']}").json()
     assert all("raw_payload" not in item for item in client.get("/api/lead").json()["items"])
     history = client.get(f"/api/lead/{lead['id']}/events").json()["items"]
@@ -80,11 +80,11 @@ def test_hidden_field_never_appears_and_readonly_field_cannot_be_changed(crm: tu
 
 
 def test_api_answers_403_for_another_teams_record_and_401_without_credentials(
-        crm: tuple[Runtime, dict[str, Any]]) -> None:
+        crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
     south = _lead(runtime, people["zhao"], "赵的线索")
-    app = create_app(runtime)
-    wang = TestClient(app, headers={"Authorization": f"Bearer {create_token(runtime, 'wang')}"})
+    app = runtime.web_app()
+    wang = TestClient(app, headers={"Authorization": f"Bearer {runtime.users.create_token('wang')}"})
     response = wang.get(f"/api/lead/{south['id']}")
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
     assert "赵" not in response.text
@@ -92,7 +92,7 @@ def test_api_answers_403_for_another_teams_record_and_401_without_credentials(
     assert TestClient(app).get("/api/lead").status_code == 401
 
 
-def test_assigning_needs_the_assign_permission_within_scope(crm: tuple[Runtime, dict[str, Any]]) -> None:
+def test_assigning_needs_the_assign_permission_within_scope(crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
     lead = _lead(runtime, people["wang"], "王的线索")
     with pytest.raises(Forbidden):
@@ -104,32 +104,32 @@ def test_assigning_needs_the_assign_permission_within_scope(crm: tuple[Runtime, 
     assert _names(runtime, people["li"]) == {"王的线索"} and _names(runtime, people["wang"]) == set()
 
 
-def test_disabled_user_loses_access_at_once(crm: tuple[Runtime, dict[str, Any]]) -> None:
+def test_disabled_user_loses_access_at_once(crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, people = crm
-    client = TestClient(create_app(runtime), headers={"Authorization": f"Bearer {create_token(runtime, 'wang')}"})
+    client = TestClient(runtime.web_app(), headers={"Authorization": f"Bearer {runtime.users.create_token('wang')}"})
     assert client.get("/api/lead").status_code == 200
-    update_user(runtime, "wang", is_active=False)
+    runtime.users.update("wang", is_active=False)
     assert client.get("/api/lead").status_code == 401
     with pytest.raises(LoginRefused):
-        login(runtime, "wang", "wang-pass1", "127.0.0.1")
+        runtime.users.login("wang", "wang-pass1", "127.0.0.1")
 
 
-def test_repeated_failed_sign_ins_are_throttled(crm: tuple[Runtime, dict[str, Any]], clock: Any) -> None:
+def test_repeated_failed_sign_ins_are_throttled(crm: tuple[Engine, dict[str, Any]], clock: Any) -> None:
     runtime, _ = crm
-    assert login(runtime, "li", "li-pass12", "10.1.1.1").username == "li"
+    assert runtime.users.login("li", "li-pass12", "10.1.1.1").username == "li"
     for _ in range(5):
         with pytest.raises(LoginRefused, match="wrong username or password"):
-            login(runtime, "li", "guess", "10.1.1.1")
+            runtime.users.login("li", "guess", "10.1.1.1")
     with pytest.raises(LoginRefused, match="too many failed sign-ins"):
-        login(runtime, "li", "li-pass12", "10.1.1.1")
+        runtime.users.login("li", "li-pass12", "10.1.1.1")
     clock.advance(minutes=16)
-    assert login(runtime, "li", "li-pass12", "10.1.1.1").username == "li"
+    assert runtime.users.login("li", "li-pass12", "10.1.1.1").username == "li"
 
 
 def test_a_browser_session_must_send_its_csrf_token_to_write_through_the_api(
-        crm: tuple[Runtime, dict[str, Any]]) -> None:
+        crm: tuple[Engine, dict[str, Any]]) -> None:
     runtime, _ = crm
-    browser = TestClient(create_app(runtime))
+    browser = TestClient(runtime.web_app())
     page = browser.get("/login")
     token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
     signed_in = browser.post("/login", data={"username": "wang", "password": "wang-pass1", "csrf_token": token},

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime
+from engine.engine import Engine
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import DuplicateRecord, NotFound, RecordReferenced, ValidationFailed, VersionConflict
 from engine.runtime.records.queries import parse_list_query
@@ -59,7 +59,7 @@ ACTIVITY = """
 BLUEPRINT = {**APP, "entities/lead.yaml": LEAD, "entities/account.yaml": ACCOUNT, "entities/activity.yaml": ACTIVITY}
 
 
-def _count(runtime: Runtime, table: str, **where: Any) -> int:
+def _count(runtime: Engine, table: str, **where: Any) -> int:
     target = runtime.schema.metadata.tables[table] if table in runtime.schema.metadata.tables else \
         runtime.schema.table(table)
     query = sa.select(sa.func.count()).select_from(target)
@@ -69,7 +69,7 @@ def _count(runtime: Runtime, table: str, **where: Any) -> int:
         return int(connection.execute(query).scalar_one())
 
 
-def _events(runtime: Runtime, entity: str, record_id: int) -> list[tuple[str, dict, dict]]:
+def _events(runtime: Engine, entity: str, record_id: int) -> list[tuple[str, dict, dict]]:
     events = runtime.schema.events
     with runtime.db.read() as connection:
         rows = connection.execute(sa.select(events.c.kind, events.c.changes, events.c.data)
@@ -79,11 +79,11 @@ def _events(runtime: Runtime, entity: str, record_id: int) -> list[tuple[str, di
 
 
 @pytest.fixture
-def crm(make_runtime: Any) -> Runtime:
-    return make_runtime(BLUEPRINT)
+def crm(make_engine: Any) -> Engine:
+    return make_engine(BLUEPRINT)
 
 
-def test_create_fills_defaults_and_computed_fields_and_records_who_and_what(crm: Runtime) -> None:
+def test_create_fills_defaults_and_computed_fields_and_records_who_and_what(crm: Engine) -> None:
     record = crm.records.create("lead", {"name": " 王芳 ", "capital": "5,000,000"}, actor=SYSTEM).record
     assert record["name"] == "王芳"
     assert record["source"] == "website" and record["status"] == "new"
@@ -96,7 +96,7 @@ def test_create_fills_defaults_and_computed_fields_and_records_who_and_what(crm:
     assert changes["name"] == [None, "王芳"] and changes["capital"][1] == {"amount": "5000000.00", "currency": "CNY"}
 
 
-def test_invalid_input_lists_every_bad_field_and_changes_nothing(crm: Runtime) -> None:
+def test_invalid_input_lists_every_bad_field_and_changes_nothing(crm: Engine) -> None:
     before = (_count(crm, "lead"), _count(crm, "crm_events"))
     with pytest.raises(ValidationFailed) as caught:
         crm.records.create("lead", {"phone": "12345", "email": "not-mail", "source": "tv", "employees": 0,
@@ -110,7 +110,7 @@ def test_invalid_input_lists_every_bad_field_and_changes_nothing(crm: Runtime) -
     assert (_count(crm, "lead"), _count(crm, "crm_events")) == before
 
 
-def test_validation_rule_message_is_attached_to_its_field(crm: Runtime) -> None:
+def test_validation_rule_message_is_attached_to_its_field(crm: Engine) -> None:
     with pytest.raises(ValidationFailed) as caught:
         crm.records.create("lead", {"name": "A", "status": "paused"}, actor=SYSTEM)
     assert [(e.field, e.message) for e in caught.value.errors] == [
@@ -120,7 +120,7 @@ def test_validation_rule_message_is_attached_to_its_field(crm: Runtime) -> None:
     assert record["status"] == "paused"
 
 
-def test_same_person_by_two_phone_spellings_leaves_one_lead_and_one_merge_event(crm: Runtime) -> None:
+def test_same_person_by_two_phone_spellings_leaves_one_lead_and_one_merge_event(crm: Engine) -> None:
     first = crm.records.create("lead", {"name": "李雷", "phone": "+86 138-0013-8000"}, actor=SYSTEM)
     second = crm.records.create("lead", {"name": "李雷", "phone": "13800138000", "company": "华东机械"},
                                 actor=SYSTEM)
@@ -135,15 +135,15 @@ def test_same_person_by_two_phone_spellings_leaves_one_lead_and_one_merge_event(
     assert crm.records.get("lead", first.record["id"], actor=SYSTEM)["phone"] == "+8613800138000"
 
 
-def test_email_dedup_ignores_case_and_spaces(crm: Runtime) -> None:
+def test_email_dedup_ignores_case_and_spaces(crm: Engine) -> None:
     crm.records.create("lead", {"name": "A", "email": "Li.Lei@Example.com"}, actor=SYSTEM)
     result = crm.records.create("lead", {"name": "A", "email": "  li.lei@example.COM "}, actor=SYSTEM)
     assert result.outcome == "merged" and _count(crm, "lead") == 1
 
 
 @pytest.mark.parametrize("on_match", ["reject", "flag"])
-def test_dedup_reject_and_flag(make_runtime: Any, on_match: str) -> None:
-    runtime = make_runtime({**BLUEPRINT, "entities/lead.yaml": LEAD.replace("on_match: update",
+def test_dedup_reject_and_flag(make_engine: Any, on_match: str) -> None:
+    runtime = make_engine({**BLUEPRINT, "entities/lead.yaml": LEAD.replace("on_match: update",
                                                                              f"on_match: {on_match}")})
     first = runtime.records.create("lead", {"name": "A", "phone": "13800138000"}, actor=SYSTEM).record
     if on_match == "reject":
@@ -158,7 +158,7 @@ def test_dedup_reject_and_flag(make_runtime: Any, on_match: str) -> None:
         assert [k for k, _, _ in _events(runtime, "lead", result.record["id"])] == ["created", "duplicate_flagged"]
 
 
-def test_update_records_before_and_after_and_bumps_version(crm: Runtime) -> None:
+def test_update_records_before_and_after_and_bumps_version(crm: Engine) -> None:
     record = crm.records.create("lead", {"name": "A", "source": "expo"}, actor=SYSTEM).record
     updated = crm.records.update("lead", record["id"], {"source": "douyin", "name": "A"}, actor=SYSTEM,
                                  expected_version=1)
@@ -169,7 +169,7 @@ def test_update_records_before_and_after_and_bumps_version(crm: Runtime) -> None
     assert unchanged["version"] == 2 and len(_events(crm, "lead", record["id"])) == 2
 
 
-def test_two_updates_with_the_same_version_one_wins_the_other_conflicts(crm: Runtime) -> None:
+def test_two_updates_with_the_same_version_one_wins_the_other_conflicts(crm: Engine) -> None:
     record = crm.records.create("lead", {"name": "A"}, actor=SYSTEM).record
     crm.records.update("lead", record["id"], {"company": "甲"}, actor=SYSTEM, expected_version=1)
     with pytest.raises(VersionConflict) as caught:
@@ -179,7 +179,7 @@ def test_two_updates_with_the_same_version_one_wins_the_other_conflicts(crm: Run
     assert stored["company"] == "甲" and stored["employees"] is None and stored["version"] == 2
 
 
-def test_concurrent_updates_never_lose_one(crm: Runtime) -> None:
+def test_concurrent_updates_never_lose_one(crm: Engine) -> None:
     record = crm.records.create("lead", {"name": "A", "employees": 1}, actor=SYSTEM).record
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
@@ -203,7 +203,7 @@ def test_concurrent_updates_never_lose_one(crm: Runtime) -> None:
     assert stored["version"] == 2 and f"ok:{stored['employees']}" == winners[0]
 
 
-def test_links_must_exist_and_on_delete_rules_are_applied_with_events(crm: Runtime) -> None:
+def test_links_must_exist_and_on_delete_rules_are_applied_with_events(crm: Engine) -> None:
     with pytest.raises(ValidationFailed) as caught:
         crm.records.create("lead", {"name": "A", "account": 999}, actor=SYSTEM)
     assert caught.value.errors[0].field == "account" and caught.value.errors[0].code == "unknown_reference"
@@ -229,7 +229,7 @@ def test_links_must_exist_and_on_delete_rules_are_applied_with_events(crm: Runti
     assert _events(crm, "lead", lead["id"])[-1][0] == "deleted"
 
 
-def test_list_filters_search_sort_and_totals(crm: Runtime, clock: Any) -> None:
+def test_list_filters_search_sort_and_totals(crm: Engine, clock: Any) -> None:
     entity = crm.model.entity("lead")
     rows = [("甲", "website", "new", 10, "13800000001", ["vip"]), ("乙", "expo", "new", 20, None, ["vip", "s"]),
             ("丙", "expo", "won", 30, None, []), ("丁", "douyin", "paused", None, None, ["s"])]
@@ -256,7 +256,7 @@ def test_list_filters_search_sort_and_totals(crm: Runtime, clock: Any) -> None:
     assert names(per_page="3", page="2") == (["甲"], 4)
 
 
-def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Runtime) -> None:
+def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Engine) -> None:
     """Finding a caller by number must not scan the table: on SQLite the plan uses the phone
     index (the dedup key's), for every way the number may be typed."""
     from engine.runtime.records.queries import build_list_statements
@@ -273,7 +273,7 @@ def test_a_whole_phone_number_or_email_is_looked_up_through_the_index(crm: Runti
             assert "USING" in plan and "INDEX" in plan and "phone" in plan, plan
 
 
-def test_bad_list_queries_name_the_field(crm: Runtime) -> None:
+def test_bad_list_queries_name_the_field(crm: Engine) -> None:
     from engine.runtime.records.errors import QueryInvalid
     entity = crm.model.entity("lead")
     for params, field in (({"sorce": "x"}, "sorce"), ({"source": "tv"}, "source"), ({"sort": "-nme"}, "nme"),
@@ -283,7 +283,7 @@ def test_bad_list_queries_name_the_field(crm: Runtime) -> None:
         assert caught.value.field == field
 
 
-def test_a_record_breaking_a_rule_can_still_be_edited_elsewhere_until_the_rule_fields_change(crm: Runtime) -> None:
+def test_a_record_breaking_a_rule_can_still_be_edited_elsewhere_until_the_rule_fields_change(crm: Engine) -> None:
     record = crm.records.create("lead", {"name": "A", "status": "paused", "pause_reason": "预算冻结"},
                                 actor=SYSTEM).record
     table = crm.schema.table("lead")

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from engine.channels.templates import render_message
 from engine.metamodel import Metamodel
 from engine.rules import Evaluator, FakeClock
+from engine.rules.actions import AddTags, Assign, CreateRelated, Notify, SetField, Transition
 from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record, select_policy
-from engine.rules.rules import (AddTags, Assign, Change, CreateRelated, Notify, Origin, Outcome, RuleApplication,
-                                SetField, Transition, TriggerEvent, evaluate_rules, find_rule_loop, planned_changes)
+from engine.rules.rules import (Change, Origin, Outcome, RuleApplication, TriggerEvent, evaluate_rules, find_rule_loop,
+                                planned_changes)
 from engine.rules.trace import RoutingStep, Trace, render_trace, trace_from_json, trace_to_json
 from tests.test_automation_blueprint import load_automation
 
@@ -50,7 +52,7 @@ RULES = """
           - create_related: {entity: activity, link: lead,
                              values: {subject: "='First call: ' + company", due_at: "=now() + hours(2)"}}
           - notify: {channel: wecom_sales, to: [owner, manager],
-                     template: "S lead {company} ({name}): call within 2 hours {{today}}"}
+                     text: "S lead {{ record.company }} ({{ record.name }}): call within 2 hours {{ '{today}' }}"}
       - name: qualified
         entity: lead
         trigger: {event: stage_changed, field: status, from: contacted, to: qualified}
@@ -99,7 +101,7 @@ def test_the_s_grade_rule_grades_tags_schedules_the_first_call_and_notifies(mode
     assert dict(follow_up.values)["due_at"] == NOW + dt.timedelta(hours=2)
     message = grade_s.actions[3]
     assert isinstance(message, Notify) and message.to == ("owner", "manager")
-    assert message.text == "S lead 恒锐精密 (周立新): call within 2 hours {today}"
+    assert render_message(message.text or "", {"record": after}) == "S lead 恒锐精密 (周立新): call within 2 hours {today}"
     assert planned_changes(tuple(decisions.values()), after) == {"score": 100, "grade": "S", "tags": ["tender"]}
 
 

@@ -17,10 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
-from engine.engine import Runtime
-from engine.runtime.ops.users import NewUser, add_user
+from engine.engine import Engine
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
-from engine.runtime.web.app import create_app
 from tests.conftest import SHIPPED_CRM
 
 PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),
@@ -33,9 +32,9 @@ PASSWORDS = {person.username: person.password for person in PEOPLE}
 
 
 @pytest.fixture
-def crm(make_runtime: Any) -> tuple[Runtime, dict[str, Any]]:
-    runtime = make_runtime(SHIPPED_CRM)
-    return runtime, {person.username: add_user(runtime, person) for person in PEOPLE}
+def crm(make_engine: Any) -> tuple[Engine, dict[str, Any]]:
+    runtime = make_engine(SHIPPED_CRM)
+    return runtime, {person.username: runtime.users.add(person) for person in PEOPLE}
 
 
 def csrf_of(page: str) -> str:
@@ -44,8 +43,8 @@ def csrf_of(page: str) -> str:
     return match.group(1)
 
 
-def sign_in(runtime: Runtime, username: str) -> TestClient:
-    client = TestClient(create_app(runtime), follow_redirects=False)
+def sign_in(runtime: Engine, username: str) -> TestClient:
+    client = TestClient(runtime.web_app(), follow_redirects=False)
     token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"username": username, "password": PASSWORDS[username],
                                            "csrf_token": token, "next": "/lead"})
@@ -59,7 +58,7 @@ def post_form(client: TestClient, page_url: str, action: str, data: dict[str, An
     return client.post(action, data={**data, "csrf_token": token})
 
 
-def lead(runtime: Runtime, owner: Any, name: str, **values: Any) -> dict[str, Any]:
+def lead(runtime: Engine, owner: Any, name: str, **values: Any) -> dict[str, Any]:
     return runtime.records.create("lead", {"name": name, "source": "website", "owner": owner.id,
                                            "raw_payload": {"ip": "10.9.8.7"}, **values}, actor=SYSTEM).record
 
@@ -70,9 +69,9 @@ def visible_text(page: str) -> str:
 
 # -- signing in ---------------------------------------------------------------------------
 
-def test_anonymous_visitor_is_sent_to_login_and_back_after_signing_in(crm: tuple[Runtime, Any]) -> None:
+def test_anonymous_visitor_is_sent_to_login_and_back_after_signing_in(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
-    client = TestClient(create_app(runtime), follow_redirects=False)
+    client = TestClient(runtime.web_app(), follow_redirects=False)
     response = client.get("/lead?status=new")
     assert response.status_code == 303 and response.headers["location"].startswith("/login?next=")
     login_page = client.get(response.headers["location"])
@@ -83,9 +82,9 @@ def test_anonymous_visitor_is_sent_to_login_and_back_after_signing_in(crm: tuple
     assert "王磊" in client.get("/lead?status=new").text
 
 
-def test_wrong_password_is_refused_then_throttled(crm: tuple[Runtime, Any]) -> None:
+def test_wrong_password_is_refused_then_throttled(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
-    client = TestClient(create_app(runtime), follow_redirects=False)
+    client = TestClient(runtime.web_app(), follow_redirects=False)
     token = csrf_of(client.get("/login").text)
     for _ in range(5):
         refused = client.post("/login", data={"username": "li", "password": "nope", "csrf_token": token})
@@ -94,9 +93,9 @@ def test_wrong_password_is_refused_then_throttled(crm: tuple[Runtime, Any]) -> N
     assert throttled.status_code == 401 and "too many failed sign-ins" in throttled.text
 
 
-def test_posts_without_the_csrf_token_are_refused(crm: tuple[Runtime, Any]) -> None:
+def test_posts_without_the_csrf_token_are_refused(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
-    anonymous = TestClient(create_app(runtime), follow_redirects=False)
+    anonymous = TestClient(runtime.web_app(), follow_redirects=False)
     anonymous.get("/login")
     assert anonymous.post("/login", data={"username": "wang", "password": "wang-pass1"}).status_code == 403
 
@@ -112,7 +111,7 @@ def test_posts_without_the_csrf_token_are_refused(crm: tuple[Runtime, Any]) -> N
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "new"
 
 
-def test_session_expires_after_eight_hours(crm: tuple[Runtime, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_expires_after_eight_hours(crm: tuple[Engine, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     runtime, _ = crm
     client = sign_in(runtime, "wang")
     assert client.get("/lead").status_code == 200
@@ -125,7 +124,7 @@ def test_session_expires_after_eight_hours(crm: tuple[Runtime, Any], monkeypatch
     assert "登录已过期" in page or "session has expired" in page
 
 
-def test_security_headers_forbid_inline_scripts_and_framing(crm: tuple[Runtime, Any]) -> None:
+def test_security_headers_forbid_inline_scripts_and_framing(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
     response = sign_in(runtime, "wang").get("/lead")
     policy = response.headers["content-security-policy"]
@@ -138,7 +137,7 @@ def test_security_headers_forbid_inline_scripts_and_framing(crm: tuple[Runtime, 
 
 # -- who sees what ------------------------------------------------------------------------
 
-def test_rep_cannot_open_another_teams_lead_and_never_sees_it_listed(crm: tuple[Runtime, Any]) -> None:
+def test_rep_cannot_open_another_teams_lead_and_never_sees_it_listed(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     lead(runtime, people["wang"], "王的线索")
     lead(runtime, people["li"], "李的线索")
@@ -156,7 +155,7 @@ def test_rep_cannot_open_another_teams_lead_and_never_sees_it_listed(crm: tuple[
     assert "王的线索" in manager and "李的线索" in manager and "赵的线索" not in manager
 
 
-def test_a_role_without_read_gets_a_permission_page_not_an_empty_list(crm: tuple[Runtime, Any]) -> None:
+def test_a_role_without_read_gets_a_permission_page_not_an_empty_list(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     lead(runtime, people["wang"], "王的线索")
     response = sign_in(runtime, "chen").get("/lead")
@@ -165,7 +164,7 @@ def test_a_role_without_read_gets_a_permission_page_not_an_empty_list(crm: tuple
     assert "共 0 条" not in response.text
 
 
-def test_hidden_field_never_appears_in_any_screen(crm: tuple[Runtime, Any]) -> None:
+def test_hidden_field_never_appears_in_any_screen(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "王的线索")
     wang = sign_in(runtime, "wang")
@@ -176,7 +175,7 @@ def test_hidden_field_never_appears_in_any_screen(crm: tuple[Runtime, Any]) -> N
     assert "10.9.8.7" in admin_page
 
 
-def test_buttons_follow_permissions(crm: tuple[Runtime, Any]) -> None:
+def test_buttons_follow_permissions(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "王的线索")
     wang = sign_in(runtime, "wang")
@@ -191,7 +190,7 @@ def test_buttons_follow_permissions(crm: tuple[Runtime, Any]) -> None:
 
 # -- list ---------------------------------------------------------------------------------
 
-def test_list_searches_filters_sorts_and_pages_keeping_the_filter_in_links(crm: tuple[Runtime, Any]) -> None:
+def test_list_searches_filters_sorts_and_pages_keeping_the_filter_in_links(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     for number in range(60):
         lead(runtime, people["wang"], f"客户{number:02d}", region="east" if number % 2 else "south",
@@ -216,7 +215,7 @@ def test_list_searches_filters_sorts_and_pages_keeping_the_filter_in_links(crm: 
     assert bad.status_code == 200 and "筛选条件无效" in bad.text
 
 
-def test_date_range_filter_includes_the_last_day(crm: tuple[Runtime, Any], clock: Any) -> None:
+def test_date_range_filter_includes_the_last_day(crm: tuple[Engine, Any], clock: Any) -> None:
     runtime, people = crm
     lead(runtime, people["wang"], "今天的线索")
     today = clock.now().astimezone(ZoneInfo(runtime.model.settings.timezone)).date().isoformat()
@@ -225,7 +224,7 @@ def test_date_range_filter_includes_the_last_day(crm: tuple[Runtime, Any], clock
     assert "今天的线索" in page
 
 
-def test_bulk_assign_moves_records_and_reports_refusals(crm: tuple[Runtime, Any]) -> None:
+def test_bulk_assign_moves_records_and_reports_refusals(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     a = lead(runtime, people["wang"], "甲")
     b = lead(runtime, people["wang"], "乙")
@@ -241,7 +240,7 @@ def test_bulk_assign_moves_records_and_reports_refusals(crm: tuple[Runtime, Any]
     assert runtime.records.get("lead", a["id"], actor=SYSTEM)["owner"] == people["li"].id
 
 
-def test_csv_export_for_roles_allowed_to_export(crm: tuple[Runtime, Any]) -> None:
+def test_csv_export_for_roles_allowed_to_export(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     for number in range(3):
         lead(runtime, people["wang"], f"导出{number}", region="east")
@@ -260,7 +259,7 @@ def test_csv_export_for_roles_allowed_to_export(crm: tuple[Runtime, Any]) -> Non
 
 # -- record page ----------------------------------------------------------------------------
 
-def test_account_page_lists_related_records_and_the_timeline_names_people(crm: tuple[Runtime, Any]) -> None:
+def test_account_page_lists_related_records_and_the_timeline_names_people(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     account = runtime.records.create("account", {"name": "恒通机械", "owner": people["wang"].id},
                                      actor=SYSTEM).record
@@ -273,7 +272,7 @@ def test_account_page_lists_related_records_and_the_timeline_names_people(crm: t
     assert "王磊" in text and "恒通机械 → 恒通机械集团" in re.sub(r"\s+", " ", text)
 
 
-def test_related_list_the_user_may_not_read_says_so(crm: tuple[Runtime, Any]) -> None:
+def test_related_list_the_user_may_not_read_says_so(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     account = runtime.records.create("account", {"name": "瑞康医疗", "owner": people["chen"].id},
                                      actor=SYSTEM).record
@@ -281,7 +280,7 @@ def test_related_list_the_user_may_not_read_says_so(crm: tuple[Runtime, Any]) ->
     assert "你没有查看商机的权限" in page
 
 
-def test_stored_script_renders_as_text(crm: tuple[Runtime, Any]) -> None:
+def test_stored_script_renders_as_text(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     account = runtime.records.create("account", {"name": "<script>alert('x')</script>精工",
                                                  "owner": people["wang"].id}, actor=SYSTEM).record
@@ -294,7 +293,7 @@ def test_stored_script_renders_as_text(crm: tuple[Runtime, Any]) -> None:
 
 # -- forms ----------------------------------------------------------------------------------
 
-def test_new_form_fills_defaults_and_marks_required_fields(crm: tuple[Runtime, Any], clock: Any) -> None:
+def test_new_form_fills_defaults_and_marks_required_fields(crm: tuple[Engine, Any], clock: Any) -> None:
     runtime, _ = crm
     page = sign_in(runtime, "wang").get("/lead/new").text
     assert re.search(r'<option value="new" selected>', page)  # status defaults to "new"
@@ -304,7 +303,7 @@ def test_new_form_fills_defaults_and_marks_required_fields(crm: tuple[Runtime, A
     assert 'name="csrf_token"' in page
 
 
-def test_invalid_input_is_shown_next_to_its_field_and_kept(crm: tuple[Runtime, Any]) -> None:
+def test_invalid_input_is_shown_next_to_its_field_and_kept(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
     client = sign_in(runtime, "wang")
     response = post_form(client, "/lead/new", "/lead/new", {"name": "钱总", "phone": "12345", "source": "website",
@@ -321,7 +320,7 @@ def test_invalid_input_is_shown_next_to_its_field_and_kept(crm: tuple[Runtime, A
     assert "钱总" in created and "+8613800138000" in created
 
 
-def test_field_errors_speak_the_screen_language(crm: tuple[Runtime, Any]) -> None:
+def test_field_errors_speak_the_screen_language(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
     client = sign_in(runtime, "wang")
     bad = {"name": "", "phone": "12345", "email": "qian@", "source": "website", "status": "new"}
@@ -339,7 +338,7 @@ def test_field_errors_speak_the_screen_language(crm: tuple[Runtime, Any]) -> Non
 
 
 def test_a_link_to_one_of_many_records_is_searched_not_picked_from_a_short_select(
-        crm: tuple[Runtime, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        crm: tuple[Engine, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.runtime.web.screens.site as site_module
     monkeypatch.setattr(site_module, "LINK_OPTIONS_LIMIT", 3)  # stands for the 200 newest of a big CRM
     runtime, people = crm
@@ -370,7 +369,7 @@ def test_a_link_to_one_of_many_records_is_searched_not_picked_from_a_short_selec
     assert unknown.status_code == 422 and "没有名为“没有这家”的客户" in html.unescape(unknown.text)
 
 
-def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Runtime, Any]) -> None:
+def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "王的线索", score=40)
     score = runtime.records.get("lead", mine["id"], actor=SYSTEM)["score"]
@@ -386,7 +385,7 @@ def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Runt
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["score"] == score != 99
 
 
-def test_edit_with_a_stale_version_reports_the_conflict(crm: tuple[Runtime, Any]) -> None:
+def test_edit_with_a_stale_version_reports_the_conflict(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "王的线索")
     client = sign_in(runtime, "wang")
@@ -401,7 +400,7 @@ def test_edit_with_a_stale_version_reports_the_conflict(crm: tuple[Runtime, Any]
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["company"] == "别人改的"
 
 
-def test_delete_button_removes_the_record(crm: tuple[Runtime, Any]) -> None:
+def test_delete_button_removes_the_record(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "待删除")
     manager = sign_in(runtime, "manager")
@@ -413,7 +412,7 @@ def test_delete_button_removes_the_record(crm: tuple[Runtime, Any]) -> None:
 
 # -- board ----------------------------------------------------------------------------------
 
-def test_board_moves_a_card_and_explains_a_refused_move(crm: tuple[Runtime, Any]) -> None:
+def test_board_moves_a_card_and_explains_a_refused_move(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "看板线索")
     client = sign_in(runtime, "wang")
@@ -432,7 +431,7 @@ def test_board_moves_a_card_and_explains_a_refused_move(crm: tuple[Runtime, Any]
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "contacted"
 
 
-def test_board_card_select_moves_without_javascript(crm: tuple[Runtime, Any]) -> None:
+def test_board_card_select_moves_without_javascript(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     mine = lead(runtime, people["wang"], "手机上移动")
     client = sign_in(runtime, "wang")
@@ -443,7 +442,7 @@ def test_board_card_select_moves_without_javascript(crm: tuple[Runtime, Any]) ->
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "qualified"
 
 
-def test_board_can_show_any_choice_field(crm: tuple[Runtime, Any]) -> None:
+def test_board_can_show_any_choice_field(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     lead(runtime, people["wang"], "华南线索", region="south")
     page = sign_in(runtime, "wang").get("/lead/board?field=region").text
@@ -452,7 +451,7 @@ def test_board_can_show_any_choice_field(crm: tuple[Runtime, Any]) -> None:
 
 # -- navigation, language, admin ---------------------------------------------------------------
 
-def test_menu_follows_the_blueprint_and_language_switch_changes_labels(crm: tuple[Runtime, Any]) -> None:
+def test_menu_follows_the_blueprint_and_language_switch_changes_labels(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
     client = sign_in(runtime, "wang")
     page = client.get("/lead").text
@@ -463,7 +462,7 @@ def test_menu_follows_the_blueprint_and_language_switch_changes_labels(crm: tupl
     assert "All leads" in english and "Sales" in english and '<html lang="en">' in english
 
 
-def test_unknown_pages_and_records_get_a_404_page(crm: tuple[Runtime, Any]) -> None:
+def test_unknown_pages_and_records_get_a_404_page(crm: tuple[Engine, Any]) -> None:
     runtime, _ = crm
     client = sign_in(runtime, "wang")
     for url in ("/nosuchentity", "/lead/999999", "/lead/999999/edit"):
@@ -472,7 +471,7 @@ def test_unknown_pages_and_records_get_a_404_page(crm: tuple[Runtime, Any]) -> N
     assert client.get("/api/nosuch/1/2/3").headers["content-type"].startswith("application/json")
 
 
-def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Runtime, Any]) -> None:
+def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     admin = sign_in(runtime, "admin")
     page = admin.get("/admin/users").text
@@ -484,7 +483,7 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Runtim
     assert "已停用" in zhao_row[:zhao_row.index("</tr>")]
     li_row = page[page.index('data-username="li"'):]
     assert 'value="sales_manager" selected' in li_row[:li_row.index("</tr>")]
-    zhao = TestClient(create_app(runtime), follow_redirects=False)
+    zhao = TestClient(runtime.web_app(), follow_redirects=False)
     token = csrf_of(zhao.get("/login").text)
     assert zhao.post("/login", data={"username": "zhao", "password": "zhao-pass",
                                      "csrf_token": token}).status_code == 401
@@ -492,13 +491,12 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Runtim
     assert sign_in(runtime, "wang").get("/admin/users").status_code == 403
 
 
-def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Runtime, Any]) -> None:
-    from engine.runtime.ops.users import list_users
+def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
     admin = sign_in(runtime, "admin")
 
     def ids_of(username: str) -> Any:
-        return next(row.im_ids for row in list_users(runtime) if row.username == username)
+        return next(row.im_ids for row in runtime.users.all() if row.username == username)
     post_form(admin, "/admin/users", f"/admin/users/{people['wang'].id}",
               {"action": "im", "im_ids": "feishu=ou_7d8a6e6d, slack=U024BE7LH"})
     assert ids_of("wang") == {"feishu": "ou_7d8a6e6d", "slack": "U024BE7LH"}

@@ -174,7 +174,8 @@ def test_a_view_stops_a_clock_only_through_a_matching_viewed_by_stop():
     from engine.metamodel.labels import Label
     from engine.metamodel.clocks import ClockTrigger, StopCondition
     from engine.metamodel.sla import SlaSpec
-    from engine.rules.cadences import ClockSnapshot, Move, decide_sla
+    from engine.rules.cadences import ClockSnapshot, Move
+    from engine.rules.sla import decide_sla
     now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
     never = lambda *_: False  # noqa: E731
 

@@ -12,12 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime
-from engine.runtime.automation.clocks import sla_condition, sla_summary
-from engine.runtime.automation.sla import build_worker
-from engine.runtime.background.delivery import enqueue_notification
+from engine.engine import Engine
+from engine.runtime.automation.clocks import sla_condition
+from engine.runtime.automation.notify import enqueue_notification
 from engine.runtime.background.outbox import list_messages
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import QueryInvalid
 from engine.runtime.records.queries import parse_list_query
@@ -62,28 +61,28 @@ LEAD_BLUEPRINT = {
           - notify: {channel: dingtalk_sales, to: [owner], template: warn}
         on_breach:
           - notify: {channel: dingtalk_sales, to: [owner, owner.manager], template: breach}
-          - tag: {add: [sla_breached]}
+          - add_tags: [sla_breached]
           - reassign: {backup: zhao}
     """,
 }
 
 
 @pytest.fixture
-def crm(make_runtime: Any) -> Runtime:
-    runtime = make_runtime(LEAD_BLUEPRINT)
-    add_user(runtime, NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
-    add_user(runtime, NewUser("wang", "Wang Wei", "admin", manager="boss", phone="13900000001"))
-    add_user(runtime, NewUser("zhao", "Zhao Min", "admin", manager="boss", phone="13900000002"))
+def crm(make_engine: Any) -> Engine:
+    runtime = make_engine(LEAD_BLUEPRINT)
+    runtime.users.add(NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
+    runtime.users.add(NewUser("wang", "Wang Wei", "admin", manager="boss", phone="13900000001"))
+    runtime.users.add(NewUser("zhao", "Zhao Min", "admin", manager="boss", phone="13900000002"))
     return runtime
 
 
-def _user_id(runtime: Runtime, username: str) -> int:
+def _user_id(runtime: Engine, username: str) -> int:
     users = runtime.schema.users
     with runtime.db.read() as connection:
         return int(connection.execute(sa.select(users.c.id).where(users.c.username == username)).scalar_one())
 
 
-def _events(runtime: Runtime, kind: str) -> list[dict[str, Any]]:
+def _events(runtime: Engine, kind: str) -> list[dict[str, Any]]:
     events = runtime.schema.events
     with runtime.db.read() as connection:
         return [dict(row.data or {}) for row in connection.execute(
@@ -94,18 +93,18 @@ def _local(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=CST).astimezone(dt.timezone.utc)
 
 
-def _clock_row(runtime: Runtime, record_id: int) -> Any:
+def _clock_row(runtime: Engine, record_id: int) -> Any:
     clocks = runtime.schema.clocks
     with runtime.db.read() as connection:
         return connection.execute(sa.select(clocks).where(clocks.c.record_id == record_id)).first()
 
 
-def test_s_lead_assigned_before_qingming_breaches_at_the_right_business_minute(crm: Runtime, clock: Any) -> None:
+def test_s_lead_assigned_before_qingming_breaches_at_the_right_business_minute(crm: Engine, clock: Any) -> None:
     clock.set(_local(2026, 4, 3, 17, 30))  # Friday 17:30; Qingming holiday Sat 4 – Mon 6 April
     wang = _user_id(crm, "wang")
     lead = crm.records.create("lead", {"name": "ACME", "grade": "S", "owner": wang}, actor=SYSTEM).record
-    worker = build_worker(crm, environ={})
-    summary = sla_summary(crm, "lead", lead["id"], clock.now())
+    worker = crm.worker(environ={})
+    summary = crm.slas.summary("lead", lead["id"], clock.now())
     assert summary[0]["due_at"] == _local(2026, 4, 7, 10, 30)  # 30 min Friday + 90 min Tuesday
     assert summary[0]["state"] == "on_track"
 
@@ -139,7 +138,7 @@ def test_s_lead_assigned_before_qingming_breaches_at_the_right_business_minute(c
     assert _events(crm, "sla_restart")[-1]["policy"] == "lead_first_call"
 
 
-def test_breaches_fired_in_one_batch_each_act_once_in_timeline_order(crm: Runtime, clock: Any) -> None:
+def test_breaches_fired_in_one_batch_each_act_once_in_timeline_order(crm: Engine, clock: Any) -> None:
     """The worker fires a due batch together (read ahead, events and messages sent together):
     every lead must still get its own checkpoints once, its owner and manager in the message,
     and a timeline in the order things happened."""
@@ -147,7 +146,7 @@ def test_breaches_fired_in_one_batch_each_act_once_in_timeline_order(crm: Runtim
     wang = _user_id(crm, "wang")
     leads = [crm.records.create("lead", {"name": f"客户{n:02d}", "grade": "S", "owner": wang}, actor=SYSTEM).record
              for n in range(25)]
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     clock.set(_local(2026, 11, 23, 11, 0))  # both warnings and the breach of every lead are due at once
     assert worker.tick().fired == 75
 
@@ -172,21 +171,21 @@ def test_breaches_fired_in_one_batch_each_act_once_in_timeline_order(crm: Runtim
     assert len(_events(crm, "sla_breached")) == 25
 
 
-def test_pausing_and_resuming_shifts_the_due_time(crm: Runtime, clock: Any) -> None:
+def test_pausing_and_resuming_shifts_the_due_time(crm: Engine, clock: Any) -> None:
     clock.set(_local(2026, 11, 23, 10, 0))  # a Monday
     lead = crm.records.create("lead", {"name": "Beta", "grade": "A", "owner": _user_id(crm, "wang")},
                               actor=SYSTEM).record
-    assert sla_summary(crm, "lead", lead["id"], clock.now())[0]["due_at"] == _local(2026, 11, 23, 10, 30)
+    assert crm.slas.summary("lead", lead["id"], clock.now())[0]["due_at"] == _local(2026, 11, 23, 10, 30)
     clock.set(_local(2026, 11, 23, 10, 5))
     crm.records.update("lead", lead["id"], {"status": "paused"}, actor=SYSTEM)
-    paused = sla_summary(crm, "lead", lead["id"], clock.now())[0]
+    paused = crm.slas.summary("lead", lead["id"], clock.now())[0]
     assert paused["state"] == "paused" and paused["due_at"] is None
     assert paused["remaining"] == dt.timedelta(minutes=25)
     clock.set(_local(2026, 11, 23, 11, 50))  # 25 min left: 10 before lunch, 15 after it
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     assert worker.tick().fired == 0  # nothing fires while paused
     crm.records.update("lead", lead["id"], {"status": "new"}, actor=SYSTEM)
-    assert sla_summary(crm, "lead", lead["id"], clock.now())[0]["due_at"] == _local(2026, 11, 23, 13, 45)
+    assert crm.slas.summary("lead", lead["id"], clock.now())[0]["due_at"] == _local(2026, 11, 23, 13, 45)
     assert _clock_row(crm, lead["id"]).due_at == _local(2026, 11, 23, 13, 45).replace(tzinfo=None)
     clock.set(_local(2026, 11, 23, 13, 44))
     worker.tick()
@@ -196,23 +195,23 @@ def test_pausing_and_resuming_shifts_the_due_time(crm: Runtime, clock: Any) -> N
     assert len(_events(crm, "sla_breached")) == 1
 
 
-def test_first_touch_stops_the_clock_and_cancels_its_timers(crm: Runtime, clock: Any) -> None:
+def test_first_touch_stops_the_clock_and_cancels_its_timers(crm: Engine, clock: Any) -> None:
     clock.set(_local(2026, 11, 23, 10, 0))
     lead = crm.records.create("lead", {"name": "Gamma", "grade": "A", "owner": _user_id(crm, "wang")},
                               actor=SYSTEM).record
     clock.advance(minutes=10)
     crm.records.update("lead", lead["id"], {"first_touched_at": clock.now()}, actor=SYSTEM)
-    summary = sla_summary(crm, "lead", lead["id"], clock.now())[0]
+    summary = crm.slas.summary("lead", lead["id"], clock.now())[0]
     assert summary["state"] == "stopped" and summary["met"] is True
     timers = crm.schema.timers
     with crm.db.read() as connection:
         statuses = {row.status for row in connection.execute(sa.select(timers.c.status))}
     assert statuses == {"cancelled"}
     clock.advance(hours=5)
-    assert build_worker(crm, environ={}).tick().fired == 0
+    assert crm.worker(environ={}).tick().fired == 0
 
 
-def test_lists_filter_by_sla_state(crm: Runtime, clock: Any) -> None:
+def test_lists_filter_by_sla_state(crm: Engine, clock: Any) -> None:
     clock.set(_local(2026, 11, 23, 10, 0))
     wang = _user_id(crm, "wang")
     early = crm.records.create("lead", {"name": "early", "grade": "A", "owner": wang}, actor=SYSTEM).record
@@ -221,7 +220,7 @@ def test_lists_filter_by_sla_state(crm: Runtime, clock: Any) -> None:
     table = crm.schema.table("lead")
 
     def ids(which: str) -> list[int]:
-        condition = sla_condition(crm, "lead", table, which, clock.now())
+        condition = sla_condition(crm.schema, "lead", table, which, clock.now())
         with crm.db.read() as connection:
             return [row.id for row in connection.execute(sa.select(table.c.id).where(condition).order_by(table.c.id))]
 
@@ -238,13 +237,13 @@ def test_lists_filter_by_sla_state(crm: Runtime, clock: Any) -> None:
     with pytest.raises(QueryInvalid, match="unknown SLA filter"):
         crm.records.list("lead", parse_list_query(entity, {"sla": "late-ish"}), actor=SYSTEM)
     # … and on the list screen, where the filter bar offers it
-    add_user(crm, NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    crm.users.add(NewUser("chief", "管理员", "admin", password="chief-pass1"))
     page = _sign_in(crm, "chief", "chief-pass1").get("/lead", params={"sla": "overdue"}).text
     assert '<option value="overdue" selected>已超时</option>' in page
     assert ">early<" in page and ">late<" not in page
 
 
-def test_a_rolled_back_write_leaves_no_timer_and_no_notification(crm: Runtime, clock: Any) -> None:
+def test_a_rolled_back_write_leaves_no_timer_and_no_notification(crm: Engine, clock: Any) -> None:
     wang = _user_id(crm, "wang")
     with pytest.raises(RuntimeError):
         with crm.db.write() as connection:
@@ -260,10 +259,10 @@ def test_a_rolled_back_write_leaves_no_timer_and_no_notification(crm: Runtime, c
             assert connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
 
 
-def test_a_missing_channel_secret_ends_dead_with_the_variable_named(crm: Runtime, clock: Any) -> None:
+def test_a_missing_channel_secret_ends_dead_with_the_variable_named(crm: Engine, clock: Any) -> None:
     clock.set(_local(2026, 11, 23, 10, 0))
     crm.records.create("lead", {"name": "Delta", "grade": "A", "owner": _user_id(crm, "wang")}, actor=SYSTEM)
-    worker = build_worker(crm, environ={})
+    worker = crm.worker(environ={})
     clock.set(_local(2026, 11, 23, 10, 16))
     report = worker.tick()
     assert report.fired == 1 and report.retried == 1  # the warning fired; its delivery waits for DT_URL
@@ -329,7 +328,7 @@ def test_shipped_blueprints_declare_the_circuit_breaker_and_the_ticket_sla() -> 
     assert {cadence.name for cadence in crm_model.cadences} == {"after_quote", "quote_idle"}
 
 
-def test_silent_overdue_restarts_on_every_update_and_breaches_after_three_quiet_days(make_runtime: Any,
+def test_silent_overdue_restarts_on_every_update_and_breaches_after_three_quiet_days(make_engine: Any,
                                                                                       clock: Any) -> None:
     files = dict(LEAD_BLUEPRINT)
     files["silent.yaml"] = """
@@ -343,10 +342,10 @@ def test_silent_overdue_restarts_on_every_update_and_breaches_after_three_quiet_
         on_breach:
           - notify: {channel: dingtalk_sales, to: [owner], template: breach}
     """
-    runtime = make_runtime(files)
-    add_user(runtime, NewUser("wang", "Wang Wei", "admin"))
+    runtime = make_engine(files)
+    runtime.users.add(NewUser("wang", "Wang Wei", "admin"))
     lead = runtime.records.create("lead", {"name": "Quiet", "status": "contacted", "owner": 1}, actor=SYSTEM).record
-    worker = build_worker(runtime, environ={})
+    worker = runtime.worker(environ={})
     clock.advance(days=2)
     runtime.records.update("lead", lead["id"], {"name": "Quiet Ltd"}, actor=SYSTEM)  # a touch restarts the clock
     clock.advance(days=2)
@@ -358,13 +357,13 @@ def test_silent_overdue_restarts_on_every_update_and_breaches_after_three_quiet_
     assert _events(runtime, "sla_restart") == []  # restarts on updates do not clutter the timeline
 
 
-def test_record_page_shows_the_sla_due_time(crm: Runtime, clock: Any) -> None:
-    from tests.test_api import TestClient, create_app
+def test_record_page_shows_the_sla_due_time(crm: Engine, clock: Any) -> None:
+    from tests.test_api import TestClient
     clock.set(_local(2026, 11, 23, 10, 0))
     lead = crm.records.create("lead", {"name": "甲", "grade": "A", "owner": _user_id(crm, "wang")},
                               actor=SYSTEM).record
-    add_user(crm, NewUser("chief", "管理员", "admin", password="chief-pass1"))
-    browser = TestClient(create_app(crm))
+    crm.users.add(NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    browser = TestClient(crm.web_app())
     token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
     browser.post("/login", data={"username": "chief", "password": "chief-pass1", "csrf_token": token})
     page = browser.get(f"/lead/{lead['id']}").text
@@ -386,20 +385,20 @@ FIRST_LOOK = {**LEAD_BLUEPRINT, "sla.yaml": """
     """}
 
 
-def _sign_in(runtime: Runtime, username: str, password: str) -> Any:
-    from tests.test_api import TestClient, create_app
-    browser = TestClient(create_app(runtime))
+def _sign_in(runtime: Engine, username: str, password: str) -> Any:
+    from tests.test_api import TestClient
+    browser = TestClient(runtime.web_app())
     token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
     browser.post("/login", data={"username": username, "password": password, "csrf_token": token})
     return browser
 
 
-def test_a_viewed_by_owner_stop_ends_the_clock_when_the_owner_opens_the_lead(make_runtime: Any, clock: Any) -> None:
-    runtime = make_runtime(FIRST_LOOK)
-    add_user(runtime, NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
-    add_user(runtime, NewUser("wang", "Wang Wei", "sales_rep" if runtime.model.has_role("sales_rep") else "admin",
+def test_a_viewed_by_owner_stop_ends_the_clock_when_the_owner_opens_the_lead(make_engine: Any, clock: Any) -> None:
+    runtime = make_engine(FIRST_LOOK)
+    runtime.users.add(NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
+    runtime.users.add(NewUser("wang", "Wang Wei", "sales_rep" if runtime.model.has_role("sales_rep") else "admin",
                               manager="boss", password="wang-pass-1"))
-    add_user(runtime, NewUser("zhao", "Zhao Min", "admin", password="zhao-pass-1"))
+    runtime.users.add(NewUser("zhao", "Zhao Min", "admin", password="zhao-pass-1"))
     clock.set(_local(2026, 11, 23, 10, 0))
     lead = runtime.records.create("lead", {"name": "甲", "owner": _user_id(runtime, "wang")}, actor=SYSTEM).record
     events = runtime.schema.events
@@ -414,13 +413,13 @@ def test_a_viewed_by_owner_stop_ends_the_clock_when_the_owner_opens_the_lead(mak
     assert zhao.get(f"/lead/{lead['id']}").status_code == 200
     assert zhao.get(f"/api/lead/{lead['id']}").status_code == 200
     assert event_count() == before
-    assert sla_summary(runtime, "lead", lead["id"], clock.now())[0]["state"] == "on_track"
+    assert runtime.slas.summary("lead", lead["id"], clock.now())[0]["state"] == "on_track"
 
     # the owner opening it five minutes later stops the clock: met, timer cancelled, on the timeline
     clock.advance(minutes=5)
     wang = _sign_in(runtime, "wang", "wang-pass-1")
     page = wang.get(f"/lead/{lead['id']}").text
-    summary = sla_summary(runtime, "lead", lead["id"], clock.now())[0]
+    summary = runtime.slas.summary("lead", lead["id"], clock.now())[0]
     assert summary["state"] == "stopped" and summary["met"] is True
     assert _events(runtime, "sla_stop") == [{"policy": "lead_first_look", "reason": "viewed by the owner",
                                              "due_at": None, "met": True}]
@@ -431,50 +430,50 @@ def test_a_viewed_by_owner_stop_ends_the_clock_when_the_owner_opens_the_lead(mak
 
     # the breach moment passes: nothing fires, nobody is told
     clock.advance(minutes=30)
-    assert build_worker(runtime, environ={}).tick().fired == 0
+    assert runtime.worker(environ={}).tick().fired == 0
     assert list_messages(runtime.db, runtime.schema) == []
 
 
-def test_an_unopened_lead_breaches_and_tells_the_manager(make_runtime: Any, clock: Any) -> None:
-    runtime = make_runtime(FIRST_LOOK)
-    add_user(runtime, NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
-    add_user(runtime, NewUser("wang", "Wang Wei", "admin", manager="boss"))
+def test_an_unopened_lead_breaches_and_tells_the_manager(make_engine: Any, clock: Any) -> None:
+    runtime = make_engine(FIRST_LOOK)
+    runtime.users.add(NewUser("boss", "Boss Liu", "admin", phone="13800000000"))
+    runtime.users.add(NewUser("wang", "Wang Wei", "admin", manager="boss"))
     clock.set(_local(2026, 11, 23, 10, 0))
     runtime.records.create("lead", {"name": "乙", "owner": _user_id(runtime, "wang")}, actor=SYSTEM)
     clock.advance(minutes=15)
-    assert build_worker(runtime, environ={}).tick().fired == 1
+    assert runtime.worker(environ={}).tick().fired == 1
     [message] = list_messages(runtime.db, runtime.schema)
     assert message["payload"]["mention_mobiles"] == ["13800000000"]  # the manager, not the owner
 
 
-def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make_runtime: Any, clock: Any) -> None:
+def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make_engine: Any, clock: Any) -> None:
     from tests.conftest import SHIPPED_CRM
-    runtime = make_runtime(SHIPPED_CRM)
-    add_user(runtime, NewUser("manager", "周经理", "sales_manager", "east"))
-    add_user(runtime, NewUser("wang", "王磊", "sales_rep", "east", "manager"))
+    runtime = make_engine(SHIPPED_CRM)
+    runtime.users.add(NewUser("manager", "周经理", "sales_manager", "east"))
+    runtime.users.add(NewUser("wang", "王磊", "sales_rep", "east", "manager"))
     clock.set(_local(2026, 11, 23, 10, 0))  # Monday, office hours
     lead = runtime.records.create("lead", {"name": "钱总", "company": "新锐科技", "source": "expo", "grade": "A",
                                            "owner": _user_id(runtime, "wang")}, actor=SYSTEM).record
-    [first_call] = [s for s in sla_summary(runtime, "lead", lead["id"], clock.now()) if s["policy"] == "lead_first_call"]
+    [first_call] = [s for s in runtime.slas.summary("lead", lead["id"], clock.now()) if s["policy"] == "lead_first_call"]
     clock.set(first_call["due_at"] + dt.timedelta(minutes=1))  # the grade the rules gave it decides the target
-    build_worker(runtime, environ={}).tick()
+    runtime.worker(environ={}).tick()
     breached = runtime.records.get("lead", lead["id"], actor=SYSTEM)
     assert "sla_breached" in (breached["tags"] or [])
     assert breached["owner"] == _user_id(runtime, "manager")
 
 
-def test_shipped_ticket_resolution_sla_counts_hotline_hours_and_pauses_for_the_customer(make_runtime: Any,
+def test_shipped_ticket_resolution_sla_counts_hotline_hours_and_pauses_for_the_customer(make_engine: Any,
                                                                                       clock: Any) -> None:
     from tests.conftest import SHIPPED_SERVICE
-    runtime = make_runtime(SHIPPED_SERVICE)
-    add_user(runtime, NewUser("chen", "陈静", "service_agent", "service"))
+    runtime = make_engine(SHIPPED_SERVICE)
+    runtime.users.add(NewUser("chen", "陈静", "service_agent", "service"))
     clock.set(_local(2026, 11, 23, 18, 0))  # Monday 18:00; the hotline's hours are 08:00–20:00
     customer = runtime.records.create("account", {"name": "华东精工"}, actor=SYSTEM).record
     ticket = runtime.records.create("ticket", {"subject": "主轴异响", "customer": customer["id"], "priority": "P1",
                                                "owner": _user_id(runtime, "chen")}, actor=SYSTEM).record
 
     def resolution() -> dict[str, Any]:
-        return next(s for s in sla_summary(runtime, "ticket", ticket["id"], clock.now())
+        return next(s for s in runtime.slas.summary("ticket", ticket["id"], clock.now())
                     if s["policy"] == "ticket_resolution")
     assert resolution()["due_at"] == _local(2026, 11, 24, 10, 0)  # 2 h tonight + 2 h from 08:00
     clock.set(_local(2026, 11, 24, 8, 30))

@@ -16,13 +16,12 @@ import pytest
 from markupsafe import Markup
 from starlette.testclient import TestClient
 
-from engine.engine import Runtime
+from engine.engine import Engine
 from engine.metamodel import FieldType
 from engine.plugins import ENTRY_POINT_GROUP, hookimpl, hookspecs, plugin_manager
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.web import widgets as builtin_widgets
-from engine.runtime.web.app import create_app
 from engine.runtime.web.widgets import NOT_SUBMITTED, WidgetConfigError, load_widgets
 from tests.conftest import IN_CI
 from tests.test_screens import csrf_of
@@ -61,9 +60,9 @@ ACCOUNT = """
 """
 
 
-def sign_in_admin(runtime: Runtime, **options: Any) -> TestClient:
-    add_user(runtime, NewUser("boss", "老板", "admin", password="boss-pass"))
-    client = TestClient(create_app(runtime, **options), follow_redirects=False)
+def sign_in_admin(runtime: Engine, **options: Any) -> TestClient:
+    runtime.users.add(NewUser("boss", "老板", "admin", password="boss-pass"))
+    client = TestClient(runtime.web_app(**options), follow_redirects=False)
     token = csrf_of(client.get("/login").text)
     assert client.post("/login", data={"username": "boss", "password": "boss-pass",
                                        "csrf_token": token}).status_code == 303
@@ -86,8 +85,8 @@ def test_builtin_widgets_register_through_the_same_hook_and_cover_every_field_ty
     assert registry.defaults[FieldType.CHOICE].name == "select"
 
 
-def test_a_blueprint_naming_an_unknown_widget_fails_at_startup_with_its_place(make_runtime: Any) -> None:
-    runtime = make_runtime({**APP, "entities/account.yaml": """
+def test_a_blueprint_naming_an_unknown_widget_fails_at_startup_with_its_place(make_engine: Any) -> None:
+    runtime = make_engine({**APP, "entities/account.yaml": """
         entity: account
         fields:
           name: {type: string}
@@ -96,24 +95,24 @@ def test_a_blueprint_naming_an_unknown_widget_fails_at_startup_with_its_place(ma
             widget: star_ratinq
     """})
     with pytest.raises(WidgetConfigError) as failed:
-        create_app(runtime, widgets=load_widgets(load_installed=False))
+        runtime.web_app(widgets=load_widgets(load_installed=False))
     message = str(failed.value)
     assert re.search(r"entities/account\.yaml:4:\d+: field account\.score names widget 'star_ratinq'", message)
     assert "known:" in message and "select" in message
 
 
-def test_a_widget_on_a_field_type_it_does_not_serve_is_refused(make_runtime: Any) -> None:
-    runtime = make_runtime({**APP, "entities/account.yaml": """
+def test_a_widget_on_a_field_type_it_does_not_serve_is_refused(make_engine: Any) -> None:
+    runtime = make_engine({**APP, "entities/account.yaml": """
         entity: account
         fields:
           name: {type: string, widget: checkbox}
     """})
     with pytest.raises(WidgetConfigError, match="serves boolean fields, not string"):
-        create_app(runtime, widgets=load_widgets(load_installed=False))
+        runtime.web_app(widgets=load_widgets(load_installed=False))
 
 
-def test_every_field_type_renders_a_form_widget_and_round_trips(make_runtime: Any) -> None:
-    runtime = make_runtime({**APP, "entities/thing.yaml": EVERYTHING,
+def test_every_field_type_renders_a_form_widget_and_round_trips(make_engine: Any) -> None:
+    runtime = make_engine({**APP, "entities/thing.yaml": EVERYTHING,
                             "entities/account.yaml": "entity: account\nfields:\n  name: {type: string}\n"})
     account = runtime.records.create("account", {"name": "恒通"}, actor=SYSTEM).record
     client = sign_in_admin(runtime, widgets=load_widgets(load_installed=False))
@@ -152,8 +151,8 @@ def test_every_field_type_renders_a_form_widget_and_round_trips(make_runtime: An
     assert 'value="2026-12-01T09:30"' in edit and 'name="file__current"' in edit
 
 
-def test_malformed_json_is_reported_next_to_its_field(make_runtime: Any) -> None:
-    runtime = make_runtime({**APP, "entities/thing.yaml": EVERYTHING,
+def test_malformed_json_is_reported_next_to_its_field(make_engine: Any) -> None:
+    runtime = make_engine({**APP, "entities/thing.yaml": EVERYTHING,
                             "entities/account.yaml": "entity: account\nfields:\n  name: {type: string}\n"})
     client = sign_in_admin(runtime, widgets=load_widgets(load_installed=False))
     token = csrf_of(client.get("/thing/new").text)
@@ -187,8 +186,8 @@ class ShoutingPlugin:
         return [Shouting()]
 
 
-def test_an_in_process_plugin_widget_draws_and_reads_its_field(make_runtime: Any) -> None:
-    runtime = make_runtime({**APP, "entities/account.yaml": """
+def test_an_in_process_plugin_widget_draws_and_reads_its_field(make_engine: Any) -> None:
+    runtime = make_engine({**APP, "entities/account.yaml": """
         entity: account
         fields:
           name: {type: string, widget: shouting}
@@ -210,9 +209,9 @@ def _require_star_rating() -> None:
         pytest.skip(reason)
 
 
-def test_installed_star_rating_plugin_changes_how_its_field_renders_and_parses(make_runtime: Any) -> None:
+def test_installed_star_rating_plugin_changes_how_its_field_renders_and_parses(make_engine: Any) -> None:
     _require_star_rating()
-    runtime = make_runtime({**APP, "entities/account.yaml": ACCOUNT})
+    runtime = make_engine({**APP, "entities/account.yaml": ACCOUNT})
     client = sign_in_admin(runtime)  # widgets from installed entry points, as `crm serve` does
     form = client.get("/account/new").text
     assert 'role="radiogroup"' in form and 'type="radio" name="health_score" value="5"' in form

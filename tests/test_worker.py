@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Runtime, open_runtime
+from engine.engine import Engine, open_engine
 from engine.rules.timers import TimerRequest
 from engine.runtime.background.outbox import Outcome, enqueue, list_messages, retry_dead
 from engine.runtime.background.timers import SqlTimerStore
@@ -33,11 +33,11 @@ BLUEPRINT = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n",
 
 
 @pytest.fixture
-def runtime(make_runtime: Any) -> Runtime:
-    return make_runtime(BLUEPRINT)
+def runtime(make_engine: Any) -> Engine:
+    return make_engine(BLUEPRINT)
 
 
-def _schedule(runtime: Runtime, count: int, start: dt.datetime, *, step: dt.timedelta = dt.timedelta(seconds=1),
+def _schedule(runtime: Engine, count: int, start: dt.datetime, *, step: dt.timedelta = dt.timedelta(seconds=1),
               kind: str = "mark") -> None:
     store = SqlTimerStore(runtime.schema, runtime.clock.now)
     with runtime.db.write() as connection:
@@ -45,24 +45,24 @@ def _schedule(runtime: Runtime, count: int, start: dt.datetime, *, step: dt.time
             store.schedule(connection, TimerRequest(kind, f"test:{index:05d}", start + index * step, "lead", index))
 
 
-def _fired_keys(runtime: Runtime) -> list[str]:
+def _fired_keys(runtime: Engine) -> list[str]:
     events = runtime.schema.events
     with runtime.db.read() as connection:
         return [row.data["key"] for row in connection.execute(
             sa.select(events.c.data).where(events.c.kind == "timer_fired").order_by(events.c.id))]
 
 
-def _marker(runtime: Runtime) -> Any:
+def _marker(runtime: Engine) -> Any:
     def mark(connection: sa.Connection, timer: Any, now: dt.datetime) -> None:
         append_event(connection, runtime.schema, entity="lead", record_id=timer.record_id or 0, kind="timer_fired",
                      actor_id=None, at=now, data={"key": timer.key})
     return mark
 
 
-def test_timers_that_came_due_while_down_fire_once_in_order(runtime: Runtime, clock: Any) -> None:
+def test_timers_that_came_due_while_down_fire_once_in_order(runtime: Engine, clock: Any) -> None:
     start = clock.now() + dt.timedelta(minutes=5)
     _schedule(runtime, 5, start)
-    worker = Worker(runtime, handlers={"mark": _marker(runtime)})
+    worker = Worker(runtime.db, runtime.schema, runtime.clock, handlers={"mark": _marker(runtime)})
     assert worker.tick().fired == 0
     clock.advance(minutes=5, seconds=2)
     assert worker.tick().fired == 3
@@ -72,13 +72,13 @@ def test_timers_that_came_due_while_down_fire_once_in_order(runtime: Runtime, cl
     assert _fired_keys(runtime) == [f"test:{index:05d}" for index in range(5)]
 
 
-def test_rescheduling_moves_a_timer_and_a_fired_timer_is_never_rearmed(runtime: Runtime, clock: Any) -> None:
+def test_rescheduling_moves_a_timer_and_a_fired_timer_is_never_rearmed(runtime: Engine, clock: Any) -> None:
     store = SqlTimerStore(runtime.schema, runtime.clock.now)
     request = TimerRequest("mark", "sla:lead:1:breach", clock.now() + dt.timedelta(minutes=10), "lead", 1)
     with runtime.db.write() as connection:
         store.schedule(connection, request)
         store.schedule(connection, TimerRequest("mark", request.key, clock.now() + dt.timedelta(minutes=30), "lead", 1))
-    worker = Worker(runtime, handlers={"mark": _marker(runtime)})
+    worker = Worker(runtime.db, runtime.schema, runtime.clock, handlers={"mark": _marker(runtime)})
     clock.advance(minutes=15)
     assert worker.tick().fired == 0  # it was moved to +30 min
     clock.advance(minutes=20)
@@ -90,7 +90,7 @@ def test_rescheduling_moves_a_timer_and_a_fired_timer_is_never_rearmed(runtime: 
 
 
 def test_cancelling_a_records_timers_leaves_every_other_timer_and_finds_them_by_the_record(
-        runtime: Runtime, clock: Any) -> None:
+        runtime: Engine, clock: Any) -> None:
     """Cancelling one lead's SLA cycle (a rep called it back) must not walk every pending timer:
     at 100,000 pending that took 21 ms per cancel on SQLite; by the record's index, 0.05 ms."""
     store = SqlTimerStore(runtime.schema, runtime.clock.now)
@@ -116,16 +116,16 @@ def test_cancelling_a_records_timers_leaves_every_other_timer_and_finds_them_by_
         assert "ix_crm_timers_record" in str(plan), plan
 
 
-def test_a_failing_handler_keeps_its_timer_and_records_why(runtime: Runtime, clock: Any) -> None:
+def test_a_failing_handler_keeps_its_timer_and_records_why(runtime: Engine, clock: Any) -> None:
     _schedule(runtime, 1, clock.now(), kind="unknown_kind")
-    report = Worker(runtime, handlers={}).tick()
+    report = Worker(runtime.db, runtime.schema, runtime.clock, handlers={}).tick()
     assert report.failed == 1
     with runtime.db.read() as connection:
         row = connection.execute(sa.select(runtime.schema.timers)).one()
     assert row.status == "pending" and row.attempts == 1 and "no handler for timer kind" in row.last_error
 
 
-def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_them_back(runtime: Runtime,
+def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_them_back(runtime: Engine,
                                                                                       clock: Any) -> None:
     _schedule(runtime, 3, clock.now() - dt.timedelta(seconds=10))
     mark = _marker(runtime)
@@ -134,7 +134,7 @@ def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_the
         mark(connection, timer, now)  # its effect must not survive its failure
         if timer.key == "test:00001":
             raise RuntimeError("the receiver of this one is broken")
-    report = Worker(runtime, handlers={"mark": flaky}).tick()
+    report = Worker(runtime.db, runtime.schema, runtime.clock, handlers={"mark": flaky}).tick()
     assert (report.fired, report.failed) == (2, 1)
     assert _fired_keys(runtime) == ["test:00000", "test:00002"]  # once each, in order
     with runtime.db.read() as connection:
@@ -142,7 +142,7 @@ def test_one_failing_timer_in_a_batch_does_not_fire_the_others_twice_or_hold_the
     assert statuses == {"test:00000": ("fired", 0), "test:00001": ("pending", 1), "test:00002": ("fired", 0)}
 
 
-def test_a_timer_moved_by_an_earlier_timer_of_the_same_batch_fires_at_its_new_time(runtime: Runtime,
+def test_a_timer_moved_by_an_earlier_timer_of_the_same_batch_fires_at_its_new_time(runtime: Engine,
                                                                                    clock: Any) -> None:
     """A breach that re-grades the record moves its escalation later; the escalation, already
     claimed in the same batch, must wait for its new time instead of being spent now."""
@@ -154,7 +154,7 @@ def test_a_timer_moved_by_an_earlier_timer_of_the_same_batch_fires_at_its_new_ti
         mark(connection, timer, now)
         if timer.key == "test:00000":
             store.schedule(connection, TimerRequest("mark", "test:00001", now + dt.timedelta(hours=1), "lead", 1))
-    worker = Worker(runtime, handlers={"mark": moving})
+    worker = Worker(runtime.db, runtime.schema, runtime.clock, handlers={"mark": moving})
     assert worker.tick().fired == 1
     assert _fired_keys(runtime) == ["test:00000"]
     clock.advance(minutes=59)
@@ -175,7 +175,7 @@ def _start_worker(db_url: str, blueprint: Path, name: str, sleep_ms: int, batch:
     return process
 
 
-def test_killing_the_worker_mid_tick_loses_nothing_and_fires_nothing_twice(runtime: Runtime, db_url: str,
+def test_killing_the_worker_mid_tick_loses_nothing_and_fires_nothing_twice(runtime: Engine, db_url: str,
                                                                            tmp_path: Path) -> None:
     blueprint = write_blueprint(tmp_path / "worker-bp", BLUEPRINT)
     _schedule(runtime, 300, runtime.clock.now() - dt.timedelta(hours=1))
@@ -200,7 +200,7 @@ def test_killing_the_worker_mid_tick_loses_nothing_and_fires_nothing_twice(runti
 def test_two_workers_on_postgresql_fire_each_of_1000_timers_exactly_once(pg_url: str, clock: Any,
                                                                          tmp_path: Path) -> None:
     blueprint = write_blueprint(tmp_path / "worker-bp", BLUEPRINT)
-    runtime = open_runtime(load(blueprint), pg_url, clock=clock)
+    runtime = open_engine(load(blueprint), pg_url, clock=clock)
     try:
         _schedule(runtime, 1000, clock.now() - dt.timedelta(minutes=10), step=dt.timedelta(0))
         workers = [_start_worker(pg_url, blueprint, name, sleep_ms=1, batch=25, wait=True) for name in ("a", "b")]
@@ -257,7 +257,7 @@ def _http_deliver(url: str) -> Any:
     return deliver
 
 
-def test_outbox_retries_until_delivered_once_and_dead_letters_are_retryable(runtime: Runtime, clock: Any,
+def test_outbox_retries_until_delivered_once_and_dead_letters_are_retryable(runtime: Engine, clock: Any,
                                                                             receiver: dict[str, Any]) -> None:
     with runtime.db.write() as connection:
         enqueue(connection, runtime.schema, channel="webhook", key="lead:1:created", payload={"text": "新线索"},
@@ -265,7 +265,7 @@ def test_outbox_retries_until_delivered_once_and_dead_letters_are_retryable(runt
         enqueue(connection, runtime.schema, channel="webhook", key="lead:1:created", payload={"text": "dup"},
                 now=clock.now())
     receiver["fail"] = 3
-    worker = Worker(runtime, deliver=one_at_a_time(_http_deliver(receiver["url"])),
+    worker = Worker(runtime.db, runtime.schema, runtime.clock, deliver=one_at_a_time(_http_deliver(receiver["url"])),
                     next_attempt=lambda attempts, now: now + dt.timedelta(seconds=10) if attempts < 5 else None)
     for _ in range(4):
         worker.tick()
@@ -288,7 +288,7 @@ def test_outbox_retries_until_delivered_once_and_dead_letters_are_retryable(runt
     assert list_messages(runtime.db, runtime.schema, "dead") == [] and len(receiver["bodies"]) == 2
 
 
-def test_a_rolled_back_write_enqueues_nothing(runtime: Runtime, clock: Any) -> None:
+def test_a_rolled_back_write_enqueues_nothing(runtime: Engine, clock: Any) -> None:
     with pytest.raises(RuntimeError):
         with runtime.db.write() as connection:
             enqueue(connection, runtime.schema, channel="webhook", key="k", payload={}, now=clock.now())
@@ -296,12 +296,13 @@ def test_a_rolled_back_write_enqueues_nothing(runtime: Runtime, clock: Any) -> N
     assert list_messages(runtime.db, runtime.schema) == []
 
 
-def test_a_scheduled_job_runs_once_per_schedule_across_workers(runtime: Runtime, clock: Any) -> None:
+def test_a_scheduled_job_runs_once_per_schedule_across_workers(runtime: Engine, clock: Any) -> None:
     clock.set(dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc))  # Monday 08:30 in Shanghai
     runs: list[dt.datetime] = []
     job = ScheduledJob("timeliness_board", "0 8 * * mon-fri",
-                       lambda runtime, moment: runs.append(moment) or "sent", "Asia/Shanghai")
-    first, second = Worker(runtime, jobs=[job], name="one"), Worker(runtime, jobs=[job], name="two")
+                       lambda moment: runs.append(moment) or "sent", "Asia/Shanghai")
+    first = Worker(runtime.db, runtime.schema, runtime.clock, jobs=[job], name="one")
+    second = Worker(runtime.db, runtime.schema, runtime.clock, jobs=[job], name="two")
     assert first.tick().jobs == ["timeliness_board"] and second.tick().jobs == []
     clock.advance(days=1)
     assert second.tick().jobs == ["timeliness_board"] and first.tick().jobs == []

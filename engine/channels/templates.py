@@ -13,6 +13,8 @@ import jinja2
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from engine.rules.rules import show_text
+
 
 MAX_TEMPLATE_CHARS = 8_000
 MAX_OUTPUT_CHARS = 20_000
@@ -89,7 +91,8 @@ def _format_duration(value: Any) -> str:
 
 
 def _environment(autoescape: bool) -> _MessageEnvironment:
-    env = _MessageEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
+    env = _MessageEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
+                              finalize=show_text)  # None as "", decimals without trailing zeros, lists joined
     env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
     env.filters = {name: env.filters[name] for name in _FILTERS}
     env.filters.update(replace=_bounded_replace, datetime=_format_datetime, duration=_format_duration)

@@ -11,15 +11,16 @@ import dataclasses
 import datetime as dt
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from engine.engine import Runtime
 from engine.rules import FakeClock
-from engine.runtime.automation.sla import install_timekeeping
-from engine.runtime.ops.users import NewUser, add_user
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
+
+if TYPE_CHECKING:  # the demo receives an engine; it never builds one
+    from engine.engine import Engine
 
 # Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
 USERS = (
@@ -63,22 +64,22 @@ class DemoSummary:
 class _Writer:
     """Creates records as a given user at a given moment."""
 
-    def __init__(self, runtime: Runtime, clock: FakeClock, rng: random.Random, now: dt.datetime) -> None:
-        self.runtime, self.clock, self.rng, self.now = runtime, clock, rng, now
+    def __init__(self, engine: Engine, clock: FakeClock, rng: random.Random, now: dt.datetime) -> None:
+        self.engine, self.clock, self.rng, self.now = engine, clock, rng, now
         self.counts: dict[str, int] = {}
 
     def create(self, entity: str, values: dict[str, Any], actor: Actor, days_ago: float) -> dict[str, Any]:
         """Create as `actor` with system rights (the loader assigns freely), owned by them by default."""
         self.clock.set(self.now - dt.timedelta(days=days_ago))
         acting = dataclasses.replace(actor, is_system=True)
-        record = self.runtime.records.create(entity, {"owner": actor.id, **values}, actor=acting).record
+        record = self.engine.records.create(entity, {"owner": actor.id, **values}, actor=acting).record
         self.counts[entity] = self.counts.get(entity, 0) + 1
         return record
 
     def update(self, entity: str, record: dict[str, Any], values: dict[str, Any], actor: Actor,
                days_ago: float) -> dict[str, Any]:
         self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
-        return self.runtime.records.update(entity, record["id"], values, actor=dataclasses.replace(actor, is_system=True))
+        return self.engine.records.update(entity, record["id"], values, actor=dataclasses.replace(actor, is_system=True))
 
 
 def _person(rng: random.Random) -> str:
@@ -98,23 +99,21 @@ def _weighted(rng: random.Random, options: dict[str, float]) -> str:
     return rng.choices(list(options), weights=list(options.values()))[0]
 
 
-def seed_demo(runtime: Runtime, *, leads: int = 600, seed: int = 7, now: dt.datetime | None = None) -> DemoSummary:
+def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.datetime | None = None) -> DemoSummary:
     """Fill an empty database with users, products, accounts, contacts, leads, opportunities,
     activities, orders and tickets. Refuses a database that already has leads."""
-    with runtime.db.read() as connection:
-        if connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("lead"))).scalar_one():
+    with engine.db.read() as connection:
+        if connection.execute(sa.select(sa.func.count()).select_from(engine.schema.table("lead"))).scalar_one():
             raise ValueError("the database already holds leads; demo data goes into an empty database")
-    now = now or runtime.clock.now()
+    now = now or engine.clock.now()
     clock = FakeClock(now)
-    seeding = Runtime(runtime.model, runtime.schema, runtime.db, clock,
-                      type(runtime.records)(runtime.schema, runtime.db, clock, runtime.records.evaluator))
     # SLA clocks and cadences run as the history is written (at its past moments), so the demo
     # opens with clocks on the record pages, overdue leads in the lists, and breaches for the
     # worker to catch up on; the blueprint's rules do not (owners here are chosen by hand).
-    install_timekeeping(seeding)
+    seeding = engine.on_clock(clock, rules=False)
     rng = random.Random(seed)
-    users = [add_user(runtime, dataclasses.replace(user, password=demo_password(user.username))) for user in USERS
-             if runtime.model.has_role(user.role)]
+    users = [engine.users.add(dataclasses.replace(user, password=demo_password(user.username))) for user in USERS
+             if engine.model.has_role(user.role)]
     reps = [user for user in users if user.role in ("sales_rep", "sales_manager")]
     agent = next(user for user in users if user.role == "service_agent")
     writer = _Writer(seeding, clock, rng, now)

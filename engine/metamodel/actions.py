@@ -2,22 +2,33 @@
 
 `set`, `add_tags`/`remove_tags`, `assign`/`reassign`, `create_related`, `update_related`,
 `transition`, `notify` and `webhook` are the same specs with the same options wherever they
-are written; `build_actions` checks them at load with file:line. See docs/automation.md.
+are written — a rule's `actions:`, an SLA's `on_warning:`/`on_breach:`/`on_escalation:`,
+a cadence step's `actions:` — and `build_actions` checks them at load with file:line.
+
+Values are literals or expressions (a leading '='), read from the record the action runs
+on. Notification text is Jinja2 in both its forms — inline (`text:`) or a named template
+(`template:`) — with the same context: `record`, `owner`, `manager`, `url`, `now`, and
+`rule`, `sla` or `cadence` for whatever ran it. See docs/automation.md.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
-from engine.metamodel.channels import RECIPIENT
 from engine.metamodel.checks import Checker, texts
 from engine.metamodel.crossrefs import SYSTEM_FIELDS
-from engine.metamodel.entities import EntitySpec, FieldType
+from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
-from engine.metamodel.expressions import TemplateSpec, ValueSpec
+from engine.metamodel.expressions import Expression, ValueSpec
 from engine.metamodel.schema import ENV_NAME, NAME, USERNAME, VALUES, either
 from engine.metamodel.source import PathKey
+
+# who a notification goes to, and who an assignment may pick
+RECIPIENT = re.compile(r"^(owner|owner\.manager|manager|backup|all|(role|user|team):[A-Za-z0-9_.@-]+)$")
+ASSIGNEE = re.compile(r"^(owner\.manager|manager|(user:)?[A-Za-z0-9_.@-]+)$")
+MAX_RELATED_UPDATES = 500  # update_related touches at most this many records per run
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +53,18 @@ class RemoveTagsAction:
 
 @dataclass(frozen=True, slots=True)
 class AssignAction:
-    """Route the record; `policy` None means the first policy of the entity whose match holds."""
+    """Give the record an owner: through routing `policy` (None: the entity's first policy whose
+    match holds), or to the first of `to` who is active and not on leave (`user:NAME`/NAME, or
+    `owner.manager`). `reassign` means away from the current owner: they are never chosen."""
 
-    policy: str | None
+    policy: str | None = None
+    to: tuple[str, ...] = ()
+    reassign: bool = False
     location: Location = NOWHERE
+
+    @property
+    def is_routed(self) -> bool:
+        return not self.to
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,23 @@ class CreateRelatedAction:
     entity: str
     link_field: str
     values: tuple[tuple[str, ValueSpec], ...]
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRelatedAction:
+    """Change records related to this one: the record its link `via` points to (`parent`),
+    the records of `entity` whose link `via` points to this one (`children`), or those whose
+    `via` equals this record's own `via` (`siblings`: e.g. the other opportunities of the
+    ticket's account). `where` reads each related record; values read this one. `values_if_empty`
+    are written only where the related record's field is still empty (a first touch)."""
+
+    entity: str
+    via: str
+    mode: str  # parent | children | siblings
+    values: tuple[tuple[str, ValueSpec], ...] = ()
+    values_if_empty: tuple[tuple[str, ValueSpec], ...] = ()
+    where: Expression | None = None
     location: Location = NOWHERE
 
 
@@ -65,11 +101,13 @@ class TransitionAction:
 
 @dataclass(frozen=True, slots=True)
 class NotifyAction:
-    """`to` holds 'owner', 'manager' or usernames; resolved when the message is delivered."""
+    """A message to `channel` for the people `to` names (resolved to mentions when queued):
+    inline Jinja2 `text`, or the named `template` of a channels document."""
 
     channel: str
-    template: TemplateSpec
     to: tuple[str, ...]
+    text: str | None = None
+    template: str | None = None
     location: Location = NOWHERE
 
 
@@ -83,51 +121,88 @@ class WebhookAction:
 
 
 ActionSpec = Union[SetAction, AddTagsAction, RemoveTagsAction, AssignAction, CreateRelatedAction,
-                   TransitionAction, NotifyAction, WebhookAction]
+                   UpdateRelatedAction, TransitionAction, NotifyAction, WebhookAction]
 
+
+# --------------------------------------------------------------------------- schema
 
 _TAG_LIST = {"type": "array", "items": {"type": "string"}, "minItems": 1}
-
-
 _TAGS = either("array", _TAG_LIST, {"type": "object", "required": ["values"], "additionalProperties": False,
-                                     "properties": {"field": NAME, "values": _TAG_LIST}})
+                                    "properties": {"field": NAME, "values": _TAG_LIST}})
+_PEOPLE = either("array", {"type": "array", "items": {"type": "string"}, "minItems": 1}, {"type": "string"})
+_ASSIGN = either("string", NAME, {"type": "object", "additionalProperties": False,
+                                  "properties": {"policy": NAME, "to": _PEOPLE, "backup": USERNAME}})
+ACTION: dict[str, Any] = {
+    "type": "object", "minProperties": 1, "maxProperties": 1, "properties": {
+        "set": VALUES,
+        "add_tags": _TAGS,
+        "remove_tags": _TAGS,
+        "assign": _ASSIGN,
+        "reassign": _ASSIGN,
+        "create_related": {"type": "object", "required": ["entity", "link"], "additionalProperties": False,
+                           "properties": {"entity": NAME, "link": NAME, "values": VALUES}},
+        "update_related": {"type": "object", "additionalProperties": False,
+                           "properties": {"link": NAME, "entity": NAME, "via": NAME, "where": {"type": "string"},
+                                          "set": VALUES, "set_if_empty": VALUES}},
+        "transition": either("string", {"type": "string"}, {
+            "type": "object", "required": ["to"], "additionalProperties": False,
+            "properties": {"field": NAME, "to": {"type": "string"}}}),
+        "notify": {"type": "object", "required": ["channel"], "additionalProperties": False,
+                   "properties": {"channel": NAME, "template": {"type": "string", "minLength": 1},
+                                  "text": {"type": "string", "minLength": 1}, "to": _PEOPLE}},
+        "webhook": {"type": "object", "additionalProperties": False,
+                    "properties": {"url": {"type": "string", "pattern": "^https?://"}, "url_env": ENV_NAME,
+                                   "secret_env": ENV_NAME, "payload": VALUES}},
+    }}
+ACTIONS: dict[str, Any] = {"type": "array", "items": ACTION}
+
+# spellings of the SLA/cadence steps before the vocabulary was one: refused with the new word
+_RENAMED = {"tag": "add_tags: [tag, …] (or {field: tags, values: [...]})",
+            "create": "create_related: {entity: …, link: …, values: {…}}"}
 
 
-_ACTION = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-           "properties": {
-               "set": VALUES,
-               "add_tags": _TAGS,
-               "remove_tags": _TAGS,
-               "assign": either("string", NAME, {"type": "object", "additionalProperties": False,
-                                                  "properties": {"policy": NAME}}),
-               "create_related": {"type": "object", "required": ["entity", "link"], "additionalProperties": False,
-                                  "properties": {"entity": NAME, "link": NAME, "values": VALUES}},
-               "transition": either("string", {"type": "string"}, {
-                   "type": "object", "required": ["to"], "additionalProperties": False,
-                   "properties": {"field": NAME, "to": {"type": "string"}}}),
-               "notify": {"type": "object", "required": ["channel", "template"], "additionalProperties": False,
-                          "properties": {"channel": NAME, "template": {"type": "string", "minLength": 1},
-                                         "to": either("array", {"type": "array", "items": USERNAME,
-                                                                 "minItems": 1}, USERNAME)}},
-               "webhook": {"type": "object", "additionalProperties": False,
-                           "properties": {"url": {"type": "string", "pattern": "^https?://"}, "url_env": ENV_NAME,
-                                          "secret_env": ENV_NAME, "payload": VALUES}},
-           }}
+# --------------------------------------------------------------------------- builders
 
-
-def _set(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> SetAction:
-    values = []
-    for field, raw in body.items():
-        if field in SYSTEM_FIELDS:
-            checker.error(path + (field,), f"a rule cannot set the system field '{field}'",
-                          "use an assign action to change the owner" if field == "owner" else "remove it", key=True)
+def build_actions(checker: Checker, path: PathKey, raw: list[dict[str, Any]],
+                  entity: EntitySpec) -> tuple[ActionSpec, ...]:
+    """Every action of a rule, an SLA checkpoint or a cadence step, checked against `entity`."""
+    actions: list[ActionSpec] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or len(item) != 1:
+            continue  # the schema reported it
+        (verb, body), = item.items()
+        where = path + (index, verb)
+        if verb in _RENAMED:
+            checker.error(where, f"'{verb}' is not an action any more", f"write {_RENAMED[verb]}", key=True)
             continue
-        spec = checker.field(path + (field,), entity, field, "field to set")
+        builder = _BUILDERS.get(verb)
+        if builder is None:
+            checker.error(where, f"unknown action '{verb}'", did_you_mean(verb, _BUILDERS), key=True)
+            continue
+        action = builder(checker, body, where, entity)
+        if action is not None:
+            actions.append(action)
+    return tuple(actions)
+
+
+def _values(checker: Checker, path: PathKey, body: dict[str, Any], source: EntitySpec,
+            target: EntitySpec, what: str) -> tuple[tuple[str, ValueSpec], ...]:
+    values = []
+    for field, raw in (body or {}).items():
+        if field in SYSTEM_FIELDS:
+            checker.error(path + (field,), f"{what} cannot set the system field '{field}'",
+                          "use assign or reassign to change the owner" if field == "owner" else "remove it", key=True)
+            continue
+        spec = checker.field(path + (field,), target, field, "field to set")
         if spec is not None and spec.type is FieldType.COMPUTED:
             checker.error(path + (field,), f"'{field}' is computed from its expression and cannot be set",
                           "set the fields it is computed from instead", key=True)
-        values.append((field, checker.value(path + (field,), raw, entity, spec)))
-    return SetAction(tuple(values), checker.doc.where_key(path))
+        values.append((field, checker.value(path + (field,), raw, source, spec)))
+    return tuple(values)
+
+
+def _set(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> SetAction:
+    return SetAction(_values(checker, path, body, entity, entity, "set"), checker.doc.where_key(path))
 
 
 def _tags(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> tuple[str, tuple[str, ...]]:
@@ -149,19 +224,38 @@ def _remove_tags(checker: Checker, body: Any, path: PathKey, entity: EntitySpec)
     return RemoveTagsAction(*_tags(checker, body, path, entity), checker.doc.where_key(path))
 
 
-def _assign(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> AssignAction:
-    policy = body if isinstance(body, str) else body.get("policy")
+def _assign(checker: Checker, body: Any, path: PathKey, entity: EntitySpec, *, reassign: bool = False) -> AssignAction:
+    body = {"policy": body} if isinstance(body, str) else dict(body or {})
+    to = texts(body.get("to"))
+    if body.get("backup"):  # the backup rep, else the owner's manager: the SLA steps' long-standing meaning
+        to = (f"user:{body['backup']}", *to, "owner.manager")
+    for index, person in enumerate(to):
+        if not ASSIGNEE.match(person):
+            checker.error(path + ("to", index), f"cannot assign to '{person}'",
+                          "name a user (user:wang or wang) or owner.manager")
+    if reassign and not to and "policy" not in body:
+        to = ("owner.manager",)  # `reassign: {}`: the owner's manager takes it over
+    policy = body.get("policy")
     policy = None if policy == "auto" else policy
-    mine = [p.name for p in checker.model.routing if p.entity == entity.name]
-    if policy is not None and policy not in mine:
-        others = [p.entity for p in checker.model.routing if p.name == policy]
-        checker.error(path, f"assign names unknown routing policy '{policy}'" if not others else
-                      f"routing policy '{policy}' routes {others[0]}, not {entity.name}",
-                      did_you_mean(policy, mine) + " Policies are declared in a routing: document.")
-    elif policy is None and not mine:
-        checker.error(path, f"assign picks a routing policy for {entity.name}, but none is declared",
-                      "declare one in a routing: document (entity: " + entity.name + ")")
-    return AssignAction(policy, checker.doc.where_key(path))
+    if to and policy is not None:
+        checker.error(path, "assign takes 'to' or 'policy', not both",
+                      "route through a policy, or name the people to try in order")
+    elif not to:
+        mine = [p.name for p in checker.model.routing if p.entity == entity.name]
+        if policy is not None and policy not in mine:
+            others = [p.entity for p in checker.model.routing if p.name == policy]
+            checker.error(path, f"assign names unknown routing policy '{policy}'" if not others else
+                          f"routing policy '{policy}' routes {others[0]}, not {entity.name}",
+                          did_you_mean(policy, mine) + " Policies are declared in a routing: document.")
+        elif policy is None and not mine:
+            checker.error(path, f"assign picks a routing policy for {entity.name}, but none is declared",
+                          "declare one in a routing: document (entity: " + entity.name + "), or write "
+                          "to: [user:NAME, owner.manager]")
+    return AssignAction(policy, tuple(to), reassign, checker.doc.where_key(path))
+
+
+def _reassign(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> AssignAction:
+    return _assign(checker, body, path, entity, reassign=True)
 
 
 def _create_related(checker: Checker, body: dict[str, Any], path: PathKey,
@@ -173,22 +267,68 @@ def _create_related(checker: Checker, body: dict[str, Any], path: PathKey,
     if link is not None and link.link_entity != entity.name:
         checker.error(path + ("link",), f"{target.name}.{link.name} links to {link.link_entity}, not {entity.name}",
                       did_you_mean(entity.name, [f.name for f in target.fields if f.link_entity == entity.name]))
-    values = []
-    for field, raw in (body.get("values") or {}).items():
-        spec = checker.field(path + ("values", field), target, field, "field")
-        values.append((field, checker.value(path + ("values", field), raw, entity, spec)))
+    values = _values(checker, path + ("values",), body.get("values") or {}, entity, target, "create_related")
     for spec in target.fields:
         if spec.is_required and spec.default is None and spec.default_expression is None \
                 and spec.name not in dict(values) and spec.name != body["link"]:
             checker.error(path, f"{target.name} requires '{spec.name}', which create_related does not give",
                           f"add it under values: {{{spec.name}: …}}")
-    return CreateRelatedAction(target.name, body["link"], tuple(values), checker.doc.where_key(path))
+    return CreateRelatedAction(target.name, body["link"], values, checker.doc.where_key(path))
+
+
+def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
+                    entity: EntitySpec) -> UpdateRelatedAction | None:
+    if ("link" in body) == ("entity" in body):
+        checker.error(path, "update_related needs either 'link' (the record this one links to) or 'entity' with "
+                      "'via' (records linked to this one, or sharing its link)",
+                      "e.g. {link: lead, set: {…}} or {entity: opportunity, via: account, set: {…}}")
+        return None
+    if not body.get("set") and not body.get("set_if_empty"):
+        checker.error(path, "update_related changes nothing", "add set: {field: value} or set_if_empty: {…}")
+    if "link" in body:
+        link = checker.field(path + ("link",), entity, body["link"], "link field", types=(FieldType.LINK,))
+        if link is None or link.link_entity is None:
+            return None
+        target, via, mode = checker.model.entity(link.link_entity), link.name, "parent"
+    else:
+        found = checker.entity(path + ("entity",), body["entity"], "update_related")
+        if found is None:
+            return None
+        target, via = found, body.get("via") or ""
+        mode = _related_mode(checker, path, entity, target, via)
+        if mode is None:
+            return None
+    where = checker.expression(path + ("where",), body["where"], target) if body.get("where") else None
+    values = _values(checker, path + ("set",), body.get("set") or {}, entity, target, "update_related")
+    if_empty = _values(checker, path + ("set_if_empty",), body.get("set_if_empty") or {}, entity, target,
+                       "update_related")
+    return UpdateRelatedAction(target.name, via, mode, values, if_empty, where, checker.doc.where_key(path))
+
+
+def _related_mode(checker: Checker, path: PathKey, entity: EntitySpec, target: EntitySpec, via: str) -> str | None:
+    """children: target.via links here; siblings: both link through `via` to the same entity."""
+    links: list[FieldSpec] = [spec for spec in target.fields if spec.type is FieldType.LINK]
+    spec = target.field(via) if target.has_field(via) else None
+    if spec is None or spec.type is not FieldType.LINK:
+        checker.error(path + ("via",), f"via '{via}' is not a link field of {target.name}",
+                      did_you_mean(via, [s.name for s in links]) + f" Name the link of {target.name} that "
+                      f"points at {entity.name} or at what {entity.name} links to.")
+        return None
+    if spec.link_entity == entity.name:
+        return "children"
+    own = entity.field(via) if entity.has_field(via) else None
+    if own is not None and own.type is FieldType.LINK and own.link_entity == spec.link_entity:
+        return "siblings"
+    checker.error(path + ("via",), f"{target.name}.{via} links to {spec.link_entity}; {entity.name} neither is "
+                  f"that nor has a '{via}' link to it", f"name a link of {target.name} to {entity.name}, or a link both "
+                  "entities share")
+    return None
 
 
 def _transition(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> TransitionAction | None:
     to_path = path if isinstance(body, str) else path + ("to",)
     body = {"to": body} if isinstance(body, str) else body
-    field = body.get("field") or next((n for n in ("stage", "status") if entity.has_field(n)), None)
+    field = body.get("field") or entity.stage_field
     if field is None:
         checker.error(path, f"{entity.name} has no stage or status field to transition",
                       "name the choice field: transition: {field: <field>, to: <option>}")
@@ -200,8 +340,35 @@ def _transition(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) 
 
 
 def _notify(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> NotifyAction:
-    template = checker.template(path + ("template",), body["template"], entity)
-    return NotifyAction(body["channel"], template, texts(body.get("to", "owner")), checker.doc.where_key(path))
+    channels = [spec.name for spec in checker.model.channels]
+    if body["channel"] not in channels:
+        checker.error(path + ("channel",), f"unknown channel '{body['channel']}'",
+                      did_you_mean(body["channel"], channels) + "; channels are declared in a channels: document")
+    text, template = body.get("text"), body.get("template")
+    if (text is None) == (template is None):
+        checker.error(path, "notify needs exactly one of 'text' (inline) and 'template' (a declared one)",
+                      "e.g. text: '新线索 {{ record.name }}' or template: lead_sla_breach")
+    if template is not None:
+        known = [spec.name for spec in checker.model.templates]
+        if template not in known:
+            looks_inline = any(mark in template for mark in (" ", "{", "}")) or not re.match(r"^[a-z][a-z0-9_]*$",
+                                                                                             template)
+            checker.error(path + ("template",), f"unknown message template '{template}'",
+                          "inline text goes under text:, with Jinja2 placeholders such as {{ record.name }}"
+                          if looks_inline else did_you_mean(template, known) +
+                          " Declare it under templates: in a channels document.")
+        else:
+            found = checker.model.template(template)
+            for _, part in (*found.text, *found.title):
+                checker.jinja(path + ("template",), part, f"template '{template}'", entity)
+    if text is not None:
+        checker.jinja(path + ("text",), text, "notify text", entity)
+    to = texts(body.get("to", "owner"))
+    for position, person in enumerate(to):
+        if not RECIPIENT.match(person):
+            checker.error(path + ("to", position), f"unknown recipient '{person}'",
+                          "write owner, owner.manager, backup, all, role:NAME, team:NAME or user:NAME")
+    return NotifyAction(body["channel"], to, text, template, checker.doc.where_key(path))
 
 
 def _webhook(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> WebhookAction:
@@ -214,111 +381,8 @@ def _webhook(checker: Checker, body: dict[str, Any], path: PathKey, entity: Enti
                          checker.doc.where_key(path))
 
 
-ACTION_BUILDERS: dict[str, Any] = {
-    "set": _set, "add_tags": _add_tags, "remove_tags": _remove_tags, "assign": _assign,
-    "create_related": _create_related, "transition": _transition, "notify": _notify, "webhook": _webhook,
+_BUILDERS: dict[str, Any] = {
+    "set": _set, "add_tags": _add_tags, "remove_tags": _remove_tags, "assign": _assign, "reassign": _reassign,
+    "create_related": _create_related, "update_related": _update_related, "transition": _transition,
+    "notify": _notify, "webhook": _webhook,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyStep:
-    channel: str
-    to: tuple[str, ...]
-    template: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReassignStep:
-    backup: str | None = None  # a username; None: the owner's manager
-
-
-@dataclass(frozen=True, slots=True)
-class SetStep:
-    values: tuple[tuple[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TagStep:
-    field: str
-    add: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CreateStep:
-    """Create a related record (e.g. a to-do activity) linking back through `link`."""
-
-    entity: str
-    link: str
-    values: tuple[tuple[str, Any], ...]
-
-
-TimeAction = NotifyStep | ReassignStep | SetStep | TagStep | CreateStep
-
-
-_LITERALS = {"type": "object", "minProperties": 1, "propertyNames": NAME}
-
-
-_STEP = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False, "properties": {
-    "notify": {"type": "object", "required": ["channel", "template"], "additionalProperties": False,
-               "properties": {"channel": NAME, "template": NAME,
-                              "to": {"type": "array", "items": {"type": "string"}, "minItems": 1}}},
-    "reassign": {"type": "object", "additionalProperties": False,
-                 "properties": {"backup": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]+$"}}},
-    "set": _LITERALS,
-    "tag": {"type": "object", "required": ["add"], "additionalProperties": False,
-            "properties": {"field": NAME, "add": {"type": "array", "items": {"type": "string"}, "minItems": 1}}},
-    "create": {"type": "object", "required": ["entity", "link"], "additionalProperties": False,
-               "properties": {"entity": NAME, "link": NAME, "values": _LITERALS}},
-}}
-
-
-_STEPS = {"type": "array", "items": _STEP}
-
-
-def build_steps(checker: Checker, path: PathKey, raw: list[dict[str, Any]], entity: EntitySpec) -> tuple[TimeAction, ...]:
-    model = checker.model
-    actions: list[TimeAction] = []
-    for index, item in enumerate(raw):
-        (verb, body), = item.items()
-        where = path + (index, verb)
-        if verb == "notify":
-            channels = {spec.name for spec in model.channels}  # type: ignore[attr-defined]
-            if body["channel"] not in channels:
-                checker.error(where + ("channel",), f"unknown channel '{body['channel']}'",
-                              did_you_mean(body["channel"], channels))
-            templates = {spec.name for spec in model.templates}  # type: ignore[attr-defined]
-            if body["template"] not in templates:
-                checker.error(where + ("template",), f"unknown message template '{body['template']}'",
-                              f"{did_you_mean(body['template'], templates)} Declare it under templates: in a "
-                              "channels document.")
-            for position, person in enumerate(body.get("to") or ["owner"]):
-                if not RECIPIENT.match(person):
-                    checker.error(where + ("to", position), f"unknown recipient '{person}'",
-                                  "write owner, owner.manager, backup, all, role:NAME, team:NAME or user:NAME")
-            actions.append(NotifyStep(body["channel"], tuple(body.get("to") or ["owner"]), body["template"]))
-        elif verb == "reassign":
-            actions.append(ReassignStep(body.get("backup")))
-        elif verb == "set":
-            for name, value in body.items():
-                spec = checker.field(where + (name,), entity, name, "set field")
-                if spec is not None:
-                    checker.check_literal(where + (name,), spec, value)
-            actions.append(SetStep(tuple(body.items())))
-        elif verb == "tag":
-            name = body.get("field", "tags")
-            spec = checker.field(where, entity, name, "tag field", (FieldType.TAGS, FieldType.MULTICHOICE))
-            for tag in body["add"]:
-                checker.option(where + ("add",), spec, tag, "tag")
-            actions.append(TagStep(name, tuple(body["add"])))
-        else:
-            related = checker.entity(where + ("entity",), body["entity"], "create")
-            if related is not None:
-                link = checker.field(where + ("link",), related, body["link"], "link", (FieldType.LINK,))
-                if link is not None and link.link_entity != entity.name:
-                    checker.error(where + ("link",), f"'{body['link']}' does not link {related.name} to {entity.name}")
-                for name, value in (body.get("values") or {}).items():
-                    spec = checker.field(where + ("values", name), related, name, "field")
-                    if spec is not None:
-                        checker.check_literal(where + ("values", name), spec, value)
-            actions.append(CreateStep(body["entity"], body["link"], tuple((body.get("values") or {}).items())))
-    return tuple(actions)

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.actions import _STEPS, TimeAction, build_steps
+from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
 from engine.metamodel.calendars import calendar_ref
 from engine.metamodel.checks import Built, Checker, build_items, default_label
 from engine.metamodel.clocks import CLOCK_TRIGGER, STOP, ClockTrigger, StopCondition, build_stops, build_trigger
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
 class CadenceStepSpec:
     name: str
     after: DurationSpec
-    actions: tuple[TimeAction, ...]
+    actions: tuple[ActionSpec, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ CADENCES_SCHEMA: dict[str, Any] = {
                 "steps": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["name", "after", "actions"], "additionalProperties": False,
                     "properties": {"name": NAME, "label": LABEL, "after": DURATION_SCHEMA,
-                                   "actions": {**_STEPS, "minItems": 1}}}}}}}}}
+                                   "actions": {**ACTIONS, "minItems": 1}}}}}}}}}
 
 
 def build_cadences(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
@@ -76,7 +76,7 @@ def _build_cadence(checker: Checker, name: str, data: dict[str, Any], path: Path
             checker.error(where + ("name",), f"step '{step['name']}' appears twice in cadence '{name}'")
         seen.add(step["name"])
         steps.append(CadenceStepSpec(step["name"], checked_duration(checker, where + ("after",), step["after"]),
-                                     build_steps(checker, where + ("actions",), step["actions"], entity)))
+                                     build_actions(checker, where + ("actions",), step["actions"], entity)))
     return CadenceSpec(
         name, default_label(data, name), entity.name, build_trigger(checker, path + ("starts",), data["starts"], entity),
         tuple(steps), build_stops(checker, path + ("stops",), data.get("stops") or [], entity),

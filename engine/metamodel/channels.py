@@ -5,12 +5,10 @@ their retry policy, and the named message templates (Jinja2, checked at load).
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 
 from engine.metamodel.checks import Built, Checker, build_items, default_label, language_texts
 from engine.metamodel.durations import DURATION_SCHEMA, parse_duration
@@ -27,7 +25,6 @@ if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
 CHANNEL_TYPES = ("dingtalk", "wecom", "feishu", "slack", "webhook", "mail")
 
 
-RECIPIENT = re.compile(r"^(owner|owner\.manager|manager|backup|all|(role|user|team):[A-Za-z0-9_.@-]+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +145,7 @@ def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: Path
 def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
     for part in ("title", "text", "html"):
         for lang, text in language_texts(data.get(part)):
-            _check_jinja(checker, path + ((part, lang) if lang != "*" else (part,)), text, name)
+            checker.jinja(path + ((part, lang) if lang != "*" else (part,)), text, f"template '{name}'")
     return MessageTemplateSpec(name, language_texts(data.get("title")), language_texts(data["text"]), checker.doc.where_key(path),
                                language_texts(data.get("html")))
 
@@ -168,10 +165,3 @@ def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> Non
     if isinstance(data.get("secret"), str) or isinstance(data.get("password"), str):
         checker.error(path, "secrets never stand in the blueprint", "write {env: VARIABLE} or {key: a.b}")
 
-
-def _check_jinja(checker: Checker, path: PathKey, text: str, name: str) -> None:
-    try:
-        jinja2.Environment().parse(text)
-    except jinja2.TemplateSyntaxError as exc:
-        checker.error(path, f"template '{name}' line {exc.lineno}: {exc.message}",
-                      "templates are Jinja2: {{ record.name }}, {% if … %}…{% endif %}")

@@ -4,15 +4,15 @@ every error with its file:line, and `build_items` builds the named items of a do
 
 from __future__ import annotations
 
-import re
+
+import jinja2
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, Location, did_you_mean
-from engine.metamodel.expressions import (EXPRESSION_PREFIX, TEMPLATE_PLACEHOLDER, Expression, ExpressionSyntaxError,
-                                          TemplateSpec, ValueSpec, parse_expression)
+from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, ValueSpec, parse_expression
 from engine.metamodel.labels import Label
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
 
 
-_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class Checker:
@@ -109,22 +108,25 @@ class Checker:
             self.error(path, f"{spec.name} is a number field; '{raw}' is not a number",
                        "write a number, or an expression starting with '='")
 
-    def template(self, path: PathKey, text: str, entity: EntitySpec) -> TemplateSpec:
-        names = set()
+    def jinja(self, path: PathKey, text: str, what: str, entity: EntitySpec | None = None) -> None:
+        """Jinja2 text (notification texts and templates): its syntax, and every `record.<field>`
+        it reads against `entity` when the text is used for one."""
+        try:
+            tree = jinja2.Environment().parse(text)
+        except jinja2.TemplateSyntaxError as exc:
+            self.error(path, f"{what} line {exc.lineno}: {exc.message}",
+                       "texts are Jinja2: {{ record.name }}, {% if … %}…{% endif %}")
+            return
+        if entity is None:
+            return
         known = set(entity.field_names()) | set(SYSTEM_FIELDS)
-        for match in TEMPLATE_PLACEHOLDER.finditer(text):
-            name = match.group(1)
-            if name is None:
-                continue
-            if not _FIELD_NAME.match(name.strip()):
-                self.error(path, f"placeholder '{{{name}}}' is not a field name",
-                           "placeholders are plain field names like {name}; write {{ and }} for braces")
-            elif name.strip() not in known:
-                self.error(path, f"placeholder '{{{name}}}' is not a field of '{entity.name}'",
-                           did_you_mean(name.strip(), known))
-            else:
-                names.add(name.strip())
-        return TemplateSpec(text, frozenset(names))
+        for node in tree.find_all(jinja2.nodes.Getattr):
+            if node.attr.startswith("_"):
+                self.error(path, f"{what}: placeholder reads '{node.attr}', which a message may not",
+                           "placeholders read fields and values: {{ record.name }}, {{ owner.display_name }}")
+            elif isinstance(node.node, jinja2.nodes.Name) and node.node.name == "record" and node.attr not in known:
+                self.error(path, f"{what}: placeholder '{{{{ record.{node.attr} }}}}' is not a field of "
+                           f"'{entity.name}'", did_you_mean(node.attr, known))
 
 
 def named_items(root: str, items: Any) -> Iterator[tuple[str, dict[str, Any], PathKey]]:

@@ -64,7 +64,7 @@ def build_trigger(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec)
 
 
 def stage_field(checker: Checker, path: PathKey, entity: EntitySpec) -> str | None:
-    name = next((n for n in ("stage", "status") if entity.has_field(n)), None)
+    name = entity.stage_field
     if name is None:
         checker.error(path, f"entity '{entity.name}' has no stage or status field to watch")
     return name

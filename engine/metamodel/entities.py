@@ -202,6 +202,12 @@ class EntitySpec:
                            f"(known: {', '.join(self.field_names())})")
         return spec
 
+    @property
+    def stage_field(self) -> str | None:
+        """The field a record moves through — `stage`, else `status` — when the entity has one
+        (the one rule every transition, trigger and clock uses when no field is named)."""
+        return next((name for name in ("stage", "status") if name in self._by_name), None)
+
     def has_field(self, name: str) -> bool:
         return name in self._by_name
 

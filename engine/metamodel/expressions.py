@@ -10,7 +10,6 @@ the functions it calls are returned for the cross-reference checks.
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +97,6 @@ class Expression:
     functions: frozenset[str]
 
 
-# Placeholders in notification texts: {field}; {{ and }} stand for literal braces.
-TEMPLATE_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +109,3 @@ class ValueSpec:
     @property
     def is_expression(self) -> bool:
         return self.expression is not None
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateSpec:
-    """Text with {field} placeholders, checked against the entity's fields at load."""
-
-    text: str
-    names: frozenset[str] = frozenset()

@@ -34,13 +34,13 @@ class DocumentKind:
     build: Builder
 
 
-SECONDARY_KINDS: tuple[DocumentKind, ...] = (
+SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refer to the kinds before it
     DocumentKind("roles", ROLES_SCHEMA, build_roles),
+    DocumentKind("calendars", CALENDARS_SCHEMA, build_calendars),
+    DocumentKind("channels", CHANNELS_SCHEMA, build_channels),   # actions' notify names channels and templates
     DocumentKind("routing", ROUTING_SCHEMA, build_routing),
     DocumentKind("sources", SOURCES_SCHEMA, build_sources),
     DocumentKind("rules", RULES_SCHEMA, build_rules),
-    DocumentKind("calendars", CALENDARS_SCHEMA, build_calendars),
-    DocumentKind("channels", CHANNELS_SCHEMA, build_channels),
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),

@@ -221,7 +221,7 @@ def _open_when(checker: Checker, data: dict[str, Any], path: PathKey, entity: En
         expression = checker.expression(path + ("open_when",), data["open_when"], entity)
         if expression is not None:
             return expression
-    status = next((entity.field(n) for n in ("status", "stage") if entity.has_field(n)), None)
+    status = entity.field(entity.stage_field) if entity.stage_field else None
     closed = [value for value in (status.choice_values() if status else ()) if value in CLOSED_LIKE]
     source = f"{status.name} not in {closed!r}" if status is not None and closed else "True"
     uses_load = strategy is Strategy.LEAST_LOADED or data.get("within") == "least_loaded" or "cap" in data

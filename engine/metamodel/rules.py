@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.actions import ACTION_BUILDERS, _ACTION, ActionSpec
+from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
 from engine.metamodel.checks import Checker, build_items, texts
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
@@ -90,7 +90,7 @@ _RULE = {"type": "object", "required": ["entity", "trigger", "actions"], "additi
                         "trigger": either("array", {"type": "array", "items": _ONE_TRIGGER, "minItems": 1},
                                            _ONE_TRIGGER),
                         "when": EXPRESSION,
-                        "actions": {"type": "array", "items": _ACTION, "minItems": 1}}}
+                        "actions": {**ACTIONS, "minItems": 1}}}
 
 
 RULES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["rules"], "additionalProperties": False,
@@ -114,13 +114,8 @@ def _build_rule(checker: Checker, name: str, data: dict[str, Any], path: PathKey
     triggers = tuple(_build_trigger(checker, raw, trigger_path + (index,) if isinstance(data["trigger"], list)
                                     else trigger_path, entity) for index, raw in enumerate(raw_triggers))
     when = checker.expression(path + ("when",), data["when"], entity) if "when" in data else None
-    actions = []
-    for index, raw in enumerate(data["actions"]):
-        (kind, body), = raw.items()
-        action = ACTION_BUILDERS[kind](checker, body, path + ("actions", index, kind), entity)
-        if action is not None:
-            actions.append(action)
-    return RuleSpec(name=name, entity=entity.name, triggers=triggers, actions=tuple(actions), when=when,
+    actions = build_actions(checker, path + ("actions",), data["actions"], entity)
+    return RuleSpec(name=name, entity=entity.name, triggers=triggers, actions=actions, when=when,
                     label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
                     description=str(data.get("description", "")), is_enabled=bool(data.get("enabled", True)),
                     priority=int(data.get("priority", DEFAULT_PRIORITY)), position=position,
@@ -142,7 +137,7 @@ def _build_trigger(checker: Checker, raw: Any, path: PathKey, entity: EntitySpec
             checker.field(path + ("fields", index), entity, name, "watched field", system_ok=True)
         return TriggerSpec(kind, fields=tuple(data.get("fields") or ()))
     if kind is TriggerKind.STAGE_CHANGED:
-        field = data.get("field") or next((n for n in ("stage", "status") if entity.has_field(n)), None)
+        field = data.get("field") or entity.stage_field
         if field is None:
             checker.error(path, f"{entity.name} has no stage or status field for stage_changed",
                           "name the choice field: {event: stage_changed, field: <field>}")

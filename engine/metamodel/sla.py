@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.actions import _STEPS, TimeAction, build_steps
+from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
 from engine.metamodel.calendars import calendar_ref
 from engine.metamodel.checks import Built, Checker, default_label
 from engine.metamodel.clocks import (CLOCK_TRIGGER, STOP, ClockTrigger, StopCondition, build_stops, build_trigger,
@@ -42,9 +42,9 @@ class SlaSpec:
     stops: tuple[StopCondition, ...] = ()
     warn_at: tuple[int, ...] = (50, 80)
     escalate_at: tuple[int, ...] = ()
-    on_warning: tuple[TimeAction, ...] = ()
-    on_breach: tuple[TimeAction, ...] = ()
-    on_escalation: tuple[TimeAction, ...] = ()
+    on_warning: tuple[ActionSpec, ...] = ()
+    on_breach: tuple[ActionSpec, ...] = ()
+    on_escalation: tuple[ActionSpec, ...] = ()
     location: Location = NOWHERE
 
 
@@ -59,7 +59,7 @@ SLA_SCHEMA: dict[str, Any] = {
         "default_target": DURATION_SCHEMA, "business_time": {"type": "boolean"}, "calendar": NAME,
         "starts": CLOCK_TRIGGER, "pauses_when": EXPRESSION, "stops": {"type": "array", "items": STOP},
         "warn_at": PERCENTS, "escalate_at": PERCENTS,
-        "on_warning": _STEPS, "on_breach": _STEPS, "on_escalation": _STEPS}}
+        "on_warning": ACTIONS, "on_breach": ACTIONS, "on_escalation": ACTIONS}}
 
 
 def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
@@ -102,7 +102,7 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Col
             calendar_ref(checker, (), data.get("calendar"), business_time),
             optional_expression(checker, ("pauses_when",), data.get("pauses_when"), entity),
             build_stops(checker, ("stops",), data.get("stops") or [], entity), warn_at, escalate_at,
-            *(build_steps(checker, (key,), data.get(key) or [], entity)
+            *(build_actions(checker, (key,), data.get(key) or [], entity)
               for key in ("on_warning", "on_breach", "on_escalation")),
             location=doc.where_key(("sla",)))
     return {"slas": tuple(slas.values())}, errors

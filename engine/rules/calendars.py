@@ -31,6 +31,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar  # type: ignore[import-untyped]  # ships no type hints
 
+
+
+
+from engine.metamodel.calendars import CalendarDecl
+
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _ONE_US = dt.timedelta(microseconds=1)
@@ -413,3 +418,13 @@ def _to_us(moment: dt.datetime) -> int:
 
 def _from_us(value: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=value)
+
+
+def build_calendar(decl: CalendarDecl) -> BusinessCalendar:
+    """The rules' BusinessCalendar for a blueprint calendar."""
+    overrides = tuple(DayOverride(day, False, name) for day, name in decl.holidays)
+    overrides += tuple(DayOverride(day, True, name) for day, name in decl.workdays)
+    makeup = tuple(WorkPeriod.parse(text) for text in decl.makeup_day_hours) if decl.makeup_day_hours else None
+    spec = CalendarSpec(decl.name, weekly_hours(dict(decl.hours)), decl.timezone, HolidaySource(decl.public_holidays),
+                        FallbackRule(decl.uncovered_years), overrides, frozenset(decl.official_years), makeup)
+    return BusinessCalendar(spec)

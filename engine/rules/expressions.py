@@ -29,7 +29,7 @@ import simpleeval
 
 from engine.metamodel.expressions import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
-from engine.rules.clock import Clock
+from engine.rules.time import Clock
 
 MAX_POWER = 1000
 MAX_STRING_LENGTH = 100_000

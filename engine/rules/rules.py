@@ -16,24 +16,27 @@ import enum
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-from engine.metamodel.actions import (AddTagsAction, AssignAction, CreateRelatedAction, NotifyAction, RemoveTagsAction,
-                                      SetAction, TemplateSpec, TransitionAction, ValueSpec, WebhookAction)
-from engine.metamodel.expressions import TEMPLATE_PLACEHOLDER, Expression
+from engine.metamodel.expressions import Expression
 from engine.metamodel.rules import RuleSpec, TriggerKind, TriggerSpec
+from engine.rules.actions import FIELD_ACTIONS, Action, apply_field_actions, changed_values, resolve_actions
 from engine.rules.expressions import Evaluator, ExpressionError
 
 MAX_TEXT_LENGTH = 4000
 MAX_SHOWN_LENGTH = 80
 
 
-class Change(enum.Enum):
+class Change(enum.StrEnum):
+    """What a write did to a record (a view counts when something watches for it)."""
+
     CREATED = "created"
     UPDATED = "updated"
+    DELETED = "deleted"
+    VIEWED = "viewed"
 
 
-class Origin(enum.Enum):
+class Origin(enum.StrEnum):
     """Through which door the change came; webhook and import changes can trigger their own rules."""
 
     USER = "user"
@@ -83,62 +86,6 @@ class ConditionResult:
 
 
 # -- the actions a decision asks for, with every value already computed ----------------
-
-@dataclass(frozen=True, slots=True)
-class SetField:
-    field: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class AddTags:
-    field: str
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveTags:
-    field: str
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Assign:
-    """Route with `policy`; None: the first policy of the entity whose match holds."""
-
-    policy: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CreateRelated:
-    entity: str
-    link_field: str
-    values: tuple[tuple[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    field: str
-    to: str
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    channel: str
-    text: str
-    to: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CallWebhook:
-    url: str | None
-    url_env: str | None
-    secret_env: str | None
-    payload: tuple[tuple[str, Any], ...]
-
-
-Action = Union[SetField, AddTags, RemoveTags, Assign, CreateRelated, Transition, Notify, CallWebhook]
-FIELD_ACTIONS = (SetField, AddTags, RemoveTags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +149,7 @@ def evaluate_rule(rule: RuleSpec, trigger_event: TriggerEvent, before: Mapping[s
     if not condition.is_true:
         return decide(trigger, condition, why_none="its condition is false")
     try:
-        actions = resolve_actions(rule, after, evaluator)
+        actions = resolve_actions(rule.actions, after, evaluator)
     except ExpressionError as exc:
         return decide(trigger, condition, why_none="an action could not be computed", error=str(exc))
     return decide(trigger, condition, actions=actions)
@@ -221,85 +168,13 @@ def evaluate_condition(expression: Expression | None, values: Mapping[str, Any],
     return ConditionResult(expression.source, seen, Outcome.TRUE if result else Outcome.FALSE)
 
 
-def resolve_actions(rule: RuleSpec, values: Mapping[str, Any], evaluator: Evaluator) -> tuple[Action, ...]:
-    """The rule's actions with every expression and template computed; each sees the
-    field changes of the actions before it. Raises ExpressionError naming the action."""
-    current = dict(values)
-    actions: list[Action] = []
-    for index, spec in enumerate(rule.actions, start=1):
-        try:
-            resolved = _resolve(spec, current, evaluator)
-        except ExpressionError as exc:
-            raise ExpressionError(f"action {index} ({type(spec).__name__.removesuffix('Action').lower()}) "
-                                  f"at {spec.location}: {exc}") from None
-        actions.extend(resolved)
-        current = apply_field_actions(current, resolved)
-    return tuple(actions)
-
-
-def _resolve(spec: Any, values: Mapping[str, Any], evaluator: Evaluator) -> list[Action]:
-    if isinstance(spec, SetAction):
-        resolved: list[Action] = []
-        for field, value in spec.values:
-            resolved.append(SetField(field, compute_value(value, values, evaluator)))
-        return resolved
-    if isinstance(spec, AddTagsAction):
-        return [AddTags(spec.field, spec.values)]
-    if isinstance(spec, RemoveTagsAction):
-        return [RemoveTags(spec.field, spec.values)]
-    if isinstance(spec, AssignAction):
-        return [Assign(spec.policy)]
-    if isinstance(spec, CreateRelatedAction):
-        return [CreateRelated(spec.entity, spec.link_field,
-                              tuple((name, compute_value(value, values, evaluator)) for name, value in spec.values))]
-    if isinstance(spec, TransitionAction):
-        return [Transition(spec.field, spec.to)]
-    if isinstance(spec, NotifyAction):
-        return [Notify(spec.channel, render_template(spec.template, values), spec.to)]
-    if isinstance(spec, WebhookAction):
-        payload = tuple((key, compute_value(value, values, evaluator)) for key, value in spec.payload)
-        return [CallWebhook(spec.url, spec.url_env, spec.secret_env, payload)]
-    raise TypeError(f"unknown action {spec!r}")
-
-
-def compute_value(value: ValueSpec, values: Mapping[str, Any], evaluator: Evaluator) -> Any:
-    """A literal as written (lists as lists), or the expression's result."""
-    if value.expression is not None:
-        return evaluator.evaluate(value.expression, values)
-    return list(value.literal) if isinstance(value.literal, tuple) else value.literal
-
-
-def render_template(template: TemplateSpec, values: Mapping[str, Any]) -> str:
-    """Replace {field} placeholders with values; {{ and }} give braces. Bounded in length."""
-    def replace(match: Any) -> str:
-        if match.group(0) in ("{{", "}}"):
-            return str(match.group(0)[0])
-        name = match.group(1).strip()
-        return show_text(values.get(name)) if name in template.names else str(match.group(0))
-    return TEMPLATE_PLACEHOLDER.sub(replace, template.text)[:MAX_TEXT_LENGTH]
-
-
-def apply_field_actions(values: Mapping[str, Any], actions: Sequence[Action]) -> dict[str, Any]:
-    """`values` with the set and tag actions applied (other actions do not change fields)."""
-    result = dict(values)
-    for action in actions:
-        if isinstance(action, SetField):
-            result[action.field] = action.value
-        elif isinstance(action, AddTags):
-            existing = list(result.get(action.field) or [])
-            result[action.field] = existing + [tag for tag in action.values if tag not in existing]
-        elif isinstance(action, RemoveTags):
-            result[action.field] = [tag for tag in (result.get(action.field) or []) if tag not in action.values]
-    return result
-
-
 def planned_changes(decisions: Sequence[Decision], after: Mapping[str, Any]) -> dict[str, Any]:
     """The field values the matched decisions change, to write in the same transaction."""
     current: Mapping[str, Any] = after
     for decision in decisions:
         if decision.matched:
             current = apply_field_actions(current, decision.actions)
-    return {name: value for name, value in current.items() if name not in after or after[name] != value}
+    return changed_values(after, current)
 
 
 # -- triggers --------------------------------------------------------------------------

@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from engine.metamodel.durations import DurationSpec
+from engine.metamodel.sla import SlaSpec
+from engine.rules.calendars import BusinessCalendar
+from engine.rules.clocks import (ClockDecision, ClockSnapshot, Evaluate, Move, Pause, fresh_clock, on_view, stop_reason,
+                                 trigger_fired, trigger_holds, truth)
 
 _ZERO = dt.timedelta(0)
 
@@ -98,14 +104,6 @@ class SlaPolicy:
             return self.default_target
         known = ", ".join(name for name, _ in self.targets)
         raise SlaError(f"SLA {self.name!r} has no target for tier {tier!r} (known: {known}); add one or a default")
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """A stretch during which the SLA clock stood still; `end` is None while still paused."""
-
-    start: dt.datetime
-    end: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,3 +277,63 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise SlaError(f"{moment!r} has no time zone; SLA math only accepts aware datetimes")
     return moment.astimezone(dt.timezone.utc)
+
+
+def tier_of(spec: SlaSpec, record: Mapping[str, Any]) -> str | None:
+    value = record.get(spec.tier) if spec.tier else None
+    return None if value is None else str(value)
+
+
+def has_target(spec: SlaSpec, tier: str | None) -> bool:
+    return spec.default_target is not None or any(name == tier for name, _ in spec.targets)
+
+
+def decide_sla(spec: SlaSpec, current: ClockSnapshot | None, change: str, before: Mapping[str, Any] | None,
+               after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate, *,
+               viewer: int | None = None) -> ClockDecision:
+    """What one write (or, for change "viewed", user `viewer` opening the record) does to
+    one record's clock for one SLA policy."""
+    active = current is not None and current.is_active
+    if change == "viewed":
+        return on_view(spec.stops, current, active, after, viewer)
+    if change == "deleted":
+        return ClockDecision(Move.CANCEL, None, "record deleted") if active else ClockDecision(Move.NONE, current)
+    tier = tier_of(spec, after)
+    applies = truth(spec.applies_when, after, evaluate, True) and has_target(spec, tier)
+    stopped = stop_reason(spec.stops, before, after, evaluate)
+    paused = truth(spec.pauses_when, after, evaluate, False)
+    fired = trigger_fired(spec.starts, change, before, after)
+    if current is not None and active:
+        if stopped is not None:
+            return ClockDecision(Move.STOP, replace(current, state="stopped"), stopped)
+        if not applies:
+            return ClockDecision(Move.CANCEL, replace(current, state="cancelled"), "no longer under this SLA")
+        if fired and change != "created":
+            return ClockDecision(Move.RESTART, fresh_clock(now, tier, paused), f"restarted: {spec.starts.kind}")
+        if paused and current.state == "running":
+            return ClockDecision(Move.PAUSE, replace(current, state="paused", pauses=(*current.pauses, Pause(now))),
+                                 "paused")
+        if not paused and current.state == "paused":
+            pauses = tuple(Pause(p.start, now) if p.end is None else p for p in current.pauses)
+            return ClockDecision(Move.RESUME, replace(current, state="running", pauses=pauses), "resumed")
+        if tier != current.tier:
+            return ClockDecision(Move.RETIER, replace(current, tier=tier), f"tier {current.tier} → {tier}")
+        return ClockDecision(Move.NONE, current)
+    if not applies or stopped is not None:
+        return ClockDecision(Move.NONE, current)
+    starts = trigger_holds(spec.starts, after) if current is None else fired
+    if starts:
+        return ClockDecision(Move.START, fresh_clock(now, tier, paused), f"started: {spec.starts.kind}")
+    return ClockDecision(Move.NONE, current)
+
+
+def counted(duration: DurationSpec, calendar: BusinessCalendar | None) -> dt.timedelta:
+    """A blueprint duration as counted time ("1bd" = one ordinary working day of the calendar)."""
+    day = calendar.working_day_length if calendar is not None else dt.timedelta(days=1)
+    return duration.fixed + duration.business_days * day
+
+
+def build_policy(spec: SlaSpec, calendar: BusinessCalendar | None) -> SlaPolicy:
+    return SlaPolicy(spec.name, tuple((tier, counted(d, calendar)) for tier, d in spec.targets),
+                     spec.warn_at, spec.escalate_at, spec.business_time, spec.calendar,
+                     counted(spec.default_target, calendar) if spec.default_target else None)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.metamodel.routing import Strategy
+from engine.rules.actions import (AddTags, Assign, CallWebhook, CreateRelated, Notify, RemoveTags, SetField, Transition,
+                                  UpdateRelated)
 from engine.rules.routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
-from engine.rules.rules import (AddTags, Assign, CallWebhook, Change, ConditionResult, CreateRelated, Decision, Notify,
-                                Origin, Outcome, RemoveTags, SetField, Transition, TriggerEvent, TriggerMatch,
+from engine.rules.rules import (Change, ConditionResult, Decision, Origin, Outcome, TriggerEvent, TriggerMatch,
                                 show_value)
 
 
@@ -144,14 +145,24 @@ def describe_action(action: Any) -> str:
     if isinstance(action, RemoveTags):
         return f"remove tags {', '.join(action.values)} from {action.field}"
     if isinstance(action, Assign):
-        return f"assign by policy '{action.policy}'" if action.policy else "assign by the first matching policy"
+        verb = "reassign" if action.reassign else "assign"
+        if action.to:
+            return f"{verb} to the first available of {', '.join(action.to)}"
+        return f"{verb} by policy '{action.policy}'" if action.policy else f"{verb} by the first matching policy"
     if isinstance(action, CreateRelated):
         values = ", ".join(f"{name} = {show_value(value)}" for name, value in action.values)
         return f"create {action.entity} linked by {action.link_field}" + (f" ({values})" if values else "")
+    if isinstance(action, UpdateRelated):
+        values = ", ".join(f"{name} = {show_value(value)}" for name, value in (*action.values, *action.values_if_empty))
+        target = {"parent": f"the {action.entity} it links to by {action.via}",
+                  "children": f"each {action.entity} linked to it by {action.via}",
+                  "siblings": f"each {action.entity} sharing its {action.via}"}[action.mode]
+        return f"update {target}" + (f" where {action.where.source}" if action.where else "") + f" ({values})"
     if isinstance(action, Transition):
         return f"move {action.field} to {action.to}"
     if isinstance(action, Notify):
-        return f"notify {action.channel} → {', '.join(action.to)}: {show_value(action.text)}"
+        body = show_value(action.text) if action.text is not None else f"template {action.template}"
+        return f"notify {action.channel} → {', '.join(action.to)}: {body}"
     if isinstance(action, CallWebhook):
         return f"call webhook {action.url or '$' + str(action.url_env)}"
     return repr(action)
@@ -161,7 +172,7 @@ def describe_action(action: Any) -> str:
 
 _CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     Trace, RoutingStep, TriggerEvent, TriggerMatch, ConditionResult, Decision, SetField, AddTags, RemoveTags,
-    Assign, CreateRelated, Transition, Notify, CallWebhook, PolicySelection, RoutingDecision, Skip, CursorState)}
+    Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook, PolicySelection, RoutingDecision, Skip, CursorState)}
 _ENUMS: dict[str, type[enum.Enum]] = {cls.__name__: cls for cls in (
     Change, Origin, Outcome, RoutingOutcome, Strategy)}
 

@@ -1,6 +1,7 @@
 """A small blueprint for the intake and routing tests (inline YAML, written per test)."""
 
-APP = "app: intake\ninclude: [entities/*.yaml, roles.yaml, routing.yaml, sources.yaml, rules.yaml]\n"
+APP = "app: intake\ninclude: [entities/*.yaml, roles.yaml, channels.yaml, routing.yaml, sources.yaml, rules.yaml]\n"
+CHANNELS = "channels:\n  wecom_sales: {type: wecom, url: {env: WECOM_SALES_URL}}\n"
 LEAD = """
 entity: lead
 fields:
@@ -83,7 +84,7 @@ rules:
     actions:
       - set: {grade: S, next_follow_up: "=today()"}
       - create_related: {entity: activity, link: lead, values: {subject: "=company + ' 首次电话'"}}
-      - notify: {channel: wecom_sales, to: [owner], template: "S级线索 {company}"}
+      - notify: {channel: wecom_sales, to: [owner], text: "S级线索 {{ record.company }}"}
   - name: assign_new_lead
     entity: lead
     priority: 90
@@ -96,6 +97,6 @@ rules:
 
 def files(**overrides: str) -> dict[str, str]:
     parts = {"app.yaml": APP, "entities/lead.yaml": LEAD, "entities/activity.yaml": ACTIVITY, "roles.yaml": ROLES,
-             "routing.yaml": ROUTING, "sources.yaml": SOURCES, "rules.yaml": RULES}
+             "channels.yaml": CHANNELS, "routing.yaml": ROUTING, "sources.yaml": SOURCES, "rules.yaml": RULES}
     parts.update(overrides)
     return parts

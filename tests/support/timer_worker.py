@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from engine.engine import open_runtime
+from engine.engine import open_engine
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
 from engine.runtime.background.worker import Worker
@@ -21,14 +21,14 @@ from engine.runtime.records.events import append_event
 
 def main() -> None:
     db_url, blueprint, name, sleep_ms, batch = sys.argv[1:6]
-    runtime = open_runtime(load_blueprint(blueprint, functions=FUNCTION_NAMES), db_url, migrate=False)
+    runtime = open_engine(load_blueprint(blueprint, functions=FUNCTION_NAMES), db_url, migrate=False)
 
     def mark(connection, timer, now):  # type: ignore[no-untyped-def]
         time.sleep(int(sleep_ms) / 1000)
         append_event(connection, runtime.schema, entity=timer.entity or "lead", record_id=timer.record_id or 0,
                      kind="timer_fired", actor_id=None, at=now, data={"key": timer.key, "worker": name})
 
-    worker = Worker(runtime, handlers={"mark": mark}, name=name, batch=int(batch))
+    worker = Worker(runtime.db, runtime.schema, runtime.clock, handlers={"mark": mark}, name=name, batch=int(batch))
     print("ready", flush=True)
     if "--wait" in sys.argv[6:]:
         sys.stdin.readline()

@@ -9,55 +9,37 @@ into the rules' `BusinessCalendar` and `SlaPolicy`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
-from engine.metamodel.calendars import CalendarDecl
-from engine.metamodel.durations import DurationSpec, parse_duration
-from engine.metamodel.sla import SlaSpec
+from engine.metamodel.durations import parse_duration
 from engine.rules.cadences import ClockSnapshot
-from engine.rules.calendars import (BusinessCalendar, CalendarSpec, DayOverride, FallbackRule, HolidaySource,
-                                    WorkPeriod, weekly_hours)
-from engine.rules.sla import Pause, SlaPolicy, sla_state
-from engine.runtime.records.fieldkinds import as_utc
+from engine.rules.calendars import build_calendar
+from engine.rules.sla import Pause
+from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
+from engine.rules.timers import DueTimer
+from engine.runtime.records.service import RecordService
 
 _UTC = dt.timezone.utc
 
 
 def naive(moment: dt.datetime | None) -> dt.datetime | None:
-    return None if moment is None else moment.astimezone(_UTC).replace(tzinfo=None)
+    return None if moment is None else naive_utc(moment)
 
 
 # --------------------------------------------------------------------------- blueprint → rules objects
-
-def build_calendar(decl: CalendarDecl) -> BusinessCalendar:
-    """The rules' BusinessCalendar for a blueprint calendar."""
-    overrides = tuple(DayOverride(day, False, name) for day, name in decl.holidays)
-    overrides += tuple(DayOverride(day, True, name) for day, name in decl.workdays)
-    makeup = tuple(WorkPeriod.parse(text) for text in decl.makeup_day_hours) if decl.makeup_day_hours else None
-    spec = CalendarSpec(decl.name, weekly_hours(dict(decl.hours)), decl.timezone, HolidaySource(decl.public_holidays),
-                        FallbackRule(decl.uncovered_years), overrides, frozenset(decl.official_years), makeup)
-    return BusinessCalendar(spec)
-
-
-def counted(duration: DurationSpec, calendar: BusinessCalendar | None) -> dt.timedelta:
-    """A blueprint duration as counted time ("1bd" = one ordinary working day of the calendar)."""
-    day = calendar.working_day_length if calendar is not None else dt.timedelta(days=1)
-    return duration.fixed + duration.business_days * day
-
-
-def build_policy(spec: SlaSpec, calendar: BusinessCalendar | None) -> SlaPolicy:
-    return SlaPolicy(spec.name, tuple((tier, counted(d, calendar)) for tier, d in spec.targets),
-                     spec.warn_at, spec.escalate_at, spec.business_time, spec.calendar,
-                     counted(spec.default_target, calendar) if spec.default_target else None)
 
 
 def calendar_warnings(model: Metamodel, today: dt.date) -> list[str]:
@@ -70,12 +52,12 @@ def calendar_warnings(model: Metamodel, today: dt.date) -> list[str]:
 
 # --------------------------------------------------------------------------- the crm_clocks rows
 
-def _pauses_json(pauses: tuple[Pause, ...]) -> list[list[str | None]]:
+def pauses_to_json(pauses: tuple[Pause, ...]) -> list[list[str | None]]:
     return [[p.start.astimezone(_UTC).isoformat(), p.end.astimezone(_UTC).isoformat() if p.end else None]
             for p in pauses]
 
 
-def _pauses(raw: Any) -> tuple[Pause, ...]:
+def pauses_from_json(raw: Any) -> tuple[Pause, ...]:
     return tuple(Pause(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end) if end else None)
                  for start, end in (raw or []))
 
@@ -103,7 +85,7 @@ def load_clocks(connection: sa.Connection, schema: Schema, kind: str, entity: st
 
 
 def _snapshot(row: Any) -> ClockSnapshot:
-    return ClockSnapshot(as_utc(row.started_at), row.state, row.tier, _pauses(row.pauses),  # type: ignore[arg-type]
+    return ClockSnapshot(as_utc(row.started_at), row.state, row.tier, pauses_from_json(row.pauses),  # type: ignore[arg-type]
                          as_utc(row.breached_at))
 
 
@@ -113,7 +95,7 @@ def save_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str
     """Write the clock's current cycle (insert the first time, else update)."""
     _clock_upsert(schema.clocks, connection.dialect.name).run(connection, {
         "kind": kind, "entity": entity, "record_id": record_id, "name": name,
-        "started_at": naive(clock.started_at), "tier": clock.tier, "pauses": _pauses_json(clock.pauses),
+        "started_at": naive(clock.started_at), "tier": clock.tier, "pauses": pauses_to_json(clock.pauses),
         "state": clock.state, "due_at": naive(due_at), "breached_at": naive(clock.breached_at),
         "stopped_at": naive(now) if clock.state in ("stopped", "cancelled", "done") else None,
         "met": met, "reason": reason[:255], "updated_at": naive(now)})
@@ -146,12 +128,12 @@ def _breach_update(table: sa.Table) -> Prepared:
 
 # --------------------------------------------------------------------------- lists and the record page
 
-def sla_condition(runtime: Any, entity: str, table: sa.Table, which: str, now: dt.datetime,
+def sla_condition(schema: Schema, entity: str, table: sa.Table, which: str, now: dt.datetime,
                   policy: str | None = None) -> sa.ColumnElement[bool]:
     """A WHERE condition on `table` (the entity's table) for records whose SLA is `which`:
     "overdue", "due_within:<duration>" (e.g. due_within:1h), "paused" or "running";
-    `policy` narrows it to one SLA. `runtime` may also be the runtime's Schema."""
-    clocks = getattr(runtime, "schema", runtime).clocks
+    `policy` narrows it to one SLA."""
+    clocks = schema.clocks
     base = [clocks.c.kind == "sla", clocks.c.entity == entity, clocks.c.record_id == table.c.id]
     if policy is not None:
         base.append(clocks.c.name == policy)
@@ -170,54 +152,121 @@ def sla_condition(runtime: Any, entity: str, table: sa.Table, which: str, now: d
     return sa.exists().where(*base, condition)
 
 
-def sla_summary(runtime: Any, entity: str, record_id: int, now: dt.datetime) -> list[dict[str, Any]]:
-    """Every SLA clock of one record, for the record page: state, due time, what is left or how late."""
-    from engine.runtime.automation.sla import timekeeping_of
+# --------------------------------------------------------------------------- reading ahead for a batch of timers
 
-    keeper = timekeeping_of(runtime)
-    table = runtime.schema.clocks
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(table).where(table.c.kind == "sla", table.c.entity == entity,
-                                                         table.c.record_id == record_id)
-                                  .order_by(table.c.name)).all()
-    result = []
-    for row in rows:
-        spec = keeper.sla(row.name) if keeper is not None else None
-        if spec is None or row.state == "cancelled":
-            continue
-        calendar = keeper.calendar(spec.calendar) if keeper is not None else None
-        stopped = as_utc(row.stopped_at) if row.state == "stopped" else None
-        status = sla_state(now, build_policy(spec, calendar), as_utc(row.started_at),  # type: ignore[arg-type]
-                           row.tier, _pauses(row.pauses), calendar, stopped_at=stopped)
-        result.append({"policy": spec.name, "label": spec.label, "tier": row.tier, "state": status.state.value,
-                       "due_at": status.due_at, "remaining": status.remaining, "target": status.target,
-                       "percent": round(status.percent_used), "started_at": as_utc(row.started_at),
-                       "breached_at": as_utc(row.breached_at), "met": status.met, "reason": row.reason or ""})
-    return result
+ClockKey = tuple[str, str, int, str]  # kind, entity, record id, policy or cadence name
 
 
-def cadence_summary(runtime: Any, entity: str, record_id: int) -> list[dict[str, Any]]:
-    """Every cadence run of one record: state, why it stopped, and each step's due time and status."""
-    clocks, timers = runtime.schema.clocks, runtime.schema.timers
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(clocks).where(clocks.c.kind == "cadence", clocks.c.entity == entity,
-                                                          clocks.c.record_id == record_id)
-                                  .order_by(clocks.c.name)).all()
-        result = []
-        for row in rows:
-            prefix = cadence_prefix(row.name, entity, record_id, as_utc(row.started_at))
-            steps = connection.execute(sa.select(timers.c.key, timers.c.due_at, timers.c.status, timers.c.payload)
-                                       .where(timers.c.key.like(prefix.replace("_", "\\_") + "%", escape="\\"))
-                                       .order_by(timers.c.due_at)).all()
-            result.append({"cadence": row.name, "state": row.state, "started_at": as_utc(row.started_at),
-                           "stopped_at": as_utc(row.stopped_at), "reason": row.reason or "",
-                           "steps": [{"step": (step.payload or {}).get("step"), "due_at": as_utc(step.due_at),
-                                      "status": step.status} for step in steps]})
-    return result
+@dataclasses.dataclass(eq=False)
+class _ReadAhead:
+    """What a batch of timers reads, read in a few statements before the first one fires
+    (`ClockStore.batch`); an entry is dropped when the batch writes what it holds."""
+
+    connection: sa.Connection
+    clocks: dict[ClockKey, ClockSnapshot | None]
+    records: dict[tuple[str, int], dict[str, Any] | None]
+    users: dict[int, Any]
 
 
-def cadence_prefix(name: str, entity: str, record_id: int, started_at: dt.datetime | None = None) -> str:
-    """Timer-key prefix of one record's cadence runs (all, or the run that started at `started_at`)."""
-    prefix = f"cadence:{name}:{entity}:{record_id}:"
-    return prefix if started_at is None else f"{prefix}{started_at.astimezone(_UTC).strftime('%Y%m%dT%H%M%S.%fZ')}:"
+_read_ahead: contextvars.ContextVar[_ReadAhead | None] = contextvars.ContextVar("crm_read_ahead", default=None)
 
+
+class ClockStore:
+    """The crm_clocks rows as the SLA and cadence observers read and write them, and — while a
+    batch of timers fires — their clocks, records, owners and managers read ahead in a few
+    statements instead of a few per timer (on PostgreSQL each is a round trip)."""
+
+    def __init__(self, schema: Schema, records: RecordService) -> None:
+        self.schema = schema
+        self.records = records
+        self._keys: dict[str, Callable[[DueTimer], tuple[str, str] | None]] = {}
+
+    def register(self, kind: str, clock_of: Callable[[DueTimer], tuple[str, str] | None]) -> None:
+        """How a timer of `kind` names its clock: (entity, policy or cadence name), or None."""
+        self._keys[kind] = clock_of
+
+    def load(self, connection: sa.Connection, kind: str, entity: str, record_id: int,
+             name: str) -> ClockSnapshot | None:
+        ahead = _ahead(connection)
+        if ahead is not None and (kind, entity, record_id, name) in ahead.clocks:
+            return ahead.clocks[(kind, entity, record_id, name)]
+        return load_clock(connection, self.schema, kind, entity, record_id, name)
+
+    def save(self, connection: sa.Connection, kind: str, entity: str, record_id: int, name: str,
+             clock: ClockSnapshot, now: dt.datetime, *, due_at: dt.datetime | None = None, reason: str = "",
+             met: bool | None = None) -> None:
+        self.forget(connection, kind, entity, record_id, name)
+        save_clock(connection, self.schema, kind, entity, record_id, name, clock, now, due_at=due_at, reason=reason,
+                   met=met)
+
+    def forget(self, connection: sa.Connection, kind: str, entity: str, record_id: int, name: str) -> None:
+        ahead = _ahead(connection)
+        if ahead is not None:
+            ahead.clocks.pop((kind, entity, record_id, name), None)
+
+    def mark_breached(self, connection: sa.Connection, entity: str, record_id: int, name: str,
+                      clock: ClockSnapshot, now: dt.datetime) -> None:
+        mark_breached(connection, self.schema, entity, record_id, name, now)
+        ahead = _ahead(connection)
+        if ahead is not None:
+            ahead.clocks[("sla", entity, record_id, name)] = dataclasses.replace(clock, breached_at=now)
+
+    def record(self, connection: sa.Connection, entity: str, record_id: int) -> dict[str, Any] | None:
+        ahead = _ahead(connection)
+        if ahead is not None and (entity, record_id) in ahead.records:
+            record = ahead.records[(entity, record_id)]
+            return None if record is None else dict(record)
+        return self.records.find(connection, entity, record_id)
+
+    def forget_record(self, connection: sa.Connection, entity: str, record_id: int) -> None:
+        ahead = _ahead(connection)
+        if ahead is not None:
+            ahead.records.pop((entity, record_id), None)
+
+    def users_seen(self, connection: sa.Connection) -> dict[int, Any]:
+        """User rows read for this batch (owners and managers), for the messages' recipients."""
+        ahead = _ahead(connection)
+        return ahead.users if ahead is not None else {}
+
+    @contextlib.contextmanager
+    def batch(self, connection: sa.Connection, timers: list[DueTimer], now: dt.datetime) -> Iterator[None]:
+        """Read what these timers' handlers will read; the worker fires the batch inside this block."""
+        ahead = _ReadAhead(connection, {}, {}, {})
+        wanted: dict[tuple[str, str], set[int]] = {}
+        for timer in timers:
+            clock_of = self._keys.get(timer.kind)
+            found = clock_of(timer) if clock_of is not None else None
+            if found is not None and timer.record_id is not None:
+                entity, name = found
+                wanted.setdefault((timer.kind, entity), set()).add(timer.record_id)
+                ahead.clocks[(timer.kind, entity, timer.record_id, name)] = None
+        for (kind, entity), ids in wanted.items():
+            for (record_id, name), clock in load_clocks(connection, self.schema, kind, entity, ids).items():
+                if (kind, entity, record_id, name) in ahead.clocks:
+                    ahead.clocks[(kind, entity, record_id, name)] = clock
+        by_entity: dict[str, set[int]] = {}
+        for (_, entity), ids in wanted.items():
+            by_entity.setdefault(entity, set()).update(ids)
+        for entity, ids in by_entity.items():
+            found_records = self.records.find_many(connection, entity, ids)
+            ahead.records.update({(entity, record_id): found_records.get(record_id) for record_id in ids})
+        owners = {record["owner"] for record in ahead.records.values() if record and record.get("owner")}
+        self._read_users(connection, owners, ahead.users)
+        self._read_users(connection, {row.manager_id for row in ahead.users.values() if row is not None}, ahead.users)
+        token = _read_ahead.set(ahead)
+        try:
+            yield
+        finally:
+            _read_ahead.reset(token)
+
+    def _read_users(self, connection: sa.Connection, ids: set[int | None], into: dict[int, Any]) -> None:
+        missing = sorted(user_id for user_id in ids if user_id is not None and user_id not in into)
+        if missing:
+            users = self.schema.users
+            found = {row.id: row for row in connection.execute(sa.select(users).where(users.c.id.in_(missing)))}
+            into.update({user_id: found.get(user_id) for user_id in missing})
+
+
+def _ahead(connection: sa.Connection) -> _ReadAhead | None:
+    ahead = _read_ahead.get()
+    return ahead if ahead is not None and ahead.connection is connection else None

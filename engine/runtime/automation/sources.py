@@ -23,14 +23,17 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from engine.engine import Runtime
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
-from engine.runtime.storage.jsontext import JSONResponse
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
+from engine.metamodel.model import Metamodel
+from engine.rules.time import Clock
+from engine.runtime.records.service import RecordService
+from engine.runtime.storage.database import Database
 
 MAX_BODY = 1024 * 1024
 _SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token"}
@@ -64,23 +67,117 @@ class IntakeRefused(Exception):
         self.message = message
 
 
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
 def source_actor(source: str) -> Actor:
     """Intake writes as the system (routing assigns owners), named for the source in the audit."""
     return Actor(None, f"webhook:{source}", role="system", is_system=True)
 
 
-def log_delivery(runtime: Runtime, source: str, headers: Mapping[str, str], query: str, body: bytes) -> int:
-    """Keep the raw delivery before anything can go wrong with it; secrets in headers are masked."""
-    kept = {name.lower(): ("***" if name.lower() in _SECRET_HEADERS else value) for name, value in headers.items()}
-    with runtime.db.write() as connection:
-        return int(_statements(runtime.schema).log.scalar(connection, {
-            "source": source[:64], "received_at": _naive(runtime.clock.now()), "headers": kept, "query": query[:2000],
-            "body": body, "status": "received", "attempts": 1}))
+class Intake:
+    """Inbound deliveries: logged first, then authenticated, mapped, deduplicated and created through RecordService."""
 
+    def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService) -> None:
+        self.model = model
+        self.schema = schema
+        self.db = db
+        self.clock = clock
+        self.records = records
+
+    def log_delivery(self, source: str, headers: Mapping[str, str], query: str, body: bytes) -> int:
+        """Keep the raw delivery before anything can go wrong with it; secrets in headers are masked."""
+        kept = {name.lower(): ("***" if name.lower() in _SECRET_HEADERS else value) for name, value in headers.items()}
+        with self.db.write() as connection:
+            return int(_statements(self.schema).log.scalar(connection, {
+                "source": source[:64], "received_at": naive_utc(self.clock.now()), "headers": kept, "query": query[:2000],
+                "body": body, "status": "received", "attempts": 1}))
+
+    def _finish(self, delivery_id: int, status: str, error: str | None = None, **values: Any) -> None:
+        with self.db.write() as connection:
+            _mark(connection, self.schema, delivery_id, status=status, error=error, **values)
+
+    def process(self, source_name: str, delivery_id: int, headers: Mapping[str, str],
+                         query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:
+        """Authenticate, parse, map and create (or merge) the record; every outcome is logged."""
+        try:
+            source = next(s for s in self.model.sources if s.name == source_name)
+        except StopIteration:
+            self._finish(delivery_id, "rejected", f"unknown source '{source_name}'")
+            return IntakeResult(404, "rejected", delivery_id, f"there is no webhook source '{source_name}'")
+        try:
+            if not source.is_enabled:
+                raise IntakeRefused(503, f"source '{source.name}' is disabled in the blueprint")
+            if check_auth:
+                verify(source, headers, query, body, self.clock.now())
+            try:
+                payload = json.loads(body or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise IntakeRefused(400, f"the body is not valid JSON: {exc}") from None
+            if not isinstance(payload, (dict, list)):
+                raise IntakeRefused(400, "the body must be a JSON object")
+        except IntakeRefused as refused:
+            self._finish(delivery_id, "rejected", refused.message)
+            return IntakeResult(refused.status, "rejected", delivery_id, refused.message)
+        event_id = source.event_id.read(payload) if source.event_id else None
+        event_id = None if event_id in (None, "") else str(event_id)[:255]
+        values = source.map_payload(payload)
+        try:
+            submitted = _submitted_at(values.pop("created_at", None), self.model.settings.timezone)
+        except ValidationFailed as failed:
+            self._finish(delivery_id, "failed", failed.message, event_id=event_id, entity=source.entity)
+            return _failed(delivery_id, failed)
+        return self._create(source, delivery_id, event_id, values, submitted)
+
+    def _create(self, source: SourceSpec, delivery_id: int, event_id: str | None,
+                values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
+        statements = _statements(self.schema)
+        with self.db.write() as connection:
+            if event_id is not None:
+                seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
+                if seen is not None:
+                    _mark(connection, self.schema, delivery_id, status="duplicate", event_id=event_id,
+                          entity=source.entity, record_id=seen.record_id)
+                    return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
+                                        seen.record_id)
+            try:  # within a savepoint: a refused record leaves the transaction usable for the log
+                result = self.records.create(source.entity, values, actor=source_actor(source.name),
+                                                within=connection, origin="webhook", source=source.name,
+                                                created_at=submitted)
+            except RecordError as error:  # recorded in the same transaction: one write per delivery
+                _mark(connection, self.schema, delivery_id, status="failed", error=error.message, event_id=event_id,
+                      entity=source.entity)
+                return _failed(delivery_id, error)
+            record_id = result.record["id"]
+            if event_id is not None:
+                statements.remember.run(connection, {"source": source.name, "event_id": event_id,
+                                                     "delivery_id": delivery_id, "record_id": record_id})
+            _mark(connection, self.schema, delivery_id, status="processed", error=None, event_id=event_id,
+                  entity=source.entity, record_id=record_id)
+        merged = result.outcome == "merged"
+        return IntakeResult(200 if merged else 201, "processed", delivery_id,
+                            f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
+
+    def replay(self, delivery_id: int, *, check_auth: bool = False) -> IntakeResult:
+        """Process a logged delivery again (after fixing a mapping or a secret). Authentication is
+        not re-checked by default: the body was logged as received, and timestamps would be stale."""
+        table = self.schema.deliveries
+        with self.db.read() as connection:
+            row = connection.execute(sa.select(table).where(table.c.id == delivery_id)).first()
+        if row is None:
+            raise LookupError(f"there is no delivery {delivery_id}")
+        with self.db.write() as connection:
+            connection.execute(table.update().where(table.c.id == delivery_id).values(attempts=row.attempts + 1))
+        query = dict(pair.split("=", 1) for pair in row.query.split("&") if "=" in pair)
+        return self.process(row.source, delivery_id, row.headers, query, row.body, check_auth=check_auth)
+
+    def deliveries(self, *, source: str | None = None, status: str | None = None,
+                        limit: int = 50) -> list[Any]:
+        table = self.schema.deliveries
+        query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+        if source:
+            query = query.where(table.c.source == source)
+        if status:
+            query = query.where(table.c.status == status)
+        with self.db.read() as connection:
+            return list(connection.execute(query))
 
 def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, str], body: bytes,
            now: dt.datetime, environ: Mapping[str, str] = os.environ) -> None:
@@ -121,11 +218,6 @@ def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, s
         raise IntakeRefused(401, "signature does not match the body")
 
 
-def _finish(runtime: Runtime, delivery_id: int, status: str, error: str | None = None, **values: Any) -> None:
-    with runtime.db.write() as connection:
-        _mark(connection, runtime.schema, delivery_id, status=status, error=error, **values)
-
-
 def _mark(connection: sa.Connection, schema: Schema, delivery_id: int, **values: Any) -> None:
     """Set the delivery's outcome columns (`values`) in the caller's transaction."""
     _mark_statement(schema.deliveries, tuple(values)).run(connection, {"delivery_id": delivery_id, **values})
@@ -158,39 +250,6 @@ def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
         remember=Prepared(events.insert(), columns=("source", "event_id", "delivery_id", "record_id")))
 
 
-def process_delivery(runtime: Runtime, source_name: str, delivery_id: int, headers: Mapping[str, str],
-                     query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:
-    """Authenticate, parse, map and create (or merge) the record; every outcome is logged."""
-    try:
-        source = next(s for s in runtime.model.sources if s.name == source_name)
-    except StopIteration:
-        _finish(runtime, delivery_id, "rejected", f"unknown source '{source_name}'")
-        return IntakeResult(404, "rejected", delivery_id, f"there is no webhook source '{source_name}'")
-    try:
-        if not source.is_enabled:
-            raise IntakeRefused(503, f"source '{source.name}' is disabled in the blueprint")
-        if check_auth:
-            verify(source, headers, query, body, runtime.clock.now())
-        try:
-            payload = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IntakeRefused(400, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(payload, (dict, list)):
-            raise IntakeRefused(400, "the body must be a JSON object")
-    except IntakeRefused as refused:
-        _finish(runtime, delivery_id, "rejected", refused.message)
-        return IntakeResult(refused.status, "rejected", delivery_id, refused.message)
-    event_id = source.event_id.read(payload) if source.event_id else None
-    event_id = None if event_id in (None, "") else str(event_id)[:255]
-    values = source.map_payload(payload)
-    try:
-        submitted = _submitted_at(values.pop("created_at", None), runtime.model.settings.timezone)
-    except ValidationFailed as failed:
-        _finish(runtime, delivery_id, "failed", failed.message, event_id=event_id, entity=source.entity)
-        return _failed(delivery_id, failed)
-    return _create(runtime, source, delivery_id, event_id, values, submitted)
-
-
 def _failed(delivery_id: int, error: RecordError) -> IntakeResult:
     errors = tuple(e.as_dict() for e in error.errors) if isinstance(error, ValidationFailed) else ()
     return IntakeResult(error.status, "failed", delivery_id, error.message, errors=errors)
@@ -210,80 +269,3 @@ def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
 
 
-def _create(runtime: Runtime, source: SourceSpec, delivery_id: int, event_id: str | None,
-            values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
-    statements = _statements(runtime.schema)
-    with runtime.db.write() as connection:
-        if event_id is not None:
-            seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
-            if seen is not None:
-                _mark(connection, runtime.schema, delivery_id, status="duplicate", event_id=event_id,
-                      entity=source.entity, record_id=seen.record_id)
-                return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
-                                    seen.record_id)
-        try:  # within a savepoint: a refused record leaves the transaction usable for the log
-            result = runtime.records.create(source.entity, values, actor=source_actor(source.name),
-                                            within=connection, origin="webhook", source=source.name,
-                                            created_at=submitted)
-        except RecordError as error:  # recorded in the same transaction: one write per delivery
-            _mark(connection, runtime.schema, delivery_id, status="failed", error=error.message, event_id=event_id,
-                  entity=source.entity)
-            return _failed(delivery_id, error)
-        record_id = result.record["id"]
-        if event_id is not None:
-            statements.remember.run(connection, {"source": source.name, "event_id": event_id,
-                                                 "delivery_id": delivery_id, "record_id": record_id})
-        _mark(connection, runtime.schema, delivery_id, status="processed", error=None, event_id=event_id,
-              entity=source.entity, record_id=record_id)
-    merged = result.outcome == "merged"
-    return IntakeResult(200 if merged else 201, "processed", delivery_id,
-                        f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
-
-
-def replay_delivery(runtime: Runtime, delivery_id: int, *, check_auth: bool = False) -> IntakeResult:
-    """Process a logged delivery again (after fixing a mapping or a secret). Authentication is
-    not re-checked by default: the body was logged as received, and timestamps would be stale."""
-    table = runtime.schema.deliveries
-    with runtime.db.read() as connection:
-        row = connection.execute(sa.select(table).where(table.c.id == delivery_id)).first()
-    if row is None:
-        raise LookupError(f"there is no delivery {delivery_id}")
-    with runtime.db.write() as connection:
-        connection.execute(table.update().where(table.c.id == delivery_id).values(attempts=row.attempts + 1))
-    query = dict(pair.split("=", 1) for pair in row.query.split("&") if "=" in pair)
-    return process_delivery(runtime, row.source, delivery_id, row.headers, query, row.body, check_auth=check_auth)
-
-
-def list_deliveries(runtime: Runtime, *, source: str | None = None, status: str | None = None,
-                    limit: int = 50) -> list[Any]:
-    table = runtime.schema.deliveries
-    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
-    if source:
-        query = query.where(table.c.source == source)
-    if status:
-        query = query.where(table.c.status == status)
-    with runtime.db.read() as connection:
-        return list(connection.execute(query))
-
-
-def webhook_routes(runtime: Runtime) -> list[Any]:
-    """The /hooks/{source} route; answers JSON with the outcome and the delivery id."""
-    from starlette.requests import Request
-    from starlette.routing import Route
-
-    async def receive(request: Request) -> JSONResponse:
-        source = request.path_params["source"]
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"outcome": "rejected", "message": f"body larger than {MAX_BODY} bytes"},
-                                status_code=413)
-        headers, query = dict(request.headers), request.scope["query_string"].decode("latin-1")
-
-        def log_and_process() -> IntakeResult:
-            """The raw delivery is written on its own first: it is kept even if processing it fails."""
-            delivery_id = log_delivery(runtime, source, headers, query, body)
-            return process_delivery(runtime, source, delivery_id, headers, dict(request.query_params), body)
-        result = await runtime.db.run(log_and_process, write=True)
-        return JSONResponse(result.body(), status_code=result.status)
-
-    return [Route("/hooks/{source}", receive, methods=["POST"])]

@@ -19,121 +19,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 
 from engine.channels import (DeliveryJob, DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message, MessageFormat,
-                             RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook, TemplateRenderError,
-                             WeComRobot, deliver_all, next_attempt_at, render_message, resolve_secret)
+                             RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook, WeComRobot, deliver_all, next_attempt_at, resolve_secret)
 from engine.metamodel import Metamodel
-from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec, SecretValue
-from engine.runtime.background.outbox import OutboxMessage, Outcome, enqueue
-from engine.runtime.storage.prepared import Prepared
-from engine.runtime.storage.tables import Schema
-
-NOBODY = {"id": None, "username": "", "display_name": "(unassigned)", "phone": "", "email": "", "role": "",
-          "team": ""}
-
-
-def channel_named(model: Metamodel, name: str) -> ChannelSpec | None:
-    return next((spec for spec in model.channels if spec.name == name), None)
-
-
-def template_named(model: Metamodel, name: str) -> MessageTemplateSpec | None:
-    return next((spec for spec in model.templates if spec.name == name), None)
-
-
-def _person(row: Any) -> dict[str, Any]:
-    if row is None:
-        return dict(NOBODY)
-    return {"id": row.id, "username": row.username, "display_name": row.display_name or row.username,
-            "phone": row.phone or "", "email": row.email or "", "role": row.role or "", "team": row.team or ""}
-
-
-@functools.lru_cache(maxsize=16)
-def _user_by_id(users: sa.Table) -> Prepared:
-    return Prepared(sa.select(users).where(users.c.id == sa.bindparam("id")))
-
-
-def load_user(connection: sa.Connection, schema: Schema, user_id: int | None,
-              seen: dict[int, Any] | None = None) -> Any:
-    """One user row (None for no id); `seen` memoises look-ups within one timer's work."""
-    if user_id is None:
-        return None
-    if seen is not None and user_id in seen:
-        return seen[user_id]
-    row = _user_by_id(schema.users).first(connection, {"id": user_id})
-    if seen is not None:
-        seen[user_id] = row
-    return row
-
-
-def people_context(connection: sa.Connection, schema: Schema, owner_id: int | None,
-                   seen: dict[int, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """`owner` and `manager` for templates (empty placeholders when missing, so templates never fail on them)."""
-    owner = load_user(connection, schema, owner_id, seen)
-    manager = load_user(connection, schema, owner.manager_id, seen) if owner is not None else None
-    return {"owner": _person(owner), "manager": _person(manager)}
-
-
-def resolve_recipients(connection: sa.Connection, schema: Schema, to: Sequence[str],
-                       owner_id: int | None, backup: str | None = None,
-                       seen: dict[int, Any] | None = None) -> tuple[list[Any], bool]:
-    """The user rows named by `to` (owner, owner.manager, manager, backup, role:X, team:X, user:X) and 'all'."""
-    users = schema.users
-    found: dict[int, Any] = {}
-    mention_all = False
-    owner = load_user(connection, schema, owner_id, seen)
-    for person in to:
-        rows: list[Any] = []
-        if person == "all":
-            mention_all = True
-        elif person == "owner" and owner is not None:
-            rows = [owner]
-        elif person in ("owner.manager", "manager") and owner is not None and owner.manager_id is not None:
-            rows = [load_user(connection, schema, owner.manager_id, seen)]
-        elif person == "backup" and backup:
-            rows = list(connection.execute(sa.select(users).where(users.c.username == backup)))
-        elif ":" in person:
-            what, name = person.split(":", 1)
-            column = {"role": users.c.role, "team": users.c.team, "user": users.c.username}[what]
-            rows = list(connection.execute(sa.select(users).where(column == name, users.c.is_active.is_(True))))
-        for row in rows:
-            if row is not None:
-                found.setdefault(row.id, row)
-    return list(found.values()), mention_all
-
-
-def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metamodel, *, channel: str,
-                         template: str, to: Sequence[str], owner_id: int | None, context: Mapping[str, Any],
-                         key: str, now: dt.datetime, entity: str | None = None, record_id: int | None = None,
-                         backup: str | None = None, seen: dict[int, Any] | None = None) -> None:
-    """Render `template` for `channel` and add the message to the outbox in the caller's transaction."""
-    spec = channel_named(model, channel)
-    language = spec.language if spec is not None else model.settings.default_language
-    recipients, mention_all = resolve_recipients(connection, schema, to, owner_id, backup, seen)
-    payload: dict[str, Any] = {
-        "format": spec.format if spec is not None else "text",
-        # WeCom markdown cannot @ a mobile number (only text can); the others ignore what they cannot use
-        "mention_mobiles": sorted({row.phone for row in recipients if row.phone})
-        if spec is None or not (spec.type == "wecom" and spec.format == "markdown") else [],
-        "mention_user_ids": sorted({(row.im_ids or {}).get(spec.type) for row in recipients
-                                    if spec is not None and (row.im_ids or {}).get(spec.type)}),
-        "mention_all": mention_all,
-        "recipients": sorted({row.email for row in recipients if row.email}),
-        "to": [row.username for row in recipients]}
-    found = template_named(model, template)
-    try:
-        if found is None:
-            raise TemplateRenderError(f"there is no message template '{template}'")
-        title = found.pick("title", language)
-        payload["title"] = render_message(title, context, name=f"{template}.title") if title else ""
-        payload["text"] = render_message(found.pick("text", language), context, name=template)
-        if found.html and (spec is None or spec.type == "mail"):  # values are escaped in the HTML body
-            payload["html"] = render_message(found.pick("html", language), context, name=f"{template}.html",
-                                             autoescape=True)
-    except TemplateRenderError as exc:
-        payload["error"] = str(exc)
-    enqueue(connection, schema, channel=channel, key=key, payload=payload, now=now, entity=entity, record_id=record_id)
+from engine.metamodel.channels import ChannelSpec, SecretValue
+from engine.runtime.background.outbox import OutboxMessage, Outcome
 
 
 # --------------------------------------------------------------------------- delivery
@@ -194,7 +85,7 @@ class OutboxDeliverer:
 
     def _job(self, message: OutboxMessage) -> DeliveryJob | DeliveryResult:
         try:
-            spec = channel_named(self.model, message.channel)
+            spec = self.model.channel(message.channel) if self.model.has_channel(message.channel) else None
             if spec is None and message.channel == "webhook" and ({"url", "url_env"} & set(message.payload)):
                 return self._rule_webhook(message)
             if spec is None:

@@ -18,19 +18,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.runtime.records.fieldkinds import as_utc
+from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
 
 # A claimed batch must be delivered before its lease ends, or another worker may send it again:
 # CLAIM_BATCH messages, 8 in flight, at most 10 s each (the deliverer's timeout) take ≤ 250 s.
 CLAIM_BATCH = 200
 LEASE = dt.timedelta(minutes=5)
 
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +57,7 @@ def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str
     the same key twice is one message."""
     _insert_once(schema.outbox, connection.dialect.name).run_later(connection, {
         "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
-        "next_attempt_at": _naive(now), "entity": entity, "record_id": record_id, "created_at": _naive(now)})
+        "next_attempt_at": naive_utc(now), "entity": entity, "record_id": record_id, "created_at": naive_utc(now)})
 
 
 @functools.lru_cache(maxsize=16)
@@ -77,8 +75,8 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
           limit: int = CLAIM_BATCH) -> list[OutboxMessage]:
     """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
     table = schema.outbox
-    due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= _naive(now)),
-                 sa.and_(table.c.status == "sending", table.c.claimed_until < _naive(now)))
+    due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= naive_utc(now)),
+                 sa.and_(table.c.status == "sending", table.c.claimed_until < naive_utc(now)))
     with db.write() as connection:
         query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
         if connection.dialect.name == "postgresql":
@@ -86,7 +84,7 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
         rows = connection.execute(query).all()
         if rows:
             connection.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(
-                status="sending", claimed_by=worker, claimed_until=_naive(now + LEASE)))
+                status="sending", claimed_by=worker, claimed_until=naive_utc(now + LEASE)))
     return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
                           row.record_id) for row in rows]
 
@@ -110,13 +108,13 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
             continue
         retry_at = next_attempt(attempts, now) if outcome.retryable else None
         failed.append({"message_id": message.id, "attempts": attempts, "status": "pending" if retry_at else "dead",
-                       "last_error": outcome.error[:2000], "next_attempt_at": _naive(retry_at or now)})
+                       "last_error": outcome.error[:2000], "next_attempt_at": naive_utc(retry_at or now)})
         statuses.append(failed[-1]["status"])
     mark_delivered, mark_failed = _outcome_statements(schema.outbox)
     with db.write() as connection:
         if delivered:
             connection.execute(mark_delivered,
-                               [{**row, "worker": worker, "delivered_at": _naive(now)} for row in delivered])
+                               [{**row, "worker": worker, "delivered_at": naive_utc(now)} for row in delivered])
         if failed:
             connection.execute(mark_failed, [{**row, "worker": worker} for row in failed])
     return statuses
@@ -140,7 +138,7 @@ def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int |
         condition = sa.and_(condition, table.c.id == message_id)
     with db.write() as connection:
         result = connection.execute(table.update().where(condition).values(
-            status="pending", next_attempt_at=_naive(now), attempts=0))
+            status="pending", next_attempt_at=naive_utc(now), attempts=0))
     return int(result.rowcount or 0)
 
 

@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.rules.timers import DueTimer, TimerRequest
-from engine.runtime.records.fieldkinds import as_utc
+from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.storage.prepared import Prepared, deferring
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
 
 TimerHandler = Callable[[sa.Connection, DueTimer, dt.datetime], None]
 BatchHook = Callable[[sa.Connection, list[DueTimer], dt.datetime], ContextManager[None]]
@@ -60,9 +61,6 @@ class _Touched:
 _touched: contextvars.ContextVar[_Touched | None] = contextvars.ContextVar("crm_touched_timers", default=None)
 
 
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
 
 @dataclass(frozen=True, slots=True)
 class FireReport:
@@ -85,10 +83,10 @@ class SqlTimerStore:
         touched = _touched.get()
         if touched is not None:
             touched.keys.update(request.key for request in requests)
-        created = _naive(self.now())
+        created = naive_utc(self.now())
         self._upsert(connection.dialect.name).run_many(connection, [
             {"kind": request.kind, "key": request.key, "entity": request.entity, "record_id": request.record_id,
-             "due_at": _naive(request.due_at), "payload": request.payload, "status": "pending", "attempts": 0,
+             "due_at": naive_utc(request.due_at), "payload": request.payload, "status": "pending", "attempts": 0,
              "created_at": created} for request in requests])
 
     def _upsert(self, dialect: str) -> Prepared:
@@ -131,7 +129,7 @@ class SqlTimerStore:
 
 
 def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> sa.Select[Any]:
-    query = (sa.select(table).where(table.c.status == "pending", table.c.due_at <= _naive(now))
+    query = (sa.select(table).where(table.c.status == "pending", table.c.due_at <= naive_utc(now))
              .order_by(table.c.due_at, table.c.id).limit(limit))
     if dialect == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -175,7 +173,7 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                 attempts = timer.attempts + 1
                 mark_failed.run(connection, {
                     "timer_id": timer.id, "attempts": attempts, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
-                    "due_at": _naive(now + dt.timedelta(minutes=2 ** attempts)),
+                    "due_at": naive_utc(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
     return FireReport(fired, failed, len(rows) == limit)
 
@@ -213,7 +211,7 @@ def _fire_batch(connection: sa.Connection, table: sa.Table, timers: list[DueTime
     finally:
         _touched.reset(token)
     if unmarked:
-        connection.execute(_mark_all(table), {"ids": unmarked, "fired_at": _naive(now), "fired_by": worker})
+        connection.execute(_mark_all(table), {"ids": unmarked, "fired_at": naive_utc(now), "fired_by": worker})
     return fired
 
 
@@ -224,8 +222,8 @@ def _fire(connection: sa.Connection, timer: DueTimer, handlers: Mapping[str, Tim
     handler = handlers.get(timer.kind)
     if handler is None:
         raise LookupError(f"no handler for timer kind '{timer.kind}'")
-    marked = mark_fired.run(connection, {"timer_id": timer.id, "fired_at": _naive(now), "fired_by": worker,
-                                         "now": _naive(now)})
+    marked = mark_fired.run(connection, {"timer_id": timer.id, "fired_at": naive_utc(now), "fired_by": worker,
+                                         "now": naive_utc(now)})
     if marked != 1:
         return False
     handler(connection, timer, now)

@@ -22,9 +22,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from engine.engine import Runtime
 from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
+from engine.runtime.storage.times import naive_utc
+from engine.rules.retry import RetryPolicy, next_attempt_at
+from engine.rules.time import Clock
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.tables import Schema
 
 Deliver = Callable[[Sequence[OutboxMessage]], list[Outcome]]  # a claimed batch in, an outcome per message out
 NextAttempt = Callable[[int, dt.datetime], "dt.datetime | None"]
@@ -59,11 +63,11 @@ def quiet_busy_ticks() -> None:
 
 @dataclass(frozen=True, slots=True)
 class ScheduledJob:
-    """Run `run(runtime, moment)` at every moment matched by the crontab `cron` in `timezone`."""
+    """Run `run(moment)` at every moment matched by the crontab `cron` in `timezone`."""
 
     name: str
     cron: str
-    run: Callable[[Runtime, dt.datetime], str]
+    run: Callable[[dt.datetime], str]
     timezone: str = "Asia/Shanghai"
 
     def trigger(self) -> CronTrigger:
@@ -80,23 +84,24 @@ class TickReport:
     jobs: list[str] = field(default_factory=list)
 
 
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+_DEFAULT_RETRY = RetryPolicy(max_attempts=8, base_delay=dt.timedelta(seconds=10), max_delay=dt.timedelta(minutes=30),
+                             jitter=0)
 
 
 def default_next_attempt(attempts: int, now: dt.datetime) -> dt.datetime | None:
     """Exponential backoff: 10 s, 20 s, 40 s … capped at 30 min; dead after 8 attempts."""
-    if attempts >= 8:
-        return None
-    return now + dt.timedelta(seconds=min(10 * 2 ** (attempts - 1), 1800))
+    return next_attempt_at(attempts, now, _DEFAULT_RETRY)
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, *, handlers: Mapping[str, TimerHandler] | None = None,
+    def __init__(self, db: Database, schema: Schema, clock: Clock, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
                  jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
                  fire_timers: bool = True) -> None:
-        self.runtime = runtime
+        self.db = db
+        self.schema = schema
+        self.clock = clock
         self.fire_timers = fire_timers  # False: an outbox-only worker, beside others that fire timers
         self.handlers = dict(handlers or {})
         self.deliver = deliver
@@ -110,8 +115,8 @@ class Worker:
         report = TickReport()
         started = time.monotonic()
         while self.fire_timers:
-            result: FireReport = fire_due_timers(self.runtime.db, self.runtime.schema, self.handlers,
-                                                 self.runtime.clock.now(), worker=self.name, limit=self.batch)
+            result: FireReport = fire_due_timers(self.db, self.schema, self.handlers, self.clock.now(),
+                                                 worker=self.name, limit=self.batch)
             report.fired += result.fired
             report.failed += result.failed
             if not result.remaining_due or time.monotonic() - started > budget_seconds:
@@ -125,8 +130,7 @@ class Worker:
 
     def _deliver_outbox(self, report: TickReport) -> None:
         """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
-        runtime = self.runtime
-        messages = claim(runtime.db, runtime.schema, runtime.clock.now(), worker=self.name)
+        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name)
         if not messages:
             return
         try:
@@ -135,7 +139,7 @@ class Worker:
             outcomes = [Outcome(False, True, f"{type(exc).__name__}: {exc}")] * len(messages)
         if len(outcomes) != len(messages):
             outcomes = [Outcome(False, True, "the deliverer gave no outcome for this message")] * len(messages)
-        statuses = record_outcomes(runtime.db, runtime.schema, list(zip(messages, outcomes)), runtime.clock.now(),
+        statuses = record_outcomes(self.db, self.schema, list(zip(messages, outcomes)), self.clock.now(),
                                    worker=self.name, next_attempt=self.next_attempt)
         for status in statuses:
             if status == "delivered":
@@ -146,29 +150,28 @@ class Worker:
                 report.retried += 1
 
     def _run_job_if_due(self, job: ScheduledJob) -> bool:
-        runtime = self.runtime
-        runs = runtime.schema.job_runs
-        now = runtime.clock.now()
-        with runtime.db.read() as connection:
+        runs = self.schema.job_runs
+        now = self.clock.now()
+        with self.db.read() as connection:
             last = connection.execute(sa.select(sa.func.max(runs.c.scheduled_for)).where(runs.c.job == job.name)).scalar()
         since = (last.replace(tzinfo=dt.timezone.utc) if last else now - dt.timedelta(days=1))
         moment = self._latest_fire_time(job, since, now)
         if moment is None:
             return False
         try:
-            with runtime.db.write() as connection:
-                connection.execute(runs.insert().values(job=job.name, scheduled_for=_naive(moment), status="running",
-                                                        worker=self.name, started_at=_naive(now)))
+            with self.db.write() as connection:
+                connection.execute(runs.insert().values(job=job.name, scheduled_for=naive_utc(moment), status="running",
+                                                        worker=self.name, started_at=naive_utc(now)))
         except sa.exc.IntegrityError:
             return False  # another worker holds this run
         status, output = "succeeded", ""
         try:
-            output = job.run(runtime, moment) or ""
+            output = job.run(moment) or ""
         except Exception as exc:  # recorded in the run log, visible to admins
             status, output = "failed", f"{type(exc).__name__}: {exc}"
-        with runtime.db.write() as connection:
-            connection.execute(runs.update().where(runs.c.job == job.name, runs.c.scheduled_for == _naive(moment))
-                               .values(status=status, output=output[:10000], finished_at=_naive(runtime.clock.now())))
+        with self.db.write() as connection:
+            connection.execute(runs.update().where(runs.c.job == job.name, runs.c.scheduled_for == naive_utc(moment))
+                               .values(status=status, output=output[:10000], finished_at=naive_utc(self.clock.now())))
         return True
 
     @staticmethod

@@ -15,11 +15,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.engine import Runtime
 from engine.metamodel.actions import SetAction
 from engine.metamodel.roles import Scope
 from engine.rules.routing import Rep, RepStatus, pool_members
 from engine.runtime.records.actors import Actor
+from engine.runtime.storage.times import naive_utc
+from engine.metamodel.model import Metamodel
+from engine.rules.time import Clock
+from engine.runtime.records.service import RecordService
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.tables import Schema
 
 RECENT = dt.timedelta(days=7)
 
@@ -36,165 +41,162 @@ class Finding:
         return text + (f"\n    → {self.hint}" if self.hint else "")
 
 
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+class Doctor:
+    """Finds the usual causes of records stuck unassigned, and explains what rules decided about a record."""
 
+    def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService) -> None:
+        self.model = model
+        self.schema = schema
+        self.db = db
+        self.clock = clock
+        self.records = records
 
-def diagnose(runtime: Runtime) -> list[Finding]:
-    """Every finding, most serious first."""
-    findings = [*_blueprint_findings(runtime), *_pool_findings(runtime), *_delivery_findings(runtime),
-                *_record_findings(runtime), *_time_findings(runtime)]
-    order = {"error": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda finding: order[finding.severity])
+    def diagnose(self) -> list[Finding]:
+        """Every finding, most serious first."""
+        findings = [*self._blueprint_findings(), *self._pool_findings(), *self._delivery_findings(),
+                    *self._record_findings(), *self._time_findings()]
+        order = {"error": 0, "warning": 1, "info": 2}
+        return sorted(findings, key=lambda finding: order[finding.severity])
 
+    def _blueprint_findings(self) -> list[Finding]:
+        model = self.model
+        findings = [Finding("warning", "blueprint warning", str(warning).splitlines()[0],
+                            " ".join(line.strip() for line in str(warning).splitlines()[1:]))
+                    for warning in model.warnings]
+        for rule in model.rules:
+            if not rule.is_enabled:
+                findings.append(Finding("warning", f"rule '{rule.name}' is disabled",
+                                        f"it never runs ({rule.location})", "set enabled: true or delete it"))
+        setters: dict[tuple[str, str, str], list[str]] = {}
+        for rule in model.rules:
+            if not rule.is_enabled:
+                continue
+            triggers = {trigger.kind.value for trigger in rule.triggers}
+            for action in rule.actions:
+                if isinstance(action, SetAction):
+                    for field, _ in action.values:
+                        for trigger in triggers:
+                            setters.setdefault((rule.entity, field, trigger), []).append(rule.name)
+        for (entity, field, trigger), names in setters.items():
+            if len(set(names)) > 1 and field != "score":
+                findings.append(Finding("info", f"rules {', '.join(sorted(set(names)))} all set {entity}.{field}",
+                                        f"on the '{trigger}' trigger the later one (by priority) wins",
+                                        "check the priorities are what you meant"))
+        return findings
 
-def _blueprint_findings(runtime: Runtime) -> list[Finding]:
-    model = runtime.model
-    findings = [Finding("warning", "blueprint warning", str(warning).splitlines()[0],
-                        " ".join(line.strip() for line in str(warning).splitlines()[1:]))
-                for warning in model.warnings]
-    for rule in model.rules:
-        if not rule.is_enabled:
-            findings.append(Finding("warning", f"rule '{rule.name}' is disabled",
-                                    f"it never runs ({rule.location})", "set enabled: true or delete it"))
-    setters: dict[tuple[str, str, str], list[str]] = {}
-    for rule in model.rules:
-        if not rule.is_enabled:
-            continue
-        triggers = {trigger.kind.value for trigger in rule.triggers}
-        for action in rule.actions:
-            if isinstance(action, SetAction):
-                for field, _ in action.values:
-                    for trigger in triggers:
-                        setters.setdefault((rule.entity, field, trigger), []).append(rule.name)
-    for (entity, field, trigger), names in setters.items():
-        if len(set(names)) > 1 and field != "score":
-            findings.append(Finding("info", f"rules {', '.join(sorted(set(names)))} all set {entity}.{field}",
-                                    f"on the '{trigger}' trigger the later one (by priority) wins",
-                                    "check the priorities are what you meant"))
-    return findings
+    def _reps(self) -> list[Rep]:
+        users = self.schema.users
+        with self.db.read() as connection:
+            rows = connection.execute(sa.select(users)).all()
+        return [Rep(row.username, RepStatus.DISABLED if not row.is_active else
+                    RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE, row.team, row.role) for row in rows]
 
-
-def _reps(runtime: Runtime) -> list[Rep]:
-    users = runtime.schema.users
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(users)).all()
-    return [Rep(row.username, RepStatus.DISABLED if not row.is_active else
-                RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE, row.team, row.role) for row in rows]
-
-
-def _pool_findings(runtime: Runtime) -> list[Finding]:
-    findings = []
-    reps = _reps(runtime)
-    for policy in runtime.model.routing:
-        for pool in policy.pools:
-            members, skipped = pool_members(pool, reps)
-            active = [rep for rep in members if rep.status is RepStatus.ACTIVE]
-            where = f"routing policy '{policy.name}', pool '{pool.key}' ({policy.location})"
-            if not active:
-                away = "; ".join([f"{rep.username}: {rep.status.value.replace('_', ' ')}" for rep in members] +
-                                 [f"{skip.username}: {skip.reason}" for skip in skipped]) or "nobody is in it"
-                findings.append(Finding(
-                    "error", f"{where} has no active member",
-                    f"{pool.describe()}: {away}. Records routed here go to "
-                    f"{('queue ' + policy.fallback_queue) if policy.fallback_queue else 'nobody'}.",
-                    "add members (or users to its team), bring someone back from leave, or fix the policy's match"))
-            for rep in active:
-                role = rep.role
-                scope = runtime.records.access.scope(Actor(0, rep.username, role, rep.team), policy.entity, "read")
-                if scope is Scope.NONE:
+    def _pool_findings(self) -> list[Finding]:
+        findings = []
+        reps = self._reps()
+        for policy in self.model.routing:
+            for pool in policy.pools:
+                members, skipped = pool_members(pool, reps)
+                active = [rep for rep in members if rep.status is RepStatus.ACTIVE]
+                where = f"routing policy '{policy.name}', pool '{pool.key}' ({policy.location})"
+                if not active:
+                    away = "; ".join([f"{rep.username}: {rep.status.value.replace('_', ' ')}" for rep in members] +
+                                     [f"{skip.username}: {skip.reason}" for skip in skipped]) or "nobody is in it"
                     findings.append(Finding(
-                        "error", f"{rep.username} receives {policy.entity} records but cannot see them",
-                        f"role '{role}' has no read permission on {policy.entity}; {where}",
-                        f"give role {role} read on {policy.entity} in roles.yaml, or take the user out of the pool"))
-    return findings
+                        "error", f"{where} has no active member",
+                        f"{pool.describe()}: {away}. Records routed here go to "
+                        f"{('queue ' + policy.fallback_queue) if policy.fallback_queue else 'nobody'}.",
+                        "add members (or users to its team), bring someone back from leave, or fix the policy's match"))
+                for rep in active:
+                    role = rep.role
+                    scope = self.records.access.scope(Actor(0, rep.username, role, rep.team), policy.entity, "read")
+                    if scope is Scope.NONE:
+                        findings.append(Finding(
+                            "error", f"{rep.username} receives {policy.entity} records but cannot see them",
+                            f"role '{role}' has no read permission on {policy.entity}; {where}",
+                            f"give role {role} read on {policy.entity} in roles.yaml, or take the user out of the pool"))
+        return findings
 
+    def _delivery_findings(self) -> list[Finding]:
+        table = self.schema.deliveries
+        since = naive_utc(self.clock.now() - RECENT)
+        with self.db.read() as connection:
+            rows = connection.execute(sa.select(table.c.source, table.c.status, sa.func.count(),
+                                                sa.func.max(table.c.error))
+                                      .where(table.c.received_at >= since, table.c.status.in_(["rejected", "failed"]))
+                                      .group_by(table.c.source, table.c.status)).all()
+        return [Finding("error" if status == "failed" else "warning",
+                        f"source '{source}': {count} {status} deliveries in the last 7 days",
+                        f"latest error: {error}",
+                        "see `crm hooks list --source " + source + "`; fix the mapping or secret, then "
+                        "`crm hooks replay ID`") for source, status, count, error in rows]
 
-def _delivery_findings(runtime: Runtime) -> list[Finding]:
-    table = runtime.schema.deliveries
-    since = _naive(runtime.clock.now() - RECENT)
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(table.c.source, table.c.status, sa.func.count(),
-                                            sa.func.max(table.c.error))
-                                  .where(table.c.received_at >= since, table.c.status.in_(["rejected", "failed"]))
-                                  .group_by(table.c.source, table.c.status)).all()
-    return [Finding("error" if status == "failed" else "warning",
-                    f"source '{source}': {count} {status} deliveries in the last 7 days",
-                    f"latest error: {error}",
-                    "see `crm hooks list --source " + source + "`; fix the mapping or secret, then "
-                    "`crm hooks replay ID`") for source, status, count, error in rows]
+    def _record_findings(self) -> list[Finding]:
+        events = self.schema.events
+        since = naive_utc(self.clock.now() - RECENT)
+        with self.db.read() as connection:
+            counts = dict(connection.execute(sa.select(events.c.kind, sa.func.count()).where(
+                events.c.at >= since, events.c.kind.in_(["intake_flagged", "routing_queued", "routing_unassigned"]))
+                .group_by(events.c.kind)).all())
+            queued = Counter(row.data.get("policy") for row in connection.execute(
+                sa.select(events.c.data).where(events.c.at >= since,
+                                               events.c.kind.in_(["routing_queued", "routing_unassigned"]))))
+        findings = []
+        if counts.get("intake_flagged"):
+            findings.append(Finding("warning", f"{counts['intake_flagged']} records caught by test/spam filters",
+                                    "they were created but not routed",
+                                    "if real customers are among them, loosen the source's test_filter/spam_filter"))
+        for policy, count in queued.most_common():
+            findings.append(Finding("error", f"{count} records parked by routing policy '{policy}' in the last 7 days",
+                                    "no rep of the chosen pool could take them",
+                                    f"`crm explain ENTITY ID` on one of them shows each rule and the pool; "
+                                    f"check policy '{policy}'"))
+        return findings
 
+    def _time_findings(self) -> list[Finding]:
+        """Holiday calendars the packages do not cover yet, and channels without their secrets."""
+        from engine.runtime.automation.clocks import calendar_warnings
+        from engine.runtime.background.delivery import channel_warnings
+        today = self.clock.now().date()
+        return ([Finding("warning", "holiday calendar not covered", text,
+                         "enter the official schedule under the calendar's holidays/workdays") for text in
+                 calendar_warnings(self.model, today)] +
+                [Finding("warning", "notification channel not ready", text,
+                         "set the environment variable or the CRM_SECRETS_FILE key it names")
+                 for text in channel_warnings(self.model)] + self._mention_findings())
 
-def _record_findings(runtime: Runtime) -> list[Finding]:
-    events = runtime.schema.events
-    since = _naive(runtime.clock.now() - RECENT)
-    with runtime.db.read() as connection:
-        counts = dict(connection.execute(sa.select(events.c.kind, sa.func.count()).where(
-            events.c.at >= since, events.c.kind.in_(["intake_flagged", "routing_queued", "routing_unassigned"]))
-            .group_by(events.c.kind)).all())
-        queued = Counter(row.data.get("policy") for row in connection.execute(
-            sa.select(events.c.data).where(events.c.at >= since,
-                                           events.c.kind.in_(["routing_queued", "routing_unassigned"]))))
-    findings = []
-    if counts.get("intake_flagged"):
-        findings.append(Finding("warning", f"{counts['intake_flagged']} records caught by test/spam filters",
-                                "they were created but not routed",
-                                "if real customers are among them, loosen the source's test_filter/spam_filter"))
-    for policy, count in queued.most_common():
-        findings.append(Finding("error", f"{count} records parked by routing policy '{policy}' in the last 7 days",
-                                "no rep of the chosen pool could take them",
-                                f"`crm explain ENTITY ID` on one of them shows each rule and the pool; "
-                                f"check policy '{policy}'"))
-    return findings
+    def _mention_findings(self) -> list[Finding]:
+        """Feishu and Slack bots can only @mention people by their chat id: name who has none."""
+        kinds = sorted({spec.type for spec in self.model.channels if spec.type in ("feishu", "slack")})
+        if not kinds:
+            return []
+        users = self.schema.users
+        with self.db.read() as connection:
+            rows = connection.execute(sa.select(users.c.username, users.c.im_ids).where(users.c.is_active.is_(True))
+                                      .order_by(users.c.username)).all()
+        findings = []
+        for kind in kinds:
+            missing = [row.username for row in rows if not (row.im_ids or {}).get(kind)]
+            if missing:
+                findings.append(Finding("info", f"{len(missing)} active user(s) have no {kind} id",
+                                        f"{kind} messages cannot @mention them: {', '.join(missing[:10])}"
+                                        + (" …" if len(missing) > 10 else ""),
+                                        f"crm user im USERNAME {kind}=… (or the admin users screen)"))
+        return findings
 
+    def explain(self, entity: str, record_id: int) -> str:
+        """Every stored decision about one record, oldest first, as text."""
+        table = self.schema.traces
+        with self.db.read() as connection:
+            rows = connection.execute(sa.select(table.c.text).where(table.c.entity == entity,
+                                                                    table.c.record_id == record_id)
+                                      .order_by(table.c.id)).all()
+        if not rows:
+            return f"No rule has evaluated {entity} {record_id} (no trace stored)."
+        return "\n\n".join(row.text for row in rows)
 
-def _time_findings(runtime: Runtime) -> list[Finding]:
-    """Holiday calendars the packages do not cover yet, and channels without their secrets."""
-    from engine.runtime.automation.clocks import calendar_warnings
-    from engine.runtime.background.delivery import channel_warnings
-    today = runtime.clock.now().date()
-    return ([Finding("warning", "holiday calendar not covered", text,
-                     "enter the official schedule under the calendar's holidays/workdays") for text in
-             calendar_warnings(runtime.model, today)] +
-            [Finding("warning", "notification channel not ready", text,
-                     "set the environment variable or the CRM_SECRETS_FILE key it names")
-             for text in channel_warnings(runtime.model)] + _mention_findings(runtime))
-
-
-def _mention_findings(runtime: Runtime) -> list[Finding]:
-    """Feishu and Slack bots can only @mention people by their chat id: name who has none."""
-    kinds = sorted({spec.type for spec in runtime.model.channels if spec.type in ("feishu", "slack")})
-    if not kinds:
-        return []
-    users = runtime.schema.users
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(users.c.username, users.c.im_ids).where(users.c.is_active.is_(True))
-                                  .order_by(users.c.username)).all()
-    findings = []
-    for kind in kinds:
-        missing = [row.username for row in rows if not (row.im_ids or {}).get(kind)]
-        if missing:
-            findings.append(Finding("info", f"{len(missing)} active user(s) have no {kind} id",
-                                    f"{kind} messages cannot @mention them: {', '.join(missing[:10])}"
-                                    + (" …" if len(missing) > 10 else ""),
-                                    f"crm user im USERNAME {kind}=… (or the admin users screen)"))
-    return findings
-
-
-def explain(runtime: Runtime, entity: str, record_id: int) -> str:
-    """Every stored decision about one record, oldest first, as text."""
-    table = runtime.schema.traces
-    with runtime.db.read() as connection:
-        rows = connection.execute(sa.select(table.c.text).where(table.c.entity == entity,
-                                                                table.c.record_id == record_id)
-                                  .order_by(table.c.id)).all()
-    if not rows:
-        return f"No rule has evaluated {entity} {record_id} (no trace stored)."
-    return "\n\n".join(row.text for row in rows)
-
-
-def explain_rows(runtime: Runtime, entity: str, record_id: int) -> list[Any]:
-    table = runtime.schema.traces
-    with runtime.db.read() as connection:
-        return list(connection.execute(sa.select(table).where(table.c.entity == entity,
-                                                              table.c.record_id == record_id).order_by(table.c.id)))
+    def explain_rows(self, entity: str, record_id: int) -> list[Any]:
+        table = self.schema.traces
+        with self.db.read() as connection:
+            return list(connection.execute(sa.select(table).where(table.c.entity == entity,
+                                                                  table.c.record_id == record_id).order_by(table.c.id)))

@@ -1,17 +1,39 @@
-"""Users: the people records are owned by, events are attributed to and roles are given to."""
+"""Users: the people records are owned by, events are attributed to and roles are given to —
+and how they prove who they are (passwords, sign-in throttling, API tokens).
+
+`Users` receives what it works with: the blueprint (roles), the database and the clock, and
+the password hasher — argon2 with safe parameters in the product, cheap ones in tests.
+Failed sign-ins are counted in the database (not in process memory), so throttling holds
+across web processes.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
-from engine.engine import Runtime
+from engine.metamodel import Metamodel
+from engine.rules import Clock
 from engine.runtime.records.actors import Actor
-from engine.runtime.web.auth import hash_password
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.tables import LOGINS, TOKENS, Schema
+from engine.runtime.storage.times import naive_utc
+
+MAX_FAILURES = 5
+FAILURE_WINDOW = dt.timedelta(minutes=15)
+MIN_PASSWORD_LENGTH = 8
+
+
+class LoginRefused(Exception):
+    """Wrong credentials or too many attempts; the message is safe to show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,54 +66,120 @@ def parse_im_ids(pairs: Iterable[str]) -> dict[str, str]:
     return ids
 
 
-def _require_role(runtime: Runtime, role: str) -> None:
-    if not runtime.model.has_role(role):
-        known = ", ".join(spec.name for spec in runtime.model.roles)
-        raise ValueError(f"role '{role}' is not declared in the blueprint (known: {known})")
+def actor_of(row: Any) -> Actor:
+    return Actor(row.id, row.username, row.role, row.team)
 
 
-def add_user(runtime: Runtime, user: NewUser) -> Actor:
-    """Create a user (the manager, if named, must exist already) and return it as an actor."""
-    _require_role(runtime, user.role)
-    if user.password is not None and len(user.password) < 8:
-        raise ValueError("a password needs at least 8 characters")
-    users = runtime.schema.users
-    now = runtime.clock.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
-    with runtime.db.write() as connection:
-        if connection.execute(sa.select(users.c.id).where(users.c.username == user.username)).first():
-            raise ValueError(f"user '{user.username}' already exists")
-        manager_id = None
-        if user.manager:
-            manager_id = connection.execute(sa.select(users.c.id).where(users.c.username == user.manager)).scalar()
-            if manager_id is None:
-                raise ValueError(f"manager '{user.manager}' does not exist; add that user first")
-        user_id = connection.execute(users.insert().values(
-            username=user.username, display_name=user.display_name, role=user.role, team=user.team,
-            manager_id=manager_id, email=user.email, phone=user.phone, language=user.language,
-            is_active=True, on_leave=False, created_at=now, im_ids=dict(user.im_ids or {}) or None,
-            password_hash=hash_password(user.password) if user.password else None)).inserted_primary_key[0]
-    return Actor(user_id, user.username, user.role, user.team)
+class Users:
+    """People and their credentials."""
 
+    def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock,
+                 hasher: PasswordHasher | None = None) -> None:
+        self.model = model
+        self.schema = schema
+        self.db = db
+        self.clock = clock
+        self.hasher = hasher or PasswordHasher()
 
-def list_users(runtime: Runtime) -> list[Any]:
-    users = runtime.schema.users
-    with runtime.db.read() as connection:
-        return list(connection.execute(sa.select(users).order_by(users.c.id)))
+    def _require_role(self, role: str) -> None:
+        if not self.model.has_role(role):
+            known = ", ".join(spec.name for spec in self.model.roles)
+            raise ValueError(f"role '{role}' is not declared in the blueprint (known: {known})")
 
+    def hash_password(self, password: str) -> str:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        return self.hasher.hash(password)
 
-def update_user(runtime: Runtime, username: str, **values: Any) -> None:
-    """Change role, team, is_active, on_leave, display_name, language … of one user."""
-    if "role" in values:
-        _require_role(runtime, values["role"])
-    users = runtime.schema.users
-    with runtime.db.write() as connection:
-        result = connection.execute(users.update().where(users.c.username == username).values(**values))
-        if result.rowcount != 1:
-            raise ValueError(f"there is no user '{username}'")
+    def add(self, user: NewUser) -> Actor:
+        """Create a user (the manager, if named, must exist already) and return it as an actor."""
+        self._require_role(user.role)
+        password_hash = self.hash_password(user.password) if user.password is not None else None
+        users = self.schema.users
+        now = naive_utc(self.clock.now())
+        with self.db.write() as connection:
+            if connection.execute(sa.select(users.c.id).where(users.c.username == user.username)).first():
+                raise ValueError(f"user '{user.username}' already exists")
+            manager_id = None
+            if user.manager:
+                manager_id = connection.execute(sa.select(users.c.id).where(users.c.username == user.manager)).scalar()
+                if manager_id is None:
+                    raise ValueError(f"manager '{user.manager}' does not exist; add that user first")
+            user_id = connection.execute(users.insert().values(
+                username=user.username, display_name=user.display_name, role=user.role, team=user.team,
+                manager_id=manager_id, email=user.email, phone=user.phone, language=user.language,
+                is_active=True, on_leave=False, created_at=now, im_ids=dict(user.im_ids or {}) or None,
+                password_hash=password_hash)).inserted_primary_key[0]
+        return Actor(user_id, user.username, user.role, user.team)
 
+    def all(self) -> list[Any]:
+        users = self.schema.users
+        with self.db.read() as connection:
+            return list(connection.execute(sa.select(users).order_by(users.c.id)))
 
-def find_user(runtime: Runtime, username: str) -> Actor | None:
-    users = runtime.schema.users
-    with runtime.db.read() as connection:
-        row: Any = connection.execute(sa.select(users).where(users.c.username == username)).first()
-    return None if row is None else Actor(row.id, row.username, row.role, row.team)
+    def update(self, username: str, **values: Any) -> None:
+        """Change role, team, is_active, on_leave, display_name, language … of one user."""
+        if "role" in values:
+            self._require_role(values["role"])
+        users = self.schema.users
+        with self.db.write() as connection:
+            result = connection.execute(users.update().where(users.c.username == username).values(**values))
+            if result.rowcount != 1:
+                raise ValueError(f"there is no user '{username}'")
+
+    def find(self, username: str) -> Actor | None:
+        users = self.schema.users
+        with self.db.read() as connection:
+            row: Any = connection.execute(sa.select(users).where(users.c.username == username)).first()
+        return None if row is None else actor_of(row)
+
+    def set_password(self, username: str, password: str) -> None:
+        password_hash = self.hash_password(password)
+        users = self.schema.users
+        with self.db.write() as connection:
+            result = connection.execute(users.update().where(users.c.username == username)
+                                        .values(password_hash=password_hash))
+            if result.rowcount != 1:
+                raise ValueError(f"there is no user '{username}'")
+
+    def login(self, username: str, password: str, client: str) -> Actor:
+        """The actor for these credentials; LoginRefused after a wrong password, an unknown or
+        disabled user, or when this user or client has failed too often recently."""
+        users, attempts = self.schema.users, self.schema.metadata.tables[LOGINS]
+        now = self.clock.now()
+        since = naive_utc(now - FAILURE_WINDOW)
+        with self.db.read() as connection:
+            failures = connection.execute(sa.select(sa.func.count()).select_from(attempts).where(
+                attempts.c.at >= since, attempts.c.succeeded.is_(False),
+                sa.or_(attempts.c.username == username, attempts.c.client == client))).scalar_one()
+            row = connection.execute(sa.select(users).where(users.c.username == username)).first()
+        if failures >= MAX_FAILURES:
+            raise LoginRefused(f"too many failed sign-ins; try again in {int(FAILURE_WINDOW.total_seconds() // 60)} "
+                               "minutes or ask an administrator")
+        ok = row is not None and row.is_active and row.password_hash is not None and self._verify(
+            row.password_hash, password)
+        with self.db.write() as connection:
+            connection.execute(attempts.insert().values(username=username[:64], client=client[:64],
+                                                        at=naive_utc(now), succeeded=ok))
+        if not ok:
+            raise LoginRefused("wrong username or password")
+        return actor_of(row)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(password_hash, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def create_token(self, username: str, name: str = "api") -> str:
+        """A new API token for the user; only its hash is stored, so it is shown once."""
+        users, tokens = self.schema.users, self.schema.metadata.tables[TOKENS]
+        token = "crm_" + secrets.token_urlsafe(32)
+        with self.db.write() as connection:
+            user_id = connection.execute(sa.select(users.c.id).where(users.c.username == username)).scalar()
+            if user_id is None:
+                raise ValueError(f"there is no user '{username}'")
+            connection.execute(tokens.insert().values(user_id=user_id, name=name[:64],
+                                                      created_at=naive_utc(self.clock.now()),
+                                                      token_sha256=hashlib.sha256(token.encode()).hexdigest()))
+        return token

@@ -7,6 +7,7 @@ the source every process metric is later computed from.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,9 +16,44 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec
-from engine.runtime.records.fieldkinds import as_utc, kind_of
+from engine.runtime.storage.times import as_utc
+from engine.runtime.records.fieldkinds import kind_of
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
+
+
+class EventKind(enum.StrEnum):
+    """The catalogue: every kind of row the event log holds (analytics and timelines read these)."""
+
+    CREATED = "created"                    # a record was created (changes: every field set)
+    UPDATED = "updated"                    # fields changed (changes: before → after)
+    DELETED = "deleted"                    # a record was deleted (changes: every field it had)
+    TRANSITIONED = "transitioned"          # a stage move through …/transition (data: field, from, to)
+    ASSIGNED = "assigned"                  # the owner changed, by anyone or anything (changes: owner)
+    VIEWED = "viewed"                      # the owner opened the record and an SLA watched for it
+    MERGED = "merged"                      # an intake/import duplicate updated this record instead
+    DUPLICATE_FLAGGED = "duplicate_flagged"  # created, but marked as a probable duplicate of another
+    INTAKE_FLAGGED = "intake_flagged"      # caught by a source's test or spam filter: not routed
+    ROUTING_QUEUED = "routing_queued"      # nobody could take it: parked in the fallback queue
+    ROUTING_UNASSIGNED = "routing_unassigned"  # nobody could take it and there is no queue
+    REASSIGN_SKIPPED = "reassign_skipped"  # a (re)assign action found nobody to give it to
+    ACTION_FAILED = "action_failed"        # a timer's action was refused (data: action, error)
+    SLA_START = "sla_start"                # an SLA clock started (data: policy, due_at)
+    SLA_RESTART = "sla_restart"
+    SLA_PAUSE = "sla_pause"
+    SLA_RESUME = "sla_resume"
+    SLA_RETIER = "sla_retier"
+    SLA_STOP = "sla_stop"                  # stopped by a stop condition (data: met)
+    SLA_CANCEL = "sla_cancel"
+    SLA_WARNING = "sla_warning"            # a warning checkpoint fired
+    SLA_BREACHED = "sla_breached"          # the target passed without the stop condition
+    SLA_ESCALATED = "sla_escalated"        # an escalation checkpoint after the breach fired
+    CADENCE_START = "cadence_start"
+    CADENCE_RESTART = "cadence_restart"
+    CADENCE_STOP = "cadence_stop"
+    CADENCE_CANCEL = "cadence_cancel"
+    CADENCE_STEP = "cadence_step"          # a cadence step ran (data: cadence, step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +104,13 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
     return changes
 
 
-def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: str,
+def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: EventKind,
                  actor_id: int | None, at: dt.datetime, changes: Mapping[str, Any] | None = None,
                  data: Mapping[str, Any] | None = None) -> None:
     """One event row in the caller's transaction (held back while the caller defers writes)."""
     _insert(schema.events).run_later(connection, {
         "entity": entity, "record_id": record_id, "kind": kind, "actor_id": actor_id,
-        "at": at.astimezone(dt.timezone.utc).replace(tzinfo=None),
+        "at": naive_utc(at),
         "changes": dict(changes or {}), "data": dict(data or {})})
 
 

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 from engine.metamodel import FieldSpec, FieldType
 from engine.metamodel.patterns import compile_pattern
+from engine.runtime.storage.times import as_utc
+from engine.runtime.storage.times import naive_utc
 
 UTC = dt.timezone.utc
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -259,15 +261,7 @@ class DateTimeKind(Kind):
         return as_utc(row[spec.name])
 
     def to_row(self, spec: FieldSpec, value: Any) -> dict[str, Any]:
-        return {spec.name: None if value is None else value.astimezone(UTC).replace(tzinfo=None)}
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return {spec.name: None if value is None else naive_utc(value)}
 
 
 class ChoiceKind(Kind):

@@ -12,8 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +22,8 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity,
                                            ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
-from engine.runtime.records.fieldkinds import FieldError, as_utc, kind_of
+from engine.runtime.records.fieldkinds import FieldError, kind_of
+from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.queries import ListQuery, Page, build_list_statements
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
@@ -31,6 +31,10 @@ from engine.runtime.records.values import (apply_defaults, check_required, check
 from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
+from engine.runtime.records.events import EventKind
+from engine.runtime.records.lifecycle import WriteContext, WriteObserver, WriteResult
+from engine.rules.rules import Change, Origin
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 
@@ -85,45 +89,6 @@ class Statements:
         table = self.schema.table(entity)
         return self._get(("match", entity, *key), lambda: sa.select(table).where(
             *(table.c[name] == sa.bindparam(name) for name in key)).order_by(table.c.id).limit(1))
-
-
-@dataclass(frozen=True, slots=True)
-class WriteContext:
-    """One write as observers see it, inside its transaction. `after` holds the candidate
-    values in `before_write` and the stored record in `after_write`."""
-
-    connection: sa.Connection
-    entity: EntitySpec
-    change: str                      # created, updated or deleted
-    before: Mapping[str, Any] | None
-    after: Mapping[str, Any]
-    actor: Actor
-    now: dt.datetime
-    origin: str = "user"             # user, webhook, import, rule, timer
-    source: str | None = None        # the webhook source, for origin webhook
-    notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared by before and after of one write
-
-
-class WriteObserver(Protocol):
-    """Something that takes part in every write: rules, SLA clocks, cadences. An observer
-    that also acts on views (an SLA that stops once the owner has looked) has a method
-    `wants_view(entity, record, actor) -> bool`; it then gets `after_write` with change "viewed"."""
-
-    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
-        """Field changes to make before the row is written (e.g. a rule setting the grade)."""
-        ...
-
-    def after_write(self, context: WriteContext) -> None:
-        """Effects in the same transaction once the row is written: timers, outbox rows, related records."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
-
-    record: dict[str, Any]
-    outcome: str = "created"
 
 
 class RecordService:
@@ -181,9 +146,9 @@ class RecordService:
         now = self.clock.now()
         with self.db.write() as connection:
             current = self._fetch(connection, entity, int(record["id"]))
-            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="viewed",
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=EventKind.VIEWED,
                          actor_id=actor.id, at=now)
-            context = WriteContext(connection, entity, "viewed", current, current, actor, now)
+            context = WriteContext(connection, entity, Change.VIEWED, current, current, actor, now)
             for observer in watchers:
                 observer.after_write(context)
         return True
@@ -278,11 +243,12 @@ class RecordService:
     # -- creating ------------------------------------------------------------------------
 
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
-               within: sa.Connection | None = None, origin: str = "user", source: str | None = None,
+               within: sa.Connection | None = None, origin: Origin | str = Origin.USER, source: str | None = None,
                created_at: dt.datetime | None = None) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
         `created_at` (intake and import only: a system actor) backdates the record to when the
         customer actually submitted it."""
+        origin = Origin(origin)
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "create")
         self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
@@ -308,7 +274,7 @@ class RecordService:
                 if entity.dedup.on_match is DedupAction.UPDATE:  # type: ignore[union-attr]
                     self._check_may_merge(connection, actor, entity, existing, key)
                     incoming = {name: data[name] for name in provided if not is_empty(data[name])}
-                    record = self._update_row(connection, entity, existing, incoming, actor, now, kind="merged",
+                    record = self._update_row(connection, entity, existing, incoming, actor, now, kind=EventKind.MERGED,
                                               event_data={"matched_on": list(key),
                                                           "incoming": self._json_values(entity, incoming)},
                                               always_log=True, origin=origin, source=source)
@@ -324,7 +290,7 @@ class RecordService:
                                   created_at if actor.is_system else None)
             if record.get("duplicate_of"):
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
-                             kind="duplicate_flagged", actor_id=actor.id, at=now,
+                             kind=EventKind.DUPLICATE_FLAGGED, actor_id=actor.id, at=now,
                              data={"duplicate_of": record["duplicate_of"]})
                 return WriteResult(self.access.redact(actor, entity.name, record), "flagged")
             return WriteResult(self.access.redact(actor, entity.name, record), "created")
@@ -340,13 +306,13 @@ class RecordService:
                                   "to someone else; ask its owner or a manager", field=key[0]) from None
 
     def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
-                now: dt.datetime, origin: str = "user", source: str | None = None,
+                now: dt.datetime, origin: Origin = Origin.USER, source: str | None = None,
                 created_at: dt.datetime | None = None) -> dict[str, Any]:
         notes: dict[str, Any] = {}
         if self.observers:
-            data = self._observed(WriteContext(connection, entity, "created", None, data, actor, now, origin, source,
+            data = self._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                                notes))
-        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        stamp = naive_utc(now)
         created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
                                "owner": data.get("owner"), "version": 1}
@@ -360,10 +326,10 @@ class RecordService:
         record.update({spec.name: data.get(spec.name) for spec in entity.fields})
         if entity.dedup is not None:
             record["duplicate_of"] = row["duplicate_of"]
-        append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind="created",
+        append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind=EventKind.CREATED,
                      actor_id=actor.id, at=now, changes=diff(entity, None, record))
         for observer in self.observers:
-            observer.after_write(WriteContext(connection, entity, "created", None, record, actor, now, origin, source,
+            observer.after_write(WriteContext(connection, entity, Change.CREATED, None, record, actor, now, origin, source,
                                               notes))
         return record
 
@@ -392,8 +358,9 @@ class RecordService:
 
     def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
                expected_version: int | None = None, within: sa.Connection | None = None,
-               origin: str = "user") -> dict[str, Any]:
+               origin: Origin | str = Origin.USER) -> dict[str, Any]:
         """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
+        origin = Origin(origin)
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "update")
         self.access.check_writable(actor, entity.name, [name for name in changes if name != "owner"])
@@ -415,13 +382,13 @@ class RecordService:
             self.access.check_assignee(connection, actor, entity.name, data["owner"])
 
     def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
-                    data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: str = "updated",
-                    event_data: dict[str, Any] | None = None, always_log: bool = False, origin: str = "user",
+                    data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: EventKind = EventKind.UPDATED,
+                    event_data: dict[str, Any] | None = None, always_log: bool = False, origin: Origin = Origin.USER,
                     source: str | None = None) -> dict[str, Any]:
         merged = {**current, **data}
         notes: dict[str, Any] = {}
         if self.observers and diff(entity, current, merged):
-            merged = self._observed(WriteContext(connection, entity, "updated", current, merged, actor, now,
+            merged = self._observed(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now,
                                                  origin, source, notes))
         errors = compute_fields(entity, merged, self.evaluator)
         errors += check_required(entity, merged, set(data))
@@ -438,7 +405,7 @@ class RecordService:
         changed = {name: merged[name] for name in changes}
         self._check_references(connection, entity, changed, actor)
         self._check_unique(connection, entity, changed, current["id"])
-        stamp = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        stamp = naive_utc(now)
         row: dict[str, Any] = {"updated_at": stamp, "version": current["version"] + 1}
         for name, value in changed.items():
             if name == "owner":
@@ -455,10 +422,10 @@ class RecordService:
         append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
                      actor_id=actor.id, at=now, changes=changes, data=event_data)
         if "owner" in changes:
-            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="assigned",
+            append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=EventKind.ASSIGNED,
                          actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
         for observer in self.observers:
-            observer.after_write(WriteContext(connection, entity, "updated", current, merged, actor, now, origin, source,
+            observer.after_write(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now, origin, source,
                                               notes))
         return merged
 
@@ -467,7 +434,7 @@ class RecordService:
                    within: sa.Connection | None = None) -> dict[str, Any]:
         """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`."""
         entity = self.entity(entity_name)
-        name = field or next((n for n in ("stage", "status") if entity.has_field(n)), None)
+        name = field or entity.stage_field
         if name is None or not entity.has_field(name) or entity.field(name).type is not FieldType.CHOICE:
             raise ValidationFailed([FieldError(name or "field", "not_a_stage",
                                                f"{entity.name} has no choice field '{name or 'stage'}' to move")])
@@ -480,14 +447,14 @@ class RecordService:
         with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
-            record = self._update_row(connection, entity, current, data, actor, now, kind="transitioned",
+            record = self._update_row(connection, entity, current, data, actor, now, kind=EventKind.TRANSITIONED,
                                       event_data={"field": name, "from": current[name], "to": data[name]})
         return self.access.redact(actor, entity.name, record)
 
     def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor,
                    within: sa.Connection | None = None) -> dict[str, Any]:
         """Keep an uploaded file; attachment fields hold the returned id."""
-        now = self.clock.now().astimezone(dt.timezone.utc).replace(tzinfo=None)
+        now = naive_utc(self.clock.now())
         digest = hashlib.sha256(content).hexdigest()
         with self._writing(within) as connection:
             file_id = connection.execute(self.schema.files.insert().values(
@@ -529,10 +496,10 @@ class RecordService:
                     self._update_row(connection, source, record, {field_name: None}, actor, now)
         table = self.schema.table(entity.name)
         connection.execute(table.delete().where(table.c.id == current["id"]))
-        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind="deleted",
+        append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=EventKind.DELETED,
                      actor_id=actor.id, at=now, changes=diff(entity, current, None))
         for observer in self.observers:
-            observer.after_write(WriteContext(connection, entity, "deleted", current, current, actor, now))
+            observer.after_write(WriteContext(connection, entity, Change.DELETED, current, current, actor, now))
 
     def _incoming_links(self) -> dict[str, list[tuple[EntitySpec, str, OnDelete]]]:
         incoming: dict[str, list[tuple[EntitySpec, str, OnDelete]]] = {}

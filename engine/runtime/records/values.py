@@ -11,7 +11,8 @@ from typing import Any
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.rules import Evaluator, ExpressionError
-from engine.runtime.records.fieldkinds import FieldError, as_utc, kind_of
+from engine.runtime.records.fieldkinds import FieldError, kind_of
+from engine.runtime.storage.times import as_utc
 
 # System fields a caller may set; the rest are maintained by the engine.
 WRITABLE_SYSTEM_FIELDS = frozenset({"owner"})

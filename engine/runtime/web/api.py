@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.engine import Runtime
+from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.records.queries import parse_list_query
@@ -71,12 +71,12 @@ def _expected_version(request: Request, payload: dict[str, Any] | None = None) -
 
 
 class JsonApi:
-    """Route handlers bound to one runtime; `actor_for` decides who a request acts as."""
+    """Route handlers bound to the web services; `actor_for` decides who a request acts as."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.records = runtime.records
-        self.lookups = UserLookups(runtime)
+    def __init__(self, services: WebServices) -> None:
+        self.services = services
+        self.records = services.records
+        self.lookups = UserLookups(services.db, services.schema)
         self._openapi: dict[str, Any] | None = None
 
     def actor_for(self, request: Request) -> Actor:
@@ -98,7 +98,7 @@ class JsonApi:
         resolving the actor in the same call."""
         def work() -> Any:
             return function(*args, actor=self.actor_for(request), **kwargs)
-        return await self.runtime.db.run(work, write=write)
+        return await self.services.db.run(work, write=write)
 
     def routes(self) -> list[Route]:
         handle = self._handle
@@ -149,11 +149,11 @@ class JsonApi:
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:
-            self._openapi = build_openapi(self.runtime.model)
+            self._openapi = build_openapi(self.services.model)
         return JSONResponse(self._openapi)
 
     async def index(self, request: Request) -> Response:
-        model = self.runtime.model
+        model = self.services.model
         return JSONResponse({"app": model.name, "label": model.label.as_dict(), "entities": [
             {"name": e.name, "label": e.label.as_dict(), "url": f"/api/{e.name}"} for e in model.entities]})
 
@@ -232,15 +232,15 @@ class JsonApi:
                             "file")
         name = (upload.filename or "file")[:255]
         content_type = (upload.content_type or "application/octet-stream")[:128]
-        stored = await self._call(request, self.runtime.records.store_file, name, content_type, content, write=True)
+        stored = await self._call(request, self.services.records.store_file, name, content_type, content, write=True)
         return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
 
     async def download_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
-        files = self.runtime.schema.files
+        files = self.services.schema.files
 
         def load(actor: Actor) -> Any:
-            with self.runtime.db.read() as connection:
+            with self.services.db.read() as connection:
                 return connection.execute(sa.select(files).where(files.c.id == file_id)).first()
         row = await self._call(request, load)
         if row is None:

@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from engine.engine import Runtime
-from engine.runtime.automation.sources import webhook_routes
+from engine.runtime.web.services import WebServices
+from engine.runtime.web.hooks import webhook_routes
 from engine.runtime.storage.jsontext import JSONResponse
 from engine.runtime.web.api import JsonApi
-from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, session_secret
+from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, UserLookups, session_secret
 from engine.runtime.web.screens import ScreenRoutes, SecurityHeadersMiddleware, not_found_page
 from engine.runtime.web.widgets import WidgetRegistry, load_widgets
 
@@ -25,14 +25,14 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
                          "message": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
 
 
-def create_app(runtime: Runtime, *, widgets: WidgetRegistry | None = None) -> Starlette:
+def create_app(services: WebServices, *, widgets: WidgetRegistry | None = None) -> Starlette:
     """The web application for one runtime: security headers, sessions, the actor, then the routes.
 
     Raises WidgetConfigError at startup when the blueprint names a widget no plugin provides."""
     widgets = widgets or load_widgets()
-    widgets.check(runtime.model)
-    api = JsonApi(runtime)
-    screens = ScreenRoutes(runtime, widgets)
+    widgets.check(services.model)
+    api = JsonApi(services)
+    screens = ScreenRoutes(services, widgets)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/") or request.url.path.startswith("/hooks/"):
@@ -44,14 +44,14 @@ def create_app(runtime: Runtime, *, widgets: WidgetRegistry | None = None) -> St
     # routes (e.g. /hooks/{source}) before them.
     routes: list[BaseRoute] = [
         *api.routes(),
-        *webhook_routes(runtime),
+        *webhook_routes(services.intake, services.db),
         *screens.routes(),
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),
-        Middleware(SessionMiddleware, secret_key=session_secret(runtime), session_cookie="crm_session",
+        Middleware(SessionMiddleware, secret_key=session_secret(services.db, services.schema), session_cookie="crm_session",
                    max_age=SESSION_MAX_AGE, same_site="lax", https_only=False),
-        Middleware(AuthMiddleware, runtime=runtime),
+        Middleware(AuthMiddleware, lookups=UserLookups(services.db, services.schema)),
     ]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={404: not_found, 405: _method_not_allowed}, max_body_size=MAX_BODY_BYTES)

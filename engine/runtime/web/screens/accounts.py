@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from engine.runtime.web.auth import LoginRefused, login
+from engine.runtime.ops.users import LoginRefused
 from engine.runtime.web.screens.contexts import LoginContext
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
@@ -34,7 +34,7 @@ def sign_in(site: Site, request: Request, form: Any) -> Response:
     next_url = safe_next(str(form.get("next", "/")))
     client = request.client.host if request.client else "unknown"
     try:
-        actor = login(site.runtime, username, password, client)
+        actor = site.services.users.login(username, password, client)
     except LoginRefused as refused:
         context = LoginContext(username=username, next_url=next_url, error=str(refused))
         return site.render(request, None, "login.html", context, translate(site.lang(request), "sign_in"),

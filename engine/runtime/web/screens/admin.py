@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.runtime.background.outbox import count_messages, list_messages, retry_dead
-from engine.runtime.ops.users import list_users, parse_im_ids, update_user
+from engine.runtime.ops.users import parse_im_ids
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound
 from engine.runtime.records.permissions import Forbidden
@@ -21,7 +21,7 @@ from engine.runtime.web.widgets import local_time
 
 
 def require_admin(site: Site, actor: Actor) -> None:
-    if not is_admin(site.runtime, actor):
+    if not is_admin(site.services, actor):
         raise Forbidden(f"you lack permission 'admin' on users (role {actor.role}); only administrators manage "
                         "users", field=None, permission="admin", entity="users")
 
@@ -29,7 +29,7 @@ def require_admin(site: Site, actor: Actor) -> None:
 def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     require_admin(site, actor)
     lang = site.lang(request)
-    rows = list_users(site.runtime)
+    rows = site.services.users.all()
     names = {row.id: row.display_name or row.username for row in rows}
     context = UsersContext(
         users=tuple(UserView(row.id, row.username, row.display_name or "", row.role or "", row.team or "",
@@ -44,21 +44,21 @@ def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
 def change_user(site: Site, request: Request, actor: Actor, user_id: int, form: Any) -> Response:
     require_admin(site, actor)
     lang = site.lang(request)
-    row = next((row for row in list_users(site.runtime) if row.id == user_id), None)
+    row = next((row for row in site.services.users.all() if row.id == user_id), None)
     if row is None:
         raise NotFound(f"user {user_id} does not exist", field="id")
     action = str(form.get("action", ""))
     try:
         if action == "role":
-            update_user(site.runtime, row.username, role=str(form.get("role", "")))
+            site.services.users.update(row.username, role=str(form.get("role", "")))
         elif action in ("disable", "enable"):
             if action == "disable" and row.id == actor.id:
                 site.flash(request, translate(lang, "cannot_disable_self"))
                 return RedirectResponse("/admin/users", status_code=303)
-            update_user(site.runtime, row.username, is_active=action == "enable")
+            site.services.users.update(row.username, is_active=action == "enable")
         elif action == "im":
             ids = parse_im_ids(str(form.get("im_ids", "")).replace(",", " ").replace("，", " ").split())
-            update_user(site.runtime, row.username, im_ids={k: v for k, v in ids.items() if v} or None)
+            site.services.users.update(row.username, im_ids={k: v for k, v in ids.items() if v} or None)
         site.flash(request, translate(lang, "user_updated", username=row.username))
     except ValueError as error:
         site.flash(request, str(error))
@@ -75,8 +75,8 @@ def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     if status not in (None, *OUTBOX_STATUSES):
         status = None
     zone = site.model.settings.timezone
-    rows = list_messages(site.runtime.db, site.runtime.schema, status, limit=200)
-    dead = count_messages(site.runtime.db, site.runtime.schema, "dead")
+    rows = list_messages(site.services.db, site.services.schema, status, limit=200)
+    dead = count_messages(site.services.db, site.services.schema, "dead")
     context = OutboxContext(
         messages=tuple(_message_view(row, zone) for row in rows),
         statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
@@ -97,7 +97,7 @@ def retry_messages(site: Site, request: Request, actor: Actor, form: Any) -> Res
     """Put one dead message (`message_id`) or all of them back in the queue."""
     require_admin(site, actor)
     raw = str(form.get("message_id", "")).strip()
-    count = retry_dead(site.runtime.db, site.runtime.schema, site.runtime.clock.now(),
+    count = retry_dead(site.services.db, site.services.schema, site.services.clock.now(),
                        int(raw) if raw.isdigit() else None)
     site.flash(request, translate(site.lang(request), "outbox_retried", count=count))
     return RedirectResponse("/admin/outbox?status=pending", status_code=303)

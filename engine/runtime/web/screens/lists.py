@@ -230,7 +230,7 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
             current = ListQuery(current.filters, current.search, current.sort, current.page + 1, current.per_page)
             page = site.records.list(entity.name, current, actor=actor, action="export")
 
-    stamp = site.runtime.clock.now().strftime("%Y%m%d-%H%M")
+    stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{entity.name}-{stamp}.csv"'})
 

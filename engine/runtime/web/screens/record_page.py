@@ -10,8 +10,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.metamodel import EntitySpec, FieldType
-from engine.runtime.automation.clocks import cadence_summary, sla_summary
-from engine.runtime.ops.doctor import explain
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.events import Event
 from engine.runtime.records.permissions import Forbidden
@@ -49,20 +47,20 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         list_url=f"/{entity.name}",
         edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record) else None,
         delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None,
-        explanation=explain(site.runtime, entity.name, record_id) if _is_admin(site, actor) else None,
+        explanation=site.services.doctor.explain(entity.name, record_id) if _is_admin(site, actor) else None,
         clocks=tuple(_clock_lines(site, entity.name, record_id, lang)))
     return site.render(request, actor, "record.html", context, title)
 
 
 def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:
     """The record's SLA clocks (state, due time, how late) and cadences (next step), as lines."""
-    now = site.runtime.clock.now()
-    for sla in sla_summary(site.runtime, entity, record_id, now):
+    now = site.services.clock.now()
+    for sla in site.services.slas.summary(entity, record_id, now):
         label = sla["label"].text(lang) if hasattr(sla["label"], "text") else str(sla["label"] or sla["policy"])
         due = f"{local_time(sla['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if sla["due_at"] else "—"
         yield f"SLA {label}: {translate(lang, 'sla_' + sla['state'])} · {translate(lang, 'due')} {due}" + \
             (f" · {sla['percent']}%" if sla["state"] not in ("stopped",) else "")
-    for cadence in cadence_summary(site.runtime, entity, record_id):
+    for cadence in site.services.cadences.summary(entity, record_id):
         pending = [step for step in cadence["steps"] if step["status"] == "pending"]
         nxt = f"{local_time(pending[0]['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if pending else "—"
         yield f"{translate(lang, 'cadence')} {cadence['cadence']}: {cadence['state']} · {translate(lang, 'next_step')} {nxt}"

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from engine.engine import Runtime
+from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
@@ -50,8 +50,8 @@ def error_page(site: Site, request: Request, actor: Actor | None, error: Excepti
 class ScreenRoutes:
     """Route table of the screens for one runtime; `routes()` is mounted by create_app."""
 
-    def __init__(self, runtime: Runtime, widgets: WidgetRegistry) -> None:
-        self.site = Site(runtime, widgets)
+    def __init__(self, services: WebServices, widgets: WidgetRegistry) -> None:
+        self.site = Site(services, widgets)
 
     def routes(self) -> list[Any]:
         screen = self._screen

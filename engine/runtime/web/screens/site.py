@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from engine.engine import Runtime
+from engine.runtime.web.services import WebServices
 from engine.metamodel import EntitySpec, FieldSpec, FieldType, Label
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
@@ -27,19 +27,19 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LINK_OPTIONS_LIMIT = 200
 
 
-def is_admin(runtime: Runtime, actor: Actor) -> bool:
+def is_admin(services: WebServices, actor: Actor) -> bool:
     if actor.is_system or actor.role == "admin":
         return True
-    return bool(actor.role and runtime.model.has_role(actor.role) and runtime.model.role(actor.role).is_admin)
+    return bool(actor.role and services.model.has_role(actor.role) and services.model.role(actor.role).is_admin)
 
 
 class Site:
     """Shared by the screen modules; holds no per-request state."""
 
-    def __init__(self, runtime: Runtime, widgets: WidgetRegistry) -> None:
-        self.runtime = runtime
-        self.records = runtime.records
-        self.model = runtime.model
+    def __init__(self, services: WebServices, widgets: WidgetRegistry) -> None:
+        self.services = services
+        self.records = services.records
+        self.model = services.model
         self.widgets = widgets
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -65,7 +65,7 @@ class Site:
             return base
         return Chrome(base.app_label, title, lang, base.languages, base.csrf, here,
                       user_name=self.user_names().get(actor.id or 0, actor.username),
-                      is_admin=is_admin(self.runtime, actor), menu=self.menu(actor, lang, request.url.path),
+                      is_admin=is_admin(self.services, actor), menu=self.menu(actor, lang, request.url.path),
                       flashes=flashes)
 
     def menu(self, actor: Actor, lang: str, path: str) -> tuple[MenuSection, ...]:
@@ -108,8 +108,8 @@ class Site:
     # -- lookups --------------------------------------------------------------------------
 
     def users(self) -> list[Any]:
-        users = self.runtime.schema.users
-        with self.runtime.db.read() as connection:
+        users = self.services.schema.users
+        with self.services.db.read() as connection:
             return list(connection.execute(sa.select(users.c.id, users.c.username, users.c.display_name,
                                                      users.c.team, users.c.is_active).order_by(users.c.id)))
 
@@ -128,18 +128,18 @@ class Site:
         entity = self.model.entity(target)
         if not wanted or entity.title_field in self.records.access.permissions(actor, target).hidden:
             return {}
-        table = self.runtime.schema.table(target)
+        table = self.services.schema.table(target)
         column = table.c[entity.title_field] if entity.title_field in table.c else table.c.id
-        with self.runtime.db.read() as connection:
+        with self.services.db.read() as connection:
             rows = connection.execute(sa.select(table.c.id, column).where(table.c.id.in_(wanted)))
             return {row[0]: str(row[1]) if row[1] is not None else f"#{row[0]}" for row in rows}
 
     def file_names(self, ids: Iterable[Any]) -> dict[int, str]:
-        files = self.runtime.schema.files
+        files = self.services.schema.files
         wanted = sorted({int(value) for value in ids if isinstance(value, int)})
         if not wanted:
             return {}
-        with self.runtime.db.read() as connection:
+        with self.services.db.read() as connection:
             return {row.id: row.name for row in connection.execute(
                 sa.select(files.c.id, files.c.name).where(files.c.id.in_(wanted)))}
 

@@ -1,4 +1,5 @@
-"""Retries: exponential backoff with jitter, and when a message is dead."""
+"""Retries: exponential backoff with jitter, and when a message is dead — the one retry policy
+the outbox, the worker and every channel use."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from engine.channels.messages import DeliveryResult
+
+class AttemptResult(Protocol):
+    """What one delivery attempt gave (a channel's DeliveryResult is one)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def retry_after(self) -> dt.timedelta | None: ...
+    @property
+    def error(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +71,7 @@ def next_attempt_at(attempts: int, now: dt.datetime, policy: RetryPolicy = Retry
     return now + wait
 
 
-def plan_after_attempt(result: DeliveryResult, attempts: int, now: dt.datetime, policy: RetryPolicy = RetryPolicy(), *,
+def plan_after_attempt(result: AttemptResult, attempts: int, now: dt.datetime, policy: RetryPolicy = RetryPolicy(), *,
                        rand: Callable[[], float] = random.random) -> DeliveryPlan:
     """Delivered, retry at a time, or dead — `attempts` counts the attempt that produced `result`."""
     if result.ok:

@@ -1,0 +1,61 @@
+"""The write lifecycle, declared in one place: what an observer of RecordService sees and may do.
+
+Every write runs: coerce and validate → permissions → dedup and gates → observers'
+`before_write` (rules set fields, route) → the row → event rows → observers' `after_write`
+(timers, outbox rows, related records) — all in one transaction. `Change` says what the
+write did, `Origin` through which door it came; the events it appends are catalogued in
+events.py (`EventKind`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from engine.metamodel import EntitySpec
+from engine.rules.rules import Change, Origin
+from engine.runtime.records.actors import Actor
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """One write as observers see it, inside its transaction. `after` holds the candidate
+    values in `before_write` and the stored record in `after_write`."""
+
+    connection: sa.Connection
+    entity: EntitySpec
+    change: Change
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any]
+    actor: Actor
+    now: dt.datetime
+    origin: Origin = Origin.USER
+    source: str | None = None        # the webhook source, for origin webhook
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared by before and after of one write
+
+
+class WriteObserver(Protocol):
+    """Something that takes part in every write: rules, SLA clocks, cadences. An observer
+    that also acts on views (an SLA that stops once the owner has looked) has a method
+    `wants_view(entity, record, actor) -> bool`; it then gets `after_write` with change "viewed"."""
+
+    def before_write(self, context: WriteContext) -> Mapping[str, Any]:
+        """Field changes to make before the row is written (e.g. a rule setting the grade)."""
+        ...
+
+    def after_write(self, context: WriteContext) -> None:
+        """Effects in the same transaction once the row is written: timers, outbox rows, related records."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A written record and what happened: created, merged (into an existing duplicate) or flagged."""
+
+    record: dict[str, Any]
+    outcome: str = "created"

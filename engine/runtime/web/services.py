@@ -1,0 +1,35 @@
+"""What the web layer works with, handed over by the composition root (engine/engine.py).
+
+The screens and the JSON API read and write through these and nothing else; the root
+builds one `WebServices` and `create_app` receives it, so no web module reaches for a
+global or for the engine that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.metamodel import Metamodel
+from engine.rules import Clock
+from engine.runtime.automation.cadences import CadenceClocks
+from engine.runtime.automation.sla import SlaClocks
+from engine.runtime.automation.sources import Intake
+from engine.runtime.ops.doctor import Doctor
+from engine.runtime.ops.users import Users
+from engine.runtime.records.service import RecordService
+from engine.runtime.storage.database import Database
+from engine.runtime.storage.tables import Schema
+
+
+@dataclass(frozen=True, slots=True)
+class WebServices:
+    model: Metamodel
+    schema: Schema
+    db: Database
+    clock: Clock
+    records: RecordService
+    users: Users
+    intake: Intake
+    doctor: Doctor
+    slas: SlaClocks
+    cadences: CadenceClocks
