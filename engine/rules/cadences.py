@@ -14,13 +14,14 @@ from engine.metamodel.clocks import ClockTrigger
 from engine.metamodel.durations import DurationSpec
 from engine.rules.clocks import (ClockDecision, ClockSnapshot, Evaluate, Move, on_view, stop_reason, trigger_fired,
                                  trigger_holds, truth)
+from engine.rules.clocks import ClockState
 
 
 def decide_cadence(spec: CadenceSpec, current: ClockSnapshot | None, change: str, before: Mapping[str, Any] | None,
                    after: Mapping[str, Any], now: dt.datetime, evaluate: Evaluate, *,
                    viewer: int | None = None) -> ClockDecision:
     """What one write (or a view, as in `decide_sla`) does to one record's run of a cadence."""
-    running = current is not None and current.state == "running"
+    running = current is not None and current.state == ClockState.RUNNING
     if change == "viewed":
         return on_view(spec.stops, current, running, after, viewer)
     if change == "deleted":
@@ -29,17 +30,17 @@ def decide_cadence(spec: CadenceSpec, current: ClockSnapshot | None, change: str
     fired = trigger_fired(spec.starts, change, before, after)
     if current is not None and running:
         if stopped is not None:
-            return ClockDecision(Move.STOP, replace(current, state="stopped"), stopped)
+            return ClockDecision(Move.STOP, replace(current, state=ClockState.STOPPED), stopped)
         if spec.restart_on_update and change == "updated":
-            return ClockDecision(Move.RESTART, ClockSnapshot(now, "running"), "record updated")
+            return ClockDecision(Move.RESTART, ClockSnapshot(now, ClockState.RUNNING), "record updated")
         return ClockDecision(Move.NONE, current)
     if stopped is not None and not fired:
         return ClockDecision(Move.NONE, current)
     if fired:
-        return ClockDecision(Move.START, ClockSnapshot(now, "running"), f"started: {_describe(spec.starts)}")
-    if (current is not None and current.state == "done" and spec.restart_on_update and change == "updated"
+        return ClockDecision(Move.START, ClockSnapshot(now, ClockState.RUNNING), f"started: {_describe(spec.starts)}")
+    if (current is not None and current.state == ClockState.DONE and spec.restart_on_update and change == "updated"
             and trigger_holds(spec.starts, after)):
-        return ClockDecision(Move.RESTART, ClockSnapshot(now, "running"), "record updated")
+        return ClockDecision(Move.RESTART, ClockSnapshot(now, ClockState.RUNNING), "record updated")
     return ClockDecision(Move.NONE, current)
 
 

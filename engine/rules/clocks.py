@@ -23,7 +23,17 @@ from engine.metamodel.expressions import Expression
 Evaluate = Callable[[Expression, Mapping[str, Any]], Any]
 
 
-ACTIVE = ("running", "paused")
+class ClockState(enum.StrEnum):
+    """Where one record's SLA clock or cadence run stands (the crm_clocks `state` column)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"        # SLA only: "waiting for customer" does not count
+    STOPPED = "stopped"      # a stop condition was met
+    CANCELLED = "cancelled"  # no longer applies (or the record was deleted)
+    DONE = "done"            # cadence only: every step ran
+
+
+ACTIVE = (ClockState.RUNNING, ClockState.PAUSED)
 
 
 class Move(enum.Enum):
@@ -42,7 +52,7 @@ class ClockSnapshot:
     """One record's clock for one policy or cadence, as stored in crm_clocks."""
 
     started_at: dt.datetime
-    state: str  # running | paused | stopped | cancelled | done
+    state: ClockState
     tier: str | None = None
     pauses: tuple[Pause, ...] = ()
     breached_at: dt.datetime | None = None
@@ -132,12 +142,12 @@ def on_view(stops: Sequence[StopCondition], current: ClockSnapshot | None, is_ac
     """A view changes no field: it can only stop an active clock through a `viewed_by` stop."""
     reason = view_stop_reason(stops, record, viewer)
     if current is not None and is_active and reason is not None:
-        return ClockDecision(Move.STOP, replace(current, state="stopped"), reason)
+        return ClockDecision(Move.STOP, replace(current, state=ClockState.STOPPED), reason)
     return ClockDecision(Move.NONE, current)
 
 
 def fresh_clock(now: dt.datetime, tier: str | None, paused: bool) -> ClockSnapshot:
-    return ClockSnapshot(now, "paused" if paused else "running", tier, (Pause(now),) if paused else ())
+    return ClockSnapshot(now, ClockState.PAUSED if paused else ClockState.RUNNING, tier, (Pause(now),) if paused else ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.clocks import (ClockDecision, ClockSnapshot, Evaluate, Move, Pause, fresh_clock, on_view, stop_reason,
                                  trigger_fired, trigger_holds, truth)
+from engine.rules.clocks import ClockState
 
 _ZERO = dt.timedelta(0)
 
@@ -305,17 +306,17 @@ def decide_sla(spec: SlaSpec, current: ClockSnapshot | None, change: str, before
     fired = trigger_fired(spec.starts, change, before, after)
     if current is not None and active:
         if stopped is not None:
-            return ClockDecision(Move.STOP, replace(current, state="stopped"), stopped)
+            return ClockDecision(Move.STOP, replace(current, state=ClockState.STOPPED), stopped)
         if not applies:
-            return ClockDecision(Move.CANCEL, replace(current, state="cancelled"), "no longer under this SLA")
+            return ClockDecision(Move.CANCEL, replace(current, state=ClockState.CANCELLED), "no longer under this SLA")
         if fired and change != "created":
             return ClockDecision(Move.RESTART, fresh_clock(now, tier, paused), f"restarted: {spec.starts.kind}")
-        if paused and current.state == "running":
-            return ClockDecision(Move.PAUSE, replace(current, state="paused", pauses=(*current.pauses, Pause(now))),
+        if paused and current.state == ClockState.RUNNING:
+            return ClockDecision(Move.PAUSE, replace(current, state=ClockState.PAUSED, pauses=(*current.pauses, Pause(now))),
                                  "paused")
-        if not paused and current.state == "paused":
+        if not paused and current.state == ClockState.PAUSED:
             pauses = tuple(Pause(p.start, now) if p.end is None else p for p in current.pauses)
-            return ClockDecision(Move.RESUME, replace(current, state="running", pauses=pauses), "resumed")
+            return ClockDecision(Move.RESUME, replace(current, state=ClockState.RUNNING, pauses=pauses), "resumed")
         if tier != current.tier:
             return ClockDecision(Move.RETIER, replace(current, tier=tier), f"tier {current.tier} → {tier}")
         return ClockDecision(Move.NONE, current)

@@ -32,6 +32,7 @@ from engine.runtime.records.events import EventKind, append_event
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.times import as_utc
+from engine.rules.clocks import ClockState
 
 
 class CadenceClocks:
@@ -70,7 +71,7 @@ class CadenceClocks:
             for spec in watching:
                 clock = load_clock(connection, self.clocks.schema, "cadence", entity.name, int(record["id"]),
                                    spec.name)
-                if clock is not None and clock.state == "running":
+                if clock is not None and clock.state == ClockState.RUNNING:
                     return True
         return False
 
@@ -96,7 +97,7 @@ class CadenceClocks:
         if current is not None and decision.move in (Move.RESTART, Move.STOP, Move.CANCEL):
             self.timers.cancel(connection, cadence_prefix(cadence.name, cadence.entity, record_id, current.started_at),
                                cadence.entity, record_id)
-        clock = decision.clock or ClockSnapshot(now, "cancelled")
+        clock = decision.clock or ClockSnapshot(now, ClockState.CANCELLED)
         next_due = None
         if decision.move in (Move.START, Move.RESTART):
             next_due = self._schedule(connection, cadence, record_id, clock.started_at)
@@ -123,9 +124,9 @@ class CadenceClocks:
     def _stop(self, connection: sa.Connection, cadence: CadenceSpec, record_id: int, now: dt.datetime,
               reason: str) -> None:
         current = load_clock(connection, self.clocks.schema, "cadence", cadence.entity, record_id, cadence.name)
-        if current is not None and current.state == "running":
+        if current is not None and current.state == ClockState.RUNNING:
             self._apply(connection, cadence, record_id, current,
-                        ClockDecision(Move.STOP, ClockSnapshot(current.started_at, "stopped"), reason), now)
+                        ClockDecision(Move.STOP, ClockSnapshot(current.started_at, ClockState.STOPPED), reason), now)
 
     # -- the timer handler ----------------------------------------------------------------------
     def fire(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
@@ -134,7 +135,7 @@ class CadenceClocks:
         if cadence is None or timer.record_id is None:
             return
         clock = self.clocks.load(connection, "cadence", cadence.entity, timer.record_id, cadence.name)
-        if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
+        if clock is None or clock.state != ClockState.RUNNING or clock.started_at.isoformat() != timer.payload.get("cycle"):
             return
         record = self.clocks.record(connection, cadence.entity, timer.record_id)
         if record is None:
@@ -149,9 +150,9 @@ class CadenceClocks:
                           seen=self.clocks.users_seen(connection))
         if index == len(cadence.steps) - 1:
             later = self.clocks.load(connection, "cadence", cadence.entity, timer.record_id, cadence.name)
-            if later is not None and later.state == "running" and later.started_at == clock.started_at:
+            if later is not None and later.state == ClockState.RUNNING and later.started_at == clock.started_at:
                 self.clocks.save(connection, "cadence", cadence.entity, timer.record_id, cadence.name,
-                                 ClockSnapshot(clock.started_at, "done"), now, reason="all steps done")
+                                 ClockSnapshot(clock.started_at, ClockState.DONE), now, reason="all steps done")
 
     # -- the record page ------------------------------------------------------------------------
     def summary(self, entity: str, record_id: int) -> list[dict[str, Any]]:

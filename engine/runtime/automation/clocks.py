@@ -31,6 +31,7 @@ from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
 from engine.rules.timers import DueTimer
 from engine.runtime.records.service import RecordService
+from engine.rules.clocks import ACTIVE, ClockState
 
 _UTC = dt.timezone.utc
 
@@ -85,7 +86,7 @@ def load_clocks(connection: sa.Connection, schema: Schema, kind: str, entity: st
 
 
 def _snapshot(row: Any) -> ClockSnapshot:
-    return ClockSnapshot(as_utc(row.started_at), row.state, row.tier, pauses_from_json(row.pauses),  # type: ignore[arg-type]
+    return ClockSnapshot(as_utc(row.started_at), ClockState(row.state), row.tier, pauses_from_json(row.pauses),  # type: ignore[arg-type]
                          as_utc(row.breached_at))
 
 
@@ -97,7 +98,7 @@ def save_clock(connection: sa.Connection, schema: Schema, kind: str, entity: str
         "kind": kind, "entity": entity, "record_id": record_id, "name": name,
         "started_at": naive(clock.started_at), "tier": clock.tier, "pauses": pauses_to_json(clock.pauses),
         "state": clock.state, "due_at": naive(due_at), "breached_at": naive(clock.breached_at),
-        "stopped_at": naive(now) if clock.state in ("stopped", "cancelled", "done") else None,
+        "stopped_at": naive(now) if clock.state in (ClockState.STOPPED, ClockState.CANCELLED, ClockState.DONE) else None,
         "met": met, "reason": reason[:255], "updated_at": naive(now)})
 
 
@@ -139,14 +140,14 @@ def sla_condition(schema: Schema, entity: str, table: sa.Table, which: str, now:
         base.append(clocks.c.name == policy)
     moment = naive(now)
     if which == "overdue":
-        condition = sa.or_(sa.and_(clocks.c.state == "running", clocks.c.due_at <= moment),
-                           sa.and_(clocks.c.state.in_(("running", "paused")), clocks.c.breached_at.is_not(None)))
+        condition = sa.or_(sa.and_(clocks.c.state == ClockState.RUNNING, clocks.c.due_at <= moment),
+                           sa.and_(clocks.c.state.in_(ACTIVE), clocks.c.breached_at.is_not(None)))
     elif which.startswith("due_within:"):
         window = parse_duration(which.split(":", 1)[1]).fixed
-        condition = sa.and_(clocks.c.state == "running", clocks.c.due_at > moment,
+        condition = sa.and_(clocks.c.state == ClockState.RUNNING, clocks.c.due_at > moment,
                             clocks.c.due_at <= naive(now + window))
-    elif which in ("paused", "running"):
-        condition = clocks.c.state == which
+    elif which in (ClockState.PAUSED, ClockState.RUNNING):
+        condition = clocks.c.state == ClockState(which)
     else:
         raise ValueError(f"unknown SLA filter '{which}'; use overdue, due_within:1h, paused or running")
     return sa.exists().where(*base, condition)

@@ -36,6 +36,7 @@ from engine.runtime.records.events import EventKind, append_event
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.times import as_utc
+from engine.rules.clocks import ClockState
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_EVENTS = {"warning": EventKind.SLA_WARNING, "breach": EventKind.SLA_BREACHED,
@@ -114,7 +115,7 @@ class SlaClocks:
                                                     table.c.record_id == record_id, table.c.name == spec.name))
             return
         due_at = None
-        if clock.state == "running" and move in (Move.START, Move.RESTART, Move.RESUME, Move.RETIER):
+        if clock.state == ClockState.RUNNING and move in (Move.START, Move.RESTART, Move.RESUME, Move.RETIER):
             due_at = self._schedule(connection, spec, record_id, clock)
         met = clock.breached_at is None if move is Move.STOP else None
         self.clocks.save(connection, "sla", spec.entity, record_id, spec.name, clock, now, due_at=due_at,
@@ -145,7 +146,7 @@ class SlaClocks:
         if spec is None or timer.record_id is None:
             return  # the policy left the blueprint; nothing to do
         clock = self.clocks.load(connection, "sla", spec.entity, timer.record_id, spec.name)
-        if clock is None or clock.state != "running" or clock.started_at.isoformat() != timer.payload.get("cycle"):
+        if clock is None or clock.state != ClockState.RUNNING or clock.started_at.isoformat() != timer.payload.get("cycle"):
             return  # paused, stopped or restarted since it was scheduled
         kind, _, percent = str(timer.payload["checkpoint"]).partition("-")
         status = sla_state(now, self._policies[spec.name], clock.started_at, clock.tier, clock.pauses,
@@ -183,11 +184,11 @@ class SlaClocks:
         result = []
         for row in rows:
             spec = self._spec(row.name)
-            if spec is None or row.state == "cancelled":
+            if spec is None or row.state == ClockState.CANCELLED:
                 continue
             started = as_utc(row.started_at)
             assert started is not None
-            stopped = as_utc(row.stopped_at) if row.state == "stopped" else None
+            stopped = as_utc(row.stopped_at) if row.state == ClockState.STOPPED else None
             status = sla_state(now, self._policies[spec.name], started, row.tier, pauses_from_json(row.pauses),
                                self.calendar(spec), stopped_at=stopped)
             result.append({"policy": spec.name, "label": spec.label, "tier": row.tier, "state": status.state.value,

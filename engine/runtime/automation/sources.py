@@ -10,6 +10,7 @@ even when two copies arrive at once.
 from __future__ import annotations
 
 import base64
+import enum
 import datetime as dt
 import functools
 import hashlib
@@ -39,12 +40,22 @@ MAX_BODY = 1024 * 1024
 _SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token"}
 
 
+class DeliveryStatus(enum.StrEnum):
+    """What became of one inbound delivery (the crm_deliveries `status` column)."""
+
+    RECEIVED = "received"    # logged, not yet processed
+    PROCESSED = "processed"  # a record was created or merged
+    DUPLICATE = "duplicate"  # its event id was processed before
+    REJECTED = "rejected"    # unknown source, failed authentication, or a payload that maps to nothing valid
+    FAILED = "failed"        # the record was refused (validation, permissions)
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
     """What happened to one delivery, as the HTTP answer and the log say it."""
 
     status: int
-    outcome: str  # processed, duplicate, rejected, failed
+    outcome: DeliveryStatus
     delivery_id: int
     message: str
     record_id: int | None = None
@@ -88,9 +99,9 @@ class Intake:
         with self.db.write() as connection:
             return int(_statements(self.schema).log.scalar(connection, {
                 "source": source[:64], "received_at": naive_utc(self.clock.now()), "headers": kept, "query": query[:2000],
-                "body": body, "status": "received", "attempts": 1}))
+                "body": body, "status": DeliveryStatus.RECEIVED, "attempts": 1}))
 
-    def _finish(self, delivery_id: int, status: str, error: str | None = None, **values: Any) -> None:
+    def _finish(self, delivery_id: int, status: DeliveryStatus, error: str | None = None, **values: Any) -> None:
         with self.db.write() as connection:
             _mark(connection, self.schema, delivery_id, status=status, error=error, **values)
 
@@ -100,8 +111,8 @@ class Intake:
         try:
             source = next(s for s in self.model.sources if s.name == source_name)
         except StopIteration:
-            self._finish(delivery_id, "rejected", f"unknown source '{source_name}'")
-            return IntakeResult(404, "rejected", delivery_id, f"there is no webhook source '{source_name}'")
+            self._finish(delivery_id, DeliveryStatus.REJECTED, f"unknown source '{source_name}'")
+            return IntakeResult(404, DeliveryStatus.REJECTED, delivery_id, f"there is no webhook source '{source_name}'")
         try:
             if not source.is_enabled:
                 raise IntakeRefused(503, f"source '{source.name}' is disabled in the blueprint")
@@ -114,15 +125,15 @@ class Intake:
             if not isinstance(payload, (dict, list)):
                 raise IntakeRefused(400, "the body must be a JSON object")
         except IntakeRefused as refused:
-            self._finish(delivery_id, "rejected", refused.message)
-            return IntakeResult(refused.status, "rejected", delivery_id, refused.message)
+            self._finish(delivery_id, DeliveryStatus.REJECTED, refused.message)
+            return IntakeResult(refused.status, DeliveryStatus.REJECTED, delivery_id, refused.message)
         event_id = source.event_id.read(payload) if source.event_id else None
         event_id = None if event_id in (None, "") else str(event_id)[:255]
         values = source.map_payload(payload)
         try:
             submitted = _submitted_at(values.pop("created_at", None), self.model.settings.timezone)
         except ValidationFailed as failed:
-            self._finish(delivery_id, "failed", failed.message, event_id=event_id, entity=source.entity)
+            self._finish(delivery_id, DeliveryStatus.FAILED, failed.message, event_id=event_id, entity=source.entity)
             return _failed(delivery_id, failed)
         return self._create(source, delivery_id, event_id, values, submitted)
 
@@ -133,26 +144,26 @@ class Intake:
             if event_id is not None:
                 seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
                 if seen is not None:
-                    _mark(connection, self.schema, delivery_id, status="duplicate", event_id=event_id,
+                    _mark(connection, self.schema, delivery_id, status=DeliveryStatus.DUPLICATE, event_id=event_id,
                           entity=source.entity, record_id=seen.record_id)
-                    return IntakeResult(200, "duplicate", delivery_id, f"event {event_id} was already processed",
+                    return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id, f"event {event_id} was already processed",
                                         seen.record_id)
             try:  # within a savepoint: a refused record leaves the transaction usable for the log
                 result = self.records.create(source.entity, values, actor=source_actor(source.name),
                                                 within=connection, origin="webhook", source=source.name,
                                                 created_at=submitted)
             except RecordError as error:  # recorded in the same transaction: one write per delivery
-                _mark(connection, self.schema, delivery_id, status="failed", error=error.message, event_id=event_id,
+                _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=error.message, event_id=event_id,
                       entity=source.entity)
                 return _failed(delivery_id, error)
             record_id = result.record["id"]
             if event_id is not None:
                 statements.remember.run(connection, {"source": source.name, "event_id": event_id,
                                                      "delivery_id": delivery_id, "record_id": record_id})
-            _mark(connection, self.schema, delivery_id, status="processed", error=None, event_id=event_id,
+            _mark(connection, self.schema, delivery_id, status=DeliveryStatus.PROCESSED, error=None, event_id=event_id,
                   entity=source.entity, record_id=record_id)
         merged = result.outcome == "merged"
-        return IntakeResult(200 if merged else 201, "processed", delivery_id,
+        return IntakeResult(200 if merged else 201, DeliveryStatus.PROCESSED, delivery_id,
                             f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
 
     def replay(self, delivery_id: int, *, check_auth: bool = False) -> IntakeResult:
@@ -252,7 +263,7 @@ def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
 
 def _failed(delivery_id: int, error: RecordError) -> IntakeResult:
     errors = tuple(e.as_dict() for e in error.errors) if isinstance(error, ValidationFailed) else ()
-    return IntakeResult(error.status, "failed", delivery_id, error.message, errors=errors)
+    return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, error.message, errors=errors)
 
 
 def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,14 @@ from engine.runtime.storage.times import naive_utc
 CLAIM_BATCH = 200
 LEASE = dt.timedelta(minutes=5)
 
+
+class OutboxStatus(enum.StrEnum):
+    """Where an outbox message stands (the crm_outbox `status` column)."""
+
+    PENDING = "pending"      # waiting for its next attempt
+    SENDING = "sending"      # claimed by a worker until `claimed_until`
+    DELIVERED = "delivered"
+    DEAD = "dead"            # gave up: a permanent error, or out of attempts; `crm outbox retry` revives it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +65,8 @@ def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str
     """Add a message in the caller's transaction (held back while the caller defers writes);
     the same key twice is one message."""
     _insert_once(schema.outbox, connection.dialect.name).run_later(connection, {
-        "channel": channel, "idempotency_key": key, "payload": payload, "status": "pending", "attempts": 0,
+        "channel": channel, "idempotency_key": key, "payload": payload, "status": OutboxStatus.PENDING,
+        "attempts": 0,
         "next_attempt_at": naive_utc(now), "entity": entity, "record_id": record_id, "created_at": naive_utc(now)})
 
 
@@ -75,8 +85,8 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
           limit: int = CLAIM_BATCH) -> list[OutboxMessage]:
     """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
     table = schema.outbox
-    due = sa.or_(sa.and_(table.c.status == "pending", table.c.next_attempt_at <= naive_utc(now)),
-                 sa.and_(table.c.status == "sending", table.c.claimed_until < naive_utc(now)))
+    due = sa.or_(sa.and_(table.c.status == OutboxStatus.PENDING, table.c.next_attempt_at <= naive_utc(now)),
+                 sa.and_(table.c.status == OutboxStatus.SENDING, table.c.claimed_until < naive_utc(now)))
     with db.write() as connection:
         query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
         if connection.dialect.name == "postgresql":
@@ -84,7 +94,7 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
         rows = connection.execute(query).all()
         if rows:
             connection.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(
-                status="sending", claimed_by=worker, claimed_until=naive_utc(now + LEASE)))
+                status=OutboxStatus.SENDING, claimed_by=worker, claimed_until=naive_utc(now + LEASE)))
     return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
                           row.record_id) for row in rows]
 
@@ -104,10 +114,11 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
         attempts = message.attempts + 1
         if outcome.ok:
             delivered.append({"message_id": message.id, "attempts": attempts})
-            statuses.append("delivered")
+            statuses.append(OutboxStatus.DELIVERED)
             continue
         retry_at = next_attempt(attempts, now) if outcome.retryable else None
-        failed.append({"message_id": message.id, "attempts": attempts, "status": "pending" if retry_at else "dead",
+        failed.append({"message_id": message.id, "attempts": attempts,
+                       "status": OutboxStatus.PENDING if retry_at else OutboxStatus.DEAD,
                        "last_error": outcome.error[:2000], "next_attempt_at": naive_utc(retry_at or now)})
         statuses.append(failed[-1]["status"])
     mark_delivered, mark_failed = _outcome_statements(schema.outbox)
@@ -125,7 +136,8 @@ def _outcome_statements(table: sa.Table) -> tuple[Any, Any]:
     """Recording a delivery, and a failure (only for rows this worker still holds), built once."""
     mine = table.update().where(table.c.id == sa.bindparam("message_id"), table.c.claimed_by == sa.bindparam("worker"))
     released = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
-    return (mine.values(status="delivered", last_error=None, delivered_at=sa.bindparam("delivered_at"), **released),
+    return (mine.values(status=OutboxStatus.DELIVERED, last_error=None, delivered_at=sa.bindparam("delivered_at"),
+                        **released),
             mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),
                         next_attempt_at=sa.bindparam("next_attempt_at"), **released))
 
@@ -133,12 +145,12 @@ def _outcome_statements(table: sa.Table) -> tuple[Any, Any]:
 def retry_dead(db: Database, schema: Schema, now: dt.datetime, message_id: int | None = None) -> int:
     """Put dead messages (one, or all) back in the queue; returns how many."""
     table = schema.outbox
-    condition = table.c.status == "dead"
+    condition = table.c.status == OutboxStatus.DEAD
     if message_id is not None:
         condition = sa.and_(condition, table.c.id == message_id)
     with db.write() as connection:
         result = connection.execute(table.update().where(condition).values(
-            status="pending", next_attempt_at=naive_utc(now), attempts=0))
+            status=OutboxStatus.PENDING, next_attempt_at=naive_utc(now), attempts=0))
     return int(result.rowcount or 0)
 
 
