@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from engine.metamodel.app import Settings, build_menu, build_settings
+from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
 from engine.metamodel.crossrefs import check_entity
 from engine.metamodel.entities import build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
@@ -102,7 +102,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     return dataclasses.replace(model, warnings=warnings)
 
 
-def _check_menu(app: SourceDocument, menu: tuple[Any, ...], entities: dict[str, Location]) -> list[BlueprintError]:
+def _check_menu(app: SourceDocument, menu: tuple[MenuGroup, ...], entities: dict[str, Location]) -> list[BlueprintError]:
     errors = []
     for index, item in enumerate(app.data.get("menu") or []):
         names = [item] if isinstance(item, str) else item.get("items", [])
