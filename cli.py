@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -20,13 +22,16 @@ SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
 
 
-def _blueprint_option(function):  # type: ignore[no-untyped-def]
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _blueprint_option(function: _Command) -> _Command:
     return click.option("--blueprint", "blueprint", envvar="CRM_BLUEPRINT", default=str(SHIPPED_BLUEPRINT),
                         show_default="the shipped CRM blueprint (CRM_BLUEPRINT overrides)",
                         help="Blueprint folder or app file.")(function)
 
 
-def _db_option(function):  # type: ignore[no-untyped-def]
+def _db_option(function: _Command) -> _Command:
     return click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB,
                         show_default="crm.sqlite in this folder (CRM_DATABASE_URL overrides)",
                         help="Database URL: sqlite:///file.sqlite or postgresql://user@host/db")(function)
@@ -237,7 +242,7 @@ def _user_runtime(db_url: str, blueprint: str) -> Engine:
     return _open(db_url, blueprint)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 

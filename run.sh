@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two commands of the quick start:
 #   ./run.sh demo   install what is needed, then start the CRM on SQLite with the shipped blueprint and demo data
-#   ./run.sh test   install what is needed, then run the whole test suite (SQLite and PostgreSQL)
+#   ./run.sh test   install what is needed, type-check engine/ and cli.py (mypy --strict), then run the
+#                   whole test suite (SQLite and PostgreSQL); a type error fails it before any test runs
 # Extra arguments go to `crm demo` or to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -51,6 +52,8 @@ case "${1:-}" in
       DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei
     fi
     shift
+    # pyproject.toml's [tool.mypy] holds the settings (strict) and the files (engine/, cli.py).
+    .venv/bin/python -m mypy
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)

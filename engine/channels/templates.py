@@ -11,7 +11,8 @@ from typing import Any
 
 import jinja2
 import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.rules.rules import show_text
 
@@ -73,11 +74,12 @@ def _bounded_replace(value: Any, old: str, new: str, count: int | None = None) -
 def _format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", zone: str | None = None) -> str:
     if not isinstance(value, dt.datetime):
         return str(value)
-    if zone is not None and value.tzinfo is not None:
+    moment = value
+    if zone is not None and moment.tzinfo is not None:
         from zoneinfo import ZoneInfo
 
-        value = value.astimezone(ZoneInfo(zone))
-    return value.strftime(fmt)
+        moment = moment.astimezone(ZoneInfo(zone))
+    return moment.strftime(fmt)
 
 
 def _format_duration(value: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,7 @@ def _mobile(rng: random.Random, used: set[str]) -> str:
             return number
 
 
-def _weighted(rng: random.Random, options: dict[str, float]) -> str:
+def _weighted(rng: random.Random, options: Mapping[str, float]) -> str:
     return rng.choices(list(options), weights=list(options.values()))[0]
 
 
@@ -169,7 +170,7 @@ def _accounts(writer: _Writer, reps: list[Actor], phones: set[str]) -> list[dict
 
 def _contacts(writer: _Writer, accounts: list[dict[str, Any]], phones: set[str]) -> list[dict[str, Any]]:
     rng = writer.rng
-    contacts = []
+    contacts: list[dict[str, Any]] = []
     titles = [("总经理", "decision_maker"), ("采购经理", "procurement"), ("设备部主管", "technical"),
               ("财务总监", "finance"), ("生产厂长", "influencer"), ("工程师", "user")]
     for account in accounts:

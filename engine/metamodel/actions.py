@@ -295,9 +295,10 @@ def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
         if found is None:
             return None
         target, via = found, body.get("via") or ""
-        mode = _related_mode(checker, path, entity, target, via)
-        if mode is None:
+        related_mode = _related_mode(checker, path, entity, target, via)
+        if related_mode is None:
             return None
+        mode = related_mode
     where = checker.expression(path + ("where",), body["where"], target) if body.get("where") else None
     values = _values(checker, path + ("set",), body.get("set") or {}, entity, target, "update_related")
     if_empty = _values(checker, path + ("set_if_empty",), body.get("set_if_empty") or {}, entity, target,

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
@@ -61,7 +61,7 @@ CADENCES_SCHEMA: dict[str, Any] = {
 def build_cadences(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CadenceSpecs: a start trigger, ordered steps with delays and actions, stop conditions."""
     cadences, errors = build_items("cadences", "cadence", documents, model, functions, _build_cadence)
-    return {"cadences": tuple(cadences)}, errors
+    return replace(model, cadences=tuple(cadences)), errors
 
 
 def _build_cadence(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CadenceSpec | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -111,7 +111,7 @@ def check_zone(checker: Checker, path: PathKey, name: str) -> None:
 def build_calendars(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """CalendarDecls from every `calendars:` document: weekdays, periods, dates and zones checked."""
     calendars, errors = build_items("calendars", "calendar", documents, model, functions, _build_calendar)
-    return {"calendars": tuple(calendars)}, errors
+    return replace(model, calendars=tuple(calendars)), errors
 
 
 def _build_calendar(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CalendarDecl:
@@ -141,7 +141,7 @@ def _build_calendar(checker: Checker, name: str, data: dict[str, Any], path: Pat
 
 
 def calendar_ref(checker: Checker, path: PathKey, name: str | None, business_time: bool) -> str | None:
-    known = [spec.name for spec in checker.model.calendars]  # type: ignore[attr-defined]
+    known = [spec.name for spec in checker.model.calendars]
     if name is None:
         if business_time and len(known) != 1:
             checker.error(path, "business time needs a calendar: name one with calendar:",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 
@@ -125,7 +125,7 @@ def build_channels(documents: list[SourceDocument], model: Metamodel, functions:
     """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
     channels, errors = build_items("channels", "channel", documents, model, functions, _build_channel)
     templates, template_errors = build_items("templates", "template", documents, model, functions, _build_template)
-    return {"channels": tuple(channels), "templates": tuple(templates)}, errors + template_errors
+    return replace(model, channels=tuple(channels), templates=tuple(templates)), errors + template_errors
 
 
 def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ChannelSpec:

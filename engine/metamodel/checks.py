@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jinja2
 from collections.abc import Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
@@ -154,12 +154,17 @@ def texts(value: Any) -> tuple[str, ...]:
     return tuple(str(item) for item in (value if isinstance(value, list) else [value]))
 
 
+_Item = TypeVar("_Item")
+# build_one(checker, name, data, path, position): the item, or None when it is left out
+ItemBuilder = Callable[[Checker, str, dict[str, Any], PathKey, int], _Item | None]
+
+
 def build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, functions: Collection[str],
-                 build_one: Callable[..., Any]) -> tuple[list[Any], list[BlueprintError]]:
+                build_one: ItemBuilder[_Item]) -> tuple[list[_Item], list[BlueprintError]]:
     """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`
     (None: left out, its errors reported), with duplicate names reported where they stand."""
     errors: list[BlueprintError] = []
-    items: list[Any] = []
+    items: list[_Item] = []
     seen: dict[str, Location] = {}
     for doc in documents:
         checker = Checker(doc, model, functions, errors)
@@ -172,7 +177,9 @@ def build_items(key: str, what: str, documents: list[SourceDocument], model: Met
     return items, errors
 
 
-Built = tuple[dict[str, Any], list[BlueprintError]]
+# What a document kind's builder returns: the model with that kind's specs filled in, and the
+# located errors. (A string: the Metamodel is imported for type checking only, to avoid a cycle.)
+Built = tuple["Metamodel", list[BlueprintError]]
 
 
 def default_label(data: dict[str, Any], name: str) -> Label:

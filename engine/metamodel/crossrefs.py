@@ -76,7 +76,7 @@ class _EntityChecker:
                 self.check_names(("validations", index), [item["field"]], "validation field", key="field")
         checks = {spec.check.location: spec.check for spec in self.entity.validations}
         for index in range(len(data.get("validations") or [])):
-            path = ("validations", index, "check")
+            path: PathKey = ("validations", index, "check")
             if self.doc.where(path) in checks:
                 self.check_expression(path, checks[self.doc.where(path)])
         if "dedup" in data:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,12 +69,12 @@ JOBS_SCHEMA: dict[str, Any] = {
 def build_jobs(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
     """JobSpecs: a valid crontab and zone, a known channel and template, counts over known fields."""
     jobs, errors = build_items("jobs", "job", documents, model, functions, _build_job)
-    return {"jobs": tuple(jobs)}, errors
+    return replace(model, jobs=tuple(jobs)), errors
 
 
 def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> JobSpec:
-    channels = {spec.name for spec in checker.model.channels}  # type: ignore[attr-defined]
-    templates = {spec.name for spec in checker.model.templates}  # type: ignore[attr-defined]
+    channels = {spec.name for spec in checker.model.channels}
+    templates = {spec.name for spec in checker.model.templates}
     timezone = data.get("timezone", checker.model.settings.timezone)
     check_zone(checker, path + ("timezone",), timezone)
     try:
@@ -111,7 +111,7 @@ def _count(checker: Checker, path: PathKey, name: str, raw: dict[str, Any]) -> C
             if item is not None:
                 checker.option(path + ("where", field_name), spec, item, "value")
         where.append((field_name, values))
-    if raw.get("policy") and raw["policy"] not in {s.name for s in checker.model.slas}:  # type: ignore[attr-defined]
+    if raw.get("policy") and raw["policy"] not in {s.name for s in checker.model.slas}:
         checker.error(path + ("policy",), f"unknown SLA '{raw['policy']}'")
     within = raw.get("created_within") or raw.get("within")
     if raw.get("sla", "").startswith("due_within:"):

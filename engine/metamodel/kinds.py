@@ -1,8 +1,8 @@
 """Document kinds beyond `app` and `entity`.
 
 Each kind names the key a document starts with, its JSON Schema, and a builder that runs
-after all entities are known and returns the Metamodel fields it fills (plus located
-errors). A new kind of blueprint document is one more entry in `SECONDARY_KINDS`.
+after all entities are known and returns the Metamodel with the specs it builds filled in
+(plus located errors). A new kind of blueprint document is one more entry in `SECONDARY_KINDS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
 from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
 from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
-from engine.metamodel.errors import BlueprintError
+from engine.metamodel.checks import Built
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
@@ -24,7 +24,7 @@ from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 
-Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
+Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], Built]
 
 
 @dataclass(frozen=True, slots=True)

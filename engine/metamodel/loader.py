@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from engine.metamodel.app import Settings, build_menu, build_settings
+from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
 from engine.metamodel.crossrefs import check_entity
 from engine.metamodel.entities import build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
@@ -92,10 +92,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         settings=settings,
         menu=menu,
     )
-    for kind in SECONDARY_KINDS:
-        fields, problems = kind.build([doc for key, doc in valid if key == kind.key], model, functions)
+    for secondary in SECONDARY_KINDS:
+        model, problems = secondary.build([doc for key, doc in valid if key == secondary.key], model, functions)
         errors.extend(problems)
-        model = dataclasses.replace(model, **fields)
     blocking = [error for error in errors if error.severity == "error"]
     if blocking:
         raise BlueprintInvalid(errors)
@@ -103,7 +102,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     return dataclasses.replace(model, warnings=warnings)
 
 
-def _check_menu(app: SourceDocument, menu: tuple[Any, ...], entities: dict[str, Location]) -> list[BlueprintError]:
+def _check_menu(app: SourceDocument, menu: tuple[MenuGroup, ...], entities: dict[str, Location]) -> list[BlueprintError]:
     errors = []
     for index, item in enumerate(app.data.get("menu") or []):
         names = [item] if isinstance(item, str) else item.get("items", [])
@@ -133,9 +132,11 @@ def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocumen
                 continue
             return None
         cut = path[:_PRUNE_DEPTH[path[0]]]
-        parent = data
+        parent: Any = data  # a dict or list along `cut`, None once the path breaks off
         for part in cut[:-1]:
-            parent = parent[part] if isinstance(parent, (dict, list)) else None
+            # a jsonschema path steps into a list by position (an int) and into a dict by key
+            is_container = isinstance(parent, dict) or (isinstance(parent, list) and isinstance(part, int))
+            parent = parent[part] if is_container else None
             if parent is None:
                 break
         if cut[0] == "fields" and isinstance(parent, dict):
@@ -144,7 +145,7 @@ def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocumen
             parent.pop(cut[-1], None)
         elif isinstance(parent, list) and isinstance(cut[-1], int) and cut[-1] < len(parent):
             # keep positions (and so locations) of later items: put a harmless stand-in here
-            parent[cut[-1]] = _STAND_INS[cut[0]]
+            parent[cut[-1]] = _STAND_INS[str(cut[0])]
     if list(_VALIDATORS["entity"].iter_errors(data)):
         return None
     return SourceDocument(doc.file, data, doc.values, doc.keys)
@@ -178,7 +179,7 @@ def _kind(doc: SourceDocument) -> str | None:
         return None
     for key in doc.data:
         if key in _SCHEMAS:
-            return key
+            return str(key)
     return None
 
 
@@ -214,8 +215,12 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
     path = tuple(error.absolute_path)
     instance = error.instance
     where = doc.where(path)
+    # The stubs allow an unset or boolean schema (errors built by hand); one from iter_errors
+    # carries the failing subschema, and every subschema that can fail here is a mapping.
+    schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    keyword_value: Any = error.validator_value
     if error.validator == "additionalProperties":
-        allowed = list((error.schema.get("properties") or {}).keys())
+        allowed = list((schema.get("properties") or {}).keys())
         if len(path) == 2 and path[0] == "fields" and isinstance(instance, dict):
             allowed = _field_options(instance.get("type"), allowed)
         extra = [key for key in instance if key not in allowed] if isinstance(instance, dict) else []
@@ -227,21 +232,21 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
         return BlueprintError(where, path, f"missing required option '{missing}'",
                               f"add '{missing}:' here")
     if error.validator == "enum":
-        allowed = [str(v) for v in error.validator_value]
+        allowed = [str(v) for v in keyword_value]
         return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
                               did_you_mean(str(instance), allowed))
     if error.validator == "propertyNames":
         return BlueprintError(where, path, f"'{instance}' is not a valid name here",
                               "names use lowercase letters, digits and _ and start with a letter")
-    if error.validator == "pattern" and error.schema.get("pattern") == "^[a-z][a-z0-9_]*$":
+    if error.validator == "pattern" and schema.get("pattern") == "^[a-z][a-z0-9_]*$":
         return BlueprintError(where, path, f"'{instance}' is not a valid name",
                               "names use lowercase letters, digits and _ and start with a letter, e.g. 'next_follow_up'")
     if error.validator == "type":
-        expected = error.validator_value
+        expected = keyword_value
         expected_text = " or ".join(expected) if isinstance(expected, list) else expected
         return BlueprintError(where, path, f"expected {_article(expected_text)}, got {_describe(instance)}",
                               "check the indentation: a nested block needs two more spaces")
-    if error.validator == "oneOf" and error.schema is not None and error.schema.get("oneOf") == \
+    if error.validator == "oneOf" and schema.get("oneOf") == \
             _label_alternatives():
         return BlueprintError(where, path, f"a label must be text or {{zh: …, en: …}}, got {_describe(instance)}",
                               "write e.g. label: {zh: 线索, en: Lead}")

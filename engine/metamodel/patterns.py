@@ -8,7 +8,7 @@ backreferences or look-arounds; such patterns are refused with a clear message.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Protocol
 
 import re2
 
@@ -17,17 +17,26 @@ _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
 
 
+class Pattern(Protocol):
+    """What we use of a compiled RE2 pattern (re2 ships no type hints); a match or None."""
+
+    def search(self, text: str) -> object | None: ...
+
+    def fullmatch(self, text: str) -> object | None: ...
+
+
 class PatternError(ValueError):
     """The pattern is not a regular expression we can run safely; the message says why."""
 
 
 @functools.lru_cache(maxsize=512)
-def compile_pattern(pattern: str) -> Any:
+def compile_pattern(pattern: str) -> Pattern:
     """The compiled pattern, or PatternError naming what to change."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters")
     try:
-        return re2.compile(pattern, _OPTIONS)
+        compiled: Pattern = re2.compile(pattern, _OPTIONS)
+        return compiled
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise PatternError(f"not a supported regular expression ({detail}); backreferences and "

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from engine.metamodel.checks import Built
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.labels import Label
 from engine.metamodel.source import SourceDocument
@@ -99,7 +100,7 @@ ROLES_SCHEMA: dict[str, Any] = {
 
 
 def build_roles(documents: list[SourceDocument], model: Metamodel,
-                functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+                functions: Collection[str]) -> Built:
     """RoleSpecs from every `roles:` document, with checks that entities and fields exist."""
     errors: list[BlueprintError] = []
     roles: dict[str, RoleSpec] = {}
@@ -134,7 +135,7 @@ def build_roles(documents: list[SourceDocument], model: Metamodel,
                                    bool(data.get("admin", False)), _with_fallback(entities), doc.where_key(path))
     if "admin" not in roles:
         roles["admin"] = ADMIN_ROLE
-    return {"roles": tuple(roles.values())}, errors
+    return replace(model, roles=tuple(roles.values())), errors
 
 
 def _with_fallback(entities: list[tuple[str, EntityPermissions]]) -> tuple[tuple[str, EntityPermissions], ...]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import ast
 import enum
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.checks import Checker, build_items
+from engine.metamodel.checks import Built, Checker, build_items
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression
@@ -128,11 +128,11 @@ ROUTING_SCHEMA: dict[str, Any] = {"type": "object", "required": ["routing"], "ad
 
 
 def build_routing(documents: list[SourceDocument], model: Metamodel,
-                  functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+                  functions: Collection[str]) -> Built:
     """RoutingPolicySpecs from every `routing:` document, then checks across policies."""
     policies, errors = build_items("routing", "routing policy", documents, model, functions, _build_policy)
     errors.extend(_check_policy_overlaps(policies))
-    return {"routing": tuple(policies)}, errors
+    return replace(model, routing=tuple(policies)), errors
 
 
 def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathKey,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
-from engine.metamodel.checks import Checker, build_items, texts
+from engine.metamodel.checks import Built, Checker, build_items, texts
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression
@@ -98,10 +98,10 @@ RULES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["rules"], "additi
 
 
 def build_rules(documents: list[SourceDocument], model: Metamodel,
-                functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+                functions: Collection[str]) -> Built:
     """RuleSpecs from every `rules:` document, in run order. Needs routing and sources built first."""
     rules, errors = build_items("rules", "rule", documents, model, functions, _build_rule)
-    return {"rules": tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))}, errors
+    return dataclasses.replace(model, rules=tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))), errors
 
 
 def _build_rule(checker: Checker, name: str, data: dict[str, Any], path: PathKey,

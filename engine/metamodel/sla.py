@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
@@ -102,7 +102,8 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Col
             calendar_ref(checker, (), data.get("calendar"), business_time),
             optional_expression(checker, ("pauses_when",), data.get("pauses_when"), entity),
             build_stops(checker, ("stops",), data.get("stops") or [], entity), warn_at, escalate_at,
-            *(build_actions(checker, (key,), data.get(key) or [], entity)
-              for key in ("on_warning", "on_breach", "on_escalation")),
+            on_warning=build_actions(checker, ("on_warning",), data.get("on_warning") or [], entity),
+            on_breach=build_actions(checker, ("on_breach",), data.get("on_breach") or [], entity),
+            on_escalation=build_actions(checker, ("on_escalation",), data.get("on_escalation") or [], entity),
             location=doc.where_key(("sla",)))
-    return {"slas": tuple(slas.values())}, errors
+    return replace(model, slas=tuple(slas.values())), errors

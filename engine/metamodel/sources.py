@@ -7,10 +7,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from engine.metamodel.checks import Checker, build_items
+from engine.metamodel.checks import Built, Checker, build_items
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
@@ -169,11 +169,11 @@ def parse_payload_path(text: str) -> PayloadPath:
 
 
 def build_sources(documents: list[SourceDocument], model: Metamodel,
-                  functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+                  functions: Collection[str]) -> Built:
     """SourceSpecs (inbound webhooks) from every `sources:` document."""
     sources, errors = build_items("sources", "source", documents, model, functions,
                                    lambda checker, name, data, path, _: _build_source(checker, name, data, path))
-    return {"sources": tuple(sources)}, errors
+    return replace(model, sources=tuple(sources)), errors
 
 
 def _path(checker: Checker, path: PathKey, text: str) -> PayloadPath | None:

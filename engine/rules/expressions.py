@@ -249,7 +249,7 @@ def _exact(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return apply
 
 
-_OPERATORS = dict(simpleeval.DEFAULT_OPERATORS)
+_OPERATORS: dict[type[ast.AST], Callable[..., Any]] = dict(simpleeval.DEFAULT_OPERATORS)
 _OPERATORS.update({simpleeval.ast.Pow: _safe_power, simpleeval.ast.Mult: _safe_mult, simpleeval.ast.Add: _safe_add})
 for _node in (simpleeval.ast.Add, simpleeval.ast.Sub, simpleeval.ast.Mult, simpleeval.ast.Div, simpleeval.ast.FloorDiv,
               simpleeval.ast.Mod, simpleeval.ast.Pow, simpleeval.ast.Gt, simpleeval.ast.GtE, simpleeval.ast.Lt,

@@ -162,8 +162,8 @@ class ActionExecutor:
         if action.entity == entity.name:
             query = query.where(table.c.id != record["id"])
         ids = [row.id for row in connection.execute(query.order_by(table.c.id).limit(MAX_RELATED_UPDATES))]
-        found = self.records.find_many(connection, action.entity, ids)
-        return [found[record_id] for record_id in ids if record_id in found]
+        by_id = self.records.find_many(connection, action.entity, ids)
+        return [by_id[record_id] for record_id in ids if record_id in by_id]
 
     # -- a timer's actions on the stored record ---------------------------------------------------
     def run(self, connection: sa.Connection, entity_name: str, record: dict[str, Any], specs: Sequence[ActionSpec],

@@ -22,9 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
 from engine.metamodel.durations import parse_duration
-from engine.rules.cadences import ClockSnapshot
 from engine.rules.calendars import build_calendar
-from engine.rules.sla import Pause
+from engine.rules.clocks import ClockSnapshot, Pause
 from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
@@ -86,7 +85,7 @@ def load_clocks(connection: sa.Connection, schema: Schema, kind: str, entity: st
 
 
 def _snapshot(row: Any) -> ClockSnapshot:
-    return ClockSnapshot(as_utc(row.started_at), ClockState(row.state), row.tier, pauses_from_json(row.pauses),  # type: ignore[arg-type]
+    return ClockSnapshot(as_utc(row.started_at), ClockState(row.state), row.tier, pauses_from_json(row.pauses),
                          as_utc(row.breached_at))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,8 +41,9 @@ class Router:
         self.records = records
         self.evaluator = evaluator
         users, state = schema.users, schema.routing_state
-        self._users = Prepared(sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
-                                         users.c.is_active, users.c.on_leave))
+        self._users_select = sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
+                                       users.c.is_active, users.c.on_leave)
+        self._users = Prepared(self._users_select)
         read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
         self._read_cursor = {"sqlite": Prepared(read_cursor),  # SQLite: the write lock already serialises
                              "postgresql": Prepared(read_cursor.with_for_update())}
@@ -136,7 +137,7 @@ class Router:
         if _count_limit(policy) is not None:
             open_ = open_.limit(sa.bindparam("limit"))
         count = sa.select(sa.func.count()).select_from(open_.subquery()).scalar_subquery()
-        return Prepared(self._users.statement.add_columns(
+        return Prepared(self._users_select.add_columns(
             sa.case((users.c.is_active.is_(True), count), else_=0).label("open")))
 
     def _lock_cursor(self, connection: sa.Connection, key: str) -> CursorState:
@@ -189,7 +190,7 @@ def _to_sql(node: ast.AST, table: sa.Table) -> Any:
         return sa.not_(_to_sql(node.operand, table))
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.left, ast.Name):
         column, value, op = table.c[node.left.id], _literal(node.comparators[0]), node.ops[0]
-        operations = {ast.Eq: lambda: column == value, ast.NotEq: lambda: column != value,
+        operations: dict[type[ast.cmpop], Callable[[], Any]] = {ast.Eq: lambda: column == value, ast.NotEq: lambda: column != value,
                       # one bound value each, not an IN list: statements stay Prepared-able (both
                       # databases use the index for a list of equalities on one column)
                       ast.In: lambda: sa.or_(sa.false(), *(column == item for item in value)),

@@ -192,5 +192,5 @@ def related_pairs(model: Any, entity: str) -> frozenset[tuple[str, str]]:
                         raise ValueError(f"{expression.location}: count_related() needs two quoted names: an entity "
                                          f"and its link field pointing at {entity}, e.g. count_related('activity', "
                                          f"'lead') — got {expression.source}")
-                    pairs.add((args[0], args[1]))
+                    pairs.add((str(args[0]), str(args[1])))  # names, as the checks above found them
     return frozenset(pairs)

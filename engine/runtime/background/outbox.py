@@ -109,7 +109,9 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
                     now: dt.datetime, *, worker: str,
                     next_attempt: Callable[[int, dt.datetime], dt.datetime | None]) -> list[str]:
     """Store a batch of delivery outcomes in one transaction; returns each new status."""
-    statuses, delivered, failed = [], [], []
+    statuses: list[str] = []
+    delivered: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     for message, outcome in results:
         attempts = message.attempts + 1
         if outcome.ok:
@@ -117,10 +119,10 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
             statuses.append(OutboxStatus.DELIVERED)
             continue
         retry_at = next_attempt(attempts, now) if outcome.retryable else None
-        failed.append({"message_id": message.id, "attempts": attempts,
-                       "status": OutboxStatus.PENDING if retry_at else OutboxStatus.DEAD,
+        status = OutboxStatus.PENDING if retry_at else OutboxStatus.DEAD
+        failed.append({"message_id": message.id, "attempts": attempts, "status": status,
                        "last_error": outcome.error[:2000], "next_attempt_at": naive_utc(retry_at or now)})
-        statuses.append(failed[-1]["status"])
+        statuses.append(status)
     mark_delivered, mark_failed = _outcome_statements(schema.outbox)
     with db.write() as connection:
         if delivered:
@@ -135,7 +137,7 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
 def _outcome_statements(table: sa.Table) -> tuple[Any, Any]:
     """Recording a delivery, and a failure (only for rows this worker still holds), built once."""
     mine = table.update().where(table.c.id == sa.bindparam("message_id"), table.c.claimed_by == sa.bindparam("worker"))
-    released = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
+    released: dict[str, Any] = {"attempts": sa.bindparam("attempts"), "claimed_by": None, "claimed_until": None}
     return (mine.values(status=OutboxStatus.DELIVERED, last_error=None, delivered_at=sa.bindparam("delivered_at"),
                         **released),
             mine.values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"),

@@ -116,7 +116,7 @@ class SqlTimerStore:
         statement = self._statements.get(f"cancel:{by_record}")
         if statement is None:
             table = self.table
-            where = [table.c.key.like(sa.bindparam("pattern"), escape="\\")]
+            where: list[sa.ColumnElement[bool]] = [table.c.key.like(sa.bindparam("pattern"), escape="\\")]
             if by_record:  # (status wrapped: SQLite would rather walk every pending timer by ix_crm_timers_due)
                 where += [table.c.entity == sa.bindparam("c_entity"), table.c.record_id == sa.bindparam("c_record_id"),
                           sa.func.coalesce(table.c.status, "") == "pending"]

@@ -122,19 +122,19 @@ class Worker:
             if not result.remaining_due or time.monotonic() - started > budget_seconds:
                 break
         if self.deliver is not None:
-            self._deliver_outbox(report)
+            self._deliver_outbox(self.deliver, report)
         for job in self.jobs:
             if self._run_job_if_due(job):
                 report.jobs.append(job.name)
         return report
 
-    def _deliver_outbox(self, report: TickReport) -> None:
+    def _deliver_outbox(self, deliver: Deliver, report: TickReport) -> None:
         """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
         messages = claim(self.db, self.schema, self.clock.now(), worker=self.name)
         if not messages:
             return
         try:
-            outcomes = list(self.deliver(messages))
+            outcomes = list(deliver(messages))
         except Exception as exc:  # a deliverer bug must not lose the batch: every message is retried
             outcomes = [Outcome(False, True, f"{type(exc).__name__}: {exc}")] * len(messages)
         if len(outcomes) != len(messages):

@@ -135,7 +135,7 @@ class Doctor:
         events = self.schema.events
         since = naive_utc(self.clock.now() - RECENT)
         with self.db.read() as connection:
-            counts = dict(connection.execute(sa.select(events.c.kind, sa.func.count()).where(
+            counts: dict[str, int] = dict(connection.execute(sa.select(events.c.kind, sa.func.count()).where(
                 events.c.at >= since, events.c.kind.in_(["intake_flagged", "routing_queued", "routing_unassigned"]))
                 .group_by(events.c.kind)).all())
             queued = Counter(row.data.get("policy") for row in connection.execute(

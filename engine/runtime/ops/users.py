@@ -105,11 +105,13 @@ class Users:
                 manager_id = connection.execute(sa.select(users.c.id).where(users.c.username == user.manager)).scalar()
                 if manager_id is None:
                     raise ValueError(f"manager '{user.manager}' does not exist; add that user first")
-            user_id = connection.execute(users.insert().values(
+            key = connection.execute(users.insert().values(
                 username=user.username, display_name=user.display_name, role=user.role, team=user.team,
                 manager_id=manager_id, email=user.email, phone=user.phone, language=user.language,
                 is_active=True, on_leave=False, created_at=now, im_ids=dict(user.im_ids or {}) or None,
-                password_hash=password_hash)).inserted_primary_key[0]
+                password_hash=password_hash)).inserted_primary_key
+            assert key is not None  # None only for statements other than an INSERT
+            user_id = key[0]
         return Actor(user_id, user.username, user.role, user.team)
 
     def all(self) -> list[Any]:

@@ -52,8 +52,11 @@ def _invalid(spec: FieldSpec, message: str, code: str = "invalid", zh: str | Non
 class Kind:
     """Base behaviour: one column, values pass through."""
 
-    column_type: ClassVar[Callable[[FieldSpec], sa.types.TypeEngine[Any]]] = staticmethod(
-        lambda spec: sa.String(255))
+    @staticmethod
+    def column_type(spec: FieldSpec) -> sa.types.TypeEngine[Any]:
+        """The column's type; a kind overrides it with `staticmethod(lambda spec: ...)`."""
+        return sa.String(255)
+
     is_text: ClassVar[bool] = False
     is_orderable: ClassVar[bool] = True
 
@@ -80,7 +83,8 @@ class Kind:
         return {spec.name: value}
 
     def check_range(self, spec: FieldSpec, value: Any) -> None:
-        bounds = [(spec.minimum, "at least", lambda v, b: v >= b), (spec.maximum, "at most", lambda v, b: v <= b)]
+        bounds: list[tuple[Any, str, Callable[[Any, Any], bool]]] = [
+            (spec.minimum, "at least", lambda v, b: v >= b), (spec.maximum, "at most", lambda v, b: v <= b)]
         for bound, words, ok in bounds:
             if bound is None or value is None:
                 continue

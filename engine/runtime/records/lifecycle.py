@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -41,8 +41,7 @@ class WriteContext:
 
 class WriteObserver(Protocol):
     """Something that takes part in every write: rules, SLA clocks, cadences. An observer
-    that also acts on views (an SLA that stops once the owner has looked) has a method
-    `wants_view(entity, record, actor) -> bool`; it then gets `after_write` with change "viewed"."""
+    that also acts on views (an SLA that stops once the owner has looked) is a `ViewObserver`."""
 
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
         """Field changes to make before the row is written (e.g. a rule setting the grade)."""
@@ -50,6 +49,16 @@ class WriteObserver(Protocol):
 
     def after_write(self, context: WriteContext) -> None:
         """Effects in the same transaction once the row is written: timers, outbox rows, related records."""
+        ...
+
+
+@runtime_checkable
+class ViewObserver(WriteObserver, Protocol):
+    """An observer that also acts on views; when `wants_view` says so for a record an actor
+    opened, the view is written and the observer gets `after_write` with change "viewed"."""
+
+    def wants_view(self, entity: EntitySpec, record: Mapping[str, Any], actor: Actor) -> bool:
+        """Whether `actor` opening `record` matters to this observer (e.g. an SLA's `viewed_by` stop)."""
         ...
 
 

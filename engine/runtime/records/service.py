@@ -7,6 +7,7 @@ screens, webhooks, import, rules, timers) can skip one.
 
 from __future__ import annotations
 
+import builtins  # inside RecordService, `list` names its method: annotations there say builtins.list
 import contextlib
 import dataclasses
 import datetime as dt
@@ -33,7 +34,7 @@ from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
 from engine.runtime.records.events import EventKind
-from engine.runtime.records.lifecycle import WriteContext, WriteObserver, WriteResult
+from engine.runtime.records.lifecycle import ViewObserver, WriteContext, WriteObserver, WriteResult
 from engine.rules.rules import Change, Origin
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
@@ -140,7 +141,7 @@ class RecordService:
         if actor.is_system or actor.id is None:
             return False
         watchers = [observer for observer in self.observers
-                    if getattr(observer, "wants_view", None) and observer.wants_view(entity, record, actor)]
+                    if isinstance(observer, ViewObserver) and observer.wants_view(entity, record, actor)]
         if not watchers:
             return False
         now = self.clock.now()
@@ -183,7 +184,7 @@ class RecordService:
         except ValueError as error:
             raise QueryInvalid(str(error), field=name) from None
 
-    def events(self, entity_name: str, record_id: int, *, actor: Actor) -> list[Event]:
+    def events(self, entity_name: str, record_id: int, *, actor: Actor) -> builtins.list[Event]:
         """The record's history, oldest first, without values of fields hidden from the actor."""
         entity = self.entity(entity_name)
         self.get(entity.name, record_id, actor=actor)
@@ -201,7 +202,7 @@ class RecordService:
         entity = self.entity(entity_name)
         return {name: value_json(entity, name, value) for name, value in record.items()}
 
-    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any]) -> dict[str, Any]:
+    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
         record: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
         record["created_at"] = as_utc(record["created_at"])
         record["updated_at"] = as_utc(record["updated_at"])
@@ -271,7 +272,8 @@ class RecordService:
             match = self._find_duplicate(connection, entity, data)
             if match is not None:
                 existing, key = match
-                if entity.dedup.on_match is DedupAction.UPDATE:  # type: ignore[union-attr]
+                on_match = entity.dedup.on_match if entity.dedup is not None else None  # (a match needs dedup keys)
+                if on_match is DedupAction.UPDATE:
                     self._check_may_merge(connection, actor, entity, existing, key)
                     incoming = {name: data[name] for name in provided if not is_empty(data[name])}
                     record = self._update_row(connection, entity, existing, incoming, actor, now, kind=EventKind.MERGED,
@@ -279,7 +281,7 @@ class RecordService:
                                                           "incoming": self._json_values(entity, incoming)},
                                               always_log=True, origin=origin, source=source)
                     return WriteResult(self.access.redact(actor, entity.name, record), "merged")
-                if entity.dedup.on_match is DedupAction.REJECT:  # type: ignore[union-attr]
+                if on_match is DedupAction.REJECT:
                     raise DuplicateRecord(
                         f"{entity.name} {existing['id']} already has the same {' + '.join(key)}; "
                         "update that record instead", 
@@ -457,9 +459,11 @@ class RecordService:
         now = naive_utc(self.clock.now())
         digest = hashlib.sha256(content).hexdigest()
         with self._writing(within) as connection:
-            file_id = connection.execute(self.schema.files.insert().values(
+            key = connection.execute(self.schema.files.insert().values(
                 name=name, content_type=content_type, size=len(content), sha256=digest, content=content,
-                created_by=actor.id, created_at=now)).inserted_primary_key[0]
+                created_by=actor.id, created_at=now)).inserted_primary_key
+            assert key is not None  # None only for statements other than an INSERT
+            file_id = key[0]
         return {"id": file_id, "name": name, "content_type": content_type, "size": len(content), "sha256": digest}
 
     # -- deleting ------------------------------------------------------------------------
@@ -501,8 +505,8 @@ class RecordService:
         for observer in self.observers:
             observer.after_write(WriteContext(connection, entity, Change.DELETED, current, current, actor, now))
 
-    def _incoming_links(self) -> dict[str, list[tuple[EntitySpec, str, OnDelete]]]:
-        incoming: dict[str, list[tuple[EntitySpec, str, OnDelete]]] = {}
+    def _incoming_links(self) -> dict[str, builtins.list[tuple[EntitySpec, str, OnDelete]]]:
+        incoming: dict[str, builtins.list[tuple[EntitySpec, str, OnDelete]]] = {}
         for source in self.model.entities:
             for spec in source.fields:
                 if spec.type is FieldType.LINK and spec.link_entity:
@@ -552,7 +556,8 @@ class RecordService:
         if errors:
             raise ValidationFailed(errors)
 
-    def _dedup_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], dict]]:
+    def _dedup_values(self, entity: EntitySpec,
+                      data: Mapping[str, Any]) -> builtins.list[tuple[tuple[str, ...], dict[str, Any]]]:
         if entity.dedup is None:
             return []
         return [(key, {name: data[name] for name in key}) for key in entity.dedup.keys

@@ -45,7 +45,6 @@ from engine.runtime.storage.prepared import Prepared, discard_deferred, flush_de
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
-_BUSY: Any = object()  # Database.run: the no-wait attempt found the database busy
 
 
 class WriteBusy(Exception):
@@ -72,6 +71,7 @@ def savepoint(connection: sa.Connection) -> Iterator[sa.Connection]:
     Writes held back on the connection (prepared.deferring) are sent first, and those held
     back inside the block are dropped with it when it rolls back."""
     flush_deferred(connection)
+    # (SQLAlchemy types dbapi_connection as optional: None only once the pool invalidated it)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     name = f"crm_sp{next(_savepoint_names)}"
     cursor.execute(f"SAVEPOINT {name}")
@@ -141,6 +141,7 @@ class Database:
             if not options.get("crm_write", False):
                 connection.exec_driver_sql("BEGIN")
             else:  # on the driver's cursor: through exec_driver_sql this cost as much as an INSERT
+                # (typed optional by SQLAlchemy: None only once the pool invalidated the connection)
                 cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
                     if not options.get("crm_nowait", False):
@@ -243,15 +244,15 @@ class Database:
         if not self.is_sqlite:
             with self.engine.connect() as connection:
                 return statement.first(connection, params)
-        connection = getattr(self._lookups, "connection", None)
-        if connection is None:
+        dbapi_connection = getattr(self._lookups, "connection", None)
+        if dbapi_connection is None:
             pooled = self.engine.raw_connection()  # configured by the connect event (pragmas)
-            connection = self._lookups.connection = pooled.dbapi_connection
+            dbapi_connection = self._lookups.connection = pooled.dbapi_connection
             pooled.detach()
             with self._write_lock:
-                self._lookup_connections.append(connection)
+                self._lookup_connections.append(dbapi_connection)
         try:
-            rows = statement.on_driver(connection, self.engine.dialect, params)
+            rows = statement.on_driver(dbapi_connection, self.engine.dialect, params)
         except sa.exc.DBAPIError:
             self._lookups.connection = None  # a broken connection is replaced at the next look-up
             raise
@@ -267,12 +268,14 @@ class Database:
             return await run_in_threadpool(function, *args, **kwargs)
         attempt = self._attempt
         attempt.nowait, attempt.loop, attempt.group = True, asyncio.get_running_loop(), None
+        busy = False  # the no-wait attempt found the database busy
+        error: BaseException | None = None
         try:
-            result, error = function(*args, **kwargs), None
+            result = function(*args, **kwargs)
         except WriteBusy:
-            result, error = _BUSY, None
+            busy = True
         except BaseException as failure:  # re-raised once what the call did write is committed
-            result, error = None, failure
+            error = failure
         finally:
             group = attempt.group
             attempt.nowait, attempt.loop, attempt.group = False, None, None
@@ -280,7 +283,7 @@ class Database:
             await group.done
         if error is not None:
             raise error
-        if result is not _BUSY:
+        if not busy:
             return result
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")

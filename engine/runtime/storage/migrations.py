@@ -94,6 +94,8 @@ def _compare_type(context: Any, inspected: Any, metadata_column: Any, inspected_
                   metadata_type: Any) -> bool:
     """Report a type change only when the DDL differs (reflection spells some types differently)."""
     dialect = context.dialect
+    old: str
+    new: str
     try:
         old, new = inspected_type.compile(dialect=dialect), metadata_type.compile(dialect=dialect)
     except Exception:  # a reflected type the dialect cannot render: compare by name
@@ -107,6 +109,7 @@ def _migration_connection(db: Database) -> Iterator[sa.Connection]:
     """A connection for DDL. On SQLite foreign keys are switched off while tables are rebuilt,
     otherwise rebuilding a parent table would cascade-delete its children."""
     with db.engine.connect().execution_options(crm_write=True) as connection:
+        # (SQLAlchemy types driver_connection as optional: None only once the pool invalidated it)
         if db.is_sqlite:
             connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
@@ -192,6 +195,7 @@ def plan_migration(db: Database, schema: Schema) -> MigrationPlan:
 
 def _plan(connection: sa.Connection, schema: Schema) -> MigrationPlan:
     script = produce_migrations(_context(connection, schema), schema.metadata)
+    assert script.upgrade_ops is not None  # produce_migrations always fills it (None only in a bare MigrationScript)
     steps: list[Step] = []
     for op in script.upgrade_ops.ops:
         if isinstance(op, ops.ModifyTableOps):

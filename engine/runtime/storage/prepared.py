@@ -50,7 +50,7 @@ class Prepared:
     """One statement, compiled once per dialect; see the module's docstring. An INSERT or
     UPDATE names the `columns` it sets from parameters (those not fixed in `.values()`)."""
 
-    def __init__(self, statement: sa.Executable, columns: Sequence[str] = ()) -> None:
+    def __init__(self, statement: sa.ClauseElement, columns: Sequence[str] = ()) -> None:
         self.statement = statement
         self.columns = tuple(columns)
         self._compiled: dict[Dialect, _Compiled] = {}
@@ -90,7 +90,8 @@ class Prepared:
 
     def rows(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Every result row, with attribute access by column name (like SQLAlchemy's Row)."""
-        return self._execute(connection, params, fetch=True)
+        rows: list[Any] = self._execute(connection, params, fetch=True)
+        return rows
 
     def first(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> Any:
         rows = self._execute(connection, params, fetch=True)
@@ -107,7 +108,8 @@ class Prepared:
 
     def run(self, connection: sa.Connection, params: Mapping[str, Any] | None = None) -> int:
         """Execute a statement without results; the number of rows it changed."""
-        return self._execute(connection, params, fetch=False)
+        count: int = self._execute(connection, params, fetch=False)
+        return count
 
     def run_later(self, connection: sa.Connection, params: Mapping[str, Any]) -> None:
         """`run`, unless writes on this connection are being deferred (see the module's docstring)."""
@@ -179,12 +181,12 @@ def _driver_cursor(dbapi_connection: Any, dialect: Dialect, compiled: _Compiled,
         cursor.close()
 
 
-def _driver_error(compiled: _Compiled, shown: Any, error: Exception, dialect: Dialect) -> sa.exc.DBAPIError:
+def _driver_error(compiled: _Compiled, shown: Any, error: Exception, dialect: Dialect) -> sa.exc.StatementError:
     """The driver's error as SQLAlchemy would raise it (IntegrityError, OperationalError, …)."""
     return sa.exc.DBAPIError.instance(compiled.sql, shown, error, dialect.loaded_dbapi.Error, dialect=dialect)
 
 
-def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialect) -> _Compiled:
+def _compile(statement: sa.ClauseElement, columns: tuple[str, ...], dialect: Dialect) -> _Compiled:
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(columns) or None)
     binds = compiled.bind_names  # BindParameter → the name in the SQL
     if any(getattr(bind, "expanding", False) for bind in binds):
@@ -198,7 +200,7 @@ def _compile(statement: sa.Executable, columns: tuple[str, ...], dialect: Dialec
                     if process is not None)
     columns = tuple(column[0] for column in compiled._result_columns)
     types = tuple(column[3] for column in compiled._result_columns)
-    row_type = collections.namedtuple("Row", columns, rename=True) if columns else None  # type: ignore[misc]
+    row_type = collections.namedtuple("Row", columns, rename=True) if columns else None
     processors = dict(binders)
     names = tuple(compiled.positiontup) if positional else ()
     processed = tuple((index, processors[name]) for index, name in enumerate(names) if name in processors)
@@ -240,12 +242,12 @@ def _bound(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
         if compiled.fixed:
             params = {**compiled.fixed, **params}
         try:
-            values = [params[name] for name in compiled.names]
+            ordered = [params[name] for name in compiled.names]
         except KeyError as missing:
             raise sa.exc.ArgumentError(f"a value is required for the parameter '{missing.args[0]}'") from None
         for index, process in compiled.processed:
-            values[index] = process(values[index])
-        return values
+            ordered[index] = process(ordered[index])
+        return ordered
     values = {**compiled.fixed, **params} if compiled.fixed else dict(params)
     for name, process in compiled.binders:
         if name in values:

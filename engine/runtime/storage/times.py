@@ -7,6 +7,7 @@ moment is converted in exactly one way.
 from __future__ import annotations
 
 import datetime as dt
+from typing import overload
 
 UTC = dt.timezone.utc
 
@@ -14,6 +15,12 @@ UTC = dt.timezone.utc
 def naive_utc(moment: dt.datetime) -> dt.datetime:
     """An aware moment as the naive UTC value a DateTime column holds."""
     return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@overload
+def as_utc(value: dt.datetime | str) -> dt.datetime: ...
+@overload
+def as_utc(value: dt.datetime | str | None) -> dt.datetime | None: ...
 
 
 def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:

@@ -82,7 +82,7 @@ class JsonApi:
     def actor_for(self, request: Request) -> Actor:
         """The signed-in user (session, or bearer token looked up here); 401 when there is none.
         May query the database: call it from a worker thread (see `_call`)."""
-        actor = getattr(request.state, "actor", None)
+        actor: Actor | None = getattr(request.state, "actor", None)
         token = getattr(request.state, "bearer", None)
         if actor is None and token:
             actor = self.lookups.by_token(token)

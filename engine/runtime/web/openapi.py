@@ -71,14 +71,14 @@ def _entity_schemas(entity: EntitySpec) -> dict[str, Any]:
               "updated_at": {"type": "string", "format": "date-time"},
               "created_by": {"type": ["integer", "null"]}, "owner": {"type": ["integer", "null"]},
               "version": {"type": "integer"}}
-    output = {"type": "object", "properties": {**system, **{spec.name: field_schema(spec, for_input=False)
-                                                             for spec in entity.fields}}}
+    output: dict[str, Any] = {"type": "object", "properties": {
+        **system, **{spec.name: field_schema(spec, for_input=False) for spec in entity.fields}}}
     if entity.dedup is not None:
         output["properties"]["duplicate_of"] = {"type": ["integer", "null"]}
     writable = [spec for spec in entity.fields if spec.type is not FieldType.COMPUTED]
-    input_ = {"type": "object", "additionalProperties": False,
-              "properties": {"owner": {"type": ["integer", "null"]},
-                             **{spec.name: field_schema(spec, for_input=True) for spec in writable}}}
+    input_: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": {"owner": {"type": ["integer", "null"]},
+                                             **{spec.name: field_schema(spec, for_input=True) for spec in writable}}}
     create = dict(input_)
     required = [spec.name for spec in writable if spec.is_required and spec.default is None
                 and spec.default_expression is None]

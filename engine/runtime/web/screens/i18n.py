@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from engine.metamodel import EntitySpec
+from engine.runtime.records.fieldkinds import FieldError
 
 LANGUAGES = ("zh", "en")
 
@@ -177,7 +176,7 @@ def permission_word(lang: str, action: str) -> str:
     return zh if lang == "zh" else en
 
 
-def field_error_text(entity: EntitySpec, error: Any, lang: str) -> str:
+def field_error_text(entity: EntitySpec, error: FieldError, lang: str) -> str:
     """A RecordService field error for people, in the user's language where one is known: a
     blueprint validation's own message, else the error's Chinese text on Chinese screens,
     else its message without the leading "field: " (the form shows it under the field)."""

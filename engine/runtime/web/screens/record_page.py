@@ -67,7 +67,8 @@ def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator
 
 
 def _is_admin(site: Site, actor: Actor) -> bool:
-    return actor.role == "admin" or (site.model.has_role(actor.role or "") and site.model.role(actor.role).is_admin)
+    return actor.role == "admin" or (actor.role is not None and site.model.has_role(actor.role)
+                                      and site.model.role(actor.role).is_admin)
 
 
 def _sections(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str
