@@ -7,7 +7,7 @@ errors). A new kind of blueprint document is one more entry in `SECONDARY_KINDS`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
+from engine.metamodel.vocabulary import Vocabulary
 
-Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], tuple[dict[str, Any], list[BlueprintError]]]
+Builder = Callable[[list[SourceDocument], Metamodel, Vocabulary], tuple[dict[str, Any], list[BlueprintError]]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 DEFAULT_PRIORITY = 100
@@ -98,9 +98,9 @@ RULES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["rules"], "additi
 
 
 def build_rules(documents: list[SourceDocument], model: Metamodel,
-                functions: Collection[str]) -> tuple[dict[str, Any], list[BlueprintError]]:
+                vocabulary: Vocabulary) -> tuple[dict[str, Any], list[BlueprintError]]:
     """RuleSpecs from every `rules:` document, in run order. Needs routing and sources built first."""
-    rules, errors = build_items("rules", "rule", documents, model, functions, _build_rule)
+    rules, errors = build_items("rules", "rule", documents, model, vocabulary, _build_rule)
     return {"rules": tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))}, errors
 
 
