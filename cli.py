@@ -10,10 +10,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from engine.engine import Engine, open_engine
+from engine.extensions import Extensions, load_extensions
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
-from engine.rules import FUNCTION_NAMES
-from engine.runtime.ops.users import NewUser, parse_im_ids
+from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
@@ -37,10 +37,21 @@ def _db_option(function: _Command) -> _Command:
                         help="Database URL: sqlite:///file.sqlite or postgresql://user@host/db")(function)
 
 
-def load_or_exit(path: str) -> Metamodel:
-    """Load the blueprint or print every error and exit with status 1."""
+def extensions_or_exit() -> Extensions:
+    """The engine's own and the installed plugins, or the reason they cannot work together (status 1)."""
     try:
-        model = load_blueprint(path, functions=FUNCTION_NAMES)
+        return load_extensions()
+    except ValueError as exc:  # PluginError, WidgetConfigError: two plugins claim one name
+        click.echo(f"plugins: {exc}", err=True)
+        sys.exit(1)
+
+
+def load_or_exit(path: str, extensions: Extensions | None = None) -> Metamodel:
+    """Load the blueprint against what the installed plugins provide, or print every error
+    and exit with status 1."""
+    vocabulary = (extensions or extensions_or_exit()).vocabulary
+    try:
+        model = load_blueprint(path, vocabulary=vocabulary)
     except BlueprintInvalid as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -83,8 +94,9 @@ def validate(path: str) -> None:
 
 def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Engine:
     """Load the blueprint and connect; safe schema changes apply, refused ones are reported."""
-    model = load_or_exit(blueprint)
-    engine = open_engine(model, db_url, migrate=migrate)
+    extensions = extensions_or_exit()
+    model = load_or_exit(blueprint, extensions)
+    engine = open_engine(model, db_url, migrate=migrate, extensions=extensions)
     if engine.migration and engine.migration.refused:
         click.echo(engine.migration.describe(), err=True)
     return engine
@@ -97,8 +109,9 @@ def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Engine:
 @click.option("--allow-destructive", is_flag=True, help="Also drop columns/tables and narrow types (after a backup!).")
 def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: bool) -> None:
     """Bring the database in line with the blueprint."""
-    model = load_or_exit(blueprint)
-    schema = build_schema(model)
+    extensions = extensions_or_exit()
+    model = load_or_exit(blueprint, extensions)
+    schema = build_schema(model, extensions.field_kinds)
     db = Database(db_url)
     try:
         if plan_only:
@@ -266,7 +279,8 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
     engine = _user_runtime(db_url, blueprint)
     try:
         actor = engine.users.add(NewUser(username, display_name or username, role, team, manager, email, phone,
-                                          password=password, im_ids=parse_im_ids(im)))
+                                          password=password,
+                                          im_ids=parse_im_ids(im, chat_types(engine.extensions.channels.names))))
     except ValueError as exc:
         _fail(str(exc))
     click.echo(f"added user {username} (id {actor.id}, role {role})")
@@ -304,7 +318,7 @@ def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) ->
     """Set USERNAME's chat ids for @mentions, e.g. feishu=ou_… slack=U… (TYPE= clears one)."""
     engine = _user_runtime(db_url, blueprint)
     try:
-        changes = parse_im_ids(ids)
+        changes = parse_im_ids(ids, chat_types(engine.extensions.channels.names))
         current = next((dict(row.im_ids or {}) for row in engine.users.all() if row.username == username), None)
         if current is None:
             raise ValueError(f"there is no user '{username}'")

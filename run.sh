@@ -42,11 +42,13 @@ case "${1:-}" in
     ;;
   test)
     ensure_installed test
-    # The example widget plugin is exercised by tests/test_widgets_plugin.py.
-    if ! .venv/bin/python -c 'import sys, importlib.metadata as m; sys.exit("star_rating" not in
-        {e.name for e in m.entry_points(group="blueprint_crm")})' 2>/dev/null; then
-      .venv/bin/python -m pip install --quiet -e examples/crm-star-rating
-    fi
+    # The example plugins are exercised by tests/test_widgets_plugin.py and tests/test_plugins.py.
+    for example in star_rating:crm-star-rating discord:crm-discord; do
+      if ! .venv/bin/python -c 'import sys, importlib.metadata as m; sys.exit(sys.argv[1] not in
+          {e.name for e in m.entry_points(group="blueprint_crm")})' "${example%%:*}" 2>/dev/null; then
+        .venv/bin/python -m pip install --quiet -e "examples/${example#*:}"
+      fi
+    done
     # Browser tests drive Debian's Chromium (never a downloaded one); CI installs it when absent.
     if [ "${CI:-}" = "true" ] && [ ! -x /usr/bin/chromium ]; then
       DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei

@@ -8,6 +8,10 @@ engine/io receives an Engine). The order below is the order of a write:
                     all applying actions through one ActionExecutor, which routes with the Router
     Worker        ─ timer handlers of the SLA clocks and cadences, the outbox deliverer, scheduled jobs
     web app       ─ WebServices: records, users, intake, doctor, clocks
+
+The plugins' contributions (engine/extensions.py) are handed to the components that use
+them: field kinds to the schema, functions to the evaluator, action verbs to the executor,
+channel types to the deliverer, widgets to the web app.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from starlette.applications import Starlette
 
+from engine.extensions import Extensions, load_extensions
 from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
 from engine.rules.calendars import BusinessCalendar, build_calendar
@@ -67,6 +72,7 @@ class Engine:
     users: Users
     intake: Intake
     doctor: Doctor
+    extensions: Extensions
     base_url: str = ""
     migration: MigrationOutcome | None = None
 
@@ -82,7 +88,8 @@ class Engine:
         if role not in WORKER_ROLES:
             raise ValueError(f"unknown worker role '{role}': choose one of {', '.join(WORKER_ROLES)}")
         timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
-        deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ) if outbox else None
+        deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ,
+                                  channels=self.extensions.channels) if outbox else None
         jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
@@ -109,16 +116,17 @@ class Engine:
         return lambda: scheduler.shutdown(wait=False)
 
     def web_app(self, *, widgets: WidgetRegistry | None = None) -> Starlette:
-        """The Starlette application: screens, JSON API and webhooks."""
+        """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
+        unless `widgets` are given)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
                                self.doctor, self.slas, self.cadences)
-        return create_app(services, widgets=widgets)
+        return create_app(services, widgets=widgets or self.extensions.widgets)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
         """The same engine on the same database, writing at `clock`'s time (the demo writes its
         history at past moments); `rules=False` leaves the blueprint's rules out of its writes."""
-        return _assemble(self.model, self.schema, self.db, clock, self.users.hasher, base_url=self.base_url,
-                         rules=rules, migration=self.migration)
+        return _assemble(self.model, self.schema, self.db, clock, self.users.hasher, self.extensions,
+                         base_url=self.base_url, rules=rules, migration=self.migration)
 
     def close(self) -> None:
         self.db.dispose()
@@ -126,23 +134,26 @@ class Engine:
 
 def open_engine(model: Metamodel, db_url: str, *, clock: Clock | None = None, migrate: bool = True,
                 allow_destructive: bool = False, base_url: str | None = None,
-                password_hasher: PasswordHasher | None = None) -> Engine:
-    """Connect to `db_url` and, unless told not to, apply the blueprint's safe schema changes."""
-    schema = build_schema(model)
+                password_hasher: PasswordHasher | None = None, extensions: Extensions | None = None) -> Engine:
+    """Connect to `db_url` and, unless told not to, apply the blueprint's safe schema changes.
+    `extensions`: the plugins' contributions (default: the engine's own and the installed ones)."""
+    extensions = extensions or load_extensions()
+    schema = build_schema(model, extensions.field_kinds)
     db = Database(db_url)
     outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
-    return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(),
+    return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(), extensions,
                      base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""),
                      migration=outcome)
 
 
-def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hasher: PasswordHasher, *,
-              base_url: str, rules: bool = True, migration: MigrationOutcome | None = None) -> Engine:
-    evaluator = Evaluator(clock, model.settings.timezone, dict(model.settings.territories))
+def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hasher: PasswordHasher,
+              extensions: Extensions, *, base_url: str, rules: bool = True,
+              migration: MigrationOutcome | None = None) -> Engine:
+    evaluator = Evaluator(clock, model.settings.timezone, dict(model.settings.territories), extensions.functions)
     records = RecordService(schema, db, clock, evaluator)
     calendars = {decl.name: build_calendar(decl) for decl in model.calendars}
     router = Router(model, schema, records, evaluator)
-    actions = ActionExecutor(model, schema, records, router, evaluator, base_url=base_url)
+    actions = ActionExecutor(model, schema, records, router, evaluator, base_url=base_url, verbs=extensions.actions)
     clocks = ClockStore(schema, records)
     timers = SqlTimerStore(schema, clock.now)
     slas = SlaClocks(model, db, clocks, timers, calendars, evaluator, actions)
@@ -156,5 +167,5 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
-                  Doctor(model, schema, db, clock, records), base_url, migration)
+                  Doctor(model, schema, db, clock, records), extensions, base_url, migration)
 

@@ -30,22 +30,25 @@ Vendor documentation relied on (wording checked through mirrors of the official 
   channel_not_found, …), 429 with Retry-After when rate limited.
 
 The package: `messages` (Message, PreparedRequest, DeliveryResult), `vendors` (one class per
-channel, and mail), `delivery` (deliver_all, judge_response), `secrets`, `templates`; the
+channel, and mail), `catalogue` (the channel types by name: the vendors and the plugins'), `delivery` (deliver_all, judge_response), `secrets`, `templates`; the
 retry decision is the rules' (engine/rules/retry.py). This is the only package that talks to
 the network; everything is importable from `engine.channels`.
 """
 
 from __future__ import annotations
 
+from engine.channels.catalogue import SHIPPED_CHANNELS, Channel, ChannelClass, ChannelTypes
 from engine.channels.delivery import RETRYABLE_CODES, DeliveryJob, deliver, deliver_all, judge_response
 from engine.channels.messages import ChannelError, ChannelKind, DeliveryResult, Message, MessageFormat, PreparedRequest
 from engine.channels.secrets import SecretError, SecretRef, resolve_secret
 from engine.channels.templates import MAX_OUTPUT_CHARS, MAX_TEMPLATE_CHARS, TemplateRenderError, render_message
-from engine.channels.vendors import DingTalkRobot, FeishuBot, MailChannel, SignedWebhook, SlackWebhook, WeComRobot
+from engine.channels.vendors import (DingTalkRobot, FeishuBot, MailChannel, SignedWebhook, SlackWebhook, WebhookRobot,
+                                    WeComRobot)
 from engine.rules.retry import (DeliveryPlan, DeliveryState, RetryPolicy, backoff_bounds, next_attempt_at,
                                 plan_after_attempt)
 
 __all__ = [
+    "Channel", "ChannelClass", "ChannelTypes", "SHIPPED_CHANNELS", "WebhookRobot",
     "ChannelError", "ChannelKind", "DeliveryJob", "DeliveryPlan", "DeliveryResult", "DeliveryState",
     "DingTalkRobot", "FeishuBot", "MAX_OUTPUT_CHARS", "MAX_TEMPLATE_CHARS", "MailChannel", "Message",
     "MessageFormat", "PreparedRequest", "RETRYABLE_CODES", "RetryPolicy", "SecretError", "SecretRef",

@@ -1,21 +1,31 @@
 """The vendors' channels: each turns a `Message` into the exact request its vendor documents
-(pure: the same message, secret and time give the same bytes); mail through smtplib."""
+(pure: the same message, secret and time give the same bytes); mail through smtplib.
+
+Every channel class is made from the blueprint's channel with `for_channel(spec, url)` and
+answers `build_request(message, secret, now)` with a delivery job: a `PreparedRequest` that
+the worker POSTs and judges by its `kind`, or (mail) a call that delivers by other means.
+They register by `type:` name through the same hook as a plugin's channels (`crm_channels`,
+engine/plugins/hookspecs.py), at the end of this module.
+"""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import email.utils
+import functools
 import hashlib
 import hmac
 import json
 import smtplib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from engine.channels.messages import ChannelError, ChannelKind, DeliveryResult, Message, MessageFormat, PreparedRequest
+from engine.metamodel.channels import ChannelSpec
+from engine.plugins import hookimpl
 
 
 def _json_request(kind: ChannelKind, url: str, payload: Mapping[str, Any]) -> PreparedRequest:
@@ -36,14 +46,27 @@ def _utf8_truncate(text: str, limit: int) -> str:
     return data[: limit - 3].decode("utf-8", errors="ignore") + "…"
 
 
-class DingTalkRobot:
+class WebhookRobot:
+    """A channel that posts to one webhook address (its token is in the address). A plugin's
+    channel may subclass it and write `build_request`."""
+
+    name: ClassVar[str]
+    kind: ClassVar[ChannelKind]  # whose documented answers tell success from failure (judge_response)
+
+    def __init__(self, webhook_url: str) -> None:
+        self.webhook_url = webhook_url
+
+    @classmethod
+    def for_channel(cls, spec: ChannelSpec, url: str) -> Self:
+        """The channel for the blueprint's `spec`, posting to `url` (its secret resolved)."""
+        return cls(url)
+
+
+class DingTalkRobot(WebhookRobot):
     """DingTalk group custom robot (自定义机器人), optionally with 加签 signing."""
 
     name = "dingtalk"
     kind = ChannelKind.DINGTALK
-
-    def __init__(self, webhook_url: str) -> None:
-        self.webhook_url = webhook_url
 
     def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> PreparedRequest:
         text = message.text
@@ -66,15 +89,12 @@ class DingTalkRobot:
         return _json_request(self.kind, url, payload)
 
 
-class WeComRobot:
+class WeComRobot(WebhookRobot):
     """WeCom (企业微信) group robot; the webhook URL's key is its only credential."""
 
     name = "wecom"
     kind = ChannelKind.WECOM
     TEXT_LIMIT, MARKDOWN_LIMIT = 2048, 4096  # bytes, per the WeCom robot documentation
-
-    def __init__(self, webhook_url: str) -> None:
-        self.webhook_url = webhook_url
 
     def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> PreparedRequest:
         if message.format is MessageFormat.MARKDOWN:
@@ -91,7 +111,7 @@ class WeComRobot:
         return _json_request(self.kind, self.webhook_url, {"msgtype": "text", "text": text})
 
 
-class FeishuBot:
+class FeishuBot(WebhookRobot):
     """Feishu/Lark custom bot (自定义机器人) with optional signature; markdown goes as a card or a post."""
 
     name = "feishu"
@@ -100,8 +120,12 @@ class FeishuBot:
     def __init__(self, webhook_url: str, *, rich: str = "interactive") -> None:
         if rich not in ("interactive", "post"):
             raise ChannelError(f'Feishu rich messages are "interactive" (a card) or "post", not {rich!r}')
-        self.webhook_url = webhook_url
+        super().__init__(webhook_url)
         self.rich = rich
+
+    @classmethod
+    def for_channel(cls, spec: ChannelSpec, url: str) -> Self:
+        return cls(url, rich=spec.rich)
 
     def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> PreparedRequest:
         payload: dict[str, Any] = {}
@@ -128,14 +152,11 @@ class FeishuBot:
         return _json_request(self.kind, self.webhook_url, payload)
 
 
-class SlackWebhook:
+class SlackWebhook(WebhookRobot):
     """Slack incoming webhook; the URL is the credential."""
 
     name = "slack"
     kind = ChannelKind.SLACK
-
-    def __init__(self, webhook_url: str) -> None:
-        self.webhook_url = webhook_url
 
     def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> PreparedRequest:
         mentions = " ".join([*(f"<@{u}>" for u in message.mention_user_ids), *(["<!channel>"] if message.mention_all else [])])
@@ -158,6 +179,10 @@ class SignedWebhook:
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+    @classmethod
+    def for_channel(cls, spec: ChannelSpec, url: str) -> Self:
+        return cls(url)
 
     def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> PreparedRequest:
         payload = {"id": message.idempotency_key, "title": message.title, "text": message.text,
@@ -182,9 +207,20 @@ class MailChannel:
         self.host, self.port, self.sender = host, port, sender
         self.username, self.starttls, self.implicit_tls, self.timeout = username, starttls, implicit_tls, timeout
 
+    @classmethod
+    def for_channel(cls, spec: ChannelSpec, url: str) -> Self:
+        """The mail channel of `spec` (host, port, sender, TLS); it has no webhook address."""
+        return cls(spec.host, spec.port, spec.sender, username=spec.username, starttls=spec.tls == "starttls",
+                   implicit_tls=spec.tls == "implicit")
+
+    def build_request(self, message: Message, secret: str | None, now: dt.datetime) -> Callable[[], DeliveryResult]:
+        """The delivery job: the mail built now (ChannelError without a recipient), sent with
+        the password `secret` when the worker runs the job."""
+        return functools.partial(self.send, self.build_email(message, now), secret)
+
     def build_email(self, message: Message, now: dt.datetime) -> EmailMessage:
         if not message.recipients:
-            raise ChannelError("a mail needs at least one recipient")
+            raise ChannelError("the mail has no recipient with an e-mail address")
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = ", ".join(message.recipients)
@@ -217,3 +253,15 @@ class MailChannel:
         if refused:  # some recipients got it; retrying would send it to them again
             return DeliveryResult(True, 250, False, f"some recipients refused: {refused}")
         return DeliveryResult(True, 250, False)
+
+
+BUILTIN_CHANNELS: Mapping[str, type[Any]] = {
+    "dingtalk": DingTalkRobot, "wecom": WeComRobot, "feishu": FeishuBot, "slack": SlackWebhook,
+    "webhook": SignedWebhook, "mail": MailChannel,
+}
+
+
+@hookimpl
+def crm_channels() -> Mapping[str, type[Any]]:
+    """The engine's own channel types."""
+    return BUILTIN_CHANNELS

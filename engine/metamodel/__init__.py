@@ -6,7 +6,8 @@ from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location
 from engine.metamodel.labels import Label
 from engine.metamodel.loader import load_blueprint
 from engine.metamodel.model import Metamodel
+from engine.metamodel.vocabulary import Vocabulary
 
 __all__ = ["BlueprintError", "BlueprintInvalid", "DedupAction", "EntitySpec", "FieldSpec", "FieldType",
            "Label", "ListViewSpec", "Location", "Metamodel", "OnDelete", "SYSTEM_FIELDS", "SortKey",
-           "load_blueprint"]
+           "Vocabulary", "load_blueprint"]

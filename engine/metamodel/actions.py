@@ -6,7 +6,10 @@ are written — a rule's `actions:`, an SLA's `on_warning:`/`on_breach:`/`on_esc
 a cadence step's `actions:` — and `build_actions` checks them at load with file:line.
 
 Values are literals or expressions (a leading '='), read from the record the action runs
-on. Notification text is Jinja2 in both its forms — inline (`text:`) or a named template
+on. A verb a plugin provides (`crm_actions`, engine/plugins/hookspecs.py) is a `PluginAction`:
+its body is checked against the JSON Schema the plugin declares (passed in through the
+`Vocabulary`, so the metamodel never asks the plugin manager), its top-level options may be
+expressions too, and the runtime hands the computed options to the plugin. Notification text is Jinja2 in both its forms — inline (`text:`) or a named template
 (`template:`) — with the same context: `record`, `owner`, `manager`, `url`, `now`, and
 `rule`, `sla` or `cadence` for whatever ran it. See docs/automation.md.
 """
@@ -14,13 +17,16 @@ on. Notification text is Jinja2 in both its forms — inline (`text:`) or a name
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
+
+import jsonschema
 
 from engine.metamodel.checks import Checker, texts
 from engine.metamodel.crossrefs import SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
-from engine.metamodel.errors import NOWHERE, Location, did_you_mean
+from engine.metamodel.errors import NOWHERE, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression, ValueSpec
 from engine.metamodel.schema import ENV_NAME, NAME, USERNAME, VALUES, either
 from engine.metamodel.source import PathKey
@@ -120,8 +126,19 @@ class WebhookAction:
     location: Location = NOWHERE
 
 
+@dataclass(frozen=True, slots=True)
+class PluginAction:
+    """A verb an installed plugin provides, used on `entity`: its options as written (literals,
+    or expressions read from the record), checked at load against the plugin's schema."""
+
+    verb: str
+    entity: str
+    values: tuple[tuple[str, ValueSpec], ...]
+    location: Location = NOWHERE
+
+
 ActionSpec = Union[SetAction, AddTagsAction, RemoveTagsAction, AssignAction, CreateRelatedAction,
-                   UpdateRelatedAction, TransitionAction, NotifyAction, WebhookAction]
+                   UpdateRelatedAction, TransitionAction, NotifyAction, WebhookAction, PluginAction]
 
 
 # --------------------------------------------------------------------------- schema
@@ -176,10 +193,13 @@ def build_actions(checker: Checker, path: PathKey, raw: list[dict[str, Any]],
             checker.error(where, f"'{verb}' is not an action any more", f"write {_RENAMED[verb]}", key=True)
             continue
         builder = _BUILDERS.get(verb)
-        if builder is None:
-            checker.error(where, f"unknown action '{verb}'", did_you_mean(verb, _BUILDERS), key=True)
+        plugin_schema = checker.vocabulary.actions.get(verb)
+        if builder is None and plugin_schema is None:
+            checker.error(where, f"unknown action '{verb}'",
+                          unknown_name_hint(verb, [*_BUILDERS, *checker.vocabulary.actions], "actions"), key=True)
             continue
-        action = builder(checker, body, where, entity)
+        action = builder(checker, body, where, entity) if builder is not None else \
+            _plugin_action(checker, verb, plugin_schema or {}, body, where, entity)
         if action is not None:
             actions.append(action)
     return tuple(actions)
@@ -382,8 +402,27 @@ def _webhook(checker: Checker, body: dict[str, Any], path: PathKey, entity: Enti
                          checker.doc.where_key(path))
 
 
+def _plugin_action(checker: Checker, verb: str, schema: Mapping[str, Any], body: Any, path: PathKey,
+                   entity: EntitySpec) -> PluginAction | None:
+    """A plugin's verb: the body must satisfy the plugin's schema, and be a block of options
+    whose values are literals or '=expressions' over `entity` (`verb:` alone gives none)."""
+    body = {} if body is None else body
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.absolute_path))
+    for problem in problems:
+        checker.error(path + tuple(problem.absolute_path), f"{verb}: {problem.message}",
+                      f"see the documentation of the plugin providing '{verb}'")
+    if problems:
+        return None
+    if not isinstance(body, dict):
+        checker.error(path, f"{verb} takes a block of options", f"write {verb}: {{option: value, …}}")
+        return None
+    values = tuple((str(key), checker.value(path + (key,), raw, entity, None)) for key, raw in body.items())
+    return PluginAction(verb, entity.name, values, checker.doc.where_key(path))
+
+
 _BUILDERS: dict[str, Any] = {
     "set": _set, "add_tags": _add_tags, "remove_tags": _remove_tags, "assign": _assign, "reassign": _reassign,
     "create_related": _create_related, "update_related": _update_related, "transition": _transition,
     "notify": _notify, "webhook": _webhook,
 }
+BUILTIN_VERBS = frozenset(_BUILDERS) | frozenset(_RENAMED)  # a plugin verb may not take one of these names

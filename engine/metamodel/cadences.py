@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +58,9 @@ CADENCES_SCHEMA: dict[str, Any] = {
                                    "actions": {**ACTIONS, "minItems": 1}}}}}}}}}
 
 
-def build_cadences(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+def build_cadences(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """CadenceSpecs: a start trigger, ordered steps with delays and actions, stop conditions."""
-    cadences, errors = build_items("cadences", "cadence", documents, model, functions, _build_cadence)
+    cadences, errors = build_items("cadences", "cadence", documents, model, vocabulary, _build_cadence)
     return replace(model, cadences=tuple(cadences)), errors
 
 

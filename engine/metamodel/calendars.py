@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +19,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 _PERIOD = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
@@ -108,9 +108,9 @@ def check_zone(checker: Checker, path: PathKey, name: str) -> None:
         checker.error(path, f"unknown time zone '{name}'", "use an IANA name such as Asia/Shanghai")
 
 
-def build_calendars(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+def build_calendars(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """CalendarDecls from every `calendars:` document: weekdays, periods, dates and zones checked."""
-    calendars, errors = build_items("calendars", "calendar", documents, model, functions, _build_calendar)
+    calendars, errors = build_items("calendars", "calendar", documents, model, vocabulary, _build_calendar)
     return replace(model, calendars=tuple(calendars)), errors
 
 

@@ -5,14 +5,13 @@ their retry policy, and the named message templates (Jinja2, checked at load).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 
 from engine.metamodel.checks import Built, Checker, build_items, default_label, language_texts
 from engine.metamodel.durations import DURATION_SCHEMA, parse_duration
-from engine.metamodel.errors import NOWHERE, Location
+from engine.metamodel.errors import NOWHERE, Location, unknown_name_hint
 from engine.metamodel.labels import Label
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
@@ -20,8 +19,12 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
+# The channel types the engine ships: engine/channels registers their classes through the same
+# hook as plugins (crm_channels); the options checked below (mail's host and sender, a literal
+# url only for a signed webhook) are theirs. A plugin's type is checked like a vendor robot's.
 CHANNEL_TYPES = ("dingtalk", "wecom", "feishu", "slack", "webhook", "mail")
 
 
@@ -99,7 +102,7 @@ CHANNELS_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["channels"], "additionalProperties": False, "properties": {
         "channels": {"type": "object", "propertyNames": NAME, "additionalProperties": {
             "type": "object", "required": ["type"], "additionalProperties": False, "properties": {
-                "type": {"enum": list(CHANNEL_TYPES)}, "label": LABEL, "description": {"type": "string"},
+                "type": NAME, "label": LABEL, "description": {"type": "string"},
                 "url": _SECRET, "secret": _SECRET, "format": {"enum": ["text", "markdown"]},
                 "language": {"type": "string"}, "rich": {"enum": ["interactive", "post"]},
                 "host": {"type": "string"}, "port": {"type": "integer"},
@@ -121,10 +124,10 @@ def secret_value(raw: Any) -> SecretValue | None:
     return SecretValue(env=raw.get("env"), key=raw.get("key"))
 
 
-def build_channels(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+def build_channels(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
-    channels, errors = build_items("channels", "channel", documents, model, functions, _build_channel)
-    templates, template_errors = build_items("templates", "template", documents, model, functions, _build_template)
+    channels, errors = build_items("channels", "channel", documents, model, vocabulary, _build_channel)
+    templates, template_errors = build_items("templates", "template", documents, model, vocabulary, _build_template)
     return replace(model, channels=tuple(channels), templates=tuple(templates)), errors + template_errors
 
 
@@ -152,6 +155,10 @@ def _build_template(checker: Checker, name: str, data: dict[str, Any], path: Pat
 
 def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> None:
     kind = data["type"]
+    known = checker.vocabulary.channel_types
+    if kind not in known:
+        checker.error(path + ("type",), f"unknown channel type '{kind}'", unknown_name_hint(kind, known, "channel types"))
+        return
     if kind == "mail":
         for option in ("host", "sender"):
             if not data.get(option):

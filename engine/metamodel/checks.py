@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
-from engine.metamodel.errors import BlueprintError, Location, did_you_mean
+from engine.metamodel.errors import BlueprintError, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, ValueSpec, parse_expression
 from engine.metamodel.labels import Label
 from engine.metamodel.source import PathKey, SourceDocument
@@ -19,18 +19,21 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 
 
 class Checker:
-    """Located checks shared by the three builders; collects errors for one document."""
+    """Located checks shared by the builders; collects errors for one document. `vocabulary`
+    holds what the engine provides beyond the blueprint (functions, channel types, actions)."""
 
-    def __init__(self, doc: SourceDocument, model: Metamodel, functions: Collection[str],
+    def __init__(self, doc: SourceDocument, model: Metamodel, vocabulary: Vocabulary,
                  errors: list[BlueprintError]) -> None:
         self.doc = doc
         self.model = model
-        self.functions = functions
+        self.vocabulary = vocabulary
+        self.functions = vocabulary.functions
         self.errors = errors
 
     def error(self, path: PathKey, message: str, hint: str = "", *, key: bool = False,
@@ -81,7 +84,7 @@ class Checker:
                        f"{did_you_mean(name, known)} Fields of {entity.name} can be used by name.")
         for function in sorted(expression.functions - set(self.functions)):
             self.error(path, f"expression calls unknown function '{function}'",
-                       f"{did_you_mean(function, self.functions)} See docs/expressions.md for the functions.")
+                       unknown_name_hint(function, self.functions, "functions") + " See docs/expressions.md.")
         return expression
 
     def value(self, path: PathKey, raw: Any, source: EntitySpec, target: FieldSpec | None) -> ValueSpec:
@@ -159,7 +162,7 @@ _Item = TypeVar("_Item")
 ItemBuilder = Callable[[Checker, str, dict[str, Any], PathKey, int], _Item | None]
 
 
-def build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, functions: Collection[str],
+def build_items(key: str, what: str, documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary,
                 build_one: ItemBuilder[_Item]) -> tuple[list[_Item], list[BlueprintError]]:
     """Every named item of the `key:` documents built by `build_one(checker, name, data, path, position)`
     (None: left out, its errors reported), with duplicate names reported where they stand."""
@@ -167,7 +170,7 @@ def build_items(key: str, what: str, documents: list[SourceDocument], model: Met
     items: list[_Item] = []
     seen: dict[str, Location] = {}
     for doc in documents:
-        checker = Checker(doc, model, functions, errors)
+        checker = Checker(doc, model, vocabulary, errors)
         for name, data, path in named_items(key, doc.data.get(key) or {}):
             if duplicate(checker, seen, name, path, what):
                 continue

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from typing import Any
 
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
-from engine.metamodel.errors import BlueprintError, did_you_mean
+from engine.metamodel.errors import BlueprintError, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
 from engine.metamodel.schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
@@ -140,11 +140,11 @@ class _EntityChecker:
         for option in data:
             if option not in allowed:
                 users = sorted(kind.value for kind, options in TYPE_OPTIONS.items() if option in options)
-                self.error(path + (option,), f"option '{option}' does not apply to a {spec.type.value} field",
+                self.error(path + (option,), f"option '{option}' does not apply to a {spec.kind} field",
                            f"it applies to: {', '.join(users)}" if users else "remove it", key=True)
         for option in REQUIRED_OPTIONS.get(spec.type, ()):
             if option not in data:
-                self.error(path, f"a {spec.type.value} field needs '{option}'",
+                self.error(path, f"a {spec.kind} field needs '{option}'",
                            f"add '{option}:' under fields.{spec.name}", key=True)
         if spec.type is FieldType.LINK and spec.link_entity and spec.link_entity not in self.known_entities:
             self.error(path + ("entity",), f"link to unknown entity '{spec.link_entity}'",
@@ -207,4 +207,4 @@ class _EntityChecker:
                        f"Fields of {self.entity.name} can be used by name.")
         for function in sorted(expression.functions - set(self.functions)):
             self.error(path, f"expression calls unknown function '{function}'",
-                       f"{did_you_mean(function, self.functions)} See docs/expressions.md for the functions.")
+                       unknown_name_hint(function, self.functions, "functions") + " See docs/expressions.md.")

@@ -5,6 +5,7 @@ the form and the board — the frozen `EntitySpec` and its builder.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,10 @@ class Choice:
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
+    """One field. `type` is the built-in type that stores it and decides its options, widgets
+    and expressions; `kind` is the `type:` name the blueprint wrote — the same word, or a field
+    type a plugin provides (engine/plugins/hookspecs.py, crm_field_kinds) stored as `type`."""
+
     name: str
     type: FieldType
     label: Label
@@ -90,6 +95,11 @@ class FieldSpec:
     phone_region: str = "CN"
     timezone: str = "Asia/Shanghai"
     widget: str | None = None
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.type.value)
 
     @property
     def value_type(self) -> FieldType:
@@ -235,9 +245,11 @@ def entity_expression(doc: SourceDocument, path: PathKey, source: str,
 
 
 def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: list[BlueprintError],
-                settings: Settings) -> FieldSpec:
+                settings: Settings, field_types: Mapping[str, FieldType] | None = None) -> FieldSpec:
+    """The field as declared; `field_types` maps the plugins' field type names to the built-in
+    type storing them (the JSON Schema has already refused any other name)."""
     path: PathKey = ("fields", name)
-    kind = FieldType(data["type"])
+    kind = (field_types or {}).get(data["type"]) or FieldType(data["type"])
     default = data.get("default")
     default_expression = None
     if isinstance(default, str) and default.startswith(EXPRESSION_PREFIX):
@@ -277,6 +289,7 @@ def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: li
         phone_region=data.get("region", settings.phone_region),
         timezone=settings.timezone,
         widget=data.get("widget"),
+        kind=data["type"],
     )
 
 
@@ -291,10 +304,11 @@ def _sort_keys(value: str | list[str] | None) -> tuple[SortKey, ...]:
     return tuple(keys)
 
 
-def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Settings) -> EntitySpec:
+def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Settings,
+                 field_types: Mapping[str, FieldType] | None = None) -> EntitySpec:
     data = doc.data
     name = data["entity"]
-    fields = tuple(build_field(doc, field_name, field_data, errors, settings)
+    fields = tuple(build_field(doc, field_name, field_data, errors, settings, field_types)
                    for field_name, field_data in data["fields"].items())
     validations = []
     for index, item in enumerate(data.get("validations") or []):

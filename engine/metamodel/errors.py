@@ -57,4 +57,14 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"known: {shown}"
 
 
+def unknown_name_hint(name: str, known: Iterable[str], what: str) -> str:
+    """The hint for a name no built-in and no installed plugin provides: the closest known one,
+    and all of them — the reader may be missing a plugin rather than misspelling."""
+    names = sorted(set(known))
+    close = did_you_mean(name, names)
+    listed = f"known {what}: {', '.join(names) or 'none'}"
+    lead = f"{close} " if close.startswith("did you mean") else ""
+    return f"{lead}{listed[0].upper()}{listed[1:]}; a plugin may provide more — install it, or correct the name."
+
+
 NOWHERE = Location("<engine>", 0, 0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +20,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +66,9 @@ JOBS_SCHEMA: dict[str, Any] = {
                            "counts": {"type": "object", "propertyNames": NAME, "additionalProperties": _COUNT}}}}}}
 
 
-def build_jobs(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+def build_jobs(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """JobSpecs: a valid crontab and zone, a known channel and template, counts over known fields."""
-    jobs, errors = build_items("jobs", "job", documents, model, functions, _build_job)
+    jobs, errors = build_items("jobs", "job", documents, model, vocabulary, _build_job)
     return replace(model, jobs=tuple(jobs)), errors
 
 

@@ -7,7 +7,7 @@ after all entities are known and returns the Metamodel with the specs it builds 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
+from engine.metamodel.vocabulary import Vocabulary
 
-Builder = Callable[[list[SourceDocument], Metamodel, Collection[str]], Built]
+Builder = Callable[[list[SourceDocument], Metamodel, Vocabulary], Built]
 
 
 @dataclass(frozen=True, slots=True)

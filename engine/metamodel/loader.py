@@ -4,7 +4,9 @@ together as `BlueprintInvalid`, sorted by file and line."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import glob
 import os
 from collections.abc import Collection, Mapping
@@ -15,24 +17,33 @@ import jsonschema
 
 from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
 from engine.metamodel.crossrefs import check_entity
-from engine.metamodel.entities import build_entity
-from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
+from engine.metamodel.entities import FieldType, build_entity
+from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.kinds import SECONDARY_KINDS
 from engine.metamodel.labels import Label
 from engine.metamodel.model import Metamodel
 from engine.metamodel.schema import DOCUMENT_SCHEMAS
 from engine.metamodel.source import SourceDocument, read_documents
+from engine.metamodel.vocabulary import Vocabulary
 
 _SCHEMAS = {**DOCUMENT_SCHEMAS, **{kind.key: kind.schema for kind in SECONDARY_KINDS}}
 _VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in _SCHEMAS.items()}
 
 
-def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] = ()) -> Metamodel:
+def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] = (),
+                   vocabulary: Vocabulary | None = None) -> Metamodel:
     """Load the blueprint at `path` (an app file or a folder holding `app.yaml`).
 
-    `functions` are the expression function names the caller can evaluate; an expression
-    calling anything else is an error. Raises `BlueprintInvalid` with every problem found.
+    `vocabulary` is what the running engine provides beyond the blueprint — expression
+    functions, plugin field types, channel types, plugin action verbs (engine/extensions.py
+    builds it from the plugins); a blueprint naming anything else is an error. `functions`
+    alone is the shorthand for the built-in vocabulary with those expression functions.
+    Raises `BlueprintInvalid` with every problem found.
     """
+    if vocabulary is None:
+        vocabulary = Vocabulary.of(functions=functions)
+    elif functions:
+        raise TypeError("load_blueprint takes functions= or vocabulary=, not both")
     app_path = _app_file(Path(path))
     errors: list[BlueprintError] = []
     documents = _read(app_path, errors)
@@ -45,6 +56,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     for doc in _included(app, app_path, errors):
         documents.append(doc)
 
+    validators = {**_VALIDATORS, "entity": _entity_validator(tuple(sorted(vocabulary.field_types)))}
     valid: list[tuple[str, SourceDocument]] = []
     seen_entities: set[str] = set()
     for doc in documents:
@@ -57,12 +69,12 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
             continue
         if kind == "entity" and isinstance(doc.data.get("entity"), str):
             seen_entities.add(doc.data["entity"])
-        schema_errors = [_explain(doc, error) for error in _VALIDATORS[kind].iter_errors(doc.data)]
+        schema_errors = [_explain(doc, error, vocabulary) for error in validators[kind].iter_errors(doc.data)]
         errors.extend(schema_errors)
         if not schema_errors:
             valid.append((kind, doc))
         elif kind == "entity":
-            pruned = _prune(doc, schema_errors)
+            pruned = _prune(doc, schema_errors, validators["entity"])
             if pruned is not None:
                 valid.append((kind, pruned))
 
@@ -73,8 +85,8 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     for kind, doc in valid:
         if kind != "entity":
             continue
-        entity = build_entity(doc, errors, settings)
-        errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=functions))
+        entity = build_entity(doc, errors, settings, vocabulary.field_types)
+        errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=vocabulary.functions))
         if entity.name in names:
             errors.append(BlueprintError(entity.location, ("entity",),
                                          f"entity '{entity.name}' is declared twice (also at {names[entity.name]})",
@@ -93,13 +105,25 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         menu=menu,
     )
     for secondary in SECONDARY_KINDS:
-        model, problems = secondary.build([doc for key, doc in valid if key == secondary.key], model, functions)
+        model, problems = secondary.build([doc for key, doc in valid if key == secondary.key], model, vocabulary)
         errors.extend(problems)
     blocking = [error for error in errors if error.severity == "error"]
     if blocking:
         raise BlueprintInvalid(errors)
     warnings = tuple(sorted((e for e in errors if e.severity != "error"), key=lambda e: e.location))
     return dataclasses.replace(model, warnings=warnings)
+
+
+@functools.lru_cache(maxsize=16)
+def _entity_validator(plugin_types: tuple[str, ...]) -> jsonschema.Draft202012Validator:
+    """The entity schema accepting the built-in field types and `plugin_types` (one per set of
+    installed plugins, built once)."""
+    if not plugin_types:
+        return _VALIDATORS["entity"]
+    schema = copy.deepcopy(_SCHEMAS["entity"])
+    options = schema["properties"]["fields"]["additionalProperties"]["properties"]
+    options["type"] = {"enum": [*(kind.value for kind in FieldType), *plugin_types]}
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _check_menu(app: SourceDocument, menu: tuple[MenuGroup, ...], entities: dict[str, Location]) -> list[BlueprintError]:
@@ -118,7 +142,8 @@ _STAND_INS: dict[str, Any] = {"indexes": {"fields": ["id"]}, "validations": {"ch
 _PRUNE_DEPTH = {"fields": 2, "indexes": 2, "validations": 2, "views": 3, "dedup": 1, "search": 1}
 
 
-def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocument | None:
+def _prune(doc: SourceDocument, problems: list[BlueprintError],
+           validator: jsonschema.Draft202012Validator) -> SourceDocument | None:
     """A copy of an entity document without the parts that failed the schema, so the rest
     can still be cross-checked and every error reported in one run. A pruned field keeps
     its name (as a plain string field) so that uses of it are not reported again."""
@@ -146,7 +171,7 @@ def _prune(doc: SourceDocument, problems: list[BlueprintError]) -> SourceDocumen
         elif isinstance(parent, list) and isinstance(cut[-1], int) and cut[-1] < len(parent):
             # keep positions (and so locations) of later items: put a harmless stand-in here
             parent[cut[-1]] = _STAND_INS[str(cut[0])]
-    if list(_VALIDATORS["entity"].iter_errors(data)):
+    if list(validator.iter_errors(data)):
         return None
     return SourceDocument(doc.file, data, doc.values, doc.keys)
 
@@ -206,12 +231,12 @@ def _included(app: SourceDocument, app_path: Path, errors: list[BlueprintError])
     return documents
 
 
-def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> BlueprintError:
+def _explain(doc: SourceDocument, error: jsonschema.ValidationError, vocabulary: Vocabulary) -> BlueprintError:
     """Turn a jsonschema error into a located message with a hint."""
     if error.validator in ("oneOf", "anyOf") and error.context:
         deepest = max(error.context, key=lambda e: len(e.absolute_path))
         if len(deepest.absolute_path) > len(error.absolute_path):
-            return _explain(doc, deepest)
+            return _explain(doc, deepest, vocabulary)
     path = tuple(error.absolute_path)
     instance = error.instance
     where = doc.where(path)
@@ -222,7 +247,7 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
     if error.validator == "additionalProperties":
         allowed = list((schema.get("properties") or {}).keys())
         if len(path) == 2 and path[0] == "fields" and isinstance(instance, dict):
-            allowed = _field_options(instance.get("type"), allowed)
+            allowed = _field_options(vocabulary.field_type(str(instance.get("type"))), allowed)
         extra = [key for key in instance if key not in allowed] if isinstance(instance, dict) else []
         key = extra[0] if extra else "?"
         return BlueprintError(doc.where_key(path + (key,)), path + (key,), f"unknown option '{key}'",
@@ -231,6 +256,9 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return BlueprintError(where, path, f"missing required option '{missing}'",
                               f"add '{missing}:' here")
+    if error.validator == "enum" and len(path) == 3 and path[0] == "fields" and path[2] == "type":
+        return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
+                              _unknown_field_type(str(instance), vocabulary))
     if error.validator == "enum":
         allowed = [str(v) for v in keyword_value]
         return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
@@ -253,13 +281,16 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError) -> Blueprin
     return BlueprintError(where, path, error.message, "see docs/blueprint-reference.md for this option")
 
 
-def _field_options(kind: Any, every: list[str]) -> list[str]:
-    from engine.metamodel.entities import FieldType
+def _field_options(kind: FieldType | None, every: list[str]) -> list[str]:
     from engine.metamodel.schema import COMMON_OPTIONS, TYPE_OPTIONS
-    try:
-        return sorted(COMMON_OPTIONS | TYPE_OPTIONS[FieldType(kind)])
-    except ValueError:
-        return every
+    return every if kind is None else sorted(COMMON_OPTIONS | TYPE_OPTIONS[kind])
+
+
+def _unknown_field_type(name: str, vocabulary: Vocabulary) -> str:
+    """A close name, else every known one (built-in and the installed plugins')."""
+    hint = did_you_mean(name, vocabulary.field_type_names())
+    return hint if hint.startswith("did you mean") else unknown_name_hint(name, vocabulary.field_type_names(),
+                                                                          "field types")
 
 
 def _label_alternatives() -> Any:

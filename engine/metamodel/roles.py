@@ -19,7 +19,6 @@ given for an entity falls back to the `"*"` block, then to none.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from engine.metamodel.source import SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 ACTIONS = ("read", "create", "update", "delete", "assign", "export")
 
@@ -100,7 +100,7 @@ ROLES_SCHEMA: dict[str, Any] = {
 
 
 def build_roles(documents: list[SourceDocument], model: Metamodel,
-                functions: Collection[str]) -> Built:
+                vocabulary: Vocabulary) -> Built:
     """RoleSpecs from every `roles:` document, with checks that entities and fields exist."""
     errors: list[BlueprintError] = []
     roles: dict[str, RoleSpec] = {}

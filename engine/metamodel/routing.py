@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import enum
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from engine.metamodel.sources import ANY_VALUE
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 # Choice values that mean "this record is finished" when a policy does not say `open_when`.
@@ -128,9 +128,9 @@ ROUTING_SCHEMA: dict[str, Any] = {"type": "object", "required": ["routing"], "ad
 
 
 def build_routing(documents: list[SourceDocument], model: Metamodel,
-                  functions: Collection[str]) -> Built:
+                  vocabulary: Vocabulary) -> Built:
     """RoutingPolicySpecs from every `routing:` document, then checks across policies."""
-    policies, errors = build_items("routing", "routing policy", documents, model, functions, _build_policy)
+    policies, errors = build_items("routing", "routing policy", documents, model, vocabulary, _build_policy)
     errors.extend(_check_policy_overlaps(policies))
     return replace(model, routing=tuple(policies)), errors
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.actions import ACTIONS, ActionSpec, build_actions
 from engine.metamodel.checks import Built, Checker, build_items, texts
 from engine.metamodel.entities import EntitySpec, FieldType
-from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
+from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
 from engine.metamodel.schema import COMMON, EXPRESSION, NAME, TEXT_OR_LIST, either, named_schema
@@ -22,6 +21,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 DEFAULT_PRIORITY = 100
@@ -98,9 +98,9 @@ RULES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["rules"], "additi
 
 
 def build_rules(documents: list[SourceDocument], model: Metamodel,
-                functions: Collection[str]) -> Built:
+                vocabulary: Vocabulary) -> Built:
     """RuleSpecs from every `rules:` document, in run order. Needs routing and sources built first."""
-    rules, errors = build_items("rules", "rule", documents, model, functions, _build_rule)
+    rules, errors = build_items("rules", "rule", documents, model, vocabulary, _build_rule)
     return dataclasses.replace(model, rules=tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))), errors
 
 

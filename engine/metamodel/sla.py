@@ -5,7 +5,6 @@ per tier in business time, warning and escalation points, and the actions at eac
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from engine.metamodel.source import SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,12 @@ SLA_SCHEMA: dict[str, Any] = {
         "on_warning": ACTIONS, "on_breach": ACTIONS, "on_escalation": ACTIONS}}
 
 
-def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Collection[str]) -> Built:
+def build_slas(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """SlaSpecs from every `sla:` document, checked against entities, calendars, channels and templates."""
     errors: list[BlueprintError] = []
     slas: dict[str, SlaSpec] = {}
     for doc in documents:
-        checker = Checker(doc, model, functions, errors)
+        checker = Checker(doc, model, vocabulary, errors)
         data, name = doc.data, doc.data["sla"]
         if name in slas:
             checker.error(("sla",), f"SLA '{name}' is declared twice", f"the first is at {slas[name].location}")

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.checks import Built, Checker, build_items
-from engine.metamodel.errors import NOWHERE, BlueprintError, Location
+from engine.metamodel.errors import NOWHERE, Location
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
 from engine.metamodel.schema import COMMON, ENV_NAME, EXPRESSION, HEADER_NAME, NAME, either, named_schema
@@ -20,6 +19,7 @@ from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
 
 
 ANY_VALUE = "*"
@@ -169,9 +169,9 @@ def parse_payload_path(text: str) -> PayloadPath:
 
 
 def build_sources(documents: list[SourceDocument], model: Metamodel,
-                  functions: Collection[str]) -> Built:
+                  vocabulary: Vocabulary) -> Built:
     """SourceSpecs (inbound webhooks) from every `sources:` document."""
-    sources, errors = build_items("sources", "source", documents, model, functions,
+    sources, errors = build_items("sources", "source", documents, model, vocabulary,
                                    lambda checker, name, data, path, _: _build_source(checker, name, data, path))
     return replace(model, sources=tuple(sources)), errors
 

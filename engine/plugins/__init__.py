@@ -5,6 +5,6 @@ Imports nothing of the engine except `engine.metamodel`, so rules and runtime ca
 """
 
 from engine.plugins.hookspecs import PROJECT, hookimpl, hookspec
-from engine.plugins.manager import ENTRY_POINT_GROUP, plugin_manager
+from engine.plugins.manager import ENTRY_POINT_GROUP, PluginError, answers, claim, plugin_manager
 
-__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "hookimpl", "hookspec", "plugin_manager"]
+__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "PluginError", "answers", "claim", "hookimpl", "hookspec", "plugin_manager"]

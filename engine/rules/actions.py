@@ -4,17 +4,28 @@ The blueprint's one action vocabulary (engine/metamodel/actions.py) is resolved 
 a record's values — every expression evaluated, each action seeing the field changes of the
 ones before it — into plain data the runtime's one executor applies
 (engine/runtime/automation/actions.py), whoever asked for it. Pure: no database, no clock.
+
+A verb a plugin provides (`crm_actions`) is resolved here too: the plugin's `apply` gets its
+options computed and the record as expressions see it, and answers with actions of the
+built-in vocabulary below. So a plugin verb joins the write exactly like the built-in ones —
+its field changes before the row is stored, its effects in the same transaction, every step
+in the rule's trace — and the executor needs nothing new. The built-in verbs are not
+registered through the hook: they are the vocabulary a plugin verb is made of, dispatched by
+`isinstance` on frozen dataclasses in the write path's innermost loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
 
-from engine.metamodel.actions import (ActionSpec, AddTagsAction, AssignAction, CreateRelatedAction, NotifyAction,
-                                      RemoveTagsAction, SetAction, TransitionAction, UpdateRelatedAction, WebhookAction)
+from engine.metamodel.actions import (BUILTIN_VERBS, ActionSpec, AddTagsAction, AssignAction, CreateRelatedAction,
+                                      NotifyAction, PluginAction, RemoveTagsAction, SetAction, TransitionAction,
+                                      UpdateRelatedAction, WebhookAction)
 from engine.metamodel.expressions import Expression, ValueSpec
+from engine.plugins import PluginError, claim
 from engine.rules.expressions import Evaluator, ExpressionError
 
 
@@ -91,34 +102,116 @@ class CallWebhook:
 
 
 Action = Union[SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook]
+ACTIONS = (SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook)
 FIELD_ACTIONS = (SetField, AddTags, RemoveTags)  # change the record's own fields in place
 EFFECTS = (CreateRelated, UpdateRelated, Notify, CallWebhook)  # act beyond the record, after it is written
 
 
-def resolve_actions(specs: Sequence[ActionSpec], values: Mapping[str, Any],
-                    evaluator: Evaluator) -> tuple[Action, ...]:
-    """The actions with every expression computed; each sees the field changes of the actions
-    before it. Raises ExpressionError naming the action and where it was written."""
+# --------------------------------------------------------------------------- plugin verbs
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """What a plugin verb's `apply` is given: its options with every expression computed, and
+    the record (of `entity`) as expressions see it — read-only, with the changes of the
+    actions before it."""
+
+    verb: str
+    entity: str
+    options: Mapping[str, Any]
+    record: Mapping[str, Any]
+
+
+class ActionType(Protocol):
+    """A plugin's action verb (engine/plugins/hookspecs.py, crm_actions): `name` is what a
+    blueprint writes, `schema` the JSON Schema its body must satisfy at load, and `apply`
+    answers with actions of the built-in vocabulary. `apply` must be pure — no database, no
+    network, no clock: reaching out is a `Notify` or a `CallWebhook`, delivered from the outbox."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def schema(self) -> Mapping[str, Any]: ...
+
+    def apply(self, call: ActionCall) -> Sequence[Action]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTypes:
+    """The plugin verbs by name, and which plugin provides each."""
+
+    by_name: Mapping[str, ActionType] = field(default_factory=lambda: types.MappingProxyType({}))
+    providers: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    @classmethod
+    def of(cls, answers: Iterable[tuple[str, Iterable[ActionType]]]) -> ActionTypes:
+        """From each plugin's answer to crm_actions; PluginError when a verb is taken twice."""
+        by_name: dict[str, ActionType] = {}
+        providers: dict[str, str] = {}
+        for plugin, verbs in answers:
+            for verb in verbs:
+                if verb.name in BUILTIN_VERBS:
+                    raise PluginError(f"plugin {plugin} provides the action '{verb.name}', which is a built-in "
+                                      "verb; the plugin must choose another name")
+                claim(by_name, providers, verb.name, verb, plugin, "action")
+        return cls(types.MappingProxyType(by_name), types.MappingProxyType(providers))
+
+    def schemas(self) -> dict[str, Mapping[str, Any]]:
+        """Verb → the JSON Schema of its body: what the blueprint loader needs to check one."""
+        return {name: verb.schema for name, verb in self.by_name.items()}
+
+    def expand(self, spec: PluginAction, options: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[Action, ...]:
+        """The built-in actions the plugin answers for one use of its verb (ExpressionError when it
+        fails or answers something else, so the rule's trace says which verb and why)."""
+        verb = self.by_name.get(spec.verb)
+        if verb is None:
+            raise ExpressionError(f"no installed plugin provides the action '{spec.verb}' any more")
+        call = ActionCall(spec.verb, spec.entity, types.MappingProxyType(dict(options)),
+                          types.MappingProxyType(dict(values)))
+        try:
+            answered = tuple(verb.apply(call))
+        except Exception as exc:  # plugin code: its failure is the rule's error, not the engine's crash
+            raise ExpressionError(f"{spec.verb} (plugin {self.providers[spec.verb]}): {type(exc).__name__}: {exc}") \
+                from None
+        for action in answered:
+            if not isinstance(action, ACTIONS):
+                raise ExpressionError(f"{spec.verb} (plugin {self.providers[spec.verb]}) answered {action!r}, "
+                                      "which is not an action of the built-in vocabulary (engine/rules/actions.py)")
+        return answered
+
+
+NO_PLUGIN_ACTIONS = ActionTypes()
+
+
+def resolve_actions(specs: Sequence[ActionSpec], values: Mapping[str, Any], evaluator: Evaluator,
+                    verbs: ActionTypes = NO_PLUGIN_ACTIONS) -> tuple[Action, ...]:
+    """The actions with every expression computed (and every plugin verb in `verbs` expanded);
+    each sees the field changes of the actions before it. Raises ExpressionError naming the
+    action and where it was written."""
     current = dict(values)
     actions: list[Action] = []
     for index, spec in enumerate(specs, start=1):
         try:
-            resolved = resolve_action(spec, current, evaluator)
+            resolved = resolve_action(spec, current, evaluator, verbs)
         except ExpressionError as exc:
-            raise ExpressionError(f"action {index} ({type(spec).__name__.removesuffix('Action').lower()}) "
-                                  f"at {spec.location}: {exc}") from None
+            name = spec.verb if isinstance(spec, PluginAction) else type(spec).__name__.removesuffix('Action').lower()
+            raise ExpressionError(f"action {index} ({name}) at {spec.location}: {exc}") from None
         actions.extend(resolved)
         current = apply_field_actions(current, resolved)
     return tuple(actions)
 
 
-def resolve_action(spec: ActionSpec, values: Mapping[str, Any], evaluator: Evaluator) -> tuple[Action, ...]:
-    """One action against the record's `values` (a `set` of several fields gives one SetField each)."""
+def resolve_action(spec: ActionSpec, values: Mapping[str, Any], evaluator: Evaluator,
+                   verbs: ActionTypes = NO_PLUGIN_ACTIONS) -> tuple[Action, ...]:
+    """One action against the record's `values` (a `set` of several fields gives one SetField
+    each; a plugin verb the actions its plugin answers)."""
     def computed(pairs: tuple[tuple[str, ValueSpec], ...]) -> tuple[tuple[str, Any], ...]:
         return tuple((name, compute_value(value, values, evaluator)) for name, value in pairs)
 
     if isinstance(spec, SetAction):
         return tuple(SetField(name, value) for name, value in computed(spec.values))
+    if isinstance(spec, PluginAction):
+        return verbs.expand(spec, dict(computed(spec.values)), values)
     return (_resolve_one(spec, computed),)
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from engine.metamodel.expressions import Expression
 from engine.metamodel.rules import RuleSpec, TriggerKind, TriggerSpec
-from engine.rules.actions import FIELD_ACTIONS, Action, apply_field_actions, changed_values, resolve_actions
+from engine.rules.actions import (FIELD_ACTIONS, NO_PLUGIN_ACTIONS, Action, ActionTypes, apply_field_actions,
+                                  changed_values, resolve_actions)
 from engine.rules.expressions import Evaluator, ExpressionError
 
 MAX_TEXT_LENGTH = 4000
@@ -108,9 +109,10 @@ class Decision:
 # -- evaluation ------------------------------------------------------------------------
 
 def evaluate_rules(rules: Sequence[RuleSpec], trigger_event: TriggerEvent, before: Mapping[str, Any] | None,
-                   after: Mapping[str, Any], evaluator: Evaluator, now: dt.datetime) -> tuple[Decision, ...]:
+                   after: Mapping[str, Any], evaluator: Evaluator, now: dt.datetime,
+                   verbs: ActionTypes = NO_PLUGIN_ACTIONS) -> tuple[Decision, ...]:
     """A decision for every rule of the event's entity, in run order; later rules see the
-    field changes (set, add/remove tags) of earlier matched rules."""
+    field changes (set, add/remove tags) of earlier matched rules. `verbs`: the plugins' actions."""
     current = dict(after)
     decisions = []
     ordered = sorted((rule for rule in rules if rule.entity == trigger_event.entity),
@@ -119,7 +121,7 @@ def evaluate_rules(rules: Sequence[RuleSpec], trigger_event: TriggerEvent, befor
     for rule in ordered:
         if changed is None and any(trigger.kind in _NEEDS_CHANGES for trigger in rule.triggers):
             changed = _changed_by(trigger_event, before, current)
-        decision = evaluate_rule(rule, trigger_event, before, current, evaluator, now, changed)
+        decision = evaluate_rule(rule, trigger_event, before, current, evaluator, now, changed, verbs)
         decisions.append(decision)
         if decision.matched and any(isinstance(action, FIELD_ACTIONS) for action in decision.actions):
             current, changed = apply_field_actions(current, decision.actions), None
@@ -128,7 +130,7 @@ def evaluate_rules(rules: Sequence[RuleSpec], trigger_event: TriggerEvent, befor
 
 def evaluate_rule(rule: RuleSpec, trigger_event: TriggerEvent, before: Mapping[str, Any] | None,
                   after: Mapping[str, Any], evaluator: Evaluator, now: dt.datetime,
-                  changed: set[str] | None = None) -> Decision:
+                  changed: set[str] | None = None, verbs: ActionTypes = NO_PLUGIN_ACTIONS) -> Decision:
     """One rule against one change: trigger, then condition, then the actions' values.
     `changed`: `changed_fields` of the change, when the caller has it already."""
     def decide(trigger: TriggerMatch, condition: ConditionResult, *, actions: tuple[Action, ...] = (),
@@ -149,7 +151,7 @@ def evaluate_rule(rule: RuleSpec, trigger_event: TriggerEvent, before: Mapping[s
     if not condition.is_true:
         return decide(trigger, condition, why_none="its condition is false")
     try:
-        actions = resolve_actions(rule.actions, after, evaluator)
+        actions = resolve_actions(rule.actions, after, evaluator, verbs)
     except ExpressionError as exc:
         return decide(trigger, condition, why_none="an action could not be computed", error=str(exc))
     return decide(trigger, condition, actions=actions)

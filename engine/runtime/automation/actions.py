@@ -11,7 +11,8 @@ here the same way. Only the moment differs:
   in a savepoint: a refused one is recorded as an `action_failed` event and the rest still run.
 
 Messages go through `enqueue_notification` for every source, so `notify.to` is resolved to
-the recipients' mentions alike for a rule and a timer.
+the recipients' mentions alike for a rule and a timer. A plugin's verb (`verbs`) reaches the
+executor already expanded into the built-in actions it answered (engine/rules/actions.py).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, Metamodel
 from engine.metamodel.actions import MAX_RELATED_UPDATES, ActionSpec
-from engine.rules.actions import (FIELD_ACTIONS, Action, AddTags, Assign, CallWebhook, CreateRelated, Notify,
-                                  RemoveTags, SetField, Transition, UpdateRelated, apply_field_actions,
-                                  resolve_action)
+from engine.rules.actions import (FIELD_ACTIONS, NO_PLUGIN_ACTIONS, Action, ActionTypes, AddTags, Assign,
+                                  CallWebhook, CreateRelated, Notify, RemoveTags, SetField, Transition, UpdateRelated,
+                                  apply_field_actions, resolve_action)
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import Origin, RuleApplication, evaluate_condition, find_rule_loop
 from engine.rules.trace import RoutingStep
@@ -59,11 +60,13 @@ def rule_actor(rule: str) -> Actor:
 
 
 class ActionExecutor:
-    """Applies resolved actions; receives the records it writes through and the router it assigns with."""
+    """Applies resolved actions; receives the records it writes through, the router it assigns
+    with and the plugins' action verbs it resolves a timer's actions with."""
 
     def __init__(self, model: Metamodel, schema: Schema, records: RecordService, router: Router,
-                 evaluator: Evaluator, *, base_url: str = "") -> None:
+                 evaluator: Evaluator, *, base_url: str = "", verbs: ActionTypes = NO_PLUGIN_ACTIONS) -> None:
         self.model = model
+        self.verbs = verbs
         self.schema = schema
         self.records = records
         self.router = router
@@ -116,7 +119,7 @@ class ActionExecutor:
                 self._notify(connection, entity, record, action, now, f"{key}:{action.channel}"
                              if chain is not None else f"{key}:{index}", context, seen)
             elif isinstance(action, CallWebhook):
-                payload = {name: value_json(entity, name, value) if entity.has_field(name) else _plain(value)
+                payload = {name: value_json(entity, name, value, self.schema.kinds) if entity.has_field(name) else _plain(value)
                            for name, value in action.payload}
                 enqueue(connection, self.schema, channel="webhook",
                         key=f"{key}:webhook" if chain is not None else f"{key}:{index}",
@@ -175,12 +178,12 @@ class ActionExecutor:
             resolved: tuple[Action, ...] = ()
             try:
                 with savepoint(connection):
-                    resolved = resolve_action(spec, expression_values(entity, record), self.evaluator)
+                    resolved = resolve_action(spec, expression_values(entity, record), self.evaluator, self.verbs)
                     record = self._run_one(connection, entity, record, resolved, now, f"{key}:{index}", context, seen)
             except Exception as exc:  # e.g. a validation rule refusing the change: visible in the timeline
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind=EventKind.ACTION_FAILED, actor_id=None, at=now,
-                             data={"action": type(spec).__name__, "timer": key,
+                             data={"action": getattr(spec, "verb", type(spec).__name__), "timer": key,
                                    "error": f"{type(exc).__name__}: {exc}"[:1000]})
 
     def _run_one(self, connection: sa.Connection, entity: EntitySpec, record: dict[str, Any],

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import Metamodel
-from engine.metamodel.actions import CreateRelatedAction, SetAction, UpdateRelatedAction
+from engine.metamodel.actions import CreateRelatedAction, PluginAction, SetAction, UpdateRelatedAction
 from engine.rules.actions import Assign, Transition
 from engine.rules.expressions import RELATED_COUNTS, Evaluator
 from engine.rules.routing import RoutingDecision
@@ -74,7 +74,7 @@ class RulesObserver:
         after = expression_values(entity, context.after)  # as expressions see them: money is its amount
         if self._related[entity.name]:
             after[RELATED_COUNTS] = self._count_related(context.connection, self._related[entity.name], record_id)
-        decisions = evaluate_rules(rules, event, before, after, self.evaluator, context.now)
+        decisions = evaluate_rules(rules, event, before, after, self.evaluator, context.now, self.executor.verbs)
         pending = _Pending(event, decisions, flags=flags)
         context.notes["rules"] = pending
         changes = {name: value for name, value in planned_changes(decisions, after).items() if name != RELATED_COUNTS}
@@ -178,7 +178,7 @@ def related_pairs(model: Any, entity: str) -> frozenset[tuple[str, str]]:
     pairs: set[tuple[str, str]] = set()
     for rule in model.rules_for(entity):
         expressions = [rule.when] + [value.expression for action in rule.actions
-                                     if isinstance(action, (SetAction, CreateRelatedAction, UpdateRelatedAction))
+                                     if isinstance(action, (SetAction, CreateRelatedAction, UpdateRelatedAction, PluginAction))
                                      for _, value in action.values]
         for expression in filter(None, expressions):
             if "count_related" not in expression.functions:

@@ -6,22 +6,24 @@ template in the sandbox and writes one outbox row. A template that fails to rend
 not fail the write: the row carries the error and dies at its first delivery attempt,
 visible in `crm outbox list --status dead`.
 
-`OutboxDeliverer` is the worker's `deliver`: channel config → the vendor's request (built
-at every attempt, so signatures are fresh) → aiohttp, a batch at a time → outbox `Outcome`s. A missing
-secret is a retryable failure naming the variable, so it ends dead-lettered — never a crash.
+`OutboxDeliverer` is the worker's `deliver`: channel config → the class its `type:` names in
+the engine's channel catalogue (the shipped vendors and the plugins') → the vendor's request
+(built at every attempt, so signatures are fresh) → aiohttp, a batch at a time → outbox
+`Outcome`s. A missing secret is a retryable failure naming the variable, so it ends
+dead-lettered — never a crash.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-from engine.channels import (DeliveryJob, DeliveryResult, DingTalkRobot, FeishuBot, MailChannel, Message, MessageFormat,
-                             RetryPolicy, SecretError, SecretRef, SignedWebhook, SlackWebhook, WeComRobot, deliver_all, next_attempt_at, resolve_secret)
+from engine.channels import (SHIPPED_CHANNELS, ChannelError, ChannelTypes, DeliveryJob, DeliveryResult, Message,
+                             MessageFormat, RetryPolicy, SecretError, SecretRef, SignedWebhook, deliver_all,
+                             next_attempt_at, resolve_secret)
 from engine.metamodel import Metamodel
 from engine.metamodel.channels import ChannelSpec, SecretValue
 from engine.runtime.background.outbox import OutboxMessage, Outcome
@@ -67,12 +69,14 @@ class OutboxDeliverer:
 
     Each message becomes a job (a prepared request, or a mail to send) or, when it cannot be
     sent at all (unknown channel, render error, missing secret), an immediate outcome; the
-    jobs then run side by side, `concurrency` at once (`deliver_all`)."""
+    jobs then run side by side, `concurrency` at once (`deliver_all`). `channels` is the
+    engine's catalogue of channel types."""
 
     def __init__(self, model: Metamodel, now: Callable[[], dt.datetime], *, environ: Mapping[str, str] | None = None,
-                 concurrency: int = 8, timeout: float = 10.0) -> None:
+                 concurrency: int = 8, timeout: float = 10.0, channels: ChannelTypes = SHIPPED_CHANNELS) -> None:
         self.model = model
         self.now = now
+        self.channels = channels
         self.environ = environ if environ is not None else os.environ
         self.concurrency = concurrency
         self.timeout = timeout
@@ -99,6 +103,8 @@ class OutboxDeliverer:
                                          secrets_file)
             except SecretError as exc:
                 return DeliveryResult(False, None, True, f"channel {spec.name}: {exc}")
+            except ChannelError as exc:  # a configuration problem: no attempt can help
+                return _failed(f"channel {spec.name}: {exc}")
         except Exception as exc:  # a channel bug must not lose the message (nor the rest of the batch)
             return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
 
@@ -117,20 +123,15 @@ class OutboxDeliverer:
 
     def _channel_job(self, spec: ChannelSpec, message: Message,
                      secrets_file: str | None) -> DeliveryJob | DeliveryResult:
-        now = self.now()
-        if spec.type == "mail":
-            mail = MailChannel(spec.host, spec.port, spec.sender, username=spec.username,
-                               starttls=spec.tls == "starttls", implicit_tls=spec.tls == "implicit")
-            if not message.recipients:
-                return _failed("the mail has no recipient with an e-mail address")
-            email, password = mail.build_email(message, now), _secret(spec.password, self.environ, secrets_file)
-            return functools.partial(mail.send, email, password)
         url = _secret(spec.url, self.environ, secrets_file) or ""
-        secret = _secret(spec.secret, self.environ, secrets_file)
-        channel: Any = {"dingtalk": DingTalkRobot, "wecom": WeComRobot, "slack": SlackWebhook,
-                        "webhook": SignedWebhook}.get(spec.type)
-        robot = FeishuBot(url, rich=spec.rich) if spec.type == "feishu" else channel(url)
-        return robot.build_request(message, secret, now)
+        channel = self.channels.channel(spec, url)
+        if channel is None:
+            known = ", ".join(sorted(self.channels.names))
+            return _failed(f"channel {spec.name}: no installed plugin provides the channel type '{spec.type}' "
+                           f"(known: {known})")
+        # the channel's secret: a robot's signing key (`secret:`), or a mail server's `password:`
+        secret = _secret(spec.secret if spec.secret is not None else spec.password, self.environ, secrets_file)
+        return channel.build_request(message, secret, self.now())
 
 
 def _failed(error: str) -> DeliveryResult:

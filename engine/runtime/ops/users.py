@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from engine.metamodel import Metamodel
+from engine.metamodel.channels import CHANNEL_TYPES
 from engine.rules import Clock
 from engine.runtime.records.actors import Actor
 from engine.runtime.storage.database import Database
@@ -53,14 +54,20 @@ class NewUser:
 CHAT_TYPES = ("dingtalk", "wecom", "feishu", "slack")
 
 
-def parse_im_ids(pairs: Iterable[str]) -> dict[str, str]:
-    """`feishu=ou_3a…`, `slack=U024BE7LH` … as a mapping; ValueError naming what is wrong."""
+def chat_types(channel_types: Collection[str]) -> tuple[str, ...]:
+    """The shipped chat types, and every channel type a plugin adds (it may mention people by id)."""
+    return (*CHAT_TYPES, *sorted(set(channel_types) - set(CHANNEL_TYPES)))
+
+
+def parse_im_ids(pairs: Iterable[str], types: Collection[str] = CHAT_TYPES) -> dict[str, str]:
+    """`feishu=ou_3a…`, `slack=U024BE7LH` … as a mapping; ValueError naming what is wrong.
+    `types`: the chat types that may be named (`chat_types` of the engine's channels)."""
     ids: dict[str, str] = {}
     for pair in pairs:
         kind, sep, value = pair.partition("=")
         kind = kind.strip().lower()
-        if not sep or kind not in CHAT_TYPES:
-            raise ValueError(f"'{pair}': write TYPE=ID with TYPE one of {', '.join(CHAT_TYPES)} "
+        if not sep or kind not in types:
+            raise ValueError(f"'{pair}': write TYPE=ID with TYPE one of {', '.join(types)} "
                              "(e.g. feishu=ou_7d8a6e6df7621556ce0d21922b676706)")
         ids[kind] = value.strip()
     return ids

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec
 from engine.runtime.storage.times import as_utc
-from engine.runtime.records.fieldkinds import kind_of
+from engine.runtime.records.fieldkinds import FieldKinds
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
@@ -78,7 +78,7 @@ SYSTEM_JSON = {
 }
 
 
-def value_json(entity: EntitySpec, name: str, value: Any) -> Any:
+def value_json(entity: EntitySpec, name: str, value: Any, kinds: FieldKinds) -> Any:
     """The JSON form of one field's value (system fields included)."""
     if value is None:
         return None
@@ -86,11 +86,11 @@ def value_json(entity: EntitySpec, name: str, value: Any) -> Any:
         return SYSTEM_JSON[name](value)
     if entity.has_field(name):
         spec = entity.field(name)
-        return kind_of(spec).to_json(spec, value)
+        return kinds.of_field(spec).to_json(spec, value)
     return value
 
 
-def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+def diff(entity: EntitySpec, kinds: FieldKinds, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
          names: Any = None) -> dict[str, list[Any]]:
     """{field: [before, after]} in JSON form, for fields whose value differs."""
     before = before or {}
@@ -100,7 +100,7 @@ def diff(entity: EntitySpec, before: Mapping[str, Any] | None, after: Mapping[st
     for name in keys:
         old, new = before.get(name), after.get(name)
         if old != new:
-            changes[name] = [value_json(entity, name, old), value_json(entity, name, new)]
+            changes[name] = [value_json(entity, name, old, kinds), value_json(entity, name, new, kinds)]
     return changes
 
 

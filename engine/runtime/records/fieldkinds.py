@@ -3,6 +3,12 @@
 One class per `FieldType`, registered in `KINDS`; nothing else compares type names.
 `coerce` turns API/form input into the stored Python value or raises `FieldError` with a
 message a user can act on.
+
+The kinds register by the `type:` name a blueprint writes through the same pluggy hook as a
+plugin's (`crm_field_kinds`, engine/plugins/hookspecs.py). A plugin may add a field type
+under a new name: its kind subclasses one of these and says, in `stored_as`, which built-in
+type it is stored, shown and computed as (its options, widgets and expressions are that
+type's). `FieldKinds` holds one engine's kinds; the runtime asks it, never `KINDS` directly.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 import sqlalchemy as sa
 
-from engine.metamodel import FieldSpec, FieldType
+from engine.metamodel import FieldSpec, FieldType, Metamodel
 from engine.metamodel.patterns import compile_pattern
+from engine.plugins import PluginError, claim, hookimpl
 from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.times import naive_utc
 
@@ -59,6 +67,7 @@ class Kind:
 
     is_text: ClassVar[bool] = False
     is_orderable: ClassVar[bool] = True
+    stored_as: ClassVar[FieldType | None] = None  # a plugin's new field type: the built-in type it extends
 
     def columns(self, spec: FieldSpec) -> list[sa.Column[Any]]:
         return [sa.Column(spec.name, self.column_type(spec), nullable=True)]
@@ -452,5 +461,62 @@ KINDS: dict[FieldType, Kind] = {
 assert set(KINDS) == set(FieldType), "every field type needs a runtime kind"
 
 
-def kind_of(spec: FieldSpec) -> Kind:
-    return KINDS[spec.type]
+@hookimpl
+def crm_field_kinds() -> Mapping[str, Kind]:
+    """The engine's own field kinds, one per built-in field type."""
+    return {field_type.value: kind for field_type, kind in KINDS.items()}
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldKinds:
+    """One engine's field kinds by `type:` name (built-in and plugins'), and who provides each."""
+
+    by_name: Mapping[str, Kind] = field(default_factory=dict)  # a plain dict: read for every field of every row
+    providers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, answers: Iterable[tuple[str, Mapping[str, Any]]]) -> FieldKinds:
+        """From each plugin's answer to crm_field_kinds (the engine's first); PluginError on a name
+        taken twice, or a new name that does not say which built-in type stores it."""
+        by_name: dict[str, Kind] = {}
+        providers: dict[str, str] = {}
+        for plugin, answered in answers:
+            for name, kind in answered.items():
+                if not isinstance(kind, Kind):
+                    raise PluginError(f"plugin {plugin} provides the field type '{name}' as {kind!r}; a field kind "
+                                      "is an instance of a Kind subclass (engine/runtime/records/fieldkinds.py)")
+                is_builtin = name in _BUILTIN_NAMES
+                if not is_builtin and (not _NAME.match(name) or not isinstance(kind.stored_as, FieldType)
+                                       or kind.stored_as is FieldType.COMPUTED):
+                    raise PluginError(f"plugin {plugin} provides the field type '{name}': a new field type needs a "
+                                      "lower_case name and `stored_as`, the built-in type it extends (not computed)")
+                claim(by_name, providers, name, kind, plugin, "field type")
+        missing = sorted(_BUILTIN_NAMES - set(by_name))
+        if missing:
+            raise PluginError(f"no field kind for the built-in field types {', '.join(missing)}")
+        return cls(by_name, providers)
+
+    def of_field(self, spec: FieldSpec) -> Kind:
+        """The kind of `spec` (its `type:` name: a built-in type or a plugin's)."""
+        return self.by_name[spec.kind]
+
+    def field_types(self) -> dict[str, FieldType]:
+        """The plugins' field type names → the built-in type storing each: what the loader accepts."""
+        return {name: kind.stored_as for name, kind in self.by_name.items()
+                if name not in _BUILTIN_NAMES and kind.stored_as is not None}
+
+    def check(self, model: Metamodel) -> None:
+        """PluginError naming file:line of every field whose type no installed plugin provides
+        (a blueprint loaded with another engine's vocabulary)."""
+        problems = [f"{spec.location}: field {entity.name}.{spec.name} has type '{spec.kind}', which no installed "
+                    f"plugin provides (known: {', '.join(sorted(self.by_name))})"
+                    for entity in model.entities for spec in entity.fields if spec.kind not in self.by_name]
+        if problems:
+            raise PluginError("\n".join(problems))
+
+
+_BUILTIN_NAMES = frozenset(field_type.value for field_type in FieldType)
+BUILTIN_KINDS = FieldKinds.of([(__name__, crm_field_kinds())])

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
 from engine.metamodel.errors import did_you_mean
 from engine.runtime.records.errors import QueryInvalid
-from engine.runtime.records.fieldkinds import KINDS, FieldError, ListKind, PhoneKind, kind_of, normalize_phone
+from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, ListKind, PhoneKind, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
 MAX_PER_PAGE = 500
@@ -99,7 +99,7 @@ def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.
                        f"{did_you_mean(name, _known(entity))}", field=name)
 
 
-def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
+def _typed(entity: EntitySpec, name: str, raw: Any, kinds: FieldKinds) -> Any:
     """A filter value converted like the field's input (so '2026-01-01' compares as a date)."""
     if not entity.has_field(name):
         try:
@@ -112,7 +112,7 @@ def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
         return raw
     spec = entity.field(name)
     try:
-        value = kind_of(spec).coerce(spec, raw)
+        value = kinds.of_field(spec).coerce(spec, raw)
     except FieldError as error:
         raise QueryInvalid(error.message, field=name) from None
     if spec.type is FieldType.MONEY:
@@ -124,13 +124,14 @@ def _typed(entity: EntitySpec, name: str, raw: Any) -> Any:
     return value
 
 
-def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str) -> sa.ColumnElement[bool]:
+def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str,
+               kinds: FieldKinds) -> sa.ColumnElement[bool]:
     column = _column(entity, table, item.field, "filter")
     spec = entity.field(item.field) if entity.has_field(item.field) else None
     if item.op == "isnull":
         wanted = str(item.value).lower() in ("true", "1", "yes")
         return column.is_(None) if wanted else column.is_not(None)
-    if spec is not None and isinstance(kind_of(spec), ListKind):
+    if spec is not None and isinstance(kinds.of_field(spec), ListKind):
         if item.op not in ("contains", "eq", "in"):
             raise QueryInvalid(f"{item.field} is a list; filter it with contains or in", field=item.field)
         values = item.value if isinstance(item.value, list) else [item.value]
@@ -138,8 +139,8 @@ def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str) 
     if item.op == "contains":
         return column.ilike(f"%{_escape_like(str(item.value))}%", escape="\\")
     if item.op == "in":
-        return column.in_([_typed(entity, item.field, v) for v in item.value if str(v).strip() != ""])
-    value = _typed(entity, item.field, item.value)
+        return column.in_([_typed(entity, item.field, v, kinds) for v in item.value if str(v).strip() != ""])
+    value = _typed(entity, item.field, item.value, kinds)
     comparisons = {"eq": column.__eq__, "ne": column.__ne__, "gt": column.__gt__, "gte": column.__ge__,
                    "lt": column.__lt__, "lte": column.__le__}
     return comparisons[item.op](value)
@@ -164,25 +165,27 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str]) -> sa.ColumnElement[bool]:
+def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str],
+            kinds: FieldKinds) -> sa.ColumnElement[bool]:
     """Every searchable field containing `text`. A query that is a whole phone number or e-mail
     address is what someone types to find that person: it then matches the phone (normalised
     to E.164) or e-mail fields exactly — an index look-up — instead of scanning every field."""
     names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable and name in table.c]
     specs = [entity.field(name) for name in names if entity.has_field(name)]
-    exact = _exact_lookup(specs, table, text.strip())
+    exact = _exact_lookup(specs, table, text.strip(), kinds)
     if exact is not None:
         return exact
     pattern = f"%{_escape_like(text)}%"
-    phones = {spec.name for spec in specs if isinstance(kind_of(spec), PhoneKind)}  # digits: no case to fold
+    phones = {spec.name for spec in specs if isinstance(kinds.of_field(spec), PhoneKind)}  # digits: no case to fold
     conditions = [(table.c[name].like if name in phones else table.c[name].ilike)(pattern, escape="\\")
                   for name in names]
     return sa.or_(*conditions) if conditions else sa.false()
 
 
-def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str) -> sa.ColumnElement[bool] | None:
+def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str,
+                  kinds: FieldKinds) -> sa.ColumnElement[bool] | None:
     """Equality on the phone or e-mail fields when `text` is a whole number or address, else None."""
-    phones = [spec for spec in specs if isinstance(kind_of(spec), PhoneKind)]
+    phones = [spec for spec in specs if isinstance(kinds.of_field(spec), PhoneKind)]
     emails = [spec for spec in specs if spec.type is FieldType.EMAIL]
     if phones and sum(char.isdigit() for char in text) >= 7:
         numbers = set()
@@ -199,19 +202,19 @@ def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str) -> sa.Colu
 
 
 def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
-                          scope: Any = None, unsearchable: Collection[str] = ()
+                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = ()
                           ) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page query and the matching count query; `scope` limits rows to what the actor
     may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
-    conditions = [_condition(entity, table, item, dialect) for item in query.filters]
+    conditions = [_condition(entity, table, item, dialect, kinds) for item in query.filters]
     if scope is not None:
         conditions.append(scope)
     if query.search:
-        conditions.append(_search(entity, table, query.search, unsearchable))
+        conditions.append(_search(entity, table, query.search, unsearchable, kinds))
     order = []
     for key in query.sort:
         column = _column(entity, table, key.field, "sort")
-        if entity.has_field(key.field) and not kind_of(entity.field(key.field)).is_orderable:
+        if entity.has_field(key.field) and not kinds.of_field(entity.field(key.field)).is_orderable:
             raise QueryInvalid(f"cannot sort by '{key.field}': it holds text or a list", field=key.field)
         order.append(column.desc() if key.descending else column.asc())
     if not any(key.field == "id" for key in query.sort):

@@ -23,7 +23,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity,
                                            ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
-from engine.runtime.records.fieldkinds import FieldError, kind_of
+from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.queries import ListQuery, Page, build_list_statements
@@ -167,7 +167,7 @@ class RecordService:
         if query.sla is not None:
             scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
-                                                        scope=scope, unsearchable=hidden)
+                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())
@@ -200,14 +200,15 @@ class RecordService:
     def to_json(self, entity_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """The API form of a record: decimals as strings, money as {amount, currency}, times in ISO 8601."""
         entity = self.entity(entity_name)
-        return {name: value_json(entity, name, value) for name, value in record.items()}
+        return {name: value_json(entity, name, value, self.schema.kinds) for name, value in record.items()}
 
     def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
         record: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
         record["created_at"] = as_utc(record["created_at"])
         record["updated_at"] = as_utc(record["updated_at"])
+        kinds = self.schema.kinds.by_name  # every field of every row read: the plain lookup
         for spec in entity.fields:
-            record[spec.name] = kind_of(spec).from_row(spec, row)
+            record[spec.name] = kinds[spec.kind].from_row(spec, row)
         if entity.dedup is not None:
             record["duplicate_of"] = row["duplicate_of"]
         return record
@@ -253,10 +254,10 @@ class RecordService:
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "create")
         self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
-        data, errors = coerce_input(entity, values)
+        data, errors = coerce_input(entity, values, kinds=self.schema.kinds)
         provided = set(data)
-        errors += apply_defaults(entity, data, self.evaluator)
-        errors += compute_fields(entity, data, self.evaluator)
+        errors += apply_defaults(entity, data, self.evaluator, kinds=self.schema.kinds)
+        errors += compute_fields(entity, data, self.evaluator, kinds=self.schema.kinds)
         errors += check_required(entity, data, already_wrong=errors)
         if not errors:
             errors += check_validations(entity, data, self.evaluator)
@@ -318,8 +319,9 @@ class RecordService:
         created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
                                "owner": data.get("owner"), "version": 1}
+        kinds = self.schema.kinds.by_name
         for spec in entity.fields:
-            row.update(kind_of(spec).to_row(spec, data.get(spec.name)))
+            row.update(kinds[spec.kind].to_row(spec, data.get(spec.name)))
         if entity.dedup is not None:
             row["duplicate_of"] = data.get("duplicate_of")
         record_id = self._statements.insert(entity.name, tuple(row)).scalar(connection, row)
@@ -329,7 +331,7 @@ class RecordService:
         if entity.dedup is not None:
             record["duplicate_of"] = row["duplicate_of"]
         append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind=EventKind.CREATED,
-                     actor_id=actor.id, at=now, changes=diff(entity, None, record))
+                     actor_id=actor.id, at=now, changes=diff(entity, self.schema.kinds, None, record))
         for observer in self.observers:
             observer.after_write(WriteContext(connection, entity, Change.CREATED, None, record, actor, now, origin, source,
                                               notes))
@@ -343,13 +345,14 @@ class RecordService:
             if not changes:
                 continue
             typed, errors = coerce_input(context.entity, {name: value for name, value in changes.items()
-                                                          if name not in ("duplicate_of",)}, trusted=True)
+                                                          if name not in ("duplicate_of",)},
+                                        kinds=self.schema.kinds, trusted=True)
             if errors:
                 raise ValidationFailed([FieldError(error.field, error.code, f"{error.message} (set by a rule)")
                                         for error in errors])
             data.update(typed)
         if data != context.after:
-            errors = compute_fields(context.entity, data, self.evaluator)
+            errors = compute_fields(context.entity, data, self.evaluator, kinds=self.schema.kinds)
             # the candidate passed (or was spared) every rule already: re-check those whose fields changed
             errors += check_validations(context.entity, data, self.evaluator, before=context.after)
             if errors:
@@ -366,7 +369,7 @@ class RecordService:
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "update")
         self.access.check_writable(actor, entity.name, [name for name in changes if name != "owner"])
-        data, errors = coerce_input(entity, changes)
+        data, errors = coerce_input(entity, changes, kinds=self.schema.kinds)
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
@@ -389,16 +392,16 @@ class RecordService:
                     source: str | None = None) -> dict[str, Any]:
         merged = {**current, **data}
         notes: dict[str, Any] = {}
-        if self.observers and diff(entity, current, merged):
+        if self.observers and diff(entity, self.schema.kinds, current, merged):
             merged = self._observed(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now,
                                                  origin, source, notes))
-        errors = compute_fields(entity, merged, self.evaluator)
+        errors = compute_fields(entity, merged, self.evaluator, kinds=self.schema.kinds)
         errors += check_required(entity, merged, set(data))
         if not errors:
             errors += check_validations(entity, merged, self.evaluator, before=current)
         if errors:
             raise ValidationFailed(errors)
-        changes = diff(entity, current, merged)
+        changes = diff(entity, self.schema.kinds, current, merged)
         if not changes:
             if always_log:
                 append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=kind,
@@ -414,7 +417,7 @@ class RecordService:
                 row["owner"] = value
             else:
                 spec = entity.field(name)
-                row.update(kind_of(spec).to_row(spec, value))
+                row.update(self.schema.kinds.of_field(spec).to_row(spec, value))
         updated = self._statements.update(entity.name, tuple(row)).run(
             connection, {**row, "u_id": current["id"], "u_version": current["version"]})
         if updated != 1:
@@ -442,7 +445,7 @@ class RecordService:
                                                f"{entity.name} has no choice field '{name or 'stage'}' to move")])
         self.access.require(actor, entity.name, "update")
         self.access.check_writable(actor, entity.name, [name])
-        data, errors = coerce_input(entity, {name: target})
+        data, errors = coerce_input(entity, {name: target}, kinds=self.schema.kinds)
         if errors:
             raise ValidationFailed(errors)
         now = self.clock.now()
@@ -501,7 +504,7 @@ class RecordService:
         table = self.schema.table(entity.name)
         connection.execute(table.delete().where(table.c.id == current["id"]))
         append_event(connection, self.schema, entity=entity.name, record_id=current["id"], kind=EventKind.DELETED,
-                     actor_id=actor.id, at=now, changes=diff(entity, current, None))
+                     actor_id=actor.id, at=now, changes=diff(entity, self.schema.kinds, current, None))
         for observer in self.observers:
             observer.after_write(WriteContext(connection, entity, Change.DELETED, current, current, actor, now))
 
@@ -575,7 +578,7 @@ class RecordService:
     def _find_duplicate(self, connection: sa.Connection, entity: EntitySpec,
                         data: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
         for key, values in self._dedup_values(entity, data):
-            params = {name: kind_of(entity.field(name)).to_row(entity.field(name), value)[name]
+            params = {name: self.schema.kinds.of_field(entity.field(name)).to_row(entity.field(name), value)[name]
                       for name, value in values.items()}
             row = self._statements.matching(entity.name, key).mapping(connection, params)
             if row is not None:
@@ -583,4 +586,4 @@ class RecordService:
         return None
 
     def _json_values(self, entity: EntitySpec, data: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: value_json(entity, name, value) for name, value in data.items()}
+        return {name: value_json(entity, name, value, self.schema.kinds) for name, value in data.items()}

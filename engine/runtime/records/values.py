@@ -11,7 +11,7 @@ from typing import Any
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.rules import Evaluator, ExpressionError
-from engine.runtime.records.fieldkinds import FieldError, kind_of
+from engine.runtime.records.fieldkinds import FieldError, FieldKinds
 from engine.runtime.storage.times import as_utc
 
 # System fields a caller may set; the rest are maintained by the engine.
@@ -23,7 +23,7 @@ def is_empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
 
-def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *,
+def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *, kinds: FieldKinds,
                  trusted: bool = False) -> tuple[dict[str, Any], list[FieldError]]:
     """Typed values for the fields in `values`, and every problem found along the way.
     `trusted` input (from the engine's own rules) may also set computed-free engine fields."""
@@ -49,7 +49,7 @@ def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *,
             errors.append(FieldError(name, "read_only", f"{name}: is computed and cannot be set"))
             continue
         try:
-            data[name] = None if is_empty(raw) else kind_of(spec).coerce(spec, raw)
+            data[name] = None if is_empty(raw) else kinds.of_field(spec).coerce(spec, raw)
         except FieldError as error:
             errors.append(error)
     return data, errors
@@ -65,7 +65,8 @@ def _coerce_user_id(raw: Any) -> int:
     return value
 
 
-def apply_defaults(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluator) -> list[FieldError]:
+def apply_defaults(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluator, *,
+                   kinds: FieldKinds) -> list[FieldError]:
     """Fill fields the input left out with their literal or expression defaults."""
     errors: list[FieldError] = []
     for spec in entity.fields:
@@ -78,7 +79,7 @@ def apply_defaults(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluato
                 value = spec.default
             else:
                 continue
-            data[spec.name] = None if is_empty(value) else kind_of(spec).coerce(spec, _plain(value))
+            data[spec.name] = None if is_empty(value) else kinds.of_field(spec).coerce(spec, _plain(value))
         except (FieldError, ExpressionError) as error:
             errors.append(FieldError(spec.name, "bad_default", f"{spec.name}: the default could not be used ({error})"))
     return errors
@@ -91,7 +92,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluator) -> list[FieldError]:
+def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluator, *,
+                   kinds: FieldKinds) -> list[FieldError]:
     """Recompute every computed field from the record's values, in declaration order."""
     errors: list[FieldError] = []
     for spec in entity.fields:
@@ -100,7 +102,7 @@ def compute_fields(entity: EntitySpec, data: dict[str, Any], evaluator: Evaluato
         values = expression_values(entity, data)
         try:
             value = evaluator.evaluate(spec.expression, values)
-            data[spec.name] = None if is_empty(value) else kind_of(spec).coerce(spec, _plain(value))
+            data[spec.name] = None if is_empty(value) else kinds.of_field(spec).coerce(spec, _plain(value))
         except (ExpressionError, FieldError, ArithmeticError) as error:
             data[spec.name] = None
             # An input that is still empty makes the result empty, not the write invalid.

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
-from engine.runtime.records.fieldkinds import kind_of
+from engine.runtime.records.fieldkinds import BUILTIN_KINDS, FieldKinds
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -34,11 +34,13 @@ _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
 @dataclass(frozen=True, slots=True)
 class Schema:
-    """The database shape of one metamodel."""
+    """The database shape of one metamodel, and the field kinds that shaped it (which the
+    records layer asks how to coerce, store and read each field)."""
 
     model: Metamodel
     metadata: sa.MetaData
     tables: dict[str, sa.Table]
+    kinds: FieldKinds = BUILTIN_KINDS
 
     def table(self, entity: str) -> sa.Table:
         return self.tables[entity]
@@ -270,7 +272,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
              sa.Column("value", sa.Text, nullable=False))
 
 
-def _entity_table(entity: EntitySpec, metadata: sa.MetaData) -> sa.Table:
+def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds) -> sa.Table:
     columns: list[Any] = [
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
@@ -280,7 +282,7 @@ def _entity_table(entity: EntitySpec, metadata: sa.MetaData) -> sa.Table:
         sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     ]
     for spec in entity.fields:
-        for column in kind_of(spec).columns(spec):
+        for column in kinds.of_field(spec).columns(spec):
             target = spec.link_entity if spec.type is FieldType.LINK else _REFERENCE_TABLE.get(spec.type)
             if target is not None:
                 # Entities may link each other both ways; use_alter lets PostgreSQL add such
@@ -335,10 +337,12 @@ def _is_indexable(entity: EntitySpec, name: str) -> bool:
     return spec.type not in (FieldType.TEXT, FieldType.JSON, FieldType.MULTICHOICE, FieldType.TAGS)
 
 
-def build_schema(model: Metamodel) -> Schema:
-    """The tables for `model`, on a fresh MetaData."""
+def build_schema(model: Metamodel, kinds: FieldKinds = BUILTIN_KINDS) -> Schema:
+    """The tables for `model`, on a fresh MetaData; `kinds` are the engine's field kinds (the
+    built-in ones unless the blueprint uses a plugin's field type)."""
+    kinds.check(model)
     metadata = sa.MetaData(naming_convention=NAMING)
     _system_tables(metadata)
     # Entities may link to each other in any order; create all tables, then foreign keys resolve.
-    tables = {entity.name: _entity_table(entity, metadata) for entity in model.entities}
-    return Schema(model, metadata, tables)
+    tables = {entity.name: _entity_table(entity, metadata, kinds) for entity in model.entities}
+    return Schema(model, metadata, tables, kinds)

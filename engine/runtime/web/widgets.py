@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup, escape
 
 from engine.metamodel import FieldSpec, FieldType, Metamodel
-from engine.plugins import hookimpl, plugin_manager
+from engine.plugins import answers, hookimpl, plugin_manager
 
 FormValues = Mapping[str, Sequence[Any]]
 
@@ -518,6 +518,11 @@ class WidgetRegistry:
                 defaults.setdefault(kind, widget)
         return cls(by_name, defaults)
 
+    @classmethod
+    def answered(cls, answers: Iterable[tuple[str, Iterable[Widget]]]) -> WidgetRegistry:
+        """From each plugin's answer to crm_widgets, in registration order (the engine's first)."""
+        return cls.of(widget for _, group in answers for widget in group)
+
     def for_field(self, spec: FieldSpec) -> Widget:
         if spec.widget:
             return self.by_name[spec.widget]
@@ -545,9 +550,8 @@ class WidgetRegistry:
 
 
 def load_widgets(*, extra: Iterable[object] = (), load_installed: bool = True) -> WidgetRegistry:
-    """Built-in widgets first (they are the defaults), then those of installed plugins."""
+    """Built-in widgets first (they are the defaults), then those of installed plugins (the
+    engine gets its registry from engine/extensions.py, with every other hook's answers)."""
     import sys
     manager = plugin_manager([sys.modules[__name__]], extra=extra, load_installed=load_installed)
-    results = manager.hook.crm_widgets()
-    builtin_first = sorted(results, key=lambda group: group is not BUILTIN_WIDGETS)
-    return WidgetRegistry.of(widget for group in builtin_first for widget in group)
+    return WidgetRegistry.answered(answers(manager, "crm_widgets"))

@@ -74,8 +74,8 @@ def new_form(site: Site, request: Request, actor: Actor, entity_name: str) -> HT
     site.records.access.require(actor, entity.name, "create")
     prefill = {key: value for key, value in request.query_params.items()
                if entity.has_field(key) and entity.field(key).type is not FieldType.COMPUTED}
-    values, _ = coerce_input(entity, prefill)
-    apply_defaults(entity, values, site.records.evaluator)
+    values, _ = coerce_input(entity, prefill, kinds=site.records.schema.kinds)
+    apply_defaults(entity, values, site.records.evaluator, kinds=site.records.schema.kinds)
     return _render(site, request, actor, entity, values, {}, record=None)
 
 

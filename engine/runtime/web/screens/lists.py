@@ -24,7 +24,6 @@ from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, ListViewSpec
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
-from engine.runtime.records.fieldkinds import kind_of
 from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_query
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
@@ -83,7 +82,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         views=tuple(MenuLink(v.label.text(lang), f"/{entity.name}?view={v.name}", v.name == view.name)
                     for v in entity.list_views),
         view=view.name,
-        columns=tuple(_column(entity, name, lang, query, request.url.path, params) for name in columns),
+        columns=tuple(_column(site, entity, name, lang, query, request.url.path, params) for name in columns),
         rows=tuple(render_rows(site, actor, entity, columns, page.items, lang)),
         filters=tuple(_filters(site, actor, entity, view, params, lang, hidden)),
         search=dict(params).get("q", ""), total=page.total, page=page.page, pages=page.pages,
@@ -98,9 +97,11 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
     return site.render(request, actor, "list.html", context, context.title)
 
 
-def _column(entity: EntitySpec, name: str, lang: str, query: ListQuery, path: str, params: Params) -> Column:
+def _column(site: Site, entity: EntitySpec, name: str, lang: str, query: ListQuery, path: str,
+            params: Params) -> Column:
     label = entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
-    sortable = name in SYSTEM_FIELDS or (entity.has_field(name) and kind_of(entity.field(name)).is_orderable)
+    sortable = name in SYSTEM_FIELDS or (entity.has_field(name)
+                                             and site.records.schema.kinds.of_field(entity.field(name)).is_orderable)
     current = query.sort[0] if query.sort else None
     state = "" if current is None or current.field != name else ("desc" if current.descending else "asc")
     target = f"-{name}" if state == "asc" else name
