@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from engine.metamodel.app import Settings, build_menu, build_settings
+from engine.metamodel.approvals import MANAGED_ENTITIES, approval_entities, declared_approvals
 from engine.metamodel.crossrefs import check_entity
 from engine.metamodel.entities import build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean
@@ -83,6 +84,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         names[entity.name] = entity.location
         entities.append(entity)
 
+    entities.extend(_managed_entities([doc for kind, doc in valid if kind == "approval"], names, settings, errors))
     menu = build_menu(app_data.get("menu") or [], [entity.name for entity in entities])
     errors.extend(_check_menu(app, menu, names))
     model = Metamodel(
@@ -101,6 +103,19 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         raise BlueprintInvalid(errors)
     warnings = tuple(sorted((e for e in errors if e.severity != "error"), key=lambda e: e.location))
     return dataclasses.replace(model, warnings=warnings)
+
+
+def _managed_entities(approval_docs: list[SourceDocument], names: dict[str, Location], settings: Settings,
+                      errors: list[BlueprintError]) -> list[Any]:
+    """The engine's approval entities, when the blueprint declares approvals (their names are then taken)."""
+    if not approval_docs:
+        return []
+    for name in MANAGED_ENTITIES:
+        if name in names:
+            errors.append(BlueprintError(names[name], ("entity",), f"entity name '{name}' is taken by the approvals",
+                                         "a blueprint with approval: documents gets the entities approval and "
+                                         "approval_task from the engine; rename yours"))
+    return list(approval_entities(declared_approvals(approval_docs), settings))
 
 
 def _check_menu(app: SourceDocument, menu: tuple[Any, ...], entities: dict[str, Location]) -> list[BlueprintError]:

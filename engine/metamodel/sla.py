@@ -105,4 +105,5 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, functions: Col
             *(build_actions(checker, (key,), data.get(key) or [], entity)
               for key in ("on_warning", "on_breach", "on_escalation")),
             location=doc.where_key(("sla",)))
-    return {"slas": tuple(slas.values())}, errors
+    # the approvals' step policies (built before) stay: they are SLA policies like these
+    return {"slas": model.slas + tuple(slas.values())}, errors
