@@ -86,7 +86,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
 
     entities.extend(_managed_entities([doc for kind, doc in valid if kind == "approval"], names, settings, errors))
     menu = build_menu(app_data.get("menu") or [], [entity.name for entity in entities])
-    errors.extend(_check_menu(app, menu, names))
+    errors.extend(_check_menu(app, menu, {**{entity.name: entity.location for entity in entities}, **names}))
     model = Metamodel(
         name=str(app_data.get("app", "app")),
         label=Label.of(app_data.get("label"), str(app_data.get("app", "app"))),
