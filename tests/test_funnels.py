@@ -246,6 +246,27 @@ def test_a_timer_action_meets_the_same_refusal_and_records_it(sales: Any) -> Non
     assert runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] == "qualify"
 
 
+def test_a_webhook_asking_for_a_gated_stage_is_refused_and_logged(sales: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime, _ = sales
+    monkeypatch.setenv("TEST_PARTNER_TOKEN", "s3cret")
+    account = runtime.records.create("account", {"name": "渠道客户"}, actor=SYSTEM).record
+    client = TestClient(runtime.web_app())
+    refused = client.post("/hooks/partner_portal", json={"deal_id": "P-1", "title": "渠道商机", "stage": "quote",
+                                                         "account_id": account["id"]},
+                          headers={"X-Webhook-Token": "s3cret"})
+    assert refused.status_code == 422 and refused.json()["outcome"] == "failed"
+    assert {item["key"] for item in refused.json()["errors"]} >= {"attachment:demo_deck", "attachment:signed_quote"}
+    table = runtime.schema.deliveries
+    with runtime.db.read() as connection:
+        logged = connection.execute(sa.select(table.c.status, table.c.error)).one()
+    assert logged.status == "failed" and "cannot enter “方案报价”: 4 requirements missing" in logged.error
+    created = client.post("/hooks/partner_portal", json={"deal_id": "P-2", "title": "渠道商机", "stage": "qualify",
+                                                         "account_id": account["id"]},
+                          headers={"X-Webhook-Token": "s3cret"})
+    assert created.status_code == 201
+
+
 def test_imported_history_bypasses_the_gate_and_says_so(sales: Any) -> None:
     runtime, people = sales
     account = runtime.records.create("account", {"name": "老客户"}, actor=SYSTEM).record

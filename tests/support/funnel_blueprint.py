@@ -8,7 +8,7 @@ overdue payments in the last 90 days.
 
 APP = """
 app: sales
-include: [entities/*.yaml, roles.yaml, channels.yaml, calendars.yaml, approvals.yaml, funnels.yaml]
+include: [entities/*.yaml, roles.yaml, channels.yaml, calendars.yaml, approvals.yaml, funnels.yaml, sources.yaml]
 """
 ROLES = """
 roles:
@@ -144,7 +144,18 @@ stages:
   - {name: won, kind: won, probability: 100, reason: win_reason}
   - {name: lost, kind: lost, probability: 0, reason: loss_reason}
 """
+SOURCES = """
+sources:
+  partner_portal:
+    entity: opportunity
+    auth: {type: token, header: X-Webhook-Token, secret_env: TEST_PARTNER_TOKEN}
+    event_id: deal_id
+    mapping:
+      name: title
+      account: account_id
+      stage: stage
+"""
 FILES = {"app.yaml": APP, "roles.yaml": ROLES, "channels.yaml": CHANNELS, "calendars.yaml": CALENDARS,
          "entities/account.yaml": ACCOUNT, "entities/opportunity.yaml": OPPORTUNITY,
          "entities/activity.yaml": ACTIVITY, "entities/order.yaml": ORDER, "entities/sample.yaml": SAMPLE,
-         "approvals.yaml": APPROVALS, "funnels.yaml": FUNNELS}
+         "approvals.yaml": APPROVALS, "funnels.yaml": FUNNELS, "sources.yaml": SOURCES}
