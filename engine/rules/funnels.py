@@ -282,7 +282,12 @@ _CHECKERS: dict[RequirementKind, Callable[..., RequirementCheck]] = {
 def content_type_matches(pattern: str, content_type: str) -> bool:
     """`image/*` matches image/png; `application/pdf` only itself (parameters ignored)."""
     kind = content_type.split(";")[0].strip().lower()
-    return re.fullmatch(re.escape(pattern.lower()).replace(r"\*", "[^/]+"), kind) is not None
+    pattern = pattern.lower()
+    if pattern.endswith("/*"):
+        subtype = kind[len(pattern) - 1:]
+        return kind.startswith(pattern[:-1]) and bool(subtype) and "/" not in subtype
+    return "*" not in pattern and kind == pattern or "*" in pattern and re.fullmatch(
+        re.escape(pattern).replace(r"\*", "[^/]+"), kind) is not None
 
 
 def _plain(value: Any) -> Any:

@@ -85,7 +85,9 @@ class ApprovalDesk:
         self._subjects = {spec.entity for spec in model.approvals}
         if model.has_entity(APPROVAL_ENTITY):
             requests, tasks = schema.table(APPROVAL_ENTITY), schema.table(TASK_ENTITY)
-            self._latest = Prepared(sa.select(requests).where(
+            self._latest = Prepared(sa.select(  # what a gate asks of the latest request: not its plan
+                requests.c.id, requests.c.status, requests.c.covered, requests.c.current_step,
+                requests.c.decision_comment, requests.c.decided_at).where(
                 requests.c.approval_name == sa.bindparam("name"), requests.c.subject_entity == sa.bindparam("entity"),
                 requests.c.subject_id == sa.bindparam("id")).order_by(requests.c.id.desc()).limit(1))
             self._tasks = Prepared(sa.select(tasks.c.id, tasks.c.step, tasks.c.status, tasks.c.owner)

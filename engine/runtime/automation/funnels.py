@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, Metamodel
-from engine.metamodel.funnels import FunnelSpec, RequirementKind, StageKind, StageSpec
+from engine.metamodel.funnels import FunnelSpec, RequirementKind, RequirementSpec, StageKind, StageSpec
 from engine.rules.expressions import Evaluator
 from engine.rules.funnels import (ApprovalFact, FileFact, GateDecision, Move, RequirementCheck, applies,
                                   classify_move, fact_key, how_to, item_json, judge_move, needs_fact, refusal_headline,
@@ -87,12 +87,19 @@ class Funnels:
         self._by_entity: dict[str, tuple[FunnelSpec, ...]] = {}
         for funnel in model.funnels:
             self._by_entity[funnel.entity] = (*self._by_entity.get(funnel.entity, ()), funnel)
+        # worked out once: the moves (pure, few) and, per stage, the requirements that need a fact read
+        self._moves: dict[tuple[str, str | None, str], Move] = {}
+        self._needing: dict[int, tuple[tuple[str, RequirementSpec], ...]] = {
+            id(stage): tuple((fact_key(stage, requirement), requirement) for requirement in stage.requirements
+                             if needs_fact(requirement)) for funnel in model.funnels for stage in funnel.stages}
         files, events = schema.files, schema.events
         self._file = Prepared(sa.select(files.c.id, files.c.name, files.c.content_type)
                               .where(files.c.id == sa.bindparam("id")))
-        self._entries = Prepared(sa.select(events.c.at, events.c.data).where(
+        entries = sa.select(events.c.at, events.c.data).where(
             events.c.entity == sa.bindparam("entity"), events.c.record_id == sa.bindparam("record_id"),
-            events.c.kind == EventKind.STAGE_CHANGED.value).order_by(events.c.id.desc()).limit(_RECENT_ENTRIES))
+            events.c.kind == EventKind.STAGE_CHANGED.value).order_by(events.c.id.desc())
+        self._last_entry = Prepared(entries.limit(1))
+        self._entries = Prepared(entries.limit(_RECENT_ENTRIES))
 
     def funnels_of(self, entity: str) -> tuple[FunnelSpec, ...]:
         return self._by_entity.get(entity, ())
@@ -111,13 +118,22 @@ class Funnels:
                 raise self._refusal(funnel, decision, context)
             context.notes[_note(funnel)] = decision
 
-    @staticmethod
-    def _move(funnel: FunnelSpec, context: WriteContext) -> Move | None:
+    def _move(self, funnel: FunnelSpec, context: WriteContext) -> Move | None:
         target = context.after.get(funnel.field)
         source = context.before.get(funnel.field) if context.before is not None else None
-        if target is None or not funnel.has_stage(target) or (context.before is not None and source == target):
+        if target is None or (context.before is not None and source == target):
             return None
-        return classify_move(funnel, source, str(target))
+        return self.move(funnel, source, str(target))
+
+    def move(self, funnel: FunnelSpec, source: Any, target: str) -> Move | None:
+        """The move from `source` to `target` (None when `target` is not a stage of the funnel)."""
+        key = (funnel.name, source, target)
+        found = self._moves.get(key)
+        if found is None:
+            if not funnel.has_stage(target):
+                return None
+            found = self._moves[key] = classify_move(funnel, source, target)
+        return found
 
     def decide(self, connection: sa.Connection, funnel: FunnelSpec, move: Move, entity: EntitySpec,
                record: Mapping[str, Any]) -> GateDecision:
@@ -130,10 +146,9 @@ class Funnels:
                record: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
         facts: dict[str, Any] = {}
         for stage in stages:
-            for requirement in stage.requirements:
-                if not needs_fact(requirement) or not applies(requirement, values, self.evaluator.evaluate):
+            for key, requirement in self._needing.get(id(stage), ()):
+                if requirement.when is not None and not applies(requirement, values, self.evaluator.evaluate):
                     continue
-                key = fact_key(stage, requirement)
                 if requirement.kind is RequirementKind.RELATED:
                     assert requirement.related is not None
                     facts[key] = self.related.matching(connection, requirement.related, entity.name, record,
@@ -216,8 +231,13 @@ class Funnels:
 
     def entered_at(self, connection: sa.Connection, funnel: FunnelSpec, entity: str, record_id: int,
                    created_at: Any) -> dt.datetime | None:
-        """When the record entered its current stage: its last stage_changed event, else its creation."""
-        for row in self._entries.rows(connection, {"entity": entity, "record_id": record_id}):
+        """When the record entered its current stage: its last stage_changed event, else its creation.
+        (The latest one is this funnel's unless the entity has several funnels: then a few are read.)"""
+        params = {"entity": entity, "record_id": record_id}
+        rows = self._last_entry.rows(connection, params)
+        if rows and len(self._by_entity.get(entity, ())) > 1 and (rows[0].data or {}).get("field") != funnel.field:
+            rows = self._entries.rows(connection, params)
+        for row in rows:
             if (row.data or {}).get("field") == funnel.field:
                 return as_utc(row.at)
         return as_utc(created_at) if isinstance(created_at, dt.datetime) else None
@@ -243,7 +263,8 @@ class Funnels:
         move: Move | None = None
         checks: tuple[RequirementCheck, ...] = ()
         if following is not None:
-            move = classify_move(funnel, current.name if current else None, following.name)
+            move = self.move(funnel, current.name if current else None, following.name)
+            assert move is not None
             checks = self.decide(connection, funnel, move, entity, record).checks
         entered = self.entered_at(connection, funnel, entity.name, int(record["id"]), record.get("created_at"))
         track = record.get(funnel.talk_track_field) if funnel.talk_track_field else None

@@ -32,7 +32,9 @@ class RelatedReader:
         self.model = model
         self.schema = schema
         self.evaluator = evaluator
-        self._statements: dict[tuple[RelatedSpec, bool], tuple[Prepared, tuple[str, ...]]] = {}
+        # by the spec's identity: specs live as long as the model, and hashing one (a frozen
+        # dataclass holding an expression) costs more than the query it looks up
+        self._statements: dict[tuple[int, bool], tuple[Prepared, tuple[tuple[str, Any], ...]]] = {}
 
     def matching(self, connection: sa.Connection, spec: RelatedSpec, source: str, record: Mapping[str, Any], *,
                  enough: int | None = None) -> tuple[int, ...]:
@@ -45,10 +47,9 @@ class RelatedReader:
         params: dict[str, Any] = {"key": key, "scan": MAX_SCANNED}
         if same:
             params["own"] = record.get("id") or 0
-        target = self.model.entity(spec.entity)
         found: list[int] = []
         for row in statement.rows(connection, params):
-            if spec.where is not None and not self._meets(spec, target, fields, row):
+            if spec.where is not None and not self._meets(spec, fields, row):
                 continue
             found.append(int(row.id))
             if enough is not None and len(found) >= enough:
@@ -58,20 +59,21 @@ class RelatedReader:
     def count(self, connection: sa.Connection, spec: RelatedSpec, source: str, record: Mapping[str, Any]) -> int:
         return len(self.matching(connection, spec, source, record))
 
-    def _meets(self, spec: RelatedSpec, target: Any, fields: tuple[str, ...], row: Any) -> bool:
+    def _meets(self, spec: RelatedSpec, fields: tuple[tuple[str, Any], ...], row: Any) -> bool:
         assert spec.where is not None
         mapping = row._asdict()
         values: dict[str, Any] = {name: mapping[name] for name in SYSTEM_FIELDS if name in mapping}
-        for name in fields:
-            field = target.field(name)
+        for name, field in fields:
             values[name] = kind_of(field).from_row(field, mapping)
+        if self.model.entity(spec.entity).money_fields:
+            values = expression_values(self.model.entity(spec.entity), values)
         try:
-            return bool(self.evaluator.evaluate(spec.where, expression_values(target, values)))
+            return bool(self.evaluator.evaluate(spec.where, values))
         except (ExpressionError, ArithmeticError, TypeError):
             return False  # a condition over an empty field does not hold for this record
 
-    def _statement(self, spec: RelatedSpec, same: bool) -> tuple[Prepared, tuple[str, ...]]:
-        cached = self._statements.get((spec, same))
+    def _statement(self, spec: RelatedSpec, same: bool) -> tuple[Prepared, tuple[tuple[str, Any], ...]]:
+        cached = self._statements.get((id(spec), same))
         if cached is not None:
             return cached
         target = self.model.entity(spec.entity)
@@ -86,5 +88,6 @@ class RelatedReader:
         if same:
             query = query.where(table.c.id != sa.bindparam("own"))
         query = query.order_by(table.c.id.desc()).limit(sa.bindparam("scan"))
-        cached = self._statements[(spec, same)] = (Prepared(query), fields)
+        cached = self._statements[(id(spec), same)] = (Prepared(query), tuple((name, target.field(name))
+                                                                              for name in fields))
         return cached
