@@ -322,3 +322,41 @@ def test_record_page_shows_the_stage_bar_the_next_stage_checklist_and_the_talk_t
     refused = browser.post(f"/opportunity/{deal['id']}/transition", data={"to": "demo", "csrf_token": token})
     assert refused.status_code == 303
     assert "不能进入“方案演示”：填写Customer questions" in _text(browser.get(f"/opportunity/{deal['id']}").text)
+
+
+AUTO_ADVANCE = """
+rules:
+  - name: signed_quote_moves_to_quote
+    entity: opportunity
+    trigger: {event: field_changed, fields: [signed_quote]}
+    when: "stage == 'demo' and not is_empty(signed_quote)"
+    actions:
+      - transition: quote
+"""
+
+
+def test_a_rule_transition_meets_the_gate_inside_the_write_that_triggered_it(make_engine: Any) -> None:
+    files = {**FILES, "rules.yaml": AUTO_ADVANCE,
+             "app.yaml": FILES["app.yaml"].replace("sources.yaml]", "sources.yaml, rules.yaml]")}
+    runtime = make_engine(files, folder="with-rules")
+    runtime.users.add(NewUser("zhou", "周经理", "sales_manager", "east", password=PASSWORD))
+    wang = runtime.users.add(NewUser("wang", "王磊", "sales_rep", "east", "zhou", password=PASSWORD))
+    cheap, dear = in_demo(runtime, wang), in_demo(runtime, wang, discount=20)
+    quote = runtime.records.store_file("quote.pdf", "application/pdf", b"%PDF", actor=wang)
+    moved = runtime.records.update("opportunity", cheap["id"], {"signed_quote": quote["id"]}, actor=wang)
+    assert moved["stage"] == "quote"  # the rule's transition met everything
+    with pytest.raises(StageRefused) as refused:  # above 15 % the price approval is missing: the whole write is refused
+        runtime.records.update("opportunity", dear["id"], {"signed_quote": quote["id"]}, actor=wang)
+    assert [item["key"] for item in refused.value.items("en")] == ["approval:price_approval"]
+    assert refused.value.origin == "user"
+    kept = runtime.records.get("opportunity", dear["id"], actor=SYSTEM)
+    assert kept["stage"] == "demo" and kept["signed_quote"] is None
+
+
+@pytest.mark.parametrize("pattern, content_type, matches", [
+    ("application/pdf", "application/pdf", True), ("application/pdf", "application/pdf; charset=binary", True),
+    ("application/pdf", "application/pdfx", False), ("image/*", "image/png", True), ("image/*", "IMAGE/JPEG", True),
+    ("image/*", "application/pdf", False), ("image/*", "image/", False), ("*/pdf", "application/pdf", True)])
+def test_attachment_types_match_content_types(pattern: str, content_type: str, matches: bool) -> None:
+    from engine.rules.funnels import content_type_matches
+    assert content_type_matches(pattern, content_type) is matches
