@@ -88,6 +88,14 @@ def validate(path: str) -> None:
     for kind in ("calendars", "slas", "channels", "cadences", "jobs"):
         parts.append((len(getattr(model, kind, ())), kind))
     click.echo("  " + ", ".join(f"{count} {what}" for count, what in parts if count))
+    for funnel in model.funnels:
+        gated = sum(1 for stage in funnel.stages if stage.requirements)
+        click.echo(f"  funnel {funnel.name}: {funnel.entity}.{funnel.field} " + " → ".join(
+            stage.name for stage in funnel.path) + f" ({gated} stages with requirements)")
+    for approval in model.approvals:
+        steps = " → ".join(" + ".join(step.name + ("?" if step.when else "") for step in group)
+                           for group in approval.groups())
+        click.echo(f"  approval {approval.name} on {approval.entity}: {steps}")
     if model.warnings:
         click.echo(f"  {len(model.warnings)} warning(s) above; they do not stop the CRM but deserve a look.")
 

@@ -5,7 +5,9 @@ collaborators it uses and nothing imports this module back (cli.py and the tests
 engine/io receives an Engine). The order below is the order of a write:
 
     RecordService ─ observers: rules (RulesObserver) → SLA clocks (SlaClocks) → cadences (CadenceClocks)
-                    all applying actions through one ActionExecutor, which routes with the Router
+                    → funnels (Funnels) → approvals (ApprovalDesk), all applying actions through one
+                    ActionExecutor, which routes with the Router; gates: the funnels' stage
+                    requirements, the approvals' guard on decisions
     Worker        ─ timer handlers of the SLA clocks and cadences, the outbox deliverer, scheduled jobs
     web app       ─ WebServices: records, users, intake, doctor, clocks
 
@@ -30,8 +32,11 @@ from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
 from engine.rules.calendars import BusinessCalendar, build_calendar
 from engine.runtime.automation.actions import ActionExecutor
+from engine.runtime.automation.approvals import ApprovalDesk
 from engine.runtime.automation.cadences import CadenceClocks
 from engine.runtime.automation.clocks import ClockStore, sla_condition
+from engine.runtime.automation.funnels import Funnels
+from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
 from engine.runtime.automation.sla import SlaClocks
@@ -73,6 +78,8 @@ class Engine:
     intake: Intake
     doctor: Doctor
     extensions: Extensions
+    funnels: Funnels
+    approvals: ApprovalDesk | None = None
     base_url: str = ""
     migration: MigrationOutcome | None = None
 
@@ -119,7 +126,7 @@ class Engine:
         """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
         unless `widgets` are given)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
-                               self.doctor, self.slas, self.cadences)
+                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals)
         return create_app(services, widgets=widgets or self.extensions.widgets)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
@@ -158,14 +165,25 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     timers = SqlTimerStore(schema, clock.now)
     slas = SlaClocks(model, db, clocks, timers, calendars, evaluator, actions)
     cadences = CadenceClocks(model, db, clocks, timers, calendars, evaluator, actions)
+    related = RelatedReader(model, schema, evaluator)
+    approvals = ApprovalDesk(model, schema, db, records, evaluator, actions, related) if model.approvals else None
+    actions.approvals = approvals  # request_approval: the executor and the approvals each need the other
+    funnels = Funnels(model, schema, db, evaluator, related, approvals)
     if rules and (model.rules or model.sources):
         records.observers.append(RulesObserver(model, schema, evaluator, actions))
     if model.slas:
         records.observers.append(slas)
     if model.cadences:
         records.observers.append(cadences)
+    if model.funnels:  # after the rules: a rule's transition is gated like anyone's
+        records.observers.append(funnels)
+        records.gates.append(funnels)
+    if approvals is not None:
+        records.observers.append(approvals)
+        records.gates.append(approvals)
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
-                  Doctor(model, schema, db, clock, records), extensions, base_url, migration)
+                  Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,
+                  migration)
 

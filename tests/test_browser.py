@@ -171,44 +171,98 @@ def test_linking_a_contact_to_an_old_account_by_typing_its_name(served: Any, pag
     shot(page, "05-contact-linked-by-search")
 
 
-def test_rep_moves_an_opportunity_on_the_board_and_sees_a_refused_move_explained(served: Any, page: Any) -> None:
+def _deal_in_demo(runtime: Engine, owner: int, name: str) -> dict[str, Any]:
+    """An opportunity that earned the demo stage (deck, questions, influencer, a done demo)."""
+    account = runtime.records.create("account", {"name": f"{name}客户", "owner": owner}, actor=SYSTEM).record
+    contact = runtime.records.create("contact", {"name": "刘总", "account": account["id"], "role": "decision_maker",
+                                                 "owner": owner}, actor=SYSTEM).record
+    deck = runtime.records.store_file("演示方案.pdf", "application/pdf", b"%PDF deck", actor=SYSTEM)
+    deal = runtime.records.create("opportunity", {
+        "name": name, "account": account["id"], "owner": owner, "amount": {"amount": "88000"},
+        "demo_deck": deck["id"], "customer_questions": "交期？", "decision_influencer": contact["id"],
+        "next_follow_up": (dt.date.today() + dt.timedelta(days=3)).isoformat()}, actor=SYSTEM,
+        created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200)).record  # the column's last card
+    runtime.records.create("activity", {"subject": "演示", "kind": "demo", "done": True, "outcome": "interested",
+                                        "opportunity": deal["id"]},
+                           actor=SYSTEM)
+    return runtime.records.transition("opportunity", deal["id"], "demo", actor=SYSTEM)
+
+
+def _drop(page: Any, card: Any, column: str) -> None:
+    """Drag `card` onto `column` level with it, so that nothing scrolls between press and release."""
+    source = card.bounding_box()
+    target = page.locator(f'.column[data-value="{column}"]')
+    box = target.bounding_box()
+    card.drag_to(target, source_position={"x": 3, "y": 3},
+                 target_position={"x": box["width"] / 2, "y": source["y"] - box["y"] + 10})
+
+
+def _stage(runtime: Engine, deal: dict[str, Any], wanted: str) -> None:
+    deadline = time.monotonic() + 5
+    while runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] != wanted:
+        assert time.monotonic() < deadline, f"the move to {wanted} did not reach the database"
+        time.sleep(0.1)
+
+
+def test_a_refused_drop_lists_what_the_quote_stage_needs_on_the_card_then_the_rep_satisfies_it(
+        served: Any, page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
+    from engine.runtime.records.errors import StageRefused
     base, runtime = served
     wang = runtime.users.find("wang")
     assert wang is not None
-    account = runtime.records.create("account", {"name": "看板测试客户", "owner": wang.id}, actor=SYSTEM).record
-    deal = runtime.records.create("opportunity", {
-        "name": "看板拖拽测试商机", "stage": "qualify", "account": account["id"], "owner": wang.id, "amount": {"amount": "88000"},
-        "next_follow_up": (dt.date.today() + dt.timedelta(days=3)).isoformat()}, actor=SYSTEM).record
+    deal = _deal_in_demo(runtime, wang.id, "看板拖拽测试商机")
+    with pytest.raises(StageRefused) as api_refusal:
+        runtime.records.transition("opportunity", deal["id"], "quote", actor=SYSTEM)
+    expected = [item["what"] for item in api_refusal.value.items("zh")]
+    assert expected == ["上传客户签字报价单"]  # (amount is set; no discount, so no price approval)
+
     sign_in(page, base, "wang")
     page.goto(f"{base}/opportunity/board")
     card = page.locator(f'.kanban-card[data-id="{deal["id"]}"]')
-    expect(page.locator('.column[data-value="qualify"]').locator(card)).to_have_count(1)
-    shot(page, "05-board")
-
-    card.drag_to(page.locator('.column[data-value="needs_analysis"]'), source_position={"x": 3, "y": 3})
-    expect(page.locator('.column[data-value="needs_analysis"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
-    expect(card).not_to_have_class(re.compile("saving"))
-    deadline = time.monotonic() + 5
-    while runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] != "needs_analysis":
-        assert time.monotonic() < deadline, "the move did not reach the database"
-        time.sleep(0.1)
-
-    card.drag_to(page.locator('.column[data-value="lost"]'), source_position={"x": 3, "y": 3})
-    alert = page.locator(".board-error")
-    expect(alert).to_be_visible()
-    expect(alert).to_contain_text("无法移动：输单时必须选择输单原因")
-    expect(page.locator('.column[data-value="needs_analysis"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
-    assert runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] == "needs_analysis"
+    expect(page.locator('.column[data-value="demo"]').locator(card)).to_have_count(1)
+    # scrolled down, as a rep working through a long column is: the old message sat at the top, unseen
+    card.evaluate("(element) => element.scrollIntoView({block: 'center'})")
+    assert page.evaluate("window.scrollY") > 0
+    _drop(page, card, "quote")
+    refusal = card.locator(".card-refusal")
+    expect(refusal).to_be_visible()
+    expect(refusal).to_be_in_viewport()
+    expect(refusal).to_contain_text("无法移动：不能进入“方案报价”")
+    for what in expected:
+        expect(refusal).to_contain_text(what)
+    expect(refusal).to_contain_text("上传文件到“客户签字报价单”（PDF、图片）")
+    expect(page.locator('.column[data-value="demo"]').locator(card)).to_have_count(1)
+    assert runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] == "demo"
     shot(page, "06-board-refused-move")
 
-    # On a phone (no drag and drop) the card's "move to" select does the same.
+    card.locator("select").select_option("lost")  # the per-card select (phones) is answered the same way
+    expect(card.locator(".card-refusal")).to_contain_text("无法移动：不能进入“输单”")
+    expect(card.locator(".card-refusal")).to_contain_text("填写输单原因")
+
+    # the record page: the next stage's checklist, with a one-click upload
+    page.goto(f"{base}/opportunity/{deal['id']}")
+    expect(page.locator(".stage-bar .stage.current")).to_have_text(re.compile("方案演示"))
+    item = page.locator(".requirement.missing", has_text="上传客户签字报价单")
+    expect(item).to_be_visible()
+    expect(page.locator(".guidance")).to_contain_text("演示后 24 小时内发出方案")
+    quote = tmp_path / "签字报价单.pdf"
+    quote.write_bytes(b"%PDF-1.4 signed")
+    item.locator('input[type="file"]').set_input_files(str(quote))
+    item.get_by_role("button", name="上传", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("已上传到“客户签字报价单”")
+    expect(page.locator(".requirement.met", has_text="上传客户签字报价单")).to_be_visible()
+    shot(page, "06b-record-page-funnel")
+    page.get_by_role("button", name="推进到“方案报价”").click()
+    expect(page.locator(".flash")).to_contain_text("已移动到“方案报价”")
+    expect(page.locator(".stage-bar .stage.current")).to_have_text(re.compile("方案报价"))
+    _stage(runtime, deal, "quote")
+
+    # On a phone (no drag and drop) the card's "move to" select does the same: back to demo is a return.
+    page.goto(f"{base}/opportunity/board")
     card.locator("select").select_option("demo")
     expect(page.locator('.column[data-value="demo"]').locator(f'[data-id="{deal["id"]}"]')).to_have_count(1)
-    deadline = time.monotonic() + 5
-    while runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] != "demo":
-        assert time.monotonic() < deadline, "the select move did not reach the database"
-        time.sleep(0.1)
+    _stage(runtime, deal, "demo")
 
 
 def test_language_switch_and_phone_width(served: Any, page: Any, browser: Any) -> None:

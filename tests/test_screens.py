@@ -419,24 +419,44 @@ def test_board_moves_a_card_and_explains_a_refused_move(crm: tuple[Engine, Any])
     board = client.get("/lead/board").text
     token = csrf_of(board)
     assert f'data-id="{mine["id"]}"' in board and 'data-value="contacted"' in board
-    moved = client.post("/lead/move", json={"id": mine["id"], "field": "status", "to": "contacted",
+    gated = client.post("/lead/move", json={"id": mine["id"], "field": "status", "to": "contacted",
                                             "version": mine["version"]}, headers={"X-CSRF-Token": token})
-    assert moved.status_code == 200 and moved.json()["ok"] is True
-    assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "contacted"
+    assert gated.status_code == 422 and gated.json()["ok"] is False  # the funnel wants the first touch first
+    assert [item["what"] for item in gated.json()["missing"]] == ["记录首次触达"]
+    assert "记录一次已完成的电话" in gated.json()["missing"][0]["how"]
+
+    runtime.records.create("activity", {"subject": "首次电话", "kind": "call", "done": True, "outcome": "reached",
+                                        "lead": mine["id"]}, actor=people["wang"])
+    touched = runtime.records.get("lead", mine["id"], actor=SYSTEM)
+    assert touched["status"] == "contacted" and touched["first_touched_at"] is not None  # the rules moved it
+    moved = client.post("/lead/move", json={"id": mine["id"], "field": "status", "to": "new",
+                                            "version": touched["version"]}, headers={"X-CSRF-Token": token})
+    assert moved.status_code == 200 and moved.json()["ok"] is True  # a move back is allowed
+    assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "new"
 
     refused = client.post("/lead/move", json={"id": mine["id"], "field": "status", "to": "paused",
                                               "version": moved.json()["version"]}, headers={"X-CSRF-Token": token})
     assert refused.status_code == 422 and refused.json()["ok"] is False
     assert "暂缓的线索必须填写暂缓原因" in refused.json()["message"]
-    assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "contacted"
+    assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "new"
 
 
 def test_board_card_select_moves_without_javascript(crm: tuple[Engine, Any]) -> None:
     runtime, people = crm
-    mine = lead(runtime, people["wang"], "手机上移动")
+    mine = lead(runtime, people["wang"], "手机上移动", demand_level="A")
     client = sign_in(runtime, "wang")
+    refused = post_form(client, "/lead/board", "/lead/move", {"id": mine["id"], "field": "status", "to": "qualified",
+                                                               "version": mine["version"]})
+    assert refused.status_code == 303
+    shown = visible_text(client.get(refused.headers["location"]).text)
+    assert "无法移动：不能进入“已确认需求”" in shown and "记录首次触达" in shown and "填写对接角色" in shown
+
+    runtime.records.update("lead", mine["id"], {"contact_role": "decision_maker"}, actor=people["wang"])
+    runtime.records.create("activity", {"subject": "电话沟通", "kind": "call", "done": True, "outcome": "interested",
+                                        "lead": mine["id"]}, actor=people["wang"])
+    current = runtime.records.get("lead", mine["id"], actor=SYSTEM)
     moved = post_form(client, "/lead/board", "/lead/move", {"id": mine["id"], "field": "status", "to": "qualified",
-                                                             "version": mine["version"]})
+                                                             "version": current["version"]})
     assert moved.status_code == 303 and moved.headers["location"] == "/lead/board?field=status"
     assert "已移动到“已确认需求”" in client.get(moved.headers["location"]).text
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["status"] == "qualified"

@@ -3,6 +3,12 @@
 Deterministic (seeded) so screenshots and demos look the same every time. Records are
 backdated over the last 120 days by running the writes on a clock set to each record's
 moment, so the event log and every later metric see a believable history.
+
+The funnels hold here as everywhere: every lead and opportunity past its first stage earned
+it — the first touch logged, the demo deck uploaded, the demo logged, the signed quote and
+contract attached, the price and contract approvals requested and decided by the approvers —
+at believable moments, so the stage_changed events carry real evidence and dwell times. A few
+approvals are left pending, so the manager, finance and legal open the demo with tasks waiting.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ USERS = (
             "13900000005"),
     NewUser("chen", "陈静 Chen (Service agent)", "service_agent", "service", None, "chen@demo.example",
             "13900000004"),
+    NewUser("qian", "钱芳 Qian (Finance)", "finance", "finance", None, "qian@demo.example", "13900000006"),
+    NewUser("sun", "孙律师 Sun (Legal)", "legal", "legal", None, "sun@demo.example", "13900000007"),
 )
 
 
@@ -82,6 +90,46 @@ class _Writer:
         self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
         return self.engine.records.update(entity, record["id"], values, actor=dataclasses.replace(actor, is_system=True))
 
+    def move(self, entity: str, record: dict[str, Any], stage: str, actor: Actor, days_ago: float,
+             **values: Any) -> dict[str, Any]:
+        """Enter `stage` (with `values` written first): the funnel checks it like any move."""
+        if values:
+            record = self.update(entity, record, values, actor, days_ago + 0.01)
+        self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
+        return self.engine.records.transition(entity, record["id"], stage, actor=dataclasses.replace(actor, is_system=True))
+
+    def file(self, name: str, content_type: str, actor: Actor, days_ago: float) -> int:
+        self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
+        content = f"{name} (demo file)".encode() if content_type != "application/pdf" else \
+            b"%PDF-1.4\n% demo: " + name.encode() + b"\n%%EOF\n"
+        return int(self.engine.records.store_file(name, content_type, content, actor=actor)["id"])
+
+    def approve(self, entity: str, record: dict[str, Any], approval: str, requester: Actor, days_ago: float,
+                *, decide: bool = True) -> None:
+        """Request the approval as the record's owner; each step's approvers approve it a few hours later."""
+        desk = self.engine.approvals
+        assert desk is not None
+        self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
+        desk.request(entity, record["id"], approval, actor=dataclasses.replace(requester, is_system=True))
+        hours = 0.0
+        while decide:
+            pending = _pending_tasks(self.engine, entity, record["id"], approval)
+            if not pending:
+                break
+            hours += self.rng.uniform(0.5, 5)
+            for task_id, owner in pending:
+                self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)) + dt.timedelta(hours=hours))
+                desk.decide(task_id, "approve", self.rng.choice(["同意", "可以，注意回款节点", "同意，按流程执行"]),
+                            actor=Actor(owner, "approver", is_system=True))
+
+
+def _pending_tasks(engine: Engine, entity: str, record_id: int, approval: str) -> list[tuple[int, int]]:
+    tasks = engine.schema.table("approval_task")
+    with engine.db.read() as connection:
+        return [(row.id, row.owner) for row in connection.execute(sa.select(tasks.c.id, tasks.c.owner).where(
+            tasks.c.subject_entity == entity, tasks.c.subject_id == record_id, tasks.c.approval_name == approval,
+            tasks.c.status == "pending").order_by(tasks.c.id))]
+
 
 def _person(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + rng.choice(GIVEN)
@@ -123,10 +171,11 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     products = _products(writer, users[0])
     accounts = _accounts(writer, reps, phones)
     contacts = _contacts(writer, accounts, phones)
-    _leads(writer, reps, phones, leads)
+    _leads(writer, reps, phones, leads, accounts)
     opportunities = _opportunities(writer, accounts, contacts, reps)
     _activities(writer, opportunities, reps)
     _orders(writer, opportunities, products)
+    _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
     return DemoSummary(users, writer.counts)
 
@@ -189,7 +238,7 @@ def _as_owner(record: dict[str, Any]) -> Actor:
     return Actor(owner, "owner") if owner else SYSTEM
 
 
-def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int) -> None:
+def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int, accounts: list[dict[str, Any]]) -> None:
     rng = writer.rng
     sources = {"website": 30, "wecom": 20, "douyin": 15, "baidu": 8, "form_builder": 8, "expo": 10, "referral": 5,
                "cold_call": 3, "csv_import": 1}
@@ -229,16 +278,42 @@ def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int) -> 
             values["pause_reason"] = rng.choice(["客户预算冻结至下季度", "等待客户内部立项", "决策人出差两周"])
         if status == "disqualified":
             values["disqualify_reason"] = rng.choice(["spam", "unreachable", "no_need", "competitor"])
-        writer.create("lead", values, rng.choice(reps), days_ago)
+        rep = rng.choice(reps)
+        if status not in ("qualified", "converted"):
+            _touch(writer, values, status, days_ago)
+            writer.create("lead", values, rep, days_ago)
+            continue
+        # qualified and converted leads earned it: touched, then an interested conversation logged
+        record = writer.create("lead", _touch(writer, {**values, "status": "contacted"}, "contacted", days_ago), rep,
+                               days_ago)
+        talked = days_ago * rng.uniform(0.5, 0.8)
+        writer.create("activity", {"subject": "电话沟通需求", "kind": "call", "done": True, "lead": record["id"],
+                                   "outcome": rng.choice(["interested", "next_step_agreed"]),
+                                   "notes": "客户确认有采购计划，约定下周演示"}, _as_owner(record), talked)
+        record = writer.move("lead", record, "qualified", _as_owner(record), talked * 0.9)
+        if status == "converted":
+            writer.move("lead", record, "converted", _as_owner(record), talked * 0.5,
+                        converted_account=rng.choice(accounts)["id"],
+                        converted_at=(writer.now - dt.timedelta(days=talked * 0.5)).isoformat())
+
+
+def _touch(writer: _Writer, values: dict[str, Any], status: str, days_ago: float) -> dict[str, Any]:
+    """A lead past "new" was touched a few hours after it arrived (the contacted stage asks for it)."""
+    if status in ("contacted", "qualified", "converted") or status == "paused" and writer.rng.random() < 0.5:
+        hours = writer.rng.uniform(0.2, min(days_ago * 24, 30)) if days_ago > 0.01 else 0
+        values["first_touched_at"] = (writer.now - dt.timedelta(days=days_ago) + dt.timedelta(hours=hours)).isoformat()
+    return values
+
+
+STAGES = ("qualify", "demo", "quote", "contract", "won")
+DISCOUNTS = (0, 0, 5, 8, 10, 12, 18, 20, 28)
 
 
 def _opportunities(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dict[str, Any]],
                    reps: list[Actor]) -> list[dict[str, Any]]:
+    """150 opportunities, each walked through the funnel to where it stands, earning every stage."""
     rng = writer.rng
-    stages = {"qualify": 20, "needs_analysis": 18, "demo": 15, "proposal": 12, "quote": 12, "negotiation": 8,
-              "won": 10, "lost": 8}
-    probability = {"qualify": 10, "needs_analysis": 20, "demo": 35, "proposal": 50, "quote": 60, "negotiation": 75,
-                   "won": 100, "lost": 0}
+    targets = {"qualify": 25, "demo": 22, "quote": 20, "contract": 12, "won": 14, "lost": 12}
     by_account: dict[int, list[dict[str, Any]]] = {}
     for contact in contacts:
         by_account.setdefault(contact["account"], []).append(contact)
@@ -246,26 +321,92 @@ def _opportunities(writer: _Writer, accounts: list[dict[str, Any]], contacts: li
     for index in range(150):
         account = rng.choice(accounts)
         people = by_account.get(account["id"], [])
-        stage = _weighted(rng, stages)
-        days_ago = rng.uniform(3, 100)
+        target = _weighted(rng, targets)
+        days_ago = rng.uniform(20, 110)
         values: dict[str, Any] = {
             "name": f"{account['short_name']}-{rng.choice(['产线升级', '设备采购', '年度维保', '新院区建设', '数字化改造'])}"
                     f"-{index + 1:03d}",
-            "account": account["id"], "contact": people[0]["id"] if people else None, "stage": stage,
+            "account": account["id"], "contact": people[0]["id"] if people else None,
             "amount": rng.choice([38000, 86000, 150000, 268000, 415000, 800000, 1200000]),
-            "probability": probability[stage], "owner": account["owner"] or rng.choice(reps).id,
+            "owner": account["owner"] or rng.choice(reps).id,
             "expected_close": (writer.now + dt.timedelta(days=rng.randint(-10, 90))).date(),
             "source": rng.choice(["website", "expo", "referral", "existing_customer"]),
+            "customer_concern": rng.choice(["price_sensitive", "feature_led", "service_led"]),
+            "competitor": rng.choice([None, "德玛吉", "大隈", "海天精工", "本地代理商"]),
         }
-        if stage == "lost":
-            values["loss_reason"] = rng.choice(["price", "competitor", "no_budget", "no_decision"])
-        if stage in ("quote", "negotiation", "won"):
-            values["comparison_sheet_sent"] = rng.random() < 0.7
-            values["customer_questions"] = "关注交期与售后响应时间;要求提供同行业案例"
-        if len(people) > 1:
-            values["decision_influencer"] = people[1]["id"]
-        opportunities.append(writer.create("opportunity", values, _as_owner(values), days_ago))
+        record = writer.create("opportunity", values, _as_owner(values), days_ago)
+        record = _walk(writer, record, people, target, days_ago)
+        opportunities.append(record)
     return opportunities
+
+
+def _walk(writer: _Writer, record: dict[str, Any], people: list[dict[str, Any]], target: str,
+          days_ago: float) -> dict[str, Any]:
+    """Do what each stage asks, then enter it; stop at `target` (a lost deal is lost from where it got)."""
+    rng = writer.rng
+    owner = _as_owner(record)
+    last = rng.choice(STAGES[:4]) if target == "lost" else target
+    step = days_ago / (STAGES.index(last) + 2)
+    when = days_ago
+    for stage in STAGES[1:STAGES.index(last) + 1]:
+        when -= step * rng.uniform(0.6, 1.0)
+        pending = stage == last and target != "lost" and rng.random() < 0.25  # left waiting for an approver
+        record = _earn(writer, record, stage, people, owner, when, pending)
+        if pending:
+            return record
+        record = writer.move("opportunity", record, stage, owner, when)
+    if target == "lost":
+        when -= step * rng.uniform(0.3, 0.8)
+        record = writer.move("opportunity", record, "lost", owner, when,
+                             loss_reason=rng.choice(["price", "competitor", "no_budget", "no_decision"]),
+                             loss_note=rng.choice(["客户选择了本地代理商", "预算推迟到明年", "价格差 12%"]),
+                             closed_at=(writer.now - dt.timedelta(days=when)).date())
+    return record
+
+
+def _earn(writer: _Writer, record: dict[str, Any], stage: str, people: list[dict[str, Any]], owner: Actor,
+          when: float, leave_pending: bool) -> dict[str, Any]:
+    """What `stage` demands (funnels.yaml), done at believable moments before it is entered."""
+    rng = writer.rng
+    name = record["name"]
+    if stage == "demo":
+        deck = writer.file(f"{name}-演示方案.pptx", "application/vnd.ms-powerpoint", owner, when + 0.6)
+        writer.create("activity", {"subject": "产品演示", "kind": "demo", "done": True, "outcome": "interested",
+                                   "opportunity": record["id"], "account": record["account"],
+                                   "notes": "现场演示换型与上下料，客户技术负责人参加"}, owner, when + 0.3)
+        influencer = people[1]["id"] if len(people) > 1 else (people[0]["id"] if people else None)
+        return writer.update("opportunity", record, {
+            "demo_deck": deck, "decision_influencer": influencer,
+            "customer_questions": rng.choice(["关注交期与售后响应时间；要求提供同行业案例",
+                                              "担心操作工培训周期；问能否分期付款", "要求对比两家竞品的精度指标"])},
+            owner, when + 0.2)
+    if stage == "quote":
+        quote = writer.file(f"{name}-签字报价单.pdf", "application/pdf", owner, when + 0.5)
+        discount = rng.choice(DISCOUNTS)
+        record = writer.update("opportunity", record, {"signed_quote": quote, "discount": discount,
+                                                       "quote_sent_at": (writer.now - dt.timedelta(days=when + 1))
+                                                       .isoformat(), "comparison_sheet_sent": rng.random() < 0.7},
+                               owner, when + 0.4)
+        if discount > 15:
+            writer.approve("opportunity", record, "price_approval", owner, when + 0.35, decide=not leave_pending)
+        return _reread(writer, record)
+    if stage == "contract":
+        contract = writer.file(f"{name}-合同.pdf", "application/pdf", owner, when + 0.8)
+        record = writer.update("opportunity", record, {
+            "contract_file": contract, "contract_checklist": ["payment_terms", "delivery_date", "acceptance"]},
+            owner, when + 0.7)
+        writer.approve("opportunity", record, "contract_review", owner, when + 0.65, decide=not leave_pending)
+        return _reread(writer, record)
+    if stage == "won":
+        return writer.update("opportunity", record, {"win_reason": rng.choice(["price", "product", "service",
+                                                                              "relationship"]),
+                                                     "closed_at": (writer.now - dt.timedelta(days=when)).date()},
+                             owner, when + 0.05)
+    return record
+
+
+def _reread(writer: _Writer, record: dict[str, Any]) -> dict[str, Any]:
+    return writer.engine.records.get("opportunity", record["id"], actor=SYSTEM)
 
 
 def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list[Actor]) -> None:
@@ -295,13 +436,58 @@ def _orders(writer: _Writer, opportunities: list[dict[str, Any]], products: list
         price = product["price"][0]
         status = _weighted(rng, {"confirmed": 2, "contract_signed": 2, "paid": 3, "delivering": 1, "delivered": 2})
         days_ago = rng.uniform(1, 80)
+        ordered = (writer.now - dt.timedelta(days=days_ago)).date()
         values: dict[str, Any] = {"order_no": f"SO{20260000 + index + 1}", "account": opportunity["account"],
                                   "opportunity": opportunity["id"], "product": product["id"], "quantity": quantity,
                                   "unit_price": price, "amount": price * quantity, "status": status,
-                                  "order_date": (writer.now - dt.timedelta(days=days_ago)).date()}
-        if status in ("paid", "delivering", "delivered"):
-            values["paid_at"] = (writer.now - dt.timedelta(days=days_ago / 2)).isoformat()
+                                  "order_date": ordered, "payment_due": ordered + dt.timedelta(days=30)}
+        if status in ("paid", "delivering", "delivered"):  # some pay late: the sample approval counts them
+            late = rng.random() < 0.3
+            values["paid_at"] = (writer.now - dt.timedelta(days=days_ago) +
+                                 dt.timedelta(days=rng.uniform(35, 50) if late else rng.uniform(5, 28))).isoformat()
+            if values["paid_at"] > writer.now.isoformat():
+                values["paid_at"] = writer.now.isoformat()
         writer.create("order", values, _as_owner(opportunity), days_ago)
+    _late_payer(writer, won, products)
+
+
+def _late_payer(writer: _Writer, won: list[dict[str, Any]], products: list[dict[str, Any]]) -> None:
+    """One customer who paid late three times lately: their sample requests need finance too."""
+    opportunity = won[0]
+    for index in range(3):
+        days_ago = 70 + index * 12
+        ordered = (writer.now - dt.timedelta(days=days_ago)).date()
+        writer.create("order", {"order_no": f"SO{20269000 + index + 1}", "account": opportunity["account"],
+                                "opportunity": opportunity["id"], "product": products[4]["id"], "quantity": 10,
+                                "amount": products[4]["price"][0] * 10, "status": "delivered", "order_date": ordered,
+                                "payment_due": ordered + dt.timedelta(days=15),
+                                "paid_at": (writer.now - dt.timedelta(days=days_ago - 28)).isoformat()},
+                      _as_owner(opportunity), days_ago)
+
+
+def _sample_requests(writer: _Writer, accounts: list[dict[str, Any]], products: list[dict[str, Any]],
+                     reps: list[Actor]) -> None:
+    """Sample requests through the sample approval: most decided, the latest ones still waiting."""
+    rng = writer.rng
+    late_payer = _late_payer_account(writer)
+    equipment = [p for p in products if p["category"] in ("equipment", "consumable")]
+    for index in range(12):
+        account = accounts[index * 5 % len(accounts)] if index % 4 else (late_payer or rng.choice(accounts))
+        product = rng.choice(equipment)
+        days_ago = 30 - index * 2.4
+        owner = Actor(account["owner"], "owner") if account.get("owner") else rng.choice(reps)
+        record = writer.create("sample_request", {
+            "subject": f"{product['name']} 样品试用", "account": account["id"], "product": product["id"],
+            "quantity": rng.randint(1, 3), "purpose": "客户产线试用两周，验证精度与节拍",
+            "needed_by": (writer.now + dt.timedelta(days=14 - days_ago)).date(), "owner": owner.id}, owner, days_ago)
+        writer.approve("sample_request", record, "sample_approval", owner, days_ago - 0.01, decide=days_ago > 8)
+
+
+def _late_payer_account(writer: _Writer) -> dict[str, Any] | None:
+    orders = writer.engine.schema.table("order")
+    with writer.engine.db.read() as connection:
+        account = connection.execute(sa.select(orders.c.account).where(orders.c.order_no == "SO20269001")).scalar()
+    return writer.engine.records.get("account", account, actor=SYSTEM) if account else None
 
 
 def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dict[str, Any]],

@@ -1,7 +1,7 @@
 """The one action vocabulary: what a rule, an SLA checkpoint or a cadence step may do.
 
 `set`, `add_tags`/`remove_tags`, `assign`/`reassign`, `create_related`, `update_related`,
-`transition`, `notify` and `webhook` are the same specs with the same options wherever they
+`transition`, `notify`, `webhook` and `request_approval` are the same specs with the same options wherever they
 are written — a rule's `actions:`, an SLA's `on_warning:`/`on_breach:`/`on_escalation:`,
 a cadence step's `actions:` — and `build_actions` checks them at load with file:line.
 
@@ -25,9 +25,10 @@ import jsonschema
 
 from engine.metamodel.checks import Checker, texts
 from engine.metamodel.crossrefs import SYSTEM_FIELDS
-from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
+from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression, ValueSpec
+from engine.metamodel.related import related_mode
 from engine.metamodel.schema import ENV_NAME, NAME, USERNAME, VALUES, either
 from engine.metamodel.source import PathKey
 
@@ -118,6 +119,16 @@ class NotifyAction:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestApprovalAction:
+    """Open a request of the declared approval `approval` for the record (unless one is pending,
+    or one granted still covers its values); `reason` is the request's note, text or '=expression'."""
+
+    approval: str
+    reason: ValueSpec | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookAction:
     url: str | None
     url_env: str | None
@@ -138,7 +149,8 @@ class PluginAction:
 
 
 ActionSpec = Union[SetAction, AddTagsAction, RemoveTagsAction, AssignAction, CreateRelatedAction,
-                   UpdateRelatedAction, TransitionAction, NotifyAction, WebhookAction, PluginAction]
+                   UpdateRelatedAction, TransitionAction, NotifyAction, WebhookAction, RequestApprovalAction,
+                   PluginAction]
 
 
 # --------------------------------------------------------------------------- schema
@@ -170,6 +182,9 @@ ACTION: dict[str, Any] = {
         "webhook": {"type": "object", "additionalProperties": False,
                     "properties": {"url": {"type": "string", "pattern": "^https?://"}, "url_env": ENV_NAME,
                                    "secret_env": ENV_NAME, "payload": VALUES}},
+        "request_approval": either("string", NAME, {
+            "type": "object", "required": ["approval"], "additionalProperties": False,
+            "properties": {"approval": NAME, "reason": {"type": "string", "minLength": 1}}}),
     }}
 ACTIONS: dict[str, Any] = {"type": "array", "items": ACTION}
 
@@ -328,22 +343,8 @@ def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
 
 def _related_mode(checker: Checker, path: PathKey, entity: EntitySpec, target: EntitySpec, via: str) -> str | None:
     """children: target.via links here; siblings: both link through `via` to the same entity."""
-    links: list[FieldSpec] = [spec for spec in target.fields if spec.type is FieldType.LINK]
-    spec = target.field(via) if target.has_field(via) else None
-    if spec is None or spec.type is not FieldType.LINK:
-        checker.error(path + ("via",), f"via '{via}' is not a link field of {target.name}",
-                      did_you_mean(via, [s.name for s in links]) + f" Name the link of {target.name} that "
-                      f"points at {entity.name} or at what {entity.name} links to.")
-        return None
-    if spec.link_entity == entity.name:
-        return "children"
-    own = entity.field(via) if entity.has_field(via) else None
-    if own is not None and own.type is FieldType.LINK and own.link_entity == spec.link_entity:
-        return "siblings"
-    checker.error(path + ("via",), f"{target.name}.{via} links to {spec.link_entity}; {entity.name} neither is "
-                  f"that nor has a '{via}' link to it", f"name a link of {target.name} to {entity.name}, or a link both "
-                  "entities share")
-    return None
+    mode = related_mode(checker, path + ("via",), entity, target, via)
+    return None if mode is None else mode.value
 
 
 def _transition(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> TransitionAction | None:
@@ -392,6 +393,20 @@ def _notify(checker: Checker, body: dict[str, Any], path: PathKey, entity: Entit
     return NotifyAction(body["channel"], to, text, template, checker.doc.where_key(path))
 
 
+def _request_approval(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> RequestApprovalAction | None:
+    body = {"approval": body} if isinstance(body, str) else body
+    name = body["approval"]
+    mine = [spec.name for spec in checker.model.approvals if spec.entity == entity.name]
+    if name not in mine:
+        others = [spec.entity for spec in checker.model.approvals if spec.name == name]
+        checker.error(path, f"unknown approval '{name}'" if not others else
+                      f"approval '{name}' approves {others[0]} records, not {entity.name}",
+                      did_you_mean(name, mine) + " Approvals are declared in approval: documents.")
+        return None
+    reason = checker.value(path + ("reason",), body["reason"], entity, None) if body.get("reason") else None
+    return RequestApprovalAction(name, reason, checker.doc.where_key(path))
+
+
 def _webhook(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> WebhookAction:
     if ("url" in body) == ("url_env" in body):
         checker.error(path, "a webhook action needs exactly one of 'url' and 'url_env'",
@@ -423,6 +438,6 @@ def _plugin_action(checker: Checker, verb: str, schema: Mapping[str, Any], body:
 _BUILDERS: dict[str, Any] = {
     "set": _set, "add_tags": _add_tags, "remove_tags": _remove_tags, "assign": _assign, "reassign": _reassign,
     "create_related": _create_related, "update_related": _update_related, "transition": _transition,
-    "notify": _notify, "webhook": _webhook,
+    "notify": _notify, "webhook": _webhook, "request_approval": _request_approval,
 }
 BUILTIN_VERBS = frozenset(_BUILDERS) | frozenset(_RENAMED)  # a plugin verb may not take one of these names

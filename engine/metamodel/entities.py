@@ -195,6 +195,7 @@ class EntitySpec:
     list_views: tuple[ListViewSpec, ...] = ()
     form: FormViewSpec | None = None
     board: BoardSpec | None = None
+    is_managed: bool = False   # records created and advanced by the engine only (approval requests and tasks)
 
     _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
     money_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # names of the money fields

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.metamodel.approvals import APPROVAL_SCHEMA, build_approvals
 from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
 from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
 from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
+from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
@@ -41,8 +43,10 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("channels", CHANNELS_SCHEMA, build_channels),   # actions' notify names channels and templates
     DocumentKind("routing", ROUTING_SCHEMA, build_routing),
     DocumentKind("sources", SOURCES_SCHEMA, build_sources),
+    DocumentKind("approval", APPROVAL_SCHEMA, build_approvals),  # roles, channels, calendars; rules request them
     DocumentKind("rules", RULES_SCHEMA, build_rules),
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
+    DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
 )

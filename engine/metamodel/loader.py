@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 
 from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
+from engine.metamodel.approvals import MANAGED_ENTITIES, approval_entities, declared_approvals
 from engine.metamodel.crossrefs import check_entity
 from engine.metamodel.entities import FieldType, build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean, unknown_name_hint
@@ -95,8 +96,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         names[entity.name] = entity.location
         entities.append(entity)
 
+    entities.extend(_managed_entities([doc for kind, doc in valid if kind == "approval"], names, settings, errors))
     menu = build_menu(app_data.get("menu") or [], [entity.name for entity in entities])
-    errors.extend(_check_menu(app, menu, names))
+    errors.extend(_check_menu(app, menu, {**{entity.name: entity.location for entity in entities}, **names}))
     model = Metamodel(
         name=str(app_data.get("app", "app")),
         label=Label.of(app_data.get("label"), str(app_data.get("app", "app"))),
@@ -124,6 +126,19 @@ def _entity_validator(plugin_types: tuple[str, ...]) -> jsonschema.Draft202012Va
     options = schema["properties"]["fields"]["additionalProperties"]["properties"]
     options["type"] = {"enum": [*(kind.value for kind in FieldType), *plugin_types]}
     return jsonschema.Draft202012Validator(schema)
+
+
+def _managed_entities(approval_docs: list[SourceDocument], names: dict[str, Location], settings: Settings,
+                      errors: list[BlueprintError]) -> list[Any]:
+    """The engine's approval entities, when the blueprint declares approvals (their names are then taken)."""
+    if not approval_docs:
+        return []
+    for name in MANAGED_ENTITIES:
+        if name in names:
+            errors.append(BlueprintError(names[name], ("entity",), f"entity name '{name}' is taken by the approvals",
+                                         "a blueprint with approval: documents gets the entities approval and "
+                                         "approval_task from the engine; rename yours"))
+    return list(approval_entities(declared_approvals(approval_docs), settings))
 
 
 def _check_menu(app: SourceDocument, menu: tuple[MenuGroup, ...], entities: dict[str, Location]) -> list[BlueprintError]:

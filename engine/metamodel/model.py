@@ -2,7 +2,7 @@
 
 One `Metamodel` holds every kind of blueprint document as a tuple of its frozen specs, each
 built by the module named for its YAML key (entities.py, roles.py, rules.py, routing.py,
-sources.py, calendars.py, channels.py, sla.py, cadences.py, jobs.py). Look-ups are methods
+sources.py, calendars.py, channels.py, sla.py, cadences.py, jobs.py, funnels.py, approvals.py). Look-ups are methods
 that fail clearly: `model.entity("lead")`, `model.sla("first_call")` name what is known.
 """
 
@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engine.metamodel.app import MenuGroup, Settings
+from engine.metamodel.approvals import ApprovalSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
 from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
+from engine.metamodel.funnels import FunnelSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
 from engine.metamodel.roles import RoleSpec
@@ -26,7 +28,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -56,6 +58,8 @@ class Metamodel:
     templates: tuple[MessageTemplateSpec, ...] = ()  # message templates, declared in channels documents
     cadences: tuple[CadenceSpec, ...] = ()
     jobs: tuple[JobSpec, ...] = ()
+    funnels: tuple[FunnelSpec, ...] = ()
+    approvals: tuple[ApprovalSpec, ...] = ()
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -118,3 +122,21 @@ class Metamodel:
 
     def job(self, name: str) -> JobSpec:
         return _named(self.jobs, name, "job")
+
+    # -- funnels and approvals --------------------------------------------------------------------
+    def funnel(self, name: str) -> FunnelSpec:
+        return _named(self.funnels, name, "funnel")
+
+    def funnel_for(self, entity: str, field: str | None = None) -> FunnelSpec | None:
+        """The funnel of the entity's stage field (or of `field`), if it has one."""
+        return next((spec for spec in self.funnels if spec.entity == entity and (field is None or spec.field == field)),
+                    None)
+
+    def approval(self, name: str) -> ApprovalSpec:
+        return _named(self.approvals, name, "approval")
+
+    def has_approval(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.approvals)
+
+    def approvals_for(self, entity: str) -> tuple[ApprovalSpec, ...]:
+        return tuple(spec for spec in self.approvals if spec.entity == entity)

@@ -106,4 +106,5 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, vocabulary: Vo
             on_breach=build_actions(checker, ("on_breach",), data.get("on_breach") or [], entity),
             on_escalation=build_actions(checker, ("on_escalation",), data.get("on_escalation") or [], entity),
             location=doc.where_key(("sla",)))
-    return replace(model, slas=tuple(slas.values())), errors
+    # the approvals' step policies (built before) stay: they are SLA policies like these
+    return replace(model, slas=model.slas + tuple(slas.values())), errors

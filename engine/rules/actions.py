@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
 from engine.metamodel.actions import (BUILTIN_VERBS, ActionSpec, AddTagsAction, AssignAction, CreateRelatedAction,
-                                      NotifyAction, PluginAction, RemoveTagsAction, SetAction, TransitionAction,
+                                      NotifyAction, PluginAction, RemoveTagsAction, RequestApprovalAction, SetAction, TransitionAction,
                                       UpdateRelatedAction, WebhookAction)
 from engine.metamodel.expressions import Expression, ValueSpec
 from engine.plugins import PluginError, claim
@@ -101,10 +101,20 @@ class CallWebhook:
     payload: tuple[tuple[str, Any], ...]
 
 
-Action = Union[SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook]
-ACTIONS = (SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook)
+@dataclass(frozen=True, slots=True)
+class RequestApproval:
+    """Open a request of the declared approval (skipped when one is pending or still covers the record)."""
+
+    approval: str
+    reason: str | None = None
+
+
+Action = Union[SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook,
+               RequestApproval]
+ACTIONS = (SetField, AddTags, RemoveTags, Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook,
+           RequestApproval)
 FIELD_ACTIONS = (SetField, AddTags, RemoveTags)  # change the record's own fields in place
-EFFECTS = (CreateRelated, UpdateRelated, Notify, CallWebhook)  # act beyond the record, after it is written
+EFFECTS = (CreateRelated, UpdateRelated, Notify, CallWebhook, RequestApproval)  # beyond the record, after it is written
 
 
 # --------------------------------------------------------------------------- plugin verbs
@@ -233,6 +243,9 @@ def _resolve_one(spec: ActionSpec, computed: Callable[[tuple[tuple[str, ValueSpe
         return Notify(spec.channel, spec.to, spec.text, spec.template)
     if isinstance(spec, WebhookAction):
         return CallWebhook(spec.url, spec.url_env, spec.secret_env, computed(spec.payload))
+    if isinstance(spec, RequestApprovalAction):
+        reason = computed((("reason", spec.reason),))[0][1] if spec.reason is not None else None
+        return RequestApproval(spec.approval, None if reason is None else str(reason))
     raise TypeError(f"unknown action {spec!r}")
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.metamodel.routing import Strategy
-from engine.rules.actions import (AddTags, Assign, CallWebhook, CreateRelated, Notify, RemoveTags, SetField, Transition,
+from engine.rules.actions import (AddTags, Assign, CallWebhook, CreateRelated, Notify, RemoveTags, RequestApproval,
+                                  SetField, Transition,
                                   UpdateRelated)
 from engine.rules.routing import CursorState, PolicySelection, RoutingDecision, RoutingOutcome, Skip
 from engine.rules.rules import (Change, ConditionResult, Decision, Origin, Outcome, TriggerEvent, TriggerMatch,
@@ -165,6 +166,8 @@ def describe_action(action: Any) -> str:
         return f"notify {action.channel} → {', '.join(action.to)}: {body}"
     if isinstance(action, CallWebhook):
         return f"call webhook {action.url or '$' + str(action.url_env)}"
+    if isinstance(action, RequestApproval):
+        return f"request approval {action.approval}" + (f" ({show_value(action.reason)})" if action.reason else "")
     return repr(action)
 
 
@@ -172,7 +175,7 @@ def describe_action(action: Any) -> str:
 
 _CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     Trace, RoutingStep, TriggerEvent, TriggerMatch, ConditionResult, Decision, SetField, AddTags, RemoveTags,
-    Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook, PolicySelection, RoutingDecision, Skip, CursorState)}
+    Assign, CreateRelated, UpdateRelated, Transition, Notify, CallWebhook, RequestApproval, PolicySelection, RoutingDecision, Skip, CursorState)}
 _ENUMS: dict[str, type[enum.Enum]] = {cls.__name__: cls for cls in (
     Change, Origin, Outcome, RoutingOutcome, Strategy)}
 

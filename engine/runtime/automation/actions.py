@@ -9,6 +9,7 @@ here the same way. Only the moment differs:
   created or updated, messages, webhooks — follow in the same transaction (`apply_effects`);
 - a timer (SLA checkpoint, cadence step) runs its actions on the stored record (`run`), each
   in a savepoint: a refused one is recorded as an `action_failed` event and the rest still run.
+  An approval's `on_requested` / `on_approved` / `on_rejected` actions run the same way.
 
 Messages go through `enqueue_notification` for every source, so `notify.to` is resolved to
 the recipients' mentions alike for a rule and a timer. A plugin's verb (`verbs`) reaches the
@@ -21,14 +22,14 @@ import contextvars
 import datetime as dt
 import decimal
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, Metamodel
 from engine.metamodel.actions import MAX_RELATED_UPDATES, ActionSpec
 from engine.rules.actions import (FIELD_ACTIONS, NO_PLUGIN_ACTIONS, Action, ActionTypes, AddTags, Assign,
-                                  CallWebhook, CreateRelated, Notify, RemoveTags, SetField, Transition, UpdateRelated,
+                                  CallWebhook, CreateRelated, Notify, RemoveTags, RequestApproval, SetField, Transition, UpdateRelated,
                                   apply_field_actions, resolve_action)
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import Origin, RuleApplication, evaluate_condition, find_rule_loop
@@ -55,6 +56,15 @@ class RuleFailed(RecordError):
     code = "rule_failed"
 
 
+class ApprovalRequests(Protocol):
+    """What `request_approval` needs: the approvals component (engine/runtime/automation/approvals.py),
+    handed to the executor by the composition root once both exist (each needs the other)."""
+
+    def request_within(self, connection: sa.Connection, entity: str, record: Mapping[str, Any], name: str,
+                       now: dt.datetime, *, actor: Actor, reason: str | None = None) -> None:
+        ...
+
+
 def rule_actor(rule: str) -> Actor:
     return Actor(None, f"rule:{rule}", role="system", is_system=True)
 
@@ -72,6 +82,7 @@ class ActionExecutor:
         self.router = router
         self.evaluator = evaluator
         self.base_url = base_url.rstrip("/")
+        self.approvals: ApprovalRequests | None = None  # set by the composition root when approvals are declared
 
     # -- owners ---------------------------------------------------------------------------------
     def owner_for(self, connection: sa.Connection, entity: str, action: Assign, values: Mapping[str, Any],
@@ -118,6 +129,11 @@ class ActionExecutor:
             elif isinstance(action, Notify):
                 self._notify(connection, entity, record, action, now, f"{key}:{action.channel}"
                              if chain is not None else f"{key}:{index}", context, seen)
+            elif isinstance(action, RequestApproval):
+                if self.approvals is not None:
+                    with _ChainScope(chain):
+                        self.approvals.request_within(connection, entity.name, record, action.approval, now,
+                                                      actor=actor, reason=action.reason)
             elif isinstance(action, CallWebhook):
                 payload = {name: value_json(entity, name, value, self.schema.kinds) if entity.has_field(name) else _plain(value)
                            for name, value in action.payload}

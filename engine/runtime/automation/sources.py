@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError, ValidationFailed
+from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
@@ -263,6 +263,8 @@ def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
 
 def _failed(delivery_id: int, error: RecordError) -> IntakeResult:
     errors = tuple(e.as_dict() for e in error.errors) if isinstance(error, ValidationFailed) else ()
+    if isinstance(error, StageRefused):  # the stage the payload asked for: every missing item, as the API lists them
+        errors = tuple(error.items("en"))
     return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, error.message, errors=errors)
 
 

@@ -22,6 +22,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.storage.times import naive_utc
 from engine.metamodel.model import Metamodel
 from engine.rules.time import Clock
+from engine.runtime.automation.funnels import Funnels
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
@@ -44,12 +45,14 @@ class Finding:
 class Doctor:
     """Finds the usual causes of records stuck unassigned, and explains what rules decided about a record."""
 
-    def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService) -> None:
+    def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService,
+                 funnels: Funnels | None = None) -> None:
         self.model = model
         self.schema = schema
         self.db = db
         self.clock = clock
         self.records = records
+        self.funnels = funnels
 
     def diagnose(self) -> list[Finding]:
         """Every finding, most serious first."""
@@ -185,15 +188,24 @@ class Doctor:
         return findings
 
     def explain(self, entity: str, record_id: int) -> str:
-        """Every stored decision about one record, oldest first, as text."""
+        """Every stored decision about one record, oldest first — rules, routing, refused stage
+        moves — and, for a record in a funnel, where it stands and what each move would lack."""
         table = self.schema.traces
         with self.db.read() as connection:
             rows = connection.execute(sa.select(table.c.text).where(table.c.entity == entity,
                                                                     table.c.record_id == record_id)
                                       .order_by(table.c.id)).all()
-        if not rows:
-            return f"No rule has evaluated {entity} {record_id} (no trace stored)."
-        return "\n\n".join(row.text for row in rows)
+        parts = [row.text for row in rows] or [f"No rule has evaluated {entity} {record_id} (no trace stored)."]
+        funnel = self._funnel_now(entity, record_id)
+        return "\n\n".join(parts + ([funnel] if funnel else []))
+
+    def _funnel_now(self, entity: str, record_id: int) -> str:
+        if self.funnels is None or not self.model.has_entity(entity) or not self.funnels.funnels_of(entity):
+            return ""
+        spec = self.model.entity(entity)
+        with self.db.read() as connection:
+            record = self.records.find(connection, entity, record_id)
+        return self.funnels.explain(spec, record, self.clock.now()) if record is not None else ""
 
     def explain_rows(self, entity: str, record_id: int) -> list[Any]:
         table = self.schema.traces

@@ -18,10 +18,15 @@ class RecordError(Exception):
         self.field = field
         self.details = details
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, lang: str | None = None) -> dict[str, Any]:
+        """The API's error body; `lang` (zh, en) picks the language where the error has both."""
         body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
         body.update(self.details)
         return body
+
+    def text(self, lang: str) -> str:
+        """The message for a person reading `lang` (the English message unless the error has more)."""
+        return self.message
 
 
 class ValidationFailed(RecordError):
@@ -37,8 +42,8 @@ class ValidationFailed(RecordError):
             f"{len(self.errors)} fields are invalid: " + "; ".join(error.message for error in self.errors)
         super().__init__(summary, field=first.field)
 
-    def as_dict(self) -> dict[str, Any]:
-        body = super().as_dict()
+    def as_dict(self, lang: str | None = None) -> dict[str, Any]:
+        body = super().as_dict(lang)
         body["errors"] = [error.as_dict() for error in self.errors]
         return body
 
@@ -71,3 +76,36 @@ class RecordReferenced(RecordError):
 class QueryInvalid(RecordError):
     status = 422
     code = "invalid_query"
+
+
+class StageRefused(RecordError):
+    """A stage move the funnel refuses: not an allowed move, or requirements missing. Carries
+    the message and every missing item (stage, what, how) in Chinese and English, the same for
+    the API, the board and the form; `trace` is the explanation `crm explain` keeps."""
+
+    status = 422
+    code = "stage_requirements"
+
+    def __init__(self, *, entity: str, record_id: int | None, field: str, source: str | None, target: str,
+                 move: str, messages: dict[str, str], missing: dict[str, list[dict[str, Any]]], trace: str,
+                 origin: str = "user", headlines: dict[str, str] | None = None) -> None:
+        super().__init__(messages.get("en") or next(iter(messages.values())), field=field)
+        self.entity, self.record_id, self.origin = entity, record_id, origin
+        self.source, self.target, self.move = source, target, move
+        self.messages, self.missing, self.trace = messages, missing, trace
+        self.headlines = headlines or messages
+
+    def text(self, lang: str) -> str:
+        return self.messages.get(lang) or self.message
+
+    def headline(self, lang: str) -> str:
+        """The refusal without its items ("cannot enter “Quote”"), for screens that list the items."""
+        return self.headlines.get(lang) or self.text(lang)
+
+    def items(self, lang: str) -> list[dict[str, Any]]:
+        return self.missing.get(lang) or self.missing.get("en") or []
+
+    def as_dict(self, lang: str | None = None) -> dict[str, Any]:
+        chosen = lang if lang in self.messages else "en"
+        return {"code": self.code, "message": self.text(chosen), "field": self.field, "from": self.source,
+                "to": self.target, "move": self.move, "missing": self.items(chosen)}

@@ -30,6 +30,8 @@ class EventKind(enum.StrEnum):
     UPDATED = "updated"                    # fields changed (changes: before → after)
     DELETED = "deleted"                    # a record was deleted (changes: every field it had)
     TRANSITIONED = "transitioned"          # a stage move through …/transition (data: field, from, to)
+    STAGE_CHANGED = "stage_changed"        # a funnel stage was entered, by any write (data: funnel, field, from,
+                                           # to, move, return, evidence, dwell_seconds in `from`; history: imported)
     ASSIGNED = "assigned"                  # the owner changed, by anyone or anything (changes: owner)
     VIEWED = "viewed"                      # the owner opened the record and an SLA watched for it
     MERGED = "merged"                      # an intake/import duplicate updated this record instead
@@ -54,6 +56,9 @@ class EventKind(enum.StrEnum):
     CADENCE_STOP = "cadence_stop"
     CADENCE_CANCEL = "cadence_cancel"
     CADENCE_STEP = "cadence_step"          # a cadence step ran (data: cadence, step)
+    APPROVAL_REQUESTED = "approval_requested"  # on the record: an approval was asked for (data: approval, request)
+    APPROVAL_DECIDED = "approval_decided"      # on the record: it was granted or refused (data: approval, status)
+    APPROVAL_STEP = "approval_step"            # on the request: a step started, with its approvers (data: step, to)
 
 
 @dataclass(frozen=True, slots=True)

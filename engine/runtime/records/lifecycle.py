@@ -1,8 +1,9 @@
 """The write lifecycle, declared in one place: what an observer of RecordService sees and may do.
 
-Every write runs: coerce and validate → permissions → dedup and gates → observers'
-`before_write` (rules set fields, route) → the row → event rows → observers' `after_write`
-(timers, outbox rows, related records) — all in one transaction. `Change` says what the
+Every write runs: coerce and validate → permissions → dedup → observers' `before_write`
+(rules set fields, route) → computed fields and validations → gates (`WriteGate.check`: stage
+requirements) → the row → event rows → observers' `after_write` (timers, outbox rows, related
+records, the stage_changed event) — all in one transaction. `Change` says what the
 write did, `Origin` through which door it came; the events it appends are catalogued in
 events.py (`EventKind`).
 """
@@ -37,6 +38,7 @@ class WriteContext:
     origin: Origin = Origin.USER
     source: str | None = None        # the webhook source, for origin webhook
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared by before and after of one write
+    is_history: bool = False         # imported history: stage requirements are not enforced (the events say so)
 
 
 class WriteObserver(Protocol):
@@ -59,6 +61,15 @@ class ViewObserver(WriteObserver, Protocol):
 
     def wants_view(self, entity: EntitySpec, record: Mapping[str, Any], actor: Actor) -> bool:
         """Whether `actor` opening `record` matters to this observer (e.g. an SLA's `viewed_by` stop)."""
+
+
+class WriteGate(Protocol):
+    """A check every write passes after its values are final (rules applied, computed fields and
+    validations done) and before its row is stored: the funnels' stage gates, the approvals'
+    guard on who decides a task. It raises a RecordError (e.g. StageRefused) to refuse the
+    write, and may leave notes for its own `after_write`."""
+
+    def check(self, context: WriteContext) -> None:
         ...
 
 

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDelete
 from engine.rules import Clock, Evaluator
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, UnknownEntity,
-                                           ValidationFailed, VersionConflict)
+from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, StageRefused,
+                                           UnknownEntity, ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
@@ -34,7 +34,7 @@ from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
 from engine.runtime.records.events import EventKind
-from engine.runtime.records.lifecycle import ViewObserver, WriteContext, WriteObserver, WriteResult
+from engine.runtime.records.lifecycle import ViewObserver, WriteContext, WriteGate, WriteObserver, WriteResult
 from engine.rules.rules import Change, Origin
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
@@ -103,18 +103,38 @@ class RecordService:
         self.access = Access(self.model, schema)
         self._statements = Statements(schema)
         self.observers: list[WriteObserver] = []
+        self.gates: list[WriteGate] = []  # checks on the final values of every write (stage requirements)
         # named list filters other components add: name → (entity, table, value, now) → condition
         self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
-        """The caller's transaction when given (a timer, a rule action), else a new write transaction."""
+        """The caller's transaction when given (a timer, a rule action), else a new write transaction.
+        A stage move refused at the top level is noted for `crm explain` once the write rolled back."""
         if within is not None:
             with savepoint(within):
                 yield within
-        else:
+            return
+        try:
             with self.db.write() as connection:
                 yield connection
+        except StageRefused as refused:
+            self._note_refusal(refused)
+            raise
+
+    def _note_refusal(self, refused: StageRefused) -> None:
+        """Keep why a move was refused (the record is unchanged; this is its explanation)."""
+        if refused.record_id is None:
+            return  # a record refused at its creation does not exist: there is nothing to explain it on
+        try:
+            with self.db.write() as connection:
+                connection.execute(self.schema.traces.insert().values(
+                    entity=refused.entity, record_id=refused.record_id, at=naive_utc(self.clock.now()),
+                    change="refused", origin=refused.origin, text=refused.trace,
+                    decisions={"refused": {"from": refused.source, "to": refused.target, "move": refused.move,
+                                           "missing": refused.items("en")}}))
+        except sa.exc.SQLAlchemyError:  # the explanation is a courtesy: never let it hide the refusal
+            pass
 
     # -- reading -------------------------------------------------------------------------
 
@@ -246,12 +266,14 @@ class RecordService:
 
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
                within: sa.Connection | None = None, origin: Origin | str = Origin.USER, source: str | None = None,
-               created_at: dt.datetime | None = None) -> WriteResult:
+               created_at: dt.datetime | None = None, history: bool = False) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
         `created_at` (intake and import only: a system actor) backdates the record to when the
-        customer actually submitted it."""
+        customer actually submitted it. `history` (imports of past records) writes a stage without
+        its requirements being enforced; its events say `"history": true`."""
         origin = Origin(origin)
         entity = self.entity(entity_name)
+        self._check_not_managed(entity, actor)
         self.access.require(actor, entity.name, "create")
         self.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
         data, errors = coerce_input(entity, values, kinds=self.schema.kinds)
@@ -280,7 +302,7 @@ class RecordService:
                     record = self._update_row(connection, entity, existing, incoming, actor, now, kind=EventKind.MERGED,
                                               event_data={"matched_on": list(key),
                                                           "incoming": self._json_values(entity, incoming)},
-                                              always_log=True, origin=origin, source=source)
+                                              always_log=True, origin=origin, source=source, history=history)
                     return WriteResult(self.access.redact(actor, entity.name, record), "merged")
                 if on_match is DedupAction.REJECT:
                     raise DuplicateRecord(
@@ -290,7 +312,7 @@ class RecordService:
                 data["duplicate_of"] = existing["id"]
             self._check_unique(connection, entity, data, None)
             record = self._insert(connection, entity, data, actor, now, origin, source,
-                                  created_at if actor.is_system else None)
+                                  created_at if actor.is_system else None, history=history)
             if record.get("duplicate_of"):
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind=EventKind.DUPLICATE_FLAGGED, actor_id=actor.id, at=now,
@@ -310,11 +332,14 @@ class RecordService:
 
     def _insert(self, connection: sa.Connection, entity: EntitySpec, data: dict[str, Any], actor: Actor,
                 now: dt.datetime, origin: Origin = Origin.USER, source: str | None = None,
-                created_at: dt.datetime | None = None) -> dict[str, Any]:
+                created_at: dt.datetime | None = None, *, history: bool = False) -> dict[str, Any]:
         notes: dict[str, Any] = {}
         if self.observers:
             data = self._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
-                                               notes))
+                                               notes, history))
+        if self.gates:
+            self._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
+                                           notes, history))
         stamp = naive_utc(now)
         created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
@@ -331,11 +356,24 @@ class RecordService:
         if entity.dedup is not None:
             record["duplicate_of"] = row["duplicate_of"]
         append_event(connection, self.schema, entity=entity.name, record_id=record_id, kind=EventKind.CREATED,
-                     actor_id=actor.id, at=now, changes=diff(entity, self.schema.kinds, None, record))
+                     actor_id=actor.id, at=now, changes=diff(entity, self.schema.kinds, None, record),
+                     data={"history": True} if history else None)
         for observer in self.observers:
             observer.after_write(WriteContext(connection, entity, Change.CREATED, None, record, actor, now, origin, source,
-                                              notes))
+                                              notes, history))
         return record
+
+    def _check_gates(self, context: WriteContext) -> None:
+        for gate in self.gates:
+            gate.check(context)
+
+    @staticmethod
+    def _check_not_managed(entity: EntitySpec, actor: Actor) -> None:
+        """Approval requests and tasks are opened by the engine (a request from the record it approves)."""
+        if entity.is_managed and not actor.is_system:
+            raise Forbidden(f"{entity.name} records are created by the engine: request an approval from the record "
+                            "it approves (POST /api/{entity}/{id}/approvals/{approval})", field=None,
+                            permission="create", entity=entity.name)
 
     def _observed(self, context: WriteContext) -> dict[str, Any]:
         """The candidate values with every observer's changes applied, recomputed and re-validated."""
@@ -363,8 +401,9 @@ class RecordService:
 
     def update(self, entity_name: str, record_id: int, changes: Mapping[str, Any], *, actor: Actor,
                expected_version: int | None = None, within: sa.Connection | None = None,
-               origin: Origin | str = Origin.USER) -> dict[str, Any]:
-        """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict."""
+               origin: Origin | str = Origin.USER, history: bool = False) -> dict[str, Any]:
+        """Change some fields. With `expected_version`, a record changed meanwhile raises VersionConflict.
+        `history` (imports of past records) writes a stage without its requirements being enforced."""
         origin = Origin(origin)
         entity = self.entity(entity_name)
         self.access.require(actor, entity.name, "update")
@@ -376,7 +415,7 @@ class RecordService:
         with self._writing(within) as connection:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
-            record = self._update_row(connection, entity, current, data, actor, now, origin=origin)
+            record = self._update_row(connection, entity, current, data, actor, now, origin=origin, history=history)
         return self.access.redact(actor, entity.name, record)
 
     def _check_may_update(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
@@ -389,18 +428,23 @@ class RecordService:
     def _update_row(self, connection: sa.Connection, entity: EntitySpec, current: dict[str, Any],
                     data: dict[str, Any], actor: Actor, now: dt.datetime, *, kind: EventKind = EventKind.UPDATED,
                     event_data: dict[str, Any] | None = None, always_log: bool = False, origin: Origin = Origin.USER,
-                    source: str | None = None) -> dict[str, Any]:
+                    source: str | None = None, history: bool = False) -> dict[str, Any]:
         merged = {**current, **data}
         notes: dict[str, Any] = {}
         if self.observers and diff(entity, self.schema.kinds, current, merged):
             merged = self._observed(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now,
-                                                 origin, source, notes))
+                                                 origin, source, notes, history))
         errors = compute_fields(entity, merged, self.evaluator, kinds=self.schema.kinds)
         errors += check_required(entity, merged, set(data))
         if not errors:
             errors += check_validations(entity, merged, self.evaluator, before=current)
         if errors:
             raise ValidationFailed(errors)
+        if self.gates:
+            self._check_gates(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now, origin,
+                                           source, notes, history))
+        if history:
+            event_data = {**(event_data or {}), "history": True}
         changes = diff(entity, self.schema.kinds, current, merged)
         if not changes:
             if always_log:
@@ -431,13 +475,14 @@ class RecordService:
                          actor_id=actor.id, at=now, changes={"owner": changes["owner"]})
         for observer in self.observers:
             observer.after_write(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now, origin, source,
-                                              notes))
+                                              notes, history))
         return merged
 
     def transition(self, entity_name: str, record_id: int, target: str, *, field: str | None = None,
-                   actor: Actor, expected_version: int | None = None,
-                   within: sa.Connection | None = None) -> dict[str, Any]:
-        """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`."""
+                   actor: Actor, expected_version: int | None = None, within: sa.Connection | None = None,
+                   origin: Origin | str = Origin.USER, history: bool = False) -> dict[str, Any]:
+        """Move a record's stage (a choice field; by default `stage`, else `status`) to `target`.
+        A funnel's gate checks the move and what the stages demand, as for any other write."""
         entity = self.entity(entity_name)
         name = field or entity.stage_field
         if name is None or not entity.has_field(name) or entity.field(name).type is not FieldType.CHOICE:
@@ -453,7 +498,8 @@ class RecordService:
             current = self._fetch_current(connection, entity, record_id, expected_version)
             self._check_may_update(connection, actor, entity, current, data)
             record = self._update_row(connection, entity, current, data, actor, now, kind=EventKind.TRANSITIONED,
-                                      event_data={"field": name, "from": current[name], "to": data[name]})
+                                      event_data={"field": name, "from": current[name], "to": data[name]},
+                                      origin=Origin(origin), history=history)
         return self.access.redact(actor, entity.name, record)
 
     def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor,

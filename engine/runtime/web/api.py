@@ -21,6 +21,7 @@ from engine.runtime.records.errors import RecordError
 from engine.runtime.records.queries import parse_list_query
 from engine.runtime.storage.jsontext import JSONResponse
 from engine.runtime.web.auth import UserLookups
+from engine.runtime.web.funnel_json import outlook_json
 from engine.runtime.web.openapi import build_openapi
 from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_csrf
 
@@ -79,6 +80,15 @@ class JsonApi:
         self.lookups = UserLookups(services.db, services.schema)
         self._openapi: dict[str, Any] | None = None
 
+    def lang(self, request: Request) -> str:
+        """The language of error messages: Accept-Language (zh…, en…), else the blueprint's default."""
+        languages = self.services.model.settings.languages or ("zh", "en")
+        for part in request.headers.get("accept-language", "").split(","):
+            code = part.split(";")[0].strip().lower()[:2]
+            if code in languages:
+                return code
+        return self.services.model.settings.default_language
+
     def actor_for(self, request: Request) -> Actor:
         """The signed-in user (session, or bearer token looked up here); 401 when there is none.
         May query the database: call it from a worker thread (see `_call`)."""
@@ -114,6 +124,9 @@ class JsonApi:
             Route("/api/{entity}/{record_id}", handle(self.delete_record), methods=["DELETE"]),
             Route("/api/{entity}/{record_id}/events", handle(self.record_events), methods=["GET"]),
             Route("/api/{entity}/{record_id}/transition", handle(self.transition), methods=["POST"]),
+            Route("/api/{entity}/{record_id}/funnel", handle(self.funnel), methods=["GET"]),
+            Route("/api/{entity}/{record_id}/approvals/{approval}", handle(self.request_approval), methods=["POST"]),
+            Route("/api/approval_task/{record_id}/decide", handle(self.decide), methods=["POST"]),
         ]
 
     def _handle(self, endpoint: Endpoint, *, public: bool = False) -> Endpoint:
@@ -126,7 +139,7 @@ class JsonApi:
                     self._check_csrf(request)
                 return await endpoint(request)
             except RecordError as error:
-                return error_response(error.status, error.as_dict())
+                return error_response(error.status, error.as_dict(self.lang(request)))
             except JSONError as error:
                 return error_response(error.status, {"code": error.code, "message": error.message,
                                                      "field": error.field},
@@ -220,6 +233,47 @@ class JsonApi:
         record = await self._call(request, self.records.transition, entity.name, record_id, target, write=True,
                                   field=field, expected_version=version)
         return JSONResponse(self.records.to_json(entity.name, record), headers={"ETag": f'"{record["version"]}"'})
+
+    async def funnel(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id, lang = _record_id(request), self.lang(request)
+
+        def outlook(actor: Actor) -> dict[str, Any] | None:
+            record = self.records.get(entity.name, record_id, actor=actor)
+            found = self.services.funnels.outlook(entity, record)
+            return None if found is None else outlook_json(found, self.services.model, entity, lang)
+        body = await self.services.db.run(lambda: outlook(self.actor_for(request)))
+        if body is None:
+            raise JSONError(404, "no_funnel", f"{entity.name} has no funnel", "entity")
+        return JSONResponse(body)
+
+    async def request_approval(self, request: Request) -> Response:
+        entity = self.records.entity(request.path_params["entity"])
+        record_id, name = _record_id(request), request.path_params["approval"]
+        payload = await _json_object(request) if await request.body() else {}
+        desk = self.services.approvals
+        if desk is None:
+            raise JSONError(404, "no_approvals", "this blueprint declares no approvals", "approval")
+        reason = payload.get("reason")
+        approval = await self._call(request, desk.request, entity.name, record_id, name, write=True,
+                                    reason=str(reason) if reason else None)
+        return JSONResponse(self.records.to_json("approval", approval), status_code=201,
+                            headers={"Location": f"/api/approval/{approval['id']}"})
+
+    async def decide(self, request: Request) -> Response:
+        record_id = _record_id(request)
+        payload = await _json_object(request)
+        version = _expected_version(request, payload)
+        desk = self.services.approvals
+        if desk is None:
+            raise JSONError(404, "no_approvals", "this blueprint declares no approvals", "approval")
+        decision, comment = payload.get("decision"), payload.get("comment")
+        if decision not in ("approve", "reject"):
+            raise JSONError(422, "invalid_body", "give \"decision\": \"approve\" or \"reject\" (and a \"comment\")",
+                            "decision")
+        task = await self._call(request, desk.decide, record_id, str(decision),
+                                str(comment) if comment is not None else None, write=True, expected_version=version)
+        return JSONResponse(self.records.to_json("approval_task", task), headers={"ETag": f'"{task["version"]}"'})
 
     async def upload_file(self, request: Request) -> Response:
         form = await request.form(max_files=1, max_fields=10)

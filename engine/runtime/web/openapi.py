@@ -32,7 +32,11 @@ ERROR = {
                    "field": {"type": ["string", "null"]},
                    "errors": {"type": "array", "items": {"type": "object", "properties": {
                        "code": {"type": "string"}, "message": {"type": "string"},
-                       "field": {"type": ["string", "null"]}}}}},
+                       "field": {"type": ["string", "null"]}}}},
+                   "missing": {"type": "array", "description": "stage_requirements: every missing item", "items": {
+                       "type": "object", "properties": {
+                           "stage": {"type": "string"}, "key": {"type": "string"}, "kind": {"type": "string"},
+                           "what": {"type": "string"}, "how": {"type": "string"}}}}},
 }
 
 
@@ -99,7 +103,8 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "malformed request", 404: "no such record", 409: "version conflict, duplicate or still linked",
-             422: "invalid input: every bad field is listed"}
+             422: "invalid input: every bad field is listed (code stage_requirements: the stage move is refused, "
+                  "`missing` lists every missing item with what it asks and how to satisfy it)"}
     return {str(status): _json("#/components/schemas/Error", words[status]) for status in statuses}
 
 
@@ -156,6 +161,40 @@ def _entity_paths(entity: EntitySpec) -> dict[str, Any]:
     }
 
 
+_OBJECT = {"type": "object"}
+
+
+def _funnel_paths(model: Metamodel, entity: EntitySpec) -> dict[str, Any]:
+    """The funnel outlook of a record in a funnel, and its approval requests."""
+    tag = [entity.name]
+    record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    paths: dict[str, Any] = {}
+    if model.funnel_for(entity.name) is not None:
+        paths[f"/api/{entity.name}/{{record_id}}/funnel"] = {"parameters": [record_id], "get": {
+            "tags": tag, "summary": "Where the record stands in its funnel: stages, the next stage's requirements "
+                                    "(met or not, and how to satisfy them), guidance and talk tracks",
+            "operationId": f"funnel_{entity.name}", "responses": {"200": {"description": "the outlook", "content": {
+                "application/json": {"schema": _OBJECT}}}, **_errors(404)}}}
+    names = [spec.name for spec in model.approvals_for(entity.name)]
+    if names:
+        paths[f"/api/{entity.name}/{{record_id}}/approvals/{{approval}}"] = {"parameters": [record_id, {
+            "name": "approval", "in": "path", "required": True, "schema": {"enum": names}}], "post": {
+            "tags": tag, "summary": "Request an approval for the record", "operationId": f"request_approval_{entity.name}",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": {"type": "string"}}}}}},
+            "responses": {"201": _json("#/components/schemas/Approval", "the request"), **_errors(404, 409)}}}
+    if entity.name == "approval_task":
+        paths["/api/approval_task/{record_id}/decide"] = {"parameters": [record_id], "post": {
+            "tags": tag, "summary": "Approve or reject the task (its approver; a rejection needs a comment)",
+            "operationId": "decide_approval_task", "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"type": "object", "required": ["decision"], "properties": {
+                    "decision": {"enum": ["approve", "reject"]}, "comment": {"type": "string"},
+                    "version": {"type": "integer"}}}}}},
+            "responses": {"200": _json("#/components/schemas/Approval_task", "the decided task"),
+                          **_errors(404, 409, 422)}}}
+    return paths
+
+
 def build_openapi(model: Metamodel) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every entity's routes."""
     schemas: dict[str, Any] = {"Error": ERROR}
@@ -163,6 +202,7 @@ def build_openapi(model: Metamodel) -> dict[str, Any]:
     for entity in model.entities:
         schemas.update(_entity_schemas(entity))
         paths.update(_entity_paths(entity))
+        paths.update(_funnel_paths(model, entity))
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{model.label.text('en')} API", "version": "1",

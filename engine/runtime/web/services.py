@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from engine.metamodel import Metamodel
 from engine.rules import Clock
+from engine.runtime.automation.approvals import ApprovalDesk
 from engine.runtime.automation.cadences import CadenceClocks
+from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.ops.doctor import Doctor
@@ -33,3 +35,5 @@ class WebServices:
     doctor: Doctor
     slas: SlaClocks
     cadences: CadenceClocks
+    funnels: Funnels
+    approvals: ApprovalDesk | None = None

@@ -10,9 +10,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from engine.metamodel import EntitySpec, FieldType
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError, ValidationFailed
+from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import BoardColumn, BoardContext, Card, Choice
+from engine.runtime.web.screens.funnels import refusal_text
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.lists import cell_renderer
 from engine.runtime.web.screens.site import Site
@@ -70,8 +71,13 @@ def move_card(site: Site, request: Request, actor: Actor, entity_name: str, body
     except (ValueError, KeyError, TypeError):
         return JSONResponse({"ok": False, "message": "send {id, field, to, version}"}, status_code=400)
     ok, status, answer = _move(site, request, actor, entity_name, record_id, field, target, version)
-    return JSONResponse({"ok": True, "version": answer} if ok else {"ok": False, "message": answer},
-                        status_code=status)
+    if ok:
+        return JSONResponse({"ok": True, "version": answer}, status_code=status)
+    if isinstance(answer, StageRefused):  # the card shows every missing item and how to satisfy it
+        lang = site.lang(request)
+        return JSONResponse({"ok": False, "message": translate(lang, "move_refused", reason=answer.headline(lang)),
+                             "missing": answer.items(lang)}, status_code=status)
+    return JSONResponse({"ok": False, "message": answer}, status_code=status)
 
 
 def move_card_form(site: Site, request: Request, actor: Actor, entity_name: str, form: Any) -> Response:
@@ -88,22 +94,26 @@ def move_card_form(site: Site, request: Request, actor: Actor, entity_name: str,
     lang = site.lang(request)
     if ok and entity.has_field(field):
         answer = translate(lang, "moved", label=entity.field(field).choice_label(str(form.get("to", "")), lang))
+    elif isinstance(answer, StageRefused):
+        answer = translate(lang, "move_refused", reason=refusal_text(answer, entity, lang))
     site.flash(request, str(answer))
     return RedirectResponse(f"/{entity.name}/board?field={field}", status_code=303)
 
 
 def _move(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, field: str, target: str,
           version: int | None) -> tuple[bool, int, Any]:
-    """(moved?, HTTP status, new version or the reason in the user's language)."""
+    """(moved?, HTTP status, new version or the reason: a StageRefused, or text in the user's language)."""
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
     try:
         record = site.records.transition(entity.name, record_id, target, field=field, actor=actor,
                                          expected_version=version)
+    except StageRefused as refused:
+        return False, refused.status, refused
     except ValidationFailed as failed:
         reason = "; ".join(field_error_text(entity, error, lang)
                            for error in failed.errors)
         return False, failed.status, translate(lang, "move_refused", reason=reason)
     except RecordError as error:
-        return False, error.status, translate(lang, "move_refused", reason=error.message)
+        return False, error.status, translate(lang, "move_refused", reason=error.text(lang))
     return True, 200, record["version"]

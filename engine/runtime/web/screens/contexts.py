@@ -39,6 +39,7 @@ class Chrome:
     is_admin: bool = False
     menu: tuple[MenuSection, ...] = ()
     flashes: tuple[str, ...] = ()
+    pending_approvals: MenuLink | None = None  # "my pending approvals (3)", when the blueprint has approvals
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,93 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class StageChip:
+    """One stage in the record page's stage bar."""
+
+    name: str
+    label: str
+    state: str                     # done | current | next | ahead | aside (lost and hold stages)
+    probability: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementItem:
+    """One thing the next stage demands: ticked, or with its one-click way to satisfy it — a link
+    (fill in the field, log the related record), an upload, checkboxes, or an approval request."""
+
+    what: str
+    how: str
+    is_met: bool
+    kind: str
+    link_url: str | None = None
+    link_label: str = ""
+    upload_field: str | None = None
+    upload_accept: str = ""
+    checklist_field: str | None = None
+    checklist: tuple[Choice, ...] = ()
+    request_url: str | None = None
+    status_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TalkTrack:
+    label: str
+    text: str
+    is_current: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelPanel:
+    """The stage bar, what the next stage needs, and the current stage's guidance and talk tracks."""
+
+    title: str
+    stages: tuple[StageChip, ...]
+    current: str
+    since: str
+    next_stage: str | None
+    next_label: str
+    items: tuple[RequirementItem, ...]
+    can_act: bool                  # the user may change the record (links, uploads, the advance button)
+    is_ready: bool                 # every requirement of the next stage is met and the move is allowed
+    move_refusal: str              # why the funnel does not allow the move at all (e.g. a forward move closed)
+    action_base: str               # /{entity}/{id}: the one-click forms post below it
+    guidance: str
+    talk_tracks: tuple[TalkTrack, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalLine:
+    label: str
+    status: str
+    status_label: str
+    step: str
+    url: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsPanel:
+    """The record's approval requests, and the approvals it may request now."""
+
+    lines: tuple[ApprovalLine, ...]
+    requestable: tuple[Choice, ...]    # value: the request URL, label: the approval
+    can_request: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPanel:
+    """On an approval task or request page: what it is about and what the user may do."""
+
+    subject_url: str | None
+    subject_title: str
+    status: str
+    status_label: str
+    decide_url: str | None = None      # the approver of a pending task
+    withdraw_url: str | None = None    # the requester of a pending request
+    plan: tuple[str, ...] = ()         # the request's steps, one line each
+
+
+@dataclass(frozen=True, slots=True)
 class RecordContext:
     """The 360° page of one record: its fields by section, related lists and history."""
 
@@ -159,6 +247,9 @@ class RecordContext:
     delete_url: str | None = None
     explanation: str | None = None  # for admins: every rule and routing decision about this record
     clocks: tuple[str, ...] = ()    # SLA and cadence state, one line each
+    funnel: FunnelPanel | None = None        # records in a funnel
+    approvals: ApprovalsPanel | None = None  # records that approvals are declared for
+    decision: DecisionPanel | None = None    # approval requests and tasks
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
@@ -20,10 +21,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import DuplicateRecord, ValidationFailed, VersionConflict
+from engine.runtime.records.errors import DuplicateRecord, StageRefused, ValidationFailed, VersionConflict
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.values import apply_defaults, coerce_input
+from engine.runtime.web.screens.accounts import safe_next
 from engine.runtime.web.screens.contexts import FormContext, FormField, FormSectionContext
+from engine.runtime.web.screens.funnels import refusal_text
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.record_page import sections_of
 from engine.runtime.web.screens.site import Site, owner_spec
@@ -72,6 +75,9 @@ def _with_owner(site: Site, actor: Actor, entity: EntitySpec) -> bool:
 def new_form(site: Site, request: Request, actor: Actor, entity_name: str) -> HTMLResponse:
     entity = site.records.entity(entity_name)
     site.records.access.require(actor, entity.name, "create")
+    if entity.is_managed:
+        raise Forbidden(f"{entity.name} records are created by the engine", field=None, permission="create",
+                        entity=entity.name)
     prefill = {key: value for key, value in request.query_params.items()
                if entity.has_field(key) and entity.field(key).type is not FieldType.COMPUTED}
     values, _ = coerce_input(entity, prefill, kinds=site.records.schema.kinds)
@@ -139,6 +145,12 @@ def save_form(site: Site, request: Request, actor: Actor, entity_name: str, reco
             for error in failed.errors:
                 errors.setdefault(error.field or "", []).append(
                     field_error_text(entity, error, lang))
+        except StageRefused as refused:
+            message = refusal_text(refused, entity, lang)
+            for item in refused.items(lang):
+                if item.get("field") and entity.has_field(item["field"]):
+                    errors.setdefault(item["field"], []).append(item["how"])
+            errors.setdefault(refused.field or "", []).append(refused.headline(lang))
         except VersionConflict as conflict:
             message = translate(lang, "version_conflict") + f" ({conflict.message})"
         except (Forbidden, DuplicateRecord) as refused:
@@ -158,7 +170,9 @@ def _write(site: Site, request: Request, actor: Actor, entity: EntitySpec, recor
         result = site.records.create(entity.name, {k: v for k, v in values.items() if v not in (None, "", [])},
                                      actor=actor)
         site.flash(request, translate(lang, "merged" if result.outcome == "merged" else "created"))
-        return RedirectResponse(f"/{entity.name}/{result.record['id']}", status_code=303)
+        back = request.query_params.get("next")  # e.g. "log the demo" from a record page returns there
+        return RedirectResponse(safe_next(back) if back else f"/{entity.name}/{result.record['id']}",
+                                status_code=303)
     site.records.update(entity.name, record_id, values, actor=actor,
                         expected_version=int(version_text) if version_text.isdigit() else None)
     site.flash(request, translate(lang, "saved"))
@@ -192,6 +206,9 @@ def _render(site: Site, request: Request, actor: Actor, entity: EntitySpec, valu
     if record is None:
         title = translate(lang, "new") + " " + entity.label.text(lang)
         action_url, cancel_url, loaded_version = f"/{entity.name}/new", f"/{entity.name}", None
+        back = request.query_params.get("next")
+        if back:
+            action_url, cancel_url = f"{action_url}?{urlencode({'next': safe_next(back)})}", safe_next(back)
     else:
         title = f"{translate(lang, 'edit')} · {record.get(entity.title_field) or record['id']}"
         action_url, cancel_url = f"/{entity.name}/{record['id']}/edit", f"/{entity.name}/{record['id']}"

@@ -89,7 +89,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         query=urlencode([(k, v) for k, v in params if k != "page"]),
         prev_url=url_with(request.url.path, params, page=str(page.page - 1)) if page.page > 1 else None,
         next_url=url_with(request.url.path, params, page=str(page.page + 1)) if page.page < page.pages else None,
-        can_create=site.scope(actor, entity.name, "create") is not Scope.NONE,
+        can_create=site.scope(actor, entity.name, "create") is not Scope.NONE and not entity.is_managed,
         can_export=site.scope(actor, entity.name, "export") is not Scope.NONE,
         can_assign=site.scope(actor, entity.name, "assign") is not Scope.NONE,
         has_board=entity.board is not None,

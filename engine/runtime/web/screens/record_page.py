@@ -16,6 +16,7 @@ from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySection, RecordContext, RelatedList,
                                                  TimelineEntry)
+from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
 from engine.runtime.web.screens.site import Site, system_label
@@ -45,10 +46,14 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         timeline=tuple(_timeline(site, actor, entity, site.records.events(entity.name, record_id, actor=actor),
                                  lang)),
         list_url=f"/{entity.name}",
-        edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record) else None,
+        edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record)
+        and not entity.is_managed else None,
         delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None,
         explanation=site.services.doctor.explain(entity.name, record_id) if _is_admin(site, actor) else None,
-        clocks=tuple(_clock_lines(site, entity.name, record_id, lang)))
+        clocks=tuple(_clock_lines(site, entity.name, record_id, lang)),
+        funnel=funnel_panel(site, actor, entity, record, lang),
+        approvals=approvals_panel(site, actor, entity, record, lang),
+        decision=decision_panel(site, actor, entity, record, lang))
     return site.render(request, actor, "record.html", context, title)
 
 
@@ -96,7 +101,8 @@ def _related(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang:
         for spec in links:
             label = source.plural.text(lang) + (f" · {spec.label.text(lang)}" if len(links) > 1 else "")
             more_url = f"/{source.name}?{spec.name}={record_id}"
-            new_url = f"/{source.name}/new?{spec.name}={record_id}" if site.may(actor, source.name, "create") else None
+            new_url = f"/{source.name}/new?{spec.name}={record_id}" if site.may(actor, source.name, "create") \
+                and not source.is_managed else None
             query = ListQuery(filters=(Filter(spec.name, "eq", str(record_id)),), per_page=RELATED_ROWS,
                               sort=source.list_view().sort)
             try:
@@ -128,7 +134,36 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
         changes = tuple(Change(_label(entity, name, lang), _value(entity, name, before, lang, names),
                                _value(entity, name, after, lang, names))
                         for name, (before, after) in shown.items())
+        if event.kind == "stage_changed":
+            changes, action = _stage_change(site, entity, event, lang), _stage_action(event, lang)
+        elif event.kind in ("approval_requested", "approval_decided"):
+            action += " · " + _approval_note(site, event, lang)
+        if event.data.get("history"):
+            action += translate(lang, "as_history")
         yield TimelineEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), who, action, changes)
+
+
+def _stage_change(site: Site, entity: EntitySpec, event: Event, lang: str) -> tuple[Change, ...]:
+    name = str(event.data.get("field") or "")
+    return (Change(_label(entity, name, lang), _value(entity, name, event.data.get("from"), lang, {}),
+                   _value(entity, name, event.data.get("to"), lang, {})),)
+
+
+def _stage_action(event: Event, lang: str) -> str:
+    action = translate(lang, "event_stage_returned" if event.data.get("return") else "event_stage_changed")
+    dwell = event.data.get("dwell_seconds")
+    if isinstance(dwell, int):
+        action += translate(lang, "dwelt", days=f"{dwell / 86400:.1f}")
+    return action
+
+
+def _approval_note(site: Site, event: Event, lang: str) -> str:
+    name = str(event.data.get("approval") or "")
+    label = site.model.approval(name).label.text(lang) if site.model.has_approval(name) else name
+    status = event.data.get("status")
+    if status and site.model.has_entity("approval"):
+        label += "：" + site.model.entity("approval").field("status").choice_label(str(status), lang)
+    return label
 
 
 def _label(entity: EntitySpec, name: str, lang: str) -> str:

@@ -17,7 +17,7 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.web.screens import accounts, admin, boards, forms, lists, record_page
+from engine.runtime.web.screens import accounts, admin, boards, forms, funnels, lists, record_page
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -77,6 +77,12 @@ class ScreenRoutes:
             Route("/{entity}/{record_id:int}/edit", screen(self.edit), methods=["GET"]),
             Route("/{entity}/{record_id:int}/edit", screen(self.update), methods=["POST"]),
             Route("/{entity}/{record_id:int}/delete", screen(self.delete), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/transition", screen(self.advance), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/attach", screen(self.attach), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/checklist", screen(self.tick), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/approvals/{approval}", screen(self.request_approval), methods=["POST"]),
+            Route("/approval_task/{record_id:int}/decide", screen(self.decide), methods=["POST"]),
+            Route("/approval/{record_id:int}/withdraw", screen(self.withdraw), methods=["POST"]),
         ]
 
     # -- wrappers --------------------------------------------------------------------------
@@ -214,6 +220,40 @@ class ScreenRoutes:
         form = await forms.read_form(request, self.site, actor)
         return await run_in_threadpool(forms.save_form, self.site, request, actor, request.path_params["entity"],
                                        request.path_params["record_id"], form)
+
+
+    # -- the funnel and approvals on the record page (engine/runtime/web/screens/funnels.py) ---------
+
+    async def advance(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.advance, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+    async def attach(self, request: Request, actor: Actor) -> Response:
+        form = await forms.read_form(request, self.site, actor)
+        return await run_in_threadpool(funnels.attach, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+    async def tick(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.tick, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+    async def request_approval(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.request_approval, self.site, request, actor,
+                                       request.path_params["entity"], request.path_params["record_id"],
+                                       request.path_params["approval"], form)
+
+    async def decide(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.decide, self.site, request, actor, request.path_params["record_id"],
+                                       form)
+
+    async def withdraw(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.withdraw, self.site, request, actor, request.path_params["record_id"],
+                                       form)
 
 
 async def not_found_page(site: Site, request: Request) -> HTMLResponse:

@@ -66,7 +66,16 @@ class Site:
         return Chrome(base.app_label, title, lang, base.languages, base.csrf, here,
                       user_name=self.user_names().get(actor.id or 0, actor.username),
                       is_admin=is_admin(self.services, actor), menu=self.menu(actor, lang, request.url.path),
-                      flashes=flashes)
+                      flashes=flashes, pending_approvals=self._pending_link(actor, lang, request.url.path))
+
+    def _pending_link(self, actor: Actor, lang: str, path: str) -> MenuLink | None:
+        """"My pending approvals (N)" in the page's header, when the blueprint has approvals."""
+        desk = self.services.approvals
+        if desk is None or actor.id is None:
+            return None
+        url = f"/approval_task?view=pending&owner={actor.id}&status=pending"
+        return MenuLink(translate(lang, "my_pending", count=desk.pending_count(actor.id)), url,
+                        path == "/approval_task")
 
     def menu(self, actor: Actor, lang: str, path: str) -> tuple[MenuSection, ...]:
         sections = []

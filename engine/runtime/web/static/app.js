@@ -53,7 +53,6 @@ function setUpLinkSearch(input) {
 }
 
 function setUpBoard(board) {
-  const message = document.querySelector(".board-error");
   let dragged = null;
 
   board.querySelectorAll(".kanban-card").forEach((card) => {
@@ -73,7 +72,7 @@ function setUpBoard(board) {
     select.addEventListener("change", () => {
       const card = form.closest(".kanban-card");
       const column = board.querySelector(`.column[data-value="${CSS.escape(select.value)}"]`);
-      if (column) moveCard(board, card, column, message);
+      if (column) moveCard(board, card, column);
     });
   });
 
@@ -86,7 +85,7 @@ function setUpBoard(board) {
     column.addEventListener("drop", (event) => {
       event.preventDefault();
       column.classList.remove("over");
-      if (dragged) moveCard(board, dragged, column, message);
+      if (dragged) moveCard(board, dragged, column);
       dragged = null;
     });
   });
@@ -97,9 +96,47 @@ function adjustCount(column, delta) {
   if (count) count.textContent = String(Number(count.textContent) + delta);
 }
 
-async function moveCard(board, card, column, message) {
+// A refused move is explained on the card itself — where the user is looking, however far the
+// page is scrolled: the reason, and each missing item with how to satisfy it.
+function showRefusal(card, answer) {
+  clearRefusal(card);
+  const box = document.createElement("div");
+  box.className = "card-refusal";
+  box.setAttribute("role", "alert");
+  const head = document.createElement("p");
+  head.textContent = answer.message || "";
+  box.append(head);
+  if (Array.isArray(answer.missing) && answer.missing.length) {
+    const list = document.createElement("ul");
+    answer.missing.forEach((item) => {
+      const line = document.createElement("li");
+      const what = document.createElement("strong");
+      what.textContent = item.what;
+      line.append(what);
+      if (item.how) line.append(` — ${item.how}`);
+      list.append(line);
+    });
+    box.append(list);
+  }
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "link close";
+  close.textContent = "×";
+  close.setAttribute("aria-label", "close");
+  close.addEventListener("click", () => clearRefusal(card));
+  box.prepend(close);
+  card.append(box);
+  box.scrollIntoView({block: "nearest", inline: "nearest"});
+}
+
+function clearRefusal(card) {
+  card.querySelectorAll(".card-refusal").forEach((box) => box.remove());
+}
+
+async function moveCard(board, card, column) {
   const from = card.closest(".column");
   if (from === column) return;
+  clearRefusal(card);
   const next = card.nextElementSibling;
   column.querySelector(".cards").prepend(card);
   adjustCount(from, -1);
@@ -107,13 +144,12 @@ async function moveCard(board, card, column, message) {
   card.classList.add("saving");
   const select = card.querySelector(".card-move select");
   if (select) select.value = column.dataset.value;
-  const putBack = (text) => {
+  const putBack = (answer) => {
     from.querySelector(".cards").insertBefore(card, next);
     if (select) select.value = from.dataset.value;
     adjustCount(from, 1);
     adjustCount(column, -1);
-    message.textContent = text;
-    message.hidden = false;
+    showRefusal(card, answer);
   };
   try {
     const response = await fetch(board.dataset.moveUrl, {
@@ -128,12 +164,11 @@ async function moveCard(board, card, column, message) {
       card.dataset.version = String(answer.version);
       const version = card.querySelector('.card-move input[name="version"]');
       if (version) version.value = String(answer.version);
-      message.hidden = true;
     } else {
-      putBack(answer.message || response.statusText);
+      putBack({message: answer.message || response.statusText, missing: answer.missing});
     }
   } catch (error) {
-    putBack(String(error));
+    putBack({message: String(error)});
   } finally {
     card.classList.remove("saving");
   }
