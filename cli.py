@@ -17,6 +17,7 @@ from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
+from engine.runtime.web.auth import SecretKeyMissing, secret_key
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"
@@ -136,7 +137,8 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
         db.dispose()
 
 
-def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None) -> None:
+def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None, *,
+           required_key: bool = True) -> None:
     """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too."""
     import uvicorn
     run_worker = engine.db.is_sqlite if with_worker is None else with_worker
@@ -144,9 +146,14 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
                f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
     if run_worker:
         click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
+    try:
+        app = engine.web_app(key=secret_key(engine.db.url, required=required_key))
+    except SecretKeyMissing as missing:
+        _fail(str(missing))
     stop = engine.start_background_worker() if run_worker else None
     try:
-        uvicorn.run(engine.web_app(), host=host, port=port, log_level="info")
+        # SIGTERM/Ctrl+C: stop accepting, let requests under way finish for at most 10 s, then exit
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
     finally:
         if stop is not None:
             stop()
@@ -190,7 +197,7 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
         for user in summary.users:
             click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
-        _serve(engine, host, port)
+        _serve(engine, host, port, required_key=False)  # the demo keeps a generated key beside its database
 
 
 @main.command()
@@ -222,7 +229,17 @@ def doctor(db_url: str, blueprint: str) -> None:
 
 @main.group()
 def hooks() -> None:
-    """Inbound webhook deliveries: list them, replay one."""
+    """Inbound webhook deliveries: list them, replay one, prune old ones."""
+
+
+@hooks.command("prune")
+@_db_option
+@_blueprint_option
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650),
+              help="Keep the deliveries of this many days.")
+def hooks_prune(db_url: str, blueprint: str, days: int) -> None:
+    """Delete deliveries (and their raw bodies) older than DAYS; run it daily (cron or a `jobs:` entry)."""
+    click.echo(f"deleted {_open(db_url, blueprint).intake.prune(days)} deliveries older than {days} days")
 
 
 @hooks.command("list")
@@ -380,11 +397,77 @@ def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
 @click.argument("username")
 @click.option("--name", default="api", show_default=True, help="What the token is for.")
 def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
-    """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
+    """Create an API token for USERNAME (same as `crm token create`)."""
     try:
         click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name))
     except ValueError as exc:
         _fail(str(exc))
+
+
+@user.command("sign-out")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+def user_sign_out(db_url: str, blueprint: str, username: str) -> None:
+    """End every browser session of USERNAME at once (a lost laptop, a shared screen)."""
+    try:
+        users = _user_runtime(db_url, blueprint).users
+        ended = users.sessions.end_all(users.user_id(username))
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"{ended} session(s) of {username} ended")
+
+
+@main.group()
+def token() -> None:
+    """API tokens: create (shown once), list, revoke."""
+
+
+@token.command("create")
+@_db_option
+@_blueprint_option
+@click.argument("username")
+@click.option("--name", default="api", show_default=True, help="What the token is for.")
+@click.option("--scope", type=click.Choice(["write", "read"]), default="write", show_default=True,
+              help="read: GET requests only.")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650), help="Expires after.")
+def token_create(db_url: str, blueprint: str, username: str, name: str, scope: str, days: int) -> None:
+    """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
+    try:
+        click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name, scope=scope, days=days))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@token.command("list")
+@_db_option
+@_blueprint_option
+@click.argument("username", required=False)
+def token_list(db_url: str, blueprint: str, username: str | None) -> None:
+    """Every token (of USERNAME): id, user, name, scope, expiry, last use, state."""
+    users = _user_runtime(db_url, blueprint).users
+    try:
+        found = users.sessions.list_tokens(users.user_id(username) if username else None)
+    except ValueError as exc:
+        _fail(str(exc))
+    for info in found:
+        expires = f"{info.expires_at:%Y-%m-%d}" if info.expires_at else "never"
+        used = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never used"
+        click.echo(f"{info.id:>5}  {info.username:<16} {info.name:<16} {info.scope:<6} expires {expires:<10} "
+                   f"{used:<17} {info.state}")
+
+
+@token.command("revoke")
+@_db_option
+@_blueprint_option
+@click.argument("token_id", type=int)
+def token_revoke(db_url: str, blueprint: str, token_id: int) -> None:
+    """Revoke one token by its id (from `crm token list`); it is refused from the next request on."""
+    try:
+        _user_runtime(db_url, blueprint).users.sessions.revoke_token(token_id)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(f"token {token_id} revoked")
 
 
 @user.command("password")

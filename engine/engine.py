@@ -122,12 +122,12 @@ class Engine:
         scheduler.start()
         return lambda: scheduler.shutdown(wait=False)
 
-    def web_app(self, *, widgets: WidgetRegistry | None = None) -> Starlette:
+    def web_app(self, *, widgets: WidgetRegistry | None = None, key: str | None = None) -> Starlette:
         """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
-        unless `widgets` are given)."""
+        unless `widgets` are given); `key` signs session cookies (default: see `secret_key`)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
                                self.doctor, self.slas, self.cadences, self.funnels, self.approvals)
-        return create_app(services, widgets=widgets or self.extensions.widgets)
+        return create_app(services, widgets=widgets or self.extensions.widgets, key=key)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
         """The same engine on the same database, writing at `clock`'s time (the demo writes its

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine, open_engine
-from engine.io.demo import seed_demo
+from engine.io.demo import demo_password, seed_demo
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM, load
 from tests.support.passwords import CHEAP_HASHER
@@ -98,7 +98,7 @@ def sign_in(page: Any, base: str, username: str) -> None:
     page.goto(f"{base}/lead")
     assert "/login" in page.url
     page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(f"demo-{username}!")
+    page.get_by_label("密码").fill(demo_password(username))
     shot(page, "01-login")
     page.get_by_role("button", name="登录").click()
     page.wait_for_url(re.compile(r"/lead$"))

@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 
 PEOPLE = (NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass"),
           NewUser("wang", "王磊", "sales_rep", "east", "manager", password="wang-pass1"),
-          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass12"),
-          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass"),
-          NewUser("chen", "陈静", "service_agent", "service", password="chen-pass"))
+          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass-123"),
+          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass-1"),
+          NewUser("chen", "陈静", "service_agent", "service", password="chen-pass-1"))
 
 
 @pytest.fixture
@@ -116,14 +116,14 @@ def test_disabled_user_loses_access_at_once(crm: tuple[Engine, dict[str, Any]]) 
 
 def test_repeated_failed_sign_ins_are_throttled(crm: tuple[Engine, dict[str, Any]], clock: Any) -> None:
     runtime, _ = crm
-    assert runtime.users.login("li", "li-pass12", "10.1.1.1").username == "li"
+    assert runtime.users.login("li", "li-pass-123", "10.1.1.1").username == "li"
     for _ in range(5):
         with pytest.raises(LoginRefused, match="wrong username or password"):
             runtime.users.login("li", "guess", "10.1.1.1")
     with pytest.raises(LoginRefused, match="too many failed sign-ins"):
-        runtime.users.login("li", "li-pass12", "10.1.1.1")
+        runtime.users.login("li", "li-pass-123", "10.1.1.1")
     clock.advance(minutes=16)
-    assert runtime.users.login("li", "li-pass12", "10.1.1.1").username == "li"
+    assert runtime.users.login("li", "li-pass-123", "10.1.1.1").username == "li"
 
 
 def test_a_browser_session_must_send_its_csrf_token_to_write_through_the_api(

@@ -27,9 +27,9 @@ from tests.support.web import csrf_of, visible_text
 PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),
           NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass"),
           NewUser("wang", "王磊", "sales_rep", "east", "manager", password="wang-pass1"),
-          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass12"),
-          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass"),
-          NewUser("chen", "陈静", "service_agent", "service", password="chen-pass"))
+          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass-123"),
+          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass-1"),
+          NewUser("chen", "陈静", "service_agent", "service", password="chen-pass-1"))
 PASSWORDS = {person.username: person.password for person in PEOPLE}
 
 
@@ -76,8 +76,8 @@ def test_wrong_password_is_refused_then_throttled(crm: tuple[Engine, Any]) -> No
     for _ in range(5):
         refused = client.post("/login", data={"username": "li", "password": "nope", "csrf_token": token})
         assert refused.status_code == 401 and "wrong username or password" in refused.text
-    throttled = client.post("/login", data={"username": "li", "password": "li-pass12", "csrf_token": token})
-    assert throttled.status_code == 401 and "too many failed sign-ins" in throttled.text
+    throttled = client.post("/login", data={"username": "li", "password": "li-pass-123", "csrf_token": token})
+    assert throttled.status_code == 429 and "too many failed sign-ins" in throttled.text
 
 
 def test_posts_without_the_csrf_token_are_refused(crm: tuple[Engine, Any]) -> None:
@@ -492,7 +492,7 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Engine
     assert 'value="sales_manager" selected' in li_row[:li_row.index("</tr>")]
     zhao = TestClient(runtime.web_app(), follow_redirects=False)
     token = csrf_of(zhao.get("/login").text)
-    assert zhao.post("/login", data={"username": "zhao", "password": "zhao-pass",
+    assert zhao.post("/login", data={"username": "zhao", "password": "zhao-pass-1",
                                      "csrf_token": token}).status_code == 401
 
     assert sign_in(runtime, "wang").get("/admin/users").status_code == 403

@@ -61,10 +61,10 @@ ACCOUNT = """
 
 
 def sign_in_admin(runtime: Engine, **options: Any) -> TestClient:
-    runtime.users.add(NewUser("boss", "老板", "admin", password="boss-pass"))
+    runtime.users.add(NewUser("boss", "老板", "admin", password="boss-pass-1"))
     client = TestClient(runtime.web_app(**options), follow_redirects=False)
     token = csrf_of(client.get("/login").text)
-    assert client.post("/login", data={"username": "boss", "password": "boss-pass",
+    assert client.post("/login", data={"username": "boss", "password": "boss-pass-1",
                                        "csrf_token": token}).status_code == 303
     return client
 

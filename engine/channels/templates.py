@@ -92,9 +92,26 @@ def _format_duration(value: Any) -> str:
     return sign + (" ".join(parts) or "0 min")
 
 
-def _environment(autoescape: bool) -> _MessageEnvironment:
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()!<>|~{}])")
+_LINE_START = re.compile(r"^(\s*)([#+\->])")
+
+
+def escape_markdown(text: str) -> str:
+    """User text made inert in a chat's markdown: every character that could start a link, an
+    image, emphasis, a heading or a quote is backslash-escaped (a web form cannot inject
+    `[点此领奖](https://evil)` into a DingTalk or Feishu card)."""
+    inert = _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
+    return _LINE_START.sub(r"\1\\\2", inert)  # a heading, list or quote marker only counts at a line's start
+
+
+def _markdown_text(value: Any) -> str:
+    return escape_markdown(show_text(value))
+
+
+def _environment(autoescape: bool, markdown: bool = False) -> _MessageEnvironment:
+    # finalize: None as "", decimals without trailing zeros, lists joined; in markdown, escaped
     env = _MessageEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
-                              finalize=show_text)  # None as "", decimals without trailing zeros, lists joined
+                              finalize=_markdown_text if markdown else show_text)
     env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
     env.filters = {name: env.filters[name] for name in _FILTERS}
     env.filters.update(replace=_bounded_replace, datetime=_format_datetime, duration=_format_duration)
@@ -102,9 +119,9 @@ def _environment(autoescape: bool) -> _MessageEnvironment:
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled(template_text: str, name: str, autoescape: bool) -> jinja2.Template:
+def _compiled(template_text: str, name: str, autoescape: bool, markdown: bool = False) -> jinja2.Template:
     """Check and compile a template once (the worker renders the same few templates thousands of times)."""
-    env = _environment(autoescape)
+    env = _environment(autoescape, markdown)
     try:
         tree = env.parse(template_text)
         for node in tree.find_all(_FORBIDDEN_NODES):
@@ -122,11 +139,13 @@ def _compiled(template_text: str, name: str, autoescape: bool) -> jinja2.Templat
 
 
 def render_message(template_text: str, context: Mapping[str, Any], *, name: str = "message",
-                   autoescape: bool = False) -> str:
-    """Render a blueprint message template in the sandbox; any failure names the template and line."""
+                   autoescape: bool = False, markdown: bool = False) -> str:
+    """Render a blueprint message template in the sandbox; any failure names the template and line.
+    `markdown`: every value the template substitutes is escaped for chat markdown (the
+    template's own markup stays)."""
     if len(template_text) > MAX_TEMPLATE_CHARS:
         raise TemplateRenderError(f"template {name!r} is {len(template_text)} characters; the limit is {MAX_TEMPLATE_CHARS}")
-    template = _compiled(template_text, name, autoescape)
+    template = _compiled(template_text, name, autoescape, markdown)
     chunks: list[str] = []
     size = 0
     try:

@@ -29,7 +29,7 @@ from engine.runtime.records.actors import SYSTEM, Actor
 if TYPE_CHECKING:  # the demo receives an engine; it never builds one
     from engine.engine import Engine
 
-# Demo sign-ins: the password of each is "demo-" + username + "!" (printed by `crm demo`).
+# Demo sign-ins: each user's own password, "crm-demo-" + username (printed by `crm demo`).
 USERS = (
     NewUser("admin", "系统管理员 Admin", "admin", None, None, "admin@demo.example", "13900000000"),
     NewUser("manager", "周经理 Zhou (Sales manager)", "sales_manager", "east", None, "zhou@demo.example",
@@ -46,7 +46,7 @@ USERS = (
 
 
 def demo_password(username: str) -> str:
-    return f"demo-{username}!"
+    return f"crm-demo-{username}"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "强", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "霞",
          "平", "刚", "桂英", "建华", "晓东", "志强", "海燕", "丽华", "文博", "思远", "子涵", "雨桐"]
@@ -177,6 +177,8 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
+        engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
     return DemoSummary(users, writer.counts)
 
 

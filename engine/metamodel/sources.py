@@ -105,6 +105,8 @@ class SourceSpec:
     test_filter: Expression | None = None
     spam_filter: Expression | None = None
     is_enabled: bool = True
+    max_body_kb: int = 256           # a larger delivery is refused (413) before anything is stored
+    rate_per_minute: int = 120       # deliveries per minute from one address (429 beyond it)
     label: Label = Label(())
     description: str = ""
     location: Location = NOWHERE
@@ -129,6 +131,8 @@ _MAPPING_ITEM = either("string", _PATH, {"type": "object", "required": ["path"],
 _SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additionalProperties": False,
            "properties": {
                **COMMON, "enabled": {"type": "boolean"},
+               "max_body_kb": {"type": "integer", "minimum": 1, "maximum": 1024},
+               "rate_per_minute": {"type": "integer", "minimum": 1, "maximum": 100000},
                "auth": {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
                    "type": {"enum": [kind.value for kind in AuthKind]}, "secret_env": ENV_NAME, "header": HEADER_NAME,
                    "query": NAME, "algorithm": {"enum": ["sha256", "sha1", "sha512"]},
@@ -218,6 +222,7 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
         name=name, entity=entity.name, auth=auth, mapping=tuple(mapping), event_id=event_id,
         defaults=tuple((data.get("defaults") or {}).items()), test_filter=filters.get("test_filter"),
         spam_filter=filters.get("spam_filter"), is_enabled=bool(data.get("enabled", True)),
+        max_body_kb=int(data.get("max_body_kb", 256)), rate_per_minute=int(data.get("rate_per_minute", 120)),
         label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
         description=str(data.get("description", "")), location=checker.doc.where_key(path))
 

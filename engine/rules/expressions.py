@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 import decimal
 import operator
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,8 +33,20 @@ from engine.rules.time import Clock
 
 MAX_POWER = 1000
 MAX_STRING_LENGTH = 100_000
+MAX_INT_BITS = 4096          # ~1,233 decimal digits: far beyond money, far below a CPU or memory problem
+MAX_WEIGHT = 1_000_000       # characters (or items) any intermediate value may hold, lists included
+CALL_BUDGET_SECONDS = 0.010  # CPU time of one evaluation, checked at each function call and bounded operator
 __all__ = ["FUNCTION_DOCS", "FUNCTION_NAMES", "MAX_REGEX_INPUT", "MAX_REGEX_LENGTH", "RELATED_COUNTS", "Evaluator",
            "ExpressionError", "FunctionDoc", "build_functions", "compile_expression"]
+
+# The budget of the evaluation under way on this thread (thread CPU time when it must end).
+_budget = threading.local()
+
+
+def _check_budget() -> None:
+    deadline = getattr(_budget, "deadline", None)
+    if deadline is not None and time.thread_time() > deadline:
+        raise ExpressionError(f"the expression took longer than its budget of {CALL_BUDGET_SECONDS * 1000:.0f} ms")
 
 
 def build_functions(clock: Clock, timezone: str,
@@ -41,25 +55,66 @@ def build_functions(clock: Clock, timezone: str,
     return BUILTIN_LIBRARY.bind(clock, timezone, territories)
 
 
+def weight(value: Any, limit: int = MAX_WEIGHT) -> int:
+    """How big `value` is (characters of text, items of lists, each counted in full), stopping
+    as soon as it passes `limit`: a list of 100,000 references to one long text weighs what its
+    `str()` would, without building it."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        total = len(value)
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += weight(item, limit - total)
+            if total > limit:
+                return total
+        return total
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() // 3 + 1
+    return 8
+
+
+def _check_int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise ExpressionError(f"a number in this expression would have more than {MAX_INT_BITS} bits")
+    return value
+
+
 def _safe_power(base: Any, exponent: Any) -> Any:
-    if abs(exponent) > MAX_POWER or abs(base) > 10**6 and abs(exponent) > 10:
-        raise ExpressionError(f"power too large (exponent limit {MAX_POWER})")
-    return operator.pow(base, exponent)
+    _check_budget()
+    if isinstance(exponent, (int, float, decimal.Decimal)) and not isinstance(exponent, bool):
+        if abs(float(exponent)) > MAX_POWER:
+            raise ExpressionError(f"power too large (exponent limit {MAX_POWER})")
+        if isinstance(base, int) and not isinstance(base, bool) and isinstance(exponent, int) and exponent > 0 \
+                and base.bit_length() * exponent > MAX_INT_BITS:
+            raise ExpressionError(f"power too large: the result would have more than {MAX_INT_BITS} bits")
+    return _check_int(operator.pow(base, exponent))
 
 
 def _safe_mult(left: Any, right: Any) -> Any:
+    _check_budget()
     if isinstance(left, (str, list, tuple)) or isinstance(right, (str, list, tuple)):
-        count = right if isinstance(left, (str, list, tuple)) else left
-        size = len(left) if isinstance(left, (str, list, tuple)) else len(right)
-        if isinstance(count, int) and size * count > MAX_STRING_LENGTH:
-            raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
+        sequence, count = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+        if isinstance(count, int) and count > 0:
+            if count > MAX_STRING_LENGTH or len(sequence) * count > MAX_STRING_LENGTH or \
+                    weight(sequence, MAX_WEIGHT) * count > MAX_WEIGHT:
+                raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
+    elif isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+        raise ExpressionError(f"a number in this expression would have more than {MAX_INT_BITS} bits")
     return operator.mul(left, right)
 
 
 def _safe_add(left: Any, right: Any) -> Any:
-    if isinstance(left, (str, list)) and isinstance(right, type(left)) and len(left) + len(right) > MAX_STRING_LENGTH:
-        raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
+    if isinstance(left, (str, list, tuple)) and isinstance(right, type(left)):
+        if len(left) + len(right) > MAX_STRING_LENGTH or weight(left) + weight(right) > MAX_WEIGHT:
+            raise ExpressionError(f"result would be longer than {MAX_STRING_LENGTH} characters")
     return operator.add(left, right)
+
+
+def _safe_mod(left: Any, right: Any) -> Any:
+    """Remainder of numbers only: `text % values` (printf formatting, which can pad to any width) is not offered."""
+    if isinstance(left, (str, bytes)):
+        raise ExpressionError("'%' formats text in Python; expressions do not offer it (join text with +)")
+    return operator.mod(left, right)
 
 
 def _exact(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -75,7 +130,8 @@ def _exact(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 _OPERATORS: dict[type[ast.AST], Callable[..., Any]] = dict(simpleeval.DEFAULT_OPERATORS)
-_OPERATORS.update({simpleeval.ast.Pow: _safe_power, simpleeval.ast.Mult: _safe_mult, simpleeval.ast.Add: _safe_add})
+_OPERATORS.update({simpleeval.ast.Pow: _safe_power, simpleeval.ast.Mult: _safe_mult, simpleeval.ast.Add: _safe_add,
+                   simpleeval.ast.Mod: _safe_mod})
 for _node in (simpleeval.ast.Add, simpleeval.ast.Sub, simpleeval.ast.Mult, simpleeval.ast.Div, simpleeval.ast.FloorDiv,
               simpleeval.ast.Mod, simpleeval.ast.Pow, simpleeval.ast.Gt, simpleeval.ast.GtE, simpleeval.ast.Lt,
               simpleeval.ast.LtE, simpleeval.ast.Eq, simpleeval.ast.NotEq):
@@ -103,13 +159,18 @@ class Evaluator:
         if compiled is None:
             compiled = self._compiled[expression.source] = compile_expression(expression.source, self.functions)
         token = related_counts.set(values.get(RELATED_COUNTS) or {}) if "count_related" in expression.functions else None
+        outer = getattr(_budget, "deadline", None)
+        if outer is None:
+            _budget.deadline = time.thread_time() + CALL_BUDGET_SECONDS
         try:
             return compiled(values)
         except ExpressionError:
             raise
-        except (ArithmeticError, TypeError, ValueError, OverflowError) as exc:
-            raise ExpressionError(f"{expression.source}: {exc}") from None
+        except (ArithmeticError, TypeError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+            raise ExpressionError(f"{expression.source}: {str(exc)[:200]}") from None
         finally:
+            if outer is None:
+                _budget.deadline = None
             if token is not None:
                 related_counts.reset(token)
 
@@ -180,7 +241,16 @@ def _compile(node: ast.AST, functions: Mapping[str, Callable[..., Any]]) -> _Nod
         if node.func.id not in functions:
             raise ExpressionError(f"unknown function '{node.func.id}'")
         function, arguments = functions[node.func.id], [_compile(argument, functions) for argument in node.args]
-        return lambda values: function(*[argument(values) for argument in arguments])
+        called = node.func.id
+
+        def call(values: Mapping[str, Any]) -> Any:
+            given = [argument(values) for argument in arguments]
+            _check_budget()
+            for value in given:  # what a function receives is bounded like any intermediate value
+                if isinstance(value, (list, tuple, dict, set)) and weight(value) > MAX_WEIGHT:
+                    raise ExpressionError(f"{called}(): a value larger than {MAX_WEIGHT} characters")
+            return _check_int(function(*given))
+        return call
     if isinstance(node, (ast.List, ast.Tuple)):
         items, kind = [_compile(item, functions) for item in node.elts], list if isinstance(node, ast.List) else tuple
         return lambda values: kind([item(values) for item in items])

@@ -112,22 +112,24 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
         "recipients": sorted({row.email for row in recipients if row.email}),
         "to": [row.username for row in recipients]}
     payload.update(render_notification(model, language, context, text=text, template=template,
-                                       html=spec is None or spec.type == "mail"))
+                                       html=spec is None or spec.type == "mail",
+                                       markdown=spec is not None and spec.format == "markdown"))
     enqueue(connection, schema, channel=channel, key=key, payload=payload, now=now, entity=entity, record_id=record_id)
 
 
 def render_notification(model: Metamodel, language: str, context: Mapping[str, Any], *, text: str | None,
-                        template: str | None, html: bool = False) -> dict[str, str]:
-    """`title`, `text` (and `html` for mail) of a message, or `error` saying why it could not be rendered."""
+                        template: str | None, html: bool = False, markdown: bool = False) -> dict[str, str]:
+    """`title`, `text` (and `html` for mail) of a message, or `error` saying why it could not be rendered.
+    `markdown`: record values are escaped, so text from a web form cannot add links or formatting."""
     try:
         if text is not None:
-            return {"title": "", "text": render_message(text, context, name="notify text")}
+            return {"title": "", "text": render_message(text, context, name="notify text", markdown=markdown)}
         if template is None or not model.has_template(template):
             raise TemplateRenderError(f"there is no message template '{template}'")
         found = model.template(template)
         title = found.pick("title", language)
         rendered = {"title": render_message(title, context, name=f"{template}.title") if title else "",
-                    "text": render_message(found.pick("text", language), context, name=template)}
+                    "text": render_message(found.pick("text", language), context, name=template, markdown=markdown)}
         if found.html and html:  # values are escaped in the HTML body
             rendered["html"] = render_message(found.pick("html", language), context, name=f"{template}.html",
                                               autoescape=True)

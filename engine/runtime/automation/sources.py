@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import sqlalchemy as sa
 
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
+from engine.runtime.storage import jsontext
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
@@ -37,7 +39,22 @@ from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 
 MAX_BODY = 1024 * 1024
-_SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token"}
+_SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token", "proxy-authorization"}
+_SECRET_WORDS = ("token", "secret", "signature", "password", "apikey", "api-key", "api_key", "sign")
+
+
+def _is_secret(name: str, declared: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or lowered == declared or any(word in lowered for word in _SECRET_WORDS)
+
+
+def _masked_query(query: str, declared: str) -> str:
+    """The query string with the values of secret-looking parameters replaced by ***."""
+    parts = []
+    for pair in query[:2000].split("&"):
+        name, sep, _ = pair.partition("=")
+        parts.append(f"{name}=***" if sep and _is_secret(name, declared) else pair)
+    return "&".join(parts)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -94,8 +111,15 @@ class Intake:
         self.records = records
 
     def log_delivery(self, source: str, headers: Mapping[str, str], query: str, body: bytes) -> int:
-        """Keep the raw delivery before anything can go wrong with it; secrets in headers are masked."""
-        kept = {name.lower(): ("***" if name.lower() in _SECRET_HEADERS else value) for name, value in headers.items()}
+        """Keep the raw delivery before anything can go wrong with it; secrets in headers and in
+        the query string (the source's own token header or parameter, and any that looks like
+        one) are masked before they are stored."""
+        spec = self.model.source(source) if self.model.has_source(source) else None
+        secret_header = (spec.auth.header or "").lower() if spec is not None else ""
+        secret_param = (spec.auth.query or "").lower() if spec is not None else ""
+        kept = {name.lower()[:128]: ("***" if _is_secret(name, secret_header) else value[:1024])
+                for name, value in list(headers.items())[:100]}
+        query = _masked_query(query, secret_param)
         with self.db.write() as connection:
             return int(_statements(self.schema).log.scalar(connection, {
                 "source": source[:64], "received_at": naive_utc(self.clock.now()), "headers": kept, "query": query[:2000],
@@ -118,9 +142,9 @@ class Intake:
                 raise IntakeRefused(503, f"source '{source.name}' is disabled in the blueprint")
             if check_auth:
                 verify(source, headers, query, body, self.clock.now())
-            try:
-                payload = json.loads(body or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            try:  # orjson: nesting beyond 1024, NaN and lone surrogates are errors, never a crash
+                payload = jsontext.loads(body or b"null")
+            except orjson.JSONDecodeError as exc:
                 raise IntakeRefused(400, f"the body is not valid JSON: {exc}") from None
             if not isinstance(payload, (dict, list)):
                 raise IntakeRefused(400, "the body must be a JSON object")
@@ -178,6 +202,17 @@ class Intake:
             connection.execute(table.update().where(table.c.id == delivery_id).values(attempts=row.attempts + 1))
         query = dict(pair.split("=", 1) for pair in row.query.split("&") if "=" in pair)
         return self.process(row.source, delivery_id, row.headers, query, row.body, check_auth=check_auth)
+
+    def prune(self, days: int) -> int:
+        """Delete deliveries received more than `days` ago (their bodies are the bulk of what
+        anonymous senders store); records made from them and their event ids stay, so a
+        re-delivery is still recognised. Returns how many were deleted."""
+        if days < 1:
+            raise ValueError("keep deliveries at least 1 day")
+        table = self.schema.deliveries
+        cutoff = naive_utc(self.clock.now()) - dt.timedelta(days=days)
+        with self.db.write() as connection:
+            return int(connection.execute(table.delete().where(table.c.received_at < cutoff)).rowcount)
 
     def deliveries(self, *, source: str | None = None, status: str | None = None,
                         limit: int = 50) -> list[Any]:

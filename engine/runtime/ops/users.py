@@ -10,10 +10,12 @@ across web processes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,18 +25,43 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from engine.metamodel import Metamodel
 from engine.metamodel.channels import CHANNEL_TYPES
 from engine.rules import Clock
+from engine.runtime.ops.sessions import TOKEN_DAYS, Sessions
 from engine.runtime.records.actors import Actor
 from engine.runtime.storage.database import Database
-from engine.runtime.storage.tables import LOGINS, TOKENS, Schema
+from engine.runtime.storage.tables import LOGINS, Schema
 from engine.runtime.storage.times import naive_utc
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5                # failed sign-ins of one account from one address, per window
+MAX_CLIENT_FAILURES = 20        # failed sign-ins from one address, whatever the account
+BACKOFF_AFTER = 10              # failed sign-ins of one account from all addresses before each waits longer
+MAX_BACKOFF = dt.timedelta(minutes=15)
 FAILURE_WINDOW = dt.timedelta(minutes=15)
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 10
+_COMMON = frozenset(line.strip().lower() for line in
+                    (Path(__file__).with_name("common_passwords.txt")).read_text(encoding="utf-8").splitlines()
+                    if line.strip() and not line.startswith("#"))
 
 
 class LoginRefused(Exception):
-    """Wrong credentials or too many attempts; the message is safe to show."""
+    """Wrong credentials or too many attempts; the message is safe to show. `throttled`: refused
+    without looking at the password (HTTP 429)."""
+
+    def __init__(self, message: str, *, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.throttled = throttled
+
+
+def password_problem(password: str, username: str = "") -> str | None:
+    """Why a password is too weak, or None (length ≥ 10, not a common password, not the username)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters (密码至少 {MIN_PASSWORD_LENGTH} 位)"
+    if len(password) > 256:
+        return "a password may have at most 256 characters (密码最多 256 位)"
+    lowered = password.lower()
+    rest = lowered.replace(username.lower(), "") if username else lowered
+    if lowered in _COMMON or len(set(password)) <= 2 or len(rest) < 4:
+        return "this password is too common or too easy to guess; choose another (密码过于常见或易猜，请换一个)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,21 +114,28 @@ class Users:
         self.db = db
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
+        self.sessions = Sessions(schema, db, clock)
 
     def _require_role(self, role: str) -> None:
         if not self.model.has_role(role):
             known = ", ".join(spec.name for spec in self.model.roles)
             raise ValueError(f"role '{role}' is not declared in the blueprint (known: {known})")
 
-    def hash_password(self, password: str) -> str:
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    def hash_password(self, password: str, username: str = "") -> str:
+        problem = password_problem(password, username)
+        if problem:
+            raise ValueError(problem)
         return self.hasher.hash(password)
+
+    @functools.cached_property
+    def _dummy_hash(self) -> str:
+        """Verified against for an unknown or disabled user, so the answer takes as long as for a known one."""
+        return self.hasher.hash(secrets.token_urlsafe(16))
 
     def add(self, user: NewUser) -> Actor:
         """Create a user (the manager, if named, must exist already) and return it as an actor."""
         self._require_role(user.role)
-        password_hash = self.hash_password(user.password) if user.password is not None else None
+        password_hash = self.hash_password(user.password, user.username) if user.password is not None else None
         users = self.schema.users
         now = naive_utc(self.clock.now())
         with self.db.write() as connection:
@@ -127,7 +161,8 @@ class Users:
             return list(connection.execute(sa.select(users).order_by(users.c.id)))
 
     def update(self, username: str, **values: Any) -> None:
-        """Change role, team, is_active, on_leave, display_name, language … of one user."""
+        """Change role, team, is_active, on_leave, display_name, language … of one user. Disabling
+        a user revokes their sessions."""
         if "role" in values:
             self._require_role(values["role"])
         users = self.schema.users
@@ -135,6 +170,9 @@ class Users:
             result = connection.execute(users.update().where(users.c.username == username).values(**values))
             if result.rowcount != 1:
                 raise ValueError(f"there is no user '{username}'")
+            if values.get("is_active") is False:
+                user_id = connection.execute(sa.select(users.c.id).where(users.c.username == username)).scalar_one()
+                self.sessions.end_all(user_id, connection)
 
     def find(self, username: str) -> Actor | None:
         users = self.schema.users
@@ -143,36 +181,70 @@ class Users:
         return None if row is None else actor_of(row)
 
     def set_password(self, username: str, password: str) -> None:
-        password_hash = self.hash_password(password)
+        """A new password; every session of the user is signed out."""
+        password_hash = self.hash_password(password, username)
         users = self.schema.users
         with self.db.write() as connection:
             result = connection.execute(users.update().where(users.c.username == username)
                                         .values(password_hash=password_hash))
             if result.rowcount != 1:
                 raise ValueError(f"there is no user '{username}'")
+            user_id = connection.execute(sa.select(users.c.id).where(users.c.username == username)).scalar_one()
+            self.sessions.end_all(user_id, connection)
 
     def login(self, username: str, password: str, client: str) -> Actor:
         """The actor for these credentials; LoginRefused after a wrong password, an unknown or
-        disabled user, or when this user or client has failed too often recently."""
+        disabled user, or when this account (from this address), this address, or this account
+        (from everywhere, with a growing wait) has failed too often recently.
+
+        The attempt is reserved (counted and recorded as failed) in one write transaction before
+        the password is checked, so parallel attempts all see each other; a correct password then
+        marks it succeeded. An unknown user costs the same hashing as a known one."""
         users, attempts = self.schema.users, self.schema.metadata.tables[LOGINS]
-        now = self.clock.now()
-        since = naive_utc(now - FAILURE_WINDOW)
-        with self.db.read() as connection:
-            failures = connection.execute(sa.select(sa.func.count()).select_from(attempts).where(
-                attempts.c.at >= since, attempts.c.succeeded.is_(False),
-                sa.or_(attempts.c.username == username, attempts.c.client == client))).scalar_one()
-            row = connection.execute(sa.select(users).where(users.c.username == username)).first()
-        if failures >= MAX_FAILURES:
-            raise LoginRefused(f"too many failed sign-ins; try again in {int(FAILURE_WINDOW.total_seconds() // 60)} "
-                               "minutes or ask an administrator")
-        ok = row is not None and row.is_active and row.password_hash is not None and self._verify(
-            row.password_hash, password)
+        username, client = username[:64], client[:64]
+        now = naive_utc(self.clock.now())
+        since = now - FAILURE_WINDOW
         with self.db.write() as connection:
-            connection.execute(attempts.insert().values(username=username[:64], client=client[:64],
-                                                        at=naive_utc(now), succeeded=ok))
+            if not self.db.is_sqlite:  # SQLite writers are serial already
+                for key in (f"login:u:{username}", f"login:c:{client}"):
+                    lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
+            self._check_throttle(connection, attempts, username, client, since, now)
+            attempt_id = connection.execute(attempts.insert().values(
+                username=username, client=client, at=now, succeeded=False)).inserted_primary_key
+            assert attempt_id is not None
+            row = connection.execute(sa.select(users).where(users.c.username == username)).first()
+        stored = row.password_hash if row is not None and row.is_active else None
+        ok = self._verify(stored or self._dummy_hash, password) and stored is not None
         if not ok:
-            raise LoginRefused("wrong username or password")
+            raise LoginRefused("wrong username or password (用户名或密码错误)")
+        with self.db.write() as connection:
+            connection.execute(attempts.update().where(attempts.c.id == attempt_id[0]).values(succeeded=True))
         return actor_of(row)
+
+    def _check_throttle(self, connection: sa.Connection, attempts: sa.Table, username: str, client: str,
+                        since: dt.datetime, now: dt.datetime) -> None:
+        failed = sa.and_(attempts.c.at >= since, attempts.c.succeeded.is_(False))
+
+        def count(*conditions: Any) -> int:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(attempts)
+                                          .where(failed, *conditions)).scalar_one())
+        minutes = int(FAILURE_WINDOW.total_seconds() // 60)
+        if count(attempts.c.username == username, attempts.c.client == client) >= MAX_FAILURES:
+            raise LoginRefused(f"too many failed sign-ins for this account from your address; try again in "
+                               f"{minutes} minutes (登录失败次数过多，请 {minutes} 分钟后再试)", throttled=True)
+        if count(attempts.c.client == client) >= MAX_CLIENT_FAILURES:
+            raise LoginRefused(f"too many failed sign-ins from your address; try again in {minutes} minutes "
+                               f"(登录失败次数过多，请 {minutes} 分钟后再试)", throttled=True)
+        everywhere = count(attempts.c.username == username)
+        if everywhere >= BACKOFF_AFTER:  # many addresses guessing one account: each try waits longer
+            wait = min(dt.timedelta(seconds=2 ** min(everywhere - BACKOFF_AFTER, 20)), MAX_BACKOFF)
+            last = connection.execute(sa.select(sa.func.max(attempts.c.at)).where(
+                failed, attempts.c.username == username)).scalar()
+            if last is not None and now - last < wait:
+                seconds = int((wait - (now - last)).total_seconds()) + 1
+                raise LoginRefused(f"this account had many failed sign-ins; try again in {seconds} seconds "
+                                   f"(该账号登录失败较多，请 {seconds} 秒后再试)", throttled=True)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -180,15 +252,15 @@ class Users:
         except (VerificationError, InvalidHashError):
             return False
 
-    def create_token(self, username: str, name: str = "api") -> str:
-        """A new API token for the user; only its hash is stored, so it is shown once."""
-        users, tokens = self.schema.users, self.schema.metadata.tables[TOKENS]
-        token = "crm_" + secrets.token_urlsafe(32)
-        with self.db.write() as connection:
+    def user_id(self, username: str) -> int:
+        users = self.schema.users
+        with self.db.read() as connection:
             user_id = connection.execute(sa.select(users.c.id).where(users.c.username == username)).scalar()
-            if user_id is None:
-                raise ValueError(f"there is no user '{username}'")
-            connection.execute(tokens.insert().values(user_id=user_id, name=name[:64],
-                                                      created_at=naive_utc(self.clock.now()),
-                                                      token_sha256=hashlib.sha256(token.encode()).hexdigest()))
-        return token
+        if user_id is None:
+            raise ValueError(f"there is no user '{username}'")
+        return int(user_id)
+
+    def create_token(self, username: str, name: str = "api", *, scope: str = "write",
+                     days: int | None = TOKEN_DAYS) -> str:
+        """A new API token for the user; only its hash is stored, so it is shown once."""
+        return self.sessions.create_token(self.user_id(username), name, scope=scope, days=days)

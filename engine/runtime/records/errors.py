@@ -58,6 +58,13 @@ class NotFound(RecordError):
     code = "not_found"
 
 
+class QuotaExceeded(RecordError):
+    """A user's uploads would pass their quota."""
+
+    status = 413
+    code = "quota_exceeded"
+
+
 class VersionConflict(RecordError):
     status = 409
     code = "version_conflict"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 _TRUE = {"true", "1", "yes", "y", "on", "是"}
 _FALSE = {"false", "0", "no", "n", "off", "否", ""}
+MAX_TEXT_LENGTH = 100_000  # a text field without a declared length
+MIN_YEAR, MAX_YEAR = 1900, 9998  # dates and times: far enough from the ends that time zones never overflow
 
 
 class FieldError(ValueError):
@@ -112,9 +115,12 @@ class StringKind(Kind):
             raise _invalid(spec, "expected text", zh="请填写文字")
         text = str(value).strip()
         limit = spec.length or (None if spec.type is FieldType.TEXT else 255)
+        if limit is None:
+            limit = MAX_TEXT_LENGTH
         if limit is not None and len(text) > limit:
             raise _invalid(spec, f"is {len(text)} characters long; at most {limit} allowed", "too_long",
                            f"共 {len(text)} 个字符，最多 {limit} 个")
+        check_text(spec, text)
         if spec.pattern and text and compile_pattern(spec.pattern).fullmatch(text) is None:
             raise _invalid(spec, f"'{text}' does not match the required pattern {spec.pattern}", "pattern",
                            f"“{text}”格式不对（应符合 {spec.pattern}）")
@@ -139,6 +145,8 @@ class IntegerKind(Kind):
                 number = decimal.Decimal(str(value).strip().replace(",", ""))
             except decimal.InvalidOperation:
                 raise _invalid(spec, f"'{value}' is not a whole number", zh=f"“{value}”不是整数") from None
+            if not number.is_finite() or number.adjusted() > 18:  # before int(): 1e999999999 is a valid Decimal
+                raise _invalid(spec, "number is too large", "out_of_range", "数字太大")
             if number != number.to_integral_value():
                 raise _invalid(spec, f"'{value}' is not a whole number", zh=f"“{value}”不是整数")
             result = int(number)
@@ -240,6 +248,9 @@ class DateKind(Kind):
             except ValueError:
                 raise _invalid(spec, f"'{value}' is not a date; write it as YYYY-MM-DD",
                                zh=f"“{value}”不是日期，请写成 2026-11-20 这样的格式") from None
+        if not MIN_YEAR <= result.year <= MAX_YEAR:
+            raise _invalid(spec, f"'{value}' is outside the years {MIN_YEAR}–{MAX_YEAR}", "out_of_range",
+                           f"“{value}”超出 {MIN_YEAR}–{MAX_YEAR} 年的范围")
         return result
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
@@ -262,10 +273,15 @@ class DateTimeKind(Kind):
                 raise _invalid(spec, f"'{value}' is not a date and time; write it as "
                                      "YYYY-MM-DD HH:MM (local time) or with an offset, e.g. 2026-11-20T09:30+08:00",
                                zh=f"“{value}”不是日期时间，请写成 2026-11-20 09:30 这样的格式") from None
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise _invalid(spec, f"'{value}' is outside the years {MIN_YEAR}–{MAX_YEAR}", "out_of_range",
+                           f"“{value}”超出 {MIN_YEAR}–{MAX_YEAR} 年的范围")
         if moment.tzinfo is None:  # a wall-clock time in the app's time zone
             moment = moment.replace(tzinfo=ZoneInfo(spec.timezone))
-        result = moment.astimezone(UTC)
-        return result
+        try:
+            return moment.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise _invalid(spec, f"'{value}' is out of range", "out_of_range", f"“{value}”超出范围") from None
 
     def to_json(self, spec: FieldSpec, value: Any) -> Any:
         return None if value is None else value.isoformat()
@@ -291,31 +307,53 @@ class ChoiceKind(Kind):
         return text
 
 
+MAX_LIST_VALUES = 100  # a tags or multichoice field holds at most this many values
+MAX_LIST_ITEM = 64     # … each at most this many characters
+MAX_JSON_BYTES = 64 * 1024  # a json field's value, as stored text
+MAX_JSON_DEPTH = 32
+
+
 class ListKind(Kind):
-    """multichoice and tags: a JSON list of distinct strings."""
+    """multichoice and tags: a JSON list of distinct strings. The caps are checked before any
+    value is looked at, and the values are de-duplicated with a set: a request with a million
+    tags is refused at the cost of one `len`."""
 
     column_type = staticmethod(lambda spec: sa.JSON())
     is_orderable = False
 
     def parse(self, spec: FieldSpec, value: Any) -> Any:
-        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(value, str):
+            if len(value) > MAX_LIST_VALUES * (MAX_LIST_ITEM + 1) * 2:
+                raise _invalid(spec, f"at most {MAX_LIST_VALUES} values", "too_long", f"最多 {MAX_LIST_VALUES} 项")
+            items: Any = value.split(",", MAX_LIST_VALUES * 2)
+        else:
+            items = value
         if not isinstance(items, (list, tuple)):
             raise _invalid(spec, "expected a list of values", zh="请选择一项或多项")
+        if len(items) > MAX_LIST_VALUES * 2:  # before the loop: blanks and repeats are few in real input
+            raise _invalid(spec, f"at most {MAX_LIST_VALUES} values (got {len(items)})", "too_long",
+                           f"最多 {MAX_LIST_VALUES} 项（收到 {len(items)} 项）")
+        allowed = frozenset(spec.choice_values()) if spec.type is FieldType.MULTICHOICE else None
         result: list[str] = []
+        seen: set[str] = set()
         for item in items:
+            if isinstance(item, (dict, list, tuple)):
+                raise _invalid(spec, "each value must be text", zh="每一项应为文字")
             text = str(item).strip()
-            if not text or text in result:
+            if not text or text in seen:
                 continue
-            if spec.type is FieldType.MULTICHOICE and text not in spec.choice_values():
-                raise _invalid(spec, f"'{text}' is not one of the options ({', '.join(spec.choice_values())})",
-                               zh=f"“{text}”不是可选项（{'、'.join(c.label.text('zh') for c in spec.choices)}）",
+            if allowed is not None and text not in allowed:
+                raise _invalid(spec, f"'{text[:64]}' is not one of the options ({', '.join(spec.choice_values())})",
+                               zh=f"“{text[:64]}”不是可选项（{'、'.join(c.label.text('zh') for c in spec.choices)}）",
                                code="invalid_choice")
-            if len(text) > 64:
-                raise _invalid(spec, f"'{text[:20]}…' is longer than 64 characters", "too_long",
-                               f"“{text[:20]}…”超过 64 个字符")
+            if len(text) > MAX_LIST_ITEM:
+                raise _invalid(spec, f"'{text[:20]}…' is longer than {MAX_LIST_ITEM} characters", "too_long",
+                               f"“{text[:20]}…”超过 {MAX_LIST_ITEM} 个字符")
+            check_text(spec, text)
+            seen.add(text)
             result.append(text)
-        if len(result) > 100:
-            raise _invalid(spec, "at most 100 values", "too_long", "最多 100 项")
+            if len(result) > MAX_LIST_VALUES:
+                raise _invalid(spec, f"at most {MAX_LIST_VALUES} values", "too_long", f"最多 {MAX_LIST_VALUES} 项")
         return result or None
 
 
@@ -367,6 +405,7 @@ class EmailKind(Kind):
         text = str(value).strip().lower()
         if not text:
             return None
+        check_text(spec, text)
         if len(text) > 254 or not _EMAIL.match(text):
             raise _invalid(spec, f"'{text}' is not an email address", "invalid_email", f"“{text}”不是有效的邮箱地址")
         return text
@@ -380,6 +419,7 @@ class UrlKind(Kind):
         text = str(value).strip()
         if not text:
             return None
+        check_text(spec, text)
         if "://" not in text:
             text = "https://" + text
         if len(text) > 2048 or not _URL.match(text):
@@ -408,11 +448,94 @@ class ReferenceKind(Kind):
 
 
 class JsonKind(Kind):
+    """Structured data (e.g. a webhook's raw payload): a JSON object or list, bounded in size and
+    depth. A scalar is refused at write time; a row written before that rule (or by hand) reads
+    back as it is stored, never as an error."""
+
     column_type = staticmethod(lambda spec: sa.JSON())
     is_orderable = False
 
     def parse(self, spec: FieldSpec, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            if len(text) > MAX_JSON_BYTES:
+                raise _invalid(spec, f"is larger than {MAX_JSON_BYTES // 1024} KB", "too_long",
+                               f"超过 {MAX_JSON_BYTES // 1024} KB")
+            try:
+                value = json.loads(text, parse_constant=_no_constant)
+            except (ValueError, RecursionError):
+                raise _invalid(spec, "is not valid JSON; write an object like {\"key\": \"value\"}",
+                               zh="不是有效的 JSON，请写成 {\"key\": \"value\"} 这样的对象") from None
+        if not isinstance(value, (dict, list)):
+            raise _invalid(spec, f"expected a JSON object or list, got {type(value).__name__}",
+                           zh="应为 JSON 对象或列表")
+        problem = _json_problem(value)
+        if problem:
+            raise _invalid(spec, problem, "too_long" if "large" in problem or "deep" in problem else "invalid",
+                           "JSON 内容无效或过大")
         return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored in a json field (too deep, too large, NaN, a NUL or lone
+    surrogate in a string), or None; iterative, so a hostile nesting cannot exhaust the stack."""
+    size, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            size += 2 + len(item)
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    return "has a key that is not text"
+                size += len(key)
+                if _bad_text(key):
+                    return "contains a NUL character or an unpaired surrogate"
+                stack.append((member, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            size += 2 + len(item)
+            stack.extend((member, depth + 1) for member in item)
+        elif isinstance(item, str):
+            size += len(item) + 2
+            if _bad_text(item):
+                return "contains a NUL character or an unpaired surrogate"
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                return "contains NaN or Infinity, which JSON does not allow"
+            size += 24
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) > 2**63:
+                return "contains a number too large to store"
+            size += 20
+        elif item is None or isinstance(item, bool):
+            size += 5
+        else:
+            return f"contains a {type(item).__name__}, which JSON cannot hold"
+        if size > MAX_JSON_BYTES:
+            return f"is larger than {MAX_JSON_BYTES // 1024} KB"
+    return None
+
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad_text(text: str) -> bool:
+    return _BAD_TEXT.search(text) is not None
+
+
+def check_text(spec: FieldSpec, text: str) -> None:
+    """Text no database can store faithfully (a NUL byte: PostgreSQL refuses it; an unpaired
+    surrogate: not UTF-8) is refused with the field's name, never left to fail in the driver."""
+    if _bad_text(text):
+        raise _invalid(spec, "contains a NUL character or an unpaired surrogate; remove it", "invalid_text",
+                       "包含无法保存的控制字符，请删除")
 
 
 class ComputedKind(Kind):

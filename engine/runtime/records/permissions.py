@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel import Metamodel
+from engine.metamodel import FieldType, Metamodel
 from engine.metamodel.roles import ADMIN_ROLE, FULL, EntityPermissions, Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
@@ -93,10 +93,17 @@ class Access:
     def check_writable(self, actor: Actor, entity: str, names: Iterable[str]) -> None:
         """Forbidden if the change touches a field hidden or read-only for the actor's role."""
         permissions = self.permissions(actor, entity)
+        spec_of = self.model.entity(entity)
         for name in names:
             if name in permissions.hidden or name in permissions.readonly:
                 raise Forbidden(f"you may not change field '{name}' of {entity} (read-only for role {actor.role})",
                                 field=name, permission="update", entity=entity)
+            if not actor.is_system and spec_of.has_field(name):
+                spec = spec_of.field(name)
+                if spec.is_readonly and spec.type is not FieldType.COMPUTED:  # computed: refused as such later
+                    raise Forbidden(f"field '{name}' of {entity} is read-only (`readonly: true` in the blueprint): "
+                                    "only the engine's rules and integrations fill it", field=name,
+                                    permission="update", entity=entity)
 
     def check_readable(self, actor: Actor, entity: str, names: Iterable[str]) -> None:
         """Filtering, sorting or searching by a hidden field would reveal it: refused."""

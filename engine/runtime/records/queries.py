@@ -21,6 +21,7 @@ from engine.runtime.records.errors import QueryInvalid
 from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, ListKind, PhoneKind, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
+MAX_PAGE = 1_000_000  # beyond it the offset overflows 64 bits on some databases
 MAX_PER_PAGE = 500
 RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla"})
 # created_at / updated_at filters parse like a datetime field of the app
@@ -86,7 +87,9 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
         per_page = int(params.get("per_page") or view.page_size)
     except ValueError:
         raise QueryInvalid("page and per_page must be whole numbers", field="page") from None
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+    if not 1 <= page <= MAX_PAGE:
+        raise QueryInvalid(f"page must be between 1 and {MAX_PAGE}", field="page")
+    if not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
     return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
                      (params.get("sla") or "").strip() or None)
@@ -104,7 +107,10 @@ def _typed(entity: EntitySpec, name: str, raw: Any, kinds: FieldKinds) -> Any:
     if not entity.has_field(name):
         try:
             if _SYSTEM_TYPES.get(name) is sa.Integer:
-                return int(raw)
+                number = int(str(raw)[:20])
+                if abs(number) > 2**62:
+                    raise ValueError("too large")
+                return number
             if _SYSTEM_TYPES.get(name) is sa.DateTime:
                 return _SYSTEM_TIME.parse(_SYSTEM_TIME_SPEC, raw).replace(tzinfo=None)
         except (TypeError, ValueError):

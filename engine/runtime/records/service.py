@@ -18,10 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDelete
+from engine.metamodel.roles import Scope
 from engine.rules import Clock, Evaluator
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, RecordReferenced, StageRefused,
-                                           UnknownEntity, ValidationFailed, VersionConflict)
+from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, QuotaExceeded, RecordReferenced,
+                                           StageRefused, UnknownEntity, ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
@@ -37,6 +38,7 @@ from engine.runtime.records.events import EventKind
 from engine.runtime.records.lifecycle import ViewObserver, WriteContext, WriteGate, WriteObserver, WriteResult
 from engine.rules.rules import Change, Origin
 
+DEFAULT_UPLOAD_QUOTA = 500 * 2**20
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 
 
@@ -106,6 +108,7 @@ class RecordService:
         self.gates: list[WriteGate] = []  # checks on the final values of every write (stage requirements)
         # named list filters other components add: name → (entity, table, value, now) → condition
         self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
+        self.upload_quota = DEFAULT_UPLOAD_QUOTA  # bytes of files one user may keep (the engine may set it)
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -504,16 +507,58 @@ class RecordService:
 
     def store_file(self, name: str, content_type: str, content: bytes, *, actor: Actor,
                    within: sa.Connection | None = None) -> dict[str, Any]:
-        """Keep an uploaded file; attachment fields hold the returned id."""
+        """Keep an uploaded file; attachment fields hold the returned id. QuotaExceeded (413)
+        when the uploader's files would pass their quota (`upload_quota`, bytes)."""
         now = naive_utc(self.clock.now())
         digest = hashlib.sha256(content).hexdigest()
+        files = self.schema.files
         with self._writing(within) as connection:
-            key = connection.execute(self.schema.files.insert().values(
+            if not actor.is_system and actor.id is not None:
+                used = int(connection.execute(sa.select(sa.func.coalesce(sa.func.sum(files.c.size), 0))
+                                              .where(files.c.created_by == actor.id)).scalar_one())
+                if used + len(content) > self.upload_quota:
+                    raise QuotaExceeded(
+                        f"your uploads would take {(used + len(content)) // 2**20} MB, above your quota of "
+                        f"{self.upload_quota // 2**20} MB; delete files you no longer need or ask an administrator",
+                        field="file")
+            key = connection.execute(files.insert().values(
                 name=name, content_type=content_type, size=len(content), sha256=digest, content=content,
                 created_by=actor.id, created_at=now)).inserted_primary_key
             assert key is not None  # None only for statements other than an INSERT
             file_id = key[0]
         return {"id": file_id, "name": name, "content_type": content_type, "size": len(content), "sha256": digest}
+
+    def read_file(self, file_id: int, *, actor: Actor) -> Any:
+        """The stored file (a row: name, content_type, content, sha256) if the actor may read it:
+        its uploader, or anyone who may read a record it is attached to (through a field not
+        hidden from them). NotFound otherwise — the same answer as for a file that does not exist."""
+        files = self.schema.files
+        with self.db.read() as connection:
+            row = connection.execute(sa.select(files).where(files.c.id == file_id)).first()
+            if row is None or not self.may_read_file(connection, actor, file_id, row.created_by):
+                raise NotFound(f"file {file_id} does not exist, or is attached to nothing you may read", field="id")
+        return row
+
+    def may_read_file(self, connection: sa.Connection, actor: Actor, file_id: int, uploader: int | None) -> bool:
+        """Access to a file follows the records it is attached to; an unattached file is its uploader's."""
+        if actor.is_system or (uploader is not None and uploader == actor.id):
+            return True
+        for entity in self.model.entities:
+            names = [spec.name for spec in entity.fields if spec.type is FieldType.ATTACHMENT]
+            if not names or self.access.scope(actor, entity.name, "read") is Scope.NONE:
+                continue
+            hidden = self.access.permissions(actor, entity.name).hidden
+            table = self.schema.table(entity.name)
+            columns = [table.c[name] for name in names if name not in hidden]
+            if not columns:
+                continue
+            condition = sa.or_(*(column == file_id for column in columns))
+            scope = self.access.row_condition(actor, entity.name, "read", table)
+            if scope is not None:
+                condition = sa.and_(condition, scope)
+            if connection.execute(sa.select(table.c.id).where(condition).limit(1)).first() is not None:
+                return True
+        return False
 
     # -- deleting ------------------------------------------------------------------------
 
@@ -582,12 +627,33 @@ class RecordService:
                     errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled",
                                              "该用户已停用，请选择其他人"))
                 continue
-            if self._statements.exists(target).first(connection, {"id": record_id}) is None:
+            if not self._may_link(connection, actor, target, record_id):
+                # a record or file out of the actor's reach answers exactly like one that does not exist
                 what = "file" if target == "file" else target
-                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id}",
-                                         f"所选记录（{record_id}）不存在，可能已被删除"))
+                errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id} "
+                                                                    "that you may read",
+                                         f"所选记录（{record_id}）不存在或您无权查看"))
         if errors:
             raise ValidationFailed(errors)
+
+    def _may_link(self, connection: sa.Connection, actor: Actor | None, target: str, record_id: int) -> bool:
+        """The link target exists and lies within the actor's read scope (an uploaded file: see
+        `may_read_file`). The engine's own writes (rules, intake, timers) link to anything."""
+        if target == "file":
+            files = self.schema.files
+            row = connection.execute(sa.select(files.c.created_by).where(files.c.id == record_id)).first()
+            return row is not None and (actor is None or self.may_read_file(connection, actor, record_id,
+                                                                             row.created_by))
+        if actor is None or actor.is_system:
+            return self._statements.exists(target).first(connection, {"id": record_id}) is not None
+        table = self.schema.table(target)
+        condition = table.c.id == record_id
+        if self.access.scope(actor, target, "read") is Scope.NONE:
+            return False
+        scope = self.access.row_condition(actor, target, "read", table)
+        if scope is not None:
+            condition = sa.and_(condition, scope)
+        return connection.execute(sa.select(table.c.id).where(condition)).first() is not None
 
     def _check_unique(self, connection: sa.Connection, entity: EntitySpec, data: Mapping[str, Any],
                       record_id: int | None) -> None:

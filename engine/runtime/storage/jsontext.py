@@ -22,7 +22,12 @@ def dumps(value: Any) -> str:
     return _encoded(value).decode()
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes | int | float) -> Any:
+    """The value of JSON text. On SQLite a JSON column has numeric affinity, so a bare number
+    written into one (before json fields refused scalars, or by hand) reads back as a number,
+    not text: it is returned as it is, so such a row still reads instead of failing the page."""
+    if isinstance(text, (int, float)):
+        return text
     return orjson.loads(text)
 
 

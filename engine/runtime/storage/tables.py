@@ -25,6 +25,7 @@ NAMING = {
 USERS, EVENTS, FILES, TIMERS, OUTBOX, TABLES = ("crm_users", "crm_events", "crm_files", "crm_timers",
                                                 "crm_outbox", "crm_tables")
 TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "crm_settings", "crm_job_runs"
+SESSIONS = "crm_sessions"  # browser sign-ins, revocable (engine/runtime/ops/sessions.py)
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
@@ -198,6 +199,21 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("last_used_at", sa.DateTime),
         sa.Column("revoked_at", sa.DateTime),
+        sa.Column("expires_at", sa.DateTime),   # None: never (only when asked for explicitly)
+        sa.Column("scope", sa.String(16)),      # read (GET only) | write; None (older tokens): write
+    )
+    sa.Table(
+        SESSIONS, metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey(f"{USERS}.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("last_seen_at", sa.DateTime, nullable=False),
+        sa.Column("expires_at", sa.DateTime, nullable=False),
+        sa.Column("revoked_at", sa.DateTime),
+        sa.Column("client", sa.String(64)),
+        sa.Column("user_agent", sa.String(255)),
+        sa.Index("ix_crm_sessions_user_id", "user_id"),
     )
     sa.Table(
         LOGINS, metadata,

@@ -6,10 +6,10 @@ offending field or null, "errors": [...] when several fields are wrong}.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +19,8 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.records.queries import parse_list_query
+from engine.runtime.storage import jsontext
 from engine.runtime.storage.jsontext import JSONResponse
-from engine.runtime.web.auth import UserLookups
 from engine.runtime.web.funnel_json import outlook_json
 from engine.runtime.web.openapi import build_openapi
 from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_csrf
@@ -40,22 +40,56 @@ def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+MAX_JSON_BODY = 2 * 1024 * 1024  # a record's field values; far above any real record, far below a flood
+MAX_KEYS = 500
+MAX_RECORD_ID = 2**31 - 1  # ids are 32-bit columns: a larger one names nothing (and overflows SQLite's driver)
+
+
 def _record_id(request: Request) -> int:
     raw = request.path_params["record_id"]
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 12 else 0
     except ValueError:
-        raise JSONError(404, "not_found", f"'{raw}' is not a record id", "id") from None
+        value = 0
+    if not 1 <= value <= MAX_RECORD_ID:
+        raise JSONError(404, "not_found", f"'{raw[:40]}' is not a record id", "id") from None
+    return value
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it (or its Content-Length) exceeds `limit`:
+    an oversized body is never read in full, let alone parsed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise JSONError(413, "body_too_large", f"the request body is larger than {limit // 1024} KB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise JSONError(413, "body_too_large", f"the request body is larger than {limit // 1024} KB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON as the standard demands: no NaN/Infinity, no lone surrogates, nesting ≤ 1024 (orjson
+    refuses each with an error, never a crash); ValueError with the reason."""
+    try:
+        return jsontext.loads(body or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
+    body = await read_capped(request, MAX_JSON_BODY)
     try:
-        payload = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = parse_json(body)
+    except ValueError as exc:
         raise JSONError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise JSONError(422, "invalid_body", "the request body must be a JSON object of field values")
+    if len(payload) > MAX_KEYS:  # before any field is looked at: no entity has this many
+        raise JSONError(422, "invalid_body", f"the request body names {len(payload)} fields; at most {MAX_KEYS}")
     return payload
 
 
@@ -77,7 +111,6 @@ class JsonApi:
     def __init__(self, services: WebServices) -> None:
         self.services = services
         self.records = services.records
-        self.lookups = UserLookups(services.db, services.schema)
         self._openapi: dict[str, Any] | None = None
 
     def lang(self, request: Request) -> str:
@@ -95,11 +128,17 @@ class JsonApi:
         actor: Actor | None = getattr(request.state, "actor", None)
         token = getattr(request.state, "bearer", None)
         if actor is None and token:
-            actor = self.lookups.by_token(token)
+            found = self.services.users.sessions.token_actor(token)
+            if found is not None:
+                actor, scope = found
+                if scope == "read" and request.method not in SAFE_METHODS:
+                    raise JSONError(403, "token_read_only", "this API token may only read (scope 'read'); "
+                                                            "create a 'write' token to change records")
             request.state.actor = actor
         if actor is None:
             raise JSONError(401, "unauthenticated", "sign in, or send 'Authorization: Bearer <token>' "
-                                                    "(create one with `crm user token USERNAME`)")
+                                                    "(create one with `crm token create USERNAME`); a revoked or "
+                                                    "expired token is refused")
         return actor
 
     async def _call(self, request: Request, function: Callable[..., Any], *args: Any, write: bool = False,
@@ -290,19 +329,23 @@ class JsonApi:
         return JSONResponse(stored, status_code=201, headers={"Location": f"/api/files/{stored['id']}"})
 
     async def download_file(self, request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        files = self.services.schema.files
-
-        def load(actor: Actor) -> Any:
-            with self.services.db.read() as connection:
-                return connection.execute(sa.select(files).where(files.c.id == file_id)).first()
-        row = await self._call(request, load)
-        if row is None:
-            raise JSONError(404, "not_found", f"file {file_id} does not exist", "id")
-        disposition = "attachment; filename*=UTF-8''" + _quote(row.name)
-        return Response(row.content, media_type=row.content_type,
+        file_id = int(request.path_params["file_id"])
+        if not 1 <= file_id <= MAX_RECORD_ID:
+            raise JSONError(404, "not_found", f"file {str(file_id)[:40]} does not exist", "id")
+        row = await self._call(request, self.records.read_file, file_id)
+        # A type off the allow-list is served as bytes: with nosniff, a browser will never run an
+        # uploaded .js or .html as a script or page of this origin. Preview (inline) only for listed types.
+        content_type = row.content_type if row.content_type in INLINE_TYPES else "application/octet-stream"
+        inline = request.query_params.get("inline") == "1" and content_type != "application/octet-stream"
+        disposition = ("inline" if inline else "attachment") + "; filename*=UTF-8''" + _quote(row.name)
+        return Response(row.content, media_type=content_type,
                         headers={"Content-Disposition": disposition, "ETag": f'"{row.sha256}"',
-                                 "X-Content-Type-Options": "nosniff"})
+                                 "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
+                                 "Content-Security-Policy": "sandbox; default-src 'none'"})
+
+
+# Uploaded types a browser may show inline (images, PDF, plain text); anything else downloads as bytes.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"})
 
 
 def _quote(name: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -13,7 +15,7 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.web.hooks import webhook_routes
 from engine.runtime.storage.jsontext import JSONResponse
 from engine.runtime.web.api import JsonApi
-from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, UserLookups, session_secret
+from engine.runtime.web.auth import SESSION_MAX_AGE, AuthMiddleware, SecureCookieMiddleware, secret_key
 from engine.runtime.web.screens import ScreenRoutes, SecurityHeadersMiddleware, not_found_page
 from engine.runtime.web.widgets import WidgetRegistry, load_widgets
 
@@ -25,10 +27,12 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
                          "message": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
 
 
-def create_app(services: WebServices, *, widgets: WidgetRegistry | None = None) -> Starlette:
+def create_app(services: WebServices, *, widgets: WidgetRegistry | None = None, key: str | None = None) -> Starlette:
     """The web application for one runtime: security headers, sessions, the actor, then the routes.
+    `key` signs the session cookies (default: `secret_key` — CRM_SECRET_KEY or a 0600 key file).
 
-    Raises WidgetConfigError at startup when the blueprint names a widget no plugin provides."""
+    Raises WidgetConfigError at startup when the blueprint names a widget no plugin provides,
+    SecretKeyMissing when no usable secret key is configured."""
     widgets = widgets or load_widgets()
     widgets.check(services.model)
     api = JsonApi(services)
@@ -47,11 +51,13 @@ def create_app(services: WebServices, *, widgets: WidgetRegistry | None = None) 
         *webhook_routes(services.intake, services.db),
         *screens.routes(),
     ]
+    always_secure = os.environ.get("CRM_COOKIE_SECURE", "") in ("1", "true", "yes")
     middleware = [
         Middleware(SecurityHeadersMiddleware),
-        Middleware(SessionMiddleware, secret_key=session_secret(services.db, services.schema), session_cookie="crm_session",
-                   max_age=SESSION_MAX_AGE, same_site="lax", https_only=False),
-        Middleware(AuthMiddleware, lookups=UserLookups(services.db, services.schema)),
+        Middleware(SecureCookieMiddleware, always=always_secure),
+        Middleware(SessionMiddleware, secret_key=key or secret_key(services.db.url), session_cookie="crm_session",
+                   max_age=SESSION_MAX_AGE, same_site="lax", https_only=always_secure),
+        Middleware(AuthMiddleware, users=services.users),
     ]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={404: not_found, 405: _method_not_allowed}, max_body_size=MAX_BODY_BYTES)

@@ -1,66 +1,79 @@
-"""Authentication on the web: the request's actor, from a session cookie or an API token.
+"""Authentication on the web: the request's actor, from a server-side session or an API token.
 
-Passwords, sign-in throttling and tokens are the users' (engine/runtime/ops/users.py); this
-module reads them on every request. A browser signs in once and carries a signed, expiring session cookie holding its user id;
-an API client sends `Authorization: Bearer <token>`. Either way the user row is read on
-every request, so disabling a user or changing a role takes effect at once.
+Passwords, sign-in throttling, sessions and tokens are the users' (engine/runtime/ops/users.py,
+engine/runtime/ops/sessions.py); this module reads them on every request. A browser signs in
+once; its cookie (signed with the installation's secret key) holds a random session key whose
+hash is a row of crm_sessions — revoked by signing out, "sign out everywhere", a password
+change or disabling the user. An API client sends `Authorization: Bearer <token>`. Either
+way the user row is read on every request, so a disabled user or a changed role takes effect
+at once.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
+import os
 import secrets
+from pathlib import Path
 
-import sqlalchemy as sa
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.runtime.ops.users import Users
 from engine.runtime.records.actors import Actor
-from engine.runtime.storage.prepared import Prepared
-from engine.runtime.storage.tables import SETTINGS, TOKENS
-from engine.runtime.ops.users import actor_of
-from engine.runtime.storage.database import Database
-from engine.runtime.storage.tables import Schema
 
-SESSION_MAX_AGE = 8 * 3600
+SESSION_MAX_AGE = 8 * 3600  # the cookie, re-signed on use: 8 h idle; the session row also ends at 7 days
+SESSION_KEY = "sid"
+MIN_SECRET_LENGTH = 32
+_log = logging.getLogger(__name__)
 
 
-class UserLookups:
-    """The two look-ups every request makes, built once with bound parameters."""
-
-    def __init__(self, db: Database, schema: Schema) -> None:
-        users, tokens = schema.users, schema.metadata.tables[TOKENS]
-        self.db = db
-        self._by_id = Prepared(sa.select(users).where(users.c.id == sa.bindparam("id"), users.c.is_active))
-        self._by_token = Prepared(sa.select(users).join(tokens, tokens.c.user_id == users.c.id).where(
-            tokens.c.token_sha256 == sa.bindparam("digest"), tokens.c.revoked_at.is_(None), users.c.is_active))
-
-    def by_id(self, user_id: int) -> Actor | None:
-        """The active user with this id as an actor, or None."""
-        row = self.db.lookup(self._by_id, {"id": user_id})
-        return None if row is None else actor_of(row)
-
-    def by_token(self, token: str) -> Actor | None:
-        """The active user an unrevoked API token belongs to, or None."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        row = self.db.lookup(self._by_token, {"digest": digest})
-        return None if row is None else actor_of(row)
+class SecretKeyMissing(RuntimeError):
+    """No usable secret key: the message says how to set one."""
 
 
-def session_secret(db: Database, schema: Schema) -> str:
-    """The cookie-signing key: CRM_SECRET_KEY, else one generated once and kept in the database
-    so every web process of an installation signs alike."""
-    import os
-    configured = os.environ.get("CRM_SECRET_KEY")
+def secret_key(db_url: str = "", *, required: bool = False) -> str:
+    """The key signing session cookies: CRM_SECRET_KEY, else the file named by CRM_SECRET_KEY_FILE
+    (created with mode 0600 when missing), else — for a SQLite database — a file beside it
+    (`<database>.secret-key`, 0600). With `required` (`crm serve`), one of the two variables
+    must be set. Never a built-in default, never a value kept in the database."""
+    configured = os.environ.get("CRM_SECRET_KEY", "")
     if configured:
+        if len(configured) < MIN_SECRET_LENGTH:
+            raise SecretKeyMissing(f"CRM_SECRET_KEY has {len(configured)} characters; use at least "
+                                   f"{MIN_SECRET_LENGTH} random ones, e.g. "
+                                   "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
         return configured
-    settings = schema.metadata.tables[SETTINGS]
-    with db.write() as connection:
-        value = connection.execute(sa.select(settings.c.value).where(settings.c.key == "session_secret")).scalar()
-        if value is None:
-            value = secrets.token_urlsafe(48)
-            connection.execute(settings.insert().values(key="session_secret", value=value))
-    return str(value)
+    file_name = os.environ.get("CRM_SECRET_KEY_FILE", "")
+    if not file_name and required:
+        raise SecretKeyMissing("set CRM_SECRET_KEY (at least 32 random characters, e.g. the output of "
+                               "python -c 'import secrets; print(secrets.token_urlsafe(48))') or CRM_SECRET_KEY_FILE "
+                               "(a file the server creates with mode 0600) before `crm serve`; see docs/security.md")
+    if not file_name and db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+        file_name = db_url.removeprefix("sqlite:///").split("?")[0] + ".secret-key"
+    if not file_name:  # a throw-away key: sessions end when the process does
+        _log.warning("no CRM_SECRET_KEY: sessions use a key that lasts only as long as this process")
+        return secrets.token_urlsafe(48)
+    return _key_file(Path(file_name))
+
+
+def _key_file(path: Path) -> str:
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise SecretKeyMissing(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}") from None
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) < MIN_SECRET_LENGTH:
+            raise SecretKeyMissing(f"{path} holds fewer than {MIN_SECRET_LENGTH} characters; delete it to get a "
+                                   "new key (everyone signs in again)") from None
+        return key
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(key + "\n")
+    return key
 
 
 class AuthMiddleware:
@@ -68,9 +81,9 @@ class AuthMiddleware:
     only noted (`state["bearer"]`): the JSON API resolves it in the same worker-thread call as
     the request's work, saving a thread hop per API request."""
 
-    def __init__(self, app: ASGIApp, lookups: UserLookups) -> None:
+    def __init__(self, app: ASGIApp, users: Users) -> None:
         self.app = app
-        self.lookups = lookups
+        self.users = users
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -81,9 +94,37 @@ class AuthMiddleware:
             if header.lower().startswith("bearer "):
                 # resolved by the API inside its own worker-thread call: one thread hop per request
                 scope.setdefault("state", {})["bearer"] = header[7:].strip()
-            elif "session" in scope and isinstance(scope["session"].get("user_id"), int):
-                actor = await run_in_threadpool(self.lookups.by_id, scope["session"]["user_id"])
+            elif "session" in scope and isinstance(scope["session"].get(SESSION_KEY), str):
+                actor = await run_in_threadpool(self.users.sessions.actor, scope["session"][SESSION_KEY])
                 if actor is None:
                     scope["session"].clear()
+            elif "session" in scope and "user_id" in scope["session"]:
+                scope["session"].clear()  # a cookie from before server-side sessions: sign in again
             scope.setdefault("state", {})["actor"] = actor
         await self.app(scope, receive, send)
+
+
+class SecureCookieMiddleware:
+    """Marks cookies `Secure` when the request came over HTTPS: directly, or through a proxy
+    uvicorn was told to trust (`--proxy-headers --forwarded-allow-ips=…`, which sets the
+    scheme from X-Forwarded-Proto); or always, with `always` (CRM_COOKIE_SECURE=1)."""
+
+    def __init__(self, app: ASGIApp, always: bool = False) -> None:
+        self.app = app
+        self.always = always
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (self.always or scope.get("scheme") == "https"):
+            await self.app(scope, receive, send)
+            return
+
+        async def secure(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                cookies = headers.getlist("set-cookie")
+                if cookies:
+                    del headers["set-cookie"]
+                    for cookie in cookies:
+                        headers.append("set-cookie", cookie if "secure" in cookie.lower() else cookie + "; Secure")
+            await send(message)
+        await self.app(scope, receive, secure)

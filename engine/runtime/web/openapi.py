@@ -102,7 +102,7 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    words = {400: "malformed request", 404: "no such record", 409: "version conflict, duplicate or still linked",
+    words = {400: "malformed request", 404: "no such record", 413: "too large (body, file, or the uploader's quota)", 409: "version conflict, duplicate or still linked",
              422: "invalid input: every bad field is listed (code stage_requirements: the stage move is refused, "
                   "`missing` lists every missing item with what it asks and how to satisfy it)"}
     return {str(status): _json("#/components/schemas/Error", words[status]) for status in statuses}
@@ -195,18 +195,58 @@ def _funnel_paths(model: Metamodel, entity: EntitySpec) -> dict[str, Any]:
     return paths
 
 
+_FILE = {"type": "object", "required": ["id", "name", "content_type", "size", "sha256"], "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "content_type": {"type": "string"},
+    "size": {"type": "integer"}, "sha256": {"type": "string"}}}
+
+
+def _file_paths() -> dict[str, Any]:
+    """Uploads (kept for attachment fields) and downloads (for whoever may read an owning record)."""
+    return {
+        "/api/files": {"post": {
+            "tags": ["files"], "summary": "Upload a file (multipart field 'file'; within the uploader's quota)",
+            "operationId": "upload_file",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"], "properties": {"file": {"type": "string",
+                                                                                "format": "binary"}}}}}},
+            "responses": {"201": _json("#/components/schemas/File", "stored; put its id in an attachment field"),
+                          **_errors(413, 422)}}},
+        "/api/files/{file_id}": {"parameters": [{"name": "file_id", "in": "path", "required": True,
+                                                 "schema": {"type": "integer"}}], "get": {
+            "tags": ["files"], "summary": "Download a file: its uploader, or anyone who may read a record it is "
+                                          "attached to; always Content-Disposition: attachment unless ?inline=1 "
+                                          "and an image, PDF or plain text",
+            "operationId": "download_file",
+            "parameters": [{"name": "inline", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file's bytes", "content": {"*/*": {"schema": {
+                "type": "string", "format": "binary"}}}}, **_errors(404)}}},
+    }
+
+
 def build_openapi(model: Metamodel) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every entity's routes."""
-    schemas: dict[str, Any] = {"Error": ERROR}
+    """The OpenAPI 3.1 description of every entity's routes. Every operation also documents the
+    answers any request may get (401 without credentials, 403 out of scope, 413 too large, 429
+    throttled) as its `default` Error response, and the two ways to authenticate."""
+    schemas: dict[str, Any] = {"Error": ERROR, "File": _FILE}
     paths: dict[str, Any] = {}
     for entity in model.entities:
         schemas.update(_entity_schemas(entity))
         paths.update(_entity_paths(entity))
         paths.update(_funnel_paths(model, entity))
+    paths.update(_file_paths())
+    for item in paths.values():
+        for method, operation in item.items():
+            if method != "parameters":
+                operation["responses"].setdefault("default", _json("#/components/schemas/Error", "refused: 401 "
+                                                  "sign in, 403 outside your permissions, 413 too large, 429 "
+                                                  "too many requests"))
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{model.label.text('en')} API", "version": "1",
                  "description": "Generated from the blueprint. Errors are JSON {code, message, field}."},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API token: `crm token create`"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "crm_session"}}},
+        "security": [{"bearer": []}, {"session": []}],
     }

@@ -455,9 +455,11 @@ class JsonWidget(TextareaWidget):
         if text is NOT_SUBMITTED or not str(text).strip():
             return None if text is not NOT_SUBMITTED else text
         try:
-            return json.loads(str(text))
+            return json.loads(str(text)[:1_000_000])
         except json.JSONDecodeError as exc:
             raise InputError(f"{field.name}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except RecursionError:
+            raise InputError(f"{field.name}: nested too deeply") from None
 
 
 class ComputedWidget(BaseWidget):

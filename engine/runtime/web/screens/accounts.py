@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from engine.runtime.ops.users import LoginRefused
+from engine.runtime.web.auth import SESSION_KEY
 from engine.runtime.web.screens.contexts import LoginContext
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
@@ -22,7 +23,7 @@ def safe_next(target: str | None) -> str:
 
 def login_screen(site: Site, request: Request) -> HTMLResponse:
     lang = site.lang(request)
-    expired = request.query_params.get("expired") == "1" and "user_id" not in request.session
+    expired = request.query_params.get("expired") == "1" and SESSION_KEY not in request.session
     context = LoginContext(next_url=safe_next(request.query_params.get("next")),
                            error=translate(lang, "session_expired") if expired else None)
     return site.render(request, None, "login.html", context, translate(lang, "sign_in"))
@@ -33,21 +34,34 @@ def sign_in(site: Site, request: Request, form: Any) -> Response:
     password = str(form.get("password", ""))
     next_url = safe_next(str(form.get("next", "/")))
     client = request.client.host if request.client else "unknown"
+    users = site.services.users
     try:
-        actor = site.services.users.login(username, password, client)
+        actor = users.login(username, password, client)
     except LoginRefused as refused:
-        context = LoginContext(username=username, next_url=next_url, error=str(refused))
+        context = LoginContext(username=username[:64], next_url=next_url, error=str(refused))
         return site.render(request, None, "login.html", context, translate(site.lang(request), "sign_in"),
-                           status=401)
+                           status=429 if refused.throttled else 401)
     lang = request.session.get("lang")
+    old = request.session.get(SESSION_KEY)
+    if isinstance(old, str):
+        users.sessions.end(old)  # signing in again replaces the session: never reuse a key
     request.session.clear()  # a fresh session (and CSRF token) after signing in
-    request.session["user_id"] = actor.id
+    assert actor.id is not None  # a signed-in user always has one
+    request.session[SESSION_KEY] = users.sessions.start(actor.id, client, request.headers.get("user-agent", ""))
     if lang:
         request.session["lang"] = lang
     return RedirectResponse(next_url, status_code=303)
 
 
-def sign_out(request: Request) -> Response:
+def sign_out(site: Site, request: Request, *, everywhere: bool = False) -> Response:
+    """End this session (revoked in the database: a copy of the cookie is worthless), or with
+    `everywhere` every session of the user."""
+    key = request.session.get(SESSION_KEY)
+    actor = getattr(request.state, "actor", None)
+    if everywhere and actor is not None and actor.id is not None:
+        site.services.users.sessions.end_all(actor.id)
+    elif isinstance(key, str):
+        site.services.users.sessions.end(key)
     lang = request.session.get("lang")
     request.session.clear()
     if lang:

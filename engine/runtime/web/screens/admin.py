@@ -14,7 +14,8 @@ from engine.runtime.ops.users import parse_im_ids
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.web.screens.contexts import Choice, MessageView, OutboxContext, UserView, UsersContext
+from engine.runtime.web.screens.contexts import (Choice, MessageView, OutboxContext, TokenView, UserView,
+                                                UsersContext)
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, is_admin
 from engine.runtime.web.widgets import local_time
@@ -29,6 +30,7 @@ def require_admin(site: Site, actor: Actor) -> None:
 def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     require_admin(site, actor)
     lang = site.lang(request)
+    zone = site.model.settings.timezone
     rows = site.services.users.all()
     names = {row.id: row.display_name or row.username for row in rows}
     context = UsersContext(
@@ -37,8 +39,25 @@ def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
                              bool(row.on_leave), row.id == actor.id,
                              " ".join(f"{kind}={value}" for kind, value in sorted((row.im_ids or {}).items())))
                       for row in rows),
-        roles=tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles))
+        roles=tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles),
+        tokens=tuple(TokenView(info.id, info.username, info.name, info.scope,
+                               info.expires_at.strftime("%Y-%m-%d") if info.expires_at else "—",
+                               local_time(info.last_used_at, zone).strftime("%Y-%m-%d %H:%M")
+                               if info.last_used_at else "—", info.revoked_at is not None)
+                     for info in site.services.users.sessions.list_tokens()))
     return site.render(request, actor, "users.html", context, translate(lang, "users"))
+
+
+def revoke_token(site: Site, request: Request, actor: Actor, form: Any) -> Response:
+    """The administrator revokes one API token (it is refused from the next request on)."""
+    require_admin(site, actor)
+    raw = str(form.get("token_id", ""))
+    try:
+        site.services.users.sessions.revoke_token(int(raw) if raw.isdigit() and len(raw) < 10 else 0)
+        site.flash(request, translate(site.lang(request), "token_revoked", id=raw))
+    except ValueError as error:
+        site.flash(request, str(error))
+    return RedirectResponse("/admin/users", status_code=303)
 
 
 def change_user(site: Site, request: Request, actor: Actor, user_id: int, form: Any) -> Response:

@@ -65,10 +65,12 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
 def move_card(site: Site, request: Request, actor: Actor, entity_name: str, body: bytes) -> JSONResponse:
     """Answer a drop: {ok, version} or {ok: false, message} with the server's reason."""
     try:
-        payload: Any = json.loads(body or b"{}")
-        record_id, target, field = int(payload["id"]), str(payload["to"]), str(payload["field"])
+        payload: Any = json.loads(body[:10_000] or b"{}")
+        record_id, target, field = int(payload["id"]), str(payload["to"])[:64], str(payload["field"])[:64]
         version = int(payload["version"]) if payload.get("version") is not None else None
-    except (ValueError, KeyError, TypeError):
+        if not 0 < record_id < 2**31:
+            raise ValueError("not a record id")
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
         return JSONResponse({"ok": False, "message": "send {id, field, to, version}"}, status_code=400)
     ok, status, answer = _move(site, request, actor, entity_name, record_id, field, target, version)
     if ok:

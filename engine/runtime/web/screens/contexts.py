@@ -330,11 +330,23 @@ class UserView:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenView:
+    id: int
+    username: str
+    name: str
+    scope: str
+    expires: str
+    last_used: str
+    is_revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class UsersContext:
-    """The administrator's list of users with role, team and state."""
+    """The administrator's list of users with role, team and state, and every API token."""
 
     users: tuple[UserView, ...]
     roles: tuple[Choice, ...]
+    tokens: tuple[TokenView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import DuplicateRecord, StageRefused, ValidationFailed, VersionConflict
+from engine.runtime.records.errors import DuplicateRecord, NotFound, StageRefused, ValidationFailed, VersionConflict
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.values import apply_defaults, coerce_input
 from engine.runtime.web.screens.accounts import safe_next
@@ -81,6 +81,12 @@ def new_form(site: Site, request: Request, actor: Actor, entity_name: str) -> HT
     prefill = {key: value for key, value in request.query_params.items()
                if entity.has_field(key) and entity.field(key).type is not FieldType.COMPUTED}
     values, _ = coerce_input(entity, prefill, kinds=site.records.schema.kinds)
+    for name, value in values.items():  # a prefilled link must be a record the user may read
+        spec = entity.field(name) if entity.has_field(name) else None
+        if spec is not None and spec.type is FieldType.LINK and spec.link_entity and value is not None:
+            if not site.readable(actor, spec.link_entity, int(value)):
+                raise NotFound(f"{spec.link_entity} {value} does not exist or is outside what you may read",
+                               field=name)
     apply_defaults(entity, values, site.records.evaluator, kinds=site.records.schema.kinds)
     return _render(site, request, actor, entity, values, {}, record=None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -236,9 +237,21 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
         "Content-Disposition": f'attachment; filename="{entity.name}-{stamp}.csv"'})
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will show, never run: text starting like a formula (=, +, -, @, tab,
+    carriage return) gets a leading apostrophe (OWASP's advice); plain numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _csv_line(values: Sequence[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
+    csv.writer(buffer).writerow([csv_cell(value) for value in values])
     return buffer.getvalue()
 
 

@@ -64,6 +64,7 @@ class ScreenRoutes:
             Route("/language", self._public(self.language, check=True), methods=["POST"]),
             Route("/admin/users", screen(self.users), methods=["GET"]),
             Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
+            Route("/admin/tokens/revoke", screen(self.revoke_token), methods=["POST"]),
             Route("/admin/outbox", screen(self.outbox), methods=["GET"]),
             Route("/admin/outbox/retry", screen(self.retry_outbox), methods=["POST"]),
             Route("/{entity}", screen(self.list), methods=["GET"]),
@@ -106,6 +107,9 @@ class ScreenRoutes:
             if actor is None:
                 return self._to_login(request)
             try:
+                for key in ("record_id", "user_id"):  # ids are 32-bit columns: a larger one names nothing
+                    if not 0 < int(request.path_params.get(key, 1)) < 2**31:
+                        raise NotFound(f"{str(request.path_params[key])[:40]} is not an id", field="id")
                 if request.method == "POST":
                     submitted = request.headers.get(CSRF_HEADER)
                     if submitted is None and "form" in request.headers.get("content-type", ""):
@@ -145,7 +149,8 @@ class ScreenRoutes:
         return await run_in_threadpool(accounts.sign_in, self.site, request, await request.form())
 
     async def logout(self, request: Request) -> Response:
-        return accounts.sign_out(request)
+        everywhere = (await request.form()).get("everywhere") == "1"
+        return await run_in_threadpool(accounts.sign_out, self.site, request, everywhere=everywhere)
 
     async def language(self, request: Request) -> Response:
         return accounts.switch_language(self.site, request, await request.form())
@@ -164,6 +169,10 @@ class ScreenRoutes:
         form = await request.form()
         return await run_in_threadpool(admin.change_user, self.site, request, actor,
                                        request.path_params["user_id"], form)
+
+    async def revoke_token(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(admin.revoke_token, self.site, request, actor, form)
 
     async def outbox(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(admin.outbox_screen, self.site, request, actor)

@@ -41,7 +41,8 @@ def check_csrf(request: Request, submitted: str | None) -> None:
 
 
 class SecurityHeadersMiddleware:
-    """Adds CSP (no inline scripts), nosniff, frame denial and referrer policy to every response."""
+    """Adds CSP (no inline scripts), nosniff, frame denial and referrer policy to every response,
+    and `Cache-Control: no-store` to every one but the static files."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,11 +52,16 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith("/static/")
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((name, value) for name, value in SECURITY_HEADERS if name not in present)]
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                if not cacheable and b"cache-control" not in present:
+                    # records, files and API answers are private: no browser or proxy may keep them
+                    extra.append((b"cache-control", b"no-store"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -135,13 +135,32 @@ class Site:
         """Titles of the given records of `target` (for link cells); '#id' when the title is hidden."""
         wanted = sorted({int(value) for value in ids if isinstance(value, int)})
         entity = self.model.entity(target)
-        if not wanted or entity.title_field in self.records.access.permissions(actor, target).hidden:
+        access = self.records.access
+        if not wanted or entity.title_field in access.permissions(actor, target).hidden or \
+                access.scope(actor, target, "read") is Scope.NONE:
             return {}
         table = self.services.schema.table(target)
         column = table.c[entity.title_field] if entity.title_field in table.c else table.c.id
+        condition: Any = table.c.id.in_(wanted)
+        scope = access.row_condition(actor, target, "read", table)  # a title is a read: the list's scope
+        if scope is not None:
+            condition = sa.and_(condition, scope)
         with self.services.db.read() as connection:
-            rows = connection.execute(sa.select(table.c.id, column).where(table.c.id.in_(wanted)))
+            rows = connection.execute(sa.select(table.c.id, column).where(condition))
             return {row[0]: str(row[1]) if row[1] is not None else f"#{row[0]}" for row in rows}
+
+    def readable(self, actor: Actor, target: str, record_id: int) -> bool:
+        """Whether the record exists and lies within the actor's read scope."""
+        access = self.records.access
+        if access.scope(actor, target, "read") is Scope.NONE:
+            return False
+        table = self.services.schema.table(target)
+        condition: Any = table.c.id == record_id
+        scope = access.row_condition(actor, target, "read", table)
+        if scope is not None:
+            condition = sa.and_(condition, scope)
+        with self.services.db.read() as connection:
+            return connection.execute(sa.select(table.c.id).where(condition)).first() is not None
 
     def file_names(self, ids: Iterable[Any]) -> dict[int, str]:
         files = self.services.schema.files
