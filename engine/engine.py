@@ -37,6 +37,7 @@ from engine.runtime.automation.cadences import CadenceClocks
 from engine.runtime.automation.clocks import ClockStore, sla_condition
 from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.related import RelatedReader
+from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
 from engine.runtime.automation.sla import SlaClocks
@@ -82,6 +83,11 @@ class Engine:
     approvals: ApprovalDesk | None = None
     base_url: str = ""
     migration: MigrationOutcome | None = None
+
+    @property
+    def rerouter(self) -> Rerouter:
+        """Routes existing records again (`crm route`, the unassigned list's bulk action)."""
+        return Rerouter(self.model, self.schema, self.db, self.clock, self.records, self.router, self.evaluator)
 
     @property
     def timer_handlers(self) -> dict[str, TimerHandler]:
