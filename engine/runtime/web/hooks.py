@@ -43,6 +43,8 @@ async def _read_bounded(request: Request) -> tuple[bytes, int]:
         size += len(chunk)
         if size <= MAX_BODY:
             kept += chunk
-        elif len(kept) > PREVIEW_BYTES:
+        elif len(kept) < PREVIEW_BYTES:
+            kept += chunk[:PREVIEW_BYTES - len(kept)]
+        else:
             del kept[PREVIEW_BYTES:]
     return bytes(kept), size
