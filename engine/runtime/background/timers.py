@@ -113,7 +113,8 @@ class SqlTimerStore:
             touched.prefixes.add(key_prefix)
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         by_record = entity is not None and record_id is not None
-        statement = self._statements.get(f"cancel:{by_record}:{connection.dialect.name}")
+        name = f"cancel:{by_record}" + (":postgresql" if connection.dialect.name == "postgresql" else "")
+        statement = self._statements.get(name)
         if statement is None:
             table = self.table
             where: list[sa.ColumnElement[bool]] = [table.c.key.like(sa.bindparam("pattern"), escape="\\")]
@@ -131,7 +132,7 @@ class SqlTimerStore:
                                                      .with_for_update(skip_locked=True).scalar_subquery()))
             else:
                 update = update.where(*where)
-            statement = self._statements[f"cancel:{by_record}:{connection.dialect.name}"] = Prepared(update)
+            statement = self._statements[name] = Prepared(update)
         params = {"pattern": pattern, **({"c_entity": entity, "c_record_id": record_id} if by_record else {})}
         return statement.run(connection, params)
 

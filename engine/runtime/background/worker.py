@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
 from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
+from engine.runtime.background.pacing import Pacing
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
 from engine.runtime.storage.times import naive_utc
 from engine.rules.retry import RetryPolicy, next_attempt_at
@@ -98,7 +99,8 @@ class Worker:
     def __init__(self, db: Database, schema: Schema, clock: Clock, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
                  jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
-                 fire_timers: bool = True) -> None:
+                 fire_timers: bool = True, pacing: Pacing | None = None) -> None:
+        self.pacing = pacing or {}  # channel → rate limits, shared with every other worker through the database
         self.db = db
         self.schema = schema
         self.clock = clock
@@ -130,7 +132,7 @@ class Worker:
 
     def _deliver_outbox(self, deliver: Deliver, report: TickReport) -> None:
         """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
-        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name)
+        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name, pacing=self.pacing)
         if not messages:
             return
         try:
