@@ -46,7 +46,8 @@ def deliver(prepared: PreparedRequest, *, timeout: float = 10.0) -> DeliveryResu
 
 
 def deliver_all(jobs: Sequence[DeliveryJob], *, concurrency: int = 8, timeout: float = 10.0,
-                lanes: Sequence[str | None] | None = None) -> list[DeliveryResult]:
+                lanes: Sequence[str | None] | None = None,
+                on_result: Callable[[int, DeliveryResult], None] | None = None) -> list[DeliveryResult]:
     """Run every job, `concurrency` at once, and return their results in order; never raises.
 
     HTTP goes through one aiohttp session (keep-alive, C parser), not httpx: on the 2-core
@@ -56,13 +57,15 @@ def deliver_all(jobs: Sequence[DeliveryJob], *, concurrency: int = 8, timeout: f
     fire and deliver 1,000 notifications/s. Blocking jobs run in threads under the same limit."""
     if not jobs:
         return []
-    return asyncio.run(_deliver_all(jobs, concurrency, timeout, lanes or [None] * len(jobs)))
+    return asyncio.run(_deliver_all(jobs, concurrency, timeout, lanes or [None] * len(jobs), on_result))
 
 
 async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: float,
-                       lanes: Sequence[str | None]) -> list[DeliveryResult]:
+                       lanes: Sequence[str | None],
+                       on_result: Callable[[int, DeliveryResult], None] | None) -> list[DeliveryResult]:
     """Jobs in one lane (a paced robot: its messages must arrive in order) go one after another,
-    in the order given; other jobs side by side."""
+    in the order given; other jobs side by side. `on_result(index, result)` runs (in a thread)
+    as soon as each job is done — the worker records the outcome right after the send."""
     slots = asyncio.Semaphore(max(1, concurrency))  # taken before the request, so waiting never eats the timeout
     previous: dict[str, asyncio.Future[None]] = {}
     connector = aiohttp.TCPConnector(limit=max(1, concurrency))
@@ -77,21 +80,24 @@ async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: f
                 except Exception as exc:  # a channel bug must not lose the message: retried, then dead-lettered
                     return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
 
-        async def run(job: DeliveryJob, after: asyncio.Future[None] | None, done: asyncio.Future[None] | None
-                      ) -> DeliveryResult:
+        async def run(index: int, job: DeliveryJob, after: asyncio.Future[None] | None,
+                      done: asyncio.Future[None] | None) -> DeliveryResult:
             try:
                 if after is not None:
                     await after
-                return await send(job)
+                result = await send(job)
+                if on_result is not None:
+                    await asyncio.to_thread(on_result, index, result)
+                return result
             finally:
                 if done is not None:
                     done.set_result(None)
 
         loop = asyncio.get_running_loop()
         runs = []
-        for job, lane in zip(jobs, lanes):
+        for index, (job, lane) in enumerate(zip(jobs, lanes)):
             done = loop.create_future() if lane is not None else None
-            runs.append(run(job, previous.get(lane) if lane is not None else None, done))
+            runs.append(run(index, job, previous.get(lane) if lane is not None else None, done))
             if lane is not None and done is not None:
                 previous[lane] = done
         return list(await asyncio.gather(*runs))

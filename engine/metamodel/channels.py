@@ -72,15 +72,6 @@ VENDOR_RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class DigestDecl:
-    """When `after` or more messages wait for the channel, they go out merged into digests of up
-    to `max_items` messages (one request each) instead of one request per message."""
-
-    after: int
-    max_items: int = 20
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelSpec:
     name: str
     type: str
@@ -99,7 +90,6 @@ class ChannelSpec:
     retry: RetryDecl = RetryDecl()
     location: Location = NOWHERE
     rate_limits: tuple[RateLimit, ...] = ()  # the vendor's defaults unless `rate_limit:` says otherwise
-    digest: DigestDecl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +135,7 @@ CHANNELS_SCHEMA: dict[str, Any] = {
                 "host": {"type": "string"}, "port": {"type": "integer"},
                 "tls": {"enum": ["implicit", "starttls", "none"]}, "sender": {"type": "string"},
                 "username": {"type": "string"}, "password": _SECRET,
-                "rate_limit": {"oneOf": [{"const": "none"}, _RATE, {"type": "array", "minItems": 1, "items": _RATE}]},
-                "digest": {"type": "object", "required": ["after"], "additionalProperties": False, "properties": {
-                    "after": {"type": "integer", "minimum": 2},
-                    "max_items": {"type": "integer", "minimum": 2, "maximum": 100}}}}}},
+                "rate_limit": {"oneOf": [{"const": "none"}, _RATE, {"type": "array", "minItems": 1, "items": _RATE}]}}}},
         "retry": {"type": "object", "additionalProperties": False, "properties": {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
             "first_delay": DURATION_SCHEMA, "max_delay": DURATION_SCHEMA}},
@@ -183,7 +170,7 @@ def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: Path
         data.get("sender", ""), data.get("username"), secret_value(data.get("password")),
         RetryDecl(retry.get("max_attempts", 8), parse_duration(retry.get("first_delay", "30s")).fixed,
                   parse_duration(retry.get("max_delay", "1h")).fixed),
-        checker.doc.where_key(path), _rate_limits(data), _digest(data))
+        checker.doc.where_key(path), _rate_limits(data))
 
 
 def _rate_limits(data: dict[str, Any]) -> tuple[RateLimit, ...]:
@@ -195,11 +182,6 @@ def _rate_limits(data: dict[str, Any]) -> tuple[RateLimit, ...]:
         return ()
     return tuple(RateLimit(int(item["count"]), parse_duration(item["per"]).fixed)
                  for item in (raw if isinstance(raw, list) else [raw]))
-
-
-def _digest(data: dict[str, Any]) -> DigestDecl | None:
-    raw = data.get("digest")
-    return None if raw is None else DigestDecl(int(raw["after"]), int(raw.get("max_items", 20)))
 
 
 def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:

@@ -82,12 +82,21 @@ class OutboxDeliverer:
         self.timeout = timeout
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> list[Outcome]:
+        return self.deliver_each(messages, None)
+
+    def deliver_each(self, messages: Sequence[OutboxMessage],
+                     record: Callable[[OutboxMessage, Outcome], None] | None) -> list[Outcome]:
+        """Deliver the batch; `record(message, outcome)` runs right after each send (the worker
+        marks it delivered there, so a crash later in the batch cannot send it again)."""
         planned = [self._job(message) for message in messages]
         jobs = [job for job in planned if not isinstance(job, DeliveryResult)]
         paced = {spec.name for spec in self.model.channels if spec.rate_limits}  # a robot's messages arrive in order
-        lanes = [message.channel if message.channel in paced else None
-                 for message, job in zip(messages, planned) if not isinstance(job, DeliveryResult)]
-        results = iter(deliver_all(jobs, concurrency=self.concurrency, timeout=self.timeout, lanes=lanes))
+        sending = [message for message, job in zip(messages, planned) if not isinstance(job, DeliveryResult)]
+        lanes = [message.channel if message.channel in paced else None for message in sending]
+        on_result = None if record is None else (
+            lambda index, result: record(sending[index], _outcome(result)))
+        results = iter(deliver_all(jobs, concurrency=self.concurrency, timeout=self.timeout, lanes=lanes,
+                                   on_result=on_result))
         return [_outcome(job if isinstance(job, DeliveryResult) else next(results)) for job in planned]
 
     def _job(self, message: OutboxMessage) -> DeliveryJob | DeliveryResult:

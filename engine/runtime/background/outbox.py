@@ -26,10 +26,12 @@ from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
 
-# A claimed batch must be delivered before its lease ends, or another worker may send it again:
-# CLAIM_BATCH messages, 8 in flight, at most 10 s each (the deliverer's timeout) take ≤ 250 s.
+# A claimed batch's lease is short and renewed every third of it while the batch is in flight
+# (Worker._keep_lease), and each message is marked delivered right after its send: a worker
+# killed mid-batch holds its unsent messages up for at most LEASE, and only the messages in
+# flight at that moment (≤ the deliverer's concurrency) can reach a receiver twice.
 CLAIM_BATCH = 200
-LEASE = dt.timedelta(minutes=5)
+LEASE = dt.timedelta(seconds=30)
 
 
 class OutboxStatus(enum.StrEnum):
@@ -110,6 +112,16 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
                 status=OutboxStatus.SENDING, claimed_by=worker, claimed_until=naive_utc(now + LEASE)))
     return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
                           row.record_id, now) for row in rows]
+
+
+def renew_lease(db: Database, schema: Schema, message_ids: Sequence[int], now: dt.datetime, *, worker: str) -> int:
+    """Extend this worker's claim on the messages of its batch still being sent."""
+    table = schema.outbox
+    with db.write() as connection:
+        result = connection.execute(table.update().where(
+            table.c.id.in_(list(message_ids)), table.c.claimed_by == worker, table.c.status == OutboxStatus.SENDING)
+            .values(claimed_until=naive_utc(now + LEASE)))
+    return int(result.rowcount or 0)
 
 
 def record_outcome(db: Database, schema: Schema, message: OutboxMessage, outcome: Outcome, now: dt.datetime, *,
