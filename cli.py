@@ -227,6 +227,39 @@ def doctor(db_url: str, blueprint: str) -> None:
         sys.exit(1)
 
 
+@main.command()
+@_db_option
+@_blueprint_option
+@click.argument("entity")
+@click.option("--where", "where", required=True,
+              help='Which records, as a blueprint expression, e.g. "is_empty(owner)" or "source == \'website\'".')
+@click.option("--reason", default="re-routed after a routing fix", show_default=True,
+              help="Recorded on each record's timeline.")
+@click.option("--dry-run", is_flag=True, help="Only count the records that match.")
+def route(db_url: str, blueprint: str, entity: str, where: str, reason: str, dry_run: bool) -> None:
+    """Route ENTITY records again through the routing policies (after fixing a policy that
+    stranded them); each gets a 'rerouted' timeline entry with the reason."""
+    from engine.runtime.automation.reroute import RerouteRefused
+    from engine.runtime.records.actors import Actor
+    engine = _open(db_url, blueprint)
+    try:
+        ids = engine.rerouter.matching(entity, where)
+        if dry_run:
+            click.echo(f"{len(ids)} {entity} records match {where}")
+            return
+        report = engine.rerouter.reroute(entity, ids, actor=Actor(None, "crm route", role="system", is_system=True),
+                                         reason=reason)
+    except RerouteRefused as exc:
+        _fail(str(exc))
+    click.echo(report.summary())
+    for record_id, why in report.skipped[:20]:
+        click.echo(f"  {entity} {record_id}: {why}")
+    if report.parked:
+        click.echo(f"still unassigned: {', '.join(map(str, report.parked[:20]))}"
+                   f"{' …' if len(report.parked) > 20 else ''} — `crm explain {entity} ID` says why")
+        sys.exit(1)
+
+
 @main.group()
 def hooks() -> None:
     """Inbound webhook deliveries: list them, replay one, prune old ones."""
@@ -259,15 +292,28 @@ def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | No
 @hooks.command("replay")
 @_db_option
 @_blueprint_option
-@click.argument("delivery_id", type=int)
-def hooks_replay(db_url: str, blueprint: str, delivery_id: int) -> None:
-    """Process a logged delivery again (after fixing the mapping or the blueprint)."""
-    try:
-        result = _open(db_url, blueprint).intake.replay(delivery_id)
-    except LookupError as exc:
-        _fail(str(exc))
-    click.echo(f"{result.outcome}: {result.message}")
-    if result.outcome in ("rejected", "failed"):
+@click.argument("delivery_ids", type=int, nargs=-1)
+@click.option("--stuck", is_flag=True, help="Every delivery still 'received' 5 minutes after it arrived.")
+@click.option("--skip-auth", is_flag=True,
+              help="Do not check the token or signature again (a stale timestamp would refuse an old delivery).")
+def hooks_replay(db_url: str, blueprint: str, delivery_ids: tuple[int, ...], stuck: bool, skip_auth: bool) -> None:
+    """Process logged deliveries again (after fixing the mapping or the blueprint). The token or
+    signature is checked again unless --skip-auth is given."""
+    engine = _open(db_url, blueprint)
+    ids = list(delivery_ids) + ([row.id for row in engine.intake.stuck()] if stuck else [])
+    if not ids:
+        _fail("name a delivery id (crm hooks list) or give --stuck" if not stuck else "no delivery is stuck")
+    click.echo("authentication not checked again (--skip-auth)" if skip_auth
+               else "authentication checked again (give --skip-auth to skip it)")
+    refused = 0
+    for delivery_id in ids:
+        try:
+            result = engine.intake.replay(delivery_id, check_auth=not skip_auth)
+        except LookupError as exc:
+            _fail(str(exc))
+        click.echo(f"{delivery_id}: {result.outcome}: {result.message}")
+        refused += result.outcome in ("rejected", "failed")
+    if refused:
         sys.exit(1)
 
 

@@ -37,11 +37,12 @@ from engine.runtime.automation.cadences import CadenceClocks
 from engine.runtime.automation.clocks import ClockStore, sla_condition
 from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.related import RelatedReader
+from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
-from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for
+from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
 from engine.runtime.background.jobs import Jobs
 from engine.runtime.background.timers import SqlTimerStore, TimerHandler
 from engine.runtime.background.worker import Worker, quiet_busy_ticks
@@ -84,6 +85,11 @@ class Engine:
     migration: MigrationOutcome | None = None
 
     @property
+    def rerouter(self) -> Rerouter:
+        """Routes existing records again (`crm route`, the unassigned list's bulk action)."""
+        return Rerouter(self.model, self.schema, self.db, self.clock, self.records, self.router, self.evaluator)
+
+    @property
     def timer_handlers(self) -> dict[str, TimerHandler]:
         return {**self.slas.handlers, **self.cadences.handlers}
 
@@ -100,7 +106,8 @@ class Engine:
         jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
-                      jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers)
+                      jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers,
+                      pacing=pacing_for(self.model))
 
     def start_background_worker(self, *, interval: float = 1.0,
                                 environ: Mapping[str, str] | None = None) -> Callable[[], None]:

@@ -50,6 +50,28 @@ class RetryDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` requests to the channel in any `per` (a sliding window), across all workers."""
+
+    count: int
+    per: dt.timedelta
+
+    def describe(self) -> str:
+        return f"{self.count} per {int(self.per.total_seconds())} s"
+
+
+# What the vendors document for one group robot (an unknown or plugin type has none unless declared):
+# DingTalk 20 messages a minute (over it: error 130101 and 10 minutes of silence), WeCom 20 a
+# minute (45009), Feishu 100 a minute and 5 a second (11232), Slack about one a second (429).
+VENDOR_RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
+    "dingtalk": (RateLimit(20, dt.timedelta(minutes=1)),),
+    "wecom": (RateLimit(20, dt.timedelta(minutes=1)),),
+    "feishu": (RateLimit(5, dt.timedelta(seconds=1)), RateLimit(100, dt.timedelta(minutes=1))),
+    "slack": (RateLimit(1, dt.timedelta(seconds=1)),),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelSpec:
     name: str
     type: str
@@ -67,6 +89,7 @@ class ChannelSpec:
     password: SecretValue | None = None
     retry: RetryDecl = RetryDecl()
     location: Location = NOWHERE
+    rate_limits: tuple[RateLimit, ...] = ()  # the vendor's defaults unless `rate_limit:` says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,10 @@ _SECRET = {"oneOf": [{"type": "string", "minLength": 1},
                                      "key": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}}}]}
 
 
+_RATE = {"type": "object", "required": ["count", "per"], "additionalProperties": False,
+         "properties": {"count": {"type": "integer", "minimum": 1}, "per": DURATION_SCHEMA}}
+
+
 CHANNELS_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["channels"], "additionalProperties": False, "properties": {
         "channels": {"type": "object", "propertyNames": NAME, "additionalProperties": {
@@ -107,7 +134,8 @@ CHANNELS_SCHEMA: dict[str, Any] = {
                 "language": {"type": "string"}, "rich": {"enum": ["interactive", "post"]},
                 "host": {"type": "string"}, "port": {"type": "integer"},
                 "tls": {"enum": ["implicit", "starttls", "none"]}, "sender": {"type": "string"},
-                "username": {"type": "string"}, "password": _SECRET}}},
+                "username": {"type": "string"}, "password": _SECRET,
+                "rate_limit": {"oneOf": [{"const": "none"}, _RATE, {"type": "array", "minItems": 1, "items": _RATE}]}}}},
         "retry": {"type": "object", "additionalProperties": False, "properties": {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
             "first_delay": DURATION_SCHEMA, "max_delay": DURATION_SCHEMA}},
@@ -142,7 +170,18 @@ def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: Path
         data.get("sender", ""), data.get("username"), secret_value(data.get("password")),
         RetryDecl(retry.get("max_attempts", 8), parse_duration(retry.get("first_delay", "30s")).fixed,
                   parse_duration(retry.get("max_delay", "1h")).fixed),
-        checker.doc.where_key(path))
+        checker.doc.where_key(path), _rate_limits(data))
+
+
+def _rate_limits(data: dict[str, Any]) -> tuple[RateLimit, ...]:
+    """The declared `rate_limit:` (one, a list, or none), else the vendor's documented limit."""
+    raw = data.get("rate_limit")
+    if raw is None:
+        return VENDOR_RATE_LIMITS.get(data["type"], ())
+    if raw == "none":
+        return ()
+    return tuple(RateLimit(int(item["count"]), parse_duration(item["per"]).fixed)
+                 for item in (raw if isinstance(raw, list) else [raw]))
 
 
 def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
@@ -155,6 +194,12 @@ def _build_template(checker: Checker, name: str, data: dict[str, Any], path: Pat
 
 def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> None:
     kind = data["type"]
+    raw = data.get("rate_limit")
+    for index, item in enumerate(raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []):
+        where = path + ("rate_limit",) + ((index,) if isinstance(raw, list) else ()) + ("per",)
+        if parse_duration(item["per"]).fixed <= dt.timedelta(0):
+            checker.error(where, f"rate_limit per '{item['per']}' is not a fixed length of time",
+                          "vendors count in seconds and minutes: write e.g. per: 1min or per: 1s")
     known = checker.vocabulary.channel_types
     if kind not in known:
         checker.error(path + ("type",), f"unknown channel type '{kind}'", unknown_name_hint(kind, known, "channel types"))

@@ -100,7 +100,7 @@ class SourceSpec:
     entity: str
     auth: AuthSpec
     mapping: tuple[FieldMapping, ...]
-    event_id: PayloadPath | None = None
+    event_id: tuple[PayloadPath, ...] = ()  # one path, or several whose values together name the event
     defaults: tuple[tuple[str, Any], ...] = ()
     test_filter: Expression | None = None
     spam_filter: Expression | None = None
@@ -110,6 +110,15 @@ class SourceSpec:
     label: Label = Label(())
     description: str = ""
     location: Location = NOWHERE
+
+    def event_key(self, payload: Any) -> str | None:
+        """The sender's event id: the value at the one `event_id` path, or the values at several
+        paths joined by '/' (e.g. form + serial number: a per-form counter is not unique alone).
+        None when any of them is missing — the delivery is then recognised by the dedup keys only."""
+        values = [path.read(payload) for path in self.event_id]
+        if not values or any(value in (None, "") or isinstance(value, (dict, list)) for value in values):
+            return None
+        return "/".join(str(value) for value in values)[:255]
 
     def map_payload(self, payload: Any) -> dict[str, Any]:
         """Field values for a new record: defaults, overlaid by every mapped value present."""
@@ -138,7 +147,7 @@ _SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additio
                    "query": NAME, "algorithm": {"enum": ["sha256", "sha1", "sha512"]},
                    "encoding": {"enum": ["hex", "base64"]}, "prefix": {"type": "string"},
                    "timestamp_header": HEADER_NAME, "max_skew_seconds": {"type": "integer", "minimum": 1}}},
-               "event_id": _PATH,
+               "event_id": either("string", _PATH, {"type": "array", "minItems": 1, "items": _PATH}),
                "mapping": {"type": "object", "minProperties": 1, "additionalProperties": _MAPPING_ITEM},
                "defaults": {"type": "object"},
                "test_filter": EXPRESSION, "spam_filter": EXPRESSION}}
@@ -211,7 +220,11 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
         spec = checker.field(path + ("defaults", field), entity, field, "default field")
         if spec is not None:
             checker.check_literal(path + ("defaults", field), spec, value)
-    event_id = _path(checker, path + ("event_id",), data["event_id"]) if "event_id" in data else None
+    raw_event_id = data.get("event_id")
+    event_paths = [raw_event_id] if isinstance(raw_event_id, str) else list(raw_event_id or [])
+    single = isinstance(raw_event_id, str)
+    event_id = tuple(found for index, text in enumerate(event_paths)
+                     if (found := _path(checker, path + ("event_id",) + (() if single else (index,)), text)) is not None)
     if "event_id" not in data:
         checker.error(path, f"source '{name}' has no event_id",
                       "without it a re-delivered event is recognised only by the entity's dedup keys; "

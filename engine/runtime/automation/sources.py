@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
@@ -39,6 +40,8 @@ from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 
 MAX_BODY = 1024 * 1024
+PREVIEW_BYTES = 2048  # what is kept of a body refused for its size
+log = logging.getLogger(__name__)
 _SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "x-token", "proxy-authorization"}
 _SECRET_WORDS = ("token", "secret", "signature", "password", "apikey", "api-key", "api_key", "sign")
 
@@ -151,8 +154,7 @@ class Intake:
         except IntakeRefused as refused:
             self._finish(delivery_id, DeliveryStatus.REJECTED, refused.message)
             return IntakeResult(refused.status, DeliveryStatus.REJECTED, delivery_id, refused.message)
-        event_id = source.event_id.read(payload) if source.event_id else None
-        event_id = None if event_id in (None, "") else str(event_id)[:255]
+        event_id = source.event_key(payload)
         values = source.map_payload(payload)
         try:
             submitted = _submitted_at(values.pop("created_at", None), self.model.settings.timezone)
@@ -163,36 +165,71 @@ class Intake:
 
     def _create(self, source: SourceSpec, delivery_id: int, event_id: str | None,
                 values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
+        """Claim the event id first (insert-or-return): a concurrent copy of the same event waits on
+        the claim and then answers the first copy's record as a duplicate, never a unique-key error."""
         statements = _statements(self.schema)
         with self.db.write() as connection:
             if event_id is not None:
-                seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
-                if seen is not None:
+                claimed = _claim(self.schema.source_events, connection.dialect.name).run(connection, {
+                    "source": source.name, "event_id": event_id, "delivery_id": delivery_id, "record_id": None})
+                if not claimed:
+                    seen = statements.seen.first(connection, {"source": source.name, "event_id": event_id})
+                    record_id = seen.record_id if seen is not None else None
                     _mark(connection, self.schema, delivery_id, status=DeliveryStatus.DUPLICATE, event_id=event_id,
-                          entity=source.entity, record_id=seen.record_id)
-                    return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id, f"event {event_id} was already processed",
-                                        seen.record_id)
+                          entity=source.entity, record_id=record_id)
+                    return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id,
+                                        f"event {event_id} was already processed", record_id)
             try:  # within a savepoint: a refused record leaves the transaction usable for the log
                 result = self.records.create(source.entity, values, actor=source_actor(source.name),
                                                 within=connection, origin="webhook", source=source.name,
                                                 created_at=submitted)
             except RecordError as error:  # recorded in the same transaction: one write per delivery
+                if event_id is not None:  # the event id is not spent by a refused delivery
+                    statements.forget.run(connection, {"source": source.name, "event_id": event_id})
                 _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=error.message, event_id=event_id,
                       entity=source.entity)
                 return _failed(delivery_id, error)
             record_id = result.record["id"]
             if event_id is not None:
                 statements.remember.run(connection, {"source": source.name, "event_id": event_id,
-                                                     "delivery_id": delivery_id, "record_id": record_id})
+                                                     "record_id": record_id})
             _mark(connection, self.schema, delivery_id, status=DeliveryStatus.PROCESSED, error=None, event_id=event_id,
                   entity=source.entity, record_id=record_id)
         merged = result.outcome == "merged"
         return IntakeResult(200 if merged else 201, DeliveryStatus.PROCESSED, delivery_id,
                             f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
 
-    def replay(self, delivery_id: int, *, check_auth: bool = False) -> IntakeResult:
-        """Process a logged delivery again (after fixing a mapping or a secret). Authentication is
-        not re-checked by default: the body was logged as received, and timestamps would be stale."""
+    def process_logged(self, source_name: str, delivery_id: int, headers: Mapping[str, str],
+                       query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:
+        """`process`, and should it fail unexpectedly (a database error), the delivery is marked
+        failed with the reason in a transaction of its own — never left `received` — and the
+        sender is asked to try again later (503)."""
+        try:
+            return self.process(source_name, delivery_id, headers, query, body, check_auth=check_auth)
+        except Exception as exc:  # noqa: BLE001 — any failure is recorded on the delivery, then answered
+            log.exception("delivery %s from %s could not be processed", delivery_id, source_name)
+            message = f"processing failed: {type(exc).__name__}: {str(exc)[:300]}"
+            try:
+                self._finish(delivery_id, DeliveryStatus.FAILED, message)
+            except Exception:  # noqa: BLE001 — the database is gone; doctor shows the row as stuck
+                log.exception("delivery %s could not be marked failed", delivery_id)
+            return IntakeResult(503, DeliveryStatus.FAILED, delivery_id,
+                                "the delivery was kept but could not be processed now; please send it again later")
+
+    def stuck(self, older_than: dt.timedelta = dt.timedelta(minutes=5)) -> list[Any]:
+        """Deliveries still `received` `older_than` after arrival: their processing never finished
+        (the process died between logging and processing). `crm hooks replay --stuck` reprocesses them."""
+        table = self.schema.deliveries
+        since = naive_utc(self.clock.now() - older_than)
+        with self.db.read() as connection:
+            return list(connection.execute(sa.select(table.c.id, table.c.source, table.c.received_at)
+                                           .where(table.c.status == DeliveryStatus.RECEIVED,
+                                                  table.c.received_at <= since).order_by(table.c.id)))
+
+    def replay(self, delivery_id: int, *, check_auth: bool = True) -> IntakeResult:
+        """Process a logged delivery again (after fixing a mapping, a secret or a routing rule).
+        Authentication is checked again unless `check_auth` is False (`--skip-auth`): a delivery
+        refused for a bad signature or a stale timestamp is not turned into a record silently."""
         table = self.schema.deliveries
         with self.db.read() as connection:
             row = connection.execute(sa.select(table).where(table.c.id == delivery_id)).first()
@@ -201,7 +238,26 @@ class Intake:
         with self.db.write() as connection:
             connection.execute(table.update().where(table.c.id == delivery_id).values(attempts=row.attempts + 1))
         query = dict(pair.split("=", 1) for pair in row.query.split("&") if "=" in pair)
-        return self.process(row.source, delivery_id, row.headers, query, row.body, check_auth=check_auth)
+        headers = dict(row.headers or {})
+        if check_auth and any(value == "***" for value in headers.values()) and \
+                self._auth_header_masked(row.source, headers):
+            message = ("the delivery's credential header was masked when it was logged, so it cannot be "
+                       "verified again; replay it with --skip-auth if you trust it")
+            self._finish(delivery_id, DeliveryStatus.REJECTED, message)
+            return IntakeResult(401, DeliveryStatus.REJECTED, delivery_id, message)
+        return self.process_logged(row.source, delivery_id, headers, query, row.body, check_auth=check_auth)
+
+    def _auth_header_masked(self, source_name: str, headers: Mapping[str, str]) -> bool:
+        source = next((s for s in self.model.sources if s.name == source_name), None)
+        header = (source.auth.header or "").lower() if source is not None else ""
+        return bool(header) and headers.get(header) == "***"
+
+    def log_refused(self, source: str, headers: Mapping[str, str], query: str, body: bytes, size: int,
+                    status: DeliveryStatus, message: str) -> int:
+        """Log a delivery refused before it was read whole (too large): its size and first bytes only."""
+        delivery_id = self.log_delivery(source, headers, query, body[:PREVIEW_BYTES])
+        self._finish(delivery_id, status, f"{message} ({size} bytes; the first {min(size, PREVIEW_BYTES)} kept)")
+        return delivery_id
 
     def prune(self, days: int) -> int:
         """Delete deliveries received more than `days` ago (their bodies are the bulk of what
@@ -279,6 +335,7 @@ class _Statements:
     log: Prepared
     seen: Prepared
     remember: Prepared
+    forget: Prepared
 
 
 def _statements(schema: Schema) -> _Statements:
@@ -293,7 +350,21 @@ def _built(deliveries: sa.Table, events: sa.Table) -> _Statements:
                      columns=("source", "received_at", "headers", "query", "body", "status", "attempts")),
         seen=Prepared(sa.select(events.c.record_id).where(events.c.source == sa.bindparam("source"),
                                                           events.c.event_id == sa.bindparam("event_id"))),
-        remember=Prepared(events.insert(), columns=("source", "event_id", "delivery_id", "record_id")))
+        remember=Prepared(events.update().where(events.c.source == sa.bindparam("source"),
+                                                events.c.event_id == sa.bindparam("event_id"))
+                          .values(record_id=sa.bindparam("record_id"))),
+        forget=Prepared(events.delete().where(events.c.source == sa.bindparam("source"),
+                                              events.c.event_id == sa.bindparam("event_id"))))
+
+
+@functools.lru_cache(maxsize=16)
+def _claim(events: sa.Table, dialect: str) -> Prepared:
+    """INSERT … ON CONFLICT DO NOTHING of the (source, event id) pair: 1 row for the first copy of
+    an event; 0 for a copy whose event is claimed — on PostgreSQL after waiting for the claiming
+    transaction, so a rolled-back first copy leaves the event to the next."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(events)
+    return Prepared(insert.on_conflict_do_nothing(index_elements=[events.c.source, events.c.event_id]),
+                    columns=("source", "event_id", "delivery_id", "record_id"))
 
 
 def _failed(delivery_id: int, error: RecordError) -> IntakeResult:

@@ -25,7 +25,7 @@ from engine.channels import (SHIPPED_CHANNELS, ChannelError, ChannelTypes, Deliv
                              MessageFormat, RetryPolicy, SecretError, SecretRef, SignedWebhook, deliver_all,
                              next_attempt_at, resolve_secret)
 from engine.metamodel import Metamodel
-from engine.metamodel.channels import ChannelSpec, SecretValue
+from engine.metamodel.channels import ChannelSpec, RateLimit, SecretValue
 from engine.runtime.background.outbox import OutboxMessage, Outcome
 
 
@@ -82,9 +82,21 @@ class OutboxDeliverer:
         self.timeout = timeout
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> list[Outcome]:
+        return self.deliver_each(messages, None)
+
+    def deliver_each(self, messages: Sequence[OutboxMessage],
+                     record: Callable[[OutboxMessage, Outcome], None] | None) -> list[Outcome]:
+        """Deliver the batch; `record(message, outcome)` runs right after each send (the worker
+        marks it delivered there, so a crash later in the batch cannot send it again)."""
         planned = [self._job(message) for message in messages]
         jobs = [job for job in planned if not isinstance(job, DeliveryResult)]
-        results = iter(deliver_all(jobs, concurrency=self.concurrency, timeout=self.timeout))
+        paced = {spec.name for spec in self.model.channels if spec.rate_limits}  # a robot's messages arrive in order
+        sending = [message for message, job in zip(messages, planned) if not isinstance(job, DeliveryResult)]
+        lanes = [message.channel if message.channel in paced else None for message in sending]
+        on_result = None if record is None else (
+            lambda index, result: record(sending[index], _outcome(result)))
+        results = iter(deliver_all(jobs, concurrency=self.concurrency, timeout=self.timeout, lanes=lanes,
+                                   on_result=on_result))
         return [_outcome(job if isinstance(job, DeliveryResult) else next(results)) for job in planned]
 
     def _job(self, message: OutboxMessage) -> DeliveryJob | DeliveryResult:
@@ -140,7 +152,12 @@ def _failed(error: str) -> DeliveryResult:
 
 
 def _outcome(result: DeliveryResult) -> Outcome:
-    return Outcome(result.ok, result.retryable, result.error)
+    return Outcome(result.ok, result.retryable, result.error, result.retry_after)
+
+
+def pacing_for(model: Metamodel) -> dict[str, tuple[RateLimit, ...]]:
+    """Each channel's rate limits (declared, or its vendor's), for the worker's claims."""
+    return {spec.name: spec.rate_limits for spec in model.channels if spec.rate_limits}
 
 
 def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -19,16 +19,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.runtime.background.pacing import Pacing, lock_paced, pace, sent, silence
 from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
 
-# A claimed batch must be delivered before its lease ends, or another worker may send it again:
-# CLAIM_BATCH messages, 8 in flight, at most 10 s each (the deliverer's timeout) take ≤ 250 s.
+# A claimed batch's lease is short and renewed every third of it while the batch is in flight
+# (Worker._keep_lease), and each message is marked delivered right after its send: a worker
+# killed mid-batch holds its unsent messages up for at most LEASE, and only the messages in
+# flight at that moment (≤ the deliverer's concurrency) can reach a receiver twice.
 CLAIM_BATCH = 200
-LEASE = dt.timedelta(minutes=5)
+LEASE = dt.timedelta(seconds=30)
 
 
 class OutboxStatus(enum.StrEnum):
@@ -49,15 +52,19 @@ class OutboxMessage:
     attempts: int
     entity: str | None
     record_id: int | None
+    claimed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one delivery attempt did: delivered, or failed (retryable or not) with the reason."""
+    """What one delivery attempt did: delivered, or failed (retryable or not) with the reason;
+    `retry_after`: the vendor asked for a pause (Retry-After, a "too fast" code) — the message
+    is not tried again, nor anything else sent to its channel, before it has passed."""
 
     ok: bool
     retryable: bool = True
     error: str = ""
+    retry_after: dt.timedelta | None = None
 
 
 def enqueue(connection: sa.Connection, schema: Schema, *, channel: str, key: str, payload: dict[str, Any],
@@ -82,21 +89,39 @@ _ENQUEUED = ("channel", "idempotency_key", "payload", "status", "attempts", "nex
 
 
 def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
-          limit: int = CLAIM_BATCH) -> list[OutboxMessage]:
-    """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker."""
+          limit: int = CLAIM_BATCH, pacing: Pacing | None = None) -> list[OutboxMessage]:
+    """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker;
+    a paced channel's messages beyond what its limits allow now wait, in order, for the moment a
+    slot frees (engine/runtime/background/pacing.py)."""
     table = schema.outbox
     due = sa.or_(sa.and_(table.c.status == OutboxStatus.PENDING, table.c.next_attempt_at <= naive_utc(now)),
                  sa.and_(table.c.status == OutboxStatus.SENDING, table.c.claimed_until < naive_utc(now)))
     with db.write() as connection:
+        lock_paced(connection, schema, pacing or {})
         query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
         if connection.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = connection.execute(query).all()
+        rows, held = pace(connection, schema, rows, now, pacing or {})
+        for moment in sorted(set(held.values())):
+            connection.execute(table.update().where(table.c.id.in_([key for key, at in held.items() if at == moment]))
+                               .values(status=OutboxStatus.PENDING, next_attempt_at=naive_utc(moment),
+                                       claimed_by=None, claimed_until=None))
         if rows:
             connection.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(
                 status=OutboxStatus.SENDING, claimed_by=worker, claimed_until=naive_utc(now + LEASE)))
     return [OutboxMessage(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts, row.entity,
-                          row.record_id) for row in rows]
+                          row.record_id, now) for row in rows]
+
+
+def renew_lease(db: Database, schema: Schema, message_ids: Sequence[int], now: dt.datetime, *, worker: str) -> int:
+    """Extend this worker's claim on the messages of its batch still being sent."""
+    table = schema.outbox
+    with db.write() as connection:
+        result = connection.execute(table.update().where(
+            table.c.id.in_(list(message_ids)), table.c.claimed_by == worker, table.c.status == OutboxStatus.SENDING)
+            .values(claimed_until=naive_utc(now + LEASE)))
+    return int(result.rowcount or 0)
 
 
 def record_outcome(db: Database, schema: Schema, message: OutboxMessage, outcome: Outcome, now: dt.datetime, *,
@@ -112,6 +137,7 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
     statuses: list[str] = []
     delivered: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    pauses: dict[str, dt.datetime] = {}
     for message, outcome in results:
         attempts = message.attempts + 1
         if outcome.ok:
@@ -119,6 +145,9 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
             statuses.append(OutboxStatus.DELIVERED)
             continue
         retry_at = next_attempt(attempts, now) if outcome.retryable else None
+        if retry_at is not None and outcome.retry_after is not None:  # never sooner than the vendor asked
+            retry_at = max(retry_at, now + outcome.retry_after)
+            pauses[message.channel] = max(pauses.get(message.channel, now), now + outcome.retry_after)
         status = OutboxStatus.PENDING if retry_at else OutboxStatus.DEAD
         failed.append({"message_id": message.id, "attempts": attempts, "status": status,
                        "last_error": outcome.error[:2000], "next_attempt_at": naive_utc(retry_at or now)})
@@ -130,6 +159,14 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
                                [{**row, "worker": worker, "delivered_at": naive_utc(now)} for row in delivered])
         if failed:
             connection.execute(mark_failed, [{**row, "worker": worker} for row in failed])
+        for channel, until in sorted(pauses.items()):
+            silence(connection, schema, channel, until, "the vendor asked for a pause")
+        by_claim: dict[dt.datetime, list[int]] = {}
+        for message, _ in results:
+            if message.claimed_at is not None and message.claimed_at != now:
+                by_claim.setdefault(message.claimed_at, []).append(message.id)
+        for claimed_at, ids in by_claim.items():
+            sent(connection, schema, ids, claimed_at, now)
     return statuses
 
 

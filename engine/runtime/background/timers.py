@@ -113,7 +113,8 @@ class SqlTimerStore:
             touched.prefixes.add(key_prefix)
         pattern = key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         by_record = entity is not None and record_id is not None
-        statement = self._statements.get(f"cancel:{by_record}")
+        name = f"cancel:{by_record}" + (":postgresql" if connection.dialect.name == "postgresql" else "")
+        statement = self._statements.get(name)
         if statement is None:
             table = self.table
             where: list[sa.ColumnElement[bool]] = [table.c.key.like(sa.bindparam("pattern"), escape="\\")]
@@ -122,8 +123,16 @@ class SqlTimerStore:
                           sa.func.coalesce(table.c.status, "") == "pending"]
             else:
                 where.append(table.c.status == "pending")
-            statement = self._statements[f"cancel:{by_record}"] = Prepared(
-                table.update().where(*where).values(status="cancelled"))
+            update = table.update().values(status="cancelled")
+            if connection.dialect.name == "postgresql":
+                # rows another worker is firing are skipped, not waited for: waiting could deadlock
+                # two workers; such a timer is fenced when it fires (its record's earlier timers
+                # first, then the handler's own re-check of the clock's cycle)
+                update = update.where(table.c.id.in_(sa.select(table.c.id).where(*where)
+                                                     .with_for_update(skip_locked=True).scalar_subquery()))
+            else:
+                update = update.where(*where)
+            statement = self._statements[name] = Prepared(update)
         params = {"pattern": pattern, **({"c_entity": entity, "c_record_id": record_id} if by_record else {})}
         return statement.run(connection, params)
 
@@ -139,6 +148,38 @@ def _due_query(table: sa.Table, now: dt.datetime, limit: int, dialect: str) -> s
 def _timer(row: Any) -> DueTimer:
     return DueTimer(row.id, row.kind, row.key, as_utc(row.due_at) or row.due_at, row.entity, row.record_id,
                     dict(row.payload or {}), row.attempts)
+
+
+def _in_record_order(connection: sa.Connection, table: sa.Table, timers: list[DueTimer]) -> list[DueTimer]:
+    """The timers of the batch that may fire now: a record's timers fire in due order, so a
+    timer waits (stays pending, for the next tick) while an earlier timer of its record is
+    pending outside this batch — held by another worker, whose breach may yet reassign the
+    record and restart its clock. One worker never defers anything (its batch is the earliest
+    of all); several workers then give the same outcome as one."""
+    by_entity: dict[str, set[int]] = {}
+    for timer in timers:
+        if timer.entity is not None and timer.record_id is not None:
+            by_entity.setdefault(timer.entity, set()).add(timer.record_id)
+    if not by_entity:
+        return timers
+    ours = [timer.id for timer in timers]
+    latest = max(timer.due_at for timer in timers)
+    earliest_elsewhere: dict[tuple[str, int], tuple[dt.datetime, int]] = {}
+    for entity, ids in by_entity.items():
+        rows = connection.execute(
+            sa.select(table.c.record_id, table.c.due_at, table.c.id)
+            .where(table.c.entity == entity, table.c.record_id.in_(sorted(ids)), table.c.status == "pending",
+                   table.c.due_at <= naive_utc(latest), table.c.id.not_in(ours)))
+        for record_id, due_at, timer_id in rows:
+            mark = (as_utc(due_at) or due_at, timer_id)
+            key = (entity, record_id)
+            if key not in earliest_elsewhere or mark < earliest_elsewhere[key]:
+                earliest_elsewhere[key] = mark
+    if not earliest_elsewhere:
+        return timers
+    return [timer for timer in timers
+            if (timer.entity, timer.record_id) not in earliest_elsewhere
+            or (timer.due_at, timer.id) < earliest_elsewhere[(str(timer.entity), int(timer.record_id or 0))]]
 
 
 def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHandler], now: dt.datetime, *,
@@ -157,6 +198,8 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
     with db.write() as connection:
         rows = connection.execute(_due_query(table, now, limit, connection.dialect.name)).all()
         timers = [_timer(row) for row in rows]
+        if connection.dialect.name == "postgresql":
+            timers = _in_record_order(connection, table, timers)
         try:
             with savepoint(connection):
                 fired = _fire_batch(connection, table, timers, handlers, now, worker, mark_fired)

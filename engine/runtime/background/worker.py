@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
-from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
+from engine.runtime.background.outbox import LEASE, OutboxMessage, Outcome, claim, record_outcomes, renew_lease
+from engine.runtime.background.pacing import Pacing
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
 from engine.runtime.storage.times import naive_utc
 from engine.rules.retry import RetryPolicy, next_attempt_at
@@ -98,7 +100,8 @@ class Worker:
     def __init__(self, db: Database, schema: Schema, clock: Clock, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
                  jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
-                 fire_timers: bool = True) -> None:
+                 fire_timers: bool = True, pacing: Pacing | None = None) -> None:
+        self.pacing = pacing or {}  # channel → rate limits, shared with every other worker through the database
         self.db = db
         self.schema = schema
         self.clock = clock
@@ -129,18 +132,38 @@ class Worker:
         return report
 
     def _deliver_outbox(self, deliver: Deliver, report: TickReport) -> None:
-        """Deliver one claimed batch (the deliverer sends side by side), outcomes in one transaction."""
-        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name)
+        """Deliver one claimed batch (the deliverer sends side by side). Each outcome is recorded
+        right after its send when the deliverer offers `deliver_each` (a crash later in the batch
+        cannot send it twice); the claim's short lease is renewed while the batch is in flight,
+        so a worker killed mid-batch holds its unsent messages up for one LEASE at most."""
+        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name, pacing=self.pacing)
         if not messages:
             return
+        recorded: dict[int, str] = {}
+        guard = threading.Lock()
+
+        def record(message: OutboxMessage, outcome: Outcome) -> None:
+            status = record_outcomes(self.db, self.schema, [(message, outcome)], self.clock.now(), worker=self.name,
+                                     next_attempt=self.next_attempt)[0]
+            with guard:
+                recorded[message.id] = status
+
+        each = getattr(deliver, "deliver_each", None)
+        stop = threading.Event()
+        keeper = threading.Thread(target=self._keep_lease, args=([m.id for m in messages], stop), daemon=True)
+        keeper.start()
         try:
-            outcomes = list(deliver(messages))
-        except Exception as exc:  # a deliverer bug must not lose the batch: every message is retried
+            outcomes = list(each(messages, record) if each is not None else deliver(messages))
+        except Exception as exc:  # a deliverer bug must not lose the batch: every unrecorded message is retried
             outcomes = [Outcome(False, True, f"{type(exc).__name__}: {exc}")] * len(messages)
+        finally:
+            stop.set()
+            keeper.join()
         if len(outcomes) != len(messages):
             outcomes = [Outcome(False, True, "the deliverer gave no outcome for this message")] * len(messages)
-        statuses = record_outcomes(self.db, self.schema, list(zip(messages, outcomes)), self.clock.now(),
-                                   worker=self.name, next_attempt=self.next_attempt)
+        rest = [(message, outcome) for message, outcome in zip(messages, outcomes) if message.id not in recorded]
+        statuses = list(recorded.values()) + record_outcomes(self.db, self.schema, rest, self.clock.now(),
+                                                             worker=self.name, next_attempt=self.next_attempt)
         for status in statuses:
             if status == "delivered":
                 report.delivered += 1
@@ -148,6 +171,14 @@ class Worker:
                 report.dead += 1
             else:
                 report.retried += 1
+
+    def _keep_lease(self, message_ids: list[int], stop: threading.Event) -> None:
+        """Renew the batch's lease every third of it until the batch is done."""
+        while not stop.wait(LEASE.total_seconds() / 3):
+            try:
+                renew_lease(self.db, self.schema, message_ids, self.clock.now(), worker=self.name)
+            except Exception:  # noqa: BLE001 — a failed renewal only shortens the lease; the next one tries again
+                logging.getLogger(__name__).exception("renewing the outbox lease failed")
 
     def _run_job_if_due(self, job: ScheduledJob) -> bool:
         runs = self.schema.job_runs

@@ -28,6 +28,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
 
 RECENT = dt.timedelta(days=7)
+STUCK = dt.timedelta(minutes=5)  # a delivery still 'received' this long after arrival was never processed
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class Doctor:
     def _pool_findings(self) -> list[Finding]:
         findings = []
         reps = self._reps()
+        parked = self.parked_now()
         for policy in self.model.routing:
             for pool in policy.pools:
                 members, skipped = pool_members(pool, reps)
@@ -105,8 +107,8 @@ class Doctor:
                 if not active:
                     away = "; ".join([f"{rep.username}: {rep.status.value.replace('_', ' ')}" for rep in members] +
                                      [f"{skip.username}: {skip.reason}" for skip in skipped]) or "nobody is in it"
-                    findings.append(Finding(
-                        "error", f"{where} has no active member",
+                    findings.append(Finding(  # an error while records wait for it; else a warning
+                        "error" if parked.get(policy.name) else "warning", f"{where} has no active member",
                         f"{pool.describe()}: {away}. Records routed here go to "
                         f"{('queue ' + policy.fallback_queue) if policy.fallback_queue else 'nobody'}.",
                         "add members (or users to its team), bring someone back from leave, or fix the policy's match"))
@@ -123,37 +125,73 @@ class Doctor:
     def _delivery_findings(self) -> list[Finding]:
         table = self.schema.deliveries
         since = naive_utc(self.clock.now() - RECENT)
+        stuck_since = naive_utc(self.clock.now() - STUCK)
         with self.db.read() as connection:
             rows = connection.execute(sa.select(table.c.source, table.c.status, sa.func.count(),
                                                 sa.func.max(table.c.error))
                                       .where(table.c.received_at >= since, table.c.status.in_(["rejected", "failed"]))
                                       .group_by(table.c.source, table.c.status)).all()
-        return [Finding("error" if status == "failed" else "warning",
-                        f"source '{source}': {count} {status} deliveries in the last 7 days",
-                        f"latest error: {error}",
-                        "see `crm hooks list --source " + source + "`; fix the mapping or secret, then "
-                        "`crm hooks replay ID`") for source, status, count, error in rows]
+            stuck = connection.execute(sa.select(table.c.source, sa.func.count(), sa.func.min(table.c.id))
+                                       .where(table.c.status == "received", table.c.received_at <= stuck_since)
+                                       .group_by(table.c.source)).all()
+        findings = [Finding("error" if status == "failed" else "warning",
+                            f"source '{source}': {count} {status} deliveries in the last 7 days",
+                            f"latest error: {error}",
+                            "see `crm hooks list --source " + source + "`; fix the mapping or secret, then "
+                            "`crm hooks replay ID`") for source, status, count, error in rows]
+        findings += [Finding("error", f"source '{source}': {count} deliveries stuck in 'received'",
+                             f"logged but never processed (the process stopped in between), the first is delivery {first}",
+                             "`crm hooks replay --stuck` processes them now") for source, count, first in stuck]
+        return findings
+
+    def parked_now(self) -> dict[str, list[tuple[str, int]]]:
+        """Records a routing policy parked (queued or left unassigned) in the last 7 days that
+        still have no owner now, by policy: (entity, record id) pairs."""
+        events = self.schema.events
+        since = naive_utc(self.clock.now() - RECENT)
+        parked: dict[str, list[tuple[str, int]]] = {}
+        with self.db.read() as connection:
+            for entity in sorted({policy.entity for policy in self.model.routing}):
+                table = self.schema.table(entity)
+                if "owner" not in table.c:
+                    continue
+                rows = connection.execute(
+                    sa.select(events.c.record_id, events.c.data)
+                    .join(table, table.c.id == events.c.record_id)
+                    .where(events.c.entity == entity, events.c.at >= since, table.c.owner.is_(None),
+                           events.c.kind.in_(["routing_queued", "routing_unassigned"]))
+                    .order_by(events.c.id.desc())).all()  # the latest parking of each record names the policy
+                seen: set[int] = set()
+                for record_id, data in rows:
+                    if record_id not in seen:
+                        seen.add(record_id)
+                        parked.setdefault(str((data or {}).get("policy")), []).append((entity, int(record_id)))
+        return parked
 
     def _record_findings(self) -> list[Finding]:
         events = self.schema.events
         since = naive_utc(self.clock.now() - RECENT)
+        flagged: Counter[str] = Counter()
         with self.db.read() as connection:
-            counts: dict[str, int] = dict(connection.execute(sa.select(events.c.kind, sa.func.count()).where(
-                events.c.at >= since, events.c.kind.in_(["intake_flagged", "routing_queued", "routing_unassigned"]))
-                .group_by(events.c.kind)).all())
-            queued = Counter(row.data.get("policy") for row in connection.execute(
-                sa.select(events.c.data).where(events.c.at >= since,
-                                               events.c.kind.in_(["routing_queued", "routing_unassigned"]))))
-        findings = []
-        if counts.get("intake_flagged"):
-            findings.append(Finding("warning", f"{counts['intake_flagged']} records caught by test/spam filters",
-                                    "they were created but not routed",
-                                    "if real customers are among them, loosen the source's test_filter/spam_filter"))
-        for policy, count in queued.most_common():
-            findings.append(Finding("error", f"{count} records parked by routing policy '{policy}' in the last 7 days",
+            for entity in sorted({source.entity for source in self.model.sources}):
+                table = self.schema.table(entity)
+                owner = table.c.owner.is_(None) if "owner" in table.c else sa.true()
+                for (data,) in connection.execute(sa.select(events.c.data).join(table, table.c.id == events.c.record_id)
+                                                  .where(events.c.entity == entity, events.c.at >= since, owner,
+                                                         events.c.kind == "intake_flagged")):
+                    for flag in (data or {}).get("flags") or []:
+                        flagged[str(flag).removesuffix(": not routed")] += 1
+        findings = [Finding("warning", f"{count} records {flag}, unassigned now",
+                            "they were created but not routed",
+                            "if real customers are among them, loosen that filter, then "
+                            "`crm route ENTITY --where \"is_empty(owner)\"`") for flag, count in flagged.most_common()]
+        for policy, records in sorted(self.parked_now().items(), key=lambda item: -len(item[1])):
+            entity = records[0][0]
+            findings.append(Finding("error", f"{len(records)} records parked by routing policy '{policy}', "
+                                             "still unassigned now",
                                     "no rep of the chosen pool could take them",
-                                    f"`crm explain ENTITY ID` on one of them shows each rule and the pool; "
-                                    f"check policy '{policy}'"))
+                                    f"`crm explain {entity} {records[0][1]}` shows each rule and the pool; fix policy "
+                                    f"'{policy}', then `crm route {entity} --where \"is_empty(owner)\"` re-routes them"))
         return findings
 
     def _time_findings(self) -> list[Finding]:

@@ -40,6 +40,8 @@ class EventKind(enum.StrEnum):
     ROUTING_QUEUED = "routing_queued"      # nobody could take it: parked in the fallback queue
     ROUTING_UNASSIGNED = "routing_unassigned"  # nobody could take it and there is no queue
     REASSIGN_SKIPPED = "reassign_skipped"  # a (re)assign action found nobody to give it to
+    REROUTED = "rerouted"                  # routed again by `crm route` / the unassigned list (data: reason, by,
+                                           # policy, outcome, to/username when someone took it)
     ACTION_FAILED = "action_failed"        # a timer's action was refused (data: action, error)
     SLA_START = "sla_start"                # an SLA clock started (data: policy, due_at)
     SLA_RESTART = "sla_restart"

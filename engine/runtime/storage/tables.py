@@ -28,6 +28,7 @@ TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "cr
 SESSIONS = "crm_sessions"  # browser sign-ins, revocable (engine/runtime/ops/sessions.py)
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
+CHANNEL_SENDS, CHANNEL_PACE = "crm_channel_sends", "crm_channel_pace"  # per-channel pacing, shared by workers
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
@@ -65,6 +66,14 @@ class Schema:
     @property
     def outbox(self) -> sa.Table:
         return self.metadata.tables[OUTBOX]
+
+    @property
+    def channel_sends(self) -> sa.Table:
+        return self.metadata.tables[CHANNEL_SENDS]
+
+    @property
+    def channel_pace(self) -> sa.Table:
+        return self.metadata.tables[CHANNEL_PACE]
 
     @property
     def deliveries(self) -> sa.Table:
@@ -176,6 +185,20 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("delivered_at", sa.DateTime),
         sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
+    )
+    sa.Table(  # one row per request sent (or about to be) to a paced channel: the sliding window's log
+        CHANNEL_SENDS, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("channel", sa.String(64), nullable=False),
+        sa.Column("sent_at", sa.DateTime, nullable=False),
+        sa.Column("message_id", sa.BigInteger().with_variant(sa.Integer, "sqlite")),
+        sa.Index("ix_crm_channel_sends_channel", "channel", "sent_at"),
+    )
+    sa.Table(  # one row per paced channel: locked while a worker decides what it may send; a vendor's "too fast"
+        CHANNEL_PACE, metadata,  # or Retry-After silences the channel until blocked_until
+        sa.Column("channel", sa.String(64), primary_key=True),
+        sa.Column("blocked_until", sa.DateTime),
+        sa.Column("reason", sa.String(255)),
     )
     sa.Table(
         JOB_RUNS, metadata,

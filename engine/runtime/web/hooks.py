@@ -15,7 +15,7 @@ from collections import deque
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from engine.runtime.automation.sources import MAX_BODY, Intake, IntakeResult
+from engine.runtime.automation.sources import MAX_BODY, PREVIEW_BYTES, DeliveryStatus, Intake, IntakeResult
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.jsontext import JSONResponse
 
@@ -62,26 +62,41 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
             return JSONResponse({"outcome": "rejected", "message": f"more than {source.rate_per_minute} deliveries "
                                  f"a minute from {client}; retry in {int(wait) + 1} s"}, status_code=429,
                                 headers={"Retry-After": str(int(wait) + 1)})
-        limit = min(source.max_body_kb * 1024, MAX_BODY)
-        too_large = JSONResponse({"outcome": "rejected", "message": f"body larger than {limit // 1024} KB "
-                                  f"(max_body_kb of source '{source.name}')"}, status_code=413)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return too_large
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return too_large
-            chunks.append(chunk)
-        body = b"".join(chunks)
         headers, query = dict(request.headers), request.scope["query_string"].decode("latin-1")
+        limit = min(source.max_body_kb * 1024, MAX_BODY)
+        body, size = await _read_bounded(request, limit)
+        if size > limit:  # logged with its size and first bytes, never read whole
+            message = f"body larger than {limit // 1024} KB (max_body_kb of source '{source.name}')"
+            delivery_id = await db.run(lambda: intake.log_refused(source.name, headers, query, body, size,
+                                                                  DeliveryStatus.REJECTED, message), write=True)
+            return JSONResponse({"outcome": "rejected", "delivery_id": delivery_id,
+                                 "message": f"{message}; send a smaller payload"}, status_code=413)
 
         def log_and_process() -> IntakeResult:
             """The raw delivery is written on its own first: it is kept even if processing it fails."""
             delivery_id = intake.log_delivery(source.name, headers, query, body)
-            return intake.process(source.name, delivery_id, headers, dict(request.query_params), body)
+            return intake.process_logged(source.name, delivery_id, headers, dict(request.query_params), body)
         result = await db.run(log_and_process, write=True)
         return JSONResponse(result.body(), status_code=result.status)
 
     return [Route("/hooks/{source}", receive, methods=["POST"])]
+
+
+async def _read_bounded(request: Request, limit: int) -> tuple[bytes, int]:
+    """The body, or — once it passes `limit` — its first PREVIEW_BYTES and the size read so far
+    (reading stops there, so a huge body is never read whole nor held in memory)."""
+    declared = request.headers.get("content-length", "")
+    kept = bytearray()
+    size = int(declared) if declared.isdigit() and int(declared) > limit else 0
+    async for chunk in request.stream():
+        if size > limit:  # declared too large, or grown past the limit: keep the first bytes, read no more
+            kept += chunk[:max(0, PREVIEW_BYTES - len(kept))]
+            break
+        size += len(chunk)
+        if size <= limit:
+            kept += chunk
+        else:
+            kept += chunk[:max(0, PREVIEW_BYTES - len(kept))]
+            del kept[PREVIEW_BYTES:]
+            break
+    return bytes(kept), size

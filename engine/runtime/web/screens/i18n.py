@@ -147,6 +147,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "event_intake_flagged": ("被进线过滤规则拦截（未分配）", "was caught by an intake filter (not routed)"),
     "event_routing_queued": ("进入待分配队列", "was parked in a routing queue"),
     "event_routing_unassigned": ("无人可分配", "could not be assigned to anyone"),
+    "event_rerouted": ("重新分配（按分配策略）", "was routed again by the routing policies"),
     "event_sla_start": ("开始计时（SLA）", "started an SLA clock"),
     "event_sla_restart": ("重新开始计时（SLA）", "restarted an SLA clock"),
     "event_sla_pause": ("暂停计时（SLA）", "paused an SLA clock"),
