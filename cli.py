@@ -136,17 +136,21 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
         db.dispose()
 
 
-def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None) -> None:
-    """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too."""
+def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None, access_log: bool = False) -> None:
+    """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too.
+    uvicorn logs at info level (start, stop, warnings, errors with their traceback); one line
+    per request only with `access_log` (formatting and writing it costs CPU on every request)."""
     import uvicorn
     run_worker = engine.db.is_sqlite if with_worker is None else with_worker
     click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
                f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
     if run_worker:
         click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
+    click.echo("Requests are logged one by one (--access-log)." if access_log else
+               "Start, stop, warnings and errors are logged; add --access-log for a line per request.")
     stop = engine.start_background_worker() if run_worker else None
     try:
-        uvicorn.run(engine.web_app(), host=host, port=port, log_level="info")
+        uvicorn.run(engine.web_app(), host=host, port=port, log_level="info", access_log=access_log)
     finally:
         if stop is not None:
             stop()
@@ -159,9 +163,11 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--worker/--no-worker", "with_worker", default=None,
               help="Run the worker in this process [default: on for SQLite, off for PostgreSQL].")
-def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None) -> None:
+@click.option("--access-log/--no-access-log", "access_log", envvar="CRM_ACCESS_LOG", default=False, show_default=True,
+              help="Log one line per request (method, path, status).")
+def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None, access_log: bool) -> None:
     """Serve the screens, the JSON API and the webhooks."""
-    _serve(_open(db_url, blueprint), host, port, with_worker)
+    _serve(_open(db_url, blueprint), host, port, with_worker, access_log)
 
 
 @main.command()
