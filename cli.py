@@ -12,7 +12,8 @@ import click
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
 from engine.io.demo import demo_password, seed_demo
-from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
+from engine.metamodel import BlueprintInvalid, Metamodel
+from engine.metamodel.cache import load_blueprint_cached
 from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
@@ -51,7 +52,7 @@ def load_or_exit(path: str, extensions: Extensions | None = None) -> Metamodel:
     and exit with status 1."""
     vocabulary = (extensions or extensions_or_exit()).vocabulary
     try:
-        model = load_blueprint(path, vocabulary=vocabulary)
+        model = load_blueprint_cached(path, vocabulary=vocabulary)
     except BlueprintInvalid as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
