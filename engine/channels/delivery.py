@@ -9,11 +9,12 @@ import types
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-
-import aiohttp
-import yarl
+from typing import TYPE_CHECKING
 
 from engine.channels.messages import ChannelKind, DeliveryResult, PreparedRequest
+
+if TYPE_CHECKING:  # aiohttp is imported by the first delivery: a web process starts without it
+    import aiohttp
 
 
 # Vendor error codes that mean "later, not never".
@@ -49,6 +50,7 @@ def deliver_all(jobs: Sequence[DeliveryJob], *, concurrency: int = 8, timeout: f
 
 
 async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: float) -> list[DeliveryResult]:
+    import aiohttp
     slots = asyncio.Semaphore(max(1, concurrency))  # taken before the request, so waiting never eats the timeout
     connector = aiohttp.TCPConnector(limit=max(1, concurrency))
     proxies = _proxies_for(job.url for job in jobs if isinstance(job, PreparedRequest))
@@ -84,6 +86,7 @@ def _proxies_for(urls: Iterable[str]) -> dict[tuple[str, str], str]:
 
 
 async def _post(session: aiohttp.ClientSession, prepared: PreparedRequest, proxy: str | None) -> DeliveryResult:
+    import yarl
     try:
         # encoded=True: the URL goes out byte for byte (DingTalk's sign is already percent-encoded);
         # redirects are not followed — a vendor webhook that redirects is misconfigured.
