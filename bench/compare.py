@@ -4,7 +4,9 @@
         [--deliveries 2000] [--pg postgresql://postgres@127.0.0.1:5432/test] [--only create,intake,pg,startup]
         [--out bench/results-compare.md]
 
-Every server is started the way a user starts it — `crm serve --db URL --port N` (the console
+Servers run with bytecode caching on (PYTHONDONTWRITEBYTECODE is removed from their
+environment, as a user's shell does not set it) and the engine's cache folder in the work
+directory. Every server is started the way a user starts it — `crm serve --db URL --port N` (the console
 script next to this Python; on SQLite with its in-process worker, logging what it logs by
 default) — and the hand-written baseline (bench/baseline_app.py: Starlette + SQLAlchemy Core,
 inline mode, over the shipped blueprint's own `lead` table with its 21 indexes) under uvicorn
@@ -99,8 +101,10 @@ class Server:
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         with open(self.log, "ab") as log:
             began = time.perf_counter()
+            env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+            env.setdefault("CRM_CACHE_DIR", str(workdir / "cache"))  # (a user's ~/.cache/blueprint-crm)
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                            env={**os.environ, **self.env})
+                                            env={**env, **self.env})
         probe = f"GET {self.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -329,7 +333,7 @@ def startup_rows(engine: Server, baseline: Server, workdir: Path, rounds: int) -
             print(f"  {server.label:<10} {server.started_in:.3f} s to the first answer, {server.start_cpu:.2f} s CPU",
                   flush=True)
     cold = ""
-    cache = Path(os.environ.get("CRM_CACHE_DIR", Path.home() / ".cache" / "blueprint-crm"))
+    cache = Path(os.environ.get("CRM_CACHE_DIR", workdir / "cache"))
     if cache.is_dir():
         engine.stop()
         shutil.rmtree(cache, ignore_errors=True)
