@@ -12,7 +12,8 @@ import click
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
 from engine.io.demo import demo_password, seed_demo
-from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
+from engine.metamodel import BlueprintInvalid, Metamodel
+from engine.metamodel.cache import load_blueprint_cached
 from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
@@ -52,7 +53,7 @@ def load_or_exit(path: str, extensions: Extensions | None = None) -> Metamodel:
     and exit with status 1."""
     vocabulary = (extensions or extensions_or_exit()).vocabulary
     try:
-        model = load_blueprint(path, vocabulary=vocabulary)
+        model = load_blueprint_cached(path, vocabulary=vocabulary)
     except BlueprintInvalid as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -137,15 +138,19 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
         db.dispose()
 
 
-def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None, *,
+def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None, access_log: bool = False, *,
            required_key: bool = True) -> None:
-    """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too."""
+    """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too.
+    uvicorn logs at info level (start, stop, warnings, errors with their traceback); one line
+    per request only with `access_log` (formatting and writing it costs CPU on every request)."""
     import uvicorn
     run_worker = engine.db.is_sqlite if with_worker is None else with_worker
     click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
                f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
     if run_worker:
         click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
+    click.echo("Requests are logged one by one (--access-log)." if access_log else
+               "Start, stop, warnings and errors are logged; add --access-log for a line per request.")
     try:
         app = engine.web_app(key=secret_key(engine.db.url, required=required_key))
     except SecretKeyMissing as missing:
@@ -153,7 +158,7 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
     stop = engine.start_background_worker() if run_worker else None
     try:
         # SIGTERM/Ctrl+C: stop accepting, let requests under way finish for at most 10 s, then exit
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_graceful_shutdown=10)
     finally:
         if stop is not None:
             stop()
@@ -166,9 +171,11 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--worker/--no-worker", "with_worker", default=None,
               help="Run the worker in this process [default: on for SQLite, off for PostgreSQL].")
-def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None) -> None:
+@click.option("--access-log/--no-access-log", "access_log", envvar="CRM_ACCESS_LOG", default=False, show_default=True,
+              help="Log one line per request (method, path, status).")
+def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None, access_log: bool) -> None:
     """Serve the screens, the JSON API and the webhooks."""
-    _serve(_open(db_url, blueprint), host, port, with_worker)
+    _serve(_open(db_url, blueprint), host, port, with_worker, access_log)
 
 
 @main.command()

@@ -46,9 +46,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MOBILE = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
 
 
-def lead_table() -> tuple[sa.MetaData, sa.Table, sa.Table]:
-    """The engine-generated `lead` table (and crm_users, which its foreign keys point at)."""
-    schema = build_schema(load_blueprint(BLUEPRINT, functions=FUNCTION_NAMES))
+def lead_table(blueprint: Path = BLUEPRINT) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    """The engine-generated `lead` table (and crm_users, which its foreign keys point at) of
+    `blueprint` (the bench blueprint, or the shipped one for bench/compare.py)."""
+    schema = build_schema(load_blueprint(blueprint, functions=FUNCTION_NAMES))
     return schema.metadata, schema.table("lead"), schema.users
 
 
@@ -154,10 +155,12 @@ def row_json(row: Any) -> dict[str, Any]:
     return out
 
 
-def create_baseline_app(db_url: str, *, mode: str = "threadpool") -> Starlette:
-    metadata, leads, users = lead_table()
+def create_baseline_app(db_url: str, *, mode: str = "threadpool", blueprint: Path = BLUEPRINT) -> Starlette:
+    metadata, leads, users = lead_table(blueprint)
+    columns = set(leads.c.keys())  # the shipped lead has budget (money) where the bench one has amount
     engine = make_engine(db_url)
-    metadata.create_all(engine, tables=[users, leads], checkfirst=True)
+    # (the shipped lead points at accounts, contacts and opportunities: every table of its schema)
+    metadata.create_all(engine, tables=[users, leads] if blueprint == BLUEPRINT else None, checkfirst=True)
     write_lock = threading.Lock()
     insert = leads.insert()
     select_page = (sa.select(leads)
@@ -169,6 +172,9 @@ def create_baseline_app(db_url: str, *, mode: str = "threadpool") -> Starlette:
     def insert_lead(row: dict[str, Any]) -> dict[str, Any]:
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         row.update(created_at=now, updated_at=now, created_by=None, owner=None, version=1, duplicate_of=None)
+        if "amount" not in columns and "budget" in columns:
+            row["budget"], row["budget_currency"] = row.pop("amount"), row.pop("amount_currency")
+        row = {name: value for name, value in row.items() if name in columns}
         with write_lock:
             with engine.connect().execution_options(write=True) as connection:
                 with connection.begin():

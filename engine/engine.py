@@ -50,7 +50,7 @@ from engine.runtime.ops.doctor import Doctor
 from engine.runtime.ops.users import Users
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
-from engine.runtime.storage.migrations import MigrationOutcome, apply_migration
+from engine.runtime.storage.migrations import MigrationOutcome, migrate_on_start
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
 from engine.runtime.web.services import WebServices
@@ -154,7 +154,7 @@ def open_engine(model: Metamodel, db_url: str, *, clock: Clock | None = None, mi
     extensions = extensions or load_extensions()
     schema = build_schema(model, extensions.field_kinds)
     db = Database(db_url)
-    outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
+    outcome = migrate_on_start(db, schema, allow_destructive=allow_destructive) if migrate else None
     return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(), extensions,
                      base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""),
                      migration=outcome)

@@ -9,11 +9,12 @@ import types
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-
-import aiohttp
-import yarl
+from typing import TYPE_CHECKING
 
 from engine.channels.messages import ChannelKind, DeliveryResult, PreparedRequest
+
+if TYPE_CHECKING:  # aiohttp is imported by the first delivery: a web process starts without it
+    import aiohttp
 
 
 # Vendor error codes that mean "later, not never".
@@ -66,6 +67,7 @@ async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: f
     """Jobs in one lane (a paced robot: its messages must arrive in order) go one after another,
     in the order given; other jobs side by side. `on_result(index, result)` runs (in a thread)
     as soon as each job is done — the worker records the outcome right after the send."""
+    import aiohttp
     slots = asyncio.Semaphore(max(1, concurrency))  # taken before the request, so waiting never eats the timeout
     previous: dict[str, asyncio.Future[None]] = {}
     connector = aiohttp.TCPConnector(limit=max(1, concurrency))
@@ -122,6 +124,7 @@ def _proxies_for(urls: Iterable[str]) -> dict[tuple[str, str], str]:
 
 
 async def _post(session: aiohttp.ClientSession, prepared: PreparedRequest, proxy: str | None) -> DeliveryResult:
+    import yarl
     try:
         # encoded=True: the URL goes out byte for byte (DingTalk's sign is already percent-encoded);
         # redirects are not followed — a vendor webhook that redirects is misconfigured.

@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-import jsonschema
-
 from engine.metamodel.checks import Checker, texts
 from engine.metamodel.crossrefs import SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldType
@@ -422,6 +420,7 @@ def _plugin_action(checker: Checker, verb: str, schema: Mapping[str, Any], body:
     """A plugin's verb: the body must satisfy the plugin's schema, and be a block of options
     whose values are literals or '=expressions' over `entity` (`verb:` alone gives none)."""
     body = {} if body is None else body
+    import jsonschema  # (only a blueprint using a plugin's verb gets here: see loader._validators)
     problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.absolute_path))
     for problem in problems:
         checker.error(path + tuple(problem.absolute_path), f"{verb}: {problem.message}",

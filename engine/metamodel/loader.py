@@ -11,9 +11,7 @@ import glob
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
 from engine.metamodel.approvals import MANAGED_ENTITIES, approval_entities, declared_approvals
@@ -28,7 +26,15 @@ from engine.metamodel.source import SourceDocument, read_documents
 from engine.metamodel.vocabulary import Vocabulary
 
 _SCHEMAS = {**DOCUMENT_SCHEMAS, **{kind.key: kind.schema for kind in SECONDARY_KINDS}}
-_VALIDATORS = {kind: jsonschema.Draft202012Validator(schema) for kind, schema in _SCHEMAS.items()}
+
+if TYPE_CHECKING:  # jsonschema is imported by the first load that validates (a cached metamodel needs none)
+    import jsonschema
+
+
+@functools.lru_cache(maxsize=1)
+def _validators() -> dict[str, jsonschema.Draft202012Validator]:
+    import jsonschema
+    return {kind: jsonschema.Draft202012Validator(schema) for kind, schema in _SCHEMAS.items()}
 
 
 def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] = (),
@@ -57,7 +63,7 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     for doc in _included(app, app_path, errors):
         documents.append(doc)
 
-    validators = {**_VALIDATORS, "entity": _entity_validator(tuple(sorted(vocabulary.field_types)))}
+    validators = {**_validators(), "entity": _entity_validator(tuple(sorted(vocabulary.field_types)))}
     valid: list[tuple[str, SourceDocument]] = []
     seen_entities: set[str] = set()
     for doc in documents:
@@ -120,8 +126,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
 def _entity_validator(plugin_types: tuple[str, ...]) -> jsonschema.Draft202012Validator:
     """The entity schema accepting the built-in field types and `plugin_types` (one per set of
     installed plugins, built once)."""
+    import jsonschema
     if not plugin_types:
-        return _VALIDATORS["entity"]
+        return _validators()["entity"]
     schema = copy.deepcopy(_SCHEMAS["entity"])
     options = schema["properties"]["fields"]["additionalProperties"]["properties"]
     options["type"] = {"enum": [*(kind.value for kind in FieldType), *plugin_types]}

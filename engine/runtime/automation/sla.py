@@ -116,7 +116,7 @@ class SlaClocks:
             return
         due_at = None
         if clock.state == ClockState.RUNNING and move in (Move.START, Move.RESTART, Move.RESUME, Move.RETIER):
-            due_at = self._schedule(connection, spec, record_id, clock)
+            due_at = self._schedule(connection, spec, record_id, clock, fresh=move in (Move.START, Move.RESTART))
         met = clock.breached_at is None if move is Move.STOP else None
         self.clocks.save(connection, "sla", spec.entity, record_id, spec.name, clock, now, due_at=due_at,
                          reason=decision.reason, met=met)
@@ -127,17 +127,40 @@ class SlaClocks:
                      data={"policy": spec.name, "reason": decision.reason,
                            "due_at": due_at.isoformat() if due_at else None, **({"met": met} if met is not None else {})})
 
-    def _schedule(self, connection: sa.Connection, spec: SlaSpec, record_id: int,
-                  clock: ClockSnapshot) -> dt.datetime | None:
+    def _schedule(self, connection: sa.Connection, spec: SlaSpec, record_id: int, clock: ClockSnapshot, *,
+                  fresh: bool) -> dt.datetime | None:
+        """Schedule the clock's next checkpoint that has not fired in this cycle (on a new cycle,
+        the first); firing it schedules the one after (`_chain`). One pending timer per running
+        clock, not one per warning, breach and escalation: fewer rows in every write. Returns
+        the breach's due time."""
         checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
                                                         clock.pauses, self.calendar(spec))
         keys = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, checkpoints)
-        cycle = clock.started_at.isoformat()
-        self.timers.schedule(connection, *(TimerRequest(
-            "sla", key, checkpoint.due_at, spec.entity, record_id,
-            {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": cycle})
-            for key, checkpoint in zip(keys, checkpoints)))
+        fired = set() if fresh else self.timers.fired_keys(
+            connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, clock.started_at),
+            spec.entity, record_id)
+        upcoming = next(((key, checkpoint) for key, checkpoint in zip(keys, checkpoints) if key not in fired), None)
+        if upcoming is not None:
+            self._schedule_one(connection, spec, record_id, clock, *upcoming)
         return next((c.due_at for c in checkpoints if c.kind.value == "breach"), None)
+
+    def _schedule_one(self, connection: sa.Connection, spec: SlaSpec, record_id: int, clock: ClockSnapshot,
+                      key: str, checkpoint: Checkpoint) -> None:
+        self.timers.schedule(connection, TimerRequest(
+            "sla", key, checkpoint.due_at, spec.entity, record_id,
+            {"policy": spec.name, "checkpoint": checkpoint.name, "cycle": clock.started_at.isoformat()}))
+
+    def _chain(self, connection: sa.Connection, spec: SlaSpec, record_id: int, clock: ClockSnapshot,
+               fired: str) -> None:
+        """The checkpoint after `fired` (warning-50 → warning-80 → breach-100 → escalations), scheduled
+        when `fired` fires; if it is already due (the worker was down) it fires in the same tick."""
+        checkpoints = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier, clock.pauses,
+                                      self.calendar(spec))
+        names = [checkpoint.name for checkpoint in checkpoints]
+        if fired in names and names.index(fired) + 1 < len(checkpoints):
+            following = checkpoints[names.index(fired) + 1]
+            key, = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, (following,))
+            self._schedule_one(connection, spec, record_id, clock, key, following)
 
     # -- the timer handler ----------------------------------------------------------------------
     def fire(self, connection: sa.Connection, timer: DueTimer, now: dt.datetime) -> None:
@@ -146,8 +169,10 @@ class SlaClocks:
         if spec is None or timer.record_id is None:
             return  # the policy left the blueprint; nothing to do
         clock = self.clocks.load(connection, "sla", spec.entity, timer.record_id, spec.name)
-        if clock is None or clock.state != ClockState.RUNNING or clock.started_at.isoformat() != timer.payload.get("cycle"):
+        if clock is None or clock.state != ClockState.RUNNING or not _same_cycle(clock, timer.payload.get("cycle")):
             return  # paused, stopped or restarted since it was scheduled
+        # the next checkpoint first: actions below that restart or stop the clock cancel it with the cycle
+        self._chain(connection, spec, timer.record_id, clock, str(timer.payload["checkpoint"]))
         kind, _, percent = str(timer.payload["checkpoint"]).partition("-")
         status = sla_state(now, self._policies[spec.name], clock.started_at, clock.tier, clock.pauses,
                            self.calendar(spec))
@@ -203,3 +228,16 @@ def _sla_context(spec: SlaSpec, status: SlaStatus, percent: str) -> dict[str, An
     return {"policy": spec.name, "label": spec.label.text("zh"), "state": status.state.value,
             "due_at": status.due_at, "remaining": status.remaining, "target": status.target,
             "elapsed": status.elapsed, "percent": int(percent)}
+
+
+def _same_cycle(clock: ClockSnapshot, cycle: object) -> bool:
+    """Whether a timer's cycle (its clock's start as scheduled) is the clock's current start —
+    compared as instants: the start may have been written with another UTC offset than it is read."""
+    if not isinstance(cycle, str):
+        return False
+    if cycle == clock.started_at.isoformat():
+        return True
+    try:
+        return dt.datetime.fromisoformat(cycle) == clock.started_at
+    except (TypeError, ValueError):
+        return False

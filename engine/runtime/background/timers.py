@@ -50,6 +50,7 @@ class _Touched:
 
     keys: set[str] = field(default_factory=set)
     prefixes: set[str] = field(default_factory=set)
+    due: bool = False  # a handler scheduled a timer that is already due (fired in the same tick)
 
     def hits(self, key: str) -> bool:
         """Scheduled, or under a cancelled prefix (each of the key's own prefixes looked up: a
@@ -81,9 +82,10 @@ class SqlTimerStore:
         if not requests:
             return
         touched = _touched.get()
+        created = naive_utc(self.now())
         if touched is not None:
             touched.keys.update(request.key for request in requests)
-        created = naive_utc(self.now())
+            touched.due = touched.due or any(naive_utc(request.due_at) <= created for request in requests)
         self._upsert(connection.dialect.name).run_many(connection, [
             {"kind": request.kind, "key": request.key, "entity": request.entity, "record_id": request.record_id,
              "due_at": naive_utc(request.due_at), "payload": request.payload, "status": "pending", "attempts": 0,
@@ -102,6 +104,17 @@ class SqlTimerStore:
                 columns=("kind", "key", "entity", "record_id", "due_at", "payload", "status", "attempts", "created_at"))
             self._statements[dialect] = statement
         return statement
+
+    def fired_keys(self, connection: sa.Connection, key_prefix: str, entity: str, record_id: int) -> set[str]:
+        """The keys under `key_prefix` of one record's timers that have fired."""
+        statement = self._statements.get("fired")
+        if statement is None:
+            table = self.table
+            statement = self._statements["fired"] = Prepared(sa.select(table.c.key).where(
+                table.c.entity == sa.bindparam("c_entity"), table.c.record_id == sa.bindparam("c_record_id"),
+                table.c.status == "fired"))
+        return {row.key for row in statement.rows(connection, {"c_entity": entity, "c_record_id": record_id})
+                if row.key.startswith(key_prefix)}
 
     def cancel(self, connection: sa.Connection, key_prefix: str, entity: str | None = None,
                record_id: int | None = None) -> int:
@@ -201,12 +214,15 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
         if connection.dialect.name == "postgresql":
             timers = _in_record_order(connection, table, timers)
         try:
+            touched = _Touched()
             with savepoint(connection):
-                fired = _fire_batch(connection, table, timers, handlers, now, worker, mark_fired)
-            return FireReport(fired, 0, len(rows) == limit)
+                fired = _fire_batch(connection, table, timers, handlers, now, worker, mark_fired, touched)
+            return FireReport(fired, 0, len(rows) == limit or touched.due)
         except Exception:  # noqa: BLE001 — some handler failed: isolate it below
             pass
         fired = failed = 0
+        touched = _Touched()
+        token = _touched.set(touched)  # (only to learn whether a handler scheduled a timer already due)
         for timer in timers:
             try:
                 with savepoint(connection):
@@ -218,17 +234,18 @@ def fire_due_timers(db: Database, schema: Schema, handlers: Mapping[str, TimerHa
                     "timer_id": timer.id, "attempts": attempts, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
                     "due_at": naive_utc(now + dt.timedelta(minutes=2 ** attempts)),
                     "status": "dead" if attempts >= MAX_ATTEMPTS else "pending"})
-    return FireReport(fired, failed, len(rows) == limit)
+        _touched.reset(token)
+    return FireReport(fired, failed, len(rows) == limit or touched.due)
 
 
 def _fire_batch(connection: sa.Connection, table: sa.Table, timers: list[DueTimer],
-                handlers: Mapping[str, TimerHandler], now: dt.datetime, worker: str, mark_fired: Prepared) -> int:
+                handlers: Mapping[str, TimerHandler], now: dt.datetime, worker: str, mark_fired: Prepared,
+                touched: _Touched) -> int:
     """Fire a batch in few statements: each BatchedHandler's hook reads ahead for its timers,
     events and messages are held back and sent together (prepared.deferring), and the timers
     are marked fired together at the end — the rows are ours (locked on PostgreSQL, the
     write lock on SQLite), so each is still pending and due unless a handler of this batch
     scheduled or cancelled its key; such a timer is checked and marked on its own (`_fire`)."""
-    touched = _Touched()
     token = _touched.set(touched)
     fired, unmarked = 0, []
     try:

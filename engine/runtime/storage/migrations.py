@@ -10,17 +10,20 @@ would destroy. Only tables the engine created are ever considered for dropping.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import produce_migrations
-from alembic.migration import MigrationContext
-from alembic.operations import Operations, ops
 
+from engine.metamodel.cache import cache_folder
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import TABLES, Schema
+
+if TYPE_CHECKING:  # Alembic is imported when a plan is made (a start that finds nothing to change needs none)
+    from alembic.migration import MigrationContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ def _managed_tables(connection: sa.Connection, schema: Schema) -> set[str]:
 
 
 def _context(connection: sa.Connection, schema: Schema) -> MigrationContext:
+    from alembic.migration import MigrationContext
     known = set(schema.metadata.tables) | _managed_tables(connection, schema)
 
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -153,6 +157,7 @@ def _count(connection: sa.Connection, table: str, column: str | None = None) -> 
 
 
 def _describe(connection: sa.Connection, op: Any, table: str) -> Step:
+    from alembic.operations import ops
     if isinstance(op, ops.CreateTableOp):
         return Step(f"create table {op.table_name}", False, op, op.table_name)
     if isinstance(op, ops.DropTableOp):
@@ -194,6 +199,8 @@ def plan_migration(db: Database, schema: Schema) -> MigrationPlan:
 
 
 def _plan(connection: sa.Connection, schema: Schema) -> MigrationPlan:
+    from alembic.autogenerate import produce_migrations
+    from alembic.operations import ops
     script = produce_migrations(_context(connection, schema), schema.metadata)
     assert script.upgrade_ops is not None  # produce_migrations always fills it (None only in a bare MigrationScript)
     steps: list[Step] = []
@@ -209,6 +216,7 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
     """Bring the database to `schema` in one transaction. Safe steps always apply; destructive
     ones only with `allow_destructive`, otherwise they are returned as refused and nothing of
     the data they concern changes."""
+    from alembic.operations import Operations, ops
     with _migration_connection(db) as connection:
         plan = _plan(connection, schema)
         refused = () if allow_destructive else plan.destructive
@@ -245,3 +253,57 @@ def _record_managed_tables(connection: sa.Connection, schema: Schema, kept: set[
     names = sorted(set(schema.tables) | kept)
     if names:
         connection.execute(sa.insert(managed), [{"name": name} for name in names])
+
+
+KEEP_MARKERS = 64  # databases whose clean schema is remembered (the newest)
+
+
+def migrate_on_start(db: Database, schema: Schema, *, allow_destructive: bool = False,
+                     folder: Path | None = None) -> MigrationOutcome:
+    """`apply_migration` as every start runs it, skipped on a SQLite file whose schema (every
+    CREATE statement in sqlite_master, and the tables the engine manages) is exactly what an
+    earlier start left with nothing to change for this same target schema: comparing the
+    database with Alembic was a third of a restart. Any change to the file's schema, by
+    anyone, or to the blueprint's tables makes a new fingerprint, and the full plan runs.
+    A start that refused destructive steps is never remembered, so it reports them each time."""
+    folder = folder if folder is not None else cache_folder()
+    marker = _clean_marker(db, schema, folder)
+    if marker is not None and marker.exists():
+        return MigrationOutcome((), ())
+    outcome = apply_migration(db, schema, allow_destructive=allow_destructive)
+    if not outcome.refused:
+        marker = _clean_marker(db, schema, folder)  # (the migration changed the file's schema)
+        if marker is not None:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                markers = sorted(marker.parent.glob("schema-clean-*"), key=lambda item: item.stat().st_mtime)
+                for old in markers[:-KEEP_MARKERS]:
+                    old.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return outcome
+
+
+def _clean_marker(db: Database, schema: Schema, folder: Path | None) -> Path | None:
+    """The cache file that says "this file schema needs nothing for this target", or None where
+    the shortcut does not apply (PostgreSQL, an in-memory SQLite, no cache folder)."""
+    database = db.engine.url.database
+    if folder is None or not db.is_sqlite or not database or database == ":memory:" or "mode=memory" in str(db.engine.url):
+        return None
+    digest = hashlib.sha256()
+    dialect = db.engine.dialect
+    for table in schema.metadata.sorted_tables:
+        digest.update(str(sa.schema.CreateTable(table).compile(dialect=dialect)).encode())
+        for index in sorted(table.indexes, key=lambda item: item.name or ""):
+            digest.update(str(sa.schema.CreateIndex(index).compile(dialect=dialect)).encode())
+    digest.update(b"\0database\0")
+    with db.engine.connect() as connection:
+        for row in connection.exec_driver_sql("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                              "ORDER BY type, name"):
+            digest.update(repr(tuple(row)).encode())
+        if connection.exec_driver_sql(f"SELECT 1 FROM sqlite_master WHERE name = '{TABLES}'").first():
+            for row in connection.exec_driver_sql(f"SELECT name FROM {TABLES} ORDER BY name"):
+                digest.update(repr(tuple(row)).encode())
+        connection.rollback()
+    return folder / f"schema-clean-{digest.hexdigest()[:40]}"
