@@ -45,6 +45,7 @@ class ListQuery:
     page: int = 1
     per_page: int = 50
     sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
+    view: str | None = None  # a list view whose `where:` also limits the rows (RecordService.list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,11 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
             raise QueryInvalid(f"unknown filter operator '{op}' in '{key}'; use one of {', '.join(OPERATORS)}",
                                field=name)
         filters.append(Filter(name, op, raw.split(",") if op == "in" else raw))
-    view = entity.list_view(params.get("view") or "default")
+    view_name = (params.get("view") or "").strip() or None
+    if view_name is not None and view_name not in [item.name for item in entity.list_views]:
+        raise QueryInvalid(f"{entity.name} has no list view '{view_name}'; "
+                           f"{did_you_mean(view_name, [item.name for item in entity.list_views])}", field="view")
+    view = entity.list_view(view_name or "default")
     sort_text = params.get("sort")
     sort = tuple(SortKey(part[1:], True) if part.startswith("-") else SortKey(part)
                  for part in (sort_text.split(",") if sort_text else []) if part) or view.sort
@@ -89,7 +94,7 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
     return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
-                     (params.get("sla") or "").strip() or None)
+                     (params.get("sla") or "").strip() or None, view_name)
 
 
 def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:

@@ -26,7 +26,8 @@ from engine.runtime.records.events import Event, append_event, diff, read_events
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
-from engine.runtime.records.queries import ListQuery, Page, build_list_statements
+from engine.runtime.records.conditions import row_condition_sql
+from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, references)
 from engine.runtime.storage.database import Database, savepoint
@@ -90,6 +91,20 @@ class Statements:
         table = self.schema.table(entity)
         return self._get(("match", entity, *key), lambda: sa.select(table).where(
             *(table.c[name] == sa.bindparam(name) for name in key)).order_by(table.c.id).limit(1))
+
+
+def _people_filters(entity: EntitySpec, query: ListQuery, actor: Actor) -> ListQuery:
+    """`owner=me` (or any user field) is the signed-in user; `owner=unassigned` is no one."""
+    people = {"owner", "created_by", *(spec.name for spec in entity.fields if spec.type is FieldType.USER)}
+    filters = []
+    for item in query.filters:
+        if item.field in people and item.op in ("eq", "ne") and item.value in ("me", "unassigned"):
+            if item.value == "me":
+                item = Filter(item.field, item.op, str(actor.id) if actor.id is not None else "0")
+            else:
+                item = Filter(item.field, "isnull", "true" if item.op == "eq" else "false")
+        filters.append(item)
+    return dataclasses.replace(query, filters=tuple(filters))
 
 
 class RecordService:
@@ -180,12 +195,20 @@ class RecordService:
         table = self.schema.table(entity.name)
         if action != "read":
             self.access.require(actor, entity.name, action)
-        scope = self.access.row_condition(actor, entity.name, "read", table)
+        scope = self.access.row_condition(actor, entity.name, "read", table, dialect=self.db.engine.dialect.name,
+                                          now=self.clock.now())
         self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
                                    [key.field for key in query.sort])
         hidden = self.access.permissions(actor, entity.name).hidden
         if query.sla is not None:
             scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
+        where = entity.list_view(query.view).where if query.view is not None else None
+        if where is not None:
+            condition = row_condition_sql(where, entity, table, kinds=self.schema.kinds,
+                                          dialect=self.db.engine.dialect.name, me=actor.id, now=self.clock.now(),
+                                          timezone=self.model.settings.timezone)
+            scope = condition if scope is None else sa.and_(scope, condition)
+        query = _people_filters(entity, query, actor)
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
         with self.db.read() as connection:
@@ -285,8 +308,8 @@ class RecordService:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
             raise ValidationFailed(errors)
-        if "owner" not in data and not actor.is_system:
-            data["owner"] = actor.id
+        if "owner" not in data and not actor.is_system and not entity.routes_new_records:
+            data["owner"] = actor.id  # (owner_on_create: routing leaves it to the entity's assign rules)
         now = self.clock.now()
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
@@ -337,6 +360,9 @@ class RecordService:
         if self.observers:
             data = self._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                                notes, history))
+        if entity.assigned_at_field and data.get("owner") is not None and not history \
+                and data.get(entity.assigned_at_field) is None:
+            data = {**data, entity.assigned_at_field: now}
         if self.gates:
             self._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                            notes, history))
@@ -434,6 +460,9 @@ class RecordService:
         if self.observers and diff(entity, self.schema.kinds, current, merged):
             merged = self._observed(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now,
                                                  origin, source, notes, history))
+        if entity.assigned_at_field and merged.get("owner") is not None and merged.get("owner") != current["owner"] \
+                and not history:
+            merged[entity.assigned_at_field] = now  # every assignment, whoever made it
         errors = compute_fields(entity, merged, self.evaluator, kinds=self.schema.kinds)
         errors += check_required(entity, merged, set(data))
         if not errors:

@@ -110,8 +110,14 @@ class Site:
             return False
         if record is None or scope is Scope.ALL or record.get("owner") == actor.id:
             return True
-        if scope is Scope.TEAM and actor.team and record.get("owner") is not None:
-            return self.user_teams().get(record["owner"]) == actor.team
+        if scope is Scope.TEAM and actor.team and record.get("owner") is not None \
+                and self.user_teams().get(record["owner"]) == actor.team:
+            return True
+        access = self.records.access
+        if record.get("owner") is None or access.permissions(actor, entity).via:
+            with self.records.db.read() as connection:  # an unowned record the team covers, or a `via` field
+                return access.covers(connection, actor, entity, record) if scope is Scope.TEAM else \
+                    any(record.get(name) == actor.id for name in access.permissions(actor, entity).via)
         return False
 
     # -- lookups --------------------------------------------------------------------------
