@@ -7,6 +7,8 @@ list screen alike, and a manager sees and assigns the team's unassigned queue wh
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 import warnings
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -309,3 +311,72 @@ def test_a_lead_not_yet_qualified_is_refused_and_nothing_is_created(crm: Any) ->
     assert refused.status_code == 422 and "status == 'qualified'" in refused.text
     with runtime.db.read() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("account"))).scalar_one() == 0
+
+
+# -- on the screens ---------------------------------------------------------------------------------------
+
+def signed_in(runtime: Engine, username: str) -> TestClient:
+    client = TestClient(runtime.web_app(), follow_redirects=False, headers={"Accept-Language": "zh"})
+    token = _csrf(client.get("/login").text)
+    assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token,
+                                       "next": "/"}).status_code == 303
+    return client
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match
+    return match.group(1)
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_a_rep_logs_a_call_from_the_lead_page_and_lands_back_on_it(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, owner=people["wang"].id, company="宁波精工")
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    link = html.unescape(re.search(r'<a class="button quick-action" href="([^"]+)">记录电话</a>', page).group(1))
+    form = client.get(link).text
+    assert 'value="true"' in form or "checked" in form  # done is ticked already
+    target = html.unescape(re.search(r'<form[^>]+action="([^"]+)"', form.split("<main", 1)[-1]).group(1))
+    saved = client.post(target, data={"csrf_token": _csrf(form), "subject": "电话 · 张伟", "kind": "call",
+                                      "done": "true", "outcome": "reached", "notes": "约了下周拜访",
+                                      "lead": str(record["id"]), "next_follow_up": "2026-11-30"})
+    assert saved.status_code == 303 and saved.headers["location"] == f"/lead/{record['id']}"
+    touched = runtime.records.get("lead", record["id"], actor=SYSTEM)
+    assert touched["first_touched_at"] is not None and touched["status"] == "contacted"
+    timeline = _text(client.get(f"/lead/{record['id']}").text).split("时间线", 1)[-1]
+    assert "跟进记录「电话 · 张伟」" in timeline
+
+
+def test_the_convert_button_converts_once_and_the_page_then_links_what_it_became(crm: Any) -> None:
+    runtime, people = crm
+    record = _qualified(runtime, people["wang"])
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    assert "转化为客户" in page
+    done = client.post(f"/lead/{record['id']}/convert", data={"csrf_token": _csrf(page)})
+    assert done.status_code == 303
+    after = client.get(f"/lead/{record['id']}").text
+    assert "已转化" in _text(after) and "转化为客户</button>" not in after
+    again = client.post(f"/lead/{record['id']}/convert", data={"csrf_token": _csrf(after)})
+    assert "已经转化过" in _text(client.get(again.headers["location"]).text)
+
+
+def test_the_manager_assigns_the_unassigned_queue_from_the_list(crm: Any) -> None:
+    runtime, people = crm
+    queue = [_unowned(runtime, "east")["id"], _unowned(runtime, "north")["id"]]
+    client = signed_in(runtime, "manager")
+    page = client.get("/lead?view=unassigned").text
+    for record_id in queue:
+        assert f'/lead/{record_id}"' in page
+    assert '<option value="unassigned"' in client.get("/lead").text  # the owner filter offers me / unassigned
+    answer = client.post("/lead/assign", data={"csrf_token": _csrf(page), "ids": [str(i) for i in queue],
+                                                "owner": str(people["li"].id), "back": "view=unassigned"})
+    assert answer.status_code == 303
+    assert all(runtime.records.get("lead", i, actor=SYSTEM)["owner"] == people["li"].id for i in queue)
+    rep_page = signed_in(runtime, "wang").get("/lead?view=unassigned").text
+    assert not any(f'/lead/{record_id}"' in rep_page for record_id in queue)

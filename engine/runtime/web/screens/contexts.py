@@ -250,6 +250,7 @@ class RecordContext:
     funnel: FunnelPanel | None = None        # records in a funnel
     approvals: ApprovalsPanel | None = None  # records that approvals are declared for
     decision: DecisionPanel | None = None    # approval requests and tasks
+    actions: tuple[object, ...] = ()         # quick actions: log a call/visit, convert (screens/workday.py)
 
 
 @dataclass(frozen=True, slots=True)

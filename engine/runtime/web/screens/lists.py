@@ -142,7 +142,8 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
             continue
         if name == "owner" or (entity.has_field(name) and entity.field(name).type is FieldType.USER):
             label = system_label(name, lang) if name == "owner" else entity.field(name).label.text(lang)
-            options = [(str(key), text) for key, text in site.user_names().items()]
+            options = [("me", "我" if lang == "zh" else "Me"), ("unassigned", "未分配" if lang == "zh" else "Unassigned"),
+                       *((str(key), text) for key, text in site.user_names().items())]
             yield _select(name, label, options, given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type in (FieldType.CHOICE, FieldType.MULTICHOICE,
                                                                     FieldType.TAGS):
