@@ -380,3 +380,24 @@ def test_the_manager_assigns_the_unassigned_queue_from_the_list(crm: Any) -> Non
     assert all(runtime.records.get("lead", i, actor=SYSTEM)["owner"] == people["li"].id for i in queue)
     rep_page = signed_in(runtime, "wang").get("/lead?view=unassigned").text
     assert not any(f'/lead/{record_id}"' in rep_page for record_id in queue)
+
+
+def test_the_list_shows_each_rows_sla_and_sorts_overdue_first(crm: Any, clock: Any) -> None:
+    runtime, people = crm
+    wang = people["wang"]
+    late = lead(runtime, owner=wang.id, name="超时客户", grade="C")
+    clock.advance(hours=3)
+    fresh = lead(runtime, owner=wang.id, name="新客户", grade="C")
+    touched = lead(runtime, owner=wang.id, name="已联系客户", grade="C")
+    runtime.records.create("activity", {"subject": "电话", "kind": "call", "done": True, "outcome": "reached",
+                                        "lead": touched["id"]}, actor=wang)
+    clock.advance(hours=5, minutes=50)  # 17:50: both missed "opened within 15 min"; the call is due at 18:00
+    runtime.worker(environ={}).tick()
+    client = api(runtime, "wang")
+    ordered = [item["id"] for item in client.get("/api/lead?sort=sla_due").json()["items"]]
+    assert ordered == [late["id"], fresh["id"], touched["id"]]  # the contacted one's clock is days away
+    rows = {row.split("</tr>")[0] for row in signed_in(runtime, "wang").get("/lead?sort=sla_due").text.split("<tr")}
+    late_row = next(row for row in rows if f'/lead/{late["id"]}"' in row)
+    touched_row = next(row for row in rows if f'/lead/{touched["id"]}"' in row)
+    assert "sla-chip overdue" in late_row and "已超时" in late_row
+    assert "sla-chip on-track" in touched_row and "剩余" in touched_row

@@ -207,8 +207,8 @@ def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str,
 
 
 def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
-                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = ()
-                          ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
+                          ordering: Mapping[str, Any] | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page query and the matching count query; `scope` limits rows to what the actor
     may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
     conditions = [_condition(entity, table, item, dialect, kinds) for item in query.filters]
@@ -218,6 +218,10 @@ def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery,
         conditions.append(_search(entity, table, query.search, unsearchable, kinds))
     order = []
     for key in query.sort:
+        if ordering and key.field in ordering:  # e.g. sla_due, contributed by the SLA clocks
+            order.append(ordering[key.field].desc().nulls_last() if key.descending
+                         else ordering[key.field].asc().nulls_last())
+            continue
         column = _column(entity, table, key.field, "sort")
         if entity.has_field(key.field) and not kinds.of_field(entity.field(key.field)).is_orderable:
             raise QueryInvalid(f"cannot sort by '{key.field}': it holds text or a list", field=key.field)

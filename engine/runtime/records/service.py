@@ -121,6 +121,8 @@ class RecordService:
         self.gates: list[WriteGate] = []  # checks on the final values of every write (stage requirements)
         # named list filters other components add: name → (entity, table, value, now) → condition
         self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
+        # named sort keys other components add: name → (entity, table) → an orderable expression
+        self.list_orders: dict[str, Callable[[str, sa.Table], Any]] = {}
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -209,8 +211,10 @@ class RecordService:
                                           timezone=self.model.settings.timezone)
             scope = condition if scope is None else sa.and_(scope, condition)
         query = _people_filters(entity, query, actor)
+        ordering = {name: build(entity.name, table) for name, build in self.list_orders.items()}
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
-                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
+                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
+                                                        ordering=ordering)
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())

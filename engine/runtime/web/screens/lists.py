@@ -29,6 +29,8 @@ from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_q
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
+from engine.runtime.web.screens.workday import has_sla, sla_cells
+from engine.runtime.web.screens.workday import text as workday_text
 from engine.runtime.web.widgets import local_time
 
 Params = list[tuple[str, str]]
@@ -78,13 +80,23 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         page = site.records.list(entity.name, query, actor=actor)
     hidden = site.records.access.permissions(actor, entity.name).hidden
     columns = [name for name in view.columns if name not in hidden]
+    rows = tuple(render_rows(site, actor, entity, columns, page.items, lang))
+    headers = tuple(_column(site, entity, name, lang, query, request.url.path, params) for name in columns)
+    if has_sla(site, entity.name):  # the SLA state of each row, sortable overdue-first
+        cells = sla_cells(site, entity.name, [row.id for row in rows], lang)
+        rows = tuple(dataclasses.replace(row, cells=(*row.cells, cells[row.id])) for row in rows)
+        current = query.sort[0] if query.sort else None
+        state = "" if current is None or current.field != "sla_due" else ("desc" if current.descending else "asc")
+        headers += (Column("sla_due", workday_text(lang, "sla_column"),
+                           url_with(request.url.path, params, sort="-sla_due" if state == "asc" else "sla_due",
+                                    page=None), state),)
     context = ListContext(
         entity=entity.name, title=view.label.text(lang) if len(entity.list_views) > 1 else entity.plural.text(lang),
         views=tuple(MenuLink(v.label.text(lang), f"/{entity.name}?view={v.name}", v.name == view.name)
                     for v in entity.list_views),
         view=view.name,
-        columns=tuple(_column(site, entity, name, lang, query, request.url.path, params) for name in columns),
-        rows=tuple(render_rows(site, actor, entity, columns, page.items, lang)),
+        columns=headers,
+        rows=rows,
         filters=tuple(_filters(site, actor, entity, view, params, lang, hidden)),
         search=dict(params).get("q", ""), total=page.total, page=page.page, pages=page.pages,
         query=urlencode([(k, v) for k, v in params if k != "page"]),

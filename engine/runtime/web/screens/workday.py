@@ -3,15 +3,18 @@ record), convert a lead as its blueprint declares, and the related records' hist
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from engine.metamodel import EntitySpec, FieldType
+from engine.runtime.automation.clocks import sla_states
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
@@ -35,6 +38,11 @@ TEXTS = {
     "convert": ("{label}", "{label}"),
     "converted_done": ("已转化：{what}", "Converted: {what}"),
     "related_event": ("{entity}「{title}」{action}", "{entity} “{title}”: {action}"),
+    "sla_paused": ("已暂停", "paused"),
+    "sla_overdue": ("已超时 {late}", "overdue {late}"),
+    "sla_due_in": ("剩余 {left}", "due in {left}"),
+    "sla_running": ("计时中", "running"),
+    "sla_column": ("时效", "SLA"),
 }
 
 
@@ -104,3 +112,42 @@ def related_events(site: Site, actor: Actor, entity: EntitySpec, record_id: int
     for item in page.items:
         for event in site.records.events("activity", item["id"], actor=actor):
             yield activity, item, event
+
+
+def has_sla(site: Site, entity: str) -> bool:
+    return any(policy.entity == entity for policy in site.model.slas)
+
+
+def sla_cells(site: Site, entity: str, record_ids: list[int], lang: str) -> dict[int, Markup]:
+    """Per row: the record's most urgent SLA — overdue by how long, due in how long, or paused."""
+    now = site.services.clock.now()
+    with site.records.db.read() as connection:
+        states = sla_states(connection, site.records.schema, entity, record_ids)
+    cells: dict[int, Markup] = {}
+    for record_id in record_ids:
+        if record_id not in states:
+            cells[record_id] = Markup("")
+            continue
+        state, due, policy = states[record_id]
+        label = site.model.sla(policy).label.text(lang) if any(p.name == policy for p in site.model.slas) else policy
+        if state == "paused":
+            css, words = "paused", text(lang, "sla_paused")
+        elif state == "breached" or (due is not None and due <= now):
+            late = _span(now - due) if due is not None and due <= now else ""
+            css, words = "overdue", text(lang, "sla_overdue", late=late)
+        elif due is not None:
+            css, words = ("due-soon" if due - now <= dt.timedelta(hours=1) else "on-track",
+                          text(lang, "sla_due_in", left=_span(due - now)))
+        else:
+            css, words = "on-track", text(lang, "sla_running")
+        cells[record_id] = Markup('<span class="sla-chip {}" title="{}">{}</span>').format(css, label, words)
+    return cells
+
+
+def _span(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    if minutes < 48 * 60:
+        return f"{minutes // 60}h{minutes % 60:02d}m"
+    return f"{minutes // 1440}d"
