@@ -25,6 +25,7 @@ from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInval
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
+from engine.metamodel.roles import Scope
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.conditions import row_condition_sql
 from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
@@ -312,8 +313,11 @@ class RecordService:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
             raise ValidationFailed(errors)
-        if "owner" not in data and not actor.is_system and not entity.routes_new_records:
-            data["owner"] = actor.id  # (owner_on_create: routing leaves it to the entity's assign rules)
+        if "owner" not in data and not actor.is_system and (
+                not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN):
+            # owner_on_create: routing leaves it to the entity's assign rules — except for a creator who sees
+            # only their own records (a rep typing in their own cold call keeps it)
+            data["owner"] = actor.id
         now = self.clock.now()
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
