@@ -401,3 +401,20 @@ def test_the_list_shows_each_rows_sla_and_sorts_overdue_first(crm: Any, clock: A
     touched_row = next(row for row in rows if f'/lead/{touched["id"]}"' in row)
     assert "sla-chip overdue" in late_row and "已超时" in late_row
     assert "sla-chip on-track" in touched_row and "剩余" in touched_row
+
+
+def test_money_columns_are_totalled_and_board_columns_count_sum_and_link_the_rest(
+        crm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime, people = crm
+    account = runtime.records.create("account", {"name": "宁波精工"}, actor=SYSTEM).record
+    for name, amount in (("一期", "120000"), ("二期", "80000.50"), ("三期", "300000")):
+        runtime.records.create("opportunity", {"name": name, "account": account["id"], "amount": amount,
+                                               "owner": people["wang"].id}, actor=SYSTEM)
+    client = signed_in(runtime, "manager")
+    listing = _text(client.get("/opportunity?view=pipeline").text)
+    assert "合计" in listing and "500,000.50 CNY" in listing  # every matching record, not just the page
+    import engine.runtime.web.screens.boards as boards
+    monkeypatch.setattr(boards, "CARDS_PER_COLUMN", 2)
+    board = client.get("/opportunity/board").text
+    assert "500,000.50 CNY" in _text(board)
+    assert "显示了 2 / 3 张" in _text(board) and 'href="/opportunity?stage=qualify"' in board

@@ -192,8 +192,10 @@ class RecordService:
                 observer.after_write(context)
         return True
 
-    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read") -> Page:
-        """A page of the records within the actor's scope for `action` (read, or export)."""
+    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read",
+             sums: Iterable[str] = ()) -> Page:
+        """A page of the records within the actor's scope for `action` (read, or export); `sums`:
+        money or number fields totalled over every matching record (Page.extra["sums"])."""
         entity = self.entity(entity_name)
         table = self.schema.table(entity.name)
         if action != "read":
@@ -216,11 +218,15 @@ class RecordService:
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
                                                         ordering=ordering)
+        totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())
+            summed = connection.execute(count_query.with_only_columns(
+                *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
-        return Page(items, total, query.page, query.per_page)
+        extra = {"sums": dict(zip(totals, summed))} if totals else {}
+        return Page(items, total, query.page, query.per_page, extra)
 
     def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
         """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""

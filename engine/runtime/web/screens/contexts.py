@@ -101,6 +101,7 @@ class ListContext:
     has_board: bool = False
     assignees: tuple[Choice, ...] = ()
     error: str | None = None
+    totals: tuple[str, ...] = ()  # per column: the money total over every matching record ('' elsewhere)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,8 @@ class BoardColumn:
     label: str
     total: int
     cards: tuple[Card, ...]
+    more_url: str | None = None  # the column's list when it holds more cards than the board shows
+    amount: str = ""             # the column's money total (the first money field), formatted
 
 
 @dataclass(frozen=True, slots=True)

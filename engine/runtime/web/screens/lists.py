@@ -29,7 +29,7 @@ from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_q
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
-from engine.runtime.web.screens.workday import has_sla, sla_cells
+from engine.runtime.web.screens.workday import format_amount, has_sla, sla_cells
 from engine.runtime.web.screens.workday import text as workday_text
 from engine.runtime.web.widgets import local_time
 
@@ -71,9 +71,10 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
     params = clean_params(request)
     view = entity.list_view(dict(params).get("view") or "default")
     error = None
+    money = [name for name in view.columns if name in entity.money_fields]  # totalled under the table
     try:
         query = parse_list_query(entity, _query_params(entity, params))
-        page = site.records.list(entity.name, query, actor=actor)
+        page = site.records.list(entity.name, query, actor=actor, sums=money)
     except QueryInvalid as invalid:
         error = translate(lang, "bad_query", reason=invalid.message)
         query = parse_list_query(entity, QueryParams({"view": view.name}))
@@ -90,6 +91,9 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         headers += (Column("sla_due", workday_text(lang, "sla_column"),
                            url_with(request.url.path, params, sort="-sla_due" if state == "asc" else "sla_due",
                                     page=None), state),)
+    sums = page.extra.get("sums", {})
+    totals = tuple(format_amount(sums.get(name), entity.field(name).currency) if name in sums else ""
+                   for name in [column.name for column in headers]) if money else ()
     context = ListContext(
         entity=entity.name, title=view.label.text(lang) if len(entity.list_views) > 1 else entity.plural.text(lang),
         views=tuple(MenuLink(v.label.text(lang), f"/{entity.name}?view={v.name}", v.name == view.name)
@@ -106,7 +110,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         can_export=site.scope(actor, entity.name, "export") is not Scope.NONE,
         can_assign=site.scope(actor, entity.name, "assign") is not Scope.NONE,
         has_board=entity.board is not None,
-        assignees=_assignees(site, actor, entity.name), error=error)
+        assignees=_assignees(site, actor, entity.name), error=error, totals=totals)
     return site.render(request, actor, "list.html", context, context.title)
 
 

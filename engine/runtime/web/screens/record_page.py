@@ -155,6 +155,10 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
             changes, action = _stage_change(site, entity, event, lang), _stage_action(event, lang)
         elif event.kind in ("approval_requested", "approval_decided"):
             action += " · " + _approval_note(site, event, lang)
+        elif event.kind.startswith("sla_") and event.data.get("policy"):  # which clock: name the policy
+            policy = str(event.data["policy"])
+            named = next((spec.label.text(lang) for spec in site.model.slas if spec.name == policy), policy)
+            action += f" · {named}"
         if event.data.get("history"):
             action += translate(lang, "as_history")
         yield TimelineEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), who, action, changes)

@@ -151,3 +151,11 @@ def _span(delta: dt.timedelta) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60}h{minutes % 60:02d}m"
     return f"{minutes // 1440}d"
+
+
+def format_amount(value: Any, currency: str | None = None) -> str:
+    """A money total as people read it: 1,280,000.00 CNY (empty when there is nothing to add up)."""
+    if value is None:
+        return ""
+    number = f"{value:,.2f}"  # as the money cells show it
+    return f"{number} {currency}" if currency else number
