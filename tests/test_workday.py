@@ -418,3 +418,11 @@ def test_money_columns_are_totalled_and_board_columns_count_sum_and_link_the_res
     board = client.get("/opportunity/board").text
     assert "500,000.50 CNY" in _text(board)
     assert "显示了 2 / 3 张" in _text(board) and 'href="/opportunity?stage=qualify"' in board
+
+
+def test_the_activity_form_tells_two_leads_of_the_same_name_apart(crm: Any) -> None:
+    runtime, people = crm
+    first = lead(runtime, owner=people["wang"].id, company="宁波精工")
+    second = lead(runtime, owner=people["wang"].id, company="杭州云启")
+    form = _text(signed_in(runtime, "wang").get("/activity/new").text)
+    assert f"张伟 · 宁波精工 #{first['id']}" in form and f"张伟 · 杭州云启 #{second['id']}" in form

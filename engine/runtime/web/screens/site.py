@@ -3,6 +3,8 @@ small lookups (user names, titles of linked records, may-I checks for buttons)."
 
 from __future__ import annotations
 
+import collections
+
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,15 @@ class Site:
         except Forbidden:
             return {}, False
         titles = {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
+        counts = collections.Counter(titles.values())
+        if any(count > 1 for count in counts.values()):  # two 张伟: tell them apart by company (or what
+            second = next((name for name in entity.list_view().columns  # the list shows next) and number
+                           if name != entity.title_field and entity.has_field(name)
+                           and entity.field(name).type in (FieldType.STRING, FieldType.PHONE, FieldType.EMAIL)), None)
+            for item in page.items:
+                if counts[titles[item["id"]]] > 1:
+                    extra = str(item.get(second) or "") if second else ""
+                    titles[item["id"]] += f" · {extra} #{item['id']}" if extra else f" · #{item['id']}"
         return titles, page.total > len(page.items)
 
     def link_by_title(self, actor: Actor, target: str, text: str, lang: str) -> int:
