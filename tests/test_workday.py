@@ -426,3 +426,13 @@ def test_the_activity_form_tells_two_leads_of_the_same_name_apart(crm: Any) -> N
     second = lead(runtime, owner=people["wang"].id, company="杭州云启")
     form = _text(signed_in(runtime, "wang").get("/activity/new").text)
     assert f"张伟 · 宁波精工 #{first['id']}" in form and f"张伟 · 杭州云启 #{second['id']}" in form
+
+
+def test_the_sla_breached_tag_does_not_regrade_a_lead(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, industry="manufacturing", tags=["trial_requested"], registered_capital="6000000",
+                  hiring_recently=True, budget="1500000")
+    assert record["demand_level"] == "A" and record["grade"] == "A"  # 25 + 15 + 15 + 20 = 75
+    flagged = runtime.records.update("lead", record["id"], {"contact_role": "decision_maker"}, actor=SYSTEM)
+    again = runtime.records.update("lead", record["id"], {"tags": [*flagged["tags"], "sla_breached"]}, actor=SYSTEM)
+    assert again["grade"] == "A" and again["contact_role"] == "decision_maker" and again["score"] == flagged["score"]
