@@ -269,18 +269,21 @@ def _leads(writer: _Writer, live: _Writer, reps: list[Actor], phones: set[str], 
                "cold_call": 3, "csv_import": 1}
     statuses = {"new": 30, "contacted": 25, "qualified": 15, "converted": 8, "disqualified": 12, "paused": 10}
     by_id = {rep.id: rep for rep in reps}
+    queued = min(12, count // 5)  # the last arrivals came while the East team was at a training day
     for index in range(count):
+        if index == count - queued:
+            _team_away(live, True)  # routing finds nobody: they wait in the manager's unassigned queue
         region = _weighted(rng, {"east": 5, "south": 4, "north": 3, "central": 2, "southwest": 2, "northwest": 1,
                                  "northeast": 1})
         province, city = rng.choice(CITIES[region])
         industry = _weighted(rng, {"manufacturing": 5, "medical_devices": 3, "saas": 2, "education": 2,
                                    "logistics": 2, "retail": 1, "finance": 1})
-        status = _weighted(rng, statuses)
+        status = _weighted(rng, statuses) if index < count - queued else "new"
         capital = rng.choice([None, 300_000, 1_000_000, 2_000_000, 5_000_000, 6_000_000, 10_000_000, 30_000_000])
         hiring, tenders = rng.random() < 0.35, rng.random() < 0.25
         days_ago = rng.uniform(0, 120) ** 1.15 / 120 ** 0.15  # more leads recently
         if status == "new":  # untouched leads are this week's arrivals: some on time, some overdue
-            days_ago = rng.uniform(0, 4)
+            days_ago = rng.uniform(0, 4) if index < count - queued else rng.uniform(0, 0.5)
         name = _person(rng)
         values: dict[str, Any] = {
             "name": name, "company": f"{city}{rng.choice(COMPANY_WORDS)}{INDUSTRY_SUFFIX[industry]}",
@@ -322,6 +325,14 @@ def _leads(writer: _Writer, live: _Writer, reps: list[Actor], phones: set[str], 
             record = live.move("lead", record, "qualified", owner, touched * 0.9)
             if status == "converted":
                 live.convert("lead", record, owner, touched * 0.5)
+    _team_away(live, False)
+
+
+def _team_away(writer: _Writer, away: bool) -> None:
+    """The East team (manager and reps) on leave, or back."""
+    for username in ("manager", "wang", "li"):
+        if writer.engine.users.find(username) is not None:
+            writer.engine.users.update(username, on_leave=away)
 
 
 def _reread_lead(writer: _Writer, record: dict[str, Any]) -> dict[str, Any]:
