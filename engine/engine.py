@@ -34,7 +34,7 @@ from engine.rules.calendars import BusinessCalendar, build_calendar
 from engine.runtime.automation.actions import ActionExecutor
 from engine.runtime.automation.approvals import ApprovalDesk
 from engine.runtime.automation.cadences import CadenceClocks
-from engine.runtime.automation.clocks import ClockStore, sla_condition
+from engine.runtime.automation.clocks import ClockStore, sla_condition, sla_due_order
 from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.reroute import Rerouter
@@ -189,6 +189,7 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
         records.observers.append(approvals)
         records.gates.append(approvals)
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
+    records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from engine.rules import FakeClock
+from engine.runtime.automation.conversions import Conversions
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
 
@@ -84,6 +85,22 @@ class _Writer:
         record = self.engine.records.create(entity, {"owner": actor.id, **values}, actor=acting).record
         self.counts[entity] = self.counts.get(entity, 0) + 1
         return record
+
+    def arrive(self, entity: str, values: dict[str, Any], days_ago: float) -> dict[str, Any]:
+        """A record arriving from a channel: no owner given, so the blueprint routes it."""
+        self.clock.set(self.now - dt.timedelta(days=days_ago))
+        record = self.engine.records.create(entity, values, actor=SYSTEM).record
+        self.counts[entity] = self.counts.get(entity, 0) + 1
+        return record
+
+    def convert(self, entity: str, record: dict[str, Any], actor: Actor, days_ago: float) -> None:
+        """The blueprint's conversion (a lead → account, contact, opportunity), as its owner."""
+        self.clock.set(self.now - dt.timedelta(days=max(days_ago, 0)))
+        done = Conversions(self.engine.model, self.engine.records, self.engine.evaluator, self.clock).convert(
+            entity, record["id"], actor=dataclasses.replace(actor, is_system=True))
+        for made_entity, _, matched in done.created.values():
+            if not matched:
+                self.counts[made_entity] = self.counts.get(made_entity, 0) + 1
 
     def update(self, entity: str, record: dict[str, Any], values: dict[str, Any], actor: Actor,
                days_ago: float) -> dict[str, Any]:
@@ -160,18 +177,21 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     # opens with clocks on the record pages, overdue leads in the lists, and breaches for the
     # worker to catch up on; the blueprint's rules do not (owners here are chosen by hand).
     seeding = engine.on_clock(clock, rules=False)
+    live = engine.on_clock(clock, rules=True)  # leads and their calls: rules and routing as in production
     rng = random.Random(seed)
     users = [engine.users.add(dataclasses.replace(user, password=demo_password(user.username))) for user in USERS
              if engine.model.has_role(user.role)]
     reps = [user for user in users if user.role in ("sales_rep", "sales_manager")]
     agent = next(user for user in users if user.role == "service_agent")
     writer = _Writer(seeding, clock, rng, now)
+    live_writer = _Writer(live, clock, rng, now)
+    live_writer.counts = writer.counts
     phones: set[str] = set()
 
     products = _products(writer, users[0])
     accounts = _accounts(writer, reps, phones)
     contacts = _contacts(writer, accounts, phones)
-    _leads(writer, reps, phones, leads, accounts)
+    _leads(writer, live_writer, reps, phones, leads, accounts)
     opportunities = _opportunities(writer, accounts, contacts, reps)
     _activities(writer, opportunities, reps)
     _orders(writer, opportunities, products)
@@ -240,25 +260,32 @@ def _as_owner(record: dict[str, Any]) -> Actor:
     return Actor(owner, "owner") if owner else SYSTEM
 
 
-def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int, accounts: list[dict[str, Any]]) -> None:
+def _leads(writer: _Writer, live: _Writer, reps: list[Actor], phones: set[str], count: int,
+           accounts: list[dict[str, Any]]) -> None:
+    """Leads arrive as in production: created without an owner through the live write path, so the
+    blueprint's rules grade and score them and routing assigns them (or leaves them in the
+    unassigned queue when every rep is at cap); each one past "new" was touched by a call its
+    owner logged — the activity's rules stamp the first touch and mark it contacted."""
     rng = writer.rng
     sources = {"website": 30, "wecom": 20, "douyin": 15, "baidu": 8, "form_builder": 8, "expo": 10, "referral": 5,
                "cold_call": 3, "csv_import": 1}
     statuses = {"new": 30, "contacted": 25, "qualified": 15, "converted": 8, "disqualified": 12, "paused": 10}
+    by_id = {rep.id: rep for rep in reps}
+    queued = min(12, count // 5)  # the last arrivals came while the East team was at a training day
     for index in range(count):
+        if index == count - queued:
+            _team_away(live, True)  # routing finds nobody: they wait in the manager's unassigned queue
         region = _weighted(rng, {"east": 5, "south": 4, "north": 3, "central": 2, "southwest": 2, "northwest": 1,
                                  "northeast": 1})
         province, city = rng.choice(CITIES[region])
         industry = _weighted(rng, {"manufacturing": 5, "medical_devices": 3, "saas": 2, "education": 2,
                                    "logistics": 2, "retail": 1, "finance": 1})
-        status = _weighted(rng, statuses)
+        status = _weighted(rng, statuses) if index < count - queued else "new"
         capital = rng.choice([None, 300_000, 1_000_000, 2_000_000, 5_000_000, 6_000_000, 10_000_000, 30_000_000])
         hiring, tenders = rng.random() < 0.35, rng.random() < 0.25
-        grade = "S" if capital and capital > 5_000_000 and hiring and tenders else \
-            _weighted(rng, {"A": 2, "B": 4, "C": 3})
         days_ago = rng.uniform(0, 120) ** 1.15 / 120 ** 0.15  # more leads recently
         if status == "new":  # untouched leads are this week's arrivals: some on time, some overdue
-            days_ago = rng.uniform(0, 4)
+            days_ago = rng.uniform(0, 4) if index < count - queued else rng.uniform(0, 0.5)
         name = _person(rng)
         values: dict[str, Any] = {
             "name": name, "company": f"{city}{rng.choice(COMPANY_WORDS)}{INDUSTRY_SUFFIX[industry]}",
@@ -267,44 +294,51 @@ def _leads(writer: _Writer, reps: list[Actor], phones: set[str], count: int, acc
             "email": f"lead{index + 1}@example.cn" if rng.random() < 0.5 else None,
             "source": _weighted(rng, sources), "region": region, "province": province, "city": city,
             "industry": industry, "registered_capital": capital, "hiring_recently": hiring, "has_tenders": tenders,
-            "grade": grade, "demand_level": _weighted(rng, {"A": 2, "B": 5, "C": 3}),
+            "demand_level": _weighted(rng, {"A": 2, "B": 5, "C": 3}),
             "contact_role": rng.choice(["decision_maker", "influencer", "technical", "procurement", "user"]),
-            "score": rng.randint(5, 95), "status": status,
-            "owner": rng.choice(reps).id if status != "new" or rng.random() < 0.7 else None,
-            "next_follow_up": (writer.now - dt.timedelta(days=days_ago) + dt.timedelta(days=rng.randint(1, 5))).date(),
+            "budget": rng.choice([None, None, 200_000, 500_000, 1_200_000]),
         }
         if rng.random() < 0.4:
             values["tags"] = rng.sample(["budget_ok", "comparing", "trial_requested", "high_budget", "tender"],
                                         rng.randint(1, 2))
-        if status == "paused":
-            values["pause_reason"] = rng.choice(["客户预算冻结至下季度", "等待客户内部立项", "决策人出差两周"])
-        if status == "disqualified":
-            values["disqualify_reason"] = rng.choice(["spam", "unreachable", "no_need", "competitor"])
-        rep = rng.choice(reps)
-        if status not in ("qualified", "converted"):
-            _touch(writer, values, status, days_ago)
-            writer.create("lead", values, rep, days_ago)
+        record = live.arrive("lead", values, days_ago)  # graded, scored and routed by the blueprint
+        owner = by_id.get(record.get("owner") or 0)
+        if status == "new" or owner is None:
             continue
-        # qualified and converted leads earned it: touched, then an interested conversation logged
-        record = writer.create("lead", _touch(writer, {**values, "status": "contacted"}, "contacted", days_ago), rep,
-                               days_ago)
-        talked = days_ago * rng.uniform(0.5, 0.8)
-        writer.create("activity", {"subject": "电话沟通需求", "kind": "call", "done": True, "lead": record["id"],
-                                   "outcome": rng.choice(["interested", "next_step_agreed"]),
-                                   "notes": "客户确认有采购计划，约定下周演示"}, _as_owner(record), talked)
-        record = writer.move("lead", record, "qualified", _as_owner(record), talked * 0.9)
-        if status == "converted":
-            writer.move("lead", record, "converted", _as_owner(record), talked * 0.5,
-                        converted_account=rng.choice(accounts)["id"],
-                        converted_at=(writer.now - dt.timedelta(days=talked * 0.5)).isoformat())
+        # the owner's first call, a few hours later: the rules stamp the first touch, mark it contacted
+        touched = days_ago - rng.uniform(0.01, min(days_ago, 1.2)) if days_ago > 0.02 else days_ago
+        outcome = "interested" if status in ("qualified", "converted") else rng.choice(["reached", "no_answer"])
+        live.create("activity", {"subject": "首次电话沟通", "kind": "call", "done": True, "lead": record["id"],
+                                 "outcome": outcome, "duration_minutes": rng.choice([5, 10, 15, 30]),
+                                 "notes": "了解需求与预算，约定下一步" if outcome == "interested" else "介绍产品，客户暂未表态",
+                                 "next_follow_up": (writer.now - dt.timedelta(days=touched)
+                                                    + dt.timedelta(days=rng.randint(2, 6))).date()},
+                    owner, touched)
+        record = _reread_lead(live, record)
+        if status == "paused":
+            live.update("lead", record, {"status": "paused",
+                                         "pause_reason": rng.choice(["客户预算冻结至下季度", "等待客户内部立项",
+                                                                     "决策人出差两周"])}, owner, touched * 0.8)
+        elif status == "disqualified":
+            live.update("lead", record, {"status": "disqualified", "disqualify_reason":
+                                         rng.choice(["spam", "unreachable", "no_need", "competitor"])}, owner,
+                        touched * 0.8)
+        elif status in ("qualified", "converted"):
+            record = live.move("lead", record, "qualified", owner, touched * 0.9)
+            if status == "converted":
+                live.convert("lead", record, owner, touched * 0.5)
+    _team_away(live, False)
 
 
-def _touch(writer: _Writer, values: dict[str, Any], status: str, days_ago: float) -> dict[str, Any]:
-    """A lead past "new" was touched a few hours after it arrived (the contacted stage asks for it)."""
-    if status in ("contacted", "qualified", "converted") or status == "paused" and writer.rng.random() < 0.5:
-        hours = writer.rng.uniform(0.2, min(days_ago * 24, 30)) if days_ago > 0.01 else 0
-        values["first_touched_at"] = (writer.now - dt.timedelta(days=days_ago) + dt.timedelta(hours=hours)).isoformat()
-    return values
+def _team_away(writer: _Writer, away: bool) -> None:
+    """The East team (manager and reps) on leave, or back."""
+    for username in ("manager", "wang", "li"):
+        if writer.engine.users.find(username) is not None:
+            writer.engine.users.update(username, on_leave=away)
+
+
+def _reread_lead(writer: _Writer, record: dict[str, Any]) -> dict[str, Any]:
+    return writer.engine.records.get("lead", record["id"], actor=SYSTEM)
 
 
 STAGES = ("qualify", "demo", "quote", "contract", "won")

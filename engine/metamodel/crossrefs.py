@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
+from engine.metamodel.conditions import RowConditionError, check_row_condition
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression
@@ -101,6 +102,20 @@ class _EntityChecker:
                 if self.entity.has_field(name) and self.entity.field(name).value_type is FieldType.JSON:
                     self.error(base + ("filters", position), f"cannot filter by '{name}': it is a json field",
                                "filter by a field with a plain value")
+        stamp = data.get("assigned_at")
+        if stamp is not None and (not self.entity.has_field(stamp)
+                                  or self.entity.field(stamp).type is not FieldType.DATETIME):
+            self.error(("assigned_at",), f"assigned_at: '{stamp}' is not a datetime field of {self.entity.name}",
+                       did_you_mean(stamp, [spec.name for spec in self.entity.fields
+                                            if spec.type is FieldType.DATETIME]))
+        for view_spec in self.entity.list_views:
+            if view_spec.where is not None:
+                try:
+                    check_row_condition(view_spec.where, self.entity)
+                except RowConditionError as problem:
+                    self.error(("views", "list", view_spec.name, "where"), f"list view '{view_spec.name}': {problem}",
+                               "the view's where: is answered by the database on every page; see "
+                               "docs/blueprint-reference.md#list-views")
         board = views.get("board")
         if board:
             self.check_names(("views", "board", "field"), [board["field"]], "board field")

@@ -158,6 +158,7 @@ class ListViewSpec:
     sort: tuple[SortKey, ...]
     page_size: int = 50
     location: Location = NOWHERE
+    where: Expression | None = None  # a row condition (engine/metamodel/conditions.py): which records it lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,9 @@ class EntitySpec:
     form: FormViewSpec | None = None
     board: BoardSpec | None = None
     is_managed: bool = False   # records created and advanced by the engine only (approval requests and tasks)
+    routes_new_records: bool = False  # `owner_on_create: routing`: a record created without an owner is
+    #                                   left to the entity's assign rules (routing), not given to its creator
+    assigned_at_field: str | None = None  # `assigned_at:` a datetime field stamped whenever the owner changes
 
     _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
     money_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # names of the money fields
@@ -330,6 +334,8 @@ def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Se
             sort=_sort_keys(view.get("sort")),
             page_size=int(view.get("page_size", 50)),
             location=doc.where_key(("views", "list", view_name)),
+            where=entity_expression(doc, ("views", "list", view_name, "where"), view["where"], errors)
+            if "where" in view else None,
         )
         for view_name, view in (views.get("list") or {}).items()
     )
@@ -360,4 +366,6 @@ def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Se
         list_views=list_views,
         form=form,
         board=board,
+        routes_new_records=data.get("owner_on_create", "creator") == "routing",
+        assigned_at_field=data.get("assigned_at"),
     )

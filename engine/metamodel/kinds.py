@@ -19,6 +19,7 @@ from engine.metamodel.checks import Built
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
+from engine.metamodel.conversions import CONVERSIONS_SCHEMA, build_conversions
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
 from engine.metamodel.routing import ROUTING_SCHEMA, build_routing
 from engine.metamodel.rules import RULES_SCHEMA, build_rules
@@ -49,4 +50,5 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
+    DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
 )

@@ -16,12 +16,13 @@ from engine.metamodel.approvals import ApprovalSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
 from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
+from engine.metamodel.conversions import ConversionSpec
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
 from engine.metamodel.funnels import FunnelSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
-from engine.metamodel.roles import RoleSpec
+from engine.metamodel.roles import RoleSpec, TeamSpec
 from engine.metamodel.routing import RoutingPolicySpec
 from engine.metamodel.rules import RuleSpec
 from engine.metamodel.sla import SlaSpec
@@ -49,6 +50,7 @@ class Metamodel:
     warnings: tuple[BlueprintError, ...] = field(default=(), compare=False)
     menu: tuple[MenuGroup, ...] = ()
     roles: tuple[RoleSpec, ...] = ()
+    teams: tuple[TeamSpec, ...] = ()  # declared in roles documents: what a team's scope covers beyond its members
     rules: tuple[RuleSpec, ...] = ()
     routing: tuple[RoutingPolicySpec, ...] = ()
     sources: tuple[SourceSpec, ...] = ()          # inbound webhooks
@@ -60,6 +62,7 @@ class Metamodel:
     jobs: tuple[JobSpec, ...] = ()
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
+    conversions: tuple[ConversionSpec, ...] = ()  # a record becoming several (engine/metamodel/conversions.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -77,6 +80,9 @@ class Metamodel:
 
     def has_role(self, name: str) -> bool:
         return any(spec.name == name for spec in self.roles)
+
+    def team(self, name: str | None) -> TeamSpec | None:
+        return next((spec for spec in self.teams if spec.name == name), None)
 
     # -- automation ------------------------------------------------------------------------------
     def rules_for(self, entity: str) -> tuple[RuleSpec, ...]:
@@ -137,6 +143,9 @@ class Metamodel:
 
     def has_approval(self, name: str) -> bool:
         return any(spec.name == name for spec in self.approvals)
+
+    def conversion_for(self, entity: str) -> ConversionSpec | None:
+        return next((spec for spec in self.conversions if spec.entity == entity), None)
 
     def approvals_for(self, entity: str) -> tuple[ApprovalSpec, ...]:
         return tuple(spec for spec in self.approvals if spec.entity == entity)

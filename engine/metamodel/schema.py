@@ -101,6 +101,8 @@ ENTITY_SCHEMA: dict[str, Any] = {
         "fields": {"type": "object", "minProperties": 1,
                    "propertyNames": NAME, "additionalProperties": FIELD},
         "search": NAME_LIST,
+        "owner_on_create": {"enum": ["creator", "routing"]},
+        "assigned_at": NAME,
         "indexes": {"type": "array", "items": {
             "type": "object", "required": ["fields"], "additionalProperties": False,
             "properties": {"fields": {**NAME_LIST, "minItems": 1}, "unique": {"type": "boolean"}}}},
@@ -116,7 +118,8 @@ ENTITY_SCHEMA: dict[str, Any] = {
             "list": {"type": "object", "propertyNames": NAME, "additionalProperties": {
                 "type": "object", "additionalProperties": False, "properties": {
                     "label": LABEL, "columns": {**NAME_LIST, "minItems": 1}, "filters": NAME_LIST,
-                    "sort": SORT, "page_size": {"type": "integer", "minimum": 1, "maximum": 500}}}},
+                    "sort": SORT, "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
+                    "where": EXPRESSION}}},
             "board": {"type": "object", "required": ["field"], "additionalProperties": False,
                       "properties": {"field": NAME, "label": LABEL, "card": NAME_LIST}},
             "form": {"type": "object", "required": ["sections"], "additionalProperties": False,

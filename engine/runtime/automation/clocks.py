@@ -152,6 +152,34 @@ def sla_condition(schema: Schema, entity: str, table: sa.Table, which: str, now:
     return sa.exists().where(*base, condition)
 
 
+def sla_due_order(schema: Schema, entity: str, table: sa.Table) -> sa.ScalarSelect[Any]:
+    """`sort=sla_due`: the earliest due time of the record's running SLA clocks (overdue first
+    when ascending; records without a running clock last)."""
+    clocks = schema.clocks
+    return sa.select(sa.func.min(clocks.c.due_at)).where(
+        clocks.c.kind == "sla", clocks.c.entity == entity, clocks.c.record_id == table.c.id,
+        clocks.c.state == ClockState.RUNNING).scalar_subquery()
+
+
+def sla_states(connection: sa.Connection, schema: Schema, entity: str, record_ids: list[int]
+               ) -> dict[int, tuple[str, dt.datetime | None, str]]:
+    """Per record, its most urgent active SLA clock: (state, due time, policy) — state one of
+    running, paused, breached (a breach noted while the clock still runs)."""
+    clocks = schema.clocks
+    rows = connection.execute(sa.select(clocks.c.record_id, clocks.c.state, clocks.c.due_at, clocks.c.breached_at,
+                                        clocks.c.name)
+                              .where(clocks.c.kind == "sla", clocks.c.entity == entity,
+                                     clocks.c.record_id.in_(record_ids), clocks.c.state.in_(ACTIVE))
+                              .order_by(clocks.c.due_at)).all()
+    states: dict[int, tuple[str, dt.datetime | None, str]] = {}
+    for row in rows:
+        if row.record_id in states:
+            continue
+        state = "breached" if row.breached_at is not None else str(row.state)
+        states[row.record_id] = (state, as_utc(row.due_at) if row.due_at is not None else None, str(row.name))
+    return states
+
+
 # --------------------------------------------------------------------------- reading ahead for a batch of timers
 
 ClockKey = tuple[str, str, int, str]  # kind, entity, record id, policy or cadence name

@@ -29,6 +29,8 @@ class EventKind(enum.StrEnum):
     CREATED = "created"                    # a record was created (changes: every field set)
     UPDATED = "updated"                    # fields changed (changes: before → after)
     DELETED = "deleted"                    # a record was deleted (changes: every field it had)
+    CONVERTED = "converted"                # a conversion (data: into {step: entity, id, matched} on the converted
+    #                                        record; from {entity, id} on each record it became)
     TRANSITIONED = "transitioned"          # a stage move through …/transition (data: field, from, to)
     STAGE_CHANGED = "stage_changed"        # a funnel stage was entered, by any write (data: funnel, field, from,
                                            # to, move, return, evidence, dwell_seconds in `from`; history: imported)

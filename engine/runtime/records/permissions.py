@@ -1,12 +1,14 @@
 """Who may do what to which records, from the blueprint's roles — enforced inside RecordService.
 
 Scopes: `own` means records the actor owns, `team` records owned by anyone in the actor's
-team (including the actor), `all` every record, `none` nothing. A refusal is a 403 that
+team (including the actor) and the unowned records the team `covers` (roles.yaml `teams:`),
+`all` every record, `none` nothing; a role's `via` user fields add the records naming the actor. A refusal is a 403 that
 names the permission and the entity, never an empty list that looks like lost data.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from engine.metamodel import FieldType, Metamodel
 from engine.metamodel.roles import ADMIN_ROLE, FULL, EntityPermissions, Scope
 from engine.runtime.records.actors import Actor
+from engine.runtime.records.conditions import row_condition_sql
 from engine.runtime.records.errors import RecordError
 from engine.runtime.storage.tables import Schema
 
@@ -49,16 +52,45 @@ class Access:
                             "ask an administrator for it", field=None, permission=action, entity=entity)
         return scope
 
-    def row_condition(self, actor: Actor, entity: str, action: str, table: sa.Table) -> Any:
-        """A WHERE condition limiting rows to the actor's scope (None: no limit)."""
+    def row_condition(self, actor: Actor, entity: str, action: str, table: sa.Table, *, dialect: str = "sqlite",
+                      now: dt.datetime | None = None) -> Any:
+        """A WHERE condition limiting rows to the actor's scope (None: no limit): records they own;
+        with `team`, records owned by their team and the unowned ones their team covers (roles.yaml
+        `teams:`); under every scope, records naming them in one of the role's `via` user fields."""
         scope = self.require(actor, entity, action)
         if scope is Scope.ALL:
             return None
-        if scope is Scope.OWN or not actor.team:
-            return table.c.owner == actor.id
-        users = self.schema.users
-        return sa.or_(table.c.owner == actor.id,
-                      table.c.owner.in_(sa.select(users.c.id).where(users.c.team == actor.team)))
+        parts = [table.c.owner == actor.id]
+        if scope is Scope.TEAM and actor.team:
+            users = self.schema.users
+            parts.append(table.c.owner.in_(sa.select(users.c.id).where(users.c.team == actor.team)))
+            unowned = self._covered(actor, entity, table, dialect, now)
+            if unowned is not None:
+                parts.append(unowned)
+        parts += [table.c[name] == actor.id for name in self.permissions(actor, entity).via]
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+    def _covered(self, actor: Actor, entity: str, table: sa.Table, dialect: str, now: dt.datetime | None) -> Any:
+        """The unowned records the actor's team covers, as a condition (None: none)."""
+        team = self.model.team(actor.team)
+        condition = team.unowned(entity) if team is not None else None
+        if condition is None:
+            return None
+        return sa.and_(table.c.owner.is_(None), row_condition_sql(
+            condition, self.model.entity(entity), table, kinds=self.schema.kinds, dialect=dialect, me=actor.id,
+            now=now or dt.datetime.now(dt.timezone.utc), timezone=self.model.settings.timezone))
+
+    def covers(self, connection: sa.Connection, actor: Actor, entity: str, record: Mapping[str, Any]) -> bool:
+        """Whether the record, unowned, is one the actor's team covers, or names the actor in a `via` field."""
+        if any(record.get(name) == actor.id for name in self.permissions(actor, entity).via):
+            return True
+        if record.get("owner") is not None or not actor.team or record.get("id") is None:
+            return False
+        table = self.schema.table(entity)
+        condition = self._covered(actor, entity, table, connection.dialect.name, None)
+        if condition is None:
+            return False
+        return connection.execute(sa.select(table.c.id).where(table.c.id == record["id"], condition)).first() is not None
 
     def check_record(self, connection: sa.Connection, actor: Actor, entity: str, action: str,
                      record: Mapping[str, Any]) -> None:
@@ -71,6 +103,11 @@ class Access:
             team = connection.execute(sa.select(users.c.team).where(users.c.id == record["owner"])).scalar()
             if team == actor.team:
                 return
+        if scope is Scope.TEAM and self.covers(connection, actor, entity, record):
+            return
+        if scope is not Scope.TEAM and any(record.get(name) == actor.id
+                                            for name in self.permissions(actor, entity).via):
+            return
         whose = "another team" if scope is Scope.TEAM else "someone else"
         raise Forbidden(f"you lack permission '{action}' on {entity} {record.get('id')}: it belongs to {whose} "
                         f"and your role {actor.role} may {action} only {scope.value} records",

@@ -46,6 +46,7 @@ class ListQuery:
     page: int = 1
     per_page: int = 50
     sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
+    view: str | None = None  # a list view whose `where:` also limits the rows (RecordService.list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,11 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
             raise QueryInvalid(f"unknown filter operator '{op}' in '{key}'; use one of {', '.join(OPERATORS)}",
                                field=name)
         filters.append(Filter(name, op, raw.split(",") if op == "in" else raw))
-    view = entity.list_view(params.get("view") or "default")
+    view_name = (params.get("view") or "").strip() or None
+    if view_name is not None and view_name not in [item.name for item in entity.list_views]:
+        raise QueryInvalid(f"{entity.name} has no list view '{view_name}'; "
+                           f"{did_you_mean(view_name, [item.name for item in entity.list_views])}", field="view")
+    view = entity.list_view(view_name or "default")
     sort_text = params.get("sort")
     sort = tuple(SortKey(part[1:], True) if part.startswith("-") else SortKey(part)
                  for part in (sort_text.split(",") if sort_text else []) if part) or view.sort
@@ -92,7 +97,7 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
     return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
-                     (params.get("sla") or "").strip() or None)
+                     (params.get("sla") or "").strip() or None, view_name)
 
 
 def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:
@@ -208,8 +213,8 @@ def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str,
 
 
 def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
-                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = ()
-                          ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
+                          ordering: Mapping[str, Any] | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page query and the matching count query; `scope` limits rows to what the actor
     may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
     conditions = [_condition(entity, table, item, dialect, kinds) for item in query.filters]
@@ -219,6 +224,10 @@ def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery,
         conditions.append(_search(entity, table, query.search, unsearchable, kinds))
     order = []
     for key in query.sort:
+        if ordering and key.field in ordering:  # e.g. sla_due, contributed by the SLA clocks
+            order.append(ordering[key.field].desc().nulls_last() if key.descending
+                         else ordering[key.field].asc().nulls_last())
+            continue
         column = _column(entity, table, key.field, "sort")
         if entity.has_field(key.field) and not kinds.of_field(entity.field(key.field)).is_orderable:
             raise QueryInvalid(f"cannot sort by '{key.field}': it holds text or a list", field=key.field)

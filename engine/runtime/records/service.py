@@ -27,7 +27,8 @@ from engine.runtime.records.events import Event, append_event, diff, read_events
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
-from engine.runtime.records.queries import ListQuery, Page, build_list_statements
+from engine.runtime.records.conditions import row_condition_sql
+from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, references)
 from engine.runtime.storage.database import Database, savepoint
@@ -94,6 +95,20 @@ class Statements:
             *(table.c[name] == sa.bindparam(name) for name in key)).order_by(table.c.id).limit(1))
 
 
+def _people_filters(entity: EntitySpec, query: ListQuery, actor: Actor) -> ListQuery:
+    """`owner=me` (or any user field) is the signed-in user; `owner=unassigned` is no one."""
+    people = {"owner", "created_by", *(spec.name for spec in entity.fields if spec.type is FieldType.USER)}
+    filters = []
+    for item in query.filters:
+        if item.field in people and item.op in ("eq", "ne") and item.value in ("me", "unassigned"):
+            if item.value == "me":
+                item = Filter(item.field, item.op, str(actor.id) if actor.id is not None else "0")
+            else:
+                item = Filter(item.field, "isnull", "true" if item.op == "eq" else "false")
+        filters.append(item)
+    return dataclasses.replace(query, filters=tuple(filters))
+
+
 class RecordService:
     def __init__(self, schema: Schema, db: Database, clock: Clock, evaluator: Evaluator) -> None:
         self.schema = schema
@@ -109,6 +124,8 @@ class RecordService:
         # named list filters other components add: name → (entity, table, value, now) → condition
         self.list_filters: dict[str, Callable[[str, sa.Table, str, dt.datetime], Any]] = {}
         self.upload_quota = DEFAULT_UPLOAD_QUOTA  # bytes of files one user may keep (the engine may set it)
+        # named sort keys other components add: name → (entity, table) → an orderable expression
+        self.list_orders: dict[str, Callable[[str, sa.Table], Any]] = {}
 
     @contextlib.contextmanager
     def _writing(self, within: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -177,25 +194,41 @@ class RecordService:
                 observer.after_write(context)
         return True
 
-    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read") -> Page:
-        """A page of the records within the actor's scope for `action` (read, or export)."""
+    def list(self, entity_name: str, query: ListQuery, *, actor: Actor, action: str = "read",
+             sums: Iterable[str] = ()) -> Page:
+        """A page of the records within the actor's scope for `action` (read, or export); `sums`:
+        money or number fields totalled over every matching record (Page.extra["sums"])."""
         entity = self.entity(entity_name)
         table = self.schema.table(entity.name)
         if action != "read":
             self.access.require(actor, entity.name, action)
-        scope = self.access.row_condition(actor, entity.name, "read", table)
+        scope = self.access.row_condition(actor, entity.name, "read", table, dialect=self.db.engine.dialect.name,
+                                          now=self.clock.now())
         self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
                                    [key.field for key in query.sort])
         hidden = self.access.permissions(actor, entity.name).hidden
         if query.sla is not None:
             scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
+        where = entity.list_view(query.view).where if query.view is not None else None
+        if where is not None:
+            condition = row_condition_sql(where, entity, table, kinds=self.schema.kinds,
+                                          dialect=self.db.engine.dialect.name, me=actor.id, now=self.clock.now(),
+                                          timezone=self.model.settings.timezone)
+            scope = condition if scope is None else sa.and_(scope, condition)
+        query = _people_filters(entity, query, actor)
+        ordering = {name: build(entity.name, table) for name, build in self.list_orders.items()}
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
-                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
+                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
+                                                        ordering=ordering)
+        totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())
+            summed = connection.execute(count_query.with_only_columns(
+                *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
-        return Page(items, total, query.page, query.per_page)
+        extra = {"sums": dict(zip(totals, summed))} if totals else {}
+        return Page(items, total, query.page, query.per_page, extra)
 
     def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
         """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""
@@ -288,7 +321,10 @@ class RecordService:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
             raise ValidationFailed(errors)
-        if "owner" not in data and not actor.is_system:
+        if "owner" not in data and not actor.is_system and (
+                not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN):
+            # owner_on_create: routing leaves it to the entity's assign rules — except for a creator who sees
+            # only their own records (a rep typing in their own cold call keeps it)
             data["owner"] = actor.id
         now = self.clock.now()
         with self._writing(within) as connection:
@@ -340,6 +376,9 @@ class RecordService:
         if self.observers:
             data = self._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                                notes, history))
+        if entity.assigned_at_field and data.get("owner") is not None and not history \
+                and data.get(entity.assigned_at_field) is None:
+            data = {**data, entity.assigned_at_field: now}
         if self.gates:
             self._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                            notes, history))
@@ -437,6 +476,9 @@ class RecordService:
         if self.observers and diff(entity, self.schema.kinds, current, merged):
             merged = self._observed(WriteContext(connection, entity, Change.UPDATED, current, merged, actor, now,
                                                  origin, source, notes, history))
+        if entity.assigned_at_field and merged.get("owner") is not None and merged.get("owner") != current["owner"] \
+                and not history:
+            merged[entity.assigned_at_field] = now  # every assignment, whoever made it
         errors = compute_fields(entity, merged, self.evaluator, kinds=self.schema.kinds)
         errors += check_required(entity, merged, set(data))
         if not errors:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine.runtime.automation.conversions import Conversions
 from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
@@ -164,6 +165,7 @@ class JsonApi:
             Route("/api/{entity}/{record_id}/events", handle(self.record_events), methods=["GET"]),
             Route("/api/{entity}/{record_id}/transition", handle(self.transition), methods=["POST"]),
             Route("/api/{entity}/{record_id}/funnel", handle(self.funnel), methods=["GET"]),
+            Route("/api/{entity}/{record_id}/convert", handle(self.convert), methods=["POST"]),
             Route("/api/{entity}/{record_id}/approvals/{approval}", handle(self.request_approval), methods=["POST"]),
             Route("/api/approval_task/{record_id}/decide", handle(self.decide), methods=["POST"]),
         ]
@@ -253,6 +255,16 @@ class JsonApi:
         await self._call(request, self.records.delete, entity.name, record_id, write=True,
                          expected_version=_expected_version(request))
         return Response(status_code=204)
+
+    async def convert(self, request: Request) -> Response:
+        """Convert the record as its blueprint declares (a lead → account, contact, opportunity): 201
+        with the converted record and what it became; 409 when it was converted already."""
+        entity = self.records.entity(request.path_params["entity"])
+        conversions = Conversions(self.services.model, self.records, self.records.evaluator, self.services.clock)
+        done = await self._call(request, conversions.convert, entity.name, _record_id(request), write=True)
+        return JSONResponse({"record": self.records.to_json(entity.name, done.record),
+                             "created": {step: {"entity": item[0], "id": item[1], "matched": item[2]}
+                                         for step, item in done.created.items()}}, status_code=201)
 
     async def record_events(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from engine.runtime.web.screens.funnels import refusal_text
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.lists import cell_renderer
 from engine.runtime.web.screens.site import Site
+from engine.runtime.web.screens.workday import format_amount
 
 CARDS_PER_COLUMN = 50
 
@@ -42,15 +44,20 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
     card_fields = [n for n in (entity.board.card if entity.board and entity.board.field == name
                                else entity.list_view().columns[:4]) if n not in hidden and n != entity.title_field]
     sort = entity.list_view().sort
+    money = next((field for field in [*card_fields, *entity.money_fields] if field in entity.money_fields
+                  and field not in hidden), None)
     pages = [(choice, site.records.list(entity.name, ListQuery(filters=(Filter(name, "eq", choice.value),),
-                                                               sort=sort, per_page=CARDS_PER_COLUMN), actor=actor))
+                                                               sort=sort, per_page=CARDS_PER_COLUMN), actor=actor,
+                                        sums=[money] if money else ()))
              for choice in spec.choices]
     items = [item for _, page in pages for item in page.items]
     renderers = {n: cell_renderer(site, actor, entity, n, [item.get(n) for item in items], lang) for n in card_fields}
     columns = tuple(BoardColumn(choice.value, choice.label.text(lang), page.total, tuple(
         Card(item["id"], f"/{entity.name}/{item['id']}", str(item.get(entity.title_field) or f"#{item['id']}"),
              item["version"], tuple(renderers[n](item.get(n)) for n in card_fields if item.get(n) not in (None, "")))
-        for item in page.items)) for choice, page in pages)
+        for item in page.items), f"/{entity.name}?{urlencode({name: choice.value})}" if page.total > len(page.items)
+        else None, format_amount(page.extra.get("sums", {}).get(money), entity.field(money).currency) if money else "")
+        for choice, page in pages)
     context = BoardContext(
         entity=entity.name, title=f"{entity.plural.text(lang)} · {spec.label.text(lang)}", field=name,
         field_label=spec.label.text(lang),

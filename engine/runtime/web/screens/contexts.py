@@ -101,6 +101,7 @@ class ListContext:
     has_board: bool = False
     assignees: tuple[Choice, ...] = ()
     error: str | None = None
+    totals: tuple[str, ...] = ()  # per column: the money total over every matching record ('' elsewhere)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +251,7 @@ class RecordContext:
     funnel: FunnelPanel | None = None        # records in a funnel
     approvals: ApprovalsPanel | None = None  # records that approvals are declared for
     decision: DecisionPanel | None = None    # approval requests and tasks
+    actions: tuple[object, ...] = ()         # quick actions: log a call/visit, convert (screens/workday.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +300,8 @@ class BoardColumn:
     label: str
     total: int
     cards: tuple[Card, ...]
+    more_url: str | None = None  # the column's list when it holds more cards than the board shows
+    amount: str = ""             # the column's money total (the first money field), formatted
 
 
 @dataclass(frozen=True, slots=True)

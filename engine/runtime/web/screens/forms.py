@@ -200,7 +200,8 @@ def _render(site: Site, request: Request, actor: Actor, entity: EntitySpec, valu
                                       lang))
         if index == 0 and _with_owner(site, actor, entity):
             shown.add("owner")
-            fields.append(_form_field(site, actor, entity, owner_spec(lang), values.get("owner", actor.id),
+            default_owner = None if record is None and entity.routes_new_records else actor.id  # None: routing
+            fields.append(_form_field(site, actor, entity, owner_spec(lang), values.get("owner", default_owner),
                                       errors.get("owner", []), lang))
         if fields:
             sections.append(FormSectionContext(label, tuple(fields)))

@@ -93,6 +93,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "moved": ("已移动到“{label}”。", "Moved to “{label}”."),
     "move_refused": ("无法移动：{reason}", "Cannot move: {reason}"),
     "drag_hint": ("拖动卡片到其他列以变更{field}", "Drag a card to another column to change {field}"),
+    "sum": ("合计", "Total"),
+    "board_more": ("显示了 {shown} / {total} 张，查看全部 →", "{shown} of {total} shown — see all →"),
     "users": ("用户管理", "Users"),
     "outbox": ("通知队列", "Outbox"),
     "outbox_pending": ("待发送", "Waiting"),

@@ -8,6 +8,7 @@ keeps it, and bookmarking the URL saves the filter.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -29,6 +30,8 @@ from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_q
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
+from engine.runtime.web.screens.workday import format_amount, has_sla, sla_cells
+from engine.runtime.web.screens.workday import text as workday_text
 from engine.runtime.web.widgets import local_time
 
 Params = list[tuple[str, str]]
@@ -69,22 +72,36 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
     params = clean_params(request)
     view = entity.list_view(dict(params).get("view") or "default")
     error = None
+    money = [name for name in view.columns if name in entity.money_fields]  # totalled under the table
     try:
         query = parse_list_query(entity, _query_params(entity, params))
-        page = site.records.list(entity.name, query, actor=actor)
+        page = site.records.list(entity.name, query, actor=actor, sums=money)
     except QueryInvalid as invalid:
         error = translate(lang, "bad_query", reason=invalid.message)
         query = parse_list_query(entity, QueryParams({"view": view.name}))
         page = site.records.list(entity.name, query, actor=actor)
     hidden = site.records.access.permissions(actor, entity.name).hidden
     columns = [name for name in view.columns if name not in hidden]
+    rows = tuple(render_rows(site, actor, entity, columns, page.items, lang))
+    headers = tuple(_column(site, entity, name, lang, query, request.url.path, params) for name in columns)
+    if has_sla(site, entity.name):  # the SLA state of each row, sortable overdue-first
+        cells = sla_cells(site, entity.name, [row.id for row in rows], lang)
+        rows = tuple(dataclasses.replace(row, cells=(*row.cells, cells[row.id])) for row in rows)
+        current = query.sort[0] if query.sort else None
+        state = "" if current is None or current.field != "sla_due" else ("desc" if current.descending else "asc")
+        headers += (Column("sla_due", workday_text(lang, "sla_column"),
+                           url_with(request.url.path, params, sort="-sla_due" if state == "asc" else "sla_due",
+                                    page=None), state),)
+    sums = page.extra.get("sums", {})
+    totals = tuple(format_amount(sums.get(name), entity.field(name).currency) if name in sums else ""
+                   for name in [column.name for column in headers]) if money else ()
     context = ListContext(
         entity=entity.name, title=view.label.text(lang) if len(entity.list_views) > 1 else entity.plural.text(lang),
         views=tuple(MenuLink(v.label.text(lang), f"/{entity.name}?view={v.name}", v.name == view.name)
                     for v in entity.list_views),
         view=view.name,
-        columns=tuple(_column(site, entity, name, lang, query, request.url.path, params) for name in columns),
-        rows=tuple(render_rows(site, actor, entity, columns, page.items, lang)),
+        columns=headers,
+        rows=rows,
         filters=tuple(_filters(site, actor, entity, view, params, lang, hidden)),
         search=dict(params).get("q", ""), total=page.total, page=page.page, pages=page.pages,
         query=urlencode([(k, v) for k, v in params if k != "page"]),
@@ -94,7 +111,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         can_export=site.scope(actor, entity.name, "export") is not Scope.NONE,
         can_assign=site.scope(actor, entity.name, "assign") is not Scope.NONE,
         has_board=entity.board is not None,
-        assignees=_assignees(site, actor, entity.name), error=error)
+        assignees=_assignees(site, actor, entity.name), error=error, totals=totals)
     return site.render(request, actor, "list.html", context, context.title)
 
 
@@ -142,7 +159,8 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
             continue
         if name == "owner" or (entity.has_field(name) and entity.field(name).type is FieldType.USER):
             label = system_label(name, lang) if name == "owner" else entity.field(name).label.text(lang)
-            options = [(str(key), text) for key, text in site.user_names().items()]
+            options = [("me", "我" if lang == "zh" else "Me"), ("unassigned", "未分配" if lang == "zh" else "Unassigned"),
+                       *((str(key), text) for key, text in site.user_names().items())]
             yield _select(name, label, options, given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type in (FieldType.CHOICE, FieldType.MULTICHOICE,
                                                                     FieldType.TAGS):
@@ -229,7 +247,7 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
                                  _plain(entity, "updated_at", item["updated_at"], lang, users, zone)])
             if page.page >= page.pages:
                 return
-            current = ListQuery(current.filters, current.search, current.sort, current.page + 1, current.per_page)
+            current = dataclasses.replace(current, page=current.page + 1)  # the view and SLA filter too
             page = site.records.list(entity.name, current, actor=actor, action="export")
 
     stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")

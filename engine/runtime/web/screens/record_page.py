@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,8 @@ from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, 
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
 from engine.runtime.web.screens.site import Site, system_label
+from engine.runtime.web.screens.workday import quick_actions, related_events
+from engine.runtime.web.screens.workday import text as related_text
 from engine.runtime.web.widgets import local_time
 
 RELATED_ROWS = 10
@@ -43,8 +46,8 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         entity=entity.name, entity_label=entity.label.text(lang), record_id=record_id, title=title,
         version=record["version"], sections=tuple(_sections(site, actor, entity, record, lang)),
         related=tuple(_related(site, actor, entity, record_id, lang)),
-        timeline=tuple(_timeline(site, actor, entity, site.records.events(entity.name, record_id, actor=actor),
-                                 lang)),
+        timeline=_merged_timeline(site, actor, entity, record_id, lang),
+        actions=quick_actions(site, actor, entity, record, lang),
         list_url=f"/{entity.name}",
         edit_url=f"/{entity.name}/{record_id}/edit" if site.may(actor, entity.name, "update", record)
         and not entity.is_managed else None,
@@ -120,6 +123,20 @@ def _related(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang:
                                                                             page.items, lang)), more_url, new_url)
 
 
+def _merged_timeline(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang: str
+                     ) -> tuple[TimelineEntry, ...]:
+    """The record's own events with those of its activities (each named), newest first."""
+    own = site.records.events(entity.name, record_id, actor=actor)
+    entries = list(zip([event.at for event in reversed(own)], _timeline(site, actor, entity, own, lang)))
+    for source, item, event in related_events(site, actor, entity, record_id):
+        for entry in _timeline(site, actor, source, [event], lang):
+            title = str(item.get(source.title_field) or f"#{item['id']}")
+            entries.append((event.at, dataclasses.replace(entry, action=related_text(
+                lang, "related_event", entity=source.label.text(lang), title=title, action=entry.action))))
+    entries.sort(key=lambda pair: pair[0], reverse=True)
+    return tuple(entry for _, entry in entries)
+
+
 def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event], lang: str) -> Iterator[TimelineEntry]:
     names = site.user_names()
     zone = site.model.settings.timezone
@@ -138,6 +155,10 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
             changes, action = _stage_change(site, entity, event, lang), _stage_action(event, lang)
         elif event.kind in ("approval_requested", "approval_decided"):
             action += " · " + _approval_note(site, event, lang)
+        elif event.kind.startswith("sla_") and event.data.get("policy"):  # which clock: name the policy
+            policy = str(event.data["policy"])
+            named = next((spec.label.text(lang) for spec in site.model.slas if spec.name == policy), policy)
+            action += f" · {named}"
         if event.data.get("history"):
             action += translate(lang, "as_history")
         yield TimelineEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), who, action, changes)

@@ -17,7 +17,7 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.web.screens import accounts, admin, boards, forms, funnels, lists, record_page
+from engine.runtime.web.screens import accounts, admin, boards, forms, funnels, lists, record_page, workday
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -79,6 +79,7 @@ class ScreenRoutes:
             Route("/{entity}/{record_id:int}/edit", screen(self.update), methods=["POST"]),
             Route("/{entity}/{record_id:int}/delete", screen(self.delete), methods=["POST"]),
             Route("/{entity}/{record_id:int}/transition", screen(self.advance), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/convert", screen(self.convert), methods=["POST"]),
             Route("/{entity}/{record_id:int}/attach", screen(self.attach), methods=["POST"]),
             Route("/{entity}/{record_id:int}/checklist", screen(self.tick), methods=["POST"]),
             Route("/{entity}/{record_id:int}/approvals/{approval}", screen(self.request_approval), methods=["POST"]),
@@ -232,6 +233,10 @@ class ScreenRoutes:
 
 
     # -- the funnel and approvals on the record page (engine/runtime/web/screens/funnels.py) ---------
+
+    async def convert(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(workday.convert, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"])
 
     async def advance(self, request: Request, actor: Actor) -> Response:
         form = await request.form()

@@ -3,6 +3,8 @@ small lookups (user names, titles of linked records, may-I checks for buttons)."
 
 from __future__ import annotations
 
+import collections
+
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,8 +112,14 @@ class Site:
             return False
         if record is None or scope is Scope.ALL or record.get("owner") == actor.id:
             return True
-        if scope is Scope.TEAM and actor.team and record.get("owner") is not None:
-            return self.user_teams().get(record["owner"]) == actor.team
+        if scope is Scope.TEAM and actor.team and record.get("owner") is not None \
+                and self.user_teams().get(record["owner"]) == actor.team:
+            return True
+        access = self.records.access
+        if record.get("owner") is None or access.permissions(actor, entity).via:
+            with self.records.db.read() as connection:  # an unowned record the team covers, or a `via` field
+                return access.covers(connection, actor, entity, record) if scope is Scope.TEAM else \
+                    any(record.get(name) == actor.id for name in access.permissions(actor, entity).via)
         return False
 
     # -- lookups --------------------------------------------------------------------------
@@ -180,6 +188,15 @@ class Site:
         except Forbidden:
             return {}, False
         titles = {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
+        counts = collections.Counter(titles.values())
+        if any(count > 1 for count in counts.values()):  # two 张伟: tell them apart by company (or what
+            second = next((name for name in entity.list_view().columns  # the list shows next) and number
+                           if name != entity.title_field and entity.has_field(name)
+                           and entity.field(name).type in (FieldType.STRING, FieldType.PHONE, FieldType.EMAIL)), None)
+            for item in page.items:
+                if counts[titles[item["id"]]] > 1:
+                    extra = str(item.get(second) or "") if second else ""
+                    titles[item["id"]] += f" · {extra} #{item['id']}" if extra else f" · #{item['id']}"
         return titles, page.total > len(page.items)
 
     def link_by_title(self, actor: Actor, target: str, text: str, lang: str) -> int:
