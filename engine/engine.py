@@ -52,6 +52,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, apply_migration
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
+from engine.runtime.automation.inbox import InboxObserver
 from engine.runtime.web.services import WebServices
 from engine.runtime.web.widgets import WidgetRegistry
 
@@ -181,6 +182,7 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     if approvals is not None:
         records.observers.append(approvals)
         records.gates.append(approvals)
+    records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),

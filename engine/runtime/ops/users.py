@@ -34,7 +34,13 @@ MIN_PASSWORD_LENGTH = 8
 
 
 class LoginRefused(Exception):
-    """Wrong credentials or too many attempts; the message is safe to show."""
+    """Wrong credentials or too many attempts; the message is safe to show. `key` and `values`
+    name the screens' text for it (the message catalogue), in the user's language."""
+
+    def __init__(self, message: str, key: str = "login_wrong", **values: Any) -> None:
+        super().__init__(message)
+        self.key = key
+        self.values = values
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +169,9 @@ class Users:
                 sa.or_(attempts.c.username == username, attempts.c.client == client))).scalar_one()
             row = connection.execute(sa.select(users).where(users.c.username == username)).first()
         if failures >= MAX_FAILURES:
-            raise LoginRefused(f"too many failed sign-ins; try again in {int(FAILURE_WINDOW.total_seconds() // 60)} "
-                               "minutes or ask an administrator")
+            minutes = int(FAILURE_WINDOW.total_seconds() // 60)
+            raise LoginRefused(f"too many failed sign-ins; try again in {minutes} minutes or ask an administrator",
+                               "login_locked", minutes=minutes)
         ok = row is not None and row.is_active and row.password_hash is not None and self._verify(
             row.password_hash, password)
         with self.db.write() as connection:
@@ -192,3 +199,24 @@ class Users:
                                                       created_at=naive_utc(self.clock.now()),
                                                       token_sha256=hashlib.sha256(token.encode()).hexdigest()))
         return token
+
+    def tokens(self, username: str) -> list[Any]:
+        """The user's API tokens (name, created, last used, revoked) — never the token itself."""
+        users, tokens = self.schema.users, self.schema.metadata.tables[TOKENS]
+        with self.db.read() as connection:
+            return list(connection.execute(
+                sa.select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at, tokens.c.revoked_at)
+                .join(users, users.c.id == tokens.c.user_id).where(users.c.username == username)
+                .order_by(tokens.c.id.desc())))
+
+    def revoke_token(self, username: str, token_id: int) -> str:
+        """Revoke one of the user's tokens at once (API calls with it get 401); its name."""
+        users, tokens = self.schema.users, self.schema.metadata.tables[TOKENS]
+        with self.db.write() as connection:
+            row = connection.execute(sa.select(tokens.c.id, tokens.c.name).join(users, users.c.id == tokens.c.user_id)
+                                     .where(users.c.username == username, tokens.c.id == token_id)).first()
+            if row is None:
+                raise ValueError(f"user '{username}' has no token {token_id}")
+            connection.execute(tokens.update().where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=naive_utc(self.clock.now())))
+            return str(row.name)

@@ -36,7 +36,8 @@ def sign_in(site: Site, request: Request, form: Any) -> Response:
     try:
         actor = site.services.users.login(username, password, client)
     except LoginRefused as refused:
-        context = LoginContext(username=username, next_url=next_url, error=str(refused))
+        context = LoginContext(username=username, next_url=next_url,
+                               error=translate(site.lang(request), refused.key, **refused.values))
         return site.render(request, None, "login.html", context, translate(site.lang(request), "sign_in"),
                            status=401)
     lang = request.session.get("lang")
