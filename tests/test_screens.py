@@ -88,9 +88,9 @@ def test_wrong_password_is_refused_then_throttled(crm: tuple[Engine, Any]) -> No
     token = csrf_of(client.get("/login").text)
     for _ in range(5):
         refused = client.post("/login", data={"username": "li", "password": "nope", "csrf_token": token})
-        assert refused.status_code == 401 and "wrong username or password" in refused.text
+        assert refused.status_code == 401 and "用户名或密码错误" in refused.text  # the Chinese UI, in Chinese
     throttled = client.post("/login", data={"username": "li", "password": "li-pass12", "csrf_token": token})
-    assert throttled.status_code == 401 and "too many failed sign-ins" in throttled.text
+    assert throttled.status_code == 401 and "登录失败次数过多" in throttled.text
 
 
 def test_posts_without_the_csrf_token_are_refused(crm: tuple[Engine, Any]) -> None:
