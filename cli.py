@@ -11,6 +11,7 @@ import click
 
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
+from engine.io.demo import USERS as DEMO_USERS
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel, load_blueprint
 from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
@@ -19,7 +20,21 @@ from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
-DEFAULT_DB = "sqlite:///crm.sqlite"
+DEFAULT_DB = "sqlite:///crm.sqlite"  # `crm demo` writes here too, so every command finds the demo's data
+
+
+def _local(moment: Any, zone: str) -> str:
+    """A stored UTC moment as the screens show it: in the blueprint's business time zone."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    if moment is None:
+        return "-"
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S}"
 
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -120,6 +135,10 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
     extensions = extensions_or_exit()
     model = load_or_exit(blueprint, extensions)
     schema = build_schema(model, extensions.field_kinds)
+    if plan_only and db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        # planning changes nothing: no file is created; the plan is the one for an empty database
+        click.echo(f"{db_url.removeprefix('sqlite:///')} does not exist yet; `crm migrate` would create it with:")
+        db_url = "sqlite://"
     db = Database(db_url)
     try:
         if plan_only:
@@ -165,13 +184,14 @@ def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool |
 
 
 @main.command()
-@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default="sqlite:///crm-demo.sqlite",
-              show_default=True, help="Where the demo data goes.")
+@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB,
+              show_default="crm.sqlite in this folder, the same as every other command (CRM_DATABASE_URL overrides)",
+              help="Where the demo data goes.")
 @_blueprint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--leads", default=600, show_default=True, type=int, help="How many demo leads.")
-@click.option("--fresh", is_flag=True, help="Delete an existing demo SQLite file first.")
+@click.option("--fresh", is_flag=True, help="Delete the SQLite file first (all of its data) and start over.")
 @click.option("--no-serve", is_flag=True, help="Only create the data.")
 def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: bool, no_serve: bool) -> None:
     """Create a SQLite file with realistic demo data and serve it."""
@@ -182,12 +202,16 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
     try:
         summary = seed_demo(engine, leads=leads)
     except ValueError:
-        click.echo("Demo data is already there; serving it (use --fresh to start over).")
+        click.echo(f"Demo data is already in {db_url}; serving it (use --fresh to start over).")
+        existing = {row.username: row for row in engine.users.all()}
+        people = [existing[user.username] for user in DEMO_USERS if user.username in existing]
     else:
         counts = ", ".join(f"{count} {entity}" for entity, count in summary.counts.items())
         click.echo(f"Demo data created in {db_url}: {counts}.")
+        people = list(summary.users)
+    if people:  # every time, so the second run still says how to sign in
         click.echo("Demo sign-ins (username / password — role):")
-        for user in summary.users:
+        for user in people:
             click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
         _serve(engine, host, port)
@@ -233,9 +257,11 @@ def hooks() -> None:
 @click.option("--limit", default=50, show_default=True)
 def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | None, limit: int) -> None:
     """The latest deliveries, newest first, with their outcome."""
-    for row in _open(db_url, blueprint).intake.deliveries(source=source, status=status, limit=limit):
+    engine = _open(db_url, blueprint)
+    zone = engine.model.settings.timezone
+    for row in engine.intake.deliveries(source=source, status=status, limit=limit):
         target = f"{row.entity} {row.record_id}" if row.record_id else "-"
-        click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<16} {row.status:<10} "
+        click.echo(f"{row.id:>6}  {_local(row.received_at, zone)}  {row.source:<16} {row.status:<10} "
                    f"{target:<14} {row.error or ''}")
 
 
@@ -446,7 +472,7 @@ def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> 
     rows = list_messages(engine.db, engine.schema, status=status, limit=limit)
     for row in rows:
         target = f"{row['entity']} {row['record_id']}" if row["record_id"] else "-"
-        click.echo(f"{row['id']:>6}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['channel']:<20} "
+        click.echo(f"{row['id']:>6}  {_local(row['created_at'], engine.model.settings.timezone)}  {row['channel']:<20} "
                    f"{row['status']:<9} {row['attempts']:>2}x  {target:<14} {row['last_error'] or ''}")
     if not rows:
         click.echo("no messages" + (f" with status {status}" if status else ""))
@@ -487,7 +513,7 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
         rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
     for row in rows:
         first_line = (row.output or "").splitlines()[0] if row.output else ""
-        click.echo(f"{row.scheduled_for:%Y-%m-%d %H:%M} UTC  {row.job:<28} {row.status:<10} {row.worker:<24} "
+        click.echo(f"{_local(row.scheduled_for, engine.model.settings.timezone)}  {row.job:<28} {row.status:<10} {row.worker:<24} "
                    f"{first_line[:80]}")
 
 
