@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
+from engine.metamodel.crontab import crontab_trigger
+
 from engine.runtime.background.outbox import OutboxMessage, Outcome, claim, record_outcomes
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
 from engine.runtime.storage.times import naive_utc
@@ -71,7 +73,7 @@ class ScheduledJob:
     timezone: str = "Asia/Shanghai"
 
     def trigger(self) -> CronTrigger:
-        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        return crontab_trigger(self.cron, self.timezone)  # weekday 1 is Monday, as in crontab
 
 
 @dataclass
