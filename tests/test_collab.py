@@ -235,7 +235,7 @@ def test_an_admin_creates_a_user_resets_the_password_and_revokes_a_token_all_aud
     assert next(row for row in runtime.users.all() if row.username == "xu").im_ids == {"dingtalk": "xu01",
                                                                                           "feishu": "ou_x"}
     wrong = post_form(admin, page_url, page_url, {"action": "im", "im_ids": "qq=123"})
-    assert wrong.status_code == 303 and "聊天账号请写成 类型=账号" in text_of(admin.get(page_url).text)
+    assert wrong.status_code == 303 and "“qq=123”：聊天账号请写成 类型=账号" in text_of(admin.get(page_url).text)
 
     audit = text_of(admin.get("/admin/audit").text)
     for line in ("创建用户", "重置密码", "生成 API 令牌", "吊销 API 令牌", "设为休假", "修改聊天账号"):

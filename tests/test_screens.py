@@ -524,5 +524,5 @@ def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Engin
     row = row[row.index('data-username="wang"'):]
     assert 'value="feishu=ou_7d8a6e6d slack=U024BE7LH"' in row[:row.index("</tr>")]
     post_form(admin, "/admin/users", f"/admin/users/{people['wang'].id}", {"action": "im", "im_ids": "teams=42"})
-    assert "'teams=42'" in html.unescape(admin.get("/admin/users").text)  # the flash says what is wrong
+    assert "“teams=42”：聊天账号请写成 类型=账号" in html.unescape(admin.get("/admin/users").text)  # the flash says what is wrong
     assert ids_of("wang") == {"feishu": "ou_7d8a6e6d", "slack": "U024BE7LH"}  # and nothing changed

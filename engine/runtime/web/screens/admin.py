@@ -114,9 +114,10 @@ def admin_error_text(lang: str, message: str) -> str:
                 ("is not declared in the blueprint", "unknown_role", {}),
                 ("write TYPE=ID", "bad_chat_ids", {"types": ", ".join(CHAT_TYPES)}),
                 ("has no token", "unknown_token", {}))
+    quoted = re.match(r"'([^']*)':", message)
     for needle, key, values in patterns:
         if needle in message:
-            return translate(lang, key, **values)
+            return translate(lang, key, **values, pair=quoted.group(1) if quoted else "")
     return translate(lang, "admin_failed", reason=message)
 
 
