@@ -289,6 +289,21 @@ def _user_runtime(db_url: str, blueprint: str) -> Engine:
     return _open(db_url, blueprint)
 
 
+def _audit(engine: Engine, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    """Record a `crm user` change in the audit log the admin screens show (/admin/audit)."""
+    import getpass
+
+    from engine.runtime.ops.audit import AuditLog
+    from engine.runtime.records.actors import Actor
+
+    try:
+        who = getpass.getuser()
+    except Exception:  # no login name in this environment (a container): say it was the CLI
+        who = "?"
+    AuditLog(engine.schema, engine.db, engine.clock).record(Actor(None, f"cli:{who}"[:64], None, None), action,
+                                                            target, detail)
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -317,6 +332,7 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
                                           im_ids=parse_im_ids(im, chat_types(engine.extensions.channels.names))))
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_created", username, {"role": role, "team": team})
     click.echo(f"added user {username} (id {actor.id}, role {role})")
 
 
@@ -340,7 +356,7 @@ def user_list(db_url: str, blueprint: str) -> None:
 @click.argument("role")
 def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None:
     """Give USERNAME the role ROLE (it applies at their next request)."""
-    _change_user(db_url, blueprint, username, f"{username} now has role {role}", role=role)
+    _change_user(db_url, blueprint, username, f"{username} now has role {role}", "role", role=role)
 
 
 @user.command("im")
@@ -360,15 +376,18 @@ def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) ->
         engine.users.update(username, im_ids=merged or None)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_im", username, {"im_ids": sorted(merged)})
     click.echo(f"{username}: " + (", ".join(f"{kind}={value}" for kind, value in sorted(merged.items())) or
                                   "no chat ids"))
 
 
-def _change_user(db_url: str, blueprint: str, username: str, done: str, **values: object) -> None:
+def _change_user(db_url: str, blueprint: str, username: str, done: str, action: str, **values: object) -> None:
+    engine = _user_runtime(db_url, blueprint)
     try:
-        _user_runtime(db_url, blueprint).users.update(username, **values)
+        engine.users.update(username, **values)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, f"user_{action}", username, {key: value for key, value in values.items() if key == "role"})
     click.echo(done)
 
 
@@ -378,7 +397,7 @@ def _change_user(db_url: str, blueprint: str, username: str, done: str, **values
 @click.argument("username")
 def user_disable(db_url: str, blueprint: str, username: str) -> None:
     """Stop USERNAME from signing in or using tokens (their records stay)."""
-    _change_user(db_url, blueprint, username, f"{username} is disabled", is_active=False)
+    _change_user(db_url, blueprint, username, f"{username} is disabled", "disable", is_active=False)
 
 
 @user.command("enable")
@@ -387,7 +406,7 @@ def user_disable(db_url: str, blueprint: str, username: str) -> None:
 @click.argument("username")
 def user_enable(db_url: str, blueprint: str, username: str) -> None:
     """Let a disabled user sign in again."""
-    _change_user(db_url, blueprint, username, f"{username} is enabled", is_active=True)
+    _change_user(db_url, blueprint, username, f"{username} is enabled", "enable", is_active=True)
 
 
 @user.command("leave")
@@ -397,7 +416,8 @@ def user_enable(db_url: str, blueprint: str, username: str) -> None:
 @click.option("--back", is_flag=True, help="The user is back from leave.")
 def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
     """Mark USERNAME on leave (routing skips them) or back."""
-    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}", on_leave=not back)
+    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}",
+                 "back_from_leave" if back else "leave", on_leave=not back)
 
 
 @user.command("token")
@@ -407,10 +427,12 @@ def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
 @click.option("--name", default="api", show_default=True, help="What the token is for.")
 def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
     """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
+    engine = _user_runtime(db_url, blueprint)
     try:
-        click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name))
+        click.echo(engine.users.create_token(username, name))
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_token", username, {"name": name})
 
 
 @user.command("password")
@@ -420,10 +442,12 @@ def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="CRM_NEW_PASSWORD")
 def user_password(db_url: str, blueprint: str, username: str, password: str) -> None:
     """Set USERNAME's password."""
+    engine = _user_runtime(db_url, blueprint)
     try:
-        _user_runtime(db_url, blueprint).users.set_password(username, password)
+        engine.users.set_password(username, password)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_password", username)
     click.echo(f"password of {username} changed")
 
 

@@ -64,3 +64,26 @@ def test_cli_times_are_in_the_business_time_zone(tmp_path: Path) -> None:
 def test_run_sh_runs_any_crm_command() -> None:
     result = subprocess.run([str(ROOT / "run.sh"), "crm", "--help"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "validate" in result.stdout and "outbox" in result.stdout
+
+
+def test_user_changes_on_the_cli_are_in_the_audit_log(tmp_path: Path) -> None:
+    from engine.engine import open_engine
+    from engine.metamodel import load_blueprint
+    from engine.rules import FUNCTION_NAMES
+    from engine.runtime.ops.audit import AuditLog
+
+    db = ["--db", f"sqlite:///{tmp_path / 'crm.sqlite'}", "--blueprint", str(SHIPPED_CRM)]
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["user", "add", "wang", "--role", "sales_rep", *db],
+                         env={"CRM_NEW_PASSWORD": "wang-pass-1"}).exit_code == 0
+    assert runner.invoke(cli.main, ["user", "set-role", "wang", "sales_manager", *db]).exit_code == 0
+    assert runner.invoke(cli.main, ["user", "leave", "wang", *db]).exit_code == 0
+    token = runner.invoke(cli.main, ["user", "token", "wang", *db])
+    assert token.exit_code == 0
+    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), db[1])
+    entries, total = AuditLog(runtime.schema, runtime.db, runtime.clock).entries()
+    runtime.close()
+    assert total == 4
+    assert [entry.action for entry in reversed(entries)] == ["user_created", "user_role", "user_leave", "user_token"]
+    assert all(entry.actor.startswith("cli:") and entry.target == "wang" for entry in entries)
+    assert token.output.strip() not in str([entry.detail for entry in entries])

@@ -199,3 +199,28 @@ def test_the_keyboard_reaches_the_content_first_and_inputs_have_visible_borders(
     icon = page.request.get(f"{base}/favicon.ico")
     assert icon.status == 200 and "svg" in icon.headers["content-type"]
     page.context.close()
+
+
+def test_money_fields_show_their_value_on_desktop_and_phone(served: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    from engine.runtime.records.actors import SYSTEM
+    from engine.runtime.records.queries import Filter, ListQuery
+    deal = runtime.records.list("opportunity", ListQuery(filters=(Filter("amount", "isnull", "false"),),
+                                                         per_page=1), actor=SYSTEM).items[0]
+    for size in ("desktop", "phone"):
+        page = open_page(browser, size)
+        sign_in(page, base, "admin")
+        page.goto(f"{base}/opportunity/{deal['id']}/edit")
+        amount = page.locator('[data-field="amount"] .money input').first
+        currency = page.locator('[data-field="amount"] input.currency')
+        expect(amount).to_have_value(re.compile(r"^\d+(\.\d+)?$"))
+        expect(currency).to_have_attribute("aria-label", re.compile("币种"))
+        amount_box, currency_box = amount.bounding_box(), currency.bounding_box()
+        field_box = page.locator('[data-field="amount"]').bounding_box()
+        assert amount_box and currency_box and field_box
+        assert amount_box["width"] >= 100, amount_box  # wide enough to read the number
+        assert currency_box["x"] >= amount_box["x"] + amount_box["width"]  # beside it, not over it
+        assert currency_box["x"] + currency_box["width"] <= field_box["x"] + field_box["width"] + 1
+        page.locator('[data-field="amount"]').screenshot(path=str(ARTIFACTS / f"collab-money-{size}.png"))
+        page.context.close()
