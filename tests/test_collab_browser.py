@@ -224,3 +224,17 @@ def test_money_fields_show_their_value_on_desktop_and_phone(served: Any, browser
         assert currency_box["x"] + currency_box["width"] <= field_box["x"] + field_box["width"] + 1
         page.locator('[data-field="amount"]').screenshot(path=str(ARTIFACTS / f"collab-money-{size}.png"))
         page.context.close()
+
+
+def test_the_demo_opens_with_conversations_on_leads(served: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+    base, _ = served
+    page = open_page(browser)
+    sign_in(page, base, "li")
+    page.locator(".inbox-link").click()
+    mention = page.locator(".notice", has_text="周经理 Zhou (Sales manager) 在评论中@了你").first
+    expect(mention).to_be_visible()
+    mention.get_by_role("link").first.click()
+    expect(page.locator(".comments li")).to_have_count(2)
+    expect(page.locator(".comments")).to_contain_text("@li")
+    page.context.close()
