@@ -279,3 +279,68 @@ def test_sign_in_refusals_are_in_the_users_language(crm: Any) -> None:
     refused = client.post("/login", data={"username": "li", "password": "nope", "csrf_token": token})
     assert "Wrong username or password." in text_of(refused.text)
     assert client.get("/favicon.ico").status_code == 200
+
+
+SLA_BLUEPRINT = {
+    "app.yaml": "app: t\ninclude: ['*.yaml']\n",
+    "lead.yaml": """
+        entity: lead
+        fields:
+          name: {type: string}
+          status: {type: choice, options: {new: New, done: Done}, default: new}
+    """,
+    "roles.yaml": """
+        roles:
+          admin: {label: Admin, admin: true}
+          rep:
+            label: Rep
+            entities:
+              lead: {read: own, create: all, update: own}
+    """,
+    "channels.yaml": """
+        channels:
+          dingtalk: {type: dingtalk, url: {env: DT_URL}, format: markdown}
+          feishu: {type: feishu, url: {env: FEISHU_URL}, format: text}
+        templates:
+          warning:
+            title: {zh: "线索即将超时", en: "Lead due soon"}
+            text: {zh: "### 线索 {{ record.name }} 即将超时", en: "### Lead {{ record.name }} is due soon"}
+          breach:
+            title: {zh: "线索已超时", en: "Lead overdue"}
+            text: {zh: "线索 {{ record.name }} 已超时", en: "Lead {{ record.name }} is overdue"}
+    """,
+    "sla.yaml": """
+        sla: first_call
+        entity: lead
+        default_target: 60min
+        business_time: false
+        starts: assigned
+        warn_at: [50]
+        stops: [{status_in: [done]}]
+        on_warning:
+          - notify: {channel: dingtalk, to: [owner], template: warning}
+        on_breach:
+          - notify: {channel: dingtalk, to: [owner, owner.manager], template: breach}
+          - notify: {channel: feishu, to: [owner.manager], template: breach}
+    """,
+}
+
+
+def test_sla_warnings_and_breaches_reach_the_people_they_are_aimed_at(make_engine: Any, clock: Any) -> None:
+    runtime = make_engine(SLA_BLUEPRINT)
+    boss = runtime.users.add(NewUser("boss", "老板", "rep", password="boss-pass-1"))
+    rep = runtime.users.add(NewUser("rep", "小王", "rep", manager="boss", password="rep-pass-12",
+                                    language="en"))
+    runtime.records.create("lead", {"name": "ACME", "owner": rep.id}, actor=SYSTEM)
+    inbox = Inbox(runtime.schema, runtime.db)
+    clock.advance(minutes=31)
+    runtime.worker(environ={}).tick()
+    (warning,) = [notice for notice in inbox.notices(rep.id)[0] if notice.kind == "notify"]
+    assert warning.title == "Lead due soon" and warning.text == "Lead ACME is due soon"  # in the rep's language
+    assert not [notice for notice in inbox.notices(boss.id)[0] if notice.kind == "notify"]  # aimed at the owner
+    clock.advance(minutes=30)
+    runtime.worker(environ={}).tick()
+    breaches = [notice for notice in inbox.notices(boss.id)[0] if notice.kind == "notify"]
+    assert [notice.title for notice in breaches] == ["线索已超时"]  # two chat groups, one notice
+    assert [notice.title for notice in inbox.notices(rep.id)[0] if notice.kind == "notify"] == [
+        "Lead overdue", "Lead due soon"]
