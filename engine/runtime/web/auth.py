@@ -12,7 +12,6 @@ import hashlib
 import secrets
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,11 +23,6 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
 
 SESSION_MAX_AGE = 8 * 3600
-_hasher = PasswordHasher()
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
 
 
 class UserLookups:
