@@ -13,7 +13,7 @@ import pytest
 
 from engine.metamodel import BlueprintInvalid
 from engine.metamodel.crontab import crontab_trigger
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 
 APP = """
     app: shop

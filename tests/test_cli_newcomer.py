@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from tests.conftest import SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM
 
 ROOT = Path(__file__).resolve().parent.parent
 

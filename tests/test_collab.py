@@ -17,7 +17,7 @@ from engine.runtime.automation.inbox import Inbox
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.storage.collab import COMMENTS
-from tests.conftest import SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM
 from tests.support.chat_receiver import chat_receiver
 
 PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),

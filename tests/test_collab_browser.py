@@ -15,7 +15,8 @@ import pytest
 
 from engine.engine import Engine
 from engine.runtime.web.screens.catalogue import catalogue
-from tests.conftest import IN_CI, SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM
+from tests.support.services import IN_CI
 from tests.support.served import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, browser_missing, serve_demo
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
