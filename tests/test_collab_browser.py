@@ -239,3 +239,12 @@ def test_the_demo_opens_with_conversations_on_leads(served: Any, browser: Any) -
     expect(page.locator(".comments li")).to_have_count(2)
     expect(page.locator(".comments")).to_contain_text("@li")
     page.context.close()
+
+    approver = open_page(browser)
+    sign_in(approver, base, "manager")
+    approver.goto(f"{base}/inbox")
+    waiting = approver.locator(".notice", has_text="待你审批：").first
+    expect(waiting).to_contain_text("审批任务 #")
+    waiting.get_by_role("link").first.click()
+    approver.wait_for_url(re.compile(r"/approval_task/\d+$"))
+    approver.context.close()

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
+from engine.metamodel.approvals import TASK_ENTITY
 from engine.rules.rules import Change
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.storage.collab import INBOX
@@ -120,7 +121,8 @@ class InboxObserver:
         title_field = entity.title_field
         title = str(context.after.get(title_field) or "") if title_field else ""
         record_id = int(context.after["id"])
-        post(context.connection, self.schema, user_ids=(int(owner),), kind="assigned",
+        kind = "approval" if entity.name == TASK_ENTITY else "assigned"  # an approval step waiting for them
+        post(context.connection, self.schema, user_ids=(int(owner),), kind=kind,
              key=f"assigned:{entity.name}:{record_id}:{naive_utc(context.now).isoformat()}",
              title=title, text="", now=context.now,
              entity=entity.name, record_id=record_id, actor_id=context.actor.id)

@@ -14,7 +14,7 @@ def collab_tables(metadata: sa.MetaData, users: str) -> None:
         INBOX, metadata,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
         sa.Column("user_id", sa.Integer, sa.ForeignKey(f"{users}.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("kind", sa.String(32), nullable=False),        # assigned | mention | notify
+        sa.Column("kind", sa.String(32), nullable=False),        # assigned | approval | mention | notify
         sa.Column("key", sa.String(255), nullable=False),         # one notice per user and key
         sa.Column("title", sa.String(255), nullable=False),
         sa.Column("text", sa.Text, nullable=False),

@@ -51,12 +51,14 @@ def inbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     for notice in notices:
         if notice.kind == "assigned":
             what = translate(lang, "notice_assigned")
+        elif notice.kind == "approval":
+            what = translate(lang, "notice_approval")
         elif notice.kind == "mention":
             what = translate(lang, "notice_mention", who=names.get(notice.actor_id or 0, ""))
         else:
             what = translate(lang, "notice_message")
         title = notice.title
-        if notice.kind in ("assigned", "mention") and notice.entity and site.model.has_entity(notice.entity):
+        if notice.kind in ("assigned", "approval", "mention") and notice.entity and site.model.has_entity(notice.entity):
             label = site.model.entity(notice.entity).label.text(lang)
             title = f"{label} #{notice.record_id}" + (f" · {notice.title}" if notice.title else "")
         views.append(NoticeView(notice.id, what, title, notice.text,
