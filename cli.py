@@ -11,6 +11,7 @@ import click
 
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
+from engine.io.demo import USERS as DEMO_USERS
 from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel
 from engine.metamodel.cache import load_blueprint_cached
@@ -21,7 +22,21 @@ from engine.runtime.storage.tables import build_schema
 from engine.runtime.web.auth import SecretKeyMissing, secret_key
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
-DEFAULT_DB = "sqlite:///crm.sqlite"
+DEFAULT_DB = "sqlite:///crm.sqlite"  # `crm demo` writes here too, so every command finds the demo's data
+
+
+def _local(moment: Any, zone: str) -> str:
+    """A stored UTC moment as the screens show it: in the blueprint's business time zone."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    if moment is None:
+        return "-"
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S}"
 
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -122,6 +137,10 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
     extensions = extensions_or_exit()
     model = load_or_exit(blueprint, extensions)
     schema = build_schema(model, extensions.field_kinds)
+    if plan_only and db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        # planning changes nothing: no file is created; the plan is the one for an empty database
+        click.echo(f"{db_url.removeprefix('sqlite:///')} does not exist yet; `crm migrate` would create it with:")
+        db_url = "sqlite://"
     db = Database(db_url)
     try:
         if plan_only:
@@ -179,13 +198,14 @@ def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool |
 
 
 @main.command()
-@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default="sqlite:///crm-demo.sqlite",
-              show_default=True, help="Where the demo data goes.")
+@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB,
+              show_default="crm.sqlite in this folder, the same as every other command (CRM_DATABASE_URL overrides)",
+              help="Where the demo data goes.")
 @_blueprint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--leads", default=600, show_default=True, type=int, help="How many demo leads.")
-@click.option("--fresh", is_flag=True, help="Delete an existing demo SQLite file first.")
+@click.option("--fresh", is_flag=True, help="Delete the SQLite file first (all of its data) and start over.")
 @click.option("--no-serve", is_flag=True, help="Only create the data.")
 def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: bool, no_serve: bool) -> None:
     """Create a SQLite file with realistic demo data and serve it."""
@@ -196,12 +216,16 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
     try:
         summary = seed_demo(engine, leads=leads)
     except ValueError:
-        click.echo("Demo data is already there; serving it (use --fresh to start over).")
+        click.echo(f"Demo data is already in {db_url}; serving it (use --fresh to start over).")
+        existing = {row.username: row for row in engine.users.all()}
+        people = [existing[user.username] for user in DEMO_USERS if user.username in existing]
     else:
         counts = ", ".join(f"{count} {entity}" for entity, count in summary.counts.items())
         click.echo(f"Demo data created in {db_url}: {counts}.")
+        people = list(summary.users)
+    if people:  # every time, so the second run still says how to sign in
         click.echo("Demo sign-ins (username / password — role):")
-        for user in summary.users:
+        for user in people:
             click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
     if not no_serve:
         _serve(engine, host, port, required_key=False)  # the demo keeps a generated key beside its database
@@ -290,9 +314,11 @@ def hooks_prune(db_url: str, blueprint: str, days: int) -> None:
 @click.option("--limit", default=50, show_default=True)
 def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | None, limit: int) -> None:
     """The latest deliveries, newest first, with their outcome."""
-    for row in _open(db_url, blueprint).intake.deliveries(source=source, status=status, limit=limit):
+    engine = _open(db_url, blueprint)
+    zone = engine.model.settings.timezone
+    for row in engine.intake.deliveries(source=source, status=status, limit=limit):
         target = f"{row.entity} {row.record_id}" if row.record_id else "-"
-        click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.source:<16} {row.status:<10} "
+        click.echo(f"{row.id:>6}  {_local(row.received_at, zone)}  {row.source:<16} {row.status:<10} "
                    f"{target:<14} {row.error or ''}")
 
 
@@ -333,6 +359,21 @@ def _user_runtime(db_url: str, blueprint: str) -> Engine:
     return _open(db_url, blueprint)
 
 
+def _audit(engine: Engine, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    """Record a `crm user` change in the audit log the admin screens show (/admin/audit)."""
+    import getpass
+
+    from engine.runtime.ops.audit import AuditLog
+    from engine.runtime.records.actors import Actor
+
+    try:
+        who = getpass.getuser()
+    except Exception:  # no login name in this environment (a container): say it was the CLI
+        who = "?"
+    AuditLog(engine.schema, engine.db, engine.clock).record(Actor(None, f"cli:{who}"[:64], None, None), action,
+                                                            target, detail)
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -361,6 +402,7 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
                                           im_ids=parse_im_ids(im, chat_types(engine.extensions.channels.names))))
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_created", username, {"role": role, "team": team})
     click.echo(f"added user {username} (id {actor.id}, role {role})")
 
 
@@ -384,7 +426,7 @@ def user_list(db_url: str, blueprint: str) -> None:
 @click.argument("role")
 def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None:
     """Give USERNAME the role ROLE (it applies at their next request)."""
-    _change_user(db_url, blueprint, username, f"{username} now has role {role}", role=role)
+    _change_user(db_url, blueprint, username, f"{username} now has role {role}", "role", role=role)
 
 
 @user.command("im")
@@ -404,15 +446,18 @@ def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) ->
         engine.users.update(username, im_ids=merged or None)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_im", username, {"im_ids": sorted(merged)})
     click.echo(f"{username}: " + (", ".join(f"{kind}={value}" for kind, value in sorted(merged.items())) or
                                   "no chat ids"))
 
 
-def _change_user(db_url: str, blueprint: str, username: str, done: str, **values: object) -> None:
+def _change_user(db_url: str, blueprint: str, username: str, done: str, action: str, **values: object) -> None:
+    engine = _user_runtime(db_url, blueprint)
     try:
-        _user_runtime(db_url, blueprint).users.update(username, **values)
+        engine.users.update(username, **values)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, f"user_{action}", username, {key: value for key, value in values.items() if key == "role"})
     click.echo(done)
 
 
@@ -422,7 +467,7 @@ def _change_user(db_url: str, blueprint: str, username: str, done: str, **values
 @click.argument("username")
 def user_disable(db_url: str, blueprint: str, username: str) -> None:
     """Stop USERNAME from signing in or using tokens (their records stay)."""
-    _change_user(db_url, blueprint, username, f"{username} is disabled", is_active=False)
+    _change_user(db_url, blueprint, username, f"{username} is disabled", "disable", is_active=False)
 
 
 @user.command("enable")
@@ -431,7 +476,7 @@ def user_disable(db_url: str, blueprint: str, username: str) -> None:
 @click.argument("username")
 def user_enable(db_url: str, blueprint: str, username: str) -> None:
     """Let a disabled user sign in again."""
-    _change_user(db_url, blueprint, username, f"{username} is enabled", is_active=True)
+    _change_user(db_url, blueprint, username, f"{username} is enabled", "enable", is_active=True)
 
 
 @user.command("leave")
@@ -441,7 +486,8 @@ def user_enable(db_url: str, blueprint: str, username: str) -> None:
 @click.option("--back", is_flag=True, help="The user is back from leave.")
 def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
     """Mark USERNAME on leave (routing skips them) or back."""
-    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}", on_leave=not back)
+    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}",
+                 "back_from_leave" if back else "leave", on_leave=not back)
 
 
 @user.command("token")
@@ -450,11 +496,14 @@ def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
 @click.argument("username")
 @click.option("--name", default="api", show_default=True, help="What the token is for.")
 def user_token(db_url: str, blueprint: str, username: str, name: str) -> None:
-    """Create an API token for USERNAME (same as `crm token create`)."""
+    """Create an API token for USERNAME (same as `crm token create`; shown once, sent as
+    'Authorization: Bearer …')."""
+    engine = _user_runtime(db_url, blueprint)
     try:
-        click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name))
+        click.echo(engine.users.create_token(username, name))
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_token", username, {"name": name})
 
 
 @user.command("sign-out")
@@ -530,10 +579,12 @@ def token_revoke(db_url: str, blueprint: str, token_id: int) -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="CRM_NEW_PASSWORD")
 def user_password(db_url: str, blueprint: str, username: str, password: str) -> None:
     """Set USERNAME's password."""
+    engine = _user_runtime(db_url, blueprint)
     try:
-        _user_runtime(db_url, blueprint).users.set_password(username, password)
+        engine.users.set_password(username, password)
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_password", username)
     click.echo(f"password of {username} changed")
 
 
@@ -582,7 +633,7 @@ def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> 
     rows = list_messages(engine.db, engine.schema, status=status, limit=limit)
     for row in rows:
         target = f"{row['entity']} {row['record_id']}" if row["record_id"] else "-"
-        click.echo(f"{row['id']:>6}  {row['created_at']:%Y-%m-%d %H:%M:%S}  {row['channel']:<20} "
+        click.echo(f"{row['id']:>6}  {_local(row['created_at'], engine.model.settings.timezone)}  {row['channel']:<20} "
                    f"{row['status']:<9} {row['attempts']:>2}x  {target:<14} {row['last_error'] or ''}")
     if not rows:
         click.echo("no messages" + (f" with status {status}" if status else ""))
@@ -623,7 +674,7 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
         rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
     for row in rows:
         first_line = (row.output or "").splitlines()[0] if row.output else ""
-        click.echo(f"{row.scheduled_for:%Y-%m-%d %H:%M} UTC  {row.job:<28} {row.status:<10} {row.worker:<24} "
+        click.echo(f"{_local(row.scheduled_for, engine.model.settings.timezone)}  {row.job:<28} {row.status:<10} {row.worker:<24} "
                    f"{first_line[:80]}")
 
 

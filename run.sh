@@ -3,7 +3,9 @@
 #   ./run.sh demo   install what is needed, then start the CRM on SQLite with the shipped blueprint and demo data
 #   ./run.sh test   install what is needed, type-check engine/ and cli.py (mypy --strict), then run the
 #                   whole test suite (SQLite and PostgreSQL); a type error fails it before any test runs
-# Extra arguments go to `crm demo` or to pytest.
+#   ./run.sh crm …  any `crm` command (crm outbox list, crm explain lead 1, crm user add …) without
+#                   activating .venv; it uses the same crm.sqlite as the demo unless --db says otherwise
+# Extra arguments go to `crm demo`, to pytest or to `crm`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -58,8 +60,13 @@ case "${1:-}" in
     .venv/bin/python -m mypy
     exec .venv/bin/python -m pytest "$@"
     ;;
+  crm)
+    ensure_installed ""
+    shift
+    exec .venv/bin/crm "$@"
+    ;;
   *)
-    echo "usage: ./run.sh demo [crm demo options] | ./run.sh test [pytest options]" >&2
+    echo "usage: ./run.sh demo [crm demo options] | ./run.sh test [pytest options] | ./run.sh crm COMMAND [options]" >&2
     exit 2
     ;;
 esac

@@ -53,6 +53,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, migrate_on_start
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
+from engine.runtime.automation.inbox import InboxObserver
 from engine.runtime.web.services import WebServices
 from engine.runtime.web.widgets import WidgetRegistry
 
@@ -188,6 +189,7 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     if approvals is not None:
         records.observers.append(approvals)
         records.gates.append(approvals)
+    records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,

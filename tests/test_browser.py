@@ -132,7 +132,7 @@ def test_rep_creates_a_lead_fixing_an_invalid_field_then_finds_and_opens_it(serv
     expect(page.locator(".flash")).to_contain_text("已创建")
 
     page.get_by_role("link", name="线索", exact=True).first.click()
-    page.get_by_role("searchbox").fill("浏览器精工")
+    page.get_by_role("searchbox", name="搜索", exact=True).fill("浏览器精工")
     page.get_by_role("button", name="筛选").click()
     expect(page.locator(".totals")).to_contain_text("共 1 条")
     row = page.locator("table.records tbody tr")

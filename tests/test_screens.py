@@ -75,9 +75,9 @@ def test_wrong_password_is_refused_then_throttled(crm: tuple[Engine, Any]) -> No
     token = csrf_of(client.get("/login").text)
     for _ in range(5):
         refused = client.post("/login", data={"username": "li", "password": "nope", "csrf_token": token})
-        assert refused.status_code == 401 and "wrong username or password" in refused.text
+        assert refused.status_code == 401 and "用户名或密码错误" in refused.text  # the Chinese UI, in Chinese
     throttled = client.post("/login", data={"username": "li", "password": "li-pass-123", "csrf_token": token})
-    assert throttled.status_code == 429 and "too many failed sign-ins" in throttled.text
+    assert throttled.status_code == 429 and "登录失败次数过多" in throttled.text
 
 
 def test_posts_without_the_csrf_token_are_refused(crm: tuple[Engine, Any]) -> None:
@@ -511,5 +511,5 @@ def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Engin
     row = row[row.index('data-username="wang"'):]
     assert 'value="feishu=ou_7d8a6e6d slack=U024BE7LH"' in row[:row.index("</tr>")]
     post_form(admin, "/admin/users", f"/admin/users/{people['wang'].id}", {"action": "im", "im_ids": "teams=42"})
-    assert "'teams=42'" in html.unescape(admin.get("/admin/users").text)  # the flash says what is wrong
+    assert "“teams=42”：聊天账号请写成 类型=账号" in html.unescape(admin.get("/admin/users").text)  # the flash says what is wrong
     assert ids_of("wang") == {"feishu": "ou_7d8a6e6d", "slack": "U024BE7LH"}  # and nothing changed

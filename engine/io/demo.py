@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from engine.rules import FakeClock
+from engine.io.demo_comments import seed_comments
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
@@ -197,6 +198,7 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
     if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
         engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
     return DemoSummary(users, writer.counts)

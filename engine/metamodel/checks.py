@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, Location, did_you_mean, unknown_name_hint
+from engine.metamodel.expression_checks import unknown_options
 from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, ValueSpec, parse_expression
 from engine.metamodel.labels import Label
 from engine.metamodel.source import PathKey, SourceDocument
@@ -85,6 +86,9 @@ class Checker:
         for function in sorted(expression.functions - set(self.functions)):
             self.error(path, f"expression calls unknown function '{function}'",
                        unknown_name_hint(function, self.functions, "functions") + " See docs/expressions.md.")
+        for name, value, options in unknown_options(expression, entity):
+            self.error(path, f"'{value}' is not an option of {name}, so this comparison is never true",
+                       f"{did_you_mean(value, options)} Options of {name}: {', '.join(options)}.")
         return expression
 
     def value(self, path: PathKey, raw: Any, source: EntitySpec, target: FieldSpec | None) -> ValueSpec:

@@ -13,6 +13,7 @@ from typing import Any
 from engine.metamodel.conditions import RowConditionError, check_row_condition
 from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import BlueprintError, did_you_mean, unknown_name_hint
+from engine.metamodel.expression_checks import RULE_ONLY_FUNCTIONS, rule_only_calls, unknown_options
 from engine.metamodel.expressions import Expression
 from engine.metamodel.patterns import PatternError, compile_pattern
 from engine.metamodel.schema import COMMON_OPTIONS, REQUIRED_OPTIONS, TYPE_OPTIONS
@@ -134,6 +135,12 @@ class _EntityChecker:
                         self.error(path + (position,), f"field '{name}' is placed twice in the form",
                                    "keep it in one section")
                     placed[name] = path + (position,)
+            for spec in self.entity.fields:
+                if spec.name not in placed:
+                    self.error(("fields", spec.name), f"field '{spec.name}' is in no form section, so forms and "
+                               "record pages never show it",
+                               f"add it to a section under {self.entity.name}.views.form (or leave it out on "
+                               "purpose: it still works in the API, rules and lists)", key=True, severity="warning")
 
     def check_names(self, path: PathKey, names: list[Any], what: str, *, key: str | None = None,
                     system_ok: bool = True) -> None:
@@ -223,3 +230,10 @@ class _EntityChecker:
         for function in sorted(expression.functions - set(self.functions)):
             self.error(path, f"expression calls unknown function '{function}'",
                        unknown_name_hint(function, self.functions, "functions") + " See docs/expressions.md.")
+        for function in rule_only_calls(expression):
+            self.error(path, f"{function}() cannot work here: {RULE_ONLY_FUNCTIONS[function]} is known only in "
+                       "a rule's condition, so in a validation or computed field it would always be 0",
+                       "move this check into a rule (rules.yaml) whose `when:` uses it")
+        for name, value, options in unknown_options(expression, self.entity):
+            self.error(path, f"'{value}' is not an option of {name}, so this comparison is never true",
+                       f"{did_you_mean(value, options)} Options of {name}: {', '.join(options)}.")

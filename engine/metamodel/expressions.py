@@ -10,6 +10,7 @@ the functions it calls are returned for the cross-reference checks.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ _WHY_NOT: dict[type[ast.AST], str] = {
 }
 
 
+_SINGLE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def _without_strings(source: str) -> str:
+    return _STRING.sub("''", source)
+
+
 class ExpressionSyntaxError(ValueError):
     """The text is not an allowed expression; the message says what to change."""
 
@@ -56,7 +65,10 @@ def parse_expression(source: str, location: Location) -> Expression:
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ExpressionSyntaxError(f"not a valid expression: {exc.msg} (column {exc.offset})") from None
+        hint = ""
+        if _SINGLE_EQUALS.search(_without_strings(source)):
+            hint = " — to compare, write == (a single = is not a comparison), e.g. status == 'new'"
+        raise ExpressionSyntaxError(f"not a valid expression: {exc.msg} (column {exc.offset}){hint}") from None
     names: set[str] = set()
     functions: set[str] = set()
     nodes = list(ast.walk(tree))

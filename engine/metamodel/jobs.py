@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
+from engine.metamodel.crontab import crontab_trigger
 
 from engine.metamodel.calendars import calendar_ref, check_zone
 from engine.metamodel.checks import Built, Checker, build_items, default_label
@@ -78,7 +78,7 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
     timezone = data.get("timezone", checker.model.settings.timezone)
     check_zone(checker, path + ("timezone",), timezone)
     try:
-        CronTrigger.from_crontab(data["cron"], timezone=ZoneInfo(timezone))
+        crontab_trigger(data["cron"], timezone)
     except (ValueError, ZoneInfoNotFoundError) as exc:
         checker.error(path + ("cron",), f"bad cron expression '{data['cron']}': {exc}",
                       'five fields: minute hour day month weekday, e.g. "0 8 * * mon-fri"')

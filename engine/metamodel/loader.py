@@ -62,6 +62,11 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     app = app_docs[0]
     for doc in _included(app, app_path, errors):
         documents.append(doc)
+    if errors:
+        # A file that cannot be read (YAML syntax, a missing include) leaves its entities and
+        # rules out, and every name pointing at them would be reported too, hiding the cause.
+        # Stop at the reading errors; the rest is checked once they are fixed.
+        raise BlueprintInvalid(errors)
 
     validators = {**_validators(), "entity": _entity_validator(tuple(sorted(vocabulary.field_types)))}
     valid: list[tuple[str, SourceDocument]] = []

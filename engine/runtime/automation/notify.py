@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from engine.channels import (TemplateRenderError,
                              render_message)
 from engine.metamodel import Metamodel
+from engine.runtime.automation.inbox import notify_key, plain_text, post
 from engine.runtime.background.outbox import enqueue
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
@@ -95,9 +96,10 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
                          to: Sequence[str], owner_id: int | None, context: Mapping[str, Any], key: str,
                          now: dt.datetime, text: str | None = None, template: str | None = None,
                          entity: str | None = None, record_id: int | None = None, backup: str | None = None,
-                         seen: dict[int, Any] | None = None) -> None:
+                         seen: dict[int, Any] | None = None, inbox: bool = True) -> None:
     """Render the inline `text` or the named `template` for `channel` and add the message, with
-    its recipients' mentions, to the outbox in the caller's transaction."""
+    its recipients' mentions, to the outbox in the caller's transaction — and, unless `inbox`
+    is False (the caller posts its own notice), to each recipient's in-app inbox."""
     spec = model.channel(channel) if model.has_channel(channel) else None
     language = spec.language if spec is not None else model.settings.default_language
     recipients, mention_all = resolve_recipients(connection, schema, to, owner_id, backup, seen)
@@ -114,6 +116,9 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
     payload.update(render_notification(model, language, context, text=text, template=template,
                                        html=spec is None or spec.type == "mail",
                                        markdown=spec is not None and spec.format == "markdown"))
+    if inbox:
+        _to_inboxes(connection, schema, model, recipients, payload, language, context, text=text, template=template,
+                    now=now, entity=entity, record_id=record_id)
     enqueue(connection, schema, channel=channel, key=key, payload=payload, now=now, entity=entity, record_id=record_id)
 
 
@@ -136,6 +141,28 @@ def render_notification(model: Metamodel, language: str, context: Mapping[str, A
         return rendered
     except TemplateRenderError as exc:
         return {"error": str(exc)}
+
+
+def _to_inboxes(connection: sa.Connection, schema: Schema, model: Metamodel, recipients: Sequence[Any],
+               payload: Mapping[str, Any], language: str, context: Mapping[str, Any], *, text: str | None,
+               template: str | None, now: dt.datetime, entity: str | None, record_id: int | None) -> None:
+    """The same message in each recipient's in-app inbox, in their language (inbox.py)."""
+    if not recipients:
+        return
+    by_language: dict[str, list[int]] = {}
+    for row in recipients:
+        wanted = row.language if row.language in model.settings.languages else model.settings.default_language
+        by_language.setdefault(wanted, []).append(row.id)
+    key = notify_key(entity, record_id, template or text or "", now)
+    for wanted, user_ids in by_language.items():
+        rendered = payload if wanted == language else render_notification(model, wanted, context, text=text,
+                                                                          template=template)
+        if "error" in rendered:
+            continue
+        body = plain_text(str(rendered.get("text") or ""))
+        title = plain_text(str(rendered.get("title") or "")) or (body.splitlines() or [""])[0]
+        post(connection, schema, user_ids=user_ids, kind="notify", key=key, title=title, text=body, now=now,
+             entity=entity, record_id=record_id)
 
 
 NOBODY = {"id": None, "username": "", "display_name": "(unassigned)", "phone": "", "email": "", "role": "",

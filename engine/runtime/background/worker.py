@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
+from engine.metamodel.crontab import crontab_trigger
 from engine.runtime.background.outbox import LEASE, OutboxMessage, Outcome, claim, record_outcomes, renew_lease
 from engine.runtime.background.pacing import Pacing
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
@@ -73,7 +73,7 @@ class ScheduledJob:
     timezone: str = "Asia/Shanghai"
 
     def trigger(self) -> CronTrigger:
-        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        return crontab_trigger(self.cron, self.timezone)  # weekday 1 is Monday, as in crontab
 
 
 @dataclass

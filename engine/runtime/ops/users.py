@@ -25,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from engine.metamodel import Metamodel
 from engine.metamodel.channels import CHANNEL_TYPES
 from engine.rules import Clock
-from engine.runtime.ops.sessions import TOKEN_DAYS, Sessions
+from engine.runtime.ops.sessions import TOKEN_DAYS, Sessions, TokenInfo
 from engine.runtime.records.actors import Actor
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import LOGINS, Schema
@@ -44,10 +44,13 @@ _COMMON = frozenset(line.strip().lower() for line in
 
 class LoginRefused(Exception):
     """Wrong credentials or too many attempts; the message is safe to show. `throttled`: refused
-    without looking at the password (HTTP 429)."""
+    without looking at the password (HTTP 429). `key` and `values` name the screens' text for it
+    (the message catalogue), in the user's language."""
 
-    def __init__(self, message: str, *, throttled: bool = False) -> None:
+    def __init__(self, message: str, key: str = "login_wrong", *, throttled: bool = False, **values: Any) -> None:
         super().__init__(message)
+        self.key = key
+        self.values = values
         self.throttled = throttled
 
 
@@ -232,10 +235,12 @@ class Users:
         minutes = int(FAILURE_WINDOW.total_seconds() // 60)
         if count(attempts.c.username == username, attempts.c.client == client) >= MAX_FAILURES:
             raise LoginRefused(f"too many failed sign-ins for this account from your address; try again in "
-                               f"{minutes} minutes (登录失败次数过多，请 {minutes} 分钟后再试)", throttled=True)
+                               f"{minutes} minutes (登录失败次数过多，请 {minutes} 分钟后再试)", "login_locked",
+                               throttled=True, minutes=minutes)
         if count(attempts.c.client == client) >= MAX_CLIENT_FAILURES:
             raise LoginRefused(f"too many failed sign-ins from your address; try again in {minutes} minutes "
-                               f"(登录失败次数过多，请 {minutes} 分钟后再试)", throttled=True)
+                               f"(登录失败次数过多，请 {minutes} 分钟后再试)", "login_locked",
+                               throttled=True, minutes=minutes)
         everywhere = count(attempts.c.username == username)
         if everywhere >= BACKOFF_AFTER:  # many addresses guessing one account: each try waits longer
             wait = min(dt.timedelta(seconds=2 ** min(everywhere - BACKOFF_AFTER, 20)), MAX_BACKOFF)
@@ -244,7 +249,8 @@ class Users:
             if last is not None and now - last < wait:
                 seconds = int((wait - (now - last)).total_seconds()) + 1
                 raise LoginRefused(f"this account had many failed sign-ins; try again in {seconds} seconds "
-                                   f"(该账号登录失败较多，请 {seconds} 秒后再试)", throttled=True)
+                                   f"(该账号登录失败较多，请 {seconds} 秒后再试)", "login_wait",
+                                   throttled=True, seconds=seconds)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -264,3 +270,15 @@ class Users:
                      days: int | None = TOKEN_DAYS) -> str:
         """A new API token for the user; only its hash is stored, so it is shown once."""
         return self.sessions.create_token(self.user_id(username), name, scope=scope, days=days)
+
+    def tokens(self, username: str) -> list[TokenInfo]:
+        """The user's API tokens (name, scope, created, last used, expiry, revoked) — never the token itself."""
+        return self.sessions.list_tokens(self.user_id(username))
+
+    def revoke_token(self, username: str, token_id: int) -> str:
+        """Revoke one of the user's tokens at once (API calls with it get 401); its name."""
+        token = next((token for token in self.tokens(username) if token.id == token_id), None)
+        if token is None:
+            raise ValueError(f"user '{username}' has no token {token_id}")
+        self.sessions.revoke_token(token_id, self.user_id(username))
+        return token.name

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
 from engine.runtime.records.fieldkinds import BUILTIN_KINDS, FieldKinds
+from engine.runtime.storage.collab import collab_tables
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -382,6 +383,7 @@ def build_schema(model: Metamodel, kinds: FieldKinds = BUILTIN_KINDS) -> Schema:
     kinds.check(model)
     metadata = sa.MetaData(naming_convention=NAMING)
     _system_tables(metadata)
+    collab_tables(metadata, USERS)  # inbox, comments, audit log (storage/collab.py)
     # Entities may link to each other in any order; create all tables, then foreign keys resolve.
     tables = {entity.name: _entity_table(entity, metadata, kinds) for entity in model.entities}
     return Schema(model, metadata, tables, kinds)

@@ -195,8 +195,10 @@ class MoneyWidget(BaseWidget):
     def render_form(self, field: FieldContext, value: Any, errors: Sequence[str], lang: str) -> Markup:
         amount, currency = self._parts(field, value)
         return Markup('<span class="money"><input type="number" inputmode="decimal" step="0.01"{} value="{}">'
-                      '<input name="{}__currency" aria-label="currency" class="currency" maxlength="3" '
-                      'value="{}"></span>').format(_attrs(field, errors), amount, field.name, currency)
+                      '<input name="{}__currency" aria-label="{}" class="currency" maxlength="3" '
+                      'value="{}"></span>').format(_attrs(field, errors), amount, field.name,
+                                                   f"{field.label} · " + ("币种" if lang == "zh" else "currency"),
+                                                   currency)
 
     @staticmethod
     def _parts(field: FieldContext, value: Any) -> tuple[str, str]:

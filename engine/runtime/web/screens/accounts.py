@@ -38,7 +38,8 @@ def sign_in(site: Site, request: Request, form: Any) -> Response:
     try:
         actor = users.login(username, password, client)
     except LoginRefused as refused:
-        context = LoginContext(username=username[:64], next_url=next_url, error=str(refused))
+        context = LoginContext(username=username[:64], next_url=next_url,
+                               error=translate(site.lang(request), refused.key, **refused.values))
         return site.render(request, None, "login.html", context, translate(site.lang(request), "sign_in"),
                            status=429 if refused.throttled else 401)
     lang = request.session.get("lang")

@@ -1,16 +1,24 @@
-"""The administrator's screens: users (role, team and state of everyone; change role, chat ids
-for @mentions, disable, enable) and the notification outbox (what went out, what waits, what
-was dead-lettered and why; retry)."""
+"""The administrator's screens: users (create; role, team, manager, chat ids for @mentions,
+leave, disable, enable, reset the password, issue and revoke API tokens — each recorded in the
+audit log), the audit log, the blueprint at a glance with each channel's health, and the
+notification outbox (what went out, what waits, what was dead-lettered and why; retry), a page
+at a time."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from engine.runtime.background.outbox import count_messages, list_messages, retry_dead
-from engine.runtime.ops.users import parse_im_ids
+from engine.runtime.background.outbox import count_messages, retry_dead
+from engine.runtime.ops.audit import AuditEntry, AuditLog
+from engine.runtime.ops.users import CHAT_TYPES, MIN_PASSWORD_LENGTH, NewUser, chat_types, parse_im_ids
+from engine.runtime.storage.times import as_utc
+from engine.runtime.web.screens.collab_views import (AuditContext, AuditLine, BlueprintContext, BlueprintEntityLine,
+                                                     UserDetailContext, UserTokenView)
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound
 from engine.runtime.records.permissions import Forbidden
@@ -61,27 +69,216 @@ def revoke_token(site: Site, request: Request, actor: Actor, form: Any) -> Respo
 
 
 def change_user(site: Site, request: Request, actor: Actor, user_id: int, form: Any) -> Response:
+    """One admin action on one user (`action`: role, disable, enable, im, profile, leave, back,
+    password, token, revoke), recorded in the audit log; back to where the form was."""
     require_admin(site, actor)
     lang = site.lang(request)
     row = next((row for row in site.services.users.all() if row.id == user_id), None)
     if row is None:
         raise NotFound(f"user {user_id} does not exist", field="id")
     action = str(form.get("action", ""))
+    back = "/admin/users" if str(form.get("back", "")) == "list" else f"/admin/users/{user_id}"
+    users = site.services.users
+    detail: dict[str, Any] = {}
     try:
         if action == "role":
-            site.services.users.update(row.username, role=str(form.get("role", "")))
+            role = str(form.get("role", ""))
+            users.update(row.username, role=role)
+            detail = {"from": row.role, "to": role}
         elif action in ("disable", "enable"):
             if action == "disable" and row.id == actor.id:
                 site.flash(request, translate(lang, "cannot_disable_self"))
-                return RedirectResponse("/admin/users", status_code=303)
-            site.services.users.update(row.username, is_active=action == "enable")
+                return RedirectResponse(back, status_code=303)
+            users.update(row.username, is_active=action == "enable")
         elif action == "im":
-            ids = parse_im_ids(str(form.get("im_ids", "")).replace(",", " ").replace("，", " ").split())
-            site.services.users.update(row.username, im_ids={k: v for k, v in ids.items() if v} or None)
+            ids = parse_im_ids(str(form.get("im_ids", "")).replace(",", " ").replace("，", " ").split(),
+                               chat_types({channel.type for channel in site.model.channels}))
+            users.update(row.username, im_ids={k: v for k, v in ids.items() if v} or None)
+            detail = {"im_ids": sorted(ids)}
+        elif action == "profile":
+            detail = _profile(site, row, form, lang)
+        elif action in ("leave", "back_from_leave"):
+            users.update(row.username, on_leave=action == "leave")
+        elif action == "password":
+            users.set_password(row.username, str(form.get("password", "")))
+        elif action == "token":
+            name = str(form.get("token_name", "")).strip() or "api"
+            token = users.create_token(row.username, name)
+            request.session["new_token"] = token  # shown once, on the next page
+            detail = {"name": name}
+        elif action == "revoke":
+            raw = str(form.get("token_id", ""))
+            detail = {"name": users.revoke_token(row.username, int(raw) if raw.isdigit() else -1)}
+        else:
+            raise ValueError(action)
+        audit_of(site).record(actor, f"user_{action}", row.username, detail)
         site.flash(request, translate(lang, "user_updated", username=row.username))
+    except AdminRefused as refused:
+        site.flash(request, refused.text)
     except ValueError as error:
-        site.flash(request, str(error))
-    return RedirectResponse("/admin/users", status_code=303)
+        site.flash(request, admin_error_text(lang, str(error)))
+    return RedirectResponse(back, status_code=303)
+
+
+class AdminRefused(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def admin_error_text(lang: str, message: str) -> str:
+    """A Users refusal (English, from ops/users.py) in the user's language."""
+    patterns: tuple[tuple[str, str, dict[str, Any]], ...] = (("a password needs at least", "password_too_short", {"count": MIN_PASSWORD_LENGTH}),
+                ("already exists", "username_taken", {}),
+                ("is not declared in the blueprint", "unknown_role", {}),
+                ("write TYPE=ID", "bad_chat_ids", {"types": ", ".join(CHAT_TYPES)}),
+                ("has no token", "unknown_token", {}))
+    quoted = re.match(r"'([^']*)':", message)
+    for needle, key, values in patterns:
+        if needle in message:
+            return translate(lang, key, **values, pair=quoted.group(1) if quoted else "")
+    return translate(lang, "admin_failed", reason=message)
+
+
+def _profile(site: Site, row: Any, form: Any, lang: str) -> dict[str, Any]:
+    """Display name, e-mail, phone, team and manager of one user; the changed ones."""
+    users = site.services.users
+    manager_raw = str(form.get("manager_id", "")).strip()
+    manager_id = int(manager_raw) if manager_raw.isdigit() else None
+    if manager_id == row.id:
+        raise AdminRefused(translate(lang, "manager_self"))
+    if manager_id is not None and manager_id not in {user.id for user in users.all()}:
+        raise AdminRefused(translate(lang, "manager_unknown"))
+    display_name = str(form.get("display_name", "")).strip()
+    if not display_name:
+        raise AdminRefused(translate(lang, "display_name_required"))
+    values = {"display_name": display_name[:128], "email": str(form.get("email", "")).strip()[:254] or None,
+              "phone": str(form.get("phone", "")).strip()[:32] or None,
+              "team": str(form.get("team", "")).strip()[:64] or None, "manager_id": manager_id}
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
+    if changed:
+        users.update(row.username, **changed)
+    return {"changed": sorted(changed)}
+
+
+def user_screen(site: Site, request: Request, actor: Actor, user_id: int) -> HTMLResponse:
+    require_admin(site, actor)
+    lang = site.lang(request)
+    rows = site.services.users.all()
+    row = next((row for row in rows if row.id == user_id), None)
+    if row is None:
+        raise NotFound(f"user {user_id} does not exist", field="id")
+    zone = site.model.settings.timezone
+
+    def when(moment: Any) -> str:
+        return f"{local_time(moment, zone):%Y-%m-%d %H:%M}" if moment is not None else "—"
+    tokens = tuple(UserTokenView(token.id, token.name, when(token.created_at), when(token.last_used_at),
+                             token.revoked_at is not None) for token in site.services.users.tokens(row.username))
+    context = UserDetailContext(
+        row.id, row.username, row.display_name or "", row.email or "", row.phone or "", row.role or "",
+        row.team or "", row.manager_id,
+        " ".join(f"{kind}={value}" for kind, value in sorted((row.im_ids or {}).items())), bool(row.is_active),
+        bool(row.on_leave), row.id == actor.id,
+        tuple(Choice(role.name, role.label.text(lang), role.name == row.role) for role in site.model.roles),
+        tuple(Choice(str(other.id), other.display_name or other.username, other.id == row.manager_id)
+              for other in rows if other.id != row.id and other.is_active),
+        tokens, str(request.session.pop("new_token", "")))
+    lines, _total = audit_of(site).entries(target=row.username)
+    return site.render(request, actor, "admin_user.html", context, f"{translate(lang, 'users')} · {row.username}",
+                       panels={"audit": tuple(_audit_line(line, zone, lang) for line in lines[:20])})
+
+
+def new_user_screen(site: Site, request: Request, actor: Actor, *, error: str = "",
+                    values: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    require_admin(site, actor)
+    lang = site.lang(request)
+    rows = site.services.users.all()
+    context = {"error": error, "values": values or {},
+               "roles": tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles),
+               "managers": tuple(Choice(str(row.id), row.display_name or row.username) for row in rows if row.is_active),
+               "min_password": MIN_PASSWORD_LENGTH}
+    return site.render(request, actor, "admin_new_user.html", context, translate(lang, "new_user"), status=status)
+
+
+def create_user(site: Site, request: Request, actor: Actor, form: Any) -> Response:
+    require_admin(site, actor)
+    lang = site.lang(request)
+    values = {name: str(form.get(name, "")).strip() for name in
+              ("username", "display_name", "role", "team", "manager_id", "email", "phone")}
+    password = str(form.get("password", ""))
+    rows = site.services.users.all()
+    manager = next((row.username for row in rows if str(row.id) == values["manager_id"]), None)
+    error = ""
+    if not USERNAME.fullmatch(values["username"]):
+        error = translate(lang, "username_invalid")
+    elif not values["display_name"]:
+        error = translate(lang, "display_name_required")
+    if not error:
+        try:
+            site.services.users.add(NewUser(values["username"], values["display_name"], values["role"],
+                                            values["team"] or None, manager, values["email"] or None,
+                                            values["phone"] or None, lang, password))
+        except ValueError as refused:
+            error = admin_error_text(lang, str(refused))
+    if error:
+        return new_user_screen(site, request, actor, error=error, values=values, status=422)
+    audit_of(site).record(actor, "user_created", values["username"], {"role": values["role"],
+                                                                       "team": values["team"]})
+    created = site.services.users.find(values["username"])
+    site.flash(request, translate(lang, "user_created", username=values["username"]))
+    return RedirectResponse(f"/admin/users/{created.id if created else ''}", status_code=303)
+
+
+USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{1,63}")
+
+
+def audit_of(site: Site) -> AuditLog:
+    return AuditLog(site.services.schema, site.services.db, site.services.clock)
+
+
+def _audit_line(entry: AuditEntry, zone: str, lang: str) -> AuditLine:
+    detail = ", ".join(f"{key}: {value}" for key, value in entry.detail.items() if value not in (None, "", []))
+    key = f"audit_{entry.action}"
+    try:
+        action = translate(lang, key)
+    except KeyError:
+        action = entry.action
+    return AuditLine(f"{local_time(entry.at, zone):%Y-%m-%d %H:%M}", entry.actor, action, entry.target, detail)
+
+
+def audit_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
+    require_admin(site, actor)
+    lang = site.lang(request)
+    raw = request.query_params.get("page", "1")
+    page = int(raw) if raw.isdigit() and int(raw) > 0 else 1
+    entries, total = audit_of(site).entries(page)
+    zone = site.model.settings.timezone
+    context = AuditContext(tuple(_audit_line(entry, zone, lang) for entry in entries), total, page,
+                           max(1, -(-total // AUDIT_PAGE)))
+    return site.render(request, actor, "admin_audit.html", context, translate(lang, "audit_log"))
+
+
+def blueprint_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
+    """Entities (fields, records), roles, and each channel's health: waiting and dead messages."""
+    require_admin(site, actor)
+    lang = site.lang(request)
+    schema, db = site.services.schema, site.services.db
+    outbox = schema.outbox
+    with db.read() as connection:
+        counts = {entity.name: int(connection.execute(sa.select(sa.func.count()).select_from(
+            schema.table(entity.name))).scalar_one()) for entity in site.model.entities}
+        health: dict[tuple[str, str], int] = {
+            (row.channel, row.status): int(row.n) for row in connection.execute(
+                sa.select(outbox.c.channel, outbox.c.status, sa.func.count().label("n"))
+                .group_by(outbox.c.channel, outbox.c.status))}
+    context = BlueprintContext(
+        tuple(BlueprintEntityLine(entity.name, entity.label.text(lang), len(entity.fields), counts[entity.name],
+                                  f"/{entity.name}") for entity in site.model.entities),
+        tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles),
+        tuple((channel.name, channel.label.text(lang) if channel.label else channel.name, channel.type,
+               health.get((channel.name, "pending"), 0) + health.get((channel.name, "sending"), 0),
+               health.get((channel.name, "dead"), 0)) for channel in site.model.channels))
+    return site.render(request, actor, "admin_blueprint.html", context, translate(lang, "blueprint_overview"))
 
 
 OUTBOX_STATUSES = ("pending", "sending", "dead", "delivered")
@@ -94,14 +291,36 @@ def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     if status not in (None, *OUTBOX_STATUSES):
         status = None
     zone = site.model.settings.timezone
-    rows = list_messages(site.services.db, site.services.schema, status, limit=200)
+    raw = request.query_params.get("page", "1")
+    page = int(raw) if raw.isdigit() and int(raw) > 0 else 1
+    rows, total = outbox_page(site, status, page)
     dead = count_messages(site.services.db, site.services.schema, "dead")
     context = OutboxContext(
         messages=tuple(_message_view(row, zone) for row in rows),
         statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
                        for value in OUTBOX_STATUSES),
         dead=dead)
-    return site.render(request, actor, "outbox.html", context, translate(lang, "outbox"))
+    pages = max(1, -(-total // OUTBOX_PAGE))
+    query = f"status={status}&" if status else ""
+    pager = {"total": total, "page": page, "pages": pages,
+             "previous": f"/admin/outbox?{query}page={page - 1}" if page > 1 else "",
+             "next": f"/admin/outbox?{query}page={page + 1}" if page < pages else ""}
+    return site.render(request, actor, "outbox.html", context, translate(lang, "outbox"), panels={"pager": pager})
+
+
+OUTBOX_PAGE = 100
+AUDIT_PAGE = 50
+
+
+def outbox_page(site: Site, status: str | None, page: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of the outbox (newest first) and how many messages the filter matches."""
+    table = site.services.schema.outbox
+    where = [table.c.status == status] if status else []
+    with site.services.db.read() as connection:
+        total = int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+        rows = connection.execute(sa.select(table).where(*where).order_by(table.c.id.desc()).limit(OUTBOX_PAGE)
+                                  .offset((page - 1) * OUTBOX_PAGE))
+        return [{**row._mapping, "created_at": as_utc(row.created_at)} for row in rows], total
 
 
 def _message_view(row: Any, zone: str) -> MessageView:

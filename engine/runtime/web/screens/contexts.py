@@ -40,6 +40,9 @@ class Chrome:
     menu: tuple[MenuSection, ...] = ()
     flashes: tuple[str, ...] = ()
     pending_approvals: MenuLink | None = None  # "my pending approvals (3)", when the blueprint has approvals
+    inbox: MenuLink | None = None              # the signed-in user's inbox (label says how many are unread)
+    unread: int = 0
+    search_text: str = ""                      # what the header's search box shows (on /search)
 
 
 @dataclass(frozen=True, slots=True)

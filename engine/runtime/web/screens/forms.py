@@ -158,7 +158,7 @@ def save_form(site: Site, request: Request, actor: Actor, entity_name: str, reco
                     errors.setdefault(item["field"], []).append(item["how"])
             errors.setdefault(refused.field or "", []).append(refused.headline(lang))
         except VersionConflict as conflict:
-            message = translate(lang, "version_conflict") + f" ({conflict.message})"
+            message = translate(lang, "version_conflict") + (f" ({conflict.message})" if lang == "en" else "")
         except (Forbidden, DuplicateRecord) as refused:
             if refused.field is None:
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.metamodel import EntitySpec
 from engine.runtime.records.fieldkinds import FieldError
+from engine.runtime.web.screens.catalogue import catalogue
 
 LANGUAGES = ("zh", "en")
 
@@ -216,8 +217,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
 
 def translate(lang: str, key: str, **values: object) -> str:
     """The screen text `key` in `lang` (zh or en), with `{name}` placeholders filled in."""
-    zh, en = _TEXTS[key]
-    text = zh if lang == "zh" else en
+    text = catalogue(lang).get(key) or catalogue("zh" if lang == "zh" else "en").get(key)
+    if text is None:
+        zh, en = _TEXTS[key]
+        text = zh if lang == "zh" else en
     return text.format(**values) if values else text
 
 

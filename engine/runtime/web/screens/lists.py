@@ -77,7 +77,10 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         query = parse_list_query(entity, _query_params(entity, params))
         page = site.records.list(entity.name, query, actor=actor, sums=money)
     except QueryInvalid as invalid:
-        error = translate(lang, "bad_query", reason=invalid.message)
+        label = entity.field(invalid.field).label.text(lang) if invalid.field and entity.has_field(invalid.field) \
+            else (invalid.field or "")
+        error = translate(lang, "bad_query", reason=invalid.message) if lang == "en" else translate(
+            lang, "bad_query_field", field=f"（{label}）" if label else "")
         query = parse_list_query(entity, QueryParams({"view": view.name}))
         page = site.records.list(entity.name, query, actor=actor)
     hidden = site.records.access.permissions(actor, entity.name).hidden

@@ -17,6 +17,7 @@ from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySection, RecordContext, RelatedList,
                                                  TimelineEntry)
+from engine.runtime.web.screens.collab import comments_panel
 from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
@@ -36,7 +37,8 @@ def sections_of(entity: EntitySpec, lang: str) -> list[tuple[str, tuple[str, ...
     return [("", entity.field_names())]
 
 
-def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int) -> HTMLResponse:
+def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, *,
+                  comment_draft: str = "", comment_error: str = "", status: int = 200) -> HTMLResponse:
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
     record = site.records.get(entity.name, record_id, actor=actor)
@@ -57,7 +59,8 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         funnel=funnel_panel(site, actor, entity, record, lang),
         approvals=approvals_panel(site, actor, entity, record, lang),
         decision=decision_panel(site, actor, entity, record, lang))
-    return site.render(request, actor, "record.html", context, title)
+    comments = comments_panel(site, actor, entity.name, record_id, lang, draft=comment_draft, error=comment_error)
+    return site.render(request, actor, "record.html", context, title, status=status, panels={"comments": comments})
 
 
 def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -17,7 +17,7 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.web.screens import accounts, admin, boards, forms, funnels, lists, record_page, workday
+from engine.runtime.web.screens import accounts, admin, boards, collab, forms, funnels, lists, record_page, workday
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -38,10 +38,10 @@ def error_page(site: Site, request: Request, actor: Actor | None, error: Excepti
         label = site.model.entity(entity).plural.text(lang) if site.model.has_entity(entity) else entity
         context = ErrorContext(403, translate(lang, "forbidden_title"), translate(
             lang, "forbidden_text", permission=permission_word(lang, str(error.details.get("permission", ""))),
-            entity=label), error.message)
+            entity=label), error.message if lang == "en" else "")
     elif isinstance(error, (NotFound, UnknownEntity)) or not isinstance(error, RecordError):
         context = ErrorContext(404, translate(lang, "not_found_title"), translate(lang, "not_found_text"),
-                               getattr(error, "message", ""))
+                               getattr(error, "message", "") if lang == "en" else "")
     else:
         context = ErrorContext(error.status, translate(lang, "problem_title"), error.message)
     return site.render(request, actor, "error.html", context, context.title, status=context.status)
@@ -65,8 +65,18 @@ class ScreenRoutes:
             Route("/admin/users", screen(self.users), methods=["GET"]),
             Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
             Route("/admin/tokens/revoke", screen(self.revoke_token), methods=["POST"]),
+            Route("/admin/users/{user_id:int}", screen(self.user), methods=["GET"]),
+            Route("/admin/users/new", screen(self.new_user), methods=["GET"]),
+            Route("/admin/users/new", screen(self.create_user), methods=["POST"]),
+            Route("/admin/audit", screen(self.audit), methods=["GET"]),
+            Route("/admin/blueprint", screen(self.blueprint), methods=["GET"]),
             Route("/admin/outbox", screen(self.outbox), methods=["GET"]),
             Route("/admin/outbox/retry", screen(self.retry_outbox), methods=["POST"]),
+            Route("/inbox", screen(self.inbox), methods=["GET"]),
+            Route("/inbox/read", screen(self.mark_read), methods=["POST"]),
+            Route("/inbox/{notice_id:int}/open", screen(self.open_notice), methods=["GET"]),
+            Route("/search", screen(self.search), methods=["GET"]),
+            Route("/favicon.ico", self.favicon, methods=["GET"]),
             Route("/{entity}", screen(self.list), methods=["GET"]),
             Route("/{entity}/export", screen(self.export), methods=["GET"]),
             Route("/{entity}/board", screen(self.board), methods=["GET"]),
@@ -83,6 +93,7 @@ class ScreenRoutes:
             Route("/{entity}/{record_id:int}/attach", screen(self.attach), methods=["POST"]),
             Route("/{entity}/{record_id:int}/checklist", screen(self.tick), methods=["POST"]),
             Route("/{entity}/{record_id:int}/approvals/{approval}", screen(self.request_approval), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/comments", screen(self.comment), methods=["POST"]),
             Route("/approval_task/{record_id:int}/decide", screen(self.decide), methods=["POST"]),
             Route("/approval/{record_id:int}/withdraw", screen(self.withdraw), methods=["POST"]),
         ]
@@ -175,12 +186,56 @@ class ScreenRoutes:
         form = await request.form()
         return await run_in_threadpool(admin.revoke_token, self.site, request, actor, form)
 
+    async def user(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.user_screen, self.site, request, actor, request.path_params["user_id"])
+
+    async def new_user(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.new_user_screen, self.site, request, actor)
+
+    async def create_user(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(admin.create_user, self.site, request, actor, form)
+
+    async def audit(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.audit_screen, self.site, request, actor)
+
+    async def blueprint(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(admin.blueprint_screen, self.site, request, actor)
+
     async def outbox(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(admin.outbox_screen, self.site, request, actor)
 
     async def retry_outbox(self, request: Request, actor: Actor) -> Response:
         form = await request.form()
         return await run_in_threadpool(admin.retry_messages, self.site, request, actor, form)
+
+    # -- inbox, comments, search (engine/runtime/web/screens/collab.py) -------------------------
+
+    async def inbox(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(collab.inbox_screen, self.site, request, actor)
+
+    async def mark_read(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(collab.mark_read, self.site, request, actor, form)
+
+    async def open_notice(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(collab.open_notice, self.site, request, actor, request.path_params["notice_id"])
+
+    async def search(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(collab.search_screen, self.site, request, actor)
+
+    async def comment(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        entity, record_id = request.path_params["entity"], request.path_params["record_id"]
+        result = await run_in_threadpool(collab.post_comment, self.site, request, actor, entity, record_id, form)
+        if isinstance(result, str):
+            return await run_in_threadpool(record_page.record_screen, self.site, request, actor, entity, record_id,
+                                           comment_draft=str(form.get("body", "")), comment_error=result, status=422)
+        return result
+
+    async def favicon(self, request: Request) -> Response:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     async def list(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(lists.list_screen, self.site, request, actor, request.path_params["entity"])

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from engine.runtime.web.services import WebServices
+from engine.runtime.automation.inbox import Inbox
 from engine.metamodel import EntitySpec, FieldSpec, FieldType, Label
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
@@ -68,7 +69,18 @@ class Site:
         return Chrome(base.app_label, title, lang, base.languages, base.csrf, here,
                       user_name=self.user_names().get(actor.id or 0, actor.username),
                       is_admin=is_admin(self.services, actor), menu=self.menu(actor, lang, request.url.path),
-                      flashes=flashes, pending_approvals=self._pending_link(actor, lang, request.url.path))
+                      flashes=flashes, pending_approvals=self._pending_link(actor, lang, request.url.path),
+                      **self._inbox_link(actor, lang, request))
+
+    def _inbox_link(self, actor: Actor, lang: str, request: Request) -> dict[str, Any]:
+        """The header's inbox link and unread count, and the search box's text (collab.py)."""
+        if actor.id is None:
+            return {}
+        unread = Inbox(self.services.schema, self.services.db).unread_count(actor.id)
+        return {"inbox": MenuLink(translate(lang, "inbox_unread", count=unread), "/inbox",
+                                  request.url.path == "/inbox"),
+                "unread": unread,
+                "search_text": request.query_params.get("q", "") if request.url.path == "/search" else ""}
 
     def _pending_link(self, actor: Actor, lang: str, path: str) -> MenuLink | None:
         """"My pending approvals (N)" in the page's header, when the blueprint has approvals."""
@@ -91,13 +103,14 @@ class Site:
         return tuple(sections)
 
     def render(self, request: Request, actor: Actor | None, template: str, page: Any, title: str,
-               status: int = 200) -> HTMLResponse:
+               status: int = 200, panels: Mapping[str, Any] | None = None) -> HTMLResponse:
+        """`panels`: extra contexts a page includes (e.g. `comments` on the record page)."""
         chrome = self.chrome(request, actor, title)
         lang = chrome.lang
 
         def t(key: str, **values: object) -> str:
             return translate(lang, key, **values)
-        html = self.templates.get_template(template).render(chrome=chrome, page=page, t=t)
+        html = self.templates.get_template(template).render(chrome=chrome, page=page, t=t, panels=panels or {})
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     # -- permissions for buttons (RecordService still decides every write) ----------------

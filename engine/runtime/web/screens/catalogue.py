@@ -1,0 +1,34 @@
+"""The screens' message catalogue: gettext PO files, one per language, read with Babel.
+
+`engine/runtime/web/locale/<lang>/LC_MESSAGES/messages.po` holds, for each message id (a
+short key such as `inbox_unread`), its text in that language with `{name}` placeholders.
+Translators edit the PO files with any PO editor (Poedit, Weblate); `tests/test_catalogue.py`
+checks that every id has a non-empty text in every language and the same placeholders in each.
+The older in-code table (i18n.py `_TEXTS`) is the fallback for ids not yet moved here.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from babel.messages.pofile import read_po
+
+LOCALE = Path(__file__).resolve().parent.parent / "locale"
+DOMAIN = "messages"
+
+
+@functools.lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, str]:
+    """message id → text for `lang` (empty when there is no PO file for it)."""
+    path = LOCALE / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if not path.exists():
+        return {}
+    with path.open("rb") as handle:
+        parsed = read_po(handle, locale=None)
+    return {str(message.id): str(message.string) for message in parsed
+            if message.id and isinstance(message.id, str) and isinstance(message.string, str) and message.string}
+
+
+def languages() -> tuple[str, ...]:
+    return tuple(sorted(path.name for path in LOCALE.iterdir() if (path / "LC_MESSAGES" / f"{DOMAIN}.po").exists()))

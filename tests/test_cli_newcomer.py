@@ -1,0 +1,89 @@
+"""What a newcomer meets on the command line: the demo and the other commands share one
+database by default, `migrate --plan` writes nothing, the demo names its sign-ins every time,
+and times are printed in the business time zone, as on the screens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from tests.support.blueprints import SHIPPED_CRM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_migrate_plan_on_a_missing_database_creates_no_file(tmp_path: Path) -> None:
+    target = tmp_path / "nothing-yet.sqlite"
+    result = CliRunner().invoke(cli.main, ["migrate", "--plan", "--db", f"sqlite:///{target}",
+                                           "--blueprint", str(SHIPPED_CRM)])
+    assert result.exit_code == 0, result.output
+    assert "does not exist yet" in result.output and "lead" in result.output
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_demo_and_every_command_share_one_default_database(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    first = runner.invoke(cli.main, ["demo", "--no-serve", "--leads", "3"])
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "crm.sqlite").exists()
+    assert "wang     / demo-wang!" in first.output
+    again = runner.invoke(cli.main, ["demo", "--no-serve"])
+    assert again.exit_code == 0 and "already in sqlite:///crm.sqlite" in again.output
+    assert "wang     / demo-wang!" in again.output and "admin    / demo-admin!" in again.output  # every time
+    listed = runner.invoke(cli.main, ["user", "list"])  # no --db: the demo's file
+    assert listed.exit_code == 0 and "wang" in listed.output and "manager" in listed.output
+
+
+def test_cli_times_are_in_the_business_time_zone(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from engine.engine import open_engine
+    from engine.metamodel import load_blueprint
+    from engine.rules import FUNCTION_NAMES, FakeClock
+    from engine.runtime.background.outbox import enqueue
+
+    url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    moment = dt.datetime(2026, 3, 2, 1, 30, tzinfo=dt.timezone.utc)  # 09:30 in Shanghai
+    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), url, clock=FakeClock(moment))
+    with runtime.db.write() as connection:
+        enqueue(connection, runtime.schema, channel="dingtalk_sales", key="k1", payload={"text": "hi"}, now=moment)
+    runtime.close()
+    listed = CliRunner().invoke(cli.main, ["outbox", "list", "--db", url, "--blueprint", str(SHIPPED_CRM)])
+    assert listed.exit_code == 0 and "2026-03-02 09:30:00" in listed.output, listed.output
+
+
+@pytest.mark.skipif(not os.access(ROOT / ".venv" / "bin" / "crm", os.X_OK), reason="needs ./run.sh's .venv")
+def test_run_sh_runs_any_crm_command() -> None:
+    result = subprocess.run([str(ROOT / "run.sh"), "crm", "--help"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "validate" in result.stdout and "outbox" in result.stdout
+
+
+def test_user_changes_on_the_cli_are_in_the_audit_log(tmp_path: Path) -> None:
+    from engine.engine import open_engine
+    from engine.metamodel import load_blueprint
+    from engine.rules import FUNCTION_NAMES
+    from engine.runtime.ops.audit import AuditLog
+
+    db = ["--db", f"sqlite:///{tmp_path / 'crm.sqlite'}", "--blueprint", str(SHIPPED_CRM)]
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["user", "add", "wang", "--role", "sales_rep", *db],
+                         env={"CRM_NEW_PASSWORD": "wang-pass-1"}).exit_code == 0
+    assert runner.invoke(cli.main, ["user", "set-role", "wang", "sales_manager", *db]).exit_code == 0
+    assert runner.invoke(cli.main, ["user", "leave", "wang", *db]).exit_code == 0
+    token = runner.invoke(cli.main, ["user", "token", "wang", *db])
+    assert token.exit_code == 0
+    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), db[1])
+    entries, total = AuditLog(runtime.schema, runtime.db, runtime.clock).entries()
+    runtime.close()
+    assert total == 4
+    assert [entry.action for entry in reversed(entries)] == ["user_created", "user_role", "user_leave", "user_token"]
+    assert all(entry.actor.startswith("cli:") and entry.target == "wang" for entry in entries)
+    assert token.output.strip() not in str([entry.detail for entry in entries])
