@@ -39,6 +39,7 @@ from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
+from engine.analytics import Analytics, stage_condition
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for
@@ -84,6 +85,11 @@ class Engine:
     migration: MigrationOutcome | None = None
 
     @property
+    def analytics(self) -> Analytics:
+        """Dashboard figures over this engine's records and stage events (engine/analytics)."""
+        return Analytics(self.model, self.schema, self.db, self.records)
+
+    @property
     def timer_handlers(self) -> dict[str, TimerHandler]:
         return {**self.slas.handlers, **self.cadences.handlers}
 
@@ -126,7 +132,8 @@ class Engine:
         """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
         unless `widgets` are given)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
-                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals)
+                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals,
+                               analytics=self.analytics, base_url=self.base_url)
         return create_app(services, widgets=widgets or self.extensions.widgets)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
@@ -182,6 +189,8 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
         records.observers.append(approvals)
         records.gates.append(approvals)
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
+    records.list_filters["funnel"] = lambda entity, table, value, now: stage_condition(model, schema, entity, table,
+                                                                                       value)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,

@@ -184,8 +184,7 @@ class RecordService:
         self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
                                    [key.field for key in query.sort])
         hidden = self.access.permissions(actor, entity.name).hidden
-        if query.sla is not None:
-            scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
+        scope = self.list_scope(entity, table, query, scope)
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
         with self.db.read() as connection:
@@ -193,6 +192,13 @@ class RecordService:
             total = int(connection.execute(count_query).scalar_one())
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
         return Page(items, total, query.page, query.per_page)
+
+    def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:
+        """The actor's row condition with the query's named filters (sla, funnel) added."""
+        for name, value in (("sla", query.sla), ("funnel", query.funnel)):
+            if value is not None:
+                scope = sa.and_(*(c for c in (scope, self._named_filter(name, entity, table, value)) if c is not None))
+        return scope
 
     def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
         """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""

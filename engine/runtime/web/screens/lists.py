@@ -8,6 +8,7 @@ keeps it, and bookmarking the URL saves the filter.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -228,7 +229,7 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
                                  _plain(entity, "updated_at", item["updated_at"], lang, users, zone)])
             if page.page >= page.pages:
                 return
-            current = ListQuery(current.filters, current.search, current.sort, current.page + 1, current.per_page)
+            current = dataclasses.replace(current, page=current.page + 1)  # keeps sla= and funnel=
             page = site.records.list(entity.name, current, actor=actor, action="export")
 
     stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")

@@ -1,0 +1,189 @@
+"""Process analytics: stage dwell, conversion, skip and return rates from the stage events,
+figures that drill down to exactly the records they count, and a rep who never sees another
+team's numbers — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from starlette.datastructures import QueryParams
+
+from engine.analytics import period_at
+from engine.engine import Engine
+from engine.metamodel.dashboards import StageValue
+from engine.runtime.ops.users import NewUser
+from engine.runtime.records.actors import SYSTEM, Actor
+from engine.runtime.records.queries import parse_list_query
+from engine.rules import FakeClock
+from tests.support.analytics_blueprint import FILES
+
+START = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.timezone.utc)  # 09:00 on Monday 2 November in Shanghai
+PATH = ["qualify", "demo", "quote", "contract", "won"]
+# Five walks, each step (days after the previous move, stage entered). B returns to demo, C skips.
+WALKS = {
+    "A": [(2, "demo"), (3, "quote"), (4, "contract"), (1, "won")],
+    "B": [(1, "demo"), (2, "quote"), (1, "demo"), (2, "quote"), (5, "lost")],
+    "C": [(3, "quote"), (2, "won")],
+    "D": [(4, "demo"), (6, "lost")],
+    "E": [(1, "demo"), (1, "quote"), (2, "contract")],
+}
+OWNERS = ["wang"] * 10 + ["li"] * 5 + ["zhao"] * 5
+
+
+def _walk(index: int) -> list[tuple[float, str]]:
+    stretch = (index % 3) * 0.5  # 0, ½ or 1 day more on each step, so dwell times differ
+    return [(days + stretch, stage) for days, stage in WALKS["ABCDE"[index % 5]]]
+
+
+def _move_kind(source: str, target: str) -> str:
+    if target == "lost":
+        return "lose"
+    step = PATH.index(target) - PATH.index(source)
+    return "forward" if step == 1 else "skip" if step > 1 else "back"
+
+
+def expected(owners: set[str]) -> dict[str, dict[str, Any]]:
+    """Per stage, by hand from WALKS: who entered and left it, the stays' days, the onward,
+    skipping and returning records."""
+    stays: dict[str, list[float]] = defaultdict(list)
+    sets: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for index, owner in enumerate(OWNERS):
+        if owner not in owners:
+            continue
+        stage = "qualify"
+        for days, target in _walk(index):
+            kind = _move_kind(stage, target)
+            stays[stage].append(days)
+            sets[stage]["left"].add(index)
+            sets[target]["entered"].add(index)
+            if kind in ("forward", "skip"):
+                sets[stage]["onward"].add(index)
+            if kind == "skip":
+                sets[stage]["skip"].add(index)
+            if kind == "back":
+                sets[stage]["return"].add(index)
+            stage = target
+    result: dict[str, dict[str, Any]] = {}
+    for stage in [*PATH, "lost"]:
+        days = sorted(stays[stage])
+        left = len(sets[stage]["left"])
+        result[stage] = {
+            "entered": len(sets[stage]["entered"]), "left": left,
+            "dwell_mean": sum(days) / len(days) if days else None,
+            "dwell_median": days[(len(days) + 1) // 2 - 1] if days else None,
+            "conversion": len(sets[stage]["onward"]) / left if left else None,
+            "skip_rate": len(sets[stage]["skip"]) / left if left else None,
+            "return_rate": len(sets[stage]["return"]) / left if left else None,
+            "ids": {what: sets[stage][what] for what in ("entered", "left", "onward", "skip", "return")},
+        }
+    return result
+
+
+@pytest.fixture
+def world(make_engine: Any, clock: FakeClock) -> tuple[Engine, dict[str, Actor], list[int]]:
+    """20 opportunities of three reps in two teams walking the funnel over three weeks (≈200 events)."""
+    clock.set(START)
+    runtime = make_engine(FILES)
+    people = {user.username: runtime.users.add(user) for user in (
+        NewUser("zhou", "周经理", "sales_manager", "east", password="pw-correct-horse"),
+        NewUser("wang", "王磊", "sales_rep", "east", "zhou", password="pw-correct-horse"),
+        NewUser("li", "李娜", "sales_rep", "east", "zhou", password="pw-correct-horse"),
+        NewUser("sun", "孙经理", "sales_manager", "north", password="pw-correct-horse"),
+        NewUser("zhao", "赵强", "sales_rep", "north", "sun", password="pw-correct-horse"))}
+    ids = [runtime.records.create("opportunity", {
+        "name": f"商机{index:02d}", "owner": people[owner].id, "amount": 10000 * (index + 1),
+        "industry": "manufacturing" if index % 2 == 0 else "retail"}, actor=SYSTEM).record["id"]
+        for index, owner in enumerate(OWNERS)]
+    moves = []
+    for index in range(len(OWNERS)):
+        at = START
+        for days, stage in _walk(index):
+            at += dt.timedelta(days=days)
+            moves.append((at, index, stage))
+    for at, index, stage in sorted(moves):
+        clock.set(at)
+        reason = {"outcome": "客户已签约" if stage == "won" else "预算取消"} if stage in ("won", "lost") else {}
+        runtime.records.update("opportunity", ids[index], {"stage": stage, **reason}, actor=SYSTEM)
+    clock.set(dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc))
+    return runtime, people, ids
+
+
+def test_the_fixture_has_about_two_hundred_events(world: Any) -> None:
+    runtime, _, _ = world
+    with runtime.db.read() as connection:
+        count = connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.events)).scalar_one()
+    assert 140 <= count <= 260  # 20 created, 64 moves × (updated + stage_changed)
+
+
+def test_dwell_conversion_skip_and_return_rates_equal_the_hand_computed_ones(world: Any) -> None:
+    runtime, people, ids = world
+    funnel = runtime.model.funnel("deals")
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    cells = runtime.analytics.stage_cells(funnel, actor=SYSTEM, period=period, filters={})[None]
+    wanted = expected({"wang", "li", "zhao"})
+    # a few figures written out by hand: qualify is left by all 20, C's 4 skip it; B's 4 return from quote
+    assert cells["qualify"].left == 20 and cells["qualify"].skipped == 4
+    assert cells["quote"].returned == 4 and cells["demo"].entered == 16
+    for stage, want in wanted.items():
+        cell = cells[stage]
+        assert (cell.entered, cell.left) == (want["entered"], want["left"]), stage
+        for name in ("dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate"):
+            got, hand = cell.value(StageValue(name)), want[name]
+            assert (got is None and hand is None) or got == pytest.approx(hand), (stage, name, got, hand)
+
+
+def _ids_behind(runtime: Engine, url: str, actor: Actor) -> set[int]:
+    parts = urlsplit(url)
+    entity = parts.path.strip("/")
+    params = [*parse_qsl(parts.query), ("per_page", "500")]
+    page = runtime.records.list(entity, parse_list_query(runtime.model.entity(entity), QueryParams(params)),
+                                actor=actor)
+    return {item["id"] for item in page.items}
+
+
+@pytest.mark.parametrize("who, team", [("wang", {"wang"}), ("zhou", {"wang", "li"}), ("sun", {"zhao"})])
+def test_each_stage_figure_drills_down_to_exactly_the_records_it_counts(world: Any, who: str,
+                                                                       team: set[str]) -> None:
+    runtime, people, ids = world
+    funnel = runtime.model.funnel("deals")
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    cells = runtime.analytics.stage_cells(funnel, actor=people[who], period=period, filters={})[None]
+    wanted = expected(team)
+    for stage, want in wanted.items():
+        cell = cells[stage]
+        for what in ("entered", "left", "onward", "skip", "return"):
+            behind = _ids_behind(runtime, cell.urls[what], people[who])
+            assert behind == {ids[index] for index in want["ids"][what]}, (who, stage, what)
+        assert (cell.entered, cell.left) == (want["entered"], want["left"])
+
+
+def test_record_figures_per_rep_drill_down_and_stay_within_the_team(world: Any) -> None:
+    runtime, people, ids = world
+    widget = runtime.model.dashboard("pipeline").widget("per_rep")
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    for who, team in (("wang", {"wang"}), ("zhou", {"wang", "li"}), ("sun", {"zhao"})):
+        figures = runtime.analytics.figures(widget, actor=people[who], period=period, filters={})
+        counts = {figure.key: figure.count for figure in figures}
+        assert counts == {people[name].id: OWNERS.count(name) for name in team}, who
+        for figure in figures:
+            owner = next(name for name in team if people[name].id == figure.key)
+            assert _ids_behind(runtime, figure.url, people[who]) == {
+                ids[index] for index, name in enumerate(OWNERS) if name == owner}
+
+
+def test_sum_average_median_and_p90_of_amounts_by_industry(world: Any) -> None:
+    runtime, people, _ = world
+    widget = runtime.model.dashboard("pipeline").widget("amounts")
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    figures = {f.key: f for f in runtime.analytics.figures(widget, actor=people["zhou"], period=period, filters={})}
+    # zhou's team owns opportunities 0–14; even ones are manufacturing: 10 000 × (1, 3, …, 15)
+    made = sorted(10000 * (index + 1) for index in range(15) if index % 2 == 0)
+    count, total, average, median, p90 = figures["manufacturing"].values
+    assert (count, total) == (8, sum(made)) and average == pytest.approx(sum(made) / 8)
+    assert median == made[3] and p90 == made[7 - 0]  # nearest rank: ⌈8/2⌉ = 4th, ⌈0.9·8⌉ = 8th
+    assert figures["retail"].count == 7
