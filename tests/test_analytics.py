@@ -4,7 +4,6 @@ team's numbers — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -16,28 +15,10 @@ from starlette.datastructures import QueryParams
 from engine.analytics import period_at
 from engine.engine import Engine
 from engine.metamodel.dashboards import StageValue
-from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
 from engine.runtime.records.queries import parse_list_query
 from engine.rules import FakeClock
-from tests.support.analytics_blueprint import FILES
-
-START = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.timezone.utc)  # 09:00 on Monday 2 November in Shanghai
-PATH = ["qualify", "demo", "quote", "contract", "won"]
-# Five walks, each step (days after the previous move, stage entered). B returns to demo, C skips.
-WALKS = {
-    "A": [(2, "demo"), (3, "quote"), (4, "contract"), (1, "won")],
-    "B": [(1, "demo"), (2, "quote"), (1, "demo"), (2, "quote"), (5, "lost")],
-    "C": [(3, "quote"), (2, "won")],
-    "D": [(4, "demo"), (6, "lost")],
-    "E": [(1, "demo"), (1, "quote"), (2, "contract")],
-}
-OWNERS = ["wang"] * 10 + ["li"] * 5 + ["zhao"] * 5
-
-
-def _walk(index: int) -> list[tuple[float, str]]:
-    stretch = (index % 3) * 0.5  # 0, ½ or 1 day more on each step, so dwell times differ
-    return [(days + stretch, stage) for days, stage in WALKS["ABCDE"[index % 5]]]
+from tests.support.analytics_blueprint import OWNERS, PATH, build_world, walk
 
 
 def _move_kind(source: str, target: str) -> str:
@@ -56,7 +37,7 @@ def expected(owners: set[str]) -> dict[str, dict[str, Any]]:
         if owner not in owners:
             continue
         stage = "qualify"
-        for days, target in _walk(index):
+        for days, target in walk(index):
             kind = _move_kind(stage, target)
             stays[stage].append(days)
             sets[stage]["left"].add(index)
@@ -86,31 +67,7 @@ def expected(owners: set[str]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def world(make_engine: Any, clock: FakeClock) -> tuple[Engine, dict[str, Actor], list[int]]:
-    """20 opportunities of three reps in two teams walking the funnel over three weeks (≈200 events)."""
-    clock.set(START)
-    runtime = make_engine(FILES)
-    people = {user.username: runtime.users.add(user) for user in (
-        NewUser("zhou", "周经理", "sales_manager", "east", password="pw-correct-horse"),
-        NewUser("wang", "王磊", "sales_rep", "east", "zhou", password="pw-correct-horse"),
-        NewUser("li", "李娜", "sales_rep", "east", "zhou", password="pw-correct-horse"),
-        NewUser("sun", "孙经理", "sales_manager", "north", password="pw-correct-horse"),
-        NewUser("zhao", "赵强", "sales_rep", "north", "sun", password="pw-correct-horse"))}
-    ids = [runtime.records.create("opportunity", {
-        "name": f"商机{index:02d}", "owner": people[owner].id, "amount": 10000 * (index + 1),
-        "industry": "manufacturing" if index % 2 == 0 else "retail"}, actor=SYSTEM).record["id"]
-        for index, owner in enumerate(OWNERS)]
-    moves = []
-    for index in range(len(OWNERS)):
-        at = START
-        for days, stage in _walk(index):
-            at += dt.timedelta(days=days)
-            moves.append((at, index, stage))
-    for at, index, stage in sorted(moves):
-        clock.set(at)
-        reason = {"outcome": "客户已签约" if stage == "won" else "预算取消"} if stage in ("won", "lost") else {}
-        runtime.records.update("opportunity", ids[index], {"stage": stage, **reason}, actor=SYSTEM)
-    clock.set(dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc))
-    return runtime, people, ids
+    return build_world(make_engine, clock)
 
 
 def test_the_fixture_has_about_two_hundred_events(world: Any) -> None:

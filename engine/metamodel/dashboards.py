@@ -256,7 +256,7 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
     period_field: str | None = raw.get("period", "created_at")
     if period_field == NO_PERIOD:
         period_field = None
-    elif period_field not in ("created_at", "updated_at"):
+    elif period_field not in ("created_at", "updated_at"):  # a field of the entity
         spec = checker.field((*path, "period"), entity, str(period_field), "period", types=_TIME_TYPES)
         if spec is None:
             return None
@@ -264,7 +264,7 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
                   for key, value in (raw.get("where") or {}).items())
     for key, _ in where:
         field = key.partition("__")[0]
-        if field not in ("id", "owner", "created_at", "updated_at") and not entity.has_field(field):
+        if field not in ("id", "owner", "created_at", "updated_at", "sla") and not entity.has_field(field):
             checker.error((*path, "where", key), f"where: '{field}' is not a field of '{entity.name}'",
                           did_you_mean(field, entity.field_names()), key=True)
             return None

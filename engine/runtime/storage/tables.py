@@ -272,7 +272,8 @@ def _system_tables(metadata: sa.MetaData) -> None:
              sa.Column("value", sa.Text, nullable=False))
 
 
-def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds) -> sa.Table:
+def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds,
+                  covering: tuple[tuple[str, ...], ...] = ()) -> sa.Table:
     columns: list[Any] = [
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
@@ -295,14 +296,31 @@ def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds) 
     if entity.dedup is not None:
         columns.append(sa.Column("duplicate_of", sa.Integer))
     table = sa.Table(entity.name, metadata, *columns)
-    for columns_, unique in entity_indexes(entity):
+    for columns_, unique in entity_indexes(entity, covering):
         sa.Index(_index_name(entity.name, columns_, unique), *(table.c[name] for name in columns_), unique=unique)
     return table
 
 
-def entity_indexes(entity: EntitySpec) -> list[tuple[tuple[str, ...], bool]]:
+def dashboard_indexes(model: Metamodel, entity: str) -> tuple[tuple[str, ...], ...]:
+    """Covering indexes for the dashboards' group-bys: (by, measured fields) and, for scoped
+    viewers, (owner, by, measured fields) — a figure then reads the index, not the table."""
+    found: list[tuple[str, ...]] = []
+    for dashboard in model.dashboards:
+        for widget in dashboard.widgets:
+            if widget.entity != entity or widget.by is None or widget.funnel is not None and widget.by is None:
+                continue
+            measured = tuple(m.field for m in widget.measures if m.field)
+            found.append((widget.by, *measured))
+            if widget.by != "owner":
+                found.append(("owner", widget.by, *measured))
+    return tuple(found)
+
+
+def entity_indexes(entity: EntitySpec, covering: tuple[tuple[str, ...], ...] = ()
+                   ) -> list[tuple[tuple[str, ...], bool]]:
     """Every index the entity's table gets, de-duplicated, without ones a longer index covers."""
     wanted: list[tuple[tuple[str, ...], bool]] = [(("owner",), False)]
+    wanted.extend((columns, False) for columns in covering)
     for spec in entity.fields:
         if spec.is_unique:
             wanted.append(((spec.name,), True))
@@ -344,5 +362,6 @@ def build_schema(model: Metamodel, kinds: FieldKinds = BUILTIN_KINDS) -> Schema:
     metadata = sa.MetaData(naming_convention=NAMING)
     _system_tables(metadata)
     # Entities may link to each other in any order; create all tables, then foreign keys resolve.
-    tables = {entity.name: _entity_table(entity, metadata, kinds) for entity in model.entities}
+    tables = {entity.name: _entity_table(entity, metadata, kinds, dashboard_indexes(model, entity.name))
+              for entity in model.entities}
     return Schema(model, metadata, tables, kinds)
