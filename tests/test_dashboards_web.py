@@ -99,3 +99,26 @@ def test_bad_period_and_unknown_dashboard_are_clear_refusals(world: Any) -> None
     assert client.get("/dashboards/nothing").status_code == 404
     wrong = client.get("/opportunity?funnel=left:deals:nowhere:all")
     assert wrong.status_code == 200 and "nowhere" in html.unescape(wrong.text)
+
+
+def test_crm_metrics_prints_a_widgets_figures_as_csv_and_json(world: Any, db_url: str, tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+    runtime, _, _ = world
+    folder = tmp_path / "bp"
+    runner = CliRunner()
+    listed = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(folder)])
+    assert listed.exit_code == 0 and "pipeline" in listed.output and "per_rep" in listed.output
+    as_json = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(folder), "pipeline", "per_rep",
+                                   "--as", "zhou", "--period", "all", "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    figures = json.loads(as_json.stdout)
+    assert sorted(f["records"] for f in figures) == sorted([OWNERS.count("wang"), OWNERS.count("li")])
+    health = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(folder), "pipeline", "health",
+                                  "--period", "all", "--format", "csv"])
+    assert health.exit_code == 0 and "qualify,0,20," in health.stdout
+    wrong = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(folder), "pipeline", "nothing"])
+    assert wrong.exit_code == 1 and "has no widget 'nothing'" in wrong.output

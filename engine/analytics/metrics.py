@@ -181,8 +181,8 @@ class Analytics:
         for index, measure in enumerate(measures):
             if measure.aggregate is Aggregate.COUNT:
                 columns.append(sa.func.count().label(f"m{index}"))
-            elif measure.aggregate is Aggregate.SUM:
-                columns.append(sa.func.sum(table.c[str(measure.field)]).label(f"m{index}"))
+            elif measure.aggregate is Aggregate.SUM:  # a sum over nothing is 0, not unknown
+                columns.append(sa.func.coalesce(sa.func.sum(table.c[str(measure.field)]), 0).label(f"m{index}"))
             elif measure.aggregate is Aggregate.AVG:
                 columns.append(sa.func.avg(table.c[str(measure.field)]).label(f"m{index}"))
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import html
 import io
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 
 from engine.analytics import Analytics, Figure, Period, StageCell, period_at
 from engine.metamodel.dashboards import PERIODS, DashboardSpec, StageValue, WidgetKind, WidgetSpec
-from engine.metamodel.entities import FieldType
+from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
@@ -188,21 +189,24 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
         return WidgetView(widget.name, "card", title, card=Link(fmt(figure.value), figure.url, colour,
                                                                 f"{title}: {fmt(figure.value)}"),
                           previous=change, colour=colour, target=target, exports=exports)
-    header, rows = figure_rows(widget, figures, lang)
-    svg = chart_svg(widget, figures, title, lang) if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
+    header, rows = figure_rows(widget, figures, lang, site.model.entity(widget.entity))
+    svg = chart_svg(widget, figures, title, lang, site.model.entity(widget.entity)) if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
     return WidgetView(widget.name, widget.kind.value, title, svg=svg, header=header, rows=rows, exports=exports,
                       empty=not any(f.count for f in figures))
 
 
-def measure_label(widget: WidgetSpec, index: int, site_lang: str, entity_label: Any = None) -> str:
-    words = WORDS.get(site_lang, WORDS["en"])
+def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec | None = None) -> str:
+    words = WORDS.get(lang, WORDS["en"])
     measure = widget.measures[index]
-    return words[measure.aggregate.value] + (f" {measure.field}" if measure.field else "")
+    if measure.field is None:
+        return words["count"]
+    name = entity.field(measure.field).label.text(lang) if entity is not None else measure.field
+    return f"{words[measure.aggregate.value]} {name}" if lang != "zh" else f"{name}{words[measure.aggregate.value]}"
 
 
-def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str) -> tuple[tuple[str, ...],
-                                                                               tuple[tuple[Any, ...], ...]]:
-    header = ("", *(measure_label(widget, index, lang) for index in range(len(widget.measures))))
+def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
+                entity: EntitySpec | None = None) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    header = ("", *(measure_label(widget, index, lang, entity) for index in range(len(widget.measures))))
     rows = tuple((figure.label, *(Link(fmt(value), figure.url, title=f"{figure.label}: {fmt(value)}")
                                   for value in figure.values)) for figure in figures)
     return header, rows
@@ -262,13 +266,13 @@ def _chart(kind: WidgetKind, title: str) -> Any:
     return pygal.Bar(**config)
 
 
-def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str) -> str:
+def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str, entity: EntitySpec) -> str:
     """The chart as inline SVG: its <title> names it, each bar is a link to its records and
     says its number; pygal's style sheet is served once from /dashboards/charts.css."""
     chart = _chart(widget.kind, title)
     shown = list(reversed(figures)) if widget.kind is WidgetKind.FUNNEL else figures
     chart.x_labels = [figure.label for figure in shown]
-    chart.add(measure_label(widget, 0, lang), [
+    chart.add(measure_label(widget, 0, lang, entity), [
         {"value": figure.value or 0, "label": f"{figure.label}: {fmt(figure.value)}",
          "xlink": {"href": figure.url, "target": "_top"}} for figure in shown])
     svg = _STYLE.sub("", str(chart.render(is_unicode=True)))
@@ -281,8 +285,14 @@ def _attr(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def chart_css() -> str:
+    """pygal's style sheet, every rule scoped to the charts (pygal writes it unprefixed here)."""
     rendered = str(_chart(WidgetKind.BAR, "x").render(is_unicode=True))
-    return "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", rendered, re.S))
+    sheet = html.unescape("\n".join(re.findall(r"<style[^>]*>(.*?)</style>", rendered, re.S)))
+    rules = []
+    for selectors, body in re.findall(r"([^{}]*)\{([^{}]*)\}", sheet):
+        scoped = ",".join(f".pygal-chart {part.strip()}".rstrip() for part in selectors.split(","))
+        rules.append(f"{scoped}{{{body}}}")
+    return "\n".join(rules)
 
 
 def charts_css_response() -> Response:
@@ -303,7 +313,7 @@ def export_widget(site: Site, request: Request, actor: Actor, name: str, widget_
         header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang)
     else:
         header, rows = figure_rows(widget, analytics.figures(widget, actor=actor, period=period, filters=filters,
-                                                             lang=lang), lang)
+                                                             lang=lang), lang, site.model.entity(widget.entity))
     table = [list(header), *([cell.text if isinstance(cell, Link) else cell for cell in row] for row in rows)]
     filename = f"{name}-{widget_name}-{period.name}.{kind}"
     if kind == "csv":
