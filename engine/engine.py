@@ -103,7 +103,7 @@ class Engine:
         timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
         deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ,
                                   channels=self.extensions.channels) if outbox else None
-        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars)
+        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
                       jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers)

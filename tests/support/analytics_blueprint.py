@@ -15,7 +15,7 @@ from engine.rules import FakeClock
 APP = """
 app: sales
 settings: {timezone: Asia/Shanghai, currency: CNY}
-include: [entities/*.yaml, roles.yaml, funnels.yaml, dashboards.yaml]
+include: [entities/*.yaml, roles.yaml, funnels.yaml, dashboards.yaml, channels.yaml, jobs.yaml]
 menu:
   - label: Sales
     items: [opportunity]
@@ -88,7 +88,34 @@ dashboards:
          rows: owner, value: dwell_mean}
       - {name: health, kind: stages, label: {zh: 阶段健康度, en: Stage health}, funnel: deals}
 """
-FILES = {"app.yaml": APP, "roles.yaml": ROLES, "entities/opportunity.yaml": OPPORTUNITY, "funnels.yaml": FUNNELS,
+CHANNELS = """
+channels:
+  dingtalk_sales: {type: dingtalk, url: {env: DT_URL}, format: markdown}
+templates:
+  rep_brief:
+    text: |
+      ### {{ person.name }} 本周流程体检
+      - 新商机：{{ counts.new_deals }}（团队中位数 {{ team_median.new_deals }}）
+      - 报价中：{{ counts.in_quote }}（团队中位数 {{ team_median.in_quote }}）
+      - 本周推进阶段：{{ counts.moves }}（团队中位数 {{ team_median.moves }}）
+      {% if gap %}最大差距：{{ gap.name }} {{ gap.value }} vs {{ gap.median }}{% endif %}
+      [查看看板]({{ link }})
+"""
+JOBS = """
+jobs:
+  rep_brief:
+    cron: "0 9 * * mon"
+    timezone: Asia/Shanghai
+    channel: dingtalk_sales
+    template: rep_brief
+    per: [sales_rep]
+    dashboard: pipeline
+    counts:
+      new_deals: {entity: opportunity, created_within: 30d}
+      in_quote: {entity: opportunity, where: {stage: quote}}
+      moves: {entity: opportunity, event: stage_changed, within: 7d}
+"""
+FILES = {"app.yaml": APP, "channels.yaml": CHANNELS, "jobs.yaml": JOBS, "roles.yaml": ROLES, "entities/opportunity.yaml": OPPORTUNITY, "funnels.yaml": FUNNELS,
          "dashboards.yaml": DASHBOARDS}
 
 
