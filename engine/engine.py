@@ -40,6 +40,7 @@ from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
 from engine.analytics import Analytics, stage_condition
+from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for
@@ -155,6 +156,9 @@ def open_engine(model: Metamodel, db_url: str, *, clock: Clock | None = None, mi
     schema = build_schema(model, extensions.field_kinds)
     db = Database(db_url)
     outcome = apply_migration(db, schema, allow_destructive=allow_destructive) if migrate else None
+    if migrate and model.funnels:  # a database from before crm_stage_moves: copy its stage events in once
+        with db.write() as connection:
+            backfill_stage_moves(connection, schema)
     return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(), extensions,
                      base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""),
                      migration=outcome)

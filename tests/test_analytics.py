@@ -144,3 +144,19 @@ def test_sum_average_median_and_p90_of_amounts_by_industry(world: Any) -> None:
     assert (count, total) == (8, sum(made)) and average == pytest.approx(sum(made) / 8)
     assert median == made[3] and p90 == made[7 - 0]  # nearest rank: ⌈8/2⌉ = 4th, ⌈0.9·8⌉ = 8th
     assert figures["retail"].count == 7
+
+
+def test_a_database_from_before_the_stage_moves_table_gets_them_from_its_events(world: Any) -> None:
+    from engine.analytics.metrics import backfill_stage_moves
+    runtime, _, _ = world
+    funnel = runtime.model.funnel("deals")
+    period = period_at("all", runtime.clock.now(), "Asia/Shanghai")
+    before = runtime.analytics.stage_cells(funnel, actor=SYSTEM, period=period, filters={})[None]
+    with runtime.db.write() as connection:
+        connection.execute(runtime.schema.stage_moves.delete())
+        assert backfill_stage_moves(connection, runtime.schema) == 64  # every stage_changed event
+        assert backfill_stage_moves(connection, runtime.schema) == 0   # once
+    after = runtime.analytics.stage_cells(funnel, actor=SYSTEM, period=period, filters={})[None]
+    assert {stage: (c.entered, c.left, c.onward, c.skipped, c.returned, c.dwell_mean, c.dwell_median)
+            for stage, c in after.items()} == {stage: (c.entered, c.left, c.onward, c.skipped, c.returned,
+                                                       c.dwell_mean, c.dwell_median) for stage, c in before.items()}

@@ -6,7 +6,8 @@ Two sources:
   matching a widget's list filters, the dashboard's filters, the period and the actor's read
   scope, grouped by a choice/user/link field. The conditions are the list's own
   (`list_conditions`), so the link under a figure opens exactly the records it counts.
-* **stage figures** — from the funnels' `stage_changed` events in the period: per stage, the
+* **stage figures** — from the funnels' stage moves in the period (`crm_stage_moves`: a typed row written with each
+  `stage_changed` event, in its transaction): per stage, the
   records that entered it, that left it, the mean and median dwell (days) of the stays that
   ended, and the shares of the records leaving it that moved on (conversion), skipped a stage
   or went back (return). The list behind each figure is the named list filter
@@ -241,25 +242,22 @@ class Analytics:
         table = self.schema.table(entity.name)
         params = self._params(entity, (), filters, None, period)
         conditions = self._conditions(entity, table, params, actor, [rows] if rows else [])
-        events = self.schema.events
+        moves = self.schema.stage_moves
         group = [table.c[rows]] if rows else []
-        joined = events.join(table, table.c.id == events.c.record_id)
-        left_stage = events.c.data["from"].as_string()
-        move = events.c.data["move"].as_string()
-        dwell = events.c.data["dwell_seconds"].as_float()
-        record = events.c.record_id
+        joined = moves.join(table, table.c.id == moves.c.record_id)
+        left_stage, dwell, record = moves.c.from_stage, moves.c.dwell_seconds, moves.c.record_id
 
         def distinct_when(condition: Any) -> Any:
             return sa.func.count(sa.distinct(sa.case((condition, record))))
 
-        base = [*conditions, *self._event_conditions(funnel, period)]
+        base = [*conditions, *stage_move_conditions(self.schema, funnel, period.utc())]
         left = (sa.select(*group, left_stage.label("stage"), sa.func.count(sa.distinct(record)).label("left"),
-                          distinct_when(move.in_(ONWARD_MOVES)).label("onward"),
-                          distinct_when(move == "skip").label("skip"),
-                          distinct_when(events.c.data["return"].as_boolean()).label("back"),
+                          distinct_when(moves.c.move.in_(ONWARD_MOVES)).label("onward"),
+                          distinct_when(moves.c.move == "skip").label("skip"),
+                          distinct_when(moves.c.is_return).label("back"),
                           sa.func.avg(dwell).label("dwell"))
-                .select_from(joined).where(*base).group_by(*group, left_stage))
-        entered_stage = events.c.data["to"].as_string()
+                .select_from(joined).where(*base, left_stage.is_not(None)).group_by(*group, left_stage))
+        entered_stage = moves.c.to_stage
         entered = (sa.select(*group, entered_stage.label("stage"), sa.func.count(sa.distinct(record)).label("n"))
                    .select_from(joined).where(*base).group_by(*group, entered_stage))
         partition = [*group, left_stage]
@@ -297,9 +295,6 @@ class Analytics:
             result[key] = cells
         return result
 
-    def _event_conditions(self, funnel: FunnelSpec, period: Period) -> list[Any]:
-        return stage_event_conditions(self.schema, funnel, period.utc())
-
     def row_labels(self, funnel: FunnelSpec, rows: str, keys: Iterable[Any], lang: str) -> dict[Any, str]:
         return self.labels(self.model.entity(funnel.entity), rows, keys, lang)
 
@@ -316,14 +311,34 @@ def stage_filter_value(what: str, funnel: str, stage: str, period: Period) -> st
     return f"{what}:{funnel}:{stage}:{bounds}"
 
 
-def stage_event_conditions(schema: Schema, funnel: FunnelSpec, bounds: tuple[dt.datetime, dt.datetime] | None
-                           ) -> list[Any]:
-    events = schema.events
-    conditions: list[Any] = [events.c.kind == EventKind.STAGE_CHANGED.value, events.c.entity == funnel.entity,
-                             events.c.data["funnel"].as_string() == funnel.name]
+def stage_move_conditions(schema: Schema, funnel: FunnelSpec, bounds: tuple[dt.datetime, dt.datetime] | None
+                          ) -> list[Any]:
+    """The funnel's stage moves (crm_stage_moves, one per stage_changed event) within `bounds`."""
+    moves = schema.stage_moves
+    conditions: list[Any] = [moves.c.funnel == funnel.name]
     if bounds is not None:
-        conditions += [events.c.at >= bounds[0], events.c.at < bounds[1]]
+        conditions += [moves.c.at >= bounds[0], moves.c.at < bounds[1]]
     return conditions
+
+
+def backfill_stage_moves(connection: sa.Connection, schema: Schema) -> int:
+    """Fill crm_stage_moves from the stage_changed events when it is empty (a database from before
+    it existed); returns the rows added. Run by the composition root at open."""
+    moves, events = schema.stage_moves, schema.events
+    if connection.execute(sa.select(moves.c.id).limit(1)).first() is not None:
+        return 0
+    data = events.c.data
+    source = sa.select(data["funnel"].as_string(), events.c.entity, events.c.record_id, events.c.at,
+                       data["from"].as_string(), data["to"].as_string(),
+                       sa.func.coalesce(data["move"].as_string(), "forward"),
+                       sa.func.coalesce(data["return"].as_boolean(), sa.false()),
+                       data["dwell_seconds"].as_integer()).where(
+        events.c.kind == EventKind.STAGE_CHANGED.value, data["funnel"].as_string().is_not(None),
+        data["to"].as_string().is_not(None)).order_by(events.c.id)
+    connection.execute(moves.insert().from_select(
+        ["funnel", "entity", "record_id", "at", "from_stage", "to_stage", "move", "is_return", "dwell_seconds"],
+        source))
+    return int(connection.execute(sa.select(sa.func.count()).select_from(moves)).scalar_one())
 
 
 def stage_condition(model: Metamodel, schema: Schema, entity: str, table: sa.Table, value: str) -> Any:
@@ -356,17 +371,16 @@ def stage_condition(model: Metamodel, schema: Schema, entity: str, table: sa.Tab
                                "e.g. 2026-12-01T00:00:00+08:00/2027-01-01T00:00:00+08:00, or all",
                                field="funnel") from None
         bounds = (Period("custom", start, end).utc() or (start, end))
-    events = schema.events
-    conditions = stage_event_conditions(schema, funnel, bounds)
-    move = events.c.data["move"].as_string()
+    moves = schema.stage_moves
+    conditions = stage_move_conditions(schema, funnel, bounds)
     if what == "entered":
-        conditions.append(events.c.data["to"].as_string() == stage)
+        conditions.append(moves.c.to_stage == stage)
     else:
-        conditions.append(events.c.data["from"].as_string() == stage)
+        conditions.append(moves.c.from_stage == stage)
         if what == "onward":
-            conditions.append(move.in_(ONWARD_MOVES))
+            conditions.append(moves.c.move.in_(ONWARD_MOVES))
         elif what == "skip":
-            conditions.append(move == "skip")
+            conditions.append(moves.c.move == "skip")
         elif what == "return":
-            conditions.append(events.c.data["return"].as_boolean())
-    return table.c.id.in_(sa.select(events.c.record_id).where(*conditions))
+            conditions.append(moves.c.is_return)
+    return table.c.id.in_(sa.select(moves.c.record_id).where(*conditions))

@@ -28,6 +28,7 @@ TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "cr
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
+STAGE_MOVES = "crm_stage_moves"  # one typed row per stage_changed event: what the dashboards' stage figures read
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -88,6 +89,10 @@ class Schema:
     @property
     def clocks(self) -> sa.Table:
         return self.metadata.tables[CLOCKS]
+
+    @property
+    def stage_moves(self) -> sa.Table:
+        return self.metadata.tables[STAGE_MOVES]
 
 
 def _index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
@@ -267,6 +272,21 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("reason", sa.String(255)),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.Index("ix_crm_clocks_due", "entity", "kind", "state", "due_at"),
+    )
+    sa.Table(
+        STAGE_MOVES, metadata,  # written with each stage_changed event, in its transaction (automation/funnels.py)
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("funnel", sa.String(48), nullable=False),
+        sa.Column("entity", sa.String(48), nullable=False),
+        sa.Column("record_id", sa.Integer, nullable=False),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("from_stage", sa.String(64)),
+        sa.Column("to_stage", sa.String(64), nullable=False),
+        sa.Column("move", sa.String(16), nullable=False),          # forward | skip | back | reopen | lose | hold
+        sa.Column("is_return", sa.Boolean, nullable=False),
+        sa.Column("dwell_seconds", sa.BigInteger),                 # time spent in from_stage
+        sa.Index("ix_crm_stage_moves_funnel_at", "funnel", "at", "record_id"),
+        sa.Index("ix_crm_stage_moves_record", "record_id"),
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))
