@@ -124,7 +124,9 @@ def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> H
     period, filters = _choices(site, spec, request, lang)
     analytics = _analytics(site)
     readable = [widget for widget in spec.widgets if site.may(actor, widget.entity, "read")]  # others left out
-    views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request) for widget in readable)
+    cache: dict[tuple[str, str | None], Any] = {}
+    views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request, cache)
+                  for widget in readable)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "period"]
     periods = tuple(Link(PERIOD_LABELS.get(lang, PERIOD_LABELS["en"])[p], _url(f"/dashboards/{name}",
                                                                                  [*query, ("period", p)]),
@@ -162,14 +164,15 @@ def _filter_control(site: Site, spec: DashboardSpec, name: str, chosen: str, lan
 
 
 def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: WidgetSpec, actor: Actor, period: Period,
-            filters: dict[str, str], lang: str, request: Request) -> WidgetView:
+            filters: dict[str, str], lang: str, request: Request,
+            cache: dict[tuple[str, str | None], Any]) -> WidgetView:
     title = widget.label.text(lang)
     words = WORDS.get(lang, WORDS["en"])
     query = request.url.query
     exports = tuple(Link(kind.upper(), f"/dashboards/{spec.name}/{widget.name}.{kind}" + (f"?{query}" if query else ""))
                     for kind in ("csv", "xlsx"))
     if widget.kind in (WidgetKind.STAGES, WidgetKind.HEATMAP):
-        header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang)
+        header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang, cache)
         return WidgetView(widget.name, widget.kind.value, title, header=header, rows=rows, exports=exports,
                           empty=not rows)
     figures = analytics.figures(widget, actor=actor, period=period, filters=filters, lang=lang)
@@ -213,10 +216,19 @@ def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
 
 
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
-               filters: dict[str, str], lang: str) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+               filters: dict[str, str], lang: str, cache: dict[tuple[str, str | None], Any] | None = None
+               ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
     words = WORDS.get(lang, WORDS["en"])
     funnel = site.model.funnel(str(widget.funnel))
-    overall = analytics.stage_cells(funnel, actor=actor, period=period, filters=filters, lang=lang)[None]
+    cache = {} if cache is None else cache  # one page asks for a funnel's overall figures once
+
+    def cells_by(rows: str | None) -> dict[Any, dict[str, StageCell]]:
+        if (funnel.name, rows) not in cache:
+            cache[(funnel.name, rows)] = analytics.stage_cells(funnel, actor=actor, period=period, filters=filters,
+                                                               rows=rows, lang=lang)
+        return dict(cache[(funnel.name, rows)])
+
+    overall = cells_by(None)[None]
     if widget.kind is WidgetKind.STAGES:
         header = (words["stage"], *(words[column] for column in STAGE_COLUMNS))
         rows = []
@@ -225,7 +237,7 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
                 continue
             rows.append((cell.label, *(_stage_link(cell, StageValue(column)) for column in STAGE_COLUMNS)))
         return header, tuple(rows)
-    cells = analytics.stage_cells(funnel, actor=actor, period=period, filters=filters, rows=widget.rows, lang=lang)
+    cells = cells_by(widget.rows)
     labels = analytics.row_labels(funnel, str(widget.rows), cells.keys(), lang)
     stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
     header = (words["owner"] if widget.rows == "owner" else str(widget.rows),
