@@ -160,3 +160,17 @@ def test_a_database_from_before_the_stage_moves_table_gets_them_from_its_events(
     assert {stage: (c.entered, c.left, c.onward, c.skipped, c.returned, c.dwell_mean, c.dwell_median)
             for stage, c in after.items()} == {stage: (c.entered, c.left, c.onward, c.skipped, c.returned,
                                                        c.dwell_mean, c.dwell_median) for stage, c in before.items()}
+
+
+def test_a_duration_measure_is_the_hours_between_two_moments(world: Any) -> None:
+    runtime, people, _ = world
+    widget = runtime.model.dashboard("pipeline").widget("age")
+    period = period_at("all", runtime.clock.now(), "Asia/Shanghai")
+    figures = {f.key: f for f in runtime.analytics.figures(widget, actor=people["zhou"], period=period, filters={})}
+    for name in ("wang", "li"):  # hours from creation to the last move: the walk's days × 24, by hand
+        hours = sorted(sum(days for days, _ in walk(index)) * 24 for index, owner in enumerate(OWNERS)
+                       if owner == name)
+        average, median = figures[people[name].id].values
+        assert average == pytest.approx(sum(hours) / len(hours), abs=0.01)
+        assert median == pytest.approx(hours[(len(hours) + 1) // 2 - 1], abs=0.01)
+    assert people["zhao"].id not in figures  # another team's rep: not in zhou's figures

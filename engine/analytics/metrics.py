@@ -175,7 +175,9 @@ class Analytics:
         by = by if by is not None else widget.by
         measures = list(measures or widget.measures)
         params = self._params(entity, widget.where, filters, widget.period_field, period)
-        reads = [m.field for m in measures if m.field] + ([by] if by else [])
+        if all(m.fields for m in measures):  # no count: the records behind it are those holding the values
+            params += [(f"{name}__isnull", "false") for name in dict.fromkeys(n for m in measures for n in m.fields)]
+        reads = [name for m in measures for name in m.fields] + ([by] if by else [])
         conditions = self._conditions(entity, table, params, actor, reads)
         group = [table.c[by]] if by else []
         columns: list[Any] = [sa.func.count().label("n")]
@@ -183,9 +185,9 @@ class Analytics:
             if measure.aggregate is Aggregate.COUNT:
                 columns.append(sa.func.count().label(f"m{index}"))
             elif measure.aggregate is Aggregate.SUM:  # a sum over nothing is 0, not unknown
-                columns.append(sa.func.coalesce(sa.func.sum(table.c[str(measure.field)]), 0).label(f"m{index}"))
+                columns.append(sa.func.coalesce(sa.func.sum(self._value(table, measure)), 0).label(f"m{index}"))
             elif measure.aggregate is Aggregate.AVG:
-                columns.append(sa.func.avg(table.c[str(measure.field)]).label(f"m{index}"))
+                columns.append(sa.func.avg(self._value(table, measure)).label(f"m{index}"))
             else:
                 columns.append(sa.null().label(f"m{index}"))
         statement = sa.select(*group, *columns).where(*conditions)
@@ -193,7 +195,7 @@ class Analytics:
             statement = statement.group_by(*group)
         with self.db.read() as connection:
             rows = {(row[0] if by else None): row for row in connection.execute(statement)}
-            quantiles = {index: self._quantiles(connection, table, conditions, by, str(measure.field),
+            quantiles = {index: self._quantiles(connection, table, conditions, by, self._value(table, measure),
                                                 *_QUANTILES[measure.aggregate])
                          for index, measure in enumerate(measures) if measure.aggregate in _QUANTILES}
         keys = self._ordered(entity, by, rows, widget.limit) if by else [None]
@@ -222,9 +224,18 @@ class Analytics:
             return keys[:max(limit, len(order))]
         return sorted(rows, key=lambda key: (-int(rows[key].n), str(key)))[:limit]
 
+    def _value(self, table: sa.Table, measure: Measure) -> Any:
+        """The measured column, or for a duration the hours from `since` to `field`."""
+        end = table.c[str(measure.field)]
+        if measure.since is None:
+            return end
+        start = table.c[measure.since]
+        if self.db.engine.dialect.name == "postgresql":
+            return sa.func.extract("epoch", end - start) / 3600.0
+        return (sa.func.julianday(end) - sa.func.julianday(start)) * 24.0
+
     def _quantiles(self, connection: sa.Connection, table: sa.Table, conditions: Sequence[Any], by: str | None,
-                   name: str, numerator: int, denominator: int) -> dict[Any, float | None]:
-        value = table.c[name]
+                   value: Any, numerator: int, denominator: int) -> dict[Any, float | None]:
         group = table.c[by] if by else sa.literal(0)
         ranked = (sa.select(group.label("g"), value.label("v"),
                             sa.func.row_number().over(partition_by=group, order_by=value).label("rn"),

@@ -79,10 +79,17 @@ NO_PERIOD = "none"
 class Measure:
     aggregate: Aggregate
     field: str | None = None       # None for count
+    since: str | None = None       # a duration in hours: from `since` to `field` (two date/datetime fields)
 
     @property
     def text(self) -> str:
-        return self.aggregate.value if self.field is None else f"{self.aggregate.value}:{self.field}"
+        if self.field is None:
+            return self.aggregate.value
+        return f"{self.aggregate.value}:{self.field}" + (f"-{self.since}" if self.since else "")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.field, self.since) if name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,7 @@ class DashboardSpec:
                        f"(known: {', '.join(w.name for w in self.widgets)})")
 
 
-MEASURE = {"type": "string", "pattern": r"^(count|(sum|avg|median|p90):[a-z][a-z0-9_]*)$"}
+MEASURE = {"type": "string", "pattern": r"^(count|(sum|avg|median|p90):[a-z][a-z0-9_]*(-[a-z][a-z0-9_]*)?)$"}
 _WIDGET: dict[str, Any] = {
     "type": "object", "required": ["name", "kind"], "additionalProperties": False,
     "properties": {
@@ -281,6 +288,13 @@ def _measure(checker: Checker, path: PathKey, entity: EntitySpec, text: str) -> 
     aggregate, _, field = text.partition(":")
     if not field:
         return Measure(Aggregate.COUNT)
+    field, _, since = field.partition("-")
+    if since:  # hours from one moment to another, e.g. median:first_touched_at-created_at
+        for name in (field, since):
+            if name not in ("created_at", "updated_at") and checker.field(
+                    path, entity, name, "duration measure", types=_TIME_TYPES) is None:
+                return None
+        return Measure(Aggregate(aggregate), field, since)
     spec = checker.field(path, entity, field, "measure", types=_NUMBER_TYPES)
     return Measure(Aggregate(aggregate), spec.name) if spec is not None else None
 

@@ -84,6 +84,8 @@ dashboards:
       - {name: per_rep, kind: bar, label: {zh: 各销售商机数, en: Deals per rep}, entity: opportunity, by: owner}
       - {name: amounts, kind: table, label: {zh: 金额分布, en: Amounts}, entity: opportunity, by: industry,
          measures: [count, "sum:amount", "avg:amount", "median:amount", "p90:amount"], period: none}
+      - {name: age, kind: table, label: {zh: 最近推进用时, en: Time to last move}, entity: opportunity, by: owner,
+         measures: ["avg:updated_at-created_at", "median:updated_at-created_at"], period: none}
       - {name: dwell, kind: heatmap, label: {zh: 阶段停留（天）, en: Stage dwell (days)}, funnel: deals,
          rows: owner, value: dwell_mean}
       - {name: health, kind: stages, label: {zh: 阶段健康度, en: Stage health}, funnel: deals}

@@ -329,7 +329,7 @@ def dashboard_indexes(model: Metamodel, entity: str) -> tuple[tuple[str, ...], .
         for widget in dashboard.widgets:
             if widget.entity != entity or widget.by is None or widget.funnel is not None and widget.by is None:
                 continue
-            measured = tuple(m.field for m in widget.measures if m.field)
+            measured = tuple(name for m in widget.measures for name in m.fields)
             found.append((widget.by, *measured))
             if widget.by != "owner":
                 found.append(("owner", widget.by, *measured))

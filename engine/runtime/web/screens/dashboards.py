@@ -203,7 +203,15 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
     measure = widget.measures[index]
     if measure.field is None:
         return words["count"]
-    name = entity.field(measure.field).label.text(lang) if entity is not None else measure.field
+
+    def label(field: str) -> str:
+        if entity is not None and entity.has_field(field):
+            return entity.field(field).label.text(lang)
+        return {"created_at": "创建时间" if lang == "zh" else "created", "updated_at": "更新时间" if lang == "zh"
+                else "updated"}.get(field, field)
+    name = label(measure.field)
+    if measure.since is not None:  # a duration in hours
+        name = f"{label(measure.since)}→{name}（小时）" if lang == "zh" else f"{label(measure.since)}→{name} (hours)"
     return f"{words[measure.aggregate.value]} {name}" if lang != "zh" else f"{name}{words[measure.aggregate.value]}"
 
 
