@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from engine.analytics import period_at
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
 from engine.io.demo import USERS as DEMO_USERS
@@ -16,6 +19,8 @@ from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import BlueprintInvalid, Metamodel
 from engine.metamodel.cache import load_blueprint_cached
 from engine.runtime.ops.users import NewUser, chat_types, parse_im_ids
+from engine.runtime.records.actors import SYSTEM, Actor
+from engine.runtime.records.errors import RecordError
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
@@ -241,6 +246,83 @@ def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
     the actions taken or why none, and each routing decision with who was skipped."""
     engine = _open(db_url, blueprint)
     click.echo(engine.doctor.explain(entity, record_id))
+
+
+@main.command()
+@_db_option
+@_blueprint_option
+@click.argument("dashboard", required=False)
+@click.argument("widget", required=False)
+@click.option("--period", default=None, help="day, week, month, quarter, year or all (default: the dashboard's).")
+@click.option("--previous", is_flag=True, help="The period before the current one.")
+@click.option("--by", "by", default=None, help="Slice by this field instead of the widget's (record figures).")
+@click.option("--filter", "filters", multiple=True, help="FIELD=VALUE, as the dashboard's filters; repeatable.")
+@click.option("--as", "username", default=None, help="Whose read scope applies (default: everything).")
+@click.option("--lang", default="zh", show_default=True)
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | None, period: str | None,
+            previous: bool, by: str | None, filters: tuple[str, ...], username: str | None, lang: str,
+            output: str) -> None:
+    """Print a dashboard widget's figures (DASHBOARD WIDGET) with the link behind each; without
+    arguments, list the declared dashboards and widgets."""
+    engine = _open(db_url, blueprint)
+    model = engine.model
+    if dashboard is None or widget is None:
+        for spec in model.dashboards:
+            click.echo(f"{spec.name} ({spec.label.text(lang)}): " + ", ".join(w.name for w in spec.widgets))
+        return
+    if not any(spec.name == dashboard for spec in model.dashboards):
+        _fail(f"no dashboard '{dashboard}'; declared: {', '.join(spec.name for spec in model.dashboards) or 'none'}")
+    spec = model.dashboard(dashboard)
+    if not any(w.name == widget for w in spec.widgets):
+        _fail(f"dashboard '{dashboard}' has no widget '{widget}'; it has: {', '.join(w.name for w in spec.widgets)}")
+    chosen = spec.widget(widget)
+    actor: Actor = SYSTEM
+    if username is not None:
+        found = engine.users.find(username)
+        if found is None:
+            _fail(f"no user '{username}'")
+        actor = found
+    pairs = {}
+    for item in filters:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--filter takes FIELD=VALUE, not '{item}'")
+        pairs[name] = value
+    try:
+        when = period_at(period or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
+    except ValueError as error:
+        _fail(str(error))
+    header: list[str]
+    rows: list[list[Any]]
+    try:
+        if chosen.funnel is not None and chosen.kind.value in ("stages", "heatmap"):
+            cells = engine.analytics.stage_cells(model.funnel(chosen.funnel), actor=actor, period=when,
+                                                 filters=pairs, rows=chosen.rows, lang=lang)
+            labels = engine.analytics.row_labels(model.funnel(chosen.funnel), chosen.rows, cells, lang) \
+                if chosen.rows else {None: ""}
+            header = ["row", "stage", "entered", "left", "dwell_mean_days", "dwell_median_days", "conversion",
+                      "skip_rate", "return_rate", "url"]
+            rows = [[labels.get(key, key), cell.stage, cell.entered, cell.left, cell.dwell_mean, cell.dwell_median,
+                     cell.conversion, cell.skip_rate, cell.return_rate, cell.urls["left"]]
+                    for key, row in cells.items() for cell in row.values() if cell.entered or cell.left]
+        else:
+            figures = engine.analytics.figures(chosen, actor=actor, period=when, filters=pairs, lang=lang, by=by)
+            header = ["group", "records", *(m.text for m in chosen.measures), "url"]
+            rows = [[figure.label, figure.count, *figure.values, figure.url] for figure in figures]
+    except RecordError as error:
+        _fail(error.message)
+    click.echo(f"# {spec.label.text(lang)} / {chosen.label.text(lang)} — {when.name} {when.text()}", err=True)
+    if output == "json":
+        click.echo(json.dumps([dict(zip(header, row)) for row in rows], ensure_ascii=False, default=str, indent=2))
+    elif output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(rows)
+    else:
+        for row in [header, *rows]:
+            click.echo("\t".join("" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+                                 for value in row))
 
 
 @main.command()

@@ -40,6 +40,8 @@ from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
+from engine.analytics import Analytics, stage_condition
+from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
@@ -91,6 +93,11 @@ class Engine:
         return Rerouter(self.model, self.schema, self.db, self.clock, self.records, self.router, self.evaluator)
 
     @property
+    def analytics(self) -> Analytics:
+        """Dashboard figures over this engine's records and stage events (engine/analytics)."""
+        return Analytics(self.model, self.schema, self.db, self.records)
+
+    @property
     def timer_handlers(self) -> dict[str, TimerHandler]:
         return {**self.slas.handlers, **self.cadences.handlers}
 
@@ -104,7 +111,7 @@ class Engine:
         timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
         deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ,
                                   channels=self.extensions.channels) if outbox else None
-        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars)
+        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
                       jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers,
@@ -134,7 +141,8 @@ class Engine:
         """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
         unless `widgets` are given); `key` signs session cookies (default: see `secret_key`)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
-                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals)
+                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals,
+                               analytics=self.analytics, base_url=self.base_url)
         return create_app(services, widgets=widgets or self.extensions.widgets, key=key)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
@@ -156,6 +164,9 @@ def open_engine(model: Metamodel, db_url: str, *, clock: Clock | None = None, mi
     schema = build_schema(model, extensions.field_kinds)
     db = Database(db_url)
     outcome = migrate_on_start(db, schema, allow_destructive=allow_destructive) if migrate else None
+    if migrate and model.funnels:  # a database from before crm_stage_moves: copy its stage events in once
+        with db.write() as connection:
+            backfill_stage_moves(connection, schema)
     return _assemble(model, schema, db, clock or SystemClock(), password_hasher or PasswordHasher(), extensions,
                      base_url=base_url if base_url is not None else os.environ.get("CRM_BASE_URL", ""),
                      migration=outcome)
@@ -192,6 +203,8 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
+    records.list_filters["funnel"] = lambda entity, table, value, now: stage_condition(model, schema, entity, table,
+                                                                                       value)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,

@@ -324,7 +324,8 @@ def test_shipped_blueprints_declare_the_circuit_breaker_and_the_ticket_sla() -> 
     assert crm_model.sla("lead_silent_overdue").starts.kind == "updated"
     ticket = service.sla("ticket_first_response")
     assert {d.text for _, d in ticket.targets} == {"15min"} and ticket.calendar == "service_desk"
-    assert {job.name for job in crm_model.jobs} == {"lead_timeliness_board", "weekly_process_health"}
+    assert {job.name for job in crm_model.jobs} == {"lead_timeliness_board", "weekly_process_health",
+                                                    "rep_weekly_brief"}
     assert {cadence.name for cadence in crm_model.cadences} == {"after_quote", "quote_idle"}
 
 

@@ -49,6 +49,8 @@ class JobSpec:
     counts: tuple[CountSpec, ...] = ()
     calendar: str | None = None  # run only on this calendar's working days
     location: Location = NOWHERE
+    per: tuple[str, ...] = ()    # roles: one message per active user of these roles, with their own figures
+    dashboard: str | None = None  # the dashboard the message links to
 
 
 _COUNT = {"type": "object", "additionalProperties": False, "properties": {
@@ -63,6 +65,8 @@ JOBS_SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["cron", "channel", "template"], "additionalProperties": False,
             "properties": {"label": LABEL, "description": {"type": "string"}, "cron": {"type": "string"},
                            "timezone": {"type": "string"}, "calendar": NAME, "channel": NAME, "template": NAME,
+                           "per": {"type": "array", "items": NAME, "uniqueItems": True, "minItems": 1},
+                           "dashboard": NAME,
                            "counts": {"type": "object", "propertyNames": NAME, "additionalProperties": _COUNT}}}}}}
 
 
@@ -92,8 +96,13 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
         calendar_ref(checker, path, data["calendar"], True)
     counts = tuple(c for key, raw in (data.get("counts") or {}).items()
                    if (c := _count(checker, path + ("counts", key), key, raw)) is not None)
+    for index, role in enumerate(data.get("per") or ()):
+        if not checker.model.has_role(role):
+            checker.error(path + ("per", index), f"per: unknown role '{role}'",
+                          did_you_mean(role, [spec.name for spec in checker.model.roles]))
     return JobSpec(name, default_label(data, name), data["cron"], timezone, data["channel"], data["template"], counts,
-                   data.get("calendar"), checker.doc.where_key(path))
+                   data.get("calendar"), checker.doc.where_key(path), tuple(data.get("per") or ()),
+                   data.get("dashboard"))
 
 
 def _count(checker: Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:

@@ -16,6 +16,7 @@ from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
 from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
 from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
+from engine.metamodel.dashboards import DASHBOARDS_SCHEMA, build_dashboards
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
@@ -51,4 +52,5 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
     DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
+    DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
 )

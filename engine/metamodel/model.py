@@ -19,6 +19,7 @@ from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
 from engine.metamodel.conversions import ConversionSpec
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
+from engine.metamodel.dashboards import DashboardSpec
 from engine.metamodel.funnels import FunnelSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
@@ -29,7 +30,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -63,6 +64,7 @@ class Metamodel:
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
     conversions: tuple[ConversionSpec, ...] = ()  # a record becoming several (engine/metamodel/conversions.py)
+    dashboards: tuple[DashboardSpec, ...] = ()
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -137,6 +139,13 @@ class Metamodel:
         """The funnel of the entity's stage field (or of `field`), if it has one."""
         return next((spec for spec in self.funnels if spec.entity == entity and (field is None or spec.field == field)),
                     None)
+
+    def dashboard(self, name: str) -> DashboardSpec:
+        return _named(self.dashboards, name, "dashboard")
+
+    def home_dashboard(self, role: str | None) -> DashboardSpec | None:
+        """The dashboard that is the role's first page after sign-in, if the blueprint names one."""
+        return next((spec for spec in self.dashboards if role is not None and role in spec.home), None)
 
     def approval(self, name: str) -> ApprovalSpec:
         return _named(self.approvals, name, "approval")

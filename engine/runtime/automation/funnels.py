@@ -37,6 +37,7 @@ from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.records.values import expression_values
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.prepared import Prepared
+from engine.runtime.storage.times import naive_utc
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import as_utc
 
@@ -99,6 +100,8 @@ class Funnels:
             events.c.entity == sa.bindparam("entity"), events.c.record_id == sa.bindparam("record_id"),
             events.c.kind == EventKind.STAGE_CHANGED.value).order_by(events.c.id.desc())
         self._last_entry = Prepared(entries.limit(1))
+        self._move_row = Prepared(schema.stage_moves.insert(), columns=(
+            "funnel", "entity", "record_id", "at", "from_stage", "to_stage", "move", "is_return", "dwell_seconds"))
         self._entries = Prepared(entries.limit(_RECENT_ENTRIES))
 
     def funnels_of(self, entity: str) -> tuple[FunnelSpec, ...]:
@@ -228,6 +231,11 @@ class Funnels:
                 data["history"] = True
             append_event(context.connection, self.schema, entity=context.entity.name, record_id=record_id,
                          kind=EventKind.STAGE_CHANGED, actor_id=context.actor.id, at=context.now, data=data)
+            self._move_row.run_later(context.connection, {  # the typed copy the dashboards read (engine/analytics)
+                "funnel": funnel.name, "entity": context.entity.name, "record_id": record_id,
+                "at": naive_utc(context.now), "from_stage": decision.move.source, "to_stage": decision.move.target,
+                "move": decision.move.kind.value, "is_return": bool(decision.move.is_return),
+                "dwell_seconds": data["dwell_seconds"]})
 
     def entered_at(self, connection: sa.Connection, funnel: FunnelSpec, entity: str, record_id: int,
                    created_at: Any) -> dt.datetime | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import statistics
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +34,8 @@ class Jobs:
     """The blueprint's scheduled jobs, as worker ScheduledJobs."""
 
     def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService,
-                 calendars: Mapping[str, BusinessCalendar]) -> None:
+                 calendars: Mapping[str, BusinessCalendar], base_url: str = "") -> None:
+        self.base_url = base_url.rstrip("/")
         self.model = model
         self.schema = schema
         self.db = db
@@ -54,6 +56,8 @@ class Jobs:
             if not day.is_working_day:
                 return f"skipped: {local} is not a working day ({day.name or day.kind.value})"
         now = self.clock.now()
+        if spec.per:
+            return self._run_per_person(spec, moment, now)
         with self.db.write() as connection:
             counts: dict[str, int] = {}
             lists: dict[str, list[dict[str, Any]]] = {}
@@ -74,9 +78,41 @@ class Jobs:
         head = f"{spec.channel} ({kind}): "
         return head + str(payload.get("error") or payload.get("text", ""))
 
-    def _conditions(self, count: CountSpec, moment: dt.datetime) -> tuple[sa.Table, list[Any]]:
+    def _run_per_person(self, spec: JobSpec, moment: dt.datetime, now: dt.datetime) -> str:
+        """One message per active user of the job's roles: their own counts and lists, their
+        team's median of each count (over the same roles), and the count furthest from it."""
+        users = self.schema.users
+        sent = []
+        with self.db.write() as connection:
+            people = connection.execute(sa.select(users).where(users.c.role.in_(spec.per), users.c.is_active)
+                                        .order_by(users.c.id)).all()
+            numbers = [c for c in spec.counts if not c.limit]
+            own = {person.id: {c.name: self._count(connection, c, moment, person.id) for c in numbers}
+                   for person in people}
+            link = f"{self.base_url}/dashboards/{spec.dashboard}" if spec.dashboard else ""
+            for person in people:
+                mates = [other.id for other in people if other.team == person.team] or [person.id]
+                median = {c.name: statistics.median(own[mate][c.name] for mate in mates) for c in numbers}
+                mine = own[person.id]
+                gap = max(numbers, key=lambda c: (abs(mine[c.name] - median[c.name]) / max(median[c.name], 1),
+                                                  c.name), default=None)
+                lists = {c.name: self._list(connection, c, moment, person.id) for c in spec.counts if c.limit}
+                context = {"counts": mine, "lists": lists, "team_median": median, "now": moment, "link": link,
+                           "gap": {"name": gap.name, "value": mine[gap.name], "median": median[gap.name]}
+                           if gap is not None else None,
+                           "person": {"name": person.display_name or person.username, "username": person.username,
+                                      "team": person.team},
+                           "job": {"name": spec.name, "label": spec.label.text("zh")}}
+                key = f"job:{spec.name}:{moment.astimezone(dt.timezone.utc).isoformat()}:{person.id}"
+                enqueue_notification(connection, self.schema, self.model, channel=spec.channel, to=("owner",),
+                                     owner_id=person.id, context=context, key=key, now=now, template=spec.template)
+                sent.append(person.username)
+        return f"{spec.channel}: one message each to {', '.join(sent) or 'nobody'}"
+
+    def _conditions(self, count: CountSpec, moment: dt.datetime,
+                    owner: int | None = None) -> tuple[sa.Table, list[Any]]:
         table = self.schema.table(count.entity)
-        conditions: list[Any] = []
+        conditions: list[Any] = [] if owner is None else [table.c.owner == owner]
         for name, values in count.where:
             column = table.c[name]
             present = [value for value in values if value is not None]
@@ -94,18 +130,22 @@ class Jobs:
             conditions.append(sla_condition(self.schema, count.entity, table, count.sla, moment, count.policy))
         return table, conditions
 
-    def _count(self, connection: sa.Connection, count: CountSpec, moment: dt.datetime) -> int:
+    def _count(self, connection: sa.Connection, count: CountSpec, moment: dt.datetime, owner: int | None = None) -> int:
         if count.event is not None:
             events = self.schema.events
             conditions = [events.c.entity == count.entity, events.c.kind == count.event, events.c.at <= naive(moment)]
+            if owner is not None:  # events of the records the person owns
+                table = self.schema.table(count.entity)
+                conditions.append(events.c.record_id.in_(sa.select(table.c.id).where(table.c.owner == owner)))
             if count.created_within is not None:
                 conditions.append(events.c.at >= naive(moment - count.created_within.fixed))
             return int(connection.execute(sa.select(sa.func.count()).where(*conditions)).scalar_one())
-        table, conditions = self._conditions(count, moment)
+        table, conditions = self._conditions(count, moment, owner)
         return int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*conditions)).scalar_one())
 
-    def _list(self, connection: sa.Connection, count: CountSpec, moment: dt.datetime) -> list[dict[str, Any]]:
-        table, conditions = self._conditions(count, moment)
+    def _list(self, connection: sa.Connection, count: CountSpec, moment: dt.datetime,
+              owner: int | None = None) -> list[dict[str, Any]]:
+        table, conditions = self._conditions(count, moment, owner)
         entity = self.model.entity(count.entity)
         rows = connection.execute(sa.select(table).where(*conditions).order_by(table.c.id).limit(count.limit)).mappings()
         return [self.records.record_from_row(entity, row) for row in rows]

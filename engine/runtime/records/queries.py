@@ -23,7 +23,7 @@ from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, Lis
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
 MAX_PAGE = 1_000_000  # beyond it the offset overflows 64 bits on some databases
 MAX_PER_PAGE = 500
-RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla"})
+RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla", "funnel"})
 # created_at / updated_at filters parse like a datetime field of the app
 _SYSTEM_TIME = KINDS[FieldType.DATETIME]
 _SYSTEM_TIME_SPEC = FieldSpec("created_at", FieldType.DATETIME, Label(()))
@@ -47,6 +47,7 @@ class ListQuery:
     per_page: int = 50
     sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
     view: str | None = None  # a list view whose `where:` also limits the rows (RecordService.list)
+    funnel: str | None = None  # left:<funnel>:<stage>:<from>/<to> … records behind a stage figure (engine/analytics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,8 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
     return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
-                     (params.get("sla") or "").strip() or None, view_name)
+                     (params.get("sla") or "").strip() or None, view_name,
+                     (params.get("funnel") or "").strip() or None)
 
 
 def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:
@@ -212,16 +214,25 @@ def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str,
     return None
 
 
-def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
-                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
-                          ordering: Mapping[str, Any] | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """The page query and the matching count query; `scope` limits rows to what the actor
-    may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
+def list_conditions(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
+                    kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = ()
+                    ) -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions of a list: its filters, the actor's `scope`, the search (the
+    dashboards count with these, so a figure and the list behind it agree)."""
     conditions = [_condition(entity, table, item, dialect, kinds) for item in query.filters]
     if scope is not None:
         conditions.append(scope)
     if query.search:
         conditions.append(_search(entity, table, query.search, unsearchable, kinds))
+    return conditions
+
+
+def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
+                          kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
+                          ordering: Mapping[str, Any] | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The page query and the matching count query; `scope` limits rows to what the actor
+    may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
+    conditions = list_conditions(entity, table, query, dialect, kinds=kinds, scope=scope, unsearchable=unsearchable)
     order = []
     for key in query.sort:
         if ordering and key.field in ordering:  # e.g. sla_due, contributed by the SLA clocks

@@ -207,8 +207,7 @@ class RecordService:
         self.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
                                    [key.field for key in query.sort])
         hidden = self.access.permissions(actor, entity.name).hidden
-        if query.sla is not None:
-            scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
+        scope = self.list_scope(entity, table, query, scope)
         where = entity.list_view(query.view).where if query.view is not None else None
         if where is not None:
             condition = row_condition_sql(where, entity, table, kinds=self.schema.kinds,
@@ -229,6 +228,13 @@ class RecordService:
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
         extra = {"sums": dict(zip(totals, summed))} if totals else {}
         return Page(items, total, query.page, query.per_page, extra)
+
+    def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:
+        """The actor's row condition with the query's named filters (sla, funnel) added."""
+        for name, value in (("sla", query.sla), ("funnel", query.funnel)):
+            if value is not None:
+                scope = sa.and_(*(c for c in (scope, self._named_filter(name, entity, table, value)) if c is not None))
+        return scope
 
     def _named_filter(self, name: str, entity: EntitySpec, table: sa.Table, value: str) -> Any:
         """A list filter contributed by an installed component (e.g. `sla` by the SLA clocks)."""

@@ -31,6 +31,7 @@ DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
 CHANNEL_SENDS, CHANNEL_PACE = "crm_channel_sends", "crm_channel_pace"  # per-channel pacing, shared by workers
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
+STAGE_MOVES = "crm_stage_moves"  # one typed row per stage_changed event: what the dashboards' stage figures read
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -99,6 +100,10 @@ class Schema:
     @property
     def clocks(self) -> sa.Table:
         return self.metadata.tables[CLOCKS]
+
+    @property
+    def stage_moves(self) -> sa.Table:
+        return self.metadata.tables[STAGE_MOVES]
 
 
 def _index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
@@ -308,11 +313,27 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.Index("ix_crm_clocks_due", "entity", "kind", "state", "due_at"),
     )
+    sa.Table(
+        STAGE_MOVES, metadata,  # written with each stage_changed event, in its transaction (automation/funnels.py)
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("funnel", sa.String(48), nullable=False),
+        sa.Column("entity", sa.String(48), nullable=False),
+        sa.Column("record_id", sa.Integer, nullable=False),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Column("from_stage", sa.String(64)),
+        sa.Column("to_stage", sa.String(64), nullable=False),
+        sa.Column("move", sa.String(16), nullable=False),          # forward | skip | back | reopen | lose | hold
+        sa.Column("is_return", sa.Boolean, nullable=False),
+        sa.Column("dwell_seconds", sa.BigInteger),                 # time spent in from_stage
+        sa.Index("ix_crm_stage_moves_funnel_at", "funnel", "at", "record_id"),
+        sa.Index("ix_crm_stage_moves_record", "record_id"),
+    )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))
 
 
-def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds) -> sa.Table:
+def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds,
+                  covering: tuple[tuple[str, ...], ...] = ()) -> sa.Table:
     columns: list[Any] = [
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
@@ -335,14 +356,31 @@ def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds) 
     if entity.dedup is not None:
         columns.append(sa.Column("duplicate_of", sa.Integer))
     table = sa.Table(entity.name, metadata, *columns)
-    for columns_, unique in entity_indexes(entity):
+    for columns_, unique in entity_indexes(entity, covering):
         sa.Index(_index_name(entity.name, columns_, unique), *(table.c[name] for name in columns_), unique=unique)
     return table
 
 
-def entity_indexes(entity: EntitySpec) -> list[tuple[tuple[str, ...], bool]]:
+def dashboard_indexes(model: Metamodel, entity: str) -> tuple[tuple[str, ...], ...]:
+    """Covering indexes for the dashboards' group-bys: (by, measured fields) and, for scoped
+    viewers, (owner, by, measured fields) — a figure then reads the index, not the table."""
+    found: list[tuple[str, ...]] = []
+    for dashboard in model.dashboards:
+        for widget in dashboard.widgets:
+            if widget.entity != entity or widget.by is None or widget.funnel is not None and widget.by is None:
+                continue
+            measured = tuple(name for m in widget.measures for name in m.fields)
+            found.append((widget.by, *measured))
+            if widget.by != "owner":
+                found.append(("owner", widget.by, *measured))
+    return tuple(found)
+
+
+def entity_indexes(entity: EntitySpec, covering: tuple[tuple[str, ...], ...] = ()
+                   ) -> list[tuple[tuple[str, ...], bool]]:
     """Every index the entity's table gets, de-duplicated, without ones a longer index covers."""
     wanted: list[tuple[tuple[str, ...], bool]] = [(("owner",), False)]
+    wanted.extend((columns, False) for columns in covering)
     for spec in entity.fields:
         if spec.is_unique:
             wanted.append(((spec.name,), True))
@@ -385,5 +423,6 @@ def build_schema(model: Metamodel, kinds: FieldKinds = BUILTIN_KINDS) -> Schema:
     _system_tables(metadata)
     collab_tables(metadata, USERS)  # inbox, comments, audit log (storage/collab.py)
     # Entities may link to each other in any order; create all tables, then foreign keys resolve.
-    tables = {entity.name: _entity_table(entity, metadata, kinds) for entity in model.entities}
+    tables = {entity.name: _entity_table(entity, metadata, kinds, dashboard_indexes(model, entity.name))
+              for entity in model.entities}
     return Schema(model, metadata, tables, kinds)

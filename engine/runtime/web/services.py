@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.analytics import Analytics
 from engine.metamodel import Metamodel
 from engine.rules import Clock
 from engine.runtime.automation.approvals import ApprovalDesk
@@ -37,3 +38,5 @@ class WebServices:
     cadences: CadenceClocks
     funnels: Funnels
     approvals: ApprovalDesk | None = None
+    analytics: Analytics | None = None
+    base_url: str = ""

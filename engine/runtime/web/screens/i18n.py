@@ -37,6 +37,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "save": ("保存", "Save"),
     "cancel": ("取消", "Cancel"),
     "board": ("看板", "Board"),
+    "dashboards": ("数据看板", "Dashboards"),
     "list": ("列表", "List"),
     "export_csv": ("导出 CSV", "Export CSV"),
     "assign_to": ("分配给", "Assign to"),

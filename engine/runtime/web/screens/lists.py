@@ -250,7 +250,7 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
                                  _plain(entity, "updated_at", item["updated_at"], lang, users, zone)])
             if page.page >= page.pages:
                 return
-            current = dataclasses.replace(current, page=current.page + 1)  # the view and SLA filter too
+            current = dataclasses.replace(current, page=current.page + 1)  # keeps the view, sla= and funnel=
             page = site.records.list(entity.name, current, actor=actor, action="export")
 
     stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")

@@ -17,7 +17,8 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.web.screens import accounts, admin, boards, collab, forms, funnels, lists, record_page, workday
+from engine.runtime.web.screens import (accounts, admin, boards, collab, dashboards, forms, funnels, lists,
+                                         record_page, workday)
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -77,6 +78,9 @@ class ScreenRoutes:
             Route("/inbox/{notice_id:int}/open", screen(self.open_notice), methods=["GET"]),
             Route("/search", screen(self.search), methods=["GET"]),
             Route("/favicon.ico", self.favicon, methods=["GET"]),
+            Route("/dashboards/charts.css", self.charts_css, methods=["GET"]),
+            Route("/dashboards/{name}", screen(self.dashboard), methods=["GET"]),
+            Route("/dashboards/{name}/{widget}.{kind}", screen(self.export_widget), methods=["GET"]),
             Route("/{entity}", screen(self.list), methods=["GET"]),
             Route("/{entity}/export", screen(self.export), methods=["GET"]),
             Route("/{entity}/board", screen(self.board), methods=["GET"]),
@@ -168,11 +172,27 @@ class ScreenRoutes:
         return accounts.switch_language(self.site, request, await request.form())
 
     async def home(self, request: Request, actor: Actor) -> Response:
-        first = next((link.url for section in self.site.menu(actor, "en", "/") for link in section.links), None)
+        home = self.site.model.home_dashboard(actor.role)  # the role's dashboard first (blueprint `home:`)
+        if home is not None:
+            return RedirectResponse(f"/dashboards/{home.name}", status_code=303)
+        first = next((link.url for section in self.site.menu(actor, "en", "/") for link in section.links
+                      if not link.url.startswith("/dashboards/")), None)
         if first is None:
             return await run_in_threadpool(error_page, self.site, request, actor, Forbidden(
                 "your role may read none of the entities", field=None, permission="read", entity=""))
         return RedirectResponse(first, status_code=303)
+
+    async def dashboard(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(dashboards.dashboard_screen, self.site, request, actor,
+                                       request.path_params["name"])
+
+    async def export_widget(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(dashboards.export_widget, self.site, request, actor,
+                                       request.path_params["name"], request.path_params["widget"],
+                                       request.path_params["kind"])
+
+    async def charts_css(self, request: Request) -> Response:
+        return dashboards.charts_css_response()
 
     async def users(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(admin.users_screen, self.site, request, actor)

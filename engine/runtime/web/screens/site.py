@@ -100,6 +100,10 @@ class Site:
                           if self.model.has_entity(name) and self.scope(actor, name, "read") is not Scope.NONE)
             if links:
                 sections.append(MenuSection(group.label.text(lang), links))
+        if self.model.dashboards:  # figures are scoped to what the viewer reads: everyone sees the list
+            boards = tuple(MenuLink(spec.label.text(lang), f"/dashboards/{spec.name}", path == f"/dashboards/{spec.name}")
+                           for spec in self.model.dashboards)
+            sections.insert(0, MenuSection(translate(lang, "dashboards"), boards))
         return tuple(sections)
 
     def render(self, request: Request, actor: Actor | None, template: str, page: Any, title: str,

@@ -1,0 +1,362 @@
+"""Dashboards (blueprint `dashboards:`): number cards, bar and funnel charts (pygal SVG, drawn on
+the server, no JavaScript), tables, stage tables and heat maps; every figure is a link to the
+list of exactly the records it counts, within what the viewer may read. Each widget exports as
+CSV and XLSX."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import html
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pygal
+from openpyxl import Workbook
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from engine.analytics import Analytics, Figure, Period, StageCell, period_at
+from engine.metamodel.dashboards import PERIODS, DashboardSpec, StageValue, WidgetKind, WidgetSpec
+from engine.metamodel.entities import EntitySpec, FieldType
+from engine.metamodel.roles import Scope
+from engine.runtime.records.actors import Actor
+from engine.runtime.records.errors import NotFound, QueryInvalid
+from engine.runtime.web.screens.site import Site
+
+PERIOD_LABELS = {"zh": {"day": "今天", "week": "本周", "month": "本月", "quarter": "本季度", "year": "本年",
+                        "all": "全部"},
+                 "en": {"day": "Today", "week": "This week", "month": "This month", "quarter": "This quarter",
+                        "year": "This year", "all": "All time"}}
+WORDS = {
+    "zh": {"previous": "上期", "apply": "应用", "any": "全部", "period": "期间", "export": "导出", "stage": "阶段",
+           "entered": "进入", "left": "离开", "dwell_mean": "平均停留（天）", "dwell_median": "停留中位数（天）",
+           "conversion": "转化率", "skip_rate": "跳过率", "return_rate": "回退率", "owner": "负责人",
+           "count": "数量", "sum": "合计", "avg": "平均", "median": "中位数", "p90": "P90", "none": "暂无数据",
+           "above_norm": "高于团队常态", "dashboards": "看板", "target": "目标"},
+    "en": {"previous": "previous period", "apply": "Apply", "any": "Any", "period": "Period", "export": "Export",
+           "stage": "Stage", "entered": "Entered", "left": "Left", "dwell_mean": "Mean dwell (days)",
+           "dwell_median": "Median dwell (days)", "conversion": "Conversion", "skip_rate": "Skip rate",
+           "return_rate": "Return rate", "owner": "Owner", "count": "Count", "sum": "Sum", "avg": "Average",
+           "median": "Median", "p90": "P90", "none": "No data yet", "above_norm": "above the team's norm",
+           "dashboards": "Dashboards", "target": "Target"},
+}
+STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
+_SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
+ANOMALY = 1.5  # a heat-map cell this many times its stage's overall value is marked red
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    text: str
+    url: str
+    css: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WidgetView:
+    name: str
+    kind: str
+    title: str
+    svg: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()   # first item a str (row label), then Links
+    card: Link | None = None
+    previous: str = ""
+    colour: str = ""
+    target: str = ""
+    empty: bool = False
+    exports: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardContext:
+    name: str
+    title: str
+    period: str
+    period_text: str
+    periods: tuple[Link, ...]
+    filters: tuple[tuple[str, str, tuple[tuple[str, str], ...], str], ...]  # name, label, options, chosen
+    widgets: tuple[WidgetView, ...]
+    words: dict[str, str] = field(default_factory=dict)
+    others: tuple[Link, ...] = ()
+
+
+def fmt(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    if percent:
+        return f"{value * 100:.1f}%"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.2f}"
+
+
+def _analytics(site: Site) -> Analytics:
+    analytics = site.services.analytics
+    if analytics is None:
+        raise NotFound("this installation has no dashboards")
+    return analytics
+
+
+def dashboard_spec(site: Site, name: str) -> DashboardSpec:
+    if not any(spec.name == name for spec in site.model.dashboards):
+        raise NotFound(f"no dashboard '{name}'")
+    return site.model.dashboard(name)
+
+
+def _choices(site: Site, spec: DashboardSpec, request: Request, lang: str) -> tuple[Period, dict[str, str]]:
+    wanted = request.query_params.get("period") or spec.period
+    if wanted not in PERIODS:
+        raise QueryInvalid(f"period '{wanted}' is not one of {', '.join(PERIODS)}", field="period")
+    period = period_at(wanted, site.services.clock.now(), site.model.settings.timezone)
+    filters = {name: request.query_params.get(name, "").strip() for name in spec.filters}
+    return period, {name: value for name, value in filters.items() if value}
+
+
+def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> HTMLResponse:
+    spec = dashboard_spec(site, name)
+    lang = site.lang(request)
+    words = WORDS.get(lang, WORDS["en"])
+    period, filters = _choices(site, spec, request, lang)
+    analytics = _analytics(site)
+    readable = [widget for widget in spec.widgets if site.may(actor, widget.entity, "read")]  # others left out
+    cache: dict[tuple[str, str | None], Any] = {}
+    views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request, cache)
+                  for widget in readable)
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "period"]
+    periods = tuple(Link(PERIOD_LABELS.get(lang, PERIOD_LABELS["en"])[p], _url(f"/dashboards/{name}",
+                                                                                 [*query, ("period", p)]),
+                         "current" if p == period.name else "") for p in PERIODS)
+    context = DashboardContext(name, spec.label.text(lang), period.name, period.text(), periods,
+                               tuple(_filter_control(site, spec, f, filters.get(f, ""), lang, actor)
+                                     for f in spec.filters),
+                               views, words,
+                               tuple(Link(other.label.text(lang), f"/dashboards/{other.name}",
+                                          "current" if other.name == name else "") for other in site.model.dashboards))
+    return site.render(request, actor, "dashboard.html", context, context.title)
+
+
+def _url(path: str, params: list[tuple[str, str]]) -> str:
+    from urllib.parse import urlencode
+    return path + (f"?{urlencode(params)}" if params else "")
+
+
+def _filter_control(site: Site, spec: DashboardSpec, name: str, chosen: str, lang: str,
+                    actor: Actor) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
+    if name == "owner":  # only the people whose records the viewer may read
+        scope = max((site.scope(actor, w.entity, "read") for w in spec.widgets), key=_SCOPE_ORDER.index)
+        teams = site.user_teams()
+        names = {k: v for k, v in site.user_names().items() if scope is Scope.ALL or k == actor.id or
+                 (scope is Scope.TEAM and actor.team is not None and teams.get(k) == actor.team)}
+        return name, WORDS.get(lang, WORDS["en"])["owner"], tuple((str(k), v) for k, v in names.items()), chosen
+    for widget in spec.widgets:
+        entity = site.model.entity(widget.entity)
+        if entity.has_field(name):
+            field_spec = entity.field(name)
+            options = tuple((c.value, c.label.text(lang)) for c in field_spec.choices) \
+                if field_spec.type is FieldType.CHOICE else ()
+            return name, field_spec.label.text(lang), options, chosen
+    return name, name, (), chosen
+
+
+def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: WidgetSpec, actor: Actor, period: Period,
+            filters: dict[str, str], lang: str, request: Request,
+            cache: dict[tuple[str, str | None], Any]) -> WidgetView:
+    title = widget.label.text(lang)
+    words = WORDS.get(lang, WORDS["en"])
+    query = request.url.query
+    exports = tuple(Link(kind.upper(), f"/dashboards/{spec.name}/{widget.name}.{kind}" + (f"?{query}" if query else ""))
+                    for kind in ("csv", "xlsx"))
+    if widget.kind in (WidgetKind.STAGES, WidgetKind.HEATMAP):
+        header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang, cache)
+        return WidgetView(widget.name, widget.kind.value, title, header=header, rows=rows, exports=exports,
+                          empty=not rows)
+    figures = analytics.figures(widget, actor=actor, period=period, filters=filters, lang=lang)
+    if widget.kind is WidgetKind.CARD:
+        figure = figures[0]
+        previous = None
+        if widget.period_field is not None and period.is_bounded:
+            previous = analytics.figures(widget, actor=actor, period=period.previous(), filters=filters,
+                                         lang=lang)[0].value
+        change = ""
+        if previous is not None and figure.value is not None:
+            delta = figure.value - previous
+            change = f"{words['previous']} {fmt(previous)} ({'+' if delta >= 0 else ''}{fmt(delta)})"
+        colour = widget.target.colour(figure.value) if widget.target else ""
+        target = f"{words['target']} {'≤' if widget.target.better == 'lower' else '≥'} {fmt(widget.target.value)}" \
+            if widget.target else ""
+        return WidgetView(widget.name, "card", title, card=Link(fmt(figure.value), figure.url, colour,
+                                                                f"{title}: {fmt(figure.value)}"),
+                          previous=change, colour=colour, target=target, exports=exports)
+    header, rows = figure_rows(widget, figures, lang, site.model.entity(widget.entity))
+    svg = chart_svg(widget, figures, title, lang, site.model.entity(widget.entity)) if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
+    return WidgetView(widget.name, widget.kind.value, title, svg=svg, header=header, rows=rows, exports=exports,
+                      empty=not any(f.count for f in figures))
+
+
+def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec | None = None) -> str:
+    words = WORDS.get(lang, WORDS["en"])
+    measure = widget.measures[index]
+    if measure.field is None:
+        return words["count"]
+
+    def label(field: str) -> str:
+        if entity is not None and entity.has_field(field):
+            return entity.field(field).label.text(lang)
+        return {"created_at": "创建时间" if lang == "zh" else "created", "updated_at": "更新时间" if lang == "zh"
+                else "updated"}.get(field, field)
+    name = label(measure.field)
+    if measure.since is not None:  # a duration in hours
+        name = f"{label(measure.since)}→{name}（小时）" if lang == "zh" else f"{label(measure.since)}→{name} (hours)"
+    return f"{words[measure.aggregate.value]} {name}" if lang != "zh" else f"{name}{words[measure.aggregate.value]}"
+
+
+def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
+                entity: EntitySpec | None = None) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    header = ("", *(measure_label(widget, index, lang, entity) for index in range(len(widget.measures))))
+    rows = tuple((figure.label, *(Link(fmt(value), figure.url, title=f"{figure.label}: {fmt(value)}")
+                                  for value in figure.values)) for figure in figures)
+    return header, rows
+
+
+def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
+               filters: dict[str, str], lang: str, cache: dict[tuple[str, str | None], Any] | None = None
+               ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    words = WORDS.get(lang, WORDS["en"])
+    funnel = site.model.funnel(str(widget.funnel))
+    cache = {} if cache is None else cache  # one page asks for a funnel's overall figures once
+
+    def cells_by(rows: str | None) -> dict[Any, dict[str, StageCell]]:
+        if (funnel.name, rows) not in cache:
+            cache[(funnel.name, rows)] = analytics.stage_cells(funnel, actor=actor, period=period, filters=filters,
+                                                               rows=rows, lang=lang)
+        return dict(cache[(funnel.name, rows)])
+
+    overall = cells_by(None)[None]
+    if widget.kind is WidgetKind.STAGES:
+        header = (words["stage"], *(words[column] for column in STAGE_COLUMNS))
+        rows = []
+        for cell in overall.values():
+            if not cell.entered and not cell.left:
+                continue
+            rows.append((cell.label, *(_stage_link(cell, StageValue(column)) for column in STAGE_COLUMNS)))
+        return header, tuple(rows)
+    cells = cells_by(widget.rows)
+    labels = analytics.row_labels(funnel, str(widget.rows), cells.keys(), lang)
+    stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
+    header = (words["owner"] if widget.rows == "owner" else str(widget.rows),
+              *(overall[stage].label for stage in stages))
+    rows = []
+    for key, row in cells.items():
+        links = []
+        for stage in stages:
+            cell, norm = row[stage], overall[stage].value(widget.value)
+            value = cell.value(widget.value)
+            red = value is not None and norm is not None and norm > 0 and value > ANOMALY * norm
+            links.append(_stage_link(cell, widget.value, "anomaly" if red else "",
+                                     f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""))
+        rows.append((labels.get(key, str(key)), *links))
+    return header, tuple(rows)
+
+
+def _is_rate(value: StageValue) -> bool:
+    return value in (StageValue.CONVERSION, StageValue.SKIP_RATE, StageValue.RETURN_RATE)
+
+
+def _stage_link(cell: StageCell, value: StageValue, css: str = "", note: str = "") -> Link:
+    text = fmt(cell.value(value), _is_rate(value))
+    return Link(text, cell.url(value), css, f"{cell.label}: {text}{note}")
+
+
+# -- charts: pygal SVG, inline, styled by /dashboards/charts.css -------------------------------
+_STYLE = re.compile(r"<style[^>]*>.*?</style>|<script[^>]*>.*?</script>", re.S)
+
+
+def _chart(kind: WidgetKind, title: str) -> Any:
+    config = {"title": title, "disable_xml_declaration": True, "js": [], "no_prefix": True, "show_legend": False,
+              "width": 640, "height": 320, "print_values": True, "truncate_label": 12,
+              "style": pygal.style.Style(font_family="sans-serif", background="transparent",
+                                         plot_background="transparent", colors=("#2f6fdf", "#7aa7ef"))}
+    if kind is WidgetKind.FUNNEL:
+        return pygal.HorizontalBar(**config)
+    return pygal.Bar(**config)
+
+
+def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str, entity: EntitySpec) -> str:
+    """The chart as inline SVG: its <title> names it, each bar is a link to its records and
+    says its number; pygal's style sheet is served once from /dashboards/charts.css."""
+    chart = _chart(widget.kind, title)
+    shown = list(reversed(figures)) if widget.kind is WidgetKind.FUNNEL else figures
+    chart.x_labels = [figure.label for figure in shown]
+    chart.add(measure_label(widget, 0, lang, entity), [
+        {"value": figure.value or 0, "label": f"{figure.label}: {fmt(figure.value)}",
+         "xlink": {"href": figure.url, "target": "_top"}} for figure in shown])
+    svg = _STYLE.sub("", str(chart.render(is_unicode=True)))
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(title)}" ', 1)
+
+
+def _attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+@functools.lru_cache(maxsize=1)
+def chart_css() -> str:
+    """pygal's style sheet, every rule scoped to the charts (pygal writes it unprefixed here)."""
+    rendered = str(_chart(WidgetKind.BAR, "x").render(is_unicode=True))
+    sheet = html.unescape("\n".join(re.findall(r"<style[^>]*>(.*?)</style>", rendered, re.S)))
+    rules = []
+    for selectors, body in re.findall(r"([^{}]*)\{([^{}]*)\}", sheet):
+        scoped = ",".join(f".pygal-chart {part.strip()}".rstrip() for part in selectors.split(","))
+        rules.append(f"{scoped}{{{body}}}")
+    return "\n".join(rules)
+
+
+def charts_css_response() -> Response:
+    return Response(chart_css(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+# -- export -----------------------------------------------------------------------------------
+def export_widget(site: Site, request: Request, actor: Actor, name: str, widget_name: str, kind: str) -> Response:
+    spec = dashboard_spec(site, name)
+    if not any(w.name == widget_name for w in spec.widgets) or kind not in ("csv", "xlsx"):
+        raise NotFound(f"dashboard '{name}' has no widget '{widget_name}' to export as {kind}")
+    widget = spec.widget(widget_name)
+    lang = site.lang(request)
+    period, filters = _choices(site, spec, request, lang)
+    analytics = _analytics(site)
+    site.records.access.require(actor, widget.entity, "export")
+    if widget.kind in (WidgetKind.STAGES, WidgetKind.HEATMAP):
+        header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang)
+    else:
+        header, rows = figure_rows(widget, analytics.figures(widget, actor=actor, period=period, filters=filters,
+                                                             lang=lang), lang, site.model.entity(widget.entity))
+    table = [list(header), *([cell.text if isinstance(cell, Link) else cell for cell in row] for row in rows)]
+    filename = f"{name}-{widget_name}-{period.name}.{kind}"
+    if kind == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(table)
+        return Response("\ufeff" + buffer.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    book = Workbook()
+    sheet = book.active
+    sheet.title = widget_name[:31]
+    for line in table:
+        sheet.append([_number(cell) for cell in line])
+    out = io.BytesIO()
+    book.save(out)
+    return Response(out.getvalue(), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _number(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    plain = text.replace(",", "")
+    try:
+        return float(plain[:-1]) / 100 if plain.endswith("%") else float(plain)
+    except ValueError:
+        return text
