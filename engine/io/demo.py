@@ -210,7 +210,7 @@ def _accounts(writer: _Writer, reps: list[Actor], phones: set[str]) -> list[dict
             "lifecycle": _weighted(rng, {"prospect": 3, "customer": 5, "key_account": 1, "dormant": 1}),
             "registered_capital": capital, "employee_count": rng.choice([30, 80, 150, 400, 1200, 3000]),
             "hiring_recently": rng.random() < 0.4, "has_tenders": rng.random() < 0.3,
-            "phone": _mobile(rng, phones), "health_score": rng.randint(20, 98), "parent": parent,
+            "phone": _mobile(rng, phones), "parent": parent,
             "source": _weighted(rng, {"website": 3, "expo": 2, "referral": 2, "cold_call": 1, "wecom": 1}),
         }
         accounts.append(writer.create("account", values, rng.choice(reps), rng.uniform(60, 120)))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.metamodel.alerts import ALERTS_SCHEMA, build_alerts
 from engine.metamodel.approvals import APPROVAL_SCHEMA, build_approvals
 from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
 from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
@@ -21,6 +22,7 @@ from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
 from engine.metamodel.routing import ROUTING_SCHEMA, build_routing
+from engine.metamodel.scores import SCORES_SCHEMA, build_scores
 from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
@@ -44,9 +46,11 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("routing", ROUTING_SCHEMA, build_routing),
     DocumentKind("sources", SOURCES_SCHEMA, build_sources),
     DocumentKind("approval", APPROVAL_SCHEMA, build_approvals),  # roles, channels, calendars; rules request them
+    DocumentKind("scores", SCORES_SCHEMA, build_scores),        # rules react to health_dropped
     DocumentKind("rules", RULES_SCHEMA, build_rules),
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
+    DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
 )

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engine.metamodel.app import MenuGroup, Settings
+from engine.metamodel.alerts import AlertSpec
 from engine.metamodel.approvals import ApprovalSpec
+from engine.metamodel.scores import ScoreSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
 from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
@@ -28,7 +30,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, ScoreSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -60,6 +62,8 @@ class Metamodel:
     jobs: tuple[JobSpec, ...] = ()
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
+    alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
+    scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -119,6 +123,12 @@ class Metamodel:
 
     def has_template(self, name: str) -> bool:
         return any(spec.name == name for spec in self.templates)
+
+    def alerts_for(self, entity: str) -> tuple[AlertSpec, ...]:
+        return tuple(spec for spec in self.alerts if spec.entity == entity)
+
+    def score(self, name: str) -> ScoreSpec:
+        return _named(self.scores, name, "score")
 
     def job(self, name: str) -> JobSpec:
         return _named(self.jobs, name, "job")
