@@ -322,3 +322,32 @@ def test_score_mistakes_are_reported_at_their_line(tmp_path: Path) -> None:
     assert "scores.yaml:9" in text and "unknown name 'ordres'" in text and "did you mean 'orders'" in text
     assert "weights add up to 90, not 100" in text
     assert "rules.yaml:4" in text and "'helth' is not one" in text
+
+
+def test_suggestion_mistakes_are_reported_at_their_line(tmp_path: Path) -> None:
+    folder = write_blueprint(tmp_path / "bp", {
+        "app.yaml": "app: t\ninclude: ['*.yaml']\n",
+        "ticket.yaml": """
+            entity: ticket
+            fields:
+              fault_code: {type: string}
+              status: {type: choice, options: {open: Open, closed: Closed}}
+              solution: {type: link, entity: ticket}
+        """,
+        "solution.yaml": "entity: solution\nfields: {fault_code: {type: integer}}\n",
+        "knowledge.yaml": """
+            suggestions:
+              fixes:
+                on: ticket
+                suggest: solution
+                match: [fault_code]
+                used_by: solution
+                settled: {status: [done]}
+        """,
+    })
+    with pytest.raises(BlueprintInvalid) as caught:
+        load(folder)
+    text = str(caught.value)
+    assert "knowledge.yaml:5" in text and "ticket.fault_code is a string field but solution.fault_code is a integer" in text
+    assert "knowledge.yaml:6" in text and "ticket.solution links to ticket, not solution" in text
+    assert "knowledge.yaml:7" in text and "value 'done' is not an option of status" in text

@@ -26,6 +26,7 @@ from engine.metamodel.scores import SCORES_SCHEMA, build_scores
 from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
+from engine.metamodel.suggestions import SUGGESTIONS_SCHEMA, build_suggestions
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 from engine.metamodel.vocabulary import Vocabulary
 
@@ -53,4 +54,5 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
+    DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
 )

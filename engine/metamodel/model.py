@@ -15,6 +15,7 @@ from engine.metamodel.app import MenuGroup, Settings
 from engine.metamodel.alerts import AlertSpec
 from engine.metamodel.approvals import ApprovalSpec
 from engine.metamodel.scores import ScoreSpec
+from engine.metamodel.suggestions import SuggestionSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
 from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
@@ -64,6 +65,7 @@ class Metamodel:
     approvals: tuple[ApprovalSpec, ...] = ()
     alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
     scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
+    suggestions: tuple[SuggestionSpec, ...] = ()  # e.g. knowledge-base solutions on a ticket (suggestions.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:

@@ -19,6 +19,7 @@ from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySec
 from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
+from engine.runtime.web.screens.panorama import panorama_panel
 from engine.runtime.web.screens.site import Site, system_label
 from engine.runtime.web.widgets import local_time
 
@@ -53,7 +54,8 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         clocks=tuple(_clock_lines(site, entity.name, record_id, lang)),
         funnel=funnel_panel(site, actor, entity, record, lang),
         approvals=approvals_panel(site, actor, entity, record, lang),
-        decision=decision_panel(site, actor, entity, record, lang))
+        decision=decision_panel(site, actor, entity, record, lang),
+        panorama=panorama_panel(site, actor, entity, record, lang, request.query_params.get("timeline")))
     return site.render(request, actor, "record.html", context, title)
 
 
