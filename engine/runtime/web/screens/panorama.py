@@ -31,6 +31,7 @@ from markupsafe import Markup
 from engine.metamodel import EntitySpec, FieldType, SortKey
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.events import Event
+from engine.metamodel.roles import Scope
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.storage.times import as_utc
@@ -219,23 +220,48 @@ def _children(site: Site, entity: EntitySpec) -> Iterator[tuple[EntitySpec, str]
                 yield source, spec.name
 
 
-def _readable_ids(site: Site, actor: Actor, source: EntitySpec, link: str, value: int) -> list[dict[str, Any]]:
+def _readable_ids(site: Site, actor: Actor, source: EntitySpec, link: str, value: int | list[int]) -> list[dict[str, Any]]:
+    """The most recently updated records of `source` whose `link` is `value` (or one of them)."""
+    condition = Filter(link, "in", [str(item) for item in value]) if isinstance(value, list) \
+        else Filter(link, "eq", str(value))
     try:
-        page = site.records.list(source.name, ListQuery(filters=(Filter(link, "eq", str(value)),),
-                                                        per_page=RELATED_IDS, sort=(SortKey("updated_at", True),)),
-                                 actor=actor)
+        page = site.records.list(source.name, ListQuery(filters=(condition,), per_page=RELATED_IDS,
+                                                        sort=(SortKey("updated_at", True),)), actor=actor)
     except (Forbidden, ValueError):
         return []
     return list(page.items)
 
 
+def _titles(site: Site, connection: sa.Connection, actor: Actor, source: EntitySpec, link: str,
+            values: list[int]) -> list[dict[str, Any]]:
+    """id and title of the most recently updated records of `source` whose `link` is one of
+    `values`, within the actor's read scope (the same row condition lists use)."""
+    access = site.records.access
+    if access.scope(actor, source.name, "read") is Scope.NONE or link in access.permissions(actor, source.name).hidden:
+        return []
+    table = site.services.schema.table(source.name)
+    title = source.title_field if source.title_field and source.title_field in table.c \
+        and source.title_field not in access.permissions(actor, source.name).hidden else None
+    scope = access.row_condition(actor, source.name, "read", table)
+    query = sa.select(table.c.id, *( [table.c[title].label("title")] if title else [])).where(
+        table.c[link].in_(values), *([scope] if scope is not None else []))
+    rows = connection.execute(query.order_by(table.c.updated_at.desc(), table.c.id.desc()).limit(RELATED_IDS))
+    return [{"id": int(row.id), source.title_field or "title": getattr(row, "title", None)} for row in rows]
+
+
 def _sources(site: Site, actor: Actor, entity: EntitySpec, record_id: int,
              title: str) -> list[tuple[str, dict[int, str]]]:
     """(entity, {id: title}) of the record, its children and their children, as the actor may read them."""
+    with site.services.db.read() as connection:
+        return _sources_within(site, connection, actor, entity, record_id, title)
+
+
+def _sources_within(site: Site, connection: sa.Connection, actor: Actor, entity: EntitySpec, record_id: int,
+                    title: str) -> list[tuple[str, dict[int, str]]]:
     found: list[tuple[str, dict[int, str]]] = [(entity.name, {record_id: title})]
     seen = {(entity.name, record_id)}
     for child, link in _children(site, entity):
-        rows = _readable_ids(site, actor, child, link, record_id)
+        rows = _titles(site, connection, actor, child, link, [record_id])
         titles = {int(row["id"]): _title(child, row) for row in rows if (child.name, row["id"]) not in seen}
         seen |= {(child.name, key) for key in titles}
         if titles:
@@ -243,13 +269,12 @@ def _sources(site: Site, actor: Actor, entity: EntitySpec, record_id: int,
         for grandchild, sublink in _children(site, child):
             if grandchild.name == entity.name:
                 continue
-            for parent_id in list(titles)[:20]:  # the most recently updated ones: a deal's activities
-                rows = _readable_ids(site, actor, grandchild, sublink, parent_id)
-                more = {int(row["id"]): _title(grandchild, row) for row in rows
-                        if (grandchild.name, row["id"]) not in seen}
-                seen |= {(grandchild.name, key) for key in more}
-                if more:
-                    found.append((grandchild.name, more))
+            # one read per link, over the 50 most recently updated children: a deal's activities
+            rows = _titles(site, connection, actor, grandchild, sublink, list(titles)[:50])
+            more = {int(row["id"]): _title(grandchild, row) for row in rows if (grandchild.name, row["id"]) not in seen}
+            seen |= {(grandchild.name, key) for key in more}
+            if more:
+                found.append((grandchild.name, more))
     return found
 
 
