@@ -36,6 +36,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.records.service import RecordService
 from engine.runtime.records.values import expression_values
+from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.times import naive_utc
 from engine.runtime.storage.tables import Schema
 
@@ -53,6 +54,7 @@ class AlertWindows:
         self.evaluator = evaluator
         self.executor = executor
         self._by_entity: dict[str, tuple[AlertSpec, ...]] = {}
+        self._statements: dict[str, tuple[Prepared, Prepared]] = {}  # per alert: state look-up, window count
         for spec in model.alerts:
             self._by_entity[spec.entity] = (*self._by_entity.get(spec.entity, ()), spec)
 
@@ -83,12 +85,13 @@ class AlertWindows:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(spec, key)})
         state = self.schema.alerts
-        current = connection.execute(
-            sa.select(state.c.record_id, state.c.members).where(state.c.alert == spec.name, state.c.group_key == key)
-            .order_by(state.c.raised_at.desc(), state.c.record_id.desc()).limit(1)).first()
+        lookup, count = self._prepared(spec)
+        current = lookup.first(connection, {"alert": spec.name, "group_key": key})
         open_alert = current is not None and self._is_open(connection, spec, int(current.record_id))
         own = context.after.get("id") if context.before is not None else None
-        counted = 0 if open_alert else self._count(connection, spec, group, now, own) + 1
+        counted = 0 if open_alert else int(count.scalar(connection, {
+            **{f"g{index}": value for index, value in enumerate(group)},
+            "since": naive_utc(now - spec.window.fixed), "own": own or 0})) + 1
         step = decide(spec, open_alert=open_alert, counted=counted)
         if step is AlertStep.NOTHING:
             return None
@@ -103,6 +106,31 @@ class AlertWindows:
                                     within=connection, origin=Origin.RULE.value)
             return alert_id
         return self._raise(context, spec, group, key, counted, own)
+
+    def _prepared(self, spec: AlertSpec) -> tuple[Prepared, Prepared]:
+        """The group's latest alert and the window's indexed count, compiled once per alert."""
+        cached = self._statements.get(spec.name)
+        if cached is None:
+            state = self.schema.alerts
+            lookup = Prepared(sa.select(state.c.record_id, state.c.members)
+                              .where(state.c.alert == sa.bindparam("alert"), state.c.group_key == sa.bindparam("group_key"))
+                              .order_by(state.c.raised_at.desc(), state.c.record_id.desc()).limit(1))
+            table = self.schema.table(spec.entity)
+            clauses = [table.c[name] == sa.bindparam(f"g{index}") for index, name in enumerate(spec.group_by)]
+            clauses += [table.c.created_at >= sa.bindparam("since"), table.c[spec.link].is_(None),
+                        table.c.id != sa.bindparam("own"), *self._where(spec, table)]
+            count = Prepared(sa.select(sa.func.count()).select_from(table).where(*clauses))
+            cached = self._statements[spec.name] = (lookup, count)
+        return cached
+
+    @staticmethod
+    def _where(spec: AlertSpec, table: sa.Table) -> list[Any]:
+        clauses = []
+        for name, allowed in spec.where:
+            present = [value for value in allowed if value is not None]
+            clause = table.c[name].in_(present) if present else sa.false()
+            clauses.append(sa.or_(clause, table.c[name].is_(None)) if None in allowed else clause)
+        return clauses
 
     def _is_open(self, connection: sa.Connection, spec: AlertSpec, alert_id: int) -> bool:
         record = self.records.find(connection, spec.alert_entity, alert_id)
@@ -119,18 +147,10 @@ class AlertWindows:
         clauses = [table.c[name] == value for name, value in zip(spec.group_by, group)]
         clauses.append(table.c.created_at >= naive_utc(now - spec.window.fixed))
         clauses.append(table.c[spec.link].is_(None))
-        for name, allowed in spec.where:
-            present = [value for value in allowed if value is not None]
-            clause = table.c[name].in_(present) if present else sa.false()
-            clauses.append(sa.or_(clause, table.c[name].is_(None)) if None in allowed else clause)
+        clauses.extend(self._where(spec, table))
         if own is not None:
             clauses.append(table.c.id != own)
         return table, sa.and_(*clauses)
-
-    def _count(self, connection: sa.Connection, spec: AlertSpec, group: tuple[Any, ...], now: dt.datetime,
-               own: int | None) -> int:
-        table, where = self._members_query(spec, group, now, own)
-        return int(connection.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
 
     def _raise(self, context: WriteContext, spec: AlertSpec, group: tuple[Any, ...], key: str, counted: int,
                own: int | None) -> int:
