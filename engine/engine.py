@@ -32,6 +32,7 @@ from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
 from engine.rules.calendars import BusinessCalendar, build_calendar
 from engine.runtime.automation.actions import ActionExecutor
+from engine.runtime.automation.alerts import AlertWindows
 from engine.runtime.automation.approvals import ApprovalDesk
 from engine.runtime.automation.cadences import CadenceClocks
 from engine.runtime.automation.clocks import ClockStore, sla_condition, sla_due_order
@@ -42,6 +43,7 @@ from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
 from engine.analytics import Analytics, stage_condition
 from engine.analytics.metrics import backfill_stage_moves
+from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
@@ -200,6 +202,10 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     if approvals is not None:
         records.observers.append(approvals)
         records.gates.append(approvals)
+    if model.alerts:  # after the rules: a rule may fill the fields an alert groups by
+        records.observers.append(AlertWindows(model, schema, records, evaluator, actions))
+    if model.scores:
+        records.observers.append(ScoreKeeper(model, records, evaluator, related))
     records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)

@@ -198,10 +198,44 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    if engine.model.alerts or engine.model.scores:
+        _service_story(engine, accounts, products, agent, now)
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
     if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
         engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
     return DemoSummary(users, writer.counts)
+
+
+def _service_story(engine: Engine, accounts: list[dict[str, Any]], products: list[dict[str, Any]], agent: Actor,
+                   now: dt.datetime) -> None:
+    """The last two days of the service desk, with the blueprint's rules on: the same fault code
+    reported six times in South China (the fifth raises one quality alert, the sixth joins it),
+    and a late delivery at a customer with open deals (their owners are warned, the deals carry
+    the delivery-risk banner, the account's health drops)."""
+    clock = FakeClock(now - dt.timedelta(days=2))
+    live = engine.on_clock(clock)
+    acting = dataclasses.replace(agent, is_system=True)
+    south = [account for account in accounts if account.get("region") == "south"] or accounts
+    model = next((p for p in products if p.get("model_code") == "LC-3015"), products[0])
+    for index in range(6):
+        clock.set(now - dt.timedelta(hours=44 - index * 7))
+        customer = south[index % len(south)]
+        live.records.create("ticket", {
+            "subject": f"{model['name']} 切割头报警 E-777", "customer": customer["id"], "product": model["id"],
+            "product_model": model["model_code"], "category": "fault", "fault_code": "E-777", "region": "south",
+            "priority": "P2", "channel": "hotline", "owner": agent.id}, actor=acting)
+    opportunities = engine.schema.table("opportunity")
+    with engine.db.read() as connection:
+        busy = connection.execute(
+            sa.select(opportunities.c.account).where(opportunities.c.stage.notin_(["won", "lost"]))
+            .group_by(opportunities.c.account).order_by(sa.func.count().desc(), opportunities.c.account)
+            .limit(1)).scalar()
+    if busy is not None:
+        clock.set(now - dt.timedelta(hours=3))
+        live.records.create("ticket", {
+            "subject": "设备到货延误两周，客户要求说明", "customer": busy, "category": "delivery", "priority": "P2",
+            "channel": "hotline", "description": "400 热线来电：合同约定上月底交货，至今未到，客户生产计划受影响。",
+            "owner": agent.id}, actor=acting)
 
 
 def _products(writer: _Writer, admin: Actor) -> list[dict[str, Any]]:
@@ -234,7 +268,7 @@ def _accounts(writer: _Writer, reps: list[Actor], phones: set[str]) -> list[dict
             "lifecycle": _weighted(rng, {"prospect": 3, "customer": 5, "key_account": 1, "dormant": 1}),
             "registered_capital": capital, "employee_count": rng.choice([30, 80, 150, 400, 1200, 3000]),
             "hiring_recently": rng.random() < 0.4, "has_tenders": rng.random() < 0.3,
-            "phone": _mobile(rng, phones), "health_score": rng.randint(20, 98), "parent": parent,
+            "phone": _mobile(rng, phones), "parent": parent,
             "source": _weighted(rng, {"website": 3, "expo": 2, "referral": 2, "cold_call": 1, "wecom": 1}),
         }
         accounts.append(writer.create("account", values, rng.choice(reps), rng.uniform(60, 120)))
@@ -533,6 +567,7 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
     rng = writer.rng
     faults = ["E-101", "E-205", "M-310", "P-42", "S-900"]
     equipment = [p for p in products if p["category"] in ("equipment", "spare_part")]
+    solutions = _solutions(writer, equipment, faults, agent)
     for index in range(120):
         account = rng.choice(accounts)
         product = rng.choice(equipment)
@@ -550,5 +585,29 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
         if status in ("resolved", "closed"):
             values["resolution"] = rng.choice(["更换主轴轴承后恢复", "远程指导重置参数", "现场校准完成"])
             values["root_cause"] = rng.choice(["hardware", "software", "operation"])
+            known = solutions.get((str(product["model_code"]), str(values.get("fault_code"))))
+            if known and rng.random() < 0.8:  # the first fix of a pair works more often: it ranks first
+                values["solution"] = known[0]["id"] if rng.random() < 0.7 else rng.choice(known)["id"]
         writer.create("ticket", values, agent, rng.uniform(0, 60))
+
+
+def _solutions(writer: _Writer, equipment: list[dict[str, Any]], faults: list[str],
+               agent: Actor) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The knowledge base: two fixes for each of the common faults of each machine (when the
+    blueprint has one); tickets record which fix they used, which ranks them."""
+    if not writer.engine.model.has_entity("solution"):
+        return {}
+    fixes = {"E-101": ("伺服驱动器过流：检查电缆并重置参数", "更换伺服驱动板"),
+             "E-205": ("冷却液温度报警：清洗换热器滤网", "更换冷却泵"),
+             "M-310": ("主轴异响：补充润滑并调整预紧", "更换主轴轴承")}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for product in equipment:
+        for fault in faults:
+            for title in fixes.get(fault, ()):
+                record = writer.engine.records.create("solution", {
+                    "title": title, "product_model": product["model_code"], "fault_code": fault, "owner": agent.id,
+                    "steps": f"适用 {product['name']}，故障代码 {fault}。\n1. 断电并确认安全\n2. {title}\n3. 试运行 30 分钟并记录"},
+                    actor=dataclasses.replace(agent, is_system=True)).record
+                found.setdefault((product["model_code"], fault), []).append(record)
+    return found
 

@@ -26,7 +26,7 @@ from engine.metamodel.crossrefs import SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression, ValueSpec
-from engine.metamodel.related import related_mode
+from engine.metamodel.related import RELATED_SCHEMA, RelatedSpec, build_related, related_mode
 from engine.metamodel.schema import ENV_NAME, NAME, USERNAME, VALUES, either
 from engine.metamodel.source import PathKey
 
@@ -86,7 +86,10 @@ class UpdateRelatedAction:
     the records of `entity` whose link `via` points to this one (`children`), or those whose
     `via` equals this record's own `via` (`siblings`: e.g. the other opportunities of the
     ticket's account). `where` reads each related record; values read this one. `values_if_empty`
-    are written only where the related record's field is still empty (a first touch)."""
+    are written only where the related record's field is still empty (a first touch). `own`:
+    siblings through a link of this record named differently (ticket.customer ↔ opportunity.account).
+    `unless`: records related to this one whose existence skips the action (another open
+    delivery ticket of the customer keeps the flag)."""
 
     entity: str
     via: str
@@ -95,6 +98,8 @@ class UpdateRelatedAction:
     values_if_empty: tuple[tuple[str, ValueSpec], ...] = ()
     where: Expression | None = None
     location: Location = NOWHERE
+    own: str | None = None
+    unless: RelatedSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +175,8 @@ ACTION: dict[str, Any] = {
                            "properties": {"entity": NAME, "link": NAME, "values": VALUES}},
         "update_related": {"type": "object", "additionalProperties": False,
                            "properties": {"link": NAME, "entity": NAME, "via": NAME, "where": {"type": "string"},
-                                          "set": VALUES, "set_if_empty": VALUES}},
+                                          "set": VALUES, "set_if_empty": VALUES, "on": NAME,
+                                          "unless": RELATED_SCHEMA}},
         "transition": either("string", {"type": "string"}, {
             "type": "object", "required": ["to"], "additionalProperties": False,
             "properties": {"field": NAME, "to": {"type": "string"}}}),
@@ -328,15 +334,37 @@ def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
         if found is None:
             return None
         target, via = found, body.get("via") or ""
-        related_mode = _related_mode(checker, path, entity, target, via)
-        if related_mode is None:
-            return None
-        mode = related_mode
+        if body.get("on"):
+            if not _check_on(checker, path, entity, target, via, body["on"]):
+                return None
+            mode = "siblings"
+        else:
+            related_mode = _related_mode(checker, path, entity, target, via)
+            if related_mode is None:
+                return None
+            mode = related_mode
     where = checker.expression(path + ("where",), body["where"], target) if body.get("where") else None
     values = _values(checker, path + ("set",), body.get("set") or {}, entity, target, "update_related")
     if_empty = _values(checker, path + ("set_if_empty",), body.get("set_if_empty") or {}, entity, target,
                        "update_related")
-    return UpdateRelatedAction(target.name, via, mode, values, if_empty, where, checker.doc.where_key(path))
+    unless = build_related(checker, path + ("unless",), body["unless"], entity) if body.get("unless") else None
+    if body.get("on") and "link" in body:
+        checker.error(path + ("on",), "'on' goes with entity and via, not with link", "remove on:", key=True)
+    return UpdateRelatedAction(target.name, via, mode, values, if_empty, where, checker.doc.where_key(path),
+                               body.get("on"), unless)
+
+
+def _check_on(checker: Checker, path: PathKey, entity: EntitySpec, target: EntitySpec, via: str, on: str) -> bool:
+    """`on`: this record's link whose value the related records' `via` must equal — both to one entity."""
+    own = checker.field(path + ("on",), entity, on, "on link", types=(FieldType.LINK,))
+    theirs = checker.field(path + ("via",), target, via, "via link", types=(FieldType.LINK,))
+    if own is None or theirs is None:
+        return False
+    if own.link_entity != theirs.link_entity:
+        checker.error(path + ("on",), f"{entity.name}.{on} links to {own.link_entity} but {target.name}.{via} links "
+                      f"to {theirs.link_entity}", "on and via must both link to the same entity")
+        return False
+    return True
 
 
 def _related_mode(checker: Checker, path: PathKey, entity: EntitySpec, target: EntitySpec, via: str) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.metamodel.alerts import ALERTS_SCHEMA, build_alerts
 from engine.metamodel.approvals import APPROVAL_SCHEMA, build_approvals
 from engine.metamodel.cadences import CADENCES_SCHEMA, build_cadences
 from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
@@ -23,9 +24,11 @@ from engine.metamodel.model import Metamodel
 from engine.metamodel.conversions import CONVERSIONS_SCHEMA, build_conversions
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
 from engine.metamodel.routing import ROUTING_SCHEMA, build_routing
+from engine.metamodel.scores import SCORES_SCHEMA, build_scores
 from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
+from engine.metamodel.suggestions import SUGGESTIONS_SCHEMA, build_suggestions
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 from engine.metamodel.vocabulary import Vocabulary
 
@@ -46,6 +49,7 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("routing", ROUTING_SCHEMA, build_routing),
     DocumentKind("sources", SOURCES_SCHEMA, build_sources),
     DocumentKind("approval", APPROVAL_SCHEMA, build_approvals),  # roles, channels, calendars; rules request them
+    DocumentKind("scores", SCORES_SCHEMA, build_scores),        # rules react to health_dropped
     DocumentKind("rules", RULES_SCHEMA, build_rules),
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
@@ -53,4 +57,6 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
     DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
     DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
+    DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
+    DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
 )

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engine.metamodel.app import MenuGroup, Settings
+from engine.metamodel.alerts import AlertSpec
 from engine.metamodel.approvals import ApprovalSpec
+from engine.metamodel.scores import ScoreSpec
+from engine.metamodel.suggestions import SuggestionSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
 from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
@@ -30,7 +33,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -65,6 +68,9 @@ class Metamodel:
     approvals: tuple[ApprovalSpec, ...] = ()
     conversions: tuple[ConversionSpec, ...] = ()  # a record becoming several (engine/metamodel/conversions.py)
     dashboards: tuple[DashboardSpec, ...] = ()
+    alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
+    scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
+    suggestions: tuple[SuggestionSpec, ...] = ()  # e.g. knowledge-base solutions on a ticket (suggestions.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -127,6 +133,12 @@ class Metamodel:
 
     def has_template(self, name: str) -> bool:
         return any(spec.name == name for spec in self.templates)
+
+    def alerts_for(self, entity: str) -> tuple[AlertSpec, ...]:
+        return tuple(spec for spec in self.alerts if spec.entity == entity)
+
+    def score(self, name: str) -> ScoreSpec:
+        return _named(self.scores, name, "score")
 
     def job(self, name: str) -> JobSpec:
         return _named(self.jobs, name, "job")

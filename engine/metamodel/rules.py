@@ -35,6 +35,7 @@ class TriggerKind(enum.Enum):
     ASSIGNED = "assigned"
     WEBHOOK_RECEIVED = "webhook_received"
     IMPORT_ROW = "import_row"
+    HEALTH_DROPPED = "health_dropped"   # a score's level got worse (scores.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class TriggerSpec:
     from_values: tuple[str, ...] = ()
     to_values: tuple[str, ...] = ()
     source: str | None = None
+    levels: tuple[tuple[str, int], ...] = ()   # health_dropped: the score's levels, best first
     text: str = dataclasses.field(init=False, compare=False, repr=False)  # how a trace names it
 
     def __post_init__(self) -> None:
@@ -58,6 +60,8 @@ class TriggerSpec:
                 + (f" to {'/'.join(self.to_values)}" if self.to_values else "")
         if self.source:
             text += f" from '{self.source}'"
+        if self.kind is TriggerKind.HEALTH_DROPPED:
+            text += f" {self.field}"
         object.__setattr__(self, "text", text)
 
 
@@ -82,7 +86,8 @@ _TRIGGER_KINDS = {"enum": [kind.value for kind in TriggerKind]}
 _ONE_TRIGGER = either("string", _TRIGGER_KINDS, {
     "type": "object", "required": ["event"], "additionalProperties": False, "properties": {
         "event": _TRIGGER_KINDS, "fields": {"type": "array", "items": NAME, "minItems": 1},
-        "field": NAME, "from": TEXT_OR_LIST, "to": TEXT_OR_LIST, "source": NAME}})
+        "field": NAME, "from": TEXT_OR_LIST, "to": TEXT_OR_LIST, "source": NAME,
+        "score": NAME}})
 
 
 _RULE = {"type": "object", "required": ["entity", "trigger", "actions"], "additionalProperties": False,
@@ -126,7 +131,7 @@ def _build_trigger(checker: Checker, raw: Any, path: PathKey, entity: EntitySpec
     data = {"event": raw} if isinstance(raw, str) else raw
     kind = TriggerKind(data["event"])
     allowed = {TriggerKind.FIELD_CHANGED: {"fields"}, TriggerKind.STAGE_CHANGED: {"field", "from", "to"},
-               TriggerKind.WEBHOOK_RECEIVED: {"source"}}.get(kind, set())
+               TriggerKind.WEBHOOK_RECEIVED: {"source"}, TriggerKind.HEALTH_DROPPED: {"score"}}.get(kind, set())
     for option in set(data) - allowed - {"event"}:
         checker.error(path + (option,), f"'{option}' does not apply to a {kind.value} trigger",
                       f"{kind.value} takes: {', '.join(sorted(allowed)) or 'no options'}", key=True)
@@ -147,6 +152,16 @@ def _build_trigger(checker: Checker, raw: Any, path: PathKey, entity: EntitySpec
             for value in texts(data.get(option)):
                 checker.option(path + (option,), spec, value, f"'{option}' value")
         return TriggerSpec(kind, field=field, from_values=texts(data.get("from")), to_values=texts(data.get("to")))
+    if kind is TriggerKind.HEALTH_DROPPED:
+        scores = [score for score in checker.model.scores if score.entity == entity.name]
+        named = [score for score in scores if score.name == data.get("score")] if "score" in data else scores
+        if len(named) != 1:
+            checker.error(path, f"health_dropped needs one score of {entity.name}; "
+                          + (f"'{data['score']}' is not one" if "score" in data else f"it has {len(scores)}"),
+                          "declare it in a scores: document, or name it: {event: health_dropped, score: <name>}"
+                          if not scores else did_you_mean(str(data.get("score")), [s.name for s in scores]))
+            return TriggerSpec(kind)
+        return TriggerSpec(kind, field=named[0].field, levels=named[0].levels)
     if kind is TriggerKind.WEBHOOK_RECEIVED and "source" in data:
         known = [source.name for source in checker.model.sources]
         if data["source"] not in known:

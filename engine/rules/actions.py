@@ -25,6 +25,7 @@ from engine.metamodel.actions import (BUILTIN_VERBS, ActionSpec, AddTagsAction, 
                                       NotifyAction, PluginAction, RemoveTagsAction, RequestApprovalAction, SetAction, TransitionAction,
                                       UpdateRelatedAction, WebhookAction)
 from engine.metamodel.expressions import Expression, ValueSpec
+from engine.metamodel.related import RelatedSpec
 from engine.plugins import PluginError, claim
 from engine.rules.expressions import Evaluator, ExpressionError
 
@@ -75,6 +76,8 @@ class UpdateRelated:
     values: tuple[tuple[str, Any], ...]
     values_if_empty: tuple[tuple[str, Any], ...] = ()
     where: Expression | None = None
+    own: str | None = None                 # this record's link, when named differently from via
+    unless: RelatedSpec | None = None      # related records whose existence skips the action
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +239,7 @@ def _resolve_one(spec: ActionSpec, computed: Callable[[tuple[tuple[str, ValueSpe
         return CreateRelated(spec.entity, spec.link_field, computed(spec.values))
     if isinstance(spec, UpdateRelatedAction):
         return UpdateRelated(spec.entity, spec.via, spec.mode, computed(spec.values), computed(spec.values_if_empty),
-                             spec.where)
+                             spec.where, spec.own, spec.unless)
     if isinstance(spec, TransitionAction):
         return Transition(spec.field, spec.to)
     if isinstance(spec, NotifyAction):

@@ -197,7 +197,7 @@ def match_triggers(triggers: Sequence[TriggerSpec], event: TriggerEvent, before:
 
 
 _NEEDS_CHANGES = frozenset({TriggerKind.UPDATED, TriggerKind.FIELD_CHANGED, TriggerKind.STAGE_CHANGED,
-                            TriggerKind.ASSIGNED})
+                            TriggerKind.ASSIGNED, TriggerKind.HEALTH_DROPPED})
 
 
 def _changed_by(event: TriggerEvent, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> set[str]:
@@ -227,6 +227,8 @@ def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str
     if kind is TriggerKind.ASSIGNED:
         fired = "owner" in changed and after.get("owner") is not None
         return TriggerMatch(fired, name, _change_text("owner", before, after) if fired else "the owner did not change")
+    if kind is TriggerKind.HEALTH_DROPPED:
+        return _match_drop(trigger, name, event, before, after, changed)
     if kind is TriggerKind.WEBHOOK_RECEIVED:
         fired = event.origin is Origin.WEBHOOK and trigger.source in (None, event.source)
         wanted = f"source '{trigger.source}'" if trigger.source else "a webhook"
@@ -235,6 +237,28 @@ def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str
                             + (f" '{event.source}')" if event.source else ")"))
     fired = event.origin is Origin.IMPORT
     return TriggerMatch(fired, name, "the record came from an import" if fired else "the record was not imported")
+
+
+def _level(levels: tuple[tuple[str, int], ...], score: Any) -> tuple[int, str] | None:
+    if score is None or not levels:
+        return None
+    for rank, (level, minimum) in enumerate(levels):
+        if int(score) >= minimum:
+            return rank, level
+    return len(levels) - 1, levels[-1][0]
+
+
+def _match_drop(trigger: TriggerSpec, name: str, event: TriggerEvent, before: Mapping[str, Any] | None,
+                after: Mapping[str, Any], changed: set[str]) -> TriggerMatch:
+    """health_dropped: the score's level is worse than before (green → yellow, yellow → red …)."""
+    field = trigger.field or ""
+    if event.change is not Change.UPDATED or field not in changed:
+        return TriggerMatch(False, name, f"{field} did not change")
+    old, new = (before or {}).get(field), after.get(field)
+    was, now = _level(trigger.levels, old), _level(trigger.levels, new)
+    if was is None or now is None or now[0] <= was[0]:
+        return TriggerMatch(False, name, f"{field} {show_value(old)} → {show_value(new)}: the level did not drop")
+    return TriggerMatch(True, name, f"{field} {old} → {new}: {was[1]} → {now[1]}")
 
 
 def _match_stage(trigger: TriggerSpec, name: str, event: TriggerEvent, before: Mapping[str, Any] | None,

@@ -34,6 +34,7 @@ from engine.rules.actions import (FIELD_ACTIONS, NO_PLUGIN_ACTIONS, Action, Acti
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import Origin, RuleApplication, evaluate_condition, find_rule_loop
 from engine.rules.trace import RoutingStep
+from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.notify import enqueue_notification, load_user, people_context
 from engine.runtime.automation.routing import Router
 from engine.runtime.background.outbox import enqueue
@@ -82,6 +83,7 @@ class ActionExecutor:
         self.router = router
         self.evaluator = evaluator
         self.base_url = base_url.rstrip("/")
+        self.related = RelatedReader(model, schema, evaluator)
         self.approvals: ApprovalRequests | None = None  # set by the composition root when approvals are declared
 
     # -- owners ---------------------------------------------------------------------------------
@@ -156,6 +158,8 @@ class ActionExecutor:
     def _update_related(self, connection: sa.Connection, entity: EntitySpec, record: Mapping[str, Any],
                         action: UpdateRelated, actor: Actor, origin: Origin) -> None:
         target = self.model.entity(action.entity)
+        if action.unless is not None and self.related.matching(connection, action.unless, entity.name, record, enough=1):
+            return  # e.g. another open delivery ticket of the customer keeps the flag
         for related in self._related(connection, entity, record, action):
             if action.where is not None and not evaluate_condition(
                     action.where, expression_values(target, related), self.evaluator).is_true:
@@ -174,7 +178,7 @@ class ActionExecutor:
             found = self.records.find(connection, action.entity, record[action.via]) \
                 if record.get(action.via) is not None else None
             return [found] if found is not None else []
-        value = record["id"] if action.mode == "children" else record.get(action.via)
+        value = record["id"] if action.mode == "children" else record.get(action.own or action.via)
         if value is None:
             return []
         query = sa.select(table.c.id).where(table.c[action.via] == value)

@@ -8,6 +8,7 @@ needs one done demo, not all of them); at most MAX_SCANNED are read for a count.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from engine.metamodel.related import RelatedMode, RelatedSpec
 from engine.rules.expressions import Evaluator, ExpressionError
 from engine.runtime.records.values import expression_values
 from engine.runtime.storage.prepared import Prepared
+from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.tables import Schema
 
 MAX_SCANNED = 5000
@@ -61,7 +63,8 @@ class RelatedReader:
     def _meets(self, spec: RelatedSpec, fields: tuple[tuple[str, Any], ...], row: Any) -> bool:
         assert spec.where is not None
         mapping = row._asdict()
-        values: dict[str, Any] = {name: mapping[name] for name in SYSTEM_FIELDS if name in mapping}
+        values: dict[str, Any] = {name: as_utc(mapping[name]) if isinstance(mapping[name], dt.datetime) else mapping[name]
+                                  for name in SYSTEM_FIELDS if name in mapping}  # created_at as now() compares
         for name, field in fields:
             values[name] = self.schema.kinds.by_name[field.kind].from_row(field, mapping)
         if self.model.entity(spec.entity).money_fields:

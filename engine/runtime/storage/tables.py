@@ -32,6 +32,7 @@ TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
 CHANNEL_SENDS, CHANNEL_PACE = "crm_channel_sends", "crm_channel_pace"  # per-channel pacing, shared by workers
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
 STAGE_MOVES = "crm_stage_moves"  # one typed row per stage_changed event: what the dashboards' stage figures read
+ALERTS = "crm_alerts"  # the alert record raised per alert and group (engine/runtime/automation/alerts.py)
 _ON_DELETE = {OnDelete.RESTRICT: None, OnDelete.SET_NULL: "SET NULL", OnDelete.CASCADE: "CASCADE"}
 _REFERENCE_TABLE = {FieldType.USER: USERS, FieldType.ATTACHMENT: FILES}
 
@@ -96,6 +97,10 @@ class Schema:
     @property
     def job_runs(self) -> sa.Table:
         return self.metadata.tables[JOB_RUNS]
+
+    @property
+    def alerts(self) -> sa.Table:
+        return self.metadata.tables[ALERTS]
 
     @property
     def clocks(self) -> sa.Table:
@@ -327,6 +332,16 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("dwell_seconds", sa.BigInteger),                 # time spent in from_stage
         sa.Index("ix_crm_stage_moves_funnel_at", "funnel", "at", "record_id"),
         sa.Index("ix_crm_stage_moves_record", "record_id"),
+    )
+    sa.Table(
+        ALERTS, metadata,
+        sa.Column("alert", sa.String(64), primary_key=True),       # the alerts: item
+        sa.Column("group_key", sa.String(255), primary_key=True),  # JSON of the group_by values
+        sa.Column("record_id", sa.Integer, primary_key=True),      # the alert record raised
+        sa.Column("raised_at", sa.DateTime, nullable=False),
+        sa.Column("last_at", sa.DateTime, nullable=False),         # the latest member joined
+        sa.Column("members", sa.Integer, nullable=False),
+        sa.Index("ix_crm_alerts_group", "alert", "group_key", "raised_at"),
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))

@@ -7,8 +7,12 @@ markup comes from widgets as `Markup` (already escaped); every other text is esc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from markupsafe import Markup
+
+if TYPE_CHECKING:  # the panorama module builds on the site, which renders these contexts
+    from engine.runtime.web.screens.panorama import Panorama
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +259,7 @@ class RecordContext:
     approvals: ApprovalsPanel | None = None  # records that approvals are declared for
     decision: DecisionPanel | None = None    # approval requests and tasks
     actions: tuple[object, ...] = ()         # quick actions: log a call/visit, convert (screens/workday.py)
+    panorama: Panorama | None = None         # the 360° part: flags, score, relations, merged timeline
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from engine.runtime.web.screens.collab import comments_panel
 from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
+from engine.runtime.web.screens.panorama import panorama_panel
 from engine.runtime.web.screens.site import Site, system_label
 from engine.runtime.web.screens.workday import quick_actions, related_events
 from engine.runtime.web.screens.workday import text as related_text
@@ -58,7 +59,8 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         clocks=tuple(_clock_lines(site, entity.name, record_id, lang)),
         funnel=funnel_panel(site, actor, entity, record, lang),
         approvals=approvals_panel(site, actor, entity, record, lang),
-        decision=decision_panel(site, actor, entity, record, lang))
+        decision=decision_panel(site, actor, entity, record, lang),
+        panorama=panorama_panel(site, actor, entity, record, lang, request.query_params.get("timeline")))
     comments = comments_panel(site, actor, entity.name, record_id, lang, draft=comment_draft, error=comment_error)
     return site.render(request, actor, "record.html", context, title, status=status, panels={"comments": comments})
 

@@ -1,0 +1,166 @@
+"""`scores:` documents: a number 0–100 computed from weighted components, with levels and reasons
+("account health: order frequency 30, service 30, engagement 25, risk 15; green ≥ 70, yellow ≥ 40").
+
+A score belongs to an entity. Its `counts` are named counts of related records (the same
+`{entity, via, where}` shape as stage requirements and approval counts); each component's
+`value` is an expression over the record's fields and those counts giving 0..1 (clamped), and
+contributes `weight × value` points. The weights add up to 100, so the score is 0–100 and every
+point is explained: the reasons list each component's points and the counts behind them.
+
+The score is written to `field` (its level to `level_field`, its reasons to `reasons_field`)
+whenever a record counted by it, or a field of the record a component reads, changes
+(`recompute: on_change`, the only mode so far). A rule with `trigger: {event: health_dropped}` runs when the
+level gets worse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from engine.metamodel.checks import Built, Checker, build_items, default_label
+from engine.metamodel.crossrefs import EXPRESSION_CONSTANTS, SYSTEM_FIELDS
+from engine.metamodel.entities import EntitySpec, FieldType
+from engine.metamodel.errors import NOWHERE, Location, did_you_mean
+from engine.metamodel.expressions import Expression, ExpressionSyntaxError, parse_expression
+from engine.metamodel.labels import Label
+from engine.metamodel.related import RELATED_SCHEMA, RelatedMode, RelatedSpec, build_related
+from engine.metamodel.schema import LABEL, NAME
+from engine.metamodel.source import PathKey, SourceDocument
+
+
+if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
+    from engine.metamodel.model import Metamodel
+    from engine.metamodel.vocabulary import Vocabulary
+
+
+RECOMPUTE = ("on_change",)  # a nightly pass is not built yet
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreComponent:
+    name: str
+    label: Label
+    weight: int
+    value: Expression
+    explain: Label = Label(())   # a text with {count} / {field} placeholders: the reason shown
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    name: str
+    label: Label
+    entity: str
+    field: str
+    levels: tuple[tuple[str, int], ...]    # (level, minimum score), best first; the last minimum is 0
+    components: tuple[ScoreComponent, ...]
+    counts: tuple[tuple[str, RelatedSpec], ...] = ()
+    level_field: str | None = None
+    reasons_field: str | None = None
+    recompute: tuple[str, ...] = ("on_change",)
+    location: Location = NOWHERE
+
+    def level_of(self, score: int | None) -> str | None:
+        if score is None:
+            return None
+        for level, minimum in self.levels:
+            if score >= minimum:
+                return level
+        return self.levels[-1][0]
+
+    def rank_of(self, score: int | None) -> int | None:
+        """0 for the best level, larger for worse ones; None for no score."""
+        level = self.level_of(score)
+        return None if level is None else [name for name, _ in self.levels].index(level)
+
+
+_COMPONENT = {"type": "object", "required": ["name", "weight", "value"], "additionalProperties": False,
+              "properties": {"name": NAME, "label": LABEL, "weight": {"type": "integer", "minimum": 1, "maximum": 100},
+                             "value": {"type": "string", "minLength": 1}, "explain": LABEL}}
+
+SCORES_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["scores"], "additionalProperties": False, "properties": {
+        "scores": {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": {
+            "type": "object", "required": ["entity", "field", "levels", "components"], "additionalProperties": False,
+            "properties": {
+                "label": LABEL, "description": {"type": "string"}, "entity": NAME, "field": NAME,
+                "level_field": NAME, "reasons_field": NAME,
+                "levels": {"type": "object", "minProperties": 2, "propertyNames": NAME,
+                           "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}},
+                "recompute": {"type": "array", "items": {"enum": list(RECOMPUTE)}, "minItems": 1, "uniqueItems": True},
+                "counts": {"type": "object", "propertyNames": NAME, "additionalProperties": RELATED_SCHEMA},
+                "components": {"type": "array", "items": _COMPONENT, "minItems": 1}}}}}}
+
+
+def build_scores(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
+    scores, errors = build_items("scores", "score", documents, model, vocabulary, _build_score)
+    return replace(model, scores=tuple(scores)), errors
+
+
+def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ScoreSpec | None:
+    entity = checker.entity(path + ("entity",), data["entity"], f"score '{name}'")
+    if entity is None:
+        return None
+    checker.field(path + ("field",), entity, data["field"], "score field", types=(FieldType.INTEGER,))
+    level_field = data.get("level_field")
+    levels = tuple(sorted(((str(level), int(minimum)) for level, minimum in data["levels"].items()),
+                          key=lambda item: -item[1]))
+    if levels and levels[-1][1] != 0:
+        checker.error(path + ("levels",), f"the lowest level '{levels[-1][0]}' starts at {levels[-1][1]}, so a "
+                      "lower score has no level", f"give it 0, e.g. {levels[-1][0]}: 0")
+    if len({minimum for _, minimum in levels}) != len(levels):
+        checker.error(path + ("levels",), "two levels start at the same score", "give each level its own minimum")
+    if level_field is not None:
+        spec = checker.field(path + ("level_field",), entity, level_field, "level field", types=(FieldType.CHOICE,))
+        for level, _minimum in levels:
+            checker.option(path + ("levels", level), spec, level, "level")
+    if data.get("reasons_field") is not None:
+        checker.field(path + ("reasons_field",), entity, data["reasons_field"], "reasons field",
+                      types=(FieldType.TEXT, FieldType.STRING))
+    counts = []
+    for count, raw in (data.get("counts") or {}).items():
+        related = build_related(checker, path + ("counts", count), raw, entity)
+        if related is None:
+            continue
+        if related.mode is not RelatedMode.CHILDREN:
+            checker.error(path + ("counts", count, "via"), f"count '{count}' must count records linking to "
+                          f"{entity.name}", f"name the link of {related.entity} that points at {entity.name}")
+            continue
+        if entity.has_field(count) or count in SYSTEM_FIELDS:
+            checker.error(path + ("counts", count), f"count '{count}' has the name of a field of {entity.name}",
+                          "give the count a name of its own, e.g. open_complaints", key=True)
+        counts.append((count, related))
+    known = set(entity.field_names()) | set(SYSTEM_FIELDS) | {count for count, _ in counts}
+    components = []
+    seen: set[str] = set()
+    for index, raw in enumerate(data["components"]):
+        where = path + ("components", index)
+        if raw["name"] in seen:
+            checker.error(where + ("name",), f"component '{raw['name']}' is declared twice", "rename one")
+        seen.add(raw["name"])
+        value = _expression(checker, where + ("value",), raw["value"], entity, known)
+        if value is not None:
+            components.append(ScoreComponent(raw["name"], default_label(raw, raw["name"]), int(raw["weight"]), value,
+                                             Label.of(raw.get("explain"), "")))
+    total = sum(int(raw["weight"]) for raw in data["components"])
+    if total != 100:
+        checker.error(path + ("components",), f"the component weights add up to {total}, not 100",
+                      "a score is 0–100: make the weights add up to 100 so every point is one component's")
+    recompute = tuple(data.get("recompute") or ("on_change",))
+    return ScoreSpec(name, default_label(data, name), entity.name, data["field"], levels, tuple(components),
+                     tuple(counts), level_field, data.get("reasons_field"), recompute, checker.doc.where_key(path))
+
+
+def _expression(checker: Checker, path: PathKey, source: str, entity: EntitySpec, known: set[str]) -> Expression | None:
+    try:
+        expression = parse_expression(source, checker.doc.where(path))
+    except ExpressionSyntaxError as exc:
+        checker.error(path, f"bad expression '{source}': {exc}", "see docs/expressions.md")
+        return None
+    for unknown in sorted(expression.names - known - EXPRESSION_CONSTANTS):
+        checker.error(path, f"expression uses unknown name '{unknown}'",
+                      f"{did_you_mean(unknown, known)} A component reads the fields of {entity.name} and the "
+                      "score's counts.")
+    for function in sorted(expression.functions - set(checker.functions)):
+        checker.error(path, f"expression calls unknown function '{function}'", did_you_mean(function, checker.functions))
+    return expression
