@@ -27,6 +27,7 @@ from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.queries import ListQuery, Page, build_list_statements
+from engine.runtime.storage.search import search_indexes
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, references)
 from engine.runtime.storage.database import Database, savepoint
@@ -102,6 +103,7 @@ class RecordService:
         self._incoming = self._incoming_links()
         self.access = Access(self.model, schema)
         self._statements = Statements(schema)
+        self.search_indexes = {index.table: index for index in search_indexes(schema)}
         self.observers: list[WriteObserver] = []
         self.gates: list[WriteGate] = []  # checks on the final values of every write (stage requirements)
         # named list filters other components add: name → (entity, table, value, now) → condition
@@ -187,7 +189,8 @@ class RecordService:
         if query.sla is not None:
             scope = sa.and_(*(c for c in (scope, self._named_filter("sla", entity, table, query.sla)) if c is not None))
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
-                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden)
+                                                        kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
+                                                        search_index=self.search_indexes.get(entity.name))
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()
             total = int(connection.execute(count_query).scalar_one())

@@ -20,6 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations, ops
 
 from engine.runtime.storage.database import Database
+from engine.runtime.storage.search import SearchChange, apply_search, is_search_object, plan_search
 from engine.runtime.storage.tables import TABLES, Schema
 
 
@@ -134,7 +135,7 @@ def _context(connection: sa.Connection, schema: Schema) -> MigrationContext:
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
         if type_ == "table":
             return name in known
-        return True
+        return not is_search_object(name)  # the search indexes are planned by engine/runtime/storage/search.py
 
     return MigrationContext.configure(connection, opts={
         "include_name": include_name,
@@ -202,6 +203,8 @@ def _plan(connection: sa.Connection, schema: Schema) -> MigrationPlan:
             steps.extend(_describe(connection, inner, op.table_name) for inner in op.ops)
         else:
             steps.append(_describe(connection, op, getattr(op, "table_name", "")))
+    steps.extend(Step(change.describe(), False, change, change.index.table)
+                 for change in plan_search(connection, schema))
     return MigrationPlan(tuple(steps))
 
 
@@ -221,6 +224,8 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
         created = {table.name for table in new_tables}
         by_table: dict[str, list[Step]] = {}
         for step in applied:
+            if isinstance(step.operation, SearchChange):
+                continue  # built last, below
             if isinstance(step.operation, ops.DropTableOp):
                 operations.invoke(step.operation)
             elif step.table not in created:  # a new table's indexes came with create_all
@@ -233,6 +238,8 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
             else:
                 for step in steps:
                     operations.invoke(step.operation)
+        # Planned again: rebuilding a SQLite table above drops its search triggers.
+        apply_search(connection, schema, plan_search(connection, schema))
         kept = {step.table for step in refused if isinstance(step.operation, ops.DropTableOp)}
         _record_managed_tables(connection, schema, kept)
         return MigrationOutcome(applied, refused)
