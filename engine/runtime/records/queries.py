@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
 from engine.metamodel.errors import did_you_mean
 from engine.runtime.records.errors import QueryInvalid
+from engine.runtime.storage.search import SearchIndex, fts_match
 from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, ListKind, PhoneKind, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
@@ -179,15 +180,21 @@ def _escape_like(text: str) -> str:
 
 
 def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str],
-            kinds: FieldKinds) -> sa.ColumnElement[bool]:
+            kinds: FieldKinds, dialect: str, index: SearchIndex | None) -> sa.ColumnElement[bool]:
     """Every searchable field containing `text`. A query that is a whole phone number or e-mail
     address is what someone types to find that person: it then matches the phone (normalised
-    to E.164) or e-mail fields exactly — an index look-up — instead of scanning every field."""
+    to E.164) or e-mail fields exactly — an index look-up — instead of scanning every field.
+    Otherwise the search index answers (engine/runtime/storage/search.py): on SQLite its FTS
+    table, on PostgreSQL the trigram indexes behind the same ILIKE."""
     names = [name for name in entity.search or (entity.title_field,) if name not in unsearchable and name in table.c]
     specs = [entity.field(name) for name in names if entity.has_field(name)]
     exact = _exact_lookup(specs, table, text.strip(), kinds)
     if exact is not None:
         return exact
+    if dialect == "sqlite" and index is not None and set(names) <= set(index.columns):
+        indexed = fts_match(index, table, text, names)
+        if indexed is not None:
+            return indexed
     pattern = f"%{_escape_like(text)}%"
     phones = {spec.name for spec in specs if isinstance(kinds.of_field(spec), PhoneKind)}  # digits: no case to fold
     conditions = [(table.c[name].like if name in phones else table.c[name].ilike)(pattern, escape="\\")
@@ -215,24 +222,26 @@ def _exact_lookup(specs: list[FieldSpec], table: sa.Table, text: str,
 
 
 def list_conditions(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
-                    kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = ()
-                    ) -> list[sa.ColumnElement[bool]]:
+                    kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
+                    search_index: SearchIndex | None = None) -> list[sa.ColumnElement[bool]]:
     """The WHERE conditions of a list: its filters, the actor's `scope`, the search (the
     dashboards count with these, so a figure and the list behind it agree)."""
     conditions = [_condition(entity, table, item, dialect, kinds) for item in query.filters]
     if scope is not None:
         conditions.append(scope)
     if query.search:
-        conditions.append(_search(entity, table, query.search, unsearchable, kinds))
+        conditions.append(_search(entity, table, query.search, unsearchable, kinds, dialect, search_index))
     return conditions
 
 
 def build_list_statements(entity: EntitySpec, table: sa.Table, query: ListQuery, dialect: str, *,
                           kinds: FieldKinds, scope: Any = None, unsearchable: Collection[str] = (),
-                          ordering: Mapping[str, Any] | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
+                          ordering: Mapping[str, Any] | None = None,
+                          search_index: SearchIndex | None = None) -> tuple[sa.Select[Any], sa.Select[Any]]:
     """The page query and the matching count query; `scope` limits rows to what the actor
     may see and `unsearchable` fields (hidden from the actor) are left out of the search."""
-    conditions = list_conditions(entity, table, query, dialect, kinds=kinds, scope=scope, unsearchable=unsearchable)
+    conditions = list_conditions(entity, table, query, dialect, kinds=kinds, scope=scope, unsearchable=unsearchable,
+                                 search_index=search_index)
     order = []
     for key in query.sort:
         if ordering and key.field in ordering:  # e.g. sla_due, contributed by the SLA clocks

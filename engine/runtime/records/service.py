@@ -29,6 +29,7 @@ from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.conditions import row_condition_sql
 from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
+from engine.runtime.storage.search import search_indexes
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, references)
 from engine.runtime.storage.database import Database, savepoint
@@ -119,6 +120,7 @@ class RecordService:
         self._incoming = self._incoming_links()
         self.access = Access(self.model, schema)
         self._statements = Statements(schema)
+        self.search_indexes = {index.table: index for index in search_indexes(schema)}
         self.observers: list[WriteObserver] = []
         self.gates: list[WriteGate] = []  # checks on the final values of every write (stage requirements)
         # named list filters other components add: name → (entity, table, value, now) → condition
@@ -218,7 +220,8 @@ class RecordService:
         ordering = {name: build(entity.name, table) for name, build in self.list_orders.items()}
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
-                                                        ordering=ordering)
+                                                        ordering=ordering,
+                                                        search_index=self.search_indexes.get(entity.name))
         totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
         with self.db.read() as connection:
             rows = connection.execute(page_query).mappings().all()

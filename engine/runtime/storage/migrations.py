@@ -20,6 +20,8 @@ import sqlalchemy as sa
 
 from engine.metamodel.cache import cache_folder
 from engine.runtime.storage.database import Database
+from engine.runtime.storage.search import (SearchChange, apply_search, is_search_object, plan_search,
+                                           search_indexes)
 from engine.runtime.storage.tables import TABLES, Schema
 
 if TYPE_CHECKING:  # Alembic is imported when a plan is made (a start that finds nothing to change needs none)
@@ -138,7 +140,7 @@ def _context(connection: sa.Connection, schema: Schema) -> MigrationContext:
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
         if type_ == "table":
             return name in known
-        return True
+        return not is_search_object(name)  # the search indexes are planned by engine/runtime/storage/search.py
 
     return MigrationContext.configure(connection, opts={
         "include_name": include_name,
@@ -209,6 +211,8 @@ def _plan(connection: sa.Connection, schema: Schema) -> MigrationPlan:
             steps.extend(_describe(connection, inner, op.table_name) for inner in op.ops)
         else:
             steps.append(_describe(connection, op, getattr(op, "table_name", "")))
+    steps.extend(Step(change.describe(), False, change, change.index.table)
+                 for change in plan_search(connection, schema))
     return MigrationPlan(tuple(steps))
 
 
@@ -229,6 +233,8 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
         created = {table.name for table in new_tables}
         by_table: dict[str, list[Step]] = {}
         for step in applied:
+            if isinstance(step.operation, SearchChange):
+                continue  # built last, below
             if isinstance(step.operation, ops.DropTableOp):
                 operations.invoke(step.operation)
             elif step.table not in created:  # a new table's indexes came with create_all
@@ -241,6 +247,8 @@ def apply_migration(db: Database, schema: Schema, *, allow_destructive: bool = F
             else:
                 for step in steps:
                     operations.invoke(step.operation)
+        # Planned again: rebuilding a SQLite table above drops its search triggers.
+        apply_search(connection, schema, plan_search(connection, schema))
         kept = {step.table for step in refused if isinstance(step.operation, ops.DropTableOp)}
         _record_managed_tables(connection, schema, kept)
         return MigrationOutcome(applied, refused)
@@ -297,6 +305,8 @@ def _clean_marker(db: Database, schema: Schema, folder: Path | None) -> Path | N
         digest.update(str(sa.schema.CreateTable(table).compile(dialect=dialect)).encode())
         for index in sorted(table.indexes, key=lambda item: item.name or ""):
             digest.update(str(sa.schema.CreateIndex(index).compile(dialect=dialect)).encode())
+    for search in search_indexes(schema):  # a changed search: list rebuilds its index
+        digest.update("\n".join(search.sqlite_statements()).encode())
     digest.update(b"\0database\0")
     with db.engine.connect() as connection:
         for row in connection.exec_driver_sql("SELECT type, name, tbl_name, sql FROM sqlite_master "
