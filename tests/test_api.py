@@ -18,8 +18,8 @@ from openapi_spec_validator import validate
 
 from engine.engine import Engine
 from engine.runtime.ops.users import NewUser
-from tests.conftest import SHIPPED_CRM
-from tests.test_records import BLUEPRINT
+from tests.support.blueprints import SHIPPED_CRM
+from tests.support.records_blueprint import BLUEPRINT
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
 from engine.runtime.ops.users import NewUser
-from tests.conftest import SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM
 from tests.support.live_server import serving
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -35,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def served(make_engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
     """The shipped CRM served on loopback, and an administrator's API token."""
     monkeypatch.setenv("CRM_SECRET_KEY_FILE", str(tmp_path / "secret-key"))
-    runtime = make_engine(SHIPPED_CRM, password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    runtime = make_engine(SHIPPED_CRM)
     runtime.users.add(NewUser("admin", "Admin", "admin", password="crm-demo-admin"))
     token = runtime.users.create_token("admin")
     with serving(runtime.web_app()) as base:

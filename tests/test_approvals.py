@@ -23,8 +23,8 @@ from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
 from engine.runtime.records.errors import ValidationFailed
 from engine.runtime.records.permissions import Forbidden
-from tests.support.funnel_blueprint import FILES
-from tests.test_funnels import PASSWORD, _csrf, _text, api, signed_in
+from tests.support.funnel_blueprint import FILES, PASSWORD, signed_in
+from tests.support.web import api_client, csrf_of, visible_text
 
 CST = ZoneInfo("Asia/Shanghai")
 
@@ -162,13 +162,13 @@ def test_only_the_approver_decides_and_a_rejection_says_why(desk: Any) -> None:
     (task,) = tasks(runtime, status="pending")
     with pytest.raises(Forbidden):
         runtime.approvals.decide(task["id"], "approve", None, actor=people["qian"])
-    refused = api(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide", json={"decision": "reject"})
+    refused = api_client(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide", json={"decision": "reject"})
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "comment"
     with pytest.raises(ValidationFailed):  # a task keeps its request's data
         runtime.records.update("approval_task", task["id"], {"step": "finance"}, actor=people["zhou"])
     with pytest.raises(Forbidden):  # requests are opened from the record, not created by hand
         runtime.records.create("approval", {"name": "x"}, actor=people["wang"])
-    rejected = api(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide",
+    rejected = api_client(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide",
                                          json={"decision": "reject", "comment": "客户信用待核实"})
     assert rejected.status_code == 200
     approval = runtime.records.get("approval", request["id"], actor=SYSTEM)
@@ -176,7 +176,7 @@ def test_only_the_approver_decides_and_a_rejection_says_why(desk: Any) -> None:
     assert runtime.records.get("sample_request", sample["id"], actor=SYSTEM)["status"] == "rejected"
     told = [m for m in list_messages(runtime.db, runtime.schema) if "已驳回" in m["payload"]["text"]]
     assert told and "客户信用待核实" in told[0]["payload"]["text"]
-    again = api(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide", json={"decision": "approve"})
+    again = api_client(runtime, "zhou").post(f"/api/approval_task/{task['id']}/decide", json={"decision": "approve"})
     assert again.status_code == 422  # decided once
 
 
@@ -196,15 +196,15 @@ def test_the_approver_sees_my_pending_approvals_and_decides_on_the_task_page(des
     (task,) = tasks(runtime, status="pending")
     browser = signed_in(runtime, "zhou")
     listing = browser.get(f"/approval_task?view=pending&owner={people['zhou'].id}&status=pending").text
-    assert "我的待审批（1）" in _text(listing) and f'href="/approval_task/{task["id"]}"' in listing
+    assert "我的待审批（1）" in visible_text(listing) and f'href="/approval_task/{task["id"]}"' in listing
     page = browser.get(f"/approval_task/{task['id']}").text
-    assert f'href="/sample_request/{sample["id"]}"' in page and "同意" in _text(page)
+    assert f'href="/sample_request/{sample["id"]}"' in page and "同意" in visible_text(page)
     decided = browser.post(f"/approval_task/{task['id']}/decide", data={
-        "csrf_token": _csrf(page), "decision": "approve", "comment": "同意寄样", "version": str(task["version"])})
+        "csrf_token": csrf_of(page), "decision": "approve", "comment": "同意寄样", "version": str(task["version"])})
     assert decided.status_code == 303
     assert runtime.records.get("sample_request", sample["id"], actor=SYSTEM)["status"] == "approved"
-    assert "我的待审批（0）" in _text(browser.get("/opportunity").text)
-    timeline = _text(browser.get(f"/approval/{task['approval']}").text)
+    assert "我的待审批（0）" in visible_text(browser.get("/opportunity").text)
+    timeline = visible_text(browser.get(f"/approval/{task['approval']}").text)
     assert "审批转到下一环节" in timeline and "已批准" in timeline  # the request has its own timeline
 
 

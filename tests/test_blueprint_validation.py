@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.metamodel import BlueprintInvalid, FieldType
-from tests.conftest import SHIPPED_CRM, SHIPPED_SERVICE, load, write_blueprint
+from tests.support.blueprints import SHIPPED_CRM, SHIPPED_SERVICE, load, write_blueprint
 
 APP = """
     app: shop

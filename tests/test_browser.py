@@ -22,10 +22,10 @@ import pytest
 
 from engine.engine import Engine, open_engine
 from engine.io.demo import demo_password, seed_demo
-from engine.metamodel import load_blueprint
-from engine.rules import FUNCTION_NAMES
 from engine.runtime.records.actors import SYSTEM
-from tests.conftest import IN_CI, SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM, load
+from tests.support.passwords import CHEAP_HASHER
+from tests.support.services import IN_CI
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engi
         pytest.skip(problem)
     import uvicorn
     path = tmp_path_factory.mktemp("browser") / "crm.sqlite"
-    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
+    runtime = open_engine(load(SHIPPED_CRM), f"sqlite:///{path}", password_hasher=CHEAP_HASHER)
     seed_demo(runtime, leads=40)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from engine.rules.cadences import ClockSnapshot, Move, decide_cadence
 from engine.runtime.background.outbox import list_messages
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 
 BLUEPRINT = {
     "app.yaml": "app: t\ninclude: ['*.yaml']\n",

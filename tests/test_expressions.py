@@ -90,7 +90,7 @@ def test_true_false_and_null_are_constants_not_field_values(source: str, values:
 
 def _shipped_expressions() -> list[str]:
     """Every expression in the shipped blueprints (rules, defaults, validations, SLAs, routing…)."""
-    from tests.conftest import SHIPPED_CRM, load
+    from tests.support.blueprints import SHIPPED_CRM, load
     found: set[str] = set()
 
     def walk(value: Any, seen: set[int]) -> None:

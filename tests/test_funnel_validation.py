@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.metamodel import BlueprintInvalid
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 from tests.support.funnel_blueprint import FILES
 
 BROKEN_FUNNEL = """

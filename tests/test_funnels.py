@@ -9,7 +9,6 @@ approval) → won, with lost beside.
 
 from __future__ import annotations
 
-import html
 import re
 import warnings
 from typing import Any
@@ -22,13 +21,13 @@ from engine.metamodel.actions import TransitionAction
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM, Actor
 from engine.runtime.records.errors import StageRefused
-from tests.support.funnel_blueprint import FILES
+from tests.support.funnel_blueprint import FILES, PASSWORD, signed_in
+from tests.support.web import api_client, csrf_of, visible_text
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-PASSWORD = "correct horse battery"
 PDF = ("签字报价单.pdf", b"%PDF-1.4 signed quote", "application/pdf")
 
 
@@ -42,29 +41,6 @@ def sales(make_engine: Any) -> tuple[Engine, dict[str, Actor]]:
                  NewUser("admin", "管理员", "admin", password=PASSWORD)):
         people[user.username] = runtime.users.add(user)
     return runtime, people
-
-
-def api(runtime: Engine, username: str, lang: str = "zh") -> TestClient:
-    return TestClient(runtime.web_app(), headers={"Authorization": f"Bearer {runtime.users.create_token(username)}",
-                                                  "Accept-Language": lang})
-
-
-def signed_in(runtime: Engine, username: str) -> TestClient:
-    client = TestClient(runtime.web_app(), follow_redirects=False)
-    token = _csrf(client.get("/login").text)
-    assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token,
-                                       "next": "/opportunity"}).status_code == 303
-    return client
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match
-    return match.group(1)
-
-
-def _text(page: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
 def opportunity(runtime: Engine, owner: Actor, **values: Any) -> dict[str, Any]:
@@ -109,8 +85,8 @@ def test_quote_without_the_signed_quote_is_refused_alike_by_api_form_and_board(s
     deal = in_demo(runtime, people["wang"], discount=20)
     before = _counts(runtime)
 
-    patch = api(runtime, "wang").patch(f"/api/opportunity/{deal['id']}", json={"stage": "quote"})
-    moved = api(runtime, "wang", "en").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "quote"})
+    patch = api_client(runtime, "wang").patch(f"/api/opportunity/{deal['id']}", json={"stage": "quote"})
+    moved = api_client(runtime, "wang", "en").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "quote"})
     assert patch.status_code == moved.status_code == 422
     assert patch.json()["code"] == moved.json()["code"] == "stage_requirements"
     assert {item["key"] for item in patch.json()["missing"]} == QUOTE_ITEMS
@@ -126,17 +102,17 @@ def test_quote_without_the_signed_quote_is_refused_alike_by_api_form_and_board(s
     browser = signed_in(runtime, "wang")
     page = browser.get(f"/opportunity/{deal['id']}/edit").text
     form = browser.post(f"/opportunity/{deal['id']}/edit", data={
-        "csrf_token": _csrf(page), "version": str(deal["version"]), "name": deal["name"],
+        "csrf_token": csrf_of(page), "version": str(deal["version"]), "name": deal["name"],
         "account": str(deal["account"]), "stage": "quote", "probability": "30", "discount": "20",
         "customer_questions": "交期多久？", "concern": ""})
     assert form.status_code == 422
-    shown = _text(form.text)
+    shown = visible_text(form.text)
     for item in patch.json()["missing"]:
         assert item["what"] in shown and item["how"] in shown
 
     board = browser.post("/opportunity/move", json={"id": deal["id"], "field": "stage", "to": "quote",
                                                     "version": deal["version"]},
-                         headers={"X-CSRF-Token": _csrf(browser.get("/opportunity/board").text)})
+                         headers={"X-CSRF-Token": csrf_of(browser.get("/opportunity/board").text)})
     assert board.status_code == 422 and board.json()["ok"] is False
     assert board.json()["missing"] == patch.json()["missing"]
     assert "无法移动：不能进入“方案报价”" in board.json()["message"]
@@ -148,7 +124,7 @@ def test_quote_without_the_signed_quote_is_refused_alike_by_api_form_and_board(s
 def test_with_the_signed_quote_and_the_price_approval_it_moves_and_the_event_keeps_the_evidence(sales: Any) -> None:
     runtime, people = sales
     deal = in_demo(runtime, people["wang"], discount=20)
-    rep, manager = api(runtime, "wang"), api(runtime, "zhou")
+    rep, manager = api_client(runtime, "wang"), api_client(runtime, "zhou")
     upload = rep.post("/api/files", files={"file": PDF})
     assert upload.status_code == 201
     rep.patch(f"/api/opportunity/{deal['id']}", json={"signed_quote": upload.json()["id"]})
@@ -205,7 +181,7 @@ def _pending_tasks(runtime: Engine, person: Actor) -> list[int]:
 def test_a_skip_the_funnel_forbids_is_refused_and_a_move_back_is_recorded_as_a_return(sales: Any) -> None:
     runtime, people = sales
     deal = opportunity(runtime, people["wang"])
-    skip = api(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "quote"})
+    skip = api_client(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "quote"})
     assert skip.status_code == 422 and skip.json()["move"] == "skip"
     assert "不能跳过阶段" in skip.json()["message"] and "“方案演示”" in skip.json()["message"]
 
@@ -225,7 +201,7 @@ def test_lost_needs_its_reason_from_any_open_stage(sales: Any) -> None:
     lost = runtime.records.update("opportunity", deal["id"], {"stage": "lost", "loss_reason": "competitor"},
                                   actor=people["wang"])
     assert lost["stage"] == "lost" and events(runtime, deal["id"], "stage_changed")[-1]["move"] == "lose"
-    reopen = api(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "qualify"})
+    reopen = api_client(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "qualify"})
     assert reopen.status_code == 422 and reopen.json()["move"] == "reopen"
 
 
@@ -290,7 +266,7 @@ def test_imported_history_bypasses_the_gate_and_says_so(sales: Any) -> None:
 def test_crm_explain_says_why_a_move_was_refused(sales: Any) -> None:
     runtime, people = sales
     deal = opportunity(runtime, people["wang"])
-    api(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "demo"})
+    api_client(runtime, "wang").post(f"/api/opportunity/{deal['id']}/transition", json={"to": "demo"})
     text = runtime.doctor.explain("opportunity", deal["id"])
     assert "REFUSED opportunity.stage qualify → demo (forward) by wang" in text
     assert "missing [demo] Upload the demo deck" in text and "funnels.yaml:" in text
@@ -305,13 +281,13 @@ def test_record_page_shows_the_stage_bar_the_next_stage_checklist_and_the_talk_t
     browser = signed_in(runtime, "wang")
     page = browser.get(f"/opportunity/{deal['id']}").text
     assert 'class="stage current" data-stage="qualify"' in page and 'class="stage next" data-stage="demo"' in page
-    shown = _text(page)
+    shown = visible_text(page)
     assert "进入“方案演示”需要：" in shown and "上传演示方案" in shown and "记录一次已完成的演示" in shown
     assert "确认预算与决策人" in shown  # the stage's guidance
     assert f'action="/opportunity/{deal["id"]}/attach"' in page  # one-click upload
     assert f"/activity/new?opportunity={deal['id']}&amp;kind=demo&amp;done=true" in page  # one-click log
 
-    token = _csrf(page)
+    token = csrf_of(page)
     uploaded = browser.post(f"/opportunity/{deal['id']}/attach", data={"field": "demo_deck", "csrf_token": token},
                             files={"demo_deck": ("deck.pdf", b"%PDF deck", "application/pdf")})
     assert uploaded.status_code == 303
@@ -321,7 +297,7 @@ def test_record_page_shows_the_stage_bar_the_next_stage_checklist_and_the_talk_t
                      page)
     refused = browser.post(f"/opportunity/{deal['id']}/transition", data={"to": "demo", "csrf_token": token})
     assert refused.status_code == 303
-    assert "不能进入“方案演示”：填写Customer questions" in _text(browser.get(f"/opportunity/{deal['id']}").text)
+    assert "不能进入“方案演示”：填写Customer questions" in visible_text(browser.get(f"/opportunity/{deal['id']}").text)
 
 
 AUTO_ADVANCE = """

@@ -21,9 +21,9 @@ from engine.runtime.background.outbox import list_messages
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import ValidationFailed
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 from tests.support.intake_blueprint import ACTIVITY, LEAD as LEAD_TEXT, ROUTING, RULES, files
-from tests.test_api import TestClient
+from starlette.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
 REPS = (NewUser("wang", "王", "sales_rep", "east"), NewUser("li", "李", "sales_rep", "east"),
@@ -345,7 +345,7 @@ def test_a_returning_customer_merges_into_a_lead_that_predates_a_validation_rule
     """A lead written before 'an open lead needs a follow-up date' existed breaks that rule; the
     customer's next form submission must still merge into it (the rules re-score it meanwhile),
     because the merge does not touch the rule's fields."""
-    from tests.conftest import SHIPPED_CRM
+    from tests.support.blueprints import SHIPPED_CRM
     monkeypatch.setenv("CRM_WEBSITE_FORM_TOKEN", "form-token")
     runtime = make_engine(SHIPPED_CRM)
     rep = runtime.users.add(NewUser("wang", "王", "sales_rep", "east"))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 
 APP = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n"}
 V1 = """

@@ -251,7 +251,7 @@ def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_re
         make_engine: Any, clock: Any, receiver: Receiver, environ: dict[str, str]) -> None:
     import html
     import re
-    from tests.test_api import TestClient
+    from starlette.testclient import TestClient
     runtime = _feishu_dead_lettered(make_engine, clock, environ)
     runtime.users.add(NewUser("chief", "管理员", "admin", password="chief-pass1"))
     browser = TestClient(runtime.web_app())
@@ -272,7 +272,7 @@ def test_an_admin_sees_a_dead_letter_with_its_reason_on_the_outbox_screen_and_re
 
 def test_the_outbox_screen_is_for_administrators_only(make_engine: Any) -> None:
     import re
-    from tests.test_api import TestClient
+    from starlette.testclient import TestClient
     roles = """
         roles:
           admin: {label: Administrator, admin: true}
@@ -369,7 +369,7 @@ def test_chat_ids_are_set_with_the_cli_and_a_wrong_type_is_named(tmp_path: Any) 
     from click.testing import CliRunner
 
     import cli
-    from tests.conftest import SHIPPED_CRM
+    from tests.support.blueprints import SHIPPED_CRM
     db = ["--db", f"sqlite:///{tmp_path / 'crm.sqlite'}", "--blueprint", str(SHIPPED_CRM)]
     runner = CliRunner()
     added = runner.invoke(cli.main, ["user", "add", "wang", "--role", "sales_rep", "--phone", "13900000001",

@@ -12,8 +12,8 @@ from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import ListQuery
 from engine.runtime.ops.users import LoginRefused
-from tests.conftest import SHIPPED_CRM
-from tests.test_api import TestClient
+from tests.support.blueprints import SHIPPED_CRM
+from starlette.testclient import TestClient
 
 PEOPLE = (NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass"),
           NewUser("wang", "王磊", "sales_rep", "east", "manager", password="wang-pass1"),

@@ -41,7 +41,8 @@ from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.errors import ValidationFailed
 from engine.runtime.records.fieldkinds import DecimalKind, FieldError
-from tests.conftest import IN_CI, write_blueprint
+from tests.support.blueprints import write_blueprint
+from tests.support.services import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name, value in vars(hookspecs).items()

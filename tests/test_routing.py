@@ -15,7 +15,7 @@ from engine.metamodel.routing import RoutingPolicySpec
 from engine.rules import Evaluator, FakeClock
 from engine.rules.routing import (CursorState, Rep, RepStatus, RoutingDecision, RoutingOutcome, choose_pool,
                                   route_record, select_policy)
-from tests.test_automation_blueprint import load_automation
+from tests.support.automation_blueprint import load_automation
 
 
 class CursorTable:

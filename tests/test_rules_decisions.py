@@ -19,7 +19,7 @@ from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record,
 from engine.rules.rules import (Change, Origin, Outcome, RuleApplication, TriggerEvent, evaluate_rules, find_rule_loop,
                                 planned_changes)
 from engine.rules.trace import RoutingStep, Trace, render_trace, trace_from_json, trace_to_json
-from tests.test_automation_blueprint import load_automation
+from tests.support.automation_blueprint import load_automation
 
 NOW = dt.datetime(2026, 11, 20, 1, 0, tzinfo=dt.timezone.utc)  # 09:00 in Shanghai
 CREATED = TriggerEvent(Change.CREATED, "lead", 7)

@@ -20,7 +20,9 @@ from starlette.testclient import TestClient
 from engine.engine import Engine
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
-from tests.conftest import SHIPPED_CRM
+from tests.support import web as support_web
+from tests.support.blueprints import SHIPPED_CRM
+from tests.support.web import csrf_of, visible_text
 
 PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),
           NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass"),
@@ -37,19 +39,8 @@ def crm(make_engine: Any) -> tuple[Engine, dict[str, Any]]:
     return runtime, {person.username: runtime.users.add(person) for person in PEOPLE}
 
 
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "the page carries no CSRF token"
-    return match.group(1)
-
-
 def sign_in(runtime: Engine, username: str) -> TestClient:
-    client = TestClient(runtime.web_app(), follow_redirects=False)
-    token = csrf_of(client.get("/login").text)
-    response = client.post("/login", data={"username": username, "password": PASSWORDS[username],
-                                           "csrf_token": token, "next": "/lead"})
-    assert response.status_code == 303, response.text
-    return client
+    return support_web.sign_in(runtime, username, PASSWORDS[username])
 
 
 def post_form(client: TestClient, page_url: str, action: str, data: dict[str, Any]) -> Any:
@@ -61,10 +52,6 @@ def post_form(client: TestClient, page_url: str, action: str, data: dict[str, An
 def lead(runtime: Engine, owner: Any, name: str, **values: Any) -> dict[str, Any]:
     return runtime.records.create("lead", {"name": name, "source": "website", "owner": owner.id,
                                            "raw_payload": {"ip": "10.9.8.7"}, **values}, actor=SYSTEM).record
-
-
-def visible_text(page: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
 # -- signing in ---------------------------------------------------------------------------

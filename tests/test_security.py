@@ -27,10 +27,9 @@ from engine.rules import FakeClock
 from engine.rules.expressions import Evaluator, ExpressionError
 from engine.runtime.ops.users import NewUser, password_problem
 from engine.runtime.web.auth import SecretKeyMissing, secret_key
-from tests.conftest import SHIPPED_CRM
+from tests.support.blueprints import SHIPPED_CRM
 from tests.support.live_server import serving
 
-CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 PEOPLE = (NewUser("admin", "Admin", "admin", password="crm-demo-admin"),
           NewUser("boss", "Zhou", "sales_manager", "east", password="crm-demo-boss"),
           NewUser("wang", "Wang", "sales_rep", "east", "boss", password="crm-demo-wang"),
@@ -60,7 +59,7 @@ class Site:
 def site(make_engine: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     monkeypatch.delenv("CRM_SECRET_KEY", raising=False)
     monkeypatch.setenv("CRM_SECRET_KEY_FILE", str(tmp_path / "secret-key"))
-    runtime = make_engine(SHIPPED_CRM, password_hasher=CHEAP)
+    runtime = make_engine(SHIPPED_CRM)
     for person in PEOPLE:
         runtime.users.add(person)
     with serving(runtime.web_app()) as base:

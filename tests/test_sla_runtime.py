@@ -275,7 +275,7 @@ def test_a_missing_channel_secret_ends_dead_with_the_variable_named(crm: Engine,
 
 def test_blueprint_mistakes_are_reported_at_their_line(tmp_path: Any) -> None:
     from engine.metamodel import BlueprintInvalid
-    from tests.conftest import load, write_blueprint
+    from tests.support.blueprints import load, write_blueprint
 
     files = dict(LEAD_BLUEPRINT)
     files["sla.yaml"] = files["sla.yaml"].replace("channel: dingtalk_sales, to: [owner], template: warn",
@@ -294,7 +294,7 @@ def test_blueprint_mistakes_are_reported_at_their_line(tmp_path: Any) -> None:
 
 def test_a_calendar_or_template_declared_in_two_files_is_reported_at_the_second_name(tmp_path: Any) -> None:
     from engine.metamodel import BlueprintInvalid
-    from tests.conftest import load, write_blueprint
+    from tests.support.blueprints import load, write_blueprint
 
     files = {**LEAD_BLUEPRINT, "more.yaml": """
         calendars:
@@ -315,7 +315,7 @@ def test_a_calendar_or_template_declared_in_two_files_is_reported_at_the_second_
 
 
 def test_shipped_blueprints_declare_the_circuit_breaker_and_the_ticket_sla() -> None:
-    from tests.conftest import SHIPPED_CRM, SHIPPED_SERVICE, load
+    from tests.support.blueprints import SHIPPED_CRM, SHIPPED_SERVICE, load
 
     crm_model, service = load(SHIPPED_CRM), load(SHIPPED_SERVICE)
     breaker = crm_model.sla("lead_first_call")
@@ -358,7 +358,7 @@ def test_silent_overdue_restarts_on_every_update_and_breaches_after_three_quiet_
 
 
 def test_record_page_shows_the_sla_due_time(crm: Engine, clock: Any) -> None:
-    from tests.test_api import TestClient
+    from starlette.testclient import TestClient
     clock.set(_local(2026, 11, 23, 10, 0))
     lead = crm.records.create("lead", {"name": "甲", "grade": "A", "owner": _user_id(crm, "wang")},
                               actor=SYSTEM).record
@@ -386,7 +386,7 @@ FIRST_LOOK = {**LEAD_BLUEPRINT, "sla.yaml": """
 
 
 def _sign_in(runtime: Engine, username: str, password: str) -> Any:
-    from tests.test_api import TestClient
+    from starlette.testclient import TestClient
     browser = TestClient(runtime.web_app())
     token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
     browser.post("/login", data={"username": username, "password": password, "csrf_token": token})
@@ -447,7 +447,7 @@ def test_an_unopened_lead_breaches_and_tells_the_manager(make_engine: Any, clock
 
 
 def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make_engine: Any, clock: Any) -> None:
-    from tests.conftest import SHIPPED_CRM
+    from tests.support.blueprints import SHIPPED_CRM
     runtime = make_engine(SHIPPED_CRM)
     runtime.users.add(NewUser("manager", "周经理", "sales_manager", "east"))
     runtime.users.add(NewUser("wang", "王磊", "sales_rep", "east", "manager"))
@@ -464,7 +464,7 @@ def test_shipped_circuit_breaker_flags_the_lead_and_hands_it_to_the_manager(make
 
 def test_shipped_ticket_resolution_sla_counts_hotline_hours_and_pauses_for_the_customer(make_engine: Any,
                                                                                       clock: Any) -> None:
-    from tests.conftest import SHIPPED_SERVICE
+    from tests.support.blueprints import SHIPPED_SERVICE
     runtime = make_engine(SHIPPED_SERVICE)
     runtime.users.add(NewUser("chen", "陈静", "service_agent", "service"))
     clock.set(_local(2026, 11, 23, 18, 0))  # Monday 18:00; the hotline's hours are 08:00–20:00

@@ -23,8 +23,8 @@ from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.web import widgets as builtin_widgets
 from engine.runtime.web.widgets import NOT_SUBMITTED, WidgetConfigError, load_widgets
-from tests.conftest import IN_CI
-from tests.test_screens import csrf_of
+from tests.support.services import IN_CI
+from tests.support.web import csrf_of
 
 APP = {"app.yaml": "app: t\ninclude: [entities/*.yaml, roles.yaml]\n",
        "roles.yaml": "roles:\n  admin: {label: Admin, admin: true}\n"}

@@ -25,7 +25,7 @@ from engine.runtime.background.outbox import Outcome, enqueue, list_messages, re
 from engine.runtime.background.timers import SqlTimerStore
 from engine.runtime.background.worker import ScheduledJob, Worker, one_at_a_time
 from engine.runtime.records.events import append_event
-from tests.conftest import load, write_blueprint
+from tests.support.blueprints import load, write_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
 BLUEPRINT = {"app.yaml": "app: t\ninclude: [entities/*.yaml]\n",

@@ -6,6 +6,11 @@ A sample request needs the manager, and finance as well for a customer with more
 overdue payments in the last 90 days.
 """
 
+from starlette.testclient import TestClient
+
+from engine.engine import Engine
+from tests.support.web import sign_in
+
 APP = """
 app: sales
 include: [entities/*.yaml, roles.yaml, channels.yaml, calendars.yaml, approvals.yaml, funnels.yaml, sources.yaml]
@@ -159,3 +164,11 @@ FILES = {"app.yaml": APP, "roles.yaml": ROLES, "channels.yaml": CHANNELS, "calen
          "entities/account.yaml": ACCOUNT, "entities/opportunity.yaml": OPPORTUNITY,
          "entities/activity.yaml": ACTIVITY, "entities/order.yaml": ORDER, "entities/sample.yaml": SAMPLE,
          "approvals.yaml": APPROVALS, "funnels.yaml": FUNNELS, "sources.yaml": SOURCES}
+
+
+PASSWORD = "correct horse battery"
+
+
+def signed_in(runtime: Engine, username: str) -> TestClient:
+    """A browser session of one of the funnel tests' users (all share PASSWORD)."""
+    return sign_in(runtime, username, PASSWORD, next="/opportunity")
