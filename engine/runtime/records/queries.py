@@ -22,6 +22,8 @@ from engine.runtime.storage.search import SearchIndex, fts_match
 from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, ListKind, PhoneKind, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
+MAX_PARAMS, MAX_PARAM_LENGTH = 100, 2000
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_PAGE = 1_000_000  # beyond it the offset overflows 64 bits on some databases
 MAX_PER_PAGE = 500
 RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla", "funnel"})
@@ -71,6 +73,12 @@ def _known(entity: EntitySpec) -> list[str]:
 def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> ListQuery:
     """A `ListQuery` from query-string parameters; unknown fields or bad values raise QueryInvalid."""
     items = params.multi_items() if hasattr(params, "multi_items") else list(params.items())
+    if len(items) > MAX_PARAMS:
+        raise QueryInvalid(f"{len(items)} query parameters; at most {MAX_PARAMS}", field=None)
+    for key, raw in items:  # text no database can compare (PostgreSQL refuses NUL): a clear 422, not a 500
+        if _UNSTORABLE.search(key) or _UNSTORABLE.search(str(raw)) or len(str(raw)) > MAX_PARAM_LENGTH:
+            raise QueryInvalid(f"the value of '{key[:40]}' contains a NUL character or an unpaired surrogate, "
+                               f"or is longer than {MAX_PARAM_LENGTH} characters", field=key[:64])
     filters: list[Filter] = []
     for key, raw in items:
         if key in RESERVED_PARAMS:
