@@ -160,7 +160,7 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     token = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # the demo writes every lead and call through rules and routing
         while True:
             try:
                 response = httpx.get(f"http://127.0.0.1:{port}/api/lead", params={"per_page": 1}, timeout=2)
