@@ -167,6 +167,7 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
+                    process.terminate()  # else reading its output waits for a server that never exits
                     raise AssertionError("crm demo did not start:\n" + (process.stdout.read() if process.stdout else ""))
                 time.sleep(0.3)
         assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
