@@ -160,13 +160,14 @@ def test_crm_demo_serves_the_shipped_blueprint_over_http(tmp_path: Path) -> None
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     token = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # the demo writes every lead and call through rules and routing
         while True:
             try:
                 response = httpx.get(f"http://127.0.0.1:{port}/api/lead", params={"per_page": 1}, timeout=2)
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
+                    process.terminate()  # else reading its output waits for a server that never exits
                     raise AssertionError("crm demo did not start:\n" + (process.stdout.read() if process.stdout else ""))
                 time.sleep(0.3)
         assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
