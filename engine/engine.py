@@ -133,7 +133,7 @@ class Engine:
         """The Starlette application: screens, JSON API and webhooks (with the plugins' widgets
         unless `widgets` are given)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
-                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals)
+                               self.doctor, self.slas, self.cadences, self.funnels, self.approvals, self.rerouter)
         return create_app(services, widgets=widgets or self.extensions.widgets)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
