@@ -288,3 +288,31 @@ def test_the_unassigned_list_routes_ticked_records_again_by_the_policies(make_en
     assert {row.record_id for row in rerouted} == set(ids[:2])
     assert {(row.data["policy"], row.data["username"], row.data["by"]) for row in rerouted} == {
         ("expo_vip", "expo_rep", "admin")}
+
+
+def test_reroute_on_updated_routes_a_still_unassigned_record_when_it_changes(make_engine: Any) -> None:
+    routing = ROUTING.replace("    fallback_queue: unassigned_leads", "    fallback_queue: unassigned_leads\n"
+                                                                         "    reroute_on: [updated]")
+    runtime = make_engine(files(**{"routing.yaml": routing}))
+    for name in ("wang", "zhao"):
+        runtime.users.add(NewUser(name, name, "sales_rep", "east"))
+        runtime.users.update(name, on_leave=True)  # everybody away: the lead is parked
+    lead = runtime.records.create("lead", {"name": "孙总", "phone": "13800001234", "region": "south",
+                                           "source": "website"}, actor=SYSTEM).record
+    assert lead["owner"] is None
+    runtime.users.update("zhao", on_leave=False)
+    edited = runtime.records.update("lead", lead["id"], {"company": "孙氏机械"}, actor=SYSTEM)
+    zhao = runtime.users.find("zhao")
+    assert zhao is not None and edited["owner"] == zhao.id
+    cleared = runtime.records.update("lead", lead["id"], {"owner": None}, actor=SYSTEM)
+    assert cleared["owner"] is None  # an owner someone cleared stays cleared by that write
+
+
+def test_without_reroute_on_an_edit_leaves_a_parked_record_where_it_is(make_engine: Any) -> None:
+    runtime = make_engine(files())
+    runtime.users.add(NewUser("zhao", "zhao", "sales_rep", "east"))
+    runtime.users.update("zhao", on_leave=True)
+    lead = runtime.records.create("lead", {"name": "孙总", "phone": "13800001234", "region": "south",
+                                           "source": "website"}, actor=SYSTEM).record
+    runtime.users.update("zhao", on_leave=False)
+    assert runtime.records.update("lead", lead["id"], {"company": "孙氏机械"}, actor=SYSTEM)["owner"] is None
