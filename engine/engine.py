@@ -144,7 +144,7 @@ class Engine:
         unless `widgets` are given); `key` signs session cookies (default: see `secret_key`)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
                                self.doctor, self.slas, self.cadences, self.funnels, self.approvals,
-                               analytics=self.analytics, base_url=self.base_url)
+                               self.rerouter, analytics=self.analytics, base_url=self.base_url)
         return create_app(services, widgets=widgets or self.extensions.widgets, key=key)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:

@@ -259,3 +259,60 @@ def test_crm_route_refuses_an_unknown_field_and_changes_nothing(tmp_path: Path) 
     answer = CliRunner().invoke(crm, ["route", "lead", "--where", "is_empty(ownr)", "--db", database,
                                       "--blueprint", str(blueprint)])
     assert answer.exit_code != 0 and "lead has no field ownr" in answer.output
+
+
+def test_the_unassigned_list_routes_ticked_records_again_by_the_policies(make_engine: Any) -> None:
+    runtime = make_engine(files(**{"routing.yaml": OUTAGE_ROUTING}))
+    runtime.users.add(NewUser("admin", "管理员", "admin", password="admin-pass-1"))
+    runtime.users.add(NewUser("expo_rep", "展会专员", "sales_rep", "expo_team"))
+    runtime.users.update("expo_rep", on_leave=True)
+    client = TestClient(runtime.web_app())
+    ids = [client.post("/hooks/website_form", headers=TOKEN, content=json.dumps(
+        {"submission_id": f"p-{index}", "contact": {"name": f"客户{index}", "mobile": f"1390000{index:04d}"},
+         "answers": {"region": "华东"}}, ensure_ascii=False).encode()).json()["record_id"] for index in range(3)]
+    runtime.users.update("expo_rep", on_leave=False)  # the fix: the expo pool has someone again
+    browser = TestClient(runtime.web_app())
+    token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+    browser.post("/login", data={"username": "admin", "password": "admin-pass-1", "csrf_token": token})
+    listing = browser.get("/lead").text
+    assert '<option value="route">按分配策略重新分配</option>' in listing
+    token = listing.split('name="csrf_token" value="')[1].split('"')[0]
+    answer = browser.post("/lead/assign", data={"ids": [str(ids[0]), str(ids[1])], "owner": "route", "csrf_token": token})
+    assert "已按分配策略重新分配 2 条；0 条仍无人可接。" in answer.text
+    owners = [runtime.records.get("lead", record_id, actor=SYSTEM)["owner"] for record_id in ids]
+    assert owners[0] == owners[1] is not None and owners[2] is None
+    events = runtime.schema.events
+    with runtime.db.read() as connection:
+        rerouted = connection.execute(sa.select(events.c.record_id, events.c.data)
+                                      .where(events.c.kind == "rerouted")).all()
+    assert {row.record_id for row in rerouted} == set(ids[:2])
+    assert {(row.data["policy"], row.data["username"], row.data["by"]) for row in rerouted} == {
+        ("expo_vip", "expo_rep", "admin")}
+
+
+def test_reroute_on_updated_routes_a_still_unassigned_record_when_it_changes(make_engine: Any) -> None:
+    routing = ROUTING.replace("    fallback_queue: unassigned_leads", "    fallback_queue: unassigned_leads\n"
+                                                                         "    reroute_on: [updated]")
+    runtime = make_engine(files(**{"routing.yaml": routing}))
+    for name in ("wang", "zhao"):
+        runtime.users.add(NewUser(name, name, "sales_rep", "east"))
+        runtime.users.update(name, on_leave=True)  # everybody away: the lead is parked
+    lead = runtime.records.create("lead", {"name": "孙总", "phone": "13800001234", "region": "south",
+                                           "source": "website"}, actor=SYSTEM).record
+    assert lead["owner"] is None
+    runtime.users.update("zhao", on_leave=False)
+    edited = runtime.records.update("lead", lead["id"], {"company": "孙氏机械"}, actor=SYSTEM)
+    zhao = runtime.users.find("zhao")
+    assert zhao is not None and edited["owner"] == zhao.id
+    cleared = runtime.records.update("lead", lead["id"], {"owner": None}, actor=SYSTEM)
+    assert cleared["owner"] is None  # an owner someone cleared stays cleared by that write
+
+
+def test_without_reroute_on_an_edit_leaves_a_parked_record_where_it_is(make_engine: Any) -> None:
+    runtime = make_engine(files())
+    runtime.users.add(NewUser("zhao", "zhao", "sales_rep", "east"))
+    runtime.users.update("zhao", on_leave=True)
+    lead = runtime.records.create("lead", {"name": "孙总", "phone": "13800001234", "region": "south",
+                                           "source": "website"}, actor=SYSTEM).record
+    runtime.users.update("zhao", on_leave=False)
+    assert runtime.records.update("lead", lead["id"], {"company": "孙氏机械"}, actor=SYSTEM)["owner"] is None

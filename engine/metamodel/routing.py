@@ -89,6 +89,7 @@ class RoutingPolicySpec:
     backup: str | None = None
     fallback_queue: str | None = None
     alert: str | None = None
+    reroute_on: tuple[str, ...] = ()  # "updated": a record still unassigned is routed again by any later change
     label: Label = Label(())
     description: str = ""
     location: Location = NOWHERE
@@ -120,7 +121,8 @@ _POLICY = {"type": "object", "required": ["entity", "strategy"], "additionalProp
                "caps": {"type": "object", "propertyNames": USERNAME,
                         "additionalProperties": {"type": "integer", "minimum": 0}},
                "open_when": EXPRESSION, "skip_on_leave": {"type": "boolean"}, "backup": USERNAME,
-               "fallback_queue": NAME, "alert": NAME}}
+               "fallback_queue": NAME, "alert": NAME,
+               "reroute_on": {"type": "array", "items": {"enum": ["updated"]}, "uniqueItems": True}}}
 
 
 ROUTING_SCHEMA: dict[str, Any] = {"type": "object", "required": ["routing"], "additionalProperties": False,
@@ -163,6 +165,7 @@ def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathK
         position=position, cap=data.get("cap"), caps=tuple((data.get("caps") or {}).items()),
         skip_on_leave=bool(data.get("skip_on_leave", True)), backup=data.get("backup"),
         fallback_queue=data.get("fallback_queue"), alert=data.get("alert"),
+        reroute_on=tuple(data.get("reroute_on") or ()),
         label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
         description=str(data.get("description", "")), location=checker.doc.where_key(path))
 

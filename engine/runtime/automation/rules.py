@@ -22,7 +22,7 @@ from engine.metamodel import Metamodel
 from engine.metamodel.actions import CreateRelatedAction, PluginAction, SetAction, UpdateRelatedAction
 from engine.rules.actions import Assign, Transition
 from engine.rules.expressions import RELATED_COUNTS, Evaluator
-from engine.rules.routing import RoutingDecision
+from engine.rules.routing import RoutingDecision, select_policy
 from engine.rules.rules import (Change, Decision, Origin, RuleApplication, TriggerEvent, evaluate_condition,
                                 evaluate_rules, planned_changes)
 from engine.rules.trace import RoutingStep, Trace, render_trace
@@ -63,6 +63,31 @@ class RulesObserver:
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
         if context.change is Change.DELETED:
             return {}
+        changes = dict(self._rule_changes(context))
+        return {**changes, **self._reroute_on_update(context, changes)}
+
+    def _reroute_on_update(self, context: WriteContext, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """A record still unassigned is routed again when it changes, if the policy that now
+        matches it declares `reroute_on: [updated]` (an owner someone just cleared stays cleared)."""
+        entity = context.entity
+        if context.change is not Change.UPDATED or context.before is None or "owner" in changes \
+                or context.before.get("owner") is not None or context.after.get("owner") is not None:
+            return {}
+        policies = self.model.policies_for(entity.name)
+        if not any("updated" in policy.reroute_on for policy in policies):
+            return {}
+        values = {**expression_values(entity, context.after), **changes}
+        selection = select_policy(policies, entity.name, values, self.evaluator)
+        if selection.policy is None or "updated" not in self.model.policy(selection.policy).reroute_on:
+            return {}
+        owner, step = self.executor.router.route(context.connection, entity.name, selection.policy, values,
+                                                 context.now, rule="reroute_on: updated")
+        pending = context.notes.get("rules")
+        if isinstance(pending, _Pending):
+            pending.routing.append(step)
+        return {"owner": owner} if owner is not None else {}
+
+    def _rule_changes(self, context: WriteContext) -> Mapping[str, Any]:
         rules = self.model.rules_for(context.entity.name)
         flags = self._intake_flags(context)
         if not rules and not flags:

@@ -15,6 +15,7 @@ from engine.rules import Clock
 from engine.runtime.automation.approvals import ApprovalDesk
 from engine.runtime.automation.cadences import CadenceClocks
 from engine.runtime.automation.funnels import Funnels
+from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.ops.doctor import Doctor
@@ -38,5 +39,6 @@ class WebServices:
     cadences: CadenceClocks
     funnels: Funnels
     approvals: ApprovalDesk | None = None
+    rerouter: Rerouter | None = None  # the list's bulk action "route again by the policies"
     analytics: Analytics | None = None
     base_url: str = ""

@@ -105,6 +105,7 @@ class ListContext:
     can_create: bool = False
     can_export: bool = False
     can_assign: bool = False
+    can_reroute: bool = False  # the entity has routing policies: the bulk action may route again
     has_board: bool = False
     assignees: tuple[Choice, ...] = ()
     error: str | None = None

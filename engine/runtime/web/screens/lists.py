@@ -113,6 +113,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         can_create=site.scope(actor, entity.name, "create") is not Scope.NONE and not entity.is_managed,
         can_export=site.scope(actor, entity.name, "export") is not Scope.NONE,
         can_assign=site.scope(actor, entity.name, "assign") is not Scope.NONE,
+        can_reroute=bool(site.model.policies_for(entity.name)) and site.services.rerouter is not None,
         has_board=entity.board is not None,
         assignees=_assignees(site, actor, entity.name), error=error, totals=totals)
     return site.render(request, actor, "list.html", context, context.title)
@@ -201,6 +202,9 @@ def _assignees(site: Site, actor: Actor, entity: str) -> tuple[Choice, ...]:
                                                                     and teams.get(user_id) == actor.team))
 
 
+ROUTE_AGAIN = "route"  # the bulk action's owner choice that routes the ticked records again by the policies
+
+
 def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, form: Any) -> Response:
     """Give the ticked records to one user; each change goes through RecordService (and its checks)."""
     entity = site.records.entity(entity_name)
@@ -208,10 +212,17 @@ def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, fo
     back = f"/{entity.name}?{form.get('back', '')}".rstrip("?")
     ids = [int(value) for value in form.getlist("ids") if str(value).isdigit()]
     owner = str(form.get("owner", ""))
-    if not ids or not owner.isdigit():
+    if not ids or not (owner.isdigit() or owner == ROUTE_AGAIN):
         site.flash(request, translate(lang, "nothing_selected"))
         return RedirectResponse(back, status_code=303)
     site.records.access.require(actor, entity.name, "assign")
+    if owner == ROUTE_AGAIN and site.services.rerouter is not None and site.model.policies_for(entity.name):
+        report = site.services.rerouter.reroute(entity.name, ids, actor=actor,
+                                                reason=translate(lang, "rerouted_reason"))
+        site.flash(request, translate(lang, "rerouted", count=report.assigned_count, parked=len(report.parked)))
+        if report.skipped:
+            site.flash(request, translate(lang, "assign_failed", count=len(report.skipped), reason=report.skipped[0][1]))
+        return RedirectResponse(back, status_code=303)
     done, refusals = 0, []
     for record_id in ids:
         try:
