@@ -100,9 +100,14 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
         if not checker.model.has_role(role):
             checker.error(path + ("per", index), f"per: unknown role '{role}'",
                           did_you_mean(role, [spec.name for spec in checker.model.roles]))
+    dashboard = data.get("dashboard")
+    if dashboard is not None and dashboard not in {spec.name for spec in checker.model.dashboards}:
+        checker.error(path + ("dashboard",), f"unknown dashboard '{dashboard}'",
+                      f"{did_you_mean(dashboard, [spec.name for spec in checker.model.dashboards])} "
+                      "Name one declared under dashboards:, or remove the line.")
     return JobSpec(name, default_label(data, name), data["cron"], timezone, data["channel"], data["template"], counts,
                    data.get("calendar"), checker.doc.where_key(path), tuple(data.get("per") or ()),
-                   data.get("dashboard"))
+                   dashboard)
 
 
 def _count(checker: Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:

@@ -53,10 +53,10 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("rules", RULES_SCHEMA, build_rules),
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
-    DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
     DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
     DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
     DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
+    DocumentKind("jobs", JOBS_SCHEMA, build_jobs),              # a job's message links to a dashboard
 )
