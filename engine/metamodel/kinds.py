@@ -17,6 +17,7 @@ from engine.metamodel.calendars import CALENDARS_SCHEMA, build_calendars
 from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
+from engine.metamodel.imports import IMPORTS_SCHEMA, build_imports
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.roles import ROLES_SCHEMA, build_roles
@@ -49,4 +50,5 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
+    DocumentKind("imports", IMPORTS_SCHEMA, build_imports),     # spreadsheet mappings; notify names channels
 )

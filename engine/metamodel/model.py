@@ -19,6 +19,7 @@ from engine.metamodel.channels import ChannelSpec, MessageTemplateSpec
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
 from engine.metamodel.funnels import FunnelSpec
+from engine.metamodel.imports import ImportSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
 from engine.metamodel.roles import RoleSpec
@@ -28,7 +29,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, ImportSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -60,6 +61,7 @@ class Metamodel:
     jobs: tuple[JobSpec, ...] = ()
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
+    imports: tuple[ImportSpec, ...] = ()        # spreadsheet column mappings (imports.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -140,3 +142,10 @@ class Metamodel:
 
     def approvals_for(self, entity: str) -> tuple[ApprovalSpec, ...]:
         return tuple(spec for spec in self.approvals if spec.entity == entity)
+
+    # -- import mappings -----------------------------------------------------------------------
+    def import_mapping(self, name: str) -> ImportSpec:
+        return _named(self.imports, name, "import mapping")
+
+    def imports_for(self, entity: str) -> tuple[ImportSpec, ...]:
+        return tuple(spec for spec in self.imports if spec.entity == entity)
