@@ -189,6 +189,14 @@ class Importer:
         assert stored is not None
         return ImportOutcome(stored, start, False)
 
+    def begin(self, plan: ImportPlan, *, actor: Actor, rules: bool = True, batch: int | None = None) -> int:
+        """The import's id — the earlier one of this file and mapping, else a new one — before its rows
+        are written (the screen shows its page while a thread runs `run(..., resume=True)`)."""
+        existing = self.find(plan.fingerprint)
+        if existing is not None:
+            return existing.id
+        return self._start(plan, actor, rules, max(1, min(batch or plan.spec.batch, 2000)))
+
     def _start(self, plan: ImportPlan, actor: Actor, rules: bool, size: int) -> int:
         now = naive_utc(self.clock.now())
         with self.db.write() as connection:
