@@ -131,6 +131,13 @@ async def upload(site: Site, request: Request, actor: Actor) -> Response:
     return review(site, request, actor, {"file_id": str(stored["id"]), "entity": entity, "mapping": mapping})
 
 
+def _file_id(form: Any) -> int:
+    text = str(form.get("file_id", "")).strip()
+    if not text.isdigit():
+        raise NotFound("upload the file again: the form names no uploaded file", field="file_id")
+    return int(text)
+
+
 def _file(site: Site, actor: Actor, file_id: int) -> tuple[str, bytes]:
     files = site.services.schema.files
     with site.services.db.read() as connection:
@@ -145,6 +152,8 @@ def _spec(site: Site, form: Any, table: Table, entity_name: str) -> tuple[Import
     entity = site.model.entity(entity_name)
     mapping = str(form.get("mapping", SUGGESTED))
     if mapping != SUGGESTED:
+        if mapping not in {spec.name for spec in site.model.imports}:
+            raise QueryInvalid(f"there is no import mapping '{mapping}'", field="mapping")
         spec = site.model.import_mapping(mapping)
         if spec.entity != entity_name:
             raise QueryInvalid(f"mapping '{mapping}' is for {spec.entity}, not {entity_name}", field="mapping")
@@ -164,7 +173,7 @@ def _spec(site: Site, form: Any, table: Table, entity_name: str) -> tuple[Import
 def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLResponse:
     """Step 2: the mapping (correctable when suggested) and the health report of the whole file."""
     lang = site.lang(request)
-    file_id = int(str(form.get("file_id", "0")) or 0)
+    file_id = _file_id(form)
     entity_name = str(form.get("entity", ""))
     if not site.model.has_entity(entity_name) or site.scope(actor, entity_name, "create") is Scope.NONE:
         raise Forbidden(f"you may not create {entity_name} records", field=None, permission="create",
@@ -198,7 +207,7 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
 
 def run(site: Site, request: Request, actor: Actor, form: Any) -> Response:
     """Step 3: start the import in the background and follow it on its own page."""
-    file_id = int(str(form.get("file_id", "0")) or 0)
+    file_id = _file_id(form)
     entity_name = str(form.get("entity", ""))
     if not site.model.has_entity(entity_name):
         raise NotFound(f"there is no entity '{entity_name}'", field="entity")
