@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.engine import Engine
+from engine.io.imports import ImportRefused
 from engine.io.readers import FileUnreadable, read_table
 from engine.metamodel import BlueprintInvalid
 from engine.metamodel.imports import load_import_file
@@ -306,3 +307,24 @@ def test_an_import_killed_halfway_resumes_to_the_same_table_as_an_uninterrupted_
         assert _snapshot(db_url) == _snapshot(reference_url)
     finally:
         drop()
+
+
+def test_a_sample_first_then_the_rest_with_resume(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    engine = crm_engine(make_engine)
+    planted = planted_ledger(300)
+    path = write_xlsx(tmp_path / "ledger.xlsx", planted.rows)
+    table = read_table(path)
+    importer = engine.importer
+    plan = importer.prepare(table, engine.model.import_mapping("sales_ledger"), path.read_bytes())
+    sample = importer.run(plan, actor=SYSTEM, sample=100, batch=40)
+    assert sample.record.status == "paused" and sample.record.next_row == 100
+    assert len(leads(engine)) == sample.record.created
+    with pytest.raises(ImportRefused, match="--resume"):
+        importer.run(plan, actor=SYSTEM)
+    rest = importer.run(plan, actor=SYSTEM, resume=True, batch=40)
+    assert rest.resumed_from == 100 and rest.record.status == "done"
+    record = rest.record
+    # no leads were stored first, so the rows meant as database duplicates are new here
+    assert (record.created, record.merged, record.rejected) == (
+        planted.created + planted.dup_in_db, planted.dup_in_file, planted.rejected)
+    assert record.next_row == 300 == record.created + record.merged + record.rejected
