@@ -107,7 +107,7 @@ def validate(path: str) -> None:
                    f"{len(entity.fields)} fields" + ("; " + "; ".join(extras) if extras else ""))
     parts = [(len(model.roles), "roles"), (len(model.rules), "rules"), (len(model.routing), "routing policies"),
              (len(model.sources), "webhook sources")]
-    for kind in ("calendars", "slas", "channels", "cadences", "jobs"):
+    for kind in ("calendars", "slas", "channels", "cadences", "jobs", "imports"):
         parts.append((len(getattr(model, kind, ())), kind))
     click.echo("  " + ", ".join(f"{count} {what}" for count, what in parts if count))
     for funnel in model.funnels:
@@ -758,6 +758,222 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
         first_line = (row.output or "").splitlines()[0] if row.output else ""
         click.echo(f"{_local(row.scheduled_for, engine.model.settings.timezone)}  {row.job:<28} {row.status:<10} {row.worker:<24} "
                    f"{first_line[:80]}")
+
+
+# -- import and export (engine/io) ------------------------------------------------------------
+
+def _actor_or_exit(engine: Engine, username: str | None) -> Any:
+    from engine.runtime.records.actors import SYSTEM
+
+    if username is None:
+        return SYSTEM
+    actor = engine.users.find(username)
+    if actor is None:
+        _fail(f"there is no user '{username}' (see: crm user list)")
+    return actor
+
+
+def _mapping_or_exit(engine: Engine, table: Any, entity: str, mapping: str | None) -> Any:
+    """The mapping named or in the file given, else the blueprint's for the entity that fits the
+    file's columns, else one suggested from the headers (printed, to be saved and edited)."""
+    from engine.io.mapping import mapping_from_suggestions, suggest_mapping
+    from engine.metamodel.imports import load_import_file
+
+    model = engine.model
+    if mapping is not None and Path(mapping).is_file():
+        try:
+            specs = load_import_file(Path(mapping), model, engine.extensions.vocabulary)
+        except BlueprintInvalid as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        chosen = [spec for spec in specs if spec.entity == entity]
+        if not chosen:
+            _fail(f"{mapping} holds no mapping for {entity} (it maps: "
+                  f"{', '.join(sorted({spec.entity for spec in specs}))})")
+        return chosen[0]
+    if mapping is not None:
+        known = {spec.name: spec for spec in model.imports}
+        if mapping not in known:
+            _fail(f"no file and no blueprint mapping named '{mapping}' "
+                  f"(the blueprint's: {', '.join(known) or 'none'})")
+        if known[mapping].entity != entity:
+            _fail(f"mapping '{mapping}' is for {known[mapping].entity}, not {entity}")
+        return known[mapping]
+    headers = set(table.headers)
+    fitting = sorted(((sum(1 for c in spec.columns if c.column in headers), spec) for spec in model.imports_for(entity)),
+                     key=lambda pair: -pair[0])
+    if fitting and fitting[0][0] * 2 >= len(fitting[0][1].columns):
+        click.echo(f"映射 mapping: {fitting[0][1].name} (from the blueprint)")
+        return fitting[0][1]
+    suggestions = suggest_mapping(engine.model.entity(entity), table.headers)
+    click.echo("建议的映射 Suggested mapping (save it with --save-mapping, edit, and pass it with --mapping):")
+    for item in suggestions:
+        click.echo(f"  {item.column:<24} → {item.field or '— (not imported)'}" + (f"  [{item.why}]" if item.why else ""))
+    return mapping_from_suggestions(engine.model.entity(entity), suggestions)
+
+
+@main.command("import")
+@_db_option
+@_blueprint_option
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--entity", required=True, help="What the rows become, e.g. lead.")
+@click.option("--mapping", default=None, help="A mapping YAML file, or the name of a mapping in the blueprint.")
+@click.option("--dry-run", is_flag=True, help="Print the data-health report and write nothing.")
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Import only the first N rows (continue later with --resume).")
+@click.option("--batch", type=click.IntRange(1, 2000), default=None, help="Rows per transaction (default: the mapping's, 1000).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted import of this file at its first unfinished batch.")
+@click.option("--no-rules", is_flag=True, help="Run no automation rules on the imported rows (the report says so).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the health report to this .xlsx or .html file.")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the rejected rows with their reasons (.csv or .xlsx; default FILE-errors.csv).")
+@click.option("--save-mapping", type=click.Path(dir_okay=False), default=None, help="Save the mapping used as YAML.")
+@click.option("--as", "username", default=None, help="Import as this user (their permissions apply; default: system).")
+def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping: str | None, dry_run: bool,
+                   sample: int | None, batch: int | None, resume: bool, no_rules: bool, report_path: str | None,
+                   errors_path: str | None, save_mapping: str | None, username: str | None) -> None:
+    """Import an Excel (.xlsx) or CSV file: health report first, then batches (resumable)."""
+    import time
+
+    from engine.io.imports import ImportRefused
+    from engine.io.mapping import mapping_yaml
+    from engine.io.readers import FileUnreadable, read_table
+
+    engine = _open(db_url, blueprint)
+    if not engine.model.has_entity(entity):
+        _fail(f"there is no entity '{entity}' (known: {', '.join(engine.model.entity_names())})")
+    path = Path(file)
+    try:
+        table = read_table(path)
+    except FileUnreadable as exc:
+        _fail(f"{exc.message_zh}\n       {exc.message}")
+    spec = _mapping_or_exit(engine, table, entity, mapping)
+    if save_mapping:
+        Path(save_mapping).write_text(mapping_yaml(spec), encoding="utf-8")
+        click.echo(f"mapping saved to {save_mapping}")
+    importer = engine.importer
+    try:
+        plan = importer.prepare(table, spec, path.read_bytes())
+    except ImportRefused as exc:
+        _fail(f"{exc.zh}\n       {exc}")
+    report = importer.health(plan, sample)
+    click.echo(report.text())
+    if report_path:
+        if report_path.lower().endswith(".html"):
+            Path(report_path).write_text(report.html(), encoding="utf-8")
+        else:
+            report.write_xlsx(Path(report_path))
+        click.echo(f"report written to {report_path}")
+    if dry_run:
+        click.echo("--dry-run: nothing was written / 未写入任何数据")
+        return
+    actor = _actor_or_exit(engine, username)
+    started = time.monotonic()
+    with click.progressbar(length=min(len(table.rows), sample or len(table.rows)), label="导入 Importing",
+                           show_eta=True, show_percent=True, file=sys.stderr) as bar:
+        state = {"done": 0, "first": None}
+
+        def progress(done: int, total: int) -> None:
+            if state["first"] is None:
+                state["first"] = done
+            bar.update(done - int(state["done"] or 0))
+            state["done"] = done
+            elapsed = time.monotonic() - started
+            rate = (done - int(state["first"] or 0)) / elapsed if elapsed > 0 else 0
+            bar.label = f"导入 Importing {rate:,.0f} rows/s"
+
+        try:
+            outcome = importer.run(plan, actor=actor, resume=resume, rules=not no_rules, sample=sample, batch=batch,
+                                   progress=progress)
+        except ImportRefused as exc:
+            _fail(f"{exc.zh}\n       {exc}")
+    record = outcome.record
+    if outcome.already_done:
+        click.echo(f"已导入过，未写入新数据 Already imported — nothing new written: {record.summary()}")
+        return
+    if outcome.resumed_from:
+        click.echo(f"从第 {outcome.resumed_from + 2} 行继续 resumed at row {outcome.resumed_from + 2}")
+    click.echo(record.summary())
+    click.echo(f"行数 rows in {record.next_row} = 新建 created {record.created} + 合并 merged {record.merged} + "
+               f"拒绝 rejected {record.rejected}  ({time.monotonic() - started:.1f} s)")
+    if record.rejected:
+        target = Path(errors_path) if errors_path else path.with_name(f"{path.stem}-errors.csv")
+        target.write_bytes(importer.error_file(record.id, xlsx=target.suffix.lower() == ".xlsx"))
+        click.echo(f"错误文件 error file: {target} ({record.rejected} rows with a reason column)")
+
+
+@main.command("imports")
+@_db_option
+@_blueprint_option
+@click.option("--limit", default=20, show_default=True)
+def imports_list(db_url: str, blueprint: str, limit: int) -> None:
+    """Past imports: who, when, the file's hash, the mapping and the counts."""
+    engine = _open(db_url, blueprint)
+    for mapping in engine.model.imports:
+        click.echo(f"mapping {mapping.name:<24} → {mapping.entity} ({len(mapping.columns)} columns"
+                   + (", history" if mapping.history else "") + ")")
+    for record in engine.importer.recent(limit):
+        click.echo(f"{record.started_at:%Y-%m-%d %H:%M} UTC  sha256 {record.file_sha256[:12]}  by "
+                   f"{record.actor_id or 'system'}  {record.summary()}")
+
+
+@main.command("export")
+@_db_option
+@_blueprint_option
+@click.argument("entity")
+@click.option("--filter", "filters", multiple=True, metavar="FIELD[__OP]=VALUE",
+              help="As on the list screen and the API, e.g. region=east, created_at__gte=2026-01-01 (repeatable).")
+@click.option("--search", default=None, help="Search text, as the list screen's search box.")
+@click.option("--sort", default=None, help="e.g. -created_at,name")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="xlsx", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="The file to write (default: ENTITY-export.FORMAT).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Headers and labels.")
+@click.option("--as", "username", default=None, help="Export as this user: their scope, export permission and "
+              "hidden fields apply (default: system, everything).")
+def export_command(db_url: str, blueprint: str, entity: str, filters: tuple[str, ...], search: str | None,
+                   sort: str | None, fmt: str, output: str | None, lang: str, username: str | None) -> None:
+    """Export a list (its filters, search and sort) to XLSX or CSV, streaming."""
+    import time
+
+    from engine.io.exports import Exporter
+    from engine.runtime.records.errors import RecordError
+    from engine.runtime.records.permissions import Forbidden
+    from engine.runtime.records.queries import parse_list_query
+
+    engine = _open(db_url, blueprint)
+    if not engine.model.has_entity(entity):
+        _fail(f"there is no entity '{entity}' (known: {', '.join(engine.model.entity_names())})")
+    params: list[tuple[str, str]] = []
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--filter '{item}': write it as FIELD=VALUE, e.g. region=east")
+        params.append((key, value))
+    if search:
+        params.append(("q", search))
+    if sort:
+        params.append(("sort", sort))
+
+    class _Params(dict[str, str]):
+        def multi_items(self) -> list[tuple[str, str]]:
+            return params
+
+    actor = _actor_or_exit(engine, username)
+    target = Path(output or f"{entity}-export.{fmt}")
+    started = time.monotonic()
+    try:
+        query = parse_list_query(engine.model.entity(entity), _Params(params))
+        exporter = Exporter(engine.records)
+        export = exporter.export(entity, query, actor=actor, lang=lang)
+        if fmt == "csv":
+            with target.open("wb") as out:
+                count = exporter.write_csv(export, out)
+        else:
+            count = exporter.write_xlsx(export, target)
+    except (RecordError, Forbidden) as exc:
+        _fail(str(exc))
+    click.echo(f"{count} {entity} record(s) → {target} ({time.monotonic() - started:.1f} s)")
 
 
 if __name__ == "__main__":

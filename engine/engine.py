@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from starlette.applications import Starlette
 
+from engine.io.imports import Importer
 from engine.extensions import Extensions, load_extensions
 from engine.metamodel import Metamodel
 from engine.rules import Clock, Evaluator, SystemClock
@@ -98,6 +99,11 @@ class Engine:
     def analytics(self) -> Analytics:
         """Dashboard figures over this engine's records and stage events (engine/analytics)."""
         return Analytics(self.model, self.schema, self.db, self.records)
+
+    @property
+    def importer(self) -> Importer:
+        """Spreadsheet imports through the batch write path (engine/io/imports.py)."""
+        return Importer(self.records, self.clock)
 
     @property
     def timer_handlers(self) -> dict[str, TimerHandler]:

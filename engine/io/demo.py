@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from engine.io.demo_import import import_demo_ledger
 from engine.rules import FakeClock
 from engine.io.demo_comments import seed_comments
 from engine.runtime.automation.conversions import Conversions
@@ -198,6 +199,9 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    imported = import_demo_ledger(engine)  # the import screens open on a finished import (engine/io/demo_import.py)
+    if imported is not None:
+        writer.counts["imported"] = imported.record.created + imported.record.merged
     if engine.model.alerts or engine.model.scores:
         _service_story(engine, accounts, products, agent, now)
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)

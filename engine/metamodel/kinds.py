@@ -19,6 +19,7 @@ from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
 from engine.metamodel.dashboards import DASHBOARDS_SCHEMA, build_dashboards
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
+from engine.metamodel.imports import IMPORTS_SCHEMA, build_imports
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
 from engine.metamodel.conversions import CONVERSIONS_SCHEMA, build_conversions
@@ -59,4 +60,5 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
     DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),              # a job's message links to a dashboard
+    DocumentKind("imports", IMPORTS_SCHEMA, build_imports),     # spreadsheet mappings; notify names channels
 )

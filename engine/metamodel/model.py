@@ -24,6 +24,7 @@ from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
 from engine.metamodel.dashboards import DashboardSpec
 from engine.metamodel.funnels import FunnelSpec
+from engine.metamodel.imports import ImportSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
 from engine.metamodel.roles import RoleSpec, TeamSpec
@@ -33,7 +34,8 @@ from engine.metamodel.sla import SlaSpec
 from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
-                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec)
+                 MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec,
+                 ImportSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -71,6 +73,7 @@ class Metamodel:
     alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
     scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
     suggestions: tuple[SuggestionSpec, ...] = ()  # e.g. knowledge-base solutions on a ticket (suggestions.py)
+    imports: tuple[ImportSpec, ...] = ()        # spreadsheet column mappings (imports.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -170,3 +173,10 @@ class Metamodel:
 
     def approvals_for(self, entity: str) -> tuple[ApprovalSpec, ...]:
         return tuple(spec for spec in self.approvals if spec.entity == entity)
+
+    # -- import mappings -----------------------------------------------------------------------
+    def import_mapping(self, name: str) -> ImportSpec:
+        return _named(self.imports, name, "import mapping")
+
+    def imports_for(self, entity: str) -> tuple[ImportSpec, ...]:
+        return tuple(spec for spec in self.imports if spec.entity == entity)

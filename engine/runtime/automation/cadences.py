@@ -22,7 +22,7 @@ from engine.rules.cadences import cadence_prefix, decide_cadence, reply_stops, s
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.clocks import ClockDecision, ClockSnapshot, Move, view_stop_reason
 from engine.rules.expressions import Evaluator
-from engine.rules.rules import Change
+from engine.rules.rules import Change, Origin
 from engine.rules.timers import DueTimer, TimerRequest
 from engine.runtime.automation.actions import ActionExecutor
 from engine.runtime.automation.clocks import ClockStore, load_clock
@@ -77,6 +77,8 @@ class CadenceClocks:
 
     def after_write(self, context: WriteContext) -> None:
         """Start, restart or stop this record's cadence runs, and stop the runs a reply ends."""
+        if context.is_history and context.change is Change.CREATED and context.origin is Origin.IMPORT:
+            return  # a record imported as history is no new inquiry waiting for an answer: no cadences start
         entity, after = context.entity.name, context.after
         record_id = int(after["id"])
         viewer = context.actor.id if context.change is Change.VIEWED else None

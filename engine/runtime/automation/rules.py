@@ -12,7 +12,9 @@ trace is stored with the change, all in the same transaction.
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,19 @@ from engine.runtime.records.values import expression_values
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
 from engine.runtime.storage.times import naive_utc
+
+
+_SUSPENDED: contextvars.ContextVar[bool] = contextvars.ContextVar("rules_suspended", default=False)
+
+
+@contextlib.contextmanager
+def rules_suspended() -> Iterator[None]:
+    """Writes inside the block run no rules: an import run with --no-rules (its report says so)."""
+    token = _SUSPENDED.set(True)
+    try:
+        yield
+    finally:
+        _SUSPENDED.reset(token)
 
 
 @dataclass
@@ -61,7 +76,7 @@ class RulesObserver:
 
     # -- before the row is written ---------------------------------------------------------
     def before_write(self, context: WriteContext) -> Mapping[str, Any]:
-        if context.change is Change.DELETED:
+        if context.change is Change.DELETED or _SUSPENDED.get():
             return {}
         changes = dict(self._rule_changes(context))
         return {**changes, **self._reroute_on_update(context, changes)}

@@ -24,7 +24,7 @@ from engine.metamodel.sla import SlaSpec
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.clocks import ClockDecision, ClockSnapshot, Move, view_stop_reason
 from engine.rules.expressions import Evaluator
-from engine.rules.rules import Change
+from engine.rules.rules import Change, Origin
 from engine.rules.sla import (Checkpoint, SlaStatus, build_policy, checkpoint_key_prefix, checkpoint_keys,
                               decide_sla, sla_checkpoints, sla_state)
 from engine.rules.timers import DueTimer, TimerRequest
@@ -88,6 +88,8 @@ class SlaClocks:
 
     def after_write(self, context: WriteContext) -> None:
         """Start, move, pause or stop this record's SLA clocks."""
+        if context.is_history and context.change is Change.CREATED and context.origin is Origin.IMPORT:
+            return  # a record imported as history is no new inquiry waiting for an answer: no SLA clocks start
         entity, after = context.entity.name, context.after
         record_id = int(after["id"])
         self.clocks.forget_record(context.connection, entity, record_id)

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from engine.metamodel import DedupAction, EntitySpec, FieldType, Metamodel, OnDe
 from engine.metamodel.roles import Scope
 from engine.rules import Clock, Evaluator
 from engine.runtime.records.actors import Actor
+from engine.runtime.records.batch import BatchWriter, RowResult
 from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, QuotaExceeded, RecordReferenced,
                                            StageRefused, UnknownEntity, ValidationFailed, VersionConflict)
 from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
@@ -367,6 +368,14 @@ class RecordService:
                              data={"duplicate_of": record["duplicate_of"]})
                 return WriteResult(self.access.redact(actor, entity.name, record), "flagged")
             return WriteResult(self.access.redact(actor, entity.name, record), "created")
+
+    def create_batch(self, entity_name: str, rows: Sequence[Mapping[str, Any]], *, actor: Actor,
+                     connection: sa.Connection, origin: Origin | str = Origin.IMPORT,
+                     history: bool = False) -> builtins.list[RowResult]:
+        """`create` for many rows in the caller's transaction, asking the database set-wise
+        (records/batch.py): one outcome per row — created, merged, flagged or rejected with reasons."""
+        return BatchWriter(self).create_batch(entity_name, rows, actor=actor, connection=connection,
+                                              origin=Origin(origin), history=history)
 
     def _check_may_merge(self, connection: sa.Connection, actor: Actor, entity: EntitySpec,
                          existing: dict[str, Any], key: tuple[str, ...]) -> None:

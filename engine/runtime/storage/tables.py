@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
 from engine.runtime.records.fieldkinds import BUILTIN_KINDS, FieldKinds
 from engine.runtime.storage.collab import collab_tables
+from engine.runtime.storage.import_tables import import_tables
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -345,6 +346,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
     )
     sa.Table(SETTINGS, metadata, sa.Column("key", sa.String(64), primary_key=True),
              sa.Column("value", sa.Text, nullable=False))
+    import_tables(metadata)
 
 
 def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds,

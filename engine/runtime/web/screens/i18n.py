@@ -40,6 +40,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "dashboards": ("数据看板", "Dashboards"),
     "list": ("列表", "List"),
     "export_csv": ("导出 CSV", "Export CSV"),
+    "export_xlsx": ("导出 Excel", "Export Excel"),
+    "imports": ("数据导入", "Import"),
     "assign_to": ("分配给", "Assign to"),
     "assign": ("分配", "Assign"),
     "select_all": ("全选", "Select all"),

@@ -18,7 +18,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.web.screens import (accounts, admin, boards, collab, dashboards, forms, funnels, lists,
-                                         record_page, workday)
+                                         record_page, transfers, workday)
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -81,7 +81,14 @@ class ScreenRoutes:
             Route("/dashboards/charts.css", self.charts_css, methods=["GET"]),
             Route("/dashboards/{name}", screen(self.dashboard), methods=["GET"]),
             Route("/dashboards/{name}/{widget}.{kind}", screen(self.export_widget), methods=["GET"]),
+            Route("/imports", screen(self.imports), methods=["GET"]),
+            Route("/imports", screen(self.upload), methods=["POST"]),
+            Route("/imports/review", screen(self.review_import), methods=["POST"]),
+            Route("/imports/run", screen(self.run_import), methods=["POST"]),
+            Route("/imports/{import_id:int}", screen(self.import_page), methods=["GET"]),
+            Route("/imports/{import_id:int}/errors", screen(self.import_errors), methods=["GET"]),
             Route("/{entity}", screen(self.list), methods=["GET"]),
+            Route("/{entity}/export.xlsx", screen(self.export_xlsx), methods=["GET"]),
             Route("/{entity}/export", screen(self.export), methods=["GET"]),
             Route("/{entity}/board", screen(self.board), methods=["GET"]),
             Route("/{entity}/new", screen(self.new), methods=["GET"]),
@@ -262,6 +269,31 @@ class ScreenRoutes:
 
     async def export(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(lists.export_csv, self.site, request, actor, request.path_params["entity"])
+
+    async def export_xlsx(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(transfers.export_xlsx, self.site, request, actor, request.path_params["entity"])
+
+    async def imports(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(transfers.imports_screen, self.site, request, actor)
+
+    async def upload(self, request: Request, actor: Actor) -> Response:
+        return await transfers.upload(self.site, request, actor)
+
+    async def review_import(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(transfers.review, self.site, request, actor, form)
+
+    async def run_import(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(transfers.run, self.site, request, actor, form)
+
+    async def import_page(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(transfers.import_screen, self.site, request, actor,
+                                       request.path_params["import_id"])
+
+    async def import_errors(self, request: Request, actor: Actor) -> Response:
+        return await run_in_threadpool(transfers.error_file, self.site, request, actor,
+                                       request.path_params["import_id"])
 
     async def board(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(boards.board_screen, self.site, request, actor, request.path_params["entity"])
