@@ -66,7 +66,7 @@ def test_every_figure_opens_a_list_of_exactly_the_records_it_counts(world: Any, 
     runtime, _, _ = world
     client = signed_in(runtime, who)
     page = client.get("/dashboards/pipeline?period=month").text
-    per_rep = figure_links(page, "per_rep")
+    per_rep = figure_links(page, "per_rep")[::2]  # each rep's row: this period, then the previous one
     assert sorted(int(n) for _, n in per_rep) == sorted(OWNERS.count(name) for name in team)
     health = figure_links(page, "health")  # per stage: entered, left, then days and rates
     counts = [cell for start in range(0, len(health), 7) for cell in health[start:start + 2]]
