@@ -168,8 +168,10 @@ class Analytics:
 
     # -- record figures ------------------------------------------------------------------------
     def figures(self, widget: WidgetSpec, *, actor: Actor, period: Period, filters: Mapping[str, str],
-                lang: str = "zh", by: str | None = None, measures: Sequence[Measure] | None = None) -> list[Figure]:
-        """One figure per value of `by` (the widget's by unless given), or one for the whole."""
+                lang: str = "zh", by: str | None = None, measures: Sequence[Measure] | None = None,
+                keys: Sequence[Any] | None = None) -> list[Figure]:
+        """One figure per value of `by` (the widget's by unless given), or one for the whole;
+        with `keys`, one per given value of `by`, in that order (to compare with another period)."""
         entity = self.model.entity(widget.entity)
         table = self.schema.table(entity.name)
         by = by if by is not None else widget.by
@@ -198,7 +200,7 @@ class Analytics:
             quantiles = {index: self._quantiles(connection, table, conditions, by, self._value(table, measure),
                                                 *_QUANTILES[measure.aggregate])
                          for index, measure in enumerate(measures) if measure.aggregate in _QUANTILES}
-        keys = self._ordered(entity, by, rows, widget.limit) if by else [None]
+        keys = list(keys) if keys is not None and by else self._ordered(entity, by, rows, widget.limit) if by else [None]
         labels = self.labels(entity, by, keys, lang) if by else {None: widget.label.text(lang)}
         figures = []
         for key in keys:

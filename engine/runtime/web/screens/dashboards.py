@@ -192,8 +192,16 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
         return WidgetView(widget.name, "card", title, card=Link(fmt(figure.value), figure.url, colour,
                                                                 f"{title}: {fmt(figure.value)}"),
                           previous=change, colour=colour, target=target, exports=exports)
-    header, rows = figure_rows(widget, figures, lang, site.model.entity(widget.entity))
-    svg = chart_svg(widget, figures, title, lang, site.model.entity(widget.entity)) if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
+    entity = site.model.entity(widget.entity)
+    header, rows = figure_rows(widget, figures, lang, entity)
+    before: list[Figure] | None = None
+    if widget.kind is WidgetKind.BAR and widget.period_field is not None and period.is_bounded:
+        before = _previous_figures(analytics, widget, figures, actor, period, filters, lang)
+        header = (*header, f"{words['previous']} {measure_label(widget, 0, lang, entity)}")
+        rows = tuple((*row, Link(fmt(old.value), old.url, title=f"{old.label} {words['previous']}: {fmt(old.value)}"))
+                     for row, old in zip(rows, before, strict=True))
+    svg = chart_svg(widget, figures, title, lang, entity, before, words["previous"]) \
+        if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
     return WidgetView(widget.name, widget.kind.value, title, svg=svg, header=header, rows=rows, exports=exports,
                       empty=not any(f.count for f in figures))
 
@@ -286,15 +294,29 @@ def _chart(kind: WidgetKind, title: str) -> Any:
     return pygal.Bar(**config)
 
 
-def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str, entity: EntitySpec) -> str:
+def _previous_figures(analytics: Analytics, widget: WidgetSpec, figures: list[Figure], actor: Actor,
+                      period: Period, filters: dict[str, str], lang: str) -> list[Figure]:
+    """The previous period's figure for each group shown now, in the same order (0 where it had none)."""
+    return analytics.figures(widget, actor=actor, period=period.previous(), filters=filters, lang=lang,
+                             keys=[figure.key for figure in figures])
+
+
+def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str, entity: EntitySpec,
+              before: list[Figure] | None = None, previous_word: str = "") -> str:
     """The chart as inline SVG: its <title> names it, each bar is a link to its records and
-    says its number; pygal's style sheet is served once from /dashboards/charts.css."""
+    says its number; pygal's style sheet is served once from /dashboards/charts.css. With
+    `before`, a second, lighter bar per group is the previous period's figure, linking to its records."""
     chart = _chart(widget.kind, title)
     shown = list(reversed(figures)) if widget.kind is WidgetKind.FUNNEL else figures
     chart.x_labels = [figure.label for figure in shown]
     chart.add(measure_label(widget, 0, lang, entity), [
         {"value": figure.value or 0, "label": f"{figure.label}: {fmt(figure.value)}",
          "xlink": {"href": figure.url, "target": "_top"}} for figure in shown])
+    if before is not None:
+        chart.show_legend = True
+        chart.add(previous_word, [
+            {"value": figure.value or 0, "label": f"{figure.label} {previous_word}: {fmt(figure.value)}",
+             "xlink": {"href": figure.url, "target": "_top"}} for figure in before])
     svg = _STYLE.sub("", str(chart.render(is_unicode=True)))
     return svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(title)}" ', 1)
 
