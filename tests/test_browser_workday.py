@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.engine import Engine, open_engine
-from engine.io.demo import seed_demo
+from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
 from engine.runtime.records.actors import SYSTEM
@@ -97,7 +97,7 @@ def shot(page: Any, name: str) -> None:
 def sign_in(page: Any, base: str, username: str) -> None:
     page.goto(f"{base}/login")
     page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(f"demo-{username}!")
+    page.get_by_label("密码").fill(demo_password(username))
     page.get_by_role("button", name="登录").click()
     page.wait_for_load_state()
 

@@ -34,10 +34,10 @@ def test_the_demo_and_every_command_share_one_default_database(tmp_path: Path, m
     first = runner.invoke(cli.main, ["demo", "--no-serve", "--leads", "3"])
     assert first.exit_code == 0, first.output
     assert (tmp_path / "crm.sqlite").exists()
-    assert "wang     / demo-wang!" in first.output
+    assert "wang     / crm-demo-wang" in first.output
     again = runner.invoke(cli.main, ["demo", "--no-serve"])
     assert again.exit_code == 0 and "already in sqlite:///crm.sqlite" in again.output
-    assert "wang     / demo-wang!" in again.output and "admin    / demo-admin!" in again.output  # every time
+    assert "wang     / crm-demo-wang" in again.output and "admin    / crm-demo-admin" in again.output  # every time
     listed = runner.invoke(cli.main, ["user", "list"])  # no --db: the demo's file
     assert listed.exit_code == 0 and "wang" in listed.output and "manager" in listed.output
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine
+from engine.io.demo import demo_password
 from engine.runtime.web.screens.catalogue import catalogue
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.services import IN_CI
@@ -57,7 +58,7 @@ def shot(page: Any, name: str) -> None:
 def sign_in(page: Any, base: str, username: str) -> None:
     page.goto(f"{base}/login")
     page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(f"demo-{username}!")
+    page.get_by_label("密码").fill(demo_password(username))
     page.get_by_role("button", name="登录").click()
     page.wait_for_url(re.compile(r"/(lead|opportunity|approval_task|ticket|account)"))
 

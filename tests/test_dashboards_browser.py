@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import open_engine
-from engine.io.demo import seed_demo
+from engine.io.demo import demo_password, seed_demo
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
 from tests.support.blueprints import SHIPPED_CRM
@@ -60,7 +60,7 @@ def test_the_managers_home_draws_svg_charts_with_titles_and_links_to_records(bas
         page.set_default_timeout(15_000)
         page.goto(f"{base}/")
         page.get_by_label("用户名").fill("manager")
-        page.get_by_label("密码").fill("demo-manager!")
+        page.get_by_label("密码").fill(demo_password("manager"))
         page.get_by_role("button", name="登录").click()
         page.wait_for_url(re.compile(r"/dashboards/manager_home"))
         chart = page.locator('svg[role="img"][aria-label="各阶段商机金额"]')

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.engine import Engine, open_engine
-from engine.io.demo import seed_demo
+from engine.io.demo import demo_password, seed_demo
 from engine.io.readers import read_table
 from engine.metamodel import load_blueprint
 from engine.rules import FUNCTION_NAMES
@@ -81,7 +81,7 @@ def page(served: Any) -> Iterator[Any]:
 def sign_in(page: Any, base: str, username: str) -> None:
     page.goto(f"{base}/lead")
     page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(f"demo-{username}!")
+    page.get_by_label("密码").fill(demo_password(username))
     page.get_by_role("button", name="登录").click()
     page.wait_for_url(re.compile(r"/lead$"))
 
