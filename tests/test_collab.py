@@ -24,8 +24,8 @@ PEOPLE = (NewUser("admin", "管理员", "admin", password="admin-pass"),
           NewUser("manager", "周经理", "sales_manager", "east", password="manager-pass",
                   im_ids={"dingtalk": "zhou-ding"}, phone="13900000001"),
           NewUser("wang", "王磊", "sales_rep", "east", "manager", password="wang-pass1"),
-          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass12"),
-          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass"))
+          NewUser("li", "李娜", "sales_rep", "east", "manager", password="li-pass12-x2"),
+          NewUser("zhao", "赵敏", "sales_rep", "south", password="zhao-pass-x2"))
 PASSWORDS = {person.username: person.password or "" for person in PEOPLE}
 
 
@@ -205,7 +205,7 @@ def test_an_admin_creates_a_user_resets_the_password_and_revokes_a_token_all_aud
     admin = sign_in(runtime, "admin")
     bad = post_form(admin, "/admin/users/new", "/admin/users/new",
                     {"username": "xu", "display_name": "徐", "role": "sales_rep", "password": "short"})
-    assert bad.status_code == 422 and "密码至少需要 8 位" in text_of(bad.text)
+    assert bad.status_code == 422 and "密码至少需要 10 位" in text_of(bad.text)
     assert runtime.users.find("xu") is None
     created = post_form(admin, "/admin/users/new", "/admin/users/new",
                         {"username": "xu", "display_name": "徐新", "role": "sales_rep", "team": "east",
