@@ -78,7 +78,7 @@ def test_bad_period_and_unknown_dashboard_are_clear_refusals(world: Any) -> None
     assert bad.status_code == 422 and "fortnight" in bad.text
     assert client.get("/dashboards/nothing").status_code == 404
     wrong = client.get("/opportunity?funnel=left:deals:nowhere:all")
-    assert wrong.status_code == 200 and "nowhere" in html.unescape(wrong.text)
+    assert wrong.status_code == 422 and "nowhere" in html.unescape(wrong.text)  # the list names the bad filter
 
 
 def test_crm_metrics_prints_a_widgets_figures_as_csv_and_json(world: Any, db_url: str, tmp_path: Any) -> None:
