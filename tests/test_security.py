@@ -283,14 +283,19 @@ def test_api_tokens_expire_are_revocable_one_by_one_and_may_be_read_only(site: S
 
 # -- 5 / 9. anonymous webhooks -------------------------------------------------------------------
 
-def test_webhooks_for_unknown_sources_or_oversized_bodies_store_nothing(site: Site) -> None:
+def test_webhooks_for_unknown_sources_store_nothing_and_oversized_bodies_keep_only_their_first_bytes(
+        site: Site) -> None:
     before = site.count("crm_deliveries")
     anonymous = site.browser()
     unknown = anonymous.post("/hooks/anything", content=b"x" * 1_000_000)
     assert unknown.status_code == 404
+    assert site.count("crm_deliveries") == before
     huge = anonymous.post("/hooks/website_form", content=b"{" + b" " * 600_000 + b"}")
     assert huge.status_code == 413 and "max_body_kb" in huge.json()["message"]
-    assert site.count("crm_deliveries") == before
+    # the refusal is logged for the operator (issue 14), with at most its first 2 KiB
+    with site.runtime.db.read() as connection:
+        stored = connection.execute(sa.text("SELECT length(body) FROM crm_deliveries")).scalars().all()
+    assert len(stored) == before + 1 and max(stored) <= 2048
 
 
 def test_webhook_secrets_are_masked_before_the_delivery_is_stored(site: Site,

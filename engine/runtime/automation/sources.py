@@ -120,7 +120,12 @@ class Intake:
         spec = self.model.source(source) if self.model.has_source(source) else None
         secret_header = (spec.auth.header or "").lower() if spec is not None else ""
         secret_param = (spec.auth.query or "").lower() if spec is not None else ""
-        kept = {name.lower()[:128]: ("***" if _is_secret(name, secret_header) else value[:1024])
+        # An HMAC source's signature and timestamp prove one body and reveal no key: they are
+        # kept, so a replay (crm hooks replay) can check the signature again.
+        proof = {(spec.auth.header or "").lower(), (spec.auth.timestamp_header or "").lower()} - {""} \
+            if spec is not None and spec.auth.kind is AuthKind.HMAC else set()
+        kept = {name.lower()[:128]: ("***" if name.lower() not in proof and _is_secret(name, secret_header)
+                                     else value[:1024])
                 for name, value in list(headers.items())[:100]}
         query = _masked_query(query, secret_param)
         with self.db.write() as connection:

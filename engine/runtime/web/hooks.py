@@ -69,8 +69,10 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
             message = f"body larger than {limit // 1024} KB (max_body_kb of source '{source.name}')"
             delivery_id = await db.run(lambda: intake.log_refused(source.name, headers, query, body, size,
                                                                   DeliveryStatus.REJECTED, message), write=True)
+            declared = request.headers.get("content-length", "")
+            sent = f"{size} bytes" if declared.isdigit() else f"more than {limit} bytes"
             return JSONResponse({"outcome": "rejected", "delivery_id": delivery_id,
-                                 "message": f"{message}; send a smaller payload"}, status_code=413)
+                                 "message": f"{message}: {sent}; send a smaller payload"}, status_code=413)
 
         def log_and_process() -> IntakeResult:
             """The raw delivery is written on its own first: it is kept even if processing it fails."""

@@ -55,7 +55,7 @@ def quick_actions(site: Site, actor: Actor, entity: EntitySpec, record: dict[str
     """Log an activity on this record (kind preset, done, returning here) and convert it when it may."""
     actions: list[QuickAction] = []
     link = _activity_link(site, entity)
-    if link is not None and site.may(actor, "activity", "create"):
+    if link is not None and site.may(actor, "activity", "create") and site.model.entity("activity").has_field("kind"):
         kinds = site.model.entity("activity").field("kind")
         for kind in (kind for kind in LOGGED_KINDS if kind in [choice.value for choice in kinds.choices]):
             query = urlencode({link: record["id"], "kind": kind, "done": "true",
