@@ -159,7 +159,8 @@ def serve_baseline(argv: list[str]) -> None:
 
 def engine_server(label: str, db_url: str, token: str, *extra: str, env: dict[str, str] | None = None) -> Server:
     return Server(label, [*crm_command(), "serve", "--db", db_url, "--blueprint", str(SHIPPED), "--port", "{port}",
-                          *extra], env=env or {}, token=token)
+                          *extra], env={"CRM_SECRET_KEY": "bench-compare-" + "k" * 40, **(env or {})},
+                  token=token)  # crm serve refuses to start without a secret key (docs/security.md)
 
 
 def baseline_server(db: Path) -> Server:

@@ -24,7 +24,8 @@ def _free_port() -> int:
 def _serve(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", f"sqlite:///{tmp_path / 'crm.sqlite'}",
-                                "--port", str(port), *extra], cwd=ROOT, env={**os.environ, **(env or {})},
+                                "--port", str(port), *extra], cwd=ROOT,
+                               env={**os.environ, "CRM_SECRET_KEY": "serve-test-" + "k" * 40, **(env or {})},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while True:
