@@ -35,7 +35,6 @@ load averages).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import random
