@@ -9,10 +9,7 @@ where they fail: `./run.sh test` installs both.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,55 +17,20 @@ from typing import Any
 
 import pytest
 
-from engine.engine import Engine, open_engine
-from engine.io.demo import demo_password, seed_demo
+from engine.engine import Engine
+from engine.io.demo import demo_password
 from engine.runtime.records.actors import SYSTEM
-from tests.support.blueprints import SHIPPED_CRM, load
-from tests.support.passwords import CHEAP_HASHER
-from tests.support.services import IN_CI
+from tests.support.blueprints import SHIPPED_CRM
+from tests.support.served import CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[test]')"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine]]:
-    """The app on 127.0.0.1 at a free port, in a background thread, over a demo SQLite file."""
-    problem = _missing()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"{problem} — CI=true, so browser tests must run")
-        pytest.skip(problem)
-    import uvicorn
-    path = tmp_path_factory.mktemp("browser") / "crm.sqlite"
-    runtime = open_engine(load(SHIPPED_CRM), f"sqlite:///{path}", password_hasher=CHEAP_HASHER)
-    seed_demo(runtime, leads=40)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", runtime
-    server.should_exit = True
-    thread.join(timeout=10)
-    runtime.close()
+    require_browser()
+    with serve_demo(tmp_path_factory.mktemp("browser") / "crm.sqlite", SHIPPED_CRM, leads=40) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -4,51 +4,24 @@ with accessible titles, and a figure's link opens its records."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.engine import open_engine
-from engine.io.demo import demo_password, seed_demo
-from engine.metamodel import load_blueprint
-from engine.rules import FUNCTION_NAMES
+from engine.io.demo import demo_password
 from tests.support.blueprints import SHIPPED_CRM
-from tests.support.services import IN_CI
+from tests.support.served import CHROMIUM, require_browser, serve_demo
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not os.access(CHROMIUM, os.X_OK):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing — CI=true, so browser tests must run")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    import uvicorn
-    path = tmp_path_factory.mktemp("dashboards") / "crm.sqlite"
-    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
-    seed_demo(runtime, leads=40)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    runtime.close()
+    require_browser()
+    with serve_demo(tmp_path_factory.mktemp("dashboards") / "crm.sqlite", SHIPPED_CRM) as (url, _):
+        yield url
 
 
 def test_the_managers_home_draws_svg_charts_with_titles_and_links_to_records(base: str) -> None:

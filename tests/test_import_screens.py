@@ -3,11 +3,7 @@ data-health report → confirm → progress → result and error file; a list ex
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,54 +11,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.engine import Engine, open_engine
-from engine.io.demo import demo_password, seed_demo
+from engine.engine import Engine
+from engine.io.demo import demo_password
 from engine.io.readers import read_table
-from engine.metamodel import load_blueprint
-from engine.rules import FUNCTION_NAMES
 from tests.support.blueprints import SHIPPED_CRM
-from tests.support.services import IN_CI
+from tests.support.served import CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[test]')"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine]]:
-    problem = _missing()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"{problem} — CI=true, so browser tests must run")
-        pytest.skip(problem)
-    import uvicorn
-    path = tmp_path_factory.mktemp("imports") / "crm.sqlite"
-    runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), f"sqlite:///{path}")
-    seed_demo(runtime, leads=20)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", runtime
-    server.should_exit = True
-    thread.join(timeout=10)
-    runtime.close()
+    require_browser()
+    with serve_demo(tmp_path_factory.mktemp("imports") / "crm.sqlite", SHIPPED_CRM, leads=20) as served:
+        yield served
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -31,6 +29,7 @@ from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM, load, write_blueprint
 from tests.support.intake_blueprint import ROUTING, files
+from tests.support.live_server import serving
 from starlette.testclient import TestClient
 
 TOKEN = {"X-Webhook-Token": "s3cret-token"}
@@ -87,24 +86,14 @@ def test_an_event_id_path_that_cannot_be_read_is_reported_at_its_line(tmp_path: 
 @pytest.fixture
 def live_server(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
     """The CRM served by uvicorn on a loopback port over PostgreSQL."""
-    import uvicorn
     runtime = open_engine(load(write_blueprint(tmp_path / "bp", files())), pg_url, clock=FakeClock())
     for name in ("wang", "li"):
         runtime.users.add(NewUser(name, name, "sales_rep", "east"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", runtime
-    server.should_exit = True
-    thread.join(timeout=10)
-    runtime.close()
+    try:
+        with serving(runtime.web_app()) as base:
+            yield base, runtime
+    finally:
+        runtime.close()
 
 
 def test_twenty_concurrent_copies_of_one_event_on_postgresql_make_one_lead_and_nineteen_duplicates(

@@ -19,7 +19,7 @@ from engine.metamodel.errors import BlueprintInvalid
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM, SHIPPED_SERVICE, load, write_blueprint
-from tests.support.receiver import chat_receiver
+from tests.support.chat_receiver import chat_receiver
 
 
 def _ticket(runtime: Engine, customer: int, region: str, fault: str = "E-101", **values: Any) -> dict[str, Any]:
@@ -228,7 +228,7 @@ def test_a_delivery_ticket_flags_the_open_deals_and_tells_both_owners(crm: Engin
                                      "WECOM_MANAGERS_WEBHOOK": f"{receiver.url}/managers?key=k",
                                      "WECOM_SERVICE_WEBHOOK": f"{receiver.url}/service?key=k"}).tick()
         assert report is not None
-        bodies = [request.json() for request in receiver.on("/wecom")]
+        bodies = [request.json() for request in receiver.on("wecom")]
     assert len(bodies) == 2
     mentioned = sorted(mobile for body in bodies for mobile in body["text"]["mentioned_mobile_list"])
     assert mentioned == ["13900000001", "13900000002"]

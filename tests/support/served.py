@@ -4,17 +4,16 @@ shipped blueprint and the demo data, and Debian's Chromium through Playwright.""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from engine.engine import Engine, open_engine
 from engine.io.demo import seed_demo
-from engine.metamodel import load_blueprint
-from engine.rules import FUNCTION_NAMES
+from tests.support.blueprints import load
+from tests.support.live_server import serving
+from tests.support.passwords import CHEAP_HASHER
+from tests.support.services import missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -23,6 +22,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 
 
 def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -32,24 +32,18 @@ def browser_missing() -> str | None:
     return None
 
 
+def require_browser() -> None:
+    """Skip (on a user's machine) or fail (in CI) without Playwright and Debian's Chromium."""
+    missing(browser_missing(), "browser tests")
+
+
 @contextmanager
 def serve_demo(path: Path, blueprint: Path, *, leads: int = 40) -> Iterator[tuple[str, Engine]]:
-    import uvicorn
-    runtime = open_engine(load_blueprint(blueprint, functions=FUNCTION_NAMES), f"sqlite:///{path}")
-    seed_demo(runtime, leads=leads)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.web_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
+    """The demo data on a SQLite file at `path`, served; yields the base URL and the engine."""
+    runtime = open_engine(load(blueprint), f"sqlite:///{path}", password_hasher=CHEAP_HASHER)
     try:
-        yield f"http://127.0.0.1:{port}", runtime
+        seed_demo(runtime, leads=leads)
+        with serving(runtime.web_app()) as base:
+            yield base, runtime
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         runtime.close()
