@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import decimal
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,17 +159,20 @@ def _header(entity: EntitySpec, name: str, lang: str) -> str:
     return entity.field(name).label.text(lang)
 
 
-def _csv_text(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") and not _is_number(value):
-        return "'" + value  # a cell Excel would run as a formula (CSV injection)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will show, never run: text starting like a formula (=, +, -, @, tab,
+    carriage return) gets a leading apostrophe (OWASP's advice); plain numbers stay numbers.
+    Every CSV the engine writes (crm export, the list screens' export) goes through it."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
     return value
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+def _csv_text(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return csv_cell(value)

@@ -95,10 +95,6 @@ def _is_text(column: sa.Column[object]) -> bool:
     return isinstance(column.type, sa.String)  # VARCHAR and TEXT alike
 
 
-def search_index_of(schema: Schema, entity: str) -> SearchIndex | None:
-    return next((index for index in search_indexes(schema) if index.table == entity), None)
-
-
 def is_search_object(name: str | None) -> bool:
     """Whether a table, trigger or index name is one of the search indexes' own (a migration's
     comparison with the blueprint leaves them alone)."""

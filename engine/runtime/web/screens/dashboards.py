@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pygal
-from openpyxl import Workbook
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from engine.analytics import Analytics, Figure, Period, StageCell, period_at
+from engine.io.exports import csv_cell
 from engine.metamodel.dashboards import PERIODS, DashboardSpec, StageValue, WidgetKind, WidgetSpec
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.roles import Scope
@@ -360,16 +360,16 @@ def export_widget(site: Site, request: Request, actor: Actor, name: str, widget_
     filename = f"{name}-{widget_name}-{period.name}.{kind}"
     if kind == "csv":
         buffer = io.StringIO()
-        csv.writer(buffer).writerows(table)
+        csv.writer(buffer).writerows([csv_cell(cell) for cell in line] for line in table)
         return Response("\ufeff" + buffer.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    book = Workbook()
-    sheet = book.active
-    sheet.title = widget_name[:31]
-    for line in table:
-        sheet.append([_number(cell) for cell in line])
+    import xlsxwriter  # (the writer crm export uses too)
     out = io.BytesIO()
-    book.save(out)
+    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    sheet = book.add_worksheet(widget_name[:31])
+    for row, line in enumerate(table):
+        sheet.write_row(row, 0, [_number(cell) for cell in line])
+    book.close()
     return Response(out.getvalue(), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

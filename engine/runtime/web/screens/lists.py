@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import datetime as dt
 import io
-import re
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from engine.io.exports import csv_cell
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, ListViewSpec
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
@@ -267,18 +267,6 @@ def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> 
     stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{entity.name}-{stamp}.csv"'})
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
-
-
-def csv_cell(value: Any) -> Any:
-    """A cell a spreadsheet will show, never run: text starting like a formula (=, +, -, @, tab,
-    carriage return) gets a leading apostrophe (OWASP's advice); plain numbers stay numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
 
 
 def _csv_line(values: Sequence[Any]) -> str:
