@@ -74,22 +74,24 @@ async def _deliver_all(jobs: Sequence[DeliveryJob], concurrency: int, timeout: f
     proxies = _proxies_for(job.url for job in jobs if isinstance(job, PreparedRequest))
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         async def send(job: DeliveryJob) -> DeliveryResult:
-            async with slots:
-                if isinstance(job, PreparedRequest):
-                    return await _post(session, job, proxies.get(_origin(job.url)))
-                try:
-                    return await asyncio.to_thread(job)
-                except Exception as exc:  # a channel bug must not lose the message: retried, then dead-lettered
-                    return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
+            if isinstance(job, PreparedRequest):
+                return await _post(session, job, proxies.get(_origin(job.url)))
+            try:
+                return await asyncio.to_thread(job)
+            except Exception as exc:  # a channel bug must not lose the message: retried, then dead-lettered
+                return DeliveryResult(False, None, True, f"{type(exc).__name__}: {exc}")
 
         async def run(index: int, job: DeliveryJob, after: asyncio.Future[None] | None,
                       done: asyncio.Future[None] | None) -> DeliveryResult:
             try:
                 if after is not None:
                     await after
-                result = await send(job)
-                if on_result is not None:
-                    await asyncio.to_thread(on_result, index, result)
+                # the slot is held until the outcome is recorded: a crash can catch at most
+                # `concurrency` messages sent but not yet marked (those a receiver may see twice)
+                async with slots:
+                    result = await send(job)
+                    if on_result is not None:
+                        await asyncio.to_thread(on_result, index, result)
                 return result
             finally:
                 if done is not None:
