@@ -1,5 +1,7 @@
-"""`sources:` documents: how an inbound webhook becomes a record — authentication, event id,
-field mapping with value maps, defaults, and test/spam filters.
+"""`sources:` documents: how an inbound webhook becomes records — authentication, event id,
+field mapping with value maps, defaults, and test/spam filters; the further records one delivery
+makes and links (`records:`, e.g. the account and contact behind a lead) and links looked up by a
+natural key (`lookup:`, e.g. an account by its name).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.checks import Built, Checker, build_items
-from engine.metamodel.errors import NOWHERE, Location
+from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
+from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
 from engine.metamodel.schema import COMMON, ENV_NAME, EXPRESSION, HEADER_NAME, NAME, either, named_schema
@@ -76,15 +79,22 @@ class PayloadPath:
 @dataclass(frozen=True, slots=True)
 class FieldMapping:
     """One target field from the payload: `map` translates values ('*' catches the rest);
-    `default` is used when the payload has no value."""
+    `default` is used when the payload has no value. A link field may instead take the id of a
+    record this delivery made (`record`), or look its target up by the value of one of the
+    target's fields (`lookup`: a campus by name, a product by code) — both resolved at intake,
+    where the database is."""
 
     field: str
-    path: PayloadPath
+    path: PayloadPath | None
     value_map: tuple[tuple[str, Any], ...] = ()
     default: Any = None
     location: Location = NOWHERE
+    record: str | None = None   # the name of a record made earlier in the same delivery
+    lookup: str | None = None   # the link target's field whose value the payload gives
 
     def value_from(self, payload: Any) -> Any:
+        if self.path is None:
+            return None
         value = self.path.read(payload)
         if value is None or value == "":
             return self.default
@@ -94,12 +104,51 @@ class FieldMapping:
         return list(value) if isinstance(value, (list, tuple)) else value
 
 
+def _map_values(mapping: tuple[FieldMapping, ...], defaults: tuple[tuple[str, Any], ...],
+                payload: Any) -> dict[str, Any]:
+    """Defaults, overlaid by every mapped value present (links to records of the delivery are left out)."""
+    values = dict(defaults)
+    for item in mapping:
+        value = item.value_from(payload)
+        if value is not None:
+            values[item.field] = value
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedRecordSpec:
+    """A further record one delivery makes before the source's own (a guardian before the student,
+    the account and contact behind a lead): all of them, or none, in the delivery's transaction.
+    `when` names a payload path that must hold a value, else the record is skipped (and links to
+    it stay empty). An existing record with the same `match_on` values is linked instead of a new
+    one; without `match_on` the entity's own dedup keys decide (update merges, reject links the
+    existing record, flag makes a flagged duplicate)."""
+
+    name: str
+    entity: str
+    mapping: tuple[FieldMapping, ...]
+    defaults: tuple[tuple[str, Any], ...] = ()
+    match_on: tuple[str, ...] = ()
+    when: PayloadPath | None = None
+    location: Location = NOWHERE
+
+    def applies_to(self, payload: Any) -> bool:
+        if self.when is None:
+            return True
+        value = self.when.read(payload)
+        return value not in (None, "", [], {})
+
+    def map_payload(self, payload: Any) -> dict[str, Any]:
+        return _map_values(self.mapping, self.defaults, payload)
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     name: str
     entity: str
     auth: AuthSpec
     mapping: tuple[FieldMapping, ...]
+    records: tuple[LinkedRecordSpec, ...] = ()  # made first, in this order, then the source's own record
     event_id: tuple[PayloadPath, ...] = ()  # one path, or several whose values together name the event
     defaults: tuple[tuple[str, Any], ...] = ()
     test_filter: Expression | None = None
@@ -122,19 +171,20 @@ class SourceSpec:
 
     def map_payload(self, payload: Any) -> dict[str, Any]:
         """Field values for a new record: defaults, overlaid by every mapped value present."""
-        values = dict(self.defaults)
-        for mapping in self.mapping:
-            value = mapping.value_from(payload)
-            if value is not None:
-                values[mapping.field] = value
-        return values
+        return _map_values(self.mapping, self.defaults, payload)
 
 
 _PATH = {"type": "string", "minLength": 1}
 
 
-_MAPPING_ITEM = either("string", _PATH, {"type": "object", "required": ["path"], "additionalProperties": False,
-                                          "properties": {"path": _PATH, "map": {"type": "object"}, "default": {}}})
+_MAPPING_ITEM = either("string", _PATH, {"type": "object", "additionalProperties": False,
+                                          "properties": {"path": _PATH, "map": {"type": "object"}, "default": {},
+                                                         "lookup": NAME, "record": NAME}})
+_MAPPING = {"type": "object", "minProperties": 1, "additionalProperties": _MAPPING_ITEM}
+_RECORD = {"type": "object", "required": ["entity", "mapping"], "additionalProperties": False,
+           "properties": {"entity": NAME, "when": _PATH, "match_on": {"type": "array", "minItems": 1, "items": NAME,
+                                                                       "uniqueItems": True},
+                          "mapping": _MAPPING, "defaults": {"type": "object"}}}
 
 
 _SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additionalProperties": False,
@@ -148,7 +198,8 @@ _SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additio
                    "encoding": {"enum": ["hex", "base64"]}, "prefix": {"type": "string"},
                    "timestamp_header": HEADER_NAME, "max_skew_seconds": {"type": "integer", "minimum": 1}}},
                "event_id": either("string", _PATH, {"type": "array", "minItems": 1, "items": _PATH}),
-               "mapping": {"type": "object", "minProperties": 1, "additionalProperties": _MAPPING_ITEM},
+               "mapping": _MAPPING,
+               "records": {"type": "object", "minProperties": 1, "propertyNames": NAME, "additionalProperties": _RECORD},
                "defaults": {"type": "object"},
                "test_filter": EXPRESSION, "spam_filter": EXPRESSION}}
 
@@ -202,24 +253,10 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
     if entity is None:
         return None
     auth = _build_auth(checker, name, data["auth"], path + ("auth",))
-    mapping = []
-    for field, raw in data["mapping"].items():
-        item_path = path + ("mapping", field)
-        raw = {"path": raw} if isinstance(raw, str) else raw
-        spec = checker.field(item_path, entity, field, "mapped field") if field != "created_at" else None
-        payload_path = _path(checker, item_path + ("path",) if "path" in raw else item_path, raw["path"])
-        for original, value in (raw.get("map") or {}).items():
-            if spec is not None:
-                checker.check_literal(item_path + ("map", original), spec, value)
-        if raw.get("default") is not None and spec is not None:
-            checker.check_literal(item_path + ("default",), spec, raw["default"])
-        if payload_path is not None:
-            mapping.append(FieldMapping(field, payload_path, tuple((str(k), v) for k, v in (raw.get("map") or {}).items()),
-                                        raw.get("default"), checker.doc.where_key(item_path)))
-    for field, value in (data.get("defaults") or {}).items():
-        spec = checker.field(path + ("defaults", field), entity, field, "default field")
-        if spec is not None:
-            checker.check_literal(path + ("defaults", field), spec, value)
+    records = _build_records(checker, data.get("records") or {}, path + ("records",))
+    made = {record.name: record.entity for record in records}
+    mapping = _build_mapping(checker, entity, data["mapping"], path + ("mapping",), made)
+    _check_defaults(checker, entity, data.get("defaults") or {}, path + ("defaults",))
     raw_event_id = data.get("event_id")
     event_paths = [raw_event_id] if isinstance(raw_event_id, str) else list(raw_event_id or [])
     single = isinstance(raw_event_id, str)
@@ -232,12 +269,112 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
     filters = {option: checker.expression(path + (option,), data[option], entity)
                for option in ("test_filter", "spam_filter") if option in data}
     return SourceSpec(
-        name=name, entity=entity.name, auth=auth, mapping=tuple(mapping), event_id=event_id,
+        name=name, entity=entity.name, auth=auth, mapping=mapping, records=records, event_id=event_id,
         defaults=tuple((data.get("defaults") or {}).items()), test_filter=filters.get("test_filter"),
         spam_filter=filters.get("spam_filter"), is_enabled=bool(data.get("enabled", True)),
         max_body_kb=int(data.get("max_body_kb", 256)), rate_per_minute=int(data.get("rate_per_minute", 120)),
         label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
         description=str(data.get("description", "")), location=checker.doc.where_key(path))
+
+
+def _build_mapping(checker: Checker, entity: EntitySpec, data: dict[str, Any], path: PathKey,
+                   made: dict[str, str]) -> tuple[FieldMapping, ...]:
+    """One FieldMapping per mapped field of `entity`; `made` names the records of the delivery made
+    before this one (name → entity), which a link field may take with `record:`."""
+    mapping = []
+    for field, raw in data.items():
+        item_path = path + (field,)
+        raw = {"path": raw} if isinstance(raw, str) else raw
+        spec = checker.field(item_path, entity, field, "mapped field") if field != "created_at" else None
+        if ("path" in raw) == ("record" in raw):
+            checker.error(item_path, f"mapped field '{field}' needs either 'path' (where the payload holds its value) "
+                          "or 'record' (a record this delivery makes), not both or neither",
+                          "e.g. account: {record: account}, or account: {path: company, lookup: name}")
+            continue
+        if "record" in raw:
+            if _check_record_link(checker, item_path, spec, raw, made):
+                mapping.append(FieldMapping(field, None, location=checker.doc.where_key(item_path),
+                                            record=raw["record"]))
+            continue
+        payload_path = _path(checker, item_path + ("path",), raw["path"])
+        lookup = raw.get("lookup")
+        if lookup is not None and not _check_lookup(checker, item_path, spec, lookup):
+            continue
+        if lookup is None:
+            for original, value in (raw.get("map") or {}).items():
+                if spec is not None:
+                    checker.check_literal(item_path + ("map", original), spec, value)
+            if raw.get("default") is not None and spec is not None:
+                checker.check_literal(item_path + ("default",), spec, raw["default"])
+        if payload_path is not None:
+            mapping.append(FieldMapping(field, payload_path, tuple((str(k), v) for k, v in (raw.get("map") or {}).items()),
+                                        raw.get("default"), checker.doc.where_key(item_path), lookup=lookup))
+    return tuple(mapping)
+
+
+def _check_record_link(checker: Checker, path: PathKey, spec: FieldSpec | None, raw: dict[str, Any],
+                       made: dict[str, str]) -> bool:
+    """`record:` needs a link field to the entity of a record made before this one."""
+    name = raw["record"]
+    if any(option in raw for option in ("map", "default", "lookup")):
+        checker.error(path, "'record' takes the id of a record this delivery makes: map, default and lookup "
+                      "do not apply", "remove them", key=True)
+        return False
+    if name not in made:
+        checker.error(path + ("record",), f"there is no record '{name}' made before this one",
+                      f"{did_you_mean(name, list(made))} Declare it under the source's records: (records are made "
+                      "in the order they are written, the source's own record last)")
+        return False
+    if spec is None:
+        return False
+    if spec.type is not FieldType.LINK or spec.link_entity != made[name]:
+        checker.error(path + ("record",), f"field '{spec.name}' cannot hold record '{name}' (a {made[name]})",
+                      f"take it into a link field to {made[name]}")
+        return False
+    return True
+
+
+def _check_lookup(checker: Checker, path: PathKey, spec: FieldSpec | None, lookup: str) -> bool:
+    """`lookup:` needs a link field, and names a field of the link's target entity."""
+    if spec is None:
+        return False
+    if spec.type is not FieldType.LINK or spec.link_entity is None:
+        checker.error(path + ("lookup",), f"'lookup' applies to link fields; '{spec.name}' is a {spec.type.value} field",
+                      "remove lookup, or map a link field", key=True)
+        return False
+    target = checker.model.entity(spec.link_entity) if checker.model.has_entity(spec.link_entity) else None
+    if target is None:
+        return False
+    return checker.field(path + ("lookup",), target, lookup, "lookup field") is not None
+
+
+def _check_defaults(checker: Checker, entity: EntitySpec, defaults: dict[str, Any], path: PathKey) -> None:
+    for field, value in defaults.items():
+        spec = checker.field(path + (field,), entity, field, "default field")
+        if spec is not None:
+            checker.check_literal(path + (field,), spec, value)
+
+
+def _build_records(checker: Checker, data: dict[str, Any], path: PathKey) -> tuple[LinkedRecordSpec, ...]:
+    """The further records of one delivery, in the order they are written (a record may link
+    only to those before it)."""
+    records: list[LinkedRecordSpec] = []
+    made: dict[str, str] = {}
+    for name, raw in data.items():
+        record_path = path + (name,)
+        entity = checker.entity(record_path + ("entity",), raw["entity"], f"record '{name}'")
+        if entity is None:
+            continue
+        mapping = _build_mapping(checker, entity, raw["mapping"], record_path + ("mapping",), made)
+        _check_defaults(checker, entity, raw.get("defaults") or {}, record_path + ("defaults",))
+        match_on = tuple(raw.get("match_on") or ())
+        for index, field in enumerate(match_on):
+            checker.field(record_path + ("match_on", index), entity, field, "match_on field")
+        when = _path(checker, record_path + ("when",), raw["when"]) if "when" in raw else None
+        records.append(LinkedRecordSpec(name, entity.name, mapping, tuple((raw.get("defaults") or {}).items()),
+                                        match_on, when, checker.doc.where_key(record_path)))
+        made[name] = entity.name
+    return tuple(records)
 
 
 def _build_auth(checker: Checker, name: str, data: dict[str, Any], path: PathKey) -> AuthSpec:

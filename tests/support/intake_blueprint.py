@@ -100,3 +100,77 @@ def files(**overrides: str) -> dict[str, str]:
              "channels.yaml": CHANNELS, "routing.yaml": ROUTING, "sources.yaml": SOURCES, "rules.yaml": RULES}
     parts.update(overrides)
     return parts
+
+
+# --- one delivery, several linked records (sources: records:) and links by natural key (lookup:)
+ACCOUNT = """
+entity: account
+fields:
+  name: {type: string, required: true}
+  code: {type: string}
+  credit_code: {type: string}
+dedup: {keys: [credit_code], on_match: reject}
+"""
+CONTACT = """
+entity: contact
+fields:
+  name: {type: string, required: true}
+  account: {type: link, entity: account, on_delete: cascade, required: true}
+  phone: {type: phone}
+  email: {type: email}
+dedup: {keys: [phone, email], on_match: flag}
+"""
+LINKED_LEAD = LEAD.replace("  next_follow_up: {type: date}\n",
+                           "  next_follow_up: {type: date}\n  account: {type: link, entity: account, on_delete: set_null}\n")
+ACCOUNT_RULES = RULES + """
+  - name: welcome_account
+    entity: account
+    trigger: created
+    actions:
+      - set: {code: "=upper(name)"}
+"""
+LINKED_SOURCES = """
+sources:
+  expo:
+    entity: lead
+    auth: {type: hmac, header: X-Signature, secret_env: TEST_EXPO_SECRET, timestamp_header: X-Timestamp,
+           max_skew_seconds: 300}
+    event_id: scan_id
+    records:
+      account:
+        entity: account
+        when: company
+        match_on: [name]
+        mapping:
+          name: company
+      contact:
+        entity: contact
+        when: company
+        match_on: [account, phone]
+        mapping:
+          name: person
+          phone: mobile
+          account: {record: account}
+    mapping:
+      name: person
+      company: company
+      phone: mobile
+      account: {record: account}
+    defaults: {source: expo, region: east}
+  enrol:
+    entity: lead
+    auth: {type: token, header: X-Webhook-Token, secret_env: TEST_WEBSITE_TOKEN}
+    event_id: id
+    mapping:
+      name: person
+      phone: mobile
+      account: {path: company, lookup: name}
+    defaults: {source: website, region: east}
+"""
+
+
+def linked_files(**overrides: str) -> dict[str, str]:
+    """The intake blueprint with accounts and contacts, and the sources that make and look them up."""
+    return files(**{"entities/lead.yaml": LINKED_LEAD, "entities/account.yaml": ACCOUNT,
+                    "entities/contact.yaml": CONTACT, "sources.yaml": LINKED_SOURCES, "rules.yaml": ACCOUNT_RULES,
+                    **overrides})

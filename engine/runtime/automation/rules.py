@@ -134,6 +134,8 @@ class RulesObserver:
         if context.origin is not Origin.WEBHOOK or context.source is None or not self.model.has_source(context.source):
             return []
         source = self.model.source(context.source)
+        if context.entity.name != source.entity:  # a further record of the delivery (records:): the filters read the source's entity
+            return []
         flags = []
         for label, expression in (("test", source.test_filter), ("spam", source.spam_filter)):
             if expression is None:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel.sources import AuthKind, SourceSpec
+from engine.runtime.automation.delivery_records import DeliveryRecords, MadeRecord, RecordRefused
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
@@ -37,7 +38,7 @@ from engine.runtime.storage.times import naive_utc
 from engine.metamodel.model import Metamodel
 from engine.rules.time import Clock
 from engine.runtime.records.service import RecordService
-from engine.runtime.storage.database import Database
+from engine.runtime.storage.database import Database, savepoint
 
 MAX_BODY = 1024 * 1024
 PREVIEW_BYTES = 2048  # what is kept of a body refused for its size
@@ -81,11 +82,14 @@ class IntakeResult:
     record_id: int | None = None
     merged: bool = False
     errors: tuple[dict[str, Any], ...] = ()
+    records: tuple[dict[str, Any], ...] = ()  # every record the delivery made or linked (a source with records:)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"outcome": self.outcome, "delivery_id": self.delivery_id, "message": self.message}
         if self.record_id is not None:
             body["record_id"] = self.record_id
+        if self.records:
+            body["records"] = list(self.records)
         if self.errors:
             body["errors"] = list(self.errors)
         return body
@@ -112,6 +116,7 @@ class Intake:
         self.db = db
         self.clock = clock
         self.records = records
+        self.linked = DeliveryRecords(records)
 
     def log_delivery(self, source: str, headers: Mapping[str, str], query: str, body: bytes) -> int:
         """Keep the raw delivery before anything can go wrong with it; secrets in headers and in
@@ -166,12 +171,13 @@ class Intake:
         except ValidationFailed as failed:
             self._finish(delivery_id, DeliveryStatus.FAILED, failed.message, event_id=event_id, entity=source.entity)
             return _failed(delivery_id, failed)
-        return self._create(source, delivery_id, event_id, values, submitted)
+        return self._create(source, delivery_id, event_id, payload, values, submitted)
 
-    def _create(self, source: SourceSpec, delivery_id: int, event_id: str | None,
+    def _create(self, source: SourceSpec, delivery_id: int, event_id: str | None, payload: Any,
                 values: dict[str, Any], submitted: dt.datetime | None) -> IntakeResult:
         """Claim the event id first (insert-or-return): a concurrent copy of the same event waits on
-        the claim and then answers the first copy's record as a duplicate, never a unique-key error."""
+        the claim and then answers the first copy's record as a duplicate, never a unique-key error.
+        The source's further records, then its own, are written in one savepoint: all, or none."""
         statements = _statements(self.schema)
         with self.db.write() as connection:
             if event_id is not None:
@@ -184,25 +190,37 @@ class Intake:
                           entity=source.entity, record_id=record_id)
                     return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id,
                                         f"event {event_id} was already processed", record_id)
+            actor = source_actor(source.name)
             try:  # within a savepoint: a refused record leaves the transaction usable for the log
-                result = self.records.create(source.entity, values, actor=source_actor(source.name),
-                                                within=connection, origin="webhook", source=source.name,
-                                                created_at=submitted)
-            except RecordError as error:  # recorded in the same transaction: one write per delivery
+                with savepoint(connection):
+                    made = self.linked.make_linked(connection, source, payload, actor)
+                    try:
+                        self.linked.resolve_links(connection, self.model.entity(source.entity), source.mapping,
+                                                  payload, values, made)
+                        result = self.records.create(source.entity, values, actor=actor, within=connection,
+                                                     origin="webhook", source=source.name, created_at=submitted)
+                    except RecordError as error:
+                        raise RecordRefused(source.entity, source.entity, error) from None
+            except RecordRefused as refused:  # recorded in the same transaction: one write per delivery
                 if event_id is not None:  # the event id is not spent by a refused delivery
                     statements.forget.run(connection, {"source": source.name, "event_id": event_id})
-                _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=error.message, event_id=event_id,
-                      entity=source.entity)
-                return _failed(delivery_id, error)
+                message = f"{refused.name}: {refused.error.message}" if source.records else refused.error.message
+                _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=message,
+                      event_id=event_id, entity=refused.entity)
+                return _failed(delivery_id, refused.error, record=refused.name if source.records else None,
+                               message=message)
             record_id = result.record["id"]
+            listed = [*(record.as_dict() for record in made.values()),
+                      MadeRecord(source.entity, source.entity, int(record_id), result.outcome).as_dict()]
             if event_id is not None:
                 statements.remember.run(connection, {"source": source.name, "event_id": event_id,
                                                      "record_id": record_id})
             _mark(connection, self.schema, delivery_id, status=DeliveryStatus.PROCESSED, error=None, event_id=event_id,
-                  entity=source.entity, record_id=record_id)
+                  entity=source.entity, record_id=record_id, records=listed if source.records else None)
         merged = result.outcome == "merged"
         return IntakeResult(200 if merged else 201, DeliveryStatus.PROCESSED, delivery_id,
-                            f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
+                            f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged,
+                            records=tuple(listed) if source.records else ())
 
     def process_logged(self, source_name: str, delivery_id: int, headers: Mapping[str, str],
                        query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:
@@ -372,11 +390,17 @@ def _claim(events: sa.Table, dialect: str) -> Prepared:
                     columns=("source", "event_id", "delivery_id", "record_id"))
 
 
-def _failed(delivery_id: int, error: RecordError) -> IntakeResult:
+def _failed(delivery_id: int, error: RecordError, *, record: str | None = None,
+            message: str | None = None) -> IntakeResult:
+    """The answer to a refused record; `record` names which of the delivery's records it was."""
     errors = tuple(e.as_dict() for e in error.errors) if isinstance(error, ValidationFailed) else ()
     if isinstance(error, StageRefused):  # the stage the payload asked for: every missing item, as the API lists them
         errors = tuple(error.items("en"))
-    return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, error.message, errors=errors)
+    if record is not None:  # a source with records: each error says which record it is about
+        if not errors and error.field is not None:
+            errors = ({"field": error.field, "code": error.code, "message": error.message},)
+        errors = tuple({**item, "record": record} for item in errors)
+    return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, message or error.message, errors=errors)
 
 
 def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:

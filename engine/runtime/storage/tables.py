@@ -273,6 +273,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("event_id", sa.String(255)),
         sa.Column("entity", sa.String(48)),
         sa.Column("record_id", sa.Integer),
+        sa.Column("records", sa.JSON),  # every record a source with records: made or linked (record, entity, id, outcome)
         sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
         sa.Index("ix_crm_deliveries_source_status", "source", "status", "id"),
     )
