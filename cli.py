@@ -400,8 +400,10 @@ def hooks_list(db_url: str, blueprint: str, source: str | None, status: str | No
     zone = engine.model.settings.timezone
     for row in engine.intake.deliveries(source=source, status=status, limit=limit):
         target = f"{row.entity} {row.record_id}" if row.record_id else "-"
+        made = [f"{item['entity']} {item['id']} {item['outcome']}" for item in row.records or []
+                if (item["entity"], item["id"]) != (row.entity, row.record_id)]  # a source's records: besides its own
         click.echo(f"{row.id:>6}  {_local(row.received_at, zone)}  {row.source:<16} {row.status:<10} "
-                   f"{target:<14} {row.error or ''}")
+                   f"{target:<14} {'with ' + ', '.join(made) + ' ' if made else ''}{row.error or ''}")
 
 
 @hooks.command("replay")

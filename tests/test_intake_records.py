@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+
+from cli import main as crm
 
 from engine.engine import Engine
 from engine.metamodel.errors import BlueprintInvalid
@@ -74,7 +77,8 @@ def _deliveries(runtime: Engine) -> list[Any]:
         return list(connection.execute(sa.select(table).order_by(table.c.id)))
 
 
-def test_a_signed_delivery_files_the_account_its_contact_and_the_lead_linked(served: tuple[str, Engine]) -> None:
+def test_a_signed_delivery_files_the_account_its_contact_and_the_lead_linked(served: tuple[str, Engine],
+                                                                           db_url: str, tmp_path: Path) -> None:
     base, runtime = served
     status, answer = _signed_post(base, runtime, {"scan_id": "s-1", "person": "王芳", "company": "华东机械",
                                                   "mobile": "13800138000"})
@@ -92,6 +96,10 @@ def test_a_signed_delivery_files_the_account_its_contact_and_the_lead_linked(ser
     assert account["code"] == "华东机械".upper() and lead["owner"] is not None
     for entity, record in (("account", account), ("contact", contact), ("lead", lead)):
         assert "created" in [event.kind for event in runtime.records.events(entity, record["id"], actor=SYSTEM)]
+    listed = CliRunner().invoke(crm, ["hooks", "list", "--db", db_url, "--blueprint", str(tmp_path / "bp")])
+    assert listed.exit_code == 0, listed.output
+    assert f"lead {lead['id']}" in listed.output
+    assert f"with account {account['id']} created, contact {contact['id']} created" in listed.output
 
 
 def test_a_second_delivery_from_the_same_company_links_the_existing_account(served: tuple[str, Engine]) -> None:
