@@ -21,6 +21,7 @@ from engine.metamodel.sources import FieldMapping, LinkedRecordSpec, SourceSpec
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import DuplicateRecord, RecordError, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
+from engine.runtime.records.lookups import find_by_key
 from engine.runtime.records.service import RecordService
 from engine.runtime.records.values import coerce_input
 
@@ -95,29 +96,7 @@ class DeliveryRecords:
     def _look_up(self, connection: sa.Connection, entity: EntitySpec, item: FieldMapping, raw: Any) -> int:
         link = entity.field(item.field)
         assert link.link_entity is not None and item.lookup is not None  # checked when the blueprint loaded
-        target = self.model.entity(link.link_entity)
-        key = target.field(item.lookup)
-        shown = str(raw)[:100]
-        data, problems = coerce_input(target, {key.name: raw}, kinds=self.schema.kinds)
-        if problems or data.get(key.name) is None:
-            raise FieldError(item.field, "lookup_invalid",
-                             f"{item.field}: '{shown}' cannot be a {target.name} {key.name}",
-                             f"“{shown}”不是有效的{_label(target)}{_label_field(key.name, target)}")
-        table = self.schema.table(target.name)
-        row = self.schema.kinds.of_field(key).to_row(key, data[key.name])
-        found = [int(record_id) for record_id in connection.execute(
-            sa.select(table.c.id).where(*(table.c[column] == value for column, value in row.items())).limit(2)
-        ).scalars()]
-        if not found:
-            raise FieldError(item.field, "lookup_not_found",
-                             f"{item.field}: there is no {target.name} whose {key.name} is '{shown}'",
-                             f"找不到{_label_field(key.name, target)}为“{shown}”的{_label(target)}")
-        if len(found) > 1:
-            raise FieldError(item.field, "lookup_ambiguous",
-                             f"{item.field}: several {target.name} records have {key.name} '{shown}'; "
-                             f"make the {key.name} unique or map a more specific value",
-                             f"有多条{_label(target)}的{_label_field(key.name, target)}都是“{shown}”，无法确定是哪一条")
-        return found[0]
+        return find_by_key(connection, self.schema, item.field, self.model.entity(link.link_entity), item.lookup, raw)
 
     def _make(self, connection: sa.Connection, source: SourceSpec, spec: LinkedRecordSpec,
               values: dict[str, Any], actor: Actor) -> MadeRecord:
@@ -157,10 +136,3 @@ class DeliveryRecords:
         found = connection.execute(sa.select(table.c.id).where(*conditions).order_by(table.c.id).limit(1)).scalar()
         return int(found) if found is not None else None
 
-
-def _label(entity: EntitySpec) -> str:
-    return entity.label.text("zh") or entity.name
-
-
-def _label_field(name: str, entity: EntitySpec) -> str:
-    return entity.field(name).label.text("zh") or name
