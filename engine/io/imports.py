@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel import Metamodel
+from engine.metamodel import EntitySpec, Metamodel
 from engine.metamodel.imports import ImportSpec
 from engine.rules import Clock
 from engine.rules.rules import Origin
@@ -35,6 +35,7 @@ from engine.runtime.automation.notify import enqueue_notification
 from engine.runtime.automation.rules import rules_suspended
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.batch import RowResult
+from engine.runtime.records.lookups import key_index
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.import_tables import IMPORT_ERRORS, IMPORTS
 from engine.runtime.storage.times import as_utc, naive_utc
@@ -123,7 +124,7 @@ class Importer:
     def prepare(self, table: Table, spec: ImportSpec, file_bytes: bytes) -> ImportPlan:
         """The mapping applied to this file; ImportRefused when the file lacks a mapped column."""
         entity = self.records.entity(spec.entity)
-        mapper = RowMapper(entity, spec, table.headers, self._users())
+        mapper = RowMapper(entity, spec, table.headers, self._users(), self._link_keys(entity, spec))
         if mapper.missing and len(mapper.missing) == len(spec.columns):
             raise ImportRefused(f"{table.name}: none of the mapping's columns are in the file "
                                 f"(it has: {', '.join(table.headers)}); choose the right mapping or file",
@@ -135,6 +136,18 @@ class Importer:
     def health(self, plan: ImportPlan, sample: int | None = None) -> HealthReport:
         rows = plan.table.rows[:sample] if sample else None
         return analyse(self.records, plan.table, plan.spec, plan.mapper, rows)
+
+    def _link_keys(self, entity: EntitySpec, spec: ImportSpec) -> dict[str, tuple[EntitySpec, dict[str, tuple[int, ...]]]]:
+        """For each link column given by a natural key (`lookup:`), the target's ids by that key —
+        read once for the file."""
+        found: dict[str, tuple[EntitySpec, dict[str, tuple[int, ...]]]] = {}
+        with self.db.read() as connection:
+            for column in spec.columns:
+                link = entity.field(column.field) if column.lookup and entity.has_field(column.field) else None
+                if link is not None and link.link_entity is not None and column.lookup is not None:
+                    target = self.model.entity(link.link_entity)
+                    found[column.field] = (target, key_index(connection, self.schema, target, column.lookup))
+        return found
 
     def _users(self) -> dict[str, int]:
         users = self.schema.users

@@ -22,6 +22,7 @@ import yaml
 from engine.metamodel import EntitySpec, FieldSpec, FieldType, Label
 from engine.metamodel.imports import OWNER, ColumnSpec, ImportSpec
 from engine.runtime.records.fieldkinds import FieldError
+from engine.runtime.records.lookups import only_match
 
 from engine.io.readers import cell_text
 
@@ -104,8 +105,10 @@ def mapping_yaml(spec: ImportSpec) -> str:
     """The mapping as a blueprint file (blueprints/<app>/imports/<name>.yaml), for people to edit."""
     columns: dict[str, Any] = {}
     for column in spec.columns:
-        if column.values or column.date_format:
+        if column.values or column.date_format or column.lookup:
             item: dict[str, Any] = {"field": column.field}
+            if column.lookup:
+                item["lookup"] = column.lookup
             if column.values:
                 item["values"] = dict(column.values)
             if column.date_format:
@@ -125,9 +128,13 @@ class RowMapper:
     """One mapping applied to rows of one file (whose `headers` are known)."""
 
     def __init__(self, entity: EntitySpec, spec: ImportSpec, headers: Sequence[str],
-                 users: Mapping[str, int]) -> None:
+                 users: Mapping[str, int],
+                 links: Mapping[str, tuple[EntitySpec, Mapping[str, tuple[int, ...]]]] | None = None) -> None:
+        """`links`: for each link field a column gives by a natural key (`lookup:`), the target entity
+        and its records' ids by that key's text (engine/runtime/records/lookups.py, key_index)."""
         self.entity = entity
         self.spec = spec
+        self.links = links or {}
         self.users = {key.casefold(): value for key, value in users.items()}  # username / display name → id
         index = {header: position for position, header in enumerate(headers)}
         by_norm = {_norm(header): position for position, header in enumerate(headers)}
@@ -176,6 +183,10 @@ class RowMapper:
     def _value(self, column: ColumnSpec, field: FieldSpec | None, choices: Mapping[str, str], cell: Any) -> Any:
         if field is None:
             return self._owner(cell)
+        if column.lookup is not None:
+            target, index = self.links[field.name]
+            text = cell_text(cell).strip()
+            return only_match(field.name, target, column.lookup, text, index.get(text, ()))
         kind = field.type
         if kind in (FieldType.DATE, FieldType.DATETIME):
             return _date(field, column.date_format, cell)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from engine.metamodel.checks import Built, Checker, build_items, default_label
-from engine.metamodel.entities import FieldType
+from engine.metamodel.entities import FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, BlueprintInvalid, Location, did_you_mean
 from engine.metamodel.labels import Label
 from engine.metamodel.schema import LABEL, NAME, named_schema
@@ -45,6 +45,7 @@ class ColumnSpec:
     values: tuple[tuple[str, str], ...] = ()
     date_format: str | None = None
     location: Location = NOWHERE
+    lookup: str | None = None   # a link column holding the target's `lookup` field (an account's name), not an id
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class ImportSpec:
 
 _COLUMN = {"oneOf": [NAME, {"type": "object", "required": ["field"], "additionalProperties": False, "properties": {
     "field": NAME, "values": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
-    "date_format": {"type": "string", "minLength": 2}}}]}
+    "date_format": {"type": "string", "minLength": 2}, "lookup": NAME}}]}
 
 IMPORTS_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["imports"], "additionalProperties": False, "properties": {
@@ -83,6 +84,17 @@ def build_imports(documents: list[SourceDocument], model: Metamodel, vocabulary:
     """ImportSpecs: a known entity, known fields, value maps onto real options, a known channel."""
     imports, errors = build_items("imports", "import mapping", documents, model, vocabulary, _build_import)
     return replace(model, imports=tuple(imports)), errors
+
+
+def _lookup_fits(checker: Checker, at: PathKey, spec: FieldSpec | None, lookup: str) -> bool:
+    """`lookup:` needs a link column, and names a field of the link's target."""
+    if spec is None or spec.type is not FieldType.LINK or spec.link_entity is None:
+        checker.error(at + ("lookup",), "'lookup' applies to link fields (it finds the linked record by one of its "
+                      "fields)", "remove lookup, or map the column to a link field", key=True)
+        return False
+    if not checker.model.has_entity(spec.link_entity):
+        return False
+    return checker.field(at + ("lookup",), checker.model.entity(spec.link_entity), lookup, "lookup field") is not None
 
 
 def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ImportSpec | None:
@@ -117,7 +129,10 @@ def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathK
             elif _bad_format(date_format):
                 checker.error(at + ("date_format",), f"date_format '{date_format}' reads no date",
                               'use strftime codes, e.g. "%d.%m.%Y" or "%Y年%m月%d日"')
-        columns.append(ColumnSpec(str(header), field, values, date_format, checker.doc.where(at)))
+        lookup = item.get("lookup")
+        if lookup is not None and not _lookup_fits(checker, at, spec, lookup):
+            continue
+        columns.append(ColumnSpec(str(header), field, values, date_format, checker.doc.where(at), lookup))
     defaults = []
     for field, value in (data.get("defaults") or {}).items():
         spec = checker.field(path + ("defaults", field), entity, field, "default field") if field != OWNER else None
