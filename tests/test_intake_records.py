@@ -145,6 +145,17 @@ def test_a_delivery_without_a_company_makes_only_the_lead(served: tuple[str, Eng
     assert _rows(runtime, "account") == _rows(runtime, "contact") == [] and _rows(runtime, "lead")[0]["account"] is None
 
 
+def test_a_delivery_caught_by_the_test_filter_keeps_its_lead_flagged_and_files_no_account(
+        served: tuple[str, Engine]) -> None:
+    base, runtime = served
+    status, answer = _signed_post(base, runtime, {"scan_id": "s-6", "person": "测试员", "company": "测试公司",
+                                                  "mobile": "13300133000"})
+    assert status == 201 and [item["record"] for item in answer["records"]] == ["lead"]
+    assert _rows(runtime, "account") == _rows(runtime, "contact") == []
+    [lead] = _rows(runtime, "lead")
+    assert lead["owner"] is None  # kept, flagged and not routed, as any lead the filter catches
+
+
 def test_a_link_looked_up_by_name_hits_misses_and_refuses_an_ambiguous_name(served: tuple[str, Engine]) -> None:
     base, runtime = served
     known = runtime.records.create("account", {"name": "华东机械"}, actor=SYSTEM).record

@@ -157,6 +157,7 @@ sources:
       phone: mobile
       account: {record: account}
     defaults: {source: expo, region: east}
+    test_filter: "contains(company, '测试')"
   enrol:
     entity: lead
     auth: {type: token, header: X-Webhook-Token, secret_env: TEST_WEBSITE_TOKEN}

@@ -18,12 +18,13 @@ import sqlalchemy as sa
 
 from engine.metamodel.entities import EntitySpec
 from engine.metamodel.sources import FieldMapping, LinkedRecordSpec, SourceSpec
+from engine.rules.rules import evaluate_condition
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import DuplicateRecord, RecordError, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.lookups import find_by_key
 from engine.runtime.records.service import RecordService
-from engine.runtime.records.values import coerce_input
+from engine.runtime.records.values import coerce_input, expression_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,22 @@ class DeliveryRecords:
             except RecordError as error:
                 raise RecordRefused(spec.name, spec.entity, error) from None
         return made
+
+    def is_filtered(self, source: SourceSpec, values: Mapping[str, Any]) -> bool:
+        """Whether the source's test or spam filter catches its own record (read from the mapped
+        values): then no further records are made — test data files no account — while the record
+        itself is kept and flagged, as always."""
+        filters = [expression for expression in (source.test_filter, source.spam_filter) if expression is not None]
+        if not source.records or not filters:
+            return False
+        entity = self.model.entity(source.entity)
+        resolved_later = {item.field for item in source.mapping if item.lookup is not None or item.record is not None}
+        data, problems = coerce_input(entity, {name: value for name, value in values.items()
+                                               if name not in resolved_later}, kinds=self.schema.kinds)
+        if problems:
+            return False  # the record itself is refused, with its reasons
+        view = expression_values(entity, data)
+        return any(evaluate_condition(expression, view, self.records.evaluator).is_true for expression in filters)
 
     def resolve_links(self, connection: sa.Connection, entity: EntitySpec, mapping: tuple[FieldMapping, ...],
                       payload: Any, values: dict[str, Any], made: Mapping[str, MadeRecord]) -> None:

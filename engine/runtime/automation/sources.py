@@ -193,7 +193,8 @@ class Intake:
             actor = source_actor(source.name)
             try:  # within a savepoint: a refused record leaves the transaction usable for the log
                 with savepoint(connection):
-                    made = self.linked.make_linked(connection, source, payload, actor)
+                    made = {} if self.linked.is_filtered(source, values) else \
+                        self.linked.make_linked(connection, source, payload, actor)
                     try:
                         self.linked.resolve_links(connection, self.model.entity(source.entity), source.mapping,
                                                   payload, values, made)
