@@ -207,7 +207,7 @@ class Intake:
                     statements.forget.run(connection, {"source": source.name, "event_id": event_id})
                 message = f"{refused.name}: {refused.error.message}" if source.records else refused.error.message
                 _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=message,
-                      event_id=event_id, entity=refused.entity)
+                      event_id=event_id, entity=source.entity)
                 return _failed(delivery_id, refused.error, record=refused.name if source.records else None,
                                message=message)
             record_id = result.record["id"]
