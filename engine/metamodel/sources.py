@@ -366,6 +366,9 @@ def _build_records(checker: Checker, data: dict[str, Any], path: PathKey) -> tup
         if entity is None:
             continue
         mapping = _build_mapping(checker, entity, raw["mapping"], record_path + ("mapping",), made)
+        if "created_at" in raw["mapping"]:
+            checker.error(record_path + ("mapping", "created_at"), "created_at is taken only by the source's own record",
+                          "map the submit time under the source's mapping", key=True)
         _check_defaults(checker, entity, raw.get("defaults") or {}, record_path + ("defaults",))
         match_on = tuple(raw.get("match_on") or ())
         for index, field in enumerate(match_on):
