@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,19 @@ def test_a_second_delivery_from_the_same_company_links_the_existing_account(serv
                                          "mobile": "13800138000"})
     assert again[0] == 200 and [item["outcome"] for item in again[1]["records"]] == ["linked", "linked", "merged"]
     assert len(_rows(runtime, "contact")) == 2 and len(_rows(runtime, "lead")) == 2
+
+
+def test_deliveries_from_one_company_arriving_at_once_file_one_account(served: tuple[str, Engine]) -> None:
+    base, runtime = served
+    payloads = [{"scan_id": f"s-{index}", "person": f"访客{index}", "company": "华北重工",
+                 "mobile": f"1380000{index:04d}"} for index in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda payload: _signed_post(base, runtime, payload), payloads))
+    assert [status for status, _ in answers] == [201] * 8, answers
+    [account] = _rows(runtime, "account")
+    assert len(_rows(runtime, "contact")) == len(_rows(runtime, "lead")) == 8
+    assert sorted(answer["records"][0]["outcome"] for _, answer in answers) == ["created"] + ["linked"] * 7
+    assert {lead["account"] for lead in _rows(runtime, "lead")} == {account["id"]}
 
 
 def test_a_delivery_with_a_bad_contact_phone_writes_nothing_and_names_the_field(served: tuple[str, Engine]) -> None:
