@@ -268,10 +268,12 @@ class ScreenRoutes:
         return await run_in_threadpool(lists.list_screen, self.site, request, actor, request.path_params["entity"])
 
     async def export(self, request: Request, actor: Actor) -> Response:
-        return await run_in_threadpool(lists.export_csv, self.site, request, actor, request.path_params["entity"])
+        return await run_in_threadpool(lists.export_list, self.site, request, actor, request.path_params["entity"],
+                                      "csv")
 
     async def export_xlsx(self, request: Request, actor: Actor) -> Response:
-        return await run_in_threadpool(transfers.export_xlsx, self.site, request, actor, request.path_params["entity"])
+        return await run_in_threadpool(lists.export_list, self.site, request, actor, request.path_params["entity"],
+                                      "xlsx")
 
     async def imports(self, request: Request, actor: Actor) -> Response:
         return await run_in_threadpool(transfers.imports_screen, self.site, request, actor)
