@@ -201,6 +201,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("record_id", sa.Integer),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("delivered_at", sa.DateTime),
+        sa.Column("digest_id", sa.BigInteger().with_variant(sa.Integer, "sqlite")),  # merged into that digest row
         sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
     )
     sa.Table(  # one row per request sent (or about to be) to a paced channel: the sliding window's log
