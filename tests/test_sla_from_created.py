@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+
+import cli
 
 from engine.engine import Engine
 from engine.metamodel import BlueprintInvalid
@@ -112,3 +115,12 @@ def test_a_misspelt_from_is_refused_at_its_line(tmp_path: Path) -> None:
     with pytest.raises(BlueprintInvalid) as raised:
         load(folder)
     assert "sla.yaml:6" in str(raised.value) and "created" in str(raised.value)
+
+
+def test_crm_validate_says_where_each_sla_counts_from(tmp_path: Path) -> None:
+    folder = write_blueprint(tmp_path / "bp", {**FILES, "sla.yaml": SLAS})
+    result = CliRunner().invoke(cli.main, ["validate", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "sla answered_since_creation on lead: starts when assigned, counted from the record's creation" \
+        in result.output
+    assert "sla answered_since_assignment on lead: counted from when assigned" in result.output
