@@ -14,6 +14,7 @@ import pytest
 from engine.engine import Engine
 from engine.metamodel import BlueprintInvalid
 from engine.rules import FakeClock
+from engine.rules.routing import CursorState, Rep, RoutingOutcome, route_record
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import load, write_blueprint
@@ -184,3 +185,13 @@ def test_a_misspelt_cap_option_is_refused_with_a_suggestion(tmp_path: Path) -> N
     with pytest.raises(BlueprintInvalid) as raised:
         load(folder)
     assert "routing.yaml:8" in str(raised.value) and "cap_per_day" in str(raised.value)
+
+
+def test_an_owner_without_a_manager_leaves_the_record_in_the_queue_naming_why(tmp_path: Path) -> None:
+    model = load(write_blueprint(tmp_path / "bp", {**FILES, "routing.yaml": ROUTING}))
+    policy = model.policy("expo_desk")
+    reps = [Rep("zhou", assigned_today=1, id=4), Rep("wang", id=2, manager=None)]
+    decision = route_record(policy, {"area": "华北", "owner": 2}, reps, CursorState())
+    assert decision.outcome is RoutingOutcome.QUEUED and decision.queue == "unassigned_leads"
+    assert "zhou at daily cap (1/1 today)" in decision.alert_text
+    assert "owner.manager backup rep, the owner has no manager" in decision.alert_text

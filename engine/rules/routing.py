@@ -305,7 +305,9 @@ def _fall_back(policy: RoutingPolicySpec, choice: PoolChoice, values: Mapping[st
     spec = policy.backup_for(choice.key)
     if spec is not None:
         backup, named = find_backup(spec, values, reps, policy)
-        why = "no such active user" if backup is None else why_absent(backup, policy)
+        missing = f"the {spec.relation} has no manager" if spec.relation is not None and named == spec.describe() \
+            else "no such active user"
+        why = missing if backup is None else why_absent(backup, policy)
         if backup is not None and why is None:
             return _decision(policy, choice, RoutingOutcome.BACKUP, backup.username,
                              f"{nobody}; backup rep {backup.username} ({spec.describe()}) takes it"
