@@ -5,6 +5,7 @@ their digest. On SQLite and PostgreSQL, with the fake clock."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,27 @@ def test_a_digest_on_a_mail_channel_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BlueprintInvalid) as raised:
         load(folder)
     assert "channels.yaml:7" in str(raised.value) and "cannot merge messages into a digest" in str(raised.value)
+
+
+def test_two_workers_fold_a_backlog_once_and_send_every_message_once(make_engine: Any, clock: FakeClock) -> None:
+    first, second = make_engine(FILES), make_engine(FILES, folder="other")  # two pools, one database
+    _enqueue(first, "robot", 50)
+    with chat_receiver() as receiver:
+        environ = {"DIGEST_ROBOT_URL": f"{receiver.url}/dingtalk", "DIGEST_QUIET_URL": f"{receiver.url}/dingtalk"}
+        workers = [first.worker(role="outbox", environ=environ, name="a"),
+                   second.worker(role="outbox", environ=environ, name="b")]
+        for _ in range(30):
+            ticks = [threading.Thread(target=worker.tick) for worker in workers]
+            for tick in ticks:
+                tick.start()
+            for tick in ticks:
+                tick.join()
+            if all(row.status == "delivered" for row in _rows(first)):
+                break
+            clock.advance(seconds=20)
+    contents = [request.json()["text"]["content"] for request in receiver.on("dingtalk")]
+    lines = [line.split(". ", 1)[1] if content.startswith("【汇总】") else line
+             for content in contents for line in (content.split("\n\n")[1:] if content.startswith("【汇总】")
+                                                  else [content])]
+    assert sorted(lines) == [f"线索 {index:02d} 待跟进" for index in range(50)]  # each once, none lost
+    assert {row.status for row in _rows(first)} == {"delivered"}

@@ -100,8 +100,8 @@ def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
     due = sa.or_(sa.and_(table.c.status == OutboxStatus.PENDING, table.c.next_attempt_at <= naive_utc(now)),
                  sa.and_(table.c.status == OutboxStatus.SENDING, table.c.claimed_until < naive_utc(now)))
     with db.write() as connection:
-        lock_paced(connection, schema, pacing or {})
-        if digests:
+        lock_paced(connection, schema, {**{channel: () for channel in digests or {}}, **(pacing or {})})
+        if digests:  # (their channels' rows are locked above, paced or not: one worker folds at a time)
             fold_backlogs(connection, schema, now, digests)
         query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
         if connection.dialect.name == "postgresql":
