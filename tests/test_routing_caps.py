@@ -155,6 +155,9 @@ def test_a_breached_lead_whose_pool_is_full_goes_to_the_owners_manager(crm: Engi
     crm.worker(role="timers").tick()
     assert owner_of(crm, handed) == "boss"  # zhou is at the daily cap: the backup owner.manager takes it
     assert owner_of(crm, first) == "zhou"
+    explained = crm.doctor.explain("lead", int(handed["id"]))
+    assert "zhou — at daily cap (1/1 today)" in explained
+    assert "backup rep boss (owner.manager) takes it" in explained
 
 
 def test_a_territory_keyed_by_a_linked_regions_name_uses_that_pools_own_backup(crm: Engine) -> None:
