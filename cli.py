@@ -709,7 +709,7 @@ def outbox() -> None:
 @outbox.command("list")
 @_db_option
 @_blueprint_option
-@click.option("--status", default=None, help="pending, sending, delivered or dead")
+@click.option("--status", default=None, help="pending, sending, delivered, dead or merged (folded into a digest)")
 @click.option("--limit", default=50, show_default=True)
 def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> None:
     """The latest messages, newest first, with attempts and the last error."""
