@@ -122,6 +122,8 @@ class Router:
         since_day, since_week = naive_utc(day), naive_utc(week)
         since = since_day if policy.cap_per_week is None else min(since_day, since_week)
         table = self.schema.routing_assignments
+        # rows before this week count for nothing any more: dropped on the way (an index range), so the log stays small
+        connection.execute(table.delete().where(table.c.policy == policy.name, table.c.at < since_week))
         today = sa.func.sum(sa.case((table.c.at >= since_day, 1), else_=0))
         rows = connection.execute(sa.select(table.c.user_id, today, sa.func.count())
                                   .where(table.c.policy == policy.name, table.c.at >= since)
