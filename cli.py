@@ -114,6 +114,10 @@ def validate(path: str) -> None:
         gated = sum(1 for stage in funnel.stages if stage.requirements)
         click.echo(f"  funnel {funnel.name}: {funnel.entity}.{funnel.field} " + " → ".join(
             stage.name for stage in funnel.path) + f" ({gated} stages with requirements)")
+    for sla in model.slas:
+        if sla.name.startswith("approval:"):
+            continue  # an approval step's deadline: shown with its approval below
+        click.echo(f"  sla {sla.name} on {sla.entity}: {sla.describe_start()}")
     for approval in model.approvals:
         steps = " → ".join(" + ".join(step.name + ("?" if step.when else "") for step in group)
                            for group in approval.groups())
@@ -705,7 +709,7 @@ def outbox() -> None:
 @outbox.command("list")
 @_db_option
 @_blueprint_option
-@click.option("--status", default=None, help="pending, sending, delivered or dead")
+@click.option("--status", default=None, help="pending, sending, delivered, dead or merged (folded into a digest)")
 @click.option("--limit", default=50, show_default=True)
 def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> None:
     """The latest messages, newest first, with attempts and the last error."""

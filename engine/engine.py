@@ -47,7 +47,7 @@ from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
-from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
+from engine.runtime.background.delivery import OutboxDeliverer, digests_for, next_attempt_for, pacing_for
 from engine.runtime.background.jobs import Jobs
 from engine.runtime.background.timers import SqlTimerStore, TimerHandler
 from engine.runtime.background.worker import Worker, quiet_busy_ticks
@@ -58,6 +58,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, migrate_on_start
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.automation.inbox import InboxObserver
 from engine.runtime.web.services import WebServices
 from engine.runtime.web.widgets import WidgetRegistry
@@ -123,7 +124,8 @@ class Engine:
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
                       jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers,
-                      pacing=pacing_for(self.model))
+                      pacing=pacing_for(self.model),
+                      digests=digests_for(self.model, lambda language: translate(language, "digest_header")))
 
     def start_background_worker(self, *, interval: float = 1.0,
                                 environ: Mapping[str, str] | None = None) -> Callable[[], None]:
@@ -219,6 +221,6 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
                                                                                        value)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
-                  Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,
+                  Doctor(model, schema, db, clock, records, funnels, slas), extensions, funnels, approvals, base_url,
                   migration)
 
