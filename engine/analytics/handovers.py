@@ -56,10 +56,10 @@ def timeliness(connection: sa.Connection, schema: Schema, handover: HandoverSpec
         .where(*base, clocks.c.state == ClockState.STOPPED, clocks.c.stopped_at >= naive_utc(start),
                clocks.c.stopped_at < naive_utc(end))
         .group_by(clocks.c.name)).all()
-    overdue: dict[str, int] = dict(connection.execute(
+    overdue = {str(row[0]): int(row[1]) for row in connection.execute(
         sa.select(clocks.c.name, sa.func.count())
         .where(*base, clocks.c.state.in_(ACTIVE), clocks.c.breached_at.is_not(None))
-        .group_by(clocks.c.name)).tuples().all())
+        .group_by(clocks.c.name))}
     done = {row.name: (int(row.completed), int(row.on_time or 0)) for row in stopped}
     rows = []
     for node in handover.nodes:

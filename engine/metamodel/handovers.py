@@ -190,7 +190,9 @@ def _build_handover(checker: Checker, data: dict[str, Any], funnels: list[Funnel
             entity.name, (), checked_duration(checker, ("nodes", index, "sla"), raw["sla"]),
             ClockTrigger("stage_entered", field=field.name, value=node.name),
             parse_expression(f"{field.name} == '{node.name}'", where), business_time=True, calendar=business,
-            stops=(StopCondition("stage_changed", field=field.name),), warn_at=warn_at, escalate_at=(),
+            # stopped by leaving the node (not by `stage_changed`, which also holds on the write that enters it)
+            stops=(StopCondition("when", expression=parse_expression(f"{field.name} != '{node.name}'", where)),),
+            warn_at=warn_at, escalate_at=(),
             on_warning=notify[0], on_breach=notify[1], location=where))
         messages.extend(_templates(handover, node, entity))
     return handover, funnel, policies, messages
@@ -253,9 +255,9 @@ def _build_nodes(checker: Checker, handover: str, entity: EntitySpec, field: Fie
                                       is_final, checker.doc.where(path)))
         stages.append(StageSpec(name, label, StageKind.WON if is_final else StageKind.OPEN, index, handed_over,
                                 moves=moves, location=checker.doc.where(path)))
-        handed_over = tuple(requirement for position, requirement in enumerate(item.get("requires") or [])
-                            if (requirement := build_requirement(checker, entity, requirement,
-                                                                 path + ("requires", position), position)))
+        handed_over = tuple(built for position, wanted in enumerate(item.get("requires") or [])
+                            if (built := build_requirement(checker, entity, wanted,
+                                                           path + ("requires", position), position)))
     for value in field.choice_values():
         if value not in seen:
             checker.error(("nodes",), f"option '{value}' of {entity.name}.{field.name} is not a node of the flow",
