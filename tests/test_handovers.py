@@ -31,14 +31,14 @@ CST = ZoneInfo("Asia/Shanghai")
 PASSWORD = "handover-pass-2026"
 
 
-def _local(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=CST).astimezone(dt.timezone.utc)
+def _local(year: int, month: int, day: int, hour: int, minute: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=CST).astimezone(dt.timezone.utc)
 
 
 @pytest.fixture
 def flow(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setenv("TEST_ECONTRACT_SECRET", ECONTRACT_SECRET)
-    runtime = make_engine(handover_blueprint())
+    runtime: Engine = make_engine(handover_blueprint())
     runtime.users.add(NewUser("boss", "Boss Liu", "admin", phone="13800000000", password=PASSWORD))
     runtime.users.add(NewUser("li", "Li Na", "sales_rep", manager="boss", phone="13900000001"))
     runtime.users.add(NewUser("zhang", "Zhang Wei", "legal", manager="boss", phone="13900000002"))
