@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from engine.engine import Engine
 from engine.metamodel import BlueprintInvalid
 from engine.runtime.background.outbox import list_messages
+from engine.runtime.automation.comments import Comments
 from engine.runtime.ops.users import NewUser
-from engine.runtime.records.actors import SYSTEM
+from engine.runtime.records.actors import SYSTEM, Actor
 from engine.runtime.records.errors import StageRefused
-from tests.support.blueprints import write_blueprint, load
+from tests.support.blueprints import SHIPPED_CRM, load, write_blueprint
 from tests.support.browser import serve
 from tests.support.handover_blueprint import ECONTRACT_SECRET, HANDOVER, econtract_headers, handover_blueprint
 from tests.support.web import api_client, sign_in, visible_text
@@ -174,3 +175,43 @@ def test_a_source_that_completes_a_node_must_find_its_item(tmp_path: Any) -> Non
     with pytest.raises(BlueprintInvalid) as invalid:
         load(write_blueprint(tmp_path / "bp", files))
     assert "handover.yaml:" in str(invalid.value) and "add match: <field> to the source" in str(invalid.value)
+
+
+def test_a_comment_on_a_handover_item_notifies_the_colleague_it_mentions(flow: Engine, clock: Any) -> None:
+    flow.users.add(NewUser("wu", "Wu Lan", "legal", im_ids={"dingtalk": "dt-wu"}))  # her DingTalk id
+    item = _at_signing(flow)
+    sales = Actor(_user_id(flow, "li"), "li", role="sales_rep")
+    posted = Comments(flow.model, flow.schema, flow.db, clock, flow.records).add(
+        "delivery_handover", item["id"], "@wu 客户法务周五前回签，请留意条款 7.2", actor=sales)
+    assert posted.mentioned == ("wu",)
+    message, = list_messages(flow.db, flow.schema)
+    assert message["channel"] == "dingtalk_delivery" and "条款 7.2" in message["payload"]["text"]
+    assert "dt-wu" in json.dumps(message["payload"])
+
+
+def test_the_shipped_clinical_trial_warns_logistics_and_medical_halfway_through_the_logistics_day(
+        make_engine: Any, clock: Any) -> None:
+    runtime: Engine = make_engine(SHIPPED_CRM)
+    for user in (NewUser("he", "He", "medical", phone="13900000009"), NewUser("luo", "Luo", "logistics", phone="13900000010"),
+                 NewUser("li", "Li", "sales_rep", phone="13900000003"), NewUser("sun", "Sun", "legal", phone="13900000007")):
+        runtime.users.add(user)
+    clock.set(_local(2026, 4, 8, 9, 0))  # Wednesday; the head-office day is 9:00–12:00, 13:30–18:00
+    hospital = runtime.records.create("account", {"name": "瑞康医院"}, actor=SYSTEM).record
+    request = runtime.records.create("trial_handover", {"name": "瑞康医院 超声刀试用", "account": hospital["id"]},
+                                     actor=SYSTEM).record
+    with pytest.raises(StageRefused):  # medical review hands over the checked qualification
+        runtime.records.transition("trial_handover", request["id"], "logistics", field="node", actor=SYSTEM)
+    runtime.records.update("trial_handover", request["id"], {"qualification_checked": True}, actor=SYSTEM)
+    runtime.records.transition("trial_handover", request["id"], "logistics", field="node", actor=SYSTEM)
+    worker = runtime.worker(environ={})
+    def trial_messages() -> list[tuple[str, list[str]]]:  # the shipped jobs post their morning reports too
+        return [(text, mentions) for text, mentions in _texts_and_mentions(runtime) if "临床试用申请" in text]
+
+    clock.set(_local(2026, 4, 8, 14, 14))
+    worker.tick()
+    assert trial_messages() == []
+    clock.set(_local(2026, 4, 8, 14, 15))  # 3 h 45 min of the 7 h 30 min business day
+    worker.tick()
+    (text, mentions), = trial_messages()
+    assert "临床试用申请" in text and "物流备货" in text
+    assert mentions == ["13900000009", "13900000010"]  # logistics, and medical who handed over
