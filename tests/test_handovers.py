@@ -132,7 +132,10 @@ def test_the_e_contract_signed_webhook_completes_the_signing_node(flow: Engine, 
     signing = summary["handover:sales_to_delivery:signing"]
     assert (signing["state"], signing["met"]) == ("stopped", True)
     assert summary["handover:sales_to_delivery:payment"]["state"] == "on_track"
-    page = visible_text(sign_in(flow, "boss", PASSWORD).get("/delivery_handover/board?field=node&month=2026-04").text)
+    client = sign_in(flow, "boss", PASSWORD)
+    refused = client.get("/delivery_handover/board?field=node&month=2026-13")
+    assert refused.status_code == 422 and "月份“2026-13”无效" in refused.text
+    page = visible_text(client.get("/delivery_handover/board?field=node&month=2026-04").text)
     assert "2026-04 交接时效" in page
     assert "合同签署 Legal 4h 1 1 0 0 100%" in " ".join(page.split())  # node, role, SLA, done, on time, late…
 

@@ -67,8 +67,9 @@ def handover_panel(site: Site, request: Request, handover: HandoverSpec, card_id
     month = request.query_params.get("month") or local_time(now, site.model.settings.timezone).strftime("%Y-%m")
     try:
         first, following = month_bounds(month)
-    except ValueError as exc:
-        raise ValidationFailed([FieldError("month", "invalid", str(exc))]) from None
+    except ValueError:
+        raise ValidationFailed([FieldError("month", "invalid",
+                                           translate(lang, "handover_bad_month", month=month[:20]))]) from None
     start = dt.datetime.combine(first, dt.time(), zone)
     end = dt.datetime.combine(following, dt.time(), zone)
     with site.services.db.read() as connection:

@@ -119,6 +119,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "handover_rate": ("按时率", "On-time rate"),
     "handover_previous_month": ("← 上月", "← Previous month"),
     "handover_next_month": ("下月 →", "Next month →"),
+    "handover_bad_month": ("月份“{month}”无效：请写成 YYYY-MM（如 2026-12）", "month '{month}' is not a month: write it as YYYY-MM (e.g. 2026-12)"),
     "users": ("用户管理", "Users"),
     "outbox": ("通知队列", "Outbox"),
     "outbox_pending": ("待发送", "Waiting"),
