@@ -45,6 +45,10 @@ USERS = (
             "13900000004"),
     NewUser("qian", "钱芳 Qian (Finance)", "finance", "finance", None, "qian@demo.example", "13900000006"),
     NewUser("sun", "孙律师 Sun (Legal)", "legal", "legal", None, "sun@demo.example", "13900000007"),
+    # the departments that own handover nodes (handover.yaml)
+    NewUser("ma", "马工 Ma (Delivery)", "delivery", "delivery", None, "ma@demo.example", "13900000008"),
+    NewUser("he", "何医生 He (Medical affairs)", "medical", "medical", None, "he@demo.example", "13900000009"),
+    NewUser("luo", "罗师傅 Luo (Logistics)", "logistics", "logistics", None, "luo@demo.example", "13900000010"),
 )
 
 
@@ -199,6 +203,8 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    if engine.model.handovers:
+        _handovers(writer, accounts, products, reps)
     imported = import_demo_ledger(engine)  # the import screens open on a finished import (engine/io/demo_import.py)
     if imported is not None:
         writer.counts["imported"] = imported.record.created + imported.record.merged
@@ -614,4 +620,57 @@ def _solutions(writer: _Writer, equipment: list[dict[str, Any]], faults: list[st
                     actor=dataclasses.replace(agent, is_system=True)).record
                 found.setdefault((product["model_code"], fault), []).append(record)
     return found
+
+
+# The handover boards (handover.yaml): items at every node, a few done this month and last (the
+# timeliness table has figures, some late), and some sitting past their node's SLA right now.
+_DELIVERY_WALK = (  # node entered, and what the node before it handed over
+    ("signing", lambda n: {"solution_summary": "5 轴加工中心 ×2，含自动上下料与首年驻场", "contract_no": f"HT-2026-{n:04d}"}),
+    ("payment", lambda n: {"signed_at": None}),
+    ("kickoff", lambda n: {"paid_at": None, "paid_amount": 680000 + 20000 * n}),
+    ("started", lambda n: {"kickoff_date": None}),
+)
+_TRIAL_WALK = (
+    ("logistics", lambda n: {"qualification_checked": True}),
+    ("hospital_signoff", lambda n: {"tracking_no": f"SF{1402260000 + n}"}),
+    ("completed", lambda n: {"signed_by_hospital_at": None}),
+)
+
+
+def _handovers(writer: _Writer, accounts: list[dict[str, Any]], products: list[dict[str, Any]],
+               reps: list[Actor]) -> None:
+    rng = writer.rng
+    customers = [account for account in accounts if account.get("industry") == "manufacturing"] or accounts
+    hospitals = [account for account in accounts if account.get("industry") == "medical_devices"] or accounts
+    for index in range(14):
+        account = customers[index % len(customers)]
+        started = rng.uniform(2, 45)
+        item = writer.create("delivery_handover", {"name": f"{account['name']} 设备交付", "account": account["id"]},
+                             _as_owner(account), started)
+        _walk_nodes(writer, "delivery_handover", item, _DELIVERY_WALK, steps=index % 5, started=started, number=index + 1)
+    equipment = [product for product in products if product.get("category") != "service"] or products
+    for index in range(8):
+        hospital = hospitals[index % len(hospitals)]
+        started = rng.uniform(1, 30)
+        item = writer.create("trial_handover", {"name": f"{hospital['name']} 临床试用", "account": hospital["id"],
+                                                "product": equipment[index % len(equipment)]["id"]},
+                             _as_owner(hospital), started)
+        _walk_nodes(writer, "trial_handover", item, _TRIAL_WALK, steps=index % 4, started=started, number=index + 1)
+
+
+def _walk_nodes(writer: _Writer, entity: str, item: dict[str, Any], walk: Any, *, steps: int, started: float,
+                number: int) -> None:
+    """Move `item` through its first `steps` nodes, each after a few working days (some late)."""
+    days_ago = started
+    owner = Actor(item["owner"], "demo", is_system=True)
+    for node, handed_over in walk[:steps]:
+        days_ago -= writer.rng.uniform(0.2, 4)
+        if days_ago <= 0:
+            return
+        moment = writer.now - dt.timedelta(days=days_ago)
+        values = {name: (moment if value is None and name.endswith("_at") else
+                         moment.date() if value is None else value) for name, value in handed_over(number).items()}
+        writer.update(entity, item, values, owner, days_ago + 0.01)
+        writer.clock.set(moment)
+        writer.engine.records.transition(entity, item["id"], node, field="node", actor=owner)
 

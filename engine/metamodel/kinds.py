@@ -19,6 +19,7 @@ from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
 from engine.metamodel.dashboards import DASHBOARDS_SCHEMA, build_dashboards
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
+from engine.metamodel.handovers import HANDOVER_SCHEMA, build_handovers
 from engine.metamodel.imports import IMPORTS_SCHEMA, build_imports
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
@@ -55,6 +56,7 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
+    DocumentKind("handover", HANDOVER_SCHEMA, build_handovers),  # a flow is a funnel and SLAs; names sources
     DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
     DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels

@@ -24,6 +24,7 @@ from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
 from engine.metamodel.dashboards import DashboardSpec
 from engine.metamodel.funnels import FunnelSpec
+from engine.metamodel.handovers import HandoverSpec
 from engine.metamodel.imports import ImportSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
@@ -35,7 +36,7 @@ from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
                  MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec,
-                 ImportSpec)
+                 ImportSpec, HandoverSpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -68,6 +69,7 @@ class Metamodel:
     jobs: tuple[JobSpec, ...] = ()
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
+    handovers: tuple[HandoverSpec, ...] = ()      # flows between departments (handovers.py)
     conversions: tuple[ConversionSpec, ...] = ()  # a record becoming several (engine/metamodel/conversions.py)
     dashboards: tuple[DashboardSpec, ...] = ()
     alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
@@ -153,6 +155,14 @@ class Metamodel:
     def funnel_for(self, entity: str, field: str | None = None) -> FunnelSpec | None:
         """The funnel of the entity's stage field (or of `field`), if it has one."""
         return next((spec for spec in self.funnels if spec.entity == entity and (field is None or spec.field == field)),
+                    None)
+
+    def handover(self, name: str) -> HandoverSpec:
+        return _named(self.handovers, name, "handover")
+
+    def handover_for(self, entity: str, field: str | None = None) -> HandoverSpec | None:
+        """The handover flow held in the entity's node field (or in `field`), if it has one."""
+        return next((spec for spec in self.handovers if spec.entity == entity and (field is None or spec.field == field)),
                     None)
 
     def dashboard(self, name: str) -> DashboardSpec:
