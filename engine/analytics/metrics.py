@@ -55,6 +55,8 @@ class Figure:
     values: tuple[float | None, ...]
     count: int
     url: str
+    numerator: int = 0          # a rate's widget: the records counted that also match `of`
+    numerator_url: str = ""     # … and the list of exactly those
 
     @property
     def value(self) -> float | None:
@@ -183,6 +185,12 @@ class Analytics:
         conditions = self._conditions(entity, table, params, actor, reads)
         group = [table.c[by]] if by else []
         columns: list[Any] = [sa.func.count().label("n")]
+        numerator_params: list[tuple[str, str]] = []
+        if widget.has_rate:  # the numerator: the same list with `of` added (its words replacing where's)
+            replaced = {key for key, _ in widget.of}
+            numerator_params = [(key, value) for key, value in params if key not in replaced] + list(widget.of)
+            numerator = self._conditions(entity, table, numerator_params, actor, reads)
+            columns.append(sa.func.count(sa.case((sa.and_(*numerator), 1))).label("hits"))
         for index, measure in enumerate(measures):
             if measure.aggregate is Aggregate.COUNT:
                 columns.append(sa.func.count().label(f"m{index}"))
@@ -190,6 +198,8 @@ class Analytics:
                 columns.append(sa.func.coalesce(sa.func.sum(self._value(table, measure)), 0).label(f"m{index}"))
             elif measure.aggregate is Aggregate.AVG:
                 columns.append(sa.func.avg(self._value(table, measure)).label(f"m{index}"))
+            elif measure.aggregate is Aggregate.RATE:
+                columns.append(sa.func.count().label(f"m{index}"))  # the share is hits / n, below
             else:
                 columns.append(sa.null().label(f"m{index}"))
         statement = sa.select(*group, *columns).where(*conditions)
@@ -209,13 +219,17 @@ class Analytics:
             for index, _ in enumerate(measures):
                 if index in quantiles:
                     values.append(quantiles[index].get(key))
+                elif measures[index].aggregate is Aggregate.RATE:
+                    values.append(int(row.hits) / int(row.n) if row is not None and row.n else None)
                 else:
                     raw = row._mapping[f"m{index}"] if row is not None else (0 if measures[index].aggregate in (
                         Aggregate.COUNT, Aggregate.SUM) else None)
                     values.append(float(raw) if raw is not None else None)
             extra = [] if not by else ([(by, _key_text(key))] if key is not None else [(f"{by}__isnull", "true")])
             figures.append(Figure(key, labels[key], tuple(values), int(row.n) if row is not None else 0,
-                                  self.list_url(entity.name, params + extra)))
+                                  self.list_url(entity.name, params + extra),
+                                  int(row.hits) if row is not None and widget.has_rate else 0,
+                                  self.list_url(entity.name, numerator_params + extra) if widget.has_rate else ""))
         return figures
 
     def _ordered(self, entity: EntitySpec, by: str, rows: Mapping[Any, Any], limit: int) -> list[Any]:
