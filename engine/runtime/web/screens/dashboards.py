@@ -229,7 +229,7 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
     words = WORDS.get(lang, WORDS["en"])
     measure = widget.measures[index]
     if measure.field is None:
-        return words["count"]
+        return words["rate"] if measure.aggregate is Aggregate.RATE else words["count"]
 
     def label(field: str) -> str:
         if entity is not None and entity.has_field(field):
@@ -276,8 +276,8 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     points, old_points = [point(p) for p in current], [point(p) for p in before]
     names = [_point_name(p, widget.every) for p in current]
     label = measure_label(widget, 0, lang, entity)
-    chart = pygal.Line(**_chart_config(title), show_legend=True, x_label_rotation=0, show_minor_x_labels=False,
-                       x_labels_major_every=max(1, len(names) // 8))
+    chart = pygal.Line(**{**_chart_config(title), "show_legend": True, "show_minor_x_labels": False,
+                          "x_labels_major_every": max(1, len(names) // 8)})
     chart.x_labels = names
 
     def series(figures: list[Figure], pieces: tuple[Period, ...], suffix: str) -> list[dict[str, Any] | None]:
