@@ -290,7 +290,7 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             _fail(f"--filter takes FIELD=VALUE, not '{item}'")
         pairs[name] = value
     try:
-        when = period_at(period or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
+        when = period_at(period or chosen.span or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
     except ValueError as error:
         _fail(str(error))
     header: list[str]
@@ -310,6 +310,9 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             figures = engine.analytics.figures(chosen, actor=actor, period=when, filters=pairs, lang=lang, by=by)
             header = ["group", "records", *(m.text for m in chosen.measures), "url"]
             rows = [[figure.label, figure.count, *figure.values, figure.url] for figure in figures]
+            if chosen.has_rate:  # a rate's numerator and the list of exactly those records
+                header += ["counted", "counted_url"]
+                rows = [[*row, figure.numerator, figure.numerator_url] for row, figure in zip(rows, figures, strict=True)]
     except RecordError as error:
         _fail(error.message)
     click.echo(f"# {spec.label.text(lang)} / {chosen.label.text(lang)} — {when.name} {when.text()}", err=True)
