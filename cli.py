@@ -306,6 +306,12 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             rows = [[labels.get(key, key), cell.stage, cell.entered, cell.left, cell.dwell_mean, cell.dwell_median,
                      cell.conversion, cell.skip_rate, cell.return_rate, cell.urls["left"]]
                     for key, row in cells.items() for cell in row.values() if cell.entered or cell.left]
+        elif chosen.kind.value == "stuck":
+            total, url, stuck = engine.analytics.stuck(chosen, actor=actor, filters=pairs, now=engine.clock.now())
+            header = ["id", "title", "stage", "days_in_stage", "norm_days", "url"]
+            rows = [[item.id, item.title, item.stage, item.days, item.norm,
+                     f"/{model.funnel(str(chosen.funnel)).entity}/{item.id}"] for item in stuck]
+            rows.append(["", f"total {total}", "", "", "", url])
         else:
             figures = engine.analytics.figures(chosen, actor=actor, period=when, filters=pairs, lang=lang, by=by)
             header = ["group", "records", *(m.text for m in chosen.measures), "url"]

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from starlette.datastructures import QueryParams
 
 from engine.analytics.periods import Period
+from engine.analytics.stuck import StuckRecord, entered_at, stuck_filter_value
 from engine.metamodel import EntitySpec, FieldType, Metamodel
 from engine.metamodel.dashboards import Aggregate, Measure, StageValue, WidgetSpec
 from engine.metamodel.funnels import FunnelSpec
@@ -260,6 +261,34 @@ class Analytics:
         wanted = (ranked.c.n * numerator + denominator - 1) // denominator
         rows = connection.execute(sa.select(ranked.c.g, ranked.c.v).where(ranked.c.rn == wanted))
         return {(row.g if by else None): float(row.v) for row in rows}
+
+    # -- stuck records -------------------------------------------------------------------------
+    def stuck(self, widget: WidgetSpec, *, actor: Actor, filters: Mapping[str, str], now: dt.datetime
+              ) -> tuple[int, str, list[StuckRecord]]:
+        """(how many, the list of all of them, the `limit` longest in their stage): the records the
+        actor may read, matching the filters, in a stage longer than its norm."""
+        funnel = self.model.funnel(str(widget.funnel))
+        entity = self.model.entity(funnel.entity)
+        table = self.schema.table(entity.name)
+        params = self._params(entity, widget.where, filters, None, Period("all", None, None))
+        params.append(("stuck", stuck_filter_value(funnel.name, widget.norms)))
+        conditions = self._conditions(entity, table, params, actor, [funnel.field])
+        since = entered_at(self.model, self.schema, funnel.name, table).label("since")
+        title = table.c[entity.title_field] if entity.title_field in table.c else table.c.id
+        norms = dict(widget.norms)
+        with self.db.read() as connection:
+            total = int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*conditions))
+                        .scalar_one())
+            rows = connection.execute(sa.select(table.c.id, title.label("title"), table.c[funnel.field].label("stage"),
+                                                since).where(*conditions).order_by(since, table.c.id)
+                                      .limit(widget.limit)).all()
+        moment = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        found = []
+        for row in rows:
+            since_value = row.since if isinstance(row.since, dt.datetime) else dt.datetime.fromisoformat(str(row.since))
+            days = (moment - since_value.replace(tzinfo=None)).total_seconds() / 86400
+            found.append(StuckRecord(int(row.id), str(row.title), str(row.stage), days, norms[str(row.stage)]))
+        return total, self.list_url(entity.name, params), found
 
     # -- stage figures -------------------------------------------------------------------------
     def stage_cells(self, funnel: FunnelSpec, *, actor: Actor, period: Period, filters: Mapping[str, str],

@@ -60,6 +60,7 @@ class WidgetKind(enum.Enum):
     STAGES = "stages"    # per stage: entered, dwell mean/median, conversion, skip and return rates
     TABLE = "table"      # one row per value of `by`, one column per measure
     LINE = "line"        # one point per `every` of the period, beside the previous period's points
+    STUCK = "stuck"      # records whose time in their current stage is above the stage's norm, longest first
 
 
 class Aggregate(enum.Enum):
@@ -140,6 +141,7 @@ class WidgetSpec:
     of: tuple[tuple[str, str], ...] = ()        # a rate's numerator: list filters added to (or replacing) where
     every: str = "day"                          # line charts: one point per day, week or month
     span: str | None = None                     # the widget's own period (this week), whatever the page shows
+    norms: tuple[tuple[str, float], ...] = ()    # stuck: (stage, days) — above it a record is stuck
 
     @property
     def measure(self) -> Measure:
@@ -179,6 +181,8 @@ _WIDGET: dict[str, Any] = {
         "of": {"type": "object", "minProperties": 1,
                "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
         "every": {"enum": list(EVERY)}, "span": {"enum": list(PERIODS)},
+        "norms": {"type": "object", "minProperties": 1, "propertyNames": NAME,
+                  "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
         "period": NAME,
         "value": {"enum": [value.value for value in StageValue]},
         "limit": {"type": "integer", "minimum": 1, "maximum": 200},
@@ -251,7 +255,7 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
                           did_you_mean(funnel_name, known))
             return None
         funnel = checker.model.funnel(funnel_name)
-    elif kind in (WidgetKind.FUNNEL, WidgetKind.HEATMAP, WidgetKind.STAGES):
+    elif kind in (WidgetKind.FUNNEL, WidgetKind.HEATMAP, WidgetKind.STAGES, WidgetKind.STUCK):
         checker.error(path, f"a {kind.value} widget needs funnel: <name>",
                       "name one of: " + ", ".join(spec.name for spec in checker.model.funnels))
         return None
@@ -310,16 +314,27 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
                       "period, so it needs a period field", "remove period: none, or name a date/datetime field",
                       key=True)
         return None
+    norms = tuple((str(stage), float(days)) for stage, days in (raw.get("norms") or {}).items())
+    if kind is WidgetKind.STUCK and not norms:
+        checker.error(path, f"a stuck widget needs norms: {{stage: days}} (widget '{raw['name']}')",
+                      "declare the usual days in each stage, e.g. norms: {quote: 6.8, contract: 10}")
+        return None
+    for stage, _ in norms:
+        if funnel is None or not funnel.has_stage(stage):
+            known = [spec.name for spec in funnel.stages] if funnel else []
+            checker.error((*path, "norms", stage), f"norms: '{stage}' is not a stage of funnel "
+                          f"'{funnel.name if funnel else '?'}'", did_you_mean(stage, known), key=True)
+            return None
     target = raw.get("target")
     return WidgetSpec(
         raw["name"], kind, default_label(raw, raw["name"]), entity.name, tuple(m for m in measures if m), by, where,
         period_field, Target(float(target["value"]), target.get("better", "higher"),
                              float(target["warn"]) if "warn" in target else None) if target else None,
         funnel.name if funnel else None, rows, StageValue(raw.get("value", "dwell_mean")), int(raw.get("limit", 20)),
-        checker.doc.where(path), of, raw.get("every", "day"), raw.get("span"))
+        checker.doc.where(path), of, raw.get("every", "day"), raw.get("span"), norms)
 
 
-_NAMED_FILTERS = ("id", "owner", "created_at", "updated_at", "sla", "within", "funnel")
+_NAMED_FILTERS = ("id", "owner", "created_at", "updated_at", "sla", "within", "funnel", "stuck")
 
 
 def _filters(checker: Checker, raw: dict[str, Any], key: str, path: PathKey,

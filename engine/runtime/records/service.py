@@ -234,8 +234,9 @@ class RecordService:
         return Page(items, total, query.page, query.per_page, extra)
 
     def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:
-        """The actor's row condition with the query's named filters (sla, funnel, within) added."""
-        for name, value in (("sla", query.sla), ("funnel", query.funnel), ("within", query.within)):
+        """The actor's row condition with the query's named filters (sla, funnel, within, stuck) added."""
+        for name, value in (("sla", query.sla), ("funnel", query.funnel), ("within", query.within),
+                            ("stuck", query.stuck)):
             if value is not None:
                 scope = sa.and_(*(c for c in (scope, self._named_filter(name, entity, table, value)) if c is not None))
         return scope

@@ -36,14 +36,16 @@ WORDS = {
            "conversion": "转化率", "skip_rate": "跳过率", "return_rate": "回退率", "owner": "负责人",
            "count": "数量", "sum": "合计", "avg": "平均", "median": "中位数", "p90": "P90", "none": "暂无数据",
            "above_norm": "高于团队常态", "dashboards": "看板", "target": "目标", "rate": "比率",
-           "records": "记录数", "counted": "计入", "this_period": "本期", "point": "时段"},
+           "records": "记录数", "counted": "计入", "this_period": "本期", "point": "时段",
+           "days_in_stage": "本阶段停留（天）", "norm_days": "阶段常态（天）", "all_stuck": "全部 {n} 条"},
     "en": {"previous": "previous period", "apply": "Apply", "any": "Any", "period": "Period", "export": "Export",
            "stage": "Stage", "entered": "Entered", "left": "Left", "dwell_mean": "Mean dwell (days)",
            "dwell_median": "Median dwell (days)", "conversion": "Conversion", "skip_rate": "Skip rate",
            "return_rate": "Return rate", "owner": "Owner", "count": "Count", "sum": "Sum", "avg": "Average",
            "median": "Median", "p90": "P90", "none": "No data yet", "above_norm": "above the team's norm",
            "dashboards": "Dashboards", "target": "Target", "rate": "Rate", "records": "Records",
-           "counted": "counted", "this_period": "this period", "point": "Period"},
+           "counted": "counted", "this_period": "this period", "point": "Period",
+           "days_in_stage": "Days in stage", "norm_days": "Stage norm (days)", "all_stuck": "all {n}"},
 }
 STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
 _SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
@@ -208,6 +210,12 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
                           card=Link(fmt(figure.value, rate), figure.numerator_url if rate else figure.url, colour,
                                     f"{title}: {fmt(figure.value, rate)}"),
                           detail=detail, previous=change, colour=colour, target=target, exports=exports)
+    if widget.kind is WidgetKind.STUCK:
+        total, url, header, rows = stuck_rows(site, analytics, widget, actor, filters, lang)
+        return WidgetView(widget.name, "stuck", title, card=Link(fmt(total), url, "red" if total else "green",
+                                                                 f"{title}: {fmt(total)}"),
+                          detail=Link(words["all_stuck"].format(n=total), url) if total else None,
+                          header=header, rows=rows, exports=exports, empty=not rows)
     if widget.kind is WidgetKind.LINE:
         svg, header, rows = line_chart(site, analytics, widget, actor, period, filters, lang, title)
         return WidgetView(widget.name, "line", title, svg=svg, header=header, rows=rows, exports=exports)
@@ -309,6 +317,24 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     return svg, header, tuple(rows)
 
 
+def stuck_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, filters: dict[str, str],
+               lang: str) -> tuple[int, str, tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """A stuck widget: how many, the list of them all, and the longest-stuck rows (each a link to the record)."""
+    words = WORDS.get(lang, WORDS["en"])
+    funnel = site.model.funnel(str(widget.funnel))
+    stage_field = site.model.entity(funnel.entity).field(funnel.field)
+    total, url, found = analytics.stuck(widget, actor=actor, filters=filters, now=site.services.clock.now())
+    header = ("", stage_field.label.text(lang), words["days_in_stage"], words["norm_days"])
+    rows = []
+    for item in found:
+        page = f"/{funnel.entity}/{item.id}"
+        label = stage_field.choice_label(item.stage, lang)
+        rows.append((item.title, Link(label, page, title=f"{item.title}: {label}"),
+                     Link(fmt(item.days), page, "anomaly", f"{item.title}: {fmt(item.days)} > {fmt(item.norm)}"),
+                     Link(fmt(item.norm), page, title=f"{label}: {fmt(item.norm)}")))
+    return total, url, header, tuple(rows)
+
+
 def _point_name(piece: Period, every: str) -> str:
     assert piece.start is not None
     if every == "month":
@@ -343,6 +369,7 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
     header = (words["owner"] if widget.rows == "owner" else str(widget.rows),
               *(overall[stage].label for stage in stages))
+    declared_norms = dict(widget.norms) if widget.value in (StageValue.DWELL_MEAN, StageValue.DWELL_MEDIAN) else {}
     rows = []
     for key, row in cells.items():
         links = []
@@ -350,6 +377,9 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
             cell, norm = row[stage], overall[stage].value(widget.value)
             value = cell.value(widget.value)
             red = value is not None and norm is not None and norm > 0 and value > ANOMALY * norm
+            declared = declared_norms.get(stage)  # the stage's declared norm (days), for dwell cells
+            if declared is not None and value is not None and value > declared and not red:
+                red, norm = True, declared
             links.append(_stage_link(cell, widget.value, "anomaly" if red else "",
                                      f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""))
         rows.append((labels.get(key, str(key)), *links))
@@ -443,6 +473,8 @@ def export_widget(site: Site, request: Request, actor: Actor, name: str, widget_
     site.records.access.require(actor, widget.entity, "export")
     if widget.kind in (WidgetKind.STAGES, WidgetKind.HEATMAP):
         header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang)
+    elif widget.kind is WidgetKind.STUCK:
+        _, _, header, rows = stuck_rows(site, analytics, widget, actor, filters, lang)
     elif widget.kind is WidgetKind.LINE:
         _, header, rows = line_chart(site, analytics, widget, actor, period, filters, lang, widget.label.text(lang))
     else:
