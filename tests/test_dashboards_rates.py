@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from starlette.datastructures import QueryParams
 
+import datetime as dt
+
 from engine.analytics import period_at
 from engine.metamodel import BlueprintInvalid
 from engine.rules import FakeClock
 from engine.runtime.records.queries import parse_list_query
-from tests.support.analytics_blueprint import APP, DASHBOARDS, OWNERS, WALKS, build_world, walk
+from tests.support.analytics_blueprint import APP, DASHBOARDS, OWNERS, START, WALKS, build_world, walk
 from tests.support.analytics_blueprint import FILES as SALES
 from tests.support.dashboard_pages import list_total, signed_in
 
@@ -45,6 +47,8 @@ RATES = """
          measure: rate, of: {stage__in: "won,lost", within: "updated_at:created_at:10d"}}
       - {name: sla_by_rep, kind: table, label: {zh: 各销售 SLA 达成率, en: SLA attainment per rep},
          entity: opportunity, by: owner, measures: [rate, count], where: {sla: settled}, of: {sla: met}}
+      - {name: stuck, kind: stuck, label: {zh: 停滞商机, en: Stuck deals}, funnel: deals,
+         norms: {qualify: 1, contract: 20}}
       - {name: sla_weekly, kind: line, label: {zh: 每周 SLA 达成率, en: Weekly SLA attainment}, entity: opportunity,
          measure: rate, where: {sla: settled}, of: {sla: met}, every: week, span: month}
 """
@@ -175,3 +179,55 @@ def test_bad_rate_and_line_declarations_are_refused_at_their_line(make_engine: A
         make_engine({**FILES, "dashboards.yaml": broken})
     text = str(caught.value)
     assert message in text and "dashboards.yaml:4" in text
+
+
+END = dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc)  # where build_world leaves the clock
+
+
+def days_in_current_stage(index: int) -> tuple[str, float]:
+    steps = walk(index)
+    entered = START + dt.timedelta(days=sum(days for days, _ in steps))
+    return steps[-1][1], (END - entered).total_seconds() / 86400
+
+
+# By hand: only the E walks stay open (in contract), entered after 4 days (+ 3 × ½ or 1); above 20 days is stuck.
+STUCK = {index for index in range(20) if days_in_current_stage(index)[0] == "contract"
+         and days_in_current_stage(index)[1] > 20}
+
+
+@pytest.mark.parametrize("who", ["wang", "zhou", "sun"])
+def test_stuck_deals_are_those_above_their_stages_norm_longest_first(world: Any, who: str) -> None:
+    runtime, people, ids = world
+    assert sorted(STUCK) == [4, 9, 19]
+    mine = sorted((index for index in STUCK if OWNERS[index] in TEAMS[who]),
+                  key=lambda index: (-days_in_current_stage(index)[1], index))
+    client = signed_in(runtime, who)
+    page = client.get("/dashboards/rates").text
+    section = page.split('id="w-stuck"', 1)[1].split("</section>", 1)[0]
+    count = re.search(r'class="card-value[^"]*"><a href="([^"]+)"[^>]*>(\d+)<', section)
+    assert count and int(count.group(2)) == len(mine)
+    listed_url = html.unescape(count.group(1))
+    assert list_total(client, listed_url) == len(mine)
+    entity = runtime.model.entity("opportunity")
+    listed = runtime.records.list("opportunity", parse_list_query(entity, QueryParams(listed_url.split("?", 1)[1])),
+                                  actor=people[who])
+    assert {item["id"] for item in listed.items} == {ids[index] for index in mine}
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th>(.*?)</tr>', section)
+    assert [name for name, _ in rows] == [f"商机{index:02d}" for index in mine]
+    for (_, cells), index in zip(rows, mine, strict=True):
+        assert f'href="/opportunity/{ids[index]}"' in cells
+        assert f">{days_in_current_stage(index)[1]:.1f}<" in cells and ">20<" in cells
+
+
+def test_a_bad_stuck_filter_or_norm_is_refused_naming_it(world: Any, make_engine: Any) -> None:
+    runtime, _, _ = world
+    client = signed_in(runtime, "zhou")
+    for value in ("deals", "nope:contract=2", "deals:closing=2", "deals:contract=-1", "deals:contract=soon"):
+        response = client.get("/api/opportunity", params={"stuck": value})
+        assert response.status_code == 422, value
+        assert response.json()["field"] == "stuck"
+    broken = ("dashboards:\n  bad:\n    widgets:\n      - {name: s, kind: stuck, funnel: deals, "
+              "norms: {closing: 3}}\n")
+    with pytest.raises(BlueprintInvalid) as caught:
+        make_engine({**FILES, "dashboards.yaml": broken}, folder="broken")
+    assert "norms: 'closing' is not a stage of funnel 'deals'" in str(caught.value)
