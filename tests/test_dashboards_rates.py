@@ -49,6 +49,8 @@ RATES = """
          entity: opportunity, by: owner, measures: [rate, count], where: {sla: settled}, of: {sla: met}}
       - {name: stuck, kind: stuck, label: {zh: 停滞商机, en: Stuck deals}, funnel: deals,
          norms: {qualify: 1, contract: 20}}
+      - {name: dwell, kind: heatmap, label: {zh: 阶段停留, en: Stage dwell}, funnel: deals, rows: owner,
+         value: dwell_mean, norms: {qualify: 2.7}}
       - {name: sla_weekly, kind: line, label: {zh: 每周 SLA 达成率, en: Weekly SLA attainment}, entity: opportunity,
          measure: rate, where: {sla: settled}, of: {sla: met}, every: week, span: month}
 """
@@ -231,3 +233,16 @@ def test_a_bad_stuck_filter_or_norm_is_refused_naming_it(world: Any, make_engine
     with pytest.raises(BlueprintInvalid) as caught:
         make_engine({**FILES, "dashboards.yaml": broken}, folder="broken")
     assert "norms: 'closing' is not a stage of funnel 'deals'" in str(caught.value)
+
+
+def test_a_heat_map_cell_above_its_stages_declared_norm_is_red(world: Any) -> None:
+    runtime, _, _ = world
+    page = signed_in(runtime, "zhou").get("/dashboards/rates").text
+    section = page.split('id="w-dwell"', 1)[1].split("</section>", 1)[0]
+    rows = dict(re.findall(r'<tr><th scope="row">([^<]+)</th>(.*?)</tr>', section))
+    for name in ("wang", "li"):  # the mean days in qualify: each record's first step
+        mean = sum(first_move_days(i) for i in range(20) if OWNERS[i] == name) / OWNERS.count(name)
+        qualify = re.search(r'<td class="([^"]*)"><a [^>]*>([0-9.]+)</a>', rows[NAMES[name]])
+        assert qualify and float(qualify.group(2)) == pytest.approx(mean, abs=0.01)
+        assert (qualify.group(1) == "anomaly") is (mean > 2.7), name
+    assert "高于阶段常态 (2.70)" in rows[NAMES["li"]] and "高于阶段常态" not in rows[NAMES["wang"]]

@@ -37,7 +37,8 @@ WORDS = {
            "count": "数量", "sum": "合计", "avg": "平均", "median": "中位数", "p90": "P90", "none": "暂无数据",
            "above_norm": "高于团队常态", "dashboards": "看板", "target": "目标", "rate": "比率",
            "records": "记录数", "counted": "计入", "this_period": "本期", "point": "时段",
-           "days_in_stage": "本阶段停留（天）", "norm_days": "阶段常态（天）", "all_stuck": "全部 {n} 条"},
+           "days_in_stage": "本阶段停留（天）", "norm_days": "阶段常态（天）", "all_stuck": "全部 {n} 条",
+           "above_declared": "高于阶段常态"},
     "en": {"previous": "previous period", "apply": "Apply", "any": "Any", "period": "Period", "export": "Export",
            "stage": "Stage", "entered": "Entered", "left": "Left", "dwell_mean": "Mean dwell (days)",
            "dwell_median": "Median dwell (days)", "conversion": "Conversion", "skip_rate": "Skip rate",
@@ -45,7 +46,8 @@ WORDS = {
            "median": "Median", "p90": "P90", "none": "No data yet", "above_norm": "above the team's norm",
            "dashboards": "Dashboards", "target": "Target", "rate": "Rate", "records": "Records",
            "counted": "counted", "this_period": "this period", "point": "Period",
-           "days_in_stage": "Days in stage", "norm_days": "Stage norm (days)", "all_stuck": "all {n}"},
+           "days_in_stage": "Days in stage", "norm_days": "Stage norm (days)", "all_stuck": "all {n}",
+           "above_declared": "above the stage's norm"},
 }
 STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
 _SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
@@ -378,10 +380,10 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
             value = cell.value(widget.value)
             red = value is not None and norm is not None and norm > 0 and value > ANOMALY * norm
             declared = declared_norms.get(stage)  # the stage's declared norm (days), for dwell cells
+            note = f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""
             if declared is not None and value is not None and value > declared and not red:
-                red, norm = True, declared
-            links.append(_stage_link(cell, widget.value, "anomaly" if red else "",
-                                     f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""))
+                red, note = True, f" — {words['above_declared']} ({fmt(declared)})"
+            links.append(_stage_link(cell, widget.value, "anomaly" if red else "", note))
         rows.append((labels.get(key, str(key)), *links))
     return header, tuple(rows)
 
