@@ -7,7 +7,9 @@ a link; bad declarations and filters are refused with the place and the fix."""
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 from typing import Any
 
@@ -214,6 +216,9 @@ def test_stuck_deals_are_those_above_their_stages_norm_longest_first(world: Any,
     listed = runtime.records.list("opportunity", parse_list_query(entity, QueryParams(listed_url.split("?", 1)[1])),
                                   actor=people[who])
     assert {item["id"] for item in listed.items} == {ids[index] for index in mine}
+    exported = list(csv.reader(io.StringIO(client.get("/opportunity/export?" + listed_url.split("?", 1)[1])
+                                           .text.lstrip("\ufeff"))))
+    assert len(exported) == 1 + len(mine)  # the list's CSV export keeps the stuck= filter
     rows = re.findall(r'<tr><th scope="row">([^<]+)</th>(.*?)</tr>', section)
     assert [name for name, _ in rows] == [f"商机{index:02d}" for index in mine]
     for (_, cells), index in zip(rows, mine, strict=True):
