@@ -294,7 +294,7 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             _fail(f"--filter takes FIELD=VALUE, not '{item}'")
         pairs[name] = value
     try:
-        when = period_at(period or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
+        when = period_at(period or chosen.span or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
     except ValueError as error:
         _fail(str(error))
     header: list[str]
@@ -310,10 +310,19 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             rows = [[labels.get(key, key), cell.stage, cell.entered, cell.left, cell.dwell_mean, cell.dwell_median,
                      cell.conversion, cell.skip_rate, cell.return_rate, cell.urls["left"]]
                     for key, row in cells.items() for cell in row.values() if cell.entered or cell.left]
+        elif chosen.kind.value == "stuck":
+            total, url, stuck = engine.analytics.stuck(chosen, actor=actor, filters=pairs, now=engine.clock.now())
+            header = ["id", "title", "stage", "days_in_stage", "norm_days", "url"]
+            rows = [[item.id, item.title, item.stage, item.days, item.norm,
+                     f"/{model.funnel(str(chosen.funnel)).entity}/{item.id}"] for item in stuck]
+            rows.append(["", f"total {total}", "", "", "", url])
         else:
             figures = engine.analytics.figures(chosen, actor=actor, period=when, filters=pairs, lang=lang, by=by)
             header = ["group", "records", *(m.text for m in chosen.measures), "url"]
             rows = [[figure.label, figure.count, *figure.values, figure.url] for figure in figures]
+            if chosen.has_rate:  # a rate's numerator and the list of exactly those records
+                header += ["counted", "counted_url"]
+                rows = [[*row, figure.numerator, figure.numerator_url] for row, figure in zip(rows, figures, strict=True)]
     except RecordError as error:
         _fail(error.message)
     click.echo(f"# {spec.label.text(lang)} / {chosen.label.text(lang)} — {when.name} {when.text()}", err=True)

@@ -42,7 +42,7 @@ from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
-from engine.analytics import Analytics, stage_condition
+from engine.analytics import Analytics, stage_condition, stuck_condition, within_condition
 from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.automation.sla import SlaClocks
@@ -219,6 +219,10 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
     records.list_filters["funnel"] = lambda entity, table, value, now: stage_condition(model, schema, entity, table,
                                                                                        value)
+    records.list_filters["within"] = lambda entity, table, value, now: within_condition(model, entity, table, value,
+                                                                                        db.engine.dialect.name)
+    records.list_filters["stuck"] = lambda entity, table, value, now: stuck_condition(model, schema, entity, table,
+                                                                                      value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels, slas), extensions, funnels, approvals, base_url,

@@ -495,7 +495,7 @@ def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list
     rng = writer.rng
     subjects = {"call": "电话沟通需求", "visit": "上门拜访", "wechat": "微信发送资料", "email": "邮件发送报价",
                 "meeting": "方案评审会", "demo": "产品演示"}
-    for _ in range(400):
+    for index in range(400):
         opportunity = rng.choice(opportunities)
         kind = rng.choice(list(subjects))
         done = rng.random() < 0.7
@@ -505,7 +505,15 @@ def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list
         if done:
             values["outcome"] = rng.choice(["reached", "interested", "next_step_agreed", "no_answer"])
             values["notes"] = rng.choice(["客户确认预算,约下周演示", "对交期有顾虑", "需要补充案例资料", "已发送对比表"])
-        writer.create("activity", values, _as_owner(opportunity), rng.uniform(0, 90))
+        days_ago = rng.uniform(0, 90)
+        # Each was planned: done ones mostly before their due time (one in eight late, which the
+        # "required actions done on time" rate counts against), open ones due two days on.
+        moment = writer.now - dt.timedelta(days=days_ago)
+        late = index % 8 == 0
+        values["due_at"] = moment + (dt.timedelta(hours=-3 if late else 4) if done else dt.timedelta(days=2))
+        if done:
+            values["done_at"] = moment
+        writer.create("activity", values, _as_owner(opportunity), days_ago)
 
 
 def _orders(writer: _Writer, opportunities: list[dict[str, Any]], products: list[dict[str, Any]]) -> None:
