@@ -89,6 +89,7 @@ class Engine:
     approvals: ApprovalDesk | None = None
     base_url: str = ""
     migration: MigrationOutcome | None = None
+    scores: ScoreKeeper | None = None   # the scores: documents' keeper; its nightly pass is a worker job
 
     @property
     def rerouter(self) -> Rerouter:
@@ -119,7 +120,8 @@ class Engine:
         timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
         deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ,
                                   channels=self.extensions.channels) if outbox else None
-        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url)
+        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url,
+                    scores=self.scores)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
                       jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers,
@@ -210,8 +212,9 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
         records.gates.append(approvals)
     if model.alerts:  # after the rules: a rule may fill the fields an alert groups by
         records.observers.append(AlertWindows(model, schema, records, evaluator, actions))
-    if model.scores:
-        records.observers.append(ScoreKeeper(model, records, evaluator, related))
+    scores = ScoreKeeper(model, records, evaluator, related) if model.scores else None
+    if scores is not None:
+        records.observers.append(scores)
     records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
@@ -220,5 +223,5 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,
-                  migration)
+                  migration, scores)
 
