@@ -46,6 +46,7 @@ from engine.analytics import Analytics, stage_condition
 from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.automation.sla import SlaClocks
+from engine.runtime.automation.surveys import SurveyDesk, SurveyLinks
 from engine.runtime.automation.sources import Intake
 from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
 from engine.runtime.background.jobs import Jobs
@@ -58,6 +59,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, migrate_on_start
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
+from engine.runtime.web.auth import secret_key
 from engine.runtime.automation.inbox import InboxObserver
 from engine.runtime.web.services import WebServices
 from engine.runtime.web.widgets import WidgetRegistry
@@ -90,6 +92,7 @@ class Engine:
     base_url: str = ""
     migration: MigrationOutcome | None = None
     scores: ScoreKeeper | None = None   # the scores: documents' keeper; its nightly pass is a worker job
+    surveys: SurveyDesk | None = None   # satisfaction survey links: issued on close, answered without signing in
 
     @property
     def rerouter(self) -> Rerouter:
@@ -152,7 +155,8 @@ class Engine:
         unless `widgets` are given); `key` signs session cookies (default: see `secret_key`)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
                                self.doctor, self.slas, self.cadences, self.funnels, self.approvals,
-                               self.rerouter, analytics=self.analytics, base_url=self.base_url)
+                               self.rerouter, analytics=self.analytics, base_url=self.base_url,
+                               surveys=self.surveys)
         return create_app(services, widgets=widgets or self.extensions.widgets, key=key)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
@@ -215,6 +219,11 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     scores = ScoreKeeper(model, records, evaluator, related) if model.scores else None
     if scores is not None:
         records.observers.append(scores)
+    surveys = None
+    if model.surveys:  # links signed with the installation's secret key, the one the web app uses
+        links = SurveyLinks(lambda: secret_key(db.url), base_url)
+        surveys = SurveyDesk(model, schema, db, records, evaluator, links)
+        records.observers.append(surveys)
     records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
@@ -223,5 +232,5 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
                   Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,
-                  migration, scores)
+                  migration, scores, surveys)
 
