@@ -145,9 +145,9 @@ class SurveyDesk:
         url = self.links.url(spec.name, record_id, issued)
         record = self.records.update(spec.entity, record_id, {spec.sent_at_field: issued, spec.link_field: url},
                                      actor=SURVEY_ACTOR, within=context.connection, origin=Origin.RULE.value)
-        if spec.send is None:
-            return
-        address = record.get(spec.send.address_field) if spec.send.address_field else None
+        address = record.get(spec.send.address_field) if spec.send is not None and spec.send.address_field else None
+        if spec.send is None or not (address or spec.send.to):
+            return  # nobody to send it to: the link stays on the record for the agent to pass on
         survey = {"name": spec.name, "url": url, "expires_at": issued + spec.expires.fixed,
                   "expires": spec.expires.text, "question": spec.question.text("zh")}
         enqueue_notification(context.connection, self.schema, self.model, channel=spec.send.channel,
