@@ -7,6 +7,7 @@ so and write nothing. Real databases (SQLite file and PostgreSQL).
 from __future__ import annotations
 
 import json
+import threading
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from engine.engine import Engine, open_engine
 from engine.metamodel.errors import BlueprintInvalid
 from engine.rules import FakeClock
 from engine.runtime.records.actors import SYSTEM
+from engine.runtime.automation.surveys import SurveyRefused
 from engine.runtime.records.events import read_events
 from tests.support.blueprints import SHIPPED_SERVICE, load, write_blueprint
 from tests.support.live_server import serving
@@ -191,3 +193,31 @@ def test_survey_mistakes_are_reported_at_their_line(tmp_path: Path) -> None:
     assert "survey.yaml:7" in text and "must hold 1 to 5" in text
     assert "survey.yaml:8" in text and "'answerd_at' is not a field of 'ticket'" in text
     assert "survey.yaml:11" in text and "unknown channel 'nowhere'" in text
+
+
+def test_two_answers_at_once_store_one(desk: Engine, clock: FakeClock) -> None:
+    """Two submissions of one link racing (a double tap, two devices): one is stored, the other refused."""
+    ticket = _closed_ticket(desk)
+    token = _path(ticket["survey_link"]).rsplit("/", 1)[1]
+    surveys = desk.surveys
+    assert surveys is not None
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def answer(score: str) -> None:
+        barrier.wait(timeout=10)
+        try:
+            surveys.answer("ticket_satisfaction", token, score, "", clock.now())
+            outcomes.append(f"stored {score}")
+        except SurveyRefused as refused:
+            outcomes.append(refused.refusal.value)
+
+    threads = [threading.Thread(target=answer, args=(score,)) for score in ("5", "1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcome.split()[0] for outcome in outcomes) == ["stored", "used"]
+    stored = int(next(outcome for outcome in outcomes if outcome.startswith("stored")).split()[1])
+    after = desk.records.get("ticket", ticket["id"], actor=SYSTEM)
+    assert after["satisfaction"] == stored and after["version"] == ticket["version"] + 1
