@@ -22,7 +22,9 @@ from engine.engine import Engine, open_engine
 from engine.metamodel.errors import BlueprintInvalid
 from engine.rules import FakeClock
 from engine.runtime.records.actors import SYSTEM
+from engine.analytics import period_at
 from engine.runtime.automation.surveys import SurveyRefused
+from engine.runtime.ops.users import NewUser
 from engine.runtime.records.events import read_events
 from tests.support.blueprints import SHIPPED_SERVICE, load, write_blueprint
 from tests.support.live_server import serving
@@ -47,10 +49,11 @@ def site(desk: Engine) -> Iterator[str]:
         yield base
 
 
-def _closed_ticket(desk: Engine, subject: str = "切割头报警 E-101") -> dict[str, Any]:
+def _closed_ticket(desk: Engine, subject: str = "切割头报警 E-101", **values: Any) -> dict[str, Any]:
     customer = desk.records.create("account", {"name": "苏州精工"}, actor=SYSTEM).record["id"]
     ticket = desk.records.create("ticket", {"subject": subject, "customer": customer, "fault_code": "E-101",
-                                            "reporter_email": "wang@customer.example.cn"}, actor=SYSTEM).record
+                                            "reporter_email": "wang@customer.example.cn", **values},
+                                 actor=SYSTEM).record
     desk.records.update("ticket", ticket["id"], {"status": "closed", "resolution": "更换切割头保护镜"}, actor=SYSTEM)
     return desk.records.get("ticket", ticket["id"], actor=SYSTEM)
 
@@ -221,3 +224,26 @@ def test_two_answers_at_once_store_one(desk: Engine, clock: FakeClock) -> None:
     stored = int(next(outcome for outcome in outcomes if outcome.startswith("stored")).split()[1])
     after = desk.records.get("ticket", ticket["id"], actor=SYSTEM)
     assert after["satisfaction"] == stored and after["version"] == ticket["version"] + 1
+
+
+def test_the_service_dashboard_averages_the_answers_per_agent_and_per_product(desk: Engine) -> None:
+    chen = desk.users.add(NewUser("chen", "陈静", "service_agent", "service"))
+    zhao = desk.users.add(NewUser("zhao", "赵强", "service_agent", "service"))
+    laser = desk.records.create("product", {"name": "激光切割机", "model_code": "LC-3015", "category": "equipment"},
+                                actor=SYSTEM).record["id"]
+    pump = desk.records.create("product", {"name": "冷却泵", "model_code": "CP-2", "category": "spare_part"},
+                               actor=SYSTEM).record["id"]
+    for agent, product, score in ((chen, laser, "5"), (chen, pump, "4"), (zhao, laser, "2"), (zhao, laser, None)):
+        ticket = _closed_ticket(desk, owner=agent.id, product=product)
+        if score is not None and desk.surveys is not None:
+            desk.surveys.answer("ticket_satisfaction", _path(ticket["survey_link"]).rsplit("/", 1)[1], score, "",
+                                desk.clock.now())
+    dashboard = desk.model.dashboard("service_desk")
+    period = period_at("month", desk.clock.now(), "Asia/Shanghai")
+    per_agent = {figure.key: figure for figure in desk.analytics.figures(
+        dashboard.widget("satisfaction_per_agent"), actor=SYSTEM, period=period, filters={})}
+    assert (per_agent[chen.id].value, per_agent[chen.id].count) == (4.5, 2)
+    assert (per_agent[zhao.id].value, per_agent[zhao.id].count) == (2, 1)  # the unanswered one does not count
+    per_product = {figure.key: figure.value for figure in desk.analytics.figures(
+        dashboard.widget("satisfaction_per_product"), actor=SYSTEM, period=period, filters={})}
+    assert per_product == {laser: 3.5, pump: 4}
