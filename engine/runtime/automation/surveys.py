@@ -180,7 +180,7 @@ class SurveyDesk:
                 changes[spec.comment_field] = text or None
             try:
                 self.records.update(spec.entity, int(link.record["id"]), changes, actor=SURVEY_ACTOR,
-                                    within=connection, origin=Origin.WEBHOOK.value,
+                                    within=connection, origin=Origin.USER.value,
                                     expected_version=int(link.record["version"]))
             except VersionConflict:  # another answer (or a change) came first
                 raise SurveyRefused(Refusal.USED) from None
