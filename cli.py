@@ -764,6 +764,10 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
     for job in engine.model.jobs:
         click.echo(f"{job.name:<28} cron '{job.cron}' ({job.timezone}) → {job.channel}"
                    + (f", working days of {job.calendar}" if job.calendar else ""))
+    for score in engine.model.scores:
+        if score.is_nightly:  # the nightly score pass runs as a job too (docs/service-desk.md)
+            click.echo(f"{'score:' + score.name:<28} cron '{score.nightly_cron}' ({engine.model.settings.timezone}) "
+                       f"→ rescores every {score.entity}")
     runs = engine.schema.job_runs
     with engine.db.read() as connection:
         rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()

@@ -598,6 +598,8 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
             "status": status, "channel": rng.choice(["hotline", "wecom", "email", "web"]),
             "reporter_phone": _mobile(rng, phones), "owner": agent.id,
         }
+        if rng.random() < 0.6:  # the caller left a mail address: the satisfaction survey goes there
+            values["reporter_email"] = f"service{index + 1}@customer{account['id']}.example.cn"
         if category == "fault":
             values["fault_code"] = rng.choice(faults)
         if status in ("resolved", "closed"):
@@ -606,7 +608,29 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
             known = solutions.get((str(product["model_code"]), str(values.get("fault_code"))))
             if known and rng.random() < 0.8:  # the first fix of a pair works more often: it ranks first
                 values["solution"] = known[0]["id"] if rng.random() < 0.7 else rng.choice(known)["id"]
-        writer.create("ticket", values, agent, rng.uniform(0, 60))
+        days_ago = rng.uniform(0, 60)
+        ticket = writer.create("ticket", values, agent, days_ago)
+        if status == "closed" and rng.random() < 0.75:
+            _answer_survey(writer, ticket, days_ago)
+
+
+def _answer_survey(writer: _Writer, ticket: dict[str, Any], days_ago: float) -> None:
+    """The customer answers the closed ticket's satisfaction survey within two days, through the
+    same signed link and desk as the public page (blueprints/service/survey.yaml)."""
+    desk = writer.engine.surveys
+    spec = next((spec for spec in writer.engine.model.surveys if spec.entity == "ticket"), None)
+    if desk is None or spec is None:
+        return
+    link = writer.engine.records.get("ticket", ticket["id"], actor=SYSTEM).get(spec.link_field)
+    if not link:
+        return
+    rng = writer.rng
+    writer.clock.set(writer.now - dt.timedelta(days=max(days_ago - rng.uniform(0.05, 2), 0)))
+    score = _weighted(rng, {"5": 5, "4": 4, "3": 2, "2": 1, "1": 0.5})
+    comment = {"5": "工程师响应快，问题一次解决", "4": "处理专业，希望备件到得更快", "3": "问题解决了，但等待时间较长",
+               "2": "来回沟通多次才解决", "1": "停机太久，影响生产"}[score] if rng.random() < 0.6 else ""
+    desk.answer(spec.name, str(link).rsplit("/", 1)[1], score, comment, writer.clock.now())
+    writer.counts["survey answers"] = writer.counts.get("survey answers", 0) + 1
 
 
 def _solutions(writer: _Writer, equipment: list[dict[str, Any]], faults: list[str],

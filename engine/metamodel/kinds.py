@@ -31,6 +31,7 @@ from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
 from engine.metamodel.suggestions import SUGGESTIONS_SCHEMA, build_suggestions
+from engine.metamodel.surveys import SURVEYS_SCHEMA, build_surveys
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 from engine.metamodel.vocabulary import Vocabulary
 
@@ -61,6 +62,7 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
     DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
+    DocumentKind("surveys", SURVEYS_SCHEMA, build_surveys),      # the link's message names a channel and template
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),              # a job's message links to a dashboard
     DocumentKind("imports", IMPORTS_SCHEMA, build_imports),     # spreadsheet mappings; notify names channels
 )

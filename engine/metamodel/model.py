@@ -15,6 +15,7 @@ from engine.metamodel.app import MenuGroup, Settings
 from engine.metamodel.alerts import AlertSpec
 from engine.metamodel.approvals import ApprovalSpec
 from engine.metamodel.scores import ScoreSpec
+from engine.metamodel.surveys import SurveySpec
 from engine.metamodel.suggestions import SuggestionSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
@@ -36,7 +37,7 @@ from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
                  MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec,
-                 ImportSpec, HandoverSpec)
+                 ImportSpec, HandoverSpec, SurveySpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -76,6 +77,7 @@ class Metamodel:
     scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
     suggestions: tuple[SuggestionSpec, ...] = ()  # e.g. knowledge-base solutions on a ticket (suggestions.py)
     imports: tuple[ImportSpec, ...] = ()        # spreadsheet column mappings (imports.py)
+    surveys: tuple[SurveySpec, ...] = ()        # satisfaction surveys answered through a signed link (surveys.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -144,6 +146,9 @@ class Metamodel:
 
     def score(self, name: str) -> ScoreSpec:
         return _named(self.scores, name, "score")
+
+    def survey(self, name: str) -> SurveySpec:
+        return _named(self.surveys, name, "survey")
 
     def job(self, name: str) -> JobSpec:
         return _named(self.jobs, name, "job")
