@@ -244,6 +244,29 @@ def test_csv_export_for_roles_allowed_to_export(crm: tuple[Engine, Any]) -> None
     assert refused.status_code == 403 and "导出" in refused.text
 
 
+def test_both_exports_hold_exactly_the_records_the_view_shows(crm: tuple[Engine, Any]) -> None:
+    """`view=my_follow_ups` (where: owner == me and an open status): the manager's own two leads,
+    not the team's — in the list, the CSV and the XLSX alike."""
+    from python_calamine import CalamineWorkbook
+    runtime, people = crm
+    for name in ("经理自己的一", "经理自己的二"):
+        lead(runtime, people["manager"], name)
+    for name in ("王磊的一", "王磊的二"):
+        lead(runtime, people["wang"], name)
+    manager = sign_in(runtime, "manager")
+    listing = visible_text(manager.get("/lead", params={"view": "my_follow_ups"}).text)
+    assert "经理自己的一" in listing and "经理自己的二" in listing and "王磊的一" not in listing
+    rows = list(csv.reader(io.StringIO(manager.get("/lead/export", params={"view": "my_follow_ups"})
+                                       .content.decode("utf-8-sig"))))
+    sheet = manager.get("/lead/export.xlsx", params={"view": "my_follow_ups"})
+    assert sheet.status_code == 200
+    book = CalamineWorkbook.from_filelike(io.BytesIO(sheet.content))
+    cells = book.get_sheet_by_index(0).to_python()
+    for table in (rows, cells):
+        names = {row[table[0].index("客户姓名")] for row in table[1:]}
+        assert names == {"经理自己的一", "经理自己的二"}
+
+
 # -- record page ----------------------------------------------------------------------------
 
 def test_account_page_lists_related_records_and_the_timeline_names_people(crm: tuple[Engine, Any]) -> None:

@@ -11,6 +11,7 @@ read on the screens: option labels, user names, local times.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import decimal
 import io
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, FieldType
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.queries import ListQuery, build_list_statements
+from engine.runtime.records.queries import ListQuery
 from engine.runtime.records.service import RecordService
 
 CHUNK = 2000
@@ -48,17 +49,10 @@ class Exporter:
         self.zone = ZoneInfo(records.model.settings.timezone)
 
     def export(self, entity_name: str, query: ListQuery, *, actor: Actor, lang: str = "zh") -> Export:
-        """Check the permission now (Forbidden before anything streams), then stream the rows."""
-        records = self.records
-        entity = records.entity(entity_name)
-        records.access.require(actor, entity.name, "export")
-        records.access.check_readable(actor, entity.name, [f.field for f in query.filters] +
-                                      [key.field for key in query.sort])
-        table = records.schema.table(entity.name)
-        hidden = records.access.permissions(actor, entity.name).hidden
-        scope = records.access.row_condition(actor, entity.name, "read", table)
-        page, _ = build_list_statements(entity, table, query, records.db.engine.dialect.name,
-                                        kinds=records.schema.kinds, scope=scope, unsearchable=hidden)
+        """Check the permission now (Forbidden before anything streams), then stream the rows —
+        the records the same list shows the actor (RecordService.list_statements), all pages."""
+        entity = self.records.entity(entity_name)
+        page, _, hidden = self.records.list_statements(entity.name, query, actor=actor, action="export")
         statement = page.limit(None).offset(None)
         names = ["id", *(spec.name for spec in entity.fields if spec.name not in hidden and
                          spec.type is not FieldType.JSON), "owner", "created_at", "updated_at"]
@@ -107,21 +101,32 @@ class Exporter:
     # -- files ---------------------------------------------------------------------------------
 
     def write_csv(self, export: Export, out: IO[bytes]) -> int:
-        """UTF-8 with a BOM (Excel's cue for UTF-8), written as it streams; returns the rows written."""
-        out.write("\ufeff".encode())
+        """The CSV (see `csv_chunks`) written to a file as it streams; returns the rows written."""
+        written = 0
+
+        def counted() -> Iterator[list[Any]]:
+            nonlocal written
+            for written, row in enumerate(export.rows, start=1):
+                yield row
+
+        for chunk in self.csv_chunks(dataclasses.replace(export, rows=counted())):
+            out.write(chunk)
+        return written
+
+    @staticmethod
+    def csv_chunks(export: Export, rows_per_chunk: int = 1000) -> Iterator[bytes]:
+        """UTF-8 with a BOM (Excel's cue for UTF-8), a chunk of encoded rows at a time."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
+        buffer.write("\ufeff")
         writer.writerow(export.headers)
-        count = 0
-        for row in export.rows:
+        for count, row in enumerate(export.rows, start=1):
             writer.writerow([_csv_text(value) for value in row])
-            count += 1
-            if count % 1000 == 0:
-                out.write(buffer.getvalue().encode())
+            if count % rows_per_chunk == 0:
+                yield buffer.getvalue().encode()
                 buffer.seek(0)
                 buffer.truncate()
-        out.write(buffer.getvalue().encode())
-        return count
+        yield buffer.getvalue().encode()
 
     def write_xlsx(self, export: Export, path: Path) -> int:
         """One sheet, rows flushed as written (constant memory); dates as Excel dates."""

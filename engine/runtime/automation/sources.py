@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.automation.delivery_records import DeliveryRecords, MadeRecord, RecordRefused
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
+from engine.runtime.records.errors import NotFound, RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage import jsontext
 from engine.runtime.storage.prepared import Prepared
@@ -198,8 +198,12 @@ class Intake:
                     try:
                         self.linked.resolve_links(connection, self.model.entity(source.entity), source.mapping,
                                                   payload, values, made)
-                        result = self.records.create(source.entity, values, actor=actor, within=connection,
-                                                     origin="webhook", source=source.name, created_at=submitted)
+                        if source.match is not None:
+                            record_id, outcome = self._update_matched(connection, source, values), "updated"
+                        else:
+                            result = self.records.create(source.entity, values, actor=actor, within=connection,
+                                                         origin="webhook", source=source.name, created_at=submitted)
+                            record_id, outcome = result.record["id"], result.outcome
                     except RecordError as error:
                         raise RecordRefused(source.entity, source.entity, error) from None
             except RecordRefused as refused:  # recorded in the same transaction: one write per delivery
@@ -210,18 +214,45 @@ class Intake:
                       event_id=event_id, entity=source.entity)
                 return _failed(delivery_id, refused.error, record=refused.name if source.records else None,
                                message=message)
-            record_id = result.record["id"]
+            merged = outcome == "merged"
             listed = [*(record.as_dict() for record in made.values()),
-                      MadeRecord(source.entity, source.entity, int(record_id), result.outcome).as_dict()]
+                      MadeRecord(source.entity, source.entity, int(record_id), outcome).as_dict()]
             if event_id is not None:
                 statements.remember.run(connection, {"source": source.name, "event_id": event_id,
                                                      "record_id": record_id})
             _mark(connection, self.schema, delivery_id, status=DeliveryStatus.PROCESSED, error=None, event_id=event_id,
                   entity=source.entity, record_id=record_id, records=listed if source.records else None)
-        merged = result.outcome == "merged"
+        if source.match is not None:
+            return IntakeResult(200, DeliveryStatus.PROCESSED, delivery_id, f"updated {source.entity} {record_id}",
+                                record_id, records=tuple(listed) if source.records else ())
         return IntakeResult(200 if merged else 201, DeliveryStatus.PROCESSED, delivery_id,
                             f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged,
                             records=tuple(listed) if source.records else ())
+
+    def _update_matched(self, connection: sa.Connection, source: SourceSpec, values: dict[str, Any]) -> int:
+        """A `match:` source's delivery: the record whose match field holds the mapped value gets
+        the other values, and — when a handover node names this source in `completed_by` and the
+        item sits at that node — moves to the next node (the funnel gate checks what it hands over)."""
+        assert source.match is not None
+        key = values.pop(source.match, None)
+        if key in (None, ""):
+            raise ValidationFailed([FieldError(source.match, "required",
+                                               f"{source.match}: the payload names no record to update")])
+        table = self.schema.table(source.entity)
+        found = connection.execute(sa.select(table.c.id).where(table.c[source.match] == key).limit(2)).all()
+        if len(found) != 1:
+            raise NotFound(f"{'no' if not found else 'more than one'} {source.entity} has {source.match} '{key}'",
+                           field=source.match)
+        record_id = int(found[0].id)
+        current = self.records.find(connection, source.entity, record_id)
+        for handover in self.model.handovers:
+            if handover.entity == source.entity and current is not None:
+                target = handover.move_by(source.name, current.get(handover.field))
+                if target is not None:
+                    values[handover.field] = target
+        self.records.update(source.entity, record_id, values, actor=source_actor(source.name), within=connection,
+                            origin="webhook")
+        return record_id
 
     def process_logged(self, source_name: str, delivery_id: int, headers: Mapping[str, str],
                        query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:

@@ -203,6 +203,25 @@ class RecordService:
         money or number fields totalled over every matching record (Page.extra["sums"])."""
         entity = self.entity(entity_name)
         table = self.schema.table(entity.name)
+        page_query, count_query, hidden = self.list_statements(entity.name, query, actor=actor, action=action)
+        totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
+        with self.db.read() as connection:
+            rows = connection.execute(page_query).mappings().all()
+            total = int(connection.execute(count_query).scalar_one())
+            summed = connection.execute(count_query.with_only_columns(
+                *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
+        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
+        extra = {"sums": dict(zip(totals, summed))} if totals else {}
+        return Page(items, total, query.page, query.per_page, extra)
+
+    def list_statements(self, entity_name: str, query: ListQuery, *, actor: Actor,
+                        action: str = "read") -> tuple[sa.Select[Any], sa.Select[Any], frozenset[str]]:
+        """The page and count statements of a list as the actor sees it — their scope, the view's
+        `where`, the named filters (sla, funnel), "me"/"unassigned" — and the fields hidden from
+        them. The list screens, the API and every export read through it, so an export holds
+        exactly the records its list shows. Raises Forbidden when `action` is not allowed."""
+        entity = self.entity(entity_name)
+        table = self.schema.table(entity.name)
         if action != "read":
             self.access.require(actor, entity.name, action)
         scope = self.access.row_condition(actor, entity.name, "read", table, dialect=self.db.engine.dialect.name,
@@ -223,19 +242,12 @@ class RecordService:
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
                                                         ordering=ordering,
                                                         search_index=self.search_indexes.get(entity.name))
-        totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
-        with self.db.read() as connection:
-            rows = connection.execute(page_query).mappings().all()
-            total = int(connection.execute(count_query).scalar_one())
-            summed = connection.execute(count_query.with_only_columns(
-                *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
-        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
-        extra = {"sums": dict(zip(totals, summed))} if totals else {}
-        return Page(items, total, query.page, query.per_page, extra)
+        return page_query, count_query, hidden
 
     def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:
-        """The actor's row condition with the query's named filters (sla, funnel) added."""
-        for name, value in (("sla", query.sla), ("funnel", query.funnel)):
+        """The actor's row condition with the query's named filters (sla, funnel, within, stuck) added."""
+        for name, value in (("sla", query.sla), ("funnel", query.funnel), ("within", query.within),
+                            ("stuck", query.stuck)):
             if value is not None:
                 scope = sa.and_(*(c for c in (scope, self._named_filter(name, entity, table, value)) if c is not None))
         return scope

@@ -7,26 +7,26 @@ keeps it, and bookmarking the URL saves the filter.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
-import io
-import json
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from markupsafe import escape
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from engine.io.exports import csv_cell
+from engine.io.exports import Exporter
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldType, ListViewSpec
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
-from engine.runtime.records.queries import MAX_PER_PAGE, ListQuery, parse_list_query
+from engine.runtime.records.queries import ListQuery, parse_list_query
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
@@ -236,63 +236,26 @@ def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, fo
     return RedirectResponse(back, status_code=303)
 
 
-def export_csv(site: Site, request: Request, actor: Actor, entity_name: str) -> Response:
-    """Every matching record the actor may export, as UTF-8 CSV with a BOM (so Excel reads Chinese)."""
+def export_list(site: Site, request: Request, actor: Actor, entity_name: str, kind: str) -> Response:
+    """The list with its filters — exactly the records the list shows the actor, every page —
+    as CSV (UTF-8 with a BOM, so Excel reads Chinese; streamed) or XLSX (written in constant
+    memory to a temporary file). Forbidden (403) before anything is written."""
     entity = site.records.entity(entity_name)
-    lang = site.lang(request)
-    params = [(k, v) for k, v in clean_params(request) if k not in ("page", "per_page")]
-    query = parse_list_query(entity, _query_params(entity, params + [("per_page", str(MAX_PER_PAGE))]))
-    first = site.records.list(entity.name, query, actor=actor, action="export")  # 403 before streaming starts
-    hidden = site.records.access.permissions(actor, entity.name).hidden
-    names = [spec.name for spec in entity.fields if spec.name not in hidden]
-    header = ["id", *[entity.field(n).label.text(lang) for n in names],
-              *(system_label(n, lang) for n in ("owner", "created_at", "updated_at"))]
-    users = site.user_names()
-    zone = site.model.settings.timezone
-
-    def rows() -> Iterator[str]:
-        yield "\ufeff" + _csv_line(header)
-        page, current = first, query
-        while True:
-            for item in page.items:
-                yield _csv_line([item["id"], *(_plain(entity, n, item.get(n), lang, users, zone) for n in names),
-                                 users.get(item.get("owner") or 0, ""), _plain(entity, "created_at",
-                                                                                item["created_at"], lang, users, zone),
-                                 _plain(entity, "updated_at", item["updated_at"], lang, users, zone)])
-            if page.page >= page.pages:
-                return
-            current = dataclasses.replace(current, page=current.page + 1)  # keeps the view, sla= and funnel=
-            page = site.records.list(entity.name, current, actor=actor, action="export")
-
-    stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{entity.name}-{stamp}.csv"'})
-
-
-def _csv_line(values: Sequence[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow([csv_cell(value) for value in values])
-    return buffer.getvalue()
-
-
-def _plain(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str], zone: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return local_time(value, zone).strftime("%Y-%m-%d %H:%M")
-    if not entity.has_field(name):
-        return str(value)
-    spec = entity.field(name)
-    if spec.type is FieldType.CHOICE:
-        return spec.choice_label(value, lang)
-    if spec.type in (FieldType.MULTICHOICE, FieldType.TAGS):
-        return ", ".join(spec.choice_label(item, lang) for item in value)
-    if spec.type is FieldType.USER:
-        return users.get(value, str(value))
-    if spec.type is FieldType.MONEY:
-        return f"{value[0]} {value[1]}"
-    if isinstance(value, bool):
-        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    params = [(key, value) for key, value in clean_params(request) if key not in ("page", "per_page")]
+    exporter = Exporter(site.records)
+    export = exporter.export(entity.name, parse_list_query(entity, _query_params(entity, params)), actor=actor,
+                             lang=site.lang(request))
+    name = f"{entity.name}-{site.services.clock.now().strftime('%Y%m%d-%H%M')}"
+    if kind == "csv":
+        return StreamingResponse(exporter.csv_chunks(export), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    handle = tempfile.NamedTemporaryFile(suffix=".xlsx", delete=False)
+    handle.close()
+    path = Path(handle.name)
+    try:
+        exporter.write_xlsx(export, path)
+    except BaseException:
+        path.unlink()
+        raise
+    return FileResponse(path, filename=f"{name}.xlsx", background=BackgroundTask(path.unlink),
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

@@ -1,4 +1,4 @@
-"""The import screens and the XLSX export of a list.
+"""The import screens.
 
 Import, for anyone who may create records of the entity: upload a file (XLSX or CSV, any
 encoding) and pick a mapping — one of the blueprint's, or columns matched to fields by their
@@ -11,18 +11,14 @@ rejected, and the error file with the original rows and a reason column.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from engine.io.exports import Exporter
 from engine.io.health import HealthReport
 from engine.io.imports import ImportPlan, ImportRecord, Importer, ImportRefused
 from engine.io.mapping import Suggestion, mapping_from_suggestions, suggest_mapping
@@ -34,7 +30,6 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
 from engine.runtime.records.permissions import Forbidden
-from engine.runtime.records.queries import parse_list_query
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import local_time
 
@@ -255,31 +250,3 @@ def error_file(site: Site, request: Request, actor: Actor, import_id: int) -> Re
     return Response(content, media_type="text/csv; charset=utf-8" if not xlsx else
                     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.{suffix}"'})
-
-
-def export_xlsx(site: Site, request: Request, actor: Actor, entity_name: str) -> Response:
-    """The list with its filters as an XLSX workbook, written in constant memory to a temporary file."""
-    entity = site.records.entity(entity_name)
-    params = [(key, value) for key, value in request.query_params.multi_items()
-              if value.strip() and key not in ("page", "per_page")]
-    query = parse_list_query(entity, _Params(params))
-    exporter = Exporter(site.records)
-    export = exporter.export(entity.name, query, actor=actor, lang=site.lang(request))  # 403 before writing
-    handle = tempfile.NamedTemporaryFile(suffix=".xlsx", delete=False)
-    handle.close()
-    path = Path(handle.name)
-    exporter.write_xlsx(export, path)
-    stamp = site.services.clock.now().strftime("%Y%m%d-%H%M")
-    return FileResponse(path, filename=f"{entity.name}-{stamp}.xlsx",
-                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                        background=BackgroundTask(path.unlink))
-
-
-class _Params(dict[str, str]):
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        super().__init__(items)
-        self._items = items
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        return self._items
-
