@@ -465,3 +465,31 @@ def test_the_sla_breached_tag_does_not_regrade_a_lead(crm: Any) -> None:
     flagged = runtime.records.update("lead", record["id"], {"contact_role": "decision_maker"}, actor=SYSTEM)
     again = runtime.records.update("lead", record["id"], {"tags": [*flagged["tags"], "sla_breached"]}, actor=SYSTEM)
     assert again["grade"] == "A" and again["contact_role"] == "decision_maker" and again["score"] == flagged["score"]
+
+
+def test_a_rep_disqualifies_a_lead_from_its_page_with_the_reason_and_a_missing_reason_is_refused(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, owner=people["wang"].id)
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    assert 'class="set-aside-form" data-stage="disqualified"' in page
+    assert 'class="set-aside-form" data-stage="paused"' in page
+    assert "改为“无效”" in _text(page)
+    missing = client.post(f"/lead/{record['id']}/set_aside", data={
+        "csrf_token": _csrf(page), "to": "disqualified", "version": str(record["version"]), "disqualify_reason": ""})
+    assert missing.status_code == 303
+    assert "标记为无效时请选择无效原因" in _text(client.get(missing.headers["location"]).text)
+    assert runtime.records.get("lead", record["id"], actor=SYSTEM)["status"] == "new"  # nothing changed
+    done = client.post(f"/lead/{record['id']}/set_aside", data={
+        "csrf_token": _csrf(page), "to": "disqualified", "version": str(record["version"]),
+        "disqualify_reason": "spam"})
+    assert done.status_code == 303
+    after = runtime.records.get("lead", record["id"], actor=SYSTEM)
+    assert after["status"] == "disqualified" and after["disqualify_reason"] == "spam"
+    moves = [event for event in runtime.records.events("lead", record["id"], actor=SYSTEM)
+             if event.kind == "stage_changed"]
+    assert moves and moves[-1].data.get("to") == "disqualified"
+    assert "已移动到“无效”" in _text(client.get(done.headers["location"]).text)
+    assert "set-aside-form" not in client.get(f"/lead/{record['id']}").text  # closed: no side moves left
+    bogus = client.post(f"/lead/{record['id']}/set_aside", data={"csrf_token": _csrf(page), "to": "converted"})
+    assert "不是可以直接设置的状态" in _text(client.get(bogus.headers["location"]).text)

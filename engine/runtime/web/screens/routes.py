@@ -102,6 +102,7 @@ class ScreenRoutes:
             Route("/{entity}/{record_id:int}/transition", screen(self.advance), methods=["POST"]),
             Route("/{entity}/{record_id:int}/convert", screen(self.convert), methods=["POST"]),
             Route("/{entity}/{record_id:int}/log", screen(self.log_activity), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/set_aside", screen(self.set_aside), methods=["POST"]),
             Route("/{entity}/{record_id:int}/attach", screen(self.attach), methods=["POST"]),
             Route("/{entity}/{record_id:int}/checklist", screen(self.tick), methods=["POST"]),
             Route("/{entity}/{record_id:int}/approvals/{approval}", screen(self.request_approval), methods=["POST"]),
@@ -358,6 +359,11 @@ class ScreenRoutes:
     async def advance(self, request: Request, actor: Actor) -> Response:
         form = await request.form()
         return await run_in_threadpool(funnels.advance, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+    async def set_aside(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.set_aside, self.site, request, actor, request.path_params["entity"],
                                        request.path_params["record_id"], form)
 
     async def attach(self, request: Request, actor: Actor) -> Response:
