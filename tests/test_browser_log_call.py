@@ -7,6 +7,8 @@ the same page: the call is in the timeline, the first touch is set and the first
 stopped; days later, past the clock's due time, the worker breaches a lead nobody called and
 leaves the called one alone. On the activity form, picking an account narrows the contacts to
 that account's (`filter_by`). The Chinese screens show no English message on the way.
+A qualified lead converts in one click into the account of the same company, a new contact and
+opportunity, all linked; a refused board move is explained on its card at both sizes.
 Screenshots go to test-artifacts/log-call-*.png.
 """
 
@@ -26,6 +28,7 @@ from engine.rules.time import FakeClock
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.queries import Filter, ListQuery
 from tests.support.blueprints import SHIPPED_CRM
+from tests.support.chinese_screens import assert_no_english
 from tests.support.served import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
 
 CST = ZoneInfo("Asia/Shanghai")
@@ -75,9 +78,11 @@ def sign_in(page: Any, base: str, username: str) -> None:
     page.wait_for_load_state()
 
 
-def no_english(page: Any) -> None:
-    messages = " ".join(page.locator(".flash, .refusal, .field-error, .error, .clocks").all_inner_texts())
-    assert not ENGLISH_MESSAGE.search(messages), messages
+def no_english(page: Any, where: str) -> None:
+    messages = " ".join(page.locator(".flash, .refusal, .card-refusal, .field-error, .error, .clocks"
+                                     ).all_inner_texts())
+    assert not ENGLISH_MESSAGE.search(messages), f"{where}: {messages}"
+    assert_no_english(page, where)
 
 
 def _new_lead(runtime: Engine, owner: int, name: str) -> dict[str, Any]:
@@ -118,7 +123,7 @@ def test_a_rep_logs_a_done_call_on_the_lead_page_and_its_first_call_sla_never_br
     touched = runtime.records.get("lead", called["id"], actor=SYSTEM)
     assert touched["first_touched_at"] == clock.now() and touched["status"] == "contacted"
     shot(page, f"02-logged-{width}")
-    no_english(page)
+    no_english(page, "the lead page after logging a call")
 
     clock.advance(days=2)  # past every grade's first-call target (at most one business day)
     runtime.worker(role="timers", environ={}).tick(budget_seconds=120)
@@ -131,7 +136,7 @@ def test_a_rep_logs_a_done_call_on_the_lead_page_and_its_first_call_sla_never_br
     expect(page.locator(".clocks")).to_contain_text("线索首次触达: 已完成")
     expect(page.locator(".timeline")).not_to_contain_text("超时")
     shot(page, f"03-days-later-{width}")
-    no_english(page)
+    no_english(page, "the lead page days later")
     page.context.close()
 
 
@@ -152,7 +157,7 @@ def test_a_refused_log_stays_on_the_page_with_the_reason_under_the_field(served:
     expect(form.get_by_label("跟进方式")).to_have_value("visit")  # the input is kept
     assert runtime.records.get("lead", record["id"], actor=SYSTEM)["first_touched_at"] is None
     shot(page, "04-refused-390")
-    no_english(page)
+    no_english(page, "a refused log")
     page.context.close()
 
 
@@ -186,4 +191,66 @@ def test_picking_an_account_narrows_the_contacts_to_that_accounts(served: Any, b
     shown = sorted(text.strip() for text in contact.locator("option").all_inner_texts() if text.strip() != "—")
     assert shown == wanted
     shot(page, "05-contacts-follow-account")
+    page.context.close()
+
+
+def _qualified_lead(runtime: Engine, owner: int, company: str) -> dict[str, Any]:
+    record = runtime.records.create("lead", {
+        "name": "顾总", "company": company, "source": "expo", "region": "east", "owner": owner,
+        "phone": "13912340077", "budget": "300000", "demand_level": "A", "contact_role": "decision_maker",
+        "job_title": "总经理"}, actor=SYSTEM).record
+    runtime.records.create("activity", {"subject": "电话沟通需求", "kind": "call", "done": True,
+                                        "outcome": "interested", "lead": record["id"]}, actor=SYSTEM)
+    return runtime.records.transition("lead", record["id"], "qualified", actor=SYSTEM)
+
+
+def test_a_qualified_lead_converts_into_the_existing_account_and_new_contact_and_deal(
+        served: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    wang = runtime.users.user_id("wang")
+    existing = runtime.records.create("account", {"name": "宁波远景机械有限公司", "owner": wang}, actor=SYSTEM).record
+    record = _qualified_lead(runtime, wang, existing["name"])
+    page = _page(browser, 1440, 900)
+    sign_in(page, base, "wang")
+    page.goto(f"{base}/lead/{record['id']}")
+    page.get_by_role("button", name="转化为客户").click()
+    expect(page.locator(".flash")).to_contain_text("已转化")
+    converted = runtime.records.get("lead", record["id"], actor=SYSTEM)
+    assert converted["status"] == "converted" and converted["converted_account"] == existing["id"]  # matched
+    contact = runtime.records.get("contact", converted["converted_contact"], actor=SYSTEM)
+    deal = runtime.records.get("opportunity", converted["converted_opportunity"], actor=SYSTEM)
+    assert contact["account"] == existing["id"] and contact["name"] == "顾总"
+    assert deal["account"] == existing["id"] and deal["contact"] == contact["id"] and deal["lead"] == record["id"]
+    for entity, target in (("account", existing["id"]), ("contact", contact["id"]), ("opportunity", deal["id"])):
+        expect(page.locator(f'.record-main a[href="/{entity}/{target}"]').first).to_be_visible()
+    expect(page.get_by_role("button", name="转化为客户")).to_have_count(0)
+    shot(page, "06-converted-into-existing-account")
+    no_english(page, "a converted lead")
+    page.context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (390, 844)])
+def test_a_refused_board_move_shows_its_reason_on_the_card(served: Any, browser: Any, width: int,
+                                                           height: int) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    wang = runtime.users.user_id("wang")
+    account = runtime.records.create("account", {"name": f"看板客户{width}", "owner": wang}, actor=SYSTEM).record
+    deal = runtime.records.create("opportunity", {"name": f"看板商机{width}", "account": account["id"], "owner": wang,
+                                                  "amount": {"amount": "66000"}}, actor=SYSTEM).record
+    page = _page(browser, width, height)
+    sign_in(page, base, "wang")
+    page.goto(f"{base}/opportunity/board")
+    card = page.locator(f'.kanban-card[data-id="{deal["id"]}"]')
+    card.scroll_into_view_if_needed()
+    card.locator("select").select_option("lost")  # lost needs its reason: refused
+    refusal = card.locator(".card-refusal")
+    expect(refusal).to_be_visible()
+    expect(refusal).to_be_in_viewport()
+    expect(refusal).to_contain_text("无法移动：不能进入“输单”")
+    expect(refusal).to_contain_text("填写输单原因")
+    assert runtime.records.get("opportunity", deal["id"], actor=SYSTEM)["stage"] == "qualify"
+    shot(page, f"07-board-refused-{width}")
+    no_english(page, "a refused board move")
     page.context.close()
