@@ -7,7 +7,8 @@ the same page: the call is in the timeline, the first touch is set and the first
 stopped; days later, past the clock's due time, the worker breaches a lead nobody called and
 leaves the called one alone. On the activity form, picking an account narrows the contacts to
 that account's (`filter_by`). The Chinese screens show no English message on the way.
-A qualified lead converts in one click into the account of the same company, a new contact and
+A mention in a comment reaches the manager's inbox and a loopback chat bot once. A qualified
+lead converts in one click into the account of the same company, a new contact and
 opportunity, all linked; a refused board move is explained on its card at both sizes.
 Screenshots go to test-artifacts/log-call-*.png.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +30,7 @@ from engine.rules.time import FakeClock
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.queries import Filter, ListQuery
 from tests.support.blueprints import SHIPPED_CRM
+from tests.support.chat_receiver import chat_receiver
 from tests.support.chinese_screens import assert_no_english
 from tests.support.served import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
 
@@ -254,3 +257,55 @@ def test_a_refused_board_move_shows_its_reason_on_the_card(served: Any, browser:
     shot(page, f"07-board-refused-{width}")
     no_english(page, "a refused board move")
     page.context.close()
+
+
+def test_a_mention_reaches_the_managers_inbox_and_a_loopback_chat_bot_once(served: Any, browser: Any,
+                                                                           clock: FakeClock) -> None:
+    from playwright.sync_api import expect
+    base, runtime = served
+    record = _new_lead(runtime, runtime.users.user_id("wang"), "提及客户")
+    runtime.users.update("manager", im_ids={"dingtalk": "zhou-ding"})  # the manager's DingTalk id (admin screen)
+    rep = _page(browser, 390, 844)
+    sign_in(rep, base, "wang")
+    rep.goto(f"{base}/lead/{record['id']}")
+    rep.get_by_label("写评论").fill("@manager 请看报价（浏览器提及）")
+    rep.get_by_role("button", name="发表评论").click()
+    expect(rep.locator(".flash")).to_contain_text("已通知 @manager")
+    no_english(rep, "a posted comment")
+    rep.context.close()
+
+    with chat_receiver() as receiver:
+        environ = {"DINGTALK_SALES_WEBHOOK": f"{receiver.url}/dingtalk?access_token=t",
+                   "DINGTALK_SALES_SECRET": "SECxyz"}
+
+        def mentions() -> list[Any]:
+            return [request for request in receiver.on("dingtalk")
+                    if "请看报价（浏览器提及）" in request.json()["markdown"]["text"]]
+
+        def deliver() -> None:  # in a thread of its own: Playwright's event loop runs in this one
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(runtime.worker(role="outbox", environ=environ).tick, budget_seconds=30).result()
+        for _ in range(60):  # the demo's own backlog goes out first, at the channel's pace
+            deliver()
+            if mentions():
+                break
+            clock.advance(minutes=1)
+        for _ in range(2):  # later rounds send nothing twice
+            clock.advance(minutes=1)
+            deliver()
+        assert len(mentions()) == 1
+        message = mentions()[0].json()
+        assert "在线索“提及客户”中提到了你：@manager 请看报价" in message["markdown"]["text"]
+        assert message["at"].get("atUserIds") == ["zhou-ding"] or message["at"].get("atMobiles")
+
+    manager = _page(browser, 1440, 900)
+    sign_in(manager, base, "manager")
+    manager.goto(f"{base}/inbox")
+    notice = manager.locator(".notice.unread", has_text="请看报价（浏览器提及）")
+    expect(notice).to_have_count(1)
+    expect(notice).to_contain_text("在评论中@了你")
+    shot(manager, "08-mention-in-inbox")
+    no_english(manager, "the manager's inbox")
+    notice.get_by_role("link").first.click()
+    manager.wait_for_url(re.compile(rf"/lead/{record['id']}$"))
+    manager.context.close()
