@@ -158,6 +158,7 @@ def test_a_refused_log_stays_on_the_page_with_the_reason_under_the_field(served:
     expect(form.locator('[data-field="notes"] .field-error')).to_contain_text("完成的跟进必须填写沟通要点或跟进结果")
     assert page.url.endswith(f"/lead/{record['id']}/log")
     expect(form.get_by_label("跟进方式")).to_have_value("visit")  # the input is kept
+    expect(form.get_by_label("沟通要点")).to_be_focused()  # the focus is where the fix goes
     assert runtime.records.get("lead", record["id"], actor=SYSTEM)["first_touched_at"] is None
     shot(page, "04-refused-390")
     no_english(page, "a refused log")

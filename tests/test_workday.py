@@ -379,6 +379,12 @@ def test_the_log_form_is_not_offered_to_who_may_not_create_activities_and_its_po
                                                             "outcome": "reached"})
     assert refused.status_code == 403
     assert listed(runtime, SYSTEM, "activity", lead=str(record["id"])) == []
+    product = runtime.records.create("product", {"name": "数控机床", "model_code": "CNC-1", "category": "equipment"},
+                                     actor=SYSTEM).record  # activities do not link to products: no such form
+    wang = signed_in(runtime, "wang")
+    page = wang.get(f"/product/{product['id']}").text
+    assert f'action="/product/{product["id"]}/log"' not in page
+    assert wang.post(f"/product/{product['id']}/log", data={"csrf_token": _csrf(page)}).status_code == 404
 
 
 def test_the_convert_button_converts_once_and_the_page_then_links_what_it_became(crm: Any) -> None:

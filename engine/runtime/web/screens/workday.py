@@ -19,7 +19,7 @@ from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.runtime.automation.clocks import sla_states
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError, ValidationFailed
+from engine.runtime.records.errors import NotFound, RecordError, ValidationFailed
 from engine.runtime.records.events import Event
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.records.values import apply_defaults
@@ -123,13 +123,13 @@ def log_activity(site: Site, request: Request, actor: Actor, entity_name: str, r
     lang = site.lang(request)
     record = site.records.get(entity.name, record_id, actor=actor)
     link = _activity_link(site, entity)
-    if link is None:
-        raise RecordError(f"activities do not link to {entity.name}", field=None)
+    if link is None:  # no form is offered here: as for any page that does not exist
+        raise NotFound(f"activities do not link to {entity.name}", field=None)
     activity = site.model.entity("activity")
     posted: dict[str, list[Any]] = {}
     for key, value in form.multi_items():
         posted.setdefault(key, []).append(value)
-    values: dict[str, Any] = {link: record_id, "done": True}
+    values: dict[str, Any] = {link: record_id, **({"done": True} if activity.has_field("done") else {})}
     errors: Errors = {}
     for spec in _log_fields(site):
         try:
@@ -142,8 +142,9 @@ def log_activity(site: Site, request: Request, actor: Actor, entity_name: str, r
     kind = str(values.get("kind") or "")
     kind_label = activity.field("kind").choice_label(kind, lang) if kind and activity.has_field("kind") else \
         activity.label.text(lang)
-    if activity.title_field and activity.title_field not in values:
-        values[activity.title_field] = f"{kind_label} · {record.get(entity.title_field) or f'#{record_id}'}"
+    if activity.title_field and activity.title_field not in values:  # "电话 · 张伟", within the field's length
+        subject = f"{kind_label} · {record.get(entity.title_field) or f'#{record_id}'}"
+        values[activity.title_field] = subject[:activity.field(activity.title_field).length or len(subject)]
     if not errors:
         try:
             site.records.create("activity", values, actor=actor)
