@@ -1,7 +1,7 @@
 """The working day in a real browser: Playwright driving Debian's Chromium against the shipped
 blueprint with the demo data, served by uvicorn over a SQLite file.
 
-A rep logs a done call from a lead's page and lands back on it, touched, with the call in its
+A rep logs a done call in a lead page's own form and lands back on it, touched, with the call in its
 timeline; a manager ticks the team's unassigned queue and assigns it, which the rep then owns and
 no other rep sees; a qualified lead converts in one click and links what it became; the money
 widget shows its amount at 390×844 and 1440×900. Screenshots go to test-artifacts/workday-*.png.
@@ -97,14 +97,14 @@ def test_a_rep_logs_a_done_call_from_the_lead_page_and_sees_it_count(served: Any
     page = _page(browser)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{record['id']}")
-    page.get_by_role("link", name="记录电话").click()
-    expect(page.get_by_label("跟进结果")).to_be_visible()
-    page.get_by_label("跟进结果").select_option("reached")
-    page.get_by_label("沟通要点").fill("客户确认需求，约周四上门")
+    form = page.locator("#log")  # the lead page's own "log it" form: no other page
+    form.get_by_label("跟进方式").select_option("call")
+    form.get_by_label("跟进结果").select_option("reached")
+    form.get_by_label("沟通要点").fill("客户确认需求，约周四上门")
     shot(page, "01-log-call-form")
-    page.get_by_role("button", name="保存").click()
-    page.wait_for_url(re.compile(rf"/lead/{record['id']}$"))
-    expect(page.locator(".flash")).to_contain_text("已创建")
+    form.get_by_role("button", name="记录").click()
+    page.wait_for_url(re.compile(rf"/lead/{record['id']}#log$"))
+    expect(page.locator(".flash")).to_contain_text("已记录电话")
     touched = runtime.records.get("lead", record["id"], actor=SYSTEM)
     assert touched["first_touched_at"] is not None and touched["status"] == "contacted"
     timeline = page.locator(".timeline")

@@ -333,23 +333,58 @@ def _text(page: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
 
 
-def test_a_rep_logs_a_call_from_the_lead_page_and_lands_back_on_it(crm: Any) -> None:
+def test_a_rep_logs_a_call_on_the_lead_page_and_lands_back_on_it(crm: Any, clock: Any) -> None:
     runtime, people = crm
     record = lead(runtime, owner=people["wang"].id, company="宁波精工")
     client = signed_in(runtime, "wang")
     page = client.get(f"/lead/{record['id']}").text
-    link = html.unescape(re.search(r'<a class="button quick-action" href="([^"]+)">记录电话</a>', page).group(1))
-    form = client.get(link).text
-    assert 'value="true"' in form or "checked" in form  # done is ticked already
-    target = html.unescape(re.search(r'<form[^>]+action="([^"]+)"', form.split("<main", 1)[-1]).group(1))
-    saved = client.post(target, data={"csrf_token": _csrf(form), "subject": "电话 · 张伟", "kind": "call",
-                                      "done": "true", "outcome": "reached", "notes": "约了下周拜访",
-                                      "lead": str(record["id"]), "next_follow_up": "2026-11-30"})
-    assert saved.status_code == 303 and saved.headers["location"] == f"/lead/{record['id']}"
+    form = page.split('id="log"', 1)[1].split("</form>", 1)[0]
+    assert f'action="/lead/{record["id"]}/log"' in form
+    assert 'value="2026-11-25"' in form  # the next follow-up defaults as activity.yaml says: two days ahead
+    saved = client.post(f"/lead/{record['id']}/log", data={
+        "csrf_token": _csrf(page), "kind": "call", "outcome": "reached", "notes": "约了下周拜访",
+        "next_follow_up": "2026-11-30"})
+    assert saved.status_code == 303 and saved.headers["location"] == f"/lead/{record['id']}#log"
     touched = runtime.records.get("lead", record["id"], actor=SYSTEM)
-    assert touched["first_touched_at"] is not None and touched["status"] == "contacted"
-    timeline = _text(client.get(f"/lead/{record['id']}").text).split("时间线", 1)[-1]
-    assert "跟进记录「电话 · 张伟」" in timeline
+    assert touched["first_touched_at"] == clock.now() and touched["last_activity_at"] == clock.now()
+    assert touched["next_follow_up"] == dt.date(2026, 11, 30) and touched["status"] == "contacted"
+    after = _text(client.get(f"/lead/{record['id']}").text)
+    assert "已记录电话" in after
+    assert "跟进记录「电话 · 张伟」" in after.split("动态", 1)[-1]
+
+
+def test_a_logged_call_without_notes_or_outcome_is_refused_on_the_page_and_changes_nothing(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, owner=people["wang"].id)
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    refused = client.post(f"/lead/{record['id']}/log", data={"csrf_token": _csrf(page), "kind": "visit",
+                                                            "next_follow_up": "2026-12-01"})
+    assert refused.status_code == 422
+    shown = _text(refused.text)
+    assert "完成的跟进必须填写沟通要点或跟进结果" in shown and "请修正标出的字段" in shown
+    assert 'value="2026-12-01"' in refused.text  # the input is kept
+    assert runtime.records.get("lead", record["id"], actor=SYSTEM)["first_touched_at"] is None
+    assert listed(runtime, SYSTEM, "activity", lead=str(record["id"])) == []
+
+
+def test_the_log_form_is_not_offered_to_who_may_not_create_activities_and_its_post_is_refused(crm: Any) -> None:
+    runtime, _ = crm
+    runtime.users.add(NewUser("fin", "财务", "finance", password=PASSWORD))  # finance reads, creates nothing
+    record = lead(runtime)
+    client = signed_in(runtime, "fin")
+    page = client.get(f"/lead/{record['id']}").text
+    assert f'action="/lead/{record["id"]}/log"' not in page
+    refused = client.post(f"/lead/{record['id']}/log", data={"csrf_token": _csrf(page), "kind": "call",
+                                                            "outcome": "reached"})
+    assert refused.status_code == 403
+    assert listed(runtime, SYSTEM, "activity", lead=str(record["id"])) == []
+    product = runtime.records.create("product", {"name": "数控机床", "model_code": "CNC-1", "category": "equipment"},
+                                     actor=SYSTEM).record  # activities do not link to products: no such form
+    wang = signed_in(runtime, "wang")
+    page = wang.get(f"/product/{product['id']}").text
+    assert f'action="/product/{product["id"]}/log"' not in page
+    assert wang.post(f"/product/{product['id']}/log", data={"csrf_token": _csrf(page)}).status_code == 404
 
 
 def test_the_convert_button_converts_once_and_the_page_then_links_what_it_became(crm: Any) -> None:
@@ -436,3 +471,31 @@ def test_the_sla_breached_tag_does_not_regrade_a_lead(crm: Any) -> None:
     flagged = runtime.records.update("lead", record["id"], {"contact_role": "decision_maker"}, actor=SYSTEM)
     again = runtime.records.update("lead", record["id"], {"tags": [*flagged["tags"], "sla_breached"]}, actor=SYSTEM)
     assert again["grade"] == "A" and again["contact_role"] == "decision_maker" and again["score"] == flagged["score"]
+
+
+def test_a_rep_disqualifies_a_lead_from_its_page_with_the_reason_and_a_missing_reason_is_refused(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, owner=people["wang"].id)
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    assert 'class="set-aside-form" data-stage="disqualified"' in page
+    assert 'class="set-aside-form" data-stage="paused"' in page
+    assert "改为“无效”" in _text(page)
+    missing = client.post(f"/lead/{record['id']}/set_aside", data={
+        "csrf_token": _csrf(page), "to": "disqualified", "version": str(record["version"]), "disqualify_reason": ""})
+    assert missing.status_code == 303
+    assert "标记为无效时请选择无效原因" in _text(client.get(missing.headers["location"]).text)
+    assert runtime.records.get("lead", record["id"], actor=SYSTEM)["status"] == "new"  # nothing changed
+    done = client.post(f"/lead/{record['id']}/set_aside", data={
+        "csrf_token": _csrf(page), "to": "disqualified", "version": str(record["version"]),
+        "disqualify_reason": "spam"})
+    assert done.status_code == 303
+    after = runtime.records.get("lead", record["id"], actor=SYSTEM)
+    assert after["status"] == "disqualified" and after["disqualify_reason"] == "spam"
+    moves = [event for event in runtime.records.events("lead", record["id"], actor=SYSTEM)
+             if event.kind == "stage_changed"]
+    assert moves and moves[-1].data.get("to") == "disqualified"
+    assert "已移动到“无效”" in _text(client.get(done.headers["location"]).text)
+    assert "set-aside-form" not in client.get(f"/lead/{record['id']}").text  # closed: no side moves left
+    bogus = client.post(f"/lead/{record['id']}/set_aside", data={"csrf_token": _csrf(page), "to": "converted"})
+    assert "不是可以直接设置的状态" in _text(client.get(bogus.headers["location"]).text)

@@ -7,7 +7,7 @@ so each error points at the exact line of the offending name.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from engine.metamodel.conditions import RowConditionError, check_row_condition
@@ -44,6 +44,37 @@ def check_entity(doc: SourceDocument, entity: EntitySpec, *, known_entities: Col
     checker = _EntityChecker(doc, entity, known_entities, functions)
     checker.run()
     return checker.errors
+
+
+def check_link_filters(doc: SourceDocument, entity: EntitySpec, entities: Mapping[str, EntitySpec]
+                       ) -> list[BlueprintError]:
+    """A link's `filter_by: G` names another link G of the same entity, and the linked entity has a
+    link of the same name to the same entity (contact.account for activity.account), so its choices
+    can be narrowed to the targets that belong to what G holds."""
+    errors = []
+    for spec in entity.fields:
+        if spec.filter_by is None or spec.type is not FieldType.LINK:
+            continue
+        path: PathKey = ("fields", spec.name, "filter_by")
+        links = [other.name for other in entity.fields if other.type is FieldType.LINK and other.name != spec.name]
+        if not entity.has_field(spec.filter_by) or spec.filter_by not in links:
+            errors.append(BlueprintError(doc.where(path), path,
+                                         f"filter_by '{spec.filter_by}' is not another link field of "
+                                         f"entity '{entity.name}'", did_you_mean(spec.filter_by, links)))
+            continue
+        parent = entity.field(spec.filter_by).link_entity
+        target = entities.get(spec.link_entity or "")
+        if target is None or parent is None:
+            continue  # an unknown link target is reported on its own line
+        theirs = target.field(spec.filter_by) if target.has_field(spec.filter_by) else None
+        if theirs is None or theirs.type is not FieldType.LINK or theirs.link_entity != parent:
+            errors.append(BlueprintError(
+                doc.where(path), path,
+                f"{spec.name} links to {target.name}, which has no link '{spec.filter_by}' to {parent}, so its "
+                f"choices cannot be narrowed by {entity.name}.{spec.filter_by}",
+                f"add '{spec.filter_by}: {{type: link, entity: {parent}}}' to {target.name}.fields or remove "
+                "filter_by"))
+    return errors
 
 
 class _EntityChecker:

@@ -90,6 +90,7 @@ class FieldSpec:
     scale: int = 2
     link_entity: str | None = None
     on_delete: OnDelete = OnDelete.RESTRICT
+    filter_by: str | None = None  # link: offer only targets whose link of this name equals this record's
     expression: Expression | None = None
     result_type: FieldType | None = None
     phone_region: str = "CN"
@@ -289,6 +290,7 @@ def build_field(doc: SourceDocument, name: str, data: dict[str, Any], errors: li
         scale=int(data.get("scale", 2)),
         link_entity=data.get("entity"),
         on_delete=OnDelete(data.get("on_delete", "set_null" if kind is FieldType.USER else "restrict")),
+        filter_by=data.get("filter_by"),
         expression=expression,
         result_type=result,
         phone_region=data.get("region", settings.phone_region),

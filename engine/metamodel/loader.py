@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.app import MenuGroup, Settings, build_menu, build_settings
 from engine.metamodel.approvals import MANAGED_ENTITIES, approval_entities, declared_approvals
-from engine.metamodel.crossrefs import check_entity
-from engine.metamodel.entities import FieldType, build_entity
+from engine.metamodel.crossrefs import check_entity, check_link_filters
+from engine.metamodel.entities import EntitySpec, FieldType, build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.kinds import SECONDARY_KINDS
 from engine.metamodel.labels import Label
@@ -94,10 +94,12 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     settings = build_settings(app_data.get("settings") or {}) if not _has_errors_at(errors, app) else Settings()
     entities = []
     names: dict[str, Location] = {}
+    built: list[tuple[SourceDocument, EntitySpec]] = []
     for kind, doc in valid:
         if kind != "entity":
             continue
         entity = build_entity(doc, errors, settings, vocabulary.field_types)
+        built.append((doc, entity))
         errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=vocabulary.functions))
         if entity.name in names:
             errors.append(BlueprintError(entity.location, ("entity",),
@@ -107,6 +109,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         names[entity.name] = entity.location
         entities.append(entity)
 
+    by_name = {entity.name: entity for entity in entities}
+    for doc, entity in built:
+        errors.extend(check_link_filters(doc, entity, by_name))
     entities.extend(_managed_entities([doc for kind, doc in valid if kind == "approval"], names, settings, errors))
     menu = build_menu(app_data.get("menu") or [], [entity.name for entity in entities])
     errors.extend(_check_menu(app, menu, {**{entity.name: entity.location for entity in entities}, **names}))

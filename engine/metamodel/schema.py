@@ -45,6 +45,7 @@ FIELD_OPTIONS: dict[str, Any] = {
     "scale": {"type": "integer", "minimum": 0, "maximum": 10},
     "entity": NAME,
     "on_delete": {"enum": [action.value for action in OnDelete]},
+    "filter_by": NAME,  # a link's choices narrowed to targets whose same-named link equals this form's field
     "expression": EXPRESSION,
     "result": {"enum": ["string", "integer", "decimal", "boolean", "date", "datetime"]},
     "region": {"type": "string", "pattern": "^[A-Z]{2}$"},
@@ -68,7 +69,7 @@ TYPE_OPTIONS: dict[FieldType, frozenset[str]] = {
     FieldType.PHONE: frozenset({"unique", "region"}),
     FieldType.EMAIL: frozenset({"unique"}),
     FieldType.URL: frozenset({"unique"}),
-    FieldType.LINK: frozenset({"entity", "on_delete"}),
+    FieldType.LINK: frozenset({"entity", "on_delete", "filter_by"}),
     FieldType.USER: frozenset({"on_delete"}),
     FieldType.ATTACHMENT: frozenset(),
     FieldType.JSON: frozenset(),

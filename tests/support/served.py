@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.engine import Engine, open_engine
+from engine.rules.time import FakeClock
 from engine.io.demo import seed_demo
 from tests.support.blueprints import load
 from tests.support.live_server import serving
@@ -38,9 +39,11 @@ def require_browser() -> None:
 
 
 @contextmanager
-def serve_demo(path: Path, blueprint: Path, *, leads: int = 40) -> Iterator[tuple[str, Engine]]:
-    """The demo data on a SQLite file at `path`, served; yields the base URL and the engine."""
-    runtime = open_engine(load(blueprint), f"sqlite:///{path}", password_hasher=CHEAP_HASHER)
+def serve_demo(path: Path, blueprint: Path, *, leads: int = 40, clock: FakeClock | None = None
+               ) -> Iterator[tuple[str, Engine]]:
+    """The demo data on a SQLite file at `path`, served; yields the base URL and the engine.
+    With `clock`, the engine (screens, SLA clocks, worker) runs on that fake clock."""
+    runtime = open_engine(load(blueprint), f"sqlite:///{path}", password_hasher=CHEAP_HASHER, clock=clock)
     try:
         seed_demo(runtime, leads=leads)
         with serving(runtime.web_app()) as base:

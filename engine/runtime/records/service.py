@@ -352,6 +352,7 @@ class RecordService:
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
             self._check_references(connection, entity, data, actor)
+            self._check_link_filters(connection, entity, data, set(data), actor)
             self._lock_dedup_keys(connection, entity, data)
             match = self._find_duplicate(connection, entity, data)
             if match is not None:
@@ -528,6 +529,7 @@ class RecordService:
             return current
         changed = {name: merged[name] for name in changes}
         self._check_references(connection, entity, changed, actor)
+        self._check_link_filters(connection, entity, merged, set(changed), actor)
         self._check_unique(connection, entity, changed, current["id"])
         stamp = naive_utc(now)
         row: dict[str, Any] = {"updated_at": stamp, "version": current["version"] + 1}
@@ -705,6 +707,34 @@ class RecordService:
                 errors.append(FieldError(name, "unknown_reference", f"{name}: there is no {what} {record_id} "
                                                                     "that you may read",
                                          f"所选记录（{record_id}）不存在或您无权查看"))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def _check_link_filters(self, connection: sa.Connection, entity: EntitySpec, values: Mapping[str, Any],
+                            changed: set[str], actor: Actor | None) -> None:
+        """A link declared `filter_by: G` must point at a record whose own G is this record's G (the
+        chosen account's contact), as the form offered it; people only — the engine's own writes
+        (rules, conversions, intake) are trusted."""
+        if actor is None or actor.is_system:
+            return
+        errors = []
+        for spec in entity.fields:
+            parent = spec.filter_by
+            if parent is None or spec.link_entity is None or not ({spec.name, parent} & changed):
+                continue
+            chosen, wanted = values.get(spec.name), values.get(parent)
+            if chosen is None or wanted is None:
+                continue
+            table = self.schema.table(spec.link_entity)
+            held = connection.execute(sa.select(table.c[parent]).where(table.c.id == chosen)).scalar()
+            if held != wanted:
+                parent_label = entity.field(parent).label
+                errors.append(FieldError(
+                    spec.name, "link_filter",
+                    f"{spec.name}: {spec.link_entity} {chosen} does not belong to the chosen {parent} {wanted}; "
+                    f"choose one of its {parent_label.text('en')}'s records or change {parent}",
+                    f"所选{spec.label.text('zh')}不属于所选{parent_label.text('zh')}，请从该{parent_label.text('zh')}的"
+                    f"记录中选择，或更换{parent_label.text('zh')}"))
         if errors:
             raise ValidationFailed(errors)
 

@@ -62,6 +62,8 @@ class FieldContext:
     link_base: str = ""  # URL prefix of the linked record's page, e.g. "/account/"
     search_url: str = ""  # link fields with too many targets for a select: the JSON list to search
     title_field: str = ""  # … and the target's title field in its items
+    filter_by: str = ""  # link `filter_by: G`: the choices follow this form's G (static/app.js asks…
+    options_url: str = ""  # … this JSON list, filtered by G, when G changes)
 
     @property
     def name(self) -> str:
@@ -369,8 +371,17 @@ class LinkSelectWidget(BaseWidget):
         pairs = list(field.titles.items())
         if value not in (None, "") and str(value) not in {str(key) for key in field.titles}:
             pairs.append((value, f"#{value}"))
-        return Markup('<select{}><option value="">—</option>{}</select>').format(
-            _attrs(field, errors), _options(pairs, [] if value is None else [value]))
+        return Markup('<select{}{}><option value="">—</option>{}</select>').format(
+            _attrs(field, errors), self._follows(field), _options(pairs, [] if value is None else [value]))
+
+    @staticmethod
+    def _follows(field: FieldContext) -> Markup:
+        """`filter_by`: the attributes by which the page's script narrows the choices when the other
+        field changes (without the script, the form offers what the server narrowed it to)."""
+        if not field.filter_by:
+            return Markup("")
+        return Markup(' data-filter-by="{}" data-options-url="{}" data-title-field="{}"').format(
+            field.filter_by, field.options_url, field.title_field)
 
     def _search_box(self, field: FieldContext, value: Any, errors: Sequence[str], lang: str) -> Markup:
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
@@ -380,10 +391,11 @@ class LinkSelectWidget(BaseWidget):
         suggestions = Markup("").join(Markup('<option value="{} (#{})">').format(title, key)
                                       for key, title in field.titles.items())
         placeholder = "输入名称搜索" if lang == "zh" else "type to search"
+        follows = Markup(' data-filter-by="{}"').format(field.filter_by) if field.filter_by else Markup("")
         return Markup('<input type="text"{} list="l-{}" value="{}" autocomplete="off" placeholder="{}" '
-                      'data-link-search="{}" data-title-field="{}"><datalist id="l-{}">{}</datalist>').format(
-            _attrs(field, errors), field.name, text, placeholder, field.search_url, field.title_field, field.name,
-            suggestions)
+                      'data-link-search="{}" data-title-field="{}"{}><datalist id="l-{}">{}</datalist>').format(
+            _attrs(field, errors), field.name, text, placeholder, field.search_url, field.title_field, follows,
+            field.name, suggestions)
 
     def parse(self, field: FieldContext, form_values: FormValues) -> Any:
         """The record id ("Title (#12)", "12" or "#12"), None when emptied, else the typed text

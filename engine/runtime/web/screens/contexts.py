@@ -206,6 +206,18 @@ class FunnelPanel:
     action_base: str               # /{entity}/{id}: the one-click forms post below it
     guidance: str
     talk_tracks: tuple[TalkTrack, ...]
+    set_aside: tuple[SetAside, ...] = ()  # the side stages (lost, paused) with their reason, one form each
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A status change to a side stage from the record page: "设为无效" with its reason field."""
+
+    stage: str
+    label: str
+    reason_label: str
+    reason_field: str
+    control: Markup  # the reason field's widget
 
 
 @dataclass(frozen=True, slots=True)

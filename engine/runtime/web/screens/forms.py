@@ -197,7 +197,7 @@ def _render(site: Site, request: Request, actor: Actor, entity: EntitySpec, valu
         for _, spec in (item for item in visible if item[0] == index):
             shown.add(spec.name)
             fields.append(_form_field(site, actor, entity, spec, values.get(spec.name), errors.get(spec.name, []),
-                                      lang))
+                                      lang, values))
         if index == 0 and _with_owner(site, actor, entity):
             shown.add("owner")
             default_owner = None if record is None and entity.routes_new_records else actor.id  # None: routing
@@ -228,9 +228,9 @@ def _render(site: Site, request: Request, actor: Actor, entity: EntitySpec, valu
 
 
 def _form_field(site: Site, actor: Actor, entity: EntitySpec, spec: FieldSpec, value: Any, errors: list[str],
-                lang: str) -> FormField:
+                lang: str, values: Mapping[str, Any] | None = None) -> FormField:
     editable = spec.name == "owner" or _editable(site, actor, entity, spec)
-    field = site.field_context(actor, entity, spec, lang, [value], for_form=editable)
+    field = site.field_context(actor, entity, spec, lang, [value], for_form=editable, record=values)
     widget = site.widgets.for_field(spec)
     if editable:
         control = widget.render_form(field, value, errors, lang)

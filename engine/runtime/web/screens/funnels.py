@@ -20,17 +20,17 @@ from starlette.responses import RedirectResponse, Response
 
 from engine.metamodel import EntitySpec
 from engine.metamodel.approvals import APPROVAL_ENTITY, TASK_ENTITY
-from engine.metamodel.funnels import RequirementKind
+from engine.metamodel.funnels import RequirementKind, StageKind
 from engine.rules.approvals import plan_from_json
 from engine.rules.funnels import RequirementCheck, how_to
 from engine.runtime.automation.funnels import FunnelOutlook
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
 from engine.runtime.web.screens.contexts import (ApprovalLine, ApprovalsPanel, Choice, DecisionPanel, FunnelPanel,
-                                                 RequirementItem, StageChip, TalkTrack)
+                                                 RequirementItem, SetAside, StageChip, TalkTrack)
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.site import Site
-from engine.runtime.web.widgets import local_time
+from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError, local_time
 
 _ACCEPT = {"application/pdf": ".pdf,application/pdf", "image/*": "image/*"}
 
@@ -58,7 +58,27 @@ def funnel_panel(site: Site, actor: Actor, entity: EntitySpec, record: dict[str,
         is_ready=move is not None and move.is_allowed and all(item.is_met for item in items),
         move_refusal=move.refusal.text(lang) if move is not None and not move.is_allowed else "",
         action_base=base, guidance=outlook.current.guidance.text(lang) if outlook.current else "",
-        talk_tracks=_tracks(entity, outlook, lang))
+        talk_tracks=_tracks(entity, outlook, lang),
+        set_aside=_set_aside_forms(site, entity, outlook, record, lang) if can_act else ())
+
+
+def _set_aside_forms(site: Site, entity: EntitySpec, outlook: FunnelOutlook, record: dict[str, Any], lang: str
+                     ) -> tuple[SetAside, ...]:
+    """While the record is open or paused: one form per lost/paused stage, with that stage's reason."""
+    current = outlook.current
+    if current is None or current.kind not in (StageKind.OPEN, StageKind.HOLD):
+        return ()
+    forms = []
+    for stage in outlook.funnel.stages:
+        if stage.kind not in (StageKind.LOST, StageKind.HOLD) or stage.name == current.name or not stage.reason \
+                or not entity.has_field(stage.reason):
+            continue
+        spec = entity.field(stage.reason)
+        field = FieldContext(spec, spec.label.text(lang), spec.help.text(lang), True)
+        control = site.widgets.for_field(spec).render_form(field, record.get(spec.name), [], lang)
+        forms.append(SetAside(stage.name, translate(lang, "set_aside_to", label=stage.label.text(lang)),
+                              field.label, spec.name, control))
+    return tuple(forms)
 
 
 def _since(outlook: FunnelOutlook, site: Site, lang: str) -> str:
@@ -203,6 +223,35 @@ def advance(site: Site, request: Request, actor: Actor, entity_name: str, record
     funnel = site.model.funnel_for(entity.name)
     label = funnel.stage(target).label.text(lang) if funnel and funnel.has_stage(target) else target
     return _back(site, request, entity, record_id, translate(lang, "moved", label=label))
+
+
+def set_aside(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, form: Any
+              ) -> Response:
+    """Move the record to a lost or paused stage with its reason in one write (RecordService checks
+    the move, the reason and the version); a refusal comes back at the top of the page."""
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    funnel = site.model.funnel_for(entity.name)
+    target = str(form.get("to", ""))
+    if funnel is None or not funnel.has_stage(target) or funnel.stage(target).kind not in (StageKind.LOST,
+                                                                                           StageKind.HOLD):
+        return _back(site, request, entity, record_id, translate(lang, "set_aside_unknown", stage=target[:40]))
+    stage = funnel.stage(target)
+    changes: dict[str, Any] = {funnel.field: target}
+    if stage.reason and entity.has_field(stage.reason):
+        spec = entity.field(stage.reason)
+        try:
+            value = site.widgets.for_field(spec).parse(FieldContext(spec, spec.label.text(lang)),
+                                                       {key: form.getlist(key) for key in form.keys()})
+        except InputError as error:
+            return _back(site, request, entity, record_id, str(error))
+        if value is not NOT_SUBMITTED:
+            changes[spec.name] = value
+    try:
+        site.records.update(entity.name, record_id, changes, actor=actor, expected_version=_version(form))
+    except RecordError as error:
+        return _back(site, request, entity, record_id, refusal_text(error, entity, lang))
+    return _back(site, request, entity, record_id, translate(lang, "moved", label=stage.label.text(lang)))
 
 
 def attach(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int,

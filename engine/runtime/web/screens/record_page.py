@@ -23,7 +23,7 @@ from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
 from engine.runtime.web.screens.panorama import panorama_panel
 from engine.runtime.web.screens.site import Site, system_label
-from engine.runtime.web.screens.workday import quick_actions, related_events
+from engine.runtime.web.screens.workday import LogPanel, log_panel, quick_actions, related_events
 from engine.runtime.web.screens.workday import text as related_text
 from engine.runtime.web.widgets import local_time
 
@@ -39,7 +39,8 @@ def sections_of(entity: EntitySpec, lang: str) -> list[tuple[str, tuple[str, ...
 
 
 def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, *,
-                  comment_draft: str = "", comment_error: str = "", status: int = 200) -> HTMLResponse:
+                  comment_draft: str = "", comment_error: str = "", log: LogPanel | None = None,
+                  status: int = 200) -> HTMLResponse:
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
     record = site.records.get(entity.name, record_id, actor=actor)
@@ -62,7 +63,9 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         decision=decision_panel(site, actor, entity, record, lang),
         panorama=panorama_panel(site, actor, entity, record, lang, request.query_params.get("timeline")))
     comments = comments_panel(site, actor, entity.name, record_id, lang, draft=comment_draft, error=comment_error)
-    return site.render(request, actor, "record.html", context, title, status=status, panels={"comments": comments})
+    logging = log if log is not None else log_panel(site, actor, entity, record, lang)
+    return site.render(request, actor, "record.html", context, title, status=status,
+                       panels={"comments": comments, "log": logging})
 
 
 def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:

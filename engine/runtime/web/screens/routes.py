@@ -103,6 +103,8 @@ class ScreenRoutes:
             Route("/{entity}/{record_id:int}/delete", screen(self.delete), methods=["POST"]),
             Route("/{entity}/{record_id:int}/transition", screen(self.advance), methods=["POST"]),
             Route("/{entity}/{record_id:int}/convert", screen(self.convert), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/log", screen(self.log_activity), methods=["POST"]),
+            Route("/{entity}/{record_id:int}/set_aside", screen(self.set_aside), methods=["POST"]),
             Route("/{entity}/{record_id:int}/attach", screen(self.attach), methods=["POST"]),
             Route("/{entity}/{record_id:int}/checklist", screen(self.tick), methods=["POST"]),
             Route("/{entity}/{record_id:int}/approvals/{approval}", screen(self.request_approval), methods=["POST"]),
@@ -364,9 +366,23 @@ class ScreenRoutes:
         return await run_in_threadpool(workday.convert, self.site, request, actor, request.path_params["entity"],
                                        request.path_params["record_id"])
 
+    async def log_activity(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        entity, record_id = request.path_params["entity"], request.path_params["record_id"]
+        result = await run_in_threadpool(workday.log_activity, self.site, request, actor, entity, record_id, form)
+        if isinstance(result, workday.LogPanel):
+            return await run_in_threadpool(record_page.record_screen, self.site, request, actor, entity, record_id,
+                                           log=result, status=422)
+        return result
+
     async def advance(self, request: Request, actor: Actor) -> Response:
         form = await request.form()
         return await run_in_threadpool(funnels.advance, self.site, request, actor, request.path_params["entity"],
+                                       request.path_params["record_id"], form)
+
+    async def set_aside(self, request: Request, actor: Actor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(funnels.set_aside, self.site, request, actor, request.path_params["entity"],
                                        request.path_params["record_id"], form)
 
     async def attach(self, request: Request, actor: Actor) -> Response:

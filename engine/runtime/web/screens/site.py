@@ -196,12 +196,14 @@ class Site:
             return {row.id: row.name for row in connection.execute(
                 sa.select(files.c.id, files.c.name).where(files.c.id.in_(wanted)))}
 
-    def link_options(self, actor: Actor, target: str) -> tuple[dict[int, str], bool]:
-        """Up to LINK_OPTIONS_LIMIT records of `target` the actor may read, newest first, and
-        whether there are more (then a form offers a search box instead of a select)."""
+    def link_options(self, actor: Actor, target: str, filters: tuple[Filter, ...] = ()
+                     ) -> tuple[dict[int, str], bool]:
+        """Up to LINK_OPTIONS_LIMIT records of `target` the actor may read (and `filters` keep,
+        e.g. the chosen account's contacts), newest first, and whether there are more (then a
+        form offers a search box instead of a select)."""
         entity = self.model.entity(target)
         try:
-            page = self.records.list(target, ListQuery(per_page=LINK_OPTIONS_LIMIT), actor=actor)
+            page = self.records.list(target, ListQuery(filters=filters, per_page=LINK_OPTIONS_LIMIT), actor=actor)
         except Forbidden:
             return {}, False
         titles = {item["id"]: str(item.get(entity.title_field) or f"#{item['id']}") for item in page.items}
@@ -234,26 +236,34 @@ class Site:
         raise InputError(translate(lang, key, text=text, entity=what, count=page.total))
 
     def field_context(self, actor: Actor, entity: EntitySpec, spec: FieldSpec, lang: str,
-                      values: Iterable[Any] = (), *, for_form: bool = False) -> FieldContext:
-        """The widget's view of one field; `values` are those about to be shown (for titles)."""
+                      values: Iterable[Any] = (), *, for_form: bool = False,
+                      record: Mapping[str, Any] | None = None) -> FieldContext:
+        """The widget's view of one field; `values` are those about to be shown (for titles).
+        On a form, a link declared `filter_by: G` offers only the targets of the `record`'s G."""
         titles: Mapping[Any, str] = {}
-        link_base = search_url = title_field = ""
+        link_base = search_url = title_field = filter_by = options_url = ""
         if spec.type is FieldType.USER:
             titles = self.active_users() if for_form else self.user_names()
         elif spec.type is FieldType.LINK and spec.link_entity:
             link_base = f"/{spec.link_entity}/"
             titles = self.link_titles(actor, spec.link_entity, values)
             if for_form:
-                options, more = self.link_options(actor, spec.link_entity)
+                parent = (record or {}).get(spec.filter_by) if spec.filter_by else None
+                filters = (Filter(spec.filter_by, "eq", str(parent)),) if spec.filter_by and \
+                    str(parent or "").isdigit() else ()
+                options, more = self.link_options(actor, spec.link_entity, filters)
                 titles = {**options, **titles}
                 if more:
                     search_url = f"/api/{spec.link_entity}"
+                if more or spec.filter_by:
                     title_field = self.model.entity(spec.link_entity).title_field or ""
+                if spec.filter_by:  # the page's script narrows the choices again when G changes
+                    filter_by, options_url = spec.filter_by, f"/api/{spec.link_entity}"
         elif spec.type is FieldType.ATTACHMENT:
             titles = self.file_names(values)
         return FieldContext(spec, spec.label.text(lang), spec.help.text(lang), spec.is_required,
                             spec.is_readonly or spec.type is FieldType.COMPUTED, titles, link_base, search_url,
-                            title_field)
+                            title_field, filter_by, options_url)
 
 
 def owner_spec(lang: str) -> FieldSpec:

@@ -1,5 +1,7 @@
-"""The record page's working-day actions: log a call / visit / WeChat on the spot (returning to the
-record), convert a lead as its blueprint declares, and the related records' history in the timeline."""
+"""The record page's working-day actions: log a call / visit / WeChat / note right on the page (a plain
+form that posts and comes back to the record, written through RecordService so the activity rules
+stamp first touch, last activity and next follow-up and stop the first-call SLA), convert a lead as
+its blueprint declares, and the related records' history in the timeline."""
 
 from __future__ import annotations
 
@@ -13,17 +15,22 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from engine.metamodel import EntitySpec, FieldType
+from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.runtime.automation.clocks import sla_states
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError
+from engine.runtime.records.errors import NotFound, RecordError, ValidationFailed
 from engine.runtime.records.events import Event
 from engine.runtime.records.queries import Filter, ListQuery
+from engine.runtime.records.values import apply_defaults
+from engine.runtime.web.screens.contexts import FormField
+from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.site import Site
+from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError
 
 LOGGED_KINDS = ("call", "visit", "wechat")  # the quick "log it" buttons, when the activity entity has them
 RELATED_HISTORY = 20  # related records whose events join the timeline
+LOG_FIELDS = ("kind", "outcome", "notes", "next_follow_up")  # the record page's "log it" form, when present
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +40,21 @@ class QuickAction:
     method: str = "get"  # "post": a one-click form
 
 
+@dataclass(frozen=True, slots=True)
+class LogPanel:
+    """The record page's "log a call / visit / note" form: activity fields with their blueprint
+    defaults (the next follow-up date among them), or the user's input and its errors after a refusal."""
+
+    post_url: str
+    fields: tuple[FormField, ...]
+    more_url: str  # the full activity form, prefilled the same way
+    message: str = ""
+
+
+Errors = dict[str, list[str]]
+
+
 TEXTS = {
-    "log_kind": ("记录{kind}", "Log a {kind}"),
     "convert": ("{label}", "{label}"),
     "converted_done": ("已转化：{what}", "Converted: {what}"),
     "related_event": ("{entity}「{title}」{action}", "{entity} “{title}”: {action}"),
@@ -52,22 +72,94 @@ def text(lang: str, key: str, **values: object) -> str:
 
 
 def quick_actions(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str) -> tuple[QuickAction, ...]:
-    """Log an activity on this record (kind preset, done, returning here) and convert it when it may."""
+    """Convert the record when it may (logging an activity is the page's own form, `log_panel`)."""
     actions: list[QuickAction] = []
-    link = _activity_link(site, entity)
-    if link is not None and site.may(actor, "activity", "create") and site.model.entity("activity").has_field("kind"):
-        kinds = site.model.entity("activity").field("kind")
-        for kind in (kind for kind in LOGGED_KINDS if kind in [choice.value for choice in kinds.choices]):
-            query = urlencode({link: record["id"], "kind": kind, "done": "true",
-                               "subject": f"{kinds.choice_label(kind, lang)} · {record.get(entity.title_field) or ''}",
-                               "next": f"/{entity.name}/{record['id']}"})
-            actions.append(QuickAction(text(lang, "log_kind", kind=kinds.choice_label(kind, lang)),
-                                       f"/activity/new?{query}"))
     spec = site.model.conversion_for(entity.name)
     if spec is not None and site.may(actor, entity.name, "update", record) and \
             _conversions(site).refusal(entity.name, record) is None:
         actions.append(QuickAction(spec.label.text(lang), f"/{entity.name}/{record['id']}/convert", "post"))
     return tuple(actions)
+
+
+# -- log a call / visit / note on the record page -------------------------------------------------------
+
+def _log_fields(site: Site) -> tuple[FieldSpec, ...]:
+    activity = site.model.entity("activity")
+    return tuple(activity.field(name) for name in LOG_FIELDS if activity.has_field(name))
+
+
+def log_panel(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str, *,
+              shown: dict[str, Any] | None = None, errors: Errors | None = None, message: str = ""
+              ) -> LogPanel | None:
+    """The "log it" form when activities link to this entity and the user may create them; its
+    values are the blueprint's defaults (e.g. the next follow-up two days ahead) unless a refused
+    post is shown again."""
+    link = _activity_link(site, entity)
+    if link is None or not site.may(actor, "activity", "create"):
+        return None
+    activity = site.model.entity("activity")
+    hidden = site.records.access.permissions(actor, "activity").hidden
+    if shown is None:
+        shown = {link: record["id"]}
+        apply_defaults(activity, shown, site.records.evaluator, kinds=site.records.schema.kinds)
+    fields = []
+    for spec in _log_fields(site):
+        if spec.name in hidden:
+            continue
+        field = FieldContext(spec, spec.label.text(lang), spec.help.text(lang), False)
+        failures = (errors or {}).get(spec.name, [])
+        control = site.widgets.for_field(spec).render_form(field, shown.get(spec.name), failures, lang)
+        fields.append(FormField(spec.name, field.label, "", False, control, tuple(failures)))
+    here = f"/{entity.name}/{record['id']}"
+    more = urlencode({link: record["id"], "done": "true", "next": here})
+    return LogPanel(f"{here}/log", tuple(fields), f"/activity/new?{more}", message)
+
+
+def log_activity(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, form: Any
+                 ) -> Response | LogPanel:
+    """Create a done activity linked to this record from the page's form and come back to the page;
+    a refusal returns the form with the input kept and each error under its field."""
+    entity = site.records.entity(entity_name)
+    lang = site.lang(request)
+    record = site.records.get(entity.name, record_id, actor=actor)
+    link = _activity_link(site, entity)
+    if link is None:  # no form is offered here: as for any page that does not exist
+        raise NotFound(f"activities do not link to {entity.name}", field=None)
+    activity = site.model.entity("activity")
+    posted: dict[str, list[Any]] = {}
+    for key, value in form.multi_items():
+        posted.setdefault(key, []).append(value)
+    values: dict[str, Any] = {link: record_id, **({"done": True} if activity.has_field("done") else {})}
+    errors: Errors = {}
+    for spec in _log_fields(site):
+        try:
+            value = site.widgets.for_field(spec).parse(FieldContext(spec, spec.label.text(lang)), posted)
+        except InputError as error:
+            errors.setdefault(spec.name, []).append(str(error))
+            continue
+        if value is not NOT_SUBMITTED and value not in (None, ""):
+            values[spec.name] = value
+    kind = str(values.get("kind") or "")
+    kind_label = activity.field("kind").choice_label(kind, lang) if kind and activity.has_field("kind") else \
+        activity.label.text(lang)
+    if activity.title_field and activity.title_field not in values:  # "电话 · 张伟", within the field's length
+        subject = f"{kind_label} · {record.get(entity.title_field) or f'#{record_id}'}"
+        values[activity.title_field] = subject[:activity.field(activity.title_field).length or len(subject)]
+    if not errors:
+        try:
+            site.records.create("activity", values, actor=actor)
+        except ValidationFailed as failed:
+            offered = {spec.name for spec in _log_fields(site)}
+            for failure in failed.errors:
+                errors.setdefault(failure.field if failure.field in offered else "", []).append(
+                    field_error_text(activity, failure, lang))
+        else:
+            site.flash(request, translate(lang, "log_done", kind=kind_label))
+            return RedirectResponse(f"/{entity.name}/{record_id}#log", status_code=303)
+    stray = errors.pop("", [])
+    message = " ".join([translate(lang, "fix_errors"), *stray])
+    return log_panel(site, actor, entity, record, lang, shown=values, errors=errors, message=message) or \
+        LogPanel("", (), "", message)
 
 
 def _activity_link(site: Site, entity: EntitySpec) -> str | None:

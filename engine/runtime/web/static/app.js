@@ -39,7 +39,7 @@ function setUpLinkSearch(input) {
     if (!text || /\(#\d+\)$/.test(text) || text === asked) return;
     timer = setTimeout(async () => {
       asked = text;
-      const url = `${input.dataset.linkSearch}?q=${encodeURIComponent(text)}&per_page=20`;
+      const url = `${input.dataset.linkSearch}?q=${encodeURIComponent(text)}&per_page=20${input.dataset.linkFilter || ""}`;
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok || input.value.trim() !== text) return;
       const page = await response.json();
@@ -173,3 +173,45 @@ async function moveCard(board, card, column) {
     card.classList.remove("saving");
   }
 }
+
+// A link declared `filter_by: G` (e.g. the contact follows the account): when the form's G
+// changes, offer only G's records the user may read, asked of the JSON API. The server already
+// narrowed the choices to the G the page was drawn with, and refuses a pick outside G.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-filter-by]").forEach((follower) => {
+    const parent = follower.form && follower.form.querySelector(`#f-${follower.dataset.filterBy}`);
+    if (!parent) return;
+    const chosen = () => {
+      const text = (parent.value || "").trim();
+      const picked = text.match(/\(#(\d+)\)$/) || text.match(/^#?(\d+)$/);
+      return picked ? picked[1] : "";
+    };
+    if (follower.tagName === "INPUT") {  // a search box: its suggestions carry the filter
+      parent.addEventListener("change", () => {
+        const id = chosen();
+        follower.dataset.linkFilter = id ? `&${follower.dataset.filterBy}=${id}` : "";
+      });
+      return;
+    }
+    parent.addEventListener("change", async () => {
+      const id = chosen();
+      const filter = id ? `&${encodeURIComponent(follower.dataset.filterBy)}=${id}` : "";
+      const response = await fetch(`${follower.dataset.optionsUrl}?per_page=200${filter}`,
+                                   { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok || chosen() !== id) return;
+      const page = await response.json();
+      const keep = follower.value;
+      const empty = document.createElement("option");
+      empty.value = "";
+      empty.textContent = "—";
+      follower.replaceChildren(empty, ...page.items.map((item) => {
+        const option = document.createElement("option");
+        option.value = String(item.id);
+        option.textContent = `${item[follower.dataset.titleField] ?? ""}`.trim() || `#${item.id}`;
+        return option;
+      }));
+      follower.value = page.items.some((item) => String(item.id) === keep) ? keep : "";
+      follower.dispatchEvent(new Event("change"));
+    });
+  });
+});
