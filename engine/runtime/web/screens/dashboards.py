@@ -24,25 +24,28 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
+from engine.runtime.web.screens.catalogue import catalogue
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 
-PERIOD_LABELS = {"zh": {"day": "今天", "week": "本周", "month": "本月", "quarter": "本季度", "year": "本年",
-                        "all": "全部"},
-                 "en": {"day": "Today", "week": "This week", "month": "This month", "quarter": "This quarter",
-                        "year": "This year", "all": "All time"}}
-WORDS = {
-    "zh": {"previous": "上期", "apply": "应用", "any": "全部", "period": "期间", "export": "导出", "stage": "阶段",
-           "entered": "进入", "left": "离开", "dwell_mean": "平均停留（天）", "dwell_median": "停留中位数（天）",
-           "conversion": "转化率", "skip_rate": "跳过率", "return_rate": "回退率", "owner": "负责人",
-           "count": "数量", "sum": "合计", "avg": "平均", "median": "中位数", "p90": "P90", "none": "暂无数据",
-           "above_norm": "高于团队常态", "dashboards": "看板", "target": "目标"},
-    "en": {"previous": "previous period", "apply": "Apply", "any": "Any", "period": "Period", "export": "Export",
-           "stage": "Stage", "entered": "Entered", "left": "Left", "dwell_mean": "Mean dwell (days)",
-           "dwell_median": "Median dwell (days)", "conversion": "Conversion", "skip_rate": "Skip rate",
-           "return_rate": "Return rate", "owner": "Owner", "count": "Count", "sum": "Sum", "avg": "Average",
-           "median": "Median", "p90": "P90", "none": "No data yet", "above_norm": "above the team's norm",
-           "dashboards": "Dashboards", "target": "Target"},
-}
+class _Words:
+    """The dashboards' own words in one language (catalogue ids `dash_<key>`)."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def __getitem__(self, key: str) -> str:
+        return translate(self.lang, f"dash_{key}")
+
+    def as_dict(self) -> dict[str, str]:
+        """Every dashboard word, for the template (`page.words.apply`)."""
+        return {key[5:]: text for key, text in catalogue(self.lang).items() if key.startswith("dash_")}
+
+
+def _period_label(lang: str, period: str) -> str:
+    return translate(lang, f"period_{period}")
+
+
 STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
 _SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
 ANOMALY = 1.5  # a heat-map cell this many times its stage's overall value is marked red
@@ -120,7 +123,7 @@ def _choices(site: Site, spec: DashboardSpec, request: Request, lang: str) -> tu
 def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> HTMLResponse:
     spec = dashboard_spec(site, name)
     lang = site.lang(request)
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     period, filters = _choices(site, spec, request, lang)
     analytics = _analytics(site)
     readable = [widget for widget in spec.widgets if site.may(actor, widget.entity, "read")]  # others left out
@@ -128,13 +131,13 @@ def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> H
     views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request, cache)
                   for widget in readable)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "period"]
-    periods = tuple(Link(PERIOD_LABELS.get(lang, PERIOD_LABELS["en"])[p], _url(f"/dashboards/{name}",
+    periods = tuple(Link(_period_label(lang, p), _url(f"/dashboards/{name}",
                                                                                  [*query, ("period", p)]),
                          "current" if p == period.name else "") for p in PERIODS)
     context = DashboardContext(name, spec.label.text(lang), period.name, period.text(), periods,
                                tuple(_filter_control(site, spec, f, filters.get(f, ""), lang, actor)
                                      for f in spec.filters),
-                               views, words,
+                               views, words.as_dict(),
                                tuple(Link(other.label.text(lang), f"/dashboards/{other.name}",
                                           "current" if other.name == name else "") for other in site.model.dashboards))
     return site.render(request, actor, "dashboard.html", context, context.title)
@@ -152,7 +155,7 @@ def _filter_control(site: Site, spec: DashboardSpec, name: str, chosen: str, lan
         teams = site.user_teams()
         names = {k: v for k, v in site.user_names().items() if scope is Scope.ALL or k == actor.id or
                  (scope is Scope.TEAM and actor.team is not None and teams.get(k) == actor.team)}
-        return name, WORDS.get(lang, WORDS["en"])["owner"], tuple((str(k), v) for k, v in names.items()), chosen
+        return name, _Words(lang)["owner"], tuple((str(k), v) for k, v in names.items()), chosen
     for widget in spec.widgets:
         entity = site.model.entity(widget.entity)
         if entity.has_field(name):
@@ -167,7 +170,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
             filters: dict[str, str], lang: str, request: Request,
             cache: dict[tuple[str, str | None], Any]) -> WidgetView:
     title = widget.label.text(lang)
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     query = request.url.query
     exports = tuple(Link(kind.upper(), f"/dashboards/{spec.name}/{widget.name}.{kind}" + (f"?{query}" if query else ""))
                     for kind in ("csv", "xlsx"))
@@ -207,7 +210,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
 
 
 def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec | None = None) -> str:
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     measure = widget.measures[index]
     if measure.field is None:
         return words["count"]
@@ -215,12 +218,11 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
     def label(field: str) -> str:
         if entity is not None and entity.has_field(field):
             return entity.field(field).label.text(lang)
-        return {"created_at": "创建时间" if lang == "zh" else "created", "updated_at": "更新时间" if lang == "zh"
-                else "updated"}.get(field, field)
+        return translate(lang, field) if field in ("created_at", "updated_at") else field
     name = label(measure.field)
     if measure.since is not None:  # a duration in hours
-        name = f"{label(measure.since)}→{name}（小时）" if lang == "zh" else f"{label(measure.since)}→{name} (hours)"
-    return f"{words[measure.aggregate.value]} {name}" if lang != "zh" else f"{name}{words[measure.aggregate.value]}"
+        name = translate(lang, "dash_duration_hours", since=label(measure.since), field=name)
+    return translate(lang, "dash_measure", aggregate=words[measure.aggregate.value], field=name)
 
 
 def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
@@ -234,7 +236,7 @@ def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
                filters: dict[str, str], lang: str, cache: dict[tuple[str, str | None], Any] | None = None
                ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     funnel = site.model.funnel(str(widget.funnel))
     cache = {} if cache is None else cache  # one page asks for a funnel's overall figures once
 

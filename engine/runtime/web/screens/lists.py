@@ -163,7 +163,7 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
             continue
         if name == "owner" or (entity.has_field(name) and entity.field(name).type is FieldType.USER):
             label = system_label(name, lang) if name == "owner" else entity.field(name).label.text(lang)
-            options = [("me", "我" if lang == "zh" else "Me"), ("unassigned", "未分配" if lang == "zh" else "Unassigned"),
+            options = [("me", translate(lang, "owner_me")), ("unassigned", translate(lang, "owner_unassigned")),
                        *((str(key), text) for key, text in site.user_names().items())]
             yield _select(name, label, options, given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type in (FieldType.CHOICE, FieldType.MULTICHOICE,
@@ -173,7 +173,7 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
                           given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type is FieldType.BOOLEAN:
             spec = entity.field(name)
-            yes_no = [("true", "是" if lang == "zh" else "Yes"), ("false", "否" if lang == "zh" else "No")]
+            yes_no = [("true", translate(lang, "yes")), ("false", translate(lang, "no"))]
             yield _select(name, spec.label.text(lang), yes_no, given.get(name, ""))
         elif (entity.has_field(name) and entity.field(name).type in _DATE_TYPES) or name in ("created_at",
                                                                                              "updated_at"):

@@ -208,7 +208,7 @@ def _value(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int
     if spec is not None and spec.type in (FieldType.MULTICHOICE, FieldType.TAGS) and isinstance(value, list):
         return ", ".join(spec.choice_label(str(item), lang) for item in value)
     if isinstance(value, bool):
-        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
+        return translate(lang, "yes" if value else "no")
     if isinstance(value, dict) and "amount" in value:
         return f"{value['amount']} {value.get('currency', '')}"
     if spec is not None and spec.type is FieldType.DATETIME and isinstance(value, str):

@@ -30,6 +30,7 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
 from engine.runtime.records.permissions import Forbidden
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import local_time
 
@@ -93,7 +94,7 @@ def imports_screen(site: Site, request: Request, actor: Actor, error: str = "") 
         raise Forbidden("you may create no records, so you may import none", field=None, permission="create",
                         entity="")
     context = ImportsContext(entities, _mappings(site, lang), _recent(site, actor), error)
-    return site.render(request, actor, "imports.html", context, "数据导入 Import" if lang == "zh" else "Import")
+    return site.render(request, actor, "imports.html", context, translate(lang, "import_title"))
 
 
 def _mappings(site: Site, lang: str) -> tuple[tuple[str, str, str], ...]:
@@ -115,12 +116,12 @@ async def upload(site: Site, request: Request, actor: Actor) -> Response:
     entity = str(form.get("entity", ""))
     mapping = str(form.get("mapping", SUGGESTED))
     if upload is None or isinstance(upload, str) or not upload.filename:
-        return imports_screen(site, request, actor, "请选择要导入的文件 Choose a file to import")
+        return imports_screen(site, request, actor, translate(site.lang(request), "import_choose_file"))
     content = await upload.read()
     try:
         read_bytes(content, upload.filename)
     except FileUnreadable as error:
-        return imports_screen(site, request, actor, f"{error.message_zh} — {error.message}")
+        return imports_screen(site, request, actor, error.message_zh if site.lang(request) == "zh" else error.message)
     stored = site.records.store_file(upload.filename, upload.content_type or "application/octet-stream", content,
                                      actor=actor)
     return review(site, request, actor, {"file_id": str(stored["id"]), "entity": entity, "mapping": mapping})
@@ -184,9 +185,9 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
         plan = importer.prepare(table, spec, content)
         report = importer.health(plan)
     except ImportRefused as refused:
-        error = f"{refused.zh} — {refused}"
-    fields = [Option("", "— 不导入 skip —")] + [Option(OWNER, "负责人 Owner")] + [
-        Option(spec_.name, f"{spec_.label.text('zh')} {spec_.label.text('en')}") for spec_ in entity.fields
+        error = refused.zh if lang == "zh" else str(refused)
+    fields = [Option("", translate(lang, "import_skip"))] + [Option(OWNER, translate(lang, "owner"))] + [
+        Option(spec_.name, spec_.label.text(lang)) for spec_ in entity.fields
         if spec_.type is not FieldType.COMPUTED]
     columns = tuple(ColumnChoice(s.column, tuple(Option(o.value, o.label, o.value == (s.field or "")) for o in fields),
                                  s.why) for s in suggestions)
@@ -197,7 +198,7 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
     context = ImportsContext(_entities(site, actor, lang, entity_name), _mappings(site, lang), (), error, file_id,
                              name, entity_name, str(form.get("mapping", SUGGESTED)), columns, defaults, spec.history,
                              report.html() if report is not None else "", report is not None and bool(mapped))
-    return site.render(request, actor, "imports.html", context, "数据体检 Data health")
+    return site.render(request, actor, "imports.html", context, translate(lang, "import_health_title"))
 
 
 def run(site: Site, request: Request, actor: Actor, form: Any) -> Response:
@@ -235,7 +236,7 @@ def import_screen(site: Site, request: Request, actor: Actor, import_id: int) ->
     view["rate"] = f"{record.next_row / seconds:,.0f}"
     view["seconds"] = f"{seconds:,.1f}"
     context = ImportsContext(_entities(site, actor, lang), (), (view,))
-    return site.render(request, actor, "import.html", context, f"导入 #{import_id}")
+    return site.render(request, actor, "import.html", context, translate(lang, "import_number", id=import_id))
 
 
 def error_file(site: Site, request: Request, actor: Actor, import_id: int) -> Response:

@@ -20,6 +20,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.records.events import Event
 from engine.runtime.records.queries import Filter, ListQuery
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 
 LOGGED_KINDS = ("call", "visit", "wechat")  # the quick "log it" buttons, when the activity entity has them
@@ -33,22 +34,9 @@ class QuickAction:
     method: str = "get"  # "post": a one-click form
 
 
-TEXTS = {
-    "log_kind": ("记录{kind}", "Log a {kind}"),
-    "convert": ("{label}", "{label}"),
-    "converted_done": ("已转化：{what}", "Converted: {what}"),
-    "related_event": ("{entity}「{title}」{action}", "{entity} “{title}”: {action}"),
-    "sla_paused": ("已暂停", "paused"),
-    "sla_overdue": ("已超时 {late}", "overdue {late}"),
-    "sla_due_in": ("剩余 {left}", "due in {left}"),
-    "sla_running": ("计时中", "running"),
-    "sla_column": ("时效", "SLA"),
-}
-
-
 def text(lang: str, key: str, **values: object) -> str:
-    zh, en = TEXTS[key]
-    return (zh if lang == "zh" else en).format(**values)
+    """The record page's workday texts (catalogue ids `workday_<key>`)."""
+    return translate(lang, f"workday_{key}", **values)
 
 
 def quick_actions(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str) -> tuple[QuickAction, ...]:
