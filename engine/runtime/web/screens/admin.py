@@ -299,7 +299,8 @@ def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
         messages=tuple(_message_view(row, zone) for row in rows),
         statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
                        for value in OUTBOX_STATUSES),
-        dead=dead)
+        dead=dead, channel_labels={channel.name: channel.label.text(lang) for channel in site.model.channels
+                                   if channel.label})
     pages = max(1, -(-total // OUTBOX_PAGE))
     query = f"status={status}&" if status else ""
     pager = {"total": total, "page": page, "pages": pages,

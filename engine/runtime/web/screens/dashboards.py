@@ -42,6 +42,11 @@ class _Words:
         return {key[5:]: text for key, text in catalogue(self.lang).items() if key.startswith("dash_")}
 
 
+def _row_label(entity: EntitySpec | None, name: str, lang: str) -> str:
+    """A heat map's row header: the field's label where the entity has it."""
+    return entity.field(name).label.text(lang) if entity is not None and entity.has_field(name) else name
+
+
 def _period_label(lang: str, period: str) -> str:
     return translate(lang, f"period_{period}")
 
@@ -258,7 +263,8 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     cells = cells_by(widget.rows)
     labels = analytics.row_labels(funnel, str(widget.rows), cells.keys(), lang)
     stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
-    header = (words["owner"] if widget.rows == "owner" else str(widget.rows),
+    header = (words["owner"] if widget.rows == "owner" else _row_label(site.model.entity(funnel.entity) if site.model.has_entity(funnel.entity) else None,
+                                                                   str(widget.rows), lang),
               *(overall[stage].label for stage in stages))
     rows = []
     for key, row in cells.items():

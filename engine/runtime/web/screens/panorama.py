@@ -35,6 +35,7 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.storage.times import as_utc
+from engine.runtime.web.screens.event_values import event_value
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.screens.suggestions import rank, suggested
@@ -313,18 +314,7 @@ def _label(entity: EntitySpec, name: str, lang: str) -> str:
 
 
 def _show(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str]) -> str:
-    if value is None or value == "" or value == []:
-        return "—"
-    spec = entity.field(name) if entity.has_field(name) else None
-    if name == "owner" or (spec is not None and spec.type is FieldType.USER):
-        return users.get(value, f"#{value}")
-    if spec is not None and spec.type is FieldType.CHOICE:
-        return spec.choice_label(str(value), lang)
-    if isinstance(value, bool):
-        return translate(lang, "yes" if value else "no")
-    if isinstance(value, dict) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}"
-    text = str(value)
+    text = event_value(entity, name, value, lang, users)
     return text if len(text) <= 60 else text[:59] + "…"
 
 

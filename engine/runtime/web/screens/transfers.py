@@ -30,6 +30,7 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
 from engine.runtime.records.permissions import Forbidden
+from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import local_time
@@ -78,11 +79,16 @@ def _entities(site: Site, actor: Actor, lang: str, chosen: str = "") -> tuple[Op
                  if not entity.is_managed and site.scope(actor, entity.name, "create") is not Scope.NONE)
 
 
-def _view(record: ImportRecord, zone: str, users: dict[int, str]) -> dict[str, Any]:
+def _state(status: str, lang: str) -> str:
+    key = f"import_status_{status}"
+    return translate(lang, key) if key in catalogue(lang) else status
+
+
+def _view(record: ImportRecord, zone: str, users: dict[int, str], lang: str) -> dict[str, Any]:
     return {"id": record.id, "file": record.file_name, "entity": record.entity, "mapping": record.mapping,
-            "status": record.status, "rows": record.rows_total, "done": record.next_row, "created": record.created,
+            "status": record.status, "state": _state(record.status, lang), "rows": record.rows_total, "done": record.next_row, "created": record.created,
             "merged": record.merged, "rejected": record.rejected, "rules": record.rules, "history": record.history,
-            "by": users.get(record.actor_id or 0, "system"), "sha": record.file_sha256[:12],
+            "by": users.get(record.actor_id or 0) or translate(lang, "system"), "sha": record.file_sha256[:12],
             "started": local_time(record.started_at, zone).strftime("%Y-%m-%d %H:%M"),
             "percent": int(100 * record.next_row / record.rows_total) if record.rows_total else 100}
 
@@ -93,7 +99,7 @@ def imports_screen(site: Site, request: Request, actor: Actor, error: str = "") 
     if not entities:
         raise Forbidden("you may create no records, so you may import none", field=None, permission="create",
                         entity="")
-    context = ImportsContext(entities, _mappings(site, lang), _recent(site, actor), error)
+    context = ImportsContext(entities, _mappings(site, lang), _recent(site, actor, lang), error)
     return site.render(request, actor, "imports.html", context, translate(lang, "import_title"))
 
 
@@ -101,12 +107,12 @@ def _mappings(site: Site, lang: str) -> tuple[tuple[str, str, str], ...]:
     return tuple((spec.name, spec.entity, spec.label.text(lang)) for spec in site.model.imports)
 
 
-def _recent(site: Site, actor: Actor) -> tuple[dict[str, Any], ...]:
+def _recent(site: Site, actor: Actor, lang: str) -> tuple[dict[str, Any], ...]:
     users = site.user_names()
     zone = site.model.settings.timezone
     shown = [record for record in _importer(site).recent(30) if actor.role == "admin" or
              record.actor_id == actor.id or site.scope(actor, record.entity, "create") is Scope.ALL]
-    return tuple(_view(record, zone, users) for record in shown)
+    return tuple(_view(record, zone, users, lang) for record in shown)
 
 
 async def upload(site: Site, request: Request, actor: Actor) -> Response:
@@ -230,7 +236,7 @@ def import_screen(site: Site, request: Request, actor: Actor, import_id: int) ->
     if record is None:
         raise NotFound(f"import {import_id} does not exist", field="id")
     lang = site.lang(request)
-    view = _view(record, site.model.settings.timezone, site.user_names())
+    view = _view(record, site.model.settings.timezone, site.user_names(), lang)
     elapsed = (record.finished_at or site.services.clock.now()) - record.started_at
     seconds = max(elapsed.total_seconds(), 0.001)
     view["rate"] = f"{record.next_row / seconds:,.0f}"
