@@ -182,7 +182,8 @@ class JsonApi:
                 return await endpoint(request)
             except RecordError as error:
                 return error_response(error.status, error_body(error, self.lang(request), self.services.model,
-                                                               request.path_params.get("entity")))
+                                                               request.path_params.get("entity"),
+                                                               request.path_params.get("record_id")))
             except JSONError as error:
                 message = coded_text(error.code, self.lang(request), error.message, error.field,
                                      model=self.services.model, entity=request.path_params.get("entity"))

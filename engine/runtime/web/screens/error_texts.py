@@ -9,6 +9,7 @@ message stays the source: English readers get it unchanged."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from engine.metamodel import Metamodel
@@ -17,13 +18,17 @@ from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens.i18n import field_error_text, permission_word, translate
 
+LIST_PARAMETERS = ("q", "sort", "page", "per_page", "owner", "created_at", "updated_at", "id", "view")
 
-def error_body(error: RecordError, lang: str, model: Metamodel, entity: str | None = None) -> dict[str, Any]:
-    """The API's error body for `error` with its `message` (and each field error's) in `lang`."""
+
+def error_body(error: RecordError, lang: str, model: Metamodel, entity: str | None = None,
+               record_id: str | None = None) -> dict[str, Any]:
+    """The API's error body for `error` with its `message` (and each field error's) in `lang`;
+    `entity` and `record_id` are the request's, for messages that name the record."""
     body = error.as_dict(lang)
     if lang == "en" or isinstance(error, StageRefused):
         return body
-    body["message"] = error_text(error, lang, model, entity)
+    body["message"] = error_text(error, lang, model, entity, record_id)
     if isinstance(error, ValidationFailed):
         body["errors"] = [{**failure.as_dict(), "message": _field_text(failure, lang, model, entity)}
                           for failure in error.errors]
@@ -40,9 +45,10 @@ def coded_text(code: str, lang: str, message: str, field: str | None = None, *, 
     return translate(lang, f"api_error_{code}", field=label and translate(lang, "api_error_field", field=label))
 
 
-def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | None = None) -> str:
+def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | None = None,
+               record_id: str | None = None) -> str:
     """One line for a person reading `lang`."""
-    entity = entity or _entity_of(error, model)
+    entity = entity if entity and model.has_entity(entity) else _entity_of(error, model)
     if lang == "en":
         return error.message
     if isinstance(error, StageRefused):
@@ -55,6 +61,10 @@ def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | No
         label = model.entity(name).plural.text(lang) if model.has_entity(name) else translate(lang, "api_error_area")
         return translate(lang, "forbidden_text", permission=permission_word(lang, str(error.details.get(
             "permission", ""))), entity=label)
+    if error.code == "not_found" and entity and record_id:
+        return translate(lang, "api_error_record_not_found", entity=model.entity(entity).label.text(lang), id=record_id)
+    if error.code == "invalid_query" and entity and error.field and not model.entity(entity).has_field(error.field):
+        return _unknown_parameter(error.field, lang, model, entity)
     zh = error.details.get("zh")
     if lang == "zh" and isinstance(zh, str) and zh:
         return zh
@@ -70,6 +80,14 @@ def _field_text(failure: FieldError, lang: str, model: Metamodel, entity: str | 
             f"api_error_{failure.code}" in catalogue(lang) else translate(lang, "api_error_invalid_value")
     label = _field_label(failure.field, lang, model, entity)
     return translate(lang, "api_error_field_message", field=label, message=text) if label else text
+
+
+def _unknown_parameter(name: str, lang: str, model: Metamodel, entity: str) -> str:
+    """A list parameter the entity does not know, with the closest name it does know."""
+    known = [spec.name for spec in model.entity(entity).fields] + list(LIST_PARAMETERS)
+    close = difflib.get_close_matches(name.split("__")[0], known, n=1, cutoff=0.6)
+    hint = translate(lang, "api_error_did_you_mean", name=close[0]) if close else ""
+    return translate(lang, "api_error_unknown_parameter", name=name, hint=hint)
 
 
 def _field_label(field: str | None, lang: str, model: Metamodel | None, entity: str | None) -> str:
