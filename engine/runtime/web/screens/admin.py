@@ -64,7 +64,7 @@ def revoke_token(site: Site, request: Request, actor: Actor, form: Any) -> Respo
         site.services.users.sessions.revoke_token(int(raw) if raw.isdigit() and len(raw) < 10 else 0)
         site.flash(request, translate(site.lang(request), "token_revoked", id=raw))
     except ValueError as error:
-        site.flash(request, str(error))
+        site.flash(request, admin_error_text(site.lang(request), str(error)))
     return RedirectResponse("/admin/users", status_code=303)
 
 

@@ -28,6 +28,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
 from engine.runtime.records.queries import ListQuery, parse_list_query
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
 from engine.runtime.web.screens.workday import format_amount, has_sla, sla_cells
@@ -229,7 +230,7 @@ def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, fo
             site.records.update(entity.name, record_id, {"owner": int(owner)}, actor=actor)
             done += 1
         except RecordError as error:
-            refusals.append(error.message)
+            refusals.append(error_text(error, lang, site.model, entity.name))
     site.flash(request, translate(lang, "assigned", count=done))
     if refusals:
         site.flash(request, translate(lang, "assign_failed", count=len(refusals), reason=refusals[0]))

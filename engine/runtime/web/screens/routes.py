@@ -144,14 +144,15 @@ class ScreenRoutes:
                 return await handler(request, actor)
             except (Forbidden, NotFound, UnknownEntity, CsrfRefused) as error:
                 if request.headers.get(CSRF_HEADER) is not None:
-                    message = getattr(error, "message", translate(site.lang(request), "csrf_refused"))
+                    message = error_text(error, site.lang(request), site.model, request.path_params.get("entity")) \
+                        if isinstance(error, RecordError) else translate(site.lang(request), "csrf_refused")
                     return JSONResponse({"ok": False, "message": message},
                                         status_code=404 if isinstance(error, (NotFound, UnknownEntity)) else 403)
                 return await run_in_threadpool(error_page, site, request, actor, error)
             except RecordError as error:  # e.g. a delete refused because other records link here
                 if request.method != "POST":
                     return await run_in_threadpool(error_page, site, request, actor, error)
-                site.flash(request, error.message)
+                site.flash(request, error_text(error, site.lang(request), site.model, request.path_params.get("entity")))
                 referer = urlsplit(request.headers.get("referer", "/"))
                 return RedirectResponse(accounts.safe_next(referer.path + (f"?{referer.query}" if referer.query
                                                                             else "")), status_code=303)

@@ -20,6 +20,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
 from engine.runtime.records.events import Event
 from engine.runtime.records.queries import Filter, ListQuery
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 
@@ -77,8 +78,7 @@ def convert(site: Site, request: Request, actor: Actor, entity_name: str, record
     try:
         done = _conversions(site).convert(entity.name, record_id, actor=actor)
     except RecordError as refused:
-        zh = refused.details.get("zh")
-        site.flash(request, str(zh) if lang == "zh" and zh else refused.message)
+        site.flash(request, error_text(refused, lang, site.model, entity.name))
         return RedirectResponse(f"/{entity.name}/{record_id}", status_code=303)
     what = "、".join(f"{site.model.entity(item[0]).label.text(lang)} #{item[1]}" for item in done.created.values())
     site.flash(request, text(lang, "converted_done", what=what))
