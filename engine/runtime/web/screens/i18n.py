@@ -23,12 +23,15 @@ def permission_word(lang: str, action: str) -> str:
 
 def field_error_text(entity: EntitySpec, error: FieldError, lang: str) -> str:
     """A RecordService field error for people, in the user's language where one is known: a
-    blueprint validation's own message, else the error's Chinese text on Chinese screens,
-    else its message without the leading "field: " (the form shows it under the field)."""
+    blueprint validation's own message, else the error's Chinese text on Chinese screens, else
+    the catalogue's text for its code (`api_error_<code>`), else its message without the
+    leading "field: " (the form shows it under the field)."""
     if error.code == "rule":
         for rule in entity.validations:
             if rule.field == error.field and rule.message.text("en") == error.message:
                 return rule.message.text(lang)
     if lang == "zh" and error.zh:
         return str(error.zh)
+    if lang != "en" and f"api_error_{error.code}" in catalogue(lang):  # no text of its own: what its code means
+        return translate(lang, f"api_error_{error.code}", field="")
     return error.message.removeprefix(f"{error.field}: ") if error.field else error.message
