@@ -18,7 +18,8 @@ from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens.i18n import field_error_text, permission_word, translate
 
-LIST_PARAMETERS = ("q", "sort", "page", "per_page", "owner", "created_at", "updated_at", "id", "view")
+LIST_PARAMETERS = ("q", "sort", "page", "per_page", "owner", "created_at", "updated_at", "id", "view", "sla",
+                   "created_by", "version", "fields", "format")
 
 
 def error_body(error: RecordError, lang: str, model: Metamodel, entity: str | None = None,
@@ -29,6 +30,8 @@ def error_body(error: RecordError, lang: str, model: Metamodel, entity: str | No
     if lang == "en" or isinstance(error, StageRefused):
         return body
     body["message"] = error_text(error, lang, model, entity, record_id)
+    if body["message"] != error.message:
+        body["detail"] = error.message  # the precise English text, for the developer reading the response
     if isinstance(error, ValidationFailed):
         body["errors"] = [{**failure.as_dict(), "message": _field_text(failure, lang, model, entity)}
                           for failure in error.errors]
@@ -63,7 +66,7 @@ def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | No
             "permission", ""))), entity=label)
     if error.code == "not_found" and entity and record_id:
         return translate(lang, "api_error_record_not_found", entity=model.entity(entity).label.text(lang), id=record_id)
-    if error.code == "invalid_query" and entity and error.field and not model.entity(entity).has_field(error.field):
+    if error.code == "invalid_query" and entity and error.field and _is_unknown_parameter(error.field, model, entity):
         return _unknown_parameter(error.field, lang, model, entity)
     zh = error.details.get("zh")
     if lang == "zh" and isinstance(zh, str) and zh:
@@ -80,6 +83,11 @@ def _field_text(failure: FieldError, lang: str, model: Metamodel, entity: str | 
             f"api_error_{failure.code}" in catalogue(lang) else translate(lang, "api_error_invalid_value")
     label = _field_label(failure.field, lang, model, entity)
     return translate(lang, "api_error_field_message", field=label, message=text) if label else text
+
+
+def _is_unknown_parameter(name: str, model: Metamodel, entity: str) -> bool:
+    base = name.split("__")[0]
+    return base not in LIST_PARAMETERS and not model.entity(entity).has_field(base)
 
 
 def _unknown_parameter(name: str, lang: str, model: Metamodel, entity: str) -> str:
