@@ -59,6 +59,8 @@ def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | No
     if isinstance(error, ValidationFailed):
         return translate(lang, "list_separator").join(_field_text(failure, lang, model, entity)
                                                       for failure in error.errors)
+    if error.code == "forbidden" and error.field and entity and model.entity(entity).has_field(error.field):
+        return translate(lang, "forbidden_field", field=model.entity(entity).field(error.field).label.text(lang))
     if error.code == "forbidden":
         name = str(error.details.get("entity") or entity or "")
         label = model.entity(name).plural.text(lang) if model.has_entity(name) else translate(lang, "api_error_area")
