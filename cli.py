@@ -135,6 +135,10 @@ def validate(path: str) -> None:
         gated = sum(1 for stage in funnel.stages if stage.requirements)
         click.echo(f"  funnel {funnel.name}: {funnel.entity}.{funnel.field} " + " → ".join(
             stage.name for stage in funnel.path) + f" ({gated} stages with requirements)")
+    for sla in model.slas:
+        if sla.name.startswith("approval:"):
+            continue  # an approval step's deadline: shown with its approval below
+        click.echo(f"  sla {sla.name} on {sla.entity}: {sla.describe_start()}")
     for approval in model.approvals:
         steps = " → ".join(" + ".join(step.name + ("?" if step.when else "") for step in group)
                            for group in approval.groups())
@@ -310,7 +314,7 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             _fail(f"--filter takes FIELD=VALUE, not '{item}'")
         pairs[name] = value
     try:
-        when = period_at(period or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
+        when = period_at(period or chosen.span or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
     except ValueError as error:
         _fail(str(error))
     header: list[str]
@@ -326,10 +330,19 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             rows = [[labels.get(key, key), cell.stage, cell.entered, cell.left, cell.dwell_mean, cell.dwell_median,
                      cell.conversion, cell.skip_rate, cell.return_rate, cell.urls["left"]]
                     for key, row in cells.items() for cell in row.values() if cell.entered or cell.left]
+        elif chosen.kind.value == "stuck":
+            total, url, stuck = engine.analytics.stuck(chosen, actor=actor, filters=pairs, now=engine.clock.now())
+            header = ["id", "title", "stage", "days_in_stage", "norm_days", "url"]
+            rows = [[item.id, item.title, item.stage, item.days, item.norm,
+                     f"/{model.funnel(str(chosen.funnel)).entity}/{item.id}"] for item in stuck]
+            rows.append(["", f"total {total}", "", "", "", url])
         else:
             figures = engine.analytics.figures(chosen, actor=actor, period=when, filters=pairs, lang=lang, by=by)
             header = ["group", "records", *(m.text for m in chosen.measures), "url"]
             rows = [[figure.label, figure.count, *figure.values, figure.url] for figure in figures]
+            if chosen.has_rate:  # a rate's numerator and the list of exactly those records
+                header += ["counted", "counted_url"]
+                rows = [[*row, figure.numerator, figure.numerator_url] for row, figure in zip(rows, figures, strict=True)]
     except RecordError as error:
         _fail(error.message)
     click.echo(f"# {spec.label.text(lang)} / {chosen.label.text(lang)} — {when.name} {when.text()}", err=True)
@@ -726,7 +739,7 @@ def outbox() -> None:
 @outbox.command("list")
 @_db_option
 @_blueprint_option
-@click.option("--status", default=None, help="pending, sending, delivered or dead")
+@click.option("--status", default=None, help="pending, sending, delivered, dead or merged (folded into a digest)")
 @click.option("--limit", default=50, show_default=True)
 def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> None:
     """The latest messages, newest first, with attempts and the last error."""
@@ -772,6 +785,10 @@ def jobs_log(db_url: str, blueprint: str, limit: int) -> None:
     for job in engine.model.jobs:
         click.echo(f"{job.name:<28} cron '{job.cron}' ({job.timezone}) → {job.channel}"
                    + (f", working days of {job.calendar}" if job.calendar else ""))
+    for score in engine.model.scores:
+        if score.is_nightly:  # the nightly score pass runs as a job too (docs/service-desk.md)
+            click.echo(f"{'score:' + score.name:<28} cron '{score.nightly_cron}' ({engine.model.settings.timezone}) "
+                       f"→ rescores every {score.entity}")
     runs = engine.schema.job_runs
     with engine.db.read() as connection:
         rows = connection.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).all()

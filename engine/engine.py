@@ -42,12 +42,13 @@ from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.routing import Router
 from engine.runtime.automation.rules import RulesObserver
-from engine.analytics import Analytics, stage_condition
+from engine.analytics import Analytics, stage_condition, stuck_condition, within_condition
 from engine.analytics.metrics import backfill_stage_moves
 from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.automation.sla import SlaClocks
+from engine.runtime.automation.surveys import SurveyDesk, SurveyLinks
 from engine.runtime.automation.sources import Intake
-from engine.runtime.background.delivery import OutboxDeliverer, next_attempt_for, pacing_for
+from engine.runtime.background.delivery import OutboxDeliverer, digests_for, next_attempt_for, pacing_for
 from engine.runtime.background.jobs import Jobs
 from engine.runtime.background.timers import SqlTimerStore, TimerHandler
 from engine.runtime.background.worker import Worker, quiet_busy_ticks
@@ -58,6 +59,8 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import MigrationOutcome, migrate_on_start
 from engine.runtime.storage.tables import Schema, build_schema
 from engine.runtime.web.app import create_app
+from engine.runtime.web.screens.i18n import translate
+from engine.runtime.web.auth import secret_key
 from engine.runtime.automation.inbox import InboxObserver
 from engine.runtime.web.services import WebServices
 from engine.runtime.web.widgets import WidgetRegistry
@@ -89,6 +92,8 @@ class Engine:
     approvals: ApprovalDesk | None = None
     base_url: str = ""
     migration: MigrationOutcome | None = None
+    scores: ScoreKeeper | None = None   # the scores: documents' keeper; its nightly pass is a worker job
+    surveys: SurveyDesk | None = None   # satisfaction survey links: issued on close, answered without signing in
 
     @property
     def rerouter(self) -> Rerouter:
@@ -119,11 +124,13 @@ class Engine:
         timers, outbox = role in ("all", "timers"), role in ("all", "outbox")
         deliver = OutboxDeliverer(self.model, self.clock.now, environ=environ,
                                   channels=self.extensions.channels) if outbox else None
-        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url)
+        jobs = Jobs(self.model, self.schema, self.db, self.clock, self.records, self.calendars, self.base_url,
+                    scores=self.scores)
         return Worker(self.db, self.schema, self.clock, handlers={**self.timer_handlers, **(extra_handlers or {})},
                       deliver=deliver, next_attempt=next_attempt_for(self.model),
                       jobs=jobs.scheduled_jobs() if timers else (), name=name, batch=batch, fire_timers=timers,
-                      pacing=pacing_for(self.model))
+                      pacing=pacing_for(self.model),
+                      digests=digests_for(self.model, lambda language: translate(language, "digest_header")))
 
     def start_background_worker(self, *, interval: float = 1.0,
                                 environ: Mapping[str, str] | None = None) -> Callable[[], None]:
@@ -150,7 +157,8 @@ class Engine:
         unless `widgets` are given); `key` signs session cookies (default: see `secret_key`)."""
         services = WebServices(self.model, self.schema, self.db, self.clock, self.records, self.users, self.intake,
                                self.doctor, self.slas, self.cadences, self.funnels, self.approvals,
-                               self.rerouter, analytics=self.analytics, base_url=self.base_url)
+                               self.rerouter, analytics=self.analytics, base_url=self.base_url,
+                               surveys=self.surveys)
         return create_app(services, widgets=widgets or self.extensions.widgets, key=key)
 
     def on_clock(self, clock: Clock, *, rules: bool = True) -> Engine:
@@ -210,15 +218,25 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
         records.gates.append(approvals)
     if model.alerts:  # after the rules: a rule may fill the fields an alert groups by
         records.observers.append(AlertWindows(model, schema, records, evaluator, actions))
-    if model.scores:
-        records.observers.append(ScoreKeeper(model, records, evaluator, related))
+    scores = ScoreKeeper(model, records, evaluator, related) if model.scores else None
+    if scores is not None:
+        records.observers.append(scores)
+    surveys = None
+    if model.surveys:  # links signed with the installation's secret key, the one the web app uses
+        links = SurveyLinks(lambda: secret_key(db.url), base_url)
+        surveys = SurveyDesk(model, schema, db, records, evaluator, links)
+        records.observers.append(surveys)
     records.observers.append(InboxObserver(model, schema))  # "assigned to you" in the new owner's inbox
     records.list_filters["sla"] = lambda entity, table, value, now: sla_condition(schema, entity, table, value, now)
     records.list_orders["sla_due"] = lambda entity, table: sla_due_order(schema, entity, table)
     records.list_filters["funnel"] = lambda entity, table, value, now: stage_condition(model, schema, entity, table,
                                                                                        value)
+    records.list_filters["within"] = lambda entity, table, value, now: within_condition(model, entity, table, value,
+                                                                                        db.engine.dialect.name)
+    records.list_filters["stuck"] = lambda entity, table, value, now: stuck_condition(model, schema, entity, table,
+                                                                                      value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
-                  Doctor(model, schema, db, clock, records, funnels), extensions, funnels, approvals, base_url,
-                  migration)
+                  Doctor(model, schema, db, clock, records, funnels, slas), extensions, funnels, approvals, base_url,
+                  migration, scores, surveys)
 

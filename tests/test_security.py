@@ -455,3 +455,13 @@ def test_expressions_that_would_run_away_are_stopped(source: str) -> None:
     expression = parse_expression(source.replace("str_field", "name"), NOWHERE)
     with pytest.raises(ExpressionError):
         evaluator.evaluate(expression, {"name": "x" * 100})
+
+
+def test_many_bounded_steps_over_a_long_text_run_out_of_their_cpu_budget() -> None:
+    """Each step is within its limits; together they pass the 10 ms budget and are stopped —
+    while the same expression over a short text, well inside it, gives its value."""
+    evaluator = Evaluator(FakeClock())
+    expression = parse_expression(" + ".join(["len(lower(upper(name)))"] * 20), NOWHERE)
+    assert evaluator.evaluate(expression, {"name": "Xé" * 100}) == 4000
+    with pytest.raises(ExpressionError, match="budget of 10 ms"):
+        evaluator.evaluate(expression, {"name": "Xé" * 400_000})

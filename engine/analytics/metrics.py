@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from starlette.datastructures import QueryParams
 
 from engine.analytics.periods import Period
+from engine.analytics.stuck import StuckRecord, entered_at, stuck_filter_value
 from engine.metamodel import EntitySpec, FieldType, Metamodel
 from engine.metamodel.dashboards import Aggregate, Measure, StageValue, WidgetSpec
 from engine.metamodel.funnels import FunnelSpec
@@ -55,6 +56,8 @@ class Figure:
     values: tuple[float | None, ...]
     count: int
     url: str
+    numerator: int = 0          # a rate's widget: the records counted that also match `of`
+    numerator_url: str = ""     # … and the list of exactly those
 
     @property
     def value(self) -> float | None:
@@ -183,6 +186,12 @@ class Analytics:
         conditions = self._conditions(entity, table, params, actor, reads)
         group = [table.c[by]] if by else []
         columns: list[Any] = [sa.func.count().label("n")]
+        numerator_params: list[tuple[str, str]] = []
+        if widget.has_rate:  # the numerator: the same list with `of` added (its words replacing where's)
+            replaced = {key for key, _ in widget.of}
+            numerator_params = [(key, value) for key, value in params if key not in replaced] + list(widget.of)
+            numerator = self._conditions(entity, table, numerator_params, actor, reads)
+            columns.append(sa.func.count(sa.case((sa.and_(*numerator), 1))).label("hits"))
         for index, measure in enumerate(measures):
             if measure.aggregate is Aggregate.COUNT:
                 columns.append(sa.func.count().label(f"m{index}"))
@@ -190,6 +199,8 @@ class Analytics:
                 columns.append(sa.func.coalesce(sa.func.sum(self._value(table, measure)), 0).label(f"m{index}"))
             elif measure.aggregate is Aggregate.AVG:
                 columns.append(sa.func.avg(self._value(table, measure)).label(f"m{index}"))
+            elif measure.aggregate is Aggregate.RATE:
+                columns.append(sa.func.count().label(f"m{index}"))  # the share is hits / n, below
             else:
                 columns.append(sa.null().label(f"m{index}"))
         statement = sa.select(*group, *columns).where(*conditions)
@@ -209,13 +220,17 @@ class Analytics:
             for index, _ in enumerate(measures):
                 if index in quantiles:
                     values.append(quantiles[index].get(key))
+                elif measures[index].aggregate is Aggregate.RATE:
+                    values.append(int(row.hits) / int(row.n) if row is not None and row.n else None)
                 else:
                     raw = row._mapping[f"m{index}"] if row is not None else (0 if measures[index].aggregate in (
                         Aggregate.COUNT, Aggregate.SUM) else None)
                     values.append(float(raw) if raw is not None else None)
             extra = [] if not by else ([(by, _key_text(key))] if key is not None else [(f"{by}__isnull", "true")])
             figures.append(Figure(key, labels[key], tuple(values), int(row.n) if row is not None else 0,
-                                  self.list_url(entity.name, params + extra)))
+                                  self.list_url(entity.name, params + extra),
+                                  int(row.hits) if row is not None and widget.has_rate else 0,
+                                  self.list_url(entity.name, numerator_params + extra) if widget.has_rate else ""))
         return figures
 
     def _ordered(self, entity: EntitySpec, by: str, rows: Mapping[Any, Any], limit: int) -> list[Any]:
@@ -246,6 +261,34 @@ class Analytics:
         wanted = (ranked.c.n * numerator + denominator - 1) // denominator
         rows = connection.execute(sa.select(ranked.c.g, ranked.c.v).where(ranked.c.rn == wanted))
         return {(row.g if by else None): float(row.v) for row in rows}
+
+    # -- stuck records -------------------------------------------------------------------------
+    def stuck(self, widget: WidgetSpec, *, actor: Actor, filters: Mapping[str, str], now: dt.datetime
+              ) -> tuple[int, str, list[StuckRecord]]:
+        """(how many, the list of all of them, the `limit` longest in their stage): the records the
+        actor may read, matching the filters, in a stage longer than its norm."""
+        funnel = self.model.funnel(str(widget.funnel))
+        entity = self.model.entity(funnel.entity)
+        table = self.schema.table(entity.name)
+        params = self._params(entity, widget.where, filters, None, Period("all", None, None))
+        params.append(("stuck", stuck_filter_value(funnel.name, widget.norms)))
+        conditions = self._conditions(entity, table, params, actor, [funnel.field])
+        since = entered_at(self.model, self.schema, funnel.name, table).label("since")
+        title = table.c[entity.title_field] if entity.title_field in table.c else table.c.id
+        norms = dict(widget.norms)
+        with self.db.read() as connection:
+            total = int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*conditions))
+                        .scalar_one())
+            rows = connection.execute(sa.select(table.c.id, title.label("title"), table.c[funnel.field].label("stage"),
+                                                since).where(*conditions).order_by(since, table.c.id)
+                                      .limit(widget.limit)).all()
+        moment = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        found = []
+        for row in rows:
+            since_value = row.since if isinstance(row.since, dt.datetime) else dt.datetime.fromisoformat(str(row.since))
+            days = (moment - since_value.replace(tzinfo=None)).total_seconds() / 86400
+            found.append(StuckRecord(int(row.id), str(row.title), str(row.stage), days, norms[str(row.stage)]))
+        return total, self.list_url(entity.name, params), found
 
     # -- stage figures -------------------------------------------------------------------------
     def stage_cells(self, funnel: FunnelSpec, *, actor: Actor, period: Period, filters: Mapping[str, str],

@@ -74,3 +74,26 @@ def period_at(name: str, now: dt.datetime, timezone: str, offset: int = 0) -> Pe
         raise ValueError(f"unknown period '{name}': use day, week, month, quarter, year or all")
     start = _step(name, dt.datetime.combine(day, dt.time(), ZoneInfo(timezone)), -offset)
     return Period(name, start, _step(name, start, 1))
+
+
+def split_period(period: Period, every: str, now: dt.datetime, timezone: str,
+                 count: int = 12) -> tuple[tuple[Period, ...], tuple[Period, ...]]:
+    """A line chart's points: the period cut into days, weeks or months (the last clipped at its
+    end), and the previous period cut the same way; for all time, the last `count` of `every`
+    up to now and the `count` before them."""
+    if period.start is None or period.end is None:
+        current = tuple(period_at(every, now, timezone, offset) for offset in range(count - 1, -1, -1))
+        before = tuple(period_at(every, now, timezone, offset) for offset in range(2 * count - 1, count - 1, -1))
+        return current, before
+    return _cut(period, every), _cut(period.previous(), every)
+
+
+def _cut(period: Period, every: str) -> tuple[Period, ...]:
+    assert period.start is not None and period.end is not None
+    pieces = []
+    start = period.start
+    while start < period.end:
+        end = min(_step(every, start, 1), period.end)
+        pieces.append(Period(every, start, end))
+        start = end
+    return tuple(pieces)

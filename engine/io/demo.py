@@ -45,6 +45,10 @@ USERS = (
             "13900000004"),
     NewUser("qian", "钱芳 Qian (Finance)", "finance", "finance", None, "qian@demo.example", "13900000006"),
     NewUser("sun", "孙律师 Sun (Legal)", "legal", "legal", None, "sun@demo.example", "13900000007"),
+    # the departments that own handover nodes (handover.yaml)
+    NewUser("ma", "马工 Ma (Delivery)", "delivery", "delivery", None, "ma@demo.example", "13900000008"),
+    NewUser("he", "何医生 He (Medical affairs)", "medical", "medical", None, "he@demo.example", "13900000009"),
+    NewUser("luo", "罗师傅 Luo (Logistics)", "logistics", "logistics", None, "luo@demo.example", "13900000010"),
 )
 
 
@@ -199,6 +203,8 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     _orders(writer, opportunities, products)
     _sample_requests(writer, accounts, products, reps)
     _tickets(writer, accounts, contacts, products, agent, phones)
+    if engine.model.handovers:
+        _handovers(writer, accounts, products, reps)
     imported = import_demo_ledger(engine)  # the import screens open on a finished import (engine/io/demo_import.py)
     if imported is not None:
         writer.counts["imported"] = imported.record.created + imported.record.merged
@@ -489,7 +495,7 @@ def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list
     rng = writer.rng
     subjects = {"call": "电话沟通需求", "visit": "上门拜访", "wechat": "微信发送资料", "email": "邮件发送报价",
                 "meeting": "方案评审会", "demo": "产品演示"}
-    for _ in range(400):
+    for index in range(400):
         opportunity = rng.choice(opportunities)
         kind = rng.choice(list(subjects))
         done = rng.random() < 0.7
@@ -499,7 +505,15 @@ def _activities(writer: _Writer, opportunities: list[dict[str, Any]], reps: list
         if done:
             values["outcome"] = rng.choice(["reached", "interested", "next_step_agreed", "no_answer"])
             values["notes"] = rng.choice(["客户确认预算,约下周演示", "对交期有顾虑", "需要补充案例资料", "已发送对比表"])
-        writer.create("activity", values, _as_owner(opportunity), rng.uniform(0, 90))
+        days_ago = rng.uniform(0, 90)
+        # Each was planned: done ones mostly before their due time (one in eight late, which the
+        # "required actions done on time" rate counts against), open ones due two days on.
+        moment = writer.now - dt.timedelta(days=days_ago)
+        late = index % 8 == 0
+        values["due_at"] = moment + (dt.timedelta(hours=-3 if late else 4) if done else dt.timedelta(days=2))
+        if done:
+            values["done_at"] = moment
+        writer.create("activity", values, _as_owner(opportunity), days_ago)
 
 
 def _orders(writer: _Writer, opportunities: list[dict[str, Any]], products: list[dict[str, Any]]) -> None:
@@ -584,6 +598,8 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
             "status": status, "channel": rng.choice(["hotline", "wecom", "email", "web"]),
             "reporter_phone": _mobile(rng, phones), "owner": agent.id,
         }
+        if rng.random() < 0.6:  # the caller left a mail address: the satisfaction survey goes there
+            values["reporter_email"] = f"service{index + 1}@customer{account['id']}.example.cn"
         if category == "fault":
             values["fault_code"] = rng.choice(faults)
         if status in ("resolved", "closed"):
@@ -592,7 +608,29 @@ def _tickets(writer: _Writer, accounts: list[dict[str, Any]], contacts: list[dic
             known = solutions.get((str(product["model_code"]), str(values.get("fault_code"))))
             if known and rng.random() < 0.8:  # the first fix of a pair works more often: it ranks first
                 values["solution"] = known[0]["id"] if rng.random() < 0.7 else rng.choice(known)["id"]
-        writer.create("ticket", values, agent, rng.uniform(0, 60))
+        days_ago = rng.uniform(0, 60)
+        ticket = writer.create("ticket", values, agent, days_ago)
+        if status == "closed" and rng.random() < 0.75:
+            _answer_survey(writer, ticket, days_ago)
+
+
+def _answer_survey(writer: _Writer, ticket: dict[str, Any], days_ago: float) -> None:
+    """The customer answers the closed ticket's satisfaction survey within two days, through the
+    same signed link and desk as the public page (blueprints/service/survey.yaml)."""
+    desk = writer.engine.surveys
+    spec = next((spec for spec in writer.engine.model.surveys if spec.entity == "ticket"), None)
+    if desk is None or spec is None:
+        return
+    link = writer.engine.records.get("ticket", ticket["id"], actor=SYSTEM).get(spec.link_field)
+    if not link:
+        return
+    rng = writer.rng
+    writer.clock.set(writer.now - dt.timedelta(days=max(days_ago - rng.uniform(0.05, 2), 0)))
+    score = _weighted(rng, {"5": 5, "4": 4, "3": 2, "2": 1, "1": 0.5})
+    comment = {"5": "工程师响应快，问题一次解决", "4": "处理专业，希望备件到得更快", "3": "问题解决了，但等待时间较长",
+               "2": "来回沟通多次才解决", "1": "停机太久，影响生产"}[score] if rng.random() < 0.6 else ""
+    desk.answer(spec.name, str(link).rsplit("/", 1)[1], score, comment, writer.clock.now())
+    writer.counts["survey answers"] = writer.counts.get("survey answers", 0) + 1
 
 
 def _solutions(writer: _Writer, equipment: list[dict[str, Any]], faults: list[str],
@@ -614,4 +652,57 @@ def _solutions(writer: _Writer, equipment: list[dict[str, Any]], faults: list[st
                     actor=dataclasses.replace(agent, is_system=True)).record
                 found.setdefault((product["model_code"], fault), []).append(record)
     return found
+
+
+# The handover boards (handover.yaml): items at every node, a few done this month and last (the
+# timeliness table has figures, some late), and some sitting past their node's SLA right now.
+_DELIVERY_WALK = (  # node entered, and what the node before it handed over
+    ("signing", lambda n: {"solution_summary": "5 轴加工中心 ×2，含自动上下料与首年驻场", "contract_no": f"HT-2026-{n:04d}"}),
+    ("payment", lambda n: {"signed_at": None}),
+    ("kickoff", lambda n: {"paid_at": None, "paid_amount": 680000 + 20000 * n}),
+    ("started", lambda n: {"kickoff_date": None}),
+)
+_TRIAL_WALK = (
+    ("logistics", lambda n: {"qualification_checked": True}),
+    ("hospital_signoff", lambda n: {"tracking_no": f"SF{1402260000 + n}"}),
+    ("completed", lambda n: {"signed_by_hospital_at": None}),
+)
+
+
+def _handovers(writer: _Writer, accounts: list[dict[str, Any]], products: list[dict[str, Any]],
+               reps: list[Actor]) -> None:
+    rng = writer.rng
+    customers = [account for account in accounts if account.get("industry") == "manufacturing"] or accounts
+    hospitals = [account for account in accounts if account.get("industry") == "medical_devices"] or accounts
+    for index in range(14):
+        account = customers[index % len(customers)]
+        started = rng.uniform(2, 45)
+        item = writer.create("delivery_handover", {"name": f"{account['name']} 设备交付", "account": account["id"]},
+                             _as_owner(account), started)
+        _walk_nodes(writer, "delivery_handover", item, _DELIVERY_WALK, steps=index % 5, started=started, number=index + 1)
+    equipment = [product for product in products if product.get("category") != "service"] or products
+    for index in range(8):
+        hospital = hospitals[index % len(hospitals)]
+        started = rng.uniform(1, 30)
+        item = writer.create("trial_handover", {"name": f"{hospital['name']} 临床试用", "account": hospital["id"],
+                                                "product": equipment[index % len(equipment)]["id"]},
+                             _as_owner(hospital), started)
+        _walk_nodes(writer, "trial_handover", item, _TRIAL_WALK, steps=index % 4, started=started, number=index + 1)
+
+
+def _walk_nodes(writer: _Writer, entity: str, item: dict[str, Any], walk: Any, *, steps: int, started: float,
+                number: int) -> None:
+    """Move `item` through its first `steps` nodes, each after a few working days (some late)."""
+    days_ago = started
+    owner = Actor(item["owner"], "demo", is_system=True)
+    for node, handed_over in walk[:steps]:
+        days_ago -= writer.rng.uniform(0.2, 4)
+        if days_ago <= 0:
+            return
+        moment = writer.now - dt.timedelta(days=days_ago)
+        values = {name: (moment if value is None and name.endswith("_at") else
+                         moment.date() if value is None else value) for name, value in handed_over(number).items()}
+        writer.update(entity, item, values, owner, days_ago + 0.01)
+        writer.clock.set(moment)
+        writer.engine.records.transition(entity, item["id"], node, field="node", actor=owner)
 

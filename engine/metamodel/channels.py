@@ -72,6 +72,21 @@ VENDOR_RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class DigestSpec:
+    """`digest: {after: N}`: when more than `after` messages wait for the channel, the next send
+    merges them, in order, into one message of at most `max_bytes` (UTF-8) of text."""
+
+    after: int
+    max_bytes: int
+
+
+# The text one robot message may carry, per the vendors' documentation (bytes of UTF-8, with room
+# left for the digest's header and the request's JSON): DingTalk 20,000, WeCom 2,048 (text),
+# Feishu 20 KB per request body, Slack 40,000 characters.
+VENDOR_TEXT_LIMITS: dict[str, int] = {"dingtalk": 18000, "wecom": 2000, "feishu": 18000, "slack": 38000}
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelSpec:
     name: str
     type: str
@@ -90,6 +105,7 @@ class ChannelSpec:
     retry: RetryDecl = RetryDecl()
     location: Location = NOWHERE
     rate_limits: tuple[RateLimit, ...] = ()  # the vendor's defaults unless `rate_limit:` says otherwise
+    digest: DigestSpec | None = None  # merge a backlog into one message (chat robots only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +151,10 @@ CHANNELS_SCHEMA: dict[str, Any] = {
                 "host": {"type": "string"}, "port": {"type": "integer"},
                 "tls": {"enum": ["implicit", "starttls", "none"]}, "sender": {"type": "string"},
                 "username": {"type": "string"}, "password": _SECRET,
-                "rate_limit": {"oneOf": [{"const": "none"}, _RATE, {"type": "array", "minItems": 1, "items": _RATE}]}}}},
+                "rate_limit": {"oneOf": [{"const": "none"}, _RATE, {"type": "array", "minItems": 1, "items": _RATE}]},
+                "digest": {"type": "object", "required": ["after"], "additionalProperties": False,
+                           "properties": {"after": {"type": "integer", "minimum": 1},
+                                          "max_bytes": {"type": "integer", "minimum": 200}}}}}},
         "retry": {"type": "object", "additionalProperties": False, "properties": {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
             "first_delay": DURATION_SCHEMA, "max_delay": DURATION_SCHEMA}},
@@ -170,7 +189,27 @@ def _build_channel(checker: Checker, name: str, data: dict[str, Any], path: Path
         data.get("sender", ""), data.get("username"), secret_value(data.get("password")),
         RetryDecl(retry.get("max_attempts", 8), parse_duration(retry.get("first_delay", "30s")).fixed,
                   parse_duration(retry.get("max_delay", "1h")).fixed),
-        checker.doc.where_key(path), _rate_limits(data))
+        checker.doc.where_key(path), _rate_limits(data), _digest(checker, path, data))
+
+
+def _digest(checker: Checker, path: PathKey, data: dict[str, Any]) -> DigestSpec | None:
+    """The declared `digest:`; only a chat robot (which has a text limit) can merge messages."""
+    raw = data.get("digest")
+    if raw is None:
+        return None
+    limit = VENDOR_TEXT_LIMITS.get(data["type"])
+    if limit is None:
+        checker.error(path + ("digest",), f"a {data['type']} channel cannot merge messages into a digest",
+                      "digest applies to chat robots: " + ", ".join(sorted(VENDOR_TEXT_LIMITS)), key=True)
+        return None
+    max_bytes = int(raw.get("max_bytes", limit))
+    if max_bytes > limit:
+        checker.error(path + ("digest", "max_bytes"), f"max_bytes {max_bytes} is over what one {data['type']} "
+                      f"message may carry ({limit})", f"write at most max_bytes: {limit}")
+    if not (data.get("rate_limit") != "none" and _rate_limits(data)):
+        checker.error(path + ("digest",), "a digest needs a paced channel: without a rate_limit no backlog builds",
+                      "keep the vendor's default rate_limit or declare one", key=True, severity="warning")
+    return DigestSpec(int(raw["after"]), min(max_bytes, limit))
 
 
 def _rate_limits(data: dict[str, Any]) -> tuple[RateLimit, ...]:

@@ -18,6 +18,14 @@ dashboards:
         period: none               # created_at (default) | any date/datetime field | none
         target: {value: 0, better: lower, warn: 5}   # cards: green / yellow / red
       - {name: dwell, kind: heatmap, funnel: opportunity_sales, rows: owner, value: dwell_mean}
+      - name: sla_attainment       # a rate: of the records counted, the share also matching `of`
+        kind: line                 # one point per `every` (day, week, month) of the period, and the previous period
+        entity: lead
+        measure: rate
+        where: {sla: settled}
+        of: {sla: met}
+        every: day
+        span: month                # the widget's own period, whatever period the page shows
 ```
 
 Every figure is computed by the same list filters the figure's link opens, so the list
@@ -51,6 +59,8 @@ class WidgetKind(enum.Enum):
     HEATMAP = "heatmap"  # a stage metric for each `rows` value × stage
     STAGES = "stages"    # per stage: entered, dwell mean/median, conversion, skip and return rates
     TABLE = "table"      # one row per value of `by`, one column per measure
+    LINE = "line"        # one point per `every` of the period, beside the previous period's points
+    STUCK = "stuck"      # records whose time in their current stage is above the stage's norm, longest first
 
 
 class Aggregate(enum.Enum):
@@ -59,6 +69,7 @@ class Aggregate(enum.Enum):
     AVG = "avg"
     MEDIAN = "median"
     P90 = "p90"
+    RATE = "rate"        # of the records counted, the share that also match the widget's `of` filters
 
 
 class StageValue(enum.Enum):
@@ -72,6 +83,7 @@ class StageValue(enum.Enum):
 
 
 PERIODS = ("day", "week", "month", "quarter", "year", "all")
+EVERY = ("day", "week", "month")
 NO_PERIOD = "none"
 
 
@@ -126,10 +138,18 @@ class WidgetSpec:
     value: StageValue = StageValue.DWELL_MEAN
     limit: int = 20
     location: Location = NOWHERE
+    of: tuple[tuple[str, str], ...] = ()        # a rate's numerator: list filters added to (or replacing) where
+    every: str = "day"                          # line charts: one point per day, week or month
+    span: str | None = None                     # the widget's own period (this week), whatever the page shows
+    norms: tuple[tuple[str, float], ...] = ()    # stuck: (stage, days) — above it a record is stuck
 
     @property
     def measure(self) -> Measure:
         return self.measures[0]
+
+    @property
+    def has_rate(self) -> bool:
+        return any(measure.aggregate is Aggregate.RATE for measure in self.measures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +170,7 @@ class DashboardSpec:
                        f"(known: {', '.join(w.name for w in self.widgets)})")
 
 
-MEASURE = {"type": "string", "pattern": r"^(count|(sum|avg|median|p90):[a-z][a-z0-9_]*(-[a-z][a-z0-9_]*)?)$"}
+MEASURE = {"type": "string", "pattern": r"^(count|rate|(sum|avg|median|p90):[a-z][a-z0-9_]*(-[a-z][a-z0-9_]*)?)$"}
 _WIDGET: dict[str, Any] = {
     "type": "object", "required": ["name", "kind"], "additionalProperties": False,
     "properties": {
@@ -158,6 +178,11 @@ _WIDGET: dict[str, Any] = {
         "measure": MEASURE, "measures": {"type": "array", "items": MEASURE, "minItems": 1},
         "by": NAME, "rows": NAME, "funnel": NAME,
         "where": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+        "of": {"type": "object", "minProperties": 1,
+               "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+        "every": {"enum": list(EVERY)}, "span": {"enum": list(PERIODS)},
+        "norms": {"type": "object", "minProperties": 1, "propertyNames": NAME,
+                  "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
         "period": NAME,
         "value": {"enum": [value.value for value in StageValue]},
         "limit": {"type": "integer", "minimum": 1, "maximum": 200},
@@ -230,7 +255,7 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
                           did_you_mean(funnel_name, known))
             return None
         funnel = checker.model.funnel(funnel_name)
-    elif kind in (WidgetKind.FUNNEL, WidgetKind.HEATMAP, WidgetKind.STAGES):
+    elif kind in (WidgetKind.FUNNEL, WidgetKind.HEATMAP, WidgetKind.STAGES, WidgetKind.STUCK):
         checker.error(path, f"a {kind.value} widget needs funnel: <name>",
                       "name one of: " + ", ".join(spec.name for spec in checker.model.funnels))
         return None
@@ -254,6 +279,10 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
         by = funnel.field if funnel else by
     if by is not None and not _slice(checker, (*path, "by"), entity, by):
         return None
+    if kind is WidgetKind.LINE and by is not None:
+        checker.error((*path, "by"), "a line widget draws one line for the whole (and one for the previous period)",
+                      "remove by:, or use a bar or table widget to slice", key=True)
+        return None
     if kind in (WidgetKind.BAR, WidgetKind.TABLE) and by is None:
         checker.error(path, f"a {kind.value} widget needs by: <field>", "name a choice, user or link field, or owner")
         return None
@@ -267,13 +296,34 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
         spec = checker.field((*path, "period"), entity, str(period_field), "period", types=_TIME_TYPES)
         if spec is None:
             return None
-    where = tuple((str(key), "" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
-                  for key, value in (raw.get("where") or {}).items())
-    for key, _ in where:
-        field = key.partition("__")[0]
-        if field not in ("id", "owner", "created_at", "updated_at", "sla") and not entity.has_field(field):
-            checker.error((*path, "where", key), f"where: '{field}' is not a field of '{entity.name}'",
-                          did_you_mean(field, entity.field_names()), key=True)
+    where = _filters(checker, raw, "where", path, entity)
+    of = _filters(checker, raw, "of", path, entity)
+    if where is None or of is None:
+        return None
+    is_rate = any(measure is not None and measure.aggregate is Aggregate.RATE for measure in measures)
+    if is_rate and not of:
+        checker.error(path, f"widget '{raw['name']}' measures a rate but has no of: {{…}}",
+                      "add of: with the list filters of the records counted above the line, e.g. of: {sla: met}")
+        return None
+    if of and not is_rate:
+        checker.error((*path, "of"), f"widget '{raw['name']}' has of: but measures no rate",
+                      "add measure: rate, or remove of:", key=True)
+        return None
+    if kind is WidgetKind.LINE and period_field is None:
+        checker.error((*path, "period"), f"a line widget draws its measure per {raw.get('every', 'day')} of the "
+                      "period, so it needs a period field", "remove period: none, or name a date/datetime field",
+                      key=True)
+        return None
+    norms = tuple((str(stage), float(days)) for stage, days in (raw.get("norms") or {}).items())
+    if kind is WidgetKind.STUCK and not norms:
+        checker.error(path, f"a stuck widget needs norms: {{stage: days}} (widget '{raw['name']}')",
+                      "declare the usual days in each stage, e.g. norms: {quote: 6.8, contract: 10}")
+        return None
+    for stage, _ in norms:
+        if funnel is None or not funnel.has_stage(stage):
+            known = [spec.name for spec in funnel.stages] if funnel else []
+            checker.error((*path, "norms", stage), f"norms: '{stage}' is not a stage of funnel "
+                          f"'{funnel.name if funnel else '?'}'", did_you_mean(stage, known), key=True)
             return None
     target = raw.get("target")
     return WidgetSpec(
@@ -281,13 +331,30 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
         period_field, Target(float(target["value"]), target.get("better", "higher"),
                              float(target["warn"]) if "warn" in target else None) if target else None,
         funnel.name if funnel else None, rows, StageValue(raw.get("value", "dwell_mean")), int(raw.get("limit", 20)),
-        checker.doc.where(path))
+        checker.doc.where(path), of, raw.get("every", "day"), raw.get("span"), norms)
+
+
+_NAMED_FILTERS = ("id", "owner", "created_at", "updated_at", "sla", "within", "funnel", "stuck")
+
+
+def _filters(checker: Checker, raw: dict[str, Any], key: str, path: PathKey,
+             entity: EntitySpec) -> tuple[tuple[str, str], ...] | None:
+    """`where:` / `of:` list filters as (query word, value) pairs; None after an unknown field."""
+    pairs = tuple((str(name), "" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+                  for name, value in (raw.get(key) or {}).items())
+    for name, _ in pairs:
+        field = name.partition("__")[0]
+        if field not in _NAMED_FILTERS and not entity.has_field(field):
+            checker.error((*path, key, name), f"{key}: '{field}' is not a field of '{entity.name}'",
+                          did_you_mean(field, entity.field_names()), key=True)
+            return None
+    return pairs
 
 
 def _measure(checker: Checker, path: PathKey, entity: EntitySpec, text: str) -> Measure | None:
     aggregate, _, field = text.partition(":")
     if not field:
-        return Measure(Aggregate.COUNT)
+        return Measure(Aggregate(aggregate))
     field, _, since = field.partition("-")
     if since:  # hours from one moment to another, e.g. median:first_touched_at-created_at
         for name in (field, since):

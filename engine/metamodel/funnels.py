@@ -279,7 +279,7 @@ def _build_stage(checker: Checker, entity: EntitySpec, field: FieldSpec, item: d
     name = str(item["name"])
     kind = StageKind(item.get("kind", "open"))
     requirements = [requirement for index, raw in enumerate(item.get("requires") or [])
-                    if (requirement := _build_requirement(checker, entity, raw, path + ("requires", index), index))]
+                    if (requirement := build_requirement(checker, entity, raw, path + ("requires", index), index))]
     reason = item.get("reason")
     if reason is not None:
         spec = checker.field(path + ("reason",), entity, reason, "reason field")
@@ -309,7 +309,7 @@ def _build_stage(checker: Checker, entity: EntitySpec, field: FieldSpec, item: d
                      reason, checker.doc.where(path))
 
 
-def _build_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any], path: PathKey,
+def build_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any], path: PathKey,
                        index: int) -> RequirementSpec | None:
     kinds = [key for key in _REQUIREMENT_KINDS if key in raw]
     if len(kinds) != 1:

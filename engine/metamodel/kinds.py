@@ -19,6 +19,7 @@ from engine.metamodel.channels import CHANNELS_SCHEMA, build_channels
 from engine.metamodel.checks import Built
 from engine.metamodel.dashboards import DASHBOARDS_SCHEMA, build_dashboards
 from engine.metamodel.funnels import FUNNEL_SCHEMA, build_funnels
+from engine.metamodel.handovers import HANDOVER_SCHEMA, build_handovers
 from engine.metamodel.imports import IMPORTS_SCHEMA, build_imports
 from engine.metamodel.jobs import JOBS_SCHEMA, build_jobs
 from engine.metamodel.model import Metamodel
@@ -30,6 +31,7 @@ from engine.metamodel.rules import RULES_SCHEMA, build_rules
 from engine.metamodel.sla import SLA_SCHEMA, build_slas
 from engine.metamodel.source import SourceDocument
 from engine.metamodel.suggestions import SUGGESTIONS_SCHEMA, build_suggestions
+from engine.metamodel.surveys import SURVEYS_SCHEMA, build_surveys
 from engine.metamodel.sources import SOURCES_SCHEMA, build_sources
 from engine.metamodel.vocabulary import Vocabulary
 
@@ -55,10 +57,12 @@ SECONDARY_KINDS: tuple[DocumentKind, ...] = (  # in build order: a kind may refe
     DocumentKind("sla", SLA_SCHEMA, build_slas),
     DocumentKind("cadences", CADENCES_SCHEMA, build_cadences),
     DocumentKind("funnel", FUNNEL_SCHEMA, build_funnels),       # stage requirements name approvals
+    DocumentKind("handover", HANDOVER_SCHEMA, build_handovers),  # a flow is a funnel and SLAs; names sources
     DocumentKind("conversions", CONVERSIONS_SCHEMA, build_conversions),
     DocumentKind("dashboards", DASHBOARDS_SCHEMA, build_dashboards),  # widgets name funnels and roles
     DocumentKind("alerts", ALERTS_SCHEMA, build_alerts),        # on_raised notifies channels
     DocumentKind("suggestions", SUGGESTIONS_SCHEMA, build_suggestions),
+    DocumentKind("surveys", SURVEYS_SCHEMA, build_surveys),      # the link's message names a channel and template
     DocumentKind("jobs", JOBS_SCHEMA, build_jobs),              # a job's message links to a dashboard
     DocumentKind("imports", IMPORTS_SCHEMA, build_imports),     # spreadsheet mappings; notify names channels
 )

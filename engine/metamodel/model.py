@@ -15,6 +15,7 @@ from engine.metamodel.app import MenuGroup, Settings
 from engine.metamodel.alerts import AlertSpec
 from engine.metamodel.approvals import ApprovalSpec
 from engine.metamodel.scores import ScoreSpec
+from engine.metamodel.surveys import SurveySpec
 from engine.metamodel.suggestions import SuggestionSpec
 from engine.metamodel.cadences import CadenceSpec
 from engine.metamodel.calendars import CalendarDecl
@@ -24,6 +25,7 @@ from engine.metamodel.entities import EntitySpec
 from engine.metamodel.errors import BlueprintError
 from engine.metamodel.dashboards import DashboardSpec
 from engine.metamodel.funnels import FunnelSpec
+from engine.metamodel.handovers import HandoverSpec
 from engine.metamodel.imports import ImportSpec
 from engine.metamodel.jobs import JobSpec
 from engine.metamodel.labels import Label
@@ -35,7 +37,7 @@ from engine.metamodel.sources import SourceSpec
 
 _Named = TypeVar("_Named", EntitySpec, RoleSpec, RuleSpec, RoutingPolicySpec, SourceSpec, CalendarDecl, ChannelSpec,
                  MessageTemplateSpec, SlaSpec, CadenceSpec, JobSpec, FunnelSpec, ApprovalSpec, DashboardSpec, ScoreSpec,
-                 ImportSpec)
+                 ImportSpec, HandoverSpec, SurveySpec)
 
 
 def _named(items: tuple[_Named, ...], name: str, what: str) -> _Named:
@@ -68,12 +70,14 @@ class Metamodel:
     jobs: tuple[JobSpec, ...] = ()
     funnels: tuple[FunnelSpec, ...] = ()
     approvals: tuple[ApprovalSpec, ...] = ()
+    handovers: tuple[HandoverSpec, ...] = ()      # flows between departments (handovers.py)
     conversions: tuple[ConversionSpec, ...] = ()  # a record becoming several (engine/metamodel/conversions.py)
     dashboards: tuple[DashboardSpec, ...] = ()
     alerts: tuple[AlertSpec, ...] = ()            # windowed aggregate conditions (alerts.py)
     scores: tuple[ScoreSpec, ...] = ()            # computed scores such as account health (scores.py)
     suggestions: tuple[SuggestionSpec, ...] = ()  # e.g. knowledge-base solutions on a ticket (suggestions.py)
     imports: tuple[ImportSpec, ...] = ()        # spreadsheet column mappings (imports.py)
+    surveys: tuple[SurveySpec, ...] = ()        # satisfaction surveys answered through a signed link (surveys.py)
 
     # -- entities ----------------------------------------------------------------------------
     def entity(self, name: str) -> EntitySpec:
@@ -143,6 +147,9 @@ class Metamodel:
     def score(self, name: str) -> ScoreSpec:
         return _named(self.scores, name, "score")
 
+    def survey(self, name: str) -> SurveySpec:
+        return _named(self.surveys, name, "survey")
+
     def job(self, name: str) -> JobSpec:
         return _named(self.jobs, name, "job")
 
@@ -153,6 +160,14 @@ class Metamodel:
     def funnel_for(self, entity: str, field: str | None = None) -> FunnelSpec | None:
         """The funnel of the entity's stage field (or of `field`), if it has one."""
         return next((spec for spec in self.funnels if spec.entity == entity and (field is None or spec.field == field)),
+                    None)
+
+    def handover(self, name: str) -> HandoverSpec:
+        return _named(self.handovers, name, "handover")
+
+    def handover_for(self, entity: str, field: str | None = None) -> HandoverSpec | None:
+        """The handover flow held in the entity's node field (or in `field`), if it has one."""
+        return next((spec for spec in self.handovers if spec.entity == entity and (field is None or spec.field == field)),
                     None)
 
     def dashboard(self, name: str) -> DashboardSpec:

@@ -1,5 +1,7 @@
 """`routing:` documents: who gets a record — policies with a strategy (territory, industry pool,
-round robin, least loaded, weighted), pools of reps, caps, a backup and a fallback queue.
+round robin, least loaded, weighted), pools of reps, caps (open records, assignments per day or
+week), a backup (a rep, `owner.manager`, or a role of a team; per pool if need be) and a
+fallback queue. Territory pools may be keyed by a link's readable key (a region's name).
 Overlapping policies and empty pools are reported at load.
 """
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.metamodel.checks import Built, Checker, build_items
-from engine.metamodel.entities import EntitySpec
+from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
@@ -45,8 +47,28 @@ class Strategy(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class BackupSpec:
+    """Who takes a record nobody in the pool can: a named rep (`username`), the manager of the
+    user in a user field (`relation`: "owner" for `owner.manager`), or the first active member,
+    by username, of a team with a role (`team`, `role`)."""
+
+    username: str | None = None
+    relation: str | None = None
+    team: str | None = None
+    role: str | None = None
+
+    def describe(self) -> str:
+        if self.relation is not None:
+            return f"{self.relation}.manager"
+        if self.team is not None:
+            return f"team {self.team}" + (f" ({self.role})" if self.role else "")
+        return self.username or "nobody"
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSpec:
-    """Who may receive records: listed usernames and/or everyone of a team (optionally one role)."""
+    """Who may receive records: listed usernames and/or everyone of a team (optionally one role),
+    and, when it differs from the policy's, this pool's own backup."""
 
     key: str
     members: tuple[str, ...] = ()
@@ -54,6 +76,7 @@ class PoolSpec:
     team: str | None = None
     role: str | None = None
     location: Location = NOWHERE
+    backup: BackupSpec | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -85,8 +108,11 @@ class RoutingPolicySpec:
     position: int = 0
     cap: int | None = None
     caps: tuple[tuple[str, int], ...] = ()
+    cap_per_day: int | None = None   # assignments by this policy per rep per business-timezone day
+    cap_per_week: int | None = None  # … per week (Monday to Sunday)
     skip_on_leave: bool = True
-    backup: str | None = None
+    backup: BackupSpec | None = None
+    link_entity: str | None = None  # territory keyed by a link: pools are keyed by the linked record's title
     fallback_queue: str | None = None
     alert: str | None = None
     reroute_on: tuple[str, ...] = ()  # "updated": a record still unassigned is routed again by any later change
@@ -100,15 +126,27 @@ class RoutingPolicySpec:
     def cap_for(self, username: str) -> int | None:
         return dict(self.caps).get(username, self.cap)
 
+    def backup_for(self, pool: str | None) -> BackupSpec | None:
+        """The pool's own backup, else the policy's."""
+        spec = self.pool(pool) if pool is not None else None
+        return spec.backup if spec is not None and spec.backup is not None else self.backup
+
+    @property
+    def counts_assignments(self) -> bool:
+        return self.cap_per_day is not None or self.cap_per_week is not None
+
 
 _MEMBER_LIST = {"type": "array", "items": USERNAME, "uniqueItems": True}
 
+# a username, `FIELD.manager` (the manager of the user in that field), or {team: T, role: R}
+_BACKUP = either("string", USERNAME, {"type": "object", "required": ["team"], "additionalProperties": False,
+                                      "properties": {"team": {"type": "string", "minLength": 1}, "role": NAME}})
 
 _POOL = either("array", _MEMBER_LIST, {
     "type": "object", "additionalProperties": False, "properties": {
         "members": either("array", _MEMBER_LIST, {
             "type": "object", "propertyNames": USERNAME, "additionalProperties": {"type": "integer", "minimum": 1}}),
-        "team": {"type": "string", "minLength": 1}, "role": NAME}})
+        "team": {"type": "string", "minLength": 1}, "role": NAME, "backup": _BACKUP}})
 
 
 _POLICY = {"type": "object", "required": ["entity", "strategy"], "additionalProperties": False,
@@ -118,9 +156,10 @@ _POLICY = {"type": "object", "required": ["entity", "strategy"], "additionalProp
                "pools": {"type": "object", "minProperties": 1, "additionalProperties": _POOL},
                "within": {"enum": ["round_robin", "least_loaded", "weighted"]},
                "cap": {"type": "integer", "minimum": 1},
+               "cap_per_day": {"type": "integer", "minimum": 1}, "cap_per_week": {"type": "integer", "minimum": 1},
                "caps": {"type": "object", "propertyNames": USERNAME,
                         "additionalProperties": {"type": "integer", "minimum": 0}},
-               "open_when": EXPRESSION, "skip_on_leave": {"type": "boolean"}, "backup": USERNAME,
+               "open_when": EXPRESSION, "skip_on_leave": {"type": "boolean"}, "backup": _BACKUP,
                "fallback_queue": NAME, "alert": NAME,
                "reroute_on": {"type": "array", "items": {"enum": ["updated"]}, "uniqueItems": True}}}
 
@@ -148,6 +187,8 @@ def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathK
         checker.error(path + ("within",), f"'within' does not apply to a {strategy.value} policy",
                       "it says how to choose inside the pool of a territory or industry_pool policy", key=True)
     pools = _build_pools(checker, name, data, path, entity, strategy)
+    backup = _backup(checker, path + ("backup",), data["backup"], entity) if "backup" in data else None
+    link = entity.field(data["field"]) if strategy.is_by_field and data.get("field") in entity.field_names() else None
     if within is Strategy.WEIGHTED:
         for pool in pools:
             if pool.members and not pool.weights:
@@ -155,6 +196,10 @@ def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathK
                               "write members as a mapping username → weight, e.g. members: {wang: 3, li: 1}")
     match = checker.expression(path + ("match",), data["match"], entity) if "match" in data else None
     open_when = _open_when(checker, data, path, entity, strategy, name)
+    if "cap_per_week" in data and "cap_per_day" in data and data["cap_per_week"] < data["cap_per_day"]:
+        checker.error(path + ("cap_per_week",), f"policy '{name}' allows fewer assignments per week "
+                      f"({data['cap_per_week']}) than per day ({data['cap_per_day']})",
+                      "raise cap_per_week or drop it", severity="warning")
     if "backup" not in data and "fallback_queue" not in data:
         checker.error(path, f"policy '{name}' has neither a backup rep nor a fallback queue",
                       "when nobody in the pool can take a record it would stay unassigned; add "
@@ -163,7 +208,9 @@ def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathK
         name=name, entity=entity.name, strategy=strategy, pools=pools, within=within, open_when=open_when,
         match=match, field=data.get("field"), priority=int(data.get("priority", DEFAULT_PRIORITY)),
         position=position, cap=data.get("cap"), caps=tuple((data.get("caps") or {}).items()),
-        skip_on_leave=bool(data.get("skip_on_leave", True)), backup=data.get("backup"),
+        cap_per_day=data.get("cap_per_day"), cap_per_week=data.get("cap_per_week"),
+        skip_on_leave=bool(data.get("skip_on_leave", True)), backup=backup,
+        link_entity=link.link_entity if link is not None and link.type is FieldType.LINK else None,
         fallback_queue=data.get("fallback_queue"), alert=data.get("alert"),
         reroute_on=tuple(data.get("reroute_on") or ()),
         label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
@@ -185,7 +232,7 @@ def _build_pools(checker: Checker, name: str, data: dict[str, Any], path: PathKe
         for key, raw in (data.get("pools") or {}).items():
             if key != ANY_VALUE:
                 checker.option(path + ("pools", key), spec, key, "pool for value")
-            pools.append(_pool(checker, name, str(key), raw, path + ("pools", key), data))
+            pools.append(_pool(checker, name, str(key), raw, path + ("pools", key), data, entity))
         return tuple(pools)
     if "pools" in data or "field" in data:
         option = "pools" if "pools" in data else "field"
@@ -195,26 +242,50 @@ def _build_pools(checker: Checker, name: str, data: dict[str, Any], path: PathKe
         checker.error(path, f"policy '{name}' needs a 'pool'", "e.g. pool: {team: east} or pool: [wang, li]",
                       key=True)
         return ()
-    return (_pool(checker, name, ANY_VALUE, data["pool"], path + ("pool",), data),)
+    return (_pool(checker, name, ANY_VALUE, data["pool"], path + ("pool",), data, entity),)
 
 
-def _pool(checker: Checker, policy: str, key: str, raw: Any, path: PathKey, data: dict[str, Any]) -> PoolSpec:
+def _pool(checker: Checker, policy: str, key: str, raw: Any, path: PathKey, data: dict[str, Any],
+          entity: EntitySpec) -> PoolSpec:
     raw = {"members": raw} if isinstance(raw, list) else raw
     members = raw.get("members") or []
     weights = tuple(members.items()) if isinstance(members, dict) else ()
-    pool = PoolSpec(key, tuple(members), weights, raw.get("team"), raw.get("role"), checker.doc.where(path))
+    backup = _backup(checker, path + ("backup",), raw["backup"], entity) if "backup" in raw else None
+    pool = PoolSpec(key, tuple(members), weights, raw.get("team"), raw.get("role"), checker.doc.where(path), backup)
     roles = [role.name for role in checker.model.roles]
     if pool.role is not None and len(roles) > 1 and pool.role not in roles:
         checker.error(path + ("role",), f"pool '{key}' of policy '{policy}' names unknown role '{pool.role}'",
                       did_you_mean(pool.role, roles))
     if pool.is_empty:
         label = f"pool '{key}' of policy '{policy}'" if key != ANY_VALUE else f"the pool of policy '{policy}'"
-        has_fallback = "backup" in data or "fallback_queue" in data
+        has_fallback = "backup" in data or "fallback_queue" in data or backup is not None
         checker.error(path, f"{label} has no members",
                       "records routed here go to the backup rep or the fallback queue" if has_fallback else
                       "records routed here would stay unassigned: add members, a team, or a fallback_queue",
                       severity="warning" if has_fallback else "error")
     return pool
+
+
+def _backup(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec) -> BackupSpec:
+    """A named rep, `FIELD.manager` for a user field of the entity (owner included), or a role of a team."""
+    if isinstance(raw, dict):
+        roles = [role.name for role in checker.model.roles]
+        role = raw.get("role")
+        if role is not None and len(roles) > 1 and role not in roles:
+            checker.error(path + ("role",), f"backup names unknown role '{role}'", did_you_mean(role, roles))
+        return BackupSpec(team=str(raw["team"]), role=role)
+    text = str(raw)
+    field, _, relation = text.partition(".")
+    users = ["owner", *(f.name for f in entity.fields if f.type is FieldType.USER)]
+    if not relation or (field not in users and relation != "manager"):
+        return BackupSpec(username=text)  # usernames may contain dots (li.na)
+    if field not in users:
+        checker.error(path, f"backup '{text}' names '{field}', which is not a user field of {entity.name}",
+                      f"{did_you_mean(field, users)} Write FIELD.manager with a user field, e.g. owner.manager.")
+    if relation != "manager":
+        checker.error(path, f"backup '{text}' follows '{relation}', but only 'manager' leads from a user to another",
+                      f"{did_you_mean(relation, ['manager'])} Write {field}.manager.")
+    return BackupSpec(relation=field)
 
 
 def _open_when(checker: Checker, data: dict[str, Any], path: PathKey, entity: EntitySpec,

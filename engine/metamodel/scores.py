@@ -9,12 +9,15 @@ point is explained: the reasons list each component's points and the counts behi
 
 The score is written to `field` (its level to `level_field`, its reasons to `reasons_field`)
 whenever a record counted by it, or a field of the record a component reads, changes
-(`recompute: on_change`, the only mode so far). A rule with `trigger: {event: health_dropped}` runs when the
-level gets worse.
+(`recompute: on_change`), and — with `recompute: [on_change, nightly]` — once a night at
+`nightly_at` (HH:MM in the app's time zone) for every record of the entity, so components that
+read the clock ("orders within 180 days") move although nothing was written. A rule with
+`trigger: {event: health_dropped}` runs when the level gets worse.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +37,9 @@ if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
     from engine.metamodel.vocabulary import Vocabulary
 
 
-RECOMPUTE = ("on_change",)  # a nightly pass is not built yet
+RECOMPUTE = ("on_change", "nightly")
+DEFAULT_NIGHTLY_AT = "02:00"  # after midnight, before the working day: today() has moved on
+_HH_MM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,18 @@ class ScoreSpec:
     reasons_field: str | None = None
     recompute: tuple[str, ...] = ("on_change",)
     location: Location = NOWHERE
+    nightly_at: str = DEFAULT_NIGHTLY_AT   # HH:MM, app time zone (only with recompute: nightly)
+    nightly_batch: int = 500               # records rescored per transaction by the nightly pass
+
+    @property
+    def is_nightly(self) -> bool:
+        return "nightly" in self.recompute
+
+    @property
+    def nightly_cron(self) -> str:
+        """The crontab of the nightly pass ("30 2 * * *" for nightly_at 02:30)."""
+        hour, minute = self.nightly_at.split(":")
+        return f"{int(minute)} {int(hour)} * * *"
 
     def level_of(self, score: int | None) -> str | None:
         if score is None:
@@ -88,6 +105,8 @@ SCORES_SCHEMA: dict[str, Any] = {
                 "levels": {"type": "object", "minProperties": 2, "propertyNames": NAME,
                            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}},
                 "recompute": {"type": "array", "items": {"enum": list(RECOMPUTE)}, "minItems": 1, "uniqueItems": True},
+                "nightly_at": {"type": "string"},
+                "nightly_batch": {"type": "integer", "minimum": 1, "maximum": 10000},
                 "counts": {"type": "object", "propertyNames": NAME, "additionalProperties": RELATED_SCHEMA},
                 "components": {"type": "array", "items": _COMPONENT, "minItems": 1}}}}}}
 
@@ -147,8 +166,18 @@ def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKe
         checker.error(path + ("components",), f"the component weights add up to {total}, not 100",
                       "a score is 0–100: make the weights add up to 100 so every point is one component's")
     recompute = tuple(data.get("recompute") or ("on_change",))
+    nightly_at = str(data.get("nightly_at", DEFAULT_NIGHTLY_AT))
+    for option in ("nightly_at", "nightly_batch"):
+        if option in data and "nightly" not in recompute:
+            checker.error(path + (option,), f"{option} applies to the nightly pass, but score '{name}' is not "
+                          "recomputed nightly", "add nightly to recompute: [on_change, nightly], or remove it", key=True)
+    if not _HH_MM.match(nightly_at):
+        checker.error(path + ("nightly_at",), f"nightly_at '{nightly_at}' is not a time of day",
+                      "write it as HH:MM in the app's time zone, e.g. nightly_at: \"02:30\"")
+        nightly_at = DEFAULT_NIGHTLY_AT
     return ScoreSpec(name, default_label(data, name), entity.name, data["field"], levels, tuple(components),
-                     tuple(counts), level_field, data.get("reasons_field"), recompute, checker.doc.where_key(path))
+                     tuple(counts), level_field, data.get("reasons_field"), recompute, checker.doc.where_key(path),
+                     nightly_at, int(data.get("nightly_batch", 500)))
 
 
 def _expression(checker: Checker, path: PathKey, source: str, entity: EntitySpec, known: set[str]) -> Expression | None:

@@ -45,7 +45,18 @@ class SlaSpec:
     on_warning: tuple[ActionSpec, ...] = ()
     on_breach: tuple[ActionSpec, ...] = ()
     on_escalation: tuple[ActionSpec, ...] = ()
+    counts_from: str = "start"  # "start": from when `starts` fires; "created": from the record's creation
     location: Location = NOWHERE
+
+    @property
+    def counts_from_creation(self) -> bool:
+        return self.counts_from == "created"
+
+    def describe_start(self) -> str:
+        """How the clock's figures count, as explain and doctor say it."""
+        if self.counts_from_creation:
+            return f"starts when {self.starts.kind}, counted from the record's creation"
+        return f"counted from when {self.starts.kind}"
 
 
 PERCENTS = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
@@ -57,7 +68,7 @@ SLA_SCHEMA: dict[str, Any] = {
         "applies_when": EXPRESSION, "tier": NAME,
         "targets": {"type": "object", "minProperties": 1, "additionalProperties": DURATION_SCHEMA},
         "default_target": DURATION_SCHEMA, "business_time": {"type": "boolean"}, "calendar": NAME,
-        "starts": CLOCK_TRIGGER, "pauses_when": EXPRESSION, "stops": {"type": "array", "items": STOP},
+        "starts": CLOCK_TRIGGER, "from": {"enum": ["start", "created"]}, "pauses_when": EXPRESSION, "stops": {"type": "array", "items": STOP},
         "warn_at": PERCENTS, "escalate_at": PERCENTS,
         "on_warning": ACTIONS, "on_breach": ACTIONS, "on_escalation": ACTIONS}}
 
@@ -105,6 +116,6 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, vocabulary: Vo
             on_warning=build_actions(checker, ("on_warning",), data.get("on_warning") or [], entity),
             on_breach=build_actions(checker, ("on_breach",), data.get("on_breach") or [], entity),
             on_escalation=build_actions(checker, ("on_escalation",), data.get("on_escalation") or [], entity),
-            location=doc.where_key(("sla",)))
+            counts_from=str(data.get("from", "start")), location=doc.where_key(("sla",)))
     # the approvals' step policies (built before) stay: they are SLA policies like these
     return replace(model, slas=model.slas + tuple(slas.values())), errors

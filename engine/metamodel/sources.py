@@ -107,6 +107,7 @@ class SourceSpec:
     is_enabled: bool = True
     max_body_kb: int = 256           # a larger delivery is refused (413) before anything is stored
     rate_per_minute: int = 120       # deliveries per minute from one address (429 beyond it)
+    match: str | None = None         # a delivery updates the record whose this field equals the mapped value
     label: Label = Label(())
     description: str = ""
     location: Location = NOWHERE
@@ -150,7 +151,7 @@ _SOURCE = {"type": "object", "required": ["entity", "auth", "mapping"], "additio
                "event_id": either("string", _PATH, {"type": "array", "minItems": 1, "items": _PATH}),
                "mapping": {"type": "object", "minProperties": 1, "additionalProperties": _MAPPING_ITEM},
                "defaults": {"type": "object"},
-               "test_filter": EXPRESSION, "spam_filter": EXPRESSION}}
+               "test_filter": EXPRESSION, "spam_filter": EXPRESSION, "match": NAME}}
 
 
 SOURCES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["sources"], "additionalProperties": False,
@@ -231,11 +232,17 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
                       "add event_id: <path to the sender's event or submission id>", key=True, severity="warning")
     filters = {option: checker.expression(path + (option,), data[option], entity)
                for option in ("test_filter", "spam_filter") if option in data}
+    match = data.get("match")
+    if match is not None and checker.field(path + ("match",), entity, match, "match field") is not None \
+            and match not in data["mapping"]:
+        checker.error(path + ("match",), f"source '{name}' matches on {match}, which its mapping never fills",
+                      f"map {match} from the payload (e.g. {match}: contract.number)")
     return SourceSpec(
         name=name, entity=entity.name, auth=auth, mapping=tuple(mapping), event_id=event_id,
         defaults=tuple((data.get("defaults") or {}).items()), test_filter=filters.get("test_filter"),
         spam_filter=filters.get("spam_filter"), is_enabled=bool(data.get("enabled", True)),
         max_body_kb=int(data.get("max_body_kb", 256)), rate_per_minute=int(data.get("rate_per_minute", 120)),
+        match=match,
         label=Label.of(data.get("label"), name.replace("_", " ").capitalize()),
         description=str(data.get("description", "")), location=checker.doc.where_key(path))
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.metamodel.routing import PoolSpec, RoutingPolicySpec, Strategy
+from engine.metamodel.routing import BackupSpec, PoolSpec, RoutingPolicySpec, Strategy
 from engine.metamodel.sources import ANY_VALUE
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import ConditionResult, evaluate_condition, show_value
@@ -39,6 +39,10 @@ class Rep:
     open_count: int = 0
     cap: int | None = None
     weight: int | None = None
+    id: int | None = None
+    manager: str | None = None  # the username of their manager (for a backup `owner.manager`)
+    assigned_today: int = 0      # records the policy gave them since local midnight (cap_per_day)
+    assigned_this_week: int = 0  # … since Monday's local midnight (cap_per_week)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,7 @@ def route_record(policy: RoutingPolicySpec, values: Mapping[str, Any], reps: Seq
     if eligible and pool is not None:
         chosen, reason, new_cursor = _pick(policy.within, candidates, eligible, pool, cursor)
         return _decision(policy, choice, RoutingOutcome.ASSIGNED, chosen, reason, skipped, new_cursor)
-    return _fall_back(policy, choice, reps, _why_nobody(policy, pool, choice, candidates), skipped, cursor)
+    return _fall_back(policy, choice, values, reps, _why_nobody(policy, pool, choice, candidates), skipped, cursor)
 
 
 def _decision(policy: RoutingPolicySpec, choice: PoolChoice, outcome: RoutingOutcome, username: str | None,
@@ -208,6 +212,10 @@ def why_not_eligible(rep: Rep, policy: RoutingPolicySpec) -> str | None:
     cap = rep.cap if rep.cap is not None else policy.cap_for(rep.username)
     if cap is not None and rep.open_count >= cap:
         return f"at cap ({rep.open_count}/{cap} open)"
+    if policy.cap_per_day is not None and rep.assigned_today >= policy.cap_per_day:
+        return f"at daily cap ({rep.assigned_today}/{policy.cap_per_day} today)"
+    if policy.cap_per_week is not None and rep.assigned_this_week >= policy.cap_per_week:
+        return f"at weekly cap ({rep.assigned_this_week}/{policy.cap_per_week} this week)"
     return None
 
 
@@ -259,6 +267,25 @@ def _next_after(order: list[str], last: str | None, allowed: set[str]) -> str:
     raise ValueError("no allowed name in order")
 
 
+def find_backup(spec: BackupSpec, values: Mapping[str, Any], reps: Sequence[Rep],
+                policy: RoutingPolicySpec) -> tuple[Rep | None, str]:
+    """The rep a backup spec names for this record, and how to name it in the trail: the named
+    rep; the manager of the user in `relation` (the record's current owner for owner.manager); or
+    the first present member, by username, of the team with the role."""
+    if spec.username is not None:
+        return next((rep for rep in reps if rep.username == spec.username), None), spec.username
+    if spec.relation is not None:
+        user = values.get(spec.relation)
+        holder = next((rep for rep in reps if rep.id is not None and rep.id == user), None)
+        manager = holder.manager if holder is not None else None
+        found = next((rep for rep in reps if rep.username == manager), None) if manager else None
+        return found, manager or spec.describe()
+    team = sorted((rep for rep in reps if rep.team == spec.team and (spec.role is None or rep.role == spec.role)),
+                  key=lambda rep: rep.username)
+    present = next((rep for rep in team if why_absent(rep, policy) is None), None)
+    return (present or (team[0] if team else None)), spec.describe()
+
+
 def _why_nobody(policy: RoutingPolicySpec, pool: PoolSpec | None, choice: PoolChoice,
                 candidates: list[Rep]) -> str:
     if pool is None:
@@ -272,16 +299,21 @@ def _why_nobody(policy: RoutingPolicySpec, pool: PoolSpec | None, choice: PoolCh
     return f"nobody in {label} can take it"
 
 
-def _fall_back(policy: RoutingPolicySpec, choice: PoolChoice, reps: Sequence[Rep], nobody: str,
-               skipped: list[Skip], cursor: CursorState) -> RoutingDecision:
+def _fall_back(policy: RoutingPolicySpec, choice: PoolChoice, values: Mapping[str, Any], reps: Sequence[Rep],
+               nobody: str, skipped: list[Skip], cursor: CursorState) -> RoutingDecision:
     """The backup rep (caps do not apply to a backup), else the fallback queue with an alert."""
-    if policy.backup is not None:
-        backup = next((rep for rep in reps if rep.username == policy.backup), None)
-        why = "no such active user" if backup is None else why_absent(backup, policy)
-        if why is None:
-            return _decision(policy, choice, RoutingOutcome.BACKUP, policy.backup,
-                             f"{nobody}; backup rep {policy.backup} takes it", skipped, cursor)
-        skipped = [*skipped, Skip(policy.backup, f"backup rep, {why}")]
+    spec = policy.backup_for(choice.key)
+    if spec is not None:
+        backup, named = find_backup(spec, values, reps, policy)
+        missing = f"the {spec.relation} has no manager" if spec.relation is not None and named == spec.describe() \
+            else "no such active user"
+        why = missing if backup is None else why_absent(backup, policy)
+        if backup is not None and why is None:
+            return _decision(policy, choice, RoutingOutcome.BACKUP, backup.username,
+                             f"{nobody}; backup rep {backup.username} ({spec.describe()}) takes it"
+                             if backup.username != spec.describe() else
+                             f"{nobody}; backup rep {backup.username} takes it", skipped, cursor)
+        skipped = [*skipped, Skip(named, f"backup rep, {why}")]
     outcome = RoutingOutcome.QUEUED if policy.fallback_queue else RoutingOutcome.UNASSIGNED
     where = f"it waits in queue '{policy.fallback_queue}'" if policy.fallback_queue else "it stays unassigned"
     alert_text = f"{policy.entity} not assigned by routing policy '{policy.name}': {nobody}; {where}"

@@ -309,7 +309,7 @@ def decide_sla(spec: SlaSpec, current: ClockSnapshot | None, change: str, before
             return ClockDecision(Move.STOP, replace(current, state=ClockState.STOPPED), stopped)
         if not applies:
             return ClockDecision(Move.CANCEL, replace(current, state=ClockState.CANCELLED), "no longer under this SLA")
-        if fired and change != "created":
+        if fired and change != "created" and not spec.counts_from_creation:  # from creation: one cycle per record
             return ClockDecision(Move.RESTART, fresh_clock(now, tier, paused), f"restarted: {spec.starts.kind}")
         if paused and current.state == ClockState.RUNNING:
             return ClockDecision(Move.PAUSE, replace(current, state=ClockState.PAUSED, pauses=(*current.pauses, Pause(now))),
@@ -322,10 +322,24 @@ def decide_sla(spec: SlaSpec, current: ClockSnapshot | None, change: str, before
         return ClockDecision(Move.NONE, current)
     if not applies or stopped is not None:
         return ClockDecision(Move.NONE, current)
+    if current is not None and spec.counts_from_creation:
+        return ClockDecision(Move.NONE, current)  # its one cycle (from creation) has run
     starts = trigger_holds(spec.starts, after) if current is None else fired
     if starts:
-        return ClockDecision(Move.START, fresh_clock(now, tier, paused), f"started: {spec.starts.kind}")
+        begin = clock_start(spec, after, now)
+        reason = f"started: {spec.starts.kind}" + (
+            f", counted from creation at {begin.isoformat()}" if spec.counts_from_creation else "")
+        return ClockDecision(Move.START, replace(fresh_clock(now, tier, paused), started_at=begin), reason)
     return ClockDecision(Move.NONE, current)
+
+
+def clock_start(spec: SlaSpec, record: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
+    """Where a starting clock counts from: now (when `starts` fired), or for `from: created`
+    the record's creation — a lead assigned two hours late has used two hours of its target."""
+    created = record.get("created_at")
+    if spec.counts_from_creation and isinstance(created, dt.datetime) and created <= now:
+        return created if created.tzinfo else created.replace(tzinfo=dt.timezone.utc)
+    return now
 
 
 def counted(duration: DurationSpec, calendar: BusinessCalendar | None) -> dt.timedelta:

@@ -109,6 +109,11 @@ def _render_decision(number: int, decision: Decision) -> list[str]:
     return lines
 
 
+def render_routing_step(step: RoutingStep, headline: str) -> str:
+    """One routing request outside a rule trace (a timer's reassign), as `crm explain` shows it."""
+    return "\n".join([headline, "  routing:", *_render_step(step)])
+
+
 def _render_step(step: RoutingStep) -> list[str]:
     pad = "       "
     asked = f"rule '{step.rule}'" if step.rule else "the runtime"

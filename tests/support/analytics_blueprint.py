@@ -139,10 +139,14 @@ def walk(index: int) -> list[tuple[float, str]]:
     return [(days + stretch, stage) for days, stage in WALKS["ABCDE"[index % 5]]]
 
 
-def build_world(make_engine: Any, clock: FakeClock) -> tuple[Engine, dict[str, Actor], list[int]]:
-    """20 opportunities of three reps in two teams walking the funnel over three weeks (≈200 events)."""
+def build_world(make_engine: Any, clock: FakeClock, files: dict[str, str] | None = None,
+                *, tick: bool = False) -> tuple[Engine, dict[str, Actor], list[int]]:
+    """20 opportunities of three reps in two teams walking the funnel over three weeks (≈200 events).
+    `files` replace or add blueprint files; with `tick`, the timer worker runs before each move
+    (so SLA breaches due by then are noted first)."""
     clock.set(START)
-    runtime = make_engine(FILES)
+    runtime = make_engine({**FILES, **(files or {})})
+    worker = runtime.worker(role="timers") if tick else None
     people = {user.username: runtime.users.add(user) for user in (
         NewUser("zhou", "周经理", "sales_manager", "east", password="pw-correct-horse"),
         NewUser("wang", "王磊", "sales_rep", "east", "zhou", password="pw-correct-horse"),
@@ -161,6 +165,9 @@ def build_world(make_engine: Any, clock: FakeClock) -> tuple[Engine, dict[str, A
             moves.append((at, index, stage))
     for at, index, stage in sorted(moves):
         clock.set(at)
+        if worker is not None:
+            while worker.tick().fired:
+                pass
         reason = {"outcome": "客户已签约" if stage == "won" else "预算取消"} if stage in ("won", "lost") else {}
         runtime.records.update("opportunity", ids[index], {"stage": stage, **reason}, actor=SYSTEM)
     clock.set(dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc))

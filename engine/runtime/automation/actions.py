@@ -33,7 +33,7 @@ from engine.rules.actions import (FIELD_ACTIONS, NO_PLUGIN_ACTIONS, Action, Acti
                                   apply_field_actions, resolve_action)
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import Origin, RuleApplication, evaluate_condition, find_rule_loop
-from engine.rules.trace import RoutingStep
+from engine.rules.trace import RoutingStep, render_routing_step
 from engine.runtime.automation.related import RelatedReader
 from engine.runtime.automation.notify import enqueue_notification, load_user, people_context
 from engine.runtime.automation.routing import Router
@@ -45,6 +45,7 @@ from engine.runtime.records.service import RecordService
 from engine.runtime.records.values import expression_values, is_empty
 from engine.runtime.storage.database import savepoint
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
 
 # the rule applications that led to the write in progress: a rule that re-triggers itself is refused
 _chain: contextvars.ContextVar[tuple[RuleApplication, ...]] = contextvars.ContextVar("crm_rules_chain", default=())
@@ -213,6 +214,8 @@ class ActionExecutor:
         for action in actions:
             if isinstance(action, Assign):
                 owner, step = self.owner_for(connection, entity.name, action, record, now)
+                if step.decision is not None:  # routed by a policy: keep why, for `crm explain`
+                    self._trace_routing(connection, entity.name, int(record["id"]), step, now, key)
                 if owner is None or owner == record.get("owner"):
                     append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                                  kind=EventKind.REASSIGN_SKIPPED, actor_id=None, at=now,
@@ -227,6 +230,19 @@ class ActionExecutor:
             self.apply_effects(connection, entity, record, effects, now, key=key, actor=SYSTEM, origin=Origin.TIMER,
                                context=context, seen=seen)
         return record
+
+
+    def _trace_routing(self, connection: sa.Connection, entity: str, record_id: int, step: RoutingStep,
+                       now: dt.datetime, key: str) -> None:
+        """A timer's reassign through a routing policy (an SLA breach handing the record on) is
+        explained like a rule's: who was skipped and why, and who took it (a backup owner.manager)."""
+        decision = step.decision
+        assert decision is not None
+        text = render_routing_step(step, f"{entity} {record_id} — reassigned by timer {key} at {now.isoformat()}")
+        connection.execute(self.schema.traces.insert().values(
+            entity=entity, record_id=record_id, at=naive_utc(now), change="reassigned", origin="timer", text=text,
+            decisions={"routing": {"policy": decision.policy, "outcome": decision.outcome.value,
+                                   "username": decision.username, "reason": decision.reason}}))
 
 
 def _changes(record: Mapping[str, Any], actions: Sequence[Action]) -> dict[str, Any]:

@@ -132,8 +132,14 @@ def sla_condition(schema: Schema, entity: str, table: sa.Table, which: str, now:
                   policy: str | None = None) -> sa.ColumnElement[bool]:
     """A WHERE condition on `table` (the entity's table) for records whose SLA is `which`:
     "overdue", "due_within:<duration>" (e.g. due_within:1h), "paused" or "running";
-    `policy` narrows it to one SLA."""
+    or, for SLA attainment, "settled", "met" or "missed" (optionally `:<policy>`, e.g.
+    met:lead_first_call): a clock is settled once it stopped (met or not), breached, or runs past
+    its due time (a breach the worker has not noted yet); a record's SLA is met when it has a settled clock and none missed, else missed (so
+    met + missed = settled); `policy` narrows it to one SLA."""
     clocks = schema.clocks
+    kind, _, named = which.partition(":")
+    if kind in ("settled", "met", "missed"):
+        return _attainment_condition(schema, entity, table, kind, named or policy, now)
     base = [clocks.c.kind == "sla", clocks.c.entity == entity, clocks.c.record_id == table.c.id]
     if policy is not None:
         base.append(clocks.c.name == policy)
@@ -148,8 +154,23 @@ def sla_condition(schema: Schema, entity: str, table: sa.Table, which: str, now:
     elif which in (ClockState.PAUSED, ClockState.RUNNING):
         condition = clocks.c.state == ClockState(which)
     else:
-        raise ValueError(f"unknown SLA filter '{which}'; use overdue, due_within:1h, paused or running")
+        raise ValueError(f"unknown SLA filter '{which}'; use overdue, due_within:1h, paused, running, "
+                         "settled, met or missed (met:<policy> for one SLA)")
     return sa.exists().where(*base, condition)
+
+
+def _attainment_condition(schema: Schema, entity: str, table: sa.Table, kind: str,
+                          policy: str | None, now: dt.datetime) -> sa.ColumnElement[bool]:
+    clocks = schema.clocks
+    base = [clocks.c.kind == "sla", clocks.c.entity == entity, clocks.c.record_id == table.c.id]
+    if policy:
+        base.append(clocks.c.name == policy)
+    late = sa.and_(clocks.c.state == ClockState.RUNNING, clocks.c.due_at <= naive(now))
+    missed = sa.exists().where(*base, sa.or_(clocks.c.met.is_(False), clocks.c.breached_at.is_not(None), late))
+    if kind == "missed":
+        return missed
+    settled = sa.exists().where(*base, sa.or_(clocks.c.met.is_not(None), clocks.c.breached_at.is_not(None), late))
+    return settled if kind == "settled" else sa.and_(settled, sa.not_(missed))
 
 
 def sla_due_order(schema: Schema, entity: str, table: sa.Table) -> sa.ScalarSelect[Any]:

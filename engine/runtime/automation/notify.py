@@ -96,10 +96,12 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
                          to: Sequence[str], owner_id: int | None, context: Mapping[str, Any], key: str,
                          now: dt.datetime, text: str | None = None, template: str | None = None,
                          entity: str | None = None, record_id: int | None = None, backup: str | None = None,
-                         seen: dict[int, Any] | None = None, inbox: bool = True) -> None:
+                         seen: dict[int, Any] | None = None, inbox: bool = True,
+                         addresses: Sequence[str] = ()) -> None:
     """Render the inline `text` or the named `template` for `channel` and add the message, with
     its recipients' mentions, to the outbox in the caller's transaction — and, unless `inbox`
-    is False (the caller posts its own notice), to each recipient's in-app inbox."""
+    is False (the caller posts its own notice), to each recipient's in-app inbox. `addresses`:
+    mail addresses of people who are not users (a customer answering a survey)."""
     spec = model.channel(channel) if model.has_channel(channel) else None
     language = spec.language if spec is not None else model.settings.default_language
     recipients, mention_all = resolve_recipients(connection, schema, to, owner_id, backup, seen)
@@ -111,7 +113,7 @@ def enqueue_notification(connection: sa.Connection, schema: Schema, model: Metam
         "mention_user_ids": sorted({(row.im_ids or {}).get(spec.type) for row in recipients
                                     if spec is not None and (row.im_ids or {}).get(spec.type)}),
         "mention_all": mention_all,
-        "recipients": sorted({row.email for row in recipients if row.email}),
+        "recipients": sorted({row.email for row in recipients if row.email} | set(addresses)),
         "to": [row.username for row in recipients]}
     payload.update(render_notification(model, language, context, text=text, template=template,
                                        html=spec is None or spec.type == "mail",

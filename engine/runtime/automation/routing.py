@@ -2,9 +2,11 @@
 
 The pure choice is engine/rules/routing.py. This module gives it what it needs from the
 database — the reps' state and their open records (one prepared statement when the policy's
-`open_when` translates to SQL), the pool's round-robin cursor, locked for the transaction —
-stores the moved cursor and, for a record nobody could take, the loud alert (event and
-message). Rules' `assign`, timers' `reassign` and intake all route through `Router.route`.
+`open_when` translates to SQL), their assignments today and this week (one grouped count over
+an index on (policy, user, at), for `cap_per_day` / `cap_per_week`), the readable key of a linked
+territory, the pool's round-robin cursor, locked for the transaction — stores the moved cursor
+and the assignment, and, for a record nobody could take, the loud alert (event and message).
+Rules' `assign`, timers' `reassign` and intake all route through `Router.route`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ast
 import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,7 +45,7 @@ class Router:
         self.evaluator = evaluator
         users, state = schema.users, schema.routing_state
         self._users_select = sa.select(users.c.id, users.c.username, users.c.team, users.c.role,
-                                       users.c.is_active, users.c.on_leave)
+                                       users.c.is_active, users.c.on_leave, users.c.manager_id)
         self._users = Prepared(self._users_select)
         read_cursor = sa.select(state.c.state).where(state.c.cursor_key == sa.bindparam("key"))
         self._read_cursor = {"sqlite": Prepared(read_cursor),  # SQLite: the write lock already serialises
@@ -66,12 +69,17 @@ class Router:
                 return None, RoutingStep(rule, None, selection, note=selection.reason)
             policy_name = selection.policy
         policy = self.model.policy(policy_name)
+        values = self._with_readable_key(connection, policy, values)
         choice = choose_pool(policy, values)
         cursor = self._lock_cursor(connection, choice.cursor_key)
-        reps, user_ids = self._reps(connection, policy)
+        reps, user_ids = self._reps(connection, policy, now)
         decision = route_record(policy, values, reps, cursor)
         self._write_cursor.run(connection, {"key": decision.cursor_key, "state": decision.cursor.as_json(),
                                             "at": naive_utc(now)})
+        if decision.username is not None and policy.counts_assignments:
+            connection.execute(self.schema.routing_assignments.insert().values(
+                policy=policy.name, user_id=user_ids[decision.username], entity=entity,
+                record_id=values.get("id"), at=naive_utc(now)))
         step = RoutingStep(rule, policy.name, selection, decision)
         return (None if decision.username is None else user_ids[decision.username]), step
 
@@ -92,7 +100,38 @@ class Router:
                     now=now, entity=entity, record_id=record_id)
 
     # -- what the choice needs from the database ------------------------------------------------
-    def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec) -> tuple[list[Rep], dict[str, int]]:
+    def _with_readable_key(self, connection: sa.Connection, policy: RoutingPolicySpec,
+                           values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """For a territory keyed by a link, the values with the linked record's title in place
+        of its id: pools are keyed by what people read (a region's name), not by ids."""
+        if policy.link_entity is None or policy.field is None or values.get(policy.field) is None:
+            return values
+        linked = self.model.entity(policy.link_entity)
+        table = self.schema.table(linked.name)
+        title = connection.execute(sa.select(table.c[linked.title_field]).where(
+            table.c.id == values[policy.field])).scalar()
+        return {**values, policy.field: title}
+
+    def _assignment_counts(self, connection: sa.Connection, policy: RoutingPolicySpec,
+                           now: dt.datetime) -> dict[int, tuple[int, int]]:
+        """user id → (assignments by this policy today, this week), days and weeks (from Monday)
+        in the business timezone; one grouped count over the (policy, user_id, at) index."""
+        local = now.astimezone(ZoneInfo(self.model.settings.timezone))
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        week = day - dt.timedelta(days=day.weekday())
+        since_day, since_week = naive_utc(day), naive_utc(week)
+        since = since_day if policy.cap_per_week is None else min(since_day, since_week)
+        table = self.schema.routing_assignments
+        # rows before this week count for nothing any more: dropped on the way (an index range), so the log stays small
+        connection.execute(table.delete().where(table.c.policy == policy.name, table.c.at < since_week))
+        today = sa.func.sum(sa.case((table.c.at >= since_day, 1), else_=0))
+        rows = connection.execute(sa.select(table.c.user_id, today, sa.func.count())
+                                  .where(table.c.policy == policy.name, table.c.at >= since)
+                                  .group_by(table.c.user_id))
+        return {int(user): (int(day_count or 0), int(week_count)) for user, day_count, week_count in rows}
+
+    def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec,
+              now: dt.datetime) -> tuple[list[Rep], dict[str, int]]:
         """Every user as a routing candidate, with open-record counts when the policy needs them
         (one statement when open_when translates to SQL), and the user ids by username."""
         if policy.name not in self._counts:
@@ -106,9 +145,13 @@ class Router:
             rows = self._users.rows(connection)
             counts = (self._count_in_python(connection, policy, [row.id for row in rows if row.is_active])
                       if _needs_counts(policy) else {})
+        assigned = self._assignment_counts(connection, policy, now) if policy.counts_assignments else {}
+        names = {row.id: row.username for row in rows}
         reps = [Rep(row.username,
                     RepStatus.DISABLED if not row.is_active else RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE,
-                    row.team, row.role, counts.get(row.id) or 0) for row in rows]
+                    row.team, row.role, counts.get(row.id) or 0, id=row.id, manager=names.get(row.manager_id),
+                    assigned_today=assigned.get(row.id, (0, 0))[0],
+                    assigned_this_week=assigned.get(row.id, (0, 0))[1]) for row in rows]
         return reps, {row.username: row.id for row in rows}
 
     def _count_in_python(self, connection: sa.Connection, policy: RoutingPolicySpec,

@@ -7,6 +7,12 @@ record itself recomputes it when a field a component reads changed. The counts a
 the RelatedReader (the same reading as stage requirements), the points computed by
 engine/rules/scores.py, and the score, level and reasons written through RecordService, so the
 change is in the timeline and rules see it (`health_dropped`).
+
+A score declared `recompute: [on_change, nightly]` is also recomputed for every record of its
+entity by `rescore_batch`, which the nightly job (engine/runtime/background/jobs.py) calls one
+batch per transaction: time-based counts move although nothing was written. Only records whose
+numbers changed are written, so a quiet night adds no events, and a level that got worse fires
+`health_dropped` once — the next night the level is the same, so it does not fire again.
 """
 
 from __future__ import annotations
@@ -83,6 +89,21 @@ class ScoreKeeper:
             targets = {context.after.get(via), (context.before or {}).get(via)}
             for target in sorted(value for value in targets if value is not None):
                 self.recompute(context.connection, spec, int(target))
+
+    def rescore_batch(self, connection: sa.Connection, spec: ScoreSpec, after_id: int,
+                      limit: int) -> tuple[int, int, int | None]:
+        """Recompute the scores of up to `limit` records with ids above `after_id`, in id order:
+        (records read, records whose score changed, the last id read — None when none were left)."""
+        table = self.records.schema.table(spec.entity)
+        ids = [int(row.id) for row in connection.execute(
+            sa.select(table.c.id).where(table.c.id > after_id).order_by(table.c.id).limit(limit))]
+        changed = 0
+        for record_id in ids:
+            before = self.records.find(connection, spec.entity, record_id)
+            result = self.recompute(connection, spec, record_id)
+            if before is not None and result is not None and before.get(spec.field) != result.score:
+                changed += 1
+        return len(ids), changed, (ids[-1] if ids else None)
 
     def compute(self, connection: sa.Connection, spec: ScoreSpec, record: Mapping[str, Any]) -> ScoreResult:
         values = expression_values(self.model.entity(spec.entity), record)

@@ -119,7 +119,7 @@ class SlaClocks:
         due_at = None
         if clock.state == ClockState.RUNNING and move in (Move.START, Move.RESTART, Move.RESUME, Move.RETIER):
             due_at = self._schedule(connection, spec, record_id, clock, fresh=move in (Move.START, Move.RESTART))
-        met = clock.breached_at is None if move is Move.STOP else None
+        met = self._met(spec, clock, now) if move is Move.STOP else None
         self.clocks.save(connection, "sla", spec.entity, record_id, spec.name, clock, now, due_at=due_at,
                          reason=decision.reason, met=met)
         if move is Move.RESTART and spec.starts.kind == "updated":
@@ -128,6 +128,15 @@ class SlaClocks:
                      kind=EventKind(f"sla_{move.value}"), actor_id=None, at=now,
                      data={"policy": spec.name, "reason": decision.reason,
                            "due_at": due_at.isoformat() if due_at else None, **({"met": met} if met is not None else {})})
+
+    def _met(self, spec: SlaSpec, clock: ClockSnapshot, now: dt.datetime) -> bool:
+        """Whether a clock stopping now beat its target: no breach noted, and — should the worker
+        not have fired the breach yet — not past its due time either (the timeliness tables read it)."""
+        if clock.breached_at is not None:
+            return False
+        status = sla_state(now, self._policies[spec.name], clock.started_at, clock.tier, clock.pauses,
+                           self.calendar(spec), stopped_at=now)
+        return status.met is not False
 
     def _schedule(self, connection: sa.Connection, spec: SlaSpec, record_id: int, clock: ClockSnapshot, *,
                   fresh: bool) -> dt.datetime | None:

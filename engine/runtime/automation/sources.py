@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel.sources import AuthKind, SourceSpec
 from engine.runtime.records.actors import Actor
-from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
+from engine.runtime.records.errors import NotFound, RecordError, StageRefused, ValidationFailed
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage import jsontext
 from engine.runtime.storage.prepared import Prepared
@@ -185,24 +185,55 @@ class Intake:
                     return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id,
                                         f"event {event_id} was already processed", record_id)
             try:  # within a savepoint: a refused record leaves the transaction usable for the log
-                result = self.records.create(source.entity, values, actor=source_actor(source.name),
-                                                within=connection, origin="webhook", source=source.name,
-                                                created_at=submitted)
+                if source.match is not None:
+                    record_id = self._update_matched(connection, source, values)
+                    merged = True
+                else:
+                    result = self.records.create(source.entity, values, actor=source_actor(source.name),
+                                                 within=connection, origin="webhook", source=source.name,
+                                                 created_at=submitted)
+                    record_id, merged = result.record["id"], result.outcome == "merged"
             except RecordError as error:  # recorded in the same transaction: one write per delivery
                 if event_id is not None:  # the event id is not spent by a refused delivery
                     statements.forget.run(connection, {"source": source.name, "event_id": event_id})
                 _mark(connection, self.schema, delivery_id, status=DeliveryStatus.FAILED, error=error.message, event_id=event_id,
                       entity=source.entity)
                 return _failed(delivery_id, error)
-            record_id = result.record["id"]
             if event_id is not None:
                 statements.remember.run(connection, {"source": source.name, "event_id": event_id,
                                                      "record_id": record_id})
             _mark(connection, self.schema, delivery_id, status=DeliveryStatus.PROCESSED, error=None, event_id=event_id,
                   entity=source.entity, record_id=record_id)
-        merged = result.outcome == "merged"
+        if source.match is not None:
+            return IntakeResult(200, DeliveryStatus.PROCESSED, delivery_id, f"updated {source.entity} {record_id}",
+                                record_id)
         return IntakeResult(200 if merged else 201, DeliveryStatus.PROCESSED, delivery_id,
                             f"{'merged into' if merged else 'created'} {source.entity} {record_id}", record_id, merged)
+
+    def _update_matched(self, connection: sa.Connection, source: SourceSpec, values: dict[str, Any]) -> int:
+        """A `match:` source's delivery: the record whose match field holds the mapped value gets
+        the other values, and — when a handover node names this source in `completed_by` and the
+        item sits at that node — moves to the next node (the funnel gate checks what it hands over)."""
+        assert source.match is not None
+        key = values.pop(source.match, None)
+        if key in (None, ""):
+            raise ValidationFailed([FieldError(source.match, "required",
+                                               f"{source.match}: the payload names no record to update")])
+        table = self.schema.table(source.entity)
+        found = connection.execute(sa.select(table.c.id).where(table.c[source.match] == key).limit(2)).all()
+        if len(found) != 1:
+            raise NotFound(f"{'no' if not found else 'more than one'} {source.entity} has {source.match} '{key}'",
+                           field=source.match)
+        record_id = int(found[0].id)
+        current = self.records.find(connection, source.entity, record_id)
+        for handover in self.model.handovers:
+            if handover.entity == source.entity and current is not None:
+                target = handover.move_by(source.name, current.get(handover.field))
+                if target is not None:
+                    values[handover.field] = target
+        self.records.update(source.entity, record_id, values, actor=source_actor(source.name), within=connection,
+                            origin="webhook")
+        return record_id
 
     def process_logged(self, source_name: str, delivery_id: int, headers: Mapping[str, str],
                        query: Mapping[str, str], body: bytes, *, check_auth: bool = True) -> IntakeResult:

@@ -26,6 +26,7 @@ from engine.channels import (SHIPPED_CHANNELS, ChannelError, ChannelTypes, Deliv
                              next_attempt_at, resolve_secret)
 from engine.metamodel import Metamodel
 from engine.metamodel.channels import ChannelSpec, RateLimit, SecretValue
+from engine.runtime.background.digests import Digest
 from engine.runtime.background.outbox import OutboxMessage, Outcome
 
 
@@ -153,6 +154,12 @@ def _failed(error: str) -> DeliveryResult:
 
 def _outcome(result: DeliveryResult) -> Outcome:
     return Outcome(result.ok, result.retryable, result.error, result.retry_after)
+
+
+def digests_for(model: Metamodel, header: Callable[[str], str]) -> dict[str, Digest]:
+    """Each digest channel's rule; `header(language)` is the digest's opening line with `{count}`."""
+    return {spec.name: Digest(spec.digest.after, spec.digest.max_bytes, header(spec.language))
+            for spec in model.channels if spec.digest is not None}
 
 
 def pacing_for(model: Metamodel) -> dict[str, tuple[RateLimit, ...]]:

@@ -5,6 +5,12 @@ counts and lists (records matching field values, created or updated within a win
 an SLA state, or events of a kind), renders the job's template with them, and writes one
 outbox row keyed by job and moment — so even a job run twice would send one message.
 The worker logs every run in crm_job_runs (the text it sent, or the error).
+
+A score declared `recompute: [on_change, nightly]` (engine/metamodel/scores.py) is a job too,
+named `score:<name>`, at its `nightly_at` in the app's time zone: the same crm_job_runs key makes
+it run once per night across all workers. It rescores the entity's records in batches of
+`nightly_batch`, one transaction each, so a long pass never holds one huge transaction and
+a failed batch leaves the ones before it written.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import sqlalchemy as sa
 
 from engine.metamodel.jobs import CountSpec, JobSpec
 from engine.metamodel.model import Metamodel
+from engine.metamodel.scores import ScoreSpec
 from engine.rules.calendars import BusinessCalendar
 from engine.rules.time import Clock
 from engine.runtime.automation.clocks import naive, sla_condition
 from engine.runtime.automation.notify import enqueue_notification
+from engine.runtime.automation.scores import ScoreKeeper
 from engine.runtime.background.worker import ScheduledJob
+from engine.runtime.records.errors import VersionConflict
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
@@ -34,8 +43,10 @@ class Jobs:
     """The blueprint's scheduled jobs, as worker ScheduledJobs."""
 
     def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService,
-                 calendars: Mapping[str, BusinessCalendar], base_url: str = "") -> None:
+                 calendars: Mapping[str, BusinessCalendar], base_url: str = "",
+                 scores: ScoreKeeper | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.scores = scores
         self.model = model
         self.schema = schema
         self.db = db
@@ -44,9 +55,24 @@ class Jobs:
         self.calendars = calendars
 
     def scheduled_jobs(self) -> list[ScheduledJob]:
-        """A ScheduledJob per blueprint job."""
-        return [ScheduledJob(spec.name, spec.cron, functools.partial(self.run_job, spec), spec.timezone)
+        """A ScheduledJob per blueprint job, and one per score recomputed nightly."""
+        jobs = [ScheduledJob(spec.name, spec.cron, functools.partial(self.run_job, spec), spec.timezone)
                 for spec in self.model.jobs]
+        if self.scores is not None:
+            jobs += [ScheduledJob(f"score:{spec.name}", spec.nightly_cron, functools.partial(self.run_score_pass, spec),
+                                  self.model.settings.timezone)
+                     for spec in self.model.scores if spec.is_nightly]
+        return jobs
+
+    def run_score_pass(self, spec: ScoreSpec, moment: dt.datetime) -> str:
+        """Rescore every record of the score's entity, a batch per transaction; returns the tally for the run log."""
+        assert self.scores is not None
+        read = changed = 0
+        after: int | None = 0
+        while after is not None:
+            count, moved, after = self._rescore_batch(spec, after)
+            read, changed = read + count, changed + moved
+        return f"{spec.name}: {read} {spec.entity} records rescored, {changed} changed"
 
     def run_job(self, spec: JobSpec, moment: dt.datetime) -> str:
         """Compute the job's numbers at `moment`, enqueue its message; returns what was sent (for the run log)."""
@@ -77,6 +103,20 @@ class Jobs:
         kind = self.model.channel(spec.channel).type if self.model.has_channel(spec.channel) else "?"
         head = f"{spec.channel} ({kind}): "
         return head + str(payload.get("error") or payload.get("text", ""))
+
+    def _rescore_batch(self, spec: ScoreSpec, after: int, attempts: int = 5) -> tuple[int, int, int | None]:
+        """One batch in one transaction. A record of the batch written meanwhile by someone else (a
+        timer of another worker closing a ticket rescores its account too) rolls the batch back:
+        it is read and computed again, from the newer values."""
+        assert self.scores is not None
+        for attempt in range(attempts):
+            try:
+                with self.db.write() as connection:
+                    return self.scores.rescore_batch(connection, spec, after, spec.nightly_batch)
+            except VersionConflict:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _run_per_person(self, spec: JobSpec, moment: dt.datetime, now: dt.datetime) -> str:
         """One message per active user of the job's roles: their own counts and lists, their

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.runtime.background.digests import Digests, deliver_folded, fold_backlogs
 from engine.runtime.background.pacing import Pacing, lock_paced, pace, sent, silence
 from engine.runtime.storage.times import as_utc
 from engine.runtime.storage.database import Database
@@ -41,6 +42,7 @@ class OutboxStatus(enum.StrEnum):
     SENDING = "sending"      # claimed by a worker until `claimed_until`
     DELIVERED = "delivered"
     DEAD = "dead"            # gave up: a permanent error, or out of attempts; `crm outbox retry` revives it
+    MERGED = "merged"        # folded into the digest row `digest_id`; delivered with it (background/digests.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +91,18 @@ _ENQUEUED = ("channel", "idempotency_key", "payload", "status", "attempts", "nex
 
 
 def claim(db: Database, schema: Schema, now: dt.datetime, *, worker: str,
-          limit: int = CLAIM_BATCH, pacing: Pacing | None = None) -> list[OutboxMessage]:
+          limit: int = CLAIM_BATCH, pacing: Pacing | None = None, digests: Digests | None = None) -> list[OutboxMessage]:
     """Take up to `limit` due messages (pending, or sending with an expired lease) for this worker;
     a paced channel's messages beyond what its limits allow now wait, in order, for the moment a
-    slot frees (engine/runtime/background/pacing.py)."""
+    slot frees (engine/runtime/background/pacing.py); a digest channel's backlog is first folded
+    into one message (engine/runtime/background/digests.py)."""
     table = schema.outbox
     due = sa.or_(sa.and_(table.c.status == OutboxStatus.PENDING, table.c.next_attempt_at <= naive_utc(now)),
                  sa.and_(table.c.status == OutboxStatus.SENDING, table.c.claimed_until < naive_utc(now)))
     with db.write() as connection:
-        lock_paced(connection, schema, pacing or {})
+        lock_paced(connection, schema, {**{channel: () for channel in digests or {}}, **(pacing or {})})
+        if digests:  # (their channels' rows are locked above, paced or not: one worker folds at a time)
+            fold_backlogs(connection, schema, now, digests)
         query = sa.select(table).where(due).order_by(table.c.next_attempt_at, table.c.id).limit(limit)
         if connection.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -157,6 +162,8 @@ def record_outcomes(db: Database, schema: Schema, results: Sequence[tuple[Outbox
         if delivered:
             connection.execute(mark_delivered,
                                [{**row, "worker": worker, "delivered_at": naive_utc(now)} for row in delivered])
+            deliver_folded(connection, schema, [message.id for message, outcome in results
+                                                if outcome.ok and "digest_of" in message.payload], now)
         if failed:
             connection.execute(mark_failed, [{**row, "worker": worker} for row in failed])
         for channel, until in sorted(pauses.items()):

@@ -24,6 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from engine.metamodel.crontab import crontab_trigger
 from engine.runtime.background.outbox import LEASE, OutboxMessage, Outcome, claim, record_outcomes, renew_lease
+from engine.runtime.background.digests import Digests
 from engine.runtime.background.pacing import Pacing
 from engine.runtime.background.timers import FireReport, TimerHandler, fire_due_timers
 from engine.runtime.storage.times import naive_utc
@@ -100,8 +101,9 @@ class Worker:
     def __init__(self, db: Database, schema: Schema, clock: Clock, *, handlers: Mapping[str, TimerHandler] | None = None,
                  deliver: Deliver | None = None, next_attempt: NextAttempt = default_next_attempt,
                  jobs: Sequence[ScheduledJob] = (), name: str | None = None, batch: int = 500,
-                 fire_timers: bool = True, pacing: Pacing | None = None) -> None:
+                 fire_timers: bool = True, pacing: Pacing | None = None, digests: Digests | None = None) -> None:
         self.pacing = pacing or {}  # channel → rate limits, shared with every other worker through the database
+        self.digests = digests or {}  # channel → when and how its backlog folds into one message
         self.db = db
         self.schema = schema
         self.clock = clock
@@ -136,7 +138,8 @@ class Worker:
         right after its send when the deliverer offers `deliver_each` (a crash later in the batch
         cannot send it twice); the claim's short lease is renewed while the batch is in flight,
         so a worker killed mid-batch holds its unsent messages up for one LEASE at most."""
-        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name, pacing=self.pacing)
+        messages = claim(self.db, self.schema, self.clock.now(), worker=self.name, pacing=self.pacing,
+                         digests=self.digests)
         if not messages:
             return
         recorded: dict[int, str] = {}

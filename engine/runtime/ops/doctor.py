@@ -23,6 +23,7 @@ from engine.runtime.storage.times import naive_utc
 from engine.metamodel.model import Metamodel
 from engine.rules.time import Clock
 from engine.runtime.automation.funnels import Funnels
+from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
@@ -47,13 +48,14 @@ class Doctor:
     """Finds the usual causes of records stuck unassigned, and explains what rules decided about a record."""
 
     def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService,
-                 funnels: Funnels | None = None) -> None:
+                 funnels: Funnels | None = None, slas: SlaClocks | None = None) -> None:
         self.model = model
         self.schema = schema
         self.db = db
         self.clock = clock
         self.records = records
         self.funnels = funnels
+        self.slas = slas
 
     def diagnose(self) -> list[Finding]:
         """Every finding, most serious first."""
@@ -235,7 +237,21 @@ class Doctor:
                                       .order_by(table.c.id)).all()
         parts = [row.text for row in rows] or [f"No rule has evaluated {entity} {record_id} (no trace stored)."]
         funnel = self._funnel_now(entity, record_id)
-        return "\n\n".join(parts + ([funnel] if funnel else []))
+        slas = self._slas_now(entity, record_id)
+        return "\n\n".join(parts + [text for text in (funnel, slas) if text])
+
+    def _slas_now(self, entity: str, record_id: int) -> str:
+        """The record's SLA clocks now, each saying where its figures count from (the start or the
+        record's creation), so a breach that came soon after a late assignment explains itself."""
+        if self.slas is None:
+            return ""
+        lines = []
+        for clock in self.slas.summary(entity, record_id, self.clock.now()):
+            spec = self.model.sla(clock["policy"])
+            due = clock["due_at"].isoformat() if clock["due_at"] else "—"
+            lines.append(f"  - {spec.name}: {clock['state']}, {spec.describe_start()}; counting since "
+                         f"{clock['started_at'].isoformat()}, due {due} ({clock['percent']}% used)")
+        return "SLA clocks:\n" + "\n".join(lines) if lines else ""
 
     def _funnel_now(self, entity: str, record_id: int) -> str:
         if self.funnels is None or not self.model.has_entity(entity) or not self.funnels.funnels_of(entity):

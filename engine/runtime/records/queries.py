@@ -26,7 +26,7 @@ MAX_PARAMS, MAX_PARAM_LENGTH = 100, 2000
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_PAGE = 1_000_000  # beyond it the offset overflows 64 bits on some databases
 MAX_PER_PAGE = 500
-RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla", "funnel"})
+RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla", "funnel", "within", "stuck"})
 # created_at / updated_at filters parse like a datetime field of the app
 _SYSTEM_TIME = KINDS[FieldType.DATETIME]
 _SYSTEM_TIME_SPEC = FieldSpec("created_at", FieldType.DATETIME, Label(()))
@@ -51,6 +51,8 @@ class ListQuery:
     sla: str | None = None  # overdue, due_within:1h, paused, running (records whose SLA clock is so)
     view: str | None = None  # a list view whose `where:` also limits the rows (RecordService.list)
     funnel: str | None = None  # left:<funnel>:<stage>:<from>/<to> … records behind a stage figure (engine/analytics)
+    within: str | None = None  # <field>:<since>:<duration>: field set at most duration after since (engine/analytics)
+    stuck: str | None = None  # <funnel>:<stage>=<days>,…: in a stage longer than its norm (engine/analytics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,8 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
         raise QueryInvalid(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}", field="per_page")
     return ListQuery(tuple(filters), (params.get("q") or "").strip(), sort, page, per_page,
                      (params.get("sla") or "").strip() or None, view_name,
-                     (params.get("funnel") or "").strip() or None)
+                     (params.get("funnel") or "").strip() or None, (params.get("within") or "").strip() or None,
+                     (params.get("stuck") or "").strip() or None)
 
 
 def _column(entity: EntitySpec, table: sa.Table, name: str, purpose: str) -> sa.ColumnElement[Any]:

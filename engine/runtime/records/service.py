@@ -245,8 +245,9 @@ class RecordService:
         return page_query, count_query, hidden
 
     def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:
-        """The actor's row condition with the query's named filters (sla, funnel) added."""
-        for name, value in (("sla", query.sla), ("funnel", query.funnel)):
+        """The actor's row condition with the query's named filters (sla, funnel, within, stuck) added."""
+        for name, value in (("sla", query.sla), ("funnel", query.funnel), ("within", query.within),
+                            ("stuck", query.stuck)):
             if value is not None:
                 scope = sa.and_(*(c for c in (scope, self._named_filter(name, entity, table, value)) if c is not None))
         return scope

@@ -30,6 +30,7 @@ TOKENS, LOGINS, SETTINGS, JOB_RUNS = "crm_api_tokens", "crm_login_attempts", "cr
 SESSIONS = "crm_sessions"  # browser sign-ins, revocable (engine/runtime/ops/sessions.py)
 DELIVERIES, SOURCE_EVENTS = "crm_deliveries", "crm_source_events"
 TRACES, ROUTING_STATE = "crm_traces", "crm_routing_state"
+ROUTING_ASSIGNMENTS = "crm_routing_assignments"  # one row per record a routing policy gave a rep: per-day/week caps
 CHANNEL_SENDS, CHANNEL_PACE = "crm_channel_sends", "crm_channel_pace"  # per-channel pacing, shared by workers
 CLOCKS = "crm_clocks"  # per-record SLA and cadence clocks (engine/runtime/timekeeping.py)
 STAGE_MOVES = "crm_stage_moves"  # one typed row per stage_changed event: what the dashboards' stage figures read
@@ -94,6 +95,10 @@ class Schema:
     @property
     def routing_state(self) -> sa.Table:
         return self.metadata.tables[ROUTING_STATE]
+
+    @property
+    def routing_assignments(self) -> sa.Table:
+        return self.metadata.tables[ROUTING_ASSIGNMENTS]
 
     @property
     def job_runs(self) -> sa.Table:
@@ -196,6 +201,7 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("record_id", sa.Integer),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("delivered_at", sa.DateTime),
+        sa.Column("digest_id", sa.BigInteger().with_variant(sa.Integer, "sqlite")),  # merged into that digest row
         sa.Index("ix_crm_outbox_due", "status", "next_attempt_at"),
     )
     sa.Table(  # one row per request sent (or about to be) to a paced channel: the sliding window's log
@@ -300,6 +306,16 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("cursor_key", sa.String(255), primary_key=True),
         sa.Column("state", sa.JSON, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(  # counted by (policy, user, since): an index range per rep, never the records themselves
+        ROUTING_ASSIGNMENTS, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("policy", sa.String(64), nullable=False),
+        sa.Column("user_id", sa.Integer, nullable=False),
+        sa.Column("entity", sa.String(48), nullable=False),
+        sa.Column("record_id", sa.Integer),
+        sa.Column("at", sa.DateTime, nullable=False),
+        sa.Index("ix_crm_routing_assignments_policy_user_at", "policy", "user_id", "at"),
     )
     sa.Table(
         CLOCKS, metadata,

@@ -18,6 +18,7 @@ from engine.runtime.automation.funnels import Funnels
 from engine.runtime.automation.reroute import Rerouter
 from engine.runtime.automation.sla import SlaClocks
 from engine.runtime.automation.sources import Intake
+from engine.runtime.automation.surveys import SurveyDesk
 from engine.runtime.ops.doctor import Doctor
 from engine.runtime.ops.users import Users
 from engine.runtime.records.service import RecordService
@@ -42,3 +43,4 @@ class WebServices:
     rerouter: Rerouter | None = None  # the list's bulk action "route again by the policies"
     analytics: Analytics | None = None
     base_url: str = ""
+    surveys: SurveyDesk | None = None  # the public survey page answers through it

@@ -16,6 +16,7 @@ from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import BoardColumn, BoardContext, Card, Choice
 from engine.runtime.web.screens.funnels import refusal_text
 from engine.runtime.web.screens.error_texts import error_text
+from engine.runtime.web.screens.handovers import handover_panel
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.lists import cell_renderer
 from engine.runtime.web.screens.site import Site
@@ -59,6 +60,8 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
         for item in page.items), f"/{entity.name}?{urlencode({name: choice.value})}" if page.total > len(page.items)
         else None, format_amount(page.extra.get("sums", {}).get(money), entity.field(money).currency) if money else "")
         for choice, page in pages)
+    handover = site.model.handover_for(entity.name, name)
+    panel = handover_panel(site, request, handover, [item["id"] for item in items], lang) if handover else None
     context = BoardContext(
         entity=entity.name, title=f"{entity.plural.text(lang)} · {spec.label.text(lang)}", field=name,
         field_label=spec.label.text(lang),
@@ -66,7 +69,7 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
                      if s.type is FieldType.CHOICE and s.name not in hidden),
         columns=columns, move_url=f"/{entity.name}/move", list_url=f"/{entity.name}",
         can_move=site.may(actor, entity.name, "update") and name not in
-        site.records.access.permissions(actor, entity.name).readonly)
+        site.records.access.permissions(actor, entity.name).readonly, handover=panel)
     return site.render(request, actor, "board.html", context, context.title)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup
 
 if TYPE_CHECKING:  # the panorama module builds on the site, which renders these contexts
+    from engine.runtime.web.screens.handovers import HandoverPanel
     from engine.runtime.web.screens.panorama import Panorama
 
 
@@ -326,6 +327,7 @@ class BoardContext:
     move_url: str
     list_url: str
     can_move: bool = False
+    handover: HandoverPanel | None = None  # when a handover flow holds this field: owners, clocks, timeliness
 
 
 @dataclass(frozen=True, slots=True)

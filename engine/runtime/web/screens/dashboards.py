@@ -17,9 +17,9 @@ import pygal
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from engine.analytics import Analytics, Figure, Period, StageCell, period_at
+from engine.analytics import Analytics, Figure, Period, StageCell, period_at, split_period
 from engine.io.exports import csv_cell
-from engine.metamodel.dashboards import PERIODS, DashboardSpec, StageValue, WidgetKind, WidgetSpec
+from engine.metamodel.dashboards import PERIODS, Aggregate, DashboardSpec, StageValue, WidgetKind, WidgetSpec
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
@@ -73,6 +73,7 @@ class WidgetView:
     header: tuple[str, ...] = ()
     rows: tuple[tuple[Any, ...], ...] = ()   # first item a str (row label), then Links
     card: Link | None = None
+    detail: Link | None = None               # a rate card: "hits / records", linking to the records it is over
     previous: str = ""
     colour: str = ""
     target: str = ""
@@ -148,6 +149,13 @@ def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> H
     return site.render(request, actor, "dashboard.html", context, context.title)
 
 
+def widget_period(site: Site, widget: WidgetSpec, period: Period) -> Period:
+    """The page's period, or the widget's own (`span: week`: this week, whatever the page shows)."""
+    if widget.span is None:
+        return period
+    return period_at(widget.span, site.services.clock.now(), site.model.settings.timezone)
+
+
 def _url(path: str, params: list[tuple[str, str]]) -> str:
     from urllib.parse import urlencode
     return path + (f"?{urlencode(params)}" if params else "")
@@ -176,6 +184,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
             cache: dict[tuple[str, str | None], Any]) -> WidgetView:
     title = widget.label.text(lang)
     words = _Words(lang)
+    period = widget_period(site, widget, period)
     query = request.url.query
     exports = tuple(Link(kind.upper(), f"/dashboards/{spec.name}/{widget.name}.{kind}" + (f"?{query}" if query else ""))
                     for kind in ("csv", "xlsx"))
@@ -186,6 +195,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
     figures = analytics.figures(widget, actor=actor, period=period, filters=filters, lang=lang)
     if widget.kind is WidgetKind.CARD:
         figure = figures[0]
+        rate = widget.measure.aggregate is Aggregate.RATE
         previous = None
         if widget.period_field is not None and period.is_bounded:
             previous = analytics.figures(widget, actor=actor, period=period.previous(), filters=filters,
@@ -193,13 +203,26 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
         change = ""
         if previous is not None and figure.value is not None:
             delta = figure.value - previous
-            change = f"{words['previous']} {fmt(previous)} ({'+' if delta >= 0 else ''}{fmt(delta)})"
+            change = f"{words['previous']} {fmt(previous, rate)} ({'+' if delta >= 0 else ''}{fmt(delta, rate)})"
         colour = widget.target.colour(figure.value) if widget.target else ""
-        target = f"{words['target']} {'≤' if widget.target.better == 'lower' else '≥'} {fmt(widget.target.value)}" \
-            if widget.target else ""
-        return WidgetView(widget.name, "card", title, card=Link(fmt(figure.value), figure.url, colour,
-                                                                f"{title}: {fmt(figure.value)}"),
-                          previous=change, colour=colour, target=target, exports=exports)
+        target = f"{words['target']} {'≤' if widget.target.better == 'lower' else '≥'} " \
+                 f"{fmt(widget.target.value, rate)}" if widget.target else ""
+        detail = Link(f"{figure.numerator} / {figure.count}", figure.url,
+                      title=f"{title}: {figure.numerator} {words['counted']} / {figure.count} {words['records']}") \
+            if rate else None
+        return WidgetView(widget.name, "card", title,
+                          card=Link(fmt(figure.value, rate), figure.numerator_url if rate else figure.url, colour,
+                                    f"{title}: {fmt(figure.value, rate)}"),
+                          detail=detail, previous=change, colour=colour, target=target, exports=exports)
+    if widget.kind is WidgetKind.STUCK:
+        total, url, header, rows = stuck_rows(site, analytics, widget, actor, filters, lang)
+        return WidgetView(widget.name, "stuck", title, card=Link(fmt(total), url, "red" if total else "green",
+                                                                 f"{title}: {fmt(total)}"),
+                          detail=Link(words["all_stuck"].format(n=total), url) if total else None,
+                          header=header, rows=rows, exports=exports, empty=not rows)
+    if widget.kind is WidgetKind.LINE:
+        svg, header, rows = line_chart(site, analytics, widget, actor, period, filters, lang, title)
+        return WidgetView(widget.name, "line", title, svg=svg, header=header, rows=rows, exports=exports)
     entity = site.model.entity(widget.entity)
     header, rows = figure_rows(widget, figures, lang, entity)
     before: list[Figure] | None = None
@@ -218,7 +241,7 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
     words = _Words(lang)
     measure = widget.measures[index]
     if measure.field is None:
-        return words["count"]
+        return words["rate"] if measure.aggregate is Aggregate.RATE else words["count"]
 
     def label(field: str) -> str:
         if entity is not None and entity.has_field(field):
@@ -233,9 +256,93 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
 def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
                 entity: EntitySpec | None = None) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
     header = ("", *(measure_label(widget, index, lang, entity) for index in range(len(widget.measures))))
-    rows = tuple((figure.label, *(Link(fmt(value), figure.url, title=f"{figure.label}: {fmt(value)}")
-                                  for value in figure.values)) for figure in figures)
+    rows = tuple((figure.label, *(_figure_link(widget, figure, index, value) for index, value in
+                                  enumerate(figure.values))) for figure in figures)
     return header, rows
+
+
+def _figure_link(widget: WidgetSpec, figure: Figure, index: int, value: float | None) -> Link:
+    """A figure's cell: a rate links to the records it counts (its numerator), anything else to all of them."""
+    if widget.measures[index].aggregate is Aggregate.RATE:
+        return Link(fmt(value, True), figure.numerator_url,
+                    title=f"{figure.label}: {fmt(value, True)} ({figure.numerator}/{figure.count})")
+    return Link(fmt(value), figure.url, title=f"{figure.label}: {fmt(value)}")
+
+
+def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
+               filters: dict[str, str], lang: str, title: str
+               ) -> tuple[str, tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """A line widget: its measure for each day/week/month of the period, and for each of the
+    previous period's (the second, lighter line), as SVG whose every point links to its records,
+    and as a table (one row per point). One query per point: a month by day is 62 small queries."""
+    words = _Words(lang)
+    entity = site.model.entity(widget.entity)
+    rate = widget.measure.aggregate is Aggregate.RATE
+    now, zone = site.services.clock.now(), site.model.settings.timezone
+    current, before = split_period(period, widget.every, now, zone)
+
+    def point(piece: Period) -> Figure:
+        return analytics.figures(widget, actor=actor, period=piece, filters=filters, lang=lang)[0]
+
+    points, old_points = [point(p) for p in current], [point(p) for p in before]
+    names = [_point_name(p, widget.every) for p in current]
+    label = measure_label(widget, 0, lang, entity)
+    chart = pygal.Line(**{**_chart_config(title), "show_legend": True, "show_minor_x_labels": False,
+                          "x_labels_major_every": max(1, len(names) // 8)})
+    chart.x_labels = names
+
+    def series(figures: list[Figure], pieces: tuple[Period, ...], suffix: str) -> list[dict[str, Any] | None]:
+        values: list[dict[str, Any] | None] = []
+        for figure, piece in zip(figures, pieces, strict=True):
+            text = fmt(figure.value, rate) + (f" ({figure.numerator}/{figure.count})" if rate else "")
+            values.append(None if figure.value is None and rate else {
+                "value": (figure.value or 0) * (100 if rate else 1),
+                "label": f"{_point_name(piece, widget.every)}{suffix}: {text}",
+                "xlink": {"href": figure.numerator_url if rate else figure.url, "target": "_top"}})
+        return values
+
+    chart.add(label if not rate else f"{label} (%)", series(points, current, ""))
+    chart.add(words["previous"], series(old_points, before, f" {words['previous']}")[:len(current)] +
+              [None] * max(0, len(current) - len(before)))
+    if rate:
+        chart.range = (0, 100)
+    svg = _STYLE.sub("", str(chart.render(is_unicode=True)))
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(title)}" ', 1)
+    header = (words["point"], label, *((words["records"],) if rate else ()), f"{words['previous']} {label}")
+    rows = []
+    for index, (figure, piece) in enumerate(zip(points, current, strict=True)):
+        old = old_points[index] if index < len(old_points) else None
+        row: list[Any] = [_point_name(piece, widget.every), _figure_link(widget, figure, 0, figure.value)]
+        if rate:
+            row.append(Link(str(figure.count), figure.url, title=f"{_point_name(piece, widget.every)}: {figure.count}"))
+        row.append(_figure_link(widget, old, 0, old.value) if old is not None else Link("–", "#"))
+        rows.append(tuple(row))
+    return svg, header, tuple(rows)
+
+
+def stuck_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, filters: dict[str, str],
+               lang: str) -> tuple[int, str, tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """A stuck widget: how many, the list of them all, and the longest-stuck rows (each a link to the record)."""
+    words = _Words(lang)
+    funnel = site.model.funnel(str(widget.funnel))
+    stage_field = site.model.entity(funnel.entity).field(funnel.field)
+    total, url, found = analytics.stuck(widget, actor=actor, filters=filters, now=site.services.clock.now())
+    header = ("", stage_field.label.text(lang), words["days_in_stage"], words["norm_days"])
+    rows = []
+    for item in found:
+        page = f"/{funnel.entity}/{item.id}"
+        label = stage_field.choice_label(item.stage, lang)
+        rows.append((item.title, Link(label, page, title=f"{item.title}: {label}"),
+                     Link(fmt(item.days), page, "anomaly", f"{item.title}: {fmt(item.days)} > {fmt(item.norm)}"),
+                     Link(fmt(item.norm), page, title=f"{label}: {fmt(item.norm)}")))
+    return total, url, header, tuple(rows)
+
+
+def _point_name(piece: Period, every: str) -> str:
+    assert piece.start is not None
+    if every == "month":
+        return piece.start.strftime("%Y-%m")
+    return piece.start.strftime("%m-%d")
 
 
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
@@ -266,6 +373,7 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     header = (words["owner"] if widget.rows == "owner" else _row_label(site.model.entity(funnel.entity) if site.model.has_entity(funnel.entity) else None,
                                                                    str(widget.rows), lang),
               *(overall[stage].label for stage in stages))
+    declared_norms = dict(widget.norms) if widget.value in (StageValue.DWELL_MEAN, StageValue.DWELL_MEDIAN) else {}
     rows = []
     for key, row in cells.items():
         links = []
@@ -273,8 +381,11 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
             cell, norm = row[stage], overall[stage].value(widget.value)
             value = cell.value(widget.value)
             red = value is not None and norm is not None and norm > 0 and value > ANOMALY * norm
-            links.append(_stage_link(cell, widget.value, "anomaly" if red else "",
-                                     f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""))
+            declared = declared_norms.get(stage)  # the stage's declared norm (days), for dwell cells
+            note = f" — {words['above_norm']} ({fmt(norm, _is_rate(widget.value))})" if red else ""
+            if declared is not None and value is not None and value > declared and not red:
+                red, note = True, f" — {words['above_declared']} ({fmt(declared)})"
+            links.append(_stage_link(cell, widget.value, "anomaly" if red else "", note))
         rows.append((labels.get(key, str(key)), *links))
     return header, tuple(rows)
 
@@ -292,11 +403,15 @@ def _stage_link(cell: StageCell, value: StageValue, css: str = "", note: str = "
 _STYLE = re.compile(r"<style[^>]*>.*?</style>|<script[^>]*>.*?</script>", re.S)
 
 
+def _chart_config(title: str) -> dict[str, Any]:
+    return {"title": title, "disable_xml_declaration": True, "js": [], "no_prefix": True, "show_legend": False,
+            "width": 640, "height": 320, "print_values": True, "truncate_label": 12,
+            "style": pygal.style.Style(font_family="sans-serif", background="transparent",
+                                       plot_background="transparent", colors=("#2f6fdf", "#7aa7ef"))}
+
+
 def _chart(kind: WidgetKind, title: str) -> Any:
-    config = {"title": title, "disable_xml_declaration": True, "js": [], "no_prefix": True, "show_legend": False,
-              "width": 640, "height": 320, "print_values": True, "truncate_label": 12,
-              "style": pygal.style.Style(font_family="sans-serif", background="transparent",
-                                         plot_background="transparent", colors=("#2f6fdf", "#7aa7ef"))}
+    config = _chart_config(title)
     if kind is WidgetKind.FUNNEL:
         return pygal.HorizontalBar(**config)
     return pygal.Bar(**config)
@@ -357,10 +472,15 @@ def export_widget(site: Site, request: Request, actor: Actor, name: str, widget_
     widget = spec.widget(widget_name)
     lang = site.lang(request)
     period, filters = _choices(site, spec, request, lang)
+    period = widget_period(site, widget, period)
     analytics = _analytics(site)
     site.records.access.require(actor, widget.entity, "export")
     if widget.kind in (WidgetKind.STAGES, WidgetKind.HEATMAP):
         header, rows = stage_rows(site, analytics, widget, actor, period, filters, lang)
+    elif widget.kind is WidgetKind.STUCK:
+        _, _, header, rows = stuck_rows(site, analytics, widget, actor, filters, lang)
+    elif widget.kind is WidgetKind.LINE:
+        _, header, rows = line_chart(site, analytics, widget, actor, period, filters, lang, widget.label.text(lang))
     else:
         header, rows = figure_rows(widget, analytics.figures(widget, actor=actor, period=period, filters=filters,
                                                              lang=lang), lang, site.model.entity(widget.entity))

@@ -20,7 +20,7 @@ from engine.runtime.records.permissions import Forbidden
 from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens import (accounts, admin, boards, collab, dashboards, forms, funnels, lists,
-                                         record_page, transfers, workday)
+                                         record_page, surveys, transfers, workday)
 from engine.runtime.web.screens.contexts import ErrorContext
 from engine.runtime.web.screens.i18n import permission_word, translate
 from engine.runtime.web.screens.security import CSRF_FIELD, CSRF_HEADER, CsrfRefused, check_csrf
@@ -66,6 +66,8 @@ class ScreenRoutes:
             Route("/login", self._public(self.login_post, check=True), methods=["POST"]),
             Route("/logout", self._public(self.logout, check=True), methods=["POST"]),
             Route("/language", self._public(self.language, check=True), methods=["POST"]),
+            Route("/survey/{survey}/{token}", self._public(self.survey), methods=["GET"]),
+            Route("/survey/{survey}/{token}", self._public(self.survey_answer, check=True), methods=["POST"]),
             Route("/admin/users", screen(self.users), methods=["GET"]),
             Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
             Route("/admin/tokens/revoke", screen(self.revoke_token), methods=["POST"]),
@@ -178,6 +180,21 @@ class ScreenRoutes:
     async def logout(self, request: Request) -> Response:
         everywhere = (await request.form()).get("everywhere") == "1"
         return await run_in_threadpool(accounts.sign_out, self.site, request, everywhere=everywhere)
+
+    async def survey(self, request: Request) -> Response:
+        desk = self.site.services.surveys
+        if desk is None:
+            return await not_found_page(self.site, request)
+        return await run_in_threadpool(surveys.survey_page, self.site, desk, request, request.path_params["survey"],
+                                       request.path_params["token"], self.site.services.clock.now())
+
+    async def survey_answer(self, request: Request) -> Response:
+        desk = self.site.services.surveys
+        if desk is None:
+            return await not_found_page(self.site, request)
+        form = await request.form(max_files=0, max_fields=10)
+        return await run_in_threadpool(surveys.survey_answer, self.site, desk, request, request.path_params["survey"],
+                                       request.path_params["token"], form, self.site.services.clock.now())
 
     async def language(self, request: Request) -> Response:
         return accounts.switch_language(self.site, request, await request.form())
