@@ -80,11 +80,22 @@ def _field_text(failure: FieldError, lang: str, model: Metamodel, entity: str | 
     spec = model.entity(entity) if entity and model.has_entity(entity) else None
     text = field_error_text(spec, failure, lang) if spec is not None else (failure.zh if lang == "zh" and failure.zh
                                                                             else None)
-    if text is None or text == failure.message.removeprefix(f"{failure.field}: "):
+    english = failure.message.removeprefix(f"{failure.field}: ")
+    if text is None and _is_written_in(english, lang):
+        text = english  # a screen's own refusal, already in the reader's language
+    if text is None or (text == english and not _is_written_in(text, lang)):
         text = coded_text(failure.code, lang, failure.message, None) if \
             f"api_error_{failure.code}" in catalogue(lang) else translate(lang, "api_error_invalid_value")
+    spec = model.entity(entity) if entity and model.has_entity(entity) else None
+    if spec is None or not failure.field or not spec.has_field(failure.field):
+        return text  # a parameter, not a field of the record: `field` names it for machines
     label = _field_label(failure.field, lang, model, entity)
-    return translate(lang, "api_error_field_message", field=label, message=text) if label else text
+    return translate(lang, "api_error_field_message", field=label, message=text)
+
+
+def _is_written_in(text: str, lang: str) -> bool:
+    """Whether a message some screen already wrote for its reader is in `lang` (Chinese has CJK)."""
+    return lang != "zh" or any("\u4e00" <= char <= "\u9fff" for char in text)
 
 
 def _is_unknown_parameter(name: str, model: Metamodel, entity: str) -> bool:
