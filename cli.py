@@ -44,6 +44,27 @@ def _local(moment: Any, zone: str) -> str:
     return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S}"
 
 
+def cli_language() -> str:
+    """The language the `crm` command speaks: CRM_LANG, else the locale (LC_ALL, LC_MESSAGES,
+    LANG) when it names Chinese or English, else English (scripts parse it; `C.UTF-8` is English)."""
+    import os
+
+    for name in ("CRM_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        code = os.environ.get(name, "").strip().lower()[:2]
+        if code in ("zh", "en"):
+            return code
+        if name == "CRM_LANG" and code:
+            break  # an explicit but unknown CRM_LANG: English, not whatever the locale says
+    return "en"
+
+
+def say(key: str, **values: object) -> str:
+    """The CLI message `key` (catalogue id `cli_<key>`) in the CLI's language."""
+    from engine.runtime.web.screens.i18n import translate
+
+    return translate(cli_language(), f"cli_{key}", **values)
+
+
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
@@ -92,7 +113,7 @@ def main() -> None:
 def validate(path: str) -> None:
     """Check a blueprint; print every error with file:line, or a summary when valid."""
     model = load_or_exit(path)
-    click.echo(f"{model.name} ({model.label.text('en')}): {len(model.entities)} entities — valid")
+    click.echo(say("valid", name=model.name, label=model.label.text(cli_language()), count=len(model.entities)))
     for entity in model.entities:
         links = [f"{f.name}→{f.link_entity}" for f in entity.fields if f.link_entity]
         extras = []
@@ -123,7 +144,7 @@ def validate(path: str) -> None:
                            for group in approval.groups())
         click.echo(f"  approval {approval.name} on {approval.entity}: {steps}")
     if model.warnings:
-        click.echo(f"  {len(model.warnings)} warning(s) above; they do not stop the CRM but deserve a look.")
+        click.echo(say("warnings_above", count=len(model.warnings)))
 
 
 def _open(db_url: str, blueprint: str, *, migrate: bool = True) -> Engine:
@@ -148,7 +169,7 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
     schema = build_schema(model, extensions.field_kinds)
     if plan_only and db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
         # planning changes nothing: no file is created; the plan is the one for an empty database
-        click.echo(f"{db_url.removeprefix('sqlite:///')} does not exist yet; `crm migrate` would create it with:")
+        click.echo(say("plan_new_file", file=db_url.removeprefix('sqlite:///')))
         db_url = "sqlite://"
     db = Database(db_url)
     try:
@@ -156,7 +177,7 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
             plan = plan_migration(db, schema)
             click.echo(plan.describe())
             if plan.destructive:
-                click.echo(f"{len(plan.destructive)} destructive step(s) need --allow-destructive.")
+                click.echo(say("plan_destructive", count=len(plan.destructive)))
             return
         outcome = apply_migration(db, schema, allow_destructive=allow_destructive)
         click.echo(outcome.describe())
@@ -173,12 +194,10 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
     per request only with `access_log` (formatting and writing it costs CPU on every request)."""
     import uvicorn
     run_worker = engine.db.is_sqlite if with_worker is None else with_worker
-    click.echo(f"CRM running at http://{host}:{port}/  (API: http://{host}:{port}/api/, "
-               f"OpenAPI: http://{host}:{port}/api/openapi.json) — Ctrl+C stops it")
+    click.echo(say("serving", host=host, port=port))
     if run_worker:
-        click.echo("The worker (SLA timers, cadences, notifications, scheduled jobs) runs in this process.")
-    click.echo("Requests are logged one by one (--access-log)." if access_log else
-               "Start, stop, warnings and errors are logged; add --access-log for a line per request.")
+        click.echo(say("worker_inside"))
+    click.echo(say("access_log_on") if access_log else say("access_log_off"))
     try:
         app = engine.web_app(key=secret_key(engine.db.url, required=required_key))
     except SecretKeyMissing as missing:
@@ -225,17 +244,18 @@ def demo(db_url: str, blueprint: str, host: str, port: int, leads: int, fresh: b
     try:
         summary = seed_demo(engine, leads=leads)
     except ValueError:
-        click.echo(f"Demo data is already in {db_url}; serving it (use --fresh to start over).")
+        click.echo(say("demo_exists", db=db_url))
         existing = {row.username: row for row in engine.users.all()}
         people = [existing[user.username] for user in DEMO_USERS if user.username in existing]
     else:
         counts = ", ".join(f"{count} {entity}" for entity, count in summary.counts.items())
-        click.echo(f"Demo data created in {db_url}: {counts}.")
+        click.echo(say("demo_created", db=db_url, counts=counts))
         people = list(summary.users)
     if people:  # every time, so the second run still says how to sign in
-        click.echo("Demo sign-ins (username / password — role):")
+        click.echo(say("demo_sign_ins"))
         for user in people:
-            click.echo(f"  {user.username:<8} / {demo_password(user.username):<16} — {user.role}, team {user.team or '-'}")
+            click.echo(say("demo_person", username=f"{user.username:<8}", password=f"{demo_password(user.username):<16}",
+                           role=user.role, team=user.team or "-"))
     if not no_serve:
         _serve(engine, host, port, required_key=False)  # the demo keeps a generated key beside its database
 
@@ -472,7 +492,7 @@ def _audit(engine: Engine, action: str, target: str, detail: dict[str, Any] | No
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(say("error", message=message), err=True)
     sys.exit(1)
 
 
@@ -500,7 +520,7 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
     except ValueError as exc:
         _fail(str(exc))
     _audit(engine, "user_created", username, {"role": role, "team": team})
-    click.echo(f"added user {username} (id {actor.id}, role {role})")
+    click.echo(say("user_added", username=username, id=actor.id, role=role))
 
 
 @user.command("list")
@@ -509,9 +529,9 @@ def user_add(db_url: str, blueprint: str, username: str, role: str, display_name
 def user_list(db_url: str, blueprint: str) -> None:
     """List users with role, team and state."""
     for row in _user_runtime(db_url, blueprint).users.all():
-        state = "active" if row.is_active else "disabled"
+        state = say("user_active") if row.is_active else say("user_disabled")
         if row.on_leave:
-            state += ", on leave"
+            state += say("user_on_leave")
         click.echo(f"{row.id:>4}  {row.username:<16} {row.role or '-':<16} {row.team or '-':<10} {state:<18} "
                    f"{row.display_name or ''}")
 
@@ -523,7 +543,7 @@ def user_list(db_url: str, blueprint: str) -> None:
 @click.argument("role")
 def user_set_role(db_url: str, blueprint: str, username: str, role: str) -> None:
     """Give USERNAME the role ROLE (it applies at their next request)."""
-    _change_user(db_url, blueprint, username, f"{username} now has role {role}", "role", role=role)
+    _change_user(db_url, blueprint, username, say("user_role_set", username=username, role=role), "role", role=role)
 
 
 @user.command("im")
@@ -545,7 +565,7 @@ def user_im(db_url: str, blueprint: str, username: str, ids: tuple[str, ...]) ->
         _fail(str(exc))
     _audit(engine, "user_im", username, {"im_ids": sorted(merged)})
     click.echo(f"{username}: " + (", ".join(f"{kind}={value}" for kind, value in sorted(merged.items())) or
-                                  "no chat ids"))
+                                  say("no_chat_ids")))
 
 
 def _change_user(db_url: str, blueprint: str, username: str, done: str, action: str, **values: object) -> None:
@@ -564,7 +584,7 @@ def _change_user(db_url: str, blueprint: str, username: str, done: str, action: 
 @click.argument("username")
 def user_disable(db_url: str, blueprint: str, username: str) -> None:
     """Stop USERNAME from signing in or using tokens (their records stay)."""
-    _change_user(db_url, blueprint, username, f"{username} is disabled", "disable", is_active=False)
+    _change_user(db_url, blueprint, username, say("user_disabled_done", username=username), "disable", is_active=False)
 
 
 @user.command("enable")
@@ -573,7 +593,7 @@ def user_disable(db_url: str, blueprint: str, username: str) -> None:
 @click.argument("username")
 def user_enable(db_url: str, blueprint: str, username: str) -> None:
     """Let a disabled user sign in again."""
-    _change_user(db_url, blueprint, username, f"{username} is enabled", "enable", is_active=True)
+    _change_user(db_url, blueprint, username, say("user_enabled_done", username=username), "enable", is_active=True)
 
 
 @user.command("leave")
@@ -583,7 +603,7 @@ def user_enable(db_url: str, blueprint: str, username: str) -> None:
 @click.option("--back", is_flag=True, help="The user is back from leave.")
 def user_leave(db_url: str, blueprint: str, username: str, back: bool) -> None:
     """Mark USERNAME on leave (routing skips them) or back."""
-    _change_user(db_url, blueprint, username, f"{username} is {'back' if back else 'on leave'}",
+    _change_user(db_url, blueprint, username, say("user_back" if back else "user_leave", username=username),
                  "back_from_leave" if back else "leave", on_leave=not back)
 
 
@@ -614,7 +634,7 @@ def user_sign_out(db_url: str, blueprint: str, username: str) -> None:
         ended = users.sessions.end_all(users.user_id(username))
     except ValueError as exc:
         _fail(str(exc))
-    click.echo(f"{ended} session(s) of {username} ended")
+    click.echo(say("sessions_ended", count=ended, username=username))
 
 
 @main.group()
@@ -644,16 +664,17 @@ def token_create(db_url: str, blueprint: str, username: str, name: str, scope: s
 @click.argument("username", required=False)
 def token_list(db_url: str, blueprint: str, username: str | None) -> None:
     """Every token (of USERNAME): id, user, name, scope, expiry, last use, state."""
-    users = _user_runtime(db_url, blueprint).users
+    engine = _user_runtime(db_url, blueprint)
+    users, zone = engine.users, engine.model.settings.timezone
     try:
         found = users.sessions.list_tokens(users.user_id(username) if username else None)
     except ValueError as exc:
         _fail(str(exc))
-    for info in found:
-        expires = f"{info.expires_at:%Y-%m-%d}" if info.expires_at else "never"
-        used = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never used"
-        click.echo(f"{info.id:>5}  {info.username:<16} {info.name:<16} {info.scope:<6} expires {expires:<10} "
-                   f"{used:<17} {info.state}")
+    for info in found:  # times in the business time zone, as the admin screen shows them
+        expires = _local(info.expires_at, zone)[:10] if info.expires_at else say("token_never")
+        used = _local(info.last_used_at, zone)[:16] if info.last_used_at else say("token_never_used")
+        click.echo(f"{info.id:>5}  {info.username:<16} {info.name:<16} {info.scope:<6} "
+                   f"{say('token_expires', date=expires):<16} {used:<17} {info.state}")
 
 
 @token.command("revoke")
@@ -666,7 +687,7 @@ def token_revoke(db_url: str, blueprint: str, token_id: int) -> None:
         _user_runtime(db_url, blueprint).users.sessions.revoke_token(token_id)
     except ValueError as exc:
         _fail(str(exc))
-    click.echo(f"token {token_id} revoked")
+    click.echo(say("token_revoked", id=token_id))
 
 
 @user.command("password")
@@ -682,7 +703,7 @@ def user_password(db_url: str, blueprint: str, username: str, password: str) -> 
     except ValueError as exc:
         _fail(str(exc))
     _audit(engine, "user_password", username)
-    click.echo(f"password of {username} changed")
+    click.echo(say("password_changed", username=username))
 
 
 # --- the worker, the outbox, scheduled-job runs (engine/engine/background/) ---
@@ -701,14 +722,14 @@ def worker(db_url: str, blueprint: str, interval: float, once: bool, role: str) 
 
     engine = _open(db_url, blueprint)
     for warning in channel_warnings(engine.model):
-        click.echo(f"warning: {warning} — its messages will be retried, then dead-lettered", err=True)
+        click.echo(say("channel_warning", warning=warning), err=True)
     running = engine.worker(role=role)
     if once:
         report = running.tick()
-        click.echo(f"fired {report.fired} timer(s) ({report.failed} failed); delivered {report.delivered}, "
-                   f"retrying {report.retried}, dead {report.dead}; jobs run: {', '.join(report.jobs) or 'none'}")
+        click.echo(say("worker_tick", fired=report.fired, failed=report.failed, delivered=report.delivered,
+                       retried=report.retried, dead=report.dead, jobs=", ".join(report.jobs) or say("none")))
         return
-    click.echo(f"worker {running.name} ({role}) ticking every {interval:g} s on {db_url} — Ctrl+C stops it")
+    click.echo(say("worker_running", name=running.name, role=role, interval=f"{interval:g}", db=db_url))
     running.run_forever(interval)
 
 
@@ -733,7 +754,7 @@ def outbox_list(db_url: str, blueprint: str, status: str | None, limit: int) -> 
         click.echo(f"{row['id']:>6}  {_local(row['created_at'], engine.model.settings.timezone)}  {row['channel']:<20} "
                    f"{row['status']:<9} {row['attempts']:>2}x  {target:<14} {row['last_error'] or ''}")
     if not rows:
-        click.echo("no messages" + (f" with status {status}" if status else ""))
+        click.echo(say("no_messages_status", status=status) if status else say("no_messages"))
 
 
 @outbox.command("retry")
@@ -746,12 +767,12 @@ def outbox_retry(db_url: str, blueprint: str, message_id: int | None, retry_all:
     from engine.runtime.background.outbox import retry_dead
 
     if (message_id is None) == (not retry_all):
-        _fail("give a message id or --all")
+        _fail(say("give_message"))
     engine = _open(db_url, blueprint)
     count = retry_dead(engine.db, engine.schema, engine.clock.now(), None if retry_all else message_id)
     if message_id is not None and count == 0:
-        _fail(f"message {message_id} is not dead (see: crm outbox list --status dead)")
-    click.echo(f"{count} message(s) queued again")
+        _fail(say("message_not_dead", id=message_id))
+    click.echo(say("messages_queued", count=count))
 
 
 @main.command("jobs")
@@ -788,7 +809,7 @@ def _actor_or_exit(engine: Engine, username: str | None) -> Any:
         return SYSTEM
     actor = engine.users.find(username)
     if actor is None:
-        _fail(f"there is no user '{username}' (see: crm user list)")
+        _fail(say("no_user", username=username))
     return actor
 
 
@@ -860,7 +881,7 @@ def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping:
 
     engine = _open(db_url, blueprint)
     if not engine.model.has_entity(entity):
-        _fail(f"there is no entity '{entity}' (known: {', '.join(engine.model.entity_names())})")
+        _fail(say("no_entity", entity=entity, known=", ".join(engine.model.entity_names())))
     path = Path(file)
     try:
         table = read_table(path)
@@ -932,7 +953,7 @@ def imports_list(db_url: str, blueprint: str, limit: int) -> None:
         click.echo(f"mapping {mapping.name:<24} → {mapping.entity} ({len(mapping.columns)} columns"
                    + (", history" if mapping.history else "") + ")")
     for record in engine.importer.recent(limit):
-        click.echo(f"{record.started_at:%Y-%m-%d %H:%M} UTC  sha256 {record.file_sha256[:12]}  by "
+        click.echo(f"{_local(record.started_at, engine.model.settings.timezone)[:16]}  sha256 {record.file_sha256[:12]}  by "
                    f"{record.actor_id or 'system'}  {record.summary()}")
 
 
@@ -962,7 +983,7 @@ def export_command(db_url: str, blueprint: str, entity: str, filters: tuple[str,
 
     engine = _open(db_url, blueprint)
     if not engine.model.has_entity(entity):
-        _fail(f"there is no entity '{entity}' (known: {', '.join(engine.model.entity_names())})")
+        _fail(say("no_entity", entity=entity, known=", ".join(engine.model.entity_names())))
     params: list[tuple[str, str]] = []
     for item in filters:
         key, sep, value = item.partition("=")

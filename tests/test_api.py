@@ -65,7 +65,10 @@ def test_invalid_payload_gets_422_naming_each_bad_field_and_nothing_changes(clie
     assert {error["field"]: error["code"] for error in body["errors"]} == {
         "name": "too_long", "phone": "invalid_phone", "employees": "invalid", "source": "invalid_choice",
         "next_follow_up": "invalid"}
-    assert "YYYY-MM-DD" in next(e["message"] for e in body["errors"] if e["field"] == "next_follow_up")
+    assert "2026-11-20" in next(e["message"] for e in body["errors"] if e["field"] == "next_follow_up")  # an example
+    english = client.post("/api/lead", json={"name": "x", "source": "website", "next_follow_up": "31/12/2026"},
+                          headers={"Accept-Language": "en"}).json()
+    assert "YYYY-MM-DD" in english["errors"][0]["message"] and english["errors"][0]["code"] == "invalid"
     assert _counts(runtime) == before
 
 
@@ -93,7 +96,7 @@ def test_create_read_update_delete_with_versions(client: TestClient) -> None:
     assert moved.status_code == 200 and moved.json()["status"] == "won"
 
     assert client.delete(f"/api/lead/{lead['id']}").status_code == 204
-    gone = client.get(f"/api/lead/{lead['id']}")
+    gone = client.get(f"/api/lead/{lead['id']}", headers={"Accept-Language": "en"})
     assert gone.status_code == 404 and gone.json() == {
         "code": "not_found", "message": f"lead {lead['id']} does not exist (it may have been deleted)", "field": "id"}
 
@@ -114,8 +117,10 @@ def test_list_filters_and_errors(client: TestClient) -> None:
         client.post("/api/lead", json={"name": name, "source": source})
     page = client.get("/api/lead", params={"source": "expo", "sort": "name", "per_page": 1}).json()
     assert page["total"] == 2 and page["pages"] == 2 and [i["name"] for i in page["items"]] == ["丙"]
-    bad = client.get("/api/lead", params={"sorce": "expo"})
+    bad = client.get("/api/lead", params={"sorce": "expo"}, headers={"Accept-Language": "en"})
     assert bad.status_code == 422 and bad.json()["field"] == "sorce" and "did you mean 'source'" in bad.json()["message"]
+    chinese = client.get("/api/lead", params={"sorce": "expo"})  # the blueprint's default language
+    assert chinese.json()["field"] == "sorce" and "是不是“source”" in chinese.json()["message"]
     assert client.get("/api/leads").status_code == 404
     assert client.get("/api/leads").json()["code"] == "unknown_entity"
 

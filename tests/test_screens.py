@@ -391,7 +391,7 @@ def test_readonly_field_posted_anyway_gets_a_field_level_refusal(crm: tuple[Engi
                           "version": str(mine["version"])})
     assert response.status_code == 422
     block = response.text[response.text.index('data-field="score"'):]
-    assert "may not change field 'score'" in html.unescape(block[:block.index("</div>")])
+    assert "你不能修改“线索评分”" in html.unescape(block[:block.index("</div>")])  # the Chinese UI, in Chinese
     assert runtime.records.get("lead", mine["id"], actor=SYSTEM)["score"] == score != 99
 
 

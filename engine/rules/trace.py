@@ -16,6 +16,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from engine.metamodel.routing import Strategy
 from engine.rules.actions import (AddTags, Assign, CallWebhook, CreateRelated, Notify, RemoveTags, RequestApproval,
@@ -53,9 +54,10 @@ class Trace:
 
 # -- text ------------------------------------------------------------------------------
 
-def render_trace(trace: Trace) -> str:
-    """The trace as text for `crm explain` and the record page."""
-    lines = [_headline(trace)]
+def render_trace(trace: Trace, zone: str | None = None) -> str:
+    """The trace as text for `crm explain` and the record page; its time in `zone` (the
+    business time zone, as the screens show times; UTC when none is given)."""
+    lines = [_headline(trace, zone)]
     lines.extend(f"  flag: {flag}" for flag in trace.flags)
     matched = sum(1 for decision in trace.decisions if decision.matched)
     lines.append(f"  rules: {len(trace.decisions)} evaluated, {matched} matched")
@@ -73,12 +75,13 @@ def render_traces(traces: Sequence[Trace]) -> str:
     return "\n\n".join(render_trace(trace) for trace in traces) if traces else "no rule or routing decisions recorded"
 
 
-def _headline(trace: Trace) -> str:
+def _headline(trace: Trace, zone: str | None = None) -> str:
     event = trace.event
     record = f"{trace.entity} {trace.record_id}" if trace.record_id is not None else f"new {trace.entity}"
     via = {Origin.WEBHOOK: f" via webhook '{event.source}'", Origin.IMPORT: " via import",
            Origin.RULE: " by a rule", Origin.TIMER: " by a timer"}.get(event.origin, "")
-    return f"{record} — {event.change.value}{via} at {trace.at.isoformat(sep=' ', timespec='seconds')}"
+    at = trace.at.astimezone(ZoneInfo(zone)) if zone and trace.at.tzinfo is not None else trace.at
+    return f"{record} — {event.change.value}{via} at {at.isoformat(sep=' ', timespec='seconds')}"
 
 
 def _render_decision(number: int, decision: Decision) -> list[str]:

@@ -200,7 +200,7 @@ class RulesObserver:
                          kind=EventKind.INTAKE_FLAGGED, actor_id=None, at=context.now, data={"flags": pending.flags})
         self._trace.run(context.connection, {
             "entity": context.entity.name, "record_id": record_id, "at": naive_utc(context.now),
-            "change": event.change.value, "origin": event.origin.value, "text": render_trace(trace),
+            "change": event.change.value, "origin": event.origin.value, "text": render_trace(trace, self.model.settings.timezone),
             "decisions": _summary(trace)})
 
 

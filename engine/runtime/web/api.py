@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.runtime.automation.conversions import Conversions
+from engine.runtime.web.screens.error_texts import coded_text, error_body
 from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError
@@ -180,15 +181,19 @@ class JsonApi:
                     self._check_csrf(request)
                 return await endpoint(request)
             except RecordError as error:
-                return error_response(error.status, error.as_dict(self.lang(request)))
+                return error_response(error.status, error_body(error, self.lang(request), self.services.model,
+                                                               request.path_params.get("entity"),
+                                                               request.path_params.get("record_id")))
             except JSONError as error:
-                return error_response(error.status, {"code": error.code, "message": error.message,
+                message = coded_text(error.code, self.lang(request), error.message, error.field,
+                                     model=self.services.model, entity=request.path_params.get("entity"))
+                return error_response(error.status, {"code": error.code, "message": message,
                                                      "field": error.field},
                                       headers={"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
             except sa.exc.IntegrityError:
-                return error_response(409, {"code": "conflict", "field": None,
-                                            "message": "the change conflicts with another record written at "
-                                                       "the same moment; retry it"})
+                return error_response(409, {"code": "conflict", "field": None, "message": coded_text(
+                    "conflict", self.lang(request), "the change conflicts with another record written at "
+                                                    "the same moment; retry it")})
         return wrapped
 
     @staticmethod

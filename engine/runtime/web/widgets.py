@@ -34,6 +34,12 @@ from markupsafe import Markup, escape
 from engine.metamodel import FieldSpec, FieldType, Metamodel
 from engine.plugins import answers, hookimpl, plugin_manager
 
+
+def _word(lang: str, key: str) -> str:
+    """A widget's own word from the screens' catalogue (imported here: the screens import widgets)."""
+    from engine.runtime.web.screens.i18n import translate
+    return translate(lang, key)
+
 FormValues = Mapping[str, Sequence[Any]]
 
 
@@ -199,7 +205,7 @@ class MoneyWidget(BaseWidget):
         return Markup('<span class="money"><input type="number" inputmode="decimal" step="0.01"{} value="{}">'
                       '<input name="{}__currency" aria-label="{}" class="currency" maxlength="3" '
                       'value="{}"></span>').format(_attrs(field, errors), amount, field.name,
-                                                   f"{field.label} · " + ("币种" if lang == "zh" else "currency"),
+                                                   f"{field.label} · " + _word(lang, "currency"),
                                                    currency)
 
     @staticmethod
@@ -241,7 +247,7 @@ class CheckboxWidget(BaseWidget):
     def render_display(self, field: FieldContext, value: Any, lang: str) -> Markup:
         if value is None:
             return Markup("")
-        yes, no = ("是", "否") if lang == "zh" else ("Yes", "No")
+        yes, no = _word(lang, "yes"), _word(lang, "no")
         return escape(yes if value else no)
 
     def parse(self, field: FieldContext, form_values: FormValues) -> Any:
@@ -390,7 +396,7 @@ class LinkSelectWidget(BaseWidget):
             text = _text(value)
         suggestions = Markup("").join(Markup('<option value="{} (#{})">').format(title, key)
                                       for key, title in field.titles.items())
-        placeholder = "输入名称搜索" if lang == "zh" else "type to search"
+        placeholder = _word(lang, "type_to_search")
         follows = Markup(' data-filter-by="{}"').format(field.filter_by) if field.filter_by else Markup("")
         return Markup('<input type="text"{} list="l-{}" value="{}" autocomplete="off" placeholder="{}" '
                       'data-link-search="{}" data-title-field="{}"{}><datalist id="l-{}">{}</datalist>').format(

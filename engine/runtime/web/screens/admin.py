@@ -64,7 +64,7 @@ def revoke_token(site: Site, request: Request, actor: Actor, form: Any) -> Respo
         site.services.users.sessions.revoke_token(int(raw) if raw.isdigit() and len(raw) < 10 else 0)
         site.flash(request, translate(site.lang(request), "token_revoked", id=raw))
     except ValueError as error:
-        site.flash(request, str(error))
+        site.flash(request, admin_error_text(site.lang(request), str(error)))
     return RedirectResponse("/admin/users", status_code=303)
 
 
@@ -299,7 +299,8 @@ def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
         messages=tuple(_message_view(row, zone) for row in rows),
         statuses=tuple(Choice(value, translate(lang, f"outbox_{value}"), value == status)
                        for value in OUTBOX_STATUSES),
-        dead=dead)
+        dead=dead, channel_labels={channel.name: channel.label.text(lang) for channel in site.model.channels
+                                   if channel.label})
     pages = max(1, -(-total // OUTBOX_PAGE))
     query = f"status={status}&" if status else ""
     pager = {"total": total, "page": page, "pages": pages,

@@ -15,6 +15,7 @@ from engine.runtime.records.errors import RecordError, StageRefused, ValidationF
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import BoardColumn, BoardContext, Card, Choice
 from engine.runtime.web.screens.funnels import refusal_text
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.handovers import handover_panel
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.lists import cell_renderer
@@ -127,5 +128,5 @@ def _move(site: Site, request: Request, actor: Actor, entity_name: str, record_i
                            for error in failed.errors)
         return False, failed.status, translate(lang, "move_refused", reason=reason)
     except RecordError as error:
-        return False, error.status, translate(lang, "move_refused", reason=error.text(lang))
+        return False, error.status, translate(lang, "move_refused", reason=error_text(error, lang, site.model, entity.name))
     return True, 200, record["version"]

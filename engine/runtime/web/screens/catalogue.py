@@ -4,7 +4,7 @@
 short key such as `inbox_unread`), its text in that language with `{name}` placeholders.
 Translators edit the PO files with any PO editor (Poedit, Weblate); `tests/test_catalogue.py`
 checks that every id has a non-empty text in every language and the same placeholders in each.
-The older in-code table (i18n.py `_TEXTS`) is the fallback for ids not yet moved here.
+Every screen text is here; there is no table of texts in code (see docs/i18n.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ markup comes from widgets as `Markup` (already escaped); every other text is esc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from markupsafe import Markup
@@ -395,6 +395,7 @@ class OutboxContext:
     messages: tuple[MessageView, ...]
     statuses: tuple[Choice, ...]
     dead: int
+    channel_labels: dict[str, str] = field(default_factory=dict)  # channel name → its label in the reader's language
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,31 +24,33 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
+from engine.runtime.web.screens.catalogue import catalogue
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 
-PERIOD_LABELS = {"zh": {"day": "今天", "week": "本周", "month": "本月", "quarter": "本季度", "year": "本年",
-                        "all": "全部"},
-                 "en": {"day": "Today", "week": "This week", "month": "This month", "quarter": "This quarter",
-                        "year": "This year", "all": "All time"}}
-WORDS = {
-    "zh": {"previous": "上期", "apply": "应用", "any": "全部", "period": "期间", "export": "导出", "stage": "阶段",
-           "entered": "进入", "left": "离开", "dwell_mean": "平均停留（天）", "dwell_median": "停留中位数（天）",
-           "conversion": "转化率", "skip_rate": "跳过率", "return_rate": "回退率", "owner": "负责人",
-           "count": "数量", "sum": "合计", "avg": "平均", "median": "中位数", "p90": "P90", "none": "暂无数据",
-           "above_norm": "高于团队常态", "dashboards": "看板", "target": "目标", "rate": "比率",
-           "records": "记录数", "counted": "计入", "this_period": "本期", "point": "时段",
-           "days_in_stage": "本阶段停留（天）", "norm_days": "阶段常态（天）", "all_stuck": "全部 {n} 条",
-           "above_declared": "高于阶段常态"},
-    "en": {"previous": "previous period", "apply": "Apply", "any": "Any", "period": "Period", "export": "Export",
-           "stage": "Stage", "entered": "Entered", "left": "Left", "dwell_mean": "Mean dwell (days)",
-           "dwell_median": "Median dwell (days)", "conversion": "Conversion", "skip_rate": "Skip rate",
-           "return_rate": "Return rate", "owner": "Owner", "count": "Count", "sum": "Sum", "avg": "Average",
-           "median": "Median", "p90": "P90", "none": "No data yet", "above_norm": "above the team's norm",
-           "dashboards": "Dashboards", "target": "Target", "rate": "Rate", "records": "Records",
-           "counted": "counted", "this_period": "this period", "point": "Period",
-           "days_in_stage": "Days in stage", "norm_days": "Stage norm (days)", "all_stuck": "all {n}",
-           "above_declared": "above the stage's norm"},
-}
+class _Words:
+    """The dashboards' own words in one language (catalogue ids `dash_<key>`)."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def __getitem__(self, key: str) -> str:
+        return translate(self.lang, f"dash_{key}")
+
+    def as_dict(self) -> dict[str, str]:
+        """Every dashboard word, for the template (`page.words.apply`)."""
+        return {key[5:]: text for key, text in catalogue(self.lang).items() if key.startswith("dash_")}
+
+
+def _row_label(entity: EntitySpec | None, name: str, lang: str) -> str:
+    """A heat map's row header: the field's label where the entity has it."""
+    return entity.field(name).label.text(lang) if entity is not None and entity.has_field(name) else name
+
+
+def _period_label(lang: str, period: str) -> str:
+    return translate(lang, f"period_{period}")
+
+
 STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
 _SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
 ANOMALY = 1.5  # a heat-map cell this many times its stage's overall value is marked red
@@ -127,7 +129,7 @@ def _choices(site: Site, spec: DashboardSpec, request: Request, lang: str) -> tu
 def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> HTMLResponse:
     spec = dashboard_spec(site, name)
     lang = site.lang(request)
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     period, filters = _choices(site, spec, request, lang)
     analytics = _analytics(site)
     readable = [widget for widget in spec.widgets if site.may(actor, widget.entity, "read")]  # others left out
@@ -135,13 +137,13 @@ def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> H
     views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request, cache)
                   for widget in readable)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "period"]
-    periods = tuple(Link(PERIOD_LABELS.get(lang, PERIOD_LABELS["en"])[p], _url(f"/dashboards/{name}",
+    periods = tuple(Link(_period_label(lang, p), _url(f"/dashboards/{name}",
                                                                                  [*query, ("period", p)]),
                          "current" if p == period.name else "") for p in PERIODS)
     context = DashboardContext(name, spec.label.text(lang), period.name, period.text(), periods,
                                tuple(_filter_control(site, spec, f, filters.get(f, ""), lang, actor)
                                      for f in spec.filters),
-                               views, words,
+                               views, words.as_dict(),
                                tuple(Link(other.label.text(lang), f"/dashboards/{other.name}",
                                           "current" if other.name == name else "") for other in site.model.dashboards))
     return site.render(request, actor, "dashboard.html", context, context.title)
@@ -166,7 +168,7 @@ def _filter_control(site: Site, spec: DashboardSpec, name: str, chosen: str, lan
         teams = site.user_teams()
         names = {k: v for k, v in site.user_names().items() if scope is Scope.ALL or k == actor.id or
                  (scope is Scope.TEAM and actor.team is not None and teams.get(k) == actor.team)}
-        return name, WORDS.get(lang, WORDS["en"])["owner"], tuple((str(k), v) for k, v in names.items()), chosen
+        return name, _Words(lang)["owner"], tuple((str(k), v) for k, v in names.items()), chosen
     for widget in spec.widgets:
         entity = site.model.entity(widget.entity)
         if entity.has_field(name):
@@ -181,7 +183,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
             filters: dict[str, str], lang: str, request: Request,
             cache: dict[tuple[str, str | None], Any]) -> WidgetView:
     title = widget.label.text(lang)
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     period = widget_period(site, widget, period)
     query = request.url.query
     exports = tuple(Link(kind.upper(), f"/dashboards/{spec.name}/{widget.name}.{kind}" + (f"?{query}" if query else ""))
@@ -236,7 +238,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
 
 
 def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec | None = None) -> str:
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     measure = widget.measures[index]
     if measure.field is None:
         return words["rate"] if measure.aggregate is Aggregate.RATE else words["count"]
@@ -244,12 +246,11 @@ def measure_label(widget: WidgetSpec, index: int, lang: str, entity: EntitySpec 
     def label(field: str) -> str:
         if entity is not None and entity.has_field(field):
             return entity.field(field).label.text(lang)
-        return {"created_at": "创建时间" if lang == "zh" else "created", "updated_at": "更新时间" if lang == "zh"
-                else "updated"}.get(field, field)
+        return translate(lang, field) if field in ("created_at", "updated_at") else field
     name = label(measure.field)
     if measure.since is not None:  # a duration in hours
-        name = f"{label(measure.since)}→{name}（小时）" if lang == "zh" else f"{label(measure.since)}→{name} (hours)"
-    return f"{words[measure.aggregate.value]} {name}" if lang != "zh" else f"{name}{words[measure.aggregate.value]}"
+        name = translate(lang, "dash_duration_hours", since=label(measure.since), field=name)
+    return translate(lang, "dash_measure", aggregate=words[measure.aggregate.value], field=name)
 
 
 def figure_rows(widget: WidgetSpec, figures: list[Figure], lang: str,
@@ -274,7 +275,7 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     """A line widget: its measure for each day/week/month of the period, and for each of the
     previous period's (the second, lighter line), as SVG whose every point links to its records,
     and as a table (one row per point). One query per point: a month by day is 62 small queries."""
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     entity = site.model.entity(widget.entity)
     rate = widget.measure.aggregate is Aggregate.RATE
     now, zone = site.services.clock.now(), site.model.settings.timezone
@@ -322,7 +323,7 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
 def stuck_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, filters: dict[str, str],
                lang: str) -> tuple[int, str, tuple[str, ...], tuple[tuple[Any, ...], ...]]:
     """A stuck widget: how many, the list of them all, and the longest-stuck rows (each a link to the record)."""
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     funnel = site.model.funnel(str(widget.funnel))
     stage_field = site.model.entity(funnel.entity).field(funnel.field)
     total, url, found = analytics.stuck(widget, actor=actor, filters=filters, now=site.services.clock.now())
@@ -347,7 +348,7 @@ def _point_name(piece: Period, every: str) -> str:
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
                filters: dict[str, str], lang: str, cache: dict[tuple[str, str | None], Any] | None = None
                ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
-    words = WORDS.get(lang, WORDS["en"])
+    words = _Words(lang)
     funnel = site.model.funnel(str(widget.funnel))
     cache = {} if cache is None else cache  # one page asks for a funnel's overall figures once
 
@@ -369,7 +370,8 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     cells = cells_by(widget.rows)
     labels = analytics.row_labels(funnel, str(widget.rows), cells.keys(), lang)
     stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
-    header = (words["owner"] if widget.rows == "owner" else str(widget.rows),
+    header = (words["owner"] if widget.rows == "owner" else _row_label(site.model.entity(funnel.entity) if site.model.has_entity(funnel.entity) else None,
+                                                                   str(widget.rows), lang),
               *(overall[stage].label for stage in stages))
     declared_norms = dict(widget.norms) if widget.value in (StageValue.DWELL_MEAN, StageValue.DWELL_MEDIAN) else {}
     rows = []

@@ -27,6 +27,7 @@ from engine.runtime.records.values import apply_defaults, coerce_input
 from engine.runtime.web.screens.accounts import safe_next
 from engine.runtime.web.screens.contexts import FormContext, FormField, FormSectionContext
 from engine.runtime.web.screens.funnels import refusal_text
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.record_page import sections_of
 from engine.runtime.web.screens.site import Site, owner_spec
@@ -162,7 +163,7 @@ def save_form(site: Site, request: Request, actor: Actor, entity_name: str, reco
         except (Forbidden, DuplicateRecord) as refused:
             if refused.field is None:
                 raise
-            errors.setdefault(refused.field, []).append(refused.message)
+            errors.setdefault(refused.field, []).append(error_text(refused, lang, site.model, entity.name))
     shown = {**(current or {}), **{name: value for name, value in values.items() if name == "owner" or not
                                      entity.has_field(name) or _editable(site, actor, entity, entity.field(name))}, **unread}
     return _render(site, request, actor, entity, shown, errors, record=current, message=message, status=422,

@@ -190,10 +190,9 @@ def decision_panel(site: Site, actor: Actor, entity: EntitySpec, record: dict[st
 def refusal_text(error: RecordError, entity: EntitySpec, lang: str) -> str:
     """A refused write in one line: a stage refusal with each missing item and how to satisfy it."""
     if isinstance(error, StageRefused):
-        zh = lang == "zh"
-        items = [f"{item['what']}（{item['how']}）" if zh else f"{item['what']} ({item['how']})"
-                 for item in error.items(lang)]
-        return error.headline(lang) + (("：" if zh else ": ") + ("；" if zh else "; ").join(items) if items else "")
+        items = [translate(lang, "refusal_item", what=item["what"], how=item["how"]) for item in error.items(lang)]
+        return translate(lang, "refusal_items", headline=error.headline(lang),
+                         items=translate(lang, "list_separator").join(items)) if items else error.headline(lang)
     if isinstance(error, ValidationFailed):
         return "; ".join(field_error_text(entity, failure, lang) for failure in error.errors)
     return error.text(lang)

@@ -28,6 +28,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
 from engine.runtime.records.queries import ListQuery, parse_list_query
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site, system_label
 from engine.runtime.web.screens.workday import format_amount, has_sla, sla_cells
@@ -163,7 +164,7 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
             continue
         if name == "owner" or (entity.has_field(name) and entity.field(name).type is FieldType.USER):
             label = system_label(name, lang) if name == "owner" else entity.field(name).label.text(lang)
-            options = [("me", "我" if lang == "zh" else "Me"), ("unassigned", "未分配" if lang == "zh" else "Unassigned"),
+            options = [("me", translate(lang, "owner_me")), ("unassigned", translate(lang, "owner_unassigned")),
                        *((str(key), text) for key, text in site.user_names().items())]
             yield _select(name, label, options, given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type in (FieldType.CHOICE, FieldType.MULTICHOICE,
@@ -173,7 +174,7 @@ def _filters(site: Site, actor: Actor, entity: EntitySpec, view: ListViewSpec, p
                           given.get(name, ""))
         elif entity.has_field(name) and entity.field(name).type is FieldType.BOOLEAN:
             spec = entity.field(name)
-            yes_no = [("true", "是" if lang == "zh" else "Yes"), ("false", "否" if lang == "zh" else "No")]
+            yes_no = [("true", translate(lang, "yes")), ("false", translate(lang, "no"))]
             yield _select(name, spec.label.text(lang), yes_no, given.get(name, ""))
         elif (entity.has_field(name) and entity.field(name).type in _DATE_TYPES) or name in ("created_at",
                                                                                              "updated_at"):
@@ -229,7 +230,7 @@ def bulk_assign(site: Site, request: Request, actor: Actor, entity_name: str, fo
             site.records.update(entity.name, record_id, {"owner": int(owner)}, actor=actor)
             done += 1
         except RecordError as error:
-            refusals.append(error.message)
+            refusals.append(error_text(error, lang, site.model, entity.name))
     site.flash(request, translate(lang, "assigned", count=done))
     if refusals:
         site.flash(request, translate(lang, "assign_failed", count=len(refusals), reason=refusals[0]))

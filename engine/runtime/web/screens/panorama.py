@@ -35,6 +35,8 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.storage.times import as_utc
+from engine.runtime.web.screens.event_values import event_value
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.screens.suggestions import rank, suggested
 from engine.runtime.web.widgets import local_time
@@ -45,29 +47,12 @@ CONTEXT_ROWS = 5         # rows per list in the customer context
 CLOSED_STATES = frozenset({"closed", "resolved", "won", "lost", "cancelled", "delivered", "done", "converted",
                            "rejected", "approved", "withdrawn"})
 
-_TEXTS = {
-    "panorama_timeline": ("全景动态", "Everything that happened"),
-    "all_kinds": ("全部", "All"),
-    "score_reasons": ("评分依据", "Why this score"),
-    "relations": ("关系图", "Relationships"),
-    "customer_context": ("客户概况", "Customer at a glance"),
-    "owner": ("负责人", "Owner"),
-    "open_count": ("{open} 条未完结 / 共 {total} 条", "{open} open of {total}"),
-    "created": ("新建", "created"),
-    "updated": ("修改", "changed"),
-    "deleted": ("删除", "deleted"),
-    "none": ("暂无", "Nothing yet"),
-    "parent": ("上级公司", "Parent"),
-    "subsidiary": ("子公司", "Subsidiary"),
-    "uses": ("已解决 {uses} 张同类工单", "settled {uses} similar"),
-    "no_suggestions": ("暂无匹配的方案", "No matching entries yet"),
-}
+_EVENT_WORDS = frozenset({"created", "updated", "deleted"})  # the timeline's own verbs; others show the kind
 
 
 def _t(lang: str, key: str, **values: object) -> str:
-    zh, en = _TEXTS[key]
-    text = zh if lang == "zh" else en
-    return text.format(**values) if values else text
+    """The panorama's texts (catalogue ids `panorama_<key>`)."""
+    return translate(lang, key if key.startswith("panorama_") else f"panorama_{key}", **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,16 +289,24 @@ def _merged(site: Site, actor: Actor, sources: list[tuple[str, dict[int, str]]],
         hidden = site.records.access.permissions(actor, entity.name).hidden
         event = Event(row.id, row.entity, row.record_id, row.kind, row.actor_id, as_utc(row.at) or row.at,
                       row.changes or {}, row.data or {})
-        who = names.get(event.actor_id, f"#{event.actor_id}") if event.actor_id else "系统" if lang == "zh" else "system"
-        action = _TEXTS[event.kind] if event.kind in _TEXTS else None
+        who = names.get(event.actor_id, f"#{event.actor_id}") if event.actor_id else translate(lang, "system")
+        action = event.kind if event.kind in _EVENT_WORDS else None
         changes = () if event.kind == "created" else tuple(
             f"{_label(entity, name, lang)}: {_show(entity, name, after, lang, names)}"
             for name, (_before, after) in list(event.changes.items())[:4] if name not in hidden)
         title = titles.get((row.entity, row.record_id)) or f"#{row.record_id}"
         yield MergedEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), entity.name,
                           entity.label.text(lang), title, f"/{entity.name}/{row.record_id}", who,
-                          (action[0] if lang == "zh" else action[1]) if action else event.kind.replace("_", " "),
+                          _t(lang, action) if action else _event_words(lang, event.kind),
                           changes)
+
+
+def _event_words(lang: str, kind: str) -> str:
+    """What the record page's timeline calls an event of this kind (its kind where it has no words)."""
+    try:
+        return translate(lang, f"event_{kind}")
+    except KeyError:
+        return translate(lang, "event_other", kind=kind)
 
 
 def _label(entity: EntitySpec, name: str, lang: str) -> str:
@@ -321,18 +314,7 @@ def _label(entity: EntitySpec, name: str, lang: str) -> str:
 
 
 def _show(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str]) -> str:
-    if value is None or value == "" or value == []:
-        return "—"
-    spec = entity.field(name) if entity.has_field(name) else None
-    if name == "owner" or (spec is not None and spec.type is FieldType.USER):
-        return users.get(value, f"#{value}")
-    if spec is not None and spec.type is FieldType.CHOICE:
-        return spec.choice_label(str(value), lang)
-    if isinstance(value, bool):
-        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
-    if isinstance(value, dict) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}"
-    text = str(value)
+    text = event_value(entity, name, value, lang, users)
     return text if len(text) <= 60 else text[:59] + "…"
 
 

@@ -19,6 +19,7 @@ from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySec
                                                  TimelineEntry)
 from engine.runtime.web.screens.collab import comments_panel
 from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
+from engine.runtime.web.screens.event_values import event_value
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
 from engine.runtime.web.screens.panorama import panorama_panel
@@ -156,8 +157,8 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
         except KeyError:
             action = translate(lang, "event_other", kind=event.kind)
         shown = {} if event.kind == "created" else event.changes  # the page shows what it was created with
-        changes = tuple(Change(_label(entity, name, lang), _value(entity, name, before, lang, names),
-                               _value(entity, name, after, lang, names))
+        changes = tuple(Change(_label(entity, name, lang), event_value(entity, name, before, lang, names),
+                               event_value(entity, name, after, lang, names))
                         for name, (before, after) in shown.items())
         if event.kind == "stage_changed":
             changes, action = _stage_change(site, entity, event, lang), _stage_action(event, lang)
@@ -174,8 +175,8 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
 
 def _stage_change(site: Site, entity: EntitySpec, event: Event, lang: str) -> tuple[Change, ...]:
     name = str(event.data.get("field") or "")
-    return (Change(_label(entity, name, lang), _value(entity, name, event.data.get("from"), lang, {}),
-                   _value(entity, name, event.data.get("to"), lang, {})),)
+    return (Change(_label(entity, name, lang), event_value(entity, name, event.data.get("from"), lang, {}),
+                   event_value(entity, name, event.data.get("to"), lang, {})),)
 
 
 def _stage_action(event: Event, lang: str) -> str:
@@ -197,31 +198,6 @@ def _approval_note(site: Site, event: Event, lang: str) -> str:
 
 def _label(entity: EntitySpec, name: str, lang: str) -> str:
     return entity.field(name).label.text(lang) if entity.has_field(name) else system_label(name, lang)
-
-
-def _value(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str]) -> str:
-    """An event value (JSON form) as a person reads it."""
-    if value is None or value == "" or value == []:
-        return "—"
-    spec = entity.field(name) if entity.has_field(name) else None
-    if name == "owner" or (spec is not None and spec.type is FieldType.USER):
-        return users.get(value, f"#{value}")
-    if spec is not None and spec.type is FieldType.CHOICE:
-        return spec.choice_label(str(value), lang)
-    if spec is not None and spec.type in (FieldType.MULTICHOICE, FieldType.TAGS) and isinstance(value, list):
-        return ", ".join(spec.choice_label(str(item), lang) for item in value)
-    if isinstance(value, bool):
-        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
-    if isinstance(value, dict) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}"
-    if spec is not None and spec.type is FieldType.DATETIME and isinstance(value, str):
-        try:
-            return local_time(dt.datetime.fromisoformat(value), spec.timezone).strftime("%Y-%m-%d %H:%M")
-        except ValueError:
-            return value
-    if spec is not None and spec.type is FieldType.LINK:
-        return f"#{value}"
-    return str(value)
 
 
 def delete_record(site: Site, request: Request, actor: Actor, entity_name: str, record_id: int, form: Any

@@ -17,6 +17,8 @@ from engine.runtime.web.services import WebServices
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, RecordError, UnknownEntity
 from engine.runtime.records.permissions import Forbidden
+from engine.runtime.web.screens.error_texts import error_text
+from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens import (accounts, admin, boards, collab, dashboards, forms, funnels, lists,
                                          record_page, surveys, transfers, workday)
 from engine.runtime.web.screens.contexts import ErrorContext
@@ -36,7 +38,8 @@ def error_page(site: Site, request: Request, actor: Actor | None, error: Excepti
         context = ErrorContext(403, translate(lang, "forbidden_title"), translate(lang, "csrf_refused"))
     elif isinstance(error, Forbidden):
         entity = str(error.details.get("entity") or "")
-        label = site.model.entity(entity).plural.text(lang) if site.model.has_entity(entity) else entity
+        label = site.model.entity(entity).plural.text(lang) if site.model.has_entity(entity) else \
+            translate(lang, f"permission_area_{entity}") if f"permission_area_{entity}" in catalogue(lang) else entity
         context = ErrorContext(403, translate(lang, "forbidden_title"), translate(
             lang, "forbidden_text", permission=permission_word(lang, str(error.details.get("permission", ""))),
             entity=label), error.message if lang == "en" else "")
@@ -44,7 +47,7 @@ def error_page(site: Site, request: Request, actor: Actor | None, error: Excepti
         context = ErrorContext(404, translate(lang, "not_found_title"), translate(lang, "not_found_text"),
                                getattr(error, "message", "") if lang == "en" else "")
     else:
-        context = ErrorContext(error.status, translate(lang, "problem_title"), error.message)
+        context = ErrorContext(error.status, translate(lang, "problem_title"), error_text(error, lang, site.model))
     return site.render(request, actor, "error.html", context, context.title, status=context.status)
 
 
@@ -145,14 +148,15 @@ class ScreenRoutes:
                 return await handler(request, actor)
             except (Forbidden, NotFound, UnknownEntity, CsrfRefused) as error:
                 if request.headers.get(CSRF_HEADER) is not None:
-                    message = getattr(error, "message", translate(site.lang(request), "csrf_refused"))
+                    message = error_text(error, site.lang(request), site.model, request.path_params.get("entity")) \
+                        if isinstance(error, RecordError) else translate(site.lang(request), "csrf_refused")
                     return JSONResponse({"ok": False, "message": message},
                                         status_code=404 if isinstance(error, (NotFound, UnknownEntity)) else 403)
                 return await run_in_threadpool(error_page, site, request, actor, error)
             except RecordError as error:  # e.g. a delete refused because other records link here
                 if request.method != "POST":
                     return await run_in_threadpool(error_page, site, request, actor, error)
-                site.flash(request, error.message)
+                site.flash(request, error_text(error, site.lang(request), site.model, request.path_params.get("entity")))
                 referer = urlsplit(request.headers.get("referer", "/"))
                 return RedirectResponse(accounts.safe_next(referer.path + (f"?{referer.query}" if referer.query
                                                                             else "")), status_code=303)

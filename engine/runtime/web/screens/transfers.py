@@ -30,6 +30,8 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import NotFound, QueryInvalid
 from engine.runtime.records.permissions import Forbidden
+from engine.runtime.web.screens.catalogue import catalogue
+from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import local_time
 
@@ -77,11 +79,16 @@ def _entities(site: Site, actor: Actor, lang: str, chosen: str = "") -> tuple[Op
                  if not entity.is_managed and site.scope(actor, entity.name, "create") is not Scope.NONE)
 
 
-def _view(record: ImportRecord, zone: str, users: dict[int, str]) -> dict[str, Any]:
+def _state(status: str, lang: str) -> str:
+    key = f"import_status_{status}"
+    return translate(lang, key) if key in catalogue(lang) else status
+
+
+def _view(record: ImportRecord, zone: str, users: dict[int, str], lang: str) -> dict[str, Any]:
     return {"id": record.id, "file": record.file_name, "entity": record.entity, "mapping": record.mapping,
-            "status": record.status, "rows": record.rows_total, "done": record.next_row, "created": record.created,
+            "status": record.status, "state": _state(record.status, lang), "rows": record.rows_total, "done": record.next_row, "created": record.created,
             "merged": record.merged, "rejected": record.rejected, "rules": record.rules, "history": record.history,
-            "by": users.get(record.actor_id or 0, "system"), "sha": record.file_sha256[:12],
+            "by": users.get(record.actor_id or 0) or translate(lang, "system"), "sha": record.file_sha256[:12],
             "started": local_time(record.started_at, zone).strftime("%Y-%m-%d %H:%M"),
             "percent": int(100 * record.next_row / record.rows_total) if record.rows_total else 100}
 
@@ -92,20 +99,20 @@ def imports_screen(site: Site, request: Request, actor: Actor, error: str = "") 
     if not entities:
         raise Forbidden("you may create no records, so you may import none", field=None, permission="create",
                         entity="")
-    context = ImportsContext(entities, _mappings(site, lang), _recent(site, actor), error)
-    return site.render(request, actor, "imports.html", context, "数据导入 Import" if lang == "zh" else "Import")
+    context = ImportsContext(entities, _mappings(site, lang), _recent(site, actor, lang), error)
+    return site.render(request, actor, "imports.html", context, translate(lang, "import_title"))
 
 
 def _mappings(site: Site, lang: str) -> tuple[tuple[str, str, str], ...]:
     return tuple((spec.name, spec.entity, spec.label.text(lang)) for spec in site.model.imports)
 
 
-def _recent(site: Site, actor: Actor) -> tuple[dict[str, Any], ...]:
+def _recent(site: Site, actor: Actor, lang: str) -> tuple[dict[str, Any], ...]:
     users = site.user_names()
     zone = site.model.settings.timezone
     shown = [record for record in _importer(site).recent(30) if actor.role == "admin" or
              record.actor_id == actor.id or site.scope(actor, record.entity, "create") is Scope.ALL]
-    return tuple(_view(record, zone, users) for record in shown)
+    return tuple(_view(record, zone, users, lang) for record in shown)
 
 
 async def upload(site: Site, request: Request, actor: Actor) -> Response:
@@ -115,12 +122,12 @@ async def upload(site: Site, request: Request, actor: Actor) -> Response:
     entity = str(form.get("entity", ""))
     mapping = str(form.get("mapping", SUGGESTED))
     if upload is None or isinstance(upload, str) or not upload.filename:
-        return imports_screen(site, request, actor, "请选择要导入的文件 Choose a file to import")
+        return imports_screen(site, request, actor, translate(site.lang(request), "import_choose_file"))
     content = await upload.read()
     try:
         read_bytes(content, upload.filename)
     except FileUnreadable as error:
-        return imports_screen(site, request, actor, f"{error.message_zh} — {error.message}")
+        return imports_screen(site, request, actor, error.message_zh if site.lang(request) == "zh" else error.message)
     stored = site.records.store_file(upload.filename, upload.content_type or "application/octet-stream", content,
                                      actor=actor)
     return review(site, request, actor, {"file_id": str(stored["id"]), "entity": entity, "mapping": mapping})
@@ -184,9 +191,9 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
         plan = importer.prepare(table, spec, content)
         report = importer.health(plan)
     except ImportRefused as refused:
-        error = f"{refused.zh} — {refused}"
-    fields = [Option("", "— 不导入 skip —")] + [Option(OWNER, "负责人 Owner")] + [
-        Option(spec_.name, f"{spec_.label.text('zh')} {spec_.label.text('en')}") for spec_ in entity.fields
+        error = refused.zh if lang == "zh" else str(refused)
+    fields = [Option("", translate(lang, "import_skip"))] + [Option(OWNER, translate(lang, "owner"))] + [
+        Option(spec_.name, spec_.label.text(lang)) for spec_ in entity.fields
         if spec_.type is not FieldType.COMPUTED]
     columns = tuple(ColumnChoice(s.column, tuple(Option(o.value, o.label, o.value == (s.field or "")) for o in fields),
                                  s.why) for s in suggestions)
@@ -197,7 +204,7 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
     context = ImportsContext(_entities(site, actor, lang, entity_name), _mappings(site, lang), (), error, file_id,
                              name, entity_name, str(form.get("mapping", SUGGESTED)), columns, defaults, spec.history,
                              report.html() if report is not None else "", report is not None and bool(mapped))
-    return site.render(request, actor, "imports.html", context, "数据体检 Data health")
+    return site.render(request, actor, "imports.html", context, translate(lang, "import_health_title"))
 
 
 def run(site: Site, request: Request, actor: Actor, form: Any) -> Response:
@@ -229,13 +236,13 @@ def import_screen(site: Site, request: Request, actor: Actor, import_id: int) ->
     if record is None:
         raise NotFound(f"import {import_id} does not exist", field="id")
     lang = site.lang(request)
-    view = _view(record, site.model.settings.timezone, site.user_names())
+    view = _view(record, site.model.settings.timezone, site.user_names(), lang)
     elapsed = (record.finished_at or site.services.clock.now()) - record.started_at
     seconds = max(elapsed.total_seconds(), 0.001)
     view["rate"] = f"{record.next_row / seconds:,.0f}"
     view["seconds"] = f"{seconds:,.1f}"
     context = ImportsContext(_entities(site, actor, lang), (), (view,))
-    return site.render(request, actor, "import.html", context, f"导入 #{import_id}")
+    return site.render(request, actor, "import.html", context, translate(lang, "import_number", id=import_id))
 
 
 def error_file(site: Site, request: Request, actor: Actor, import_id: int) -> Response:

@@ -24,6 +24,7 @@ from engine.runtime.records.events import Event
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.records.values import apply_defaults
 from engine.runtime.web.screens.contexts import FormField
+from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError
@@ -54,21 +55,9 @@ class LogPanel:
 Errors = dict[str, list[str]]
 
 
-TEXTS = {
-    "convert": ("{label}", "{label}"),
-    "converted_done": ("已转化：{what}", "Converted: {what}"),
-    "related_event": ("{entity}「{title}」{action}", "{entity} “{title}”: {action}"),
-    "sla_paused": ("已暂停", "paused"),
-    "sla_overdue": ("已超时 {late}", "overdue {late}"),
-    "sla_due_in": ("剩余 {left}", "due in {left}"),
-    "sla_running": ("计时中", "running"),
-    "sla_column": ("时效", "SLA"),
-}
-
-
 def text(lang: str, key: str, **values: object) -> str:
-    zh, en = TEXTS[key]
-    return (zh if lang == "zh" else en).format(**values)
+    """The record page's workday texts (catalogue ids `workday_<key>`)."""
+    return translate(lang, f"workday_{key}", **values)
 
 
 def quick_actions(site: Site, actor: Actor, entity: EntitySpec, record: dict[str, Any], lang: str) -> tuple[QuickAction, ...]:
@@ -181,8 +170,7 @@ def convert(site: Site, request: Request, actor: Actor, entity_name: str, record
     try:
         done = _conversions(site).convert(entity.name, record_id, actor=actor)
     except RecordError as refused:
-        zh = refused.details.get("zh")
-        site.flash(request, str(zh) if lang == "zh" and zh else refused.message)
+        site.flash(request, error_text(refused, lang, site.model, entity.name))
         return RedirectResponse(f"/{entity.name}/{record_id}", status_code=303)
     what = "、".join(f"{site.model.entity(item[0]).label.text(lang)} #{item[1]}" for item in done.created.values())
     site.flash(request, text(lang, "converted_done", what=what))

@@ -1,0 +1,97 @@
+"""The Chinese UI shows no English message: the demo's users walk the main screens in Chinese
+(lead list, lead page, the new-lead form refused with errors, board, dashboard, inbox, the
+administrators' screens, and the refusals: wrong password, 403, bad filter, edit conflict)
+and every English word on them is a name (brand, format) or the data the page shows."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from engine.engine import Engine
+from engine.io.demo import USERS, demo_password, seed_demo
+from tests.support.blueprints import SHIPPED_CRM
+from tests.support.chinese_screens import english_words
+from tests.support.web import csrf_of, sign_in
+
+
+@pytest.fixture
+def demo(make_engine: Any) -> tuple[Engine, list[str]]:
+    """The shipped CRM with a small demo, and every text value it holds (shown as data, not as messages)."""
+    runtime = make_engine(SHIPPED_CRM)
+    seed_demo(runtime, leads=40)
+    data: list[str] = [user.display_name for user in USERS] + [user.username for user in USERS] + ["not-an-email"]
+    with runtime.db.read() as connection:
+        for entity in runtime.model.entities:
+            table = runtime.schema.table(entity.name)
+            columns = [column for column in table.c if isinstance(column.type, (sa.String, sa.Text, sa.JSON))]
+            for row in connection.execute(sa.select(*columns)):
+                data.extend(str(value) for value in row if value is not None)
+        for name in ("crm_api_tokens",):
+            if runtime.db.engine.dialect.has_table(connection, name):
+                data.extend(str(row[0]) for row in connection.execute(sa.text(f"select name from {name}")))
+    return runtime, data
+
+
+def walk(client: TestClient, urls: list[str], data: list[str]) -> dict[str, set[str]]:
+    """Every page of `urls` whose English words are not names or data, with those words."""
+    leaks: dict[str, set[str]] = {}
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code in (200, 403, 404), (url, response.status_code)
+        if words := english_words(response.text, data):
+            leaks[url] = words
+    return leaks
+
+
+def first_id(runtime: Engine, entity: str) -> int:
+    with runtime.db.read() as connection:
+        return int(connection.execute(sa.select(sa.func.min(runtime.schema.table(entity).c.id))).scalar_one())
+
+
+def test_the_chinese_screens_show_no_english_message(demo: tuple[Engine, list[str]]) -> None:
+    runtime, data = demo
+    lead_id = first_id(runtime, "lead")
+    leaks: dict[str, set[str]] = {}
+    for user in ("wang", "manager", "admin"):
+        client = sign_in(runtime, user, demo_password(user), next="/")
+        assert client.get("/").status_code in (200, 303)
+        dashboards = [f"/dashboards/{spec.name}" for spec in runtime.model.dashboards]
+        urls = ["/lead", "/lead?owner=me", "/lead?owner=unassigned", f"/lead/{lead_id}", "/lead/new", "/lead/board",
+                "/opportunity/board", "/inbox", "/search?q=华东", "/imports", *dashboards[:3]]
+        if user == "admin":
+            urls += ["/admin/users", "/admin/users/1", "/admin/users/new", "/admin/outbox", "/admin/audit",
+                     "/admin/blueprint", f"/account/{first_id(runtime, 'account')}"]
+        else:
+            urls += ["/admin/users"]  # 403 for them, in Chinese
+        leaks |= {f"{user} {url}": words for url, words in walk(client, urls, data).items()}
+        # the new-lead form refused: errors under the fields, in Chinese
+        refused = client.post("/lead/new", data={"csrf_token": csrf_of(client.get("/lead/new").text),
+                                                 "name": "", "phone": "12", "email": "not-an-email"})
+        assert refused.status_code in (200, 400, 422)
+        if words := english_words(refused.text, data):
+            leaks[f"{user} POST /lead/new"] = words
+        # a filter the list cannot apply
+        if words := english_words(client.get("/lead?budget__gt=abc&nonsense=1").text, data):
+            leaks[f"{user} bad filter"] = words
+    # an edit that lost the race: the record was changed meanwhile
+    client = sign_in(runtime, "admin", demo_password("admin"))
+    form = client.get(f"/lead/{lead_id}/edit").text
+    version = re.search(r'name="version" value="(\d+)"', form)
+    assert version is not None
+    conflict = client.post(f"/lead/{lead_id}/edit", data={"csrf_token": csrf_of(form), "version": "0",
+                                                          "name": "冲突测试"})
+    if words := english_words(conflict.text, data):
+        leaks["admin edit conflict"] = words
+    # the sign-in refusals: wrong password, then the lockout
+    anonymous = TestClient(runtime.web_app(), follow_redirects=False)
+    token = csrf_of(anonymous.get("/login").text)
+    for _ in range(6):
+        refused = anonymous.post("/login", data={"username": "li", "password": "wrong", "csrf_token": token})
+        if words := english_words(refused.text, data):
+            leaks[f"login {refused.status_code}"] = words
+    assert not leaks, "\n".join(f"{where}: {sorted(words)}" for where, words in sorted(leaks.items()))
