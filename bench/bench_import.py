@@ -96,19 +96,22 @@ def main() -> None:
     gc.collect()
     setup_rss = rss_mb()
     print(f"{args.rows} rows ({path.stat().st_size / 1e6:.1f} MB XLSX), {args.existing} stored leads, "
-          f"{engine.db.engine.dialect.name}, batch {args.batch}, load {load()}")
+          f"{engine.db.engine.dialect.name}, batch {args.batch}, load {load()}; peak RSS after setup {setup_rss:.0f} MB",
+          flush=True)
 
     with Timer() as read:
         sheet = read_table(path)
         counted = sum(1 for _ in sheet.iter_rows())  # a full pass: what each of health and import reads
     assert counted == args.rows
-    print(f"read    {read.wall:7.2f} s wall {read.cpu:7.2f} s cpu  {args.rows / read.wall:9,.0f} rows/s")
+    print(f"read    {read.wall:7.2f} s wall {read.cpu:7.2f} s cpu  {args.rows / read.wall:9,.0f} rows/s  "
+          f"(peak RSS so far {rss_mb():.0f} MB)", flush=True)
     importer = engine.importer
     plan = importer.prepare(sheet, model.import_mapping("sales_ledger"), path)
     with Timer() as health:
         report = importer.health(plan)
     print(f"health  {health.wall:7.2f} s wall {health.cpu:7.2f} s cpu  {args.rows / health.wall:9,.0f} rows/s  "
-          f"(would create {report.created}, merge {report.merged}, reject {report.rejected})")
+          f"(would create {report.created}, merge {report.merged}, reject {report.rejected}; "
+          f"peak RSS so far {rss_mb():.0f} MB)", flush=True)
     with Timer() as run:
         outcome = importer.run(plan, actor=SYSTEM, batch=args.batch)
     record = outcome.record
