@@ -55,8 +55,9 @@ def _exclude_collection_from_budget(phase: str, info: dict[str, int]) -> None:
     expression's: a full collection over a large heap (an import holding its batch, SQLAlchemy's
     caches) takes 100 ms of this thread's CPU and would otherwise exhaust a 10 ms budget, rejecting
     a valid record at random (issue 19: one row in 3,000, on PostgreSQL more often). The deadline
-    moves on by the collection's CPU time; collections run on the thread that triggered them."""
-    if getattr(_budget, "deadline", None) is None:
+    moves on by the collection's CPU time; collections run on the thread that triggered them.
+    (No deadline, or 0.0 — a clock not started yet, should the clock be read lazily — means nothing to move.)"""
+    if not getattr(_budget, "deadline", None):
         return
     if phase == "start":
         _budget.collecting_since = time.thread_time()
