@@ -893,7 +893,7 @@ def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping:
         click.echo(f"mapping saved to {save_mapping}")
     importer = engine.importer
     try:
-        plan = importer.prepare(table, spec, path.read_bytes())
+        plan = importer.prepare(table, spec, path)
     except ImportRefused as exc:
         _fail(f"{exc.zh}\n       {exc}")
     report = importer.health(plan, sample)
@@ -909,7 +909,7 @@ def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping:
         return
     actor = _actor_or_exit(engine, username)
     started = time.monotonic()
-    with click.progressbar(length=min(len(table.rows), sample or len(table.rows)), label="导入 Importing",
+    with click.progressbar(length=min(table.row_count, sample or table.row_count), label="导入 Importing",
                            show_eta=True, show_percent=True, file=sys.stderr) as bar:
         state = {"done": 0, "first": None}
 

@@ -11,7 +11,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from engine.io.imports import ImportOutcome
-from engine.io.readers import Table
+from engine.io.readers import rows_table
 from engine.runtime.records.actors import SYSTEM
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def import_demo_ledger(engine: Engine) -> ImportOutcome | None:
     """Import the ledger as the system (owners from its 负责人 column); None without the mapping."""
     if not any(spec.name == "sales_ledger" for spec in engine.model.imports):
         return None
-    table = Table(LEDGER_NAME, "xlsx", None, HEADERS, ledger_rows())
+    table = rows_table(LEDGER_NAME, "xlsx", HEADERS, ledger_rows())
     importer = engine.importer
     plan = importer.prepare(table, engine.model.import_mapping("sales_ledger"), ledger_csv("utf-8"))
     return importer.run(plan, actor=SYSTEM)

@@ -205,10 +205,13 @@ def key_values(records: RecordService, entity: EntitySpec, values: dict[str, Any
 
 
 def analyse(records: RecordService, table: Table, spec: ImportSpec, mapper: RowMapper,
-            rows: Sequence[Sequence[Any]] | None = None) -> HealthReport:
-    """The health report of `table` (or of its first rows, `rows`) under `spec`; writes nothing."""
+            limit: int | None = None) -> HealthReport:
+    """The health report of `table` (or of its first `limit` rows) under `spec`; writes nothing.
+    One pass over the file; what is kept per row is its number and dedup keys (and a rejected
+    row's reason), never its cells."""
     entity = records.entity(spec.entity)
-    body = table.rows if rows is None else rows
+    body = table.iter_rows(stop=limit)
+    position = -1
     fields = {name: FieldHealth(name, *_labels(entity, name)) for name in spec.fields()}
     rejected: dict[int, str] = {}
     valid: list[tuple[int, list[tuple[tuple[str, ...], Any]]]] = []
@@ -257,7 +260,7 @@ def analyse(records: RecordService, table: Table, spec: ImportSpec, mapper: RowM
             merged += 1
     unmapped = [header for header in table.headers
                 if header not in {column.column for column in spec.columns}]
-    return HealthReport(table.name, entity.name, spec.name, len(body), table.encoding,
+    return HealthReport(table.name, entity.name, spec.name, position + 1, table.encoding,
                         [h for h in unmapped if not _mapped_loosely(spec, h)], mapper.missing,
                         list(fields.values()), in_file, in_db, created, merged, len(rejected), rejected,
                         on_match.value if on_match is not None else "none")

@@ -21,8 +21,10 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,21 +123,25 @@ class Importer:
 
     # -- before anything is written ----------------------------------------------------------
 
-    def prepare(self, table: Table, spec: ImportSpec, file_bytes: bytes) -> ImportPlan:
-        """The mapping applied to this file; ImportRefused when the file lacks a mapped column."""
+    def prepare(self, table: Table, spec: ImportSpec, file: bytes | Path) -> ImportPlan:
+        """The mapping applied to this file (its content, or its path: hashed as a stream);
+        ImportRefused when the file lacks a mapped column."""
         entity = self.records.entity(spec.entity)
         mapper = RowMapper(entity, spec, table.headers, self._users(), self._link_keys(entity, spec))
         if mapper.missing and len(mapper.missing) == len(spec.columns):
             raise ImportRefused(f"{table.name}: none of the mapping's columns are in the file "
                                 f"(it has: {', '.join(table.headers)}); choose the right mapping or file",
                                 f"{table.name}：文件中没有映射里的任何一列（文件的列：{'、'.join(table.headers)}）")
-        digest = hashlib.sha256(file_bytes).hexdigest()
+        if isinstance(file, Path):
+            with file.open("rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        else:
+            digest = hashlib.sha256(file).hexdigest()
         fingerprint = hashlib.sha256(f"{digest}|{spec.entity}|{mapping_yaml(spec)}".encode()).hexdigest()
         return ImportPlan(table, spec, mapper, digest, fingerprint)
 
     def health(self, plan: ImportPlan, sample: int | None = None) -> HealthReport:
-        rows = plan.table.rows[:sample] if sample else None
-        return analyse(self.records, plan.table, plan.spec, plan.mapper, rows)
+        return analyse(self.records, plan.table, plan.spec, plan.mapper, sample or None)
 
     def _link_keys(self, entity: EntitySpec, spec: ImportSpec) -> dict[str, tuple[EntitySpec, dict[str, tuple[int, ...]]]]:
         """For each link column given by a natural key (`lookup:`), the target's ids by that key —
@@ -179,16 +185,17 @@ class Importer:
                 "请加 --resume 从中断处继续")
         record_id = existing.id if existing is not None else self._start(plan, actor, rules, size)
         start = existing.next_row if existing is not None else 0
-        total = len(plan.table.rows)
+        total = plan.table.row_count
         limit = min(total, sample) if sample else total
         if progress:
             progress(start, limit)
         history = plan.spec.history
+        rows = plan.table.iter_rows(start, limit)  # streamed: one batch of cells in memory at a time
         with rules_suspended() if not rules else contextlib.nullcontext():
             done = start
             while done < limit:
                 end = min(done + size, limit)
-                self._write_batch(plan, record_id, done, end, actor, history)
+                self._write_batch(plan, record_id, done, end, list(itertools.islice(rows, end - done)), actor, history)
                 done = end
                 if progress:
                     progress(done, limit)
@@ -216,15 +223,14 @@ class Importer:
             key = connection.execute(self.imports.insert().values(
                 fingerprint=plan.fingerprint, entity=plan.spec.entity, mapping=plan.spec.name,
                 mapping_text=mapping_yaml(plan.spec), file_name=plan.table.name, headers=list(plan.table.headers), file_sha256=plan.file_sha256,
-                status="running", rows_total=len(plan.table.rows), batch_size=size, next_row=0, created=0,
+                status="running", rows_total=plan.table.row_count, batch_size=size, next_row=0, created=0,
                 merged=0, rejected=0, owners={}, rules=rules, history=plan.spec.history,
                 actor_id=actor.id, started_at=now, updated_at=now)).inserted_primary_key
         assert key is not None
         return int(key[0])
 
-    def _write_batch(self, plan: ImportPlan, import_id: int, first: int, end: int, actor: Actor,
-                     history: bool) -> None:
-        rows = plan.table.rows[first:end]
+    def _write_batch(self, plan: ImportPlan, import_id: int, first: int, end: int, rows: list[list[Any]],
+                     actor: Actor, history: bool) -> None:
         mapped: list[tuple[int, dict[str, Any]]] = []
         failed: list[tuple[int, str]] = []
         for offset, cells in enumerate(rows):

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from engine.metamodel import EntitySpec
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, ValidationFailed
-from engine.runtime.records.events import EventKind, append_event, diff
+from engine.runtime.records.events import EventKind, append_event, creation_diff
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
@@ -276,6 +276,7 @@ class BatchWriter:
         ids = [row[0] for row in inserted]
         created = as_utc(stamp)
         event_data = {"history": True} if history else None
+        changes_of = creation_diff(entity, service.schema.kinds)
         records = []
         for (index, data, notes, row), record_id in zip(written, ids):
             record: dict[str, Any] = {"id": record_id, "created_at": created, "updated_at": created,
@@ -284,7 +285,7 @@ class BatchWriter:
             if entity.dedup is not None:
                 record["duplicate_of"] = None
             append_event(connection, service.schema, entity=entity.name, record_id=record_id, kind=EventKind.CREATED,
-                         actor_id=actor.id, at=now, changes=diff(entity, service.schema.kinds, None, record),
+                         actor_id=actor.id, at=now, changes=changes_of(record),
                          data=event_data)
             records.append((index, record, notes))
         for index, record, notes in records:

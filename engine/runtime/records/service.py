@@ -451,8 +451,9 @@ class RecordService:
     def _observed(self, context: WriteContext) -> dict[str, Any]:
         """The candidate values with every observer's changes applied, recomputed and re-validated."""
         data = dict(context.after)
+        candidate = dataclasses.replace(context, after=data)  # one view for all: `data` itself takes their changes
         for observer in self.observers:
-            changes = observer.before_write(dataclasses.replace(context, after=data))
+            changes = observer.before_write(candidate)
             if not changes:
                 continue
             typed, errors = coerce_input(context.entity, {name: value for name, value in changes.items()
