@@ -1,6 +1,7 @@
 """Instructions per intake delivery, counted by valgrind: a figure that does not move with the machine.
 
     /work/main/.venv/bin/python bench/icount_intake.py [--deliveries 200] [--existing 20000] [--tree DIR]
+        [--blueprint DIR]
 
 This machine's speed swings by ±15 % within minutes (bench/RESULTS.md), too much to see a 3 %
 change in leads/s. valgrind's callgrind counts the instructions a run executes instead: the
@@ -10,7 +11,9 @@ deliveries per group commit, as the web route does — once with no deliveries a
 `--deliveries`, each under callgrind, and prints the difference per delivery. The clock is a
 fake that ticks 2 ms per reading, so business-hours arithmetic takes the same paths each run.
 `--tree DIR` measures another checkout (e.g. a git worktree of an older commit) with the same
-database and inputs. Needs valgrind (Debian's package).
+database and inputs, with that checkout's shipped blueprint unless `--blueprint DIR` names one
+(e.g. an older commit's blueprints/crm, to measure today's engine doing yesterday's work).
+Needs valgrind (Debian's package).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> None:
+def run_deliveries(tree: Path, template: Path, count: int, blueprint: Path | None = None, group: int = 4) -> None:
     """The measured program (run under valgrind): `count` deliveries after 40 unmeasured ones."""
     sys.path.insert(0, str(HERE))
     from bench_intake import TOKEN, form_payload  # (puts this checkout first on sys.path)
@@ -44,7 +47,7 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
     assert Path(engine.__file__).resolve().is_relative_to(tree.resolve()), engine.__file__
     from engine.metamodel import load_blueprint
     from engine.rules import FUNCTION_NAMES
-    blueprint = tree / "blueprints" / "crm"  # each checkout with its own shipped blueprint
+    blueprint = blueprint or tree / "blueprints" / "crm"  # by default each checkout with its own shipped blueprint
     try:
         from engine.engine import open_engine
     except ImportError:  # a checkout from before the composition root (engine/engine.py)
@@ -101,12 +104,14 @@ def run_deliveries(tree: Path, template: Path, count: int, group: int = 4) -> No
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "run":
-        run_deliveries(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        run_deliveries(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]),
+                       Path(sys.argv[5]) if len(sys.argv) > 5 else None)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=200)
     parser.add_argument("--existing", type=int, default=20_000)
     parser.add_argument("--tree", default=str(HERE.parent), help="the checkout whose engine is measured")
+    parser.add_argument("--blueprint", help="the blueprint it runs (default: the checkout's blueprints/crm)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
     from bench_intake import prepare
@@ -117,7 +122,8 @@ def main() -> None:
 
     def counted(count: int) -> subprocess.Popen[str]:
         return subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir}/cg.{count}",
-                                 sys.executable, __file__, "run", args.tree, str(template), str(count)],
+                                 sys.executable, __file__, "run", args.tree, str(template), str(count),
+                                 *([args.blueprint] if args.blueprint else [])],
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
 
     runs = {count: counted(count) for count in (0, args.deliveries)}  # side by side: two cores
@@ -130,7 +136,8 @@ def main() -> None:
         totals[count] = int(found.group(1))
     shutil.rmtree(workdir)
     per = (totals[args.deliveries] - totals[0]) / args.deliveries
-    print(f"{per / 1e6:.3f} M instructions per delivery ({args.tree}, {args.deliveries} deliveries, "
+    print(f"{per / 1e6:.3f} M instructions per delivery ({args.tree}, blueprint {args.blueprint or 'its own'}, "
+          f"{args.deliveries} deliveries, "
           f"{args.existing:,} existing leads)")
 
 
