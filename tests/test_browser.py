@@ -21,10 +21,9 @@ from engine.engine import Engine
 from engine.io.demo import demo_password
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM
-from tests.support.served import CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
+from tests.support.browser import chromium, new_tab
+from tests.support.browser import screenshot as shot
+from tests.support.served import require_browser, serve_demo
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine]]:
@@ -35,25 +34,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engi
 
 @pytest.fixture(scope="module")
 def browser(served: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
+    tab = new_tab(browser, 1280, 900, timeout_ms=10_000)
     yield tab
-    context.close()
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    tab.context.close()
 
 
 def sign_in(page: Any, base: str, username: str) -> None:

@@ -25,14 +25,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from engine.engine import Engine
-from engine.io.demo import demo_password
 from engine.rules.time import FakeClock
 from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.queries import Filter, ListQuery
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.chat_receiver import chat_receiver
 from tests.support.chinese_screens import assert_no_english
-from tests.support.served import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
+from tests.support.browser import chromium, fill_sign_in, new_tab, screenshot
+from tests.support.served import require_browser, serve_demo
 
 CST = ZoneInfo("Asia/Shanghai")
 MONDAY_MORNING = dt.datetime(2026, 11, 23, 9, 0, tzinfo=CST).astimezone(dt.timezone.utc)
@@ -54,30 +54,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, clock: FakeClock) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser(served: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def _page(browser: Any, width: int, height: int) -> Any:
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    return tab
+    with chromium() as launched:
+        yield launched
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"log-call-{name}.png"), full_page=True)
+    screenshot(page, f"log-call-{name}")
 
 
 def sign_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(demo_password(username))
-    page.get_by_role("button", name="登录").click()
+    fill_sign_in(page, base, username)
     page.wait_for_load_state()
 
 
@@ -106,7 +92,7 @@ def test_a_rep_logs_a_done_call_on_the_lead_page_and_its_first_call_sla_never_br
     wang = runtime.users.user_id("wang")
     called = _new_lead(runtime, wang, f"来电客户{width}")
     ignored = _new_lead(runtime, wang, f"无人联系{width}")
-    page = _page(browser, width, height)
+    page = new_tab(browser, width, height)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{called['id']}")
     expect(page.locator(".clocks")).to_contain_text("线索首次触达: 正常")
@@ -148,7 +134,7 @@ def test_a_refused_log_stays_on_the_page_with_the_reason_under_the_field(served:
     base, runtime = served
     wang = runtime.users.user_id("wang")
     record = _new_lead(runtime, wang, "只点了记录")
-    page = _page(browser, 390, 844)
+    page = new_tab(browser, 390, 844)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{record['id']}")
     form = page.locator("#log")
@@ -178,7 +164,7 @@ def test_picking_an_account_narrows_the_contacts_to_that_accounts(served: Any, b
     wanted = sorted(item["name"] for item in runtime.records.list(
         "contact", ListQuery(filters=(Filter("account", "eq", str(account)),), per_page=500), actor=wang).items)
     assert len(wanted) < len(contacts)
-    page = _page(browser, 1440, 900)
+    page = new_tab(browser, 1440, 900)
     sign_in(page, base, "wang")
     page.goto(f"{base}/activity/new")
     contact = page.locator("#f-contact")
@@ -215,7 +201,7 @@ def test_a_qualified_lead_converts_into_the_existing_account_and_new_contact_and
     wang = runtime.users.user_id("wang")
     existing = runtime.records.create("account", {"name": "宁波远景机械有限公司", "owner": wang}, actor=SYSTEM).record
     record = _qualified_lead(runtime, wang, existing["name"])
-    page = _page(browser, 1440, 900)
+    page = new_tab(browser, 1440, 900)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{record['id']}")
     page.get_by_role("button", name="转化为客户").click()
@@ -243,7 +229,7 @@ def test_a_refused_board_move_shows_its_reason_on_the_card(served: Any, browser:
     account = runtime.records.create("account", {"name": f"看板客户{width}", "owner": wang}, actor=SYSTEM).record
     deal = runtime.records.create("opportunity", {"name": f"看板商机{width}", "account": account["id"], "owner": wang,
                                                   "amount": {"amount": "66000"}}, actor=SYSTEM).record
-    page = _page(browser, width, height)
+    page = new_tab(browser, width, height)
     sign_in(page, base, "wang")
     page.goto(f"{base}/opportunity/board")
     card = page.locator(f'.kanban-card[data-id="{deal["id"]}"]')
@@ -266,7 +252,7 @@ def test_a_mention_reaches_the_managers_inbox_and_a_loopback_chat_bot_once(serve
     base, runtime = served
     record = _new_lead(runtime, runtime.users.user_id("wang"), "提及客户")
     runtime.users.update("manager", im_ids={"dingtalk": "zhou-ding"})  # the manager's DingTalk id (admin screen)
-    rep = _page(browser, 390, 844)
+    rep = new_tab(browser, 390, 844)
     sign_in(rep, base, "wang")
     rep.goto(f"{base}/lead/{record['id']}")
     rep.get_by_label("写评论").fill("@manager 请看报价（浏览器提及）")
@@ -299,7 +285,7 @@ def test_a_mention_reaches_the_managers_inbox_and_a_loopback_chat_bot_once(serve
         assert "在线索“提及客户”中提到了你：@manager 请看报价" in message["markdown"]["text"]
         assert message["at"].get("atUserIds") == ["zhou-ding"] or message["at"].get("atMobiles")
 
-    manager = _page(browser, 1440, 900)
+    manager = new_tab(browser, 1440, 900)
     sign_in(manager, base, "manager")
     manager.goto(f"{base}/inbox")
     notice = manager.locator(".notice.unread", has_text="请看报价（浏览器提及）")

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from engine.engine import Engine
-from engine.io.demo import demo_password
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM
-from tests.support.served import CHROMIUM, CHROMIUM_ARGS, require_browser, serve_demo
+from tests.support.browser import chromium, fill_sign_in, new_tab, screenshot
+from tests.support.served import require_browser, serve_demo
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ENGLISH_MESSAGE = re.compile(r"\b(you|your|please|cannot|must|is required|refused|permission|error)\b", re.I)
 
 
@@ -36,30 +34,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engi
 
 @pytest.fixture(scope="module")
 def browser(served: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def _page(browser: Any, width: int = 1440, height: int = 900) -> Any:
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    return tab
+    with chromium() as launched:
+        yield launched
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"workday-{name}.png"), full_page=True)
+    screenshot(page, f"workday-{name}")
 
 
 def sign_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(demo_password(username))
-    page.get_by_role("button", name="登录").click()
+    fill_sign_in(page, base, username)
     page.wait_for_load_state()
 
 
@@ -94,7 +78,7 @@ def test_a_rep_logs_a_done_call_from_the_lead_page_and_sees_it_count(served: Any
     base, runtime = served
     wang = _user(runtime, "wang")
     record = _lead_of(runtime, wang, "new")
-    page = _page(browser)
+    page = new_tab(browser)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{record['id']}")
     form = page.locator("#log")  # the lead page's own "log it" form: no other page
@@ -123,7 +107,7 @@ def test_a_manager_assigns_the_unassigned_queue_and_other_reps_never_see_it(serv
         record = runtime.records.create("lead", {"name": f"待分配{region}", "source": "website", "region": region},
                                         actor=SYSTEM).record
         queue.append(runtime.records.update("lead", record["id"], {"owner": None}, actor=SYSTEM)["id"])
-    page = _page(browser)
+    page = new_tab(browser)
     sign_in(page, base, "manager")
     page.goto(f"{base}/lead?view=unassigned")
     expect(page.get_by_role("heading", name="待分配线索")).to_be_visible()
@@ -137,7 +121,7 @@ def test_a_manager_assigns_the_unassigned_queue_and_other_reps_never_see_it(serv
     _no_english(page)
     assert all(runtime.records.get("lead", i, actor=SYSTEM)["owner"] == _user(runtime, "li") for i in queue)
     page.context.close()
-    rep = _page(browser)
+    rep = new_tab(browser)
     sign_in(rep, base, "wang")
     rep.goto(f"{base}/lead?view=unassigned")
     for record_id in queue:
@@ -152,7 +136,7 @@ def test_a_qualified_lead_converts_in_one_click(served: Any, browser: Any) -> No
     record = _lead_of(runtime, wang, "qualified")
     if record["status"] != "qualified":
         pytest.skip("the demo gave wang no qualified lead")
-    page = _page(browser)
+    page = new_tab(browser)
     sign_in(page, base, "wang")
     page.goto(f"{base}/lead/{record['id']}")
     page.get_by_role("button", name="转化为客户").click()
@@ -168,7 +152,7 @@ def test_a_qualified_lead_converts_in_one_click(served: Any, browser: Any) -> No
 @pytest.mark.parametrize(("width", "height"), [(390, 844), (1440, 900)])
 def test_the_money_widget_shows_its_amount(served: Any, browser: Any, width: int, height: int) -> None:
     base, _ = served
-    page = _page(browser, width, height)
+    page = new_tab(browser, width, height)
     sign_in(page, base, "wang")
     page.goto(f"{base}/opportunity/new")
     amount = page.locator('[data-field="amount"] .money input').first

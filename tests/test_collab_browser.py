@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine
-from engine.io.demo import demo_password
-from engine.runtime.web.screens.catalogue import catalogue
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.services import IN_CI
-from tests.support.served import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, browser_missing, serve_demo
+from tests.support.browser import chromium, fill_sign_in, new_tab
+from tests.support.chinese_screens import assert_no_english
+from tests.support.browser import screenshot as shot
+from tests.support.served import ARTIFACTS, browser_missing, serve_demo
 
-SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+SIZES: dict[str, dict[str, int]] = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
 @pytest.fixture(scope="module")
@@ -36,44 +37,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engi
 
 @pytest.fixture(scope="module")
 def browser(served: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_page(browser: Any, size: str = "desktop") -> Any:
-    context = browser.new_context(viewport=SIZES[size], locale="zh-CN")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    return page
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    return new_tab(browser, **SIZES[size])
 
 
 def sign_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(demo_password(username))
-    page.get_by_role("button", name="登录").click()
+    fill_sign_in(page, base, username)
     page.wait_for_url(re.compile(r"/(lead|opportunity|approval_task|ticket|account|dashboards)"))
-
-
-ENGLISH = sorted({text.split("{")[0].strip() for text in catalogue("en").values()
-                  if len(text.split("{")[0].strip()) >= 8}, key=len, reverse=True)
-
-
-def assert_no_english(page: Any, where: str) -> None:
-    """None of the catalogue's English texts on a Chinese screen (the language switch is English by design)."""
-    shown = page.locator("main").inner_text() + page.locator("header").inner_text()
-    leaked = [text for text in ENGLISH if text in shown]
-    assert not leaked, f"{where}: English on the Chinese screen: {leaked}"
-    for phrase in ("you lack", "wrong username", "is required", "does not exist"):
-        assert phrase not in shown, f"{where}: {phrase}"
 
 
 def unread(page: Any) -> int:

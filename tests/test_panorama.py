@@ -16,7 +16,7 @@ from engine.engine import Engine, open_engine
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
 from tests.support.blueprints import SHIPPED_CRM, load
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser, serve
+from tests.support.browser import chromium, require_browser, serve
 
 PASSWORD = "panorama-Test-2026!"
 
@@ -68,11 +68,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engin
 
 @pytest.fixture(scope="module")
 def browser(world: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
