@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
-from engine.analytics import period_at
+from engine.analytics import Figure, Period, period_at, point_name, split_period
 from engine.engine import Engine, open_engine
 from engine.extensions import Extensions, load_extensions
 from engine.io.demo import USERS as DEMO_USERS
@@ -32,9 +34,6 @@ DEFAULT_DB = "sqlite:///crm.sqlite"  # `crm demo` writes here too, so every comm
 
 def _local(moment: Any, zone: str) -> str:
     """A stored UTC moment as the screens show it: in the blueprint's business time zone."""
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
     if moment is None:
         return "-"
     if isinstance(moment, str):
@@ -279,13 +278,15 @@ def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
 @click.argument("widget", required=False)
 @click.option("--period", default=None, help="day, week, month, quarter, year or all (default: the dashboard's).")
 @click.option("--previous", is_flag=True, help="The period before the current one.")
+@click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The period that contains this day, YYYY-MM-DD (default: today, business time zone).")
 @click.option("--by", "by", default=None, help="Slice by this field instead of the widget's (record figures).")
 @click.option("--filter", "filters", multiple=True, help="FIELD=VALUE, as the dashboard's filters; repeatable.")
 @click.option("--as", "username", default=None, help="Whose read scope applies (default: everything).")
 @click.option("--lang", default="zh", show_default=True)
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | None, period: str | None,
-            previous: bool, by: str | None, filters: tuple[str, ...], username: str | None, lang: str,
+            previous: bool, on: dt.datetime | None, by: str | None, filters: tuple[str, ...], username: str | None, lang: str,
             output: str) -> None:
     """Print a dashboard widget's figures (DASHBOARD WIDGET) with the link behind each; without
     arguments, list the declared dashboards and widgets."""
@@ -314,7 +315,9 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             _fail(f"--filter takes FIELD=VALUE, not '{item}'")
         pairs[name] = value
     try:
-        when = period_at(period or chosen.span or spec.period, engine.clock.now(), model.settings.timezone, 1 if previous else 0)
+        zone = model.settings.timezone
+        now = engine.clock.now() if on is None else on.replace(hour=12, tzinfo=ZoneInfo(zone))
+        when = period_at(period or chosen.span or spec.period, now, zone, 1 if previous else 0)
     except ValueError as error:
         _fail(str(error))
     header: list[str]
@@ -330,6 +333,22 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             rows = [[labels.get(key, key), cell.stage, cell.entered, cell.left, cell.dwell_mean, cell.dwell_median,
                      cell.conversion, cell.skip_rate, cell.return_rate, cell.urls["left"]]
                     for key, row in cells.items() for cell in row.values() if cell.entered or cell.left]
+        elif chosen.kind.value == "line":  # a row per point, with the previous period's same point
+            current, before = split_period(when, str(chosen.every), now, zone)
+
+            def point(piece: Period) -> Figure:
+                return engine.analytics.figures(chosen, actor=actor, period=piece, filters=pairs, lang=lang)[0]
+
+            header = ["point", "records", chosen.measure.text, "previous", "url"]
+            rows = []
+            for index, piece in enumerate(current):
+                figure = point(piece)
+                old = point(before[index]).value if index < len(before) else None
+                rows.append([point_name(piece, str(chosen.every)), figure.count, figure.value, old, figure.url])
+                if chosen.has_rate:
+                    rows[-1] += [figure.numerator, figure.numerator_url]
+            if chosen.has_rate:
+                header += ["counted", "counted_url"]
         elif chosen.kind.value == "stuck":
             total, url, stuck = engine.analytics.stuck(chosen, actor=actor, filters=pairs, now=engine.clock.now())
             header = ["id", "title", "stage", "days_in_stage", "norm_days", "url"]

@@ -146,6 +146,32 @@ def test_the_line_chart_draws_each_week_beside_last_month_with_links(world: Any)
     assert all(cells.count("–") for _, cells in rows[1:])  # nothing created in later weeks nor last month
 
 
+def test_crm_metrics_prints_a_line_point_by_point_as_the_page_draws_it(world: Any, db_url: str, tmp_path: Any) -> None:
+    """`--date` picks the month of the fixture (the command runs on the real clock); each week is a
+    row with the rate counted by hand, its records and the list of the counted ones."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+    runner = CliRunner()
+    team = [index for index, owner in enumerate(OWNERS) if owner in TEAMS["zhou"]]
+    printed = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(tmp_path / "bp"), "rates",
+                                   "sla_weekly", "--as", "zhou", "--date", "2026-11-20", "--format", "json"])
+    assert printed.exit_code == 0, printed.output
+    points = json.loads(printed.stdout)
+    assert [point["point"] for point in points] == ["11-01", "11-08", "11-15", "11-22", "11-29"]
+    first = points[0]
+    assert (first["counted"], first["records"]) == (len(MET & set(team)), len(team))
+    assert first["rate"] == pytest.approx(len(MET & set(team)) / len(team))
+    client = signed_in(world[0], "zhou")
+    assert list_total(client, first["counted_url"]) == len(MET & set(team))
+    assert all(point["records"] == 0 for point in points[1:])  # nothing created in the later weeks
+    wrong = runner.invoke(main, ["metrics", "--db", db_url, "--blueprint", str(tmp_path / "bp"), "rates",
+                                 "sla_weekly", "--date", "20.11.2026"])
+    assert wrong.exit_code == 2 and "--date" in wrong.output
+
+
 def test_a_rep_sees_only_his_own_rates_in_cards_tables_lines_and_exports(world: Any) -> None:
     runtime, _, _ = world
     client = signed_in(runtime, "wang")

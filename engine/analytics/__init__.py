@@ -3,8 +3,8 @@ reporting periods in the business time zone (periods.py), the `within=` filter r
 records stuck in a stage above its norm (stuck.py)."""
 
 from engine.analytics.metrics import Analytics, Figure, StageCell, stage_condition
-from engine.analytics.periods import Period, period_at, split_period
+from engine.analytics.periods import Period, period_at, point_name, split_period
 from engine.analytics.rates import within_condition
 from engine.analytics.stuck import StuckRecord, stuck_condition
 
-__all__ = ["Analytics", "Figure", "Period", "StageCell", "StuckRecord", "stuck_condition", "period_at", "split_period", "stage_condition", "within_condition"]
+__all__ = ["Analytics", "Figure", "Period", "StageCell", "StuckRecord", "stuck_condition", "period_at", "point_name", "split_period", "stage_condition", "within_condition"]

@@ -88,6 +88,12 @@ def split_period(period: Period, every: str, now: dt.datetime, timezone: str,
     return _cut(period, every), _cut(period.previous(), every)
 
 
+def point_name(piece: Period, every: str) -> str:
+    """A line chart's point as people read it: 2026-11 for a month, 11-02 for a day or a week's Monday."""
+    assert piece.start is not None
+    return piece.start.strftime("%Y-%m" if every == "month" else "%m-%d")
+
+
 def _cut(period: Period, every: str) -> tuple[Period, ...]:
     assert period.start is not None and period.end is not None
     pieces = []

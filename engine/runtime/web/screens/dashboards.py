@@ -17,7 +17,7 @@ import pygal
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from engine.analytics import Analytics, Figure, Period, StageCell, period_at, split_period
+from engine.analytics import Analytics, Figure, Period, StageCell, period_at, point_name, split_period
 from engine.io.exports import csv_cell
 from engine.metamodel.dashboards import PERIODS, Aggregate, DashboardSpec, StageValue, WidgetKind, WidgetSpec
 from engine.metamodel.entities import EntitySpec, FieldType
@@ -285,7 +285,7 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
         return analytics.figures(widget, actor=actor, period=piece, filters=filters, lang=lang)[0]
 
     points, old_points = [point(p) for p in current], [point(p) for p in before]
-    names = [_point_name(p, widget.every) for p in current]
+    names = [point_name(p, widget.every) for p in current]
     label = measure_label(widget, 0, lang, entity)
     chart = pygal.Line(**{**_chart_config(title), "show_legend": True, "show_minor_x_labels": False,
                           "x_labels_major_every": max(1, len(names) // 8)})
@@ -297,7 +297,7 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
             text = fmt(figure.value, rate) + (f" ({figure.numerator}/{figure.count})" if rate else "")
             values.append(None if figure.value is None and rate else {
                 "value": (figure.value or 0) * (100 if rate else 1),
-                "label": f"{_point_name(piece, widget.every)}{suffix}: {text}",
+                "label": f"{point_name(piece, widget.every)}{suffix}: {text}",
                 "xlink": {"href": figure.numerator_url if rate else figure.url, "target": "_top"}})
         return values
 
@@ -312,9 +312,9 @@ def line_chart(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
     rows = []
     for index, (figure, piece) in enumerate(zip(points, current, strict=True)):
         old = old_points[index] if index < len(old_points) else None
-        row: list[Any] = [_point_name(piece, widget.every), _figure_link(widget, figure, 0, figure.value)]
+        row: list[Any] = [point_name(piece, widget.every), _figure_link(widget, figure, 0, figure.value)]
         if rate:
-            row.append(Link(str(figure.count), figure.url, title=f"{_point_name(piece, widget.every)}: {figure.count}"))
+            row.append(Link(str(figure.count), figure.url, title=f"{point_name(piece, widget.every)}: {figure.count}"))
         row.append(_figure_link(widget, old, 0, old.value) if old is not None else Link("–", "#"))
         rows.append(tuple(row))
     return svg, header, tuple(rows)
@@ -336,13 +336,6 @@ def stuck_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
                      Link(fmt(item.days), page, "anomaly", f"{item.title}: {fmt(item.days)} > {fmt(item.norm)}"),
                      Link(fmt(item.norm), page, title=f"{label}: {fmt(item.norm)}")))
     return total, url, header, tuple(rows)
-
-
-def _point_name(piece: Period, every: str) -> str:
-    assert piece.start is not None
-    if every == "month":
-        return piece.start.strftime("%Y-%m")
-    return piece.start.strftime("%m-%d")
 
 
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
