@@ -173,3 +173,19 @@ def test_the_api_refuses_a_contact_of_another_account_and_a_later_account_change
     kept = runtime.records.get("opportunity", made.json()["id"], actor=SYSTEM)
     assert kept["account"] == ids["ningbo"] and kept["contact"] == ids["zhang"]
 
+
+
+def test_an_import_by_a_rep_rejects_the_row_whose_contact_is_of_another_account(crm: Any) -> None:
+    """The batch write path (imports) checks `filter_by` as a form and the API do: the row is
+    rejected naming the field, the rows beside it are written."""
+    runtime, people, ids = crm
+    rows = [{"name": "一期", "account": ids["ningbo"], "contact": ids["zhang"], "amount": {"amount": "100000"}},
+            {"name": "二期", "account": ids["suzhou"], "contact": ids["zhang"], "amount": {"amount": "80000"}},
+            {"name": "三期", "account": ids["suzhou"], "contact": ids["liu"], "amount": {"amount": "60000"}}]
+    with runtime.db.write() as connection:
+        results = runtime.records.create_batch("opportunity", rows, actor=people["wang"], connection=connection)
+    assert [result.outcome for result in results] == ["created", "rejected", "created"]
+    assert [error.field for error in results[1].errors] == ["contact"]
+    assert "所选主要联系人不属于所选客户" in results[1].reason("zh")
+    names = {item["name"] for item in runtime.records.list("opportunity", ListQuery(), actor=SYSTEM).items}
+    assert names == {"一期", "三期"}

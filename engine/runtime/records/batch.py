@@ -35,7 +35,7 @@ from engine.runtime.records.events import EventKind, append_event, creation_diff
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.lifecycle import WriteContext
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
-                                           compute_fields, references)
+                                           compute_fields, link_filter_error, references)
 from engine.runtime.storage.database import savepoint
 from engine.runtime.storage.prepared import deferring
 from engine.runtime.storage.times import as_utc, naive_utc
@@ -138,6 +138,7 @@ class BatchWriter:
                 table = service.schema.files if target == "file" else service.schema.table(target)
                 rows = connection.execute(sa.select(table.c.id).where(table.c.id.in_(sorted(ids))))
                 known[target] = {row.id: True for row in rows}
+        parents = self._link_parents(connection, entity, prepared) if not actor.is_system else {}
         kept = []
         for index, data, provided in prepared:
             errors = []
@@ -151,6 +152,11 @@ class BatchWriter:
                 elif not state:
                     errors.append(FieldError(name, "inactive_user", f"{name}: user {record_id} is disabled",
                                              "该用户已停用，请选择其他人"))
+            for name, held in parents.items():  # `filter_by`: the chosen contact belongs to the chosen account
+                spec = entity.field(name)
+                chosen, parent = data.get(name), data.get(str(spec.filter_by))
+                if chosen in held and parent is not None and held[chosen] != parent:
+                    errors.append(link_filter_error(entity, spec, chosen, parent))
             if not errors and not actor.is_system:
                 try:
                     service.access.check_assignee(connection, actor, entity.name, data.get("owner"))
@@ -161,6 +167,22 @@ class BatchWriter:
             else:
                 kept.append((index, data, provided))
         return kept
+
+    def _link_parents(self, connection: sa.Connection, entity: EntitySpec,
+                      prepared: list[tuple[int, dict[str, Any], set[str]]]) -> dict[str, dict[int, Any]]:
+        """For each `filter_by` link of the entity: the linked records' own parent (each chosen
+        contact's account), one query per link over the batch — as `create` checks it row by row."""
+        parents: dict[str, dict[int, Any]] = {}
+        for spec in entity.fields:
+            if spec.filter_by is None or spec.link_entity is None:
+                continue
+            ids = {data[spec.name] for _, data, _ in prepared
+                   if data.get(spec.name) is not None and data.get(spec.filter_by) is not None}
+            if ids:
+                table = self.service.schema.table(spec.link_entity)
+                parents[spec.name] = {row[0]: row[1] for row in connection.execute(
+                    sa.select(table.c.id, table.c[spec.filter_by]).where(table.c.id.in_(sorted(ids))))}
+        return parents
 
     def _split_duplicates(self, connection: sa.Connection, entity: EntitySpec,
                           prepared: list[tuple[int, dict[str, Any], set[str]]]

@@ -32,7 +32,7 @@ from engine.runtime.records.conditions import row_condition_sql
 from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
 from engine.runtime.storage.search import search_indexes
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
-                                           compute_fields, is_empty, references)
+                                           compute_fields, is_empty, link_filter_error, references)
 from engine.runtime.storage.database import Database, savepoint
 from engine.runtime.storage.prepared import Prepared
 from engine.runtime.storage.tables import Schema
@@ -729,13 +729,7 @@ class RecordService:
             table = self.schema.table(spec.link_entity)
             held = connection.execute(sa.select(table.c[parent]).where(table.c.id == chosen)).scalar()
             if held != wanted:
-                parent_label = entity.field(parent).label
-                errors.append(FieldError(
-                    spec.name, "link_filter",
-                    f"{spec.name}: {spec.link_entity} {chosen} does not belong to the chosen {parent} {wanted}; "
-                    f"choose one of its {parent_label.text('en')}'s records or change {parent}",
-                    f"所选{spec.label.text('zh')}不属于所选{parent_label.text('zh')}，请从该{parent_label.text('zh')}的"
-                    f"记录中选择，或更换{parent_label.text('zh')}"))
+                errors.append(link_filter_error(entity, spec, chosen, wanted))
         if errors:
             raise ValidationFailed(errors)
 

@@ -176,3 +176,15 @@ def references(entity: EntitySpec, data: Mapping[str, Any]) -> list[tuple[FieldS
         elif spec.type is FieldType.ATTACHMENT:
             found.append((spec, "file", value))
     return found
+
+
+def link_filter_error(entity: EntitySpec, spec: FieldSpec, chosen: int, wanted: Any) -> FieldError:
+    """A `filter_by` link pointing at a record of another parent (a contact of another account)."""
+    parent = str(spec.filter_by)
+    parent_label = entity.field(parent).label
+    return FieldError(
+        spec.name, "link_filter",
+        f"{spec.name}: {spec.link_entity} {chosen} does not belong to the chosen {parent} {wanted}; "
+        f"choose one of its {parent_label.text('en')}'s records or change {parent}",
+        f"所选{spec.label.text('zh')}不属于所选{parent_label.text('zh')}，请从该{parent_label.text('zh')}的"
+        f"记录中选择，或更换{parent_label.text('zh')}")
