@@ -15,22 +15,17 @@ import pytest
 
 from engine.engine import Engine
 from tests.support.blueprints import SHIPPED_CRM
-from tests.support.services import IN_CI
 from tests.support.browser import chromium, fill_sign_in, new_tab
 from tests.support.chinese_screens import assert_no_english
 from tests.support.browser import screenshot as shot
-from tests.support.served import ARTIFACTS, browser_missing, serve_demo
+from tests.support.served import ARTIFACTS, require_browser, serve_demo
 
 SIZES: dict[str, dict[str, int]] = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engine]]:
-    problem = browser_missing()
-    if problem:
-        if IN_CI:
-            pytest.fail(f"{problem} — CI=true, so browser tests must run")
-        pytest.skip(problem)
+    require_browser()
     with serve_demo(tmp_path_factory.mktemp("collab") / "crm.sqlite", SHIPPED_CRM) as running:
         yield running
 
