@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from engine.engine import Engine
 from engine.metamodel import BlueprintInvalid
@@ -135,6 +136,21 @@ def test_a_daily_cap_stops_assigning_to_a_rep_after_n_today_and_resumes_tomorrow
     assert tuesday == ["wang", "li", None]  # three this week each: at the weekly cap
     clock.set(_local(2026, 11, 30, 8, 0))  # next Monday: a new week
     assert [owner_of(crm, lead(crm)) for _ in range(2)] == ["wang", "li"]
+
+
+def test_the_assignment_log_keeps_only_the_weeks_that_still_count(crm: Engine, clock: FakeClock) -> None:
+    def logged() -> list[str]:
+        log = crm.schema.routing_assignments
+        with crm.db.read() as connection:
+            return [f"{at:%m-%d}" for at in connection.execute(sa.select(log.c.at).order_by(log.c.at)).scalars()]
+
+    lead(crm), lead(crm)
+    clock.set(_local(2026, 11, 27, 10, 0))
+    lead(crm)
+    assert logged() == ["11-23", "11-23", "11-27"]  # (stored in UTC: 09:00 and 10:00 in Shanghai are the same day)
+    clock.set(_local(2026, 11, 30, 8, 0))  # next Monday: last week's rows count for no cap any more
+    lead(crm)
+    assert logged() == ["11-30"]
 
 
 def test_a_rep_at_the_daily_cap_is_named_in_the_alert_trail(crm: Engine) -> None:

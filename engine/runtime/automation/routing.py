@@ -57,6 +57,16 @@ class Router:
                                               columns=("cursor_key", "state", "updated_at"))
                             for dialect in ("postgresql", "sqlite")}
         self._counts: dict[str, Prepared | None] = {}
+        log = schema.routing_assignments
+        self._log_assignment = Prepared(log.insert(), columns=("policy", "user_id", "entity", "record_id", "at"))
+        today = sa.func.sum(sa.case((log.c.at >= sa.bindparam("since_day"), 1), else_=0))
+        self._assigned = Prepared(sa.select(log.c.user_id, today.label("today"), sa.func.count().label("week"))
+                                  .where(log.c.policy == sa.bindparam("policy"), log.c.at >= sa.bindparam("since"))
+                                  .group_by(log.c.user_id))
+        self._forget_assignments = Prepared(log.delete().where(log.c.policy == sa.bindparam("policy"),
+                                                               log.c.at < sa.bindparam("before")))
+        self._pruned: dict[str, dt.datetime] = {}  # policy → the week whose older rows this process dropped
+        self._titles: dict[str, Prepared] = {}
 
     def route(self, connection: sa.Connection, entity: str, policy_name: str | None, values: Mapping[str, Any],
               now: dt.datetime, *, rule: str = "") -> tuple[int | None, RoutingStep]:
@@ -77,9 +87,9 @@ class Router:
         self._write_cursor.run(connection, {"key": decision.cursor_key, "state": decision.cursor.as_json(),
                                             "at": naive_utc(now)})
         if decision.username is not None and policy.counts_assignments:
-            connection.execute(self.schema.routing_assignments.insert().values(
-                policy=policy.name, user_id=user_ids[decision.username], entity=entity,
-                record_id=values.get("id"), at=naive_utc(now)))
+            self._log_assignment.run(connection, {"policy": policy.name, "user_id": user_ids[decision.username],
+                                                  "entity": entity, "record_id": values.get("id"),
+                                                  "at": naive_utc(now)})
         step = RoutingStep(rule, policy.name, selection, decision)
         return (None if decision.username is None else user_ids[decision.username]), step
 
@@ -106,11 +116,13 @@ class Router:
         of its id: pools are keyed by what people read (a region's name), not by ids."""
         if policy.link_entity is None or policy.field is None or values.get(policy.field) is None:
             return values
-        linked = self.model.entity(policy.link_entity)
-        table = self.schema.table(linked.name)
-        title = connection.execute(sa.select(table.c[linked.title_field]).where(
-            table.c.id == values[policy.field])).scalar()
-        return {**values, policy.field: title}
+        statement = self._titles.get(policy.link_entity)
+        if statement is None:
+            linked = self.model.entity(policy.link_entity)
+            table = self.schema.table(linked.name)
+            statement = self._titles[policy.link_entity] = Prepared(
+                sa.select(table.c[linked.title_field]).where(table.c.id == sa.bindparam("id")))
+        return {**values, policy.field: statement.scalar(connection, {"id": values[policy.field]})}
 
     def _assignment_counts(self, connection: sa.Connection, policy: RoutingPolicySpec,
                            now: dt.datetime) -> dict[int, tuple[int, int]]:
@@ -121,14 +133,13 @@ class Router:
         week = day - dt.timedelta(days=day.weekday())
         since_day, since_week = naive_utc(day), naive_utc(week)
         since = since_day if policy.cap_per_week is None else min(since_day, since_week)
-        table = self.schema.routing_assignments
-        # rows before this week count for nothing any more: dropped on the way (an index range), so the log stays small
-        connection.execute(table.delete().where(table.c.policy == policy.name, table.c.at < since_week))
-        today = sa.func.sum(sa.case((table.c.at >= since_day, 1), else_=0))
-        rows = connection.execute(sa.select(table.c.user_id, today, sa.func.count())
-                                  .where(table.c.policy == policy.name, table.c.at >= since)
-                                  .group_by(table.c.user_id))
-        return {int(user): (int(day_count or 0), int(week_count)) for user, day_count, week_count in rows}
+        # rows before this week count for nothing any more: dropped once a week per process (an index
+        # range), so the log stays small without a DELETE on every routed record
+        if self._pruned.get(policy.name) != since_week:
+            self._forget_assignments.run(connection, {"policy": policy.name, "before": since_week})
+            self._pruned[policy.name] = since_week
+        rows = self._assigned.rows(connection, {"policy": policy.name, "since_day": since_day, "since": since})
+        return {int(row.user_id): (int(row.today or 0), int(row.week)) for row in rows}
 
     def _reps(self, connection: sa.Connection, policy: RoutingPolicySpec,
               now: dt.datetime) -> tuple[list[Rep], dict[str, int]]:
