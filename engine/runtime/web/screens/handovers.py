@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
-from engine.analytics.handovers import month_bounds, timeliness
+from engine.analytics.handovers import NodeTimeliness, month_bounds, timeliness
 from engine.metamodel.handovers import HandoverSpec
 from engine.runtime.automation.clocks import sla_states
 from engine.runtime.records.errors import ValidationFailed
@@ -34,18 +34,6 @@ class NodeOwner:
 
 
 @dataclass(frozen=True, slots=True)
-class TimelinessRow:
-    node: str
-    role: str
-    target: str
-    completed: int
-    on_time: int
-    late: int
-    overdue_now: int
-    rate: str
-
-
-@dataclass(frozen=True, slots=True)
 class HandoverPanel:
     """The handover's part of a BoardContext."""
 
@@ -56,7 +44,9 @@ class HandoverPanel:
     month: str
     previous_month: str
     next_month: str
-    rows: tuple[TimelinessRow, ...]
+    rows: tuple[NodeTimeliness, ...]
+    node_labels: dict[str, str]
+    role_labels: dict[str, str]
 
 
 def handover_panel(site: Site, request: Request, handover: HandoverSpec, card_ids: list[int],
@@ -88,6 +78,4 @@ def handover_panel(site: Site, request: Request, handover: HandoverSpec, card_id
         handover.name, handover.label.text(lang),
         {node.name: NodeOwner(roles.get(node.role or "", node.role or ""), node.target or "") for node in handover.nodes},
         clocks, first.strftime("%Y-%m"), previous, following.strftime("%Y-%m"),
-        tuple(TimelinessRow(labels.get(row.node, row.node), roles.get(row.role, row.role), row.target, row.completed,
-                            row.on_time, row.late, row.overdue_now,
-                            f"{row.on_time_rate}%" if row.on_time_rate is not None else "—") for row in table))
+        tuple(table), labels, roles)
