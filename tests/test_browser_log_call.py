@@ -30,13 +30,12 @@ from engine.runtime.records.actors import SYSTEM
 from engine.runtime.records.queries import Filter, ListQuery
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.chat_receiver import chat_receiver
-from tests.support.chinese_screens import assert_no_english
-from tests.support.browser import chromium, fill_sign_in, new_tab, screenshot
+from tests.support.chinese_screens import assert_no_english_message as no_english
+from tests.support.browser import chromium, new_tab, screenshot, sign_in
 from tests.support.served import require_browser, serve_demo
 
 CST = ZoneInfo("Asia/Shanghai")
 MONDAY_MORNING = dt.datetime(2026, 11, 23, 9, 0, tzinfo=CST).astimezone(dt.timezone.utc)
-ENGLISH_MESSAGE = re.compile(r"\b(you|your|please|cannot|must|is required|refused|permission|error|logged)\b", re.I)
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +59,6 @@ def browser(served: Any) -> Iterator[Any]:
 
 def shot(page: Any, name: str) -> None:
     screenshot(page, f"log-call-{name}")
-
-
-def sign_in(page: Any, base: str, username: str) -> None:
-    fill_sign_in(page, base, username)
-    page.wait_for_load_state()
-
-
-def no_english(page: Any, where: str) -> None:
-    messages = " ".join(page.locator(".flash, .refusal, .card-refusal, .field-error, .error, .clocks"
-                                     ).all_inner_texts())
-    assert not ENGLISH_MESSAGE.search(messages), f"{where}: {messages}"
-    assert_no_english(page, where)
 
 
 def _new_lead(runtime: Engine, owner: int, name: str) -> dict[str, Any]:

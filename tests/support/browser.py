@@ -57,3 +57,9 @@ def fill_sign_in(page: Any, base: str, username: str, password: str | None = Non
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(password or demo_password(username))
     page.get_by_role("button", name="登录").click()
+
+
+def sign_in(page: Any, base: str, username: str) -> None:
+    """Sign in as `username` with the demo's password and wait for the page the user lands on."""
+    fill_sign_in(page, base, username)
+    page.wait_for_load_state()

@@ -62,3 +62,15 @@ def assert_no_english(page: Any, where: str) -> None:
     lowered = shown.lower()
     for phrase in ENGLISH_PHRASES:
         assert phrase not in lowered, f"{where}: English on the Chinese screen: {phrase!r}"
+
+
+# an English sentence in a flash, a refusal or a field's error: a message the catalogue missed
+ENGLISH_MESSAGE = re.compile(r"\b(you|your|please|cannot|must|is required|refused|permission|error|logged)\b", re.I)
+
+
+def assert_no_english_message(page: Any, where: str) -> None:
+    """Fail naming `where` when the (Playwright) page's messages, header or main part show English."""
+    messages = " ".join(page.locator(".flash, .refusal, .card-refusal, .field-error, .error, .clocks"
+                                     ).all_inner_texts())
+    assert not ENGLISH_MESSAGE.search(messages), f"{where}: {messages}"
+    assert_no_english(page, where)
