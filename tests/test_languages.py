@@ -48,6 +48,17 @@ def test_a_refused_lead_is_explained_in_the_callers_language_with_the_same_code_
     assert api_client(crm, "boss").get("/api/lead").json()["total"] == 0  # nothing was written
 
 
+def test_a_field_the_lead_lacks_or_the_engine_keeps_is_named_in_the_chinese_message(crm: Engine) -> None:
+    zh = api_client(crm, "boss", "zh")
+    body = zh.post("/api/lead", json={"name": "王强", "phone": "13800138000", "source": "website",
+                                      "regoin": "华东", "version": 3}).json()
+    messages = {error["field"]: error["message"] for error in body["errors"]}
+    assert messages["regoin"].startswith("regoin：") and "“region”" in messages["regoin"], messages  # did you mean
+    assert messages["version"].startswith("version："), messages
+    assert "regoin" in body["message"] and "version" in body["message"], body["message"]
+    assert zh.get("/api/lead").json()["total"] == 0  # refused whole: nothing written
+
+
 def test_other_refusals_follow_the_language_too(crm: Engine) -> None:
     zh, en = api_client(crm, "zhao", "zh"), api_client(crm, "zhao", "en")
     for path in ("/api/lead/999999", "/api/nosuchthing"):

@@ -86,9 +86,15 @@ def _field_text(failure: FieldError, lang: str, model: Metamodel, entity: str | 
     if text is None or (text == english and not _is_written_in(text, lang)):
         text = coded_text(failure.code, lang, failure.message, None) if \
             f"api_error_{failure.code}" in catalogue(lang) else translate(lang, "api_error_invalid_value")
-    spec = model.entity(entity) if entity and model.has_entity(entity) else None
-    if spec is None or not failure.field or not spec.has_field(failure.field):
-        return text  # a parameter, not a field of the record: `field` names it for machines
+    if spec is None or not failure.field:
+        return text
+    if not spec.has_field(failure.field):
+        # a name the entity lacks, or a column the engine keeps (id, version): named as the client
+        # wrote it, so "没有这个字段" says which one, with the closest real field when there is one
+        close = difflib.get_close_matches(failure.field, [field.name for field in spec.fields], n=1, cutoff=0.6)
+        hint = translate(lang, "api_error_did_you_mean", name=close[0]) if close and \
+            failure.code == "unknown_field" else ""
+        return translate(lang, "api_error_field_message", field=failure.field, message=text + hint)
     label = _field_label(failure.field, lang, model, entity)
     return translate(lang, "api_error_field_message", field=label, message=text)
 
