@@ -27,6 +27,7 @@ from engine.runtime.storage.database import Database
 from engine.runtime.storage.migrations import apply_migration, plan_migration
 from engine.runtime.storage.tables import build_schema
 from engine.runtime.web.auth import SecretKeyMissing, secret_key
+from engine.runtime.web.server import BODY_IDLE_TIMEOUT, HEADER_TIMEOUT, deadline_protocol
 
 SHIPPED_BLUEPRINT = Path(__file__).resolve().parent / "blueprints" / "crm"
 DEFAULT_DB = "sqlite:///crm.sqlite"  # `crm demo` writes here too, so every command finds the demo's data
@@ -187,10 +188,13 @@ def migrate(db_url: str, blueprint: str, plan_only: bool, allow_destructive: boo
 
 
 def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None, access_log: bool = False, *,
-           required_key: bool = True) -> None:
+           required_key: bool = True, header_timeout: float = HEADER_TIMEOUT,
+           body_timeout: float = BODY_IDLE_TIMEOUT) -> None:
     """Serve over HTTP; on SQLite (or when asked) the worker ticks in this process too.
     uvicorn logs at info level (start, stop, warnings, errors with their traceback); one line
-    per request only with `access_log` (formatting and writing it costs CPU on every request)."""
+    per request only with `access_log` (formatting and writing it costs CPU on every request).
+    A client gets `header_timeout` seconds to send a request's headers and may not stall a body for
+    longer than `body_timeout` (engine/runtime/web/server.py)."""
     import uvicorn
     run_worker = engine.db.is_sqlite if with_worker is None else with_worker
     click.echo(say("serving", host=host, port=port))
@@ -204,7 +208,8 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
     stop = engine.start_background_worker() if run_worker else None
     try:
         # SIGTERM/Ctrl+C: stop accepting, let requests under way finish for at most 10 s, then exit
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_graceful_shutdown=10,
+                    http=deadline_protocol(header_timeout, body_timeout))
     finally:
         if stop is not None:
             stop()
@@ -219,9 +224,17 @@ def _serve(engine: Engine, host: str, port: int, with_worker: bool | None = None
               help="Run the worker in this process [default: on for SQLite, off for PostgreSQL].")
 @click.option("--access-log/--no-access-log", "access_log", envvar="CRM_ACCESS_LOG", default=False, show_default=True,
               help="Log one line per request (method, path, status).")
-def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None, access_log: bool) -> None:
+@click.option("--header-timeout", envvar="CRM_HEADER_TIMEOUT", default=HEADER_TIMEOUT, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds a client gets to send a request's headers before it is answered 408 and disconnected.")
+@click.option("--body-timeout", envvar="CRM_BODY_TIMEOUT", default=BODY_IDLE_TIMEOUT, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds a request body may stall between two chunks before it is answered 408 and disconnected.")
+def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool | None, access_log: bool,
+          header_timeout: float, body_timeout: float) -> None:
     """Serve the screens, the JSON API and the webhooks."""
-    _serve(_open(db_url, blueprint), host, port, with_worker, access_log)
+    _serve(_open(db_url, blueprint), host, port, with_worker, access_log, header_timeout=header_timeout,
+           body_timeout=body_timeout)
 
 
 @main.command()

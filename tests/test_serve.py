@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -75,3 +76,43 @@ def test_serve_takes_the_access_log_setting_from_the_environment(tmp_path: Path)
     finally:
         output = _stop(process)
     assert "GET /api/lead HTTP/1.1\" 401" in output
+
+
+def _read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """What the server wrote before closing the connection, and when it closed (time.monotonic())."""
+    sock.settimeout(limit)
+    received = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return received, time.monotonic()
+        received += chunk
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off_while_others_are_answered(tmp_path: Path) -> None:
+    """Slowloris: half-sent headers, a silent socket and a stalled body each hold a connection
+    only for the deadline, get 408 and are closed; a normal request meanwhile is answered."""
+    process, port = _serve(tmp_path, "--header-timeout", "1.5", "--body-timeout", "1.5")
+    try:
+        opened = time.monotonic()
+        trickling, silent, stalled = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
+        trickling.sendall(b"GET /api/lead HTTP/1.1\r\nHost: x\r\n")
+        stalled.sendall(b"POST /hooks/website_form HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                        b"content-length: 100\r\n\r\n{\"name\":")
+        trickling.sendall(b"X-Slow: 1\r\n")  # still sending, one line at a time: not enough
+        assert httpx.get(f"http://127.0.0.1:{port}/api/lead", timeout=5).status_code == 401
+        for sock in (trickling, silent):
+            with sock:
+                answer, closed = _read_until_closed(sock, limit=10)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert 1.0 < closed - opened < 5
+        with stalled:
+            answer, closed = _read_until_closed(stalled, limit=10)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert 1.0 < closed - opened < 5
+        assert httpx.get(f"http://127.0.0.1:{port}/api/lead", timeout=5).status_code == 401
+    finally:
+        _stop(process)
+    with sqlite3.connect(tmp_path / "crm.sqlite") as db:  # the half-sent webhook stored nothing
+        assert db.execute("select count(*) from lead").fetchone() == (0,)
+        assert db.execute("select count(*) from crm_deliveries").fetchone() == (0,)
