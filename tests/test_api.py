@@ -239,3 +239,25 @@ def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engi
         events = runtime.schema.events
         kinds = [row.kind for row in connection.execute(sa.select(events.c.kind).order_by(events.c.id))]
     assert kinds == ["created"] + ["merged"] * 7
+
+
+def test_a_list_carries_only_the_fields_asked_for_and_refuses_a_misspelt_one(make_engine: Any) -> None:
+    from engine.io.demo import seed_demo
+    runtime = make_engine(SHIPPED_CRM)
+    seed_demo(runtime, leads=40)
+    boss = signed_in_client(runtime, "boss")
+    full = {item["id"]: item for item in boss.get("/api/lead", params={"per_page": 500}).json()["items"]}
+    page = boss.get("/api/lead", params={"fields": "name,phone,owner,registered_capital,created_at", "per_page": 500,
+                                         "sort": "-created_at"}).json()
+    assert page["total"] == len(full) > 0
+    for item in page["items"]:
+        assert list(item) == ["id", "name", "phone", "owner", "registered_capital", "created_at"]
+        assert item == {name: full[item["id"]][name] for name in item}  # the same values the full item has
+    assert any(item["registered_capital"] is not None for item in page["items"])
+    # a field hidden from the role stays hidden when asked for by name
+    rep = next(user.username for user in runtime.users.all() if user.role == "sales_rep")
+    mine = signed_in_client(runtime, rep).get("/api/lead", params={"fields": "name,raw_payload"}).json()["items"]
+    assert mine and all(list(item) == ["id", "name"] for item in mine)
+    wrong = boss.get("/api/lead", params={"fields": "name,phnoe"}, headers={"Accept-Language": "en"})
+    assert wrong.status_code == 422 and wrong.json()["field"] == "fields"
+    assert "'phnoe'" in wrong.json()["message"] and "did you mean 'phone'" in wrong.json()["message"]

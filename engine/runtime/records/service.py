@@ -210,7 +210,8 @@ class RecordService:
             total = int(connection.execute(count_query).scalar_one())
             summed = connection.execute(count_query.with_only_columns(
                 *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
-        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row)) for row in rows]
+        only = tuple(dict.fromkeys(("id", *query.fields))) if query.fields else None
+        items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row, only)) for row in rows]
         extra = {"sums": dict(zip(totals, summed))} if totals else {}
         return Page(items, total, query.page, query.per_page, extra)
 
@@ -280,7 +281,12 @@ class RecordService:
         entity = self.entity(entity_name)
         return {name: value_json(entity, name, value, self.schema.kinds) for name, value in record.items()}
 
-    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
+    def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping,
+                        only: Sequence[str] | None = None) -> dict[str, Any]:
+        """The record a stored row holds; with `only`, just those fields, in that order (a list's
+        `fields=`: the fields an item does not carry cost no conversion)."""
+        if only is not None:
+            return self._some_fields(entity, row, only)
         record: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
         record["created_at"] = as_utc(record["created_at"])
         record["updated_at"] = as_utc(record["updated_at"])
@@ -289,6 +295,20 @@ class RecordService:
             record[spec.name] = kinds[spec.kind].from_row(spec, row)
         if entity.dedup is not None:
             record["duplicate_of"] = row["duplicate_of"]
+        return record
+
+    def _some_fields(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping,
+                     only: Sequence[str]) -> dict[str, Any]:
+        kinds = self.schema.kinds.by_name
+        record: dict[str, Any] = {}
+        for name in only:
+            if name in ("created_at", "updated_at"):
+                record[name] = as_utc(row[name])
+            elif name in SYSTEM_COLUMNS or name == "duplicate_of":
+                record[name] = row[name]
+            else:
+                spec = entity.field(name)
+                record[name] = kinds[spec.kind].from_row(spec, row)
         return record
 
     def find(self, connection: sa.Connection, entity_name: str, record_id: int) -> dict[str, Any] | None:

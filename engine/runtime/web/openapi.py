@@ -117,7 +117,9 @@ def _entity_paths(entity: EntitySpec) -> dict[str, Any]:
                for spec_name in ("id", "owner", *entity.field_names())]
     paging = [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
               for n, t, d in (("q", "string", "free-text search"), ("sort", "string", "e.g. -created_at,name"),
-                              ("page", "integer", "1-based page"), ("per_page", "integer", "rows per page (≤ 500)"))]
+                              ("page", "integer", "1-based page"), ("per_page", "integer", "rows per page (≤ 500)"),
+                              ("fields", "string", "comma-separated fields each item carries besides its id, "
+                                                   "e.g. name,phone,owner (default: every field)"))]
     tag = [entity.name]
     return {
         f"/api/{entity.name}": {

@@ -75,7 +75,8 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
     error = None
     money = [name for name in view.columns if name in entity.money_fields]  # totalled under the table
     try:
-        query = parse_list_query(entity, _query_params(entity, params))
+        # only the view's columns are read out of each row (a `fields=` in the URL changes nothing here)
+        query = dataclasses.replace(parse_list_query(entity, _query_params(entity, params)), fields=view.columns)
         page = site.records.list(entity.name, query, actor=actor, sums=money)
     except QueryInvalid as invalid:
         label = entity.field(invalid.field).label.text(lang) if invalid.field and entity.has_field(invalid.field) \
