@@ -106,7 +106,7 @@ def test_same_phone_posted_twice_gives_one_lead_and_a_merge(client: TestClient, 
     second = client.post("/api/lead", json={"name": "李雷", "phone": "13800138000", "company": "华东机械"})
     assert first.status_code == 201 and second.status_code == 200
     assert second.headers["X-CRM-Outcome"] == "merged" and second.json()["id"] == first.json()["id"]
-    listing = client.get("/api/lead").json()
+    listing = client.get("/api/lead", params={"fields": "company"}).json()
     assert listing["total"] == 1 and listing["items"][0]["company"] == "华东机械"
     kinds = [e["kind"] for e in client.get(f"/api/lead/{first.json()['id']}/events").json()["items"]]
     assert kinds.count("merged") == 1
@@ -241,12 +241,23 @@ def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engi
     assert kinds == ["created"] + ["merged"] * 7
 
 
-def test_a_list_carries_only_the_fields_asked_for_and_refuses_a_misspelt_one(make_engine: Any) -> None:
+def test_a_list_carries_the_views_columns_or_the_fields_asked_for_and_refuses_a_misspelt_one(
+        make_engine: Any) -> None:
     from engine.io.demo import seed_demo
     runtime = make_engine(SHIPPED_CRM)
     seed_demo(runtime, leads=40)
     boss = signed_in_client(runtime, "boss")
-    full = {item["id"]: item for item in boss.get("/api/lead", params={"per_page": 500}).json()["items"]}
+    full = {item["id"]: item for item in boss.get("/api/lead", params={"per_page": 500, "fields": "*"}).json()["items"]}
+    assert len(next(iter(full.values()))) > 40  # fields=*: every field of the lead
+    # by default: what names the record and the columns of the list view asked for (the default view)
+    default = boss.get("/api/lead", params={"per_page": 500}).json()["items"]
+    high_value = boss.get("/api/lead", params={"view": "by_grade"}).json()["items"]
+    view = runtime.model.entity("lead").list_view
+    assert [list(item) for item in default] == [["id", "version", *dict.fromkeys(("name", *view("default").columns))]
+                                               ] * len(full)
+    assert high_value and all(list(item) == ["id", "version", *dict.fromkeys(("name", *view("by_grade").columns))]
+                              for item in high_value)
+    assert all(item == {name: full[item["id"]][name] for name in item} for item in default)
     page = boss.get("/api/lead", params={"fields": "name,phone,owner,registered_capital,created_at", "per_page": 500,
                                          "sort": "-created_at"}).json()
     assert page["total"] == len(full) > 0

@@ -27,6 +27,7 @@ MAX_PARAMS, MAX_PARAM_LENGTH = 100, 2000
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_PAGE = 1_000_000  # beyond it the offset overflows 64 bits on some databases
 MAX_PER_PAGE = 500
+ALL_FIELDS = ("*",)  # `fields=*`
 RESERVED_PARAMS = frozenset({"q", "sort", "page", "per_page", "view", "sla", "funnel", "within", "stuck", "fields"})
 # created_at / updated_at filters parse like a datetime field of the app
 _SYSTEM_TIME = KINDS[FieldType.DATETIME]
@@ -54,7 +55,7 @@ class ListQuery:
     funnel: str | None = None  # left:<funnel>:<stage>:<from>/<to> … records behind a stage figure (engine/analytics)
     within: str | None = None  # <field>:<since>:<duration>: field set at most duration after since (engine/analytics)
     stuck: str | None = None  # <funnel>:<stage>=<days>,…: in a stage longer than its norm (engine/analytics)
-    fields: tuple[str, ...] = ()  # the fields each item carries besides its id; empty: every field
+    fields: tuple[str, ...] = ()  # the fields each item carries besides its id; empty or ALL_FIELDS: every field
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +119,10 @@ def parse_list_query(entity: EntitySpec, params: Mapping[str, str] | Any) -> Lis
 
 def _fields(entity: EntitySpec, text: str | None) -> tuple[str, ...]:
     """`fields=name,phone`: the named fields, each checked (a misspelt one is refused with a
-    suggestion, not silently left out of every item)."""
+    suggestion, not silently left out of every item); `fields=*`: every field (ALL_FIELDS)."""
     names = tuple(dict.fromkeys(part.strip() for part in (text or "").split(",") if part.strip()))
+    if "*" in names:
+        return ALL_FIELDS
     known = [*_known(entity), *(("duplicate_of",) if entity.dedup is not None else ())]
     for name in names:
         if name not in known:

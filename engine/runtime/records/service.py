@@ -29,7 +29,7 @@ from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.conditions import row_condition_sql
-from engine.runtime.records.queries import Filter, ListQuery, Page, build_list_statements
+from engine.runtime.records.queries import ALL_FIELDS, Filter, ListQuery, Page, build_list_statements
 from engine.runtime.storage.search import search_indexes
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, link_filter_error, references)
@@ -210,7 +210,7 @@ class RecordService:
             total = int(connection.execute(count_query).scalar_one())
             summed = connection.execute(count_query.with_only_columns(
                 *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
-        only = tuple(dict.fromkeys(("id", *query.fields))) if query.fields else None
+        only = tuple(dict.fromkeys(("id", *query.fields))) if query.fields and query.fields != ALL_FIELDS else None
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row, only)) for row in rows]
         extra = {"sums": dict(zip(totals, summed))} if totals else {}
         return Page(items, total, query.page, query.per_page, extra)

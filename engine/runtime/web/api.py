@@ -6,6 +6,7 @@ offending field or null, "errors": [...] when several fields are wrong}.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -219,6 +220,9 @@ class JsonApi:
     async def list_records(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])
         query = parse_list_query(entity, request.query_params)
+        if not query.fields:  # no fields=: the view's columns and what names the record (fields=* for every field)
+            query = dataclasses.replace(query, fields=(
+                "id", "version", entity.title_field, *entity.list_view(query.view or "default").columns))
         page = await self._call(request, self.records.list, entity.name, query)
         return JSONResponse({"items": [self.records.to_json(entity.name, item) for item in page.items],
                              "total": page.total, "page": page.page, "per_page": page.per_page,

@@ -119,7 +119,10 @@ def _entity_paths(entity: EntitySpec) -> dict[str, Any]:
               for n, t, d in (("q", "string", "free-text search"), ("sort", "string", "e.g. -created_at,name"),
                               ("page", "integer", "1-based page"), ("per_page", "integer", "rows per page (≤ 500)"),
                               ("fields", "string", "comma-separated fields each item carries besides its id, "
-                                                   "e.g. name,phone,owner (default: every field)"))]
+                                                   "e.g. name,phone,owner; * for every field (default: id, "
+                                                   "version, the title field and the list view's columns)"),
+                              ("view", "string", "a list view: its condition limits the items, its columns "
+                                                 "are the default fields"))]
     tag = [entity.name]
     return {
         f"/api/{entity.name}": {

@@ -39,7 +39,8 @@ function setUpLinkSearch(input) {
     if (!text || /\(#\d+\)$/.test(text) || text === asked) return;
     timer = setTimeout(async () => {
       asked = text;
-      const url = `${input.dataset.linkSearch}?q=${encodeURIComponent(text)}&per_page=20${input.dataset.linkFilter || ""}`;
+      const url = `${input.dataset.linkSearch}?q=${encodeURIComponent(text)}&per_page=20` +
+                  `&fields=${encodeURIComponent(titleField)}${input.dataset.linkFilter || ""}`;
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok || input.value.trim() !== text) return;
       const page = await response.json();
@@ -196,7 +197,8 @@ document.addEventListener("DOMContentLoaded", () => {
     parent.addEventListener("change", async () => {
       const id = chosen();
       const filter = id ? `&${encodeURIComponent(follower.dataset.filterBy)}=${id}` : "";
-      const response = await fetch(`${follower.dataset.optionsUrl}?per_page=200${filter}`,
+      const fields = `&fields=${encodeURIComponent(follower.dataset.titleField)}`;
+      const response = await fetch(`${follower.dataset.optionsUrl}?per_page=200${fields}${filter}`,
                                    { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok || chosen() !== id) return;
       const page = await response.json();
