@@ -21,6 +21,7 @@ from engine.engine import Engine
 from engine.runtime.ops.users import NewUser
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.records_blueprint import BLUEPRINT
+from tests.support.web import sign_in, visible_text
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -272,3 +273,32 @@ def test_a_list_carries_the_views_columns_or_the_fields_asked_for_and_refuses_a_
     wrong = boss.get("/api/lead", params={"fields": "name,phnoe"}, headers={"Accept-Language": "en"})
     assert wrong.status_code == 422 and wrong.json()["field"] == "fields"
     assert "'phnoe'" in wrong.json()["message"] and "did you mean 'phone'" in wrong.json()["message"]
+
+
+def test_past_ten_thousand_matches_the_total_says_so_and_every_page_still_follows(make_engine: Any,
+                                                                                   clock: Any) -> None:
+    """A list counts its matches up to 10,000 ("10,000+" on screen, total_exact false in the API);
+    paging on by has_more reaches every record, and the last page's total is exact again."""
+    runtime = make_engine(SHIPPED_CRM)
+    table = runtime.schema.table("lead")
+    now = clock.now().replace(tzinfo=None)
+    with runtime.db.write() as connection:  # 10,050 stored leads, as an earlier bulk import leaves them
+        connection.execute(table.insert(), [{"name": f"客户{n}", "source": "website", "region": "east" if n % 2 else
+                                             "south", "status": "new", "created_at": now, "updated_at": now,
+                                             "version": 1} for n in range(10_050)])
+    client = signed_in_client(runtime, "boss")
+    first = client.get("/api/lead", params={"per_page": 500, "fields": "name"}).json()
+    assert (first["total"], first["total_exact"], first["has_more"]) == (10_000, False, True)
+    assert first["pages"] >= 20
+    seen, page = {item["id"] for item in first["items"]}, first
+    while page["has_more"]:
+        page = client.get("/api/lead", params={"per_page": 500, "fields": "name", "page": page["page"] + 1}).json()
+        seen |= {item["id"] for item in page["items"]}
+    assert len(seen) == 10_050 and page["page"] == 21
+    assert (page["total"], page["total_exact"], page["pages"]) == (10_050, True, 21)
+    east = client.get("/api/lead", params={"region": "east", "per_page": 10}).json()  # 5,025 match: exact
+    assert (east["total"], east["total_exact"], east["pages"]) == (5_025, True, 503)
+    screen = visible_text(sign_in(runtime, "boss", "correct horse").get("/lead").text)
+    assert "共 10,000+ 条，第 1/200+ 页" in screen and "1 / 200+" in screen
+    assert "共 5,025 条，第 1/101 页" in visible_text(sign_in(runtime, "boss", "correct horse").get(
+        "/lead", params={"region": "east"}).text)

@@ -58,17 +58,32 @@ class ListQuery:
     fields: tuple[str, ...] = ()  # the fields each item carries besides its id; empty or ALL_FIELDS: every field
 
 
+COUNT_CAP = 10_000  # a list counts its matching records up to here, then says "10,000+"
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page of a list. `total` counts the matching records exactly up to COUNT_CAP; past it
+    `total` is COUNT_CAP and `exact` is False (counting a million rows to print one number is
+    what made big lists slow). `more`: whether a page follows this one, known in every case."""
     items: list[dict[str, Any]]
     total: int
     page: int
     per_page: int
     extra: dict[str, Any] = field(default_factory=dict)
+    exact: bool = True
+    more: bool = False
 
     @property
     def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
+        """The number of pages (exact), or the last page known to exist (past COUNT_CAP)."""
+        counted = max(1, -(-self.total // self.per_page))
+        return counted if self.exact else max(counted, self.page + self.more)
+
+    @property
+    def total_text(self) -> str:
+        """The total as people read it: 1,234 or 10,000+."""
+        return f"{self.total:,}" if self.exact else f"{self.total:,}+"
 
 
 def _known(entity: EntitySpec) -> list[str]:

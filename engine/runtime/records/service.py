@@ -29,7 +29,7 @@ from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.conditions import row_condition_sql
-from engine.runtime.records.queries import ALL_FIELDS, Filter, ListQuery, Page, build_list_statements
+from engine.runtime.records.queries import ALL_FIELDS, COUNT_CAP, Filter, ListQuery, Page, build_list_statements
 from engine.runtime.storage.search import search_indexes
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, link_filter_error, references)
@@ -205,15 +205,23 @@ class RecordService:
         table = self.schema.table(entity.name)
         page_query, count_query, hidden = self.list_statements(entity.name, query, actor=actor, action=action)
         totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
+        offset = (query.page - 1) * query.per_page
         with self.db.read() as connection:
-            rows = connection.execute(page_query).mappings().all()
-            total = int(connection.execute(count_query).scalar_one())
+            rows = connection.execute(page_query.limit(query.per_page + 1)).mappings().all()  # one more: is there a next page?
+            more = len(rows) > query.per_page
+            rows = rows[:query.per_page]
+            if rows and not more or not rows and query.page == 1:
+                total, exact = offset + len(rows), True  # the last page: known without counting
+            else:  # counted up to the cap: a count over a million rows costs more than the page
+                total = int(connection.execute(sa.select(sa.func.count()).select_from(
+                    count_query.with_only_columns(sa.literal(1)).limit(COUNT_CAP + 1).subquery())).scalar_one())
+                total, exact = min(total, COUNT_CAP), total <= COUNT_CAP
             summed = connection.execute(count_query.with_only_columns(
                 *(sa.func.sum(table.c[name]) for name in totals))).one() if totals else ()
         only = tuple(dict.fromkeys(("id", *query.fields))) if query.fields and query.fields != ALL_FIELDS else None
         items = [self.access.redact(actor, entity.name, self.record_from_row(entity, row, only)) for row in rows]
         extra = {"sums": dict(zip(totals, summed))} if totals else {}
-        return Page(items, total, query.page, query.per_page, extra)
+        return Page(items, total, query.page, query.per_page, extra, exact, more)
 
     def list_statements(self, entity_name: str, query: ListQuery, *, actor: Actor,
                         action: str = "read") -> tuple[sa.Select[Any], sa.Select[Any], frozenset[str]]:

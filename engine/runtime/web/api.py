@@ -225,8 +225,8 @@ class JsonApi:
                 "id", "version", entity.title_field, *entity.list_view(query.view or "default").columns))
         page = await self._call(request, self.records.list, entity.name, query)
         return JSONResponse({"items": [self.records.to_json(entity.name, item) for item in page.items],
-                             "total": page.total, "page": page.page, "per_page": page.per_page,
-                             "pages": page.pages})
+                             "total": page.total, "total_exact": page.exact, "page": page.page,
+                             "per_page": page.per_page, "pages": page.pages, "has_more": page.more})
 
     async def create_record(self, request: Request) -> Response:
         entity = self.records.entity(request.path_params["entity"])

@@ -93,8 +93,11 @@ def _entity_schemas(entity: EntitySpec) -> dict[str, Any]:
     return {name: output, f"{name}Create": create, f"{name}Patch": patch,
             f"{name}Page": {"type": "object", "properties": {
                 "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
-                "total": {"type": "integer"}, "page": {"type": "integer"}, "per_page": {"type": "integer"},
-                "pages": {"type": "integer"}}}}
+                "total": {"type": "integer", "description": "matching records, counted up to 10,000"},
+                "total_exact": {"type": "boolean", "description": "false: more than `total` match (10,000+)"},
+                "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                "pages": {"type": "integer", "description": "pages, or past 10,000 records the last one known"},
+                "has_more": {"type": "boolean", "description": "a next page exists"}}}}
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:

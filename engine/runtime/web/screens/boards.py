@@ -54,10 +54,10 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
              for choice in spec.choices]
     items = [item for _, page in pages for item in page.items]
     renderers = {n: cell_renderer(site, actor, entity, n, [item.get(n) for item in items], lang) for n in card_fields}
-    columns = tuple(BoardColumn(choice.value, choice.label.text(lang), page.total, tuple(
+    columns = tuple(BoardColumn(choice.value, choice.label.text(lang), page.total_text, tuple(
         Card(item["id"], f"/{entity.name}/{item['id']}", str(item.get(entity.title_field) or f"#{item['id']}"),
              item["version"], tuple(renderers[n](item.get(n)) for n in card_fields if item.get(n) not in (None, "")))
-        for item in page.items), f"/{entity.name}?{urlencode({name: choice.value})}" if page.total > len(page.items)
+        for item in page.items), f"/{entity.name}?{urlencode({name: choice.value})}" if page.more
         else None, format_amount(page.extra.get("sums", {}).get(money), entity.field(money).currency) if money else "")
         for choice, page in pages)
     handover = site.model.handover_for(entity.name, name)

@@ -162,8 +162,8 @@ def search_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
                                    " · ".join(_shown(entity, field, item.get(field), lang) for field in detail_fields
                                               if item.get(field) not in (None, "", [])))
                          for item in page.items)
-            groups.append(SearchGroup(name, entity.plural.text(lang), page.total, hits,
-                                      f"/{name}?q={_quote(text)}"))
+            groups.append(SearchGroup(name, entity.plural.text(lang), page.total_text, hits,
+                                      f"/{name}?q={_quote(text)}", page.more))
         if not groups:
             message = translate(lang, "search_nothing", text=text)
     return site.render(request, actor, "search.html", SearchContext(text, tuple(groups), message),

@@ -61,9 +61,10 @@ class SearchHit:
 class SearchGroup:
     entity: str
     label: str
-    total: int
+    total: str  # as shown: 12 or 10,000+
     hits: tuple[SearchHit, ...]
     more_url: str
+    more: bool  # more hits than shown
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,9 +97,9 @@ class ListContext:
     rows: tuple[Row, ...]
     filters: tuple[FilterControl, ...]
     search: str
-    total: int
+    total: str  # as shown: 1,234 or 10,000+ (counted up to COUNT_CAP)
     page: int
-    pages: int
+    pages: str  # 25, or 201+ past the count cap
     query: str
     prev_url: str | None = None
     next_url: str | None = None
@@ -130,12 +130,13 @@ class RelatedList:
     """Records of another entity linking to this one (e.g. an account's contacts)."""
 
     label: str
-    total: int
+    total: str                     # as shown: 12 or 10,000+
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
     more_url: str
     new_url: str | None = None
     refusal: str | None = None     # shown instead of rows when the user may not read them
+    more: bool = False             # more records than the rows shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +321,7 @@ class Card:
 class BoardColumn:
     value: str
     label: str
-    total: int
+    total: str                   # as shown: 12 or 10,000+
     cards: tuple[Card, ...]
     more_url: str | None = None  # the column's list when it holds more cards than the board shows
     amount: str = ""             # the column's money total (the first money field), formatted

@@ -120,7 +120,7 @@ def _related(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang:
             try:
                 page = site.records.list(source.name, query, actor=actor)
             except Forbidden:
-                yield RelatedList(label, 0, (), (), more_url, None,
+                yield RelatedList(label, "0", (), (), more_url, None,
                                   translate(lang, "forbidden_related", entity=source.plural.text(lang)))
                 continue
             hidden = site.records.access.permissions(actor, source.name).hidden
@@ -128,8 +128,9 @@ def _related(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang:
             columns = columns[:RELATED_COLUMNS]
             headers = tuple(source.field(n).label.text(lang) if source.has_field(n) else system_label(n, lang)
                             for n in columns)
-            yield RelatedList(label, page.total, headers, tuple(render_rows(site, actor, source, columns,
-                                                                            page.items, lang)), more_url, new_url)
+            yield RelatedList(label, page.total_text, headers, tuple(render_rows(site, actor, source, columns,
+                                                                                 page.items, lang)), more_url, new_url,
+                              more=page.more)
 
 
 def _merged_timeline(site: Site, actor: Actor, entity: EntitySpec, record_id: int, lang: str

@@ -216,7 +216,7 @@ class Site:
                 if counts[titles[item["id"]]] > 1:
                     extra = str(item.get(second) or "") if second else ""
                     titles[item["id"]] += f" · {extra} #{item['id']}" if extra else f" · #{item['id']}"
-        return titles, page.total > len(page.items)
+        return titles, page.more
 
     def link_by_title(self, actor: Actor, target: str, text: str, lang: str) -> int:
         """The one record of `target` the actor may read whose title is exactly `text`;
