@@ -217,6 +217,7 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
     if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
         engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
+    engine.db.analyze(engine.schema.metadata.sorted_tables)  # every table was filled: the planner's statistics
     return DemoSummary(users, writer.counts)
 
 

@@ -199,6 +199,9 @@ class Importer:
                 done = end
                 if progress:
                     progress(done, limit)
+        if done > start:  # many rows at once: the planner's statistics of what grew (Database.analyze)
+            self.db.analyze([self.schema.table(plan.spec.entity), self.schema.events, self.schema.timers,
+                             self.schema.clocks])
         if limit == total:
             self._finish(plan, record_id)
         elif sample:
