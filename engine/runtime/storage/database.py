@@ -45,7 +45,6 @@ from engine.runtime.storage.prepared import Prepared, discard_deferred, flush_de
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
-ANALYSIS_LIMIT = 1000  # rows SQLite samples per index when it analyzes a table (PRAGMA analysis_limit)
 
 
 class WriteBusy(Exception):
@@ -238,13 +237,15 @@ class Database:
                 yield connection
 
     def analyze(self, tables: Iterable[sa.Table]) -> None:
-        """Refresh the planner's statistics of `tables` after the engine changed many of their rows
-        (an import, the demo data). PostgreSQL plans from them, and a server whose autovacuum is
-        off or slow keeps the empty table's figures: a 1M-row list ran at 0.27× until ANALYZE.
-        SQLite samples at most ANALYSIS_LIMIT rows per index, so this stays quick at a million."""
+        """On PostgreSQL, refresh the planner's statistics of `tables` after the engine changed
+        many of their rows (an import, the demo data): it plans from them, and a server whose
+        autovacuum is off or behind keeps the empty table's figures (a 1M-row list ran at 0.27×
+        until ANALYZE). SQLite is left without statistics, as it always was: it plans the lists
+        well from its defaults, and statistics taken once (600 demo leads) and never refreshed
+        as the file grows would mislead it — worse than none."""
+        if self.is_sqlite:
+            return
         with self.write() as connection:
-            if self.is_sqlite:
-                connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
             preparer = self.engine.dialect.identifier_preparer
             for table in tables:
                 connection.exec_driver_sql(f"ANALYZE {preparer.format_table(table)}")
