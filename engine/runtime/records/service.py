@@ -207,7 +207,8 @@ class RecordService:
         totals = [name for name in sums if entity.has_field(name) and name not in hidden and name in table.c]
         offset = (query.page - 1) * query.per_page
         with self.db.read() as connection:
-            rows = connection.execute(page_query.limit(query.per_page + 1)).mappings().all()  # one more: is there a next page?
+            # one row more than the page: whether a next page exists, without counting
+            rows = connection.execute(page_query.limit(query.per_page + 1)).mappings().all()
             more = len(rows) > query.per_page
             rows = rows[:query.per_page]
             if rows and not more or not rows and query.page == 1:

@@ -267,7 +267,8 @@ class Database:
         for name, _, _ in stale:
             with self.write() as connection:
                 connection.exec_driver_sql(f"ANALYZE {name}")
-        return [f"{name}: {'none' if before is None else f'{before:,}'} → {rows:,} rows" for name, before, rows in stale]
+        return [f"{name}: {'none' if before is None else f'{before:,}'} → {rows:,} rows"
+                for name, before, rows in stale]
 
     def _analyzed_rows(self, connection: sa.Connection, preparer: Any) -> Callable[[sa.Table, str], int | None]:
         """The row count each table's statistics were taken at (None: never analyzed)."""
