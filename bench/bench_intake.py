@@ -38,7 +38,7 @@ BLUEPRINT = ROOT / "blueprints" / "crm"
 TOKEN = "bench-website-token"
 REGIONS = {"华东": "east", "华南": "south", "华北": "north", "华中": "central", "西南": "southwest"}
 INDUSTRIES = ("制造业", "医疗器械", "软件", "教育", "物流", "零售")
-TARGET_RPS, TARGET_P99_MS = 500, 50.0
+TARGET_RPS, TARGET_P99_MS = 1000, 50.0  # issue 15, goal 2 (issue 4 asked for 500)
 
 
 def _free_port() -> int:
@@ -152,10 +152,16 @@ def main() -> None:
                 phone = rng.choice(phones)[3:] if index % 10 == 0 else f"138{rng.randrange(10 ** 8):08d}"
                 out.append(form_payload(index, rng, phone))
             return out
-        hook = f"X-Webhook-Token: {TOKEN}\r\n"
-        warm = [request(port, "/hooks/website_form", p, hook) for p in payloads(10_000_000)[:200]]
+        def hook(index: int) -> str:
+            """Each delivery from its own visitor's address (through a proxy the server trusts, as
+            uvicorn does for 127.0.0.1): the source's rate limit is per sender address, and one
+            address would get 429 after 60 deliveries a minute — a fast, empty benchmark."""
+            address = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+            return f"X-Webhook-Token: {TOKEN}\r\nX-Forwarded-For: {address}\r\n"
+        warm = [request(port, "/hooks/website_form", p, hook(200_000 + n)) for n, p in
+                enumerate(payloads(10_000_000)[:200])]
         run_load(port, warm, args.concurrency)
-        intake = [request(port, "/hooks/website_form", p, hook) for p in payloads(0)]
+        intake = [request(port, "/hooks/website_form", p, hook(n)) for n, p in enumerate(payloads(0))]
         api = "Authorization: Bearer " + token + "\r\n"
         plain = [request(port, "/api/lead", {"name": p["contact"]["name"], "phone": "137" + p["contact"]["mobile"][3:],
                                              "company": p["contact"]["company"], "source": "website",
@@ -181,9 +187,11 @@ def write_results(args: argparse.Namespace, results: dict[str, LoadResult], prep
         traces = connection.execute("select count(*) from crm_traces").fetchone()[0]
         outbox = connection.execute("select count(*) from crm_outbox").fetchone()[0]
     intake, plain = results["intake"], results["plain create"]
-    verdict = "PASS" if intake.rps >= TARGET_RPS and intake.pct(99) <= TARGET_P99_MS else "FAIL"
+    refused = sum(count for status, count in intake.statuses.items() if status not in (200, 201))
+    verdict = ("PASS" if intake.rps >= TARGET_RPS and intake.pct(99) <= TARGET_P99_MS else "FAIL") if not refused \
+        else f"FAIL: {refused:,} deliveries were not accepted (200/201), so the rate says nothing"
     lines = [
-        "## Intake over HTTP (issue 4)", "",
+        "## Intake over HTTP (issue 15, goal 2)", "",
         f"`{' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
         *machine_info("loop/http " + "/".join(SERVERS[args.server]) + ("" if args.server == "h11" else
                                                                       ": uvloop and httptools when installed")), "",
