@@ -126,7 +126,7 @@ def test_the_e_contract_signed_webhook_completes_the_signing_node(flow: Engine, 
         assert _post_signed(base, signed, str(int(clock.now().timestamp())))[1]["outcome"] == "duplicate"
         status, answer = _post_signed(base, {"event": {"id": "ec-982"}, "contract": {"number": "HT-404"}},
                                       str(int(clock.now().timestamp())))
-        assert status == 404 and "HT-404" in answer["message"] and "contract_no" in answer["message"]
+        assert status == 404 and "HT-404" in answer["detail"] and "contract_no" in answer["detail"]
         assert _post_signed(base, signed, stamp + "0")[0] == 401  # a forged timestamp: refused
     summary = {row["policy"]: row for row in flow.slas.summary("delivery_handover", item["id"], clock.now())}
     signing = summary["handover:sales_to_delivery:signing"]

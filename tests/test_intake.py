@@ -154,8 +154,13 @@ def test_a_delivery_the_record_refuses_is_logged_failed_with_the_field_and_creat
     payload = {"submission_id": "f-9", "contact": {"name": "钱总", "mobile": "12345"}, "answers": {"region": "华东"}}
     response = _post(client, "website_form", payload, **{"X-Webhook-Token": "s3cret-token"})
     assert response.status_code == 422 and response.json()["outcome"] == "failed"
-    assert response.json()["errors"][0]["field"] == "phone"
-    assert _deliveries(intake) == [("failed", response.json()["message"])] and "phone" in response.json()["message"]
+    assert response.json()["errors"][0]["field"] == "phone" and response.json()["code"] == "validation_failed"
+    # the sender reads it in the blueprint's language (no Accept-Language), naming the field by its
+    # label; the delivery log keeps the engine's English text, which the answer also carries
+    label = intake.model.entity("lead").field("phone").label.text("zh")
+    assert response.json()["message"].startswith(f"{label}：“12345”不是有效的电话号码")
+    assert response.json()["errors"][0]["message"].startswith(f"{label}：")
+    assert _deliveries(intake) == [("failed", response.json()["detail"])] and "phone" in response.json()["detail"]
     assert sum(_owners(intake).values()) == 0  # no lead
     fixed = _post(client, "website_form", {**payload, "contact": {"name": "钱总", "mobile": "13800138000"}},
                   **{"X-Webhook-Token": "s3cret-token"})
@@ -190,7 +195,8 @@ def test_a_malformed_delivery_is_kept_and_can_be_replayed(intake: Engine) -> Non
     client = TestClient(intake.web_app())
     response = client.post("/hooks/website_form", content=b'{"contact": {"name": ',
                            headers={"X-Webhook-Token": "s3cret-token"})
-    assert response.status_code == 400 and _deliveries(intake) == [("rejected", response.json()["message"])]
+    assert response.status_code == 400 and _deliveries(intake) == [("rejected", response.json()["detail"])]
+    assert response.json()["code"] == "invalid_json" and response.json()["message"].startswith("请求体不是有效的 JSON：")
     table = intake.schema.deliveries
     with intake.db.read() as connection:
         assert connection.execute(sa.select(table.c.body)).scalar_one() == b'{"contact": {"name": '

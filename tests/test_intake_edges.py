@@ -136,7 +136,8 @@ def test_a_delivery_whose_processing_breaks_is_marked_failed_and_doctor_names_st
         raise RuntimeError("the database went away")
     monkeypatch.setattr(runtime.intake, "_create", broken)
     answer = client.post("/hooks/website_form", content=json.dumps({"submission_id": "x-1"}).encode(), headers=TOKEN)
-    assert answer.status_code == 503 and "send it again later" in answer.json()["message"]
+    assert answer.status_code == 503 and answer.json()["message"] == "推送已保存，但暂时无法处理；请稍后重新发送"
+    assert "send it again later" in answer.json()["detail"]  # what the delivery log says
     assert _deliveries(runtime) == [("failed", "processing failed: RuntimeError: the database went away")]
     monkeypatch.undo()
     # a process that died between logging and processing leaves 'received': doctor names it, replay finishes it
@@ -176,7 +177,8 @@ def test_an_oversized_delivery_is_refused_and_logged_with_its_size_and_first_byt
     client = TestClient(runtime.web_app())
     body = b'{"submission_id": "big", "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     answer = client.post("/hooks/website_form", content=body, headers=TOKEN)
-    assert answer.status_code == 413 and f"{len(body)} bytes" in answer.json()["message"]
+    assert answer.status_code == 413 and f"{len(body)} bytes" in answer.json()["detail"]
+    assert f"已收到至少 {len(body)} 字节" in answer.json()["message"]  # the blueprint's language, no Accept-Language
     table = runtime.schema.deliveries
     with runtime.db.read() as connection:
         row = connection.execute(sa.select(table)).one()
@@ -307,3 +309,25 @@ def test_without_reroute_on_an_edit_leaves_a_parked_record_where_it_is(make_engi
                                            "source": "website"}, actor=SYSTEM).record
     runtime.users.update("zhao", on_leave=False)
     assert runtime.records.update("lead", lead["id"], {"company": "孙氏机械"}, actor=SYSTEM)["owner"] is None
+
+
+def test_a_refused_delivery_is_explained_in_the_senders_language_and_logged_in_english(
+        make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Webhook refusals speak as the JSON API does: Accept-Language, else the blueprint's default
+    (Chinese for the shipped CRM), with a stable `code`; the delivery log keeps English."""
+    monkeypatch.delenv("CRM_WEBSITE_FORM_TOKEN", raising=False)
+    runtime = make_engine(SHIPPED_CRM)
+    client = TestClient(runtime.web_app())
+    body = json.dumps({"submission_id": "w-1", "contact": {"name": "钱总", "mobile": "13800138000"}}).encode()
+    chinese = client.post("/hooks/website_form", content=body, headers={"X-Webhook-Token": "anything"})
+    assert chinese.status_code == 503 and chinese.json()["code"] == "no_secret"
+    assert chinese.json()["message"] == ("Webhook 来源“website_form”尚未配置密钥："
+                                         "请在服务器上设置环境变量 CRM_WEBSITE_FORM_TOKEN")
+    english = client.post("/hooks/website_form", content=body,
+                          headers={"X-Webhook-Token": "anything", "Accept-Language": "en-US,en;q=0.8"})
+    assert english.json()["message"] == ("source 'website_form' has no secret configured: set the environment "
+                                         "variable CRM_WEBSITE_FORM_TOKEN") and "detail" not in english.json()
+    assert [error for _, error in _deliveries(runtime)] == [english.json()["message"]] * 2
+    unknown = client.post("/hooks/website_from", content=body)
+    assert unknown.status_code == 404 and "没有名为“website_from”的 Webhook 来源" in unknown.json()["message"]
+    assert _lead_count(runtime) == 0

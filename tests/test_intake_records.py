@@ -143,10 +143,11 @@ def test_a_delivery_with_a_bad_contact_phone_writes_nothing_and_names_the_field(
     assert status == 422 and answer["outcome"] == "failed"
     # the contact is refused first: its phone is named, and neither the account before it nor the lead is kept
     assert answer["errors"][0]["field"] == "phone" and answer["errors"][0]["record"] == "contact"
-    assert answer["message"].startswith("contact: phone")
+    assert answer["detail"].startswith("contact: phone")  # the engine's English, as the delivery log keeps it
+    assert answer["message"].startswith("contact: ") and "不是有效的电话号码" in answer["message"]  # zh: the default
     assert _rows(runtime, "account") == _rows(runtime, "contact") == _rows(runtime, "lead") == []
     [delivery] = _deliveries(runtime)
-    assert (delivery.status, delivery.error, delivery.records) == ("failed", answer["message"], None)
+    assert (delivery.status, delivery.error, delivery.records) == ("failed", answer["detail"], None)
     fixed = _signed_post(base, runtime, {**payload, "mobile": "13700137000"})
     assert fixed[0] == 201  # the event id was not spent by the refused delivery
     assert len(_rows(runtime, "account")) == len(_rows(runtime, "contact")) == len(_rows(runtime, "lead")) == 1
@@ -186,13 +187,13 @@ def test_a_link_looked_up_by_name_hits_misses_and_refuses_an_ambiguous_name(serv
     assert hit[0] == 201 and runtime.records.get("lead", hit[1]["record_id"], actor=SYSTEM)["account"] == known["id"]
     missing = enrol("e-2", "不存在的公司")
     assert missing[0] == 422 and missing[1]["errors"][0]["field"] == "account"
-    assert "不存在的公司" in missing[1]["message"] and "no account whose name" in missing[1]["message"]
+    assert "不存在的公司" in missing[1]["message"] and "no account whose name" in missing[1]["detail"]
     ambiguous = enrol("e-3", "同名公司")
     assert ambiguous[0] == 422 and ambiguous[1]["errors"][0]["field"] == "account"
-    assert "several account records have name '同名公司'" in ambiguous[1]["message"]
+    assert "several account records have name '同名公司'" in ambiguous[1]["detail"]
     assert len(_rows(runtime, "lead")) == 1
     assert [(row.status, row.error) for row in _deliveries(runtime)][1:] == [
-        ("failed", missing[1]["message"]), ("failed", ambiguous[1]["message"])]
+        ("failed", missing[1]["detail"]), ("failed", ambiguous[1]["detail"])]
 
 
 def test_the_shipped_form_builder_files_the_company_as_an_account_with_its_contact(make_engine: Any) -> None:

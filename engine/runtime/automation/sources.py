@@ -83,9 +83,16 @@ class IntakeResult:
     merged: bool = False
     errors: tuple[dict[str, Any], ...] = ()
     records: tuple[dict[str, Any], ...] = ()  # every record the delivery made or linked (a source with records:)
+    # a refusal's machine code and the values its message names: the web edge says it in the
+    # sender's language (catalogue `hook_error_<code>`); `message` stays the log's English text
+    code: str = ""
+    params: tuple[tuple[str, Any], ...] = ()
+    error: RecordError | None = None  # the record's refusal, translated like the API's
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"outcome": self.outcome, "delivery_id": self.delivery_id, "message": self.message}
+        if self.code:
+            body["code"] = self.code
         if self.record_id is not None:
             body["record_id"] = self.record_id
         if self.records:
@@ -96,10 +103,19 @@ class IntakeResult:
 
 
 class IntakeRefused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A delivery refused before any record: its HTTP status, English message (for the log) and
+    machine code, with the values the message names (the sender reads it in their language)."""
+
+    def __init__(self, status: int, code: str, message: str, **params: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
         self.message = message
+        self.params = tuple(params.items())
+
+    def result(self, delivery_id: int) -> IntakeResult:
+        return IntakeResult(self.status, DeliveryStatus.REJECTED, delivery_id, self.message, code=self.code,
+                            params=self.params)
 
 
 def source_actor(source: str) -> Actor:
@@ -149,21 +165,23 @@ class Intake:
             source = next(s for s in self.model.sources if s.name == source_name)
         except StopIteration:
             self._finish(delivery_id, DeliveryStatus.REJECTED, f"unknown source '{source_name}'")
-            return IntakeResult(404, DeliveryStatus.REJECTED, delivery_id, f"there is no webhook source '{source_name}'")
+            return IntakeRefused(404, "unknown_source", f"there is no webhook source '{source_name}'",
+                                 source=source_name).result(delivery_id)
         try:
             if not source.is_enabled:
-                raise IntakeRefused(503, f"source '{source.name}' is disabled in the blueprint")
+                raise IntakeRefused(503, "source_disabled", f"source '{source.name}' is disabled in the blueprint",
+                                    source=source.name)
             if check_auth:
                 verify(source, headers, query, body, self.clock.now())
             try:  # orjson: nesting beyond 1024, NaN and lone surrogates are errors, never a crash
                 payload = jsontext.loads(body or b"null")
             except orjson.JSONDecodeError as exc:
-                raise IntakeRefused(400, f"the body is not valid JSON: {exc}") from None
+                raise IntakeRefused(400, "invalid_json", f"the body is not valid JSON: {exc}", reason=str(exc)) from None
             if not isinstance(payload, (dict, list)):
-                raise IntakeRefused(400, "the body must be a JSON object")
+                raise IntakeRefused(400, "not_an_object", "the body must be a JSON object")
         except IntakeRefused as refused:
             self._finish(delivery_id, DeliveryStatus.REJECTED, refused.message)
-            return IntakeResult(refused.status, DeliveryStatus.REJECTED, delivery_id, refused.message)
+            return refused.result(delivery_id)
         event_id = source.event_key(payload)
         values = source.map_payload(payload)
         try:
@@ -269,7 +287,8 @@ class Intake:
             except Exception:  # noqa: BLE001 — the database is gone; doctor shows the row as stuck
                 log.exception("delivery %s could not be marked failed", delivery_id)
             return IntakeResult(503, DeliveryStatus.FAILED, delivery_id,
-                                "the delivery was kept but could not be processed now; please send it again later")
+                                "the delivery was kept but could not be processed now; please send it again later",
+                                code="processing_failed")
 
     def stuck(self, older_than: dt.timedelta = dt.timedelta(minutes=5)) -> list[Any]:
         """Deliveries still `received` `older_than` after arrival: their processing never finished
@@ -344,14 +363,15 @@ def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, s
         return
     secret = environ.get(auth.secret_env or "", "")
     if not secret:
-        raise IntakeRefused(503, f"source '{source.name}' has no secret configured: set the environment "
-                                 f"variable {auth.secret_env}")
+        raise IntakeRefused(503, "no_secret", f"source '{source.name}' has no secret configured: set the "
+                                              f"environment variable {auth.secret_env}",
+                            source=source.name, variable=auth.secret_env)
     lowered = {name.lower(): value for name, value in headers.items()}
     if auth.kind is AuthKind.TOKEN:
         given = lowered.get((auth.header or "").lower()) or query.get(auth.query or "", "")
         given = given[7:] if given.lower().startswith("bearer ") else given
         if not given or not hmac.compare_digest(given.encode(), secret.encode()):
-            raise IntakeRefused(401, "missing or wrong token")
+            raise IntakeRefused(401, "wrong_token", "missing or wrong token")
         return
     signature = lowered.get((auth.header or "").lower(), "")
     if auth.prefix and signature.startswith(auth.prefix):
@@ -362,17 +382,19 @@ def verify(source: SourceSpec, headers: Mapping[str, str], query: Mapping[str, s
         try:
             sent = float(stamp)
         except ValueError:
-            raise IntakeRefused(401, f"missing or unreadable timestamp header {auth.timestamp_header}") from None
+            raise IntakeRefused(401, "bad_timestamp", f"missing or unreadable timestamp header {auth.timestamp_header}",
+                                header=auth.timestamp_header) from None
         if sent > 1e12:  # milliseconds
             sent /= 1000
         if abs(now.timestamp() - sent) > auth.max_skew_seconds:
-            raise IntakeRefused(401, f"timestamp is more than {auth.max_skew_seconds} s away from now "
-                                     "(an old or replayed delivery)")
+            raise IntakeRefused(401, "stale_timestamp", f"timestamp is more than {auth.max_skew_seconds} s away from "
+                                                       "now (an old or replayed delivery)",
+                                seconds=auth.max_skew_seconds)
         signed = stamp.encode() + b"." + body
     digest = hmac.new(secret.encode(), signed, getattr(hashlib, auth.algorithm)).digest()
     expected = base64.b64encode(digest).decode() if auth.encoding == "base64" else digest.hex()
     if not signature or not hmac.compare_digest(signature.strip().encode(), expected.encode()):
-        raise IntakeRefused(401, "signature does not match the body")
+        raise IntakeRefused(401, "bad_signature", "signature does not match the body")
 
 
 def _mark(connection: sa.Connection, schema: Schema, delivery_id: int, **values: Any) -> None:
@@ -432,7 +454,8 @@ def _failed(delivery_id: int, error: RecordError, *, record: str | None = None,
         if not errors and error.field is not None:
             errors = ({"field": error.field, "code": error.code, "message": error.message},)
         errors = tuple({**item, "record": record} for item in errors)
-    return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, message or error.message, errors=errors)
+    return IntakeResult(error.status, DeliveryStatus.FAILED, delivery_id, message or error.message, errors=errors,
+                        code=error.code, params=(("record", record),) if record is not None else (), error=error)
 
 
 def _submitted_at(value: Any, timezone: str) -> dt.datetime | None:

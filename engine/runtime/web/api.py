@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine.metamodel import Metamodel
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.web.screens.error_texts import coded_text, error_body
 from engine.runtime.web.services import WebServices
@@ -31,6 +32,16 @@ from engine.runtime.web.screens.security import CSRF_HEADER, CsrfRefused, check_
 Endpoint = Callable[[Request], Awaitable[Response]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+def accepted_language(request: Request, model: Metamodel) -> str:
+    """The language of error messages: Accept-Language (zh…, en…), else the blueprint's default."""
+    languages = model.settings.languages or ("zh", "en")
+    for part in request.headers.get("accept-language", "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in languages:
+            return code
+    return str(model.settings.default_language)
 
 
 class JSONError(Exception):
@@ -117,13 +128,7 @@ class JsonApi:
         self._openapi: dict[str, Any] | None = None
 
     def lang(self, request: Request) -> str:
-        """The language of error messages: Accept-Language (zh…, en…), else the blueprint's default."""
-        languages = self.services.model.settings.languages or ("zh", "en")
-        for part in request.headers.get("accept-language", "").split(","):
-            code = part.split(";")[0].strip().lower()[:2]
-            if code in languages:
-                return code
-        return self.services.model.settings.default_language
+        return accepted_language(request, self.services.model)
 
     def actor_for(self, request: Request) -> Actor:
         """The signed-in user (session, or bearer token looked up here); 401 when there is none.

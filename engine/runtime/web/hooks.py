@@ -11,13 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
+from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from engine.runtime.automation.sources import MAX_BODY, PREVIEW_BYTES, DeliveryStatus, Intake, IntakeResult
+from engine.metamodel import Metamodel
+from engine.metamodel.sources import SourceSpec
+from engine.runtime.automation.sources import (MAX_BODY, PREVIEW_BYTES, DeliveryStatus, Intake, IntakeRefused,
+                                               IntakeResult)
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.jsontext import JSONResponse
+from engine.runtime.web.api import accepted_language
+from engine.runtime.web.screens.catalogue import catalogue
+from engine.runtime.web.screens.error_texts import error_body, error_text
+from engine.runtime.web.screens.i18n import translate
 
 _TRACKED = 10_000  # addresses remembered per process: beyond it the oldest are forgotten
 
@@ -52,16 +61,20 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
 
     async def receive(request: Request) -> JSONResponse:
         name = request.path_params["source"]
+        lang = accepted_language(request, intake.model)
         source = intake.model.source(name) if len(name) <= 64 and intake.model.has_source(name) else None
         if source is None:
-            return JSONResponse({"outcome": "rejected", "message": f"there is no webhook source '{name[:64]}'"},
-                                status_code=404)
+            refused = IntakeRefused(404, "unknown_source", f"there is no webhook source '{name[:64]}'", source=name[:64])
+            return JSONResponse(_said(refused.result(0), lang, intake.model, None, {"delivery_id"}), status_code=404)
         client = request.client.host if request.client else "unknown"
         wait = limiter.allow((source.name, client), source.rate_per_minute)
         if wait is not None:
-            return JSONResponse({"outcome": "rejected", "message": f"more than {source.rate_per_minute} deliveries "
-                                 f"a minute from {client}; retry in {int(wait) + 1} s"}, status_code=429,
-                                headers={"Retry-After": str(int(wait) + 1)})
+            seconds = int(wait) + 1
+            refused = IntakeRefused(429, "rate_limited", f"more than {source.rate_per_minute} deliveries a minute "
+                                    f"from {client}; retry in {seconds} s", rate=source.rate_per_minute,
+                                    client=client, seconds=seconds)
+            return JSONResponse(_said(refused.result(0), lang, intake.model, source, {"delivery_id"}), status_code=429,
+                                headers={"Retry-After": str(seconds)})
         headers, query = dict(request.headers), request.scope["query_string"].decode("latin-1")
         limit = min(source.max_body_kb * 1024, MAX_BODY)
         body, size = await _read_bounded(request, limit)
@@ -71,17 +84,47 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
                                                                   DeliveryStatus.REJECTED, message), write=True)
             declared = request.headers.get("content-length", "")
             sent = f"{size} bytes" if declared.isdigit() else f"more than {limit} bytes"
-            return JSONResponse({"outcome": "rejected", "delivery_id": delivery_id,
-                                 "message": f"{message}: {sent}; send a smaller payload"}, status_code=413)
+            refused = IntakeRefused(413, "body_too_large", f"{message}: {sent}; send a smaller payload",
+                                    kb=limit // 1024, source=source.name, received=size)
+            return JSONResponse(_said(refused.result(delivery_id), lang, intake.model, source), status_code=413)
 
         def log_and_process() -> IntakeResult:
             """The raw delivery is written on its own first: it is kept even if processing it fails."""
             delivery_id = intake.log_delivery(source.name, headers, query, body)
             return intake.process_logged(source.name, delivery_id, headers, dict(request.query_params), body)
         result = await db.run(log_and_process, write=True)
-        return JSONResponse(result.body(), status_code=result.status)
+        return JSONResponse(_said(result, lang, intake.model, source), status_code=result.status)
 
     return [Route("/hooks/{source}", receive, methods=["POST"])]
+
+
+def _said(result: IntakeResult, lang: str, model: Metamodel, source: SourceSpec | None,
+          leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """The answer's body with its message in the sender's language (Accept-Language, else the
+    blueprint's default, as the JSON API): a refusal by its `hook_error_<code>` text, a refused
+    record as the API words it. `detail` keeps the English text the delivery log holds."""
+    body = {key: value for key, value in result.body().items() if key not in leave_out}
+    if lang == "en":
+        return body
+    params = dict(result.params)
+    if result.error is not None:  # named by the refused record's labels: the source's, or one of its records'
+        record = params.get("record")
+        entity = next((linked.entity for linked in source.records if linked.name == record), source.entity) \
+            if source is not None else None
+        if record:
+            message = f"{record}: {error_text(result.error, lang, model, entity)}"
+        else:  # as the JSON API answers it: the message and each field's error in `lang`
+            translated = error_body(result.error, lang, model, entity)
+            message = str(translated["message"])
+            if "errors" in translated and "errors" in body:
+                body["errors"] = translated["errors"]
+    elif result.code and f"hook_error_{result.code}" in catalogue(lang):
+        message = translate(lang, f"hook_error_{result.code}", **params)
+    else:
+        return body
+    if message != result.message:
+        body["message"], body["detail"] = message, result.message
+    return body
 
 
 async def _read_bounded(request: Request, limit: int) -> tuple[bytes, int]:
