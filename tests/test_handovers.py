@@ -127,6 +127,9 @@ def test_the_e_contract_signed_webhook_completes_the_signing_node(flow: Engine, 
         status, answer = _post_signed(base, {"event": {"id": "ec-982"}, "contract": {"number": "HT-404"}},
                                       str(int(clock.now().timestamp())))
         assert status == 404 and "HT-404" in answer["detail"] and "contract_no" in answer["detail"]
+        handover = flow.model.entity("delivery_handover")  # and says it in the blueprint's language, with the value
+        assert answer["message"] == (f"没有{handover.field('contract_no').label.text('zh')}为“HT-404”的"
+                                     f"{handover.label.text('zh')}")
         assert _post_signed(base, signed, stamp + "0")[0] == 401  # a forged timestamp: refused
     summary = {row["policy"]: row for row in flow.slas.summary("delivery_handover", item["id"], clock.now())}
     signing = summary["handover:sales_to_delivery:signing"]

@@ -260,7 +260,7 @@ class Intake:
         found = connection.execute(sa.select(table.c.id).where(table.c[source.match] == key).limit(2)).all()
         if len(found) != 1:
             raise NotFound(f"{'no' if not found else 'more than one'} {source.entity} has {source.match} '{key}'",
-                           field=source.match)
+                           field=source.match, value=str(key), matches=len(found))
         record_id = int(found[0].id)
         current = self.records.find(connection, source.entity, record_id)
         for handover in self.model.handovers:

@@ -66,6 +66,12 @@ def error_text(error: RecordError, lang: str, model: Metamodel, entity: str | No
         label = model.entity(name).plural.text(lang) if model.has_entity(name) else translate(lang, "api_error_area")
         return translate(lang, "forbidden_text", permission=permission_word(lang, str(error.details.get(
             "permission", ""))), entity=label)
+    if error.code == "not_found" and entity and error.field and "value" in error.details \
+            and model.entity(entity).has_field(error.field):  # no record (or several) with that value: name it
+        spec = model.entity(entity)
+        return translate(lang, "api_error_several_records_with" if error.details.get("matches") else
+                         "api_error_no_record_with", entity=spec.label.text(lang),
+                         field=spec.field(error.field).label.text(lang), value=error.details["value"])
     if error.code == "not_found" and entity and record_id:
         return translate(lang, "api_error_record_not_found", entity=model.entity(entity).label.text(lang), id=record_id)
     if error.code == "invalid_query" and entity and error.field and _is_unknown_parameter(error.field, model, entity):
