@@ -77,7 +77,7 @@ class IntakeResult:
 
     status: int
     outcome: DeliveryStatus
-    delivery_id: int
+    delivery_id: int | None  # None: refused before anything was logged (an unknown source, too many a minute)
     message: str
     record_id: int | None = None
     merged: bool = False
@@ -90,7 +90,9 @@ class IntakeResult:
     error: RecordError | None = None  # the record's refusal, translated like the API's
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"outcome": self.outcome, "delivery_id": self.delivery_id, "message": self.message}
+        body: dict[str, Any] = {"outcome": self.outcome, "message": self.message}
+        if self.delivery_id is not None:
+            body["delivery_id"] = self.delivery_id
         if self.code:
             body["code"] = self.code
         if self.record_id is not None:
@@ -113,7 +115,7 @@ class IntakeRefused(Exception):
         self.message = message
         self.params = tuple(params.items())
 
-    def result(self, delivery_id: int) -> IntakeResult:
+    def result(self, delivery_id: int | None) -> IntakeResult:
         return IntakeResult(self.status, DeliveryStatus.REJECTED, delivery_id, self.message, code=self.code,
                             params=self.params)
 

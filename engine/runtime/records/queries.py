@@ -85,6 +85,11 @@ class Page:
         """The total as people read it: 1,234 or 10,000+."""
         return f"{self.total:,}" if self.exact else f"{self.total:,}+"
 
+    @property
+    def pages_text(self) -> str:
+        """The number of pages as people read it: 25, or 200+ past COUNT_CAP."""
+        return str(self.pages) if self.exact else f"{self.pages}+"
+
 
 def _known(entity: EntitySpec) -> list[str]:
     return [*entity.field_names(), *SYSTEM_FIELDS]

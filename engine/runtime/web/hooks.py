@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Collection
 from typing import Any
 
 from starlette.requests import Request
@@ -65,7 +64,7 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
         source = intake.model.source(name) if len(name) <= 64 and intake.model.has_source(name) else None
         if source is None:
             refused = IntakeRefused(404, "unknown_source", f"there is no webhook source '{name[:64]}'", source=name[:64])
-            return JSONResponse(_said(refused.result(0), lang, intake.model, None, {"delivery_id"}), status_code=404)
+            return JSONResponse(_said(refused.result(None), lang, intake.model, None), status_code=404)
         client = request.client.host if request.client else "unknown"
         wait = limiter.allow((source.name, client), source.rate_per_minute)
         if wait is not None:
@@ -73,7 +72,7 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
             refused = IntakeRefused(429, "rate_limited", f"more than {source.rate_per_minute} deliveries a minute "
                                     f"from {client}; retry in {seconds} s", rate=source.rate_per_minute,
                                     client=client, seconds=seconds)
-            return JSONResponse(_said(refused.result(0), lang, intake.model, source, {"delivery_id"}), status_code=429,
+            return JSONResponse(_said(refused.result(None), lang, intake.model, source), status_code=429,
                                 headers={"Retry-After": str(seconds)})
         headers, query = dict(request.headers), request.scope["query_string"].decode("latin-1")
         limit = min(source.max_body_kb * 1024, MAX_BODY)
@@ -98,12 +97,11 @@ def webhook_routes(intake: Intake, db: Database) -> list[BaseRoute]:
     return [Route("/hooks/{source}", receive, methods=["POST"])]
 
 
-def _said(result: IntakeResult, lang: str, model: Metamodel, source: SourceSpec | None,
-          leave_out: Collection[str] = ()) -> dict[str, Any]:
+def _said(result: IntakeResult, lang: str, model: Metamodel, source: SourceSpec | None) -> dict[str, Any]:
     """The answer's body with its message in the sender's language (Accept-Language, else the
     blueprint's default, as the JSON API): a refusal by its `hook_error_<code>` text, a refused
     record as the API words it. `detail` keeps the English text the delivery log holds."""
-    body = {key: value for key, value in result.body().items() if key not in leave_out}
+    body = result.body()
     if lang == "en":
         return body
     params = dict(result.params)
