@@ -13,6 +13,9 @@ region + source newest first, a status sorted four ways, region + status + grade
 answers and timeouts, the server's RSS at the end and its peak (VmHWM), and the
 load average. With --tree, rounds alternate between this checkout and the other one (e.g. a git
 worktree of an older commit) over the same file; `--no-statistics` leaves the file without them.
+With --baseline, rounds alternate instead between the engine and the hand-written baseline
+(bench/baseline_app.py over the shipped blueprint's own lead table, started as bench/compare.py
+does) on the one list the baseline has: region + source, newest first, 50 rows with the total.
 Needs `wrk` (apt-get install wrk).
 """
 
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,18 @@ request = function()
   elseif kind == 2 then path = "/api/lead?region=" .. r .. "&status=" .. st .. "&grade=A&page=" .. page
   else path = "/api/lead?page=" .. page * 7 .. "&per_page=100" end
   return wrk.format("GET", path)
+end
+"""
+# What the hand-written baseline (bench/baseline_app.py) can answer: region + source, newest
+# first, 50 rows with the total; the engine is asked the same (`--baseline` alternates the two).
+PAIR_LUA = """
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("CRM_BENCH_TOKEN")
+local regions, sources = {"east", "south", "north"}, {"website", "baidu", "expo", "referral"}
+local n = 0
+request = function()
+  n = n + 1
+  local query = "region=" .. regions[(n % 3) + 1] .. "&source=" .. sources[(math.floor(n / 3) % 4) + 1]
+  return wrk.format("GET", os.getenv("CRM_BENCH_PATH") .. "?" .. query)
 end
 """
 
@@ -98,11 +114,24 @@ def status_kib(pid: int, key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def run(tree: Path, db: Path, token: str, seconds: int, lua: Path) -> dict[str, Any]:
+def engine_command(db: Path, port: int) -> list[str]:
+    """`crm serve` as a user starts it (worker off, so nothing else runs), from the cwd's checkout."""
+    return [sys.executable, "-m", "cli", "serve", "--db", f"sqlite:///{db}", "--port", str(port), "--no-worker"]
+
+
+def baseline_command(db: Path, port: int) -> list[str]:
+    """The hand-written baseline over the shipped blueprint's lead table (bench/compare.py starts it)."""
+    return [sys.executable, str(HERE / "compare.py"), "baseline", f"sqlite:///{db}", str(port)]
+
+
+def run(tree: Path, db: Path, token: str, seconds: int, lua: Path, *,
+        command: Callable[[Path, int], list[str]] = engine_command,
+        path: str = "/api/lead") -> dict[str, Any]:
     port = free_port()
-    env = {**os.environ, "CRM_SECRET_KEY": "bench-readers-" + "k" * 40, "CRM_BENCH_TOKEN": token}
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", f"sqlite:///{db}", "--port", str(port),
-                               "--no-worker"], cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "CRM_SECRET_KEY": "bench-readers-" + "k" * 40, "CRM_BENCH_TOKEN": token,
+           "CRM_BENCH_PATH": path}
+    server = subprocess.Popen(command(db, port), cwd=tree, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -111,7 +140,7 @@ def run(tree: Path, db: Path, token: str, seconds: int, lua: Path) -> dict[str, 
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"crm serve in {tree} did not start")
+                    raise SystemExit(f"{command(db, port)} in {tree} did not start")
                 time.sleep(0.2)
         started_kib = status_kib(server.pid, "VmRSS")
         out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "--timeout", "30s", "--latency", "-s", str(lua),
@@ -140,6 +169,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tree", help="another checkout to alternate with (e.g. a git worktree of main)")
     parser.add_argument("--no-statistics", action="store_true", help="leave the file without planner statistics")
+    parser.add_argument("--baseline", action="store_true",
+                        help="instead: alternate the engine with the hand-written baseline on region + source lists")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="crm-bench-readers-"))
     db = folder / "crm.sqlite"
@@ -147,14 +178,20 @@ def main() -> None:
     token = fill(db, args.rows, not args.no_statistics)
     print(f"filled {args.rows:,} leads in {time.monotonic() - began:.0f} s ({db})", flush=True)
     lua = folder / "lists.lua"
-    lua.write_text(LUA)
-    trees = {"this": HERE.parent} | ({"other": Path(args.tree)} if args.tree else {})
+    lua.write_text(PAIR_LUA if args.baseline else LUA)
+    here = HERE.parent
+    servers: dict[str, tuple[Path, dict[str, Any]]] = {"this": (here, {})}
+    if args.baseline:
+        servers = {"engine": (here, {}), "baseline": (here, {"path": "/leads", "command": baseline_command})}
+    elif args.tree:
+        servers["other"] = (Path(args.tree), {})
     for index in range(args.rounds):
-        for name, tree in (trees.items() if index % 2 == 0 else reversed(trees.items())):
-            result = run(tree, db, token, args.seconds, lua)
-            print(f"round {index + 1} {name:<5} {result['rps']:7.1f} req/s  p50 {result['p50']:>8}  p99 {result['p99']:>8}  "
-                  f"non-2xx {result['non2xx']}  timeouts {result['timeouts']}  RSS {result['start_mb']:.0f} → {result['rss_mb']:.0f} MB "
-                  f"(peak {result['peak_mb']:.0f})  load {result['load']}", flush=True)
+        for name, (tree, how) in (servers.items() if index % 2 == 0 else reversed(servers.items())):
+            result = run(tree, db, token, args.seconds, lua, **how)
+            print(f"round {index + 1} {name:<8} {result['rps']:7.1f} req/s  p50 {result['p50']:>8}  "
+                  f"p99 {result['p99']:>8}  non-2xx {result['non2xx']}  timeouts {result['timeouts']}  "
+                  f"RSS {result['start_mb']:.0f} → {result['rss_mb']:.0f} MB (peak {result['peak_mb']:.0f})  "
+                  f"load {result['load']}", flush=True)
 
 
 if __name__ == "__main__":
