@@ -79,6 +79,7 @@ def run_deliveries(tree: Path, template: Path, count: int, blueprint: Path | Non
             return int(log_old(runtime, *args))
         def process_delivery(*args: Any) -> Any:
             return process_old(runtime, *args)
+    same_schema_as(db, template)
     rng = random.Random(5)
     headers = {"content-type": "application/json", "x-webhook-token": TOKEN}
 
@@ -102,6 +103,35 @@ def run_deliveries(tree: Path, template: Path, count: int, blueprint: Path | Non
     shutil.rmtree(work)
 
 
+def same_schema_as(db: Path, template: Path) -> None:
+    """Give `db` the template's indexes and triggers, so every engine does the same database work.
+
+    An older engine's migration may rebuild the lead table from its own blueprint, dropping the
+    indexes and the search-index triggers a newer one added: it would then skip maintaining them
+    and look cheaper than it is. What the engine dropped is put back (and the search index
+    rebuilt), what it added beyond the template is dropped; stderr says which."""
+    def schema(connection: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+        return {name: (kind, sql) for kind, name, sql in connection.execute(
+            "select type, name, sql from sqlite_master where type in ('index', 'trigger') and sql is not null")}
+    with sqlite3.connect(template) as source:
+        wanted = schema(source)
+    connection = sqlite3.connect(db)
+    have = schema(connection)
+    restored = [name for name in wanted if name not in have]
+    dropped = [name for name in have if name not in wanted]
+    for name in dropped:
+        connection.execute(f'drop {have[name][0]} "{name}"')
+    for name in restored:
+        connection.execute(wanted[name][1])
+    if any(wanted[name][0] == "trigger" for name in restored):
+        for (table,) in connection.execute("select name from sqlite_master where type = 'table' and sql like '%fts5%'"):
+            connection.execute(f'insert into "{table}"("{table}") values (\'rebuild\')')
+    connection.commit()
+    connection.close()
+    if restored or dropped:
+        print(f"schema matched to the template: restored {restored}, dropped {dropped}", file=sys.stderr)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "run":
         run_deliveries(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]),
@@ -112,12 +142,15 @@ def main() -> None:
     parser.add_argument("--existing", type=int, default=20_000)
     parser.add_argument("--tree", default=str(HERE.parent), help="the checkout whose engine is measured")
     parser.add_argument("--blueprint", help="the blueprint it runs (default: the checkout's blueprints/crm)")
+    parser.add_argument("--template", help="keep the database of existing leads in this file (built if missing) "
+                                           "and reuse it, so paired runs start from the same bytes")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
     from bench_intake import prepare
     workdir = Path(tempfile.mkdtemp(prefix="crm-icount-"))
-    template = workdir / "template.db"
-    prepare(template, args.existing)
+    template = Path(args.template) if args.template else workdir / "template.db"
+    if not template.exists():
+        prepare(template, args.existing)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
 
     def counted(count: int) -> subprocess.Popen[str]:
@@ -134,11 +167,14 @@ def main() -> None:
         if process.returncode != 0 or found is None:
             raise SystemExit(err[-3000:])
         totals[count] = int(found.group(1))
+        notes = set(re.findall(r"schema matched to the template.*", err))
     shutil.rmtree(workdir)
     per = (totals[args.deliveries] - totals[0]) / args.deliveries
     print(f"{per / 1e6:.3f} M instructions per delivery ({args.tree}, blueprint {args.blueprint or 'its own'}, "
           f"{args.deliveries} deliveries, "
           f"{args.existing:,} existing leads)")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":
