@@ -97,10 +97,13 @@ class FieldSpec:
     timezone: str = "Asia/Shanghai"
     widget: str | None = None
     kind: str = ""
+    _choice_values: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.kind:
             object.__setattr__(self, "kind", self.type.value)
+        # (read for every choice field of every record written: built once)
+        object.__setattr__(self, "_choice_values", tuple(choice.value for choice in self.choices))
 
     @property
     def value_type(self) -> FieldType:
@@ -110,7 +113,7 @@ class FieldSpec:
         return self.type
 
     def choice_values(self) -> tuple[str, ...]:
-        return tuple(choice.value for choice in self.choices)
+        return self._choice_values
 
     def choice_label(self, value: str, lang: str = "en") -> str:
         for choice in self.choices:
@@ -203,11 +206,15 @@ class EntitySpec:
     assigned_at_field: str | None = None  # `assigned_at:` a datetime field stamped whenever the owner changes
 
     _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _stage: str | None = field(init=False, repr=False, compare=False)
     money_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # names of the money fields
 
     def __post_init__(self) -> None:
         # lookups built once; the write path asks for fields by name many times per record
         object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.fields})
+        object.__setattr__(self, "_names", tuple(self._by_name))
+        object.__setattr__(self, "_stage", next((name for name in ("stage", "status") if name in self._by_name), None))
         object.__setattr__(self, "money_fields", tuple(spec.name for spec in self.fields
                                                        if spec.type is FieldType.MONEY))
 
@@ -222,13 +229,17 @@ class EntitySpec:
     def stage_field(self) -> str | None:
         """The field a record moves through — `stage`, else `status` — when the entity has one
         (the one rule every transition, trigger and clock uses when no field is named)."""
-        return next((name for name in ("stage", "status") if name in self._by_name), None)
+        return self._stage
+
+    def find_field(self, name: str) -> FieldSpec | None:
+        """The field called `name`, or None when the entity has none."""
+        return self._by_name.get(name)
 
     def has_field(self, name: str) -> bool:
         return name in self._by_name
 
     def field_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.fields)
+        return self._names
 
     def list_view(self, name: str = "default") -> ListViewSpec:
         for view in self.list_views:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -62,15 +63,19 @@ class PayloadPath:
 
     text: str
     parts: tuple[str | int, ...]
+    _steps: tuple[tuple[str | int, str], ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # each part with the key it is in an object (read for every delivery)
+        object.__setattr__(self, "_steps", tuple((part, str(part)) for part in self.parts))
 
     def read(self, payload: Any) -> Any:
         """The value at this path, or None when any step is missing."""
         value = payload
-        for part in self.parts:
-            if isinstance(part, int) and isinstance(value, list) and -len(value) <= part < len(value):
+        for part, key in self._steps:
+            if isinstance(value, dict):
+                value = value.get(key)
+            elif isinstance(value, list) and isinstance(part, int) and -len(value) <= part < len(value):
                 value = value[part]
-            elif isinstance(value, dict) and str(part) in value:
-                value = value[str(part)]
             else:
                 return None
         return value
@@ -91,6 +96,10 @@ class FieldMapping:
     location: Location = NOWHERE
     record: str | None = None   # the name of a record made earlier in the same delivery
     lookup: str | None = None   # the link target's field whose value the payload gives
+    _table: dict[str, Any] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_table", dict(self.value_map))
 
     def value_from(self, payload: Any) -> Any:
         if self.path is None:
@@ -98,9 +107,12 @@ class FieldMapping:
         value = self.path.read(payload)
         if value is None or value == "":
             return self.default
-        if self.value_map and not isinstance(value, (dict, list)):
-            table = dict(self.value_map)
-            value = table.get(str(value), table.get(ANY_VALUE, value))
+        if type(value) is str:  # (what almost every mapped value is)
+            if not self._table:
+                return value
+            value = self._table.get(value, self._table.get(ANY_VALUE, value))
+        elif self._table and not isinstance(value, (dict, list)):
+            value = self._table.get(str(value), self._table.get(ANY_VALUE, value))
         return list(value) if isinstance(value, (list, tuple)) else value
 
 

@@ -345,13 +345,17 @@ def find_rule_loop(chain: Sequence[RuleApplication], *, max_repeats: int = 2,
 
 def show_value(value: Any) -> str:
     """A value as the trace shows it: text quoted, numbers plain, empty as 'empty'."""
-    if value is None or value == "" or value == [] or value == ():
+    if value is None:
+        return "empty"
+    if isinstance(value, str):  # (first: most values a trace shows are text)
+        if not value:
+            return "empty"
+        shown = value if len(value) <= MAX_SHOWN_LENGTH else value[:MAX_SHOWN_LENGTH] + "…"
+        return f"'{shown}'"
+    if value == [] or value == ():
         return "empty"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        shown = value if len(value) <= MAX_SHOWN_LENGTH else value[:MAX_SHOWN_LENGTH] + "…"
-        return f"'{shown}'"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(show_value(item) for item in value) + "]"
     return show_text(value)

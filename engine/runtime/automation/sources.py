@@ -10,6 +10,7 @@ even when two copies arrive at once.
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import datetime as dt
 import functools
@@ -211,8 +212,11 @@ class Intake:
                     return IntakeResult(200, DeliveryStatus.DUPLICATE, delivery_id,
                                         f"event {event_id} was already processed", record_id)
             actor = source_actor(source.name)
-            try:  # within a savepoint: a refused record leaves the transaction usable for the log
-                with savepoint(connection):
+            # Within a savepoint, a refused record leaves the transaction usable for the log. The
+            # record service writes each record in a savepoint of its own: the source's further
+            # records need one around them all (all, or none); its own record alone needs no other.
+            try:
+                with savepoint(connection) if source.records else contextlib.nullcontext():
                     made = {} if self.linked.is_filtered(source, values) else \
                         self.linked.make_linked(connection, source, payload, actor)
                     try:

@@ -266,7 +266,6 @@ class BatchWriter:
         service = self.service
         now = service.clock.now()
         stamp = naive_utc(now)
-        kinds = service.schema.kinds.by_name
         unique = [spec for spec in entity.fields if spec.is_unique]
         written: list[tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for index, data, _ in fresh:
@@ -285,8 +284,7 @@ class BatchWriter:
                 continue
             row: dict[str, Any] = {"created_at": stamp, "updated_at": stamp, "created_by": actor.id,
                                    "owner": data.get("owner"), "version": 1}
-            for spec in entity.fields:
-                row.update(kinds[spec.kind].to_row(spec, data.get(spec.name)))
+            service.schema.kinds.fill_row(entity, data, row)
             if entity.dedup is not None:
                 row["duplicate_of"] = None
             written.append((index, data, notes, row))

@@ -62,7 +62,7 @@ class _Compiler:
 
     def empty(self, name: str, negate: bool) -> sa.ColumnElement[bool]:
         column = self.table.c[name]
-        spec = self.entity.field(name) if self.entity.has_field(name) else None
+        spec = self.entity.find_field(name)
         blank: list[Any] = [column.is_(None)]
         if spec is not None and spec.value_type in (FieldType.STRING, FieldType.TEXT, FieldType.EMAIL,
                                                      FieldType.PHONE, FieldType.URL):

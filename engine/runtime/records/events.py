@@ -81,9 +81,9 @@ class Event:
                 "actor_id": self.actor_id, "at": self.at.isoformat(), "changes": self.changes, "data": self.data}
 
 
-SYSTEM_JSON = {
-    "created_at": lambda v: None if v is None else v.isoformat(),
-    "updated_at": lambda v: None if v is None else v.isoformat(),
+SYSTEM_JSON: dict[str, Callable[[Any], Any]] = {
+    "created_at": lambda v: v.isoformat(),
+    "updated_at": lambda v: v.isoformat(),
 }
 
 
@@ -91,53 +91,41 @@ def value_json(entity: EntitySpec, name: str, value: Any, kinds: FieldKinds) -> 
     """The JSON form of one field's value (system fields included)."""
     if value is None:
         return None
-    if name in SYSTEM_JSON:
-        return SYSTEM_JSON[name](value)
-    if entity.has_field(name):
-        spec = entity.field(name)
-        return kinds.of_field(spec).to_json(spec, value)
-    return value
+    to_json = SYSTEM_JSON.get(name) or kinds.json_converters(entity).get(name)
+    return value if to_json is None else to_json(value)
 
 
 def diff(entity: EntitySpec, kinds: FieldKinds, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
          names: Any = None) -> dict[str, list[Any]]:
     """{field: [before, after]} in JSON form, for fields whose value differs."""
+    if not before and names is None and after:  # a creation: its non-empty fields
+        return creation_diff(entity, kinds)(after)
     before = before or {}
     after = after or {}
-    keys = names if names is not None else [*entity.field_names(), "owner"]
+    converters = kinds.json_converters(entity)
     changes = {}
-    for name in keys:
+    for name in (names if names is not None else (*entity.field_names(), "owner")):
         old, new = before.get(name), after.get(name)
         if old != new:
-            changes[name] = [value_json(entity, name, old, kinds), value_json(entity, name, new, kinds)]
+            to_json = SYSTEM_JSON.get(name) or converters.get(name)
+            changes[name] = [old if to_json is None or old is None else to_json(old),
+                             new if to_json is None or new is None else to_json(new)]
     return changes
 
 
 def creation_diff(entity: EntitySpec, kinds: FieldKinds) -> Callable[[Mapping[str, Any]], dict[str, list[Any]]]:
-    """`diff(entity, kinds, None, record)` for many new records of one entity: each field's JSON
-    converter is looked up once, not once per field of every record (an import writes thousands)."""
-    converters: list[tuple[str, Callable[[Any], Any]]] = []
-    for name in [*entity.field_names(), "owner"]:
-        if name in SYSTEM_JSON:
-            converters.append((name, SYSTEM_JSON[name]))
-        elif entity.has_field(name):
-            spec = entity.field(name)
-            converters.append((name, functools.partial(kinds.of_field(spec).to_json, spec)))
-        else:
-            converters.append((name, _same))
+    """`diff(entity, kinds, None, record)` for new records of one entity, its converters looked up
+    once (an import writes thousands of records; every create writes one)."""
+    fields = (*kinds.json_fields(entity), ("owner", None))
 
     def changes(record: Mapping[str, Any]) -> dict[str, list[Any]]:
         found = {}
-        for name, to_json in converters:
+        for name, to_json in fields:
             value = record.get(name)
             if value is not None:
-                found[name] = [None, to_json(value)]
+                found[name] = [None, value if to_json is None else to_json(value)]
         return found
     return changes
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def append_event(connection: sa.Connection, schema: Schema, *, entity: str, record_id: int, kind: EventKind,

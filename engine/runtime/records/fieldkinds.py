@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 import sqlalchemy as sa
 
-from engine.metamodel import FieldSpec, FieldType, Metamodel
+from engine.metamodel import EntitySpec, FieldSpec, FieldType, Metamodel
 from engine.metamodel.patterns import compile_pattern
 from engine.plugins import PluginError, claim, hookimpl
 from engine.runtime.storage.times import as_utc
@@ -484,42 +485,46 @@ def _no_constant(name: str) -> Any:
 
 def _json_problem(value: Any) -> str | None:
     """Why `value` cannot be stored in a json field (too deep, too large, NaN, a NUL or lone
-    surrogate in a string), or None; iterative, so a hostile nesting cannot exhaust the stack."""
+    surrogate in a string), or None; iterative, so a hostile nesting cannot exhaust the stack.
+    (Every intake delivery stores its payload here: exact types are tried first, and the texts
+    are searched for bad characters in one pass at the end.)"""
     size, stack = 0, [(value, 1)]
+    texts: list[str] = []
     while stack:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             return f"is nested deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(item, dict):
+        kind = type(item)
+        if kind is str or isinstance(item, str):
+            size += len(item) + 2
+            texts.append(item)
+        elif kind is dict or isinstance(item, dict):
             size += 2 + len(item)
             for key, member in item.items():
                 if not isinstance(key, str):
                     return "has a key that is not text"
                 size += len(key)
-                if _bad_text(key):
-                    return "contains a NUL character or an unpaired surrogate"
+                texts.append(key)
                 stack.append((member, depth + 1))
-        elif isinstance(item, (list, tuple)):
+        elif kind is list or isinstance(item, (list, tuple)):
             size += 2 + len(item)
             stack.extend((member, depth + 1) for member in item)
-        elif isinstance(item, str):
-            size += len(item) + 2
-            if _bad_text(item):
-                return "contains a NUL character or an unpaired surrogate"
-        elif isinstance(item, float):
+        elif item is None or kind is bool:
+            size += 5
+        elif kind is float or isinstance(item, float):
             if item != item or item in (float("inf"), float("-inf")):
                 return "contains NaN or Infinity, which JSON does not allow"
             size += 24
-        elif isinstance(item, int) and not isinstance(item, bool):
+        elif isinstance(item, int):
             if abs(item) > 2**63:
                 return "contains a number too large to store"
             size += 20
-        elif item is None or isinstance(item, bool):
-            size += 5
         else:
-            return f"contains a {type(item).__name__}, which JSON cannot hold"
+            return f"contains a {kind.__name__}, which JSON cannot hold"
         if size > MAX_JSON_BYTES:
             return f"is larger than {MAX_JSON_BYTES // 1024} KB"
+    if texts and _bad_text("".join(texts)):
+        return "contains a NUL character or an unpaired surrogate"
     return None
 
 
@@ -594,11 +599,20 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True, slots=True)
+class _EntityForms:
+    entity: EntitySpec
+    json_by_name: dict[str, Callable[[Any], Any]]
+    json_fields: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    row_fields: tuple[tuple[FieldSpec, Callable[[FieldSpec, Any], dict[str, Any]] | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FieldKinds:
     """One engine's field kinds by `type:` name (built-in and plugins'), and who provides each."""
 
     by_name: Mapping[str, Kind] = field(default_factory=dict)  # a plain dict: read for every field of every row
     providers: Mapping[str, str] = field(default_factory=dict)
+    _forms_of: dict[int, _EntityForms] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, answers: Iterable[tuple[str, Mapping[str, Any]]]) -> FieldKinds:
@@ -625,6 +639,41 @@ class FieldKinds:
     def of_field(self, spec: FieldSpec) -> Kind:
         """The kind of `spec` (its `type:` name: a built-in type or a plugin's)."""
         return self.by_name[spec.kind]
+
+    def json_converters(self, entity: EntitySpec) -> Mapping[str, Callable[[Any], Any]]:
+        """Each field's JSON form (`to_json`) by name: every record the API returns and every
+        event a write stores converts each of its fields. Fields whose kind keeps the value as it
+        is are left out (the value is its own JSON form)."""
+        return self._forms(entity).json_by_name
+
+    def json_fields(self, entity: EntitySpec) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+        """Every field of `entity` in order with its JSON converter (None: the value as it is)."""
+        return self._forms(entity).json_fields
+
+    def fill_row(self, entity: EntitySpec, data: Mapping[str, Any], row: dict[str, Any]) -> None:
+        """Put the column values of every field of `entity` from `data` into `row` (an insert's)."""
+        for spec, to_row in self._forms(entity).row_fields:
+            if to_row is None:  # one column of the field's name, the value as it is
+                row[spec.name] = data.get(spec.name)
+            else:
+                row.update(to_row(spec, data.get(spec.name)))
+
+    def _forms(self, entity: EntitySpec) -> _EntityForms:
+        """The per-field converters above, worked out once per entity (read for every record written)."""
+        known = self._forms_of.get(id(entity))
+        if known is not None and known.entity is entity:
+            return known
+        json_by_name: dict[str, Callable[[Any], Any]] = {}
+        row_fields = []
+        for spec in entity.fields:
+            kind = self.of_field(spec)
+            if type(kind).to_json is not Kind.to_json:
+                json_by_name[spec.name] = functools.partial(kind.to_json, spec)
+            row_fields.append((spec, None if type(kind).to_row is Kind.to_row else kind.to_row))
+        forms = _EntityForms(entity, json_by_name, tuple((spec.name, json_by_name.get(spec.name))
+                                                         for spec in entity.fields), tuple(row_fields))
+        self._forms_of[id(entity)] = forms  # (the entity is kept: its id is not reused)
+        return forms
 
     def field_types(self) -> dict[str, FieldType]:
         """The plugins' field type names → the built-in type storing each: what the loader accepts."""

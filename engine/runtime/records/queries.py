@@ -189,7 +189,7 @@ def _typed(entity: EntitySpec, name: str, raw: Any, kinds: FieldKinds) -> Any:
 def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str,
                kinds: FieldKinds) -> sa.ColumnElement[bool]:
     column = _column(entity, table, item.field, "filter")
-    spec = entity.field(item.field) if entity.has_field(item.field) else None
+    spec = entity.find_field(item.field)
     if item.op == "isnull":
         wanted = str(item.value).lower() in ("true", "1", "yes")
         return column.is_(None) if wanted else column.is_not(None)

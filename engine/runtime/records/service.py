@@ -24,7 +24,7 @@ from engine.runtime.records.actors import Actor
 from engine.runtime.records.batch import BatchWriter, RowResult
 from engine.runtime.records.errors import (DuplicateRecord, NotFound, QueryInvalid, QuotaExceeded, RecordReferenced,
                                            StageRefused, UnknownEntity, ValidationFailed, VersionConflict)
-from engine.runtime.records.events import Event, append_event, diff, read_events, value_json
+from engine.runtime.records.events import SYSTEM_JSON, Event, append_event, diff, read_events, value_json
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
@@ -287,8 +287,12 @@ class RecordService:
 
     def to_json(self, entity_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """The API form of a record: decimals as strings, money as {amount, currency}, times in ISO 8601."""
-        entity = self.entity(entity_name)
-        return {name: value_json(entity, name, value, self.schema.kinds) for name, value in record.items()}
+        converters = self.schema.kinds.json_converters(self.entity(entity_name))
+        found = {}
+        for name, value in record.items():
+            to_json = None if value is None else SYSTEM_JSON.get(name) or converters.get(name)
+            found[name] = value if to_json is None else to_json(value)
+        return found
 
     def record_from_row(self, entity: EntitySpec, row: Mapping[str, Any] | sa.RowMapping,
                         only: Sequence[str] | None = None) -> dict[str, Any]:
@@ -446,9 +450,7 @@ class RecordService:
         created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
                                "owner": data.get("owner"), "version": 1}
-        kinds = self.schema.kinds.by_name
-        for spec in entity.fields:
-            row.update(kinds[spec.kind].to_row(spec, data.get(spec.name)))
+        self.schema.kinds.fill_row(entity, data, row)
         if entity.dedup is not None:
             row["duplicate_of"] = data.get("duplicate_of")
         record_id = self._statements.insert(entity.name, tuple(row)).scalar(connection, row)

@@ -29,6 +29,7 @@ def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *, kinds: FieldK
     `trusted` input (from the engine's own rules) may also set computed-free engine fields."""
     data: dict[str, Any] = {}
     errors: list[FieldError] = []
+    by_kind = kinds.by_name
     for name, raw in values.items():
         if (name in _SYSTEM_READONLY or name == "duplicate_of") and not trusted:
             errors.append(FieldError(name, "read_only", f"{name}: is maintained by the engine and cannot be set"))
@@ -39,17 +40,17 @@ def coerce_input(entity: EntitySpec, values: Mapping[str, Any], *, kinds: FieldK
             except FieldError as error:
                 errors.append(error)
             continue
-        if not entity.has_field(name):
+        spec = entity.find_field(name)
+        if spec is None:
             errors.append(FieldError(name, "unknown_field",
                                      f"{name}: {entity.name} has no such field; "
                                      f"{did_you_mean(name, entity.field_names())}"))
             continue
-        spec = entity.field(name)
         if spec.type is FieldType.COMPUTED:
             errors.append(FieldError(name, "read_only", f"{name}: is computed and cannot be set"))
             continue
         try:
-            data[name] = None if is_empty(raw) else kinds.of_field(spec).coerce(spec, raw)
+            data[name] = None if is_empty(raw) else by_kind[spec.kind].coerce(spec, raw)
         except FieldError as error:
             errors.append(error)
     return data, errors

@@ -16,7 +16,7 @@ def event_value(entity: EntitySpec, name: str, value: Any, lang: str, users: dic
     the field's (business) timezone, yes/no in the reader's language."""
     if value is None or value == "" or value == []:
         return "—"
-    spec = entity.field(name) if entity.has_field(name) else None
+    spec = entity.find_field(name)
     if name == "owner" or (spec is not None and spec.type is FieldType.USER):
         return users.get(value, f"#{value}")
     if spec is not None and spec.type is FieldType.CHOICE:

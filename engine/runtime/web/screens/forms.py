@@ -83,7 +83,7 @@ def new_form(site: Site, request: Request, actor: Actor, entity_name: str) -> HT
                if entity.has_field(key) and entity.field(key).type is not FieldType.COMPUTED}
     values, _ = coerce_input(entity, prefill, kinds=site.records.schema.kinds)
     for name, value in values.items():  # a prefilled link must be a record the user may read
-        spec = entity.field(name) if entity.has_field(name) else None
+        spec = entity.find_field(name)
         if spec is not None and spec.type is FieldType.LINK and spec.link_entity and value is not None:
             if not site.readable(actor, spec.link_entity, int(value)):
                 raise NotFound(f"{spec.link_entity} {value} does not exist or is outside what you may read",
