@@ -10,7 +10,8 @@ import pytest
 
 from engine.rules.calendars import BusinessCalendar, CalendarSpec, weekly_hours
 from engine.rules.sla import (CheckpointKind, Pause, SlaError, SlaPolicy, SlaStateKind, checkpoint_key,
-                              checkpoint_key_prefix, shift_for_pause, sla_checkpoints, sla_state)
+                              checkpoint_key_prefix, first_checkpoint, shift_for_pause, sla_checkpoints,
+                              sla_state)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 H, MIN = dt.timedelta(hours=1), dt.timedelta(minutes=1)
@@ -51,6 +52,18 @@ def test_grade_s_lead_assigned_friday_1730_before_qingming_warns_and_breaches_on
     assert [c.kind for c in checkpoints] == [CheckpointKind.WARNING, CheckpointKind.WARNING,
                                              CheckpointKind.BREACH, CheckpointKind.ESCALATION]
     assert all(c.due_at.tzinfo == dt.timezone.utc for c in checkpoints)
+
+
+def test_a_new_cycle_schedules_its_first_warning_and_knows_its_breach_time(calendar):
+    """What a new clock writes (its first timer, its due time) without working out the rest."""
+    first, breach = first_checkpoint(LEAD_FOLLOW_UP, shanghai(4, 3, 17, 30), "S", (), calendar)
+    assert (first.name, first.due_at, breach) == ("warning-50", shanghai(4, 7, 9, 30), shanghai(4, 7, 10, 30))
+    no_warnings = SlaPolicy(name="silent_overdue", targets=(), default_target=dt.timedelta(days=3), warn_at=(),
+                            business_time=False)
+    first, breach = first_checkpoint(no_warnings, shanghai(9, 30, 18), None)
+    assert (first.name, first.due_at, breach) == ("breach-100", shanghai(10, 3, 18), shanghai(10, 3, 18))
+    assert first_checkpoint(FIRST_RESPONSE, shanghai(10, 12, 10), "P1", [Pause(shanghai(10, 12, 10, 5))],
+                            calendar) == (None, None)  # paused from the start: nothing is due
 
 
 def test_grade_a_lead_has_thirty_business_minutes(calendar):

@@ -148,13 +148,38 @@ def sla_checkpoints(
         return []
     measure = _measure(policy, calendar)
     target = policy.target_for(tier)
+    return [
+        Checkpoint(kind, percent, _moment_when_used(measure, started_at, paused_intervals, target * percent / 100))
+        for kind, percent in _marks(policy)
+    ]
+
+
+def first_checkpoint(
+    policy: SlaPolicy,
+    started_at: dt.datetime,
+    tier: str | None,
+    paused_intervals: Sequence[Pause] = (),
+    calendar: WorkingTime | None = None,
+) -> tuple[Checkpoint | None, dt.datetime | None]:
+    """`sla_checkpoints(...)[0]` and the breach's due time, without working out the others: a
+    new cycle schedules its first checkpoint only (every lead created starts one or two clocks)."""
+    if _open_pause(paused_intervals) is not None:
+        return None, None
+    measure = _measure(policy, calendar)
+    target = policy.target_for(tier)
+    kind, percent = _marks(policy)[0]
+    first = Checkpoint(kind, percent, _moment_when_used(measure, started_at, paused_intervals, target * percent / 100))
+    breach = first.due_at if kind is CheckpointKind.BREACH else \
+        _moment_when_used(measure, started_at, paused_intervals, target)
+    return first, breach
+
+
+def _marks(policy: SlaPolicy) -> list[tuple[CheckpointKind, int]]:
+    """The policy's checkpoints in order: its warnings, the breach, its escalations."""
     marks = [(CheckpointKind.WARNING, p) for p in sorted(set(policy.warn_at))]
     marks.append((CheckpointKind.BREACH, 100))
     marks += [(CheckpointKind.ESCALATION, p) for p in sorted(set(policy.escalate_at))]
-    return [
-        Checkpoint(kind, percent, _moment_when_used(measure, started_at, paused_intervals, target * percent / 100))
-        for kind, percent in marks
-    ]
+    return marks
 
 
 def shift_for_pause(due_at: dt.datetime, pause: Pause, policy: SlaPolicy, calendar: WorkingTime | None = None) -> dt.datetime:

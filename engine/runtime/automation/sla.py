@@ -26,7 +26,7 @@ from engine.rules.clocks import ClockDecision, ClockSnapshot, Move, view_stop_re
 from engine.rules.expressions import Evaluator
 from engine.rules.rules import Change, Origin
 from engine.rules.sla import (Checkpoint, SlaStatus, build_policy, checkpoint_key_prefix, checkpoint_keys,
-                              decide_sla, sla_checkpoints, sla_state)
+                              decide_sla, first_checkpoint, sla_checkpoints, sla_state)
 from engine.rules.timers import DueTimer, TimerRequest
 from engine.runtime.automation.actions import ActionExecutor
 from engine.runtime.automation.clocks import ClockStore, load_clock, pauses_from_json
@@ -144,10 +144,17 @@ class SlaClocks:
         the first); firing it schedules the one after (`_chain`). One pending timer per running
         clock, not one per warning, breach and escalation: fewer rows in every write. Returns
         the breach's due time."""
+        if fresh:  # nothing of the cycle has fired: its first checkpoint is next
+            first, breach = first_checkpoint(self._policies[spec.name], clock.started_at, clock.tier, clock.pauses,
+                                             self.calendar(spec))
+            if first is not None:
+                key, = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, (first,))
+                self._schedule_one(connection, spec, record_id, clock, key, first)
+            return breach
         checkpoints: list[Checkpoint] = sla_checkpoints(self._policies[spec.name], clock.started_at, clock.tier,
                                                         clock.pauses, self.calendar(spec))
         keys = checkpoint_keys(spec.name, spec.entity, record_id, clock.started_at, checkpoints)
-        fired = set() if fresh else self.timers.fired_keys(
+        fired = self.timers.fired_keys(
             connection, checkpoint_key_prefix(spec.name, spec.entity, record_id, clock.started_at),
             spec.entity, record_id)
         upcoming = next(((key, checkpoint) for key, checkpoint in zip(keys, checkpoints) if key not in fired), None)
