@@ -41,6 +41,7 @@ from engine.runtime.records.queries import list_conditions, parse_list_query
 from engine.runtime.records.service import RecordService
 from engine.runtime.storage.database import Database
 from engine.runtime.storage.tables import Schema
+from engine.runtime.storage.times import naive_utc
 
 STAGE_WHATS = ("entered", "left", "onward", "skip", "return")
 ONWARD_MOVES = ("forward", "skip")
@@ -282,7 +283,7 @@ class Analytics:
             rows = connection.execute(sa.select(table.c.id, title.label("title"), table.c[funnel.field].label("stage"),
                                                 since).where(*conditions).order_by(since, table.c.id)
                                       .limit(widget.limit)).all()
-        moment = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        moment = naive_utc(now)
         found = []
         for row in rows:
             since_value = row.since if isinstance(row.since, dt.datetime) else dt.datetime.fromisoformat(str(row.since))

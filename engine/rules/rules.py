@@ -208,7 +208,7 @@ def match_trigger(trigger: TriggerSpec, event: TriggerEvent, before: Mapping[str
                   after: Mapping[str, Any], changed: set[str]) -> TriggerMatch:
     """Does this change fire `trigger`? `changed`: the names the change changed (`_changed_by`;
     on creation every non-empty field counts as changed)."""
-    name = describe_triggers((trigger,))
+    name = trigger.text
     kind = trigger.kind
     if kind is TriggerKind.CREATED:
         fired = event.change is Change.CREATED

@@ -20,6 +20,7 @@ from engine.metamodel.expressions import Expression
 from engine.runtime.records.errors import QueryInvalid
 from engine.runtime.records.fieldkinds import FieldKinds
 from engine.runtime.records.queries import _list_contains, _typed
+from engine.runtime.storage.times import naive_utc
 
 _FLIP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt,
          ast.In: ast.NotIn, ast.NotIn: ast.In}
@@ -98,9 +99,9 @@ class _Compiler:
             if self.entity.has_field(name) and self.entity.field(name).type is FieldType.DATE:
                 return moment.astimezone(self.zone).date() if isinstance(moment, dt.datetime) else moment
             if isinstance(moment, dt.datetime):
-                return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                return naive_utc(moment)
             start = dt.datetime.combine(moment, dt.time(), self.zone)  # today() against a time: its start
-            return start.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return naive_utc(start)
         raw = _constant(node)
         if raw is None or isinstance(raw, bool):
             return raw

@@ -447,7 +447,7 @@ class RecordService:
             self._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                            notes, history))
         stamp = naive_utc(now)
-        created = (created_at or now).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        created = naive_utc(created_at or now)
         row: dict[str, Any] = {"created_at": created, "updated_at": stamp, "created_by": actor.id,
                                "owner": data.get("owner"), "version": 1}
         self.schema.kinds.fill_row(entity, data, row)
