@@ -65,6 +65,15 @@ def say(key: str, **values: object) -> str:
     return translate(cli_language(), f"cli_{key}", **values)
 
 
+def _words() -> Callable[..., str]:
+    """The catalogue's texts in the CLI's language, for reports that take the reader's words."""
+    import functools
+
+    from engine.runtime.web.screens.i18n import translate
+
+    return functools.partial(translate, cli_language())
+
+
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
@@ -860,27 +869,27 @@ def _mapping_or_exit(engine: Engine, table: Any, entity: str, mapping: str | Non
             sys.exit(1)
         chosen = [spec for spec in specs if spec.entity == entity]
         if not chosen:
-            _fail(f"{mapping} holds no mapping for {entity} (it maps: "
-                  f"{', '.join(sorted({spec.entity for spec in specs}))})")
+            _fail(say("mapping_file_other", file=mapping, entity=entity,
+                      entities=", ".join(sorted({spec.entity for spec in specs}))))
         return chosen[0]
     if mapping is not None:
         known = {spec.name: spec for spec in model.imports}
         if mapping not in known:
-            _fail(f"no file and no blueprint mapping named '{mapping}' "
-                  f"(the blueprint's: {', '.join(known) or 'none'})")
+            _fail(say("mapping_unknown", mapping=mapping, known=", ".join(known) or "—"))
         if known[mapping].entity != entity:
-            _fail(f"mapping '{mapping}' is for {known[mapping].entity}, not {entity}")
+            _fail(say("mapping_other_entity", mapping=mapping, other=known[mapping].entity, entity=entity))
         return known[mapping]
     headers = set(table.headers)
     fitting = sorted(((sum(1 for c in spec.columns if c.column in headers), spec) for spec in model.imports_for(entity)),
                      key=lambda pair: -pair[0])
     if fitting and fitting[0][0] * 2 >= len(fitting[0][1].columns):
-        click.echo(f"映射 mapping: {fitting[0][1].name} (from the blueprint)")
+        click.echo(say("mapping_chosen", mapping=fitting[0][1].name))
         return fitting[0][1]
     suggestions = suggest_mapping(engine.model.entity(entity), table.headers)
-    click.echo("建议的映射 Suggested mapping (save it with --save-mapping, edit, and pass it with --mapping):")
+    click.echo(say("mapping_suggested"))
     for item in suggestions:
-        click.echo(f"  {item.column:<24} → {item.field or '— (not imported)'}" + (f"  [{item.why}]" if item.why else ""))
+        click.echo(f"  {item.column:<24} → {item.field or say('mapping_not_imported')}"
+                   + (f"  [{item.why}]" if item.why else ""))
     return mapping_from_suggestions(engine.model.entity(entity), suggestions)
 
 
@@ -914,34 +923,35 @@ def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping:
     engine = _open(db_url, blueprint)
     if not engine.model.has_entity(entity):
         _fail(say("no_entity", entity=entity, known=", ".join(engine.model.entity_names())))
+    lang, words = cli_language(), _words()
     path = Path(file)
     try:
         table = read_table(path)
     except FileUnreadable as exc:
-        _fail(f"{exc.message_zh}\n       {exc.message}")
+        _fail(exc.message_zh if lang == "zh" else exc.message)
     spec = _mapping_or_exit(engine, table, entity, mapping)
     if save_mapping:
         Path(save_mapping).write_text(mapping_yaml(spec), encoding="utf-8")
-        click.echo(f"mapping saved to {save_mapping}")
+        click.echo(say("mapping_saved", path=save_mapping))
     importer = engine.importer
     try:
         plan = importer.prepare(table, spec, path)
     except ImportRefused as exc:
-        _fail(f"{exc.zh}\n       {exc}")
+        _fail(exc.zh if lang == "zh" else str(exc))
     report = importer.health(plan, sample)
-    click.echo(report.text())
+    click.echo(report.text(words, lang))
     if report_path:
         if report_path.lower().endswith(".html"):
-            Path(report_path).write_text(report.html(), encoding="utf-8")
+            Path(report_path).write_text(report.html(words, lang), encoding="utf-8")
         else:
             report.write_xlsx(Path(report_path))
-        click.echo(f"report written to {report_path}")
+        click.echo(say("report_written", path=report_path))
     if dry_run:
-        click.echo("--dry-run: nothing was written / 未写入任何数据")
+        click.echo(say("dry_run"))
         return
     actor = _actor_or_exit(engine, username)
     started = time.monotonic()
-    with click.progressbar(length=min(table.row_count, sample or table.row_count), label="导入 Importing",
+    with click.progressbar(length=min(table.row_count, sample or table.row_count), label=say("importing"),
                            show_eta=True, show_percent=True, file=sys.stderr) as bar:
         state = {"done": 0, "first": None}
 
@@ -952,26 +962,26 @@ def import_command(db_url: str, blueprint: str, file: str, entity: str, mapping:
             state["done"] = done
             elapsed = time.monotonic() - started
             rate = (done - int(state["first"] or 0)) / elapsed if elapsed > 0 else 0
-            bar.label = f"导入 Importing {rate:,.0f} rows/s"
+            bar.label = say("importing_rate", rate=f"{rate:,.0f}")
 
         try:
             outcome = importer.run(plan, actor=actor, resume=resume, rules=not no_rules, sample=sample, batch=batch,
                                    progress=progress)
         except ImportRefused as exc:
-            _fail(f"{exc.zh}\n       {exc}")
+            _fail(exc.zh if lang == "zh" else str(exc))
     record = outcome.record
     if outcome.already_done:
-        click.echo(f"已导入过，未写入新数据 Already imported — nothing new written: {record.summary()}")
+        click.echo(say("import_already", summary=record.summary(words)))
         return
     if outcome.resumed_from:
-        click.echo(f"从第 {outcome.resumed_from + 2} 行继续 resumed at row {outcome.resumed_from + 2}")
-    click.echo(record.summary())
-    click.echo(f"行数 rows in {record.next_row} = 新建 created {record.created} + 合并 merged {record.merged} + "
-               f"拒绝 rejected {record.rejected}  ({time.monotonic() - started:.1f} s)")
+        click.echo(say("import_resumed", row=outcome.resumed_from + 2))
+    click.echo(record.summary(words))
+    click.echo(say("import_counts", rows=record.next_row, created=record.created, merged=record.merged,
+                   rejected=record.rejected, seconds=f"{time.monotonic() - started:.1f}"))
     if record.rejected:
         target = Path(errors_path) if errors_path else path.with_name(f"{path.stem}-errors.csv")
         target.write_bytes(importer.error_file(record.id, xlsx=target.suffix.lower() == ".xlsx"))
-        click.echo(f"错误文件 error file: {target} ({record.rejected} rows with a reason column)")
+        click.echo(say("import_error_file", path=target, count=record.rejected))
 
 
 @main.command("imports")
@@ -986,7 +996,7 @@ def imports_list(db_url: str, blueprint: str, limit: int) -> None:
                    + (", history" if mapping.history else "") + ")")
     for record in engine.importer.recent(limit):
         click.echo(f"{_local(record.started_at, engine.model.settings.timezone)[:16]}  sha256 {record.file_sha256[:12]}  by "
-                   f"{record.actor_id or 'system'}  {record.summary()}")
+                   f"{record.actor_id or 'system'}  {record.summary(_words())}")
 
 
 @main.command("export")

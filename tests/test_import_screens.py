@@ -70,6 +70,9 @@ def test_a_manager_imports_a_gbk_ledger_through_the_screens(served: Any, page: A
     expect(page.locator("[data-created]")).to_have_text("2")
     expect(page.locator("[data-rejected]")).to_have_text("1")
     expect(page.locator("tr[data-field='phone']")).to_contain_text("第 4 行")
+    expect(page.locator("section.health")).to_contain_text("预计新建")  # in the reader's language only
+    for english in ("Would create", "Data health", "Filled", "Duplicates"):
+        expect(page.locator("section.health")).not_to_contain_text(english)
     with engine.db.read() as connection:
         table = engine.schema.table("lead")
         assert connection.execute(sa.select(table.c.id).where(table.c.company.like("屏幕测试%"))).first() is None

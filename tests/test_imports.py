@@ -4,6 +4,7 @@ CRM's export imports with a saved mapping, and bad mappings or files are refused
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from engine.metamodel import BlueprintInvalid
 from engine.metamodel.imports import load_import_file
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
+from engine.runtime.web.screens.i18n import translate
 from tests.support.blueprints import SHIPPED_CRM, write_blueprint
 from tests.support.services import PG_ADMIN_URL
 from tests.support.import_files import planted_ledger, write_csv, write_xlsx
@@ -81,8 +83,10 @@ def test_health_report_counts_the_planted_defects_and_the_import_accounts_for_ev
     assert by_field["phone"].problems[0].value == "12345"
     assert by_field["region"].problems[0].value == "火星区"
     assert by_field["notes"].filled == 0 and by_field["phone"].filled == ROWS
-    text = report.text()
-    assert "第 32 行" in text and "火星区" in text
+    text = report.text(functools.partial(translate, "zh"), "zh")  # in the reader's language, one at a time
+    assert "第 32 行" in text and "火星区" in text and "数据体检" in text and "Data health" not in text
+    english = report.text(functools.partial(translate, "en"), "en")
+    assert "row 32" in english and "Data health" in english and "数据体检" not in english and "第 32 行" not in english
     report.write_xlsx(tmp_path / "health.xlsx")
     assert read_table(tmp_path / "health.xlsx").headers[0] == "文件 File"
 
@@ -149,7 +153,8 @@ def test_import_rules_run_with_origin_import_and_no_rules_says_so(make_engine: C
     plan2 = engine.importer.prepare(read_table(path2), engine.model.import_mapping("sales_ledger"),
                                     path2.read_bytes())
     outcome2 = engine.importer.run(plan2, actor=SYSTEM, rules=False)
-    assert not outcome2.record.rules and "rules OFF" in outcome2.record.summary()
+    assert not outcome2.record.rules and "Rules off (--no-rules)" in outcome2.record.summary(
+        functools.partial(translate, "en"))
     assert {row["name"]: row for row in leads(engine)}["王五"]["source_detail"] is None
 
 
@@ -209,10 +214,11 @@ def test_an_empty_or_unreadable_file_gets_a_clear_error_and_changes_nothing(
     with pytest.raises(FileUnreadable, match="not a readable spreadsheet") as caught:
         read_table(broken)
     assert "另存为 .xlsx" in caught.value.message_zh
-    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "import", str(empty), "--entity", "lead",
-                             "--db", engine.db.engine.url.render_as_string(hide_password=False)],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 1 and "文件是空的" in result.stderr and "the file is empty" in result.stderr
+    for lang, said, unsaid in (("zh", "文件是空的", "the file is empty"), ("en", "the file is empty", "文件是空的")):
+        result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "import", str(empty), "--entity", "lead",
+                                 "--db", engine.db.engine.url.render_as_string(hide_password=False)],
+                                capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "CRM_LANG": lang})
+        assert result.returncode == 1 and said in result.stderr and unsaid not in result.stderr
     assert leads(engine) == []
     with engine.db.read() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(engine.importer.imports)).scalar() == 0
@@ -238,7 +244,7 @@ def _second_database(db_url: str, tmp_path: Path) -> tuple[str, Callable[[], Non
 
 def _crm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "CRM_NEW_PASSWORD": "import-test-pass-1"}, timeout=900)
+                          env={**os.environ, "CRM_NEW_PASSWORD": "import-test-pass-1", "CRM_LANG": "en"}, timeout=900)
 
 
 def _prepare_db(url: str, cwd: Path) -> None:

@@ -14,7 +14,7 @@ XLSX workbook (xlsxwriter) to pass around.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as _field
 from pathlib import Path
@@ -33,6 +33,10 @@ from engine.io.mapping import RowMapper
 from engine.io.readers import Table, cell_text
 
 EXAMPLES = 20  # invalid values listed per field (all are counted)
+
+# the reader's words: (catalogue key, **values) → its text in their language; the CLI and the
+# import screen pass theirs (the catalogue belongs to the screens, above this package)
+Say = Callable[..., str]
 
 
 @dataclass(slots=True)
@@ -84,52 +88,55 @@ class HealthReport:
     def invalid_rows(self) -> int:
         return len(self.rejected_rows)
 
-    def text(self) -> str:
-        """The report for the terminal (Chinese with English labels, like the screens)."""
-        lines = [f"数据体检 Data health — {self.file} → {self.entity} (mapping {self.mapping})",
-                 f"  行数 Rows: {self.rows}" + (f"   编码 Encoding: {self.encoding}" if self.encoding else "")]
+    def text(self, say: Say, lang: str) -> str:
+        """The report for the terminal in the reader's language (`say`: the catalogue's text for
+        a key in `lang`; problems keep the message of that language)."""
+        lines = [say("health_title", file=self.file, entity=self.entity, mapping=self.mapping),
+                 "  " + say("health_rows", rows=self.rows)
+                 + ("   " + say("health_encoding", encoding=self.encoding) if self.encoding else "")]
         if self.missing:
-            lines.append("  缺少的列 Missing columns: " + ", ".join(self.missing))
+            lines.append("  " + say("health_missing", columns=", ".join(self.missing)))
         if self.unmapped:
-            lines.append("  未映射的列（不导入）Unmapped columns (not imported): " + ", ".join(self.unmapped))
+            lines.append("  " + say("health_unmapped", columns=", ".join(self.unmapped)))
         dup_file, dup_db = len(self.duplicates_in_file), len(self.duplicates_in_db)
-        lines.append(f"  文件内重复 Duplicates in the file: {dup_file} ({_rate(dup_file, self.rows)})")
-        lines.append(f"  与库中重复 Duplicates of stored records: {dup_db} ({_rate(dup_db, self.rows)})")
-        lines.append("  字段 Field                      填充率 Filled   无效 Invalid")
+        lines.append("  " + say("health_dup_file_count", count=dup_file, rate=_rate(dup_file, self.rows)))
+        lines.append("  " + say("health_dup_db_count", count=dup_db, rate=_rate(dup_db, self.rows)))
+        lines.append(f"  {say('health_field'):<32} {say('health_filled'):>8}   {say('health_invalid'):>6}")
         for item in self.fields:
-            lines.append(f"  {item.label_zh} {item.field:<24} {_rate(item.filled, self.rows):>8}   {item.invalid:>6}")
+            label = item.label_zh if lang == "zh" else item.label
+            lines.append(f"  {label} {item.field:<24} {_rate(item.filled, self.rows):>8}   {item.invalid:>6}")
         for item in self.fields:
             for problem in item.problems[:5]:
-                lines.append(f"    第 {problem.row} 行 row {problem.row}: {item.field} “{problem.value}” — "
-                             f"{problem.message_zh or problem.message}")
+                lines.append("    " + say("health_problem", row=problem.row, field=item.field, value=problem.value,
+                                          message=_message(problem, lang)))
             if item.invalid > 5:
-                lines.append(f"    … {item.field}: {item.invalid - 5} more / 另有 {item.invalid - 5} 行")
-        lines.append(f"  预计 Would be: 新建 created {self.created} · 合并 merged {self.merged} · "
-                     f"拒绝 rejected {self.rejected}")
+                lines.append("    " + say("health_more", field=item.field, count=item.invalid - 5))
+        lines.append("  " + say("health_would", created=self.created, merged=self.merged, rejected=self.rejected))
         return "\n".join(lines)
 
-    def html(self) -> str:
-        """The report as an HTML fragment (the import screen shows it before the run)."""
+    def html(self, say: Say, lang: str) -> str:
+        """The report as an HTML fragment in the reader's language (the import screen shows it before the run)."""
         e = html.escape
-        out = ["<section class='health'><h2>数据体检 <small>Data health</small></h2>",
-               f"<p>{e(self.file)} → {e(self.entity)} · 行数 rows <b data-rows>{self.rows}</b>"
-               + (f" · 编码 {e(self.encoding)}" if self.encoding else "") + "</p>",
+        out = [f"<section class='health'><h2>{e(say('import_health_title'))}</h2>",
+               f"<p>{e(self.file)} → {e(self.entity)} · {e(say('import_col_rows'))} <b data-rows>{self.rows}</b>"
+               + (f" · {e(say('health_encoding', encoding=self.encoding))}" if self.encoding else "") + "</p>",
                "<ul class='health-summary'>",
-               f"<li>预计新建 Would create: <b data-created>{self.created}</b></li>",
-               f"<li>预计合并 Would merge: <b data-merged>{self.merged}</b></li>",
-               f"<li>预计拒绝 Would reject: <b data-rejected>{self.rejected}</b></li>",
-               f"<li>文件内重复 Duplicates in the file: <b data-dup-file>{len(self.duplicates_in_file)}</b></li>",
-               f"<li>与库中重复 Duplicates of stored records: <b data-dup-db>{len(self.duplicates_in_db)}</b></li></ul>"]
+               f"<li>{e(say('health_would_create'))}: <b data-created>{self.created}</b></li>",
+               f"<li>{e(say('health_would_merge'))}: <b data-merged>{self.merged}</b></li>",
+               f"<li>{e(say('health_would_reject'))}: <b data-rejected>{self.rejected}</b></li>",
+               f"<li>{e(say('health_dup_file'))}: <b data-dup-file>{len(self.duplicates_in_file)}</b></li>",
+               f"<li>{e(say('health_dup_db'))}: <b data-dup-db>{len(self.duplicates_in_db)}</b></li></ul>"]
         if self.missing:
-            out.append(f"<p class='error'>缺少的列 Missing columns: {e(', '.join(self.missing))}</p>")
+            out.append(f"<p class='error'>{e(say('health_missing', columns=', '.join(self.missing)))}</p>")
         if self.unmapped:
-            out.append(f"<p>未映射的列 Unmapped columns: {e(', '.join(self.unmapped))}</p>")
-        out.append("<table class='list'><thead><tr><th>字段 Field</th><th>填充率 Filled</th><th>无效 Invalid</th>"
-                   "<th>示例 Examples</th></tr></thead><tbody>")
+            out.append(f"<p>{e(say('health_unmapped', columns=', '.join(self.unmapped)))}</p>")
+        out.append(f"<table class='list'><thead><tr><th>{e(say('health_field'))}</th><th>{e(say('health_filled'))}</th>"
+                   f"<th>{e(say('health_invalid'))}</th><th>{e(say('health_examples'))}</th></tr></thead><tbody>")
         for item in self.fields:
-            examples = "<br>".join(f"第 {p.row} 行：“{e(p.value)}” {e(p.message_zh or p.message)}"
+            examples = "<br>".join(e(say("health_example", row=p.row, value=p.value, message=_message(p, lang)))
                                    for p in item.problems[:5])
-            out.append(f"<tr data-field='{e(item.field)}'><td>{e(item.label_zh)} <small>{e(item.label)}</small></td>"
+            label = item.label_zh if lang == "zh" else item.label
+            out.append(f"<tr data-field='{e(item.field)}'><td>{e(label)} <small>{e(item.field)}</small></td>"
                        f"<td>{_rate(item.filled, self.rows)}</td><td>{item.invalid}</td><td>{examples}</td></tr>")
         out.append("</tbody></table></section>")
         return "".join(out)
@@ -171,6 +178,10 @@ class HealthReport:
             duplicates.write_row(row, 0, [duplicate.row, duplicate.key, duplicate.first_row or "",
                                           duplicate.record_id or ""])
         workbook.close()
+
+
+def _message(problem: Problem, lang: str) -> str:
+    return problem.message_zh or problem.message if lang == "zh" else problem.message
 
 
 def _rate(part: int, whole: int) -> str:

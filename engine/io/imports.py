@@ -42,7 +42,7 @@ from engine.runtime.records.service import RecordService
 from engine.runtime.storage.import_tables import IMPORT_ERRORS, IMPORTS
 from engine.runtime.storage.times import as_utc, naive_utc
 
-from engine.io.health import HealthReport, analyse
+from engine.io.health import HealthReport, Say, analyse
 from engine.io.mapping import RowMapper, mapping_yaml
 from engine.io.readers import Table, cell_text
 
@@ -96,12 +96,15 @@ class ImportRecord:
         """rows in = created + merged + rejected (for the rows written so far)."""
         return self.next_row == self.created + self.merged + self.rejected
 
-    def summary(self) -> str:
-        state = {"done": "完成 done", "running": "未完成 unfinished", "paused": "样本已导入 sample done"}
-        return (f"import #{self.id} {self.file_name} → {self.entity} ({self.mapping}): {state.get(self.status, self.status)}"
-                f" · rows {self.next_row}/{self.rows_total} = created {self.created} + merged {self.merged} + "
-                f"rejected {self.rejected}" + ("" if self.rules else " · 规则未执行 rules OFF (--no-rules)")
-                + (" · history" if self.history else ""))
+    def summary(self, say: Say) -> str:
+        """One line for the terminal in the reader's language (`say`: see engine/io/health.py)."""
+        state = say(f"import_status_{self.status}") if self.status in ("done", "running", "paused", "failed") \
+            else self.status
+        return (say("import_record_summary", id=self.id, file=self.file_name, entity=self.entity, mapping=self.mapping,
+                    state=state, rows=self.next_row, total=self.rows_total, created=self.created, merged=self.merged,
+                    rejected=self.rejected)
+                + ("" if self.rules else f" · {say('import_rules_off')} (--no-rules)")
+                + (f" · {say('import_history_short')}" if self.history else ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ rejected, and the error file with the original rows and a reason column.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +204,8 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
         if f.is_required and f.choices and f.default is None and f.name not in {c.field for c in spec.columns})
     context = ImportsContext(_entities(site, actor, lang, entity_name), _mappings(site, lang), (), error, file_id,
                              name, entity_name, str(form.get("mapping", SUGGESTED)), columns, defaults, spec.history,
-                             report.html() if report is not None else "", report is not None and bool(mapped))
+                             report.html(functools.partial(translate, lang), lang) if report is not None else "",
+                             report is not None and bool(mapped))
     return site.render(request, actor, "imports.html", context, translate(lang, "import_health_title"))
 
 
