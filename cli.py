@@ -122,36 +122,39 @@ def main() -> None:
 def validate(path: str) -> None:
     """Check a blueprint; print every error with file:line, or a summary when valid."""
     model = load_or_exit(path)
-    click.echo(say("valid", name=model.name, label=model.label.text(cli_language()), count=len(model.entities)))
+    lang = cli_language()
+    click.echo(say("valid", name=model.name, label=model.label.text(lang), count=len(model.entities)))
     for entity in model.entities:
         links = [f"{f.name}→{f.link_entity}" for f in entity.fields if f.link_entity]
         extras = []
         if entity.dedup:
-            extras.append("dedup " + " | ".join("+".join(key) for key in entity.dedup.keys)
-                          + f" ({entity.dedup.on_match.value})")
+            extras.append(say("validate_dedup", keys=" | ".join("+".join(key) for key in entity.dedup.keys),
+                              action=entity.dedup.on_match.value))
         if entity.list_views:
-            extras.append(f"{len(entity.list_views)} list view(s)")
+            extras.append(say("validate_views", count=len(entity.list_views)))
         if links:
-            extras.append("links " + ", ".join(links))
-        click.echo(f"  {entity.name:<14} {entity.label.text('zh')} / {entity.label.text('en')}: "
-                   f"{len(entity.fields)} fields" + ("; " + "; ".join(extras) if extras else ""))
-    parts = [(len(model.roles), "roles"), (len(model.rules), "rules"), (len(model.routing), "routing policies"),
-             (len(model.sources), "webhook sources")]
+            extras.append(say("validate_links", links=", ".join(links)))
+        click.echo(f"  {entity.name:<14} " + say("validate_entity", label=entity.label.text(lang), count=len(entity.fields))
+                   + "".join(say("validate_separator") + extra for extra in extras))
+    counts = [(len(model.roles), "roles"), (len(model.rules), "rules"), (len(model.routing), "routing"),
+              (len(model.sources), "sources")]
     for kind in ("calendars", "slas", "channels", "cadences", "jobs", "imports"):
-        parts.append((len(getattr(model, kind, ())), kind))
-    click.echo("  " + ", ".join(f"{count} {what}" for count, what in parts if count))
+        counts.append((len(getattr(model, kind, ())), kind))
+    click.echo("  " + say("validate_list_separator").join(say(f"validate_count_{what}", count=count)
+                                                           for count, what in counts if count))
     for funnel in model.funnels:
-        gated = sum(1 for stage in funnel.stages if stage.requirements)
-        click.echo(f"  funnel {funnel.name}: {funnel.entity}.{funnel.field} " + " → ".join(
-            stage.name for stage in funnel.path) + f" ({gated} stages with requirements)")
+        click.echo("  " + say("validate_funnel", name=funnel.name, entity=funnel.entity, field=funnel.field,
+                              path=" → ".join(stage.name for stage in funnel.path),
+                              gated=sum(1 for stage in funnel.stages if stage.requirements)))
     for sla in model.slas:
         if sla.name.startswith("approval:"):
             continue  # an approval step's deadline: shown with its approval below
-        click.echo(f"  sla {sla.name} on {sla.entity}: {sla.describe_start()}")
+        click.echo("  " + say("validate_sla_from_created" if sla.counts_from_creation else "validate_sla",
+                              name=sla.name, entity=sla.entity, start=sla.starts.kind))
     for approval in model.approvals:
         steps = " → ".join(" + ".join(step.name + ("?" if step.when else "") for step in group)
                            for group in approval.groups())
-        click.echo(f"  approval {approval.name} on {approval.entity}: {steps}")
+        click.echo("  " + say("validate_approval", name=approval.name, entity=approval.entity, steps=steps))
     if model.warnings:
         click.echo(say("warnings_above", count=len(model.warnings)))
 

@@ -120,3 +120,19 @@ def test_the_cli_speaks_crm_lang_and_prints_business_times(tmp_path: Path, monke
     assert "启用" in runner.invoke(cli.main, ["user", "list", *where]).output
     monkeypatch.setenv("LANG", "C.UTF-8")  # neither: English, which scripts parse
     assert "no messages" in runner.invoke(cli.main, ["outbox", "list", *where]).output
+
+
+def test_crm_validate_summarises_a_valid_blueprint_in_one_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("CRM_LANG", "zh")
+    chinese = runner.invoke(cli.main, ["validate", str(SHIPPED_CRM)])
+    assert chinese.exit_code == 0, chinese.output
+    assert "线索：38 个字段" in chinese.output and "漏斗 lead_follow_up：" in chinese.output
+    assert "SLA lead_first_call（lead）：从 assigned 时开始计时" in chinese.output
+    for english in ("fields", "list view", "funnel", "counted from", "roles", " / Lead"):
+        assert english not in chinese.output, english
+    monkeypatch.setenv("CRM_LANG", "en")
+    english_output = runner.invoke(cli.main, ["validate", str(SHIPPED_CRM)]).output
+    assert "Lead: 38 fields" in english_output and "sla lead_first_call on lead: counted from when assigned" \
+        in english_output
+    assert not re.search(r"[\u4e00-\u9fff]", english_output), english_output
