@@ -322,22 +322,22 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
             click.echo(f"{spec.name} ({spec.label.text(lang)}): " + ", ".join(w.name for w in spec.widgets))
         return
     if not any(spec.name == dashboard for spec in model.dashboards):
-        _fail(f"no dashboard '{dashboard}'; declared: {', '.join(spec.name for spec in model.dashboards) or 'none'}")
+        _fail(say("no_dashboard", dashboard=dashboard, known=", ".join(spec.name for spec in model.dashboards) or "—"))
     spec = model.dashboard(dashboard)
     if not any(w.name == widget for w in spec.widgets):
-        _fail(f"dashboard '{dashboard}' has no widget '{widget}'; it has: {', '.join(w.name for w in spec.widgets)}")
+        _fail(say("no_widget", dashboard=dashboard, widget=widget, known=", ".join(w.name for w in spec.widgets)))
     chosen = spec.widget(widget)
     actor: Actor = SYSTEM
     if username is not None:
         found = engine.users.find(username)
         if found is None:
-            _fail(f"no user '{username}'")
+            _fail(say("no_user", username=username))
         actor = found
     pairs = {}
     for item in filters:
         name, sep, value = item.partition("=")
         if not sep:
-            _fail(f"--filter takes FIELD=VALUE, not '{item}'")
+            _fail(say("filter_form", item=item))
         pairs[name] = value
     try:
         zone = model.settings.timezone
@@ -412,7 +412,7 @@ def doctor(db_url: str, blueprint: str) -> None:
     for finding in findings:
         click.echo(str(finding))
     errors = sum(1 for finding in findings if finding.severity == "error")
-    click.echo(f"{errors} error(s), {len(findings) - errors} other finding(s).")
+    click.echo(say("doctor_counts", errors=errors, others=len(findings) - errors))
     if errors:
         sys.exit(1)
 
@@ -435,7 +435,7 @@ def route(db_url: str, blueprint: str, entity: str, where: str, reason: str, dry
     try:
         ids = engine.rerouter.matching(entity, where)
         if dry_run:
-            click.echo(f"{len(ids)} {entity} records match {where}")
+            click.echo(say("route_matching", count=len(ids), entity=entity, where=where))
             return
         report = engine.rerouter.reroute(entity, ids, actor=Actor(None, "crm route", role="system", is_system=True),
                                          reason=reason)
@@ -445,8 +445,8 @@ def route(db_url: str, blueprint: str, entity: str, where: str, reason: str, dry
     for record_id, why in report.skipped[:20]:
         click.echo(f"  {entity} {record_id}: {why}")
     if report.parked:
-        click.echo(f"still unassigned: {', '.join(map(str, report.parked[:20]))}"
-                   f"{' …' if len(report.parked) > 20 else ''} — `crm explain {entity} ID` says why")
+        click.echo(say("route_still_unassigned", ids=", ".join(map(str, report.parked[:20]))
+                       + (" …" if len(report.parked) > 20 else ""), entity=entity))
         sys.exit(1)
 
 
@@ -462,7 +462,7 @@ def hooks() -> None:
               help="Keep the deliveries of this many days.")
 def hooks_prune(db_url: str, blueprint: str, days: int) -> None:
     """Delete deliveries (and their raw bodies) older than DAYS; run it daily (cron or a `jobs:` entry)."""
-    click.echo(f"deleted {_open(db_url, blueprint).intake.prune(days)} deliveries older than {days} days")
+    click.echo(say("hooks_pruned", count=_open(db_url, blueprint).intake.prune(days), days=days))
 
 
 @hooks.command("list")
@@ -496,9 +496,8 @@ def hooks_replay(db_url: str, blueprint: str, delivery_ids: tuple[int, ...], stu
     engine = _open(db_url, blueprint)
     ids = list(delivery_ids) + ([row.id for row in engine.intake.stuck()] if stuck else [])
     if not ids:
-        _fail("name a delivery id (crm hooks list) or give --stuck" if not stuck else "no delivery is stuck")
-    click.echo("authentication not checked again (--skip-auth)" if skip_auth
-               else "authentication checked again (give --skip-auth to skip it)")
+        _fail(say("hooks_name_one" if not stuck else "hooks_none_stuck"))
+    click.echo(say("hooks_auth_skipped" if skip_auth else "hooks_auth_checked"))
     refused = 0
     for delivery_id in ids:
         try:
@@ -1033,7 +1032,7 @@ def export_command(db_url: str, blueprint: str, entity: str, filters: tuple[str,
     for item in filters:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(f"--filter '{item}': write it as FIELD=VALUE, e.g. region=east")
+            _fail(say("filter_form", item=item))
         params.append((key, value))
     if search:
         params.append(("q", search))
@@ -1058,7 +1057,7 @@ def export_command(db_url: str, blueprint: str, entity: str, filters: tuple[str,
             count = exporter.write_xlsx(export, target)
     except (RecordError, Forbidden) as exc:
         _fail(str(exc))
-    click.echo(f"{count} {entity} record(s) → {target} ({time.monotonic() - started:.1f} s)")
+    click.echo(say("exported", count=count, entity=entity, target=target, seconds=f"{time.monotonic() - started:.1f}"))
 
 
 if __name__ == "__main__":

@@ -114,6 +114,10 @@ def test_the_cli_speaks_crm_lang_and_prints_business_times(tmp_path: Path, monke
     assert "到期 2026-03-04" in tokens.output and "从未使用" in tokens.output, tokens.output  # Shanghai's date
     refused = runner.invoke(cli.main, ["outbox", "retry", *where])
     assert refused.exit_code == 1 and "错误：请给出消息编号或 --all" in refused.output
+    replay = runner.invoke(cli.main, ["hooks", "replay", *where])
+    assert replay.exit_code == 1 and "请给出投递编号" in replay.output, replay.output
+    checked = runner.invoke(cli.main, ["doctor", *where])
+    assert "个错误" in checked.output and "finding" not in checked.output, checked.output
     monkeypatch.delenv("CRM_LANG")  # then the locale decides
     assert "active" in runner.invoke(cli.main, ["user", "list", *where]).output
     monkeypatch.setenv("LANG", "zh_CN.UTF-8")
