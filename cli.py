@@ -994,11 +994,12 @@ def imports_list(db_url: str, blueprint: str, limit: int) -> None:
     """Past imports: who, when, the file's hash, the mapping and the counts."""
     engine = _open(db_url, blueprint)
     for mapping in engine.model.imports:
-        click.echo(f"mapping {mapping.name:<24} → {mapping.entity} ({len(mapping.columns)} columns"
-                   + (", history" if mapping.history else "") + ")")
+        click.echo(say("imports_mapping_history" if mapping.history else "imports_mapping", name=f"{mapping.name:<24}",
+                       entity=mapping.entity, count=len(mapping.columns)))
+    words = _words()
     for record in engine.importer.recent(limit):
-        click.echo(f"{_local(record.started_at, engine.model.settings.timezone)[:16]}  sha256 {record.file_sha256[:12]}  by "
-                   f"{record.actor_id or 'system'}  {record.summary(_words())}")
+        click.echo(f"{_local(record.started_at, engine.model.settings.timezone)[:16]}  sha256 {record.file_sha256[:12]}  "
+                   + say("imports_by", by=record.actor_id or say("imports_system")) + f"  {record.summary(words)}")
 
 
 @main.command("export")
