@@ -408,7 +408,7 @@ def metrics(db_url: str, blueprint: str, dashboard: str | None, widget: str | No
 def doctor(db_url: str, blueprint: str) -> None:
     """Check the installation for the usual causes of records stuck unassigned; exit 1 on errors."""
     engine = _open(db_url, blueprint)
-    findings = engine.doctor.diagnose()
+    findings = engine.doctor.diagnose(cli_language())
     for finding in findings:
         click.echo(str(finding))
     errors = sum(1 for finding in findings if finding.severity == "error")

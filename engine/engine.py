@@ -237,6 +237,6 @@ def _assemble(model: Metamodel, schema: Schema, db: Database, clock: Clock, hash
                                                                                       value, now)
     return Engine(model, schema, db, clock, records, evaluator, calendars, router, actions, slas, cadences,
                   Users(model, schema, db, clock, hasher), Intake(model, schema, db, clock, records),
-                  Doctor(model, schema, db, clock, records, funnels, slas), extensions, funnels, approvals, base_url,
+                  Doctor(model, schema, db, clock, records, translate, funnels, slas), extensions, funnels, approvals, base_url,
                   migration, scores, surveys)
 

@@ -118,6 +118,7 @@ def test_the_cli_speaks_crm_lang_and_prints_business_times(tmp_path: Path, monke
     assert replay.exit_code == 1 and "请给出投递编号" in replay.output, replay.output
     checked = runner.invoke(cli.main, ["doctor", *where])
     assert "个错误" in checked.output and "finding" not in checked.output, checked.output
+    assert "[警告] 通知渠道未就绪" in checked.output and "[WARNING]" not in checked.output, checked.output
     mappings = runner.invoke(cli.main, ["imports", *where])
     assert "映射 sales_ledger" in mappings.output and "columns" not in mappings.output, mappings.output
     monkeypatch.delenv("CRM_LANG")  # then the locale decides

@@ -8,8 +8,11 @@ says, for each finding, what it is and what to do about it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,17 +41,24 @@ class Finding:
     title: str
     detail: str
     hint: str = ""
+    badge: str = ""  # the severity as the reader says it ("ERROR", "错误")
 
     def __str__(self) -> str:
-        text = f"[{self.severity.upper()}] {self.title}\n    {self.detail}"
+        text = f"[{self.badge or self.severity.upper()}] {self.title}\n    {self.detail}"
         return text + (f"\n    → {self.hint}" if self.hint else "")
+
+
+# (language, catalogue key, **values) → the text: the screens' catalogue, passed in by the
+# composition root (it sits above this package)
+Translate = Callable[..., str]
 
 
 class Doctor:
     """Finds the usual causes of records stuck unassigned, and explains what rules decided about a record."""
 
     def __init__(self, model: Metamodel, schema: Schema, db: Database, clock: Clock, records: RecordService,
-                 funnels: Funnels | None = None, slas: SlaClocks | None = None) -> None:
+                 translate: Translate, funnels: Funnels | None = None, slas: SlaClocks | None = None) -> None:
+        self.translate = translate
         self.model = model
         self.schema = schema
         self.db = db
@@ -57,22 +67,30 @@ class Doctor:
         self.funnels = funnels
         self.slas = slas
 
-    def diagnose(self) -> list[Finding]:
-        """Every finding, most serious first."""
-        findings = [*self._blueprint_findings(), *self._pool_findings(), *self._delivery_findings(),
-                    *self._record_findings(), *self._time_findings()]
+    def diagnose(self, lang: str = "en") -> list[Finding]:
+        """Every finding, most serious first, in `lang` (what the engine adds from elsewhere — a
+        blueprint warning, a delivery's error, a calendar's gap — is quoted as it was written)."""
+        say = functools.partial(self.translate, lang)
+        findings = [*self._blueprint_findings(say), *self._pool_findings(say), *self._delivery_findings(say),
+                    *self._record_findings(say), *self._time_findings(say)]
         order = {"error": 0, "warning": 1, "info": 2}
-        return sorted(findings, key=lambda finding: order[finding.severity])
+        return sorted((dataclasses.replace(finding, badge=say(f"doctor_severity_{finding.severity}"))
+                       for finding in findings), key=lambda finding: order[finding.severity])
 
-    def _blueprint_findings(self) -> list[Finding]:
+    @staticmethod
+    def _finding(say: Translate, severity: str, key: str, **values: Any) -> Finding:
+        """The finding `key`: its title, detail and hint are the catalogue's doctor_<key>_title, …"""
+        return Finding(severity, say(f"doctor_{key}_title", **values), say(f"doctor_{key}_detail", **values),
+                       say(f"doctor_{key}_hint", **values))
+
+    def _blueprint_findings(self, say: Translate) -> list[Finding]:
         model = self.model
-        findings = [Finding("warning", "blueprint warning", str(warning).splitlines()[0],
+        findings = [Finding("warning", say("doctor_blueprint_warning"), str(warning).splitlines()[0],
                             " ".join(line.strip() for line in str(warning).splitlines()[1:]))
                     for warning in model.warnings]
         for rule in model.rules:
             if not rule.is_enabled:
-                findings.append(Finding("warning", f"rule '{rule.name}' is disabled",
-                                        f"it never runs ({rule.location})", "set enabled: true or delete it"))
+                findings.append(self._finding(say, "warning", "rule_disabled", rule=rule.name, location=rule.location))
         setters: dict[tuple[str, str, str], list[str]] = {}
         for rule in model.rules:
             if not rule.is_enabled:
@@ -85,9 +103,8 @@ class Doctor:
                             setters.setdefault((rule.entity, field, trigger), []).append(rule.name)
         for (entity, field, trigger), names in setters.items():
             if len(set(names)) > 1 and field != "score":
-                findings.append(Finding("info", f"rules {', '.join(sorted(set(names)))} all set {entity}.{field}",
-                                        f"on the '{trigger}' trigger the later one (by priority) wins",
-                                        "check the priorities are what you meant"))
+                findings.append(self._finding(say, "info", "rules_overwrite", rules=", ".join(sorted(set(names))),
+                                              entity=entity, field=field, trigger=trigger))
         return findings
 
     def _reps(self) -> list[Rep]:
@@ -97,7 +114,7 @@ class Doctor:
         return [Rep(row.username, RepStatus.DISABLED if not row.is_active else
                     RepStatus.ON_LEAVE if row.on_leave else RepStatus.ACTIVE, row.team, row.role) for row in rows]
 
-    def _pool_findings(self) -> list[Finding]:
+    def _pool_findings(self, say: Translate) -> list[Finding]:
         findings = []
         reps = self._reps()
         parked = self.parked_now()
@@ -105,26 +122,24 @@ class Doctor:
             for pool in policy.pools:
                 members, skipped = pool_members(pool, reps)
                 active = [rep for rep in members if rep.status is RepStatus.ACTIVE]
-                where = f"routing policy '{policy.name}', pool '{pool.key}' ({policy.location})"
+                where = say("doctor_pool_where", policy=policy.name, pool=pool.key, location=policy.location)
                 if not active:
-                    away = "; ".join([f"{rep.username}: {rep.status.value.replace('_', ' ')}" for rep in members] +
-                                     [f"{skip.username}: {skip.reason}" for skip in skipped]) or "nobody is in it"
-                    findings.append(Finding(  # an error while records wait for it; else a warning
-                        "error" if parked.get(policy.name) else "warning", f"{where} has no active member",
-                        f"{pool.describe()}: {away}. Records routed here go to "
-                        f"{('queue ' + policy.fallback_queue) if policy.fallback_queue else 'nobody'}.",
-                        "add members (or users to its team), bring someone back from leave, or fix the policy's match"))
+                    away = "; ".join([f"{rep.username}: {say('doctor_rep_' + rep.status.value)}" for rep in members] +
+                                     [f"{skip.username}: {skip.reason}" for skip in skipped]) or say("doctor_pool_empty")
+                    target = say("doctor_to_queue", queue=policy.fallback_queue) if policy.fallback_queue else \
+                        say("doctor_to_nobody")
+                    findings.append(self._finding(  # an error while records wait for it; else a warning
+                        say, "error" if parked.get(policy.name) else "warning", "pool_inactive", where=where,
+                        pool=pool.describe(), away=away, target=target))
                 for rep in active:
                     role = rep.role
                     scope = self.records.access.scope(Actor(0, rep.username, role, rep.team), policy.entity, "read")
                     if scope is Scope.NONE:
-                        findings.append(Finding(
-                            "error", f"{rep.username} receives {policy.entity} records but cannot see them",
-                            f"role '{role}' has no read permission on {policy.entity}; {where}",
-                            f"give role {role} read on {policy.entity} in roles.yaml, or take the user out of the pool"))
+                        findings.append(self._finding(say, "error", "rep_blind", user=rep.username,
+                                                      entity=policy.entity, role=role, where=where))
         return findings
 
-    def _delivery_findings(self) -> list[Finding]:
+    def _delivery_findings(self, say: Translate) -> list[Finding]:
         table = self.schema.deliveries
         since = naive_utc(self.clock.now() - RECENT)
         stuck_since = naive_utc(self.clock.now() - STUCK)
@@ -136,14 +151,10 @@ class Doctor:
             stuck = connection.execute(sa.select(table.c.source, sa.func.count(), sa.func.min(table.c.id))
                                        .where(table.c.status == "received", table.c.received_at <= stuck_since)
                                        .group_by(table.c.source)).all()
-        findings = [Finding("error" if status == "failed" else "warning",
-                            f"source '{source}': {count} {status} deliveries in the last 7 days",
-                            f"latest error: {error}",
-                            "see `crm hooks list --source " + source + "`; fix the mapping or secret, then "
-                            "`crm hooks replay ID`") for source, status, count, error in rows]
-        findings += [Finding("error", f"source '{source}': {count} deliveries stuck in 'received'",
-                             f"logged but never processed (the process stopped in between), the first is delivery {first}",
-                             "`crm hooks replay --stuck` processes them now") for source, count, first in stuck]
+        findings = [self._finding(say, "error" if status == "failed" else "warning", "source_failing", source=source,
+                                  count=count, status=status, error=error) for source, status, count, error in rows]
+        findings += [self._finding(say, "error", "source_stuck", source=source, count=count, first=first)
+                     for source, count, first in stuck]
         return findings
 
     def parked_now(self) -> dict[str, list[tuple[str, int]]]:
@@ -170,7 +181,7 @@ class Doctor:
                         parked.setdefault(str((data or {}).get("policy")), []).append((entity, int(record_id)))
         return parked
 
-    def _record_findings(self) -> list[Finding]:
+    def _record_findings(self, say: Translate) -> list[Finding]:
         events = self.schema.events
         since = naive_utc(self.clock.now() - RECENT)
         flagged: Counter[str] = Counter()
@@ -183,32 +194,24 @@ class Doctor:
                                                          events.c.kind == "intake_flagged")):
                     for flag in (data or {}).get("flags") or []:
                         flagged[str(flag).removesuffix(": not routed")] += 1
-        findings = [Finding("warning", f"{count} records {flag}, unassigned now",
-                            "they were created but not routed",
-                            "if real customers are among them, loosen that filter, then "
-                            "`crm route ENTITY --where \"is_empty(owner)\"`") for flag, count in flagged.most_common()]
+        findings = [self._finding(say, "warning", "flagged", count=count, flag=flag)
+                    for flag, count in flagged.most_common()]
         for policy, records in sorted(self.parked_now().items(), key=lambda item: -len(item[1])):
             entity = records[0][0]
-            findings.append(Finding("error", f"{len(records)} records parked by routing policy '{policy}', "
-                                             "still unassigned now",
-                                    "no rep of the chosen pool could take them",
-                                    f"`crm explain {entity} {records[0][1]}` shows each rule and the pool; fix policy "
-                                    f"'{policy}', then `crm route {entity} --where \"is_empty(owner)\"` re-routes them"))
+            findings.append(self._finding(say, "error", "parked", count=len(records), policy=policy, entity=entity,
+                                          example=records[0][1]))
         return findings
 
-    def _time_findings(self) -> list[Finding]:
+    def _time_findings(self, say: Translate) -> list[Finding]:
         """Holiday calendars the packages do not cover yet, and channels without their secrets."""
         from engine.runtime.automation.clocks import calendar_warnings
         from engine.runtime.background.delivery import channel_warnings
         today = self.clock.now().date()
-        return ([Finding("warning", "holiday calendar not covered", text,
-                         "enter the official schedule under the calendar's holidays/workdays") for text in
-                 calendar_warnings(self.model, today)] +
-                [Finding("warning", "notification channel not ready", text,
-                         "set the environment variable or the CRM_SECRETS_FILE key it names")
-                 for text in channel_warnings(self.model)] + self._mention_findings())
+        return ([self._finding(say, "warning", "calendar_gap", text=text) for text in calendar_warnings(self.model, today)]
+                + [self._finding(say, "warning", "channel_not_ready", text=text) for text in channel_warnings(self.model)]
+                + self._mention_findings(say))
 
-    def _mention_findings(self) -> list[Finding]:
+    def _mention_findings(self, say: Translate) -> list[Finding]:
         """Feishu and Slack bots can only @mention people by their chat id: name who has none."""
         kinds = sorted({spec.type for spec in self.model.channels if spec.type in ("feishu", "slack")})
         if not kinds:
@@ -221,10 +224,8 @@ class Doctor:
         for kind in kinds:
             missing = [row.username for row in rows if not (row.im_ids or {}).get(kind)]
             if missing:
-                findings.append(Finding("info", f"{len(missing)} active user(s) have no {kind} id",
-                                        f"{kind} messages cannot @mention them: {', '.join(missing[:10])}"
-                                        + (" …" if len(missing) > 10 else ""),
-                                        f"crm user im USERNAME {kind}=… (or the admin users screen)"))
+                findings.append(self._finding(say, "info", "no_chat_id", count=len(missing), kind=kind,
+                                              users=", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")))
         return findings
 
     def explain(self, entity: str, record_id: int) -> str:
