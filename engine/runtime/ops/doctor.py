@@ -124,7 +124,7 @@ class Doctor:
                 active = [rep for rep in members if rep.status is RepStatus.ACTIVE]
                 where = say("doctor_pool_where", policy=policy.name, pool=pool.key, location=policy.location)
                 if not active:
-                    away = "; ".join([f"{rep.username}: {say('doctor_rep_' + rep.status.value)}" for rep in members] +
+                    away = "; ".join([say(f"doctor_rep_{rep.status.value}", user=rep.username) for rep in members] +
                                      [f"{skip.username}: {skip.reason}" for skip in skipped]) or say("doctor_pool_empty")
                     target = say("doctor_to_queue", queue=policy.fallback_queue) if policy.fallback_queue else \
                         say("doctor_to_nobody")
