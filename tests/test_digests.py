@@ -132,3 +132,30 @@ def test_two_workers_fold_a_backlog_once_and_send_every_message_once(make_engine
                                                   else [content])]
     assert sorted(lines) == [f"线索 {index:02d} 待跟进" for index in range(50)]  # each once, none lost
     assert {row.status for row in _rows(first)} == {"delivered"}
+
+
+def test_the_outbox_screen_shows_messages_folded_into_a_digest(make_engine: Any) -> None:
+    import html
+    import re
+
+    from starlette.testclient import TestClient
+
+    from engine.runtime.background.digests import Digest, fold_backlogs
+    from engine.runtime.ops.users import NewUser
+    roles = "roles:\n  admin: {label: Administrator, admin: true}\n"
+    runtime = make_engine({**FILES, "roles.yaml": roles})
+    _enqueue(runtime, "robot", 30)
+    with runtime.db.write() as connection:  # what a claim does before the robot answers
+        fold_backlogs(connection, runtime.schema, runtime.clock.now(), {"robot": Digest(10, 600, "【汇总】{count}")})
+    merged = sum(row.status == "merged" for row in _rows(runtime))
+    assert merged > 0
+    runtime.users.add(NewUser("chief", "管理员", "admin", password="chief-pass1"))
+    browser = TestClient(runtime.web_app())
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)  # type: ignore
+    browser.post("/login", data={"username": "chief", "password": "chief-pass1", "csrf_token": token})
+    everything = browser.get("/admin/outbox")
+    assert everything.status_code == 200 and "已并入摘要" in html.unescape(everything.text)
+    for status in ("pending", "sending", "dead", "delivered"):
+        assert browser.get("/admin/outbox", params={"status": status}).status_code == 200
+    only_merged = html.unescape(browser.get("/admin/outbox", params={"status": "merged"}).text)
+    assert f"共 {merged} 条" in only_merged

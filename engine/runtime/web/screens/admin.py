@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from engine.runtime.background.outbox import count_messages, retry_dead
+from engine.runtime.background.outbox import OutboxStatus, count_messages, retry_dead
 from engine.runtime.ops.audit import AuditEntry, AuditLog
 from engine.runtime.ops.users import CHAT_TYPES, MIN_PASSWORD_LENGTH, NewUser, chat_types, parse_im_ids
 from engine.runtime.storage.times import as_utc
@@ -281,7 +281,7 @@ def blueprint_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse
     return site.render(request, actor, "admin_blueprint.html", context, translate(lang, "blueprint_overview"))
 
 
-OUTBOX_STATUSES = ("pending", "sending", "dead", "delivered")
+OUTBOX_STATUSES = tuple(OutboxStatus)
 
 
 def outbox_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
