@@ -46,3 +46,13 @@ def test_a_message_is_filled_in_per_language() -> None:
     assert translate("en", "inbox_unread", count=3) == "Inbox: 3 unread"
     assert translate("zh", "save") == "保存"  # moved from the older in-code table
     assert (LOCALE / "zh" / "LC_MESSAGES" / "messages.po").read_text(encoding="utf-8").count("msgid") > 50
+
+
+def test_every_event_kind_outbox_status_and_clock_state_has_a_text_a_screen_can_show() -> None:
+    from engine.rules.clocks import ClockState
+    from engine.runtime.background.outbox import OutboxStatus
+    from engine.runtime.records.events import EventKind
+    wanted = ([f"event_{kind.value}" for kind in EventKind] + [f"outbox_{status.value}" for status in OutboxStatus]
+              + [f"cadence_state_{state.value}" for state in ClockState])
+    for lang in languages():
+        assert [key for key in wanted if key not in catalogue(lang)] == [], lang

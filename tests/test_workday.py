@@ -286,6 +286,10 @@ def test_conversion_creates_account_contact_and_opportunity_linked_both_ways(crm
     assert converted["status"] == "converted" and converted["converted_at"] is not None
     assert "converted" in [event.kind for event in runtime.records.events("lead", record["id"], actor=wang)]
     assert "converted" in [event.kind for event in runtime.records.events("opportunity", deal["id"], actor=wang)]
+    timeline = _text(signed_in(runtime, "wang").get(f"/lead/{record['id']}").text)
+    assert f"转化为 客户 #{account['id']}；联系人 #{contact['id']}；商机 #{deal['id']}" in timeline
+    assert "{targets}" not in timeline and "记录了 converted" not in timeline
+    assert f"由线索 #{record['id']} 转化而来" in _text(signed_in(runtime, "wang").get(f"/opportunity/{deal['id']}").text)
 
 
 def test_conversion_reuses_the_account_of_the_same_company_and_refuses_a_second_time(crm: Any) -> None:

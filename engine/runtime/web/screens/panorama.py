@@ -297,16 +297,33 @@ def _merged(site: Site, actor: Actor, sources: list[tuple[str, dict[int, str]]],
         title = titles.get((row.entity, row.record_id)) or f"#{row.record_id}"
         yield MergedEntry(local_time(event.at, zone).strftime("%Y-%m-%d %H:%M"), entity.name,
                           entity.label.text(lang), title, f"/{entity.name}/{row.record_id}", who,
-                          _t(lang, action) if action else _event_words(lang, event.kind),
+                          _t(lang, action) if action else event_words(site, event, lang),
                           changes)
 
 
-def _event_words(lang: str, kind: str) -> str:
-    """What the record page's timeline calls an event of this kind (its kind where it has no words)."""
+def event_words(site: Site, event: Event, lang: str) -> str:
+    """What a timeline calls an event (its kind where a plugin's kind has no words)."""
+    if event.kind == "converted":
+        return _conversion_note(site, event, lang)
     try:
-        return translate(lang, f"event_{kind}")
+        return translate(lang, f"event_{event.kind}")
     except KeyError:
-        return translate(lang, "event_other", kind=kind)
+        return translate(lang, "event_other", kind=event.kind)
+
+
+def _conversion_note(site: Site, event: Event, lang: str) -> str:
+    """What a conversion made of this record, or what it was made from (`converted` event data)."""
+    def named(entity: str, record_id: Any) -> tuple[str, str]:
+        label = site.model.entity(entity).label.text(lang) if site.model.has_entity(entity) else entity
+        return label, str(record_id)
+    origin = event.data.get("from")
+    if isinstance(origin, dict):
+        label, record_id = named(str(origin.get("entity")), origin.get("id"))
+        return translate(lang, "event_converted_from", entity=label, id=record_id)
+    made = event.data.get("into") or {}
+    targets = [" #".join(named(str(item.get("entity")), item.get("id"))) for item in made.values()
+               if isinstance(item, dict)]
+    return translate(lang, "event_converted", targets=translate(lang, "list_separator").join(targets))
 
 
 def _label(entity: EntitySpec, name: str, lang: str) -> str:

@@ -22,7 +22,7 @@ from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, 
 from engine.runtime.web.screens.event_values import event_value
 from engine.runtime.web.screens.i18n import translate
 from engine.runtime.web.screens.lists import cell_renderer, render_rows
-from engine.runtime.web.screens.panorama import panorama_panel
+from engine.runtime.web.screens.panorama import event_words, panorama_panel
 from engine.runtime.web.screens.site import Site, system_label
 from engine.runtime.web.screens.workday import LogPanel, log_panel, quick_actions, related_events
 from engine.runtime.web.screens.workday import text as related_text
@@ -80,7 +80,11 @@ def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator
     for cadence in site.services.cadences.summary(entity, record_id):
         pending = [step for step in cadence["steps"] if step["status"] == "pending"]
         nxt = f"{local_time(pending[0]['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if pending else "—"
-        yield f"{translate(lang, 'cadence')} {cadence['cadence']}: {cadence['state']} · {translate(lang, 'next_step')} {nxt}"
+        name = cadence["cadence"]
+        spec = next((spec for spec in site.model.cadences if spec.name == name), None)
+        label = spec.label.text(lang) if spec is not None else name
+        state = translate(lang, f"cadence_state_{cadence['state']}")
+        yield f"{translate(lang, 'cadence')} {label}: {state} · {translate(lang, 'next_step')} {nxt}"
 
 
 def _is_admin(site: Site, actor: Actor) -> bool:
@@ -152,11 +156,7 @@ def _timeline(site: Site, actor: Actor, entity: EntitySpec, events: list[Event],
     zone = site.model.settings.timezone
     for event in reversed(events):
         who = names.get(event.actor_id, f"#{event.actor_id}") if event.actor_id else translate(lang, "system")
-        key = f"event_{event.kind}"
-        try:
-            action = translate(lang, key)
-        except KeyError:
-            action = translate(lang, "event_other", kind=event.kind)
+        action = event_words(site, event, lang)
         shown = {} if event.kind == "created" else event.changes  # the page shows what it was created with
         changes = tuple(Change(_label(entity, name, lang), event_value(entity, name, before, lang, names),
                                event_value(entity, name, after, lang, names))
