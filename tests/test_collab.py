@@ -215,6 +215,9 @@ def test_an_admin_creates_a_user_resets_the_password_and_revokes_a_token_all_aud
     xu = runtime.users.find("xu")
     assert xu is not None and page_url == f"/admin/users/{xu.id}" and xu.team == "east"
     sign_in(runtime, "xu", "xu-password-1")
+    # the browser asks for as long a password as the server does, on both forms
+    assert 'name="password" type="password" autocomplete="new-password" minlength="10"' in admin.get(page_url).text
+    assert 'minlength="10"' in admin.get("/admin/users/new").text
 
     assert post_form(admin, page_url, page_url, {"action": "password", "password": "xu-new-pass-2"}).status_code == 303
     sign_in(runtime, "xu", "xu-new-pass-2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.runtime.ops.users import MIN_PASSWORD_LENGTH
 from engine.runtime.web.screens.contexts import Choice
 
 
@@ -104,6 +105,7 @@ class UserDetailContext:
     tokens: tuple[UserTokenView, ...]
     new_token: str = ""
     error: str = ""
+    min_password: int = MIN_PASSWORD_LENGTH  # what the server asks of a new password, so the form asks the same
 
 
 @dataclass(frozen=True, slots=True)
