@@ -532,6 +532,10 @@ def test_a_template_renders_record_fields_dates_and_durations():
          "sla": {"remaining": dt.timedelta(minutes=-95), "due_at": dt.datetime(2026, 4, 7, 2, 30, tzinfo=dt.timezone.utc)}},
         name="lead_breach.text")
     assert text == "### 华东精密 超时\n剩余 -1 h 35 min，截止 04-07 10:30 #制造 #A <b>raw</b>"
+    chinese = render_message("剩余 {{ sla.remaining|duration }}（目标 {{ sla.target|duration }}）",
+                             {"sla": {"remaining": dt.timedelta(hours=7, minutes=30), "target": dt.timedelta(days=2)}},
+                             name="lead_warning.text", language="zh")
+    assert chinese == "剩余 7小时30分钟（目标 2天）"  # a Chinese channel's message in Chinese units
 
 
 def test_undefined_names_fail_loudly_naming_template_and_line():

@@ -440,6 +440,8 @@ def test_the_list_shows_each_rows_sla_and_sorts_overdue_first(crm: Any, clock: A
     touched_row = next(row for row in rows if f'/lead/{touched["id"]}"' in row)
     assert "sla-chip overdue" in late_row and "已超时" in late_row
     assert "sla-chip on-track" in touched_row and "剩余" in touched_row
+    for row in (late_row, touched_row):  # how late / how long left in Chinese units, not "5h50m" or "2d"
+        assert re.search(r"(已超时|剩余)[^<]*\d+(天|小时|分钟)", row) and not re.search(r"\d+(h|m|d)\b", _text(row))
 
 
 def test_money_columns_are_totalled_and_board_columns_count_sum_and_link_the_rest(

@@ -82,14 +82,20 @@ def _format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", zone: str | None =
     return moment.strftime(fmt)
 
 
-def _format_duration(value: Any) -> str:
-    """A timedelta as "1 d 2 h 5 min" (negative: "-…"), for SLA remaining times."""
+_UNITS = {"zh": (("天", "小时", "分钟"), ""), "en": ((" d", " h", " min"), " ")}
+
+
+def duration_words(value: Any, language: str = "en") -> str:
+    """A timedelta as people read it: "1 d 2 h 5 min" in English, "1天2小时5分钟" in Chinese
+    (negative: "-…"), for SLA remaining times and targets."""
     if not isinstance(value, dt.timedelta):
         return str(value)
+    (day, hour, minute), gap = _UNITS["zh" if language.lower().startswith("zh") else "en"]
     sign, minutes = ("-" if value < dt.timedelta(0) else ""), int(abs(value).total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
-    parts = [f"{days} d"] * bool(days) + [f"{rest // 60} h"] * bool(rest // 60) + [f"{rest % 60} min"] * bool(rest % 60)
-    return sign + (" ".join(parts) or "0 min")
+    parts = [f"{days}{day}"] * bool(days) + [f"{rest // 60}{hour}"] * bool(rest // 60) \
+        + [f"{rest % 60}{minute}"] * bool(rest % 60)
+    return sign + (gap.join(parts) or f"0{minute}")
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()!<>|~{}])")
@@ -108,20 +114,21 @@ def _markdown_text(value: Any) -> str:
     return escape_markdown(show_text(value))
 
 
-def _environment(autoescape: bool, markdown: bool = False) -> _MessageEnvironment:
+def _environment(autoescape: bool, markdown: bool = False, language: str = "en") -> _MessageEnvironment:
     # finalize: None as "", decimals without trailing zeros, lists joined; in markdown, escaped
     env = _MessageEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
                               finalize=_markdown_text if markdown else show_text)
     env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
     env.filters = {name: env.filters[name] for name in _FILTERS}
-    env.filters.update(replace=_bounded_replace, datetime=_format_datetime, duration=_format_duration)
+    env.filters.update(replace=_bounded_replace, datetime=_format_datetime, duration=functools.partial(duration_words, language=language))
     return env
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled(template_text: str, name: str, autoescape: bool, markdown: bool = False) -> jinja2.Template:
+def _compiled(template_text: str, name: str, autoescape: bool, markdown: bool = False, language: str = "en"
+              ) -> jinja2.Template:
     """Check and compile a template once (the worker renders the same few templates thousands of times)."""
-    env = _environment(autoescape, markdown)
+    env = _environment(autoescape, markdown, language)
     try:
         tree = env.parse(template_text)
         for node in tree.find_all(_FORBIDDEN_NODES):
@@ -139,13 +146,13 @@ def _compiled(template_text: str, name: str, autoescape: bool, markdown: bool = 
 
 
 def render_message(template_text: str, context: Mapping[str, Any], *, name: str = "message",
-                   autoescape: bool = False, markdown: bool = False) -> str:
+                   autoescape: bool = False, markdown: bool = False, language: str = "en") -> str:
     """Render a blueprint message template in the sandbox; any failure names the template and line.
     `markdown`: every value the template substitutes is escaped for chat markdown (the
     template's own markup stays)."""
     if len(template_text) > MAX_TEMPLATE_CHARS:
         raise TemplateRenderError(f"template {name!r} is {len(template_text)} characters; the limit is {MAX_TEMPLATE_CHARS}")
-    template = _compiled(template_text, name, autoescape, markdown)
+    template = _compiled(template_text, name, autoescape, markdown, language)
     chunks: list[str] = []
     size = 0
     try:

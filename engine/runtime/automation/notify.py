@@ -130,16 +130,18 @@ def render_notification(model: Metamodel, language: str, context: Mapping[str, A
     `markdown`: record values are escaped, so text from a web form cannot add links or formatting."""
     try:
         if text is not None:
-            return {"title": "", "text": render_message(text, context, name="notify text", markdown=markdown)}
+            return {"title": "", "text": render_message(text, context, name="notify text", markdown=markdown,
+                                                         language=language)}
         if template is None or not model.has_template(template):
             raise TemplateRenderError(f"there is no message template '{template}'")
         found = model.template(template)
         title = found.pick("title", language)
-        rendered = {"title": render_message(title, context, name=f"{template}.title") if title else "",
-                    "text": render_message(found.pick("text", language), context, name=template, markdown=markdown)}
+        rendered = {"title": render_message(title, context, name=f"{template}.title", language=language) if title else "",
+                    "text": render_message(found.pick("text", language), context, name=template, markdown=markdown,
+                                            language=language)}
         if found.html and html:  # values are escaped in the HTML body
             rendered["html"] = render_message(found.pick("html", language), context, name=f"{template}.html",
-                                              autoescape=True)
+                                              autoescape=True, language=language)
         return rendered
     except TemplateRenderError as exc:
         return {"error": str(exc)}

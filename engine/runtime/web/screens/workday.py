@@ -15,6 +15,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from engine.channels.templates import duration_words
 from engine.metamodel import EntitySpec, FieldSpec, FieldType
 from engine.runtime.automation.clocks import sla_states
 from engine.runtime.automation.conversions import Conversions
@@ -213,24 +214,23 @@ def sla_cells(site: Site, entity: str, record_ids: list[int], lang: str) -> dict
         if state == "paused":
             css, words = "paused", text(lang, "sla_paused")
         elif state == "breached" or (due is not None and due <= now):
-            late = _span(now - due) if due is not None and due <= now else ""
+            late = _span(now - due, lang) if due is not None and due <= now else ""
             css, words = "overdue", text(lang, "sla_overdue", late=late)
         elif due is not None:
             css, words = ("due-soon" if due - now <= dt.timedelta(hours=1) else "on-track",
-                          text(lang, "sla_due_in", left=_span(due - now)))
+                          text(lang, "sla_due_in", left=_span(due - now, lang)))
         else:
             css, words = "on-track", text(lang, "sla_running")
         cells[record_id] = Markup('<span class="sla-chip {}" title="{}">{}</span>').format(css, label, words)
     return cells
 
 
-def _span(delta: dt.timedelta) -> str:
+def _span(delta: dt.timedelta, lang: str) -> str:
+    """How late or how long left, as short as a list cell needs: minutes, hours and minutes up to two
+    days, then whole days — in the reader's words ("19小时18分钟", "19 h 18 min")."""
     minutes = int(delta.total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    if minutes < 48 * 60:
-        return f"{minutes // 60}h{minutes % 60:02d}m"
-    return f"{minutes // 1440}d"
+    shown = dt.timedelta(days=minutes // 1440) if minutes >= 48 * 60 else dt.timedelta(minutes=minutes)
+    return duration_words(shown, lang)
 
 
 def format_amount(value: Any, currency: str | None = None) -> str:
