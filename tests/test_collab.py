@@ -112,18 +112,45 @@ def test_mark_one_and_mark_all_read(crm: Any) -> None:
 def test_a_rule_notify_reaches_each_recipients_inbox_once_like_the_chat_bot(crm: Any) -> None:
     """The shipped S-grade rule tells the owner and their manager (WeCom); the inbox gets it too."""
     runtime, people = crm
-    lead_id = lead(runtime, people["wang"], "王五", "大连重工", "13812349999")
+    lead_id = lead(runtime, people["wang"], "王五", "大连重工(集团)", "13812349999")
     runtime.records.update("lead", lead_id, {"registered_capital": 9000000, "hiring_recently": True,
                                              "has_tenders": True}, actor=SYSTEM)
     for username in ("wang", "manager"):
         notices = [notice for notice in Inbox(runtime.schema, runtime.db).notices(people[username].id)[0]
                    if notice.kind == "notify" and notice.record_id == lead_id]
         assert len(notices) == 1, username
-        assert "S级线索：大连重工" in notices[0].title
+        assert "S级线索：大连重工(集团)" in notices[0].title
+        # plain text in the inbox: no chat-markdown escapes, no bare "打开线索" left of a link
+        assert "\\" not in notices[0].text and "打开线索" not in notices[0].text
     with runtime.db.read() as connection:
         outbox = connection.execute(sa.select(runtime.schema.outbox.c.payload).where(
             runtime.schema.outbox.c.record_id == lead_id, runtime.schema.outbox.c.channel == "wecom_sales")).all()
-    assert len(outbox) == 1 and "S级线索：大连重工" in outbox[0].payload["text"]
+    assert len(outbox) == 1 and "S级线索：大连重工(集团)" in outbox[0].payload["text"]
+
+
+def test_a_markdown_chat_message_reaches_the_inbox_as_plain_text(crm: Any) -> None:
+    """DingTalk gets the SLA warning with values escaped for its markdown; the owner's inbox gets the
+    same words without backslashes, and without the bare "打开线索" of the chat's link line."""
+    import datetime as dt
+
+    from engine.runtime.automation.notify import enqueue_notification
+    runtime, people = crm
+    lead_id = lead(runtime, people["wang"], "王五", "大连重工(集团)", "13812349998")
+    record = runtime.records.get("lead", lead_id, actor=SYSTEM)
+    now = runtime.clock.now()
+    context = {"record": record, "owner": {"display_name": "王磊 (Sales rep)"}, "url": f"http://crm/lead/{lead_id}",
+               "sla": {"percent": 80, "remaining": dt.timedelta(hours=7, minutes=30), "due_at": now}}
+    with runtime.db.write() as connection:
+        enqueue_notification(connection, runtime.schema, runtime.model, channel="dingtalk_sales", to=["owner"],
+                             owner_id=people["wang"].id, context=context, key="warn-1", now=now,
+                             template="lead_sla_warning", entity="lead", record_id=lead_id)
+        chat = connection.execute(sa.select(runtime.schema.outbox.c.payload).where(
+            runtime.schema.outbox.c.idempotency_key == "warn-1")).scalar_one()
+    assert "大连重工\\(集团\\)" in chat["text"] and "[打开线索](" in chat["text"]
+    (notice,) = [notice for notice in Inbox(runtime.schema, runtime.db).notices(people["wang"].id)[0]
+                 if notice.kind == "notify" and notice.record_id == lead_id]
+    assert "大连重工(集团)" in notice.text and "王磊 (Sales rep)" in notice.text and "剩余：7小时30分钟" in notice.text
+    assert "\\" not in notice.text and "打开线索" not in notice.text
 
 
 # -- comments and mentions ---------------------------------------------------------------------------------

@@ -80,9 +80,12 @@ _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 
 
 def plain_text(text: str) -> str:
-    """A chat message's Markdown as plain lines: headings, bullets and links lose their marks."""
+    """A chat message's Markdown as plain lines: headings, bullets and links lose their marks; a line
+    that is only a link ("- [打开线索](url)") goes, as the notice itself links to its record."""
     lines = []
     for line in text.splitlines():
+        if not _LINK.sub("", line).strip(" -*·"):
+            continue
         line = _LINK.sub(r"\1", line).strip()
         line = line.lstrip("#").strip()
         if line.startswith(("- ", "* ")):
