@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ from openapi_spec_validator import validate
 
 from engine.engine import Engine
 from engine.runtime.ops.users import NewUser
+from engine.runtime.storage.times import as_utc
 from tests.support.blueprints import SHIPPED_CRM
 from tests.support.records_blueprint import BLUEPRINT
 from tests.support.web import sign_in, visible_text
@@ -211,6 +213,14 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_engine: Any
     overdue = client.get("/api/ticket", params={"sla": "overdue"}).json()["total"]
     assert running > 0 and overdue > 0
     validate(client.get("/api/openapi.json").json())
+    # people read their notices day by day: what is unread is the last two days', not four months'
+    from engine.runtime.automation.inbox import inbox_table
+    table = inbox_table(runtime.schema)
+    cutoff = runtime.clock.now() - dt.timedelta(days=2)
+    with runtime.db.read() as connection:
+        unread = connection.execute(sa.select(table.c.created_at).where(table.c.read_at.is_(None))).scalars().all()
+        total = connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    assert total > len(unread) > 0 and all(as_utc(moment) >= cutoff for moment in unread)
 
 
 def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engine) -> None:
