@@ -158,6 +158,25 @@ def test_import_rules_run_with_origin_import_and_no_rules_says_so(make_engine: C
     assert {row["name"]: row for row in leads(engine)}["王五"]["source_detail"] is None
 
 
+def test_a_managers_import_routes_rows_without_an_owner_and_stamps_every_assignment(
+        make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    """The import screen runs as the signed-in user: a row with no owner goes through routing (lead.yaml
+    says owner_on_create: routing), not to the importer; every imported lead with an owner has its
+    assignment time, as the 24-hour assignment rate on the dashboards needs."""
+    engine = crm_engine(make_engine)
+    manager = engine.users.find("manager")
+    assert manager is not None
+    rows = [["张三", "甲公司", "13900000011", "华东", "上海", "wang", "新线索", "2026/1/5", ""],
+            ["李四", "乙公司", "13900000012", "华东", "上海", "", "新线索", "2026/1/5", ""]]
+    path = write_xlsx(tmp_path / "ledger.xlsx", rows)
+    plan = engine.importer.prepare(read_table(path), engine.model.import_mapping("sales_ledger"), path.read_bytes())
+    assert engine.importer.run(plan, actor=manager).record.created == 2
+    stored = {row["name"]: row for row in leads(engine)}
+    reps = {engine.users.find(name).id for name in ("wang", "li")}  # type: ignore[union-attr]
+    assert stored["李四"]["owner"] in reps  # routed to a rep of the region, not kept by the manager who imported
+    assert all(row["assigned_at"] is not None for row in stored.values())
+
+
 def test_salesforce_style_export_imports_with_a_saved_mapping(make_engine: Callable[..., Engine],
                                                               tmp_path: Path) -> None:
     engine = crm_engine(make_engine)

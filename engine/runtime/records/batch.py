@@ -101,8 +101,7 @@ class BatchWriter:
             if errors:
                 self._reject(results[index], errors)
                 continue
-            if "owner" not in data and not actor.is_system:
-                data["owner"] = actor.id
+            service.default_owner(entity, data, actor)
             prepared.append((index, data, provided))
         with deferring(connection):
             prepared = self._check_references(connection, entity, prepared, results, actor)
@@ -274,6 +273,7 @@ class BatchWriter:
                 if service.observers:
                     data = service._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now,
                                                           origin, None, notes, history))
+                data = service.stamp_assigned(entity, data, now)
                 if service.gates:
                     service._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now,
                                                       origin, None, notes, history))

@@ -355,6 +355,23 @@ class RecordService:
 
     # -- creating ------------------------------------------------------------------------
 
+    @staticmethod
+    def stamp_assigned(entity: EntitySpec, data: dict[str, Any], moment: dt.datetime) -> dict[str, Any]:
+        """A record created with an owner was assigned when it was created (`assigned_at:` on the
+        entity), whoever gave the owner: a form, routing, the API or an import — history included."""
+        if entity.assigned_at_field and data.get("owner") is not None and data.get(entity.assigned_at_field) is None:
+            return {**data, entity.assigned_at_field: moment}
+        return data
+
+    def default_owner(self, entity: EntitySpec, data: dict[str, Any], actor: Actor) -> None:
+        """A new record without an owner is its creator's — unless the entity routes new records
+        (`owner_on_create: routing`): then its assign rules pick one, for a form, the API and an
+        import alike. A creator who sees only their own records keeps what they type in (a rep's
+        own cold call); the system creates unowned."""
+        if "owner" not in data and not actor.is_system and (
+                not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN):
+            data["owner"] = actor.id
+
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
                within: sa.Connection | None = None, origin: Origin | str = Origin.USER, source: str | None = None,
                created_at: dt.datetime | None = None, history: bool = False) -> WriteResult:
@@ -376,11 +393,7 @@ class RecordService:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
             raise ValidationFailed(errors)
-        if "owner" not in data and not actor.is_system and (
-                not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN):
-            # owner_on_create: routing leaves it to the entity's assign rules — except for a creator who sees
-            # only their own records (a rep typing in their own cold call keeps it)
-            data["owner"] = actor.id
+        self.default_owner(entity, data, actor)
         now = self.clock.now()
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
@@ -440,9 +453,7 @@ class RecordService:
         if self.observers:
             data = self._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                                notes, history))
-        if entity.assigned_at_field and data.get("owner") is not None and not history \
-                and data.get(entity.assigned_at_field) is None:
-            data = {**data, entity.assigned_at_field: now}
+        data = self.stamp_assigned(entity, data, created_at or now)
         if self.gates:
             self._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now, origin, source,
                                            notes, history))
