@@ -457,8 +457,11 @@ def test_money_columns_are_totalled_and_board_columns_count_sum_and_link_the_res
     import engine.runtime.web.screens.boards as boards
     monkeypatch.setattr(boards, "CARDS_PER_COLUMN", 2)
     board = client.get("/opportunity/board").text
-    assert "500,000.50 CNY" in _text(board)
+    assert "金额 500,000.50 CNY" in _text(board)  # the total names what it adds up
     assert "显示了 2 / 3 张" in _text(board) and 'href="/opportunity?stage=qualify"' in board
+    lead(runtime, owner=people["wang"].id, company="宁波精工", budget="200000", registered_capital="5000000")
+    leads_board = _text(client.get("/lead/board").text)  # lead.yaml: sum: budget, not the registered capital
+    assert "预算 200,000.00 CNY" in leads_board and "5,000,000" not in leads_board
 
 
 def test_the_activity_form_tells_two_leads_of_the_same_name_apart(crm: Any) -> None:
@@ -505,3 +508,18 @@ def test_a_rep_disqualifies_a_lead_from_its_page_with_the_reason_and_a_missing_r
     assert "set-aside-form" not in client.get(f"/lead/{record['id']}").text  # closed: no side moves left
     bogus = client.post(f"/lead/{record['id']}/set_aside", data={"csrf_token": _csrf(page), "to": "converted"})
     assert "不是可以直接设置的状态" in _text(client.get(bogus.headers["location"]).text)
+
+
+def test_a_board_sum_that_is_not_money_is_refused_at_its_line(tmp_path: Any) -> None:
+    import shutil
+    folder = shutil.copytree(SHIPPED_CRM.parent, tmp_path / "blueprints") / SHIPPED_CRM.name  # it includes ../service
+    lead_yaml = folder / "entities" / "lead.yaml"
+    text = lead_yaml.read_text(encoding="utf-8")
+    assert "    sum: budget" in text
+    lead_yaml.write_text(text.replace("    sum: budget", "    sum: employee_count"), encoding="utf-8")
+    line = next(number for number, row in enumerate(lead_yaml.read_text(encoding="utf-8").splitlines(), 1)
+                if row.startswith("    sum: employee_count"))
+    with pytest.raises(BlueprintInvalid) as raised:
+        load(folder)
+    assert f"lead.yaml:{line}" in str(raised.value) and "board sum 'employee_count' is not a money field" \
+        in str(raised.value) and str(raised.value).startswith("1 error in the blueprint")

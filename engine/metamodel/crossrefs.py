@@ -155,6 +155,12 @@ class _EntityChecker:
                 self.error(("views", "board", "field"), f"board field '{board['field']}' is not a choice field",
                            "a board has one column per option, so it needs a choice field such as stage")
             self.check_names(("views", "board", "card"), board.get("card") or [], "card field")
+            total = board.get("sum")
+            if total:
+                self.check_names(("views", "board", "sum"), [total], "sum field")
+                if self.entity.has_field(total) and self.entity.field(total).type is not FieldType.MONEY:
+                    self.error(("views", "board", "sum"), f"board sum '{total}' is not a money field",
+                               "each column adds up a money field, such as budget or amount")
         form = views.get("form")
         if form:
             placed: dict[str, PathKey] = {}

@@ -183,6 +183,7 @@ class BoardSpec:
     field: str
     label: Label
     card: tuple[str, ...]
+    sum: str | None = None  # the money field each column adds up (default: the first money field on the cards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +357,7 @@ def build_entity(doc: SourceDocument, errors: list[BlueprintError], settings: Se
     if "board" in views:
         spec = views["board"]
         board = BoardSpec(spec["field"], Label.of(spec.get("label"), "Board"),
-                          tuple(spec.get("card") or [f.name for f in fields[:3]]))
+                          tuple(spec.get("card") or [f.name for f in fields[:3]]), spec.get("sum"))
     form = None
     if "form" in views:
         form = FormViewSpec(tuple(FormSection(Label.of(section.get("label")), tuple(section["fields"]))

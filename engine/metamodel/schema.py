@@ -122,7 +122,7 @@ ENTITY_SCHEMA: dict[str, Any] = {
                     "sort": SORT, "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
                     "where": EXPRESSION}}},
             "board": {"type": "object", "required": ["field"], "additionalProperties": False,
-                      "properties": {"field": NAME, "label": LABEL, "card": NAME_LIST}},
+                      "properties": {"field": NAME, "label": LABEL, "card": NAME_LIST, "sum": NAME}},
             "form": {"type": "object", "required": ["sections"], "additionalProperties": False,
                      "properties": {"sections": {"type": "array", "minItems": 1, "items": {
                          "type": "object", "required": ["fields"], "additionalProperties": False,

@@ -37,6 +37,12 @@ def board_field(entity: EntitySpec, requested: str | None) -> str:
     return choices[0]
 
 
+def _amount(entity: EntitySpec, field: str, total: Any, lang: str) -> str:
+    """A column's total, named: "预算 1,280,000.00 CNY" (empty when the column has nothing to add up)."""
+    shown = format_amount(total, entity.field(field).currency)
+    return f"{entity.field(field).label.text(lang)} {shown}" if shown else ""
+
+
 def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -> HTMLResponse:
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
@@ -46,8 +52,9 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
     card_fields = [n for n in (entity.board.card if entity.board and entity.board.field == name
                                else entity.list_view().columns[:4]) if n not in hidden and n != entity.title_field]
     sort = entity.list_view().sort
-    money = next((field for field in [*card_fields, *entity.money_fields] if field in entity.money_fields
-                  and field not in hidden), None)
+    declared = entity.board.sum if entity.board and entity.board.field == name else None
+    money = next((field for field in ([declared] if declared else card_fields) if field in entity.money_fields
+                  and field not in hidden), None)  # never a money field nobody asked to add up
     pages = [(choice, site.records.list(entity.name, ListQuery(filters=(Filter(name, "eq", choice.value),),
                                                                sort=sort, per_page=CARDS_PER_COLUMN), actor=actor,
                                         sums=[money] if money else ()))
@@ -58,7 +65,7 @@ def board_screen(site: Site, request: Request, actor: Actor, entity_name: str) -
         Card(item["id"], f"/{entity.name}/{item['id']}", str(item.get(entity.title_field) or f"#{item['id']}"),
              item["version"], tuple(renderers[n](item.get(n)) for n in card_fields if item.get(n) not in (None, "")))
         for item in page.items), f"/{entity.name}?{urlencode({name: choice.value})}" if page.more
-        else None, format_amount(page.extra.get("sums", {}).get(money), entity.field(money).currency) if money else "")
+        else None, _amount(entity, money, page.extra.get("sums", {}).get(money), lang) if money else "")
         for choice, page in pages)
     handover = site.model.handover_for(entity.name, name)
     panel = handover_panel(site, request, handover, [item["id"] for item in items], lang) if handover else None
