@@ -130,7 +130,7 @@ def test_s_lead_assigned_before_qingming_breaches_at_the_right_business_minute(c
     assert len(_events(crm, "sla_breached")) == 1
     assert len(_events(crm, "sla_warning")) == 2
     texts = [m["payload"]["text"] for m in reversed(list_messages(crm.db, crm.schema))]
-    assert texts[0].startswith("ACME 还剩 1 h") and "(50%)" not in texts[0] and "50%" in texts[0]
+    assert texts[0].startswith("ACME 还剩 1小时") and "(50%)" not in texts[0] and "50%" in texts[0]
     assert texts[2] == "ACME 超时，负责人 Wang Wei，经理 Boss Liu"
     breach_message = list_messages(crm.db, crm.schema)[0]["payload"]
     assert sorted(breach_message["mention_mobiles"]) == ["13800000000", "13900000001"]
