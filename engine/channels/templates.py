@@ -120,7 +120,8 @@ def _environment(autoescape: bool, markdown: bool = False, language: str = "en")
                               finalize=_markdown_text if markdown else show_text)
     env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
     env.filters = {name: env.filters[name] for name in _FILTERS}
-    env.filters.update(replace=_bounded_replace, datetime=_format_datetime, duration=functools.partial(duration_words, language=language))
+    env.filters.update(replace=_bounded_replace, datetime=_format_datetime,
+                       duration=functools.partial(duration_words, language=language))
     return env
 
 

@@ -159,7 +159,7 @@ def _to_inboxes(connection: sa.Connection, schema: Schema, model: Metamodel, rec
         by_language.setdefault(wanted, []).append(row.id)
     key = notify_key(entity, record_id, template or text or "", now)
     for wanted, user_ids in by_language.items():
-        # a markdown channel's text has its values escaped for the chat ("\\(Sales rep\\)"); the inbox
+        # a markdown channel's text has its values escaped for the chat ("\(Sales rep\)"); the inbox
         # shows plain text, so it renders its own copy
         rendered = payload if wanted == language and payload.get("format") != "markdown" else \
             render_notification(model, wanted, context, text=text, template=template)
@@ -171,5 +171,5 @@ def _to_inboxes(connection: sa.Connection, schema: Schema, model: Metamodel, rec
              entity=entity, record_id=record_id)
 
 
-NOBODY = {"id": None, "username": "", "display_name": "—", "phone": "", "email": "", "role": "",  # no owner: a dash
-          "team": ""}                                                                              # reads in any language
+# no owner: a dash reads in any language
+NOBODY = {"id": None, "username": "", "display_name": "—", "phone": "", "email": "", "role": "", "team": ""}

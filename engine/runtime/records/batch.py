@@ -85,6 +85,7 @@ class BatchWriter:
         service.access.require(actor, entity.name, "create")
         results = [RowResult(index, "pending") for index in range(len(rows))]
         prepared: list[tuple[int, dict[str, Any], set[str]]] = []
+        owner = service.owner_on_create(entity, actor)  # for rows that name none; the same for every row
         for index, values in enumerate(rows):
             try:
                 service.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
@@ -101,7 +102,8 @@ class BatchWriter:
             if errors:
                 self._reject(results[index], errors)
                 continue
-            service.default_owner(entity, data, actor)
+            if "owner" not in data and owner is not None:
+                data["owner"] = owner
             prepared.append((index, data, provided))
         with deferring(connection):
             prepared = self._check_references(connection, entity, prepared, results, actor)

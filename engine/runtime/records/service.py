@@ -363,14 +363,16 @@ class RecordService:
             return {**data, entity.assigned_at_field: moment}
         return data
 
-    def default_owner(self, entity: EntitySpec, data: dict[str, Any], actor: Actor) -> None:
-        """A new record without an owner is its creator's — unless the entity routes new records
-        (`owner_on_create: routing`): then its assign rules pick one, for a form, the API and an
-        import alike. A creator who sees only their own records keeps what they type in (a rep's
-        own cold call); the system creates unowned."""
-        if "owner" not in data and not actor.is_system and (
-                not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN):
-            data["owner"] = actor.id
+    def owner_on_create(self, entity: EntitySpec, actor: Actor) -> int | None:
+        """Who owns a new record created without an owner: its creator — unless the entity routes new
+        records (`owner_on_create: routing`), when its assign rules pick one (None), for a form, the API
+        and an import alike. A creator who sees only their own records keeps what they type in (a
+        rep's own cold call); the system creates unowned."""
+        if actor.is_system:
+            return None
+        if not entity.routes_new_records or self.access.scope(actor, entity.name, "read") is Scope.OWN:
+            return actor.id
+        return None
 
     def create(self, entity_name: str, values: Mapping[str, Any], *, actor: Actor,
                within: sa.Connection | None = None, origin: Origin | str = Origin.USER, source: str | None = None,
@@ -393,7 +395,8 @@ class RecordService:
             errors += check_validations(entity, data, self.evaluator)
         if errors:
             raise ValidationFailed(errors)
-        self.default_owner(entity, data, actor)
+        if "owner" not in data and (owner := self.owner_on_create(entity, actor)) is not None:
+            data["owner"] = owner
         now = self.clock.now()
         with self._writing(within) as connection:
             self.access.check_assignee(connection, actor, entity.name, data.get("owner"))
