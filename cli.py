@@ -77,6 +77,26 @@ def _words() -> Callable[..., str]:
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
+class DatabaseUrl(click.ParamType[str]):
+    """A database URL, or a plain file path meaning a SQLite file there (`--db demo.sqlite`)."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        import sqlalchemy as sa
+
+        text = str(value).strip()
+        if "://" not in text:
+            if not text:
+                self.fail(say("db_url_empty"), param, ctx)
+            return f"sqlite:///{text}"
+        try:
+            sa.engine.make_url(text).get_dialect().import_dbapi()  # an unknown scheme or missing driver too
+        except (sa.exc.ArgumentError, ValueError, ImportError):
+            self.fail(say("db_url_invalid", value=text), param, ctx)
+        return text
+
+
 def _blueprint_option(function: _Command) -> _Command:
     return click.option("--blueprint", "blueprint", envvar="CRM_BLUEPRINT", default=str(SHIPPED_BLUEPRINT),
                         show_default="the shipped CRM blueprint (CRM_BLUEPRINT overrides)",
@@ -84,9 +104,9 @@ def _blueprint_option(function: _Command) -> _Command:
 
 
 def _db_option(function: _Command) -> _Command:
-    return click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB,
+    return click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB, type=DatabaseUrl(),
                         show_default="crm.sqlite in this folder (CRM_DATABASE_URL overrides)",
-                        help="Database URL: sqlite:///file.sqlite or postgresql://user@host/db")(function)
+                        help="Database URL (sqlite:///file.sqlite, postgresql://user@host/db) or a SQLite file's path")(function)
 
 
 def extensions_or_exit() -> Extensions:
@@ -112,7 +132,20 @@ def load_or_exit(path: str, extensions: Extensions | None = None) -> Metamodel:
     return model
 
 
-@click.group()
+class _Commands(click.Group):
+    """The `crm` group: a database that cannot be reached is said in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import sqlalchemy as sa
+
+        try:
+            return super().invoke(ctx)
+        except sa.exc.OperationalError as exc:
+            click.echo(say("db_unreachable", error=str(exc.orig or exc).strip().splitlines()[0]), err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """blueprint-crm: a CRM engine driven by YAML blueprints."""
 
@@ -250,9 +283,9 @@ def serve(db_url: str, blueprint: str, host: str, port: int, with_worker: bool |
 
 
 @main.command()
-@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB,
+@click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=DEFAULT_DB, type=DatabaseUrl(),
               show_default="crm.sqlite in this folder, the same as every other command (CRM_DATABASE_URL overrides)",
-              help="Where the demo data goes.")
+              help="Where the demo data goes: a SQLite file's path or a database URL.")
 @_blueprint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

@@ -42,6 +42,24 @@ def test_the_demo_and_every_command_share_one_default_database(tmp_path: Path, m
     assert listed.exit_code == 0 and "wang" in listed.output and "manager" in listed.output
 
 
+def test_db_takes_a_plain_file_path_and_a_bad_url_is_one_clear_line(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    made = runner.invoke(cli.main, ["demo", "--no-serve", "--leads", "3", "--db", "mine.sqlite"])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "mine.sqlite").exists() and not (tmp_path / "crm.sqlite").exists()
+    listed = runner.invoke(cli.main, ["user", "list", "--db", "mine.sqlite"])
+    assert listed.exit_code == 0 and "wang" in listed.output
+    for wrong in ("postgres://me@localhost/crm", "postgresql://::bad", "mysql://me@localhost/crm"):
+        refused = runner.invoke(cli.main, ["user", "list", "--db", wrong], env={"CRM_LANG": "zh"})
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+        assert f'"{wrong}" 不是有效的数据库地址' in refused.output and "postgresql://user@host/db" in refused.output
+    unreachable = runner.invoke(cli.main, ["user", "list", "--db", "postgresql://postgres@127.0.0.1:9/test"],
+                                env={"CRM_LANG": "en"})
+    assert unreachable.exit_code == 1 and isinstance(unreachable.exception, SystemExit)  # said, not a traceback
+    assert "cannot reach the database" in unreachable.output and "Connection refused" in unreachable.output
+
+
 def test_cli_times_are_in_the_business_time_zone(tmp_path: Path) -> None:
     import datetime as dt
 
