@@ -29,7 +29,8 @@ from engine.io.demo_comments import seed_comments
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.automation.inbox import inbox_table
 from engine.runtime.ops.users import NewUser
-from engine.runtime.storage.times import naive_utc
+from engine.runtime.background.timers import fire_due_timers
+from engine.runtime.storage.times import as_utc, naive_utc
 from engine.runtime.records.actors import SYSTEM, Actor
 
 if TYPE_CHECKING:  # the demo receives an engine; it never builds one
@@ -183,8 +184,8 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     now = now or engine.clock.now()
     clock = FakeClock(now)
     # SLA clocks and cadences run as the history is written (at its past moments), so the demo
-    # opens with clocks on the record pages, overdue leads in the lists, and breaches for the
-    # worker to catch up on; the blueprint's rules do not (owners here are chosen by hand).
+    # opens with clocks on the record pages, overdue leads in the lists, and the breaches fired
+    # (`_catch_up_timers`); the blueprint's rules do not (owners here are chosen by hand).
     seeding = engine.on_clock(clock, rules=False)
     live = engine.on_clock(clock, rules=True)  # leads and their calls: rules and routing as in production
     rng = random.Random(seed)
@@ -219,18 +220,38 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
     if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
         engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
+    _catch_up_timers(engine, now)
     _read_old_notices(engine, now)
     engine.db.analyze(engine.schema.metadata.sorted_tables)  # every table was filled: the planner's statistics
     return DemoSummary(users, writer.counts)
 
 
+def _catch_up_timers(engine: Engine, now: dt.datetime) -> None:
+    """The worker's share of the history: every SLA and cadence timer that fell due while the
+    history was written fires at (within five minutes of) its due moment, with the rules on, as
+    a worker running all along would have fired it — so the breaches, their reassignments and
+    notices carry their own dates, and the first `crm serve` does not fire four months of them
+    at once (the manager opened the demo with 586 unread breach notices)."""
+    clock = FakeClock(now)
+    handlers = engine.on_clock(clock).timer_handlers
+    table = engine.schema.timers
+    while True:
+        with engine.db.read() as connection:
+            due = connection.execute(sa.select(sa.func.min(table.c.due_at)).where(
+                table.c.status == "pending", table.c.due_at <= naive_utc(now))).scalar()
+        if due is None:
+            return
+        clock.set(min(as_utc(due) + dt.timedelta(minutes=5), now))
+        fire_due_timers(engine.db, engine.schema, handlers, clock.now(), worker="demo")
+
+
 def _read_old_notices(engine: Engine, now: dt.datetime) -> None:
-    """People who use the CRM every day have read what reached them before the last two days: the
-    demo opens on a few dozen unread notices, not four months' worth (the manager had 1,083)."""
+    """People who use the CRM every day have read what reached them before the last day: the demo
+    opens on a few dozen unread notices, not four months' worth (the manager had 1,083)."""
     table = inbox_table(engine.schema)
     with engine.db.write() as connection:
         connection.execute(table.update().where(table.c.read_at.is_(None),
-                                                table.c.created_at < naive_utc(now - dt.timedelta(days=2)))
+                                                table.c.created_at < naive_utc(now - dt.timedelta(days=1)))
                            .values(read_at=table.c.created_at))
 
 
