@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -246,12 +247,16 @@ class Doctor:
         record's creation), so a breach that came soon after a late assignment explains itself."""
         if self.slas is None:
             return ""
+        zone = ZoneInfo(self.model.settings.timezone)
+
+        def local(moment: dt.datetime | None) -> str:  # as the screens and the traces show it
+            return moment.astimezone(zone).isoformat(sep=" ", timespec="seconds") if moment else "—"
+
         lines = []
         for clock in self.slas.summary(entity, record_id, self.clock.now()):
             spec = self.model.sla(clock["policy"])
-            due = clock["due_at"].isoformat() if clock["due_at"] else "—"
             lines.append(f"  - {spec.name}: {clock['state']}, {spec.describe_start()}; counting since "
-                         f"{clock['started_at'].isoformat()}, due {due} ({clock['percent']}% used)")
+                         f"{local(clock['started_at'])}, due {local(clock['due_at'])} ({clock['percent']}% used)")
         return "SLA clocks:\n" + "\n".join(lines) if lines else ""
 
     def _funnel_now(self, entity: str, record_id: int) -> str:
