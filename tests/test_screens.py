@@ -518,7 +518,11 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Engine
     assert zhao.post("/login", data={"username": "zhao", "password": "zhao-pass-1",
                                      "csrf_token": token}).status_code == 401
 
-    assert sign_in(runtime, "wang").get("/admin/users").status_code == 403
+    wang = sign_in(runtime, "wang")
+    refused = wang.get("/admin/users")
+    assert refused.status_code == 403 and "你缺少对“用户”的“管理”权限" in refused.text  # not the key "admin"
+    assert wang.get("/admin").headers["location"] == "/admin/users"  # /admin is where people type
+    assert admin.get("/admin", follow_redirects=True).url.path == "/admin/users"
 
 
 def test_admin_gives_a_user_chat_ids_and_a_wrong_one_is_refused(crm: tuple[Engine, Any]) -> None:

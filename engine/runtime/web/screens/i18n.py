@@ -8,6 +8,7 @@ from engine.runtime.web.screens.catalogue import catalogue
 
 LANGUAGES = ("zh", "en")
 
+
 def translate(lang: str, key: str, **values: object) -> str:
     """The screen text `key` in `lang` (zh or en), with `{name}` placeholders filled in."""
     text = catalogue(lang).get(key) or catalogue("zh" if lang == "zh" else "en")[key]
@@ -15,10 +16,10 @@ def translate(lang: str, key: str, **values: object) -> str:
 
 
 def permission_word(lang: str, action: str) -> str:
-    words = {"read": ("查看", "read"), "create": ("新建", "create"), "update": ("修改", "update"),
-             "delete": ("删除", "delete"), "assign": ("分配", "assign"), "export": ("导出", "export")}
-    zh, en = words.get(action, (action, action))
-    return zh if lang == "zh" else en
+    """A permission's name for people (catalogue `permission_<action>`: read, create, update,
+    delete, assign, export, and admin for the admin screens); an unknown one as it is."""
+    key = f"permission_{action}"
+    return translate(lang, key) if key in catalogue("en") else action
 
 
 def field_error_text(entity: EntitySpec, error: FieldError, lang: str) -> str:

@@ -68,6 +68,7 @@ class ScreenRoutes:
             Route("/language", self._public(self.language, check=True), methods=["POST"]),
             Route("/survey/{survey}/{token}", self._public(self.survey), methods=["GET"]),
             Route("/survey/{survey}/{token}", self._public(self.survey_answer, check=True), methods=["POST"]),
+            Route("/admin", self.admin_home, methods=["GET"]),
             Route("/admin/users", screen(self.users), methods=["GET"]),
             Route("/admin/users/{user_id:int}", screen(self.change_user), methods=["POST"]),
             Route("/admin/tokens/revoke", screen(self.revoke_token), methods=["POST"]),
@@ -282,6 +283,11 @@ class ScreenRoutes:
             return await run_in_threadpool(record_page.record_screen, self.site, request, actor, entity, record_id,
                                            comment_draft=str(form.get("body", "")), comment_error=result, status=422)
         return result
+
+    async def admin_home(self, request: Request) -> Response:
+        """/admin is where people type to reach the admin screens: the users screen (which signs
+        in or refuses like every admin screen)."""
+        return RedirectResponse("/admin/users", status_code=303)
 
     async def favicon(self, request: Request) -> Response:
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
