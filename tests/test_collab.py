@@ -267,10 +267,21 @@ def test_an_admin_creates_a_user_resets_the_password_and_revokes_a_token_all_aud
     wrong = post_form(admin, page_url, page_url, {"action": "im", "im_ids": "qq=123"})
     assert wrong.status_code == 303 and "“qq=123”：聊天账号请写成 类型=账号" in text_of(admin.get(page_url).text)
 
+    post_form(admin, page_url, page_url, {"action": "role", "role": "sales_manager"})
+    post_form(admin, page_url, page_url, {"action": "profile", "display_name": "徐新", "team": "south",
+                                          "phone": "13900000099", "manager_id": str(people["manager"].id)})
+
     audit = text_of(admin.get("/admin/audit").text)
     for line in ("创建用户", "重置密码", "生成 API 令牌", "吊销 API 令牌", "设为休假", "修改聊天账号"):
         assert line in audit, line
     assert "xu-new-pass-2" not in audit and token.group(1) not in audit
+    # the details in the reader's words: roles and teams by their labels, changed fields by the form's
+    assert "角色: 销售代表；团队: 华东销售团队" in audit and "销售代表 → 销售经理" in audit
+    assert "改动: 手机、团队" in audit
+    assert "sales_rep" not in audit and "from:" not in audit and "changed" not in audit
+    users = text_of(admin.get("/admin/users").text)
+    assert "华南销售团队" in users  # xu's team, by its label
+    assert '<option value="south">华南销售团队</option>' in admin.get(page_url).text  # offered on the form
 
 
 def test_admin_screens_are_for_administrators_only(crm: Any) -> None:

@@ -505,7 +505,7 @@ def test_admin_changes_roles_and_disables_users_others_may_not(crm: tuple[Engine
     runtime, people = crm
     admin = sign_in(runtime, "admin")
     page = admin.get("/admin/users").text
-    assert "王磊" in page and "east" in page and "sales_rep" in page
+    assert "王磊" in page and "华东销售团队" in page and "sales_rep" in page
     post_form(admin, "/admin/users", f"/admin/users/{people['li'].id}", {"action": "role", "role": "sales_manager"})
     post_form(admin, "/admin/users", f"/admin/users/{people['zhao'].id}", {"action": "disable"})
     page = admin.get("/admin/users").text

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from engine.metamodel import Metamodel
 from engine.runtime.background.outbox import OutboxStatus, count_messages, retry_dead
 from engine.runtime.ops.audit import AuditEntry, AuditLog
 from engine.runtime.ops.users import CHAT_TYPES, MIN_PASSWORD_LENGTH, NewUser, chat_types, parse_im_ids
@@ -42,7 +43,8 @@ def users_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     rows = site.services.users.all()
     names = {row.id: row.display_name or row.username for row in rows}
     context = UsersContext(
-        users=tuple(UserView(row.id, row.username, row.display_name or "", row.role or "", row.team or "",
+        users=tuple(UserView(row.id, row.username, row.display_name or "", row.role or "",
+                             team_label(site.model, row.team, lang),
                              names.get(row.manager_id, "") if row.manager_id else "", bool(row.is_active),
                              bool(row.on_leave), row.id == actor.id,
                              " ".join(f"{kind}={value}" for kind, value in sorted((row.im_ids or {}).items())))
@@ -182,10 +184,10 @@ def user_screen(site: Site, request: Request, actor: Actor, user_id: int) -> HTM
         tuple(Choice(role.name, role.label.text(lang), role.name == row.role) for role in site.model.roles),
         tuple(Choice(str(other.id), other.display_name or other.username, other.id == row.manager_id)
               for other in rows if other.id != row.id and other.is_active),
-        tokens, str(request.session.pop("new_token", "")))
+        tokens, str(request.session.pop("new_token", "")), teams=team_choices(site, lang))
     lines, _total = audit_of(site).entries(target=row.username)
     return site.render(request, actor, "admin_user.html", context, f"{translate(lang, 'users')} · {row.username}",
-                       panels={"audit": tuple(_audit_line(line, zone, lang) for line in lines[:20])})
+                       panels={"audit": tuple(_audit_line(line, site.model, zone, lang) for line in lines[:20])})
 
 
 def new_user_screen(site: Site, request: Request, actor: Actor, *, error: str = "",
@@ -196,7 +198,7 @@ def new_user_screen(site: Site, request: Request, actor: Actor, *, error: str = 
     context = {"error": error, "values": values or {},
                "roles": tuple(Choice(role.name, role.label.text(lang)) for role in site.model.roles),
                "managers": tuple(Choice(str(row.id), row.display_name or row.username) for row in rows if row.is_active),
-               "min_password": MIN_PASSWORD_LENGTH}
+               "min_password": MIN_PASSWORD_LENGTH, "teams": team_choices(site, lang)}
     return site.render(request, actor, "admin_new_user.html", context, translate(lang, "new_user"), status=status)
 
 
@@ -236,14 +238,59 @@ def audit_of(site: Site) -> AuditLog:
     return AuditLog(site.services.schema, site.services.db, site.services.clock)
 
 
-def _audit_line(entry: AuditEntry, zone: str, lang: str) -> AuditLine:
-    detail = ", ".join(f"{key}: {value}" for key, value in entry.detail.items() if value not in (None, "", []))
+def team_choices(site: Site, lang: str) -> tuple[Choice, ...]:
+    """The teams to offer on the user forms: those declared in roles.yaml, then those in use."""
+    declared = [team.name for team in site.model.teams]
+    used = sorted({row.team for row in site.services.users.all() if row.team} - set(declared))
+    return tuple(Choice(name, team_label(site.model, name, lang)) for name in [*declared, *used])
+
+
+def role_label(model: Metamodel, name: str | None, lang: str) -> str:
+    return model.role(name).label.text(lang) if name and model.has_role(name) else (name or "")
+
+
+def team_label(model: Metamodel, name: str | None, lang: str) -> str:
+    """A team as people call it: its label in roles.yaml (`teams:`), else its name."""
+    spec = model.team(name)
+    return spec.label.text(lang) if spec is not None else (name or "")
+
+
+_PROFILE_WORDS = {"display_name": "display_name", "email": "email", "phone": "phone", "team": "team",
+                  "manager_id": "manager"}
+
+
+def _audit_detail(model: Metamodel, detail: dict[str, Any], lang: str) -> str:
+    """What an admin action changed, in the reader's words: roles and teams by their labels, a
+    role change as "销售代表 → 销售经理", profile fields by the form's labels."""
+    parts = []
+    if detail.get("from") or detail.get("to"):
+        parts.append(f"{role_label(model, detail.get('from'), lang)} → {role_label(model, detail.get('to'), lang)}")
+    for key, value in detail.items():
+        if key in ("from", "to") or value in (None, "", []):
+            continue
+        if key == "role":
+            shown = role_label(model, str(value), lang)
+        elif key == "team":
+            shown = team_label(model, str(value), lang)
+        elif key == "changed":
+            shown = "、".join(translate(lang, _PROFILE_WORDS.get(name, name)) if name in _PROFILE_WORDS else name
+                             for name in value)
+        else:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        word = {"role": "role", "team": "team", "changed": "audit_changed", "im_ids": "chat_ids",
+                "name": "token_name"}.get(key)
+        parts.append(f"{translate(lang, word)}: {shown}" if word else f"{key}: {shown}")
+    return "；".join(parts) if lang == "zh" else "; ".join(parts)
+
+
+def _audit_line(entry: AuditEntry, model: Metamodel, zone: str, lang: str) -> AuditLine:
     key = f"audit_{entry.action}"
     try:
         action = translate(lang, key)
     except KeyError:
         action = entry.action
-    return AuditLine(f"{local_time(entry.at, zone):%Y-%m-%d %H:%M}", entry.actor, action, entry.target, detail)
+    return AuditLine(f"{local_time(entry.at, zone):%Y-%m-%d %H:%M}", entry.actor, action, entry.target,
+                     _audit_detail(model, entry.detail, lang))
 
 
 def audit_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
@@ -253,7 +300,7 @@ def audit_screen(site: Site, request: Request, actor: Actor) -> HTMLResponse:
     page = int(raw) if raw.isdigit() and int(raw) > 0 else 1
     entries, total = audit_of(site).entries(page)
     zone = site.model.settings.timezone
-    context = AuditContext(tuple(_audit_line(entry, zone, lang) for entry in entries), total, page,
+    context = AuditContext(tuple(_audit_line(entry, site.model, zone, lang) for entry in entries), total, page,
                            max(1, -(-total // AUDIT_PAGE)))
     return site.render(request, actor, "admin_audit.html", context, translate(lang, "audit_log"))
 

@@ -106,6 +106,7 @@ class UserDetailContext:
     new_token: str = ""
     error: str = ""
     min_password: int = MIN_PASSWORD_LENGTH  # what the server asks of a new password, so the form asks the same
+    teams: tuple[Choice, ...] = ()  # offered beside the team box: roles.yaml's teams by label, then those in use
 
 
 @dataclass(frozen=True, slots=True)
