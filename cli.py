@@ -728,10 +728,12 @@ def token() -> None:
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650), help="Expires after.")
 def token_create(db_url: str, blueprint: str, username: str, name: str, scope: str, days: int) -> None:
     """Create an API token for USERNAME (shown once; send it as 'Authorization: Bearer …')."""
+    engine = _user_runtime(db_url, blueprint)
     try:
-        click.echo(_user_runtime(db_url, blueprint).users.create_token(username, name, scope=scope, days=days))
+        click.echo(engine.users.create_token(username, name, scope=scope, days=days))
     except ValueError as exc:
         _fail(str(exc))
+    _audit(engine, "user_token", username, {"name": name})
 
 
 @token.command("list")
@@ -759,10 +761,14 @@ def token_list(db_url: str, blueprint: str, username: str | None) -> None:
 @click.argument("token_id", type=int)
 def token_revoke(db_url: str, blueprint: str, token_id: int) -> None:
     """Revoke one token by its id (from `crm token list`); it is refused from the next request on."""
+    engine = _user_runtime(db_url, blueprint)
+    info = next((info for info in engine.users.sessions.list_tokens() if info.id == token_id), None)
     try:
-        _user_runtime(db_url, blueprint).users.sessions.revoke_token(token_id)
+        engine.users.sessions.revoke_token(token_id)
     except ValueError as exc:
         _fail(str(exc))
+    if info is not None:
+        _audit(engine, "user_revoke", info.username, {"name": info.name})
     click.echo(say("token_revoked", id=token_id))
 
 

@@ -100,10 +100,18 @@ def test_user_changes_on_the_cli_are_in_the_audit_log(tmp_path: Path) -> None:
     assert runner.invoke(cli.main, ["user", "leave", "wang", *db]).exit_code == 0
     token = runner.invoke(cli.main, ["user", "token", "wang", *db])
     assert token.exit_code == 0
+    second = runner.invoke(cli.main, ["token", "create", "wang", "--name", "erp", *db])
+    assert second.exit_code == 0
+    listed = runner.invoke(cli.main, ["token", "list", "wang", *db]).output
+    erp_id = next(line.split()[0] for line in listed.splitlines() if " erp " in line)
+    assert runner.invoke(cli.main, ["token", "revoke", erp_id, *db]).exit_code == 0
     runtime = open_engine(load_blueprint(SHIPPED_CRM, functions=FUNCTION_NAMES), db[1])
     entries, total = AuditLog(runtime.schema, runtime.db, runtime.clock).entries()
     runtime.close()
-    assert total == 4
-    assert [entry.action for entry in reversed(entries)] == ["user_created", "user_role", "user_leave", "user_token"]
+    assert total == 6
+    assert [entry.action for entry in reversed(entries)] == ["user_created", "user_role", "user_leave", "user_token",
+                                                             "user_token", "user_revoke"]
+    assert entries[0].detail == {"name": "erp"} and entries[1].detail == {"name": "erp"}
     assert all(entry.actor.startswith("cli:") and entry.target == "wang" for entry in entries)
-    assert token.output.strip() not in str([entry.detail for entry in entries])
+    secrets = (token.output.strip(), second.output.strip())
+    assert not any(secret in str([entry.detail for entry in entries]) for secret in secrets)

@@ -279,6 +279,13 @@ def test_an_admin_creates_a_user_resets_the_password_and_revokes_a_token_all_aud
     assert "角色: 销售代表；团队: 华东销售团队" in audit and "销售代表 → 销售经理" in audit
     assert "改动: 手机、团队" in audit
     assert "sales_rep" not in audit and "from:" not in audit and "changed" not in audit
+    # a token revoked from the users screen's token table is audited too, under its owner
+    runtime.users.create_token("wang", "weekly-report")
+    listed = admin.get("/admin/users").text
+    wang_token = re.search(r'<tr data-token="(\d+)">\s*<td>\d+</td><td>wang</td><td>weekly-report</td>', listed)
+    assert wang_token
+    post_form(admin, "/admin/users", "/admin/tokens/revoke", {"token_id": wang_token.group(1)})
+    assert "吊销 API 令牌 wang 名称: weekly-report" in text_of(admin.get("/admin/audit").text)
     users = text_of(admin.get("/admin/users").text)
     assert "华南销售团队" in users  # xu's team, by its label
     assert '<option value="south">华南销售团队</option>' in admin.get(page_url).text  # offered on the form

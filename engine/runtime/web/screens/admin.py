@@ -62,8 +62,13 @@ def revoke_token(site: Site, request: Request, actor: Actor, form: Any) -> Respo
     """The administrator revokes one API token (it is refused from the next request on)."""
     require_admin(site, actor)
     raw = str(form.get("token_id", ""))
+    token_id = int(raw) if raw.isdigit() and len(raw) < 10 else 0
+    sessions = site.services.users.sessions
+    info = next((info for info in sessions.list_tokens() if info.id == token_id), None)
     try:
-        site.services.users.sessions.revoke_token(int(raw) if raw.isdigit() and len(raw) < 10 else 0)
+        sessions.revoke_token(token_id)
+        if info is not None:
+            audit_of(site).record(actor, "user_revoke", info.username, {"name": info.name})
         site.flash(request, translate(site.lang(request), "token_revoked", id=raw))
     except ValueError as error:
         site.flash(request, admin_error_text(site.lang(request), str(error)))
