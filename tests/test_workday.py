@@ -312,7 +312,9 @@ def test_a_lead_not_yet_qualified_is_refused_and_nothing_is_created(crm: Any) ->
     runtime, people = crm
     record = lead(runtime, owner=people["wang"].id, company="杭州云启")
     refused = api(runtime, "wang").post(f"/api/lead/{record['id']}/convert")
-    assert refused.status_code == 422 and "status == 'qualified'" in refused.text
+    # the condition in the field's words, in the asker's language, not the blueprint's expression
+    assert refused.status_code == 422 and "现在还不能转化：需要线索状态为“已确认需求”" in refused.json()["message"], refused.text
+    assert "status ==" not in refused.text
     with runtime.db.read() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(runtime.schema.table("account"))).scalar_one() == 0
 

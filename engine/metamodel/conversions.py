@@ -6,6 +6,7 @@ conversions:
     entity: lead
     label: {zh: 转化为客户, en: Convert to customer}
     when: "status == 'qualified'"            # which records may convert (else refused, saying so)
+    message: {zh: 只有已确认的线索可以转化, en: Only qualified leads can be converted}   # the refusal (optional)
     into:                                    # created in this order; a later step may name an earlier one
       account:
         entity: account
@@ -52,6 +53,7 @@ CONVERSIONS_SCHEMA: dict[str, Any] = {
         "type": "object", "required": ["entity", "into"], "additionalProperties": False,
         "properties": {
             "entity": _NAME, "label": _LABEL, "description": {}, "when": {"type": "string", "minLength": 1},
+            "message": _LABEL,
             "set": _VALUES,
             "into": {"type": "object", "minProperties": 1, "propertyNames": _NAME, "additionalProperties": {
                 "type": "object", "required": ["entity", "link", "fields"], "additionalProperties": False,
@@ -90,6 +92,7 @@ class ConversionSpec:
     when: Expression | None = None
     sets: tuple[ConversionValue, ...] = ()
     location: Location = NOWHERE
+    message: Label | None = None  # said when `when` is false; default: the condition in the field's words
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -145,7 +148,8 @@ def _build(doc: SourceDocument, name: str, data: dict[str, Any], model: Metamode
                                     values, match_on))
     sets = _values(doc, path + ("set",), data.get("set") or {}, source, source, [], fail)
     return ConversionSpec(name, source.name, Label.of(data.get("label"), name.replace("_", " ").capitalize()),
-                          tuple(steps), when, sets, doc.where_key(path))
+                          tuple(steps), when, sets, doc.where_key(path),
+                          Label.of(data["message"]) if "message" in data else None)
 
 
 def _expression(doc: SourceDocument, path: PathKey, text: str, fail: Any) -> Expression | None:

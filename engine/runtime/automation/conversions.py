@@ -10,13 +10,14 @@ refused with the records it became (409), so a double click or a retried request
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from engine.metamodel import Metamodel
+from engine.metamodel import EntitySpec, Metamodel
 from engine.metamodel.conversions import ConversionSpec, ConversionStep, ConversionValue
 from engine.rules import Clock
 from engine.rules.expressions import Evaluator
@@ -67,9 +68,10 @@ class Conversions:
                 f"this {entity} was converted already (into {what}); it cannot be converted twice"
         if spec.when is not None and not evaluate_condition(
                 spec.when, expression_values(self.model.entity(entity), record), self.evaluator).is_true:
-            if lang == "zh":
-                return f"当前状态不能转化：需满足 {spec.when.source}"
-            return f"it cannot be converted yet: the conversion needs {spec.when.source}"
+            if spec.message is not None:
+                return spec.message.text(lang)
+            needs = _in_words(self.model.entity(entity), spec.when.source, lang)
+            return f"现在还不能转化：需要{needs}" if lang == "zh" else f"it cannot be converted yet: it needs {needs}"
         return None
 
     def plan(self, entity: str, record: Mapping[str, Any]) -> dict[str, tuple[dict[str, Any], int | None]]:
@@ -152,3 +154,16 @@ class Conversions:
                                    .order_by(table.c.id).limit(1)).scalar()
         return int(found) if found is not None else None
 
+
+_EQUALS = re.compile(r"\s*([a-z][a-z0-9_]*)\s*==\s*'([^']*)'\s*")
+
+
+def _in_words(entity: EntitySpec, source: str, lang: str) -> str:
+    """A conversion's `when` for people: `status == 'qualified'` as “状态为“已确认””; any other
+    condition as it is written."""
+    match = _EQUALS.fullmatch(source)
+    if match is None or not entity.has_field(match.group(1)):
+        return source
+    field = entity.field(match.group(1))
+    value = field.choice_label(match.group(2), lang)
+    return f"{field.label.text(lang)}为“{value}”" if lang == "zh" else f"{field.label.text(lang)} to be “{value}”"
