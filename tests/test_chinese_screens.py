@@ -95,3 +95,18 @@ def test_the_chinese_screens_show_no_english_message(demo: tuple[Engine, list[st
         if words := english_words(refused.text, data):
             leaks[f"login {refused.status_code}"] = words
     assert not leaks, "\n".join(f"{where}: {sorted(words)}" for where, words in sorted(leaks.items()))
+
+
+def test_an_approval_shows_what_is_approved_in_the_subjects_words(demo: tuple[Engine, list[str]]) -> None:
+    """The approver reads the values under approval by the deal's own labels (折扣(%), 预计金额 with
+    its currency) and each step by its label — not the JSON snapshot or the step's expression."""
+    runtime, _ = demo
+    table = runtime.schema.table("approval")
+    with runtime.db.read() as connection:
+        request_id = connection.execute(sa.select(sa.func.min(table.c.id)).where(
+            table.c.approval_name == "price_approval")).scalar_one()
+    assert request_id is not None, "the demo requests price approvals"
+    page = re.sub(r"<[^>]+>", " ", sign_in(runtime, "admin", demo_password("admin")).get(f"/approval/{request_id}").text)
+    assert "折扣(%)" in page and "预计金额" in page and " CNY" in page
+    assert "财务复核（折扣超过 25%）：" in page
+    assert "number(discount)" not in page and "'amount'" not in page and "&#34;amount&#34;" not in page

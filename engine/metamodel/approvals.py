@@ -186,7 +186,7 @@ def approval_entities(approvals: list[tuple[str, Label]], settings: Settings) ->
         ),
         form=FormViewSpec((FormSection(Label.of({"zh": "审批单", "en": "Request"}), (
             "name", "approval_name", "subject_title", "status", "current_step", "requested_by", "reason",
-            "decided_at", "decision_comment", "covered")),)),
+            "decided_at", "decision_comment")),)),  # `covered`: on the decision panel, by the subject's labels
         is_managed=True)
     task = EntitySpec(
         TASK_ENTITY, Label.of({"zh": "审批任务", "en": "Approval task"}),

@@ -251,6 +251,7 @@ class DecisionPanel:
     decide_url: str | None = None      # the approver of a pending task
     withdraw_url: str | None = None    # the requester of a pending request
     plan: tuple[str, ...] = ()         # the request's steps, one line each
+    covered: tuple[DisplayItem, ...] = ()  # the values being approved, as the subject's page shows them
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,12 @@ timeline and the account panorama's merged timeline."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from typing import Any
 
 from engine.metamodel import EntitySpec, FieldType
 from engine.runtime.web.screens.i18n import translate
-from engine.runtime.web.widgets import local_time
+from engine.runtime.web.widgets import format_number, local_time
 
 
 def event_value(entity: EntitySpec, name: str, value: Any, lang: str, users: dict[int, str]) -> str:
@@ -26,7 +27,11 @@ def event_value(entity: EntitySpec, name: str, value: Any, lang: str, users: dic
     if isinstance(value, bool):
         return translate(lang, "yes" if value else "no")
     if isinstance(value, dict) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}"
+        try:
+            amount = format_number(decimal.Decimal(str(value["amount"])))
+        except decimal.InvalidOperation:
+            amount = str(value["amount"])
+        return f"{amount} {value.get('currency', '')}".strip()
     if spec is not None and spec.type is FieldType.DATETIME and isinstance(value, str):
         try:
             return local_time(dt.datetime.fromisoformat(value), spec.timezone).strftime("%Y-%m-%d %H:%M")

@@ -15,6 +15,8 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
+from markupsafe import escape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -26,8 +28,9 @@ from engine.rules.funnels import RequirementCheck, how_to
 from engine.runtime.automation.funnels import FunnelOutlook
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import RecordError, StageRefused, ValidationFailed
-from engine.runtime.web.screens.contexts import (ApprovalLine, ApprovalsPanel, Choice, DecisionPanel, FunnelPanel,
-                                                 RequirementItem, SetAside, StageChip, TalkTrack)
+from engine.runtime.web.screens.contexts import (ApprovalLine, ApprovalsPanel, Choice, DecisionPanel, DisplayItem,
+                                                 FunnelPanel, RequirementItem, SetAside, StageChip, TalkTrack)
+from engine.runtime.web.screens.event_values import event_value
 from engine.runtime.web.screens.i18n import field_error_text, translate
 from engine.runtime.web.screens.site import Site
 from engine.runtime.web.widgets import NOT_SUBMITTED, FieldContext, InputError, local_time
@@ -171,9 +174,10 @@ def decision_panel(site: Site, actor: Actor, entity: EntitySpec, record: dict[st
     plan: tuple[str, ...] = ()
     if entity.name == APPROVAL_ENTITY and site.model.has_approval(str(record.get("approval_name"))):
         spec = site.model.approval(str(record["approval_name"]))
+        # each step by its label (which says when it applies); the values it saw are shown below
         plan = tuple(f"{spec.step(step.step).label.text(lang)}：" + (translate(lang, "step_applies") if step.applies
                                                                      else translate(lang, "step_skipped"))
-                     + (f"（{step.why}）" if step.why else "") for step in plan_from_json(record.get("plan")))
+                     for step in plan_from_json(record.get("plan")))
     is_admin = actor.role == "admin" or bool(actor.role and site.model.has_role(actor.role)
                                              and site.model.role(actor.role).is_admin)
     mine = record.get("owner") == actor.id or is_admin
@@ -182,7 +186,28 @@ def decision_panel(site: Site, actor: Actor, entity: EntitySpec, record: dict[st
         subject_url, str(record.get("subject_title") or subject_url or ""), status,
         entity.field("status").choice_label(status, lang),
         decide_url=f"{base}/decide" if entity.name == TASK_ENTITY and pending and mine else None,
-        withdraw_url=f"{base}/withdraw" if entity.name == APPROVAL_ENTITY and pending and mine else None, plan=plan)
+        withdraw_url=f"{base}/withdraw" if entity.name == APPROVAL_ENTITY and pending and mine else None, plan=plan,
+        covered=_covered(site, subject_entity, _covered_values(site, entity, record), lang))
+
+
+def _covered_values(site: Site, entity: EntitySpec, record: dict[str, Any]) -> Any:
+    """The values the request was made for (a task shows its request's: what is being approved)."""
+    if entity.name == APPROVAL_ENTITY:
+        return record.get("covered")
+    table = site.services.schema.table(APPROVAL_ENTITY)
+    with site.services.db.read() as connection:
+        return connection.execute(sa.select(table.c.covered).where(table.c.id == record.get("approval"))).scalar()
+
+
+def _covered(site: Site, subject_entity: str, values: Any, lang: str) -> tuple[DisplayItem, ...]:
+    """Those values (JSON form) as people read them: the subject's field labels, choices by label,
+    money with its currency."""
+    if not isinstance(values, dict) or not site.model.has_entity(subject_entity):
+        return ()
+    subject, users = site.model.entity(subject_entity), site.user_names()
+    return tuple(DisplayItem(subject.field(name).label.text(lang),
+                             escape(event_value(subject, name, value, lang, users)))
+                 for name, value in values.items() if subject.has_field(name))
 
 
 # -- refusals as people read them ---------------------------------------------------------------------
