@@ -76,8 +76,9 @@ def test_the_chinese_screens_show_no_english_message(demo: tuple[Engine, list[st
         if words := english_words(refused.text, data):
             leaks[f"{user} POST /lead/new"] = words
         # a filter the list cannot apply
-        if words := english_words(client.get("/lead?budget__gt=abc&nonsense=1").text, data):
-            leaks[f"{user} bad filter"] = words
+        for bad in ("budget__gt=abc&nonsense=1", "created_at__gte=yesterday", "per_page=100000", "owner=xyz"):
+            if words := english_words(client.get(f"/lead?{bad}").text, data):
+                leaks[f"{user} bad filter {bad}"] = words
     # an edit that lost the race: the record was changed meanwhile
     client = sign_in(runtime, "admin", demo_password("admin"))
     form = client.get(f"/lead/{lead_id}/edit").text

@@ -27,6 +27,7 @@ from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.errors import QueryInvalid, RecordError
 from engine.runtime.records.queries import ListQuery, parse_list_query
+from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens.contexts import Choice, Column, FilterControl, ListContext, MenuLink, Row
 from engine.runtime.web.screens.error_texts import error_text
 from engine.runtime.web.screens.i18n import translate
@@ -67,6 +68,17 @@ def _query_params(entity: EntitySpec, params: Params) -> QueryParams:
     return QueryParams(adjusted)
 
 
+def query_param_label(entity: EntitySpec, name: str, lang: str) -> str:
+    """A list URL's parameter as the screen names it: a field's label, a system column's
+    (负责人, 创建时间), or the catalogue's word for sort, page, per_page, q, view, sla."""
+    if entity.has_field(name):
+        return entity.field(name).label.text(lang)
+    if name in SYSTEM_FIELDS:
+        return system_label(name, lang)
+    key = f"query_param_{name}"
+    return translate(lang, key) if key in catalogue("en") else name
+
+
 def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) -> HTMLResponse:
     entity = site.records.entity(entity_name)
     lang = site.lang(request)
@@ -79,8 +91,7 @@ def list_screen(site: Site, request: Request, actor: Actor, entity_name: str) ->
         query = dataclasses.replace(parse_list_query(entity, _query_params(entity, params)), fields=view.columns)
         page = site.records.list(entity.name, query, actor=actor, sums=money)
     except QueryInvalid as invalid:
-        label = entity.field(invalid.field).label.text(lang) if invalid.field and entity.has_field(invalid.field) \
-            else (invalid.field or "")
+        label = query_param_label(entity, invalid.field or "", lang)
         error = translate(lang, "bad_query", reason=invalid.message) if lang == "en" else translate(
             lang, "bad_query_field", field=f"（{label}）" if label else "")
         query = parse_list_query(entity, QueryParams({"view": view.name}))
