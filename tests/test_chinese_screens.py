@@ -111,3 +111,18 @@ def test_an_approval_shows_what_is_approved_in_the_subjects_words(demo: tuple[En
     assert "折扣(%)" in page and "预计金额" in page and " CNY" in page
     assert "财务复核（折扣超过 25%）：" in page
     assert "number(discount)" not in page and "'amount'" not in page and "&#34;amount&#34;" not in page
+
+
+def test_the_import_screens_name_entities_by_label_and_an_empty_mapping_is_suggested(
+        demo: tuple[Engine, list[str]]) -> None:
+    runtime, _ = demo
+    manager = sign_in(runtime, "manager", demo_password("manager"))
+    listing = manager.get("/imports").text
+    assert re.search(r"<td>销售台账-示例\.xlsx</td><td>线索</td>", listing)  # the demo's import, by the entity's label
+    assert "(lead)" not in listing and "<td>lead</td>" not in listing
+    csv = "姓名,公司,手机\n张伟,杭州云启科技,13800138011\n".encode()
+    reviewed = manager.post("/imports", data={"csrf_token": csrf_of(listing), "entity": "lead", "mapping": ""},
+                            files={"file": ("名单.csv", csv, "text/csv")})
+    assert reviewed.status_code == 200, reviewed.text[:400]
+    text = re.sub(r"<[^>]+>", " ", reviewed.text)
+    assert "名单.csv" in text and "→ 线索" in text and "查询参数无效" not in text

@@ -57,7 +57,7 @@ class ColumnChoice:
 @dataclass(frozen=True)
 class ImportsContext:
     entities: tuple[Option, ...]
-    mappings: tuple[tuple[str, str, str], ...]        # (name, entity, label)
+    mappings: tuple[tuple[str, str, str], ...]        # (name, the entity's label, label)
     imports: tuple[dict[str, Any], ...]
     error: str = ""
     file_id: int | None = None
@@ -69,6 +69,7 @@ class ImportsContext:
     history: bool = False
     report_html: str = ""
     can_run: bool = False
+    entity_label: str = ""
 
 
 def _importer(site: Site) -> Importer:
@@ -85,8 +86,14 @@ def _state(status: str, lang: str) -> str:
     return translate(lang, key) if key in catalogue(lang) else status
 
 
-def _view(record: ImportRecord, zone: str, users: dict[int, str], lang: str) -> dict[str, Any]:
-    return {"id": record.id, "file": record.file_name, "entity": record.entity, "mapping": record.mapping,
+def _entity_label(site: Site, name: str, lang: str) -> str:
+    return site.model.entity(name).label.text(lang) if site.model.has_entity(name) else name
+
+
+def _view(site: Site, record: ImportRecord, users: dict[int, str], lang: str) -> dict[str, Any]:
+    zone = site.model.settings.timezone
+    return {"id": record.id, "file": record.file_name, "entity": record.entity,
+            "entity_label": _entity_label(site, record.entity, lang), "mapping": record.mapping,
             "status": record.status, "state": _state(record.status, lang), "rows": record.rows_total, "done": record.next_row, "created": record.created,
             "merged": record.merged, "rejected": record.rejected, "rules": record.rules, "history": record.history,
             "by": users.get(record.actor_id or 0) or translate(lang, "system"), "sha": record.file_sha256[:12],
@@ -105,15 +112,15 @@ def imports_screen(site: Site, request: Request, actor: Actor, error: str = "") 
 
 
 def _mappings(site: Site, lang: str) -> tuple[tuple[str, str, str], ...]:
-    return tuple((spec.name, spec.entity, spec.label.text(lang)) for spec in site.model.imports)
+    return tuple((spec.name, _entity_label(site, spec.entity, lang), spec.label.text(lang))
+                 for spec in site.model.imports)
 
 
 def _recent(site: Site, actor: Actor, lang: str) -> tuple[dict[str, Any], ...]:
     users = site.user_names()
-    zone = site.model.settings.timezone
     shown = [record for record in _importer(site).recent(30) if actor.role == "admin" or
              record.actor_id == actor.id or site.scope(actor, record.entity, "create") is Scope.ALL]
-    return tuple(_view(record, zone, users, lang) for record in shown)
+    return tuple(_view(site, record, users, lang) for record in shown)
 
 
 async def upload(site: Site, request: Request, actor: Actor) -> Response:
@@ -121,7 +128,7 @@ async def upload(site: Site, request: Request, actor: Actor) -> Response:
     form = await request.form(max_files=1, max_part_size=MAX_UPLOAD)
     upload = form.get("file")
     entity = str(form.get("entity", ""))
-    mapping = str(form.get("mapping", SUGGESTED))
+    mapping = str(form.get("mapping") or SUGGESTED)
     if upload is None or isinstance(upload, str) or not upload.filename:
         return imports_screen(site, request, actor, translate(site.lang(request), "import_choose_file"))
     content = await upload.read()
@@ -153,13 +160,16 @@ def _file(site: Site, actor: Actor, file_id: int) -> tuple[str, bytes]:
 
 def _spec(site: Site, form: Any, table: Table, entity_name: str) -> tuple[ImportSpec, list[Suggestion]]:
     entity = site.model.entity(entity_name)
-    mapping = str(form.get("mapping", SUGGESTED))
+    mapping = str(form.get("mapping") or SUGGESTED)  # none chosen: suggested from the headers
     if mapping != SUGGESTED:
         if mapping not in {spec.name for spec in site.model.imports}:
-            raise QueryInvalid(f"there is no import mapping '{mapping}'", field="mapping")
+            raise QueryInvalid(f"there is no import mapping '{mapping}'", field="mapping",
+                               zh=f"没有名为“{mapping}”的字段映射，请在列表中选择一个映射或“按表头自动识别”")
         spec = site.model.import_mapping(mapping)
         if spec.entity != entity_name:
-            raise QueryInvalid(f"mapping '{mapping}' is for {spec.entity}, not {entity_name}", field="mapping")
+            raise QueryInvalid(f"mapping '{mapping}' is for {spec.entity}, not {entity_name}", field="mapping",
+                               zh=f"字段映射“{spec.label.text('zh')}”用于{_entity_label(site, spec.entity, 'zh')}，"
+                                  f"不能用来导入{_entity_label(site, entity_name, 'zh')}")
         return spec, [Suggestion(column.column, column.field, "mapping") for column in spec.columns]
     suggestions = suggest_mapping(entity, table.headers)
     if any(key.startswith("map:") for key in form.keys()):
@@ -203,9 +213,9 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
         f.name)) for c in f.choices), f.label.text(lang)) for f in entity.fields
         if f.is_required and f.choices and f.default is None and f.name not in {c.field for c in spec.columns})
     context = ImportsContext(_entities(site, actor, lang, entity_name), _mappings(site, lang), (), error, file_id,
-                             name, entity_name, str(form.get("mapping", SUGGESTED)), columns, defaults, spec.history,
+                             name, entity_name, str(form.get("mapping") or SUGGESTED), columns, defaults, spec.history,
                              report.html(functools.partial(translate, lang), lang) if report is not None else "",
-                             report is not None and bool(mapped))
+                             report is not None and bool(mapped), _entity_label(site, entity_name, lang))
     return site.render(request, actor, "imports.html", context, translate(lang, "import_health_title"))
 
 
@@ -238,7 +248,7 @@ def import_screen(site: Site, request: Request, actor: Actor, import_id: int) ->
     if record is None:
         raise NotFound(f"import {import_id} does not exist", field="id")
     lang = site.lang(request)
-    view = _view(record, site.model.settings.timezone, site.user_names(), lang)
+    view = _view(site, record, site.user_names(), lang)
     elapsed = (record.finished_at or site.services.clock.now()) - record.started_at
     seconds = max(elapsed.total_seconds(), 0.001)
     view["rate"] = f"{record.next_row / seconds:,.0f}"
