@@ -190,6 +190,8 @@ def test_a_refused_drop_lists_what_the_quote_stage_needs_on_the_card_then_the_re
     card.locator("select").select_option("lost")  # the per-card select (phones) is answered the same way
     expect(card.locator(".card-refusal")).to_contain_text("无法移动：不能进入“输单”")
     expect(card.locator(".card-refusal")).to_contain_text("填写输单原因")
+    card.get_by_role("button", name="关闭说明").click()  # dismissed by a button named in the reader's language
+    expect(card.locator(".card-refusal")).to_have_count(0)
 
     # the record page: the next stage's checklist, with a one-click upload
     page.goto(f"{base}/opportunity/{deal['id']}")

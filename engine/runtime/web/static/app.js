@@ -123,7 +123,7 @@ function showRefusal(card, answer) {
   close.type = "button";
   close.className = "link close";
   close.textContent = "×";
-  close.setAttribute("aria-label", "close");
+  close.setAttribute("aria-label", card.closest(".board")?.dataset.dismiss || "×");
   close.addEventListener("click", () => clearRefusal(card));
   box.prepend(close);
   card.append(box);
