@@ -207,7 +207,7 @@ def test_the_demo_opens_with_conversations_on_leads(served: Any, browser: Any) -
     page = open_page(browser)
     sign_in(page, base, "li")
     page.locator(".inbox-link").click()
-    mention = page.locator(".notice", has_text="周经理 Zhou (Sales manager) 在评论中@了你").first
+    mention = page.locator(".notice", has_text="周经理 在评论中@了你").first
     expect(mention).to_be_visible()
     mention.get_by_role("link").first.click()
     expect(page.locator(".comments li")).to_have_count(2)

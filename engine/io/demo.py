@@ -38,21 +38,18 @@ if TYPE_CHECKING:  # the demo receives an engine; it never builds one
 
 # Demo sign-ins: each user's own password, "crm-demo-" + username (printed by `crm demo`).
 USERS = (
-    NewUser("admin", "系统管理员 Admin", "admin", None, None, "admin@demo.example", "13900000000"),
-    NewUser("manager", "周经理 Zhou (Sales manager)", "sales_manager", "east", None, "zhou@demo.example",
-            "13900000001"),
-    NewUser("wang", "王磊 Wang (Sales rep)", "sales_rep", "east", "manager", "wang@demo.example", "13900000002"),
-    NewUser("li", "李娜 Li (Sales rep)", "sales_rep", "east", "manager", "li@demo.example", "13900000003"),
-    NewUser("zhao", "赵敏 Zhao (Sales rep, south)", "sales_rep", "south", None, "zhao@demo.example",
-            "13900000005"),
-    NewUser("chen", "陈静 Chen (Service agent)", "service_agent", "service", None, "chen@demo.example",
-            "13900000004"),
-    NewUser("qian", "钱芳 Qian (Finance)", "finance", "finance", None, "qian@demo.example", "13900000006"),
-    NewUser("sun", "孙律师 Sun (Legal)", "legal", "legal", None, "sun@demo.example", "13900000007"),
+    NewUser("admin", "系统管理员", "admin", None, None, "admin@demo.example", "13900000000"),
+    NewUser("manager", "周经理", "sales_manager", "east", None, "zhou@demo.example", "13900000001"),
+    NewUser("wang", "王磊", "sales_rep", "east", "manager", "wang@demo.example", "13900000002"),
+    NewUser("li", "李娜", "sales_rep", "east", "manager", "li@demo.example", "13900000003"),
+    NewUser("zhao", "赵敏", "sales_rep", "south", None, "zhao@demo.example", "13900000005"),
+    NewUser("chen", "陈静", "service_agent", "service", None, "chen@demo.example", "13900000004"),
+    NewUser("qian", "钱芳", "finance", "finance", None, "qian@demo.example", "13900000006"),
+    NewUser("sun", "孙律师", "legal", "legal", None, "sun@demo.example", "13900000007"),
     # the departments that own handover nodes (handover.yaml)
-    NewUser("ma", "马工 Ma (Delivery)", "delivery", "delivery", None, "ma@demo.example", "13900000008"),
-    NewUser("he", "何医生 He (Medical affairs)", "medical", "medical", None, "he@demo.example", "13900000009"),
-    NewUser("luo", "罗师傅 Luo (Logistics)", "logistics", "logistics", None, "luo@demo.example", "13900000010"),
+    NewUser("ma", "马工", "delivery", "delivery", None, "ma@demo.example", "13900000008"),
+    NewUser("he", "何医生", "medical", "medical", None, "he@demo.example", "13900000009"),
+    NewUser("luo", "罗师傅", "logistics", "logistics", None, "luo@demo.example", "13900000010"),
 )
 
 
