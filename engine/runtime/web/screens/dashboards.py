@@ -232,7 +232,7 @@ def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: Widge
         rows = tuple((*row, Link(fmt(old.value), old.url, title=f"{old.label} {words['previous']}: {fmt(old.value)}"))
                      for row, old in zip(rows, before, strict=True))
     svg = chart_svg(widget, figures, title, lang, entity, before, words["previous"]) \
-        if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) else ""
+        if widget.kind in (WidgetKind.BAR, WidgetKind.FUNNEL) and figures else ""  # none: the table says 暂无数据
     return WidgetView(widget.name, widget.kind.value, title, svg=svg, header=header, rows=rows, exports=exports,
                       empty=not any(f.count for f in figures))
 
@@ -399,6 +399,7 @@ _STYLE = re.compile(r"<style[^>]*>.*?</style>|<script[^>]*>.*?</script>", re.S)
 def _chart_config(title: str) -> dict[str, Any]:
     return {"title": title, "disable_xml_declaration": True, "js": [], "no_prefix": True, "show_legend": False,
             "width": 640, "height": 320, "print_values": True, "truncate_label": 12,
+            "no_data_text": "",  # (pygal's is English; an empty chart is not drawn, its table says so)
             "style": pygal.style.Style(font_family="sans-serif", background="transparent",
                                        plot_background="transparent", colors=("#2f6fdf", "#7aa7ef"))}
 
