@@ -246,3 +246,37 @@ def test_language_switch_and_phone_width(served: Any, page: Any, browser: Any) -
         shot(small, "09-phone-record")
     finally:
         phone.close()
+
+
+def test_dashboards_and_admin_screens_fit_a_phone_and_the_desktop_menu_shows_every_section(
+        served: Any, browser: Any) -> None:
+    """Number cards sat in a 320px-minimum grid with charts spanning two columns: the home
+    dashboards were 469–504px wide on a 390px phone; the admin's blueprint overview widened
+    by its tables. On a desktop, the one-row menu hid its last sections off to the right."""
+    base, _ = served
+    for username, urls in (("wang", ["/dashboards/rep_home"]),
+                           ("manager", ["/dashboards/manager_home", "/dashboards/lead_timeliness"]),
+                           ("admin", ["/admin/blueprint", "/admin/users"])):
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True,
+                                    has_touch=True)
+        small = phone.new_page()
+        try:
+            sign_in(small, base, username)
+            for url in urls:
+                small.goto(f"{base}{url}")
+                width = small.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, f"{url} is {width}px wide on a 390px phone"
+            shot(small, f"10-phone-{username}")
+        finally:
+            phone.close()
+    desktop = new_tab(browser, 1440, 900, timeout_ms=10_000)
+    try:
+        sign_in(desktop, base, "admin")
+        menu = desktop.locator("nav.menu")
+        assert menu.evaluate("(nav) => nav.scrollWidth <= nav.clientWidth"), "the menu is cut off at 1440px"
+        last = menu.locator("a").last
+        box = last.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1440  # the admin's last entry is on screen
+        shot(desktop, "11-desktop-menu")
+    finally:
+        desktop.context.close()
