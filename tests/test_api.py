@@ -225,6 +225,13 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_engine: Any
             timers.c.due_at <= naive_utc(now)).group_by(timers.c.status)).all())
     assert total > len(unread) > 0 and all(as_utc(moment) >= now - dt.timedelta(days=1) for moment in unread)
     assert states.get("fired", 0) > 0 and states.get("pending", 0) == 0
+    # the imported ledger's contacted leads say when they were first touched (its 首次联系 column)
+    leads = runtime.schema.table("lead")
+    with runtime.db.read() as connection:
+        imported = connection.execute(sa.select(leads.c.status, leads.c.first_touched_at).where(
+            leads.c.source == "csv_import")).all()
+    touched = [row for row in imported if row.status != "new"]
+    assert touched and all(row.first_touched_at is not None for row in touched)
 
 
 def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engine) -> None:
