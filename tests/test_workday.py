@@ -359,6 +359,20 @@ def test_a_rep_logs_a_call_on_the_lead_page_and_lands_back_on_it(crm: Any, clock
     assert "跟进记录「电话 · 张伟」" in after.split("动态", 1)[-1]
 
 
+def test_a_note_logged_with_the_follow_up_date_emptied_leaves_the_leads_date_alone(crm: Any) -> None:
+    runtime, people = crm
+    record = lead(runtime, owner=people["wang"].id, company="宁波精工")
+    runtime.records.update("lead", record["id"], {"next_follow_up": dt.date(2026, 12, 9)}, actor=SYSTEM)
+    client = signed_in(runtime, "wang")
+    page = client.get(f"/lead/{record['id']}").text
+    saved = client.post(f"/lead/{record['id']}/log", data={
+        "csrf_token": _csrf(page), "kind": "wechat", "notes": "发了资料", "next_follow_up": ""})
+    assert saved.status_code == 303
+    (note_id,) = listed(runtime, SYSTEM, "activity", lead=str(record["id"]))
+    assert runtime.records.get("activity", note_id, actor=SYSTEM)["next_follow_up"] is None  # emptied on the form: not the field's default (two days ahead)
+    assert runtime.records.get("lead", record["id"], actor=SYSTEM)["next_follow_up"] == dt.date(2026, 12, 9)
+
+
 def test_a_logged_call_without_notes_or_outcome_is_refused_on_the_page_and_changes_nothing(crm: Any) -> None:
     runtime, people = crm
     record = lead(runtime, owner=people["wang"].id)

@@ -127,8 +127,8 @@ def log_activity(site: Site, request: Request, actor: Actor, entity_name: str, r
         except InputError as error:
             errors.setdefault(spec.name, []).append(str(error))
             continue
-        if value is not NOT_SUBMITTED and value not in (None, ""):
-            values[spec.name] = value
+        if value is not NOT_SUBMITTED:  # a box the rep emptied stays empty (not the field's default)
+            values[spec.name] = None if value == "" else value
     kind = str(values.get("kind") or "")
     kind_label = activity.field("kind").choice_label(kind, lang) if kind and activity.has_field("kind") else \
         activity.label.text(lang)
