@@ -126,3 +126,19 @@ def test_the_import_screens_name_entities_by_label_and_an_empty_mapping_is_sugge
     assert reviewed.status_code == 200, reviewed.text[:400]
     text = re.sub(r"<[^>]+>", " ", reviewed.text)
     assert "名单.csv" in text and "→ 线索" in text and "查询参数无效" not in text
+
+
+def test_the_admin_reads_a_leads_rule_decisions_in_chinese(demo: tuple[Engine, list[str]]) -> None:
+    """The record page's 规则与分配说明 starts with one Chinese line per change — which rules acted,
+    by their labels, and whom routing chose — before crm explain's technical text."""
+    runtime, _ = demo
+    traces = runtime.schema.traces
+    with runtime.db.read() as connection:
+        lead_id = connection.execute(sa.select(sa.func.min(traces.c.record_id)).where(
+            traces.c.entity == "lead", traces.c.change == "created")).scalar_one()
+    page = sign_in(runtime, "admin", demo_password("admin")).get(f"/lead/{lead_id}").text
+    digest = page.split('<ol class="decisions">', 1)[1].split("</ol>", 1)[0]
+    lines = re.findall(r"<li>(.*?)</li>", digest)
+    created = next(line for line in lines if "创建（" in line)
+    assert "触发规则：" in created and "线索评分" in created and "score_lead" not in created
+    assert not english_words(digest, [user.display_name for user in USERS])

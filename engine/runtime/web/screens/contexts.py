@@ -270,6 +270,7 @@ class RecordContext:
     edit_url: str | None = None
     delete_url: str | None = None
     explanation: str | None = None  # for admins: every rule and routing decision about this record
+    decisions: tuple[str, ...] = ()  # for admins: the same, one line per change in the reader's words
     clocks: tuple[str, ...] = ()    # SLA and cadence state, one line each
     funnel: FunnelPanel | None = None        # records in a funnel
     approvals: ApprovalsPanel | None = None  # records that approvals are declared for
