@@ -181,3 +181,13 @@ def test_app_settings_give_fields_their_currency_and_phone_region(tmp_path: Path
     account = model.entity("account")
     assert account.field("revenue").currency == "USD" and account.field("phone").phone_region == "US"
     assert account.field("revenue").timezone == "America/New_York"
+
+
+def test_the_summary_counts_errors_and_warnings_apart() -> None:
+    from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location
+
+    where = Location("entities/activity.yaml", 13, 3)
+    raised = BlueprintInvalid([BlueprintError(where, ("views",), "unknown form field 'subjct'"),
+                               BlueprintError(where, ("fields", "subject"), "in no form section", severity="warning")])
+    assert str(raised).startswith("1 error and 1 warning in the blueprint:")  # it said "2 errors"
+    assert str(BlueprintInvalid([BlueprintError(where, (), "x")])).startswith("1 error in the blueprint:")
