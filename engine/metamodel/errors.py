@@ -40,9 +40,9 @@ class BlueprintInvalid(Exception):
 
     def __init__(self, errors: Sequence[BlueprintError]) -> None:
         self.errors = tuple(sorted(errors, key=lambda e: (e.location, e.message)))
-        errors = sum(1 for error in self.errors if error.severity == "error")
-        warnings = len(self.errors) - errors
-        counted = f"{errors} error{'s' if errors != 1 else ''}" + (
+        failures = sum(1 for error in self.errors if error.severity == "error")
+        warnings = len(self.errors) - failures
+        counted = f"{failures} error{'s' if failures != 1 else ''}" + (
             f" and {warnings} warning{'s' if warnings != 1 else ''}" if warnings else "")
         super().__init__(f"{counted} in the blueprint:\n" + "\n".join(str(error) for error in self.errors))
 

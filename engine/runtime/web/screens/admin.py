@@ -278,8 +278,8 @@ def _audit_detail(model: Metamodel, detail: dict[str, Any], lang: str) -> str:
         elif key == "team":
             shown = team_label(model, str(value), lang)
         elif key == "changed":
-            shown = "、".join(translate(lang, _PROFILE_WORDS.get(name, name)) if name in _PROFILE_WORDS else name
-                             for name in value)
+            shown = ("、" if lang == "zh" else ", ").join(
+                translate(lang, _PROFILE_WORDS[name]) if name in _PROFILE_WORDS else str(name) for name in value)
         else:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         word = {"role": "role", "team": "team", "changed": "audit_changed", "im_ids": "chat_ids",
