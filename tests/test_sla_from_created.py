@@ -104,10 +104,11 @@ def test_explain_says_where_each_sla_counts_from(crm: Engine, clock: FakeClock) 
     clock.advance(minutes=30)
     crm.records.update("lead", lead["id"], {"owner": crm.users.user_id("wang")}, actor=SYSTEM)
     text = crm.doctor.explain("lead", lead["id"])
+    # times in the business time zone (Asia/Shanghai), as the screens and the trace headlines show them
     assert "answered_since_creation: on_track, starts when assigned, counted from the record's creation; " \
-           "counting since 2026-11-23T01:00:00+00:00, due 2026-11-23T02:00:00+00:00 (50% used)" in text
+           "counting since 2026-11-23 09:00:00+08:00, due 2026-11-23 10:00:00+08:00 (50% used)" in text
     assert "answered_since_assignment: on_track, counted from when assigned; " \
-           "counting since 2026-11-23T01:30:00+00:00" in text
+           "counting since 2026-11-23 09:30:00+08:00" in text
 
 
 def test_a_misspelt_from_is_refused_at_its_line(tmp_path: Path) -> None:

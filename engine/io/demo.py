@@ -214,10 +214,10 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
         writer.counts["imported"] = imported.record.created + imported.record.merged
     if engine.model.alerts or engine.model.scores:
         _service_story(engine, accounts, products, agent, now)
+    _catch_up_timers(engine, now)  # before the comments: a breach may still move a lead to another rep
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
     if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
         engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
-    _catch_up_timers(engine, now)
     _read_old_notices(engine, now)
     engine.db.analyze(engine.schema.metadata.sorted_tables)  # every table was filled: the planner's statistics
     return DemoSummary(users, writer.counts)
