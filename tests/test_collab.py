@@ -109,6 +109,22 @@ def test_mark_one_and_mark_all_read(crm: Any) -> None:
     assert li.get("/inbox/999999/open").status_code == 404  # another user's or no notice
 
 
+def test_the_inbox_lists_notices_by_when_they_happened(crm: Any) -> None:
+    """A worker catching up after a pause (or the demo's history) writes a notice about an earlier
+    moment after a later one: the inbox still reads newest first by date, not by arrival."""
+    import datetime as dt
+
+    from engine.runtime.automation.inbox import post
+    runtime, people = crm
+    monday = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
+    with runtime.db.write() as connection:
+        for key, days in (("late", 2), ("early", 0), ("middle", 1)):
+            post(connection, runtime.schema, user_ids=[people["li"].id], kind="notify", key=key,
+                 title=f"通知 {key}", text="", now=monday + dt.timedelta(days=days))
+    titles = [notice.title for notice in Inbox(runtime.schema, runtime.db).notices(people["li"].id)[0]]
+    assert titles == ["通知 late", "通知 middle", "通知 early"]
+
+
 def test_a_rule_notify_reaches_each_recipients_inbox_once_like_the_chat_bot(crm: Any) -> None:
     """The shipped S-grade rule tells the owner and their manager (WeCom); the inbox gets it too."""
     runtime, people = crm

@@ -158,7 +158,8 @@ class Inbox:
             where.append(table.c.read_at.is_(None))
         with self.db.read() as connection:
             total = int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
-            rows = connection.execute(sa.select(table).where(*where).order_by(table.c.id.desc())
+            rows = connection.execute(sa.select(table).where(*where)
+                                      .order_by(table.c.created_at.desc(), table.c.id.desc())
                                       .limit(PAGE).offset((max(page, 1) - 1) * PAGE))
             return [_notice(row) for row in rows], total
 
