@@ -125,10 +125,10 @@ def load_or_exit(path: str, extensions: Extensions | None = None) -> Metamodel:
     try:
         model = load_blueprint_cached(path, vocabulary=vocabulary)
     except BlueprintInvalid as exc:
-        click.echo(str(exc), err=True)
+        click.echo(exc.text(cli_language()), err=True)
         sys.exit(1)
     for warning in model.warnings:
-        click.echo(str(warning), err=True)
+        click.echo(warning.text(cli_language()), err=True)
     return model
 
 
@@ -906,7 +906,7 @@ def _mapping_or_exit(engine: Engine, table: Any, entity: str, mapping: str | Non
         try:
             specs = load_import_file(Path(mapping), model, engine.extensions.vocabulary)
         except BlueprintInvalid as exc:
-            click.echo(str(exc), err=True)
+            click.echo(exc.text(cli_language()), err=True)
             sys.exit(1)
         chosen = [spec for spec in specs if spec.entity == entity]
         if not chosen:

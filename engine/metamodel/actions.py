@@ -26,6 +26,7 @@ from engine.metamodel.crossrefs import SYSTEM_FIELDS
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean, unknown_name_hint
 from engine.metamodel.expressions import Expression, ValueSpec
+from engine.metamodel.messages import Msg
 from engine.metamodel.related import RELATED_SCHEMA, RelatedSpec, build_related, related_mode
 from engine.metamodel.schema import ENV_NAME, NAME, USERNAME, VALUES, either
 from engine.metamodel.source import PathKey
@@ -209,13 +210,14 @@ def build_actions(checker: Checker, path: PathKey, raw: list[dict[str, Any]],
         (verb, body), = item.items()
         where = path + (index, verb)
         if verb in _RENAMED:
-            checker.error(where, f"'{verb}' is not an action any more", f"write {_RENAMED[verb]}", key=True)
+            checker.error(where, Msg("'{verb}' is not an action any more", verb=verb),
+                          Msg("write {replacement}", replacement=_RENAMED[verb]), key=True)
             continue
         builder = _BUILDERS.get(verb)
         plugin_schema = checker.vocabulary.actions.get(verb)
         if builder is None and plugin_schema is None:
-            checker.error(where, f"unknown action '{verb}'",
-                          unknown_name_hint(verb, [*_BUILDERS, *checker.vocabulary.actions], "actions"), key=True)
+            checker.error(where, Msg("unknown action '{verb}'", verb=verb),
+                          unknown_name_hint(verb, [*_BUILDERS, *checker.vocabulary.actions], Msg("actions")), key=True)
             continue
         action = builder(checker, body, where, entity) if builder is not None else \
             _plugin_action(checker, verb, plugin_schema or {}, body, where, entity)
@@ -229,13 +231,15 @@ def _values(checker: Checker, path: PathKey, body: dict[str, Any], source: Entit
     values = []
     for field, raw in (body or {}).items():
         if field in SYSTEM_FIELDS:
-            checker.error(path + (field,), f"{what} cannot set the system field '{field}'",
-                          "use assign or reassign to change the owner" if field == "owner" else "remove it", key=True)
+            owner = field == "owner"
+            checker.error(path + (field,), Msg("{what} cannot set the system field '{field}'", what=what, field=field),
+                          Msg("use assign or reassign to change the owner") if owner else Msg("remove it"), key=True)
             continue
-        spec = checker.field(path + (field,), target, field, "field to set")
+        spec = checker.field(path + (field,), target, field, Msg("field to set"))
         if spec is not None and spec.type is FieldType.COMPUTED:
-            checker.error(path + (field,), f"'{field}' is computed from its expression and cannot be set",
-                          "set the fields it is computed from instead", key=True)
+            checker.error(path + (field,),
+                          Msg("'{field}' is computed from its expression and cannot be set", field=field),
+                          Msg("set the fields it is computed from instead"), key=True)
         values.append((field, checker.value(path + (field,), raw, source, spec)))
     return tuple(values)
 
@@ -248,10 +252,10 @@ def _tags(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) -> tup
     values_path = path if isinstance(body, list) else path + ("values",)
     body = {"values": body} if isinstance(body, list) else body
     field = body.get("field") or next((f.name for f in entity.fields if f.type is FieldType.TAGS), "tags")
-    spec = checker.field(path + ("field",) if "field" in body else path, entity, field, "tags field",
+    spec = checker.field(path + ("field",) if "field" in body else path, entity, field, Msg("tags field"),
                          types=(FieldType.TAGS, FieldType.MULTICHOICE))
     for index, value in enumerate(body["values"]):
-        checker.option(values_path + (index,), spec, value, "tag")
+        checker.option(values_path + (index,), spec, value, Msg("tag"))
     return field, tuple(str(value) for value in body["values"])
 
 
@@ -270,26 +274,29 @@ def _assign(checker: Checker, body: Any, path: PathKey, entity: EntitySpec, *, r
         to = (f"user:{body['backup']}", *to, "owner.manager")
     for index, person in enumerate(to):
         if not ASSIGNEE.match(person):
-            checker.error(path + ("to", index), f"cannot assign to '{person}'",
-                          "name a user (user:wang or wang) or owner.manager")
+            checker.error(path + ("to", index), Msg("cannot assign to '{person}'", person=person),
+                          Msg("name a user (user:wang or wang) or owner.manager"))
     if reassign and not to and "policy" not in body:
         to = ("owner.manager",)  # `reassign: {}`: the owner's manager takes it over
     policy = body.get("policy")
     policy = None if policy == "auto" else policy
     if to and policy is not None:
-        checker.error(path, "assign takes 'to' or 'policy', not both",
-                      "route through a policy, or name the people to try in order")
+        checker.error(path, Msg("assign takes 'to' or 'policy', not both"),
+                      Msg("route through a policy, or name the people to try in order"))
     elif not to:
         mine = [p.name for p in checker.model.routing if p.entity == entity.name]
         if policy is not None and policy not in mine:
             others = [p.entity for p in checker.model.routing if p.name == policy]
-            checker.error(path, f"assign names unknown routing policy '{policy}'" if not others else
-                          f"routing policy '{policy}' routes {others[0]}, not {entity.name}",
-                          did_you_mean(policy, mine) + " Policies are declared in a routing: document.")
+            checker.error(path, Msg("assign names unknown routing policy '{policy}'", policy=policy) if not others else
+                          Msg("routing policy '{policy}' routes {other}, not {entity}", policy=policy,
+                              other=others[0], entity=entity.name),
+                          Msg("{suggestion} Policies are declared in a routing: document.",
+                              suggestion=did_you_mean(policy, mine)))
         elif policy is None and not mine:
-            checker.error(path, f"assign picks a routing policy for {entity.name}, but none is declared",
-                          "declare one in a routing: document (entity: " + entity.name + "), or write "
-                          "to: [user:NAME, owner.manager]")
+            checker.error(path, Msg("assign picks a routing policy for {entity}, but none is declared",
+                                    entity=entity.name),
+                          Msg("declare one in a routing: document (entity: {entity}), or write "
+                              "to: [user:NAME, owner.manager]", entity=entity.name))
     return AssignAction(policy, tuple(to), reassign, checker.doc.where_key(path))
 
 
@@ -302,30 +309,33 @@ def _create_related(checker: Checker, body: dict[str, Any], path: PathKey,
     target = checker.entity(path + ("entity",), body["entity"], "create_related")
     if target is None:
         return None
-    link = checker.field(path + ("link",), target, body["link"], "link field", types=(FieldType.LINK,))
+    link = checker.field(path + ("link",), target, body["link"], Msg("link field"), types=(FieldType.LINK,))
     if link is not None and link.link_entity != entity.name:
-        checker.error(path + ("link",), f"{target.name}.{link.name} links to {link.link_entity}, not {entity.name}",
+        checker.error(path + ("link",), Msg("{target}.{link} links to {linked}, not {entity}", target=target.name,
+                                            link=link.name, linked=link.link_entity, entity=entity.name),
                       did_you_mean(entity.name, [f.name for f in target.fields if f.link_entity == entity.name]))
     values = _values(checker, path + ("values",), body.get("values") or {}, entity, target, "create_related")
     for spec in target.fields:
         if spec.is_required and spec.default is None and spec.default_expression is None \
                 and spec.name not in dict(values) and spec.name != body["link"]:
-            checker.error(path, f"{target.name} requires '{spec.name}', which create_related does not give",
-                          f"add it under values: {{{spec.name}: …}}")
+            checker.error(path, Msg("{target} requires '{field}', which create_related does not give",
+                                    target=target.name, field=spec.name),
+                          Msg("add it under values: {{{field}: …}}", field=spec.name))
     return CreateRelatedAction(target.name, body["link"], values, checker.doc.where_key(path))
 
 
 def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
                     entity: EntitySpec) -> UpdateRelatedAction | None:
     if ("link" in body) == ("entity" in body):
-        checker.error(path, "update_related needs either 'link' (the record this one links to) or 'entity' with "
-                      "'via' (records linked to this one, or sharing its link)",
-                      "e.g. {link: lead, set: {…}} or {entity: opportunity, via: account, set: {…}}")
+        checker.error(path, Msg("update_related needs either 'link' (the record this one links to) or 'entity' with "
+                                "'via' (records linked to this one, or sharing its link)"),
+                      Msg("e.g. {{link: lead, set: {{…}}}} or {{entity: opportunity, via: account, set: {{…}}}}"))
         return None
     if not body.get("set") and not body.get("set_if_empty"):
-        checker.error(path, "update_related changes nothing", "add set: {field: value} or set_if_empty: {…}")
+        checker.error(path, Msg("update_related changes nothing"),
+                      Msg("add set: {{field: value}} or set_if_empty: {{…}}"))
     if "link" in body:
-        link = checker.field(path + ("link",), entity, body["link"], "link field", types=(FieldType.LINK,))
+        link = checker.field(path + ("link",), entity, body["link"], Msg("link field"), types=(FieldType.LINK,))
         if link is None or link.link_entity is None:
             return None
         target, via, mode = checker.model.entity(link.link_entity), link.name, "parent"
@@ -349,20 +359,23 @@ def _update_related(checker: Checker, body: dict[str, Any], path: PathKey,
                        "update_related")
     unless = build_related(checker, path + ("unless",), body["unless"], entity) if body.get("unless") else None
     if body.get("on") and "link" in body:
-        checker.error(path + ("on",), "'on' goes with entity and via, not with link", "remove on:", key=True)
+        checker.error(path + ("on",), Msg("'on' goes with entity and via, not with link"), Msg("remove on:"),
+                      key=True)
     return UpdateRelatedAction(target.name, via, mode, values, if_empty, where, checker.doc.where_key(path),
                                body.get("on"), unless)
 
 
 def _check_on(checker: Checker, path: PathKey, entity: EntitySpec, target: EntitySpec, via: str, on: str) -> bool:
     """`on`: this record's link whose value the related records' `via` must equal — both to one entity."""
-    own = checker.field(path + ("on",), entity, on, "on link", types=(FieldType.LINK,))
-    theirs = checker.field(path + ("via",), target, via, "via link", types=(FieldType.LINK,))
+    own = checker.field(path + ("on",), entity, on, Msg("on link"), types=(FieldType.LINK,))
+    theirs = checker.field(path + ("via",), target, via, Msg("via link"), types=(FieldType.LINK,))
     if own is None or theirs is None:
         return False
     if own.link_entity != theirs.link_entity:
-        checker.error(path + ("on",), f"{entity.name}.{on} links to {own.link_entity} but {target.name}.{via} links "
-                      f"to {theirs.link_entity}", "on and via must both link to the same entity")
+        checker.error(path + ("on",), Msg("{entity}.{on} links to {own} but {target}.{via} links to {theirs}",
+                                          entity=entity.name, on=on, own=own.link_entity, target=target.name,
+                                          via=via, theirs=theirs.link_entity),
+                      Msg("on and via must both link to the same entity"))
         return False
     return True
 
@@ -378,44 +391,45 @@ def _transition(checker: Checker, body: Any, path: PathKey, entity: EntitySpec) 
     body = {"to": body} if isinstance(body, str) else body
     field = body.get("field") or entity.stage_field
     if field is None:
-        checker.error(path, f"{entity.name} has no stage or status field to transition",
-                      "name the choice field: transition: {field: <field>, to: <option>}")
+        checker.error(path, Msg("{entity} has no stage or status field to transition", entity=entity.name),
+                      Msg("name the choice field: transition: {{field: <field>, to: <option>}}"))
         return None
-    spec = checker.field(path + ("field",) if "field" in body else path, entity, field, "stage field",
+    spec = checker.field(path + ("field",) if "field" in body else path, entity, field, Msg("stage field"),
                          types=(FieldType.CHOICE,))
-    checker.option(to_path, spec, body["to"], "target stage")
+    checker.option(to_path, spec, body["to"], Msg("target stage"))
     return TransitionAction(field, str(body["to"]), checker.doc.where_key(path))
 
 
 def _notify(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> NotifyAction:
     channels = [spec.name for spec in checker.model.channels]
     if body["channel"] not in channels:
-        checker.error(path + ("channel",), f"unknown channel '{body['channel']}'",
-                      did_you_mean(body["channel"], channels) + "; channels are declared in a channels: document")
+        checker.error(path + ("channel",), Msg("unknown channel '{name}'", name=body["channel"]),
+                      Msg("{suggestion}; channels are declared in a channels: document",
+                          suggestion=did_you_mean(body["channel"], channels)))
     text, template = body.get("text"), body.get("template")
     if (text is None) == (template is None):
-        checker.error(path, "notify needs exactly one of 'text' (inline) and 'template' (a declared one)",
-                      "e.g. text: '新线索 {{ record.name }}' or template: lead_sla_breach")
+        checker.error(path, Msg("notify needs exactly one of 'text' (inline) and 'template' (a declared one)"),
+                      Msg("e.g. text: '新线索 {{{{ record.name }}}}' or template: lead_sla_breach"))
     if template is not None:
         known = [spec.name for spec in checker.model.templates]
         if template not in known:
             looks_inline = any(mark in template for mark in (" ", "{", "}")) or not re.match(r"^[a-z][a-z0-9_]*$",
                                                                                              template)
-            checker.error(path + ("template",), f"unknown message template '{template}'",
-                          "inline text goes under text:, with Jinja2 placeholders such as {{ record.name }}"
-                          if looks_inline else did_you_mean(template, known) +
-                          " Declare it under templates: in a channels document.")
+            checker.error(path + ("template",), Msg("unknown message template '{name}'", name=template),
+                          Msg("inline text goes under text:, with Jinja2 placeholders such as {{{{ record.name }}}}")
+                          if looks_inline else Msg("{suggestion} Declare it under templates: in a channels document.",
+                                                   suggestion=did_you_mean(template, known)))
         else:
             found = checker.model.template(template)
             for _, part in (*found.text, *found.title):
-                checker.jinja(path + ("template",), part, f"template '{template}'", entity)
+                checker.jinja(path + ("template",), part, Msg("template '{name}'", name=template), entity)
     if text is not None:
-        checker.jinja(path + ("text",), text, "notify text", entity)
+        checker.jinja(path + ("text",), text, Msg("notify text"), entity)
     to = texts(body.get("to", "owner"))
     for position, person in enumerate(to):
         if not RECIPIENT.match(person):
-            checker.error(path + ("to", position), f"unknown recipient '{person}'",
-                          "write owner, owner.manager, backup, all, role:NAME, team:NAME or user:NAME")
+            checker.error(path + ("to", position), Msg("unknown recipient '{person}'", person=person),
+                          Msg("write owner, owner.manager, backup, all, role:NAME, team:NAME or user:NAME"))
     return NotifyAction(body["channel"], to, text, template, checker.doc.where_key(path))
 
 
@@ -425,9 +439,11 @@ def _request_approval(checker: Checker, body: Any, path: PathKey, entity: Entity
     mine = [spec.name for spec in checker.model.approvals if spec.entity == entity.name]
     if name not in mine:
         others = [spec.entity for spec in checker.model.approvals if spec.name == name]
-        checker.error(path, f"unknown approval '{name}'" if not others else
-                      f"approval '{name}' approves {others[0]} records, not {entity.name}",
-                      did_you_mean(name, mine) + " Approvals are declared in approval: documents.")
+        checker.error(path, Msg("unknown approval '{name}'", name=name) if not others else
+                      Msg("approval '{name}' approves {other} records, not {entity}", name=name, other=others[0],
+                          entity=entity.name),
+                      Msg("{suggestion} Approvals are declared in approval: documents.",
+                          suggestion=did_you_mean(name, mine)))
         return None
     reason = checker.value(path + ("reason",), body["reason"], entity, None) if body.get("reason") else None
     return RequestApprovalAction(name, reason, checker.doc.where_key(path))
@@ -435,8 +451,8 @@ def _request_approval(checker: Checker, body: Any, path: PathKey, entity: Entity
 
 def _webhook(checker: Checker, body: dict[str, Any], path: PathKey, entity: EntitySpec) -> WebhookAction:
     if ("url" in body) == ("url_env" in body):
-        checker.error(path, "a webhook action needs exactly one of 'url' and 'url_env'",
-                      "prefer url_env: the environment variable holding the address")
+        checker.error(path, Msg("a webhook action needs exactly one of 'url' and 'url_env'"),
+                      Msg("prefer url_env: the environment variable holding the address"))
     payload = tuple((key, checker.value(path + ("payload", key), raw, entity, None))
                     for key, raw in (body.get("payload") or {}).items())
     return WebhookAction(body.get("url"), body.get("url_env"), body.get("secret_env"), payload,
@@ -451,12 +467,13 @@ def _plugin_action(checker: Checker, verb: str, schema: Mapping[str, Any], body:
     import jsonschema  # (only a blueprint using a plugin's verb gets here: see loader._validators)
     problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.absolute_path))
     for problem in problems:
-        checker.error(path + tuple(problem.absolute_path), f"{verb}: {problem.message}",
-                      f"see the documentation of the plugin providing '{verb}'")
+        checker.error(path + tuple(problem.absolute_path), Msg("{verb}: {problem}", verb=verb, problem=problem.message),
+                      Msg("see the documentation of the plugin providing '{verb}'", verb=verb))
     if problems:
         return None
     if not isinstance(body, dict):
-        checker.error(path, f"{verb} takes a block of options", f"write {verb}: {{option: value, …}}")
+        checker.error(path, Msg("{verb} takes a block of options", verb=verb),
+                      Msg("write {verb}: {{option: value, …}}", verb=verb))
         return None
     values = tuple((str(key), checker.value(path + (key,), raw, entity, None)) for key, raw in body.items())
     return PluginAction(verb, entity.name, values, checker.doc.where_key(path))

@@ -25,6 +25,7 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression, ValueSpec
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import EXPRESSION, LABEL, NAME, VALUES
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -77,46 +78,48 @@ ALERTS_SCHEMA: dict[str, Any] = {
 
 
 def build_alerts(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
-    alerts, errors = build_items("alerts", "alert", documents, model, vocabulary, _build_alert)
+    alerts, errors = build_items("alerts", Msg("alert"), documents, model, vocabulary, _build_alert)
     return replace(model, alerts=tuple(alerts)), errors
 
 
 def _build_alert(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> AlertSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"alert '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("alert '{name}'", name=name))
     raw = data["record"]
-    target = checker.entity(path + ("record", "entity"), raw["entity"], f"alert '{name}' record")
+    target = checker.entity(path + ("record", "entity"), raw["entity"], Msg("alert '{name}' record", name=name))
     if entity is None or target is None:
         return None
     group = tuple(data["group_by"])
-    known = [checker.field(path + ("group_by", index), entity, field_name, "group_by field", types=_GROUPABLE)
+    known = [checker.field(path + ("group_by", index), entity, field_name, Msg("group_by field"), types=_GROUPABLE)
              for index, field_name in enumerate(group)]
     where = []
     for field_name, value in (data.get("where") or {}).items():
-        spec = checker.field(path + ("where", field_name), entity, field_name, "where field")
+        spec = checker.field(path + ("where", field_name), entity, field_name, Msg("where field"))
         values = tuple(value) if isinstance(value, list) else (value,)
         for item in values:
-            checker.option(path + ("where", field_name), spec, item, "value")
+            checker.option(path + ("where", field_name), spec, item, Msg("value"))
         where.append((field_name, values))
     window = checked_duration(checker, path + ("window",), data["window"])
     if window.business_days:
-        checker.error(path + ("window",), "an alert window is calendar time, not business days",
-                      "write it in d, h or min, e.g. 3d")
-    link = checker.field(path + ("record", "link"), entity, raw["link"], "record link", types=(FieldType.LINK,))
+        checker.error(path + ("window",), Msg("an alert window is calendar time, not business days"),
+                      Msg("write it in d, h or min, e.g. 3d"))
+    link = checker.field(path + ("record", "link"), entity, raw["link"], Msg("record link"), types=(FieldType.LINK,))
     if link is not None and link.link_entity != target.name:
-        checker.error(path + ("record", "link"), f"{entity.name}.{link.name} links to {link.link_entity}, "
-                      f"not {target.name}", did_you_mean(target.name, [f.name for f in entity.fields
-                                                                      if f.link_entity == target.name]))
+        checker.error(path + ("record", "link"), Msg("{entity}.{link} links to {linked}, not {target}",
+                                                     entity=entity.name, link=link.name, linked=link.link_entity,
+                                                     target=target.name),
+                      did_you_mean(target.name, [f.name for f in entity.fields if f.link_entity == target.name]))
     if all(spec is not None for spec in known):
         _check_index(checker, path, entity, group)
     values = tuple((field_name, checker.value(path + ("record", "values", field_name), value, entity,
                                               checker.field(path + ("record", "values", field_name), target,
-                                                            field_name, "alert value")))
+                                                            field_name, Msg("alert value"))))
                    for field_name, value in (raw.get("values") or {}).items())
     for spec in target.fields:
         if spec.is_required and spec.default is None and spec.default_expression is None \
                 and spec.name not in dict(values) and spec.name != raw.get("count_field"):
-            checker.error(path + ("record",), f"{target.name} requires '{spec.name}', which the alert does not give",
-                          f"add it under record.values: {{{spec.name}: …}}")
+            checker.error(path + ("record",), Msg("{target} requires '{field}', which the alert does not give",
+                                                  target=target.name, field=spec.name),
+                          Msg("add it under record.values: {{{field}: …}}", field=spec.name))
     count_field = raw.get("count_field")
     if count_field is not None:
         checker.field(path + ("record", "count_field"), target, count_field, "count_field",
@@ -136,6 +139,8 @@ def _check_index(checker: Checker, path: PathKey, entity: EntitySpec, group: tup
         if set(head) == set(group) and index.fields[len(group):len(group) + 1] == ("created_at",):
             return
     fields = ", ".join((*group, "created_at"))
-    checker.error(path + ("group_by",), f"alert counts {entity.name} by {', '.join(group)} within a window, but "
-                  f"{entity.name} has no index for that count",
-                  f"add to the {entity.name} entity: indexes: [{{fields: [{fields}]}}]")
+    checker.error(path + ("group_by",), Msg("alert counts {entity} by {group} within a window, but "
+                                            "{entity} has no index for that count",
+                                            entity=entity.name, group=", ".join(group)),
+                  Msg("add to the {entity} entity: indexes: [{{fields: [{fields}]}}]", entity=entity.name,
+                      fields=fields))

@@ -51,6 +51,7 @@ from engine.metamodel.entities import (Choice, EntitySpec, FieldSpec, FieldType,
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression, ExpressionSyntaxError, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.related import RELATED_SCHEMA, RelatedSpec, build_related
 from engine.metamodel.schema import EXPRESSION, LABEL, NAME, either
 from engine.metamodel.sla import PERCENTS, SlaSpec
@@ -274,8 +275,8 @@ def build_approvals(documents: list[SourceDocument], model: Metamodel, vocabular
         checker = Checker(doc, model, vocabulary, errors)
         name = doc.data["approval"]
         if name in drafts:
-            checker.error(("approval",), f"approval '{name}' is declared twice",
-                          f"the first is at {drafts[name][1].location}")
+            checker.error(("approval",), Msg("approval '{name}' is declared twice", name=name),
+                          Msg("the first is at {place}", place=drafts[name][1].location))
             continue
         draft = _build_approval(checker, doc.data)
         if draft is not None:
@@ -296,26 +297,27 @@ def build_approvals(documents: list[SourceDocument], model: Metamodel, vocabular
 
 def _build_approval(checker: Checker, data: dict[str, Any]) -> ApprovalSpec | None:
     name = data["approval"]
-    entity = checker.entity(("entity",), data["entity"], f"approval '{name}'")
+    entity = checker.entity(("entity",), data["entity"], Msg("approval '{name}'", name=name))
     if entity is None:
         return None
     if entity.is_managed:
-        checker.error(("entity",), f"approval '{name}' cannot approve {entity.name} records",
-                      "approval requests and tasks are the engine's own; name the record that needs approval")
+        checker.error(("entity",), Msg("approval '{name}' cannot approve {entity} records", name=name, entity=entity.name),
+                      Msg("approval requests and tasks are the engine's own; name the record that needs approval"))
         return None
     channel = data.get("channel")
     if channel is not None and not checker.model.has_channel(channel):
-        checker.error(("channel",), f"unknown channel '{channel}'",
-                      did_you_mean(channel, [spec.name for spec in checker.model.channels])
-                      + " Channels are declared in a channels: document.")
+        checker.error(("channel",), Msg("unknown channel '{name}'", name=channel),
+                      Msg("{suggestion} Channels are declared in a channels: document.",
+                          suggestion=did_you_mean(channel, [spec.name for spec in checker.model.channels])))
     covers = tuple(name for index, name in enumerate(data.get("covers") or [])
-                   if checker.field(("covers", index), entity, name, "covered field") is not None)
+                   if checker.field(("covers", index), entity, name, Msg("covered field")) is not None)
     counts = tuple((count, related) for count, raw in (data.get("counts") or {}).items()
                    if (related := build_related(checker, ("counts", count), raw, entity)) is not None)
     for count, _ in counts:
         if entity.has_field(count) or count in SYSTEM_FIELDS:
-            checker.error(("counts", count), f"count '{count}' has the name of a field of {entity.name}",
-                          "give the count a name of its own, e.g. overdue_payments", key=True)
+            checker.error(("counts", count), Msg("count '{name}' has the name of a field of {entity}",
+                                                 name=count, entity=entity.name),
+                          Msg("give the count a name of its own, e.g. overdue_payments"), key=True)
     steps = _build_steps(checker, name, data["steps"], entity, {count for count, _ in counts})
     return ApprovalSpec(name, default_label(data, name), entity.name, steps, covers, counts, channel,
                         location=checker.doc.where_key(("approval",)))
@@ -330,7 +332,8 @@ def _build_steps(checker: Checker, approval: str, raw: list[dict[str, Any]], ent
             else [(("steps", group), item)]
         for path, member in members:
             if any(step.name == member["name"] for step in steps):
-                checker.error(path + ("name",), f"step '{member['name']}' appears twice", "give each step its own name")
+                checker.error(path + ("name",), Msg("step '{name}' appears twice", name=member["name"]),
+                              Msg("give each step its own name"))
                 continue
             steps.append(_build_step(checker, approval, path, member, group, entity, counts))
     return tuple(steps)
@@ -343,11 +346,12 @@ def _build_step(checker: Checker, approval: str, path: PathKey, raw: dict[str, A
     for index, person in enumerate(approvers):
         where = path + ("approvers", index) if isinstance(raw["approvers"], list) else path + ("approvers",)
         if not APPROVER.match(person):
-            checker.error(where, f"unknown approver '{person}'",
-                          "write owner.manager, owner, requester.manager, requester, role:NAME or user:NAME")
+            checker.error(where, Msg("unknown approver '{name}'", name=person),
+                          Msg("write owner.manager, owner, requester.manager, requester, role:NAME or user:NAME"))
         elif person.startswith("role:") and person[5:] not in roles:
-            checker.error(where, f"unknown role '{person[5:]}'",
-                          did_you_mean(person[5:], roles) + " Roles are declared in a roles: document.")
+            checker.error(where, Msg("unknown role '{name}'", name=person[5:]),
+                          Msg("{suggestion} Roles are declared in a roles: document.",
+                              suggestion=did_you_mean(person[5:], roles)))
     when = _step_condition(checker, path + ("when",), raw["when"], entity, counts) if raw.get("when") else None
     return ApprovalStepSpec(raw["name"], default_label(raw, raw["name"]), approvers, group, raw.get("mode", "any"),
                             when, sla_name(approval, raw["name"]) if raw.get("sla") else None, checker.doc.where(path))
@@ -359,15 +363,17 @@ def _step_condition(checker: Checker, path: PathKey, source: str, entity: Entity
     try:
         expression = parse_expression(source, checker.doc.where(path))
     except ExpressionSyntaxError as exc:
-        checker.error(path, f"bad expression '{source}': {exc}", "see docs/expressions.md")
+        checker.error(path, Msg("bad expression '{source}': {problem}", source=source, problem=exc),
+                      Msg("see docs/expressions.md"))
         return None
     known = set(entity.field_names()) | set(SYSTEM_FIELDS) | counts
     for name in sorted(expression.names - known - EXPRESSION_CONSTANTS):
-        checker.error(path, f"expression uses unknown name '{name}'",
-                      f"{did_you_mean(name, known)} A step's condition reads the fields of {entity.name} and the "
-                      "approval's counts.")
+        checker.error(path, Msg("expression uses unknown name '{name}'", name=name),
+                      Msg("{suggestion} A step's condition reads the fields of {entity} and the approval's counts.",
+                          suggestion=did_you_mean(name, known), entity=entity.name))
     for function in sorted(expression.functions - set(checker.functions)):
-        checker.error(path, f"expression calls unknown function '{function}'", did_you_mean(function, checker.functions))
+        checker.error(path, Msg("expression calls unknown function '{name}'", name=function),
+                      did_you_mean(function, checker.functions))
     return expression
 
 
@@ -392,15 +398,16 @@ def _step_slas(checker: Checker, approval: ApprovalSpec, data: dict[str, Any], m
         where = path + ("sla",)
         name = sla_name(approval.name, raw["name"])
         if len(name) > MAX_SLA_NAME:
-            checker.error(where, f"approval and step names are too long together ({len(name)} characters)",
-                          f"keep '{name}' within {MAX_SLA_NAME} characters")
+            checker.error(where, Msg("approval and step names are too long together ({count} characters)",
+                                     count=len(name)),
+                          Msg("keep '{name}' within {limit} characters", name=name, limit=MAX_SLA_NAME))
             continue
         business_time = bool(body.get("business_time", True))
         warn_at, escalate_at = tuple(body.get("warn_at", (50,))), tuple(body.get("escalate_at", ()))
         if any(not 0 < p < 100 for p in warn_at):
-            checker.error(where + ("warn_at",), "warnings are percentages between 1 and 99")
+            checker.error(where + ("warn_at",), Msg("warnings are percentages between 1 and 99"))
         if any(p <= 100 for p in escalate_at):
-            checker.error(where + ("escalate_at",), "escalations come after the breach: percentages above 100")
+            checker.error(where + ("escalate_at",), Msg("escalations come after the breach: percentages above 100"))
         actions = {key: build_actions(checker, where + (key,), body[key], task)
                    for key in ("on_warning", "on_breach", "on_escalation") if key in body}
         defaults = _default_step_actions(checker, where, approval, body)
@@ -425,15 +432,15 @@ def _default_step_actions(checker: Checker, path: PathKey, approval: ApprovalSpe
     escalate_to = tuple(escalate_to) if isinstance(escalate_to, list) else (escalate_to,)
     for index, person in enumerate(escalate_to):
         if not re.match(r"^(owner\.manager|(user:)?[A-Za-z0-9_.@-]+)$", person):
-            checker.error(path + ("escalate_to", index), f"cannot escalate to '{person}'",
-                          "name a user (user:zhou) or owner.manager (the approver's manager)")
+            checker.error(path + ("escalate_to", index), Msg("cannot escalate to '{name}'", name=person),
+                          Msg("name a user (user:zhou) or owner.manager (the approver's manager)"))
     location = checker.doc.where(path)
     reassign: ActionSpec = AssignAction(to=escalate_to, reassign=True, location=location)
     if approval.channel is None:
         if "on_warning" not in body and "on_breach" not in body:
-            checker.error(path, "a step's SLA reminds and escalates through the approval's channel, "
-                                "and this approval has none",
-                          "add channel: <name> to the approval, or give the sla its own on_warning / on_breach",
+            checker.error(path, Msg("a step's SLA reminds and escalates through the approval's channel, "
+                                    "and this approval has none"),
+                          Msg("add channel: <name> to the approval, or give the sla its own on_warning / on_breach"),
                           severity="warning")
         return (), (reassign,)
     remind: ActionSpec = NotifyAction(approval.channel, ("owner",), template="approval_reminder", location=location)

@@ -14,6 +14,7 @@ from engine.metamodel.clocks import CLOCK_TRIGGER, STOP, ClockTrigger, StopCondi
 from engine.metamodel.durations import DURATION_SCHEMA, DurationSpec, checked_duration
 from engine.metamodel.errors import NOWHERE, Location
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -60,12 +61,12 @@ CADENCES_SCHEMA: dict[str, Any] = {
 
 def build_cadences(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """CadenceSpecs: a start trigger, ordered steps with delays and actions, stop conditions."""
-    cadences, errors = build_items("cadences", "cadence", documents, model, vocabulary, _build_cadence)
+    cadences, errors = build_items("cadences", Msg("cadence"), documents, model, vocabulary, _build_cadence)
     return replace(model, cadences=tuple(cadences)), errors
 
 
 def _build_cadence(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> CadenceSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"cadence '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("cadence '{name}'", name=name))
     if entity is None:
         return None
     business_time = bool(data.get("business_time", False))
@@ -73,7 +74,8 @@ def _build_cadence(checker: Checker, name: str, data: dict[str, Any], path: Path
     for index, step in enumerate(data["steps"]):
         where = path + ("steps", index)
         if step["name"] in seen:
-            checker.error(where + ("name",), f"step '{step['name']}' appears twice in cadence '{name}'")
+            checker.error(where + ("name",), Msg("step '{step}' appears twice in cadence '{cadence}'",
+                                                 step=step["name"], cadence=name))
         seen.add(step["name"])
         steps.append(CadenceStepSpec(step["name"], checked_duration(checker, where + ("after",), step["after"]),
                                      build_actions(checker, where + ("actions",), step["actions"], entity)))

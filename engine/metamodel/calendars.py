@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine.metamodel.checks import Built, Checker, build_items, default_label
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -61,23 +62,23 @@ CALENDARS_SCHEMA: dict[str, Any] = {
             "official_years": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}}}}}}
 
 
-def check_period(text: str) -> str | None:
+def check_period(text: str) -> Msg | None:
     match = _PERIOD.match(text.strip())
     if not match:
-        return f'working hours "{text}" must look like "09:00-12:00"'
+        return Msg('working hours "{text}" must look like "09:00-12:00"', text=text)
     start = int(match[1]) * 60 + int(match[2])
     end = int(match[3]) * 60 + int(match[4])
     if int(match[2]) > 59 or int(match[4]) > 59 or not 0 <= start < end <= 1440:
-        return f'working hours "{text}" must start before they end, within 00:00-24:00'
+        return Msg('working hours "{text}" must start before they end, within 00:00-24:00', text=text)
     return None
 
 
-def check_weekday_key(key: str) -> str | None:
+def check_weekday_key(key: str) -> Msg | None:
     first, _, last = key.lower().partition("-")
     if first not in WEEKDAYS or (last and last not in WEEKDAYS):
-        return f'weekday "{key}" must be one of {", ".join(WEEKDAYS)} or a range like "mon-fri"'
+        return Msg('weekday "{key}" must be one of {days} or a range like "mon-fri"', key=key, days=", ".join(WEEKDAYS))
     if last and WEEKDAYS.index(last) < WEEKDAYS.index(first):
-        return f'weekday range "{key}" runs backwards; write it Monday first'
+        return Msg('weekday range "{key}" runs backwards; write it Monday first', key=key)
     return None
 
 
@@ -91,11 +92,12 @@ def day_list(raw: dict[str, str], checker: Checker, path: PathKey) -> list[tuple
             first = dt.date.fromisoformat(match[1])
             last = dt.date.fromisoformat(match[2]) if match[2] else first
         except ValueError:
-            checker.error(path + (key,), f"'{key}' is not a date or a date range",
-                          'write "2027-02-13" or "2027-02-06..2027-02-12" (quoted)', key=True)
+            checker.error(path + (key,), Msg("'{key}' is not a date or a date range", key=key),
+                          Msg('write "2027-02-13" or "2027-02-06..2027-02-12" (quoted)'), key=True)
             continue
         if last < first or (last - first).days > 366:
-            checker.error(path + (key,), f"date range '{key}' runs backwards or spans more than a year", key=True)
+            checker.error(path + (key,), Msg("date range '{key}' runs backwards or spans more than a year", key=key),
+                          key=True)
             continue
         days.extend((first + dt.timedelta(days=offset), str(name)) for offset in range((last - first).days + 1))
     return days
@@ -105,12 +107,12 @@ def check_zone(checker: Checker, path: PathKey, name: str) -> None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        checker.error(path, f"unknown time zone '{name}'", "use an IANA name such as Asia/Shanghai")
+        checker.error(path, Msg("unknown time zone '{name}'", name=name), Msg("use an IANA name such as Asia/Shanghai"))
 
 
 def build_calendars(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """CalendarDecls from every `calendars:` document: weekdays, periods, dates and zones checked."""
-    calendars, errors = build_items("calendars", "calendar", documents, model, vocabulary, _build_calendar)
+    calendars, errors = build_items("calendars", Msg("calendar"), documents, model, vocabulary, _build_calendar)
     return replace(model, calendars=tuple(calendars)), errors
 
 
@@ -122,7 +124,7 @@ def _build_calendar(checker: Checker, name: str, data: dict[str, Any], path: Pat
             checker.error(path + ("hours", key), problem, key=True)
         for index, text in enumerate(periods):
             if (problem := check_period(text)) is not None:
-                checker.error(path + ("hours", key, index), problem, "overnight shifts are two periods")
+                checker.error(path + ("hours", key, index), problem, Msg("overnight shifts are two periods"))
     for index, text in enumerate(data.get("makeup_day_hours") or ()):
         if (problem := check_period(text)) is not None:
             checker.error(path + ("makeup_day_hours", index), problem)
@@ -130,8 +132,9 @@ def _build_calendar(checker: Checker, name: str, data: dict[str, Any], path: Pat
     workdays = day_list(data.get("workdays") or {}, checker, path + ("workdays",))
     clash = sorted({day for day, _ in holidays} & {day for day, _ in workdays})
     if clash:
-        checker.error(path, f"calendar '{name}' lists {clash[0]} as both a holiday and a workday",
-                      "keep it under one of holidays/workdays")
+        checker.error(path, Msg("calendar '{name}' lists {day} as both a holiday and a workday", name=name,
+                                day=str(clash[0])),
+                      Msg("keep it under one of holidays/workdays"))
     makeup = data.get("makeup_day_hours")
     return CalendarDecl(
         name, default_label(data, name), timezone, tuple((key, tuple(periods)) for key, periods in data["hours"].items()),
@@ -144,9 +147,10 @@ def calendar_ref(checker: Checker, path: PathKey, name: str | None, business_tim
     known = [spec.name for spec in checker.model.calendars]
     if name is None:
         if business_time and len(known) != 1:
-            checker.error(path, "business time needs a calendar: name one with calendar:",
-                          f"declared calendars: {', '.join(known) or 'none'}")
+            checker.error(path, Msg("business time needs a calendar: name one with calendar:"),
+                          Msg("declared calendars: {names}", names=", ".join(known)) if known else
+                          Msg("declared calendars: none"))
         return known[0] if business_time and len(known) == 1 else None
     if name not in known:
-        checker.error(path + ("calendar",), f"unknown calendar '{name}'", did_you_mean(name, known))
+        checker.error(path + ("calendar",), Msg("unknown calendar '{name}'", name=name), did_you_mean(name, known))
     return name

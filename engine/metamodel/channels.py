@@ -13,6 +13,7 @@ from engine.metamodel.checks import Built, Checker, build_items, default_label, 
 from engine.metamodel.durations import DURATION_SCHEMA, parse_duration
 from engine.metamodel.errors import NOWHERE, Location, unknown_name_hint
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -173,8 +174,9 @@ def secret_value(raw: Any) -> SecretValue | None:
 
 def build_channels(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """ChannelSpecs and message templates; a secret written inline where one is needed is an error."""
-    channels, errors = build_items("channels", "channel", documents, model, vocabulary, _build_channel)
-    templates, template_errors = build_items("templates", "template", documents, model, vocabulary, _build_template)
+    channels, errors = build_items("channels", Msg("channel"), documents, model, vocabulary, _build_channel)
+    templates, template_errors = build_items("templates", Msg("template"), documents, model, vocabulary,
+                                             _build_template)
     return replace(model, channels=tuple(channels), templates=tuple(templates)), errors + template_errors
 
 
@@ -199,16 +201,19 @@ def _digest(checker: Checker, path: PathKey, data: dict[str, Any]) -> DigestSpec
         return None
     limit = VENDOR_TEXT_LIMITS.get(data["type"])
     if limit is None:
-        checker.error(path + ("digest",), f"a {data['type']} channel cannot merge messages into a digest",
-                      "digest applies to chat robots: " + ", ".join(sorted(VENDOR_TEXT_LIMITS)), key=True)
+        checker.error(path + ("digest",), Msg("a {type} channel cannot merge messages into a digest", type=data["type"]),
+                      Msg("digest applies to chat robots: {types}", types=", ".join(sorted(VENDOR_TEXT_LIMITS))),
+                      key=True)
         return None
     max_bytes = int(raw.get("max_bytes", limit))
     if max_bytes > limit:
-        checker.error(path + ("digest", "max_bytes"), f"max_bytes {max_bytes} is over what one {data['type']} "
-                      f"message may carry ({limit})", f"write at most max_bytes: {limit}")
+        checker.error(path + ("digest", "max_bytes"), Msg("max_bytes {value} is over what one {type} message may "
+                                                          "carry ({limit})", value=max_bytes, type=data["type"],
+                                                          limit=limit),
+                      Msg("write at most max_bytes: {limit}", limit=limit))
     if not (data.get("rate_limit") != "none" and _rate_limits(data)):
-        checker.error(path + ("digest",), "a digest needs a paced channel: without a rate_limit no backlog builds",
-                      "keep the vendor's default rate_limit or declare one", key=True, severity="warning")
+        checker.error(path + ("digest",), Msg("a digest needs a paced channel: without a rate_limit no backlog builds"),
+                      Msg("keep the vendor's default rate_limit or declare one"), key=True, severity="warning")
     return DigestSpec(int(raw["after"]), min(max_bytes, limit))
 
 
@@ -226,7 +231,8 @@ def _rate_limits(data: dict[str, Any]) -> tuple[RateLimit, ...]:
 def _build_template(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> MessageTemplateSpec:
     for part in ("title", "text", "html"):
         for lang, text in language_texts(data.get(part)):
-            checker.jinja(path + ((part, lang) if lang != "*" else (part,)), text, f"template '{name}'")
+            checker.jinja(path + ((part, lang) if lang != "*" else (part,)), text,
+                          Msg("template '{name}'", name=name))
     return MessageTemplateSpec(name, language_texts(data.get("title")), language_texts(data["text"]), checker.doc.where_key(path),
                                language_texts(data.get("html")))
 
@@ -237,22 +243,26 @@ def _check_channel(checker: Checker, path: PathKey, data: dict[str, Any]) -> Non
     for index, item in enumerate(raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []):
         where = path + ("rate_limit",) + ((index,) if isinstance(raw, list) else ()) + ("per",)
         if parse_duration(item["per"]).fixed <= dt.timedelta(0):
-            checker.error(where, f"rate_limit per '{item['per']}' is not a fixed length of time",
-                          "vendors count in seconds and minutes: write e.g. per: 1min or per: 1s")
+            checker.error(where, Msg("rate_limit per '{per}' is not a fixed length of time", per=item["per"]),
+                          Msg("vendors count in seconds and minutes: write e.g. per: 1min or per: 1s"))
     known = checker.vocabulary.channel_types
     if kind not in known:
-        checker.error(path + ("type",), f"unknown channel type '{kind}'", unknown_name_hint(kind, known, "channel types"))
+        checker.error(path + ("type",), Msg("unknown channel type '{type}'", type=kind),
+                      unknown_name_hint(kind, known, Msg("channel types")))
         return
     if kind == "mail":
         for option in ("host", "sender"):
             if not data.get(option):
-                checker.error(path, f"mail channel needs '{option}'", "e.g. host: smtp.exmail.qq.com, sender: crm@…")
+                checker.error(path, Msg("mail channel needs '{option}'", option=option),
+                              Msg("e.g. host: smtp.exmail.qq.com, sender: crm@…"))
         return
     if "url" not in data:
-        checker.error(path, f"{kind} channel needs 'url'", "write url: {env: VARIABLE} holding the webhook address")
+        checker.error(path, Msg("{type} channel needs 'url'", type=kind),
+                      Msg("write url: {{env: VARIABLE}} holding the webhook address"))
     elif isinstance(data["url"], str) and kind != "webhook":
-        checker.error(path + ("url",), f"the {kind} webhook address carries its token, so it must not stand in the "
-                      "blueprint", "write url: {env: VARIABLE} or url: {key: secrets.file.key}")
+        checker.error(path + ("url",), Msg("the {type} webhook address carries its token, so it must not stand in the "
+                                           "blueprint", type=kind),
+                      Msg("write url: {{env: VARIABLE}} or url: {{key: secrets.file.key}}"))
     if isinstance(data.get("secret"), str) or isinstance(data.get("password"), str):
-        checker.error(path, "secrets never stand in the blueprint", "write {env: VARIABLE} or {key: a.b}")
+        checker.error(path, Msg("secrets never stand in the blueprint"), Msg("write {{env: VARIABLE}} or {{key: a.b}}"))
 

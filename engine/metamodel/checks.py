@@ -15,6 +15,7 @@ from engine.metamodel.errors import BlueprintError, Location, did_you_mean, unkn
 from engine.metamodel.expression_checks import unknown_options
 from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, ValueSpec, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.source import PathKey, SourceDocument
 
 
@@ -45,7 +46,8 @@ class Checker:
     def entity(self, path: PathKey, name: str, what: str) -> EntitySpec | None:
         if self.model.has_entity(name):
             return self.model.entity(name)
-        self.error(path, f"{what} names unknown entity '{name}'", did_you_mean(name, self.model.entity_names()))
+        self.error(path, Msg("{what} names unknown entity '{name}'", what=what, name=name),
+                   did_you_mean(name, self.model.entity_names()))
         return None
 
     def field(self, path: PathKey, entity: EntitySpec, name: str, what: str,
@@ -55,19 +57,22 @@ class Checker:
             if system_ok and name in SYSTEM_FIELDS:
                 return None
             known = [*entity.field_names(), *(SYSTEM_FIELDS if system_ok else ())]
-            self.error(path, f"{what} '{name}' is not a field of '{entity.name}'",
-                       f"{did_you_mean(name, known)} Declare it under {entity.name}.fields or correct the name.")
+            self.error(path, Msg("{what} '{name}' is not a field of '{entity}'",
+                                 what=what, name=name, entity=entity.name),
+                       Msg("{suggestion} Declare it under {entity}.fields or correct the name.",
+                           suggestion=did_you_mean(name, known), entity=entity.name))
             return None
         spec = entity.field(name)
         if types and spec.value_type not in types:
-            self.error(path, f"{what} '{name}' is a {spec.type.value} field",
-                       "it needs a " + " or ".join(sorted(kind.value for kind in types)) + " field")
+            self.error(path, Msg("{what} '{name}' is a {type} field", what=what, name=name, type=spec.type.value),
+                       Msg("it needs a {types} field", types=either(sorted(kind.value for kind in types))))
             return None
         return spec
 
     def option(self, path: PathKey, spec: FieldSpec | None, value: Any, what: str) -> None:
         if spec is not None and spec.choices and str(value) not in spec.choice_values():
-            self.error(path, f"{what} '{value}' is not an option of {spec.name}",
+            self.error(path, Msg("{what} '{value}' is not an option of {field}",
+                                 what=what, value=value, field=spec.name),
                        did_you_mean(str(value), spec.choice_values()))
 
     def expression(self, path: PathKey, source: str, entity: EntitySpec) -> Expression | None:
@@ -76,19 +81,23 @@ class Checker:
         try:
             expression = parse_expression(source, location)
         except ExpressionSyntaxError as exc:
-            self.error(path, f"bad expression '{source}': {exc}",
-                       "see docs/expressions.md for what an expression may contain")
+            self.error(path, Msg("bad expression '{source}': {problem}", source=source, problem=str(exc)),
+                       Msg("see docs/expressions.md for what an expression may contain"))
             return None
         known = set(entity.field_names()) | set(SYSTEM_FIELDS)
         for name in sorted(expression.names - known - EXPRESSION_CONSTANTS):
-            self.error(path, f"expression uses unknown field '{name}'",
-                       f"{did_you_mean(name, known)} Fields of {entity.name} can be used by name.")
+            self.error(path, Msg("expression uses unknown field '{name}'", name=name),
+                       Msg("{suggestion} Fields of {entity} can be used by name.",
+                           suggestion=did_you_mean(name, known), entity=entity.name))
         for function in sorted(expression.functions - set(self.functions)):
-            self.error(path, f"expression calls unknown function '{function}'",
-                       unknown_name_hint(function, self.functions, "functions") + " See docs/expressions.md.")
+            self.error(path, Msg("expression calls unknown function '{function}'", function=function),
+                       Msg("{hint} See docs/expressions.md.",
+                           hint=unknown_name_hint(function, self.functions, Msg("functions"))))
         for name, value, options in unknown_options(expression, entity):
-            self.error(path, f"'{value}' is not an option of {name}, so this comparison is never true",
-                       f"{did_you_mean(value, options)} Options of {name}: {', '.join(options)}.")
+            self.error(path, Msg("'{value}' is not an option of {name}, so this comparison is never true",
+                                 value=value, name=name),
+                       Msg("{suggestion} Options of {name}: {options}.", suggestion=did_you_mean(value, options),
+                           name=name, options=", ".join(options)))
         return expression
 
     def value(self, path: PathKey, raw: Any, source: EntitySpec, target: FieldSpec | None) -> ValueSpec:
@@ -105,15 +114,17 @@ class Checker:
             return
         if kind in (FieldType.TAGS, FieldType.MULTICHOICE):
             for item in raw if isinstance(raw, list) else [raw]:
-                self.option(path, spec, item, "value")
+                self.option(path, spec, item, Msg("value"))
         elif kind is FieldType.CHOICE:
-            self.option(path, spec, raw, "value")
+            self.option(path, spec, raw, Msg("value"))
         elif kind is FieldType.BOOLEAN and not isinstance(raw, bool):
-            self.error(path, f"{spec.name} is a yes/no field; '{raw}' is not true or false", "write true or false")
+            self.error(path, Msg("{field} is a yes/no field; '{value}' is not true or false",
+                                 field=spec.name, value=raw),
+                       Msg("write true or false"))
         elif kind in (FieldType.INTEGER, FieldType.DECIMAL, FieldType.MONEY) and (
                 isinstance(raw, bool) or not isinstance(raw, (int, float))):
-            self.error(path, f"{spec.name} is a number field; '{raw}' is not a number",
-                       "write a number, or an expression starting with '='")
+            self.error(path, Msg("{field} is a number field; '{value}' is not a number", field=spec.name, value=raw),
+                       Msg("write a number, or an expression starting with '='"))
 
     def jinja(self, path: PathKey, text: str, what: str, entity: EntitySpec | None = None) -> None:
         """Jinja2 text (notification texts and templates): its syntax, and every `record.<field>`
@@ -121,19 +132,29 @@ class Checker:
         try:
             tree = jinja2.Environment().parse(text)
         except jinja2.TemplateSyntaxError as exc:
-            self.error(path, f"{what} line {exc.lineno}: {exc.message}",
-                       "texts are Jinja2: {{ record.name }}, {% if … %}…{% endif %}")
+            self.error(path, Msg("{what} line {line}: {problem}", what=what, line=exc.lineno, problem=exc.message),
+                       Msg("texts are Jinja2: {{{{ record.name }}}}, {{% if … %}}…{{% endif %}}"))
             return
         if entity is None:
             return
         known = set(entity.field_names()) | set(SYSTEM_FIELDS)
         for node in tree.find_all(jinja2.nodes.Getattr):
             if node.attr.startswith("_"):
-                self.error(path, f"{what}: placeholder reads '{node.attr}', which a message may not",
-                           "placeholders read fields and values: {{ record.name }}, {{ owner.display_name }}")
+                self.error(path, Msg("{what}: placeholder reads '{name}', which a message may not",
+                                     what=what, name=node.attr),
+                           Msg("placeholders read fields and values: {{{{ record.name }}}}, "
+                               "{{{{ owner.display_name }}}}"))
             elif isinstance(node.node, jinja2.nodes.Name) and node.node.name == "record" and node.attr not in known:
-                self.error(path, f"{what}: placeholder '{{{{ record.{node.attr} }}}}' is not a field of "
-                           f"'{entity.name}'", did_you_mean(node.attr, known))
+                self.error(path, Msg("{what}: placeholder '{{{{ record.{name} }}}}' is not a field of '{entity}'",
+                                     what=what, name=node.attr, entity=entity.name), did_you_mean(node.attr, known))
+
+
+def either(words: list[str]) -> str:
+    """'a', 'a or b', 'a or b or c' — said in the reader's language."""
+    said = words[0] if words else ""
+    for word in words[1:]:
+        said = Msg("{one} or {other}", one=said, other=word)
+    return said
 
 
 def named_items(root: str, items: Any) -> Iterator[tuple[str, dict[str, Any], PathKey]]:
@@ -148,8 +169,8 @@ def named_items(root: str, items: Any) -> Iterator[tuple[str, dict[str, Any], Pa
 
 def duplicate(checker: Checker, seen: dict[str, Location], name: str, path: PathKey, what: str) -> bool:
     if name in seen:  # a mapping item is reported at its name, a list item where it starts
-        checker.error(path, f"{what} '{name}' is declared twice", f"the first is at {seen[name]}; rename one",
-                      key=isinstance(path[-1], str))
+        checker.error(path, Msg("{what} '{name}' is declared twice", what=what, name=name),
+                      Msg("the first is at {place}; rename one", place=str(seen[name])), key=isinstance(path[-1], str))
         return True
     seen[name] = checker.doc.where_key(path)
     return False

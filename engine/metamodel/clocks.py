@@ -10,6 +10,7 @@ from typing import Any
 from engine.metamodel.checks import Checker
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.expressions import Expression
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import EXPRESSION, NAME
 from engine.metamodel.source import PathKey
 
@@ -59,14 +60,14 @@ def build_trigger(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec)
         return ClockTrigger("field_set", field=raw["field_set"])
     stage = stage_field(checker, path, entity)
     if stage is not None:
-        checker.option(path + ("stage_entered",), entity.field(stage), raw["stage_entered"], "stage")
+        checker.option(path + ("stage_entered",), entity.field(stage), raw["stage_entered"], Msg("stage"))
     return ClockTrigger("stage_entered", field=stage, value=str(raw["stage_entered"]))
 
 
 def stage_field(checker: Checker, path: PathKey, entity: EntitySpec) -> str | None:
     name = entity.stage_field
     if name is None:
-        checker.error(path, f"entity '{entity.name}' has no stage or status field to watch")
+        checker.error(path, Msg("entity '{entity}' has no stage or status field to watch", entity=entity.name))
     return name
 
 
@@ -79,9 +80,9 @@ def build_stops(checker: Checker, path: PathKey, raw: list[dict[str, Any]], enti
             stops.append(StopCondition("field_set", field=item["field_set"]))
         elif "status_in" in item:
             name = item.get("field") or stage_field(checker, where, entity)
-            spec = checker.field(where, entity, name, "status field") if name else None
+            spec = checker.field(where, entity, name, Msg("status field")) if name else None
             for value in item["status_in"]:
-                checker.option(where + ("status_in",), spec, value, "status")
+                checker.option(where + ("status_in",), spec, value, Msg("status"))
             stops.append(StopCondition("status_in", field=name, values=tuple(map(str, item["status_in"]))))
         elif "when" in item:
             stops.append(StopCondition("when", expression=checker.expression(where + ("when",), item["when"], entity)))
@@ -92,8 +93,8 @@ def build_stops(checker: Checker, path: PathKey, raw: list[dict[str, Any]], enti
         elif "viewed_by" in item:
             stops.append(StopCondition("viewed_by", values=(item["viewed_by"],)))
         else:
-            checker.error(where, "a stop condition needs field_set, status_in, when, stage_changed, replied "
-                                 "or viewed_by")
+            checker.error(where, Msg("a stop condition needs field_set, status_in, when, stage_changed, replied "
+                                     "or viewed_by"))
     return tuple(stops)
 
 
@@ -103,8 +104,10 @@ def _replied(checker: Checker, path: PathKey, raw: dict[str, Any], entity: Entit
     if related is not None:
         link = checker.field(path + ("link",), related, raw["link"], "link", (FieldType.LINK,))
         if link is not None and link.link_entity != entity.name:
-            checker.error(path + ("link",), f"'{raw['link']}' links {related.name} to {link.link_entity}, "
-                          f"not to {entity.name}", "name the link field that points at this record")
+            checker.error(path + ("link",), Msg("'{link}' links {entity} to {target}, not to {source}",
+                                                link=raw["link"], entity=related.name, target=link.link_entity,
+                                                source=entity.name),
+                          Msg("name the link field that points at this record"))
         if "when" in raw:
             expression = checker.expression(path + ("when",), raw["when"], related)
     return StopCondition("replied", field=raw["link"], expression=expression, entity=raw["entity"])

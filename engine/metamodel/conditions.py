@@ -25,6 +25,7 @@ from collections.abc import Collection
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.metamodel.expressions import Expression
+from engine.metamodel.messages import Msg
 
 ROW_FUNCTIONS = ("is_empty", "contains", "today", "now", "days", "hours")
 ME = "me"
@@ -32,12 +33,16 @@ _SYSTEM = ("id", "created_at", "updated_at", "created_by", "owner", "version")
 _USER_SYSTEM = ("owner", "created_by")
 _LIST_TYPES = frozenset({FieldType.TAGS, FieldType.MULTICHOICE})
 _COMPARE = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
-HELP = ("a row condition compares fields with values: field == 'x', field in ['a', 'b'], is_empty(field), "
-        "contains(tags, 'x'), owner == me, date_field <= today(), joined with and / or / not")
+HELP = Msg("a row condition compares fields with values: field == 'x', field in ['a', 'b'], is_empty(field), "
+           "contains(tags, 'x'), owner == me, date_field <= today(), joined with and / or / not")
 
 
 class RowConditionError(ValueError):
-    """What in the condition a database cannot answer, or names what does not exist."""
+    """What in the condition a database cannot answer, or names what does not exist (a `Msg`)."""
+
+    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
 
 
 def check_row_condition(expression: Expression, entity: EntitySpec, *, allow_me: bool = True) -> None:
@@ -54,10 +59,11 @@ class _Checker:
 
     def field(self, node: ast.AST) -> str:
         if not isinstance(node, ast.Name):
-            raise RowConditionError(f"'{ast.unparse(node)}' is not a field name; {HELP}")
+            raise RowConditionError(Msg("'{expression}' is not a field name; {help}",
+                                        expression=ast.unparse(node), help=HELP))
         if node.id not in self.names:
-            raise RowConditionError(f"'{node.id}' is not a field of {self.entity.name}; "
-                                    f"{did_you_mean(node.id, self.names)}")
+            raise RowConditionError(Msg("'{name}' is not a field of {entity}; {suggestion}", name=node.id,
+                                        entity=self.entity.name, suggestion=did_you_mean(node.id, self.names)))
         return node.id
 
     def condition(self, node: ast.AST) -> None:
@@ -68,32 +74,35 @@ class _Checker:
             self.condition(node.operand)
         elif isinstance(node, ast.Compare):
             if len(node.ops) != 1 or not isinstance(node.ops[0], _COMPARE):
-                raise RowConditionError(f"'{ast.unparse(node)}': compare one field with one value at a time")
+                raise RowConditionError(Msg("'{expression}': compare one field with one value at a time",
+                                            expression=ast.unparse(node)))
             name = self.field(node.left)
             self.value(name, node.comparators[0], isinstance(node.ops[0], (ast.In, ast.NotIn)))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "is_empty":
             if len(node.args) != 1:
-                raise RowConditionError("is_empty takes one field: is_empty(owner)")
+                raise RowConditionError(Msg("is_empty takes one field: is_empty(owner)"))
             self.field(node.args[0])
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "contains":
             if len(node.args) != 2:
-                raise RowConditionError("contains takes a list field and a value: contains(tags, 'vip')")
+                raise RowConditionError(Msg("contains takes a list field and a value: contains(tags, 'vip')"))
             name = self.field(node.args[0])
             if not self.entity.has_field(name) or self.entity.field(name).type not in _LIST_TYPES:
-                raise RowConditionError(f"contains() reads a tags or multichoice field; '{name}' is not one")
+                raise RowConditionError(Msg("contains() reads a tags or multichoice field; '{name}' is not one",
+                                            name=name))
             self.literal(name, node.args[1])
         elif isinstance(node, ast.Name):
             name = self.field(node)
             if not self.entity.has_field(name) or self.entity.field(name).type is not FieldType.BOOLEAN:
-                raise RowConditionError(f"'{name}' alone is a condition only for a yes/no field; "
-                                        f"write e.g. not is_empty({name})")
+                raise RowConditionError(Msg("'{name}' alone is a condition only for a yes/no field; "
+                                            "write e.g. not is_empty({name})", name=name))
         else:
-            raise RowConditionError(f"'{ast.unparse(node)}' cannot be answered by the database; {HELP}")
+            raise RowConditionError(Msg("'{expression}' cannot be answered by the database; {help}",
+                                        expression=ast.unparse(node), help=HELP))
 
     def value(self, name: str, node: ast.AST, many: bool) -> None:
         if many:
             if not isinstance(node, (ast.List, ast.Tuple)) or not node.elts:
-                raise RowConditionError(f"'in' needs a list of values, e.g. {name} in ['a', 'b']")
+                raise RowConditionError(Msg("'in' needs a list of values, e.g. {name} in ['a', 'b']", name=name))
             for item in node.elts:
                 self.literal(name, item)
             return
@@ -101,9 +110,10 @@ class _Checker:
             is_user = name in _USER_SYSTEM or (self.entity.has_field(name)
                                                 and self.entity.field(name).type is FieldType.USER)
             if not self.allow_me:
-                raise RowConditionError("'me' (the signed-in user) has no meaning here")
+                raise RowConditionError(Msg("'me' (the signed-in user) has no meaning here"))
             if not is_user:
-                raise RowConditionError(f"'me' is a user: compare it with owner or a user field, not '{name}'")
+                raise RowConditionError(Msg("'me' is a user: compare it with owner or a user field, not '{name}'",
+                                            name=name))
             return
         if _is_time(node):
             return
@@ -113,14 +123,16 @@ class _Checker:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
             return
         if not isinstance(node, ast.Constant):
-            raise RowConditionError(f"'{ast.unparse(node)}' is not a value the database can compare {name} with; "
-                                    "use a literal, me, today() or now()")
+            raise RowConditionError(Msg("'{expression}' is not a value the database can compare {name} with; "
+                                        "use a literal, me, today() or now()", expression=ast.unparse(node),
+                                        name=name))
         if self.entity.has_field(name):
             spec = self.entity.field(name)
             options: Collection[str] = [choice.value for choice in spec.choices]
             text = str(node.value)
             if spec.type in (FieldType.CHOICE, *_LIST_TYPES) and options and text not in options:
-                raise RowConditionError(f"{name} has no option '{text}'; {did_you_mean(text, options)}")
+                raise RowConditionError(Msg("{name} has no option '{text}'; {suggestion}", name=name, text=text,
+                                            suggestion=did_you_mean(text, options)))
 
 
 def _is_time(node: ast.AST) -> bool:

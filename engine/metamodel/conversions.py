@@ -36,6 +36,7 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.source import PathKey, SourceDocument
 
 if TYPE_CHECKING:
@@ -114,12 +115,13 @@ def _build(doc: SourceDocument, name: str, data: dict[str, Any], model: Metamode
            errors: list[BlueprintError]) -> ConversionSpec | None:
     path: PathKey = ("conversions", name)
 
-    def fail(where: PathKey, message: str, hint: str) -> None:
+    def fail(where: PathKey, message: Msg, hint: Msg) -> None:
         errors.append(BlueprintError(doc.where(where) if where in doc.values else doc.where_key(where), where,
-                                     f"conversion '{name}': {message}", hint))
+                                     Msg("conversion '{name}': {problem}", name=name, problem=message), hint))
 
     if not model.has_entity(data["entity"]):
-        fail(path + ("entity",), f"unknown entity '{data['entity']}'", did_you_mean(data["entity"], model.entity_names()))
+        fail(path + ("entity",), Msg("unknown entity '{name}'", name=data["entity"]),
+             did_you_mean(data["entity"], model.entity_names()))
         return None
     source = model.entity(data["entity"])
     when = _expression(doc, path + ("when",), data["when"], fail) if "when" in data else None
@@ -127,20 +129,22 @@ def _build(doc: SourceDocument, name: str, data: dict[str, Any], model: Metamode
     for step_name, step in data["into"].items():
         step_path = path + ("into", step_name)
         if not model.has_entity(step["entity"]):
-            fail(step_path + ("entity",), f"unknown entity '{step['entity']}'",
+            fail(step_path + ("entity",), Msg("unknown entity '{name}'", name=step["entity"]),
                  did_you_mean(step["entity"], model.entity_names()))
             continue
         target = model.entity(step["entity"])
         link = step["link"]
         if not source.has_field(link) or source.field(link).type is not FieldType.LINK \
                 or source.field(link).link_entity != target.name:
-            fail(step_path + ("link",), f"'{link}' is not a link field of {source.name} to {target.name}",
+            fail(step_path + ("link",), Msg("'{link}' is not a link field of {source} to {target}", link=link,
+                                            source=source.name, target=target.name),
                  did_you_mean(link, [spec.name for spec in source.fields if spec.link_entity == target.name]))
             continue
         match_on = tuple(step.get("match_on") or (target.dedup.keys[0] if target.dedup is not None else ()))
         for position, key in enumerate(match_on):
             if not target.has_field(key):
-                fail(step_path + ("match_on", position), f"{target.name} has no field '{key}' to match on",
+                fail(step_path + ("match_on", position), Msg("{entity} has no field '{field}' to match on",
+                                                             entity=target.name, field=key),
                      did_you_mean(key, target.field_names()))
         values = _values(doc, step_path + ("fields",), step["fields"], source, target,
                          [item.name for item in steps], fail)
@@ -156,7 +160,8 @@ def _expression(doc: SourceDocument, path: PathKey, text: str, fail: Any) -> Exp
     try:
         return parse_expression(text, doc.where(path))
     except ExpressionSyntaxError as problem:
-        fail(path, f"bad expression '{text}': {problem}", "see docs/expressions.md")
+        fail(path, Msg("bad expression '{source}': {problem}", source=text, problem=problem),
+             Msg("see docs/expressions.md"))
         return None
 
 
@@ -167,7 +172,8 @@ def _values(doc: SourceDocument, path: PathKey, data: dict[str, Any], source: En
     for field_name, raw in data.items():
         where = path + (field_name,)
         if not target.has_field(field_name) and field_name != "owner":
-            fail(where, f"{target.name} has no field '{field_name}'", did_you_mean(field_name, target.field_names()))
+            fail(where, Msg("{entity} has no field '{field}'", entity=target.name, field=field_name),
+                 did_you_mean(field_name, target.field_names()))
             continue
         if isinstance(raw, str) and raw.startswith(EXPRESSION_PREFIX):
             expression = _expression(doc, where, raw[1:], fail)
@@ -179,8 +185,9 @@ def _values(doc: SourceDocument, path: PathKey, data: dict[str, Any], source: En
             values.append(ConversionValue(field_name, source=raw))
         elif isinstance(raw, str) and raw.isidentifier() and raw.islower() and target.has_field(field_name) \
                 and target.field(field_name).type is not FieldType.CHOICE:
-            fail(where, f"'{raw}' is neither a field of {source.name} nor an earlier step",
-                 did_you_mean(raw, [*readable, *steps]) + "; write a literal text as \"='text'\"")
+            fail(where, Msg("'{value}' is neither a field of {entity} nor an earlier step", value=raw,
+                            entity=source.name),
+                 Msg("{suggestion}; write a literal text as \"='text'\"", suggestion=did_you_mean(raw, [*readable, *steps])))
         else:
             values.append(ConversionValue(field_name, literal=raw))
     return tuple(values)

@@ -10,8 +10,18 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
+from engine.metamodel.messages import Msg
+
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _PART = re.compile(r"^(\d)(?:-(\d))?(/\d+)?$")
+
+
+class CrontabError(ValueError):
+    """The cron line is not five crontab(5) fields; the message (a `Msg`) says what is wrong."""
+
+    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
 
 
 def _weekday(field: str) -> str:
@@ -24,8 +34,8 @@ def _weekday(field: str) -> str:
             continue
         first, last, step = int(match.group(1)), match.group(2), match.group(3) or ""
         if first > 7 or (last is not None and int(last) > 7):
-            raise ValueError(f"weekday '{part}' is out of range: use 0–7 (0 and 7 are Sunday, 1 is Monday) "
-                             "or mon…sun")
+            raise CrontabError(Msg("weekday '{part}' is out of range: use 0–7 (0 and 7 are Sunday, 1 is Monday) "
+                                   "or mon…sun", part=part))
         if last is None:
             parts.append(_DAYS[first] + step)
         elif first == 0 and int(last) > 0:  # Sunday first: APScheduler's week starts on Monday
@@ -40,7 +50,8 @@ def crontab_trigger(cron: str, timezone: str) -> CronTrigger:
     """The APScheduler trigger for a crontab(5) line in `timezone`; ValueError saying what is wrong."""
     fields = cron.split()
     if len(fields) != 5:
-        raise ValueError(f"a cron line has five fields (minute hour day month weekday), this one has {len(fields)}")
+        raise CrontabError(Msg("a cron line has five fields (minute hour day month weekday), this one has {count}",
+                               count=len(fields)))
     minute, hour, day, month, weekday = fields
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday(weekday),
                        timezone=ZoneInfo(timezone))

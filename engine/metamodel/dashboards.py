@@ -43,6 +43,7 @@ from engine.metamodel.checks import Built, Checker, build_items, default_label
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME, NAME_LIST
 from engine.metamodel.source import PathKey
 from engine.metamodel.vocabulary import Vocabulary
@@ -205,14 +206,15 @@ _TIME_TYPES = (FieldType.DATE, FieldType.DATETIME)
 
 
 def build_dashboards(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
-    items, errors = build_items("dashboards", "dashboard", documents, model, vocabulary, _build_dashboard)
+    items, errors = build_items("dashboards", Msg("dashboard"), documents, model, vocabulary, _build_dashboard)
     homes: dict[str, str] = {}
     for item in items:
         for role in item.home:
             if role in homes:
                 errors.append(BlueprintError(item.location, ("dashboards", item.name, "home"),
-                                             f"role {role} already has home dashboard '{homes[role]}'",
-                                             "a role has one home page: remove it from one of the two"))
+                                             Msg("role {role} already has home dashboard '{dashboard}'",
+                                                 role=role, dashboard=homes[role]),
+                                             Msg("a role has one home page: remove it from one of the two")))
             homes.setdefault(role, item.name)
     return replace(model, dashboards=tuple(items)), errors
 
@@ -221,15 +223,17 @@ def _build_dashboard(checker: Checker, name: str, data: dict[str, Any], path: Pa
                      position: int) -> DashboardSpec | None:
     for index, role in enumerate(data.get("home") or ()):
         if role != "admin" and not checker.model.has_role(role):
-            checker.error((*path, "home", index), f"dashboard '{name}' is the home of unknown role '{role}'",
+            checker.error((*path, "home", index), Msg("dashboard '{name}' is the home of unknown role '{role}'",
+                                                      name=name, role=role),
                           did_you_mean(role, [spec.name for spec in checker.model.roles]))
     widgets: list[WidgetSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(data["widgets"]):
         where = (*path, "widgets", index)
         if raw["name"] in seen:
-            checker.error((*where, "name"), f"widget '{raw['name']}' is declared twice in dashboard '{name}'",
-                          "give each widget its own name")
+            checker.error((*where, "name"), Msg("widget '{widget}' is declared twice in dashboard '{name}'",
+                                                widget=raw["name"], name=name),
+                          Msg("give each widget its own name"))
             continue
         seen.add(raw["name"])
         widget = _build_widget(checker, raw, where)
@@ -238,8 +242,9 @@ def _build_dashboard(checker: Checker, name: str, data: dict[str, Any], path: Pa
     filters = tuple(data.get("filters") or ())
     for index, field in enumerate(filters):
         if field != "owner" and not any(checker.model.entity(w.entity).has_field(field) for w in widgets):
-            checker.error((*path, "filters", index), f"filter '{field}' is a field of none of the dashboard's "
-                          "entities", "name a choice, user or link field of a widget's entity, or owner")
+            checker.error((*path, "filters", index), Msg("filter '{field}' is a field of none of the dashboard's "
+                                                         "entities", field=field),
+                          Msg("name a choice, user or link field of a widget's entity, or owner"))
     return DashboardSpec(name, default_label(data, name), tuple(widgets), tuple(data.get("home") or ()),
                          data.get("period", "month"), filters, checker.doc.where_key(path))
 
@@ -251,24 +256,27 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
     if funnel_name is not None:
         known = [spec.name for spec in checker.model.funnels]
         if funnel_name not in known:
-            checker.error((*path, "funnel"), f"widget '{raw['name']}' names unknown funnel '{funnel_name}'",
+            checker.error((*path, "funnel"), Msg("widget '{widget}' names unknown funnel '{funnel}'",
+                                                 widget=raw["name"], funnel=funnel_name),
                           did_you_mean(funnel_name, known))
             return None
         funnel = checker.model.funnel(funnel_name)
     elif kind in (WidgetKind.FUNNEL, WidgetKind.HEATMAP, WidgetKind.STAGES, WidgetKind.STUCK):
-        checker.error(path, f"a {kind.value} widget needs funnel: <name>",
-                      "name one of: " + ", ".join(spec.name for spec in checker.model.funnels))
+        checker.error(path, Msg("a {kind} widget needs funnel: <name>", kind=kind.value),
+                      Msg("name one of: {names}", names=", ".join(spec.name for spec in checker.model.funnels)))
         return None
     entity_name = raw.get("entity") or (funnel.entity if funnel else None)
     if entity_name is None:
-        checker.error(path, f"widget '{raw['name']}' needs entity: <name>", "name the entity whose records it counts")
+        checker.error(path, Msg("widget '{widget}' needs entity: <name>", widget=raw["name"]),
+                      Msg("name the entity whose records it counts"))
         return None
-    entity = checker.entity((*path, "entity"), entity_name, f"widget '{raw['name']}'")
+    entity = checker.entity((*path, "entity"), entity_name, Msg("widget '{widget}'", widget=raw["name"]))
     if entity is None:
         return None
     if funnel is not None and funnel.entity != entity.name:
-        checker.error((*path, "entity"), f"funnel '{funnel.name}' is of {funnel.entity}, not {entity.name}",
-                      "leave entity out: the funnel's entity is used")
+        checker.error((*path, "entity"), Msg("funnel '{funnel}' is of {entity}, not {other}", funnel=funnel.name,
+                                             entity=funnel.entity, other=entity.name),
+                      Msg("leave entity out: the funnel's entity is used"))
         return None
     measures = tuple(_measure(checker, (*path, "measures" if "measures" in raw else "measure"), entity, text)
                      for text in (raw.get("measures") or [raw.get("measure", "count")]))
@@ -280,11 +288,13 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
     if by is not None and not _slice(checker, (*path, "by"), entity, by):
         return None
     if kind is WidgetKind.LINE and by is not None:
-        checker.error((*path, "by"), "a line widget draws one line for the whole (and one for the previous period)",
-                      "remove by:, or use a bar or table widget to slice", key=True)
+        checker.error((*path, "by"), Msg("a line widget draws one line for the whole (and one for the previous "
+                                         "period)"),
+                      Msg("remove by:, or use a bar or table widget to slice"), key=True)
         return None
     if kind in (WidgetKind.BAR, WidgetKind.TABLE) and by is None:
-        checker.error(path, f"a {kind.value} widget needs by: <field>", "name a choice, user or link field, or owner")
+        checker.error(path, Msg("a {kind} widget needs by: <field>", kind=kind.value),
+                      Msg("name a choice, user or link field, or owner"))
         return None
     rows = raw.get("rows")
     if rows is not None and not _slice(checker, (*path, "rows"), entity, rows):
@@ -293,7 +303,7 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
     if period_field == NO_PERIOD:
         period_field = None
     elif period_field not in ("created_at", "updated_at"):  # a field of the entity
-        spec = checker.field((*path, "period"), entity, str(period_field), "period", types=_TIME_TYPES)
+        spec = checker.field((*path, "period"), entity, str(period_field), Msg("period"), types=_TIME_TYPES)
         if spec is None:
             return None
     where = _filters(checker, raw, "where", path, entity)
@@ -302,28 +312,29 @@ def _build_widget(checker: Checker, raw: dict[str, Any], path: PathKey) -> Widge
         return None
     is_rate = any(measure is not None and measure.aggregate is Aggregate.RATE for measure in measures)
     if is_rate and not of:
-        checker.error(path, f"widget '{raw['name']}' measures a rate but has no of: {{…}}",
-                      "add of: with the list filters of the records counted above the line, e.g. of: {sla: met}")
+        checker.error(path, Msg("widget '{widget}' measures a rate but has no of: {{…}}", widget=raw["name"]),
+                      Msg("add of: with the list filters of the records counted above the line, e.g. of: {{sla: met}}"))
         return None
     if of and not is_rate:
-        checker.error((*path, "of"), f"widget '{raw['name']}' has of: but measures no rate",
-                      "add measure: rate, or remove of:", key=True)
+        checker.error((*path, "of"), Msg("widget '{widget}' has of: but measures no rate", widget=raw["name"]),
+                      Msg("add measure: rate, or remove of:"), key=True)
         return None
     if kind is WidgetKind.LINE and period_field is None:
-        checker.error((*path, "period"), f"a line widget draws its measure per {raw.get('every', 'day')} of the "
-                      "period, so it needs a period field", "remove period: none, or name a date/datetime field",
-                      key=True)
+        checker.error((*path, "period"), Msg("a line widget draws its measure per {every} of the period, so it "
+                                             "needs a period field", every=raw.get("every", "day")),
+                      Msg("remove period: none, or name a date/datetime field"), key=True)
         return None
     norms = tuple((str(stage), float(days)) for stage, days in (raw.get("norms") or {}).items())
     if kind is WidgetKind.STUCK and not norms:
-        checker.error(path, f"a stuck widget needs norms: {{stage: days}} (widget '{raw['name']}')",
-                      "declare the usual days in each stage, e.g. norms: {quote: 6.8, contract: 10}")
+        checker.error(path, Msg("a stuck widget needs norms: {{stage: days}} (widget '{widget}')", widget=raw["name"]),
+                      Msg("declare the usual days in each stage, e.g. norms: {{quote: 6.8, contract: 10}}"))
         return None
     for stage, _ in norms:
         if funnel is None or not funnel.has_stage(stage):
             known = [spec.name for spec in funnel.stages] if funnel else []
-            checker.error((*path, "norms", stage), f"norms: '{stage}' is not a stage of funnel "
-                          f"'{funnel.name if funnel else '?'}'", did_you_mean(stage, known), key=True)
+            checker.error((*path, "norms", stage), Msg("norms: '{stage}' is not a stage of funnel '{funnel}'",
+                                                       stage=stage, funnel=funnel.name if funnel else "?"),
+                          did_you_mean(stage, known), key=True)
             return None
     target = raw.get("target")
     return WidgetSpec(
@@ -345,7 +356,8 @@ def _filters(checker: Checker, raw: dict[str, Any], key: str, path: PathKey,
     for name, _ in pairs:
         field = name.partition("__")[0]
         if field not in _NAMED_FILTERS and not entity.has_field(field):
-            checker.error((*path, key, name), f"{key}: '{field}' is not a field of '{entity.name}'",
+            checker.error((*path, key, name), Msg("{key}: '{field}' is not a field of '{entity}'", key=key,
+                                                  field=field, entity=entity.name),
                           did_you_mean(field, entity.field_names()), key=True)
             return None
     return pairs
@@ -359,14 +371,14 @@ def _measure(checker: Checker, path: PathKey, entity: EntitySpec, text: str) -> 
     if since:  # hours from one moment to another, e.g. median:first_touched_at-created_at
         for name in (field, since):
             if name not in ("created_at", "updated_at") and checker.field(
-                    path, entity, name, "duration measure", types=_TIME_TYPES) is None:
+                    path, entity, name, Msg("duration measure"), types=_TIME_TYPES) is None:
                 return None
         return Measure(Aggregate(aggregate), field, since)
-    spec = checker.field(path, entity, field, "measure", types=_NUMBER_TYPES)
+    spec = checker.field(path, entity, field, Msg("measure"), types=_NUMBER_TYPES)
     return Measure(Aggregate(aggregate), spec.name) if spec is not None else None
 
 
 def _slice(checker: Checker, path: PathKey, entity: EntitySpec, name: str) -> bool:
     if name == "owner":
         return True
-    return checker.field(path, entity, name, "slice", types=_SLICE_TYPES) is not None
+    return checker.field(path, entity, name, Msg("slice"), types=_SLICE_TYPES) is not None

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from engine.metamodel.checks import Checker
+from engine.metamodel.messages import Msg
 from engine.metamodel.source import PathKey
 
 
@@ -29,10 +30,18 @@ class DurationSpec:
 DURATION_SCHEMA = {"type": "string", "pattern": _DURATION.pattern}
 
 
+class DurationError(ValueError):
+    """The text is not a duration; the message (a `Msg`) says how to write one."""
+
+    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
+
+
 def parse_duration(text: str) -> DurationSpec:
     """"1h30min" → DurationSpec; raises ValueError for text that is not a duration."""
     if not _DURATION.match(str(text)):
-        raise ValueError(f"'{text}' is not a duration; write e.g. 15min, 2h, 1h30min, 3d or 1bd")
+        raise DurationError(Msg("'{text}' is not a duration; write e.g. 15min, 2h, 1h30min, 3d or 1bd", text=text))
     fixed, business_days = dt.timedelta(0), 0
     for amount, unit in _DURATION_PART.findall(str(text)):
         if unit == "bd":
@@ -46,5 +55,5 @@ def checked_duration(checker: Checker, path: PathKey, text: str) -> DurationSpec
     try:
         return parse_duration(text)
     except ValueError as exc:
-        checker.error(path, str(exc))
+        checker.error(path, str(exc))  # a DurationError's str is its Msg
         return DurationSpec(text, dt.timedelta(minutes=1))

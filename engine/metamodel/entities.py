@@ -13,6 +13,7 @@ from engine.metamodel.app import Settings
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location
 from engine.metamodel.expressions import EXPRESSION_PREFIX, Expression, ExpressionSyntaxError, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.source import PathKey, SourceDocument
 
 
@@ -257,8 +258,9 @@ def entity_expression(doc: SourceDocument, path: PathKey, source: str,
     try:
         return parse_expression(source, location)
     except ExpressionSyntaxError as exc:
-        errors.append(BlueprintError(location, path, f"bad expression '{source}': {exc}",
-                                     "see docs/expressions.md for what an expression may contain"))
+        errors.append(BlueprintError(location, path,
+                                     Msg("bad expression '{source}': {problem}", source=source, problem=str(exc)),
+                                     Msg("see docs/expressions.md for what an expression may contain")))
         return None
 
 

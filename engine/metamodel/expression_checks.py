@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.expressions import Expression
+from engine.metamodel.messages import Msg
 
 # Functions whose data only the rule engine computes before it evaluates a condition; in a
 # validation or computed field they would silently see nothing.
-RULE_ONLY_FUNCTIONS = {"count_related": "the number of related records"}
+RULE_ONLY_FUNCTIONS = {"count_related": Msg("the number of related records")}
 _OPTION_TYPES = (FieldType.CHOICE, FieldType.MULTICHOICE, FieldType.TAGS)
 
 

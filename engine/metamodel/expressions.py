@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.metamodel.errors import Location
+from engine.metamodel.messages import Msg
 
 
 EXPRESSION_PREFIX = "="  # a blueprint value written "=…" is an expression
@@ -29,17 +30,17 @@ _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
     ast.IfExp, ast.Call, ast.Name, ast.Load, ast.Constant, ast.List, ast.Tuple,
 )
 
-_WHY_NOT: dict[type[ast.AST], str] = {
-    ast.Attribute: "attribute access (a.b) is not allowed",
-    ast.Subscript: "indexing (a[b]) is not allowed",
-    ast.Lambda: "lambda is not allowed",
-    ast.ListComp: "comprehensions are not allowed",
-    ast.GeneratorExp: "comprehensions are not allowed",
-    ast.DictComp: "comprehensions are not allowed",
-    ast.SetComp: "comprehensions are not allowed",
-    ast.JoinedStr: "f-strings are not allowed",
-    ast.NamedExpr: "assignment (:=) is not allowed",
-    ast.Starred: "star arguments are not allowed",
+_WHY_NOT: dict[type[ast.AST], Msg] = {
+    ast.Attribute: Msg("attribute access (a.b) is not allowed"),
+    ast.Subscript: Msg("indexing (a[b]) is not allowed"),
+    ast.Lambda: Msg("lambda is not allowed"),
+    ast.ListComp: Msg("comprehensions are not allowed"),
+    ast.GeneratorExp: Msg("comprehensions are not allowed"),
+    ast.DictComp: Msg("comprehensions are not allowed"),
+    ast.SetComp: Msg("comprehensions are not allowed"),
+    ast.JoinedStr: Msg("f-strings are not allowed"),
+    ast.NamedExpr: Msg("assignment (:=) is not allowed"),
+    ast.Starred: Msg("star arguments are not allowed"),
 }
 
 
@@ -52,46 +53,53 @@ def _without_strings(source: str) -> str:
 
 
 class ExpressionSyntaxError(ValueError):
-    """The text is not an allowed expression; the message says what to change."""
+    """The text is not an allowed expression; the message (a `Msg`) says what to change."""
+
+    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
 
 
 def parse_expression(source: str, location: Location) -> Expression:
     """Check `source` and return it with the names and functions it uses."""
     if not isinstance(source, str) or not source.strip():
-        raise ExpressionSyntaxError("the expression is empty")
+        raise ExpressionSyntaxError(Msg("the expression is empty"))
     if len(source) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionSyntaxError(f"the expression is {len(source)} characters long; "
-                                    f"the limit is {MAX_EXPRESSION_LENGTH}")
+        raise ExpressionSyntaxError(Msg("the expression is {length} characters long; the limit is {limit}",
+                                        length=len(source), limit=MAX_EXPRESSION_LENGTH))
     try:
         tree = ast.parse(source.strip(), mode="eval")
-    except SyntaxError as exc:
-        hint = ""
+    except SyntaxError as exc:  # Python's own words for the syntax error stay English
         if _SINGLE_EQUALS.search(_without_strings(source)):
-            hint = " — to compare, write == (a single = is not a comparison), e.g. status == 'new'"
-        raise ExpressionSyntaxError(f"not a valid expression: {exc.msg} (column {exc.offset}){hint}") from None
+            raise ExpressionSyntaxError(Msg(
+                "not a valid expression: {problem} (column {column}) — to compare, write == (a single = is not "
+                "a comparison), e.g. status == 'new'", problem=exc.msg, column=exc.offset)) from None
+        raise ExpressionSyntaxError(Msg("not a valid expression: {problem} (column {column})",
+                                        problem=exc.msg, column=exc.offset)) from None
     names: set[str] = set()
     functions: set[str] = set()
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_EXPRESSION_NODES:
-        raise ExpressionSyntaxError(f"the expression is too complex ({len(nodes)} parts; "
-                                    f"the limit is {MAX_EXPRESSION_NODES})")
+        raise ExpressionSyntaxError(Msg("the expression is too complex ({count} parts; the limit is {limit})",
+                                        count=len(nodes), limit=MAX_EXPRESSION_NODES))
     for node in nodes:
         if not isinstance(node, _ALLOWED_NODES):
-            reason = _WHY_NOT.get(type(node), f"'{type(node).__name__}' syntax is not allowed")
+            reason = _WHY_NOT.get(type(node)) or Msg("'{syntax}' syntax is not allowed", syntax=type(node).__name__)
             raise ExpressionSyntaxError(reason)
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
-                raise ExpressionSyntaxError("only plain function names may be called, e.g. days(2)")
+                raise ExpressionSyntaxError(Msg("only plain function names may be called, e.g. days(2)"))
             if node.keywords:
-                raise ExpressionSyntaxError("keyword arguments are not allowed; pass values by position")
+                raise ExpressionSyntaxError(Msg("keyword arguments are not allowed; pass values by position"))
             functions.add(node.func.id)
         elif isinstance(node, ast.Name) and node.id.startswith("_"):
-            raise ExpressionSyntaxError(f"names starting with '_' are not allowed ('{node.id}')")
+            raise ExpressionSyntaxError(Msg("names starting with '_' are not allowed ('{name}')", name=node.id))
         elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             if isinstance(node.value, bytes):
-                raise ExpressionSyntaxError("byte strings are not allowed")
+                raise ExpressionSyntaxError(Msg("byte strings are not allowed"))
             if len(node.value) > MAX_LITERAL_LENGTH:
-                raise ExpressionSyntaxError(f"a text literal is longer than {MAX_LITERAL_LENGTH} characters")
+                raise ExpressionSyntaxError(Msg("a text literal is longer than {limit} characters",
+                                                    limit=MAX_LITERAL_LENGTH))
     called = {id(node.func) for node in nodes if isinstance(node, ast.Call)}
     for node in nodes:
         if isinstance(node, ast.Name) and id(node) not in called:

@@ -42,6 +42,7 @@ from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.related import RELATED_SCHEMA, RelatedSpec, build_related
 from engine.metamodel.schema import EXPRESSION, LABEL, NAME, either
 from engine.metamodel.source import PathKey, SourceDocument
@@ -202,14 +203,16 @@ def build_funnels(documents: list[SourceDocument], model: Metamodel, vocabulary:
         checker = Checker(doc, model, vocabulary, errors)
         name = doc.data["funnel"]
         if name in funnels:
-            checker.error(("funnel",), f"funnel '{name}' is declared twice", f"the first is at {funnels[name].location}")
+            checker.error(("funnel",), Msg("funnel '{name}' is declared twice", name=name),
+                          Msg("the first is at {place}", place=funnels[name].location))
             continue
         funnel = _build_funnel(checker, doc.data)
         if funnel is None:
             continue
         if (funnel.entity, funnel.field) in fields:
-            checker.error(("entity",), f"{funnel.entity}.{funnel.field} already has funnel "
-                          f"'{fields[(funnel.entity, funnel.field)]}'", "one funnel per stage field: merge them")
+            checker.error(("entity",), Msg("{entity}.{field} already has funnel '{funnel}'", entity=funnel.entity,
+                                           field=funnel.field, funnel=fields[(funnel.entity, funnel.field)]),
+                          Msg("one funnel per stage field: merge them"))
             continue
         fields[(funnel.entity, funnel.field)] = name
         funnels[name] = funnel
@@ -218,7 +221,7 @@ def build_funnels(documents: list[SourceDocument], model: Metamodel, vocabulary:
 
 def _build_funnel(checker: Checker, data: dict[str, Any]) -> FunnelSpec | None:
     name = data["funnel"]
-    entity = checker.entity(("entity",), data["entity"], f"funnel '{name}'")
+    entity = checker.entity(("entity",), data["entity"], Msg("funnel '{name}'", name=name))
     if entity is None:
         return None
     field = _stage_field(checker, entity, data.get("field"))
@@ -243,10 +246,11 @@ def _build_funnel(checker: Checker, data: dict[str, Any]) -> FunnelSpec | None:
 def _stage_field(checker: Checker, entity: EntitySpec, name: str | None) -> FieldSpec | None:
     chosen = name or entity.stage_field
     if chosen is None:
-        checker.error(("entity",), f"entity '{entity.name}' has no stage or status field for a funnel",
-                      "name its choice field with field: <name>")
+        checker.error(("entity",), Msg("entity '{name}' has no stage or status field for a funnel", name=entity.name),
+                      Msg("name its choice field with field: <name>"))
         return None
-    return checker.field(("field",) if name else ("entity",), entity, chosen, "stage field", types=(FieldType.CHOICE,))
+    return checker.field(("field",) if name else ("entity",), entity, chosen, Msg("stage field"),
+                         types=(FieldType.CHOICE,))
 
 
 def _build_stages(checker: Checker, entity: EntitySpec, field: FieldSpec, raw: list[dict[str, Any]],
@@ -257,20 +261,25 @@ def _build_stages(checker: Checker, entity: EntitySpec, field: FieldSpec, raw: l
         path: PathKey = ("stages", index)
         stage_name = str(item["name"])
         if stage_name in seen:
-            checker.error(path + ("name",), f"stage '{stage_name}' appears twice", "list every stage once")
+            checker.error(path + ("name",), Msg("stage '{name}' appears twice", name=stage_name),
+                          Msg("list every stage once"))
             continue
         seen.add(stage_name)
         if stage_name not in field.choice_values():
-            checker.error(path + ("name",), f"stage '{stage_name}' is not an option of {entity.name}.{field.name}",
-                          did_you_mean(stage_name, field.choice_values()) +
-                          f" Add it under {entity.name}.fields.{field.name}.options or correct the name.")
+            checker.error(path + ("name",), Msg("stage '{name}' is not an option of {entity}.{field}",
+                                                name=stage_name, entity=entity.name, field=field.name),
+                          Msg("{suggestion} Add it under {entity}.fields.{field}.options or correct the name.",
+                              suggestion=did_you_mean(stage_name, field.choice_values()), entity=entity.name,
+                              field=field.name))
         stages.append(_build_stage(checker, entity, field, item, path, index, defaults, tracks))
     for value in field.choice_values():
         if value not in seen:
-            checker.error(("stages",), f"option '{value}' of {entity.name}.{field.name} is not a stage of the funnel",
-                          f"add a stage '{value}' (in its place in the order) or remove the option")
+            checker.error(("stages",), Msg("option '{value}' of {entity}.{field} is not a stage of the funnel",
+                                           value=value, entity=entity.name, field=field.name),
+                          Msg("add a stage '{value}' (in its place in the order) or remove the option", value=value))
     if stages and not any(stage.kind is StageKind.OPEN for stage in stages):
-        checker.error(("stages",), "a funnel needs at least one open stage", "give the first stages kind: open")
+        checker.error(("stages",), Msg("a funnel needs at least one open stage"),
+                      Msg("give the first stages kind: open"))
     return tuple(stages)
 
 
@@ -282,24 +291,27 @@ def _build_stage(checker: Checker, entity: EntitySpec, field: FieldSpec, item: d
                     if (requirement := build_requirement(checker, entity, raw, path + ("requires", index), index))]
     reason = item.get("reason")
     if reason is not None:
-        spec = checker.field(path + ("reason",), entity, reason, "reason field")
+        spec = checker.field(path + ("reason",), entity, reason, Msg("reason field"))
         if spec is not None:
             requirements.insert(0, RequirementSpec(
                 RequirementKind.FIELD, f"reason:{reason}", _verb_label(spec, "reason"), field=reason, is_reason=True,
                 location=checker.doc.where(path + ("reason",))))
     elif kind is not StageKind.OPEN:
         example = {StageKind.WON: "win_reason", StageKind.LOST: "loss_reason", StageKind.HOLD: "pause_reason"}[kind]
-        checker.error(path, f"stage '{name}' is a {kind.value} stage and must demand its reason",
-                      f"add reason: <field> (e.g. reason: {example}, a choice or text field of the reasons)")
+        checker.error(path, Msg("stage '{name}' is a {kind} stage and must demand its reason", name=name, kind=kind.value),
+                      Msg("add reason: <field> (e.g. reason: {example}, a choice or text field of the reasons)",
+                          example=example))
     talk_tracks = []
     for value, text in (item.get("talk_tracks") or {}).items():
         if tracks is None:
-            checker.error(path + ("talk_tracks",), "talk tracks need the funnel's talk_track_field",
-                          "add talk_track_field: <choice field> (e.g. customer_concern) to the funnel", key=True)
+            checker.error(path + ("talk_tracks",), Msg("talk tracks need the funnel's talk_track_field"),
+                          Msg("add talk_track_field: <choice field> (e.g. customer_concern) to the funnel"), key=True)
             break
         if value != "*" and value not in tracks.choice_values():
-            checker.error(path + ("talk_tracks", value), f"'{value}' is not an option of {tracks.name}",
-                          did_you_mean(value, [*tracks.choice_values(), "*"]) + " ('*' is the track for any value)",
+            checker.error(path + ("talk_tracks", value), Msg("'{value}' is not an option of {field}",
+                                                             value=value, field=tracks.name),
+                          Msg("{suggestion} ('*' is the track for any value)",
+                              suggestion=did_you_mean(value, [*tracks.choice_values(), "*"])),
                           key=True)
         talk_tracks.append((str(value), Label.of(text)))
     label = Label.of(item["label"]) if item.get("label") else next(
@@ -313,9 +325,11 @@ def build_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any],
                        index: int) -> RequirementSpec | None:
     kinds = [key for key in _REQUIREMENT_KINDS if key in raw]
     if len(kinds) != 1:
-        checker.error(path, "a requirement is exactly one of: " + ", ".join(_REQUIREMENT_KINDS)
-                      + (f" (this one has {', '.join(kinds)})" if kinds else ""),
-                      "write one item per requirement, e.g. - attachment: signed_quote")
+        every = ", ".join(_REQUIREMENT_KINDS)
+        checker.error(path, Msg("a requirement is exactly one of: {kinds} (this one has {given})",
+                                kinds=every, given=", ".join(kinds)) if kinds else
+                      Msg("a requirement is exactly one of: {kinds}", kinds=every),
+                      Msg("write one item per requirement, e.g. - attachment: signed_quote"))
         return None
     kind = RequirementKind(kinds[0])
     when = checker.expression(path + ("when",), raw["when"], entity) if raw.get("when") else None
@@ -330,12 +344,12 @@ def build_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any],
 
 def _field_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any], path: PathKey, index: int,
                        common: dict[str, Any]) -> RequirementSpec | None:
-    spec = checker.field(path + ("field",), entity, raw["field"], "required field")
+    spec = checker.field(path + ("field",), entity, raw["field"], Msg("required field"))
     if spec is None:
         return None
     if spec.type is FieldType.COMPUTED:
-        checker.error(path + ("field",), f"'{spec.name}' is computed: nobody can fill it in",
-                      "require the fields it is computed from, or write a check: expression")
+        checker.error(path + ("field",), Msg("'{field}' is computed: nobody can fill it in", field=spec.name),
+                      Msg("require the fields it is computed from, or write a check: expression"))
     return RequirementSpec(RequirementKind.FIELD, f"field:{spec.name}", _verb_label(spec, "fill"), field=spec.name,
                            **common)
 
@@ -344,8 +358,8 @@ def _check_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, Any]
                        common: dict[str, Any]) -> RequirementSpec | None:
     expression = checker.expression(path + ("check",), raw["check"], entity)
     if not raw.get("label"):
-        checker.error(path, "a check requirement needs a label saying what it asks for",
-                      "add label: {zh: 预计金额大于 0, en: Amount above zero} — reps read it, not the expression")
+        checker.error(path, Msg("a check requirement needs a label saying what it asks for"),
+                      Msg("add label: {{zh: 预计金额大于 0, en: Amount above zero}} — reps read it, not the expression"))
     if expression is None:
         return None
     return RequirementSpec(RequirementKind.CHECK, f"check:{index}", Label.of(raw.get("label"), expression.source),
@@ -357,9 +371,11 @@ def _attachment_requirement(checker: Checker, entity: EntitySpec, raw: dict[str,
     name = raw["attachment"]
     kinds = [spec.name for spec in entity.fields if spec.type is FieldType.ATTACHMENT]
     if not entity.has_field(name) or entity.field(name).type is not FieldType.ATTACHMENT:
-        checker.error(path + ("attachment",), f"unknown attachment kind '{name}': {entity.name} has no attachment "
-                      f"field of that name", f"{did_you_mean(name, kinds)} An attachment kind is an attachment "
-                      f"field: declare {name}: {{type: attachment}} under {entity.name}.fields or correct the name.")
+        checker.error(path + ("attachment",), Msg("unknown attachment kind '{name}': {entity} has no attachment "
+                                                  "field of that name", name=name, entity=entity.name),
+                      Msg("{suggestion} An attachment kind is an attachment field: declare {name}: {{type: attachment}} "
+                          "under {entity}.fields or correct the name.",
+                          suggestion=did_you_mean(name, kinds), name=name, entity=entity.name))
         return None
     types = tuple(str(item) for item in raw.get("types") or ())
     return RequirementSpec(RequirementKind.ATTACHMENT, f"attachment:{name}", _verb_label(entity.field(name), "upload"),
@@ -375,7 +391,7 @@ def _related_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, An
     target = checker.model.entity(related.entity)
     prefill = []
     for name, value in (body.get("prefill") or {}).items():
-        spec = checker.field(path + ("related", "prefill", name), target, name, "prefill field")
+        spec = checker.field(path + ("related", "prefill", name), target, name, Msg("prefill field"))
         if spec is not None:
             checker.check_literal(path + ("related", "prefill", name), spec, value)
             prefill.append((name, value))
@@ -392,12 +408,12 @@ def _checklist_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, 
                            common: dict[str, Any]) -> RequirementSpec | None:
     body = raw["checklist"] if isinstance(raw["checklist"], dict) else {"field": raw["checklist"]}
     where = path + ("checklist",) + (("field",) if isinstance(raw["checklist"], dict) else ())
-    spec = checker.field(where, entity, body["field"], "checklist field", types=(FieldType.MULTICHOICE,))
+    spec = checker.field(where, entity, body["field"], Msg("checklist field"), types=(FieldType.MULTICHOICE,))
     if spec is None:
         return None
     items = tuple(str(item) for item in body.get("items") or spec.choice_values())
     for position, item in enumerate(body.get("items") or ()):
-        checker.option(path + ("checklist", "items", position), spec, item, "checklist item")
+        checker.option(path + ("checklist", "items", position), spec, item, Msg("checklist item"))
     return RequirementSpec(RequirementKind.CHECKLIST, f"checklist:{spec.name}", _verb_label(spec, "tick"),
                            field=spec.name, items=items, **common)
 
@@ -408,9 +424,11 @@ def _approval_requirement(checker: Checker, entity: EntitySpec, raw: dict[str, A
     known = [spec.name for spec in checker.model.approvals if spec.entity == entity.name]
     if name not in known:
         others = [spec.entity for spec in checker.model.approvals if spec.name == name]
-        checker.error(path + ("approval",), f"unknown approval '{name}'" if not others else
-                      f"approval '{name}' approves {others[0]} records, not {entity.name}",
-                      did_you_mean(name, known) + " Approvals are declared in approval: documents.")
+        checker.error(path + ("approval",), Msg("unknown approval '{name}'", name=name) if not others else
+                      Msg("approval '{name}' approves {other} records, not {entity}", name=name, other=others[0],
+                          entity=entity.name),
+                      Msg("{suggestion} Approvals are declared in approval: documents.",
+                          suggestion=did_you_mean(name, known)))
         return None
     approval = checker.model.approval(name)
     label = Label.of({"zh": f"{approval.label.text('zh')}已批准", "en": f"{approval.label.text('en')} granted"})

@@ -45,6 +45,7 @@ from engine.metamodel.expressions import parse_expression
 from engine.metamodel.funnels import (FunnelSpec, MoveRules, RequirementSpec, StageKind, StageSpec, _REQUIREMENT,
                                       build_requirement)
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.sla import PERCENTS, SlaSpec
 from engine.metamodel.source import PathKey, SourceDocument
@@ -132,8 +133,8 @@ def build_handovers(documents: list[SourceDocument], model: Metamodel, vocabular
         checker = Checker(doc, model, vocabulary, errors)
         name = doc.data["handover"]
         if name in handovers:
-            checker.error(("handover",), f"handover '{name}' is declared twice",
-                          f"the first is at {handovers[name].location}")
+            checker.error(("handover",), Msg("handover '{name}' is declared twice", name=name),
+                          Msg("the first is at {place}", place=handovers[name].location))
             continue
         built = _build_handover(checker, doc.data, funnels)
         if built is None:
@@ -150,7 +151,7 @@ def build_handovers(documents: list[SourceDocument], model: Metamodel, vocabular
 def _build_handover(checker: Checker, data: dict[str, Any], funnels: list[FunnelSpec]
                     ) -> tuple[HandoverSpec, FunnelSpec, list[SlaSpec], list[MessageTemplateSpec]] | None:
     name = data["handover"]
-    entity = checker.entity(("entity",), data["entity"], f"handover '{name}'")
+    entity = checker.entity(("entity",), data["entity"], Msg("handover '{name}'", name=name))
     if entity is None:
         return None
     field = _node_field(checker, entity, data.get("field"))
@@ -158,12 +159,13 @@ def _build_handover(checker: Checker, data: dict[str, Any], funnels: list[Funnel
         return None
     taken = next((funnel.name for funnel in funnels if funnel.entity == entity.name and funnel.field == field.name), None)
     if taken is not None:
-        checker.error(("entity",), f"{entity.name}.{field.name} already has funnel '{taken}'",
-                      "a handover is the funnel of its node field: give the flow its own field or entity")
+        checker.error(("entity",), Msg("{entity}.{field} already has funnel '{funnel}'", entity=entity.name,
+                                       field=field.name, funnel=taken),
+                      Msg("a handover is the funnel of its node field: give the flow its own field or entity"))
         return None
     channel = data.get("channel")
     if channel is not None and not checker.model.has_channel(channel):
-        checker.error(("channel",), f"unknown channel '{channel}'",
+        checker.error(("channel",), Msg("unknown channel '{name}'", name=channel),
                       did_you_mean(channel, [spec.name for spec in checker.model.channels]))
     escalate_to = tuple(data.get("escalate_to") or ("owner.manager",))
     for index, person in enumerate(escalate_to):
@@ -177,7 +179,7 @@ def _build_handover(checker: Checker, data: dict[str, Any], funnels: list[Funnel
     business = calendar_ref(checker, (), data.get("calendar"), True)
     warn_at = tuple(data.get("warn_at", (50,)))
     if any(not 0 < p < 100 for p in warn_at):
-        checker.error(("warn_at",), "warnings are percentages between 1 and 99")
+        checker.error(("warn_at",), Msg("warnings are percentages between 1 and 99"))
     policies, messages = [], []
     for index, (node, raw) in enumerate(zip(nodes, data["nodes"])):
         if node.sla is None:
@@ -201,10 +203,12 @@ def _build_handover(checker: Checker, data: dict[str, Any], funnels: list[Funnel
 def _node_field(checker: Checker, entity: EntitySpec, name: str | None) -> FieldSpec | None:
     chosen = name or entity.stage_field
     if chosen is None:
-        checker.error(("entity",), f"entity '{entity.name}' has no stage or status field to hold the node",
-                      "name its choice field with field: <name>")
+        checker.error(("entity",), Msg("entity '{entity}' has no stage or status field to hold the node",
+                                       entity=entity.name),
+                      Msg("name its choice field with field: <name>"))
         return None
-    return checker.field(("field",) if name else ("entity",), entity, chosen, "node field", types=(FieldType.CHOICE,))
+    return checker.field(("field",) if name else ("entity",), entity, chosen, Msg("node field"),
+                         types=(FieldType.CHOICE,))
 
 
 def _build_nodes(checker: Checker, handover: str, entity: EntitySpec, field: FieldSpec, raw: list[dict[str, Any]]
@@ -221,33 +225,39 @@ def _build_nodes(checker: Checker, handover: str, entity: EntitySpec, field: Fie
         name = str(item["name"])
         is_final = item.get("kind") == "done"
         if name in seen:
-            checker.error(path + ("name",), f"node '{name}' appears twice", "list every node once")
+            checker.error(path + ("name",), Msg("node '{name}' appears twice", name=name),
+                          Msg("list every node once"))
             continue
         seen.add(name)
         if name not in field.choice_values():
-            checker.error(path + ("name",), f"node '{name}' is not an option of {entity.name}.{field.name}",
-                          did_you_mean(name, field.choice_values()) +
-                          f" Add it under {entity.name}.fields.{field.name}.options or correct the name.")
+            checker.error(path + ("name",), Msg("node '{name}' is not an option of {entity}.{field}", name=name,
+                                                entity=entity.name, field=field.name),
+                          Msg("{suggestion} Add it under {entity}.fields.{field}.options or correct the name.",
+                              suggestion=did_you_mean(name, field.choice_values()), entity=entity.name,
+                              field=field.name))
         if is_final != (index == len(raw) - 1):
-            checker.error(path, "the last node, and only the last, is the flow's end",
-                          "give the last node kind: done (it has no role, sla or requires)")
+            checker.error(path, Msg("the last node, and only the last, is the flow's end"),
+                          Msg("give the last node kind: done (it has no role, sla or requires)"))
         role = item.get("role")
         if is_final:
             for key in ("role", "sla", "requires", "completed_by"):
                 if key in item:
-                    checker.error(path + (key,), f"the final node '{name}' takes no {key}", "remove it", key=True)
+                    checker.error(path + (key,), Msg("the final node '{name}' takes no {key}", name=name, key=key),
+                                  Msg("remove it"), key=True)
         elif role is None:
-            checker.error(path, f"node '{name}' has no owner", "add role: <role> (the department that owns it)")
+            checker.error(path, Msg("node '{name}' has no owner", name=name),
+                          Msg("add role: <role> (the department that owns it)"))
         elif not checker.model.has_role(role):
-            checker.error(path + ("role",), f"unknown role '{role}'",
+            checker.error(path + ("role",), Msg("unknown role '{role}'", role=role),
                           did_you_mean(role, [spec.name for spec in checker.model.roles]))
         source = item.get("completed_by")
         if source is not None and not is_final:
             _check_source(checker, path + ("completed_by",), source, entity)
         sla = sla_name(handover, name) if "sla" in item and not is_final else None
         if sla is not None and len(sla) > MAX_SLA_NAME:
-            checker.error(path + ("name",), f"flow and node names are too long together ({len(sla)} characters)",
-                          f"keep '{sla}' within {MAX_SLA_NAME} characters")
+            checker.error(path + ("name",), Msg("flow and node names are too long together ({count} characters)",
+                                                count=len(sla)),
+                          Msg("keep '{name}' within {limit} characters", name=sla, limit=MAX_SLA_NAME))
         label = Label.of(item["label"]) if item.get("label") else next(
             (choice.label for choice in field.choices if choice.value == name), Label.of(name))
         nodes.append(HandoverNodeSpec(name, label, None if is_final else role, sla,
@@ -260,29 +270,34 @@ def _build_nodes(checker: Checker, handover: str, entity: EntitySpec, field: Fie
                                                            path + ("requires", position), position)))
     for value in field.choice_values():
         if value not in seen:
-            checker.error(("nodes",), f"option '{value}' of {entity.name}.{field.name} is not a node of the flow",
-                          f"add a node '{value}' (in its place in the order) or remove the option")
+            checker.error(("nodes",), Msg("option '{value}' of {entity}.{field} is not a node of the flow",
+                                          value=value, entity=entity.name, field=field.name),
+                          Msg("add a node '{value}' (in its place in the order) or remove the option", value=value))
     return nodes, stages
 
 
 def _check_source(checker: Checker, path: PathKey, source: str, entity: EntitySpec) -> None:
     if not checker.model.has_source(source):
-        checker.error(path, f"unknown source '{source}'", did_you_mean(source, [s.name for s in checker.model.sources]))
+        checker.error(path, Msg("unknown source '{source}'", source=source),
+                      did_you_mean(source, [s.name for s in checker.model.sources]))
         return
     spec = checker.model.source(source)
     if spec.entity != entity.name:
-        checker.error(path, f"source '{source}' delivers {spec.entity} records, not {entity.name}",
-                      f"point the source at entity: {entity.name}")
+        checker.error(path, Msg("source '{source}' delivers {delivered} records, not {entity}", source=source,
+                                delivered=spec.entity, entity=entity.name),
+                      Msg("point the source at entity: {entity}", entity=entity.name))
     elif spec.match is None:
-        checker.error(path, f"source '{source}' creates records; completing a node needs one that finds the item",
-                      "add match: <field> to the source (e.g. match: contract_no)")
+        checker.error(path, Msg("source '{source}' creates records; completing a node needs one that finds the item",
+                                source=source),
+                      Msg("add match: <field> to the source (e.g. match: contract_no)"))
 
 
 def _check_person(checker: Checker, path: PathKey, person: str) -> None:
     if not _PERSON.match(person):
-        checker.error(path, f"cannot escalate to '{person}'", "name owner.manager, role:<role>, team:<team> or user:<name>")
+        checker.error(path, Msg("cannot escalate to '{person}'", person=person),
+                      Msg("name owner.manager, role:<role>, team:<team> or user:<name>"))
     elif person.startswith("role:") and not checker.model.has_role(person[5:]):
-        checker.error(path, f"unknown role '{person[5:]}'",
+        checker.error(path, Msg("unknown role '{role}'", role=person[5:]),
                       did_you_mean(person[5:], [spec.name for spec in checker.model.roles]))
 
 
@@ -295,8 +310,8 @@ def _node_actions(checker: Checker, path: PathKey, handover: HandoverSpec, node:
     tags = checker.model.entity(handover.entity).has_field("tags")
     tag: tuple[ActionSpec, ...] = (AddTagsAction("tags", (OVERDUE_TAG,), location),) if tags else ()
     if handover.channel is None:
-        checker.error(path + ("sla",), "a node's SLA warns and escalates through the flow's channel, and this "
-                                       "flow has none", "add channel: <name> to the handover")
+        checker.error(path + ("sla",), Msg("a node's SLA warns and escalates through the flow's channel, and this "
+                                           "flow has none"), Msg("add channel: <name> to the handover"))
         return (), tag
     sides = tuple(dict.fromkeys(f"role:{n.role}" for n in (node, previous) if n is not None and n.role))
     warn: ActionSpec = NotifyAction(handover.channel, sides, template=f"{node.sla}:warning", location=location)

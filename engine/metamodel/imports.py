@@ -23,6 +23,7 @@ from engine.metamodel.checks import Built, Checker, build_items, default_label
 from engine.metamodel.entities import FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, BlueprintInvalid, Location, did_you_mean
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME, named_schema
 from engine.metamodel.source import PathKey, SourceDocument, read_documents
 
@@ -82,23 +83,24 @@ IMPORTS_SCHEMA: dict[str, Any] = {
 
 def build_imports(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """ImportSpecs: a known entity, known fields, value maps onto real options, a known channel."""
-    imports, errors = build_items("imports", "import mapping", documents, model, vocabulary, _build_import)
+    imports, errors = build_items("imports", Msg("import mapping"), documents, model, vocabulary, _build_import)
     return replace(model, imports=tuple(imports)), errors
 
 
 def _lookup_fits(checker: Checker, at: PathKey, spec: FieldSpec | None, lookup: str) -> bool:
     """`lookup:` needs a link column, and names a field of the link's target."""
     if spec is None or spec.type is not FieldType.LINK or spec.link_entity is None:
-        checker.error(at + ("lookup",), "'lookup' applies to link fields (it finds the linked record by one of its "
-                      "fields)", "remove lookup, or map the column to a link field", key=True)
+        checker.error(at + ("lookup",), Msg("'lookup' applies to link fields (it finds the linked record by one of its "
+                                            "fields)"),
+                      Msg("remove lookup, or map the column to a link field"), key=True)
         return False
     if not checker.model.has_entity(spec.link_entity):
         return False
-    return checker.field(at + ("lookup",), checker.model.entity(spec.link_entity), lookup, "lookup field") is not None
+    return checker.field(at + ("lookup",), checker.model.entity(spec.link_entity), lookup, Msg("lookup field")) is not None
 
 
 def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ImportSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"import mapping '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("import mapping '{name}'", name=name))
     if entity is None:
         return None
     columns = []
@@ -108,51 +110,55 @@ def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathK
         field = item["field"]
         spec = None
         if field != OWNER:
-            spec = checker.field(at + (("field",) if isinstance(raw, dict) else ()), entity, field, "column's field")
+            spec = checker.field(at + (("field",) if isinstance(raw, dict) else ()), entity, field,
+                                 Msg("column's field"))
             if spec is None:
                 continue
             if spec.type is FieldType.COMPUTED:
-                checker.error(at, f"column '{header}' fills '{field}', which is computed",
-                              "computed fields are worked out from others: leave the column out")
+                checker.error(at, Msg("column '{column}' fills '{field}', which is computed", column=header, field=field),
+                              Msg("computed fields are worked out from others: leave the column out"))
         values = tuple((str(key), str(value)) for key, value in (item.get("values") or {}).items())
         for key, value in values:
             if spec is not None and spec.choices:
-                checker.option(at + ("values", key), spec, value, "mapped value")
+                checker.option(at + ("values", key), spec, value, Msg("mapped value"))
         if values and spec is not None and not spec.choices and spec.type is not FieldType.BOOLEAN:
-            checker.error(at + ("values",), f"value map on '{field}', a {spec.type.value} field",
-                          "value maps translate choices (and yes/no); remove it or map the column to a choice")
+            checker.error(at + ("values",), Msg("value map on '{field}', a {type} field", field=field,
+                                                type=spec.type.value),
+                          Msg("value maps translate choices (and yes/no); remove it or map the column to a choice"))
         date_format = item.get("date_format")
         if date_format is not None:
             if spec is None or spec.type not in (FieldType.DATE, FieldType.DATETIME):
-                checker.error(at + ("date_format",), f"date_format on '{field}', which is not a date field",
-                              "remove it, or map the column to a date or datetime field")
+                checker.error(at + ("date_format",), Msg("date_format on '{field}', which is not a date field",
+                                                         field=field),
+                              Msg("remove it, or map the column to a date or datetime field"))
             elif _bad_format(date_format):
-                checker.error(at + ("date_format",), f"date_format '{date_format}' reads no date",
-                              'use strftime codes, e.g. "%d.%m.%Y" or "%Y年%m月%d日"')
+                checker.error(at + ("date_format",), Msg("date_format '{format}' reads no date", format=date_format),
+                              Msg('use strftime codes, e.g. "%d.%m.%Y" or "%Y年%m月%d日"'))
         lookup = item.get("lookup")
         if lookup is not None and not _lookup_fits(checker, at, spec, lookup):
             continue
         columns.append(ColumnSpec(str(header), field, values, date_format, checker.doc.where(at), lookup))
     defaults = []
     for field, value in (data.get("defaults") or {}).items():
-        spec = checker.field(path + ("defaults", field), entity, field, "default field") if field != OWNER else None
+        spec = checker.field(path + ("defaults", field), entity, field, Msg("default field")) if field != OWNER else None
         if spec is None and field != OWNER:
             continue
         if isinstance(value, list):
             for item in value:
-                checker.option(path + ("defaults", field), spec, item, "default")
+                checker.option(path + ("defaults", field), spec, item, Msg("default"))
         elif value is not None:
-            checker.option(path + ("defaults", field), spec, value, "default")
+            checker.option(path + ("defaults", field), spec, value, Msg("default"))
         defaults.append((field, value))
     notify = data.get("notify")
     if notify is not None and notify not in {channel.name for channel in checker.model.channels}:
-        checker.error(path + ("notify",), f"unknown channel '{notify}'",
+        checker.error(path + ("notify",), Msg("unknown channel '{name}'", name=notify),
                       did_you_mean(notify, [channel.name for channel in checker.model.channels]))
     mapped = {column.field for column in columns} | {field for field, _ in defaults}
     for spec in entity.fields:
         if spec.is_required and spec.default is None and spec.default_expression is None and spec.name not in mapped:
-            checker.error(path + ("columns",), f"required field '{spec.name}' is filled by no column and no default",
-                          f"map a column to {spec.name} or give it under defaults:", key=True)
+            checker.error(path + ("columns",), Msg("required field '{field}' is filled by no column and no default",
+                                                   field=spec.name),
+                          Msg("map a column to {field} or give it under defaults:", field=spec.name), key=True)
     return ImportSpec(name, default_label(data, name), entity.name, tuple(columns), tuple(defaults),
                       bool(data.get("history", False)), int(data.get("batch", 1000)), notify,
                       checker.doc.where_key(path))
@@ -174,14 +180,14 @@ def load_import_file(path: Path, model: Metamodel, vocabulary: Vocabulary) -> tu
     valid = []
     for doc in documents:
         problems = [BlueprintError(doc.where(tuple(error.absolute_path)), tuple(error.absolute_path),
-                                   error.message, "see docs/import-export.md for what a mapping holds")
+                                   error.message, Msg("see docs/import-export.md for what a mapping holds"))
                     for error in validator.iter_errors(doc.data)]
         errors.extend(problems)
         if not problems:
             valid.append(doc)
     if not documents and not errors:
-        errors.append(BlueprintError(Location(str(path), 1, 1), (), "the mapping file is empty",
-                                     "start it with 'imports:' (see docs/import-export.md)"))
+        errors.append(BlueprintError(Location(str(path), 1, 1), (), Msg("the mapping file is empty"),
+                                     Msg("start it with 'imports:' (see docs/import-export.md)")))
     built, problems = build_imports(valid, model, vocabulary)
     errors.extend(problems)
     blocking = [error for error in errors if error.severity == "error"]

@@ -14,6 +14,7 @@ from engine.metamodel.checks import Built, Checker, build_items, default_label
 from engine.metamodel.durations import DURATION_SCHEMA, DurationSpec, checked_duration
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -72,7 +73,7 @@ JOBS_SCHEMA: dict[str, Any] = {
 
 def build_jobs(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
     """JobSpecs: a valid crontab and zone, a known channel and template, counts over known fields."""
-    jobs, errors = build_items("jobs", "job", documents, model, vocabulary, _build_job)
+    jobs, errors = build_items("jobs", Msg("job"), documents, model, vocabulary, _build_job)
     return replace(model, jobs=tuple(jobs)), errors
 
 
@@ -84,13 +85,13 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
     try:
         crontab_trigger(data["cron"], timezone)
     except (ValueError, ZoneInfoNotFoundError) as exc:
-        checker.error(path + ("cron",), f"bad cron expression '{data['cron']}': {exc}",
-                      'five fields: minute hour day month weekday, e.g. "0 8 * * mon-fri"')
+        checker.error(path + ("cron",), Msg("bad cron expression '{cron}': {problem}", cron=data["cron"], problem=exc),
+                      Msg('five fields: minute hour day month weekday, e.g. "0 8 * * mon-fri"'))
     if data["channel"] not in channels:
-        checker.error(path + ("channel",), f"unknown channel '{data['channel']}'",
+        checker.error(path + ("channel",), Msg("unknown channel '{name}'", name=data["channel"]),
                       did_you_mean(data["channel"], channels))
     if data["template"] not in templates:
-        checker.error(path + ("template",), f"unknown message template '{data['template']}'",
+        checker.error(path + ("template",), Msg("unknown message template '{name}'", name=data["template"]),
                       did_you_mean(data["template"], templates))
     if data.get("calendar"):
         calendar_ref(checker, path, data["calendar"], True)
@@ -98,13 +99,13 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
                    if (c := _count(checker, path + ("counts", key), key, raw)) is not None)
     for index, role in enumerate(data.get("per") or ()):
         if not checker.model.has_role(role):
-            checker.error(path + ("per", index), f"per: unknown role '{role}'",
+            checker.error(path + ("per", index), Msg("per: unknown role '{name}'", name=role),
                           did_you_mean(role, [spec.name for spec in checker.model.roles]))
     dashboard = data.get("dashboard")
     if dashboard is not None and dashboard not in {spec.name for spec in checker.model.dashboards}:
-        checker.error(path + ("dashboard",), f"unknown dashboard '{dashboard}'",
-                      f"{did_you_mean(dashboard, [spec.name for spec in checker.model.dashboards])} "
-                      "Name one declared under dashboards:, or remove the line.")
+        checker.error(path + ("dashboard",), Msg("unknown dashboard '{name}'", name=dashboard),
+                      Msg("{suggestion} Name one declared under dashboards:, or remove the line.",
+                          suggestion=did_you_mean(dashboard, [spec.name for spec in checker.model.dashboards])))
     return JobSpec(name, default_label(data, name), data["cron"], timezone, data["channel"], data["template"], counts,
                    data.get("calendar"), checker.doc.where_key(path), tuple(data.get("per") or ()),
                    dashboard)
@@ -112,21 +113,22 @@ def _build_job(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
 
 def _count(checker: Checker, path: PathKey, name: str, raw: dict[str, Any]) -> CountSpec | None:
     if "entity" not in raw:
-        checker.error(path, f"count '{name}' needs an entity")
+        checker.error(path, Msg("count '{name}' needs an entity", name=name))
         return None
-    entity = checker.entity(path + ("entity",), raw["entity"], f"count '{name}'")
+    entity = checker.entity(path + ("entity",), raw["entity"], Msg("count '{name}'", name=name))
     if entity is None:
         return None
     where = []
     for field_name, value in (raw.get("where") or {}).items():
-        spec = checker.field(path + ("where", field_name), entity, field_name, "where field", system_ok=True)
+        spec = checker.field(path + ("where", field_name), entity, field_name, Msg("where field"),
+                             system_ok=True)
         values = tuple(value) if isinstance(value, list) else (value,)
         for item in values:
             if item is not None:
-                checker.option(path + ("where", field_name), spec, item, "value")
+                checker.option(path + ("where", field_name), spec, item, Msg("value"))
         where.append((field_name, values))
     if raw.get("policy") and raw["policy"] not in {s.name for s in checker.model.slas}:
-        checker.error(path + ("policy",), f"unknown SLA '{raw['policy']}'")
+        checker.error(path + ("policy",), Msg("unknown SLA '{name}'", name=raw["policy"]))
     within = raw.get("created_within") or raw.get("within")
     if raw.get("sla", "").startswith("due_within:"):
         checked_duration(checker, path + ("sla",), raw["sla"].split(":", 1)[1])

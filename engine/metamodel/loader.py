@@ -18,6 +18,7 @@ from engine.metamodel.approvals import MANAGED_ENTITIES, approval_entities, decl
 from engine.metamodel.crossrefs import check_entity, check_link_filters
 from engine.metamodel.entities import EntitySpec, FieldType, build_entity
 from engine.metamodel.errors import BlueprintError, BlueprintInvalid, Location, did_you_mean, unknown_name_hint
+from engine.metamodel.messages import Msg
 from engine.metamodel.kinds import SECONDARY_KINDS
 from engine.metamodel.labels import Label
 from engine.metamodel.model import Metamodel
@@ -57,8 +58,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
     app_docs = [doc for doc in documents if _kind(doc) == "app"]
     if not app_docs:
         raise BlueprintInvalid([BlueprintError(Location(_display(app_path), 1, 1), (),
-                                               "this file is not an app file",
-                                               "start it with 'app: <name>' and list entity files under 'include:'")])
+                                               Msg("this file is not an app file"),
+                                               Msg("start it with 'app: <name>' and list entity files under "
+                                                   "'include:'"))])
     app = app_docs[0]
     for doc in _included(app, app_path, errors):
         documents.append(doc)
@@ -75,9 +77,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         kind = _kind(doc)
         if kind is None:
             first = next(iter(doc.data), None) if isinstance(doc.data, dict) else None
-            errors.append(BlueprintError(doc.where(()), (), "unknown kind of document"
-                                         + (f" (it starts with '{first}')" if first else ""),
-                                         f"a blueprint file starts with one of: {', '.join(_SCHEMAS)}"))
+            errors.append(BlueprintError(doc.where(()), (), Msg("unknown kind of document (it starts with '{key}')",
+                                                                key=first) if first else Msg("unknown kind of document"),
+                                         Msg("a blueprint file starts with one of: {kinds}", kinds=", ".join(_SCHEMAS))))
             continue
         if kind == "entity" and isinstance(doc.data.get("entity"), str):
             seen_entities.add(doc.data["entity"])
@@ -103,8 +105,9 @@ def load_blueprint(path: str | os.PathLike[str], *, functions: Collection[str] =
         errors.extend(check_entity(doc, entity, known_entities=seen_entities, functions=vocabulary.functions))
         if entity.name in names:
             errors.append(BlueprintError(entity.location, ("entity",),
-                                         f"entity '{entity.name}' is declared twice (also at {names[entity.name]})",
-                                         "rename one of them or remove the copy"))
+                                         Msg("entity '{name}' is declared twice (also at {place})",
+                                             name=entity.name, place=names[entity.name]),
+                                         Msg("rename one of them or remove the copy")))
             continue
         names[entity.name] = entity.location
         entities.append(entity)
@@ -152,9 +155,10 @@ def _managed_entities(approval_docs: list[SourceDocument], names: dict[str, Loca
         return []
     for name in MANAGED_ENTITIES:
         if name in names:
-            errors.append(BlueprintError(names[name], ("entity",), f"entity name '{name}' is taken by the approvals",
-                                         "a blueprint with approval: documents gets the entities approval and "
-                                         "approval_task from the engine; rename yours"))
+            errors.append(BlueprintError(names[name], ("entity",),
+                                         Msg("entity name '{name}' is taken by the approvals", name=name),
+                                         Msg("a blueprint with approval: documents gets the entities approval and "
+                                             "approval_task from the engine; rename yours")))
     return list(approval_entities(declared_approvals(approval_docs), settings))
 
 
@@ -165,7 +169,7 @@ def _check_menu(app: SourceDocument, menu: tuple[MenuGroup, ...], entities: dict
         for position, name in enumerate(names):
             if name not in entities:
                 path = ("menu", index) if isinstance(item, str) else ("menu", index, "items", position)
-                errors.append(BlueprintError(app.where(path), path, f"menu item '{name}' is not an entity",
+                errors.append(BlueprintError(app.where(path), path, Msg("menu item '{name}' is not an entity", name=name),
                                              did_you_mean(name, entities)))
     return errors
 
@@ -219,10 +223,10 @@ def _app_file(path: Path) -> Path:
 
 
 def _display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    """A blueprint file as errors and traces name it: relative to the working folder when it lies
+    inside it (blueprints/crm/lead.yaml), else in full — never "../../work/crm/lead.yaml"."""
+    absolute = path.resolve()
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
 
 
 def _read(path: Path, errors: list[BlueprintError]) -> list[SourceDocument]:
@@ -253,8 +257,9 @@ def _included(app: SourceDocument, app_path: Path, errors: list[BlueprintError])
         matches = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
         if not matches:
             errors.append(BlueprintError(app.where(("include", index)), ("include", index),
-                                         f"include '{pattern}' matches no file",
-                                         f"paths are relative to {_display(base) or '.'}; check the spelling"))
+                                         Msg("include '{pattern}' matches no file", pattern=pattern),
+                                         Msg("paths are relative to {folder}; check the spelling",
+                                             folder=_display(base) or ".")))
         for match in matches:
             if match.resolve() in seen:
                 continue
@@ -282,35 +287,40 @@ def _explain(doc: SourceDocument, error: jsonschema.ValidationError, vocabulary:
             allowed = _field_options(vocabulary.field_type(str(instance.get("type"))), allowed)
         extra = [key for key in instance if key not in allowed] if isinstance(instance, dict) else []
         key = extra[0] if extra else "?"
-        return BlueprintError(doc.where_key(path + (key,)), path + (key,), f"unknown option '{key}'",
+        return BlueprintError(doc.where_key(path + (key,)), path + (key,), Msg("unknown option '{key}'", key=key),
                               did_you_mean(key, allowed))
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return BlueprintError(where, path, f"missing required option '{missing}'",
-                              f"add '{missing}:' here")
+        return BlueprintError(where, path, Msg("missing required option '{key}'", key=missing),
+                              Msg("add '{key}:' here", key=missing))
     if error.validator == "enum" and len(path) == 3 and path[0] == "fields" and path[2] == "type":
-        return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
+        return BlueprintError(where, path, Msg("'{value}' is not one of the allowed values", value=instance),
                               _unknown_field_type(str(instance), vocabulary))
     if error.validator == "enum":
         allowed = [str(v) for v in keyword_value]
-        return BlueprintError(where, path, f"'{instance}' is not one of the allowed values",
+        return BlueprintError(where, path, Msg("'{value}' is not one of the allowed values", value=instance),
                               did_you_mean(str(instance), allowed))
     if error.validator == "propertyNames":
-        return BlueprintError(where, path, f"'{instance}' is not a valid name here",
-                              "names use lowercase letters, digits and _ and start with a letter")
+        return BlueprintError(where, path, Msg("'{value}' is not a valid name here", value=instance),
+                              Msg("names use lowercase letters, digits and _ and start with a letter"))
     if error.validator == "pattern" and schema.get("pattern") == "^[a-z][a-z0-9_]*$":
-        return BlueprintError(where, path, f"'{instance}' is not a valid name",
-                              "names use lowercase letters, digits and _ and start with a letter, e.g. 'next_follow_up'")
+        return BlueprintError(where, path, Msg("'{value}' is not a valid name", value=instance),
+                              Msg("names use lowercase letters, digits and _ and start with a letter, "
+                                  "e.g. 'next_follow_up'"))
     if error.validator == "type":
-        expected = keyword_value
-        expected_text = " or ".join(expected) if isinstance(expected, list) else expected
-        return BlueprintError(where, path, f"expected {_article(expected_text)}, got {_describe(instance)}",
-                              "check the indentation: a nested block needs two more spaces")
+        expected = keyword_value if isinstance(keyword_value, list) else [keyword_value]
+        wanted = _article(expected[0]) if len(expected) == 1 else \
+            Msg("{one} or {other}", one=_article(expected[0]), other=_article(expected[1]))
+        return BlueprintError(where, path, Msg("expected {wanted}, got {value}", wanted=wanted,
+                                               value=_describe(instance)),
+                              Msg("check the indentation: a nested block needs two more spaces"))
     if error.validator == "oneOf" and schema.get("oneOf") == \
             _label_alternatives():
-        return BlueprintError(where, path, f"a label must be text or {{zh: …, en: …}}, got {_describe(instance)}",
-                              "write e.g. label: {zh: 线索, en: Lead}")
-    return BlueprintError(where, path, error.message, "see docs/blueprint-reference.md for this option")
+        return BlueprintError(where, path, Msg("a label must be text or {{zh: …, en: …}}, got {value}",
+                                               value=_describe(instance)),
+                              Msg("write e.g. label: {{zh: 线索, en: Lead}}"))
+    return BlueprintError(where, path, Msg("this value does not fit the option: {detail}", detail=error.message),
+                          Msg("see docs/blueprint-reference.md for this option"))
 
 
 def _field_options(kind: FieldType | None, every: list[str]) -> list[str]:
@@ -318,11 +328,11 @@ def _field_options(kind: FieldType | None, every: list[str]) -> list[str]:
     return every if kind is None else sorted(COMMON_OPTIONS | TYPE_OPTIONS[kind])
 
 
-def _unknown_field_type(name: str, vocabulary: Vocabulary) -> str:
+def _unknown_field_type(name: str, vocabulary: Vocabulary) -> Msg:
     """A close name, else every known one (built-in and the installed plugins')."""
     hint = did_you_mean(name, vocabulary.field_type_names())
     return hint if hint.startswith("did you mean") else unknown_name_hint(name, vocabulary.field_type_names(),
-                                                                          "field types")
+                                                                          Msg("field types"))
 
 
 def _label_alternatives() -> Any:
@@ -330,17 +340,18 @@ def _label_alternatives() -> Any:
     return LABEL["oneOf"]
 
 
-def _article(text: str) -> str:
-    article = {"object": "a block of options", "array": "a list", "string": "text",
-               "integer": "a whole number", "number": "a number", "boolean": "true or false"}
-    return article.get(text, text)
+def _article(kind: str) -> Msg:
+    """A JSON schema type as the analyst says it."""
+    return {"object": Msg("a block of options"), "array": Msg("a list"), "string": Msg("text"),
+            "integer": Msg("a whole number"), "number": Msg("a number"), "boolean": Msg("true or false"),
+            "null": Msg("nothing")}.get(kind) or Msg("{kind}", kind=kind)
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any) -> Msg:
     if isinstance(value, dict):
-        return "a block of options"
+        return Msg("a block of options")
     if isinstance(value, list):
-        return "a list"
+        return Msg("a list")
     if value is None:
-        return "nothing"
-    return f"'{value}'"
+        return Msg("nothing")
+    return Msg("'{value}'", value=value)

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import re2
 
+from engine.metamodel.messages import Msg
+
 MAX_PATTERN_LENGTH = 500
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
@@ -26,18 +28,22 @@ class Pattern(Protocol):
 
 
 class PatternError(ValueError):
-    """The pattern is not a regular expression we can run safely; the message says why."""
+    """The pattern is not a regular expression we can run safely; the message (a `Msg`) says why."""
+
+    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
 
 
 @functools.lru_cache(maxsize=512)
 def compile_pattern(pattern: str) -> Pattern:
     """The compiled pattern, or PatternError naming what to change."""
     if len(pattern) > MAX_PATTERN_LENGTH:
-        raise PatternError(f"the pattern is longer than {MAX_PATTERN_LENGTH} characters")
+        raise PatternError(Msg("the pattern is longer than {limit} characters", limit=MAX_PATTERN_LENGTH))
     try:
         compiled: Pattern = re2.compile(pattern, _OPTIONS)
         return compiled
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise PatternError(f"not a supported regular expression ({detail}); backreferences and "
-                           "look-arounds are not available") from None
+        raise PatternError(Msg("not a supported regular expression ({detail}); backreferences and "
+                               "look-arounds are not available", detail=detail)) from None

@@ -21,6 +21,7 @@ from engine.metamodel.checks import Checker
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.metamodel.expressions import Expression
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import EXPRESSION, NAME
 from engine.metamodel.source import PathKey
 
@@ -55,25 +56,27 @@ def related_mode(checker: Checker, path: PathKey, source: EntitySpec, target: En
     links = [spec.name for spec in target.fields if spec.type is FieldType.LINK]
     spec = target.field(via) if target.has_field(via) else None
     if spec is None or spec.type is not FieldType.LINK:
-        checker.error(path, f"via '{via}' is not a link field of {target.name}",
-                      did_you_mean(via, links) + f" Name the link of {target.name} that points at {source.name} "
-                      f"or at what {source.name} links to.")
+        checker.error(path, Msg("via '{via}' is not a link field of {target}", via=via, target=target.name),
+                      Msg("{suggestion} Name the link of {target} that points at {source} or at what {source} "
+                          "links to.",
+                          suggestion=did_you_mean(via, links), target=target.name, source=source.name))
         return None
     if spec.link_entity == source.name:
         return RelatedMode.CHILDREN
     own = source.field(via) if source.has_field(via) else None
     if own is not None and own.type is FieldType.LINK and own.link_entity == spec.link_entity:
         return RelatedMode.SIBLINGS
-    checker.error(path, f"{target.name}.{via} links to {spec.link_entity}; {source.name} neither is that nor has "
-                  f"a '{via}' link to it", f"name a link of {target.name} to {source.name}, or a link both "
-                  "entities share")
+    checker.error(path, Msg("{target}.{via} links to {linked}; {source} neither is that nor has a '{via}' link to it",
+                            target=target.name, via=via, linked=spec.link_entity, source=source.name),
+                  Msg("name a link of {target} to {source}, or a link both entities share",
+                      target=target.name, source=source.name))
     return None
 
 
 def build_related(checker: Checker, path: PathKey, raw: dict[str, Any], source: EntitySpec) -> RelatedSpec | None:
     """A RelatedSpec from `{entity, via, where}`; `via` may be left out when exactly one link of
     the entity points at `source`."""
-    target = checker.entity(path + ("entity",), raw["entity"], "related records")
+    target = checker.entity(path + ("entity",), raw["entity"], Msg("related records"))
     if target is None:
         return None
     via = raw.get("via")
@@ -81,9 +84,10 @@ def build_related(checker: Checker, path: PathKey, raw: dict[str, Any], source: 
         pointing = [spec.name for spec in target.fields if spec.type is FieldType.LINK
                     and spec.link_entity == source.name]
         if len(pointing) != 1:
-            checker.error(path, f"say which link of {target.name} relates it to {source.name}",
-                          f"add via: <link field>; links of {target.name} to {source.name}: "
-                          f"{', '.join(pointing) or 'none'}")
+            checker.error(path, Msg("say which link of {target} relates it to {source}",
+                                    target=target.name, source=source.name),
+                          Msg("add via: <link field>; links of {target} to {source}: {links}", target=target.name,
+                              source=source.name, links=", ".join(pointing) or Msg("none")))
             return None
         via = pointing[0]
     mode = related_mode(checker, path + ("via",), source, target, via)

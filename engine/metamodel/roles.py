@@ -27,6 +27,7 @@ from engine.metamodel.conditions import RowConditionError, check_row_condition
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression, ExpressionSyntaxError, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.source import SourceDocument
 
 if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
@@ -135,35 +136,38 @@ def build_roles(documents: list[SourceDocument], model: Metamodel,
         for name, data in doc.data["roles"].items():
             path = ("roles", name)
             if name in roles:
-                errors.append(BlueprintError(doc.where_key(path), path, f"role '{name}' is declared twice",
-                                             f"the first is at {roles[name].location}"))
+                errors.append(BlueprintError(doc.where_key(path), path, Msg("role '{name}' is declared twice", name=name),
+                                             Msg("the first is at {place}", place=roles[name].location)))
                 continue
             entities = []
             for entity_name, block in (data.get("entities") or {}).items():
                 entity_path = path + ("entities", entity_name)
                 if entity_name != "*" and not model.has_entity(entity_name):
                     errors.append(BlueprintError(doc.where_key(entity_path), entity_path,
-                                                 f"role '{name}' names unknown entity '{entity_name}'",
+                                                 Msg("role '{name}' names unknown entity '{entity}'", name=name,
+                                                     entity=entity_name),
                                                  did_you_mean(entity_name, [*model.entity_names(), "*"])))
                     continue
                 for option in ("hidden", "readonly"):
                     for position, field in enumerate(block.get(option) or []):
-                        known = model.entity(entity_name).field_names() if entity_name != "*" else ()
-                        if entity_name == "*" or field not in known:
+                        every = entity_name == "*"
+                        known = model.entity(entity_name).field_names() if not every else ()
+                        if every or field not in known:
                             errors.append(BlueprintError(
                                 doc.where(entity_path + (option, position)), entity_path + (option, position),
-                                f"{option} field '{field}' is not a field of '{entity_name}'",
-                                "hidden/readonly fields are listed per entity, not under \"*\""
-                                if entity_name == "*" else did_you_mean(field, known)))
+                                Msg("{option} field '{field}' is not a field of '{entity}'", option=option,
+                                    field=field, entity=entity_name),
+                                Msg("hidden/readonly fields are listed per entity, not under \"*\"")
+                                if every else did_you_mean(field, known)))
                 for position, field in enumerate(block.get("via") or []):
                     known_users = [spec.name for spec in model.entity(entity_name).fields
                                    if spec.type.value == "user"] if entity_name != "*" else []
                     if field not in known_users:
                         errors.append(BlueprintError(
                             doc.where(entity_path + ("via", position)), entity_path + ("via", position),
-                            f"via field '{field}' is not a user field of '{entity_name}'",
+                            Msg("via field '{field}' is not a user field of '{entity}'", field=field, entity=entity_name),
                             did_you_mean(field, known_users) if known_users else
-                            "via names user fields of one entity (e.g. via: [service_engineer])"))
+                            Msg("via names user fields of one entity (e.g. via: [service_engineer])")))
                 scopes = tuple((action, Scope(block[action])) for action in ACTIONS if action in block)
                 entities.append((entity_name, EntityPermissions(
                     scopes, frozenset(block.get("hidden") or ()), frozenset(block.get("readonly") or ()),
@@ -181,15 +185,19 @@ def _build_team(doc: SourceDocument, name: str, data: dict[str, Any], model: Met
     for entity_name, source in (data.get("covers") or {}).items():
         path = ("teams", name, "covers", entity_name)
         if not model.has_entity(entity_name):
-            errors.append(BlueprintError(doc.where_key(path), path, f"team '{name}' covers unknown entity '{entity_name}'",
+            errors.append(BlueprintError(doc.where_key(path), path,
+                                         Msg("team '{name}' covers unknown entity '{entity}'", name=name,
+                                             entity=entity_name),
                                          did_you_mean(entity_name, model.entity_names())))
             continue
         try:
             expression = parse_expression(source, doc.where(path))
             check_row_condition(expression, model.entity(entity_name), allow_me=False)
         except (ExpressionSyntaxError, RowConditionError) as problem:
-            errors.append(BlueprintError(doc.where(path), path, f"team '{name}' covers {entity_name}: {problem}",
-                                         "a condition on the unowned records, e.g. \"region in ['east', 'north']\""))
+            errors.append(BlueprintError(doc.where(path), path,
+                                         Msg("team '{name}' covers {entity}: {problem}", name=name, entity=entity_name,
+                                             problem=problem),
+                                         Msg("a condition on the unowned records, e.g. \"region in ['east', 'north']\"")))
             continue
         covers.append((entity_name, expression))
     return TeamSpec(name, Label.of(data.get("label"), name), tuple(covers), doc.where_key(("teams", name)))

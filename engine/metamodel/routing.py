@@ -17,6 +17,7 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.rules import DEFAULT_PRIORITY
 from engine.metamodel.schema import COMMON, EXPRESSION, NAME, USERNAME, either, named_schema
 from engine.metamodel.source import PathKey, SourceDocument
@@ -171,39 +172,41 @@ ROUTING_SCHEMA: dict[str, Any] = {"type": "object", "required": ["routing"], "ad
 def build_routing(documents: list[SourceDocument], model: Metamodel,
                   vocabulary: Vocabulary) -> Built:
     """RoutingPolicySpecs from every `routing:` document, then checks across policies."""
-    policies, errors = build_items("routing", "routing policy", documents, model, vocabulary, _build_policy)
+    policies, errors = build_items("routing", Msg("routing policy"), documents, model, vocabulary, _build_policy)
     errors.extend(_check_policy_overlaps(policies))
     return replace(model, routing=tuple(policies)), errors
 
 
 def _build_policy(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
                   position: int) -> RoutingPolicySpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"routing policy '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("routing policy '{name}'", name=name))
     if entity is None:
         return None
     strategy = Strategy(data["strategy"])
     within = Strategy(data.get("within", "round_robin")) if strategy.is_by_field else strategy
     if "within" in data and not strategy.is_by_field:
-        checker.error(path + ("within",), f"'within' does not apply to a {strategy.value} policy",
-                      "it says how to choose inside the pool of a territory or industry_pool policy", key=True)
+        checker.error(path + ("within",), Msg("'within' does not apply to a {strategy} policy", strategy=strategy.value),
+                      Msg("it says how to choose inside the pool of a territory or industry_pool policy"), key=True)
     pools = _build_pools(checker, name, data, path, entity, strategy)
     backup = _backup(checker, path + ("backup",), data["backup"], entity) if "backup" in data else None
     link = entity.field(data["field"]) if strategy.is_by_field and data.get("field") in entity.field_names() else None
     if within is Strategy.WEIGHTED:
         for pool in pools:
             if pool.members and not pool.weights:
-                checker.error(path, f"policy '{name}' is weighted but pool '{pool.key}' gives no weights",
-                              "write members as a mapping username → weight, e.g. members: {wang: 3, li: 1}")
+                checker.error(path, Msg("policy '{name}' is weighted but pool '{pool}' gives no weights",
+                                        name=name, pool=pool.key),
+                              Msg("write members as a mapping username → weight, e.g. members: {{wang: 3, li: 1}}"))
     match = checker.expression(path + ("match",), data["match"], entity) if "match" in data else None
     open_when = _open_when(checker, data, path, entity, strategy, name)
     if "cap_per_week" in data and "cap_per_day" in data and data["cap_per_week"] < data["cap_per_day"]:
-        checker.error(path + ("cap_per_week",), f"policy '{name}' allows fewer assignments per week "
-                      f"({data['cap_per_week']}) than per day ({data['cap_per_day']})",
-                      "raise cap_per_week or drop it", severity="warning")
+        checker.error(path + ("cap_per_week",), Msg("policy '{name}' allows fewer assignments per week "
+                                                    "({week}) than per day ({day})", name=name,
+                                                    week=data["cap_per_week"], day=data["cap_per_day"]),
+                      Msg("raise cap_per_week or drop it"), severity="warning")
     if "backup" not in data and "fallback_queue" not in data:
-        checker.error(path, f"policy '{name}' has neither a backup rep nor a fallback queue",
-                      "when nobody in the pool can take a record it would stay unassigned; add "
-                      "'fallback_queue: <name>' and 'alert: <channel>'", key=True, severity="warning")
+        checker.error(path, Msg("policy '{name}' has neither a backup rep nor a fallback queue", name=name),
+                      Msg("when nobody in the pool can take a record it would stay unassigned; add "
+                          "'fallback_queue: <name>' and 'alert: <channel>'"), key=True, severity="warning")
     return RoutingPolicySpec(
         name=name, entity=entity.name, strategy=strategy, pools=pools, within=within, open_when=open_when,
         match=match, field=data.get("field"), priority=int(data.get("priority", DEFAULT_PRIORITY)),
@@ -222,25 +225,26 @@ def _build_pools(checker: Checker, name: str, data: dict[str, Any], path: PathKe
     if strategy.is_by_field:
         for option in ("field", "pools"):
             if option not in data:
-                checker.error(path, f"a {strategy.value} policy needs '{option}'",
-                              "e.g. field: region and pools: {east: {team: east}, '*': [wang]}", key=True)
+                checker.error(path, Msg("a {strategy} policy needs '{option}'", strategy=strategy.value, option=option),
+                              Msg("e.g. field: region and pools: {{east: {{team: east}}, '*': [wang]}}"), key=True)
         if "pool" in data:
-            checker.error(path + ("pool",), f"a {strategy.value} policy has 'pools' (one per value), not 'pool'",
-                          "move the members under pools: {<value>: ..., '*': ...}", key=True)
-        spec = checker.field(path + ("field",), entity, data["field"], "routing field") if "field" in data else None
+            checker.error(path + ("pool",), Msg("a {strategy} policy has 'pools' (one per value), not 'pool'",
+                                                strategy=strategy.value),
+                          Msg("move the members under pools: {{<value>: ..., '*': ...}}"), key=True)
+        spec = checker.field(path + ("field",), entity, data["field"], Msg("routing field")) if "field" in data else None
         pools = []
         for key, raw in (data.get("pools") or {}).items():
             if key != ANY_VALUE:
-                checker.option(path + ("pools", key), spec, key, "pool for value")
+                checker.option(path + ("pools", key), spec, key, Msg("pool for value"))
             pools.append(_pool(checker, name, str(key), raw, path + ("pools", key), data, entity))
         return tuple(pools)
     if "pools" in data or "field" in data:
         option = "pools" if "pools" in data else "field"
-        checker.error(path + (option,), f"'{option}' applies to territory and industry_pool policies",
-                      "a round_robin, least_loaded or weighted policy has one 'pool'", key=True)
+        checker.error(path + (option,), Msg("'{option}' applies to territory and industry_pool policies", option=option),
+                      Msg("a round_robin, least_loaded or weighted policy has one 'pool'"), key=True)
     if "pool" not in data:
-        checker.error(path, f"policy '{name}' needs a 'pool'", "e.g. pool: {team: east} or pool: [wang, li]",
-                      key=True)
+        checker.error(path, Msg("policy '{name}' needs a 'pool'", name=name),
+                      Msg("e.g. pool: {{team: east}} or pool: [wang, li]"), key=True)
         return ()
     return (_pool(checker, name, ANY_VALUE, data["pool"], path + ("pool",), data, entity),)
 
@@ -254,14 +258,16 @@ def _pool(checker: Checker, policy: str, key: str, raw: Any, path: PathKey, data
     pool = PoolSpec(key, tuple(members), weights, raw.get("team"), raw.get("role"), checker.doc.where(path), backup)
     roles = [role.name for role in checker.model.roles]
     if pool.role is not None and len(roles) > 1 and pool.role not in roles:
-        checker.error(path + ("role",), f"pool '{key}' of policy '{policy}' names unknown role '{pool.role}'",
+        checker.error(path + ("role",), Msg("pool '{pool}' of policy '{policy}' names unknown role '{role}'",
+                                            pool=key, policy=policy, role=pool.role),
                       did_you_mean(pool.role, roles))
     if pool.is_empty:
-        label = f"pool '{key}' of policy '{policy}'" if key != ANY_VALUE else f"the pool of policy '{policy}'"
+        label = Msg("pool '{pool}' of policy '{policy}'", pool=key, policy=policy) if key != ANY_VALUE else \
+            Msg("the pool of policy '{policy}'", policy=policy)
         has_fallback = "backup" in data or "fallback_queue" in data or backup is not None
-        checker.error(path, f"{label} has no members",
-                      "records routed here go to the backup rep or the fallback queue" if has_fallback else
-                      "records routed here would stay unassigned: add members, a team, or a fallback_queue",
+        checker.error(path, Msg("{pool} has no members", pool=label),
+                      Msg("records routed here go to the backup rep or the fallback queue") if has_fallback else
+                      Msg("records routed here would stay unassigned: add members, a team, or a fallback_queue"),
                       severity="warning" if has_fallback else "error")
     return pool
 
@@ -272,7 +278,8 @@ def _backup(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec) -> Ba
         roles = [role.name for role in checker.model.roles]
         role = raw.get("role")
         if role is not None and len(roles) > 1 and role not in roles:
-            checker.error(path + ("role",), f"backup names unknown role '{role}'", did_you_mean(role, roles))
+            checker.error(path + ("role",), Msg("backup names unknown role '{role}'", role=role),
+                          did_you_mean(role, roles))
         return BackupSpec(team=str(raw["team"]), role=role)
     text = str(raw)
     field, _, relation = text.partition(".")
@@ -280,11 +287,15 @@ def _backup(checker: Checker, path: PathKey, raw: Any, entity: EntitySpec) -> Ba
     if not relation or (field not in users and relation != "manager"):
         return BackupSpec(username=text)  # usernames may contain dots (li.na)
     if field not in users:
-        checker.error(path, f"backup '{text}' names '{field}', which is not a user field of {entity.name}",
-                      f"{did_you_mean(field, users)} Write FIELD.manager with a user field, e.g. owner.manager.")
+        checker.error(path, Msg("backup '{backup}' names '{field}', which is not a user field of {entity}",
+                                backup=text, field=field, entity=entity.name),
+                      Msg("{suggestion} Write FIELD.manager with a user field, e.g. owner.manager.",
+                          suggestion=did_you_mean(field, users)))
     if relation != "manager":
-        checker.error(path, f"backup '{text}' follows '{relation}', but only 'manager' leads from a user to another",
-                      f"{did_you_mean(relation, ['manager'])} Write {field}.manager.")
+        checker.error(path, Msg("backup '{backup}' follows '{relation}', but only 'manager' leads from a user to "
+                                "another", backup=text, relation=relation),
+                      Msg("{suggestion} Write {field}.manager.", suggestion=did_you_mean(relation, ["manager"]),
+                          field=field))
     return BackupSpec(relation=field)
 
 
@@ -300,8 +311,9 @@ def _open_when(checker: Checker, data: dict[str, Any], path: PathKey, entity: En
     source = f"{status.name} not in {closed!r}" if status is not None and closed else "True"
     uses_load = strategy is Strategy.LEAST_LOADED or data.get("within") == "least_loaded" or "cap" in data
     if source == "True" and uses_load and "open_when" not in data:
-        checker.error(path, f"policy '{name}' counts open records but cannot tell which records are open",
-                      "add open_when: \"<expression>\", e.g. open_when: \"status in ['new', 'contacted']\"",
+        checker.error(path, Msg("policy '{name}' counts open records but cannot tell which records are open",
+                                name=name),
+                      Msg("add open_when: \"<expression>\", e.g. open_when: \"status in ['new', 'contacted']\""),
                       key=True, severity="warning")
     return Expression(source, checker.doc.where_key(path), frozenset({status.name} if status and closed else ()),
                       frozenset())
@@ -318,17 +330,21 @@ def _check_policy_overlaps(policies: list[RoutingPolicySpec]) -> list[BlueprintE
             if first.priority == second.priority and not _are_exclusive(first.match, second.match):
                 errors.append(BlueprintError(
                     second.location, ("routing", second.name),
-                    f"routing policies '{first.name}' and '{second.name}' for {first.entity} have the same "
-                    f"priority {first.priority} and both can match the same record",
-                    f"give one a smaller priority (it is tried first) or make their match conditions exclusive, "
-                    f"e.g. source == 'douyin' vs source != 'douyin' (the other is at {first.location})"))
+                    Msg("routing policies '{first}' and '{second}' for {entity} have the same "
+                        "priority {priority} and both can match the same record", first=first.name,
+                        second=second.name, entity=first.entity, priority=first.priority),
+                    Msg("give one a smaller priority (it is tried first) or make their match conditions exclusive, "
+                        "e.g. source == 'douyin' vs source != 'douyin' (the other is at {place})",
+                        place=str(first.location))))
             for earlier, later in ((first, second), (second, first)):
                 if earlier.match is None and earlier.priority < later.priority:
                     errors.append(BlueprintError(
                         later.location, ("routing", later.name),
-                        f"routing policy '{later.name}' is never used: '{earlier.name}' (priority "
-                        f"{earlier.priority}) has no match condition and takes every {earlier.entity} first",
-                        f"give '{later.name}' a smaller priority than {earlier.priority}", severity="warning"))
+                        Msg("routing policy '{name}' is never used: '{earlier}' (priority "
+                            "{priority}) has no match condition and takes every {entity} first", name=later.name,
+                            earlier=earlier.name, priority=earlier.priority, entity=earlier.entity),
+                        Msg("give '{name}' a smaller priority than {priority}", name=later.name,
+                            priority=earlier.priority), severity="warning"))
     return errors
 
 

@@ -15,6 +15,7 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import COMMON, EXPRESSION, NAME, TEXT_OR_LIST, either, named_schema
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -105,13 +106,13 @@ RULES_SCHEMA: dict[str, Any] = {"type": "object", "required": ["rules"], "additi
 def build_rules(documents: list[SourceDocument], model: Metamodel,
                 vocabulary: Vocabulary) -> Built:
     """RuleSpecs from every `rules:` document, in run order. Needs routing and sources built first."""
-    rules, errors = build_items("rules", "rule", documents, model, vocabulary, _build_rule)
+    rules, errors = build_items("rules", Msg("rule"), documents, model, vocabulary, _build_rule)
     return dataclasses.replace(model, rules=tuple(sorted(rules, key=lambda rule: (rule.priority, rule.position)))), errors
 
 
 def _build_rule(checker: Checker, name: str, data: dict[str, Any], path: PathKey,
                 position: int) -> RuleSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"rule '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("rule '{name}'", name=name))
     if entity is None:
         return None
     raw_triggers = data["trigger"] if isinstance(data["trigger"], list) else [data["trigger"]]
@@ -133,39 +134,46 @@ def _build_trigger(checker: Checker, raw: Any, path: PathKey, entity: EntitySpec
     allowed = {TriggerKind.FIELD_CHANGED: {"fields"}, TriggerKind.STAGE_CHANGED: {"field", "from", "to"},
                TriggerKind.WEBHOOK_RECEIVED: {"source"}, TriggerKind.HEALTH_DROPPED: {"score"}}.get(kind, set())
     for option in set(data) - allowed - {"event"}:
-        checker.error(path + (option,), f"'{option}' does not apply to a {kind.value} trigger",
-                      f"{kind.value} takes: {', '.join(sorted(allowed)) or 'no options'}", key=True)
+        checker.error(path + (option,), Msg("'{option}' does not apply to a {kind} trigger", option=option,
+                                            kind=kind.value),
+                      Msg("{kind} takes: {options}", kind=kind.value,
+                          options=", ".join(sorted(allowed)) or Msg("no options")), key=True)
     if kind is TriggerKind.FIELD_CHANGED:
         if "fields" not in data:
-            checker.error(path, "a field_changed trigger needs 'fields'", "e.g. {event: field_changed, fields: [budget]}")
+            checker.error(path, Msg("a field_changed trigger needs 'fields'"),
+                          Msg("e.g. {{event: field_changed, fields: [budget]}}"))
         for index, name in enumerate(data.get("fields") or []):
-            checker.field(path + ("fields", index), entity, name, "watched field", system_ok=True)
+            checker.field(path + ("fields", index), entity, name, Msg("watched field"), system_ok=True)
         return TriggerSpec(kind, fields=tuple(data.get("fields") or ()))
     if kind is TriggerKind.STAGE_CHANGED:
         field = data.get("field") or entity.stage_field
         if field is None:
-            checker.error(path, f"{entity.name} has no stage or status field for stage_changed",
-                          "name the choice field: {event: stage_changed, field: <field>}")
+            checker.error(path, Msg("{entity} has no stage or status field for stage_changed", entity=entity.name),
+                          Msg("name the choice field: {{event: stage_changed, field: <field>}}"))
             return TriggerSpec(kind)
-        spec = checker.field(path + ("field",), entity, field, "stage field", types=(FieldType.CHOICE,))
+        spec = checker.field(path + ("field",), entity, field, Msg("stage field"), types=(FieldType.CHOICE,))
         for option in ("from", "to"):
             for value in texts(data.get(option)):
-                checker.option(path + (option,), spec, value, f"'{option}' value")
+                checker.option(path + (option,), spec, value, Msg("'{option}' value", option=option))
         return TriggerSpec(kind, field=field, from_values=texts(data.get("from")), to_values=texts(data.get("to")))
     if kind is TriggerKind.HEALTH_DROPPED:
         scores = [score for score in checker.model.scores if score.entity == entity.name]
-        named = [score for score in scores if score.name == data.get("score")] if "score" in data else scores
+        wanted, chosen = data.get("score"), "score" in data
+        named = [score for score in scores if score.name == wanted] if chosen else scores
         if len(named) != 1:
-            checker.error(path, f"health_dropped needs one score of {entity.name}; "
-                          + (f"'{data['score']}' is not one" if "score" in data else f"it has {len(scores)}"),
-                          "declare it in a scores: document, or name it: {event: health_dropped, score: <name>}"
-                          if not scores else did_you_mean(str(data.get("score")), [s.name for s in scores]))
+            checker.error(path, Msg("health_dropped needs one score of {entity}; '{score}' is not one",
+                                    entity=entity.name, score=wanted) if chosen else
+                          Msg("health_dropped needs one score of {entity}; it has {count}", entity=entity.name,
+                              count=len(scores)),
+                          Msg("declare it in a scores: document, or name it: {{event: health_dropped, score: <name>}}")
+                          if not scores else did_you_mean(str(wanted), [s.name for s in scores]))
             return TriggerSpec(kind)
         return TriggerSpec(kind, field=named[0].field, levels=named[0].levels)
     if kind is TriggerKind.WEBHOOK_RECEIVED and "source" in data:
         known = [source.name for source in checker.model.sources]
         if data["source"] not in known:
-            checker.error(path + ("source",), f"trigger names unknown source '{data['source']}'",
-                          did_you_mean(data["source"], known) + " Sources are declared in a sources: document.")
+            checker.error(path + ("source",), Msg("trigger names unknown source '{source}'", source=data["source"]),
+                          Msg("{suggestion} Sources are declared in a sources: document.",
+                              suggestion=did_you_mean(data["source"], known)))
         return TriggerSpec(kind, source=data["source"])
     return TriggerSpec(kind)

@@ -27,6 +27,7 @@ from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression, ExpressionSyntaxError, parse_expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.related import RELATED_SCHEMA, RelatedMode, RelatedSpec, build_related
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
@@ -112,29 +113,31 @@ SCORES_SCHEMA: dict[str, Any] = {
 
 
 def build_scores(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
-    scores, errors = build_items("scores", "score", documents, model, vocabulary, _build_score)
+    scores, errors = build_items("scores", Msg("score"), documents, model, vocabulary, _build_score)
     return replace(model, scores=tuple(scores)), errors
 
 
 def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ScoreSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"score '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("score '{name}'", name=name))
     if entity is None:
         return None
-    checker.field(path + ("field",), entity, data["field"], "score field", types=(FieldType.INTEGER,))
+    checker.field(path + ("field",), entity, data["field"], Msg("score field"), types=(FieldType.INTEGER,))
     level_field = data.get("level_field")
     levels = tuple(sorted(((str(level), int(minimum)) for level, minimum in data["levels"].items()),
                           key=lambda item: -item[1]))
     if levels and levels[-1][1] != 0:
-        checker.error(path + ("levels",), f"the lowest level '{levels[-1][0]}' starts at {levels[-1][1]}, so a "
-                      "lower score has no level", f"give it 0, e.g. {levels[-1][0]}: 0")
+        checker.error(path + ("levels",), Msg("the lowest level '{level}' starts at {minimum}, so a lower score has "
+                                              "no level", level=levels[-1][0], minimum=levels[-1][1]),
+                      Msg("give it 0, e.g. {level}: 0", level=levels[-1][0]))
     if len({minimum for _, minimum in levels}) != len(levels):
-        checker.error(path + ("levels",), "two levels start at the same score", "give each level its own minimum")
+        checker.error(path + ("levels",), Msg("two levels start at the same score"),
+                      Msg("give each level its own minimum"))
     if level_field is not None:
-        spec = checker.field(path + ("level_field",), entity, level_field, "level field", types=(FieldType.CHOICE,))
+        spec = checker.field(path + ("level_field",), entity, level_field, Msg("level field"), types=(FieldType.CHOICE,))
         for level, _minimum in levels:
-            checker.option(path + ("levels", level), spec, level, "level")
+            checker.option(path + ("levels", level), spec, level, Msg("level"))
     if data.get("reasons_field") is not None:
-        checker.field(path + ("reasons_field",), entity, data["reasons_field"], "reasons field",
+        checker.field(path + ("reasons_field",), entity, data["reasons_field"], Msg("reasons field"),
                       types=(FieldType.TEXT, FieldType.STRING))
     counts = []
     for count, raw in (data.get("counts") or {}).items():
@@ -142,12 +145,15 @@ def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKe
         if related is None:
             continue
         if related.mode is not RelatedMode.CHILDREN:
-            checker.error(path + ("counts", count, "via"), f"count '{count}' must count records linking to "
-                          f"{entity.name}", f"name the link of {related.entity} that points at {entity.name}")
+            checker.error(path + ("counts", count, "via"), Msg("count '{name}' must count records linking to {entity}",
+                                                               name=count, entity=entity.name),
+                          Msg("name the link of {related} that points at {entity}", related=related.entity,
+                              entity=entity.name))
             continue
         if entity.has_field(count) or count in SYSTEM_FIELDS:
-            checker.error(path + ("counts", count), f"count '{count}' has the name of a field of {entity.name}",
-                          "give the count a name of its own, e.g. open_complaints", key=True)
+            checker.error(path + ("counts", count), Msg("count '{name}' has the name of a field of {entity}",
+                                                        name=count, entity=entity.name),
+                          Msg("give the count a name of its own, e.g. open_complaints"), key=True)
         counts.append((count, related))
     known = set(entity.field_names()) | set(SYSTEM_FIELDS) | {count for count, _ in counts}
     components = []
@@ -155,7 +161,8 @@ def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKe
     for index, raw in enumerate(data["components"]):
         where = path + ("components", index)
         if raw["name"] in seen:
-            checker.error(where + ("name",), f"component '{raw['name']}' is declared twice", "rename one")
+            checker.error(where + ("name",), Msg("component '{name}' is declared twice", name=raw["name"]),
+                          Msg("rename one"))
         seen.add(raw["name"])
         value = _expression(checker, where + ("value",), raw["value"], entity, known)
         if value is not None:
@@ -163,17 +170,18 @@ def _build_score(checker: Checker, name: str, data: dict[str, Any], path: PathKe
                                              Label.of(raw.get("explain"), "")))
     total = sum(int(raw["weight"]) for raw in data["components"])
     if total != 100:
-        checker.error(path + ("components",), f"the component weights add up to {total}, not 100",
-                      "a score is 0–100: make the weights add up to 100 so every point is one component's")
+        checker.error(path + ("components",), Msg("the component weights add up to {total}, not 100", total=total),
+                      Msg("a score is 0–100: make the weights add up to 100 so every point is one component's"))
     recompute = tuple(data.get("recompute") or ("on_change",))
     nightly_at = str(data.get("nightly_at", DEFAULT_NIGHTLY_AT))
     for option in ("nightly_at", "nightly_batch"):
         if option in data and "nightly" not in recompute:
-            checker.error(path + (option,), f"{option} applies to the nightly pass, but score '{name}' is not "
-                          "recomputed nightly", "add nightly to recompute: [on_change, nightly], or remove it", key=True)
+            checker.error(path + (option,), Msg("{option} applies to the nightly pass, but score '{name}' is not "
+                                                "recomputed nightly", option=option, name=name),
+                          Msg("add nightly to recompute: [on_change, nightly], or remove it"), key=True)
     if not _HH_MM.match(nightly_at):
-        checker.error(path + ("nightly_at",), f"nightly_at '{nightly_at}' is not a time of day",
-                      "write it as HH:MM in the app's time zone, e.g. nightly_at: \"02:30\"")
+        checker.error(path + ("nightly_at",), Msg("nightly_at '{value}' is not a time of day", value=nightly_at),
+                      Msg("write it as HH:MM in the app's time zone, e.g. nightly_at: \"02:30\""))
         nightly_at = DEFAULT_NIGHTLY_AT
     return ScoreSpec(name, default_label(data, name), entity.name, data["field"], levels, tuple(components),
                      tuple(counts), level_field, data.get("reasons_field"), recompute, checker.doc.where_key(path),
@@ -184,12 +192,14 @@ def _expression(checker: Checker, path: PathKey, source: str, entity: EntitySpec
     try:
         expression = parse_expression(source, checker.doc.where(path))
     except ExpressionSyntaxError as exc:
-        checker.error(path, f"bad expression '{source}': {exc}", "see docs/expressions.md")
+        checker.error(path, Msg("bad expression '{source}': {problem}", source=source, problem=exc),
+                      Msg("see docs/expressions.md"))
         return None
     for unknown in sorted(expression.names - known - EXPRESSION_CONSTANTS):
-        checker.error(path, f"expression uses unknown name '{unknown}'",
-                      f"{did_you_mean(unknown, known)} A component reads the fields of {entity.name} and the "
-                      "score's counts.")
+        checker.error(path, Msg("expression uses unknown name '{name}'", name=unknown),
+                      Msg("{suggestion} A component reads the fields of {entity} and the score's counts.",
+                          suggestion=did_you_mean(unknown, known), entity=entity.name))
     for function in sorted(expression.functions - set(checker.functions)):
-        checker.error(path, f"expression calls unknown function '{function}'", did_you_mean(function, checker.functions))
+        checker.error(path, Msg("expression calls unknown function '{name}'", name=function),
+                      did_you_mean(function, checker.functions))
     return expression

@@ -17,6 +17,7 @@ from engine.metamodel.durations import DURATION_SCHEMA, DurationSpec, checked_du
 from engine.metamodel.errors import NOWHERE, BlueprintError, Location
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import EXPRESSION, LABEL, NAME
 from engine.metamodel.source import SourceDocument
 
@@ -81,31 +82,34 @@ def build_slas(documents: list[SourceDocument], model: Metamodel, vocabulary: Vo
         checker = Checker(doc, model, vocabulary, errors)
         data, name = doc.data, doc.data["sla"]
         if name in slas:
-            checker.error(("sla",), f"SLA '{name}' is declared twice", f"the first is at {slas[name].location}")
+            checker.error(("sla",), Msg("SLA '{name}' is declared twice", name=name),
+                          Msg("the first is at {place}", place=str(slas[name].location)))
             continue
-        entity = checker.entity(("entity",), data["entity"], f"SLA '{name}'")
+        entity = checker.entity(("entity",), data["entity"], Msg("SLA '{name}'", name=name))
         if entity is None:
             continue
         tier = data.get("tier")
-        tier_spec = checker.field(("tier",), entity, tier, "tier") if tier else None
+        tier_spec = checker.field(("tier",), entity, tier, Msg("tier")) if tier else None
         targets = []
         for value, text in (data.get("targets") or {}).items():
-            checker.option(("targets", value), tier_spec, value, "tier")
+            checker.option(("targets", value), tier_spec, value, Msg("tier"))
             targets.append((str(value), checked_duration(checker, ("targets", value), text)))
         default = checked_duration(checker, ("default_target",), data["default_target"]) if "default_target" in data else None
         if not targets and default is None:
-            checker.error(("sla",), f"SLA '{name}' has no target", "give targets per tier or a default_target")
+            checker.error(("sla",), Msg("SLA '{name}' has no target", name=name),
+                          Msg("give targets per tier or a default_target"))
         business_time = bool(data.get("business_time", True))
         warn_at, escalate_at = tuple(data.get("warn_at", (50, 80))), tuple(data.get("escalate_at", ()))
         if any(not 0 < p < 100 for p in warn_at):
-            checker.error(("warn_at",), "warnings are percentages between 1 and 99")
+            checker.error(("warn_at",), Msg("warnings are percentages between 1 and 99"))
         if any(p <= 100 for p in escalate_at):
-            checker.error(("escalate_at",), "escalations come after the breach: percentages above 100")
+            checker.error(("escalate_at",), Msg("escalations come after the breach: percentages above 100"))
         for value, duration in targets + ([("default", default)] if default else []):
             if business_time and duration.fixed >= dt.timedelta(days=1):
                 checker.error(("targets", value) if value != "default" else ("default_target",),
-                              f"'{duration.text}' in a business-time SLA means 24 working hours each day",
-                              "write 1bd for one business day", severity="warning")
+                              Msg("'{duration}' in a business-time SLA means 24 working hours each day",
+                                  duration=duration.text),
+                              Msg("write 1bd for one business day"), severity="warning")
         slas[name] = SlaSpec(
             name, default_label(data, name), entity.name, tuple(targets), default,
             build_trigger(checker, ("starts",), data.get("starts"), entity),

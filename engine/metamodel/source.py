@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from engine.metamodel.errors import BlueprintError, Location
+from engine.metamodel.messages import Msg
 
 PathKey = tuple[str | int, ...]
 
@@ -54,15 +55,16 @@ def _build(doc: SourceDocument, node: yaml.Node, path: PathKey, errors: list[Blu
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 errors.append(BlueprintError(_location(doc.file, key_node), path,
-                                             "a key must be a plain word", "write the key as a simple name"))
+                                             Msg("a key must be a plain word"),
+                                             Msg("write the key as a simple name")))
                 continue
             key = str(key_node.value)  # as written: `yes:` stays "yes", not True
             if key in result:
                 first = doc.keys[path + (key,)]
                 errors.append(BlueprintError(
                     _location(doc.file, key_node), path + (key,),
-                    f"key '{key}' appears twice in the same block (first at line {first.line})",
-                    "keep one of them; YAML would silently use the last one"))
+                    Msg("key '{key}' appears twice in the same block (first at line {line})", key=key, line=first.line),
+                    Msg("keep one of them; YAML would silently use the last one")))
             doc.keys[path + (key,)] = _location(doc.file, key_node)
             result[key] = _build(doc, value_node, path + (key,), errors)
         return result
@@ -77,8 +79,8 @@ def read_documents(path: Path, display_name: str) -> tuple[list[SourceDocument],
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [BlueprintError(Location(display_name, 1, 1), (), f"cannot read the file: {exc}",
-                                   "check that the file exists and is UTF-8 text")]
+        return [], [BlueprintError(Location(display_name, 1, 1), (), Msg("cannot read the file: {problem}", problem=exc),
+                                   Msg("check that the file exists and is UTF-8 text"))]
     documents: list[SourceDocument] = []
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
@@ -91,6 +93,6 @@ def read_documents(path: Path, display_name: str) -> tuple[list[SourceDocument],
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        errors.append(BlueprintError(Location(display_name, line, column), (), f"YAML syntax error: {problem}",
-                                     "check the indentation and that every ':' is followed by a space"))
+        errors.append(BlueprintError(Location(display_name, line, column), (), Msg("YAML syntax error: {problem}", problem=problem),
+                                     Msg("check the indentation and that every ':' is followed by a space")))
     return documents, errors

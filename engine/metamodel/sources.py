@@ -17,6 +17,7 @@ from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import COMMON, ENV_NAME, EXPRESSION, HEADER_NAME, NAME, either, named_schema
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -234,21 +235,21 @@ def parse_payload_path(text: str) -> PayloadPath:
     while position < len(rest):
         match = _PATH_PART.match(rest, position)
         if match is None:
-            raise ValueError(f"cannot read '{text}' as a path")
+            raise ValueError(Msg("cannot read '{text}' as a path", text=text))
         name, index = match.groups()
         parts.append(int(index) if index is not None else int(name) if name.isdigit() else name)
         position = match.end()
         if position < len(rest) and rest[position] == ".":
             position += 1
             if position == len(rest):
-                raise ValueError(f"'{text}' ends with a dot")
+                raise ValueError(Msg("'{text}' ends with a dot", text=text))
     return PayloadPath(text, tuple(parts))
 
 
 def build_sources(documents: list[SourceDocument], model: Metamodel,
                   vocabulary: Vocabulary) -> Built:
     """SourceSpecs (inbound webhooks) from every `sources:` document."""
-    sources, errors = build_items("sources", "source", documents, model, vocabulary,
+    sources, errors = build_items("sources", Msg("source"), documents, model, vocabulary,
                                    lambda checker, name, data, path, _: _build_source(checker, name, data, path))
     return replace(model, sources=tuple(sources)), errors
 
@@ -257,12 +258,13 @@ def _path(checker: Checker, path: PathKey, text: str) -> PayloadPath | None:
     try:
         return parse_payload_path(text)
     except ValueError as exc:
-        checker.error(path, str(exc), "write a path like $.event.id, contact.mobile or items[0].value")
+        problem = exc.args[0] if exc.args and isinstance(exc.args[0], Msg) else str(exc)
+        checker.error(path, problem, Msg("write a path like $.event.id, contact.mobile or items[0].value"))
         return None
 
 
 def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathKey) -> SourceSpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"source '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("source '{name}'", name=name))
     if entity is None:
         return None
     auth = _build_auth(checker, name, data["auth"], path + ("auth",))
@@ -276,16 +278,17 @@ def _build_source(checker: Checker, name: str, data: dict[str, Any], path: PathK
     event_id = tuple(found for index, text in enumerate(event_paths)
                      if (found := _path(checker, path + ("event_id",) + (() if single else (index,)), text)) is not None)
     if "event_id" not in data:
-        checker.error(path, f"source '{name}' has no event_id",
-                      "without it a re-delivered event is recognised only by the entity's dedup keys; "
-                      "add event_id: <path to the sender's event or submission id>", key=True, severity="warning")
+        checker.error(path, Msg("source '{name}' has no event_id", name=name),
+                      Msg("without it a re-delivered event is recognised only by the entity's dedup keys; "
+                          "add event_id: <path to the sender's event or submission id>"), key=True, severity="warning")
     filters = {option: checker.expression(path + (option,), data[option], entity)
                for option in ("test_filter", "spam_filter") if option in data}
     match = data.get("match")
-    if match is not None and checker.field(path + ("match",), entity, match, "match field") is not None \
+    if match is not None and checker.field(path + ("match",), entity, match, Msg("match field")) is not None \
             and match not in data["mapping"]:
-        checker.error(path + ("match",), f"source '{name}' matches on {match}, which its mapping never fills",
-                      f"map {match} from the payload (e.g. {match}: contract.number)")
+        checker.error(path + ("match",), Msg("source '{name}' matches on {field}, which its mapping never fills",
+                                             name=name, field=match),
+                      Msg("map {field} from the payload (e.g. {field}: contract.number)", field=match))
     return SourceSpec(
         name=name, entity=entity.name, auth=auth, mapping=mapping, records=records, event_id=event_id,
         defaults=tuple((data.get("defaults") or {}).items()), test_filter=filters.get("test_filter"),
@@ -304,11 +307,12 @@ def _build_mapping(checker: Checker, entity: EntitySpec, data: dict[str, Any], p
     for field, raw in data.items():
         item_path = path + (field,)
         raw = {"path": raw} if isinstance(raw, str) else raw
-        spec = checker.field(item_path, entity, field, "mapped field") if field != "created_at" else None
+        spec = checker.field(item_path, entity, field, Msg("mapped field")) if field != "created_at" else None
         if ("path" in raw) == ("record" in raw):
-            checker.error(item_path, f"mapped field '{field}' needs either 'path' (where the payload holds its value) "
-                          "or 'record' (a record this delivery makes), not both or neither",
-                          "e.g. account: {record: account}, or account: {path: company, lookup: name}")
+            checker.error(item_path, Msg("mapped field '{field}' needs either 'path' (where the payload holds its "
+                                         "value) or 'record' (a record this delivery makes), not both or neither",
+                                         field=field),
+                          Msg("e.g. account: {{record: account}}, or account: {{path: company, lookup: name}}"))
             continue
         if "record" in raw:
             if _check_record_link(checker, item_path, spec, raw, made):
@@ -336,19 +340,21 @@ def _check_record_link(checker: Checker, path: PathKey, spec: FieldSpec | None, 
     """`record:` needs a link field to the entity of a record made before this one."""
     name = raw["record"]
     if any(option in raw for option in ("map", "default", "lookup")):
-        checker.error(path, "'record' takes the id of a record this delivery makes: map, default and lookup "
-                      "do not apply", "remove them", key=True)
+        checker.error(path, Msg("'record' takes the id of a record this delivery makes: map, default and lookup "
+                                "do not apply"), Msg("remove them"), key=True)
         return False
     if name not in made:
-        checker.error(path + ("record",), f"there is no record '{name}' made before this one",
-                      f"{did_you_mean(name, list(made))} Declare it under the source's records: (records are made "
-                      "in the order they are written, the source's own record last)")
+        checker.error(path + ("record",), Msg("there is no record '{name}' made before this one", name=name),
+                      Msg("{suggestion} Declare it under the source's records: (records are made "
+                          "in the order they are written, the source's own record last)",
+                          suggestion=did_you_mean(name, list(made))))
         return False
     if spec is None:
         return False
     if spec.type is not FieldType.LINK or spec.link_entity != made[name]:
-        checker.error(path + ("record",), f"field '{spec.name}' cannot hold record '{name}' (a {made[name]})",
-                      f"take it into a link field to {made[name]}")
+        checker.error(path + ("record",), Msg("field '{field}' cannot hold record '{name}' (a {entity})",
+                                              field=spec.name, name=name, entity=made[name]),
+                      Msg("take it into a link field to {entity}", entity=made[name]))
         return False
     return True
 
@@ -358,18 +364,19 @@ def _check_lookup(checker: Checker, path: PathKey, spec: FieldSpec | None, looku
     if spec is None:
         return False
     if spec.type is not FieldType.LINK or spec.link_entity is None:
-        checker.error(path + ("lookup",), f"'lookup' applies to link fields; '{spec.name}' is a {spec.type.value} field",
-                      "remove lookup, or map a link field", key=True)
+        checker.error(path + ("lookup",), Msg("'lookup' applies to link fields; '{field}' is a {type} field",
+                                              field=spec.name, type=spec.type.value),
+                      Msg("remove lookup, or map a link field"), key=True)
         return False
     target = checker.model.entity(spec.link_entity) if checker.model.has_entity(spec.link_entity) else None
     if target is None:
         return False
-    return checker.field(path + ("lookup",), target, lookup, "lookup field") is not None
+    return checker.field(path + ("lookup",), target, lookup, Msg("lookup field")) is not None
 
 
 def _check_defaults(checker: Checker, entity: EntitySpec, defaults: dict[str, Any], path: PathKey) -> None:
     for field, value in defaults.items():
-        spec = checker.field(path + (field,), entity, field, "default field")
+        spec = checker.field(path + (field,), entity, field, Msg("default field"))
         if spec is not None:
             checker.check_literal(path + (field,), spec, value)
 
@@ -381,17 +388,18 @@ def _build_records(checker: Checker, data: dict[str, Any], path: PathKey) -> tup
     made: dict[str, str] = {}
     for name, raw in data.items():
         record_path = path + (name,)
-        entity = checker.entity(record_path + ("entity",), raw["entity"], f"record '{name}'")
+        entity = checker.entity(record_path + ("entity",), raw["entity"], Msg("record '{name}'", name=name))
         if entity is None:
             continue
         mapping = _build_mapping(checker, entity, raw["mapping"], record_path + ("mapping",), made)
         if "created_at" in raw["mapping"]:
-            checker.error(record_path + ("mapping", "created_at"), "created_at is taken only by the source's own record",
-                          "map the submit time under the source's mapping", key=True)
+            checker.error(record_path + ("mapping", "created_at"),
+                          Msg("created_at is taken only by the source's own record"),
+                          Msg("map the submit time under the source's mapping"), key=True)
         _check_defaults(checker, entity, raw.get("defaults") or {}, record_path + ("defaults",))
         match_on = tuple(raw.get("match_on") or ())
         for index, field in enumerate(match_on):
-            checker.field(record_path + ("match_on", index), entity, field, "match_on field")
+            checker.field(record_path + ("match_on", index), entity, field, Msg("match_on field"))
         when = _path(checker, record_path + ("when",), raw["when"]) if "when" in raw else None
         records.append(LinkedRecordSpec(name, entity.name, mapping, tuple((raw.get("defaults") or {}).items()),
                                         match_on, when, checker.doc.where_key(record_path)))
@@ -402,24 +410,25 @@ def _build_records(checker: Checker, data: dict[str, Any], path: PathKey) -> tup
 def _build_auth(checker: Checker, name: str, data: dict[str, Any], path: PathKey) -> AuthSpec:
     kind = AuthKind(data["type"])
     if kind is AuthKind.NONE:
-        checker.error(path, f"source '{name}' accepts deliveries from anyone who knows its URL",
-                      "use type: token or type: hmac with a secret_env", severity="warning")
+        checker.error(path, Msg("source '{name}' accepts deliveries from anyone who knows its URL", name=name),
+                      Msg("use type: token or type: hmac with a secret_env"), severity="warning")
         return AuthSpec(kind)
     if "secret_env" not in data:
-        checker.error(path, f"{kind.value} authentication needs 'secret_env'",
-                      "name the environment variable holding the secret, e.g. secret_env: CRM_DOUYIN_SECRET")
+        checker.error(path, Msg("{kind} authentication needs 'secret_env'", kind=kind.value),
+                      Msg("name the environment variable holding the secret, e.g. secret_env: CRM_DOUYIN_SECRET"))
     if kind is AuthKind.TOKEN and "header" not in data and "query" not in data:
-        checker.error(path, "token authentication needs 'header' or 'query'",
-                      "say where the token comes: header: X-Token, or query: token for ?token=…")
+        checker.error(path, Msg("token authentication needs 'header' or 'query'"),
+                      Msg("say where the token comes: header: X-Token, or query: token for ?token=…"))
     if kind is AuthKind.HMAC:
         if "header" not in data:
-            checker.error(path, "hmac authentication needs 'header' (where the signature comes)",
-                          "e.g. header: X-Signature")
+            checker.error(path, Msg("hmac authentication needs 'header' (where the signature comes)"),
+                          Msg("e.g. header: X-Signature"))
         if "query" in data:
-            checker.error(path + ("query",), "'query' applies to token authentication", "remove it", key=True)
+            checker.error(path + ("query",), Msg("'query' applies to token authentication"), Msg("remove it"),
+                          key=True)
     elif any(option in data for option in ("timestamp_header", "algorithm", "encoding", "prefix")):
-        checker.error(path, "timestamp_header, algorithm, encoding and prefix apply to hmac authentication",
-                      "use type: hmac, or remove them", key=True)
+        checker.error(path, Msg("timestamp_header, algorithm, encoding and prefix apply to hmac authentication"),
+                      Msg("use type: hmac, or remove them"), key=True)
     return AuthSpec(kind, data.get("secret_env"), data.get("header"), data.get("query"),
                     data.get("algorithm", "sha256"), data.get("encoding", "hex"), data.get("prefix", ""),
                     data.get("timestamp_header"), int(data.get("max_skew_seconds", 300)))

@@ -32,6 +32,7 @@ from engine.metamodel.entities import FieldType
 from engine.metamodel.errors import NOWHERE, Location, did_you_mean
 from engine.metamodel.expressions import Expression
 from engine.metamodel.labels import Label
+from engine.metamodel.messages import Msg
 from engine.metamodel.schema import LABEL, NAME
 from engine.metamodel.source import PathKey, SourceDocument
 
@@ -88,29 +89,32 @@ SURVEYS_SCHEMA: dict[str, Any] = {
 
 
 def build_surveys(documents: list[SourceDocument], model: Metamodel, vocabulary: Vocabulary) -> Built:
-    surveys, errors = build_items("surveys", "survey", documents, model, vocabulary, _build_survey)
+    surveys, errors = build_items("surveys", Msg("survey"), documents, model, vocabulary, _build_survey)
     return replace(model, surveys=tuple(surveys)), errors
 
 
 def _build_survey(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> SurveySpec | None:
-    entity = checker.entity(path + ("entity",), data["entity"], f"survey '{name}'")
+    entity = checker.entity(path + ("entity",), data["entity"], Msg("survey '{name}'", name=name))
     if entity is None:
         return None
-    score = checker.field(path + ("score_field",), entity, data["score_field"], "score field",
+    score = checker.field(path + ("score_field",), entity, data["score_field"], Msg("score field"),
                           types=(FieldType.INTEGER,))
     if score is not None and (score.minimum, score.maximum) != (SCALE[0], SCALE[-1]):
-        checker.error(path + ("score_field",), f"score field '{score.name}' must hold 1 to 5",
-                      f"declare it with min: 1 and max: 5 under {entity.name}.fields.{score.name}")
-    for key, types in (("answered_at_field", (FieldType.DATETIME,)), ("sent_at_field", (FieldType.DATETIME,)),
-                       ("link_field", (FieldType.URL, FieldType.STRING, FieldType.TEXT)),
-                       ("comment_field", (FieldType.TEXT, FieldType.STRING))):
+        checker.error(path + ("score_field",), Msg("score field '{field}' must hold 1 to 5", field=score.name),
+                      Msg("declare it with min: 1 and max: 5 under {entity}.fields.{field}", entity=entity.name,
+                          field=score.name))
+    for key, what, types in (
+            ("answered_at_field", Msg("answered at field"), (FieldType.DATETIME,)),
+            ("sent_at_field", Msg("sent at field"), (FieldType.DATETIME,)),
+            ("link_field", Msg("link field"), (FieldType.URL, FieldType.STRING, FieldType.TEXT)),
+            ("comment_field", Msg("comment field"), (FieldType.TEXT, FieldType.STRING))):
         if data.get(key) is not None:
-            checker.field(path + (key,), entity, data[key], key.replace("_", " "), types=types)
+            checker.field(path + (key,), entity, data[key], what, types=types)
     send_when = checker.expression(path + ("send_when",), data["send_when"], entity)
     expires = checked_duration(checker, path + ("expires",), str(data["expires"]))
     if expires.business_days:
-        checker.error(path + ("expires",), f"expires '{expires.text}' is in business time",
-                      "a link expires in calendar time: use d, h or min, e.g. expires: 7d")
+        checker.error(path + ("expires",), Msg("expires '{duration}' is in business time", duration=expires.text),
+                      Msg("a link expires in calendar time: use d, h or min, e.g. expires: 7d"))
     raw_send = data.get("send")
     send = _send(checker, path + ("send",), raw_send, entity) if raw_send else None
     if send_when is None:
@@ -124,11 +128,12 @@ def _send(checker: Checker, path: PathKey, raw: dict[str, Any], entity: Any) -> 
     channels = [spec.name for spec in checker.model.channels]
     templates = [spec.name for spec in checker.model.templates]
     if raw["channel"] not in channels:
-        checker.error(path + ("channel",), f"unknown channel '{raw['channel']}'", did_you_mean(raw["channel"], channels))
+        checker.error(path + ("channel",), Msg("unknown channel '{name}'", name=raw["channel"]),
+                      did_you_mean(raw["channel"], channels))
     if raw["template"] not in templates:
-        checker.error(path + ("template",), f"unknown message template '{raw['template']}'",
+        checker.error(path + ("template",), Msg("unknown message template '{name}'", name=raw["template"]),
                       did_you_mean(raw["template"], templates))
     if raw.get("address_field") is not None:
-        checker.field(path + ("address_field",), entity, raw["address_field"], "address field",
+        checker.field(path + ("address_field",), entity, raw["address_field"], Msg("address field"),
                       types=(FieldType.EMAIL,))
     return SurveySend(raw["channel"], raw["template"], tuple(raw.get("to") or ()), raw.get("address_field"))
