@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from engine.metamodel.messages import Msg
+
 
 class SecretError(LookupError):
     """A secret could not be found; the message names where it was looked for, never a value."""
@@ -24,7 +26,7 @@ class SecretRef:
 
     def __post_init__(self) -> None:
         if (self.env is None) == (self.key is None):
-            raise SecretError("a secret reference names exactly one of env (a variable) or key (in the secrets file)")
+            raise SecretError(Msg("a secret reference names exactly one of env (a variable) or key (in the secrets file)"))
 
 
 def resolve_secret(ref: SecretRef, environ: Mapping[str, str], secrets_file: str | Path | None = None) -> str:
@@ -32,20 +34,20 @@ def resolve_secret(ref: SecretRef, environ: Mapping[str, str], secrets_file: str
     if ref.env is not None:
         value = environ.get(ref.env)
         if not value:
-            raise SecretError(f"environment variable {ref.env} is not set; export it for the worker")
+            raise SecretError(Msg("environment variable {name} is not set; export it for the worker", name=ref.env))
         return value
     path = secrets_file or environ.get("CRM_SECRETS_FILE")
     if not path:
-        raise SecretError(f"secret {ref.key!r} lives in the secrets file, but CRM_SECRETS_FILE is not set")
+        raise SecretError(Msg("secret '{key}' lives in the secrets file, but CRM_SECRETS_FILE is not set", key=ref.key))
     try:
         text = Path(path).read_text(encoding="utf-8")
         node: Any = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise SecretError(f"secrets file {path} cannot be read: {type(exc).__name__}") from None
+        raise SecretError(Msg("secrets file {path} cannot be read: {problem}", path=path, problem=type(exc).__name__)) from None
     for part in str(ref.key).split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise SecretError(f"secrets file {path} has no key {ref.key!r} (missing at {part!r})")
+            raise SecretError(Msg("secrets file {path} has no key '{key}' (missing at '{part}')", path=path, key=ref.key, part=part))
         node = node[part]
     if not isinstance(node, (str, int)) or isinstance(node, bool) or node == "":
-        raise SecretError(f"secrets file {path}: {ref.key!r} must be a non-empty string")
+        raise SecretError(Msg("secrets file {path}: '{key}' must be a non-empty string", path=path, key=ref.key))
     return str(node)

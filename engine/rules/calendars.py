@@ -35,6 +35,7 @@ import chinese_calendar  # ships no type hints: pyproject's [tool.mypy] override
 
 
 from engine.metamodel.calendars import CalendarDecl
+from engine.metamodel.messages import Msg
 
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
@@ -151,7 +152,7 @@ class YearCoverage:
 
     year: int
     source: str
-    warning: str | None
+    warning: Msg | None
 
 
 class HolidayProvider(Protocol):
@@ -229,7 +230,7 @@ class BusinessCalendar:
         """Which source decides `year`'s holidays, and a warning if it was only assumed."""
         return self._year(year)[0]
 
-    def coverage_warnings(self, years: Iterable[int]) -> list[str]:
+    def coverage_warnings(self, years: Iterable[int]) -> list[Msg]:
         """Warnings for the given years whose holidays are assumed, not official (for doctor and admin)."""
         return [w for year in sorted(set(years)) if (w := self.coverage(year).warning) is not None]
 
@@ -352,19 +353,18 @@ class BusinessCalendar:
         official = self._official.year_days(year)
         if official is not None:
             return YearCoverage(year, self._official.label, None), official
-        hint = (
-            f"enter the State Council schedule for {year} under calendars.{spec.name}.holidays/workdays "
-            f"and add {year} to official_years as soon as it is published"
-        )
         if spec.fallback is FallbackRule.HOLIDAYS_PACKAGE:
             days = self._fallback.year_days(year) or {}
-            assumed = f"assumed {len(days)} days off from {self._fallback.label} and NO make-up workdays"
+            assumed = Msg("assumed {count} days off from {source} and NO make-up workdays", count=len(days),
+                          source=self._fallback.label)
             source = self._fallback.label
         else:
-            days, assumed, source = {}, "assumed NO public holidays and NO make-up workdays (weekends only)", "weekends"
-        warning = (
-            f"calendar {spec.name!r}: {year} is not covered by {self._official.label}; {assumed} — {hint}"
-        )
+            days, source = {}, "weekends"
+            assumed = Msg("assumed NO public holidays and NO make-up workdays (weekends only)")
+        warning = Msg("calendar '{name}': {year} is not covered by {package}; {assumed} — enter the State Council "
+                      "schedule for {year} under calendars.{name}.holidays/workdays and add {year} to official_years "
+                      "as soon as it is published", name=spec.name, year=year, package=self._official.label,
+                      assumed=assumed)
         return YearCoverage(year, source, warning), days
 
 

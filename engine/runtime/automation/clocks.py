@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.metamodel import Metamodel
 from engine.metamodel.durations import parse_duration
+from engine.metamodel.messages import Msg
 from engine.rules.calendars import build_calendar
 from engine.rules.clocks import ClockSnapshot, Pause
 from engine.runtime.storage.times import as_utc
@@ -42,9 +43,9 @@ def naive(moment: dt.datetime | None) -> dt.datetime | None:
 # --------------------------------------------------------------------------- blueprint → rules objects
 
 
-def calendar_warnings(model: Metamodel, today: dt.date) -> list[str]:
+def calendar_warnings(model: Metamodel, today: dt.date) -> list[Msg]:
     """Loud warnings for this year and next whose holidays a calendar only assumes (for `crm doctor`)."""
-    warnings: list[str] = []
+    warnings: list[Msg] = []
     for decl in model.calendars:
         warnings += build_calendar(decl).coverage_warnings([today.year, today.year + 1])
     return warnings

@@ -26,6 +26,7 @@ from engine.channels import (SHIPPED_CHANNELS, ChannelError, ChannelTypes, Deliv
                              next_attempt_at, resolve_secret)
 from engine.metamodel import Metamodel
 from engine.metamodel.channels import ChannelSpec, RateLimit, SecretValue
+from engine.metamodel.messages import Msg
 from engine.runtime.background.digests import Digest
 from engine.runtime.background.outbox import OutboxMessage, Outcome
 
@@ -167,7 +168,7 @@ def pacing_for(model: Metamodel) -> dict[str, tuple[RateLimit, ...]]:
     return {spec.name: spec.rate_limits for spec in model.channels if spec.rate_limits}
 
 
-def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None) -> list[str]:
+def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None) -> list[Msg]:
     """A line per channel whose webhook address or secret cannot be found (for `crm doctor`); never a value."""
     environ = environ if environ is not None else os.environ
     problems = []
@@ -176,5 +177,5 @@ def channel_warnings(model: Metamodel, environ: Mapping[str, str] | None = None)
             try:
                 _secret(option, environ, environ.get("CRM_SECRETS_FILE"))
             except SecretError as exc:
-                problems.append(f"channel '{spec.name}': {exc}")
+                problems.append(Msg("channel '{name}': {problem}", name=spec.name, problem=exc.args[0]))
     return problems

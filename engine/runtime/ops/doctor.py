@@ -72,8 +72,8 @@ class Doctor:
         """Every finding, most serious first, in `lang` (what the engine adds from elsewhere — a
         blueprint warning, a delivery's error, a calendar's gap — is quoted as it was written)."""
         say = functools.partial(self.translate, lang)
-        findings = [*self._blueprint_findings(say), *self._pool_findings(say), *self._delivery_findings(say),
-                    *self._record_findings(say), *self._time_findings(say)]
+        findings = [*self._blueprint_findings(say, lang), *self._pool_findings(say), *self._delivery_findings(say),
+                    *self._record_findings(say), *self._time_findings(say, lang)]
         order = {"error": 0, "warning": 1, "info": 2}
         return sorted((dataclasses.replace(finding, badge=say(f"doctor_severity_{finding.severity}"))
                        for finding in findings), key=lambda finding: order[finding.severity])
@@ -84,10 +84,10 @@ class Doctor:
         return Finding(severity, say(f"doctor_{key}_title", **values), say(f"doctor_{key}_detail", **values),
                        say(f"doctor_{key}_hint", **values))
 
-    def _blueprint_findings(self, say: Translate) -> list[Finding]:
+    def _blueprint_findings(self, say: Translate, lang: str) -> list[Finding]:
         model = self.model
-        findings = [Finding("warning", say("doctor_blueprint_warning"), str(warning).splitlines()[0],
-                            " ".join(line.strip() for line in str(warning).splitlines()[1:]))
+        findings = [Finding("warning", say("doctor_blueprint_warning"), warning.text(lang).splitlines()[0],
+                            " ".join(line.strip() for line in warning.text(lang).splitlines()[1:]))
                     for warning in model.warnings]
         for rule in model.rules:
             if not rule.is_enabled:
@@ -203,13 +203,15 @@ class Doctor:
                                           example=records[0][1]))
         return findings
 
-    def _time_findings(self, say: Translate) -> list[Finding]:
+    def _time_findings(self, say: Translate, lang: str) -> list[Finding]:
         """Holiday calendars the packages do not cover yet, and channels without their secrets."""
         from engine.runtime.automation.clocks import calendar_warnings
         from engine.runtime.background.delivery import channel_warnings
         today = self.clock.now().date()
-        return ([self._finding(say, "warning", "calendar_gap", text=text) for text in calendar_warnings(self.model, today)]
-                + [self._finding(say, "warning", "channel_not_ready", text=text) for text in channel_warnings(self.model)]
+        return ([self._finding(say, "warning", "calendar_gap", text=text.text(lang))
+                 for text in calendar_warnings(self.model, today)]
+                + [self._finding(say, "warning", "channel_not_ready", text=text.text(lang))
+                   for text in channel_warnings(self.model)]
                 + self._mention_findings(say))
 
     def _mention_findings(self, say: Translate) -> list[Finding]:
