@@ -111,3 +111,27 @@ def test_cron_weekdays_count_as_in_crontab() -> None:
     assert next_day("0 9 * * 0-1") == "Sun 09:00"
     with pytest.raises(ValueError, match="0–7"):
         crontab_trigger("0 9 * * 8", "Asia/Shanghai")
+
+
+def test_a_misspelt_field_option_or_type_is_one_error_not_a_cascade_through_its_uses(tmp_path: Path) -> None:
+    """`requierd: true` on the name and `type: choise` on the source of the shipped lead: two
+    errors. The name is still searched and the source still filtered, grouped on dashboards and
+    mapped by imports — none of those uses is reported as well (they were six more errors)."""
+    import shutil
+
+    from tests.support.blueprints import SHIPPED_CRM, SHIPPED_SERVICE
+    shutil.copytree(SHIPPED_CRM, tmp_path / "crm")
+    shutil.copytree(SHIPPED_SERVICE, tmp_path / "service")
+    lead = tmp_path / "crm" / "entities" / "lead.yaml"
+    text = lead.read_text(encoding="utf-8")
+    name_field = "    label: {zh: 客户姓名, en: Name}\n    required: true\n"
+    source_field = "  source:\n    type: choice\n"
+    assert text.count(name_field) == 1 and text.count(source_field) == 1
+    lead.write_text(text.replace(name_field, name_field.replace("required", "requierd"))
+                    .replace(source_field, source_field.replace("choice", "choise")), encoding="utf-8")
+    with pytest.raises(BlueprintInvalid) as caught:
+        load(tmp_path / "crm")
+    errors = [str(error) for error in caught.value.errors]
+    assert len(errors) == 2, "\n".join(errors)
+    assert "unknown option 'requierd'" in errors[0] and "did you mean 'required'?" in errors[0]
+    assert "'choise' is not one of the allowed values" in errors[1] and "did you mean 'choice'?" in errors[1]

@@ -181,10 +181,21 @@ _PRUNE_DEPTH = {"fields": 2, "indexes": 2, "validations": 2, "views": 3, "dedup"
 def _prune(doc: SourceDocument, problems: list[BlueprintError],
            validator: jsonschema.Draft202012Validator) -> SourceDocument | None:
     """A copy of an entity document without the parts that failed the schema, so the rest
-    can still be cross-checked and every error reported in one run. A pruned field keeps
-    its name (as a plain string field) so that uses of it are not reported again."""
+    can still be cross-checked and every error reported in one run. A field with a failing
+    option keeps its name and its other options (its type guessed from them when the type
+    itself failed), so its uses — filters, search, dashboards — are not reported again; when
+    that still does not fit the schema, such a field becomes a stand-in json field."""
+    pruned = _pruned(doc.data, problems, careful=True)
+    if pruned is not None and list(validator.iter_errors(pruned)):
+        pruned = _pruned(doc.data, problems, careful=False)
+    if pruned is None or list(validator.iter_errors(pruned)):
+        return None
+    return SourceDocument(doc.file, pruned, doc.values, doc.keys)
+
+
+def _pruned(original: Any, problems: list[BlueprintError], *, careful: bool) -> Any:
     import copy
-    data = copy.deepcopy(doc.data)
+    data = copy.deepcopy(original)
     for problem in problems:
         path = problem.path
         if not path or path[0] not in _PRUNE_DEPTH or len(path) < _PRUNE_DEPTH[path[0]]:
@@ -201,15 +212,24 @@ def _prune(doc: SourceDocument, problems: list[BlueprintError],
             if parent is None:
                 break
         if cut[0] == "fields" and isinstance(parent, dict):
-            parent[cut[-1]] = {"type": "json"}
+            parent[cut[-1]] = _field_without(parent.get(cut[-1]), path[2:]) if careful else {"type": "json"}
         elif isinstance(parent, dict):
             parent.pop(cut[-1], None)
         elif isinstance(parent, list) and isinstance(cut[-1], int) and cut[-1] < len(parent):
             # keep positions (and so locations) of later items: put a harmless stand-in here
             parent[cut[-1]] = _STAND_INS[str(cut[0])]
-    if list(validator.iter_errors(data)):
-        return None
-    return SourceDocument(doc.file, data, doc.values, doc.keys)
+    return data
+
+
+def _field_without(field: Any, bad: tuple[str | int, ...]) -> dict[str, Any]:
+    """A field's options without the one that failed (`requierd: true`, `max: "ten"`); when its
+    type failed (`type: choise`), the type its options suggest."""
+    if not isinstance(field, dict) or not bad:
+        return {"type": "json"}
+    kept = {key: value for key, value in field.items() if key != bad[0]}
+    if "type" not in kept:
+        kept["type"] = "choice" if "options" in kept else "link" if "entity" in kept else "string"
+    return kept
 
 
 def _has_errors_at(errors: list[BlueprintError], doc: SourceDocument) -> bool:
