@@ -326,6 +326,12 @@ def explain(db_url: str, blueprint: str, entity: str, record_id: int) -> None:
     """Why ENTITY RECORD_ID is as it is: every rule evaluated, the values each condition saw,
     the actions taken or why none, and each routing decision with who was skipped."""
     engine = _open(db_url, blueprint)
+    lang = cli_language()
+    if lang != "en":  # the reasoning below is stored in English: first the changes in the reader's words
+        lines = engine.doctor.decision_lines(entity, record_id, lang)
+        if lines:
+            click.echo(say("explain_decisions") + "\n" + "\n".join(f"  {line}" for line in lines) + "\n")
+        click.echo(say("explain_detail"))
     click.echo(engine.doctor.explain(entity, record_id))
 
 

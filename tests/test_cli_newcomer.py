@@ -5,6 +5,7 @@ and times are printed in the business time zone, as on the screens."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ def test_the_demo_and_every_command_share_one_default_database(tmp_path: Path, m
     assert "wang     / crm-demo-wang" in again.output and "admin    / crm-demo-admin" in again.output  # every time
     listed = runner.invoke(cli.main, ["user", "list"])  # no --db: the demo's file
     assert listed.exit_code == 0 and "wang" in listed.output and "manager" in listed.output
+    # a Chinese reader gets the changes in Chinese before the engine's English reasoning
+    chinese = runner.invoke(cli.main, ["explain", "lead", "1"], env={"CRM_LANG": "zh"}).output
+    assert chinese.startswith("变更与决策（最新的在前）：\n"), chinese[:300]
+    assert re.search(r"\n  \d{4}-\d\d-\d\d \d\d:\d\d 创建（[^）]+）：", chinese), chinese[:300]
+    assert chinese.index("完整推理过程") < chinese.index("rules:")
+    english = runner.invoke(cli.main, ["explain", "lead", "1"], env={"CRM_LANG": "en"}).output
+    assert english.startswith("lead 1 — created") and "变更" not in english
 
 
 def test_db_takes_a_plain_file_path_and_a_bad_url_is_one_clear_line(tmp_path: Path, monkeypatch: Any) -> None:

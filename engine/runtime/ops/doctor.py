@@ -269,6 +269,47 @@ class Doctor:
             record = self.records.find(connection, entity, record_id)
         return self.funnels.explain(spec, record, self.clock.now()) if record is not None else ""
 
+    def decision_lines(self, entity: str, record_id: int, lang: str) -> list[str]:
+        """The stored decisions about the record in the reader's words, one line per change, newest
+        first: when, what changed it, which rules acted (by their labels) and whom routing chose —
+        the record page's 规则与分配说明 and the head of `crm explain` for a Chinese reader."""
+        say = functools.partial(self.translate, lang)
+
+        def said(key: str, fallback: str) -> str:  # a change or origin the catalogue has no word for
+            try:
+                return say(key)
+            except KeyError:
+                return fallback
+
+        model, zone = self.model, ZoneInfo(self.model.settings.timezone)
+        users = self.schema.users
+        with self.db.read() as connection:
+            people = {row.username: row.display_name or row.username
+                      for row in connection.execute(sa.select(users.c.username, users.c.display_name))}
+        rules = {rule.name: rule.label.text(lang) for rule in model.rules}
+        policies = {policy.name: policy.label.text(lang) for policy in model.routing}
+        names = "、" if lang == "zh" else ", "
+        lines = []
+        for row in reversed(self.explain_rows(entity, record_id)):
+            digest = row.decisions or {}
+            matched = [rules.get(item["rule"], item["rule"]) for item in digest.get("rules", []) if item.get("matched")]
+            failed = [rules.get(item["rule"], item["rule"]) for item in digest.get("rules", []) if item.get("error")]
+            parts = [say("decision_rules", rules=names.join(matched)) if matched else say("decision_no_rule")]
+            if failed:
+                parts.append(say("decision_failed", rules=names.join(failed)))
+            for step in digest.get("routing", []):
+                policy = policies.get(step.get("policy") or "", step.get("policy") or "")
+                person = people.get(step.get("username") or "", step.get("username") or "")
+                parts.append(say(f"decision_routing_{step.get('outcome') or 'unassigned'}", policy=policy,
+                                 person=person))
+            at = row.at.replace(tzinfo=dt.timezone.utc) if row.at.tzinfo is None else row.at
+            when = f"{at.astimezone(zone):%Y-%m-%d %H:%M}"
+            change = said(f"decision_change_{row.change}", row.change)
+            origin = said(f"decision_origin_{row.origin}", row.origin)
+            lines.append(f"{when} {change}（{origin}）：" + say("list_separator").join(parts) if lang == "zh" else
+                         f"{when} {change} ({origin}): " + "; ".join(parts))
+        return lines
+
     def explain_rows(self, entity: str, record_id: int) -> list[Any]:
         table = self.schema.traces
         with self.db.read() as connection:

@@ -17,7 +17,6 @@ from engine.runtime.records.permissions import Forbidden
 from engine.runtime.records.queries import Filter, ListQuery
 from engine.runtime.web.screens.contexts import (Change, DisplayItem, DisplaySection, RecordContext, RelatedList,
                                                  TimelineEntry)
-from engine.runtime.web.screens.catalogue import catalogue
 from engine.runtime.web.screens.collab import comments_panel
 from engine.runtime.web.screens.funnels import approvals_panel, decision_panel, funnel_panel
 from engine.runtime.web.screens.event_values import event_value
@@ -59,7 +58,7 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
         and not entity.is_managed else None,
         delete_url=f"/{entity.name}/{record_id}/delete" if site.may(actor, entity.name, "delete", record) else None,
         explanation=site.services.doctor.explain(entity.name, record_id) if _is_admin(site, actor) else None,
-        decisions=tuple(decision_lines(site, entity.name, record_id, lang)) if _is_admin(site, actor) else (),
+        decisions=tuple(site.services.doctor.decision_lines(entity.name, record_id, lang)) if _is_admin(site, actor) else (),
         clocks=tuple(_clock_lines(site, entity.name, record_id, lang)),
         funnel=funnel_panel(site, actor, entity, record, lang),
         approvals=approvals_panel(site, actor, entity, record, lang),
@@ -69,37 +68,6 @@ def record_screen(site: Site, request: Request, actor: Actor, entity_name: str, 
     logging = log if log is not None else log_panel(site, actor, entity, record, lang)
     return site.render(request, actor, "record.html", context, title, status=status,
                        panels={"comments": comments, "log": logging})
-
-
-def decision_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:
-    """The stored decisions about the record in the reader's words, one line per change, newest
-    first: when, what changed it, which rules acted (by their labels) and whom routing chose.
-    The full reasoning (`crm explain`'s text) is shown below it as it is written."""
-    model, zone, users = site.model, site.model.settings.timezone, \
-        {row.username: row.display_name or row.username for row in site.users()}
-    rules = {rule.name: rule.label.text(lang) for rule in model.rules}
-    for row in reversed(site.services.doctor.explain_rows(entity, record_id)):
-        digest = row.decisions or {}
-        matched = [rules.get(item["rule"], item["rule"]) for item in digest.get("rules", []) if item.get("matched")]
-        failed = [rules.get(item["rule"], item["rule"]) for item in digest.get("rules", []) if item.get("error")]
-        names = "、" if lang == "zh" else ", "
-        parts = [translate(lang, "decision_rules", rules=names.join(matched)) if matched
-                 else translate(lang, "decision_no_rule")]
-        if failed:
-            parts.append(translate(lang, "decision_failed", rules=names.join(failed)))
-        for step in digest.get("routing", []):
-            policy = model.policy(step["policy"]).label.text(lang) if step.get("policy") and any(
-                spec.name == step["policy"] for spec in model.routing) else (step.get("policy") or "")
-            outcome = str(step.get("outcome") or "unassigned")
-            parts.append(translate(lang, f"decision_routing_{outcome}", policy=policy,
-                                   person=users.get(step.get("username") or "", step.get("username") or "")))
-        when = local_time(row.at, zone).strftime("%Y-%m-%d %H:%M")
-        change = translate(lang, f"decision_change_{row.change}") if f"decision_change_{row.change}" in \
-            catalogue("en") else row.change
-        origin = translate(lang, f"decision_origin_{row.origin}") if f"decision_origin_{row.origin}" in \
-            catalogue("en") else row.origin
-        yield f"{when} {change}（{origin}）：" + translate(lang, "list_separator").join(parts) if lang == "zh" else \
-            f"{when} {change} ({origin}): " + "; ".join(parts)
 
 
 def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator[str]:
