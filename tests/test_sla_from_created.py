@@ -111,6 +111,19 @@ def test_explain_says_where_each_sla_counts_from(crm: Engine, clock: FakeClock) 
            "counting since 2026-11-23 09:30:00+08:00" in text
 
 
+def test_the_record_page_says_how_late_a_breached_clock_is_not_a_percentage(crm: Engine, clock: FakeClock) -> None:
+    """A clock due 26 h 20 min ago reads "已超时 · 截止 … · 已超出 1天2小时" on the lead's page (it
+    read "2633%" — and a silence SLA breached in September read "2859%" in the demo)."""
+    from tests.support.web import sign_in, visible_text
+    crm.users.add(NewUser("boss", "管理员", "admin", password="boss-pass-123"))
+    lead = crm.records.create("lead", {"name": "张伟", "owner": crm.users.user_id("wang")}, actor=SYSTEM).record
+    clock.advance(hours=27, minutes=20)  # due at 1 h: 26 h 20 min late
+    crm.worker(role="timers").tick()
+    page = " ".join(visible_text(sign_in(crm, "boss", "boss-pass-123").get(f"/lead/{lead['id']}").text).split())
+    assert "已超时 · 截止 2026-11-23 10:00 · 已超出 1天2小时" in page, page
+    assert "%" not in page.split("已超出")[1].split("SLA")[0]
+
+
 def test_a_misspelt_from_is_refused_at_its_line(tmp_path: Path) -> None:
     folder = write_blueprint(tmp_path / "bp", {**FILES, "sla.yaml": SLAS.replace("from: created", "from: creatd")})
     with pytest.raises(BlueprintInvalid) as raised:

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from engine.channels.templates import duration_words
 from engine.metamodel import EntitySpec, FieldType
 from engine.runtime.records.actors import Actor
 from engine.runtime.records.events import Event
@@ -76,8 +77,14 @@ def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator
     for sla in site.services.slas.summary(entity, record_id, now):
         label = sla["label"].text(lang) if hasattr(sla["label"], "text") else str(sla["label"] or sla["policy"])
         due = f"{local_time(sla['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if sla["due_at"] else "—"
-        yield f"SLA {label}: {translate(lang, 'sla_' + sla['state'])} · {translate(lang, 'due')} {due}" + \
-            (f" · {sla['percent']}%" if sla["state"] not in ("stopped",) else "")
+        if sla["state"] == "breached" and sla["due_at"]:  # how late, not "2859%" of a target long past
+            late = now - sla["due_at"]
+            if late >= dt.timedelta(days=1):  # days and hours; the minutes of a day-old breach are noise
+                late -= dt.timedelta(seconds=late.total_seconds() % 3600)
+            how = " · " + translate(lang, "sla_late_by", duration=duration_words(late, lang))
+        else:
+            how = f" · {sla['percent']}%" if sla["state"] != "stopped" else ""
+        yield f"SLA {label}: {translate(lang, 'sla_' + sla['state'])} · {translate(lang, 'due')} {due}{how}"
     for cadence in site.services.cadences.summary(entity, record_id):
         pending = [step for step in cadence["steps"] if step["status"] == "pending"]
         nxt = f"{local_time(pending[0]['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if pending else "—"
