@@ -232,6 +232,12 @@ def test_shipped_crm_blueprint_with_demo_data_on_both_databases(make_engine: Any
             leads.c.source == "csv_import")).all()
     touched = [row for row in imported if row.status != "new"]
     assert touched and all(row.first_touched_at is not None for row in touched)
+    # the administrator's audit log tells how the team was set up, not nothing
+    from engine.runtime.ops.audit import AuditLog
+    entries, _ = AuditLog(runtime.schema, runtime.db, runtime.clock).entries()
+    created = {entry.target for entry in entries if entry.action == "user_created" and entry.actor == "admin"}
+    assert created == {user.username for user in summary.users if user.username != "admin"}
+    assert [entry.target for entry in entries if entry.action == "user_token"] == ["manager"]
 
 
 def test_requests_arriving_together_behave_as_if_one_after_another(runtime: Engine) -> None:

@@ -28,6 +28,7 @@ from engine.rules import FakeClock
 from engine.io.demo_comments import seed_comments
 from engine.runtime.automation.conversions import Conversions
 from engine.runtime.automation.inbox import inbox_table
+from engine.runtime.ops.audit import AuditLog
 from engine.runtime.ops.users import NewUser
 from engine.runtime.background.timers import fire_due_timers
 from engine.runtime.storage.times import as_utc, naive_utc
@@ -216,11 +217,27 @@ def seed_demo(engine: Engine, *, leads: int = 600, seed: int = 7, now: dt.dateti
         _service_story(engine, accounts, products, agent, now)
     _catch_up_timers(engine, now)  # before the comments: a breach may still move a lead to another rep
     seed_comments(seeding, clock, users, rng)  # @mentions in the inboxes (demo_comments.py)
-    if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
-        engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
+    _audit_setup(engine, users, now)
     _read_old_notices(engine, now)
     engine.db.analyze(engine.schema.metadata.sorted_tables)  # every table was filled: the planner's statistics
     return DemoSummary(users, writer.counts)
+
+
+def _audit_setup(engine: Engine, users: list[Actor], now: dt.datetime) -> None:
+    """The administrator set the team up before the history began, and issued the manager's
+    report token today: the audit log opens with those lines, as the users screen would have
+    written them (it opened empty beside eleven users and a token)."""
+    admin = next((user for user in users if user.role == "admin"), None)
+    if admin is None:
+        return
+    setup = AuditLog(engine.schema, engine.db, FakeClock(now - dt.timedelta(days=125)))
+    for user in users:
+        if user is not admin:
+            setup.record(admin, "user_created", user.username, {"role": user.role, "team": user.team})
+    if any(user.username == "manager" for user in users):  # shown (never its secret) on the admin's users screen
+        engine.users.create_token("manager", "周报导出 weekly report", scope="read", days=30)
+        AuditLog(engine.schema, engine.db, FakeClock(now)).record(admin, "user_token", "manager",
+                                                                  {"name": "周报导出 weekly report"})
 
 
 def _catch_up_timers(engine: Engine, now: dt.datetime) -> None:
