@@ -4,6 +4,7 @@ CRM's export imports with a saved mapping, and bad mappings or files are refused
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import signal
@@ -25,6 +26,7 @@ from engine.metamodel import BlueprintInvalid
 from engine.metamodel.imports import load_import_file
 from engine.runtime.ops.users import NewUser
 from engine.runtime.records.actors import SYSTEM
+from engine.runtime.storage.times import as_utc
 from engine.runtime.web.screens.i18n import translate
 from tests.support.blueprints import SHIPPED_CRM, write_blueprint
 from tests.support.services import PG_ADMIN_URL
@@ -175,6 +177,52 @@ def test_a_managers_import_routes_rows_without_an_owner_and_stamps_every_assignm
     reps = {engine.users.find(name).id for name in ("wang", "li")}  # type: ignore[union-attr]
     assert stored["李四"]["owner"] in reps  # routed to a rep of the region, not kept by the manager who imported
     assert all(row["assigned_at"] is not None for row in stored.values())
+
+
+def test_a_history_import_keeps_when_each_lead_came_in(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    """The ledger's 录入日期 becomes the lead's created_at (a wall time in Asia/Shanghai), so its
+    first touch measures from then: the demo's imported leads counted −7,000 hours to first touch,
+    created by the import in December and first touched in February. A date later than now is
+    refused with the row, in the health report and the import alike."""
+    engine = crm_engine(make_engine)
+    headers = ("联系人", "客户名称", "手机", "负责人", "状态", "录入日期", "首次联系")
+    rows = [["张三", "甲公司", "13900000021", "wang", "已联系", "2026-02-09 09:05", "2026-02-10 09:30"],
+            ["李四", "乙公司", "13900000022", "li", "新线索", "2026/2/20", ""],
+            ["王五", "丙公司", "13900000023", "wang", "新线索", "2099-01-01 08:00", ""]]
+    path = write_xlsx(tmp_path / "ledger.xlsx", rows, headers)
+    plan = engine.importer.prepare(read_table(path), engine.model.import_mapping("sales_ledger"), path.read_bytes())
+    report = engine.importer.health(plan)
+    assert (report.created, report.rejected) == (2, 1)
+    outcome = engine.importer.run(plan, actor=SYSTEM)
+    assert (outcome.record.created, outcome.record.rejected) == (2, 1)
+    stored = {row["name"]: row for row in leads(engine)}
+    assert as_utc(stored["张三"]["created_at"]) == dt.datetime(2026, 2, 9, 1, 5, tzinfo=dt.timezone.utc)
+    assert as_utc(stored["李四"]["created_at"]) == dt.datetime(2026, 2, 19, 16, 0, tzinfo=dt.timezone.utc)
+    assert as_utc(stored["张三"]["assigned_at"]) == as_utc(stored["张三"]["created_at"])  # assigned when it came in
+    touched = as_utc(stored["张三"]["first_touched_at"]) - as_utc(stored["张三"]["created_at"])
+    assert touched == dt.timedelta(hours=24, minutes=25)
+    assert "王五" not in stored
+    (number, reason, _), = engine.importer.error_rows(outcome.record.id)
+    assert number == 4 and "创建时间晚于现在" in reason
+
+
+def test_only_a_history_mapping_may_set_created_at(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    engine = crm_engine(make_engine)
+    mapping = write_blueprint(tmp_path / "maps", {"new.yaml": """
+        imports:
+          fair_leads:
+            entity: lead
+            columns:
+              Name: name
+              Mobile: phone
+              Entered: created_at
+            defaults: {source: expo}
+    """}) / "new.yaml"
+    with pytest.raises(BlueprintInvalid) as caught:
+        load_import_file(mapping, engine.model, engine.extensions.vocabulary)
+    assert f"{mapping}:7:" in str(caught.value)
+    assert "column 'Entered' fills created_at, which only an import of past records may set" in str(caught.value)
+    assert "history: true" in caught.value.text("zh") and "只有导入历史记录时才能设置" in caught.value.text("zh")
 
 
 def test_salesforce_style_export_imports_with_a_saved_mapping(make_engine: Callable[..., Engine],

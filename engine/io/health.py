@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from engine.metamodel import DedupAction, EntitySpec
 from engine.metamodel.imports import OWNER, ImportSpec
+from engine.runtime.records.batch import past_creation
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.service import RecordService
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
@@ -191,7 +192,9 @@ def _rate(part: int, whole: int) -> str:
 def row_errors(records: RecordService, entity: EntitySpec, values: dict[str, Any]) -> list[FieldError]:
     """What the write path would say about these values before touching the database."""
     kinds = records.schema.kinds
-    data, errors = coerce_input(entity, values, kinds=kinds)
+    given, _, late = past_creation(values, records.clock.now())  # a history mapping's created_at column
+    data, errors = coerce_input(entity, given, kinds=kinds)
+    errors = late + errors
     errors += apply_defaults(entity, data, records.evaluator, kinds=kinds)
     errors += compute_fields(entity, data, records.evaluator, kinds=kinds)
     errors += check_required(entity, data, already_wrong=errors)

@@ -16,11 +16,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
 from engine.metamodel import EntitySpec, FieldSpec, FieldType, Label
-from engine.metamodel.imports import OWNER, ColumnSpec, ImportSpec
+from engine.metamodel.imports import CREATED_AT, OWNER, ColumnSpec, ImportSpec, created_at_field
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.lookups import only_match
 
@@ -145,7 +146,8 @@ class RowMapper:
             position = index.get(column.column, by_norm.get(_norm(column.column)))
             if position is None:
                 continue
-            field = None if column.field == OWNER else entity.field(column.field)
+            field = None if column.field == OWNER else created_at_field(entity) if column.field == CREATED_AT \
+                else entity.field(column.field)
             values = {_norm(key): value for key, value in column.values}
             if field is not None:
                 for choice in field.choices:
@@ -188,6 +190,8 @@ class RowMapper:
             text = cell_text(cell).strip()
             return only_match(field.name, target, column.lookup, text, index.get(text, ()))
         kind = field.type
+        if field.name == CREATED_AT and column.field == CREATED_AT:  # an instant: the business zone's wall time
+            return _created_at(field, _date(field, column.date_format, cell))
         if kind in (FieldType.DATE, FieldType.DATETIME):
             return _date(field, column.date_format, cell)
         if kind is FieldType.CHOICE:
@@ -253,6 +257,12 @@ def _date(field: FieldSpec, date_format: str | None, cell: Any) -> Any:
     if field.type is FieldType.DATE:
         return moment.date()
     return moment
+
+
+def _created_at(field: FieldSpec, moment: dt.datetime) -> dt.datetime:
+    """When a past record was first entered, as an instant (UTC): the sheet's wall time is the
+    business time zone's (the write refuses one later than now: records/batch.py)."""
+    return moment.replace(tzinfo=ZoneInfo(field.timezone)).astimezone(dt.timezone.utc)
 
 
 def _serial(field: FieldSpec, number: float) -> dt.datetime:

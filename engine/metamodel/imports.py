@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from engine.metamodel.checks import Built, Checker, build_items, default_label
-from engine.metamodel.entities import FieldSpec, FieldType
+from engine.metamodel.entities import EntitySpec, FieldSpec, FieldType
 from engine.metamodel.errors import NOWHERE, BlueprintError, BlueprintInvalid, Location, did_you_mean
 from engine.metamodel.labels import Label
 from engine.metamodel.messages import Msg
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the Metamodel holds these specs; builders only read it
 
 MAX_BATCH = 2000  # the seeds' rule: batches of at most 2,000 rows, each its own transaction
 OWNER = "owner"   # a column may fill the record's owner (a username or display name)
+CREATED_AT = "created_at"  # a history import's column may give when each record was first entered
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,13 @@ def _lookup_fits(checker: Checker, at: PathKey, spec: FieldSpec | None, lookup: 
     return checker.field(at + ("lookup",), checker.model.entity(spec.link_entity), lookup, Msg("lookup field")) is not None
 
 
+def created_at_field(entity: EntitySpec) -> FieldSpec:
+    """The record's creation moment as a column of a history import fills it: a date and time in
+    the business time zone (the one the entity's own date fields use)."""
+    zone = entity.fields[0].timezone if entity.fields else "Asia/Shanghai"  # every field carries the app's zone
+    return FieldSpec(CREATED_AT, FieldType.DATETIME, Label.of({"zh": "创建时间", "en": "Created"}), timezone=zone)
+
+
 def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathKey, _: int) -> ImportSpec | None:
     entity = checker.entity(path + ("entity",), data["entity"], Msg("import mapping '{name}'", name=name))
     if entity is None:
@@ -109,7 +117,14 @@ def _build_import(checker: Checker, name: str, data: dict[str, Any], path: PathK
         item = raw if isinstance(raw, dict) else {"field": raw}
         field = item["field"]
         spec = None
-        if field != OWNER:
+        if field == CREATED_AT and not data.get("history"):
+            checker.error(at, Msg("column '{column}' fills created_at, which only an import of past records may set",
+                                  column=header),
+                          Msg("add history: true to the mapping (the rows are past records), or leave the column out"))
+            continue
+        if field == CREATED_AT:
+            spec = created_at_field(entity)
+        elif field != OWNER:
             spec = checker.field(at + (("field",) if isinstance(raw, dict) else ()), entity, field,
                                  Msg("column's field"))
             if spec is None:

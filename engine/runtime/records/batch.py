@@ -21,6 +21,7 @@ rows are rolled back to a savepoint and written one by one through `create` inst
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,20 @@ from engine.rules.rules import Change, Origin
 
 if TYPE_CHECKING:
     from engine.runtime.records.service import RecordService
+
+
+def past_creation(values: Mapping[str, Any], now: dt.datetime
+                  ) -> tuple[Mapping[str, Any], dt.datetime | None, list[FieldError]]:
+    """A history row's own creation moment (`created_at`, an instant) taken out of its values,
+    or the error when it is later than `now` — the import's write and its health report alike."""
+    moment = values.get("created_at")
+    if moment is None:
+        return values, None, []
+    rest = {name: value for name, value in values.items() if name != "created_at"}
+    if moment > now:
+        return rest, None, [FieldError("created_at", "date_in_future", f"created_at: {moment:%Y-%m-%d %H:%M} UTC is "
+                                       "later than now", "创建时间晚于现在")]
+    return rest, moment, []
 
 
 @dataclass(slots=True)
@@ -86,7 +101,10 @@ class BatchWriter:
         results = [RowResult(index, "pending") for index in range(len(rows))]
         prepared: list[tuple[int, dict[str, Any], set[str]]] = []
         owner = service.owner_on_create(entity, actor)  # for rows that name none; the same for every row
+        rows, created = self._past_creations(rows, results, history)
         for index, values in enumerate(rows):
+            if results[index].outcome == "rejected":
+                continue
             try:
                 service.access.check_writable(actor, entity.name, [name for name in values if name != "owner"])
             except RecordError as error:
@@ -109,10 +127,29 @@ class BatchWriter:
             prepared = self._check_references(connection, entity, prepared, results, actor)
             fresh, again = self._split_duplicates(connection, entity, prepared)
             self._lock_keys(connection, entity, [data for _, data, _ in fresh])
-            self._write_fresh(connection, entity, rows, fresh, results, actor, origin, history)
+            self._write_fresh(connection, entity, rows, fresh, results, actor, origin, history, created)
             for index, values_index in again:
-                self._create_one(connection, entity, rows[values_index], results[index], actor, origin, history)
+                self._create_one(connection, entity, rows[values_index], results[index], actor, origin, history,
+                                 created.get(values_index))
         return results
+
+    def _past_creations(self, rows: Sequence[Mapping[str, Any]], results: list[RowResult], history: bool
+                        ) -> tuple[list[Mapping[str, Any]], dict[int, dt.datetime]]:
+        """A history import's rows may say when each record was first entered (its mapping's
+        created_at column): taken out of the values, by row; one later than now is refused."""
+        if not history:
+            return list(rows), {}
+        now = self.service.clock.now()
+        kept: list[Mapping[str, Any]] = []
+        created: dict[int, dt.datetime] = {}
+        for index, values in enumerate(rows):
+            values, moment, errors = past_creation(values, now)
+            if errors:
+                self._reject(results[index], errors)
+            elif moment is not None:
+                created[index] = moment
+            kept.append(values)
+        return kept, created
 
     @staticmethod
     def _reject(result: RowResult, errors: list[FieldError]) -> None:
@@ -249,21 +286,22 @@ class BatchWriter:
 
     def _write_fresh(self, connection: sa.Connection, entity: EntitySpec, rows: Sequence[Mapping[str, Any]],
                      fresh: list[tuple[int, dict[str, Any], set[str]]], results: list[RowResult], actor: Actor,
-                     origin: Origin, history: bool) -> None:
+                     origin: Origin, history: bool, created: Mapping[int, dt.datetime]) -> None:
         if not fresh:
             return
         try:
             with savepoint(connection):
-                self._insert_fresh(connection, entity, fresh, results, actor, origin, history)
+                self._insert_fresh(connection, entity, fresh, results, actor, origin, history, created)
         except RecordError:
             # an effect after the rows were written failed: write them one by one, each in its own savepoint
             for index, _, _ in fresh:
                 results[index].outcome = "pending"
-                self._create_one(connection, entity, rows[index], results[index], actor, origin, history)
+                self._create_one(connection, entity, rows[index], results[index], actor, origin, history,
+                                 created.get(index))
 
     def _insert_fresh(self, connection: sa.Connection, entity: EntitySpec,
                       fresh: list[tuple[int, dict[str, Any], set[str]]], results: list[RowResult], actor: Actor,
-                      origin: Origin, history: bool) -> None:
+                      origin: Origin, history: bool, created: Mapping[int, dt.datetime]) -> None:
         service = self.service
         now = service.clock.now()
         stamp = naive_utc(now)
@@ -275,7 +313,7 @@ class BatchWriter:
                 if service.observers:
                     data = service._observed(WriteContext(connection, entity, Change.CREATED, None, data, actor, now,
                                                           origin, None, notes, history))
-                data = service.stamp_assigned(entity, data, now)
+                data = service.stamp_assigned(entity, data, created.get(index, now))
                 if service.gates:
                     service._check_gates(WriteContext(connection, entity, Change.CREATED, None, data, actor, now,
                                                       origin, None, notes, history))
@@ -284,8 +322,8 @@ class BatchWriter:
             except RecordError as error:
                 self._reject(results[index], errors_of(error))
                 continue
-            row: dict[str, Any] = {"created_at": stamp, "updated_at": stamp, "created_by": actor.id,
-                                   "owner": data.get("owner"), "version": 1}
+            row: dict[str, Any] = {"created_at": naive_utc(created[index]) if index in created else stamp,
+                                   "updated_at": stamp, "created_by": actor.id, "owner": data.get("owner"), "version": 1}
             service.schema.kinds.fill_row(entity, data, row)
             if entity.dedup is not None:
                 row["duplicate_of"] = None
@@ -296,12 +334,11 @@ class BatchWriter:
         inserted = connection.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True),
                                       [row for _, _, _, row in written])
         ids = [row[0] for row in inserted]
-        created = as_utc(stamp)
         event_data = {"history": True} if history else None
         changes_of = creation_diff(entity, service.schema.kinds)
         records = []
         for (index, data, notes, row), record_id in zip(written, ids):
-            record: dict[str, Any] = {"id": record_id, "created_at": created, "updated_at": created,
+            record: dict[str, Any] = {"id": record_id, "created_at": as_utc(row["created_at"]), "updated_at": as_utc(stamp),
                                       "created_by": actor.id, "owner": data.get("owner"), "version": 1}
             record.update({spec.name: data.get(spec.name) for spec in entity.fields})
             if entity.dedup is not None:
@@ -318,11 +355,12 @@ class BatchWriter:
             result.outcome, result.record_id, result.owner = "created", record["id"], record.get("owner")
 
     def _create_one(self, connection: sa.Connection, entity: EntitySpec, values: Mapping[str, Any],
-                    result: RowResult, actor: Actor, origin: Origin, history: bool) -> None:
+                    result: RowResult, actor: Actor, origin: Origin, history: bool,
+                    created_at: dt.datetime | None = None) -> None:
         try:
             with savepoint(connection):
                 written = self.service.create(entity.name, values, actor=actor, within=connection, origin=origin,
-                                              history=history)
+                                              history=history, created_at=created_at)
         except RecordError as error:
             self._reject(result, errors_of(error))
             return

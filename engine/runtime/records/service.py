@@ -378,8 +378,8 @@ class RecordService:
                within: sa.Connection | None = None, origin: Origin | str = Origin.USER, source: str | None = None,
                created_at: dt.datetime | None = None, history: bool = False) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
-        `created_at` (intake and import only: a system actor) backdates the record to when the
-        customer actually submitted it. `history` (imports of past records) writes a stage without
+        `created_at` (intake as a system actor, or an import of past records) backdates the record
+        to when the customer actually submitted it, or when the old system first had it. `history` (imports of past records) writes a stage without
         its requirements being enforced; its events say `"history": true`."""
         origin = Origin(origin)
         entity = self.entity(entity_name)
@@ -423,7 +423,7 @@ class RecordService:
                 data["duplicate_of"] = existing["id"]
             self._check_unique(connection, entity, data, None)
             record = self._insert(connection, entity, data, actor, now, origin, source,
-                                  created_at if actor.is_system else None, history=history)
+                                  created_at if actor.is_system or history else None, history=history)
             if record.get("duplicate_of"):
                 append_event(connection, self.schema, entity=entity.name, record_id=record["id"],
                              kind=EventKind.DUPLICATE_FLAGGED, actor_id=actor.id, at=now,
