@@ -32,6 +32,11 @@ def test_the_managers_home_draws_svg_charts_with_titles_and_links_to_records(bas
         assert chart.locator("title").first.text_content() == "各阶段商机金额"
         box = chart.bounding_box()
         assert box is not None and box["width"] > 200 and box["height"] > 100
+        # this period's bars and the previous period's are told apart by colour (both were drawn grey)
+        compared = page.locator('svg[aria-label="本期各来源新线索（对比上期）"]')
+        fills = [compared.locator(f".series.serie-{index} rect").first.evaluate("bar => getComputedStyle(bar).fill")
+                 for index in (0, 1)]
+        assert fills == ["rgb(47, 111, 223)", "rgb(122, 167, 239)"], fills
         shot = screenshot(page, "dashboard-manager-home")
         assert len(shot) > 10_000
         card = page.locator("#w-new_leads .card-value a")

@@ -444,8 +444,13 @@ def _attr(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def chart_css() -> str:
-    """pygal's style sheet, every rule scoped to the charts (pygal writes it unprefixed here)."""
-    rendered = str(_chart(WidgetKind.BAR, "x").render(is_unicode=True))
+    """pygal's style sheet, every rule scoped to the charts (pygal writes it unprefixed here).
+    pygal writes a series' colour rule only for series the chart has: the sample has as many as
+    a chart can (this period and the previous one), or every bar was drawn grey."""
+    sample = _chart(WidgetKind.BAR, "x")
+    for series in range(len(_chart_config("x")["style"].colors)):
+        sample.add(str(series), [1])
+    rendered = str(sample.render(is_unicode=True))
     sheet = html.unescape("\n".join(re.findall(r"<style[^>]*>(.*?)</style>", rendered, re.S)))
     rules = []
     for selectors, body in re.findall(r"([^{}]*)\{([^{}]*)\}", sheet):
