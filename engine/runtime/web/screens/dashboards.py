@@ -426,6 +426,8 @@ def chart_svg(widget: WidgetSpec, figures: list[Figure], title: str, lang: str, 
     chart = _chart(widget.kind, title)
     shown = list(reversed(figures)) if widget.kind is WidgetKind.FUNNEL else figures
     chart.x_labels = [figure.label for figure in shown]
+    if widget.kind is not WidgetKind.FUNNEL and len(shown) * (2 if before is not None else 1) > 8:
+        chart.x_label_rotation = 30  # side by side, ten sources' names ran into each other
     chart.add(measure_label(widget, 0, lang, entity), [
         {"value": figure.value or 0, "label": f"{figure.label}: {fmt(figure.value)}",
          "xlink": {"href": figure.url, "target": "_top"}} for figure in shown])
