@@ -76,15 +76,18 @@ def _clock_lines(site: Site, entity: str, record_id: int, lang: str) -> Iterator
     now = site.services.clock.now()
     for sla in site.services.slas.summary(entity, record_id, now):
         label = sla["label"].text(lang) if hasattr(sla["label"], "text") else str(sla["label"] or sla["policy"])
-        due = f"{local_time(sla['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if sla["due_at"] else "—"
-        if sla["state"] == "breached" and sla["due_at"]:  # how late, not "2859%" of a target long past
-            late = now - sla["due_at"]
-            if late >= dt.timedelta(days=1):  # days and hours; the minutes of a day-old breach are noise
-                late -= dt.timedelta(seconds=late.total_seconds() % 3600)
-            how = " · " + translate(lang, "sla_late_by", duration=duration_words(late, lang))
-        else:
-            how = f" · {sla['percent']}%" if sla["state"] != "stopped" else ""
-        yield f"SLA {label}: {translate(lang, 'sla_' + sla['state'])} · {translate(lang, 'due')} {due}{how}"
+        parts = [f"SLA {label}: {translate(lang, 'sla_' + sla['state'])}"]
+        if sla["due_at"]:  # a paused clock has none: "截止 — · 0%" said nothing
+            parts.append(f"{translate(lang, 'due')} "
+                         f"{local_time(sla['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}")
+            if sla["state"] == "breached":  # how late, not "2859%" of a target long past
+                late = now - sla["due_at"]
+                if late >= dt.timedelta(days=1):  # days and hours; the minutes of a day-old breach are noise
+                    late -= dt.timedelta(seconds=late.total_seconds() % 3600)
+                parts.append(translate(lang, "sla_late_by", duration=duration_words(late, lang)))
+            elif sla["state"] != "stopped":
+                parts.append(f"{sla['percent']}%")
+        yield " · ".join(parts)
     for cadence in site.services.cadences.summary(entity, record_id):
         pending = [step for step in cadence["steps"] if step["status"] == "pending"]
         nxt = f"{local_time(pending[0]['due_at'], site.model.settings.timezone):%Y-%m-%d %H:%M}" if pending else "—"
