@@ -106,6 +106,33 @@ def test_the_database_answers_a_search_from_the_index(crm: Engine) -> None:
     assert found(crm, "精工机械") == ["王磊"]
 
 
+def test_two_characters_find_what_a_scan_finds_from_the_index(crm: Engine) -> None:
+    """王磊 or 精工 — the commonest Chinese queries — are no trigram: found where they are a whole
+    value, start it, end it or sit inside it, in any case, and on SQLite from the search index
+    (its vocabulary by prefix), not by reading every row."""
+    lead(crm, "王磊", "宁波精工机械")          # the whole name; inside the company
+    lead(crm, "王磊磊", "精工")                # at the start; the whole company
+    lead(crm, "李王磊", "温州海鸥精工")         # at the end, both
+    lead(crm, "Li Na", "ACME", "13912345678")  # Latin and digits
+    lead(crm, "王五", "宁波磊石")
+    assert found(crm, "王磊") == ["李王磊", "王磊", "王磊磊"]
+    assert found(crm, "精工") == ["李王磊", "王磊", "王磊磊"]
+    assert found(crm, "na") == ["Li Na"] and found(crm, "NA") == ["Li Na"] and found(crm, "me") == ["Li Na"]
+    assert found(crm, "78") == ["Li Na"]  # the phone's last two digits
+    assert found(crm, " 王磊 ") == ["李王磊", "王磊", "王磊磊"]  # spaces around it are not part of it
+    assert found(crm, "磊 ") == found(crm, "磊")  # one character (with a space typed after it): a scan, the same rows
+    assert found(crm, "王六") == [] and found(crm, '"x') == []
+    if crm.db.is_sqlite:
+        entity = crm.model.entity("lead")
+        statement, _ = build_list_statements(entity, crm.schema.table("lead"), parse_list_query(entity, {"q": "王磊"}),
+                                             "sqlite", kinds=crm.schema.kinds,
+                                             search_index=crm.records.search_indexes["lead"])
+        with crm.db.read() as connection:
+            sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "lead__search" in plan and "lead__search_vocab" in plan, plan
+
+
 def test_search_indexes_are_left_out_of_the_comparison_with_the_blueprint(crm: Engine) -> None:
     with crm.db.read() as connection:
         names = set(sa.inspect(connection).get_table_names()) | {

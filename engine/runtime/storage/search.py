@@ -8,7 +8,11 @@ million leads), so the engine keeps an index that answers substrings:
   an external-content index of the entity's own table (the text is not stored twice), kept in
   step by three triggers — so every write, whatever path it takes, updates it in its own
   transaction. A query of three characters or more is a trigram phrase match (a substring
-  match, case-insensitive); shorter text has no trigram and is answered by scanning.
+  match, case-insensitive). Two characters — 王磊, 精工, the commonest Chinese query — are no
+  trigram, so each value is indexed with two spaces after it (`PAD`): then every place a
+  two-character text occurs starts some trigram ("王磊 " where a value ends), the index's
+  vocabulary (an fts5vocab table) lists those trigrams by prefix, and the match is any of them —
+  exactly the rows a scan would find. One character is still answered by scanning.
 - **PostgreSQL**: a GIN index with `gin_trgm_ops` (the pg_trgm extension) on each search field,
   which the planner uses for the same `ILIKE '%…%'` the query already says. When the extension
   cannot be installed (no privilege), search still works, unindexed, and `crm doctor` says so.
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from engine.runtime.storage.tables import Schema
 
-TRIGRAM = 3  # characters: shorter text has no trigram to look up
+TRIGRAM = 3  # characters: a text this long is a trigram phrase; two are looked up by prefix
+PAD = "  "  # after each indexed value, so that a value's last two characters start a trigram
 _EXTENSION = "pg_trgm"
 
 
@@ -42,12 +48,17 @@ class SearchIndex:
     def name(self) -> str:
         return f"{self.table}__search"
 
+    @property
+    def vocabulary(self) -> str:
+        return f"{self.name}_vocab"
+
     def sqlite_statements(self) -> list[str]:
-        """The FTS5 table and its triggers, in the order they are created."""
+        """The FTS5 table, its triggers and its vocabulary, in the order they are created. Each
+        value is indexed with `PAD` after it (the table's own rows are not changed)."""
         name, table = _quote(self.name), _quote(self.table)
         columns = ", ".join(_quote(column) for column in self.columns)
-        new = ", ".join(f"new.{_quote(column)}" for column in self.columns)
-        old = ", ".join(f"old.{_quote(column)}" for column in self.columns)
+        new = ", ".join(f"new.{_quote(column)} || '{PAD}'" for column in self.columns)
+        old = ", ".join(f"old.{_quote(column)} || '{PAD}'" for column in self.columns)
         insert = f"INSERT INTO {name}(rowid, {columns}) VALUES (new.id, {new});"
         delete = f"INSERT INTO {name}({name}, rowid, {columns}) VALUES ('delete', old.id, {old});"
         return [
@@ -57,7 +68,15 @@ class SearchIndex:
             f"CREATE TRIGGER {_quote(self.name + '_delete')} AFTER DELETE ON {table} BEGIN {delete} END",
             f"CREATE TRIGGER {_quote(self.name + '_update')} AFTER UPDATE OF {columns} ON {table} "
             f"BEGIN {delete} {insert} END",
+            f"CREATE VIRTUAL TABLE {_quote(self.vocabulary)} USING fts5vocab({name}, 'row')",
         ]
+
+    def sqlite_fill(self) -> str:
+        """Index what the table already holds, padded as the triggers pad (FTS5's own 'rebuild'
+        would read the values as they are)."""
+        columns = ", ".join(_quote(column) for column in self.columns)
+        padded = ", ".join(f"{_quote(column)} || '{PAD}'" for column in self.columns)
+        return f"INSERT INTO {_quote(self.name)}(rowid, {columns}) SELECT id, {padded} FROM {_quote(self.table)}"
 
     def postgresql_index(self, column: str) -> str:
         return f"{self.table}__search_{column}"
@@ -140,7 +159,7 @@ def _plan_sqlite(connection: sa.Connection, schema: Schema) -> list[SearchChange
     for index in search_indexes(schema):
         wanted = index.sqlite_statements()
         have = [existing.get(name) for name in (index.name, index.name + "_insert", index.name + "_delete",
-                                                 index.name + "_update")]
+                                                 index.name + "_update", index.vocabulary)]
         if have == wanted:
             continue
         reason = "create" if have[0] is None else "rebuild"
@@ -150,7 +169,7 @@ def _plan_sqlite(connection: sa.Connection, schema: Schema) -> list[SearchChange
 
 def _stale_sqlite(connection: sa.Connection, schema: Schema) -> list[str]:
     """FTS tables of entities that no longer declare search fields."""
-    wanted = {index.name for index in search_indexes(schema)}
+    wanted = {name for index in search_indexes(schema) for name in (index.name, index.vocabulary)}
     return [name for name, sql in _sqlite_objects(connection).items()
             if sql.startswith("CREATE VIRTUAL TABLE") and name not in wanted]
 
@@ -158,11 +177,11 @@ def _stale_sqlite(connection: sa.Connection, schema: Schema) -> list[str]:
 def _build_sqlite(connection: sa.Connection, index: SearchIndex) -> None:
     for suffix in ("_insert", "_delete", "_update"):
         connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_quote(index.name + suffix)}")
+    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(index.vocabulary)}")
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(index.name)}")
     for statement in index.sqlite_statements():
         connection.exec_driver_sql(statement)
-    # Index what the table already holds.
-    connection.exec_driver_sql(f"INSERT INTO {_quote(index.name)}({_quote(index.name)}) VALUES ('rebuild')")
+    connection.exec_driver_sql(index.sqlite_fill())
 
 
 def _trigram_schema(connection: sa.Connection) -> str | None:
@@ -217,14 +236,29 @@ def _build_postgresql(connection: sa.Connection, index: SearchIndex) -> None:
 
 def fts_match(index: SearchIndex, table: sa.Table, text: str,
               columns: Sequence[str]) -> sa.ColumnElement[bool] | None:
-    """On SQLite, `id IN (records whose `columns` contain `text`)` answered by the FTS table,
-    or None when the text is too short for a trigram or no indexed column is allowed."""
+    """On SQLite, `id IN (records whose `columns` contain `text`)` answered by the FTS table:
+    a phrase of three characters or more, or any indexed trigram that starts with a text of
+    two (see the module's docstring); None for one character, or when no indexed column is allowed."""
     allowed = [column for column in index.columns if column in columns]
-    if len(text) < TRIGRAM or not allowed or text.strip() == "":
+    short = text.strip()
+    if not allowed or not short or (len(text) < TRIGRAM and len(short) != TRIGRAM - 1):
         return None
-    phrase = '"' + text.replace('"', '""') + '"'
     restrict = "{" + " ".join(allowed) + "}: " if list(allowed) != list(index.columns) else ""
+    if len(text) >= TRIGRAM:
+        query: sa.ColumnElement[Any] = sa.literal(restrict + _quoted(text))
+    else:
+        vocabulary = sa.table(index.vocabulary, sa.column("term"))
+        prefix = short.lower()  # the trigram tokenizer folds case: its terms are lower case
+        terms = (sa.select(sa.func.group_concat(sa.literal('"') + sa.func.replace(vocabulary.c.term, '"', '""')
+                                                + sa.literal('"'), " OR "))
+                 .where(vocabulary.c.term >= prefix, vocabulary.c.term < prefix + "\U0010ffff").scalar_subquery())
+        # no trigram starts so: a term no text holds (private-use characters; an empty match is an error)
+        query = sa.literal(restrict + "(") + sa.func.coalesce(terms, _quoted("\ue000" * TRIGRAM)) + sa.literal(")")
     fts = sa.table(index.name, sa.column("rowid"))
-    matches = (sa.select(fts.c.rowid)
-               .where(sa.literal_column(_quote(index.name)).op("MATCH")(sa.literal(restrict + phrase))))
+    matches = sa.select(fts.c.rowid).where(sa.literal_column(_quote(index.name)).op("MATCH")(query))
     return table.c.id.in_(matches)
+
+
+def _quoted(text: str) -> str:
+    """`text` as an FTS5 string (a phrase)."""
+    return '"' + text.replace('"', '""') + '"'
