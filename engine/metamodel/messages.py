@@ -55,7 +55,11 @@ def say(message: object, lang: str) -> object:
 @functools.lru_cache(maxsize=None)
 def catalogue(lang: str) -> dict[str, str]:
     """English template → its text in `lang` (empty for English and for a language without a file)."""
-    path = LOCALE / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    return read_catalogue(LOCALE / lang / "LC_MESSAGES" / f"{DOMAIN}.po")
+
+
+def read_catalogue(path: Path) -> dict[str, str]:
+    """A gettext PO file's message id → text (translated entries only); empty when there is no file."""
     if not path.exists():
         return {}
     with path.open("rb") as handle:

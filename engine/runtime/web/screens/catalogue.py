@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from babel.messages.pofile import read_po
+from engine.metamodel.messages import read_catalogue
 
 LOCALE = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"
@@ -21,13 +21,7 @@ DOMAIN = "messages"
 @functools.lru_cache(maxsize=None)
 def catalogue(lang: str) -> dict[str, str]:
     """message id → text for `lang` (empty when there is no PO file for it)."""
-    path = LOCALE / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
-    if not path.exists():
-        return {}
-    with path.open("rb") as handle:
-        parsed = read_po(handle, locale=None)
-    return {str(message.id): str(message.string) for message in parsed
-            if message.id and isinstance(message.id, str) and isinstance(message.string, str) and message.string}
+    return read_catalogue(LOCALE / lang / "LC_MESSAGES" / f"{DOMAIN}.po")
 
 
 def languages() -> tuple[str, ...]:
