@@ -25,7 +25,7 @@ from collections.abc import Collection
 from engine.metamodel.entities import EntitySpec, FieldType
 from engine.metamodel.errors import did_you_mean
 from engine.metamodel.expressions import Expression
-from engine.metamodel.messages import Msg
+from engine.metamodel.messages import Msg, MsgError
 
 ROW_FUNCTIONS = ("is_empty", "contains", "today", "now", "days", "hours")
 ME = "me"
@@ -37,12 +37,8 @@ HELP = Msg("a row condition compares fields with values: field == 'x', field in 
            "contains(tags, 'x'), owner == me, date_field <= today(), joined with and / or / not")
 
 
-class RowConditionError(ValueError):
+class RowConditionError(MsgError):
     """What in the condition a database cannot answer, or names what does not exist (a `Msg`)."""
-
-    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
-        message = self.args[0] if self.args else ""
-        return message if isinstance(message, str) else super().__str__()
 
 
 def check_row_condition(expression: Expression, entity: EntitySpec, *, allow_me: bool = True) -> None:

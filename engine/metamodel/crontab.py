@@ -10,18 +10,14 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from engine.metamodel.messages import Msg
+from engine.metamodel.messages import Msg, MsgError
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _PART = re.compile(r"^(\d)(?:-(\d))?(/\d+)?$")
 
 
-class CrontabError(ValueError):
+class CrontabError(MsgError):
     """The cron line is not five crontab(5) fields; the message (a `Msg`) says what is wrong."""
-
-    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
-        message = self.args[0] if self.args else ""
-        return message if isinstance(message, str) else super().__str__()
 
 
 def _weekday(field: str) -> str:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from engine.metamodel.checks import Checker
-from engine.metamodel.messages import Msg
+from engine.metamodel.messages import Msg, MsgError
 from engine.metamodel.source import PathKey
 
 
@@ -30,12 +30,8 @@ class DurationSpec:
 DURATION_SCHEMA = {"type": "string", "pattern": _DURATION.pattern}
 
 
-class DurationError(ValueError):
+class DurationError(MsgError):
     """The text is not a duration; the message (a `Msg`) says how to write one."""
-
-    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
-        message = self.args[0] if self.args else ""
-        return message if isinstance(message, str) else super().__str__()
 
 
 def parse_duration(text: str) -> DurationSpec:

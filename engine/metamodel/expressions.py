@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.metamodel.errors import Location
-from engine.metamodel.messages import Msg
+from engine.metamodel.messages import Msg, MsgError
 
 
 EXPRESSION_PREFIX = "="  # a blueprint value written "=…" is an expression
@@ -52,12 +52,8 @@ def _without_strings(source: str) -> str:
     return _STRING.sub("''", source)
 
 
-class ExpressionSyntaxError(ValueError):
+class ExpressionSyntaxError(MsgError):
     """The text is not an allowed expression; the message (a `Msg`) says what to change."""
-
-    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
-        message = self.args[0] if self.args else ""
-        return message if isinstance(message, str) else super().__str__()
 
 
 def parse_expression(source: str, location: Location) -> Expression:

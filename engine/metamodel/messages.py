@@ -40,6 +40,15 @@ class Msg(str):
         return wording.format(**{name: say(value, lang) for name, value in self.values.items()})
 
 
+class MsgError(ValueError):
+    """A blueprint value that is wrong, said by a `Msg`: `str(error)` is that Msg itself, so a
+    caller that reports `str(exc)` can still say it in the reader's language."""
+
+    def __str__(self) -> str:
+        message = self.args[0] if self.args else ""
+        return message if isinstance(message, str) else super().__str__()
+
+
 def _rebuilt(template: str, values: dict[str, object]) -> Msg:
     return Msg(template, **values)
 

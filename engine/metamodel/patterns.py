@@ -12,7 +12,7 @@ from typing import Protocol
 
 import re2
 
-from engine.metamodel.messages import Msg
+from engine.metamodel.messages import Msg, MsgError
 
 MAX_PATTERN_LENGTH = 500
 _OPTIONS = re2.Options()
@@ -27,12 +27,8 @@ class Pattern(Protocol):
     def fullmatch(self, text: str) -> object | None: ...
 
 
-class PatternError(ValueError):
+class PatternError(MsgError):
     """The pattern is not a regular expression we can run safely; the message (a `Msg`) says why."""
-
-    def __str__(self) -> str:  # the Msg itself, so that str(exc) can still be said in Chinese
-        message = self.args[0] if self.args else ""
-        return message if isinstance(message, str) else super().__str__()
 
 
 @functools.lru_cache(maxsize=512)
