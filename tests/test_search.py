@@ -4,6 +4,7 @@ and the index planned, built and rebuilt like any schema step."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -131,6 +132,30 @@ def test_two_characters_find_what_a_scan_finds_from_the_index(crm: Engine) -> No
             sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
             plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
         assert "lead__search" in plan and "lead__search_vocab" in plan, plan
+
+
+def test_a_text_in_most_records_is_listed_by_reading_newest_first_with_the_same_rows(crm: Engine) -> None:
+    """有限公司 is in nearly every company name: collecting every match from the index took 546 ms
+    at a million leads, reading newest first 8 ms. Past a few thousand records the list reads
+    when the newest records say the text is that common — and lists the same records."""
+    from engine.runtime.storage.search import too_common
+    table = crm.schema.table("lead")
+    stamp = dt.datetime(2026, 11, 1)
+    with crm.db.write() as connection:
+        connection.execute(table.insert(), [
+            {"name": f"客户{number}", "company": f"宁波第{number}机械有限公司", "created_at": stamp, "updated_at": stamp,
+             "version": 1, "source": "website", "status": "new"} for number in range(8_000)])
+    lead(crm, "王磊", "温州海鸥精工")
+    index = crm.records.search_indexes["lead"]
+    with crm.db.read() as connection:
+        if crm.db.is_sqlite:
+            assert too_common(connection, index, table, "有限公司") and not too_common(connection, index, table, "海鸥精工")
+        else:
+            assert not too_common(connection, index, table, "有限公司")  # PostgreSQL plans it itself
+    page = crm.records.list("lead", parse_list_query(crm.model.entity("lead"), {"q": "机械有限公司", "per_page": "5"}),
+                            actor=SYSTEM)
+    assert page.total == 8_000 and [item["name"] for item in page.items] == [f"客户{n}" for n in range(7_999, 7_994, -1)]
+    assert found(crm, "海鸥精工") == ["王磊"]
 
 
 def test_search_indexes_are_left_out_of_the_comparison_with_the_blueprint(crm: Engine) -> None:

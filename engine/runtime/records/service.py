@@ -30,7 +30,7 @@ from engine.runtime.storage.times import as_utc
 from engine.runtime.records.permissions import Access, Forbidden
 from engine.runtime.records.conditions import row_condition_sql
 from engine.runtime.records.queries import ALL_FIELDS, COUNT_CAP, Filter, ListQuery, Page, build_list_statements
-from engine.runtime.storage.search import search_indexes
+from engine.runtime.storage.search import search_indexes, too_common
 from engine.runtime.records.values import (apply_defaults, check_required, check_validations, coerce_input,
                                            compute_fields, is_empty, link_filter_error, references)
 from engine.runtime.storage.database import Database, savepoint
@@ -248,10 +248,14 @@ class RecordService:
             scope = condition if scope is None else sa.and_(scope, condition)
         query = _people_filters(entity, query, actor)
         ordering = {name: build(entity.name, table) for name, build in self.list_orders.items()}
+        search_index = self.search_indexes.get(entity.name)
+        if search_index is not None and query.search and self.db.is_sqlite:
+            with self.db.read() as connection:  # a text in most records: reading finds a page sooner
+                if too_common(connection, search_index, table, query.search):
+                    search_index = None
         page_query, count_query = build_list_statements(entity, table, query, self.db.engine.dialect.name,
                                                         kinds=self.schema.kinds, scope=scope, unsearchable=hidden,
-                                                        ordering=ordering,
-                                                        search_index=self.search_indexes.get(entity.name))
+                                                        ordering=ordering, search_index=search_index)
         return page_query, count_query, hidden
 
     def list_scope(self, entity: EntitySpec, table: sa.Table, query: ListQuery, scope: Any) -> Any:

@@ -34,6 +34,7 @@ from engine.runtime.storage.tables import Schema
 
 TRIGRAM = 3  # characters: a text this long is a trigram phrase; two are looked up by prefix
 PAD = "  "  # after each indexed value, so that a value's last two characters start a trigram
+SAMPLE = 1_000  # newest records read to tell how common a searched text is (`too_common`)
 _EXTENSION = "pg_trgm"
 
 
@@ -257,6 +258,29 @@ def fts_match(index: SearchIndex, table: sa.Table, text: str,
     fts = sa.table(index.name, sa.column("rowid"))
     matches = sa.select(fts.c.rowid).where(sa.literal_column(_quote(index.name)).op("MATCH")(query))
     return table.c.id.in_(matches)
+
+
+def too_common(connection: sa.Connection, index: SearchIndex, table: sa.Table, text: str) -> bool:
+    """Whether so many records hold `text` (有限公司 is in nearly every company name) that reading
+    the table newest first finds a page, and the count that stops at 10,000, sooner than
+    collecting every match from the index: 546 ms by the index against 8 ms by reading, at a
+    million leads. The newest `SAMPLE` records say how common the text is (the index cannot say
+    it cheaply: its vocabulary counts a trigram's records by reading them all). Reading costs
+    about 10,000 / share records, the index about share × rows matches: reading wins when
+    share² × rows > 7,300 (measured, bench/RESULTS.md §12) — on a million leads, a text in more
+    than one record in twelve."""
+    if connection.dialect.name != "sqlite" or len(text.strip()) < TRIGRAM - 1:
+        return False
+    rows = int(connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0)
+    if rows <= 7_300:  # even a text in every record is found as fast from the index
+        return False
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    newest = sa.select(*(table.c[column] for column in index.columns)).order_by(table.c.id.desc()) \
+        .limit(SAMPLE).subquery()
+    hits = int(connection.execute(sa.select(sa.func.count()).select_from(newest).where(
+        sa.or_(*(newest.c[column].ilike(pattern, escape="\\") for column in index.columns)))).scalar_one())
+    share = hits / SAMPLE
+    return share * share * rows > 7_300
 
 
 def _quoted(text: str) -> str:
