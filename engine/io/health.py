@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import DedupAction, EntitySpec
-from engine.metamodel.imports import OWNER, ImportSpec
+from engine.metamodel.imports import CREATED_AT, OWNER, ImportSpec, created_at_field
 from engine.runtime.records.batch import past_creation
 from engine.runtime.records.fieldkinds import FieldError
 from engine.runtime.records.service import RecordService
@@ -296,8 +296,8 @@ def _mapped_loosely(spec: ImportSpec, header: str) -> bool:
 def _labels(entity: EntitySpec, name: str) -> tuple[str, str]:
     if name == OWNER:
         return "Owner", "负责人"
-    if entity.has_field(name):
-        label = entity.field(name).label
+    if entity.has_field(name) or name == CREATED_AT:
+        label = (entity.field(name) if entity.has_field(name) else created_at_field(entity)).label
         return label.text("en"), label.text("zh")
     return name, name
 

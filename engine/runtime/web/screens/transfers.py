@@ -25,7 +25,7 @@ from engine.io.imports import ImportPlan, ImportRecord, Importer, ImportRefused
 from engine.io.mapping import Suggestion, mapping_from_suggestions, suggest_mapping
 from engine.io.readers import FileUnreadable, Table, read_bytes
 from engine.metamodel import FieldType
-from engine.metamodel.imports import OWNER, ImportSpec
+from engine.metamodel.imports import CREATED_AT, OWNER, ImportSpec, created_at_field
 from engine.metamodel.labels import Label
 from engine.metamodel.roles import Scope
 from engine.runtime.records.actors import Actor
@@ -174,7 +174,7 @@ def _spec(site: Site, form: Any, table: Table, entity_name: str) -> tuple[Import
     suggestions = suggest_mapping(entity, table.headers)
     if any(key.startswith("map:") for key in form.keys()):
         suggestions = [Suggestion(s.column, str(form.get(f"map:{s.column}", "")) or None, "chosen") for s in suggestions]
-        valid = {*entity.field_names(), OWNER}
+        valid = {*entity.field_names(), OWNER, *((CREATED_AT,) if form.get("history") else ())}
         suggestions = [s if s.field in valid else Suggestion(s.column, None, "") for s in suggestions]
     spec = mapping_from_suggestions(entity, suggestions, name="screen", history=bool(form.get("history")))
     defaults = tuple((name[len("default:"):], str(value)) for name, value in form.items()
@@ -206,6 +206,8 @@ def review(site: Site, request: Request, actor: Actor, form: Any) -> HTMLRespons
     fields = [Option("", translate(lang, "import_skip"))] + [Option(OWNER, translate(lang, "owner"))] + [
         Option(spec_.name, spec_.label.text(lang)) for spec_ in entity.fields
         if spec_.type is not FieldType.COMPUTED]
+    if spec.history:  # past records may say when they came in (docs/import-export.md §7)
+        fields.append(Option(CREATED_AT, created_at_field(entity).label.text(lang)))
     columns = tuple(ColumnChoice(s.column, tuple(Option(o.value, o.label, o.value == (s.field or "")) for o in fields),
                                  s.why) for s in suggestions)
     mapped = {column.field for column in spec.columns} | {name for name, _ in spec.defaults}
