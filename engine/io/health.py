@@ -296,10 +296,8 @@ def _mapped_loosely(spec: ImportSpec, header: str) -> bool:
 def _labels(entity: EntitySpec, name: str) -> tuple[str, str]:
     if name == OWNER:
         return "Owner", "负责人"
-    if entity.has_field(name) or name == CREATED_AT:
-        label = (entity.field(name) if entity.has_field(name) else created_at_field(entity)).label
-        return label.text("en"), label.text("zh")
-    return name, name
+    spec = created_at_field(entity) if name == CREATED_AT else entity.field(name) if entity.has_field(name) else None
+    return (spec.label.text("en"), spec.label.text("zh")) if spec is not None else (name, name)
 
 
 def _raw(mapper: RowMapper, cells: Sequence[Any], name: str) -> str:

@@ -190,7 +190,7 @@ class RowMapper:
             text = cell_text(cell).strip()
             return only_match(field.name, target, column.lookup, text, index.get(text, ()))
         kind = field.type
-        if field.name == CREATED_AT and column.field == CREATED_AT:  # an instant: the business zone's wall time
+        if column.field == CREATED_AT:  # an instant: the business zone's wall time
             return _created_at(field, _date(field, column.date_format, cell))
         if kind in (FieldType.DATE, FieldType.DATETIME):
             return _date(field, column.date_format, cell)

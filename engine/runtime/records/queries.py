@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 from engine.metamodel import SYSTEM_FIELDS, EntitySpec, FieldSpec, FieldType, Label, SortKey
 from engine.metamodel.errors import did_you_mean
 from engine.runtime.records.errors import QueryInvalid
-from engine.runtime.storage.search import SearchIndex, fts_match
+from engine.runtime.storage.search import SearchIndex, escape_like, fts_match
 from engine.runtime.records.fieldkinds import KINDS, FieldError, FieldKinds, ListKind, PhoneKind, normalize_phone
 
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "isnull")
@@ -199,7 +199,7 @@ def _condition(entity: EntitySpec, table: sa.Table, item: Filter, dialect: str,
         values = item.value if isinstance(item.value, list) else [item.value]
         return sa.or_(*(_list_contains(column, str(v).strip(), dialect) for v in values))
     if item.op == "contains":
-        return column.ilike(f"%{_escape_like(str(item.value))}%", escape="\\")
+        return column.ilike(f"%{escape_like(str(item.value))}%", escape="\\")
     if item.op == "in":
         return column.in_([_typed(entity, item.field, v, kinds) for v in item.value if str(v).strip() != ""])
     value = _typed(entity, item.field, item.value, kinds)
@@ -223,10 +223,6 @@ def _json_escape(value: str) -> str:
 _WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collection[str],
             kinds: FieldKinds, dialect: str, index: SearchIndex | None) -> sa.ColumnElement[bool]:
     """Every searchable field containing `text`. A query that is a whole phone number or e-mail
@@ -243,7 +239,7 @@ def _search(entity: EntitySpec, table: sa.Table, text: str, unsearchable: Collec
         indexed = fts_match(index, table, text, names)
         if indexed is not None:
             return indexed
-    pattern = f"%{_escape_like(text)}%"
+    pattern = f"%{escape_like(text)}%"
     phones = {spec.name for spec in specs if isinstance(kinds.of_field(spec), PhoneKind)}  # digits: no case to fold
     conditions = [(table.c[name].like if name in phones else table.c[name].ilike)(pattern, escape="\\")
                   for name in names]

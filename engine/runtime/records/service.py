@@ -383,8 +383,9 @@ class RecordService:
                created_at: dt.datetime | None = None, history: bool = False) -> WriteResult:
         """Validate and insert a record; a dedup match updates, rejects or flags as the blueprint says.
         `created_at` (intake as a system actor, or an import of past records) backdates the record
-        to when the customer actually submitted it, or when the old system first had it. `history` (imports of past records) writes a stage without
-        its requirements being enforced; its events say `"history": true`."""
+        to when the customer actually submitted it, or when the old system first had it. `history`
+        (imports of past records) writes a stage without its requirements being enforced; its
+        events say `"history": true`."""
         origin = Origin(origin)
         entity = self.entity(entity_name)
         self._check_not_managed(entity, actor)

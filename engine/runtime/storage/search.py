@@ -274,13 +274,18 @@ def too_common(connection: sa.Connection, index: SearchIndex, table: sa.Table, t
     rows = int(connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0)
     if rows <= 7_300:  # even a text in every record is found as fast from the index
         return False
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = f"%{escape_like(text)}%"
     newest = sa.select(*(table.c[column] for column in index.columns)).order_by(table.c.id.desc()) \
         .limit(SAMPLE).subquery()
     hits = int(connection.execute(sa.select(sa.func.count()).select_from(newest).where(
         sa.or_(*(newest.c[column].ilike(pattern, escape="\\") for column in index.columns)))).scalar_one())
     share = hits / SAMPLE
     return share * share * rows > 7_300
+
+
+def escape_like(text: str) -> str:
+    """`text` for a LIKE pattern with escape character backslash: its %, _ and \\ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _quoted(text: str) -> str:
