@@ -44,8 +44,10 @@ CITIES = ["宁波", "杭州", "苏州", "无锡", "温州", "佛山", "东莞", 
 TRADES = ["精工机械", "智能装备", "电子科技", "精密仪器", "新材料", "医疗器械", "环保科技", "自动化"]
 QUERIES = [("company fragment", "海鸥精密"), ("person's name", "欧阳明远"), ("phone fragment", "755501"),
            ("e-mail fragment", "ouyang.mingyuan"), ("2-character name", "欧阳"), ("nobody", "不存在的公司名称"),
-           # many hits: a common name (~1 in 500 leads) and a trade word in one company in eight
-           ("common 2-char name", "王磊"), ("2-char, 1 in 8", "精工")]
+           # many hits: a common name (~1 in 500 leads), a city in one company in ten, a trade word in
+           # one in eight, and a text in every company name
+           ("common 2-char name", "王磊"), ("city, 1 in 10", "宁波"), ("2-char, 1 in 8", "精工"),
+           ("4-char, 1 in 8", "精工机械"), ("in every record", "有限公司")]
 
 
 def fill(url: str, rows: int) -> None:
