@@ -17,7 +17,8 @@ is off on the bench server). Then, each `--rounds` times, timed with wall time:
   group_by      the same figure through Analytics.figures: funnel_health's leads_by_status widget
                 (the covering index the dashboards derive from it: status, budget)
   manager_home  every widget of manager_home for a sales manager (his team: 10 reps)
-  heatmap       lead stage dwell × rep for the quarter (50 reps × 6 stages), as admin
+  heatmap       funnel_health's lead return rate × rep for the quarter (50 reps × 6 stages), as admin: the
+                figures its cells show, as the page asks for them
   funnel_health every widget of funnel_health for the quarter, as admin
 
 and prints the medians; the results go to bench/RESULTS.md by hand.
@@ -185,14 +186,16 @@ def dashboard(runtime: Any, name: str, actor: Actor) -> Callable[[], Any]:
     def run() -> Any:
         period = period_at(spec.period, runtime.clock.now(), runtime.model.settings.timezone)
         out = []
-        done: set[tuple[str, str | None]] = set()  # as the page does: each funnel's overall once, then its rows
-        for widget in spec.widgets:
+        done: set[tuple[str, str | None, Any]] = set()  # as the page does: each funnel's overall once,
+        for widget in spec.widgets:                      # then a heat map's rows for the value it shows
             if widget.kind in (WidgetKind.HEATMAP, WidgetKind.STAGES):
-                for rows in (None, widget.rows) if widget.rows else (None,):
-                    if (str(widget.funnel), rows) not in done:
-                        done.add((str(widget.funnel), rows))
+                asks = [(None, None)] + ([(widget.rows, widget.value)] if widget.rows else [])
+                for rows, value in asks:
+                    if (str(widget.funnel), rows, value) not in done:
+                        done.add((str(widget.funnel), rows, value))
                         out.append(analytics.stage_cells(runtime.model.funnel(str(widget.funnel)), actor=actor,
-                                                         period=period, filters={}, rows=rows))
+                                                         period=period, filters={}, rows=rows,
+                                                         values=None if value is None else (value,)))
             else:
                 out.append(analytics.figures(widget, actor=actor, period=period, filters={}))
                 if widget.kind is WidgetKind.CARD and widget.period_field is not None:
@@ -223,7 +226,7 @@ def main() -> None:
     heat = model.dashboard("funnel_health").widget("lead_returns_by_rep")
     heatmap = lambda: runtime.analytics.stage_cells(  # noqa: E731
         model.funnel(str(heat.funnel)), actor=people["admin"], period=period_at("quarter", NOW, "Asia/Shanghai"),
-        filters={}, rows="owner")
+        filters={}, rows="owner", values=(heat.value,))
     cases = {"scan": scan(runtime), "group_by": by_status,
              "manager_home": dashboard(runtime, "manager_home", people["manager0"]),
              "heatmap": heatmap, "funnel_health": dashboard(runtime, "funnel_health", people["admin"])}

@@ -174,3 +174,38 @@ def test_a_duration_measure_is_the_hours_between_two_moments(world: Any) -> None
         assert average == pytest.approx(sum(hours) / len(hours), abs=0.01)
         assert median == pytest.approx(hours[(len(hours) + 1) // 2 - 1], abs=0.01)
     assert people["zhao"].id not in figures  # another team's rep: not in zhou's figures
+
+
+def test_a_team_covering_unowned_records_counts_exactly_those_beside_its_members(make_engine: Any,
+                                                                                  clock: FakeClock) -> None:
+    """east covers the unowned manufacturing deals: zhou's figures and stage figures hold his reps'
+    deals and those, never the unowned retail ones, and each drills down to exactly what it counts
+    (the scope is the OR of two branches, which the figures spread over their own conditions)."""
+    from tests.support.analytics_blueprint import ROLES
+    covering = ROLES + "teams:\n  east: {covers: {opportunity: \"industry == 'manufacturing'\"}}\n  north: {}\n"
+    runtime, people, ids = build_world(make_engine, clock, {"roles.yaml": covering})
+    unowned = {industry: [runtime.records.create("opportunity", {"name": f"{industry} {n}", "industry": industry,
+                                                                "amount": 1000}, actor=SYSTEM).record["id"]
+                          for n in range(3)] for industry in ("manufacturing", "retail")}
+    for industry in unowned:
+        runtime.records.update("opportunity", unowned[industry][0], {"stage": "demo"}, actor=SYSTEM)
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    widget = runtime.model.dashboard("pipeline").widget("per_rep")
+    figures = {f.key: f for f in runtime.analytics.figures(widget, actor=people["zhou"], period=period, filters={})}
+    assert {key: figure.count for key, figure in figures.items()} == {
+        people["wang"].id: 10, people["li"].id: 5, None: 3}
+    assert _ids_behind(runtime, figures[None].url, people["zhou"]) == set(unowned["manufacturing"])
+    assert _ids_behind(runtime, figures[people["li"].id].url, people["zhou"]) == {
+        ids[index] for index, name in enumerate(OWNERS) if name == "li"}
+    north = runtime.analytics.figures(widget, actor=people["sun"], period=period, filters={})
+    assert {figure.key: figure.count for figure in north} == {people["zhao"].id: 5}
+    funnel = runtime.model.funnel("deals")
+    cells = runtime.analytics.stage_cells(funnel, actor=people["zhou"], period=period, filters={})[None]
+    team_left = expected({"wang", "li"})["qualify"]["ids"]["left"]
+    assert _ids_behind(runtime, cells["qualify"].urls["left"], people["zhou"]) == (
+        {ids[index] for index in team_left} | {unowned["manufacturing"][0]})
+    assert cells["qualify"].left == len(team_left) + 1
+    by_rep = runtime.analytics.stage_cells(funnel, actor=people["zhou"], period=period, filters={}, rows="owner",
+                                           values=(StageValue.LEFT,))
+    assert by_rep[None]["qualify"].left == 1  # the unowned manufacturing deal, in the heat map's unassigned row
+    assert sum(row["qualify"].left for row in by_rep.values()) == cells["qualify"].left

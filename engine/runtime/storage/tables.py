@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.metamodel import EntitySpec, FieldType, Metamodel, OnDelete
+from engine.metamodel.dashboards import WidgetKind
 from engine.runtime.records.fieldkinds import BUILTIN_KINDS, FieldKinds
 from engine.runtime.storage.collab import collab_tables
 from engine.runtime.storage.import_tables import import_tables
@@ -348,7 +349,9 @@ def _system_tables(metadata: sa.MetaData) -> None:
         sa.Column("move", sa.String(16), nullable=False),          # forward | skip | back | reopen | lose | hold
         sa.Column("is_return", sa.Boolean, nullable=False),
         sa.Column("dwell_seconds", sa.BigInteger),                 # time spent in from_stage
-        sa.Index("ix_crm_stage_moves_funnel_at", "funnel", "at", "record_id"),
+        # every column a stage figure reads, so a period's moves are read from the index alone
+        sa.Index("ix_crm_stage_moves_figures", "funnel", "at", "record_id", "from_stage", "to_stage", "move",
+                 "is_return", "dwell_seconds"),
         sa.Index("ix_crm_stage_moves_record", "record_id"),
     )
     sa.Table(
@@ -395,18 +398,26 @@ def _entity_table(entity: EntitySpec, metadata: sa.MetaData, kinds: FieldKinds,
     return table
 
 
+_MOVE_KINDS = (WidgetKind.HEATMAP, WidgetKind.STAGES, WidgetKind.STUCK)  # figures of the stage moves, not records
+
+
 def dashboard_indexes(model: Metamodel, entity: str) -> tuple[tuple[str, ...], ...]:
     """Covering indexes for the dashboards' group-bys: (by, measured fields) and, for scoped
-    viewers, (owner, by, measured fields) — a figure then reads the index, not the table."""
+    viewers, (owner, by, measured fields) — a figure then reads the index, not the table. A
+    figure of a period, for scoped viewers: (owner, period field, measured fields) — else a
+    manager's month was read through all of his team's records (0.4 s a statement at 1M leads)."""
     found: list[tuple[str, ...]] = []
     for dashboard in model.dashboards:
         for widget in dashboard.widgets:
-            if widget.entity != entity or widget.by is None or widget.funnel is not None and widget.by is None:
+            if widget.entity != entity or widget.kind in _MOVE_KINDS:
                 continue
             measured = tuple(name for m in widget.measures for name in m.fields)
-            found.append((widget.by, *measured))
-            if widget.by != "owner":
-                found.append(("owner", widget.by, *measured))
+            if widget.by is not None:
+                found.append((widget.by, *measured))
+                if widget.by != "owner":
+                    found.append(("owner", widget.by, *measured))
+            if widget.period_field is not None:
+                found.append(("owner", widget.period_field, *measured))
     return tuple(found)
 
 

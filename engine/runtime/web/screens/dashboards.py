@@ -54,6 +54,7 @@ def _period_label(lang: str, period: str) -> str:
 STAGE_COLUMNS = ("entered", "left", "dwell_mean", "dwell_median", "conversion", "skip_rate", "return_rate")
 _SCOPE_ORDER = [Scope.NONE, Scope.OWN, Scope.TEAM, Scope.ALL]
 ANOMALY = 1.5  # a heat-map cell this many times its stage's overall value is marked red
+StageCache = dict[tuple[str, str | None, StageValue | None], Any]  # a page's stage figures: (funnel, rows, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ def dashboard_screen(site: Site, request: Request, actor: Actor, name: str) -> H
     period, filters = _choices(site, spec, request, lang)
     analytics = _analytics(site)
     readable = [widget for widget in spec.widgets if site.may(actor, widget.entity, "read")]  # others left out
-    cache: dict[tuple[str, str | None], Any] = {}
+    cache: StageCache = {}
     views = tuple(_widget(site, analytics, spec, widget, actor, period, filters, lang, request, cache)
                   for widget in readable)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "period"]
@@ -181,7 +182,7 @@ def _filter_control(site: Site, spec: DashboardSpec, name: str, chosen: str, lan
 
 def _widget(site: Site, analytics: Analytics, spec: DashboardSpec, widget: WidgetSpec, actor: Actor, period: Period,
             filters: dict[str, str], lang: str, request: Request,
-            cache: dict[tuple[str, str | None], Any]) -> WidgetView:
+            cache: StageCache) -> WidgetView:
     title = widget.label.text(lang)
     words = _Words(lang)
     period = widget_period(site, widget, period)
@@ -339,17 +340,18 @@ def stuck_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
 
 
 def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Actor, period: Period,
-               filters: dict[str, str], lang: str, cache: dict[tuple[str, str | None], Any] | None = None
+               filters: dict[str, str], lang: str, cache: StageCache | None = None
                ) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
     words = _Words(lang)
     funnel = site.model.funnel(str(widget.funnel))
     cache = {} if cache is None else cache  # one page asks for a funnel's overall figures once
 
-    def cells_by(rows: str | None) -> dict[Any, dict[str, StageCell]]:
-        if (funnel.name, rows) not in cache:
-            cache[(funnel.name, rows)] = analytics.stage_cells(funnel, actor=actor, period=period, filters=filters,
-                                                               rows=rows, lang=lang)
-        return dict(cache[(funnel.name, rows)])
+    def cells_by(rows: str | None, value: StageValue | None = None) -> dict[Any, dict[str, StageCell]]:
+        if (funnel.name, rows, value) not in cache:  # a heat map's rows need only the value it shows
+            cache[(funnel.name, rows, value)] = analytics.stage_cells(
+                funnel, actor=actor, period=period, filters=filters, rows=rows, lang=lang,
+                values=None if value is None else (value,))
+        return dict(cache[(funnel.name, rows, value)])
 
     overall = cells_by(None)[None]
     if widget.kind is WidgetKind.STAGES:
@@ -360,7 +362,7 @@ def stage_rows(site: Site, analytics: Analytics, widget: WidgetSpec, actor: Acto
                 continue
             rows.append((cell.label, *(_stage_link(cell, StageValue(column)) for column in STAGE_COLUMNS)))
         return header, tuple(rows)
-    cells = cells_by(widget.rows)
+    cells = cells_by(widget.rows, widget.value)
     labels = analytics.row_labels(funnel, str(widget.rows), cells.keys(), lang)
     stages = [stage.name for stage in funnel.stages if overall[stage.name].left or overall[stage.name].entered]
     header = (words["owner"] if widget.rows == "owner" else _row_label(site.model.entity(funnel.entity) if site.model.has_entity(funnel.entity) else None,
