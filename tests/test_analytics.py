@@ -94,6 +94,25 @@ def test_dwell_conversion_skip_and_return_rates_equal_the_hand_computed_ones(wor
             assert (got is None and hand is None) or got == pytest.approx(hand), (stage, name, got, hand)
 
 
+def test_a_heat_map_per_rep_shows_each_reps_own_hand_computed_figure(world: Any) -> None:
+    """A heat map's rows compute only the value the map shows: each value alone, per rep, equals
+    the hand computation over that rep's deals."""
+    runtime, people, _ = world
+    funnel = runtime.model.funnel("deals")
+    period = period_at("month", runtime.clock.now(), "Asia/Shanghai")
+    for value in StageValue:
+        rows = runtime.analytics.stage_cells(funnel, actor=SYSTEM, period=period, filters={}, rows="owner",
+                                             values=(value,))
+        for name in ("wang", "li", "zhao"):
+            wanted = expected({name})
+            for stage, want in wanted.items():
+                got, hand = rows[people[name].id][stage].value(value), want[value.value]
+                if value in (StageValue.ENTERED, StageValue.LEFT):
+                    assert got == hand, (value, name, stage)
+                else:
+                    assert (got is None and hand is None) or got == pytest.approx(hand), (value, name, stage, got, hand)
+
+
 def _ids_behind(runtime: Engine, url: str, actor: Actor) -> set[int]:
     parts = urlsplit(url)
     entity = parts.path.strip("/")

@@ -348,7 +348,7 @@ class Analytics:
                                 sa.func.row_number().over(partition_by=partition, order_by=dwell).label("rn"),
                                 sa.func.count().over(partition_by=partition).label("n"))
                       .select_from(source).where(*base, dwell.is_not(None)).subquery())
-            statements.append(sa.select(*([ranked.c.g] if rows else []), ranked.c.stage, ranked.c.dwell_median)
+            statements.append(sa.select(ranked.c.g, ranked.c.stage, ranked.c.dwell_median)
                               .where(ranked.c.rn == (ranked.c.n + 1) // 2))
         found: dict[Any, dict[str, dict[str, Any]]] = {}
         days = {"dwell_mean", "dwell_median"}  # stored in seconds, shown in days
